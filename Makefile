@@ -1,0 +1,36 @@
+# Two entry points: `make demo` and `make test`. Each creates or updates the
+# virtualenv at .venv by itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A persistent compilation cache makes repeated runs and subprocess tests cheap.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
+
+.PHONY: demo test install install-test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt -e .
+	touch $@
+
+# torch goes in first and alone, so that pip takes the local CPU build.
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.runtime-installed
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.runtime-installed
+install-test: $(VENV)/.test-installed
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install-test
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .cache
