@@ -1,0 +1,28 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Decoder models (Llama, Qwen2, Qwen3) and their Hugging Face checkpoint I/O."""
+
+from opd_jax.models.attention import KVCache, init_cache
+from opd_jax.models.config import (
+    FAMILIES,
+    PRESETS,
+    Llama3RopeScaling,
+    ModelConfig,
+    UnsupportedConfigError,
+    from_hf_config,
+    preset,
+    to_hf_config,
+)
+from opd_jax.models.transformer import ModelOutput, Transformer
+from opd_jax.models.hf_io import CheckpointError, load_hf, mapping_table, save_hf

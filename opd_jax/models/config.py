@@ -1,0 +1,419 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Frozen model configuration, presets and the Hugging Face config mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from typing import Any, Mapping
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+
+# HF `model_type` -> our family, and the architecture name written on export.
+_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+# HF config fields that we read, or that carry no meaning for the forward pass.
+# Anything else that is set to a non-default value is rejected (see
+# `_check_unsupported`), so that a checkpoint we cannot reproduce never loads
+# silently.
+_HANDLED_OR_IGNORED = frozenset({
+    # read
+    "model_type", "vocab_size", "hidden_size", "intermediate_size",
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling",
+    "rope_parameters", "tie_word_embeddings", "max_position_embeddings",
+    "bos_token_id", "eos_token_id", "pad_token_id", "hidden_act",
+    "attention_bias", "mlp_bias", "use_sliding_window", "sliding_window",
+    "max_window_layers", "layer_types", "pretraining_tp",
+    # ignored: training-time, bookkeeping or generation settings
+    "architectures", "transformers_version", "torch_dtype", "dtype",
+    "initializer_range", "use_cache", "attention_dropout", "_name_or_path",
+    "output_hidden_states", "output_attentions", "return_dict",
+    "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id",
+    "problem_type", "tokenizer_class", "model_name", "quantization_config",
+    "use_mrope", "rope_type", "_attn_implementation_autoset",
+    "_attn_implementation", "bad_words_ids", "begin_suppress_tokens",
+    "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id",
+    "sep_token_id", "tf_legacy_loss", "torchscript", "use_bfloat16",
+    "prefix", "task_specific_params", "finetuning_task", "cross_attention_hidden_size",
+    "add_cross_attention", "tie_encoder_decoder", "is_decoder",
+    "pruned_heads", "chunk_size", "embedding_multiplier", "typical_p",
+})
+
+
+class UnsupportedConfigError(ValueError):
+  """An HF config asks for something this implementation does not do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Llama3RopeScaling:
+  """Llama-3 frequency-dependent RoPE scaling (HF `rope_type='llama3'`)."""
+
+  factor: float
+  low_freq_factor: float
+  high_freq_factor: float
+  original_max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Shape and variant flags of one decoder (Llama / Qwen2 / Qwen3).
+
+  Attributes:
+    family: one of `FAMILIES`; decides the HF architecture on export.
+    vocab_size: V, rows of the embedding and columns of the head.
+    embed_dim: D, the residual width (HF `hidden_size`).
+    num_layers: L, decoder blocks (run under one `lax.scan`).
+    num_heads: N, query heads.
+    num_kv_heads: K, key/value heads (N % K == 0; K == N is MHA).
+    head_dim: H, width of one head.
+    mlp_dim: F, SwiGLU hidden width (HF `intermediate_size`).
+    rms_norm_eps: epsilon of every RMSNorm.
+    rope_theta: RoPE base frequency.
+    rope_scaling: optional Llama-3 scaling of the RoPE frequencies.
+    tie_embeddings: the head reuses the embedding matrix.
+    qkv_bias: q/k/v projections carry a bias (Qwen2).
+    qk_norm: RMSNorm over each query/key head before RoPE (Qwen3).
+    max_position_embeddings: recorded for export; not enforced.
+    bos_token_id, eos_token_ids, pad_token_id: special ids from the config.
+  """
+
+  family: str
+  vocab_size: int
+  embed_dim: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  rms_norm_eps: float = 1e-6
+  rope_theta: float = 10_000.0
+  rope_scaling: Llama3RopeScaling | None = None
+  tie_embeddings: bool = False
+  qkv_bias: bool = False
+  qk_norm: bool = False
+  max_position_embeddings: int = 32_768
+  bos_token_id: int | None = None
+  eos_token_ids: tuple[int, ...] = ()
+  pad_token_id: int | None = None
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise ValueError(
+          f"ModelConfig.family: expected one of {FAMILIES}, got"
+          f" {self.family!r}"
+      )
+    for name in ("vocab_size", "embed_dim", "num_layers", "num_heads",
+                 "num_kv_heads", "head_dim", "mlp_dim"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"ModelConfig.{name}: expected a positive int, got {value!r}"
+        )
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          "ModelConfig.num_heads must be a multiple of num_kv_heads, got"
+          f" num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}"
+      )
+
+  @property
+  def num_groups(self) -> int:
+    """Query heads per key/value head (1 for multi-head attention)."""
+    return self.num_heads // self.num_kv_heads
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  def num_params(self) -> int:
+    """Number of parameters, counting a tied embedding once."""
+    d, f, l = self.embed_dim, self.mlp_dim, self.num_layers
+    q = d * self.num_heads * self.head_dim
+    kv = 2 * d * self.num_kv_heads * self.head_dim
+    o = self.num_heads * self.head_dim * d
+    per_layer = q + kv + o + 3 * d * f + 2 * d
+    if self.qkv_bias:
+      per_layer += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+    if self.qk_norm:
+      per_layer += 2 * self.head_dim
+    embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+    return l * per_layer + embed + d
+
+  # -- presets ---------------------------------------------------------------
+  # Numbers from the public config.json of each checkpoint.
+
+  @classmethod
+  def qwen3_0p6b(cls) -> "ModelConfig":
+    return _qwen3(1024, 28, 16, 8, 3072, tie=True)
+
+  @classmethod
+  def qwen3_1p7b(cls) -> "ModelConfig":
+    return _qwen3(2048, 28, 16, 8, 6144, tie=True)
+
+  @classmethod
+  def qwen3_4b(cls) -> "ModelConfig":
+    return _qwen3(2560, 36, 32, 8, 9728, tie=True)
+
+  @classmethod
+  def qwen3_8b(cls) -> "ModelConfig":
+    return _qwen3(4096, 36, 32, 8, 12288, tie=False)
+
+  @classmethod
+  def qwen2p5_1p5b(cls) -> "ModelConfig":
+    return _qwen2(151936, 1536, 28, 12, 2, 8960, tie=True)
+
+  @classmethod
+  def qwen2p5_7b(cls) -> "ModelConfig":
+    return _qwen2(152064, 3584, 28, 28, 4, 18944, tie=False)
+
+  @classmethod
+  def qwen2p5_14b(cls) -> "ModelConfig":
+    return _qwen2(152064, 5120, 48, 40, 8, 13824, tie=False, eps=1e-5)
+
+  @classmethod
+  def llama3p2_1b(cls) -> "ModelConfig":
+    return _llama3(2048, 16, 32, 8, 8192, head_dim=64, tie=True, factor=32.0)
+
+  @classmethod
+  def llama3p1_8b(cls) -> "ModelConfig":
+    return _llama3(4096, 32, 32, 8, 14336, head_dim=128, tie=False, factor=8.0)
+
+  @classmethod
+  def smollm2_135m(cls) -> "ModelConfig":
+    return cls(
+        family="llama", vocab_size=49152, embed_dim=576, num_layers=30,
+        num_heads=9, num_kv_heads=3, head_dim=64, mlp_dim=1536,
+        rms_norm_eps=1e-5, rope_theta=100_000.0, tie_embeddings=True,
+        max_position_embeddings=8192, bos_token_id=0, eos_token_ids=(0,),
+    )
+
+
+PRESETS = (
+    "qwen3_0p6b", "qwen3_1p7b", "qwen3_4b", "qwen3_8b", "qwen2p5_1p5b",
+    "qwen2p5_7b", "qwen2p5_14b", "llama3p2_1b", "llama3p1_8b", "smollm2_135m",
+)
+
+
+def preset(name: str) -> ModelConfig:
+  """Returns the preset `name` (one of `PRESETS`)."""
+  if name not in PRESETS:
+    raise ValueError(f"Unknown model preset {name!r}; expected one of {PRESETS}")
+  return getattr(ModelConfig, name)()
+
+
+def _qwen3(d, layers, heads, kv, mlp, *, tie) -> ModelConfig:
+  return ModelConfig(
+      family="qwen3", vocab_size=151936, embed_dim=d, num_layers=layers,
+      num_heads=heads, num_kv_heads=kv, head_dim=128, mlp_dim=mlp,
+      rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_embeddings=tie,
+      qk_norm=True, max_position_embeddings=40960, bos_token_id=151643,
+      eos_token_ids=(151645,),
+  )
+
+
+def _qwen2(vocab, d, layers, heads, kv, mlp, *, tie, eps=1e-6) -> ModelConfig:
+  return ModelConfig(
+      family="qwen2", vocab_size=vocab, embed_dim=d, num_layers=layers,
+      num_heads=heads, num_kv_heads=kv, head_dim=d // heads, mlp_dim=mlp,
+      rms_norm_eps=eps, rope_theta=1_000_000.0, tie_embeddings=tie,
+      qkv_bias=True, max_position_embeddings=32768, bos_token_id=151643,
+      eos_token_ids=(151645,),
+  )
+
+
+def _llama3(d, layers, heads, kv, mlp, *, head_dim, tie, factor) -> ModelConfig:
+  return ModelConfig(
+      family="llama", vocab_size=128256, embed_dim=d, num_layers=layers,
+      num_heads=heads, num_kv_heads=kv, head_dim=head_dim, mlp_dim=mlp,
+      rms_norm_eps=1e-5, rope_theta=500_000.0, tie_embeddings=tie,
+      rope_scaling=Llama3RopeScaling(factor, 1.0, 4.0, 8192),
+      max_position_embeddings=131072, bos_token_id=128000,
+      eos_token_ids=(128001, 128008, 128009),
+  )
+
+
+# -- HF config mapping ---------------------------------------------------------
+
+
+def _unsupported(field: str, value: Any, why: str) -> UnsupportedConfigError:
+  return UnsupportedConfigError(
+      f"HF config field {field}={value!r} is not supported: {why}"
+  )
+
+
+def _rope_from_hf(
+    hf: Mapping[str, Any],
+) -> tuple[float, Llama3RopeScaling | None]:
+  """Reads RoPE settings written by transformers 4.x or 5.x."""
+  params = hf.get("rope_parameters")
+  if params is not None:  # transformers 5.x
+    field, scaling = "rope_parameters", dict(params)
+    theta = scaling.get("rope_theta", hf.get("rope_theta", 10_000.0))
+  else:  # transformers 4.x
+    field, scaling = "rope_scaling", dict(hf.get("rope_scaling") or {})
+    theta = hf.get("rope_theta", 10_000.0)
+  rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+  if rope_type == "default":
+    return float(theta), None
+  if rope_type == "llama3":
+    try:
+      return float(theta), Llama3RopeScaling(
+          factor=float(scaling["factor"]),
+          low_freq_factor=float(scaling["low_freq_factor"]),
+          high_freq_factor=float(scaling["high_freq_factor"]),
+          original_max_position_embeddings=int(
+              scaling["original_max_position_embeddings"]
+          ),
+      )
+    except KeyError as e:
+      raise UnsupportedConfigError(
+          f"HF config field {field} of rope_type 'llama3' lacks {e.args[0]!r}"
+      ) from None
+  raise _unsupported(
+      f"{field}.rope_type", rope_type, "only 'default' and 'llama3' RoPE"
+  )
+
+
+def _check_unsupported(hf: Mapping[str, Any], family: str) -> None:
+  unknown = sorted(k for k in hf if k not in _HANDLED_OR_IGNORED)
+  if unknown:
+    raise UnsupportedConfigError(
+        f"HF config has fields this {family} implementation does not handle:"
+        f" {', '.join(f'{k}={hf[k]!r}' for k in unknown)}"
+    )
+  if hf.get("hidden_act", "silu") != "silu":
+    raise _unsupported("hidden_act", hf["hidden_act"], "only 'silu'")
+  if hf.get("mlp_bias", False):
+    raise _unsupported("mlp_bias", hf["mlp_bias"], "MLP biases")
+  if hf.get("use_sliding_window", False):
+    raise _unsupported(
+        "use_sliding_window", hf["use_sliding_window"],
+        "sliding-window attention",
+    )
+  if family == "llama" and hf.get("sliding_window") is not None:
+    raise _unsupported(
+        "sliding_window", hf["sliding_window"], "sliding-window attention"
+    )
+  if family == "llama" and hf.get("attention_bias", False):
+    raise _unsupported(
+        "attention_bias", hf["attention_bias"], "biases in Llama attention"
+    )
+  if family == "qwen3" and hf.get("attention_bias", False):
+    raise _unsupported(
+        "attention_bias", hf["attention_bias"], "biases in Qwen3 attention"
+    )
+  if hf.get("pretraining_tp", 1) not in (1, None):
+    raise _unsupported(
+        "pretraining_tp", hf["pretraining_tp"], "sliced-matmul emulation"
+    )
+  layer_types = hf.get("layer_types") or ()
+  other = sorted({t for t in layer_types if t != "full_attention"})
+  if other:
+    raise _unsupported("layer_types", other, "only 'full_attention' layers")
+
+
+def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
+  """Builds a `ModelConfig` from a parsed HF `config.json`.
+
+  Raises:
+    UnsupportedConfigError: the architecture or any field asks for behaviour
+      this implementation does not reproduce; the message names the field and
+      its value.
+  """
+  model_type = hf.get("model_type")
+  if model_type not in _MODEL_TYPES:
+    raise _unsupported(
+        "model_type", model_type,
+        f"supported model types are {sorted(_MODEL_TYPES)}",
+    )
+  family = _MODEL_TYPES[model_type]
+  archs = hf.get("architectures") or []
+  bad = [a for a in archs if a != _ARCHITECTURES[family]]
+  if bad:
+    raise _unsupported(
+        "architectures", archs, f"expected [{_ARCHITECTURES[family]!r}]"
+    )
+  _check_unsupported(hf, family)
+  theta, scaling = _rope_from_hf(hf)
+  heads = int(hf["num_attention_heads"])
+  d = int(hf["hidden_size"])
+  head_dim = hf.get("head_dim") or d // heads
+  eos = hf.get("eos_token_id")
+  eos_ids = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+  return ModelConfig(
+      family=family,
+      vocab_size=int(hf["vocab_size"]),
+      embed_dim=d,
+      num_layers=int(hf["num_hidden_layers"]),
+      num_heads=heads,
+      num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+      head_dim=int(head_dim),
+      mlp_dim=int(hf["intermediate_size"]),
+      rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+      rope_theta=theta,
+      rope_scaling=scaling,
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      qkv_bias=family == "qwen2",
+      qk_norm=family == "qwen3",
+      max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
+      bos_token_id=hf.get("bos_token_id"),
+      eos_token_ids=tuple(int(e) for e in eos_ids),
+      pad_token_id=hf.get("pad_token_id"),
+  )
+
+
+def to_hf_config(config: ModelConfig) -> dict[str, Any]:
+  """The HF `config.json` dictionary (transformers 5.x layout) for `config`."""
+  rope: dict[str, Any] = {"rope_type": "default", "rope_theta": config.rope_theta}
+  if config.rope_scaling is not None:
+    rope = {"rope_type": "llama3", "rope_theta": config.rope_theta,
+            **dataclasses.asdict(config.rope_scaling)}
+  eos = list(config.eos_token_ids)
+  hf = {
+      "architectures": [_ARCHITECTURES[config.family]],
+      "model_type": config.family,
+      "vocab_size": config.vocab_size,
+      "hidden_size": config.embed_dim,
+      "intermediate_size": config.mlp_dim,
+      "num_hidden_layers": config.num_layers,
+      "num_attention_heads": config.num_heads,
+      "num_key_value_heads": config.num_kv_heads,
+      "head_dim": config.head_dim,
+      "hidden_act": "silu",
+      "max_position_embeddings": config.max_position_embeddings,
+      "rms_norm_eps": config.rms_norm_eps,
+      "rope_parameters": rope,
+      # transformers 4.x reads these two instead of rope_parameters.
+      "rope_theta": config.rope_theta,
+      "rope_scaling": None if config.rope_scaling is None else dict(rope),
+      "tie_word_embeddings": config.tie_embeddings,
+      "bos_token_id": config.bos_token_id,
+      "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
+      "pad_token_id": config.pad_token_id,
+      "torch_dtype": "float32",
+  }
+  if config.family == "llama":
+    hf.update(attention_bias=False, mlp_bias=False)
+  else:
+    hf.update(use_sliding_window=False, sliding_window=None)
+    if config.family == "qwen3":
+      hf["attention_bias"] = False
+  return hf
+
+

@@ -1,0 +1,368 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Hugging Face checkpoint import and export through one mapping table per family.
+
+Each row of a family's table pairs an HF tensor name (with `{i}` for the layer
+index) with our parameter path and a transform kind; `load_hf` applies the
+transform, `save_hf` its inverse, so the two directions cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from opd_jax import sharding
+from opd_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from opd_jax.models.transformer import Transformer
+
+CONFIG_FILE = "config.json"
+INDEX_FILE = "model.safetensors.index.json"
+WEIGHTS_FILE = "model.safetensors"
+# Tensors some checkpoints carry that hold no parameters of ours.
+_IGNORED_TENSORS = (re.compile(r"\.rotary_emb\.inv_freq$"),)
+
+
+class CheckpointError(ValueError):
+  """A checkpoint directory is missing, incomplete or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+  """One HF tensor <-> one parameter of ours.
+
+  Attributes:
+    hf_name: HF tensor name; `{i}` stands for the layer index.
+    path: our parameter path ('/'-joined), stacked over layers if `{i}`.
+    kind: 'copy' (same layout), 'flat' (HF stores it flattened to 1-D, e.g.
+      a bias [N, H] as [N*H]) or 'linear:<n>' for a torch
+      Linear weight [out, in] stored by us as a kernel whose first n axes are
+      the input axes, e.g. [D, N, H] for q_proj (n=1), [N, H, D] for o_proj.
+  """
+
+  hf_name: str
+  path: str
+  kind: str = "copy"
+
+  @property
+  def stacked(self) -> bool:
+    return "{i}" in self.hf_name
+
+
+def mapping_table(config: ModelConfig) -> tuple[Mapping, ...]:
+  """The mapping rows for `config` (all three families share the layout)."""
+  a = "model.layers.{i}.self_attn"
+  rows = [
+      Mapping("model.embed_tokens.weight", "embedder/embedding"),
+      Mapping("model.norm.weight", "final_norm/scale"),
+      Mapping("model.layers.{i}.input_layernorm.weight",
+              "layers/input_norm/scale"),
+      Mapping("model.layers.{i}.post_attention_layernorm.weight",
+              "layers/post_attn_norm/scale"),
+      Mapping(f"{a}.q_proj.weight", "layers/attn/q_proj/kernel", "linear:1"),
+      Mapping(f"{a}.k_proj.weight", "layers/attn/k_proj/kernel", "linear:1"),
+      Mapping(f"{a}.v_proj.weight", "layers/attn/v_proj/kernel", "linear:1"),
+      Mapping(f"{a}.o_proj.weight", "layers/attn/o_proj/kernel", "linear:2"),
+      Mapping("model.layers.{i}.mlp.gate_proj.weight",
+              "layers/mlp/gate_proj/kernel", "linear:1"),
+      Mapping("model.layers.{i}.mlp.up_proj.weight",
+              "layers/mlp/up_proj/kernel", "linear:1"),
+      Mapping("model.layers.{i}.mlp.down_proj.weight",
+              "layers/mlp/down_proj/kernel", "linear:1"),
+  ]
+  if config.qkv_bias:
+    rows += [Mapping(f"{a}.{p}_proj.bias", f"layers/attn/{p}_proj/bias",
+                     "flat")
+             for p in "qkv"]
+  if config.qk_norm:
+    rows += [Mapping(f"{a}.{p}_norm.weight", f"layers/attn/{p}_norm/scale")
+             for p in "qk"]
+  if not config.tie_embeddings:
+    rows.append(Mapping("lm_head.weight", "lm_head/kernel", "linear:1"))
+  return tuple(rows)
+
+
+def _hf_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The HF shape of one (unstacked) parameter of ours of `shape`."""
+  if kind == "copy":
+    return shape
+  if kind == "flat":
+    return (math.prod(shape),)
+  n = int(kind.split(":")[1])
+  return (math.prod(shape[n:]), math.prod(shape[:n]))
+
+
+def to_ours(kind: str, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  """HF tensor -> our layout of `shape` (one layer)."""
+  if kind in ("copy", "flat"):
+    return x.reshape(shape)
+  return x.T.reshape(shape)
+
+
+def to_hf(kind: str, x: np.ndarray) -> np.ndarray:
+  """Our (one-layer) parameter -> the HF tensor; inverse of `to_ours`."""
+  if kind == "copy":
+    return x
+  if kind == "flat":
+    return x.reshape(-1)
+  n = int(kind.split(":")[1])
+  return np.ascontiguousarray(
+      x.reshape(math.prod(x.shape[:n]), -1).T
+  )
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def read_hf_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
+  """Parses `path`/config.json into (ModelConfig, raw dict)."""
+  if not os.path.isdir(path):
+    raise CheckpointError(f"Checkpoint directory {path!r} does not exist")
+  config_path = os.path.join(path, CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise CheckpointError(f"{config_path} not found: not an HF checkpoint")
+  try:
+    with open(config_path) as f:
+      raw = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+  return from_hf_config(raw), raw
+
+
+def _tensor_files(path: str) -> dict[str, str]:
+  """Maps every tensor name to the safetensors file holding it."""
+  index_path = os.path.join(path, INDEX_FILE)
+  if os.path.isfile(index_path):
+    with open(index_path) as f:
+      weight_map = json.load(f).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise CheckpointError(f"{index_path} has no 'weight_map' dictionary")
+    files = sorted(set(weight_map.values()))
+  else:
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+      raise CheckpointError(f"No *.safetensors file in {path}")
+  where = {}
+  for name in files:
+    file = os.path.join(path, name)
+    if not os.path.isfile(file):
+      raise CheckpointError(f"{file} is listed in {INDEX_FILE} but missing")
+    try:
+      with safe_open(file, framework="numpy") as f:
+        keys = list(f.keys())
+    except Exception as e:  # safetensors raises its own error types.
+      raise CheckpointError(f"{file}: cannot read safetensors: {e}") from None
+    for k in keys:
+      where[k] = file
+  return where
+
+
+class _Reader:
+  """Opens each safetensors file once and reads tensors with checks."""
+
+  def __init__(self, files: dict[str, str]):
+    self.files = files
+    self._handles: dict[str, Any] = {}
+
+  def _handle(self, file):
+    if file not in self._handles:
+      self._handles[file] = safe_open(file, framework="numpy")
+    return self._handles[file]
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._handle(self.files[name]).get_slice(name).get_shape())
+
+  def get(self, name: str) -> np.ndarray:
+    file = self.files[name]
+    try:
+      return self._handle(file).get_tensor(name)
+    except Exception as e:
+      raise CheckpointError(f"{file}: cannot read tensor {name}: {e}") from None
+
+
+def _expected(config: ModelConfig, abstract_state) -> dict[str, tuple]:
+  """HF name -> (mapping, per-layer shape of ours) for every tensor needed."""
+  flat = {sharding.path_str(p): v for p, v in _flat_state(abstract_state)}
+  needed = {}
+  for m in mapping_table(config):
+    if m.path not in flat:
+      raise AssertionError(f"mapping table names unknown parameter {m.path}")
+    shape = tuple(flat[m.path].shape)
+    layer_shape = shape[1:] if m.stacked else shape
+    names = ([m.hf_name.format(i=i) for i in range(config.num_layers)]
+             if m.stacked else [m.hf_name])
+    for name in names:
+      needed[name] = (m, layer_shape)
+  unmapped = set(flat) - {m.path for m in mapping_table(config)}
+  if unmapped:
+    raise AssertionError(f"parameters without a mapping row: {unmapped}")
+  return needed
+
+
+def _flat_state(state):
+  return jax.tree_util.tree_flatten_with_path(state)[0]
+
+
+def _check_tensors(reader: _Reader, needed, config, path) -> None:
+  missing = sorted(n for n in needed if n not in reader.files)
+  if missing:
+    raise CheckpointError(
+        f"{path}: {len(missing)} tensor(s) missing from the safetensors"
+        f" files: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+    )
+  for name, (m, shape) in needed.items():
+    want = _hf_shape(m.kind, shape)
+    got = reader.shape(name)
+    if got != want:
+      raise CheckpointError(
+          f"{reader.files[name]}: tensor {name} has shape {list(got)}, expected"
+          f" {list(want)} for the config in {path}"
+      )
+  known = set(needed)
+  if config.tie_embeddings:
+    known.add("lm_head.weight")  # some tied checkpoints store it anyway
+  extra = sorted(n for n in reader.files if n not in known and
+                 not any(p.search(n) for p in _IGNORED_TENSORS))
+  if extra:
+    raise CheckpointError(
+        f"{path}: unexpected tensors for a {config.family} model (another"
+        f" architecture?): {', '.join(extra[:8])}"
+    )
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+  return np.dtype(ml_dtypes.bfloat16) if jnp.dtype(dtype) == jnp.bfloat16 else (
+      np.dtype(jnp.dtype(dtype).name))
+
+
+def load_hf(path: str, *, dtype=jnp.float32, mesh=None) -> Transformer:
+  """Loads an HF checkpoint directory (config.json + *.safetensors).
+
+  Every tensor is checked (presence, shape) before any is read. The model is
+  built abstractly; each parameter is then assembled on the host from its HF
+  tensors and placed directly onto its target sharding (with `mesh`), one
+  parameter at a time, so the whole model never sits on one host or device.
+
+  Args:
+    path: directory written by `save_pretrained` or `save_hf`.
+    dtype: parameter dtype (float32 or bfloat16).
+    mesh: optional ('data', 'fsdp', 'tensor') mesh; parameters get the
+      shardings of `opd_jax.sharding.PARTITION_RULES`.
+
+  Raises:
+    CheckpointError: missing directory / files / tensors, wrong shapes, or an
+      unreadable (e.g. truncated) file; the message names file and tensor.
+    UnsupportedConfigError: config.json asks for an unsupported variant.
+  """
+  config, _ = read_hf_config(path)
+  reader = _Reader(_tensor_files(path))
+  abstract = nnx.eval_shape(
+      lambda: Transformer(config, dtype=dtype, rngs=nnx.Rngs(0))
+  )
+  graphdef, abstract_state = nnx.split(abstract)
+  needed = _expected(config, abstract_state)
+  _check_tensors(reader, needed, config, path)
+  rows = {m.path: m for m in mapping_table(config)}
+  np_dtype = _numpy_dtype(dtype)
+
+  def load_param(key_path, leaf):
+    p = sharding.path_str(key_path)
+    m = rows[p]
+    shape = tuple(leaf.shape)
+    if m.stacked:
+      host = np.empty(shape, np_dtype)
+      for i in range(config.num_layers):
+        host[i] = to_ours(m.kind, reader.get(m.hf_name.format(i=i)), shape[1:])
+    else:
+      host = to_ours(m.kind, reader.get(m.hf_name), shape).astype(np_dtype)
+    if mesh is None:
+      return jnp.asarray(host)
+    spec = sharding.fit_spec(sharding.spec_for_path(p, shape), shape, mesh)
+    return jax.make_array_from_callback(
+        shape, NamedSharding(mesh, spec), lambda idx: host[idx]
+    )
+
+  state = jax.tree_util.tree_map_with_path(load_param, abstract_state)
+  return nnx.merge(graphdef, state)
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def save_hf(
+    model: Transformer, path: str, *, max_shard_bytes: int = 2 << 30
+) -> None:
+  """Writes `model` as an HF checkpoint that `transformers` loads.
+
+  Writes config.json and model.safetensors, or numbered shards plus
+  model.safetensors.index.json when larger than `max_shard_bytes`. Tensors
+  keep the model's dtype.
+  """
+  config = model.config
+  state = nnx.state(model, nnx.Param)
+  flat = {sharding.path_str(p): v for p, v in _flat_state(state)}
+  tensors: dict[str, np.ndarray] = {}
+  for m in mapping_table(config):
+    value = np.asarray(jax.device_get(flat[m.path]))
+    if m.stacked:
+      for i in range(config.num_layers):
+        tensors[m.hf_name.format(i=i)] = to_hf(m.kind, value[i])
+    else:
+      tensors[m.hf_name] = to_hf(m.kind, value)
+  os.makedirs(path, exist_ok=True)
+  hf = to_hf_config(config)
+  dtype = next(iter(tensors.values())).dtype
+  hf["torch_dtype"] = "bfloat16" if dtype == ml_dtypes.bfloat16 else str(dtype)
+  shards = _split_shards(tensors, max_shard_bytes)
+  if len(shards) == 1:
+    save_file(shards[0], os.path.join(path, WEIGHTS_FILE),
+              metadata={"format": "pt"})
+  else:
+    weight_map = {}
+    for j, shard in enumerate(shards):
+      name = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
+      save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
+      weight_map.update({k: name for k in shard})
+    total = sum(t.nbytes for t in tensors.values())
+    with open(os.path.join(path, INDEX_FILE), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
+                f, indent=2)
+  # config.json last: a directory with a config is a complete checkpoint.
+  with open(os.path.join(path, CONFIG_FILE), "w") as f:
+    json.dump(hf, f, indent=2)
+
+
+def _split_shards(tensors, max_bytes) -> list[dict[str, np.ndarray]]:
+  shards, current, size = [], {}, 0
+  for name, t in tensors.items():
+    if current and size + t.nbytes > max_bytes:
+      shards.append(current)
+      current, size = {}, 0
+    current[name] = np.ascontiguousarray(t)
+    size += t.nbytes
+  shards.append(current)
+  return shards

@@ -1,0 +1,201 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The decoder (Llama / Qwen2 / Qwen3) in Flax NNX, with layers under one scan."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from opd_jax import sharding
+from opd_jax.models import layers
+from opd_jax.models.attention import Attention, KVCache, init_cache
+from opd_jax.models.config import ModelConfig
+
+
+class ModelOutput(NamedTuple):
+  """What `Transformer.__call__` returns.
+
+  Attributes:
+    logits: [B, T, V] float32, or None when called with `return_logits=False`.
+    hidden: [B, T, D] final hidden states (after the final norm).
+    cache: the updated KVCache, or None when called without one.
+  """
+
+  logits: jax.Array | None
+  hidden: jax.Array
+  cache: KVCache | None
+
+
+class Block(nnx.Module):
+  """One pre-norm decoder layer; built with a leading `stack` axis of layers."""
+
+  def __init__(self, config: ModelConfig, *, stack=(), dtype, rngs: nnx.Rngs):
+    d, eps = config.embed_dim, config.rms_norm_eps
+    self.input_norm = layers.RMSNorm((*stack, d), eps, dtype)
+    self.attn = Attention(config, stack=stack, dtype=dtype, rngs=rngs)
+    self.post_attn_norm = layers.RMSNorm((*stack, d), eps, dtype)
+    self.mlp = layers.Mlp(config, stack=stack, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, cos, sin, key_mask, query_slots, kv, start):
+    h, kv = self.attn(self.input_norm(x), cos, sin, key_mask, query_slots, kv,
+                      start)
+    x = x + h
+    x = x + self.mlp(self.post_attn_norm(x))
+    return sharding.shard(x, sharding.batch_spec(3)), kv
+
+
+class Embedder(nnx.Module):
+  """Token embedding table [V, D]."""
+
+  def __init__(self, config: ModelConfig, *, dtype, rngs: nnx.Rngs):
+    self.embedding = layers.normal_param(
+        rngs, (config.vocab_size, config.embed_dim), dtype
+    )
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    return jnp.take(self.embedding[...], tokens, axis=0)
+
+
+class Transformer(nnx.Module):
+  """A decoder-only language model: Llama, Qwen2 or Qwen3 by config flags.
+
+  The decoder layers' parameters are stacked along a leading axis of size
+  `num_layers` and run under one `jax.lax.scan`, so compile time does not
+  grow with depth.
+  """
+
+  def __init__(
+      self, config: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs
+  ):
+    self.config = config
+    self.embedder = Embedder(config, dtype=dtype, rngs=rngs)
+    self.layers = Block(config, stack=(config.num_layers,), dtype=dtype,
+                        rngs=rngs)
+    self.final_norm = layers.RMSNorm((config.embed_dim,), config.rms_norm_eps,
+                                     dtype)
+    if config.tie_embeddings:
+      self.lm_head = None
+    else:
+      self.lm_head = layers.Projection(
+          rngs, (config.embed_dim, config.vocab_size), None, dtype,
+          use_bias=False,
+      )
+
+
+  def init_cache(self, batch: int, cache_len: int, dtype=None) -> KVCache:
+    """An empty KV cache; `dtype` defaults to the parameters' dtype."""
+    dtype = dtype or self.embedder.embedding[...].dtype
+    return init_cache(self.config, batch, cache_len, dtype)
+
+  def head_matrix(self) -> jax.Array:
+    """The output projection as a [D, V] matrix (the embedding if tied)."""
+    if self.lm_head is None:
+      return self.embedder.embedding[...].T
+    return self.lm_head.kernel[...]
+
+  def apply_head(self, hidden: jax.Array) -> jax.Array:
+    """Logits [..., V] in float32 from hidden states [..., D]."""
+    lead = hidden.shape[:-1]
+    h = hidden.reshape(-1, hidden.shape[-1])
+    if self.lm_head is None:  # contract with [V, D] directly, no transpose.
+      w = self.embedder.embedding[...]
+      logits = jax.lax.dot_general(h, w.astype(h.dtype), (((1,), (1,)), ((), ())),
+                                   preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.dot(h, self.lm_head.kernel[...].astype(h.dtype),
+                       preferred_element_type=jnp.float32)
+    return logits.reshape(*lead, -1)
+
+  def __call__(
+      self,
+      tokens: jax.Array,
+      *,
+      positions: jax.Array | None = None,
+      attention_mask: jax.Array | None = None,
+      cache: KVCache | None = None,
+      return_logits: bool = True,
+  ) -> ModelOutput:
+    """Runs the decoder on tokens [B, T].
+
+    Args:
+      tokens: int32 [B, T].
+      positions: int32 [B, T] RoPE positions. Default: count of real tokens
+        before each one (so left padding does not shift positions), offset by
+        the cache's `next_pos`.
+      attention_mask: bool [B, T], False on padding. Default: all True.
+      cache: a KVCache to append to (prefill or decode); None for a plain
+        forward over `tokens`.
+      return_logits: False skips the vocabulary head (logits=None), for
+        callers that apply the head to selected positions only.
+
+    Returns:
+      ModelOutput(logits [B, T, V] float32 or None, hidden [B, T, D], cache).
+    """
+    b, t = tokens.shape
+    if attention_mask is None:
+      attention_mask = jnp.ones((b, t), bool)
+    attention_mask = attention_mask.astype(bool)
+    base = jnp.zeros((b,), jnp.int32) if cache is None else cache.next_pos
+    if positions is None:
+      counts = jnp.cumsum(attention_mask.astype(jnp.int32), axis=1)
+      positions = jnp.maximum(base[:, None] + counts - 1, 0)
+    cos, sin = layers.rope_cos_sin(
+        positions, layers.rope_inv_freq(self.config)
+    )
+
+    if cache is None:
+      start = jnp.zeros((), jnp.int32)
+      key_mask = attention_mask
+    else:
+      if t > cache.length:
+        raise ValueError(
+            f"tokens has {t} positions but the KV cache holds only"
+            f" {cache.length}"
+        )
+      start = cache.end
+      key_mask = jax.lax.dynamic_update_slice_in_dim(
+          cache.key_mask, attention_mask, start, axis=1
+      )
+    query_slots = start + jnp.arange(t, dtype=jnp.int32)
+
+    x = self.embedder(tokens)
+    x = sharding.shard(x, sharding.batch_spec(3))
+    graphdef, stacked = nnx.split(self.layers)
+
+    def layer(x, xs):
+      params, kv = xs
+      block = nnx.merge(graphdef, params)
+      x, kv = block(x, cos, sin, key_mask, query_slots, kv, start)
+      return x, (kv if cache is not None else None)
+
+    kvs = None if cache is None else (cache.k, cache.v)
+    x, new_kv = jax.lax.scan(layer, x, (stacked, kvs))
+    hidden = self.final_norm(x)
+
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(
+          k=new_kv[0], v=new_kv[1], key_mask=key_mask, end=start + t,
+          next_pos=base + attention_mask.sum(axis=1, dtype=jnp.int32),
+      )
+    logits = None
+    if return_logits:
+      logits = sharding.shard(self.apply_head(hidden),
+                              P(sharding.BATCH, None, "tensor"))
+    return ModelOutput(logits=logits, hidden=hidden, cache=new_cache)
