@@ -1,0 +1,82 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""KV-cached decoding reproduces the uncached forward, left padding included."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from opd_jax import testing
+
+
+@nnx.jit
+def _full(model, tokens, mask):
+  return model(tokens, attention_mask=mask).logits
+
+
+@nnx.jit(static_argnames=())
+def _step(model, tokens, mask, cache):
+  out = model(tokens, attention_mask=mask, cache=cache)
+  return out.logits, out.cache
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_prefill_then_decode_matches_uncached(family):
+  config = testing.tiny_config(family, llama3_rope=family == "llama")
+  model = testing.random_model(config, seed=3)
+  b, p, t = 3, 7, 9
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, config.vocab_size, (b, p + t))
+  mask = np.ones((b, p + t), bool)
+  mask[0, :3] = False  # left-padded prompts of different lengths
+  mask[1, :6] = False
+  tokens = np.where(mask, tokens, 0)
+  full = np.asarray(_full(model, jnp.asarray(tokens), jnp.asarray(mask)))
+
+  cache = model.init_cache(b, p + t + 4)
+  logits, cache = _step(model, jnp.asarray(tokens[:, :p]),
+                        jnp.asarray(mask[:, :p]), cache)
+  got = [np.asarray(logits)]
+  for i in range(p, p + t):
+    logits, cache = _step(model, jnp.asarray(tokens[:, i:i + 1]),
+                          jnp.asarray(mask[:, i:i + 1]), cache)
+    got.append(np.asarray(logits))
+  got = np.concatenate(got, axis=1)
+  err = np.abs(got - full)[mask].max()
+  assert err <= 1e-5, err
+  assert int(cache.end) == p + t
+  np.testing.assert_array_equal(np.asarray(cache.next_pos), mask.sum(1))
+
+
+def test_cache_too_short_is_an_error():
+  config = testing.tiny_config("qwen3")
+  model = testing.random_model(config)
+  with pytest.raises(ValueError, match="KV cache holds only 4"):
+    model(jnp.zeros((1, 6), jnp.int32), cache=model.init_cache(1, 4))
+
+
+def test_hidden_only_forward_skips_logits():
+  config = testing.tiny_config("qwen3")
+  model = testing.random_model(config)
+  tokens = jnp.arange(8)[None]
+  out = model(tokens, return_logits=False)
+  assert out.logits is None
+  jaxpr = jax.make_jaxpr(
+      lambda m, x: m(x, return_logits=False).hidden)(model, tokens)
+  shapes = {tuple(v.aval.shape) for eq in jaxpr.eqns for v in eq.outvars}
+  assert (1, 8, config.vocab_size) not in shapes
+  np.testing.assert_allclose(model.apply_head(out.hidden), model(tokens).logits,
+                             atol=1e-6)

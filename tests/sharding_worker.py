@@ -1,0 +1,92 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Runs in its own process with 8 fake CPU devices (see test_sharding.py).
+
+Checks that the forward pass under two meshes equals the single-device
+forward and that parameters and activations carry the intended shardings.
+Prints 'OK' on success; any failure raises.
+"""
+
+import os
+import sys
+import tempfile
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from opd_jax import sharding, testing
+from opd_jax.models import load_hf, save_hf
+
+
+def main():
+  assert jax.device_count() == 8, jax.devices()
+  config = testing.tiny_config("qwen3", vocab_size=256)
+  reference = testing.random_model(config, seed=0)
+  path = os.path.join(tempfile.mkdtemp(), "model")
+  save_hf(reference, path)
+  tokens = np.random.default_rng(0).integers(0, 256, (8, 16))
+  mask = np.ones_like(tokens, bool)
+  mask[3, :5] = False
+  ref = np.asarray(reference(jnp.asarray(tokens),
+                             attention_mask=jnp.asarray(mask)).logits)
+
+  for mesh_config in (sharding.MeshConfig(data=1, fsdp=4, tensor=2),
+                      sharding.MeshConfig(data=2, fsdp=4, tensor=1)):
+    mesh = sharding.make_mesh(mesh_config)
+    model = load_hf(path, mesh=mesh)
+    state = nnx.state(model, nnx.Param)
+    flat = {sharding.path_str(p): x
+            for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+    want = {
+        "embedder/embedding": P("tensor", "fsdp"),
+        "layers/attn/q_proj/kernel": P(None, "fsdp", "tensor", None),
+        "layers/attn/o_proj/kernel": P(None, "tensor", None, "fsdp"),
+        "layers/mlp/down_proj/kernel": P(None, "tensor", "fsdp"),
+        "lm_head/kernel": P("fsdp", "tensor"),
+    }
+    for name, spec in want.items():
+      got = flat[name].sharding.spec
+      assert got == spec, (name, got, spec)
+      assert len(flat[name].sharding.device_set) == 8
+    # Every parameter got a sharding from the rules, none is left on one
+    # device.
+    for name, x in flat.items():
+      assert x.sharding.mesh.shape == mesh.shape, name
+
+    @nnx.jit
+    def forward(model, tokens, mask):
+      return model(tokens, attention_mask=mask).logits
+
+    with jax.set_mesh(mesh):
+      batch = sharding.global_batch(
+          {"tokens": tokens.astype(np.int32), "mask": mask}, mesh)
+      logits = forward(model, batch["tokens"], batch["mask"])
+    batch_axes = logits.sharding.spec[0]
+    batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
+    assert set(batch_axes) == {"data", "fsdp"} & {
+        a for a, s in mesh.shape.items() if s > 1}, logits.sharding
+    err = np.abs(np.asarray(logits) - ref).max()
+    print(f"mesh {dict(mesh.shape)}: max |dlogit| vs 1 device = {err:.2e}")
+    assert err <= 1e-5, err
+  print("OK")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
