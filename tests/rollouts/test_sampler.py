@@ -1,0 +1,158 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The rollout sampler: greedy parity, determinism, distribution, EOS masking."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from opd_jax import testing
+from opd_jax.rollouts import Sampling, sample
+
+# 0.999 quantile of the chi-square distribution with 11 degrees of freedom.
+_CHI2_11_999 = 31.26
+
+
+@pytest.fixture(scope="module")
+def model():
+  return testing.random_model(testing.tiny_config("qwen3"), seed=2)
+
+
+def _prompts(vocab, b=3, p=6, seed=0):
+  prompt = np.random.default_rng(seed).integers(3, vocab, (b, p))
+  mask = np.ones((b, p), bool)
+  mask[0, :2] = False
+  mask[2, :4] = False
+  return jnp.asarray(np.where(mask, prompt, 0)), jnp.asarray(mask)
+
+
+def test_greedy_equals_uncached_argmax(model):
+  prompt, mask = _prompts(model.config.vocab_size)
+  out = sample(model, prompt, mask, jax.random.key(0), max_new_tokens=7,
+               sampling=Sampling(temperature=0.0))
+  tokens, m = np.asarray(prompt), np.asarray(mask)
+  for _ in range(7):
+    logits = model(jnp.asarray(tokens), attention_mask=jnp.asarray(m)).logits
+    nxt = np.asarray(jnp.argmax(logits[:, -1], -1))
+    tokens = np.concatenate([tokens, nxt[:, None]], 1)
+    m = np.concatenate([m, np.ones((len(m), 1), bool)], 1)
+  np.testing.assert_array_equal(np.asarray(out.response), tokens[:, 6:])
+  assert bool(out.response_mask.all())
+  # logprobs are the model's log-softmax at the chosen tokens.
+  full = jax.nn.log_softmax(model(jnp.asarray(tokens), attention_mask=jnp.asarray(m)).logits[:, 5:-1])
+  want = np.take_along_axis(np.asarray(full), tokens[:, 6:, None], -1)[..., 0]
+  np.testing.assert_allclose(np.asarray(out.logprobs), want, atol=1e-5)
+
+
+def test_same_key_same_tokens(model):
+  prompt, mask = _prompts(model.config.vocab_size)
+  kw = dict(max_new_tokens=6, sampling=Sampling(temperature=1.0))
+  a = sample(model, prompt, mask, jax.random.key(3), **kw)
+  b = sample(model, prompt, mask, jax.random.key(3), **kw)
+  c = sample(model, prompt, mask, jax.random.key(4), **kw)
+  np.testing.assert_array_equal(np.asarray(a.response), np.asarray(b.response))
+  assert not np.array_equal(np.asarray(a.response), np.asarray(c.response))
+
+
+def test_nothing_after_eos_is_unmasked(model):
+  prompt, mask = _prompts(model.config.vocab_size, b=8, seed=1)
+  # Many EOS ids so that rows end at different steps.
+  eos = tuple(range(3, 60))
+  out = sample(model, prompt, mask, jax.random.key(5), max_new_tokens=10,
+               sampling=Sampling(temperature=1.0), eos_ids=eos, pad_id=0)
+  resp, m = np.asarray(out.response), np.asarray(out.response_mask)
+  assert m.sum() < m.size, "no row ended; the test needs EOS to happen"
+  for row, mrow in zip(resp, m):
+    n = mrow.sum()
+    assert mrow[:n].all() and not mrow[n:].any()  # a prefix
+    if n < len(row):
+      assert row[n - 1] in eos  # ended by EOS, which stays in the mask
+      assert (row[n:] == 0).all()
+    assert not np.isin(row[: max(n - 1, 0)], eos).any()
+  assert (np.asarray(out.logprobs)[~m] == 0).all()
+
+
+def _first_token_dist(model, prompt, mask, temperature):
+  logits = model(prompt, attention_mask=mask).logits[0, -1]
+  return np.asarray(jax.nn.softmax(logits / temperature))
+
+
+def _chi2(counts, probs):
+  expected = probs * counts.sum()
+  return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_sampled_frequencies_match_softmax():
+  config = testing.tiny_config("llama", vocab_size=12)
+  model = testing.random_model(config, seed=7)
+  # Larger logits (the final norm scales them) so that the distribution is
+  # far from uniform.
+  model.final_norm.scale[...] = model.final_norm.scale[...] * 40
+  n = 6000
+  prompt = jnp.tile(jnp.asarray([[1, 5, 7]]), (n, 1))
+  mask = jnp.ones_like(prompt, bool)
+  probs = _first_token_dist(model, prompt[:1], mask[:1], 0.7)
+  assert probs.max() > 0.2  # not uniform
+  out = sample(model, prompt, mask, jax.random.key(11), max_new_tokens=1,
+               sampling=Sampling(temperature=0.7))
+  counts = np.bincount(np.asarray(out.response[:, 0]), minlength=12)
+  assert _chi2(counts, probs) < _CHI2_11_999
+
+
+def test_top_k_and_top_p_truncate():
+  lp = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  s = Sampling(top_k=2)
+  kept = np.isfinite(np.asarray(s.truncate(lp))) & (np.asarray(s.truncate(lp)) > -1e30)
+  np.testing.assert_array_equal(kept, [[True, True, False, False]])
+  for p, want in [(0.5, [1, 0, 0, 0]), (0.6, [1, 1, 0, 0]), (0.81, [1, 1, 1, 0]),
+                  (1.0, [1, 1, 1, 1])]:
+    t = np.asarray(Sampling(top_p=p).truncate(lp))
+    np.testing.assert_array_equal(t > -1e30, [want], err_msg=str(p))
+  draws = jax.vmap(lambda k: Sampling(top_k=2).get_next_tokens(lp[0], k))(
+      jax.random.split(jax.random.key(0), 2000))
+  assert set(np.unique(np.asarray(draws))) == {0, 1}
+
+
+def test_mixture_sampling_follows_mixture():
+  config = testing.tiny_config("qwen2", vocab_size=12)
+  student = testing.random_model(config, seed=1)
+  teacher = testing.random_model(config, seed=2)
+  for m in (student, teacher):
+    m.final_norm.scale[...] = m.final_norm.scale[...] * 40
+  n = 6000
+  prompt = jnp.tile(jnp.asarray([[1, 4, 9]]), (n, 1))
+  mask = jnp.ones_like(prompt, bool)
+  ps = _first_token_dist(student, prompt[:1], mask[:1], 1.0)
+  pt = _first_token_dist(teacher, prompt[:1], mask[:1], 1.0)
+  out = sample([student, teacher], prompt, mask, jax.random.key(2),
+               max_new_tokens=1, weights=(0.7, 0.3))
+  counts = np.bincount(np.asarray(out.response[:, 0]), minlength=12)
+  assert _chi2(counts, 0.7 * ps + 0.3 * pt) < _CHI2_11_999
+  tok = np.asarray(out.response[:, 0])
+  np.testing.assert_allclose(np.asarray(out.policy_logprobs[:, 0]),
+                             np.log(ps[tok]), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out.logprobs[:, 0]),
+                             np.log(0.7 * ps[tok] + 0.3 * pt[tok]), atol=1e-5)
+
+
+def test_bad_arguments(model):
+  prompt, mask = _prompts(model.config.vocab_size)
+  with pytest.raises(ValueError, match="weights"):
+    sample([model, model], prompt, mask, jax.random.key(0), max_new_tokens=2,
+           weights=(0.5, 0.6))
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    sample(model, prompt, mask, jax.random.key(0), max_new_tokens=0)
+  with pytest.raises(ValueError, match="top_p"):
+    Sampling(top_p=0.0)
