@@ -1,0 +1,40 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Built-in tasks with exact verifiers and their tokenizer."""
+
+from opd_jax.data.arithmetic import ArithmeticTask
+from opd_jax.data.arithmetic import Difficulty
+from opd_jax.data.arithmetic import Example
+from opd_jax.data.arithmetic import extract_answer
+from opd_jax.data.arithmetic import is_correct
+from opd_jax.data.arithmetic import make_dataset
+from opd_jax.data.arithmetic import make_example
+from opd_jax.data.arithmetic import SPLITS
+from opd_jax.data.arithmetic import verify_rationale
+from opd_jax.data.tokenizer import build_task_tokenizer
+from opd_jax.data.tokenizer import load_task_tokenizer
+
+__all__ = [
+    "ArithmeticTask",
+    "Difficulty",
+    "Example",
+    "SPLITS",
+    "build_task_tokenizer",
+    "extract_answer",
+    "is_correct",
+    "load_task_tokenizer",
+    "make_dataset",
+    "make_example",
+    "verify_rationale",
+]

@@ -1,0 +1,148 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A tiny word-and-digit tokenizer for the arithmetic task, in HF format."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+
+from opd_jax.data import arithmetic
+
+# Fixed ids: <pad> must be 0 (padding masks and embeddings assume it).
+SPECIAL_TOKENS = (
+    "<pad>",
+    "<bos>",
+    "<eos>",
+    "<unk>",
+    "<system>",
+    "<user>",
+    "<assistant>",
+)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+# Digits are single tokens so that a small model sees numbers digit by digit;
+# task words carry their leading space (" apples"), so a question costs about
+# one token per word. Anything else falls back to one token per character
+# when it is in CHARS, or <unk>.
+PRE_TOKENIZER_PATTERN = r"####| ?[A-Za-z]+|\d|\s|."
+CHARS = tuple(string.digits) + tuple(" \n.,?!:;+-*/=()#$%<>'\"")
+MARKER = arithmetic.ANSWER_MARKER
+
+# The assistant turn is wrapped in {% generation %} so that
+# `return_assistant_tokens_mask=True` marks its tokens (and its <eos>).
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}<system>{{ message['content'] }}"
+    "{% elif message['role'] == 'user' %}<user>{{ message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}<assistant>"
+    "{% generation %}{{ message['content'] }}{{ eos_token }}"
+    "{% endgeneration %}"
+    "{% else %}{{ raise_exception('unknown role: ' + message['role']) }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+MODEL_MAX_LENGTH = 256
+
+
+def task_vocabulary() -> list[str]:
+  """Returns the ordered vocabulary: specials, characters, task words."""
+  words = [w for w in arithmetic.vocabulary_pieces() if w not in CHARS]
+  vocab = list(SPECIAL_TOKENS) + list(CHARS) + [MARKER] + words
+  if len(set(vocab)) != len(vocab):
+    raise ValueError(f"task_vocabulary: duplicate tokens in {vocab}")
+  return vocab
+
+
+def _backend_tokenizer():
+  """Builds the `tokenizers.Tokenizer` (WordLevel over a regex split)."""
+  # Imported here so `opd_jax.data` stays importable without `tokenizers`.
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+  vocab = {tok: i for i, tok in enumerate(task_vocabulary())}
+  tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Split(
+      Regex(PRE_TOKENIZER_PATTERN), behavior="isolated"
+  )
+  # Pieces carry their own spaces, so decoding is plain concatenation.
+  tok.decoder = decoders.Fuse()
+  tok.add_special_tokens(list(SPECIAL_TOKENS))
+  return tok
+
+
+def tokenizer_config() -> dict[str, object]:
+  """Returns the tokenizer_config.json contents (chat template included)."""
+  return {
+      # PreTrainedTokenizerFast loads in both transformers 4.x and 5.x
+      # (5.x maps it onto its TokenizersBackend).
+      "tokenizer_class": "PreTrainedTokenizerFast",
+      "bos_token": "<bos>",
+      "eos_token": "<eos>",
+      "pad_token": "<pad>",
+      "unk_token": "<unk>",
+      "additional_special_tokens": list(SPECIAL_TOKENS[4:]),
+      "extra_special_tokens": list(SPECIAL_TOKENS[4:]),
+      "chat_template": CHAT_TEMPLATE,
+      "model_max_length": MODEL_MAX_LENGTH,
+      # Rollout prompts are left-padded ([B, P] with the prompt flush right).
+      "padding_side": "left",
+      "clean_up_tokenization_spaces": False,
+  }
+
+
+def build_task_tokenizer(out_dir: str | os.PathLike[str]) -> str:
+  """Writes the task tokenizer to `out_dir` in Hugging Face format.
+
+  The directory holds tokenizer.json, tokenizer_config.json (with the chat
+  template) and special_tokens_map.json, loadable offline with
+  `transformers.AutoTokenizer.from_pretrained(out_dir)`. The files are
+  written here rather than by `save_pretrained`, whose layout differs
+  between transformers versions; the vocabulary is fixed by the generator's
+  templates (no training), so building twice gives byte-identical files.
+
+  Args:
+    out_dir: directory to create (or overwrite the three files in).
+
+  Returns:
+    `out_dir` as a string.
+  """
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  _backend_tokenizer().save(
+      os.path.join(out_dir, "tokenizer.json"), pretty=True
+  )
+  config = tokenizer_config()
+  special_map = {
+      k: config[k]
+      for k in ("bos_token", "eos_token", "pad_token", "unk_token",
+                "additional_special_tokens")
+  }
+  for name, payload in (
+      ("tokenizer_config.json", config),
+      ("special_tokens_map.json", special_map),
+  ):
+    with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+      json.dump(payload, f, indent=2, sort_keys=True)
+      f.write("\n")
+  return out_dir
+
+
+def load_task_tokenizer(path: str | os.PathLike[str]):
+  """Loads a tokenizer directory with `transformers.AutoTokenizer`."""
+  from transformers import AutoTokenizer
+
+  return AutoTokenizer.from_pretrained(os.fspath(path))
