@@ -40,6 +40,16 @@ from opd_jax.selection.tip import quadrant_select
 from opd_jax.selection.tip import quadrants
 from opd_jax.selection.tip import soft_or
 from opd_jax.selection.tip import soft_or_scores
+from opd_jax.selection.selective import DIVERGENCES
+from opd_jax.selection.selective import dense_divergence_loss
+from opd_jax.selection.selective import gather_positions
+from opd_jax.selection.selective import head_divergence
+from opd_jax.selection.selective import mask_to_index
+from opd_jax.selection.selective import selective_divergence_loss
+from opd_jax.selection.stats import head_logits
+from opd_jax.selection.stats import map_chunks
+from opd_jax.selection.stats import token_stats
+from opd_jax.selection.stats import TokenStats
 from opd_jax.selection.tsd_kd import confidence_gate
 from opd_jax.selection.tsd_kd import entropy_min_loss
 from opd_jax.selection.tsd_kd import entropy_min_set
@@ -49,6 +59,16 @@ from opd_jax.selection.tsd_kd import plackett_luce_nll
 from opd_jax.selection.tsd_kd import tsd_kd_objective
 
 __all__ = [
+    "DIVERGENCES",
+    "dense_divergence_loss",
+    "gather_positions",
+    "head_divergence",
+    "head_logits",
+    "map_chunks",
+    "mask_to_index",
+    "selective_divergence_loss",
+    "token_stats",
+    "TokenStats",
     "all_tokens",
     "anchor_relevance",
     "ceil_fraction",
