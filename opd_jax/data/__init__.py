@@ -22,10 +22,28 @@ from opd_jax.data.arithmetic import make_dataset
 from opd_jax.data.arithmetic import make_example
 from opd_jax.data.arithmetic import SPLITS
 from opd_jax.data.arithmetic import verify_rationale
+from opd_jax.data.prompts import ArithmeticSource
+from opd_jax.data.prompts import eval_batches
+from opd_jax.data.prompts import FileSource
+from opd_jax.data.prompts import format_prompts
+from opd_jax.data.prompts import PromptDataset
+from opd_jax.data.prompts import PromptIterator
+from opd_jax.data.prompts import PromptRecord
+from opd_jax.data.prompts import PromptSource
+from opd_jax.data.prompts import PromptStats
 from opd_jax.data.tokenizer import build_task_tokenizer
 from opd_jax.data.tokenizer import load_task_tokenizer
 
 __all__ = [
+    "ArithmeticSource",
+    "FileSource",
+    "PromptDataset",
+    "PromptIterator",
+    "PromptRecord",
+    "PromptSource",
+    "PromptStats",
+    "eval_batches",
+    "format_prompts",
     "ArithmeticTask",
     "Difficulty",
     "Example",
