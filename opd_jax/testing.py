@@ -87,3 +87,65 @@ def random_model(
 def fake_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1):
   """A ('data', 'fsdp', 'tensor') mesh over the available (fake) devices."""
   return sharding.make_mesh(sharding.MeshConfig(data, fsdp, tensor))
+
+
+def tiny_distillation_pair(directory: str, *, vocab_size: int = 80) -> dict:
+  """Writes a tiny student and teacher HF checkpoint with the task tokenizer.
+
+  Both directories hold config.json, model.safetensors and the built-in
+  arithmetic task's tokenizer (so `AutoTokenizer` loads from either).
+
+  Returns:
+    {'student': path, 'teacher': path, 'tokenizer': path}.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  from opd_jax.data import tokenizer as task_tokenizer  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import hf_io  # pylint: disable=g-import-not-at-top
+
+  tok_dir = task_tokenizer.build_task_tokenizer(
+      os.path.join(directory, "tokenizer"))
+  tok = task_tokenizer.load_task_tokenizer(tok_dir)
+  if len(tok) > vocab_size:
+    raise ValueError(f"tokenizer has {len(tok)} ids > vocab_size {vocab_size}")
+  special = dict(bos_token_id=tok.bos_token_id,
+                 eos_token_ids=(tok.eos_token_id,),
+                 pad_token_id=tok.pad_token_id)
+  student = tiny_config("qwen3", vocab_size=vocab_size).replace(**special)
+  teacher = tiny_config("qwen3", vocab_size=vocab_size).replace(
+      embed_dim=64, mlp_dim=128, **special)
+  paths = {"tokenizer": tok_dir}
+  for role, config, seed in (("student", student, 0), ("teacher", teacher, 1)):
+    path = os.path.join(directory, role)
+    hf_io.save_hf(random_model(config, seed=seed), path)
+    for name in os.listdir(tok_dir):
+      shutil.copy(os.path.join(tok_dir, name), path)
+    paths[role] = path
+  return paths
+
+
+def tiny_train_config(paths: dict, method: str = "tip", **overrides):
+  """A trainer config for the pair of `tiny_distillation_pair`: a few steps.
+
+  `overrides` set top-level fields; dotted names go through
+  `ConfigDict.update_from_flattened_dict` (e.g. {'tip.rho': 0.2}).
+  """
+  from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
+
+  c = default_config()
+  c.student, c.teacher = paths["student"], paths["teacher"]
+  c.method = method
+  c.total_steps = 4
+  c.batch_size = 4
+  c.max_prompt_len = 40
+  c.max_new_tokens = 12
+  c.data.difficulty = "easy"
+  c.data.num_examples = 64
+  c.eval_every = 0
+  c.eval_examples = 8
+  c.checkpoint_every = 2
+  c.async_checkpointing = False
+  c.optimizer.learning_rate = 3e-3
+  c.update_from_flattened_dict(dict(overrides))
+  return c

@@ -1,0 +1,48 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Distillation methods: each composes losses and selectors into an objective.
+
+Importing this package registers every method in `REGISTRY`; build one from
+its config block with `build_method(name, args)`.
+"""
+
+from opd_jax.methods.base import build_method
+from opd_jax.methods.base import Method
+from opd_jax.methods.base import Metrics
+from opd_jax.methods.base import register
+from opd_jax.methods.base import REGISTRY
+from opd_jax.methods.base import StepInputs
+from opd_jax.methods.dear import DEAR
+from opd_jax.methods.gkd import GKD
+from opd_jax.methods.gkd import ReverseKL
+from opd_jax.methods.minillm import MiniLLM
+from opd_jax.methods.sampled import SampledRKL
+from opd_jax.methods.tip import TIP
+from opd_jax.methods.tsd_kd import TSDKD
+
+__all__ = [
+    "build_method",
+    "DEAR",
+    "GKD",
+    "Method",
+    "Metrics",
+    "MiniLLM",
+    "register",
+    "REGISTRY",
+    "ReverseKL",
+    "SampledRKL",
+    "StepInputs",
+    "TIP",
+    "TSDKD",
+]

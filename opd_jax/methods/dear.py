@@ -1,0 +1,186 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""DEAR: OPD on decision anchors and the evidence tokens that support them.
+
+References:
+  Xiao et al., "Finding the Evidence: Discovering Decision-Supporting Tokens
+  for On-Policy Reasoning Distillation", arXiv 2606.22830.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from opd_jax import selection
+from opd_jax.methods import gkd
+from opd_jax.methods import tip
+from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.selection import selectors
+from opd_jax.selection import stats as stats_lib
+
+Array = jax.Array
+
+
+def union_selection(
+    parts: selection.DearTokens,
+    p: float,
+    q: float,
+    *,
+    decision_weight: float = 1.0,
+    evidence_weight: float = 1.0,
+) -> selection.Selection:
+  """D ∪ E as a Selection with a static gather index.
+
+  The same construction as ``selection.dear_select`` (budget ``ceil((p + q
+  - p q) T)``, weights ``w_D`` on D and ``w_E`` on E), from parts computed
+  once, so the method can also report |D| and |E|.
+  """
+  pf = selectors.rational(p)
+  qf = selectors.rational(q)
+  budget = selectors.static_budget(pf + qf - pf * qf, parts.decision.shape[1])
+  union = parts.decision | parts.evidence
+  weights = jnp.where(parts.decision, decision_weight, 0.0) + jnp.where(
+      parts.evidence, evidence_weight, 0.0
+  )
+  return selectors.select_top_counts(
+      union.astype(jnp.float32),
+      union,
+      jnp.sum(union, axis=-1, dtype=jnp.int32),
+      budget,
+      return_index=True,
+      weights=weights,
+  )
+
+
+@register("dear")
+@dataclasses.dataclass(frozen=True)
+class DEAR:
+  r"""DEAR: OPD on decision tokens D and evidence tokens E only.
+
+  Per rollout, D = the top ``floor(p L_b)`` tokens by student entropy;
+  among the other valid tokens the evidence score
+  :math:`s_j = \hat a_j (1 + \hat\delta_j)` combines the max cosine of the
+  student's last hidden state to the anchors (:math:`a`) and the knowledge
+  gap :math:`\delta`; E = the top ``floor(q |N_b|)`` by s. The loss runs on
+  the gathered D ∪ E positions (about ``p + q - pq`` = 36% of tokens):
+
+  .. math::
+    L = \frac{\sum_{b,t} w_{bt}\, D(p_S \| p_T)_{bt}}{\sum_{b,t} w_{bt}},
+    \qquad w = w_D [t \in D] + w_E [t \in E].
+
+  Selection uses ``stop_gradient`` stats and hidden states.
+
+  Attributes:
+    p: decision fraction in (0, 1] (0.2).
+    q: evidence fraction of non-decision tokens in [0, 1] (0.2).
+    delta: the knowledge gap: 'rkl' (default), 'fkl', 'jsd' or
+      'sampled_logratio'.
+    anchor_causal: only anchors before a token count for its relevance.
+    anchor_window: only anchors within this many positions count (None:
+      all).
+    norm_scope: 'sequence' (default) or 'batch' min–max statistics.
+    decision_weight: loss weight of D, >= 0 (1).
+    evidence_weight: loss weight of E, >= 0 (1).
+    divergence: the loss divergence ('reverse_kl').
+    jsd_beta: beta of 'jsd' (gap and loss), in [0, 1].
+    skew_alpha: alpha of the skew KL losses, in [0, 1].
+    temperature: softmax temperature of both heads.
+    reduction: 'token_mean' (weighted mean over D ∪ E), 'seq_mean', 'sum'.
+    chunk_size: positions per chunk of the stats and loss passes.
+  """
+
+  NAME: ClassVar[str] = "dear"
+
+  p: float = 0.2
+  q: float = 0.2
+  delta: str = "rkl"
+  anchor_causal: bool = False
+  anchor_window: int | None = None
+  norm_scope: str = "sequence"
+  decision_weight: float = 1.0
+  evidence_weight: float = 1.0
+  divergence: str = "reverse_kl"
+  jsd_beta: float = 0.5
+  skew_alpha: float = 0.1
+  temperature: float = 1.0
+  reduction: str = "token_mean"
+  chunk_size: int | None = stats_lib.DEFAULT_CHUNK_SIZE
+
+  def __post_init__(self):
+    name = self.NAME
+    gkd.check_real(name, "p", self.p, lo=0.0, hi=1.0, lo_open=True)
+    gkd.check_real(name, "q", self.q, lo=0.0, hi=1.0)
+    gkd.check_choice(name, "delta", self.delta, tip.AXIS_DIVERGENCES)
+    gkd.check_bool(name, "anchor_causal", self.anchor_causal)
+    if self.anchor_window is not None:
+      gkd.check_int(name, "anchor_window", self.anchor_window, lo=0)
+    gkd.check_choice(
+        name, "norm_scope", self.norm_scope, ("sequence", "batch")
+    )
+    gkd.check_real(name, "decision_weight", self.decision_weight, lo=0.0)
+    gkd.check_real(name, "evidence_weight", self.evidence_weight, lo=0.0)
+    gkd.check_common(name, self)
+
+  def tokens(
+      self, inputs: StepInputs, token_stats: selection.TokenStats
+  ) -> selection.DearTokens:
+    """Decision and evidence tokens of the batch (no gradient)."""
+    return selection.dear_tokens(
+        token_stats.student_entropy,
+        tip.axis_divergence(token_stats, self.delta),
+        jax.lax.stop_gradient(inputs.student_hidden),
+        jnp.asarray(inputs.mask, bool),
+        p=self.p,
+        q=self.q,
+        anchor_causal=self.anchor_causal,
+        anchor_window=self.anchor_window,
+        norm_scope=self.norm_scope,
+    )
+
+  def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
+    """Stats pass -> D ∪ E -> divergence on the gathered positions."""
+    mask = jnp.asarray(inputs.mask, bool)
+    token_stats = selection.token_stats(
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        inputs.ids,
+        where=mask,
+        chunk_size=self.chunk_size or inputs.ids.shape[1],
+        temperature=self.temperature,
+        jsd_beta=self.jsd_beta,
+    )
+    parts = self.tokens(inputs, token_stats)
+    sel = union_selection(
+        parts,
+        self.p,
+        self.q,
+        decision_weight=self.decision_weight,
+        evidence_weight=self.evidence_weight,
+    )
+    loss, metrics = tip.selected_loss(self, inputs, sel)
+    valid = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
+    metrics.update(tip.stats_metrics(token_stats, mask))
+    metrics["select/decision_frac"] = (
+        jnp.sum(parts.decision, dtype=jnp.float32) / valid
+    )
+    metrics["select/evidence_frac"] = (
+        jnp.sum(parts.evidence, dtype=jnp.float32) / valid
+    )
+    return loss, metrics

@@ -1,0 +1,262 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""TIP: reverse-KL OPD on the tokens selected by entropy and divergence.
+
+References:
+  Xu et al., "Token Importance in on-Policy distillation", arXiv 2604.14084.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from opd_jax import selection
+from opd_jax.methods import gkd
+from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.selection import stats as stats_lib
+
+Array = jax.Array
+
+SELECTORS = (
+    "soft_or",
+    "bottom_soft_or",
+    "entropy",
+    "divergence",
+    "quadrant",
+    "random",
+    "all",
+)
+# Per-token divergences a selector can score by (TIP's "divergence" axis,
+# DEAR's knowledge gap delta), all read off one stats pass.
+AXIS_DIVERGENCES = ("rkl", "fkl", "jsd", "sampled_logratio")
+
+
+def axis_divergence(token_stats: selection.TokenStats, name: str) -> Array:
+  r"""The per-token divergence ``name`` [B, T] from a stats pass.
+
+  'rkl', 'fkl' and 'jsd' are the full-vocabulary values; 'sampled_logratio'
+  is :math:`|\log p_T(y_t) - \log p_S(y_t)|`, the cheap proxy that needs
+  only the sampled tokens.
+  """
+  if name == "rkl":
+    return token_stats.reverse_kl
+  if name == "fkl":
+    return token_stats.forward_kl
+  if name == "jsd":
+    return token_stats.jsd
+  if name == "sampled_logratio":
+    return jnp.abs(token_stats.teacher_logprob - token_stats.student_logprob)
+  raise ValueError(f"axis divergence must be one of {AXIS_DIVERGENCES}.")
+
+
+def stats_metrics(
+    token_stats: selection.TokenStats, mask: Array
+) -> dict[str, Array]:
+  """Whole-batch diagnostics from a stats pass (means over valid tokens)."""
+  return {
+      "div/rkl_all": gkd.valid_mean(token_stats.reverse_kl, mask),
+      "entropy/student": gkd.valid_mean(token_stats.student_entropy, mask),
+      "entropy/teacher": gkd.valid_mean(token_stats.teacher_entropy, mask),
+  }
+
+
+def selected_loss(
+    method, inputs: StepInputs, sel: selection.Selection
+) -> tuple[Array, Metrics]:
+  """The loss pass on a selection's gathered positions, with its metrics.
+
+  ``method`` supplies ``divergence``, ``jsd_beta``, ``skew_alpha``,
+  ``temperature``, ``reduction`` and ``chunk_size``.
+  """
+  mean = selection.selective_divergence_loss(
+      inputs.student_hidden,
+      inputs.student_head,
+      inputs.teacher_hidden,
+      inputs.teacher_head,
+      sel.index,
+      sel.index_weights,
+      divergence=method.divergence,
+      divergence_kwargs=gkd.divergence_kwargs(
+          method.divergence, beta=method.jsd_beta, skew_alpha=method.skew_alpha
+      ),
+      temperature=method.temperature,
+      reduction=method.reduction,
+      chunk_size=method.chunk_size,
+  )
+  loss = mean.value()
+  kept = jnp.sum(sel.weights > 0, dtype=jnp.float32)
+  valid = jnp.sum(inputs.mask, dtype=jnp.float32)
+  metrics = {
+      f"loss/{gkd.SHORT_NAMES[method.divergence]}": loss,
+      "select/count": kept,
+      "select/frac": kept / jnp.maximum(valid, 1.0),
+  }
+  return loss, metrics
+
+
+@register("tip")
+@dataclasses.dataclass(frozen=True)
+class TIP:
+  r"""TIP: OPD on the tokens that matter by student entropy and divergence.
+
+  A stop-gradient stats pass gives per-token student entropy :math:`H_S`
+  and divergence :math:`d` (``tip_divergence``); the selector keeps, per
+  rollout, ``floor(rho L_b)`` tokens (or a quadrant); the loss pass runs
+  the heads on the ``K = ceil(rho T)`` gathered positions only:
+
+  .. math::
+    L = \frac{\sum_{b,t \in S_b} D(p_S \| p_T)_{bt}}{\sum_b |S_b|}.
+
+  Selectors: 'soft_or' (default; :math:`s = \hat h + \hat d - \hat h \hat
+  d` after the 0.98-quantile entropy clip and global min–max),
+  'bottom_soft_or' (negative control), 'entropy' (top-k or Gumbel sampling
+  ∝ :math:`H^\alpha`), 'divergence', 'quadrant' (global quantile cuts;
+  ``which=3`` = low-H / high-D), 'random' and 'all' (full-token control).
+
+  Attributes:
+    selector: one of :data:`SELECTORS`.
+    rho: kept fraction per rollout, in (0, 1] (0.5; the paper also 0.2).
+    clip_quantile: Soft-OR entropy clip quantile in (0, 1], or None.
+    entropy_mode: 'topk' or 'sample' for the 'entropy' selector.
+    entropy_alpha: exponent of the entropy weights when sampling (>= 0).
+    which: quadrant label(s) in 1..4 for the 'quadrant' selector (3).
+    q_entropy: entropy quantile cut of the quadrants, in [0, 1] (0.5).
+    q_divergence: divergence quantile cut of the quadrants (0.8).
+    quadrant_budget: static gather size of 'quadrant' as a fraction of T,
+      in (0, 1] (a rollout with more quadrant tokens keeps its first ones).
+    tip_divergence: the selection axis: 'rkl' (default), 'fkl', 'jsd' or
+      'sampled_logratio'.
+    divergence: the loss divergence, a key of selection.DIVERGENCES
+      ('reverse_kl').
+    jsd_beta: beta of 'jsd' (axis and loss), in [0, 1].
+    skew_alpha: alpha of the skew KL losses, in [0, 1].
+    temperature: softmax temperature of both heads, stats and loss.
+    reduction: 'token_mean' (mean over kept tokens), 'seq_mean' or 'sum'.
+    chunk_size: positions per chunk of the stats and loss passes.
+  """
+
+  NAME: ClassVar[str] = "tip"
+
+  selector: str = "soft_or"
+  rho: float = 0.5
+  clip_quantile: float | None = 0.98
+  entropy_mode: str = "topk"
+  entropy_alpha: float = 1.0
+  which: int | tuple[int, ...] = 3
+  q_entropy: float = 0.5
+  q_divergence: float = 0.8
+  quadrant_budget: float = 1.0
+  tip_divergence: str = "rkl"
+  divergence: str = "reverse_kl"
+  jsd_beta: float = 0.5
+  skew_alpha: float = 0.1
+  temperature: float = 1.0
+  reduction: str = "token_mean"
+  chunk_size: int | None = stats_lib.DEFAULT_CHUNK_SIZE
+
+  def __post_init__(self):
+    name = self.NAME
+    gkd.check_choice(name, "selector", self.selector, SELECTORS)
+    gkd.check_real(name, "rho", self.rho, lo=0.0, hi=1.0, lo_open=True)
+    if self.clip_quantile is not None:
+      gkd.check_real(
+          name, "clip_quantile", self.clip_quantile, lo=0.0, hi=1.0,
+          lo_open=True,
+      )
+    gkd.check_choice(
+        name, "entropy_mode", self.entropy_mode, ("topk", "sample")
+    )
+    gkd.check_real(name, "entropy_alpha", self.entropy_alpha, lo=0.0)
+    which = (self.which,) if isinstance(self.which, int) else self.which
+    try:
+      which = tuple(which)
+    except TypeError:
+      which = ()
+    if not which or any(
+        isinstance(w, bool) or w not in (1, 2, 3, 4) for w in which
+    ):
+      raise ValueError(
+          f"config.{name}.which must be a quadrant label in 1..4 or a"
+          f" non-empty tuple of them, got {self.which!r}."
+      )
+    # Frozen: tuples keep the dataclass hashable (a static jit argument).
+    object.__setattr__(self, "which", which)
+    gkd.check_real(name, "q_entropy", self.q_entropy, lo=0.0, hi=1.0)
+    gkd.check_real(name, "q_divergence", self.q_divergence, lo=0.0, hi=1.0)
+    gkd.check_real(
+        name, "quadrant_budget", self.quadrant_budget, lo=0.0, hi=1.0,
+        lo_open=True,
+    )
+    gkd.check_choice(
+        name, "tip_divergence", self.tip_divergence, AXIS_DIVERGENCES
+    )
+    gkd.check_common(name, self)
+
+  def select(
+      self, inputs: StepInputs, token_stats: selection.TokenStats
+  ) -> selection.Selection:
+    """Runs the configured selector; returns weights and a gather index."""
+    mask = jnp.asarray(inputs.mask, bool)
+    entropy = token_stats.student_entropy
+    div = axis_divergence(token_stats, self.tip_divergence)
+    kw = dict(return_index=True)
+    if self.selector in ("soft_or", "bottom_soft_or"):
+      return selection.soft_or(
+          entropy, div, mask, self.rho,
+          vocab_size=inputs.student_head.shape[1],
+          clip_quantile=self.clip_quantile,
+          bottom=self.selector == "bottom_soft_or", **kw,
+      )
+    if self.selector == "entropy":
+      return selection.entropy_top(
+          entropy, mask, self.rho, mode=self.entropy_mode, key=inputs.key,
+          alpha=self.entropy_alpha, **kw,
+      )
+    if self.selector == "divergence":
+      return selection.divergence_top(div, mask, self.rho, **kw)
+    if self.selector == "quadrant":
+      return selection.quadrant_select(
+          entropy, div, mask, which=self.which, q_entropy=self.q_entropy,
+          q_divergence=self.q_divergence,
+          budget_fraction=self.quadrant_budget, **kw,
+      )
+    if self.selector == "random":
+      return selection.uniform_random(inputs.key, mask, self.rho, **kw)
+    return selection.all_tokens(mask, **kw)
+
+  def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
+    """Stats pass -> selector -> divergence on the gathered positions."""
+    mask = jnp.asarray(inputs.mask, bool)
+    token_stats = selection.token_stats(
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        inputs.ids,
+        where=mask,
+        chunk_size=self.chunk_size or inputs.ids.shape[1],
+        temperature=self.temperature,
+        jsd_beta=self.jsd_beta,
+    )
+    sel = self.select(inputs, token_stats)
+    loss, metrics = selected_loss(self, inputs, sel)
+    metrics.update(stats_metrics(token_stats, mask))
+    metrics["div/rkl_selected"] = gkd.valid_mean(
+        token_stats.reverse_kl, sel.weights > 0
+    )
+    return loss, metrics

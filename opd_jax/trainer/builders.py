@@ -1,0 +1,147 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Builds models, data and the jitted step from a config (shared by train, dry run, scripts)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from opd_jax import sharding
+from opd_jax.data import arithmetic
+from opd_jax.data import prompts as prompt_data
+from opd_jax.models import (
+    ModelConfig, Transformer, from_hf_config, load_hf, preset,
+)
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class VocabularyMismatchError(ValueError):
+  """Teacher and student do not share a vocabulary."""
+
+
+def model_config(c: ml_collections.ConfigDict, role: str, *,
+                 allow_preset_fallback: bool) -> tuple[ModelConfig, str]:
+  """The ModelConfig of `role` ('student' / 'teacher') and where it came from.
+
+  Reads `<path>/config.json` when the directory exists; otherwise uses the
+  preset (random weights), which a dry run may also use in place of a
+  directory that is not on this machine.
+  """
+  path, name = c[role], c[f"{role}_preset"]
+  if path and os.path.isdir(path):
+    with open(os.path.join(path, "config.json")) as f:
+      return from_hf_config(json.load(f)), path
+  if path and not (allow_preset_fallback and name):
+    raise FileNotFoundError(
+        f"config.{role}: checkpoint directory {path!r} does not exist")
+  return preset(name), f"preset {name} (random weights)"
+
+
+def check_vocabularies(student: ModelConfig, teacher: ModelConfig) -> None:
+  if student.vocab_size != teacher.vocab_size:
+    raise VocabularyMismatchError(
+        f"teacher and student vocabularies differ: teacher vocab_size="
+        f"{teacher.vocab_size}, student vocab_size={student.vocab_size}; OPD"
+        " scores the student's tokens with the teacher, so both must use the"
+        " same tokenizer (pad the smaller embedding to the larger size)")
+
+
+def build_model(c: ml_collections.ConfigDict, role: str, mesh) -> Transformer:
+  """Loads `role`'s checkpoint onto `mesh`, or builds its preset randomly."""
+  dtype = _DTYPES[c.dtype]
+  path = c[role]
+  if path:
+    return load_hf(path, dtype=dtype, mesh=mesh)
+  config = preset(c[f"{role}_preset"])
+  seed = c.seed + (0 if role == "student" else 1)
+  graphdef, abstract_state = nnx.split(abstract_model(config, dtype))
+  init = jax.jit(
+      lambda: nnx.split(Transformer(config, dtype=dtype,
+                                    rngs=nnx.Rngs(seed)))[1],
+      out_shardings=sharding.param_shardings(abstract_state, mesh))
+  return nnx.merge(graphdef, init())
+
+
+def abstract_model(config: ModelConfig, dtype) -> Transformer:
+  return nnx.eval_shape(lambda: Transformer(config, dtype=dtype,
+                                            rngs=nnx.Rngs(0)))
+
+
+def load_tokenizer(c: ml_collections.ConfigDict):
+  """The tokenizer from `config.tokenizer`, else the student's directory."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  path = c.tokenizer or c.student
+  if not path or not os.path.isdir(path):
+    raise FileNotFoundError(
+        f"config.tokenizer: no tokenizer directory (got {path!r}); set"
+        " config.tokenizer or config.student to an HF directory")
+  return transformers.AutoTokenizer.from_pretrained(path)
+
+
+def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
+  """The configured training or evaluation PromptSource."""
+  d = c.data
+  if d.source == "arithmetic":
+    difficulty = getattr(arithmetic.Difficulty, d.difficulty)()
+    task = arithmetic.ArithmeticTask(difficulty=difficulty, seed=c.seed)
+    if train:
+      return prompt_data.ArithmeticSource("train", d.num_examples, task=task)
+    return prompt_data.ArithmeticSource(d.eval_split, c.eval_examples,
+                                        task=task)
+  return prompt_data.FileSource(
+      d.path if train else d.eval_path,
+      question_field=d.question_field,
+      answer_field=d.answer_field or None,
+      response_field=d.response_field or None,
+  )
+
+
+def has_eval_data(c: ml_collections.ConfigDict) -> bool:
+  return c.data.source == "arithmetic" or bool(c.data.eval_path)
+
+
+def train_dataset(c, tokenizer) -> prompt_data.PromptDataset:
+  """Tokenized training prompts; raises before any compile if empty."""
+  source = prompt_source(c, train=True)
+  return prompt_data.PromptDataset(
+      source, tokenizer, max_prompt_len=c.max_prompt_len,
+      max_new_tokens=c.max_new_tokens, overlong=c.data.overlong)
+
+
+def eval_dataset(c, tokenizer) -> prompt_data.PromptDataset:
+  source = prompt_source(c, train=False)
+  return prompt_data.PromptDataset(
+      source, tokenizer, max_prompt_len=c.max_prompt_len,
+      overlong=c.data.overlong)
+
+
+def mesh_from_config(c) -> Any:
+  """The mesh of `config.mesh`; `num_devices > 0` uses only the first ones."""
+  m = c.mesh
+  devices = jax.devices()
+  if m.num_devices:
+    if m.num_devices > len(devices):
+      raise ValueError(f"config.mesh.num_devices: expected <= {len(devices)}"
+                       f" (the available devices), got {m.num_devices}")
+    devices = devices[:m.num_devices]
+  return sharding.make_mesh(
+      sharding.MeshConfig(data=m.data, fsdp=m.fsdp, tensor=m.tensor), devices)

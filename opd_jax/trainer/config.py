@@ -1,0 +1,189 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The trainer's configuration: defaults for every field, and validation.
+
+Config files in `configs/` start from `default_config()` and change what
+their recipe needs; `validate()` runs after absl has applied the
+`--config.field=value` overrides, and names the field and allowed values of
+anything wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import ml_collections
+
+from opd_jax import methods
+from opd_jax.models.config import PRESETS
+
+DTYPES = ("float32", "bfloat16")
+DATA_SOURCES = ("arithmetic", "file")
+ROLLOUT_SOURCES = ("student", "teacher", "mixture")
+OVERLONG = ("drop", "truncate")
+DIFFICULTIES = ("easy", "default", "hard")
+
+
+def method_defaults(name: str) -> ml_collections.ConfigDict:
+  """A config block holding every field of method `name` at its default."""
+  cls = methods.REGISTRY[name]
+  out = {}
+  for f in dataclasses.fields(cls):
+    if f.default is not dataclasses.MISSING:
+      out[f.name] = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore
+      out[f.name] = f.default_factory()  # type: ignore
+  return ml_collections.ConfigDict(out)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every trainer field with its default (a small CPU-sized run)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Models: HF checkpoint directories. With an empty path, the preset is
+  # built with random weights (tests, benchmarks); `--dry_run` also falls
+  # back to the preset when the directory does not exist on this machine.
+  c.student = ""
+  c.teacher = ""
+  c.student_preset = ""
+  c.teacher_preset = ""
+  c.tokenizer = ""  # default: the student's directory
+  c.dtype = "float32"
+
+  c.method = "tip"
+  for name in sorted(methods.REGISTRY):
+    c[name] = method_defaults(name)
+
+  c.total_steps = 100
+  c.batch_size = 8
+  c.max_prompt_len = 64
+  c.max_new_tokens = 64
+  # Fraction of steps trained on fresh rollouts (GKD's lambda); the others
+  # train on the dataset's reference responses.
+  c.lmbda = 1.0
+  # Who samples the rollouts: the student (on-policy), the teacher
+  # (sequence-level KD) or their mixture (MiniLLM), mixing `mixture_alpha`
+  # of the teacher.
+  c.rollout_source = "student"
+  c.mixture_alpha = 0.2
+  c.sampling = ml_collections.ConfigDict(
+      dict(temperature=1.0, top_k=0, top_p=1.0))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-5, warmup_steps=0, end_lr_fraction=0.1,
+      weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0))
+
+  c.data = ml_collections.ConfigDict(dict(
+      # 'arithmetic' (the built-in task) or 'file' (jsonl / parquet /
+      # save_to_disk directory at `path`, evaluation rows at `eval_path`).
+      source="arithmetic", path="", eval_path="", question_field="question",
+      answer_field="answer", response_field="", overlong="drop",
+      difficulty="default", num_examples=20000, eval_split="test",
+  ))
+
+  c.checkpoint_every = 50
+  c.keep_checkpoints = 3
+  c.async_checkpointing = True
+  c.eval_every = 50  # 0 disables periodic evaluation
+  c.eval_examples = 64
+  c.log_every = 1
+  c.max_consecutive_skips = 5
+  # Mesh axis sizes (-1: all remaining devices); num_devices > 0 restricts
+  # the mesh to the first devices (0: all).
+  c.mesh = ml_collections.ConfigDict(
+      dict(data=1, fsdp=-1, tensor=1, num_devices=0))
+  return c
+
+
+class ConfigError(ValueError):
+  """A config field holds a value outside its allowed range."""
+
+
+def _need(ok: bool, field: str, allowed: str, value) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field}: expected {allowed}, got {value!r}")
+
+
+def _int_at_least(c, field: str, low: int) -> None:
+  value = c
+  for part in field.split("."):
+    value = value[part]
+  _need(isinstance(value, int) and not isinstance(value, bool)
+        and value >= low, field, f"an integer >= {low}", value)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks every field's range; raises ConfigError naming the field.
+
+  Also builds the method once, so a bad method field is reported here.
+  """
+  for field, low in [("total_steps", 1), ("batch_size", 1),
+                     ("max_prompt_len", 1), ("max_new_tokens", 1),
+                     ("checkpoint_every", 1), ("keep_checkpoints", 1),
+                     ("eval_every", 0), ("eval_examples", 1),
+                     ("log_every", 1), ("max_consecutive_skips", 1),
+                     ("optimizer.warmup_steps", 0), ("sampling.top_k", 0),
+                     ("mesh.num_devices", 0)]:
+    _int_at_least(c, field, low)
+  _need(c.dtype in DTYPES, "dtype", f"one of {DTYPES}", c.dtype)
+  _need(0.0 <= c.lmbda <= 1.0, "lmbda", "a fraction in [0, 1]", c.lmbda)
+  _need(c.rollout_source in ROLLOUT_SOURCES, "rollout_source",
+        f"one of {ROLLOUT_SOURCES}", c.rollout_source)
+  _need(0.0 <= c.mixture_alpha <= 1.0, "mixture_alpha", "a fraction in [0, 1]",
+        c.mixture_alpha)
+  _need(c.sampling.temperature >= 0, "sampling.temperature", ">= 0",
+        c.sampling.temperature)
+  _need(0.0 < c.sampling.top_p <= 1.0, "sampling.top_p", "a value in (0, 1]",
+        c.sampling.top_p)
+  _need(c.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0",
+        c.optimizer.learning_rate)
+  _need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", ">= 0",
+        c.optimizer.weight_decay)
+  _need(0 <= c.optimizer.end_lr_fraction <= 1, "optimizer.end_lr_fraction",
+        "a fraction in [0, 1]", c.optimizer.end_lr_fraction)
+  _need(c.data.source in DATA_SOURCES, "data.source",
+        f"one of {DATA_SOURCES}", c.data.source)
+  _need(c.data.overlong in OVERLONG, "data.overlong", f"one of {OVERLONG}",
+        c.data.overlong)
+  if c.data.source == "arithmetic":
+    _need(c.data.difficulty in DIFFICULTIES, "data.difficulty",
+          f"one of {DIFFICULTIES}", c.data.difficulty)
+  else:
+    _need(bool(c.data.path), "data.path", "a local file or directory",
+          c.data.path)
+  for role in ("student", "teacher"):
+    preset = c[f"{role}_preset"]
+    _need(preset == "" or preset in PRESETS, f"{role}_preset",
+          f"'' or one of {PRESETS}", preset)
+    _need(bool(c[role] or preset), role,
+          f"an HF checkpoint directory (or set config.{role}_preset)", c[role])
+  if c.lmbda < 1.0:
+    _need(c.data.source == "arithmetic" or bool(c.data.response_field),
+          "data.response_field",
+          "a field with reference responses when lmbda < 1", "")
+  n = jax.process_count()
+  _need(c.batch_size % n == 0, "batch_size",
+        f"a multiple of the number of processes ({n})", c.batch_size)
+  if c.method not in methods.REGISTRY:
+    raise ConfigError(
+        f"config.method: expected one of {sorted(methods.REGISTRY)}, got"
+        f" {c.method!r}")
+  method = methods.build_method(c.method, c[c.method].to_dict())
+  # The sampler's log-probs stand for the student's own only on the
+  # student's rollouts; dataset responses and teacher samples have none.
+  if getattr(method, "use_sampler_logprobs", False):
+    _need(c.lmbda == 1.0 and c.rollout_source == "student",
+          f"{c.method}.use_sampler_logprobs",
+          "False unless lmbda == 1 and rollout_source == 'student'", True)

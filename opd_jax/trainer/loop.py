@@ -1,0 +1,305 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The training loop: prompts -> rollouts -> jitted step -> metrics -> eval -> checkpoint."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from opd_jax import methods, sharding
+from opd_jax.data import prompts as prompt_data
+from opd_jax.evaluation import evaluate as evaluation
+from opd_jax.rollouts import Sampling, sample
+from opd_jax.trainer import builders, metrics as metric_writers, step as steps
+from opd_jax.trainer.checkpointing import Checkpointer
+from opd_jax.trainer.config import validate
+from opd_jax.trainer.state import (
+    init_state, learning_rate_schedule, make_optimizer,
+)
+
+
+CONFIG_FILE = "config.json"  # the run's config, in the workdir
+
+
+class TrainingDivergedError(RuntimeError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def _optimizer(c):
+  """The optax optimizer of `config.optimizer` and its learning-rate schedule."""
+  o = c.optimizer
+  optimizer = make_optimizer(
+      learning_rate=o.learning_rate, total_steps=c.total_steps,
+      warmup_steps=o.warmup_steps, end_lr_fraction=o.end_lr_fraction,
+      weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, clip_norm=o.clip_norm)
+  schedule = learning_rate_schedule(
+      learning_rate=o.learning_rate, total_steps=c.total_steps,
+      warmup_steps=o.warmup_steps, end_lr_fraction=o.end_lr_fraction)
+  return optimizer, schedule
+
+
+def _abstract_batch(c) -> dict[str, jax.ShapeDtypeStruct]:
+  b, p, t = c.batch_size, c.max_prompt_len, c.max_new_tokens
+  return {
+      "tokens": jax.ShapeDtypeStruct((b, p + t), jnp.int32),
+      "mask": jax.ShapeDtypeStruct((b, p + t), jnp.bool_),
+      "response_mask": jax.ShapeDtypeStruct((b, t), jnp.bool_),
+      "sampler_logprobs": jax.ShapeDtypeStruct((b, t), jnp.float32),
+  }
+
+
+def _on_policy(c, step: int) -> bool:
+  """GKD's per-step coin: True with probability lambda, fixed per step."""
+  if c.lmbda >= 1.0:
+    return True
+  return bool(np.random.default_rng([c.seed, step, 7]).random() < c.lmbda)
+
+
+def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Checks config, shapes and shardings without compiling or loading weights.
+
+  Builds both models abstractly on the planned mesh, traces the step with
+  `jax.eval_shape` (no XLA compile), and prints parameter counts and the
+  mesh. Returns the figures it printed.
+  """
+  validate(c)
+  mesh = builders.mesh_from_config(c)
+  scfg, s_from = builders.model_config(c, "student", allow_preset_fallback=True)
+  tcfg, t_from = builders.model_config(c, "teacher", allow_preset_fallback=True)
+  builders.check_vocabularies(scfg, tcfg)
+  dtype = builders._DTYPES[c.dtype]  # pylint: disable=protected-access
+  sgraph, sstate = nnx.split(builders.abstract_model(scfg, dtype))
+  tgraph, tstate = nnx.split(builders.abstract_model(tcfg, dtype))
+  method = methods.build_method(c.method, c[c.method].to_dict())
+  optimizer, schedule = _optimizer(c)
+  params = sstate.to_pure_dict()
+  teacher = tstate.to_pure_dict()
+  abstract_state = jax.eval_shape(
+      lambda p: init_state(p, optimizer, jax.random.PRNGKey(0)), params)
+  with jax.set_mesh(mesh):
+    fn, state_sh, teacher_sh, batch_sh = steps.compile_step(
+        mesh, abstract_state, teacher, _abstract_batch(c),
+        student_graphdef=sgraph, teacher_graphdef=tgraph, method=method,
+        optimizer=optimizer, eos_ids=scfg.eos_token_ids,
+        learning_rate_fn=schedule)
+    out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher,
+                                            _abstract_batch(c))
+  if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
+    raise AssertionError("the step changes the train state's structure")
+  report = {
+      "mesh": dict(mesh.shape),
+      "devices": jax.device_count(),
+      "processes": jax.process_count(),
+      "student": s_from,
+      "teacher": t_from,
+      "student_params": scfg.num_params(),
+      "teacher_params": tcfg.num_params(),
+      "method": c.method,
+      "metrics": sorted(out_metrics),
+      "batch": {k: list(v.shape) for k, v in _abstract_batch(c).items()},
+      "param_shardings": {
+          sharding.path_str(p): str(s.spec)
+          for p, s in jax.tree_util.tree_flatten_with_path(state_sh.params)[0]
+      },
+  }
+  if jax.process_index() == 0:
+    print(f"dry run: mesh {report['mesh']} over {report['devices']} devices,"
+          f" {report['processes']} process(es)")
+    print(f"  student {s_from}: {report['student_params']:,} parameters")
+    print(f"  teacher {t_from}: {report['teacher_params']:,} parameters")
+    print(f"  method {c.method}; batch {report['batch']}")
+    for name, spec in report["param_shardings"].items():
+      print(f"  {name:40s} {spec}")
+    print("  step traced: metrics " + ", ".join(report["metrics"]))
+  return report
+
+
+class Trainer:
+  """Holds the run's pieces; `run()` trains to `config.total_steps`."""
+
+  def __init__(self, c: ml_collections.ConfigDict, workdir: str):
+    validate(c)
+    self.c, self.workdir = c, workdir
+    self.is_main = jax.process_index() == 0
+    scfg, _ = builders.model_config(c, "student", allow_preset_fallback=False)
+    tcfg, _ = builders.model_config(c, "teacher", allow_preset_fallback=False)
+    builders.check_vocabularies(scfg, tcfg)
+    self.student_config = scfg
+    self.tokenizer = builders.load_tokenizer(c)
+    # Data first: an empty or unreadable dataset fails before any compile.
+    self.train_data = builders.train_dataset(c, self.tokenizer)
+    self.eval_data = (builders.eval_dataset(c, self.tokenizer)
+                      if c.eval_every and builders.has_eval_data(c) else None)
+    self.mesh = builders.mesh_from_config(c)
+    self.method = methods.build_method(c.method, c[c.method].to_dict())
+    self.optimizer, self.schedule = _optimizer(c)
+    self.sampling = Sampling(**c.sampling.to_dict())
+    self.eos_ids = tuple(scfg.eos_token_ids) or (
+        (self.tokenizer.eos_token_id,)
+        if self.tokenizer.eos_token_id is not None else ())
+    with jax.set_mesh(self.mesh):
+      student = builders.build_model(c, "student", self.mesh)
+      teacher = builders.build_model(c, "teacher", self.mesh)
+    self.student_graphdef, student_state = nnx.split(student)
+    self.teacher_graphdef, teacher_state = nnx.split(teacher)
+    self.teacher_params = teacher_state.to_pure_dict()
+    self.teacher = teacher
+    params = student_state.to_pure_dict()
+    key = jax.random.PRNGKey(c.seed)
+    abstract_state = jax.eval_shape(
+        lambda p: init_state(p, self.optimizer, key), params)
+    with jax.set_mesh(self.mesh):
+      (self.step_fn, self.state_sh, teacher_sh,
+       self.batch_sh) = steps.compile_step(
+           self.mesh, abstract_state, self.teacher_params, _abstract_batch(c),
+           student_graphdef=self.student_graphdef,
+           teacher_graphdef=self.teacher_graphdef, method=self.method,
+           optimizer=self.optimizer, eos_ids=self.eos_ids,
+           learning_rate_fn=self.schedule)
+      self.state = jax.jit(
+          lambda p: init_state(p, self.optimizer, key),
+          out_shardings=self.state_sh)(params)
+    self.abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract_state, self.state_sh)
+    self.checkpointer = Checkpointer(
+        workdir, max_to_keep=c.keep_checkpoints,
+        async_save=c.async_checkpointing)
+    self.data_state = None
+    restored = self.checkpointer.restore_latest(self.abstract_state)
+    if restored is not None:
+      self.state, self.data_state, step = restored
+      print(f"resumed from {self.checkpointer.directory} at step {step}")
+    self.iterator = prompt_data.PromptIterator(
+        self.train_data, global_batch_size=c.batch_size, seed=c.seed,
+        state=self.data_state)
+    self.start_step = int(self.state.step)
+    self.writer = metric_writers.create_writer(
+        workdir, is_main_process=self.is_main,
+        resume_step=self.start_step if restored is not None else None)
+    if restored is None:
+      self.writer.write_hparams(metric_writers.flatten(c.to_dict()))
+    if self.is_main:  # what export / sample need to rebuild the student
+      with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+        f.write(c.to_json(indent=2))
+
+  def student(self):
+    """The student model with the current parameters."""
+    return nnx.merge(self.student_graphdef, self.state.params)
+
+  def _batch(self, step: int, host: dict[str, Any]) -> dict[str, jax.Array]:
+    """Rollouts (or dataset responses) for `step` as the step's batch."""
+    c = self.c
+    prompt, prompt_mask = sharding.global_batch(
+        (host["prompt"], host["prompt_mask"]), self.mesh)
+    if _on_policy(c, step):
+      key = jax.random.fold_in(
+          jax.random.fold_in(jax.random.PRNGKey(c.seed), step), 1)
+      models, weights = {
+          "student": ([self.student()], None),
+          "teacher": ([self.teacher], None),
+          "mixture": ([self.student(), self.teacher],
+                      (1 - c.mixture_alpha, c.mixture_alpha)),
+      }[c.rollout_source]
+      r = sample(models, prompt, prompt_mask, key,
+                 max_new_tokens=c.max_new_tokens, sampling=self.sampling,
+                 eos_ids=self.eos_ids, pad_id=self.train_data.pad_id,
+                 weights=weights)
+      batch = {"tokens": r.tokens, "mask": r.mask,
+               "response_mask": r.response_mask,
+               "sampler_logprobs": r.logprobs}
+    else:
+      response, response_mask = sharding.global_batch(
+          (host["response"], host["response_mask"]), self.mesh)
+      batch = {
+          "tokens": jnp.concatenate([prompt, response], axis=1),
+          "mask": jnp.concatenate([prompt_mask, response_mask], axis=1),
+          "response_mask": response_mask,
+          "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
+      }
+    return jax.device_put(batch, self.batch_sh)
+
+  def evaluate(self, step: int) -> dict[str, float]:
+    result = evaluation.evaluate(
+        self.student(), self.eval_data, self.tokenizer,
+        evaluation.arithmetic_grader, key=jax.random.PRNGKey(self.c.seed),
+        mesh=self.mesh, batch_size=self.c.batch_size,
+        max_new_tokens=self.c.max_new_tokens, eos_ids=self.eos_ids)
+    out = result.metrics()
+    self.writer.write_scalars(step, out)
+    self.writer.write_texts(step, {"eval/sample": result.responses[0]})
+    return out
+
+  def save(self, step: int) -> None:
+    self.checkpointer.save(step, self.state, self.iterator.get_state())
+
+  def run(self) -> dict[str, float]:
+    """Trains from the restored step to `total_steps`; returns last metrics."""
+    c = self.c
+    last: dict[str, float] = {}
+    bar = metric_writers.ProgressBar(
+        c.total_steps, self.start_step, is_main_process=self.is_main,
+        log_every=max(c.log_every, 1))
+    try:
+      with jax.set_mesh(self.mesh):
+        for step in range(self.start_step, c.total_steps):
+          host = next(self.iterator)
+          t0 = time.time()
+          batch = self._batch(step, host)
+          self.state, m = self.step_fn(self.state, self.teacher_params,
+                                       batch)
+          done = step + 1
+          if done % c.log_every == 0 or done == c.total_steps:
+            m = jax.device_get(m)
+            m["train/step_time"] = time.time() - t0
+            m["train/on_policy"] = float(_on_policy(c, step))
+            self.writer.write_scalars(done, m)
+            last = {k: float(v) for k, v in m.items()}
+            bar.update(done, {k: m[k] for k in ("loss/total",) if k in m},
+                       tokens=int(m["rollout/len_mean"] * c.batch_size))
+          skips = int(self.state.consecutive_skips)
+          if skips >= c.max_consecutive_skips:
+            raise TrainingDivergedError(
+                f"{skips} consecutive steps (up to step {done}) had a"
+                " non-finite loss or gradient; the parameters were left"
+                " unchanged by them. Lower optimizer.learning_rate or check"
+                " the data; config.max_consecutive_skips ="
+                f" {c.max_consecutive_skips}")
+          if (self.eval_data is not None and c.eval_every
+              and done % c.eval_every == 0):
+            last.update(self.evaluate(done))
+          if done % c.checkpoint_every == 0 or done == c.total_steps:
+            self.save(done)
+    finally:
+      bar.close()
+      self.checkpointer.close()
+      self.writer.close()
+    return last
+
+
+def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str
+                       ) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints)."""
+  os.makedirs(workdir, exist_ok=True)
+  return Trainer(c, workdir).run()

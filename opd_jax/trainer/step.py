@@ -1,0 +1,159 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The jitted training step: trunks -> method loss -> guarded optimizer update."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from opd_jax import sharding
+from opd_jax.methods.base import Method, StepInputs
+from opd_jax.trainer.state import TrainState, state_shardings
+
+Batch = dict[str, jax.Array]
+
+
+def response_hidden(model, tokens, mask, response_len: int) -> jax.Array:
+  """Hidden states [B, T, D] that predict the last `response_len` tokens.
+
+  The output at position i predicts token i + 1, so response token t (at
+  position P + t) is predicted by the hidden state at P + t - 1.
+  """
+  hidden = model(tokens, attention_mask=mask, return_logits=False).hidden
+  prompt_len = tokens.shape[1] - response_len
+  return hidden[:, prompt_len - 1:-1]
+
+
+def train_step(
+    state: TrainState,
+    teacher_params: Any,
+    batch: Batch,
+    *,
+    student_graphdef,
+    teacher_graphdef,
+    method: Method,
+    optimizer: optax.GradientTransformation,
+    eos_ids: Sequence[int] = (),
+    learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of the student on a batch of rollouts (pure; jit it).
+
+  Args:
+    state: the TrainState (donated by the caller's jit).
+    teacher_params: the frozen teacher's parameters (pure dict).
+    batch: `tokens` int32 [B, P + T], `mask` bool [B, P + T] (False on
+      padding), `response_mask` bool [B, T], `sampler_logprobs` [B, T].
+    student_graphdef, teacher_graphdef: from `nnx.split` of each model.
+    method: the distillation objective.
+    optimizer: the optax transformation matching `state.opt_state`.
+    eos_ids: ids that end a response (for the EOS-rate metric).
+    learning_rate_fn: the schedule, for the `train/lr` metric.
+
+  Returns:
+    The new state and a flat dict of float32 scalar metrics. A step whose
+    loss or gradient is not finite leaves params and optimizer state
+    untouched and counts a skip.
+  """
+  tokens, mask = batch["tokens"], batch["mask"]
+  response_mask = batch["response_mask"].astype(bool)
+  t = response_mask.shape[1]
+  key = jax.random.fold_in(state.key, state.step)
+
+  teacher = nnx.merge(teacher_graphdef, teacher_params)
+  teacher_hidden = jax.lax.stop_gradient(
+      response_hidden(teacher, tokens, mask, t))
+  teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
+
+  def loss_fn(params):
+    student = nnx.merge(student_graphdef, params)
+    inputs = StepInputs(
+        student_hidden=response_hidden(student, tokens, mask, t),
+        student_head=student.head_matrix(),
+        teacher_hidden=teacher_hidden, teacher_head=teacher_head,
+        ids=tokens[:, -t:], mask=response_mask,
+        sampler_logprobs=batch["sampler_logprobs"].astype(jnp.float32),
+        key=key,
+    )
+    return method.loss(inputs)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(
+      lambda n, o: jnp.where(finite, n, o), new, old)
+  skipped = (~finite).astype(jnp.int32)
+  new_state = TrainState(
+      step=state.step + 1,
+      params=keep(new_params, state.params),
+      opt_state=keep(new_opt, state.opt_state),
+      key=state.key,
+      consecutive_skips=(state.consecutive_skips + 1) * skipped,
+      total_skips=state.total_skips + skipped,
+  )
+  lengths = response_mask.sum(axis=1)
+  ends = jnp.isin(tokens[:, -t:], jnp.asarray(eos_ids, jnp.int32)) & (
+      response_mask)
+  out = {
+      "loss/total": loss,
+      "train/grad_norm": grad_norm,
+      "train/skipped": skipped.astype(jnp.float32),
+      "rollout/len_mean": lengths.mean(dtype=jnp.float32),
+      "rollout/eos_rate": ends.any(axis=1).mean(dtype=jnp.float32),
+      **metrics,
+  }
+  if learning_rate_fn is not None:
+    out["train/lr"] = learning_rate_fn(state.step)
+  return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+def batch_shardings(mesh, batch: Batch) -> Batch:
+  """Batch-split NamedShardings for every entry of `batch`."""
+  return {k: NamedSharding(mesh, sharding.fit_spec(
+      sharding.batch_spec(v.ndim), v.shape, mesh)) for k, v in batch.items()}
+
+
+def compile_step(
+    mesh,
+    abstract_state: TrainState,
+    abstract_teacher: Any,
+    abstract_batch: Batch,
+    **step_kwargs,
+):
+  """`train_step` jitted once with explicit in/out shardings and donation.
+
+  Returns:
+    (jitted step, state shardings, teacher shardings, batch shardings).
+  """
+  replicated = NamedSharding(mesh, P())
+  param_sh = sharding.param_shardings(abstract_state.params, mesh)
+  state_sh = state_shardings(abstract_state, param_sh, replicated)
+  teacher_sh = sharding.param_shardings(abstract_teacher, mesh)
+  batch_sh = batch_shardings(mesh, abstract_batch)
+  step = jax.jit(
+      functools.partial(train_step, **step_kwargs),
+      in_shardings=(state_sh, teacher_sh, batch_sh),
+      out_shardings=(state_sh, replicated),
+      donate_argnums=0,
+  )
+  return step, state_sh, teacher_sh, batch_sh

@@ -1,0 +1,59 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Trains a student by on-policy distillation from a config file.
+
+  python scripts/train.py --config=configs/tip.py --workdir=/tmp/run \
+      [--config.total_steps=200 ...] [--dry_run]
+
+Rerunning the same command resumes from the newest checkpoint in --workdir.
+For a multi-process run on machines without a launcher environment, pass
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from opd_jax.trainer import distributed
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Trainer config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, metrics, plots.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Check config, shapes and shardings; compile nothing.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0 (multi-process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
+  from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  if _DRY_RUN.value:
+    loop.dry_run(config)
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required (except with --dry_run)")
+  loop.train_and_evaluate(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)

@@ -1,0 +1,140 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The training loop end to end on tiny models: metrics, checkpoints, guards."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from opd_jax import testing
+from opd_jax.models import load_hf
+from opd_jax.trainer import builders, config as trainer_config, loop, restore
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  return testing.tiny_distillation_pair(str(tmp_path_factory.mktemp("pair")))
+
+
+def _params(trainer):
+  return jax.tree.map(np.asarray, trainer.state.params)
+
+
+def _metric_lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f if '"step"' in l and "loss/total" in l]
+
+
+def test_trains_logs_checkpoints_and_exports(pair, tmp_path):
+  workdir = str(tmp_path / "run")
+  c = testing.tiny_train_config(pair, eval_every=4)
+  last = loop.train_and_evaluate(c, workdir)
+  lines = _metric_lines(workdir)
+  assert [l["step"] for l in lines] == [1, 2, 3, 4]
+  for key in ("loss/total", "select/frac", "train/grad_norm",
+              "rollout/len_mean", "rollout/eos_rate", "train/lr"):
+    assert key in lines[-1], key
+  assert 0 < lines[-1]["select/frac"] <= 1
+  assert "eval/accuracy" in last
+  assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  model, step, _ = restore.restore_student(workdir)
+  assert step == 4
+  # Rerunning the finished command resumes at the end and does nothing.
+  trainer = loop.Trainer(c, workdir)
+  assert trainer.start_step == 4
+  np.testing.assert_array_equal(
+      np.asarray(trainer.state.params["final_norm"]["scale"]),
+      np.asarray(nnx.state(model)["final_norm"]["scale"][...]))
+  trainer.checkpointer.close()
+  trainer.writer.close()
+
+
+def test_resume_after_corrupt_latest_checkpoint(pair, tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  c = testing.tiny_train_config(pair, total_steps=3, checkpoint_every=1)
+  first = loop.Trainer(c, workdir)
+  first.run()
+  final = _params(first)
+  # Garble every file of the newest step.
+  latest = os.path.join(workdir, "checkpoints", "3")
+  for root, _, files in os.walk(latest):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\x00garbage")
+  second = loop.Trainer(c, workdir)
+  assert "checkpoint step 3 is unreadable" in capsys.readouterr().out
+  assert second.start_step == 2
+  assert os.listdir(os.path.join(workdir, "corrupt_checkpoints"))
+  second.run()  # step 3 again, from step 2's checkpoint and data position
+  jax.tree.map(np.testing.assert_array_equal, _params(second), final)
+
+
+def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
+  # A teacher with NaN weights makes every loss NaN.
+  bad = str(tmp_path / "nan_teacher")
+  teacher = load_hf(pair["teacher"])
+  teacher.final_norm.scale[...] = teacher.final_norm.scale[...] * np.nan
+  from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
+  save_hf(teacher, bad)
+  c = testing.tiny_train_config(pair, total_steps=6, max_consecutive_skips=3)
+  c.teacher = bad
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  before = _params(trainer)
+  with pytest.raises(loop.TrainingDivergedError, match="3 consecutive steps"):
+    trainer.run()
+  assert int(trainer.state.total_skips) == 3
+  jax.tree.map(np.testing.assert_array_equal, _params(trainer), before)
+  lines = _metric_lines(str(tmp_path / "run"))
+  assert [l["train/skipped"] for l in lines] == [1.0, 1.0, 1.0]
+
+
+def test_vocab_mismatch_fails_before_compiling(pair, tmp_path):
+  other = testing.tiny_config("qwen3", vocab_size=96)
+  from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
+  save_hf(testing.random_model(other), str(tmp_path / "t"))
+  c = testing.tiny_train_config(pair)
+  c.teacher = str(tmp_path / "t")
+  with pytest.raises(builders.VocabularyMismatchError,
+                     match="teacher vocab_size=96, student vocab_size=80"):
+    loop.Trainer(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("lmbda", 1.5, r"config\.lmbda: expected a fraction in \[0, 1\]"),
+    ("batch_size", 0, r"config\.batch_size: expected an integer >= 1"),
+    ("dtype", "float16", r"config\.dtype: expected one of"),
+    ("sampling.top_p", 0.0, r"config\.sampling\.top_p"),
+    ("tip.rho", 1.5, r"config\.tip\.rho"),
+    ("method", "distill", r"config\.method: expected one of"),
+])
+def test_bad_config_values_name_the_field(pair, field, value, match):
+  c = testing.tiny_train_config(pair)
+  c.update_from_flattened_dict({field: value})
+  with pytest.raises(ValueError, match=match):
+    trainer_config.validate(c)
+
+
+def test_empty_dataset_fails_before_compiling(pair, tmp_path):
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  c = testing.tiny_train_config(pair)
+  c.data.source, c.data.path = "file", str(empty)
+  with pytest.raises(ValueError, match="empty.jsonl"):
+    loop.Trainer(c, str(tmp_path / "run"))

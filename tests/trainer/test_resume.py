@@ -1,0 +1,91 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""SIGKILL at any point, rerun the same command: the same final student params."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from opd_jax import testing
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+_CONFIG = os.path.join(os.path.dirname(__file__), "tiny_run_config.py")
+
+
+def _train_cmd(pair_dir, workdir):
+  return [sys.executable, os.path.join(_ROOT, "scripts", "train.py"),
+          f"--config={_CONFIG}:{pair_dir}", f"--workdir={workdir}"]
+
+
+def _export(workdir, out):
+  subprocess.run([sys.executable, os.path.join(_ROOT, "scripts", "export.py"),
+                  f"--workdir={workdir}", f"--out={out}"], check=True,
+                 capture_output=True, timeout=300)
+  return load_file(os.path.join(out, "model.safetensors"))
+
+
+def _steps_logged(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    steps = [json.loads(l).get("step", 0) for l in f if l.strip()]
+  return max(steps, default=0)
+
+
+def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay):
+  proc = subprocess.Popen(_train_cmd(pair_dir, workdir),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 300
+  while _steps_logged(workdir) < kill_after_step:
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    assert time.time() < deadline, "training did not progress"
+    time.sleep(0.02)
+  time.sleep(extra_delay)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_identical_params(tmp_path):
+  pair_dir = str(tmp_path / "pair")
+  testing.tiny_distillation_pair(pair_dir)
+  straight = str(tmp_path / "straight")
+  subprocess.run(_train_cmd(pair_dir, straight), check=True,
+                 capture_output=True, timeout=600)
+  want = _export(straight, str(tmp_path / "straight_hf"))
+
+  # Two kill points: right as step 2 is logged (its checkpoint may be half
+  # written), and a moment after step 4.
+  for i, (after, delay) in enumerate([(2, 0.0), (4, 0.3)]):
+    workdir = str(tmp_path / f"killed{i}")
+    _run_and_kill(pair_dir, workdir, after, delay)
+    resumed = subprocess.run(_train_cmd(pair_dir, workdir),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    got = _export(workdir, str(tmp_path / f"killed{i}_hf"))
+    assert sorted(got) == sorted(want)
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      steps = [json.loads(l)["step"] for l in f if '"loss/total"' in l]
+    assert steps == [1, 2, 3, 4, 5, 6]  # no duplicates after the resume
