@@ -28,7 +28,7 @@ from opd_jax import sharding
 from opd_jax.data import arithmetic
 from opd_jax.data import prompts as prompt_data
 from opd_jax.models import (
-    ModelConfig, Transformer, from_hf_config, load_hf, preset,
+    ModelConfig, Transformer, from_hf_config, load_hf, preset, resize_vocab,
 )
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,13 +56,18 @@ def model_config(c: ml_collections.ConfigDict, role: str, *,
   return preset(name), f"preset {name} (random weights)"
 
 
-def check_vocabularies(student: ModelConfig, teacher: ModelConfig) -> None:
+def check_vocabularies(student: ModelConfig, teacher: ModelConfig, *,
+                       pad_student: bool = False) -> None:
+  """Raises unless the two models share the id range (after any padding)."""
+  if pad_student and student.vocab_size < teacher.vocab_size:
+    return
   if student.vocab_size != teacher.vocab_size:
     raise VocabularyMismatchError(
         f"teacher and student vocabularies differ: teacher vocab_size="
         f"{teacher.vocab_size}, student vocab_size={student.vocab_size}; OPD"
         " scores the student's tokens with the teacher, so both must use the"
-        " same tokenizer (pad the smaller embedding to the larger size)")
+        " same tokenizer. If the student's is the same tokenizer with fewer"
+        " padding rows, set config.pad_student_vocab=True")
 
 
 def build_model(c: ml_collections.ConfigDict, role: str, mesh) -> Transformer:
@@ -70,7 +75,16 @@ def build_model(c: ml_collections.ConfigDict, role: str, mesh) -> Transformer:
   dtype = _DTYPES[c.dtype]
   path = c[role]
   if path:
-    return load_hf(path, dtype=dtype, mesh=mesh)
+    model = load_hf(path, dtype=dtype, mesh=mesh)
+  else:
+    model = _random_model(c, role, dtype, mesh)
+  if role == "student" and c.pad_student_vocab:
+    teacher, _ = model_config(c, "teacher", allow_preset_fallback=False)
+    model = resize_vocab(model, teacher.vocab_size)
+  return model
+
+
+def _random_model(c, role, dtype, mesh) -> Transformer:
   config = preset(c[f"{role}_preset"])
   seed = c.seed + (0 if role == "student" else 1)
   graphdef, abstract_state = nnx.split(abstract_model(config, dtype))

@@ -61,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.teacher_preset = ""
   c.tokenizer = ""  # default: the student's directory
   c.dtype = "float32"
+  # Give the student the teacher's larger (padded) vocabulary, new rows at
+  # the mean embedding, as TSD-KD does for Qwen2.5-1.5B under 14B.
+  c.pad_student_vocab = False
 
   c.method = "tip"
   for name in sorted(methods.REGISTRY):

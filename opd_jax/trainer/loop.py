@@ -87,7 +87,9 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
   mesh = builders.mesh_from_config(c)
   scfg, s_from = builders.model_config(c, "student", allow_preset_fallback=True)
   tcfg, t_from = builders.model_config(c, "teacher", allow_preset_fallback=True)
-  builders.check_vocabularies(scfg, tcfg)
+  builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
+  if c.pad_student_vocab:
+    scfg = scfg.replace(vocab_size=tcfg.vocab_size)
   dtype = builders._DTYPES[c.dtype]  # pylint: disable=protected-access
   sgraph, sstate = nnx.split(builders.abstract_model(scfg, dtype))
   tgraph, tstate = nnx.split(builders.abstract_model(tcfg, dtype))
@@ -144,7 +146,7 @@ class Trainer:
     self.is_main = jax.process_index() == 0
     scfg, _ = builders.model_config(c, "student", allow_preset_fallback=False)
     tcfg, _ = builders.model_config(c, "teacher", allow_preset_fallback=False)
-    builders.check_vocabularies(scfg, tcfg)
+    builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
     self.student_config = scfg
     self.tokenizer = builders.load_tokenizer(c)
     # Data first: an empty or unreadable dataset fails before any compile.

@@ -49,6 +49,9 @@ def restore_student(workdir: str, mesh=None) -> tuple[Transformer, int,
   c = load_run_config(workdir)
   mesh = mesh or builders.mesh_from_config(c)
   scfg, _ = builders.model_config(c, "student", allow_preset_fallback=True)
+  if c.get("pad_student_vocab", False):
+    tcfg, _ = builders.model_config(c, "teacher", allow_preset_fallback=True)
+    scfg = scfg.replace(vocab_size=max(scfg.vocab_size, tcfg.vocab_size))
   dtype = builders._DTYPES[c.dtype]  # pylint: disable=protected-access
   graphdef, abstract = nnx.split(builders.abstract_model(scfg, dtype))
   optimizer, _ = _optimizer(c)
