@@ -155,17 +155,7 @@ class DEAR:
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> D ∪ E -> divergence on the gathered positions."""
     mask = jnp.asarray(inputs.mask, bool)
-    token_stats = selection.token_stats(
-        inputs.student_hidden,
-        inputs.student_head,
-        inputs.teacher_hidden,
-        inputs.teacher_head,
-        inputs.ids,
-        where=mask,
-        chunk_size=self.chunk_size or inputs.ids.shape[1],
-        temperature=self.temperature,
-        jsd_beta=self.jsd_beta,
-    )
+    token_stats = tip.method_token_stats(self, inputs)
     parts = self.tokens(inputs, token_stats)
     sel = union_selection(
         parts,

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from opd_jax import losses
 from opd_jax.methods import gkd
+from opd_jax.methods import sampled
 from opd_jax.methods.base import Metrics, register, StepInputs
 from opd_jax.selection import stats
 
@@ -52,39 +53,9 @@ def rkl_and_logprobs(
     at masked positions; :math:`\mathrm{KL}(p_S \| p_T)` and
     :math:`\log p_S(y_t)` with gradient, :math:`\log p_T(y_t)` without.
   """
-  stats.check_heads(
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
-  )
-  student_head = inputs.student_head
-  teacher_head = jax.lax.stop_gradient(inputs.teacher_head)
-
-  def chunk_terms(chunk):
-    hs, ht, y, w = chunk
-    zs = stats.head_logits(hs, student_head)  # [B, C, V]
-    zt = stats.head_logits(jax.lax.stop_gradient(ht), teacher_head)
-    kw = dict(temperature=temperature)
-    lps = losses.token_logprobs(zs, y, **kw)
-    lpt = losses.token_logprobs(zt, y, **kw)
-    return (
-        losses.reverse_kl(zs, zt, where=w, **kw),
-        jnp.where(w, lps, 0.0),
-        jax.lax.stop_gradient(jnp.where(w, lpt, 0.0)),
-    )
-
-  xs = (
-      inputs.student_hidden,
-      inputs.teacher_hidden,
-      inputs.ids,
-      jnp.asarray(inputs.mask, bool),
-  )
-  if chunk_size is None or chunk_size >= inputs.ids.shape[1]:
-    return chunk_terms(xs)
-  return stats.map_chunks(
-      jax.checkpoint(chunk_terms, prevent_cse=False), xs, chunk_size
-  )
+  return sampled.sampled_token_logprobs(
+      inputs, temperature=temperature, chunk_size=chunk_size,
+      with_reverse_kl=True)
 
 
 def future_return(

@@ -39,7 +39,8 @@ def sampled_token_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE,
-) -> tuple[Array, Array]:
+    with_reverse_kl: bool = False,
+) -> tuple[Array, ...]:
   r"""Log-probabilities of the response tokens under student and teacher.
 
   .. math::
@@ -57,10 +58,13 @@ def sampled_token_logprobs(
     temperature: softmax temperature; must match the sampler's for the
       importance ratio to be 1 on-policy.
     chunk_size: positions per chunk, or None for one dense pass.
+    with_reverse_kl: also return the full-vocabulary
+      :math:`\mathrm{KL}(p_S \| p_T)` per token (with gradient), from the
+      same chunks.
 
   Returns:
-    ``(student_logprob, teacher_logprob)``: float32 ``[B, T]`` each, 0 at
-    masked positions.
+    ``(student_logprob, teacher_logprob)``, preceded by ``rkl`` when
+    `with_reverse_kl`: float32 ``[B, T]`` each, 0 at masked positions.
   """
   stats.check_heads(
       inputs.student_hidden,
@@ -77,10 +81,14 @@ def sampled_token_logprobs(
     lps = losses.token_logprobs(zs, y, temperature=temperature)
     zt = stats.head_logits(jax.lax.stop_gradient(ht), teacher_head)
     lpt = losses.token_logprobs(zt, y, temperature=temperature)
-    return (
+    out = (
         jnp.where(w, lps, 0.0),
         jax.lax.stop_gradient(jnp.where(w, lpt, 0.0)),
     )
+    if with_reverse_kl:
+      out = (losses.reverse_kl(zs, zt, where=w, temperature=temperature),
+             *out)
+    return out
 
   xs = (
       inputs.student_hidden,

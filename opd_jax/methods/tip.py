@@ -75,6 +75,21 @@ def stats_metrics(
   }
 
 
+def method_token_stats(method, inputs: StepInputs) -> selection.TokenStats:
+  """The stop-gradient stats pass with a method's chunking and temperature."""
+  return selection.token_stats(
+      inputs.student_hidden,
+      inputs.student_head,
+      inputs.teacher_hidden,
+      inputs.teacher_head,
+      inputs.ids,
+      where=jnp.asarray(inputs.mask, bool),
+      chunk_size=method.chunk_size or inputs.ids.shape[1],
+      temperature=method.temperature,
+      jsd_beta=method.jsd_beta,
+  )
+
+
 def selected_loss(
     method, inputs: StepInputs, sel: selection.Selection
 ) -> tuple[Array, Metrics]:
@@ -242,17 +257,7 @@ class TIP:
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> selector -> divergence on the gathered positions."""
     mask = jnp.asarray(inputs.mask, bool)
-    token_stats = selection.token_stats(
-        inputs.student_hidden,
-        inputs.student_head,
-        inputs.teacher_hidden,
-        inputs.teacher_head,
-        inputs.ids,
-        where=mask,
-        chunk_size=self.chunk_size or inputs.ids.shape[1],
-        temperature=self.temperature,
-        jsd_beta=self.jsd_beta,
-    )
+    token_stats = method_token_stats(self, inputs)
     sel = self.select(inputs, token_stats)
     loss, metrics = selected_loss(self, inputs, sel)
     metrics.update(stats_metrics(token_stats, mask))
