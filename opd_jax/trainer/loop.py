@@ -185,6 +185,7 @@ class Trainer:
     self.abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         abstract_state, self.state_sh)
+    self.step_fn = self._compile(teacher_sh)
     self.checkpointer = Checkpointer(
         workdir, max_to_keep=c.keep_checkpoints,
         async_save=c.async_checkpointing)
@@ -205,6 +206,26 @@ class Trainer:
     if self.is_main:  # what export / sample need to rebuild the student
       with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
         f.write(c.to_json(indent=2))
+
+  def _compile(self, teacher_sh):
+    """Compiles the step once, ahead of time, and logs its memory."""
+    abstract = lambda tree, sh: jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        tree, sh)
+    batch = _abstract_batch(self.c)
+    with jax.set_mesh(self.mesh):
+      compiled = self.step_fn.lower(
+          self.abstract_state, abstract(self.teacher_params, teacher_sh),
+          abstract(batch, {k: self.batch_sh[k] for k in batch})).compile()
+    memory = compiled.memory_analysis()
+    if memory is not None and self.is_main:
+      logging.info(
+          "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
+          " %.1f MiB outputs per device",
+          memory.argument_size_in_bytes / 2**20,
+          memory.temp_size_in_bytes / 2**20,
+          memory.output_size_in_bytes / 2**20)
+    return compiled
 
   def student(self):
     """The student model with the current parameters."""
