@@ -15,6 +15,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -24,6 +26,9 @@ from flax import nnx
 from opd_jax import testing
 from opd_jax.models import load_hf
 from opd_jax.trainer import builders, config as trainer_config, loop, restore
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,19 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path):
       np.asarray(nnx.state(model)["final_norm"]["scale"][...]))
   trainer.checkpointer.close()
   trainer.writer.close()
+  # scripts/sample.py answers a prompt file from the run's newest student.
+  prompts = tmp_path / "q.txt"
+  prompts.write_text("Ann has 5 coins. She buys 3 more. How many coins does"
+                     " she have?\nTom has 9 pens.\n")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, "scripts", "sample.py"),
+       f"--workdir={workdir}", f"--prompts={prompts}", "--num_samples=2",
+       "--temperature=1.0", "--max_new_tokens=5"],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+  assert len(rows) == 4 and {r["sample"] for r in rows} == {0, 1}
+  assert all(r["step"] == 4 for r in rows)
 
 
 def test_resume_after_corrupt_latest_checkpoint(pair, tmp_path, capsys):
