@@ -30,7 +30,7 @@ demo: install
 	$(PY) scripts/demo.py
 
 test: install-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 clean:
 	rm -rf $(VENV) .cache
