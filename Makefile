@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test bench install install-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: install
 
 test: install-test
 	$(PY) -m pytest -q --durations=25 tests
+
+# Benchmarks against TRL and transformers (TRL only here, never in tests).
+bench: install-test
+	$(PY) -m pip install -q -r requirements-bench.txt
+	JAX_PLATFORMS=cpu $(PY) scripts/bench.py memory
+	JAX_PLATFORMS=cpu $(PY) scripts/bench.py step
+	JAX_PLATFORMS=cpu $(PY) scripts/bench.py step --dtype bfloat16
+	JAX_PLATFORMS=cpu $(PY) scripts/bench.py rollout
 
 clean:
 	rm -rf $(VENV) .cache

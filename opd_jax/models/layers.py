@@ -42,7 +42,12 @@ def dense(x: jax.Array, kernel: jax.Array, in_dims: int = 1) -> jax.Array:
   lead = x.shape[: x.ndim - in_dims]
   k_in = math.prod(kernel.shape[:in_dims])
   out = kernel.shape[in_dims:]
-  y = x.reshape(-1, k_in) @ kernel.reshape(k_in, -1)
+  # float32 accumulation, output in x's dtype: with bfloat16 operands this
+  # runs about 2x faster on CPU than a bfloat16-output dot (and is exact
+  # float32 for float32 operands).
+  y = jnp.dot(x.reshape(-1, k_in), kernel.reshape(k_in, -1),
+              preferred_element_type=jnp.float32).astype(
+                  jnp.result_type(x, kernel))
   return y.reshape(*lead, *out)
 
 

@@ -53,6 +53,7 @@ def train_step(
     optimizer: optax.GradientTransformation,
     eos_ids: Sequence[int] = (),
     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+    compute_dtype=None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of the student on a batch of rollouts (pure; jit it).
 
@@ -66,6 +67,11 @@ def train_step(
     optimizer: the optax transformation matching `state.opt_state`.
     eos_ids: ids that end a response (for the EOS-rate metric).
     learning_rate_fn: the schedule, for the `train/lr` metric.
+    compute_dtype: e.g. `jnp.bfloat16` to run both trunks and heads with
+      parameters cast to it (mixed precision: matmuls accumulate in float32,
+      softmaxes and the divergence stay float32, the master parameters,
+      gradients and optimizer state stay in their own dtype). None (default)
+      computes in the parameters' dtype.
 
   Returns:
     The new state and a flat dict of float32 scalar metrics. A step whose
@@ -77,13 +83,16 @@ def train_step(
   t = response_mask.shape[1]
   key = jax.random.fold_in(state.key, state.step)
 
-  teacher = nnx.merge(teacher_graphdef, teacher_params)
+  cast = lambda tree: tree if compute_dtype is None else jax.tree.map(
+      lambda x: x.astype(compute_dtype)
+      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+  teacher = nnx.merge(teacher_graphdef, cast(teacher_params))
   teacher_hidden = jax.lax.stop_gradient(
       response_hidden(teacher, tokens, mask, t))
   teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
 
   def loss_fn(params):
-    student = nnx.merge(student_graphdef, params)
+    student = nnx.merge(student_graphdef, cast(params))
     inputs = StepInputs(
         student_hidden=response_hidden(student, tokens, mask, t),
         student_head=student.head_matrix(),
