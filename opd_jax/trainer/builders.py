@@ -34,6 +34,11 @@ from opd_jax.models import (
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def compute_dtype(c: ml_collections.ConfigDict):
+  """The mixed-precision compute dtype, or None to compute in `dtype`."""
+  return _DTYPES[c.compute_dtype] if c.compute_dtype else None
+
+
 class VocabularyMismatchError(ValueError):
   """Teacher and student do not share a vocabulary."""
 

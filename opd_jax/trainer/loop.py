@@ -104,7 +104,7 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
         mesh, abstract_state, teacher, _abstract_batch(c),
         student_graphdef=sgraph, teacher_graphdef=tgraph, method=method,
         optimizer=optimizer, eos_ids=scfg.eos_token_ids,
-        learning_rate_fn=schedule)
+        learning_rate_fn=schedule, compute_dtype=builders.compute_dtype(c))
     out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher,
                                             _abstract_batch(c))
   if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
@@ -178,7 +178,8 @@ class Trainer:
            student_graphdef=self.student_graphdef,
            teacher_graphdef=self.teacher_graphdef, method=self.method,
            optimizer=self.optimizer, eos_ids=self.eos_ids,
-           learning_rate_fn=self.schedule)
+           learning_rate_fn=self.schedule,
+           compute_dtype=builders.compute_dtype(c))
       self.state = jax.jit(
           lambda p: init_state(p, self.optimizer, key),
           out_shardings=self.state_sh)(params)
@@ -248,7 +249,7 @@ class Trainer:
       r = sample(models, prompt, prompt_mask, key,
                  max_new_tokens=c.max_new_tokens, sampling=self.sampling,
                  eos_ids=self.eos_ids, pad_id=self.train_data.pad_id,
-                 weights=weights)
+                 weights=weights, compute_dtype=builders.compute_dtype(c))
       batch = {"tokens": r.tokens, "mask": r.mask,
                "response_mask": r.response_mask,
                "sampler_logprobs": r.logprobs}

@@ -1,0 +1,232 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Supervised fine-tuning: cross-entropy on reference responses.
+
+The demo's teacher is trained with it, and the student gets a short warm-up
+with it; both reuse the distillation trainer's `TrainState`, optimizer and
+`response_hidden`, so an SFT model and an OPD student are the same pytree.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from opd_jax import sharding
+from opd_jax.data import prompts as prompt_data
+from opd_jax.trainer import step as steps
+from opd_jax.trainer.state import (
+    TrainState, init_state, make_optimizer, state_shardings,
+)
+
+Batch = dict[str, jax.Array]
+
+
+def sft_batch(host: dict[str, Any]) -> dict[str, np.ndarray]:
+  """A `PromptDataset.batch` (with responses) as an SFT batch.
+
+  Args:
+    host: `prompt` int32 [B, P] left-padded, `prompt_mask` bool [B, P],
+      `response` int32 [B, T] right-padded, `response_mask` bool [B, T].
+
+  Returns:
+    `tokens` int32 [B, P + T], `mask` bool [B, P + T] (False on padding)
+    and `response_mask` bool [B, T] (the tokens the loss is taken on).
+  """
+  if "response" not in host:
+    raise ValueError(
+        "sft_batch: the batch has no 'response'; build the PromptDataset"
+        " with max_new_tokens set and a source with reference responses")
+  return {
+      "tokens": np.concatenate([host["prompt"], host["response"]], axis=1),
+      "mask": np.concatenate([host["prompt_mask"], host["response_mask"]],
+                             axis=1),
+      "response_mask": np.asarray(host["response_mask"], bool),
+  }
+
+
+def sft_loss(params, batch: Batch, *, graphdef) -> tuple[jax.Array, dict]:
+  r"""Token-mean cross-entropy of the response tokens.
+
+  .. math::
+    L = -\frac{\sum_{b,t} m_{bt} \log p_\theta(y_{bt} \mid y_{b,<t})}
+              {\max(\sum_{b,t} m_{bt}, 1)}
+
+  The prompt never enters the loss (only the last T positions are scored)
+  and padding is masked by `response_mask`.
+
+  Args:
+    params: the model's parameters (pure dict).
+    batch: `tokens` [B, P + T], `mask` [B, P + T], `response_mask` [B, T].
+    graphdef: from `nnx.split` of the model.
+
+  Returns:
+    (loss [], metrics) with `loss/ce` and `train/token_acc` (greedy
+    next-token accuracy on the response tokens).
+  """
+  tokens, mask = batch["tokens"], batch["mask"]
+  response_mask = batch["response_mask"].astype(bool)
+  t = response_mask.shape[1]
+  model = nnx.merge(graphdef, params)
+  hidden = steps.response_hidden(model, tokens, mask, t)  # [B, T, D]
+  # V is tiny for the task tokenizer; a [B, T, V] head is fine here.
+  logits = model.apply_head(hidden)  # [B, T, V] float32
+  labels = tokens[:, -t:]
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  ce = jnp.where(response_mask, ce, 0.0)  # before the sum: finite grads
+  count = jnp.maximum(response_mask.sum(dtype=jnp.float32), 1.0)
+  loss = ce.sum() / count
+  hit = (logits.argmax(-1) == labels) & response_mask
+  return loss, {"loss/ce": loss,
+                "train/token_acc": hit.sum(dtype=jnp.float32) / count}
+
+
+def sft_step(state: TrainState, batch: Batch, *, graphdef,
+             optimizer: optax.GradientTransformation,
+             ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SFT update (pure; jit it with the state donated).
+
+  A step whose loss or gradient is not finite leaves params and optimizer
+  state untouched and counts a skip, as the distillation step does.
+  """
+  (loss, metrics), grads = jax.value_and_grad(
+      functools.partial(sft_loss, graphdef=graphdef), has_aux=True)(
+          state.params, batch)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(
+      lambda n, o: jnp.where(finite, n, o), new, old)
+  skipped = (~finite).astype(jnp.int32)
+  new_state = TrainState(
+      step=state.step + 1, params=keep(new_params, state.params),
+      opt_state=keep(new_opt, state.opt_state), key=state.key,
+      consecutive_skips=(state.consecutive_skips + 1) * skipped,
+      total_skips=state.total_skips + skipped)
+  metrics = {**metrics, "train/grad_norm": grad_norm,
+             "train/skipped": skipped.astype(jnp.float32)}
+  return new_state, {k: jnp.asarray(v, jnp.float32)
+                     for k, v in metrics.items()}
+
+
+def compile_sft_step(mesh, abstract_state: TrainState, abstract_batch: Batch,
+                     *, graphdef, optimizer):
+  """`sft_step` jitted once with explicit shardings and the state donated.
+
+  Returns:
+    (jitted step, state shardings, batch shardings).
+  """
+  replicated = NamedSharding(mesh, P())
+  param_sh = sharding.param_shardings(abstract_state.params, mesh)
+  state_sh = state_shardings(abstract_state, param_sh, replicated)
+  batch_sh = steps.batch_shardings(mesh, abstract_batch)
+  fn = jax.jit(
+      functools.partial(sft_step, graphdef=graphdef, optimizer=optimizer),
+      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
+      donate_argnums=0)
+  return fn, state_sh, batch_sh
+
+
+def sft_train(
+    model,
+    dataset: prompt_data.PromptDataset,
+    *,
+    num_steps: int = 1000,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    warmup_steps: int = 0,
+    end_lr_fraction: float = 0.1,
+    weight_decay: float = 0.0,
+    clip_norm: float = 1.0,
+    seed: int = 0,
+    mesh=None,
+    log_every: int = 100,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+):
+  """Fine-tunes `model` on `dataset`'s reference responses.
+
+  Batches come from a `PromptIterator` (seeded shuffle, epochs wrap), so
+  the result is a pure function of the model, the data and `seed`.
+
+  Args:
+    model: an opd_jax Transformer (its parameters are not modified).
+    dataset: a `PromptDataset` built with `max_new_tokens` and responses.
+    num_steps: optimizer updates.
+    batch_size: sequences per update.
+    learning_rate, warmup_steps, end_lr_fraction, weight_decay, clip_norm:
+      the AdamW schedule of `make_optimizer`.
+    seed: the shuffling seed.
+    mesh: a mesh for the step's shardings; one over all devices if None.
+    log_every: call `callback(step, metrics)` every this many steps (and at
+      the last one).
+    callback: receives host floats; None prints a line.
+
+  Returns:
+    (the trained model, list of (step, metrics) logged).
+  """
+  if dataset.max_new_tokens is None:
+    raise ValueError("sft_train: dataset.max_new_tokens is None; the SFT"
+                     " dataset needs reference responses")
+  if num_steps < 1 or batch_size < 1:
+    raise ValueError(f"sft_train: expected num_steps >= 1 and batch_size >="
+                     f" 1, got {num_steps} and {batch_size}")
+  mesh = mesh or sharding.make_mesh(sharding.MeshConfig(1, -1, 1))
+  optimizer = make_optimizer(
+      learning_rate=learning_rate, total_steps=num_steps,
+      warmup_steps=warmup_steps, end_lr_fraction=end_lr_fraction,
+      weight_decay=weight_decay, clip_norm=clip_norm)
+  graphdef, model_state = nnx.split(model)
+  params = jax.tree.map(jnp.copy, model_state.to_pure_dict())
+  key = jax.random.PRNGKey(seed)
+  abstract_state = jax.eval_shape(
+      lambda p: init_state(p, optimizer, key), params)
+  iterator = prompt_data.PromptIterator(
+      dataset, global_batch_size=batch_size, seed=seed)
+  abstract_batch = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+      sft_batch(dataset.batch(np.arange(batch_size) % len(dataset))))
+  history = []
+  report = callback or _print_metrics
+  t0 = time.time()
+  with jax.set_mesh(mesh):
+    fn, state_sh, batch_sh = compile_sft_step(
+        mesh, abstract_state, abstract_batch, graphdef=graphdef,
+        optimizer=optimizer)
+    state = jax.jit(lambda p: init_state(p, optimizer, key),
+                    out_shardings=state_sh)(params)
+    for i in range(num_steps):
+      batch = jax.device_put(sft_batch(next(iterator)), batch_sh)
+      state, metrics = fn(state, batch)
+      done = i + 1
+      if done % log_every == 0 or done == num_steps:
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        m["train/elapsed"] = time.time() - t0
+        history.append((done, m))
+        report(done, m)
+  return nnx.merge(graphdef, state.params), history
+
+
+def _print_metrics(step: int, metrics: dict[str, float]) -> None:
+  print(f"sft step {step}: loss {metrics['loss/ce']:.4f} token acc"
+        f" {metrics['train/token_acc']:.3f} ({metrics['train/elapsed']:.0f}s)",
+        flush=True)
