@@ -11,55 +11,216 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The README's main command (`make demo`).
+r"""The README's main command (`make demo`): on-policy distillation end to end.
 
-Until the distillation demo lands, it runs the foundation's smoke: build a
-tiny random Qwen3-style model, save it as a Hugging Face checkpoint, load it
-back, check the logits round-trip exactly, and generate a few tokens with the
-KV-cache sampler.
+  python scripts/demo.py [--workdir=./workdir_demo] [--resume]
+      [--config=configs/demo.py] [--config.total_steps=200 ...]
+
+Loads the shipped teacher and student (assets/demo/, see
+scripts/train_teacher.py), evaluates both on held-out problems, distils the
+student on-policy with TIP Soft-OR (rho 0.5, reverse KL), evaluates it
+again and prints a table (accuracy, mean response length, selected-token
+fraction), writes PNG plots of loss, held-out accuracy and selected
+fraction over steps, and prints the wall time.
+
+The workdir: a rerun starts fresh, deleting the previous demo run in
+--workdir (it says so); pass --resume to continue that run from its last
+checkpoint instead. A non-empty directory that is not a demo run is never
+deleted: the script stops and names it.
 """
 
+import json
 import os
-import sys
-import tempfile
+import shutil
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-from opd_jax import testing
-from opd_jax.models import load_hf, save_hf
-from opd_jax.rollouts import Sampling, sample
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(REPO, "configs", "demo.py"),
+    "Demo config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", os.path.join(REPO, "workdir_demo"),
+    "Run directory: checkpoints, metrics.jsonl, plots/.")
+_RESUME = flags.DEFINE_bool(
+    "resume", False, "Continue the run in --workdir instead of starting"
+    " fresh.")
+
+# What the trainer leaves in a workdir; a directory holding anything else
+# was not made by this demo and is not deleted.
+_RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "tensorboard",
+              "corrupt_checkpoints", "plots")
 
 
-def main() -> int:
+def prepare_workdir(workdir: str, resume: bool) -> None:
+  """Empties a previous demo run unless resuming; refuses foreign dirs."""
+  if not os.path.isdir(workdir) or not os.listdir(workdir):
+    os.makedirs(workdir, exist_ok=True)
+    return
+  if resume:
+    print(f"resuming the run in {workdir}")
+    return
+  foreign = sorted(set(os.listdir(workdir)) - set(_RUN_FILES))
+  if foreign or "config.json" not in os.listdir(workdir):
+    raise app.UsageError(
+        f"--workdir={workdir} is not empty and does not look like a demo run"
+        f" (unexpected: {foreign or 'no config.json'}); choose another"
+        " --workdir or remove it")
+  print(f"starting fresh: removing the previous demo run in {workdir}"
+        " (pass --resume to continue it)")
+  shutil.rmtree(workdir)
+  os.makedirs(workdir)
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The scalar lines of a metrics.jsonl, in file order."""
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      if "step" in row:
+        rows.append(row)
+  return rows
+
+
+def series(rows: list[dict], name: str) -> tuple[list[int], list[float]]:
+  """(steps, values) of scalar `name`, the last value written per step."""
+  by_step = {r["step"]: r[name] for r in rows
+             if r.get(name) is not None}
+  steps = sorted(by_step)
+  return steps, [by_step[s] for s in steps]
+
+
+def write_plots(rows: list[dict], out_dir: str, teacher_accuracy: float
+                ) -> list[str]:
+  """Loss, held-out accuracy and selected fraction over steps, as PNGs."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")  # no display on a CI machine or over ssh
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(out_dir, exist_ok=True)
+  specs = [
+      ("loss.png", "training loss (reverse KL on selected tokens)",
+       [("loss/total", "loss")], None),
+      ("accuracy.png", "held-out accuracy (greedy)",
+       [("eval/accuracy", "student")], teacher_accuracy),
+      ("selected_fraction.png", "fraction of response tokens selected",
+       [("select/frac", "TIP Soft-OR")], None),
+  ]
+  paths = []
+  for name, title, lines, reference in specs:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in lines:
+      x, y = series(rows, key)
+      ax.plot(x, y, marker="o" if key.startswith("eval/") else None,
+              label=label)
+    if reference is not None:
+      ax.axhline(reference, linestyle="--", color="gray", label="teacher")
+      ax.set_ylim(0.0, 1.02)  # accuracies: the whole range, to scale
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def _mean_tail(rows, name: str, n: int = 10) -> float | None:
+  _, values = series(rows, name)
+  return sum(values[-n:]) / len(values[-n:]) if values else None
+
+
+def print_table(results: dict, fractions: dict) -> None:
+  """teacher / student before / student after, one row each."""
+  print()
+  print(f"{'model':16s} {'accuracy':>9s} {'mean len':>9s} {'selected':>9s}")
+  for name, r in results.items():
+    frac = fractions.get(name)
+    frac = "-" if frac is None else f"{frac:.3f}"
+    print(f"{name:16s} {r.accuracy:9.3f} {r.mean_length:9.1f} {frac:>9s}")
+  print(f"({r.num_questions} held-out problems, greedy; 'selected' is the"
+        " fraction of response tokens TIP kept, first step / mean of the"
+        " last 10)")
+
+
+def _example_index(data, results) -> int:
+  """A held-out problem the student got wrong before and right after."""
+  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+  before = results["student before"].responses
+  after = results["student after"].responses
+  for i, answer in enumerate(data.answers):
+    if (arithmetic.is_correct(after[i], int(answer))
+        and not arithmetic.is_correct(before[i], int(answer))):
+      return i
+  return 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   start = time.time()
-  config = testing.tiny_config("qwen3")
-  model = testing.random_model(config, seed=0)
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "tiny-qwen3")
-    save_hf(model, path)
-    print(f"saved {config.num_params():,} parameters to {path}:"
-          f" {sorted(os.listdir(path))}")
-    loaded = load_hf(path)
-  prompt = jnp.asarray([[0, 0, 1, 17, 42, 99], [1, 5, 8, 13, 21, 34]])
-  mask = prompt != 0
-  a = model(prompt, attention_mask=mask).logits
-  b = loaded(prompt, attention_mask=mask).logits
-  err = float(jnp.abs(a - b).max())
-  print(f"logits after save/load: max |diff| = {err:.1e}")
-  if err != 0.0:
-    print("FAILED: the reloaded model differs", file=sys.stderr)
-    return 1
-  out = sample(loaded, prompt, mask, jax.random.key(0), max_new_tokens=8,
-               sampling=Sampling(temperature=0.8, top_p=0.95),
-               eos_ids=config.eos_token_ids, pad_id=0)
-  for row, m in zip(np.asarray(out.response), np.asarray(out.response_mask)):
-    print("generated:", row[m].tolist())
-  print(f"smoke OK in {time.time() - start:.1f}s")
+  # Imported after absl parsed the flags: importing JAX is the slow part.
+  import jax  # pylint: disable=g-import-not-at-top
+  from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import metrics as metric_writers  # pylint: disable=g-import-not-at-top
+
+  c, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+  for role in ("student", "teacher"):
+    if not os.path.isdir(c[role]):
+      raise app.UsageError(
+          f"config.{role}: {c[role]} is not a directory; the demo ships it in"
+          " assets/demo/ (or rebuild it with scripts/train_teacher.py)")
+  prepare_workdir(workdir, _RESUME.value)
+  trainer = loop.Trainer(c, workdir)
+
+  def evaluate(model):
+    # The same call as Trainer.evaluate: same problems, key and budget.
+    return evaluation.evaluate(
+        model, trainer.eval_data, trainer.tokenizer,
+        evaluation.arithmetic_grader, key=jax.random.PRNGKey(c.seed),
+        mesh=trainer.mesh, batch_size=c.batch_size,
+        max_new_tokens=c.max_new_tokens, eos_ids=trainer.eos_ids)
+
+  results = {"teacher": evaluate(trainer.teacher),
+             "student before": evaluate(load_hf(c.student))}
+  print(f"teacher accuracy {results['teacher'].accuracy:.3f}, student before"
+        f" {results['student before'].accuracy:.3f}"
+        f" ({time.time() - start:.0f}s)", flush=True)
+  if trainer.start_step == 0:  # the starting point of the accuracy curve
+    trainer.writer.write_scalars(0, results["student before"].metrics())
+  trainer.run()
+  results["student after"] = evaluate(trainer.student())
+
+  rows = read_metrics(os.path.join(workdir, metric_writers.JSONL_NAME))
+  _, fracs = series(rows, "select/frac")
+  fractions = {"student before": fracs[0] if fracs else None,
+               "student after": _mean_tail(rows, "select/frac")}
+  print_table(results, fractions)
+  gain = results["student after"].accuracy - results[
+      "student before"].accuracy
+  print(f"student gain: {gain:+.3f} accuracy after {c.total_steps} steps of"
+        f" {c.method} ({c.tip.selector}, rho {c.tip.rho})")
+  i = _example_index(trainer.eval_data, results)
+  print(f"  e.g. {trainer.eval_data.questions[i]!r} (answer"
+        f" {trainer.eval_data.answers[i]})\n"
+        f"    before: {results['student before'].responses[i]!r}\n"
+        f"    after:  {results['student after'].responses[i]!r}")
+  paths = write_plots(rows, os.path.join(workdir, "plots"),
+                      results["teacher"].accuracy)
+  print("plots: " + ", ".join(paths))
+  print(f"metrics: {os.path.join(workdir, metric_writers.JSONL_NAME)}")
+  print(f"total wall time {time.time() - start:.0f}s")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)
