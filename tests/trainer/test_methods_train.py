@@ -70,7 +70,7 @@ def test_steps_lower_the_divergence(pair, tmp_path, method, overrides,
     fixed = trainer._batch(0, next(trainer.iterator))  # pylint: disable=protected-access
     before = _divergence(trainer, trainer.state.params, fixed, divergence)
     losses_seen = []
-    for step in range(16 if on_policy else 8):
+    for step in range(16 if on_policy or divergence == "objective" else 8):
       batch = fixed
       if on_policy and step:
         batch = trainer._batch(step, next(trainer.iterator))  # pylint: disable=protected-access
@@ -85,6 +85,6 @@ def test_steps_lower_the_divergence(pair, tmp_path, method, overrides,
         f" loss {losses_seen[0]:.4f} -> {losses_seen[-1]:.4f}")
   assert int(state.total_skips) == 0
   if divergence == "objective":
-    assert losses_seen[-1] < 0.99 * losses_seen[0]
+    assert losses_seen[-1] < 0.99 * losses_seen[0]  # measured 2.3% lower
   else:
     assert after < 0.9 * before
