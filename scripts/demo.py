@@ -34,7 +34,7 @@ import os
 import shutil
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,6 +166,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   start = time.time()
+  # The table is the demo's output; orbax's per-save INFO lines would bury it.
+  logging.set_verbosity(logging.WARNING)
   # Imported after absl parsed the flags: importing JAX is the slow part.
   import jax  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
