@@ -30,7 +30,7 @@ from opd_jax import selection
 from opd_jax.methods import gkd
 from opd_jax.methods import tip
 from opd_jax.methods.base import Metrics, register, StepInputs
-from opd_jax.selection import selectors
+from opd_jax.selection import dear as selection_dear
 from opd_jax.selection import stats as stats_lib
 
 Array = jax.Array
@@ -44,27 +44,10 @@ def union_selection(
     decision_weight: float = 1.0,
     evidence_weight: float = 1.0,
 ) -> selection.Selection:
-  """D ∪ E as a Selection with a static gather index.
-
-  The same construction as ``selection.dear_select`` (budget ``ceil((p + q
-  - p q) T)``, weights ``w_D`` on D and ``w_E`` on E), from parts computed
-  once, so the method can also report |D| and |E|.
-  """
-  pf = selectors.rational(p)
-  qf = selectors.rational(q)
-  budget = selectors.static_budget(pf + qf - pf * qf, parts.decision.shape[1])
-  union = parts.decision | parts.evidence
-  weights = jnp.where(parts.decision, decision_weight, 0.0) + jnp.where(
-      parts.evidence, evidence_weight, 0.0
-  )
-  return selectors.select_top_counts(
-      union.astype(jnp.float32),
-      union,
-      jnp.sum(union, axis=-1, dtype=jnp.int32),
-      budget,
-      return_index=True,
-      weights=weights,
-  )
+  """D ∪ E with a static gather index (see `selection.dear.union_selection`)."""
+  return selection_dear.union_selection(
+      parts, p, q, decision_weight=decision_weight,
+      evidence_weight=evidence_weight, return_index=True)
 
 
 @register("dear")

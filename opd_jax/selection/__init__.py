@@ -17,6 +17,7 @@ from opd_jax.selection.dear import anchor_relevance
 from opd_jax.selection.dear import dear_select
 from opd_jax.selection.dear import dear_tokens
 from opd_jax.selection.dear import DearTokens
+from opd_jax.selection.dear import union_selection
 from opd_jax.selection.selectors import all_tokens
 from opd_jax.selection.selectors import ceil_fraction
 from opd_jax.selection.selectors import floor_fraction
@@ -103,4 +104,5 @@ __all__ = [
     "top_fraction_per_sequence",
     "tsd_kd_objective",
     "uniform_random",
+    "union_selection",
 ]

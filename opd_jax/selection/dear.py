@@ -242,6 +242,25 @@ def dear_select(
       anchor_window=anchor_window,
       norm_scope=norm_scope,
   )
+  return union_selection(parts, p, q, decision_weight=decision_weight,
+                         evidence_weight=evidence_weight,
+                         return_index=return_index)
+
+
+def union_selection(
+    parts: DearTokens,
+    p: float,
+    q: float,
+    *,
+    decision_weight: float = 1.0,
+    evidence_weight: float = 1.0,
+    return_index: bool = False,
+) -> Selection:
+  """D ∪ E of `dear_tokens` as a Selection (weights w_D on D, w_E on E).
+
+  The static gather size is ``ceil((p + q - p q) * seq)``. Exposed so that a
+  caller holding the parts (to report |D| and |E|) builds the same selection.
+  """
   pf = selectors.rational(selectors.check_fraction("p", p))
   qf = selectors.rational(selectors.check_fraction("q", q))
   budget = selectors.static_budget(pf + qf - pf * qf, parts.decision.shape[1])
