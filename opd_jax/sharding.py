@@ -169,6 +169,13 @@ def param_shardings(state, mesh) -> Any:
   )
 
 
+def with_shardings(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `tree`'s leaves carrying `shardings` (same tree)."""
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      tree, shardings)
+
+
 def current_mesh():
   """The mesh set with `jax.set_mesh`, or None."""
   mesh = jax.sharding.get_abstract_mesh()

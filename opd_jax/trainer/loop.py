@@ -25,7 +25,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from opd_jax import methods, sharding
 from opd_jax.data import prompts as prompt_data
@@ -46,7 +45,7 @@ class TrainingDivergedError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
 
 
-def _optimizer(c):
+def optimizer_from_config(c):
   """The optax optimizer of `config.optimizer` and its learning-rate schedule."""
   o = c.optimizer
   optimizer = make_optimizer(
@@ -94,7 +93,7 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
   sgraph, sstate = nnx.split(builders.abstract_model(scfg, dtype))
   tgraph, tstate = nnx.split(builders.abstract_model(tcfg, dtype))
   method = methods.build_method(c.method, c[c.method].to_dict())
-  optimizer, schedule = _optimizer(c)
+  optimizer, schedule = optimizer_from_config(c)
   params = sstate.to_pure_dict()
   teacher = tstate.to_pure_dict()
   abstract_state = jax.eval_shape(
@@ -155,7 +154,7 @@ class Trainer:
                       if c.eval_every and builders.has_eval_data(c) else None)
     self.mesh = builders.mesh_from_config(c)
     self.method = methods.build_method(c.method, c[c.method].to_dict())
-    self.optimizer, self.schedule = _optimizer(c)
+    self.optimizer, self.schedule = optimizer_from_config(c)
     self.sampling = Sampling(**c.sampling.to_dict())
     self.eos_ids = tuple(scfg.eos_token_ids) or (
         (self.tokenizer.eos_token_id,)
@@ -183,9 +182,8 @@ class Trainer:
       self.state = jax.jit(
           lambda p: init_state(p, self.optimizer, key),
           out_shardings=self.state_sh)(params)
-    self.abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        abstract_state, self.state_sh)
+    self.abstract_state = sharding.with_shardings(abstract_state,
+                                                  self.state_sh)
     self.step_fn = self._compile(teacher_sh)
     self.checkpointer = Checkpointer(
         workdir, max_to_keep=c.keep_checkpoints,
@@ -210,9 +208,7 @@ class Trainer:
 
   def _compile(self, teacher_sh):
     """Compiles the step once, ahead of time, and logs its memory."""
-    abstract = lambda tree, sh: jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        tree, sh)
+    abstract = sharding.with_shardings
     batch = _abstract_batch(self.c)
     with jax.set_mesh(self.mesh):
       compiled = self.step_fn.lower(

@@ -26,7 +26,7 @@ from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer import builders
 from opd_jax.trainer.checkpointing import Checkpointer
-from opd_jax.trainer.loop import CONFIG_FILE, _optimizer
+from opd_jax.trainer.loop import CONFIG_FILE, optimizer_from_config
 from opd_jax.trainer.state import init_state, state_shardings
 
 
@@ -54,16 +54,14 @@ def restore_student(workdir: str, mesh=None) -> tuple[Transformer, int,
     scfg = scfg.replace(vocab_size=max(scfg.vocab_size, tcfg.vocab_size))
   dtype = builders._DTYPES[c.dtype]  # pylint: disable=protected-access
   graphdef, abstract = nnx.split(builders.abstract_model(scfg, dtype))
-  optimizer, _ = _optimizer(c)
+  optimizer, _ = optimizer_from_config(c)
   params = abstract.to_pure_dict()
   abstract_state = jax.eval_shape(
       lambda p: init_state(p, optimizer, jax.random.PRNGKey(0)), params)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   shardings = state_shardings(
       abstract_state, sharding.param_shardings(params, mesh), replicated)
-  target = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      abstract_state, shardings)
+  target = sharding.with_shardings(abstract_state, shardings)
   checkpointer = Checkpointer(workdir, async_save=False)
   try:
     restored = checkpointer.restore_latest(target)
