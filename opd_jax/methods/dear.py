@@ -26,28 +26,13 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from opd_jax import heads
 from opd_jax import selection
-from opd_jax.methods import gkd
-from opd_jax.methods import tip
+from opd_jax.methods import checks
+from opd_jax.methods import common
 from opd_jax.methods.base import Metrics, register, StepInputs
-from opd_jax.selection import dear as selection_dear
-from opd_jax.selection import stats as stats_lib
 
 Array = jax.Array
-
-
-def union_selection(
-    parts: selection.DearTokens,
-    p: float,
-    q: float,
-    *,
-    decision_weight: float = 1.0,
-    evidence_weight: float = 1.0,
-) -> selection.Selection:
-  """D ∪ E with a static gather index (see `selection.dear.union_selection`)."""
-  return selection_dear.union_selection(
-      parts, p, q, decision_weight=decision_weight,
-      evidence_weight=evidence_weight, return_index=True)
 
 
 @register("dear")
@@ -102,30 +87,30 @@ class DEAR:
   skew_alpha: float = 0.1
   temperature: float = 1.0
   reduction: str = "token_mean"
-  chunk_size: int | None = stats_lib.DEFAULT_CHUNK_SIZE
+  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME
-    gkd.check_real(name, "p", self.p, lo=0.0, hi=1.0, lo_open=True)
-    gkd.check_real(name, "q", self.q, lo=0.0, hi=1.0)
-    gkd.check_choice(name, "delta", self.delta, tip.AXIS_DIVERGENCES)
-    gkd.check_bool(name, "anchor_causal", self.anchor_causal)
+    checks.check_real(name, "p", self.p, lo=0.0, hi=1.0, lo_open=True)
+    checks.check_real(name, "q", self.q, lo=0.0, hi=1.0)
+    checks.check_choice(name, "delta", self.delta, common.AXIS_DIVERGENCES)
+    checks.check_bool(name, "anchor_causal", self.anchor_causal)
     if self.anchor_window is not None:
-      gkd.check_int(name, "anchor_window", self.anchor_window, lo=0)
-    gkd.check_choice(
+      checks.check_int(name, "anchor_window", self.anchor_window, lo=0)
+    checks.check_choice(
         name, "norm_scope", self.norm_scope, ("sequence", "batch")
     )
-    gkd.check_real(name, "decision_weight", self.decision_weight, lo=0.0)
-    gkd.check_real(name, "evidence_weight", self.evidence_weight, lo=0.0)
-    gkd.check_common(name, self)
+    checks.check_real(name, "decision_weight", self.decision_weight, lo=0.0)
+    checks.check_real(name, "evidence_weight", self.evidence_weight, lo=0.0)
+    checks.check_common(name, self)
 
   def tokens(
-      self, inputs: StepInputs, token_stats: selection.TokenStats
+      self, inputs: StepInputs, token_stats: heads.TokenStats
   ) -> selection.DearTokens:
     """Decision and evidence tokens of the batch (no gradient)."""
     return selection.dear_tokens(
         token_stats.student_entropy,
-        tip.axis_divergence(token_stats, self.delta),
+        common.axis_divergence(token_stats, self.delta),
         jax.lax.stop_gradient(inputs.student_hidden),
         jnp.asarray(inputs.mask, bool),
         p=self.p,
@@ -135,21 +120,28 @@ class DEAR:
         norm_scope=self.norm_scope,
     )
 
+  @property
+  def loss_pass(self) -> common.LossPass:
+    """The head-pass settings of this config."""
+    return common.LossPass(
+        divergence=self.divergence, jsd_beta=self.jsd_beta,
+        skew_alpha=self.skew_alpha, temperature=self.temperature,
+        reduction=self.reduction, chunk_size=self.chunk_size,
+    )
+
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> D ∪ E -> divergence on the gathered positions."""
     mask = jnp.asarray(inputs.mask, bool)
-    token_stats = tip.method_token_stats(self, inputs)
+    loss_pass = self.loss_pass
+    token_stats = loss_pass.token_stats(inputs)
     parts = self.tokens(inputs, token_stats)
-    sel = union_selection(
-        parts,
-        self.p,
-        self.q,
-        decision_weight=self.decision_weight,
-        evidence_weight=self.evidence_weight,
+    sel = selection.union_selection(
+        parts, self.p, self.q, decision_weight=self.decision_weight,
+        evidence_weight=self.evidence_weight, return_index=True,
     )
-    loss, metrics = tip.selected_loss(self, inputs, sel)
+    loss, metrics = loss_pass.selected_loss(inputs, sel)
     valid = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
-    metrics.update(tip.stats_metrics(token_stats, mask))
+    metrics.update(common.stats_metrics(token_stats, mask))
     metrics["select/decision_frac"] = (
         jnp.sum(parts.decision, dtype=jnp.float32) / valid
     )

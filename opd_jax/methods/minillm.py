@@ -26,36 +26,13 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from opd_jax import heads
 from opd_jax import losses
-from opd_jax.methods import gkd
-from opd_jax.methods import sampled
+from opd_jax.methods import checks
+from opd_jax.methods import common
 from opd_jax.methods.base import Metrics, register, StepInputs
-from opd_jax.selection import stats
 
 Array = jax.Array
-
-
-def rkl_and_logprobs(
-    inputs: StepInputs,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE,
-) -> tuple[Array, Array, Array]:
-  r"""Per-token reverse KL and sampled log-probs in one checkpointed pass.
-
-  Args:
-    inputs: the step inputs.
-    temperature: softmax temperature of both heads.
-    chunk_size: positions per chunk, or None for one dense pass.
-
-  Returns:
-    ``(rkl, student_logprob, teacher_logprob)``, float32 ``[B, T]`` each, 0
-    at masked positions; :math:`\mathrm{KL}(p_S \| p_T)` and
-    :math:`\log p_S(y_t)` with gradient, :math:`\log p_T(y_t)` without.
-  """
-  return sampled.sampled_token_logprobs(
-      inputs, temperature=temperature, chunk_size=chunk_size,
-      with_reverse_kl=True)
 
 
 def future_return(
@@ -125,22 +102,23 @@ class MiniLLM:
   use_sampler_logprobs: bool = True
   temperature: float = 1.0
   reduction: str = "token_mean"
-  chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE
+  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME
-    gkd.check_real(name, "single_step_coef", self.single_step_coef, lo=0.0)
-    gkd.check_real(name, "long_term_coef", self.long_term_coef, lo=0.0)
-    gkd.check_bool(name, "length_normalize", self.length_normalize)
-    gkd.check_bool(name, "use_sampler_logprobs", self.use_sampler_logprobs)
-    gkd.check_common(name, self)
+    checks.check_real(name, "single_step_coef", self.single_step_coef, lo=0.0)
+    checks.check_real(name, "long_term_coef", self.long_term_coef, lo=0.0)
+    checks.check_bool(name, "length_normalize", self.length_normalize)
+    checks.check_bool(name, "use_sampler_logprobs", self.use_sampler_logprobs)
+    checks.check_common(name, self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Returns the single-step plus long-horizon loss and its metrics."""
     sg = jax.lax.stop_gradient
     mask = jnp.asarray(inputs.mask, bool)
-    rkl, lp_s, lp_t = rkl_and_logprobs(
-        inputs, temperature=self.temperature, chunk_size=self.chunk_size
+    rkl, lp_s, lp_t = common.sampled_token_logprobs(
+        inputs, temperature=self.temperature, chunk_size=self.chunk_size,
+        with_reverse_kl=True,
     )
     if self.use_sampler_logprobs:
       lp_old = sg(jnp.where(mask, inputs.sampler_logprobs, 0.0))
@@ -158,11 +136,11 @@ class MiniLLM:
     )
     loss = losses.reduce(per_token, mask, self.reduction).value()
     metrics = {
-        "loss/minillm": loss,
-        "loss/single": gkd.valid_mean(single, mask),
-        "loss/long": gkd.valid_mean(long_term, mask),
-        "div/rkl_all": gkd.valid_mean(rkl, mask),
-        "kl/return_mean": gkd.valid_mean(ret, mask),
-        "kl/ratio_mean": gkd.valid_mean(ratio, mask),
+        "loss/single": common.valid_mean(single, mask),
+        "loss/long": common.valid_mean(long_term, mask),
+        "div/rkl_all": common.valid_mean(rkl, mask),
+        "pg/return_mean": common.valid_mean(ret, mask),
+        "pg/ratio_mean": common.valid_mean(ratio, mask),
+        **common.selected_fraction(mask, mask),
     }
     return loss, metrics

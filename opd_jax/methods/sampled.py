@@ -26,81 +26,13 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from opd_jax import heads
 from opd_jax import losses
-from opd_jax.methods import gkd
+from opd_jax.methods import checks
+from opd_jax.methods import common
 from opd_jax.methods.base import Metrics, register, StepInputs
-from opd_jax.selection import stats
 
 Array = jax.Array
-
-
-def sampled_token_logprobs(
-    inputs: StepInputs,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE,
-    with_reverse_kl: bool = False,
-) -> tuple[Array, ...]:
-  r"""Log-probabilities of the response tokens under student and teacher.
-
-  .. math::
-    \log p(y_t) = z_{t, y_t} / \tau - \mathrm{logsumexp}(z_t / \tau),
-    \qquad z = h W,
-
-  the student's with gradient, the teacher's under ``stop_gradient``. The
-  heads run chunk by chunk over T under ``jax.checkpoint``, so only
-  ``[B, chunk, V]`` logits are ever live (the backward pass recomputes a
-  chunk's student logits rather than keeping them); of the teacher's
-  distribution only the logsumexp and one gathered logit are used.
-
-  Args:
-    inputs: the step inputs (hidden states, heads, ``ids``, ``mask``).
-    temperature: softmax temperature; must match the sampler's for the
-      importance ratio to be 1 on-policy.
-    chunk_size: positions per chunk, or None for one dense pass.
-    with_reverse_kl: also return the full-vocabulary
-      :math:`\mathrm{KL}(p_S \| p_T)` per token (with gradient), from the
-      same chunks.
-
-  Returns:
-    ``(student_logprob, teacher_logprob)``, preceded by ``rkl`` when
-    `with_reverse_kl`: float32 ``[B, T]`` each, 0 at masked positions.
-  """
-  stats.check_heads(
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
-  )
-  student_head = inputs.student_head
-  teacher_head = jax.lax.stop_gradient(inputs.teacher_head)
-
-  def chunk_logprobs(chunk):
-    hs, ht, y, w = chunk
-    zs = stats.head_logits(hs, student_head)  # [B, C, V]
-    lps = losses.token_logprobs(zs, y, temperature=temperature)
-    zt = stats.head_logits(jax.lax.stop_gradient(ht), teacher_head)
-    lpt = losses.token_logprobs(zt, y, temperature=temperature)
-    out = (
-        jnp.where(w, lps, 0.0),
-        jax.lax.stop_gradient(jnp.where(w, lpt, 0.0)),
-    )
-    if with_reverse_kl:
-      out = (losses.reverse_kl(zs, zt, where=w, temperature=temperature),
-             *out)
-    return out
-
-  xs = (
-      inputs.student_hidden,
-      inputs.teacher_hidden,
-      inputs.ids,
-      jnp.asarray(inputs.mask, bool),
-  )
-  if chunk_size is None or chunk_size >= inputs.ids.shape[1]:
-    return chunk_logprobs(xs)
-  return stats.map_chunks(
-      jax.checkpoint(chunk_logprobs, prevent_cse=False), xs, chunk_size
-  )
 
 
 def discounted_future_sum(x: Array, gamma: float) -> Array:
@@ -175,21 +107,21 @@ class SampledRKL:
   temperature: float = 1.0
   use_sampler_logprobs: bool = True
   reduction: str = "token_mean"
-  chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE
+  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME
-    gkd.check_real(name, "kl_penalty_coef", self.kl_penalty_coef, lo=0.0)
-    gkd.check_real(
+    checks.check_real(name, "kl_penalty_coef", self.kl_penalty_coef, lo=0.0)
+    checks.check_real(
         name, "kl_discount_factor", self.kl_discount_factor, lo=0.0, hi=1.0
     )
-    gkd.check_bool(name, "use_sampler_logprobs", self.use_sampler_logprobs)
-    gkd.check_common(name, self)
+    checks.check_bool(name, "use_sampler_logprobs", self.use_sampler_logprobs)
+    checks.check_common(name, self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Returns the importance-sampling policy-gradient loss and metrics."""
     mask = jnp.asarray(inputs.mask, bool)
-    lp_s, lp_t = sampled_token_logprobs(
+    lp_s, lp_t = common.sampled_token_logprobs(
         inputs, temperature=self.temperature, chunk_size=self.chunk_size
     )
     if self.use_sampler_logprobs:
@@ -208,14 +140,15 @@ class SampledRKL:
     per_token = -ratio * advantage
     loss = losses.reduce(per_token, mask, self.reduction).value()
     metrics = {
-        "loss/sampled_rkl": loss,
+        "loss/pg": loss,
         # k1 estimate of KL(p_S || p_T) on the sampled tokens.
-        "kl/sampled": gkd.valid_mean(k, mask),
-        "kl/advantage_mean": gkd.valid_mean(advantage, mask),
+        "div/k1_sampled": common.valid_mean(k, mask),
+        "pg/advantage_mean": common.valid_mean(advantage, mask),
         # Off-policy diagnostics: 1 and 0 when the sampler is the student.
-        "kl/ratio_mean": gkd.valid_mean(ratio, mask),
-        "kl/ratio_max": jnp.max(
+        "pg/ratio_mean": common.valid_mean(ratio, mask),
+        "pg/ratio_max": jnp.max(
             jnp.where(mask, jax.lax.stop_gradient(ratio), 0.0)
         ),
+        **common.selected_fraction(mask, mask),
     }
     return loss, metrics

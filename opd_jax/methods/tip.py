@@ -25,10 +25,11 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from opd_jax import heads
 from opd_jax import selection
-from opd_jax.methods import gkd
+from opd_jax.methods import checks
+from opd_jax.methods import common
 from opd_jax.methods.base import Metrics, register, StepInputs
-from opd_jax.selection import stats as stats_lib
 
 Array = jax.Array
 
@@ -41,87 +42,6 @@ SELECTORS = (
     "random",
     "all",
 )
-# Per-token divergences a selector can score by (TIP's "divergence" axis,
-# DEAR's knowledge gap delta), all read off one stats pass.
-AXIS_DIVERGENCES = ("rkl", "fkl", "jsd", "sampled_logratio")
-
-
-def axis_divergence(token_stats: selection.TokenStats, name: str) -> Array:
-  r"""The per-token divergence ``name`` [B, T] from a stats pass.
-
-  'rkl', 'fkl' and 'jsd' are the full-vocabulary values; 'sampled_logratio'
-  is :math:`|\log p_T(y_t) - \log p_S(y_t)|`, the cheap proxy that needs
-  only the sampled tokens.
-  """
-  if name == "rkl":
-    return token_stats.reverse_kl
-  if name == "fkl":
-    return token_stats.forward_kl
-  if name == "jsd":
-    return token_stats.jsd
-  if name == "sampled_logratio":
-    return jnp.abs(token_stats.teacher_logprob - token_stats.student_logprob)
-  raise ValueError(f"axis divergence must be one of {AXIS_DIVERGENCES}.")
-
-
-def stats_metrics(
-    token_stats: selection.TokenStats, mask: Array
-) -> dict[str, Array]:
-  """Whole-batch diagnostics from a stats pass (means over valid tokens)."""
-  return {
-      "div/rkl_all": gkd.valid_mean(token_stats.reverse_kl, mask),
-      "entropy/student": gkd.valid_mean(token_stats.student_entropy, mask),
-      "entropy/teacher": gkd.valid_mean(token_stats.teacher_entropy, mask),
-  }
-
-
-def method_token_stats(method, inputs: StepInputs) -> selection.TokenStats:
-  """The stop-gradient stats pass with a method's chunking and temperature."""
-  return selection.token_stats(
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
-      inputs.ids,
-      where=jnp.asarray(inputs.mask, bool),
-      chunk_size=method.chunk_size or inputs.ids.shape[1],
-      temperature=method.temperature,
-      jsd_beta=method.jsd_beta,
-  )
-
-
-def selected_loss(
-    method, inputs: StepInputs, sel: selection.Selection
-) -> tuple[Array, Metrics]:
-  """The loss pass on a selection's gathered positions, with its metrics.
-
-  ``method`` supplies ``divergence``, ``jsd_beta``, ``skew_alpha``,
-  ``temperature``, ``reduction`` and ``chunk_size``.
-  """
-  mean = selection.selective_divergence_loss(
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
-      sel.index,
-      sel.index_weights,
-      divergence=method.divergence,
-      divergence_kwargs=gkd.divergence_kwargs(
-          method.divergence, beta=method.jsd_beta, skew_alpha=method.skew_alpha
-      ),
-      temperature=method.temperature,
-      reduction=method.reduction,
-      chunk_size=method.chunk_size,
-  )
-  loss = mean.value()
-  kept = jnp.sum(sel.weights > 0, dtype=jnp.float32)
-  valid = jnp.sum(inputs.mask, dtype=jnp.float32)
-  metrics = {
-      f"loss/{gkd.SHORT_NAMES[method.divergence]}": loss,
-      "select/count": kept,
-      "select/frac": kept / jnp.maximum(valid, 1.0),
-  }
-  return loss, metrics
 
 
 @register("tip")
@@ -182,21 +102,21 @@ class TIP:
   skew_alpha: float = 0.1
   temperature: float = 1.0
   reduction: str = "token_mean"
-  chunk_size: int | None = stats_lib.DEFAULT_CHUNK_SIZE
+  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME
-    gkd.check_choice(name, "selector", self.selector, SELECTORS)
-    gkd.check_real(name, "rho", self.rho, lo=0.0, hi=1.0, lo_open=True)
+    checks.check_choice(name, "selector", self.selector, SELECTORS)
+    checks.check_real(name, "rho", self.rho, lo=0.0, hi=1.0, lo_open=True)
     if self.clip_quantile is not None:
-      gkd.check_real(
+      checks.check_real(
           name, "clip_quantile", self.clip_quantile, lo=0.0, hi=1.0,
           lo_open=True,
       )
-    gkd.check_choice(
+    checks.check_choice(
         name, "entropy_mode", self.entropy_mode, ("topk", "sample")
     )
-    gkd.check_real(name, "entropy_alpha", self.entropy_alpha, lo=0.0)
+    checks.check_real(name, "entropy_alpha", self.entropy_alpha, lo=0.0)
     which = (self.which,) if isinstance(self.which, int) else self.which
     try:
       which = tuple(which)
@@ -211,24 +131,25 @@ class TIP:
       )
     # Frozen: tuples keep the dataclass hashable (a static jit argument).
     object.__setattr__(self, "which", which)
-    gkd.check_real(name, "q_entropy", self.q_entropy, lo=0.0, hi=1.0)
-    gkd.check_real(name, "q_divergence", self.q_divergence, lo=0.0, hi=1.0)
-    gkd.check_real(
+    checks.check_real(name, "q_entropy", self.q_entropy, lo=0.0, hi=1.0)
+    checks.check_real(name, "q_divergence", self.q_divergence, lo=0.0, hi=1.0)
+    checks.check_real(
         name, "quadrant_budget", self.quadrant_budget, lo=0.0, hi=1.0,
         lo_open=True,
     )
-    gkd.check_choice(
-        name, "tip_divergence", self.tip_divergence, AXIS_DIVERGENCES
+    checks.check_choice(
+        name, "tip_divergence", self.tip_divergence,
+        common.AXIS_DIVERGENCES
     )
-    gkd.check_common(name, self)
+    checks.check_common(name, self)
 
   def select(
-      self, inputs: StepInputs, token_stats: selection.TokenStats
+      self, inputs: StepInputs, token_stats: heads.TokenStats
   ) -> selection.Selection:
     """Runs the configured selector; returns weights and a gather index."""
     mask = jnp.asarray(inputs.mask, bool)
     entropy = token_stats.student_entropy
-    div = axis_divergence(token_stats, self.tip_divergence)
+    div = common.axis_divergence(token_stats, self.tip_divergence)
     kw = dict(return_index=True)
     if self.selector in ("soft_or", "bottom_soft_or"):
       return selection.soft_or(
@@ -254,14 +175,24 @@ class TIP:
       return selection.uniform_random(inputs.key, mask, self.rho, **kw)
     return selection.all_tokens(mask, **kw)
 
+  @property
+  def loss_pass(self) -> common.LossPass:
+    """The head-pass settings of this config."""
+    return common.LossPass(
+        divergence=self.divergence, jsd_beta=self.jsd_beta,
+        skew_alpha=self.skew_alpha, temperature=self.temperature,
+        reduction=self.reduction, chunk_size=self.chunk_size,
+    )
+
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> selector -> divergence on the gathered positions."""
     mask = jnp.asarray(inputs.mask, bool)
-    token_stats = method_token_stats(self, inputs)
+    loss_pass = self.loss_pass
+    token_stats = loss_pass.token_stats(inputs)
     sel = self.select(inputs, token_stats)
-    loss, metrics = selected_loss(self, inputs, sel)
-    metrics.update(stats_metrics(token_stats, mask))
-    metrics["div/rkl_selected"] = gkd.valid_mean(
+    loss, metrics = loss_pass.selected_loss(inputs, sel)
+    metrics.update(common.stats_metrics(token_stats, mask))
+    metrics["div/rkl_selected"] = common.valid_mean(
         token_stats.reverse_kl, sel.weights > 0
     )
     return loss, metrics

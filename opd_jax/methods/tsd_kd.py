@@ -26,11 +26,12 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from opd_jax import heads
 from opd_jax import losses
 from opd_jax import selection
-from opd_jax.methods import gkd
+from opd_jax.methods import checks
+from opd_jax.methods import common
 from opd_jax.methods.base import Metrics, register, StepInputs
-from opd_jax.selection import stats
 
 Array = jax.Array
 
@@ -61,7 +62,7 @@ def tsd_terms(
     beta: float,
     top_k: int,
     temperature: float = 1.0,
-    chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE,
 ) -> TsdTerms:
   r"""Every full-vocabulary quantity of TSD-KD in one checkpointed T-pass.
 
@@ -84,36 +85,23 @@ def tsd_terms(
   Returns:
     A :class:`TsdTerms`; masked positions hold 0 except the candidates.
   """
-  stats.check_heads(
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
-  )
-  student_head = inputs.student_head
-  teacher_head = jax.lax.stop_gradient(inputs.teacher_head)
   sg = jax.lax.stop_gradient
 
-  def chunk_terms(chunk):
-    hs, ht, w = chunk
-    zs = stats.head_logits(hs, student_head)  # [B, C, V]
-    zt = stats.head_logits(sg(ht), teacher_head)  # [B, C, V]
+  def chunk_terms(zs, zt, w):  # zs, zt: [B, C, V]
     kw = dict(where=w, temperature=temperature)
     _, ids = jax.lax.top_k(sg(zs), top_k)  # [B, C, k]
     return TsdTerms(
         jsd=losses.generalized_jsd(zs, zt, beta=beta, **kw),
         student_entropy=losses.entropy(zs, **kw),
-        teacher_entropy=sg(losses.entropy(zt, **kw)),
+        teacher_entropy=losses.entropy(zt, **kw),
         student_candidate_logits=jnp.take_along_axis(zs, ids, axis=-1),
-        teacher_candidate_logits=sg(jnp.take_along_axis(zt, ids, axis=-1)),
+        teacher_candidate_logits=jnp.take_along_axis(zt, ids, axis=-1),
     )
 
-  xs = (inputs.student_hidden, inputs.teacher_hidden,
-        jnp.asarray(inputs.mask, bool))
-  if chunk_size is None or chunk_size >= inputs.ids.shape[1]:
-    return chunk_terms(xs)
-  return stats.map_chunks(
-      jax.checkpoint(chunk_terms, prevent_cse=False), xs, chunk_size
+  return heads.head_pass(
+      chunk_terms, inputs.student_hidden, inputs.student_head,
+      inputs.teacher_hidden, inputs.teacher_head,
+      jnp.asarray(inputs.mask, bool), chunk_size=chunk_size,
   )
 
 
@@ -164,21 +152,21 @@ class TSDKD:
   em_ratio: float = 0.1
   pl_code_compat: bool = False
   temperature: float = 1.0
-  chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE
+  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME
-    gkd.check_real(name, "beta", self.beta, lo=0.0, hi=1.0)
-    gkd.check_int(name, "top_k", self.top_k, lo=1)
-    gkd.check_real(name, "alpha", self.alpha, lo=0.0)
-    gkd.check_real(name, "gate_tau", self.gate_tau, lo=0.0, lo_open=True)
-    gkd.check_real(
+    checks.check_real(name, "beta", self.beta, lo=0.0, hi=1.0)
+    checks.check_int(name, "top_k", self.top_k, lo=1)
+    checks.check_real(name, "alpha", self.alpha, lo=0.0)
+    checks.check_real(name, "gate_tau", self.gate_tau, lo=0.0, lo_open=True)
+    checks.check_real(
         name, "opener_threshold", self.opener_threshold, lo=0.0, hi=1.0
     )
-    gkd.check_bool(name, "opener_batch_flat", self.opener_batch_flat)
-    gkd.check_real(name, "em_ratio", self.em_ratio, lo=0.0, hi=1.0)
-    gkd.check_bool(name, "pl_code_compat", self.pl_code_compat)
-    gkd.check_common(name, self)
+    checks.check_bool(name, "opener_batch_flat", self.opener_batch_flat)
+    checks.check_real(name, "em_ratio", self.em_ratio, lo=0.0, hi=1.0)
+    checks.check_bool(name, "pl_code_compat", self.pl_code_compat)
+    checks.check_common(name, self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Returns the TSD-KD objective and one metric per term."""
@@ -221,12 +209,12 @@ class TSDKD:
         terms.student_entropy, terms.teacher_entropy, tau=self.gate_tau
     )
     metrics.update({
-        "loss/tsd_kd": sg(loss),
-        "tsd/opener_frac": parts["indirect"][1] / valid,
-        "tsd/em_frac": parts["em"][1] / valid,
-        "tsd/gate_mean": gkd.valid_mean(gate, mask),
-        "div/jsd_all": gkd.valid_mean(terms.jsd, mask),
-        "entropy/student": gkd.valid_mean(terms.student_entropy, mask),
-        "entropy/teacher": gkd.valid_mean(terms.teacher_entropy, mask),
+        **common.selected_fraction(mask, mask),
+        "select/opener_frac": parts["indirect"][1] / valid,
+        "select/em_frac": parts["em"][1] / valid,
+        "tsd_kd/gate_mean": common.valid_mean(gate, mask),
+        "div/jsd_all": common.valid_mean(terms.jsd, mask),
+        "entropy/student": common.valid_mean(terms.student_entropy, mask),
+        "entropy/teacher": common.valid_mean(terms.teacher_entropy, mask),
     })
     return loss, metrics

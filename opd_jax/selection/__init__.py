@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Token selection for on-policy distillation: scores, selectors, gathers."""
+"""Token selection for on-policy distillation: selectors over [B, T] scores."""
 
 from opd_jax.selection.dear import anchor_relevance
 from opd_jax.selection.dear import dear_select
@@ -21,8 +21,9 @@ from opd_jax.selection.dear import union_selection
 from opd_jax.selection.selectors import all_tokens
 from opd_jax.selection.selectors import ceil_fraction
 from opd_jax.selection.selectors import floor_fraction
-from opd_jax.selection.selectors import gather_tokens
+from opd_jax.selection.selectors import gather_positions
 from opd_jax.selection.selectors import global_top_fraction
+from opd_jax.selection.selectors import mask_to_index
 from opd_jax.selection.selectors import gumbel_top_fraction
 from opd_jax.selection.selectors import masked_min_max
 from opd_jax.selection.selectors import masked_quantile
@@ -41,16 +42,6 @@ from opd_jax.selection.tip import quadrant_select
 from opd_jax.selection.tip import quadrants
 from opd_jax.selection.tip import soft_or
 from opd_jax.selection.tip import soft_or_scores
-from opd_jax.selection.selective import DIVERGENCES
-from opd_jax.selection.selective import dense_divergence_loss
-from opd_jax.selection.selective import gather_positions
-from opd_jax.selection.selective import head_divergence
-from opd_jax.selection.selective import mask_to_index
-from opd_jax.selection.selective import selective_divergence_loss
-from opd_jax.selection.stats import head_logits
-from opd_jax.selection.stats import map_chunks
-from opd_jax.selection.stats import token_stats
-from opd_jax.selection.stats import TokenStats
 from opd_jax.selection.tsd_kd import confidence_gate
 from opd_jax.selection.tsd_kd import entropy_min_loss
 from opd_jax.selection.tsd_kd import entropy_min_set
@@ -60,16 +51,6 @@ from opd_jax.selection.tsd_kd import plackett_luce_nll
 from opd_jax.selection.tsd_kd import tsd_kd_objective
 
 __all__ = [
-    "DIVERGENCES",
-    "dense_divergence_loss",
-    "gather_positions",
-    "head_divergence",
-    "head_logits",
-    "map_chunks",
-    "mask_to_index",
-    "selective_divergence_loss",
-    "token_stats",
-    "TokenStats",
     "all_tokens",
     "anchor_relevance",
     "ceil_fraction",
@@ -82,10 +63,11 @@ __all__ = [
     "entropy_min_set",
     "entropy_top",
     "floor_fraction",
-    "gather_tokens",
+    "gather_positions",
     "global_top_fraction",
     "gumbel_top_fraction",
     "indirect_loss",
+    "mask_to_index",
     "masked_min_max",
     "masked_quantile",
     "min_max_normalize",

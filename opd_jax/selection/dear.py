@@ -94,7 +94,7 @@ def anchor_relevance(
   h = jax.lax.stop_gradient(hidden).astype(jnp.float32)
   norm = jnp.linalg.norm(h, axis=-1, keepdims=True)
   h = h / jnp.maximum(norm, 1e-12)
-  anchors = selectors.gather_tokens(h, anchor_index)  # [B, K_D, d]
+  anchors = selectors.gather_positions(h, anchor_index)  # [B, K_D, d]
   sim = jnp.einsum("BTD,BKD->BTK", h, anchors)
   eligible = jnp.broadcast_to(anchor_valid[:, None, :], sim.shape)
   pos = jnp.arange(h.shape[1])[None, :, None]  # j
@@ -129,9 +129,12 @@ def dear_tokens(
     s_j = \hat a_j (1 + \hat\delta_j),
 
   with :math:`\hat a, \hat\delta` min–max normalised over N (within the
-  sequence, or over the batch with ``norm_scope="batch"``; tokens with no
-  eligible anchor get :math:`\hat a = 0` and stay out of the statistics);
-  E = the top ``floor(q |N_b|)`` of N by s (earlier position on ties).
+  sequence, or over the batch with ``norm_scope="batch"``); E = the top
+  ``floor(q |N_b|)`` of N by s (earlier position on ties). Evidence is
+  similarity to an anchor, so a token with no eligible anchor (every token
+  of a rollout with ``|D_b| = 0``; with ``anchor_causal``, those before the
+  first anchor) stays out of the statistics and is never evidence, even if
+  E then holds fewer than ``floor(q |N_b|)`` tokens.
 
   Args:
     entropy: ``[batch, seq]`` student entropy.
@@ -184,9 +187,13 @@ def dear_tokens(
   )
   score = jnp.where(rest, a_hat * (1.0 + d_hat), 0.0)
   n_rest = jnp.sum(rest, axis=-1, dtype=jnp.int32)
+  # Evidence is similarity to an anchor: a token with none (a rollout too
+  # short for any decision token, or before the first anchor when causal)
+  # is never evidence, even if that leaves fewer than floor(q |N_b|).
   evidence = (
       selectors.select_top_counts(
-          score, rest, selectors.floor_fraction(q, n_rest), entropy.shape[1]
+          score, rest & has_anchor, selectors.floor_fraction(q, n_rest),
+          entropy.shape[1],
       ).weights
       > 0
   )

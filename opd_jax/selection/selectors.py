@@ -419,8 +419,58 @@ def global_top_fraction(
   return mask & (ranks < n_keep)
 
 
-def gather_tokens(values: ArrayLike, index: Array) -> Array:
-  """Gathers ``values[b, index[b, k], ...]``: [B, T, ...] -> [B, K, ...]."""
-  values = jnp.asarray(values)
-  expanded = index.reshape(index.shape + (1,) * (values.ndim - 2))
-  return jnp.take_along_axis(values, expanded, axis=1)
+def gather_positions(x: Array, index: Array) -> Array:
+  """Gathers sequence positions per row: ``out[b, k] = x[b, index[b, k]]``.
+
+  Out-of-range indices are clipped (padded slots should carry weight 0).
+  The gradient scatters back into ``[B, T, ...]``, which is cheap: no
+  vocabulary axis is involved.
+
+  Args:
+    x: ``[batch, seq, ...]`` array, e.g. hidden states ``[B, T, D]``.
+    index: integer ``[batch, k]`` positions.
+
+  Returns:
+    ``[batch, k, ...]`` array.
+  """
+  if x.ndim < 2:
+    raise ValueError(f"x must be [batch, seq, ...], got shape {x.shape}.")
+  if index.ndim != 2 or index.shape[0] != x.shape[0]:
+    raise ValueError(
+        f"index must be [batch={x.shape[0]}, k], got shape {index.shape}."
+    )
+  if not jnp.issubdtype(index.dtype, jnp.integer):
+    raise TypeError(f"index must be integer, got dtype {index.dtype}.")
+  return jax.vmap(lambda xb, ib: jnp.take(xb, ib, axis=0, mode="clip"))(
+      x, index
+  )
+
+
+def mask_to_index(mask: Array, k: int) -> tuple[Array, Array]:
+  """Turns a [B, T] selection mask into a static-size gather index.
+
+  Positions are ranked by ``(mask != 0) * T - t`` with ``lax.top_k``, so the
+  selected positions come first, earliest first; if a row has more than
+  ``k`` selected positions only its earliest ``k`` are kept. Slots beyond a
+  row's selection point at unselected positions and get weight 0.
+
+  Args:
+    mask: ``[batch, seq]`` 0/1 (boolean or weight) selection mask.
+    k: static number of slots per row.
+
+  Returns:
+    ``(index, index_weights)``: int32 ``[batch, k]`` positions and float32
+    ``[batch, k]`` mask values at those positions (0 for padded slots).
+  """
+  if mask.ndim != 2:
+    raise ValueError(f"mask must be [batch, seq], got shape {mask.shape}.")
+  t = mask.shape[1]
+  if not 1 <= k <= t:
+    raise ValueError(f"k must be in [1, seq={t}], got {k}.")
+  # Integer scores are exact for any T; selected rows score in [1, T],
+  # unselected in [1 - T, 0].
+  score = (mask != 0).astype(jnp.int32) * t - jnp.arange(t, dtype=jnp.int32)
+  _, index = jax.lax.top_k(score, k)
+  index = index.astype(jnp.int32)
+  weights = jnp.take_along_axis(mask.astype(jnp.float32), index, axis=1)
+  return index, weights

@@ -13,7 +13,6 @@
 # limitations under the License.
 """Tests for DEAR decision anchors, anchor relevance and evidence tokens."""
 
-import fractions
 import math
 
 from absl.testing import absltest
@@ -23,13 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from opd_jax import selection
+from dear_reference import floor_frac as _floor_frac
+from dear_reference import np_dear as _np_dear
+from dear_reference import np_relevance as _np_relevance
 
 B, T, D = 4, 64, 8
-
-
-def _floor_frac(x, n):
-  f = fractions.Fraction(x).limit_denominator(10_000)
-  return (n * f.numerator) // f.denominator
 
 
 def _inputs(seed, b=B, t=T, min_len=1):
@@ -41,52 +38,6 @@ def _inputs(seed, b=B, t=T, min_len=1):
   divergence = rng.exponential(size=(b, t)).astype(np.float32)
   hidden = rng.normal(size=(b, t, D)).astype(np.float32)
   return entropy, divergence, hidden, mask, lengths
-
-
-def _np_top(scores, valid, count):
-  idx = np.flatnonzero(valid)
-  order = idx[np.argsort(-scores[idx], kind="stable")]
-  out = np.zeros_like(valid)
-  out[order[:count]] = True
-  return out
-
-
-def _np_relevance(hidden, decision, causal=False, window=None):
-  """Brute force over the full [T, T] cosine matrix of one sequence."""
-  h = hidden / np.linalg.norm(hidden, axis=-1, keepdims=True)
-  cos = h @ h.T  # [T(j), T(i)]
-  t = len(h)
-  j, i = np.meshgrid(np.arange(t), np.arange(t), indexing="ij")
-  ok = decision[None, :] & np.ones((t, t), bool)
-  if causal:
-    ok &= i < j
-  if window is not None:
-    ok &= np.abs(i - j) <= window
-  return np.where(ok, cos, -np.inf).max(axis=1)
-
-
-def _np_dear(entropy, divergence, hidden, mask, p=0.2, q=0.2, **kw):
-  """Reference DEAR for one batch, row by row."""
-  dec = np.zeros_like(mask)
-  evi = np.zeros_like(mask)
-  for b in range(mask.shape[0]):
-    n = int(mask[b].sum())
-    dec[b] = _np_top(entropy[b], mask[b], _floor_frac(p, n))
-    a = _np_relevance(hidden[b], dec[b], **kw)
-    rest = mask[b] & ~dec[b]
-    has = rest & np.isfinite(a)
-
-    def mm(x, valid):
-      if not valid.any() or x[valid].max() == x[valid].min():
-        return np.zeros_like(x)
-      v = x[valid]
-      return np.where(valid, (x - v.min()) / (v.max() - v.min()), 0.0)
-
-    score = np.where(rest, mm(a, has) * (1 + mm(divergence[b], rest)), 0.0)
-    evi[b] = _np_top(
-        score.astype(np.float32), rest, _floor_frac(q, int(rest.sum()))
-    )
-  return dec, evi
 
 
 class RelevanceTest(parameterized.TestCase):
@@ -158,6 +109,38 @@ class DearTest(parameterized.TestCase):
     # About p + q (1 - p) = 36% of the tokens, less the floors.
     self.assertAlmostEqual(kept.sum() / mask.sum(), 0.36, delta=0.03)
     self.assertEqual(sel.index.shape, (8, math.ceil(0.36 * 128)))
+
+  def test_no_anchor_no_evidence(self):
+    # p = 0.1 on rollouts of 5..9 tokens: floor(p L) = 0 decision anchors,
+    # so nothing can be evidence (it used to keep floor(q L) first tokens).
+    entropy, divergence, hidden, _, _ = _inputs(7, b=5, t=9)
+    lengths = np.arange(5, 10)
+    mask = np.arange(9)[None, :] < lengths[:, None]
+    parts = selection.dear_tokens(
+        entropy, divergence, hidden, mask, p=0.1, q=0.5
+    )
+    np.testing.assert_array_equal(parts.decision, False)
+    np.testing.assert_array_equal(parts.evidence, False)
+    sel = selection.dear_select(
+        entropy, divergence, hidden, mask, p=0.1, q=0.5, return_index=True
+    )
+    np.testing.assert_array_equal(sel.weights, 0.0)
+    np.testing.assert_array_equal(sel.index_weights, 0.0)
+
+  def test_causal_evidence_needs_an_earlier_anchor(self):
+    entropy, divergence, hidden, mask, _ = _inputs(8)
+    parts = selection.dear_tokens(
+        entropy, divergence, hidden, mask, q=0.9, anchor_causal=True
+    )
+    decision = np.asarray(parts.decision)
+    evidence = np.asarray(parts.evidence)
+    for b in range(B):
+      first = np.flatnonzero(decision[b])[0]
+      self.assertFalse(evidence[b, : first + 1].any())
+      self.assertTrue(evidence[b, first + 1 :].any())
+    dec, evi = _np_dear(entropy, divergence, hidden, mask, q=0.9, causal=True)
+    np.testing.assert_array_equal(decision, dec)
+    np.testing.assert_array_equal(evidence, evi)
 
   def test_index_and_class_weights(self):
     entropy, divergence, hidden, mask, _ = _inputs(3)

@@ -113,7 +113,7 @@ class TopFractionTest(parameterized.TestCase):
       n = len(real)
       np.testing.assert_array_equal(iw[b, :n], 1.0)
       np.testing.assert_array_equal(iw[b, n:], 0.0)
-    gathered = selection.gather_tokens(scores, sel.index)
+    gathered = selection.gather_positions(scores, sel.index)
     np.testing.assert_array_equal(
         gathered, np.take_along_axis(scores, index, axis=1)
     )
@@ -285,6 +285,33 @@ class StatisticsTest(parameterized.TestCase):
     order = np.asarray(selectors.sequence_order(scores, mask))
     for b in range(B):
       self.assertEqual(sorted(order[b]), list(range(T)))
+
+
+
+class GatherTest(parameterized.TestCase):
+
+  def test_gather_positions(self):
+    x = np.arange(2 * 5 * 3).reshape(2, 5, 3)
+    index = np.array([[4, 0], [2, 2]], np.int32)
+    got = selection.gather_positions(jnp.asarray(x), jnp.asarray(index))
+    np.testing.assert_array_equal(got, x[np.arange(2)[:, None], index])
+    got2 = selection.gather_positions(jnp.asarray(x[..., 0]), index)
+    np.testing.assert_array_equal(got2, x[np.arange(2)[:, None], index, 0])
+
+  def test_mask_to_index(self):
+    mask = np.array([[0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0],
+                     [1, 1, 1, 1, 0, 1]], np.float32)
+    index, weights = selection.mask_to_index(jnp.asarray(mask), 3)
+    self.assertEqual(index.dtype, jnp.int32)
+    np.testing.assert_array_equal(index[0], [1, 3, 4])
+    np.testing.assert_array_equal(weights[0], [1, 1, 1])
+    # One selected position, then the earliest unselected ones at weight 0.
+    np.testing.assert_array_equal(index[1], [0, 1, 2])
+    np.testing.assert_array_equal(weights[1], [1, 0, 0])
+    # More than k selected: the earliest k are kept.
+    np.testing.assert_array_equal(index[2], [0, 1, 2])
+    with self.assertRaisesRegex(ValueError, "k must be"):
+      selection.mask_to_index(jnp.asarray(mask), 7)
 
 
 if __name__ == "__main__":

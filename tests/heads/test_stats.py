@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opd_jax import losses
-from opd_jax.selection import stats
+from opd_jax.heads import stats
 
 
 def _inputs(b=2, t=10, ds=6, dt=8, v=11, seed=0, dtype=np.float32):

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from opd_jax import losses
-from opd_jax.selection import stats
+from opd_jax.heads import chunked
+from opd_jax.selection.selectors import gather_positions
 
 Array = jax.Array
 
@@ -34,63 +35,6 @@ DIVERGENCES: dict[str, Callable[..., Array]] = {
     "skew_forward_kl": losses.skew_forward_kl,
     "skew_reverse_kl": losses.skew_reverse_kl,
 }
-
-
-def gather_positions(x: Array, index: Array) -> Array:
-  """Gathers sequence positions per row: ``out[b, k] = x[b, index[b, k]]``.
-
-  Out-of-range indices are clipped (padded slots should carry weight 0).
-  The gradient scatters back into ``[B, T, ...]``, which is cheap: no
-  vocabulary axis is involved.
-
-  Args:
-    x: ``[batch, seq, ...]`` array, e.g. hidden states ``[B, T, D]``.
-    index: integer ``[batch, k]`` positions.
-
-  Returns:
-    ``[batch, k, ...]`` array.
-  """
-  if x.ndim < 2:
-    raise ValueError(f"x must be [batch, seq, ...], got shape {x.shape}.")
-  if index.ndim != 2 or index.shape[0] != x.shape[0]:
-    raise ValueError(
-        f"index must be [batch={x.shape[0]}, k], got shape {index.shape}."
-    )
-  if not jnp.issubdtype(index.dtype, jnp.integer):
-    raise TypeError(f"index must be integer, got dtype {index.dtype}.")
-  return jax.vmap(lambda xb, ib: jnp.take(xb, ib, axis=0, mode="clip"))(
-      x, index
-  )
-
-
-def mask_to_index(mask: Array, k: int) -> tuple[Array, Array]:
-  """Turns a [B, T] selection mask into a static-size gather index.
-
-  Positions are ranked by ``(mask != 0) * T - t`` with ``lax.top_k``, so the
-  selected positions come first, earliest first; if a row has more than
-  ``k`` selected positions only its earliest ``k`` are kept. Slots beyond a
-  row's selection point at unselected positions and get weight 0.
-
-  Args:
-    mask: ``[batch, seq]`` 0/1 (boolean or weight) selection mask.
-    k: static number of slots per row.
-
-  Returns:
-    ``(index, index_weights)``: int32 ``[batch, k]`` positions and float32
-    ``[batch, k]`` mask values at those positions (0 for padded slots).
-  """
-  if mask.ndim != 2:
-    raise ValueError(f"mask must be [batch, seq], got shape {mask.shape}.")
-  t = mask.shape[1]
-  if not 1 <= k <= t:
-    raise ValueError(f"k must be in [1, seq={t}], got {k}.")
-  # Integer scores are exact for any T; selected rows score in [1, T],
-  # unselected in [1 - T, 0].
-  score = (mask != 0).astype(jnp.int32) * t - jnp.arange(t, dtype=jnp.int32)
-  _, index = jax.lax.top_k(score, k)
-  index = index.astype(jnp.int32)
-  weights = jnp.take_along_axis(mask.astype(jnp.float32), index, axis=1)
-  return index, weights
 
 
 def _divergence_fn(
@@ -141,22 +85,12 @@ def head_divergence(
   Returns:
     float32 ``[batch, n]`` divergences.
   """
-  stats.check_heads(student_hidden, student_head, teacher_hidden, teacher_head)
   div_fn = _divergence_fn(divergence, divergence_kwargs)
-  teacher_hidden, teacher_head = jax.lax.stop_gradient(
-      (teacher_hidden, teacher_head)
+  return chunked.head_pass(
+      lambda zs, zt, w: div_fn(zs, zt, where=w, temperature=temperature),
+      student_hidden, student_head, teacher_hidden, teacher_head,
+      jnp.asarray(where, bool), chunk_size=chunk_size,
   )
-
-  def chunk_divergence(chunk):
-    hs, ht, w = chunk
-    zs = stats.head_logits(hs, student_head)  # [B, C, V]
-    zt = stats.head_logits(ht, teacher_head)  # [B, C, V]
-    return div_fn(zs, zt, where=w, temperature=temperature)
-
-  xs = (student_hidden, teacher_hidden, jnp.asarray(where, bool))
-  if chunk_size is None or chunk_size >= student_hidden.shape[1]:
-    return chunk_divergence(xs)
-  return stats.map_chunks(jax.checkpoint(chunk_divergence), xs, chunk_size)
 
 
 def selective_divergence_loss(
@@ -171,7 +105,7 @@ def selective_divergence_loss(
     divergence_kwargs: Mapping[str, Any] | None = None,
     temperature: float = 1.0,
     reduction: str = "token_mean",
-    chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = chunked.DEFAULT_CHUNK_SIZE,
 ) -> losses.WeightedMean:
   r"""Divergence loss on K selected positions per sequence only.
 
@@ -236,7 +170,7 @@ def dense_divergence_loss(
     divergence_kwargs: Mapping[str, Any] | None = None,
     temperature: float = 1.0,
     reduction: str = "token_mean",
-    chunk_size: int | None = stats.DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = chunked.DEFAULT_CHUNK_SIZE,
 ) -> losses.WeightedMean:
   """Divergence loss on every position (rho = 1), weighted by ``weights``.
 

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from opd_jax import losses
-from opd_jax.selection import selective
+from opd_jax import heads
+from opd_jax import selection
 
 B, T, DS, DT, V, K = 2, 9, 5, 7, 13, 4
 
@@ -60,39 +61,16 @@ CASES = [
 
 class SelectiveTest(parameterized.TestCase):
 
-  def test_gather_positions(self):
-    x = np.arange(2 * 5 * 3).reshape(2, 5, 3)
-    index = np.array([[4, 0], [2, 2]], np.int32)
-    got = selective.gather_positions(jnp.asarray(x), jnp.asarray(index))
-    np.testing.assert_array_equal(got, x[np.arange(2)[:, None], index])
-    got2 = selective.gather_positions(jnp.asarray(x[..., 0]), index)
-    np.testing.assert_array_equal(got2, x[np.arange(2)[:, None], index, 0])
-
-  def test_mask_to_index(self):
-    mask = np.array([[0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0],
-                     [1, 1, 1, 1, 0, 1]], np.float32)
-    index, weights = selective.mask_to_index(jnp.asarray(mask), 3)
-    self.assertEqual(index.dtype, jnp.int32)
-    np.testing.assert_array_equal(index[0], [1, 3, 4])
-    np.testing.assert_array_equal(weights[0], [1, 1, 1])
-    # One selected position, then the earliest unselected ones at weight 0.
-    np.testing.assert_array_equal(index[1], [0, 1, 2])
-    np.testing.assert_array_equal(weights[1], [1, 0, 0])
-    # More than k selected: the earliest k are kept.
-    np.testing.assert_array_equal(index[2], [0, 1, 2])
-    with self.assertRaisesRegex(ValueError, "k must be"):
-      selective.mask_to_index(jnp.asarray(mask), 7)
-
   @parameterized.named_parameters(*CASES)
   def test_selective_equals_dense_under_same_mask(self, divergence, reduction,
                                                   chunk, kwargs):
     hs, ws, ht, wt, select = _inputs()
-    index, weights = selective.mask_to_index(jnp.asarray(select), K)
+    index, weights = selection.mask_to_index(jnp.asarray(select), K)
     kw = dict(divergence=divergence, divergence_kwargs=kwargs,
               temperature=0.9, reduction=reduction, chunk_size=chunk)
-    sel_loss = lambda hs, ws: selective.selective_divergence_loss(
+    sel_loss = lambda hs, ws: heads.selective_divergence_loss(
         hs, ws, ht, wt, index, weights, **kw).value()
-    dense_loss = lambda hs, ws: selective.dense_divergence_loss(
+    dense_loss = lambda hs, ws: heads.dense_divergence_loss(
         hs, ws, ht, wt, jnp.asarray(select), **kw).value()
     (v_sel, g_sel), (v_dense, g_dense) = (
         _grads(jax.jit(f), hs, ws) for f in (sel_loss, dense_loss)
@@ -112,7 +90,7 @@ class SelectiveTest(parameterized.TestCase):
                                mask).value()
 
     def ours(hs, ws):
-      return selective.dense_divergence_loss(hs, ws, ht, wt, mask,
+      return heads.dense_divergence_loss(hs, ws, ht, wt, mask,
                                              chunk_size=None).value()
 
     (v0, g0), (v1, g1) = _grads(reference, hs, ws), _grads(ours, hs, ws)
@@ -123,7 +101,7 @@ class SelectiveTest(parameterized.TestCase):
   def test_chunked_full_tokens_equal_unchunked(self):
     hs, ws, ht, wt, _ = _inputs(2)
     mask = jnp.ones((B, T)).at[1, 7:].set(0.0)
-    loss = lambda chunk: jax.jit(lambda hs, ws: selective.dense_divergence_loss(
+    loss = lambda chunk: jax.jit(lambda hs, ws: heads.dense_divergence_loss(
         hs, ws, ht, wt, mask, chunk_size=chunk).value())
     v0, g0 = _grads(loss(None), hs, ws)
     for chunk in (2, 4):  # T=9: both pad the last chunk
@@ -134,9 +112,9 @@ class SelectiveTest(parameterized.TestCase):
 
   def test_teacher_gets_no_gradient(self):
     hs, ws, ht, wt, select = _inputs(3)
-    index, weights = selective.mask_to_index(jnp.asarray(select), K)
+    index, weights = selection.mask_to_index(jnp.asarray(select), K)
     grads = jax.grad(
-        lambda ht, wt: selective.selective_divergence_loss(
+        lambda ht, wt: heads.selective_divergence_loss(
             hs, ws, ht, wt, index, weights, chunk_size=2).value(),
         argnums=(0, 1),
     )(ht, wt)
@@ -145,8 +123,8 @@ class SelectiveTest(parameterized.TestCase):
 
   def test_bfloat16_hidden_and_heads(self):
     hs, ws, ht, wt, select = _inputs(4)
-    index, weights = selective.mask_to_index(jnp.asarray(select), K)
-    f = functools.partial(selective.selective_divergence_loss, index=index,
+    index, weights = selection.mask_to_index(jnp.asarray(select), K)
+    f = functools.partial(heads.selective_divergence_loss, index=index,
                           index_weights=weights)
     got = f(*(jnp.bfloat16(x) for x in (hs, ws, ht, wt))).value()
     self.assertEqual(got.dtype, jnp.float32)
@@ -154,18 +132,18 @@ class SelectiveTest(parameterized.TestCase):
 
   def test_input_validation(self):
     hs, ws, ht, wt, select = _inputs()
-    index, weights = selective.mask_to_index(jnp.asarray(select), K)
+    index, weights = selection.mask_to_index(jnp.asarray(select), K)
     with self.assertRaisesRegex(ValueError, "divergence must be one of"):
-      selective.selective_divergence_loss(hs, ws, ht, wt, index, weights,
+      heads.selective_divergence_loss(hs, ws, ht, wt, index, weights,
                                           divergence="kl")
     with self.assertRaisesRegex(ValueError, "index_weights"):
-      selective.selective_divergence_loss(hs, ws, ht, wt, index,
+      heads.selective_divergence_loss(hs, ws, ht, wt, index,
                                           weights[:, :2])
     with self.assertRaisesRegex(ValueError, "mode must be one of"):
-      selective.dense_divergence_loss(hs, ws, ht, wt, jnp.asarray(select),
+      heads.dense_divergence_loss(hs, ws, ht, wt, jnp.asarray(select),
                                       reduction="mean")
     with self.assertRaisesRegex(ValueError, "teacher_hidden"):
-      selective.dense_divergence_loss(hs, ws, ht[:, :-1], wt,
+      heads.dense_divergence_loss(hs, ws, ht[:, :-1], wt,
                                       jnp.asarray(select))
 
 

@@ -11,21 +11,19 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Fused, chunked per-token statistics pass that never holds [B, T, V]."""
+"""Fused per-token statistics of student and teacher, one chunked head pass."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from opd_jax import losses
+from opd_jax.heads import chunked
 
 Array = jax.Array
-PyTree = Any
-
-DEFAULT_CHUNK_SIZE = 128
 
 
 class TokenStats(NamedTuple):
@@ -58,99 +56,6 @@ class TokenStats(NamedTuple):
   teacher_logits_at_topk: Array | None = None
 
 
-def head_logits(hidden: Array, head: Array) -> Array:
-  r"""Applies a vocabulary head, accumulating in float32.
-
-  .. math::
-    z = h W, \qquad [B, C, D] \times [D, V] \to [B, C, V].
-
-  Args:
-    hidden: hidden states ``[batch, seq, dim]`` (after the final norm).
-    head: head matrix ``[dim, vocab]`` (tied embedding transposed, or the
-      lm_head kernel); any float dtype, e.g. bfloat16.
-
-  Returns:
-    float32 logits ``[batch, seq, vocab]``.
-  """
-  b, c, d = hidden.shape
-  # One 2-D matmul: [B*C, D] @ [D, V] maps onto a single GEMM on every
-  # backend, where a batched einsum may not.
-  flat = hidden.reshape(b * c, d)
-  logits = jnp.dot(flat, head, preferred_element_type=jnp.float32)
-  return logits.reshape(b, c, head.shape[1])
-
-
-def map_chunks(
-    fn: Callable[[PyTree], PyTree], xs: PyTree, chunk_size: int
-) -> PyTree:
-  """Maps `fn` over static-size chunks of the sequence axis (axis 1).
-
-  Every leaf of ``xs`` is ``[B, N, ...]``; N is padded with zeros up to a
-  multiple of ``chunk_size`` (pass a mask leaf: its padding reads False)
-  and the padding is stripped from the ``[B, N, ...]`` outputs. Chunks run
-  one after another under ``lax.map``, so only one chunk's intermediates
-  are live at a time.
-
-  Args:
-    fn: function of a pytree of ``[B, C, ...]`` chunks to a pytree of
-      ``[B, C, ...]`` outputs.
-    xs: pytree of ``[B, N, ...]`` arrays.
-    chunk_size: static chunk length C (clipped to N).
-
-  Returns:
-    pytree of ``[B, N, ...]`` outputs.
-  """
-  leaves = jax.tree.leaves(xs)
-  b, n = leaves[0].shape[:2]
-  if chunk_size < 1:
-    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-  c = min(chunk_size, n)
-  num = -(-n // c)
-  pad = num * c - n
-
-  def split(x):  # [B, N, ...] -> [num, B, C, ...]
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return jnp.moveaxis(x.reshape(b, num, c, *x.shape[2:]), 1, 0)
-
-  def merge(y):  # [num, B, C, ...] -> [B, N, ...]
-    y = jnp.moveaxis(y, 0, 1)
-    return y.reshape(b, num * c, *y.shape[3:])[:, :n]
-
-  ys = jax.lax.map(fn, jax.tree.map(split, xs))
-  return jax.tree.map(merge, ys)
-
-
-def check_heads(
-    student_hidden: Array,
-    student_head: Array,
-    teacher_hidden: Array,
-    teacher_head: Array,
-) -> None:
-  """Checks hidden [B, N, D] against head [D, V] for student and teacher."""
-  for role, h, w in (
-      ("student", student_hidden, student_head),
-      ("teacher", teacher_hidden, teacher_head),
-  ):
-    if h.ndim != 3 or w.ndim != 2 or h.shape[-1] != w.shape[0]:
-      raise ValueError(
-          f"{role}_hidden [B, N, D] and {role}_head [D, V] must agree, got"
-          f" {h.shape} and {w.shape}."
-      )
-    for name, x in ((f"{role}_hidden", h), (f"{role}_head", w)):
-      if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be floating, got dtype {x.dtype}.")
-  if student_hidden.shape[:2] != teacher_hidden.shape[:2]:
-    raise ValueError(
-        "student_hidden and teacher_hidden must share [B, N], got"
-        f" {student_hidden.shape} and {teacher_hidden.shape}."
-    )
-  if student_head.shape[1] != teacher_head.shape[1]:
-    raise ValueError(
-        "student_head and teacher_head must share the vocabulary size, got"
-        f" {student_head.shape} and {teacher_head.shape}."
-    )
-
-
 def token_stats(
     student_hidden: Array,
     student_head: Array,
@@ -159,7 +64,7 @@ def token_stats(
     ids: Array,
     *,
     where: Array | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = chunked.DEFAULT_CHUNK_SIZE,
     temperature: float = 1.0,
     jsd_beta: float = 0.5,
     top_k: int = 0,
@@ -185,7 +90,8 @@ def token_stats(
     teacher_head: ``[d_teacher, vocab]`` teacher vocabulary head.
     ids: int ``[batch, seq]`` sampled response tokens (the targets).
     where: optional boolean ``[batch, seq]`` response mask.
-    chunk_size: static number of positions per chunk.
+    chunk_size: static number of positions per chunk, or None for one
+      dense pass.
     temperature: softmax temperature for every statistic.
     jsd_beta: teacher weight of the generalized JSD (TRL convention).
     top_k: if > 0, also return the student's top-k ids and the teacher's
@@ -194,7 +100,8 @@ def token_stats(
   Returns:
     A :class:`TokenStats` of ``[batch, seq]`` float32 arrays.
   """
-  check_heads(student_hidden, student_head, teacher_hidden, teacher_head)
+  chunked.check_heads(student_hidden, student_head, teacher_hidden,
+                      teacher_head)
   shape = student_hidden.shape[:2]
   if ids.shape != shape or not jnp.issubdtype(ids.dtype, jnp.integer):
     raise ValueError(
@@ -205,14 +112,8 @@ def token_stats(
   if top_k < 0 or top_k > student_head.shape[1]:
     raise ValueError(f"top_k must be in [0, vocab], got {top_k}.")
   mask = jnp.ones(shape, bool) if where is None else jnp.asarray(where, bool)
-  student_head, teacher_head = jax.lax.stop_gradient(
-      (student_head, teacher_head)
-  )
 
-  def chunk_stats(chunk):
-    hs, ht, y, w = jax.lax.stop_gradient(chunk)
-    zs = head_logits(hs, student_head)  # [B, C, V]
-    zt = head_logits(ht, teacher_head)  # [B, C, V]
+  def chunk_stats(zs, zt, y, w):  # zs, zt: [B, C, V]
     kw = dict(where=w, temperature=temperature)
     out = dict(
         student_entropy=losses.entropy(zs, **kw),
@@ -235,7 +136,8 @@ def token_stats(
       )
     return out
 
-  out = map_chunks(
-      chunk_stats, (student_hidden, teacher_hidden, ids, mask), chunk_size
+  out = chunked.head_pass(
+      chunk_stats, student_hidden, student_head, teacher_hidden,
+      teacher_head, ids, mask, chunk_size=chunk_size, student_grad=False,
   )
   return TokenStats(**out)

@@ -1,0 +1,194 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The one chunked pass through the vocabulary heads that every [., V] tensor goes through."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PyTree = Any
+
+DEFAULT_CHUNK_SIZE = 128
+
+
+def head_logits(hidden: Array, head: Array) -> Array:
+  r"""Applies a vocabulary head, accumulating in float32.
+
+  .. math::
+    z = h W, \qquad [B, C, D] \times [D, V] \to [B, C, V].
+
+  Args:
+    hidden: hidden states ``[batch, seq, dim]`` (after the final norm).
+    head: head matrix ``[dim, vocab]`` (tied embedding transposed, or the
+      lm_head kernel); any float dtype, e.g. bfloat16.
+
+  Returns:
+    float32 logits ``[batch, seq, vocab]``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> head_logits(jnp.ones((2, 3, 4)), jnp.ones((4, 5))).shape
+    (2, 3, 5)
+  """
+  b, c, d = hidden.shape
+  # One 2-D matmul: [B*C, D] @ [D, V] maps onto a single GEMM on every
+  # backend, where a batched einsum may not.
+  flat = hidden.reshape(b * c, d)
+  logits = jnp.dot(flat, head, preferred_element_type=jnp.float32)
+  return logits.reshape(b, c, head.shape[1])
+
+
+def map_chunks(
+    fn: Callable[[PyTree], PyTree], xs: PyTree, chunk_size: int
+) -> PyTree:
+  """Maps `fn` over static-size chunks of the sequence axis (axis 1).
+
+  Every leaf of ``xs`` is ``[B, N, ...]``; N is padded with zeros up to a
+  multiple of ``chunk_size`` (pass a mask leaf: its padding reads False)
+  and the padding is stripped from the ``[B, N, ...]`` outputs. Chunks run
+  one after another under ``lax.map``, so only one chunk's intermediates
+  are live at a time.
+
+  Args:
+    fn: function of a pytree of ``[B, C, ...]`` chunks to a pytree of
+      ``[B, C, ...]`` outputs.
+    xs: pytree of ``[B, N, ...]`` arrays.
+    chunk_size: static chunk length C (clipped to N).
+
+  Returns:
+    pytree of ``[B, N, ...]`` outputs.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.arange(10.0).reshape(1, 10)
+    >>> map_chunks(lambda c: 2 * c, x, chunk_size=4).tolist()
+    [[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0]]
+  """
+  leaves = jax.tree.leaves(xs)
+  b, n = leaves[0].shape[:2]
+  if chunk_size < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+  c = min(chunk_size, n)
+  num = -(-n // c)
+  pad = num * c - n
+
+  def split(x):  # [B, N, ...] -> [num, B, C, ...]
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.moveaxis(x.reshape(b, num, c, *x.shape[2:]), 1, 0)
+
+  def merge(y):  # [num, B, C, ...] -> [B, N, ...]
+    y = jnp.moveaxis(y, 0, 1)
+    return y.reshape(b, num * c, *y.shape[3:])[:, :n]
+
+  ys = jax.lax.map(fn, jax.tree.map(split, xs))
+  return jax.tree.map(merge, ys)
+
+
+def check_heads(
+    student_hidden: Array,
+    student_head: Array,
+    teacher_hidden: Array,
+    teacher_head: Array,
+) -> None:
+  """Checks hidden [B, N, D] against head [D, V] for student and teacher."""
+  for role, h, w in (
+      ("student", student_hidden, student_head),
+      ("teacher", teacher_hidden, teacher_head),
+  ):
+    if h.ndim != 3 or w.ndim != 2 or h.shape[-1] != w.shape[0]:
+      raise ValueError(
+          f"{role}_hidden [B, N, D] and {role}_head [D, V] must agree, got"
+          f" {h.shape} and {w.shape}."
+      )
+    for name, x in ((f"{role}_hidden", h), (f"{role}_head", w)):
+      if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be floating, got dtype {x.dtype}.")
+  if student_hidden.shape[:2] != teacher_hidden.shape[:2]:
+    raise ValueError(
+        "student_hidden and teacher_hidden must share [B, N], got"
+        f" {student_hidden.shape} and {teacher_hidden.shape}."
+    )
+  if student_head.shape[1] != teacher_head.shape[1]:
+    raise ValueError(
+        "student_head and teacher_head must share the vocabulary size, got"
+        f" {student_head.shape} and {teacher_head.shape}."
+    )
+
+
+def head_pass(
+    fn: Callable[..., PyTree],
+    student_hidden: Array,
+    student_head: Array,
+    teacher_hidden: Array,
+    teacher_head: Array,
+    *per_position: Array,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    student_grad: bool = True,
+) -> PyTree:
+  r"""Forms both heads' logits chunk by chunk and reduces them with ``fn``.
+
+  For each chunk of C positions,
+
+  .. math::
+    z_S = h_S W_S, \quad z_T = \mathrm{sg}(h_T W_T) \quad [B, C, V],
+    \qquad \text{out} = fn(z_S, z_T, x_1, \dots),
+
+  where ``fn`` reduces the vocabulary axis (a divergence, an entropy, a
+  gathered logit) to ``[B, C, ...]``. Only one chunk's ``[B, C, V]``
+  tensors are live at a time; when the student side keeps its gradient,
+  each chunk runs under ``jax.checkpoint`` so the backward pass recomputes
+  the chunk's logits instead of keeping ``[B, N, V]`` residuals. The
+  teacher side never carries a gradient. Every ``[., V]`` computation of
+  the library goes through here, so a faster head pass lands everywhere.
+
+  Args:
+    fn: ``fn(student_logits, teacher_logits, *chunks)`` -> pytree of
+      ``[B, C, ...]`` arrays; logits are float32 ``[B, C, V]``.
+    student_hidden: ``[batch, n, d_student]`` final-norm hidden states.
+    student_head: ``[d_student, vocab]``.
+    teacher_hidden: ``[batch, n, d_teacher]``.
+    teacher_head: ``[d_teacher, vocab]``.
+    *per_position: further ``[batch, n, ...]`` arrays chunked alongside
+      (ids, masks); a mask reads False on the padding of the last chunk.
+    chunk_size: positions per chunk, or None (or >= n) for one dense pass.
+    student_grad: False stops the student's gradient too (a scores-only
+      pass, which then needs no checkpointing).
+
+  Returns:
+    ``fn``'s pytree with ``[batch, n, ...]`` leaves.
+  """
+  check_heads(student_hidden, student_head, teacher_hidden, teacher_head)
+  sg = jax.lax.stop_gradient
+  teacher_hidden, teacher_head = sg((teacher_hidden, teacher_head))
+  if not student_grad:
+    student_hidden, student_head = sg((student_hidden, student_head))
+
+  def chunk_fn(chunk):
+    hs, ht, *rest = chunk
+    zs = head_logits(hs, student_head)  # [B, C, V]
+    zt = head_logits(ht, teacher_head)  # [B, C, V]
+    return fn(zs, zt, *rest)
+
+  xs = (student_hidden, teacher_hidden, *per_position)
+  if chunk_size is None or chunk_size >= student_hidden.shape[1]:
+    return chunk_fn(xs)
+  if student_grad:
+    # prevent_cse=False: lax.map is a scan, which already keeps XLA from
+    # merging the recomputation with the forward pass.
+    chunk_fn = jax.checkpoint(chunk_fn, prevent_cse=False)
+  return map_chunks(chunk_fn, xs, chunk_size)

@@ -1,0 +1,204 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""What methods share: the loss-pass settings as a type, masked means, metrics.
+
+No method imports another; what two methods need lives here (and the
+config checks in `checks.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from opd_jax import heads
+from opd_jax import losses
+from opd_jax import selection
+from opd_jax.methods.base import Metrics, StepInputs
+from opd_jax.methods.checks import SHORT_NAMES
+
+Array = jax.Array
+
+# Per-token divergences a selector can score by (TIP's "divergence" axis,
+# DEAR's knowledge gap delta), all read off one stats pass.
+AXIS_DIVERGENCES = ("rkl", "fkl", "jsd", "sampled_logratio")
+
+
+def valid_mean(x: Array, mask: Array) -> Array:
+  """Mean of ``x`` [B, T] over the valid tokens (0 if there is none)."""
+  return losses.token_mean(jax.lax.stop_gradient(x), mask).value()
+
+
+def selected_fraction(kept: Array, mask: Array) -> Metrics:
+  """`select/count` and `select/frac` of a [B, T] kept-token mask."""
+  count = jnp.sum(kept & jnp.asarray(mask, bool), dtype=jnp.float32)
+  valid = jnp.sum(mask, dtype=jnp.float32)
+  return {"select/count": count,
+          "select/frac": count / jnp.maximum(valid, 1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossPass:
+  r"""How a method forms its ``[., V]`` tensors: the loss-pass settings.
+
+  Methods that score tokens with a stats pass and take a divergence loss on
+  all or on gathered positions build one of these from their config fields
+  (``Method.loss_pass``), so the settings travel as a type, not as a list
+  of attributes every helper reads off the method.
+
+  Attributes:
+    divergence: the loss divergence, a key of ``heads.DIVERGENCES``.
+    jsd_beta: beta of 'jsd' (stats pass and loss), in [0, 1].
+    skew_alpha: alpha of the skew KL losses, in [0, 1].
+    temperature: softmax temperature of both heads, stats and loss.
+    reduction: 'token_mean', 'seq_mean' or 'sum'.
+    chunk_size: positions per chunk of the head pass, or None for one pass.
+  """
+
+  divergence: str = "reverse_kl"
+  jsd_beta: float = 0.5
+  skew_alpha: float = 0.1
+  temperature: float = 1.0
+  reduction: str = "token_mean"
+  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
+
+  @property
+  def divergence_kwargs(self) -> dict[str, float]:
+    """The extra keyword arguments of the loss divergence."""
+    if self.divergence == "jsd":
+      return {"beta": self.jsd_beta}
+    if self.divergence in ("skew_forward_kl", "skew_reverse_kl"):
+      return {"alpha": self.skew_alpha}
+    return {}
+
+  @property
+  def loss_key(self) -> str:
+    """The metric key of the divergence term, e.g. `loss/rkl`."""
+    return f"loss/{SHORT_NAMES[self.divergence]}"
+
+  def token_stats(self, inputs: StepInputs) -> heads.TokenStats:
+    """The stop-gradient stats pass [B, T] of the step's rollout."""
+    return heads.token_stats(
+        inputs.student_hidden, inputs.student_head,
+        inputs.teacher_hidden, inputs.teacher_head, inputs.ids,
+        where=jnp.asarray(inputs.mask, bool), chunk_size=self.chunk_size,
+        temperature=self.temperature, jsd_beta=self.jsd_beta,
+    )
+
+  def dense_loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
+    """The divergence on every valid response token, with its metrics."""
+    mask = jnp.asarray(inputs.mask, bool)
+    mean = heads.dense_divergence_loss(
+        inputs.student_hidden, inputs.student_head,
+        inputs.teacher_hidden, inputs.teacher_head,
+        mask.astype(jnp.float32), divergence=self.divergence,
+        divergence_kwargs=self.divergence_kwargs,
+        temperature=self.temperature, reduction=self.reduction,
+        chunk_size=self.chunk_size,
+    )
+    loss = mean.value()
+    return loss, {self.loss_key: loss, **selected_fraction(mask, mask)}
+
+  def selected_loss(
+      self, inputs: StepInputs, sel: selection.Selection
+  ) -> tuple[Array, Metrics]:
+    """The divergence on a selection's gathered positions, with metrics."""
+    mean = heads.selective_divergence_loss(
+        inputs.student_hidden, inputs.student_head,
+        inputs.teacher_hidden, inputs.teacher_head,
+        sel.index, sel.index_weights, divergence=self.divergence,
+        divergence_kwargs=self.divergence_kwargs,
+        temperature=self.temperature, reduction=self.reduction,
+        chunk_size=self.chunk_size,
+    )
+    loss = mean.value()
+    return loss, {self.loss_key: loss,
+                  **selected_fraction(sel.weights > 0, inputs.mask)}
+
+
+def axis_divergence(token_stats: heads.TokenStats, name: str) -> Array:
+  r"""The per-token divergence ``name`` [B, T] from a stats pass.
+
+  'rkl', 'fkl' and 'jsd' are the full-vocabulary values; 'sampled_logratio'
+  is :math:`|\log p_T(y_t) - \log p_S(y_t)|`, the cheap proxy that needs
+  only the sampled tokens.
+  """
+  if name == "rkl":
+    return token_stats.reverse_kl
+  if name == "fkl":
+    return token_stats.forward_kl
+  if name == "jsd":
+    return token_stats.jsd
+  if name == "sampled_logratio":
+    return jnp.abs(token_stats.teacher_logprob - token_stats.student_logprob)
+  raise ValueError(f"axis divergence must be one of {AXIS_DIVERGENCES}.")
+
+
+def stats_metrics(token_stats: heads.TokenStats, mask: Array) -> Metrics:
+  """Whole-batch diagnostics from a stats pass (means over valid tokens)."""
+  return {
+      "div/rkl_all": valid_mean(token_stats.reverse_kl, mask),
+      "entropy/student": valid_mean(token_stats.student_entropy, mask),
+      "entropy/teacher": valid_mean(token_stats.teacher_entropy, mask),
+  }
+
+
+def sampled_token_logprobs(
+    inputs: StepInputs,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE,
+    with_reverse_kl: bool = False,
+) -> tuple[Array, ...]:
+  r"""Log-probabilities of the response tokens under student and teacher.
+
+  .. math::
+    \log p(y_t) = z_{t, y_t} / \tau - \mathrm{logsumexp}(z_t / \tau),
+    \qquad z = h W,
+
+  the student's with gradient, the teacher's under ``stop_gradient``, from
+  one checkpointed head pass (only ``[B, chunk, V]`` logits are ever live);
+  of the teacher's distribution only the logsumexp and one gathered logit
+  are used.
+
+  Args:
+    inputs: the step inputs (hidden states, heads, ``ids``, ``mask``).
+    temperature: softmax temperature; must match the sampler's for the
+      importance ratio to be 1 on-policy.
+    chunk_size: positions per chunk, or None for one dense pass.
+    with_reverse_kl: also return the full-vocabulary
+      :math:`\mathrm{KL}(p_S \| p_T)` per token (with gradient), from the
+      same chunks.
+
+  Returns:
+    ``(student_logprob, teacher_logprob)``, preceded by ``rkl`` when
+    `with_reverse_kl`: float32 ``[B, T]`` each, 0 at masked positions.
+  """
+
+  def chunk_logprobs(zs, zt, y, w):  # zs, zt: [B, C, V]
+    lps = losses.token_logprobs(zs, y, temperature=temperature)
+    lpt = losses.token_logprobs(zt, y, temperature=temperature)
+    out = (jnp.where(w, lps, 0.0), jnp.where(w, lpt, 0.0))
+    if with_reverse_kl:
+      out = (losses.reverse_kl(zs, zt, where=w, temperature=temperature),
+             *out)
+    return out
+
+  return heads.head_pass(
+      chunk_logprobs, inputs.student_hidden, inputs.student_head,
+      inputs.teacher_hidden, inputs.teacher_head, inputs.ids,
+      jnp.asarray(inputs.mask, bool), chunk_size=chunk_size,
+  )
