@@ -84,11 +84,6 @@ def random_model(
   return model
 
 
-def fake_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1):
-  """A ('data', 'fsdp', 'tensor') mesh over the available (fake) devices."""
-  return sharding.make_mesh(sharding.MeshConfig(data, fsdp, tensor))
-
-
 def tiny_distillation_pair(directory: str, *, vocab_size: int = 80) -> dict:
   """Writes a tiny student and teacher HF checkpoint with the task tokenizer.
 

@@ -173,7 +173,7 @@ def main(argv):
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import metrics as metric_writers  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import reporting  # pylint: disable=g-import-not-at-top
 
   c, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
   for role in ("student", "teacher"):
@@ -202,7 +202,7 @@ def main(argv):
   trainer.run()
   results["student after"] = evaluate(trainer.student())
 
-  rows = read_metrics(os.path.join(workdir, metric_writers.JSONL_NAME))
+  rows = read_metrics(os.path.join(workdir, reporting.JSONL_NAME))
   _, fracs = series(rows, "select/frac")
   fractions = {"student before": fracs[0] if fracs else None,
                "student after": _mean_tail(rows, "select/frac")}
@@ -219,7 +219,7 @@ def main(argv):
   paths = write_plots(rows, os.path.join(workdir, "plots"),
                       results["teacher"].accuracy)
   print("plots: " + ", ".join(paths))
-  print(f"metrics: {os.path.join(workdir, metric_writers.JSONL_NAME)}")
+  print(f"metrics: {os.path.join(workdir, reporting.JSONL_NAME)}")
   print(f"total wall time {time.time() - start:.0f}s")
   return 0
 

@@ -68,7 +68,8 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from opd_jax.data import arithmetic, prompts  # pylint: disable=g-import-not-at-top
+  from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
@@ -79,12 +80,12 @@ def main(argv):
   if _DATA.value == "arithmetic":
     task = arithmetic.ArithmeticTask(
         difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)())
-    source = prompts.ArithmeticSource(_SPLIT.value, _N.value or 1000,
+    source = data_lib.ArithmeticSource(_SPLIT.value, _N.value or 1000,
                                       task=task)
   else:
-    source = prompts.FileSource(_DATA.value, question_field=_QFIELD.value,
+    source = data_lib.FileSource(_DATA.value, question_field=_QFIELD.value,
                                 answer_field=_AFIELD.value)
-  dataset = prompts.PromptDataset(source, tokenizer,
+  dataset = data_lib.PromptDataset(source, tokenizer,
                                   max_prompt_len=_MAX_PROMPT.value,
                                   overlong="truncate")
   if _N.value and len(dataset) > _N.value:

@@ -55,7 +55,7 @@ def _questions(path: str) -> list[str]:
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from opd_jax.data import prompts  # pylint: disable=g-import-not-at-top
+  from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import builders, restore  # pylint: disable=g-import-not-at-top
 
@@ -65,7 +65,7 @@ def main(argv):
   model, step, c = restore.restore_student(_WORKDIR.value)
   tokenizer = builders.load_tokenizer(c)
   source = _ListSource(questions)
-  data = prompts.PromptDataset(source, tokenizer,
+  data = data_lib.PromptDataset(source, tokenizer,
                                max_prompt_len=c.max_prompt_len,
                                overlong="truncate")
   batch = data.batch(range(len(data)))
@@ -89,8 +89,8 @@ class _ListSource:
   """Questions from a list, as a PromptSource."""
 
   def __init__(self, questions):
-    from opd_jax.data import prompts  # pylint: disable=g-import-not-at-top
-    self._records = [prompts.PromptRecord(q) for q in questions]
+    from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+    self._records = [data_lib.PromptRecord(q) for q in questions]
     self.name = "prompt file"
 
   def __len__(self):

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from opd_jax.data import arithmetic
-from opd_jax.data import prompts as prompt_data
+from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.sources import ArithmeticSource
 from opd_jax.data import tokenizer as task_tokenizer
 from opd_jax.evaluation import evaluate as evaluation
 from opd_jax.models import ModelConfig, Transformer, save_hf
@@ -119,8 +120,8 @@ def main(argv):
       getattr(arithmetic.Difficulty, _DIFFICULTY.value)(),
       seed=_DATA_SEED.value)
   p, t = MAX_PROMPT_LEN[_DIFFICULTY.value], MAX_NEW_TOKENS[_DIFFICULTY.value]
-  train = prompt_data.PromptDataset(
-      prompt_data.ArithmeticSource("train", role["num_examples"], task=task),
+  train = PromptDataset(
+      ArithmeticSource("train", role["num_examples"], task=task),
       tokenizer, max_prompt_len=p, max_new_tokens=t)
   config = model_config(role, len(tokenizer))
   model = Transformer(config, rngs=nnx.Rngs(role["seed"]))
@@ -135,8 +136,8 @@ def main(argv):
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
   save_hf(model, out)
-  held_out = prompt_data.PromptDataset(
-      prompt_data.ArithmeticSource("test", _EVAL.value, task=task),
+  held_out = PromptDataset(
+      ArithmeticSource("test", _EVAL.value, task=task),
       tokenizer, max_prompt_len=p)
   result = evaluation.evaluate(
       model, held_out, tokenizer, evaluation.arithmetic_grader,

@@ -66,9 +66,19 @@ def main():
       assert got == spec, (name, got, spec)
       assert len(flat[name].sharding.device_set) == 8
     # Every parameter got a sharding from the rules, none is left on one
-    # device.
+    # device, and large ones are really split: each device holds 1/n of
+    # the array, n > 1 the product of the mesh axes its spec names.
     for name, x in flat.items():
       assert x.sharding.mesh.shape == mesh.shape, name
+      axes = [a for dim in x.sharding.spec if dim is not None
+              for a in (dim if isinstance(dim, tuple) else (dim,))]
+      split = int(np.prod([mesh.shape[a] for a in axes]))
+      shard = x.addressable_shards[0].data
+      assert shard.size * split == x.size, (name, shard.shape, x.shape)
+      if x.ndim >= 2 and x.size >= 4096:
+        assert split > 1, (name, x.shape, x.sharding.spec)
+    split_sizes = {n: flat[n].addressable_shards[0].data.size for n in want}
+    print(f"mesh {dict(mesh.shape)}: per-device sizes {split_sizes}")
 
     @nnx.jit
     def forward(model, tokens, mask):

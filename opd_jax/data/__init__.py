@@ -22,15 +22,15 @@ from opd_jax.data.arithmetic import make_dataset
 from opd_jax.data.arithmetic import make_example
 from opd_jax.data.arithmetic import SPLITS
 from opd_jax.data.arithmetic import verify_rationale
-from opd_jax.data.prompts import ArithmeticSource
-from opd_jax.data.prompts import eval_batches
-from opd_jax.data.prompts import FileSource
-from opd_jax.data.prompts import format_prompts
-from opd_jax.data.prompts import PromptDataset
-from opd_jax.data.prompts import PromptIterator
-from opd_jax.data.prompts import PromptRecord
-from opd_jax.data.prompts import PromptSource
-from opd_jax.data.prompts import PromptStats
+from opd_jax.data.sources import ArithmeticSource
+from opd_jax.data.iterator import eval_batches
+from opd_jax.data.sources import FileSource
+from opd_jax.data.templates import format_prompts
+from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.iterator import PromptIterator
+from opd_jax.data.sources import PromptRecord
+from opd_jax.data.sources import PromptSource
+from opd_jax.data.dataset import PromptStats
 from opd_jax.data.tokenizer import build_task_tokenizer
 from opd_jax.data.tokenizer import load_task_tokenizer
 

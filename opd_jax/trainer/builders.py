@@ -20,24 +20,16 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
 from opd_jax import sharding
 from opd_jax.data import arithmetic
-from opd_jax.data import prompts as prompt_data
+from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.sources import ArithmeticSource, FileSource
 from opd_jax.models import (
     ModelConfig, Transformer, from_hf_config, load_hf, preset, resize_vocab,
 )
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(c: ml_collections.ConfigDict):
-  """The mixed-precision compute dtype, or None to compute in `dtype`."""
-  return _DTYPES[c.compute_dtype] if c.compute_dtype else None
-
 
 class VocabularyMismatchError(ValueError):
   """Teacher and student do not share a vocabulary."""
@@ -75,17 +67,20 @@ def check_vocabularies(student: ModelConfig, teacher: ModelConfig, *,
         " padding rows, set config.pad_student_vocab=True")
 
 
-def build_model(c: ml_collections.ConfigDict, role: str, mesh) -> Transformer:
-  """Loads `role`'s checkpoint onto `mesh`, or builds its preset randomly."""
-  dtype = _DTYPES[c.dtype]
+def build_model(c: ml_collections.ConfigDict, role: str, mesh, *, dtype,
+                vocab_size: int | None = None) -> Transformer:
+  """Loads `role`'s checkpoint onto `mesh`, or builds its preset randomly.
+
+  With `vocab_size` larger than the checkpoint's (the plan's padded student
+  vocabulary), the embedding and head get new rows (`resize_vocab`).
+  """
   path = c[role]
   if path:
     model = load_hf(path, dtype=dtype, mesh=mesh)
   else:
     model = _random_model(c, role, dtype, mesh)
-  if role == "student" and c.pad_student_vocab:
-    teacher, _ = model_config(c, "teacher", allow_preset_fallback=False)
-    model = resize_vocab(model, teacher.vocab_size)
+  if vocab_size is not None and model.config.vocab_size != vocab_size:
+    model = resize_vocab(model, vocab_size)
   return model
 
 
@@ -123,10 +118,10 @@ def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
     difficulty = getattr(arithmetic.Difficulty, d.difficulty)()
     task = arithmetic.ArithmeticTask(difficulty=difficulty, seed=c.seed)
     if train:
-      return prompt_data.ArithmeticSource("train", d.num_examples, task=task)
-    return prompt_data.ArithmeticSource(d.eval_split, c.eval_examples,
+      return ArithmeticSource("train", d.num_examples, task=task)
+    return ArithmeticSource(d.eval_split, c.eval_examples,
                                         task=task)
-  return prompt_data.FileSource(
+  return FileSource(
       d.path if train else d.eval_path,
       question_field=d.question_field,
       answer_field=d.answer_field or None,
@@ -138,17 +133,17 @@ def has_eval_data(c: ml_collections.ConfigDict) -> bool:
   return c.data.source == "arithmetic" or bool(c.data.eval_path)
 
 
-def train_dataset(c, tokenizer) -> prompt_data.PromptDataset:
+def train_dataset(c, tokenizer) -> PromptDataset:
   """Tokenized training prompts; raises before any compile if empty."""
   source = prompt_source(c, train=True)
-  return prompt_data.PromptDataset(
+  return PromptDataset(
       source, tokenizer, max_prompt_len=c.max_prompt_len,
       max_new_tokens=c.max_new_tokens, overlong=c.data.overlong)
 
 
-def eval_dataset(c, tokenizer) -> prompt_data.PromptDataset:
+def eval_dataset(c, tokenizer) -> PromptDataset:
   source = prompt_source(c, train=False)
-  return prompt_data.PromptDataset(
+  return PromptDataset(
       source, tokenizer, max_prompt_len=c.max_prompt_len,
       overlong=c.data.overlong)
 

@@ -20,14 +20,9 @@ import os
 import jax
 from absl import logging
 
-# Environment variables through which launchers announce a multi-process run
-# that `jax.distributed.initialize()` can read by itself.
-_AUTO_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
-             "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS",
-             "OMPI_COMM_WORLD_SIZE")
-
-
 def _spans_processes_by_env() -> bool:
+  """Whether a launcher (Slurm, MPI, TPU pod, JAX coordinator) announced
+  a multi-process run that `jax.distributed.initialize()` reads itself."""
   if os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):
     return True
   if os.environ.get("OMPI_COMM_WORLD_SIZE", "1") not in ("", "1"):

@@ -27,15 +27,13 @@ from absl import logging
 from flax import nnx
 
 from opd_jax import methods, sharding
-from opd_jax.data import prompts as prompt_data
+from opd_jax.data.iterator import PromptIterator
 from opd_jax.evaluation import evaluate as evaluation
 from opd_jax.rollouts import Sampling, sample
-from opd_jax.trainer import builders, metrics as metric_writers, step as steps
+from opd_jax.trainer import builders, reporting, step as steps
 from opd_jax.trainer.checkpointing import Checkpointer
-from opd_jax.trainer.config import validate
-from opd_jax.trainer.state import (
-    init_state, learning_rate_schedule, make_optimizer,
-)
+from opd_jax.trainer.plan import plan_run, split_abstract
+from opd_jax.trainer.update import compile_ahead
 
 
 CONFIG_FILE = "config.json"  # the run's config, in the workdir
@@ -43,29 +41,6 @@ CONFIG_FILE = "config.json"  # the run's config, in the workdir
 
 class TrainingDivergedError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
-
-
-def optimizer_from_config(c):
-  """The optax optimizer of `config.optimizer` and its learning-rate schedule."""
-  o = c.optimizer
-  optimizer = make_optimizer(
-      learning_rate=o.learning_rate, total_steps=c.total_steps,
-      warmup_steps=o.warmup_steps, end_lr_fraction=o.end_lr_fraction,
-      weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, clip_norm=o.clip_norm)
-  schedule = learning_rate_schedule(
-      learning_rate=o.learning_rate, total_steps=c.total_steps,
-      warmup_steps=o.warmup_steps, end_lr_fraction=o.end_lr_fraction)
-  return optimizer, schedule
-
-
-def _abstract_batch(c) -> dict[str, jax.ShapeDtypeStruct]:
-  b, p, t = c.batch_size, c.max_prompt_len, c.max_new_tokens
-  return {
-      "tokens": jax.ShapeDtypeStruct((b, p + t), jnp.int32),
-      "mask": jax.ShapeDtypeStruct((b, p + t), jnp.bool_),
-      "response_mask": jax.ShapeDtypeStruct((b, t), jnp.bool_),
-      "sampler_logprobs": jax.ShapeDtypeStruct((b, t), jnp.float32),
-  }
 
 
 def _on_policy(c, step: int) -> bool:
@@ -82,43 +57,34 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
   `jax.eval_shape` (no XLA compile), and prints parameter counts and the
   mesh. Returns the figures it printed.
   """
-  validate(c)
-  mesh = builders.mesh_from_config(c)
-  scfg, s_from = builders.model_config(c, "student", allow_preset_fallback=True)
-  tcfg, t_from = builders.model_config(c, "teacher", allow_preset_fallback=True)
-  builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
-  if c.pad_student_vocab:
-    scfg = scfg.replace(vocab_size=tcfg.vocab_size)
-  dtype = builders._DTYPES[c.dtype]  # pylint: disable=protected-access
-  sgraph, sstate = nnx.split(builders.abstract_model(scfg, dtype))
-  tgraph, tstate = nnx.split(builders.abstract_model(tcfg, dtype))
-  method = methods.build_method(c.method, c[c.method].to_dict())
-  optimizer, schedule = optimizer_from_config(c)
-  params = sstate.to_pure_dict()
-  teacher = tstate.to_pure_dict()
-  abstract_state = jax.eval_shape(
-      lambda p: init_state(p, optimizer, jax.random.PRNGKey(0)), params)
+  plan = plan_run(c, allow_preset_fallback=True)
+  mesh = plan.mesh
+  scfg, tcfg = plan.student_config, plan.teacher_config
+  sgraph, params = split_abstract(plan.abstract_model("student"))
+  tgraph, teacher = split_abstract(plan.abstract_model("teacher"))
+  abstract_state = plan.abstract_state(params)
+  batch = plan.abstract_batch()
   with jax.set_mesh(mesh):
-    fn, state_sh, teacher_sh, batch_sh = steps.compile_step(
-        mesh, abstract_state, teacher, _abstract_batch(c),
-        student_graphdef=sgraph, teacher_graphdef=tgraph, method=method,
-        optimizer=optimizer, eos_ids=scfg.eos_token_ids,
-        learning_rate_fn=schedule, compute_dtype=builders.compute_dtype(c))
+    fn, state_sh, _, _ = steps.compile_step(
+        mesh, abstract_state, teacher, batch,
+        student_graphdef=sgraph, teacher_graphdef=tgraph, method=plan.method,
+        optimizer=plan.optimizer, eos_ids=scfg.eos_token_ids,
+        learning_rate_fn=plan.schedule, compute_dtype=plan.compute_dtype)
     out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher,
-                                            _abstract_batch(c))
+                                            batch)
   if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
     raise AssertionError("the step changes the train state's structure")
   report = {
       "mesh": dict(mesh.shape),
       "devices": jax.device_count(),
       "processes": jax.process_count(),
-      "student": s_from,
-      "teacher": t_from,
+      "student": plan.student_from,
+      "teacher": plan.teacher_from,
       "student_params": scfg.num_params(),
       "teacher_params": tcfg.num_params(),
       "method": c.method,
       "metrics": sorted(out_metrics),
-      "batch": {k: list(v.shape) for k, v in _abstract_batch(c).items()},
+      "batch": {k: list(v.shape) for k, v in batch.items()},
       "param_shardings": {
           sharding.path_str(p): str(s.spec)
           for p, s in jax.tree_util.tree_flatten_with_path(state_sh.params)[0]
@@ -127,8 +93,10 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
   if jax.process_index() == 0:
     print(f"dry run: mesh {report['mesh']} over {report['devices']} devices,"
           f" {report['processes']} process(es)")
-    print(f"  student {s_from}: {report['student_params']:,} parameters")
-    print(f"  teacher {t_from}: {report['teacher_params']:,} parameters")
+    print(f"  student {plan.student_from}: {report['student_params']:,}"
+          " parameters")
+    print(f"  teacher {plan.teacher_from}: {report['teacher_params']:,}"
+          " parameters")
     print(f"  method {c.method}; batch {report['batch']}")
     for name, spec in report["param_shardings"].items():
       print(f"  {name:40s} {spec}")
@@ -140,51 +108,57 @@ class Trainer:
   """Holds the run's pieces; `run()` trains to `config.total_steps`."""
 
   def __init__(self, c: ml_collections.ConfigDict, workdir: str):
-    validate(c)
+    self.plan = plan = plan_run(c)
     self.c, self.workdir = c, workdir
     self.is_main = jax.process_index() == 0
-    scfg, _ = builders.model_config(c, "student", allow_preset_fallback=False)
-    tcfg, _ = builders.model_config(c, "teacher", allow_preset_fallback=False)
-    builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
-    self.student_config = scfg
+    self.student_config = scfg = plan.student_config
     self.tokenizer = builders.load_tokenizer(c)
     # Data first: an empty or unreadable dataset fails before any compile.
     self.train_data = builders.train_dataset(c, self.tokenizer)
     self.eval_data = (builders.eval_dataset(c, self.tokenizer)
                       if c.eval_every and builders.has_eval_data(c) else None)
-    self.mesh = builders.mesh_from_config(c)
-    self.method = methods.build_method(c.method, c[c.method].to_dict())
-    self.optimizer, self.schedule = optimizer_from_config(c)
+    self.mesh = plan.mesh
+    self.method = plan.method
     self.sampling = Sampling(**c.sampling.to_dict())
     self.eos_ids = tuple(scfg.eos_token_ids) or (
         (self.tokenizer.eos_token_id,)
         if self.tokenizer.eos_token_id is not None else ())
     with jax.set_mesh(self.mesh):
-      student = builders.build_model(c, "student", self.mesh)
-      teacher = builders.build_model(c, "teacher", self.mesh)
+      student = builders.build_model(c, "student", self.mesh,
+                                     dtype=plan.dtype,
+                                     vocab_size=scfg.vocab_size)
+      teacher = builders.build_model(c, "teacher", self.mesh,
+                                     dtype=plan.dtype)
     self.student_graphdef, student_state = nnx.split(student)
     self.teacher_graphdef, teacher_state = nnx.split(teacher)
     self.teacher_params = teacher_state.to_pure_dict()
     self.teacher = teacher
     params = student_state.to_pure_dict()
-    key = jax.random.PRNGKey(c.seed)
-    abstract_state = jax.eval_shape(
-        lambda p: init_state(p, self.optimizer, key), params)
+    abstract_state = plan.abstract_state(params)
+    batch = plan.abstract_batch()
     with jax.set_mesh(self.mesh):
-      (self.step_fn, self.state_sh, teacher_sh,
-       self.batch_sh) = steps.compile_step(
-           self.mesh, abstract_state, self.teacher_params, _abstract_batch(c),
-           student_graphdef=self.student_graphdef,
-           teacher_graphdef=self.teacher_graphdef, method=self.method,
-           optimizer=self.optimizer, eos_ids=self.eos_ids,
-           learning_rate_fn=self.schedule,
-           compute_dtype=builders.compute_dtype(c))
-      self.state = jax.jit(
-          lambda p: init_state(p, self.optimizer, key),
-          out_shardings=self.state_sh)(params)
-    self.abstract_state = sharding.with_shardings(abstract_state,
-                                                  self.state_sh)
-    self.step_fn = self._compile(teacher_sh)
+      jitted, self.state_sh, teacher_sh, self.batch_sh = steps.compile_step(
+          self.mesh, abstract_state, self.teacher_params, batch,
+          student_graphdef=self.student_graphdef,
+          teacher_graphdef=self.teacher_graphdef, method=self.method,
+          optimizer=plan.optimizer, eos_ids=self.eos_ids,
+          learning_rate_fn=plan.schedule, compute_dtype=plan.compute_dtype)
+      self.state = jax.jit(plan.init_state,
+                           out_shardings=self.state_sh)(params)
+      # Compiled once, ahead of time, with its memory logged.
+      abstract = sharding.with_shardings
+      self.abstract_state = abstract(abstract_state, self.state_sh)
+      self.step_fn, memory = compile_ahead(
+          jitted, self.abstract_state,
+          abstract(self.teacher_params, teacher_sh),
+          abstract(batch, {k: self.batch_sh[k] for k in batch}))
+    if memory is not None and self.is_main:
+      logging.info(
+          "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
+          " %.1f MiB outputs per device",
+          memory.argument_size_in_bytes / 2**20,
+          memory.temp_size_in_bytes / 2**20,
+          memory.output_size_in_bytes / 2**20)
     self.checkpointer = Checkpointer(
         workdir, max_to_keep=c.keep_checkpoints,
         async_save=c.async_checkpointing)
@@ -193,36 +167,18 @@ class Trainer:
     if restored is not None:
       self.state, self.data_state, step = restored
       print(f"resumed from {self.checkpointer.directory} at step {step}")
-    self.iterator = prompt_data.PromptIterator(
+    self.iterator = PromptIterator(
         self.train_data, global_batch_size=c.batch_size, seed=c.seed,
         state=self.data_state)
     self.start_step = int(self.state.step)
-    self.writer = metric_writers.create_writer(
+    self.writer = reporting.create_writer(
         workdir, is_main_process=self.is_main,
         resume_step=self.start_step if restored is not None else None)
     if restored is None:
-      self.writer.write_hparams(metric_writers.flatten(c.to_dict()))
+      self.writer.write_hparams(reporting.flatten(c.to_dict()))
     if self.is_main:  # what export / sample need to rebuild the student
       with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
         f.write(c.to_json(indent=2))
-
-  def _compile(self, teacher_sh):
-    """Compiles the step once, ahead of time, and logs its memory."""
-    abstract = sharding.with_shardings
-    batch = _abstract_batch(self.c)
-    with jax.set_mesh(self.mesh):
-      compiled = self.step_fn.lower(
-          self.abstract_state, abstract(self.teacher_params, teacher_sh),
-          abstract(batch, {k: self.batch_sh[k] for k in batch})).compile()
-    memory = compiled.memory_analysis()
-    if memory is not None and self.is_main:
-      logging.info(
-          "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
-          " %.1f MiB outputs per device",
-          memory.argument_size_in_bytes / 2**20,
-          memory.temp_size_in_bytes / 2**20,
-          memory.output_size_in_bytes / 2**20)
-    return compiled
 
   def student(self):
     """The student model with the current parameters."""
@@ -245,7 +201,7 @@ class Trainer:
       r = sample(models, prompt, prompt_mask, key,
                  max_new_tokens=c.max_new_tokens, sampling=self.sampling,
                  eos_ids=self.eos_ids, pad_id=self.train_data.pad_id,
-                 weights=weights, compute_dtype=builders.compute_dtype(c))
+                 weights=weights, compute_dtype=self.plan.compute_dtype)
       batch = {"tokens": r.tokens, "mask": r.mask,
                "response_mask": r.response_mask,
                "sampler_logprobs": r.logprobs}
@@ -278,7 +234,8 @@ class Trainer:
     """Trains from the restored step to `total_steps`; returns last metrics."""
     c = self.c
     last: dict[str, float] = {}
-    bar = metric_writers.ProgressBar(
+    shown: dict[str, Any] = {}
+    bar = reporting.ProgressBar(
         c.total_steps, self.start_step, is_main_process=self.is_main,
         log_every=max(c.log_every, 1))
     try:
@@ -296,8 +253,10 @@ class Trainer:
             m["train/on_policy"] = float(_on_policy(c, step))
             self.writer.write_scalars(done, m)
             last = {k: float(v) for k, v in m.items()}
-            bar.update(done, {k: m[k] for k in ("loss/total",) if k in m},
-                       tokens=int(m["rollout/len_mean"] * c.batch_size))
+            shown = {k: m[k] for k in ("loss/total",) if k in m}
+          # Every step's tokens count toward tokens/s, logged or not.
+          bar.update(done, shown, tokens=round(
+              float(m["rollout/len_mean"]) * c.batch_size))
           skips = int(self.state.consecutive_skips)
           if skips >= c.max_consecutive_skips:
             raise TrainingDivergedError(

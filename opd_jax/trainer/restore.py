@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import ml_collections
 from flax import nnx
 
 from opd_jax import sharding
 from opd_jax.models import Transformer
-from opd_jax.trainer import builders
 from opd_jax.trainer.checkpointing import Checkpointer
-from opd_jax.trainer.loop import CONFIG_FILE, optimizer_from_config
-from opd_jax.trainer.state import init_state, state_shardings
+from opd_jax.trainer.loop import CONFIG_FILE
+from opd_jax.trainer.plan import plan_run, split_abstract
+from opd_jax.trainer.update import train_state_shardings
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -43,25 +42,20 @@ def restore_student(workdir: str, mesh=None) -> tuple[Transformer, int,
                                                       ml_collections.ConfigDict]:
   """The student with the newest restorable checkpoint's parameters.
 
+  Only the student's config is needed (and the teacher's when the run
+  padded the student's vocabulary to it); directories that are not on this
+  machine fall back to the run's presets.
+
   Returns:
     (model, step, run config).
   """
   c = load_run_config(workdir)
-  mesh = mesh or builders.mesh_from_config(c)
-  scfg, _ = builders.model_config(c, "student", allow_preset_fallback=True)
-  if c.get("pad_student_vocab", False):
-    tcfg, _ = builders.model_config(c, "teacher", allow_preset_fallback=True)
-    scfg = scfg.replace(vocab_size=max(scfg.vocab_size, tcfg.vocab_size))
-  dtype = builders._DTYPES[c.dtype]  # pylint: disable=protected-access
-  graphdef, abstract = nnx.split(builders.abstract_model(scfg, dtype))
-  optimizer, _ = optimizer_from_config(c)
-  params = abstract.to_pure_dict()
-  abstract_state = jax.eval_shape(
-      lambda p: init_state(p, optimizer, jax.random.PRNGKey(0)), params)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  shardings = state_shardings(
-      abstract_state, sharding.param_shardings(params, mesh), replicated)
-  target = sharding.with_shardings(abstract_state, shardings)
+  plan = plan_run(c, allow_preset_fallback=True, need_teacher=False,
+                  mesh=mesh)
+  graphdef, params = split_abstract(plan.abstract_model("student"))
+  abstract_state = plan.abstract_state(params)
+  target = sharding.with_shardings(
+      abstract_state, train_state_shardings(plan.mesh, abstract_state))
   checkpointer = Checkpointer(workdir, async_save=False)
   try:
     restored = checkpointer.restore_latest(target)

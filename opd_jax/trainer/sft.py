@@ -29,14 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from opd_jax import sharding
-from opd_jax.data import prompts as prompt_data
+from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.iterator import PromptIterator
 from opd_jax.trainer import step as steps
-from opd_jax.trainer.state import (
-    TrainState, init_state, make_optimizer, state_shardings,
-)
+from opd_jax.trainer.state import TrainState, init_state, make_optimizer
+from opd_jax.trainer.update import guarded_update, jit_train_step
 
 Batch = dict[str, jax.Array]
 
@@ -111,20 +110,8 @@ def sft_step(state: TrainState, batch: Batch, *, graphdef,
   (loss, metrics), grads = jax.value_and_grad(
       functools.partial(sft_loss, graphdef=graphdef), has_aux=True)(
           state.params, batch)
-  grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(
-      lambda n, o: jnp.where(finite, n, o), new, old)
-  skipped = (~finite).astype(jnp.int32)
-  new_state = TrainState(
-      step=state.step + 1, params=keep(new_params, state.params),
-      opt_state=keep(new_opt, state.opt_state), key=state.key,
-      consecutive_skips=(state.consecutive_skips + 1) * skipped,
-      total_skips=state.total_skips + skipped)
-  metrics = {**metrics, "train/grad_norm": grad_norm,
-             "train/skipped": skipped.astype(jnp.float32)}
+  new_state, update_metrics = guarded_update(state, loss, grads, optimizer)
+  metrics = {**metrics, **update_metrics}
   return new_state, {k: jnp.asarray(v, jnp.float32)
                      for k, v in metrics.items()}
 
@@ -136,20 +123,15 @@ def compile_sft_step(mesh, abstract_state: TrainState, abstract_batch: Batch,
   Returns:
     (jitted step, state shardings, batch shardings).
   """
-  replicated = NamedSharding(mesh, P())
-  param_sh = sharding.param_shardings(abstract_state.params, mesh)
-  state_sh = state_shardings(abstract_state, param_sh, replicated)
-  batch_sh = steps.batch_shardings(mesh, abstract_batch)
-  fn = jax.jit(
+  fn, state_sh, _, batch_sh = jit_train_step(
       functools.partial(sft_step, graphdef=graphdef, optimizer=optimizer),
-      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
-      donate_argnums=0)
+      mesh, abstract_state, abstract_batch)
   return fn, state_sh, batch_sh
 
 
 def sft_train(
     model,
-    dataset: prompt_data.PromptDataset,
+    dataset: PromptDataset,
     *,
     num_steps: int = 1000,
     batch_size: int = 32,
@@ -200,7 +182,7 @@ def sft_train(
   key = jax.random.PRNGKey(seed)
   abstract_state = jax.eval_shape(
       lambda p: init_state(p, optimizer, key), params)
-  iterator = prompt_data.PromptIterator(
+  iterator = PromptIterator(
       dataset, global_batch_size=batch_size, seed=seed)
   abstract_batch = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),

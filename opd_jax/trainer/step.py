@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from opd_jax import sharding
 from opd_jax.methods.base import Method, StepInputs
-from opd_jax.trainer.state import TrainState, state_shardings
+from opd_jax.models import cast_floating
+from opd_jax.trainer.state import TrainState
+from opd_jax.trainer.update import guarded_update, jit_train_step
 
 Batch = dict[str, jax.Array]
 
@@ -83,9 +83,7 @@ def train_step(
   t = response_mask.shape[1]
   key = jax.random.fold_in(state.key, state.step)
 
-  cast = lambda tree: tree if compute_dtype is None else jax.tree.map(
-      lambda x: x.astype(compute_dtype)
-      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+  cast = lambda tree: cast_floating(tree, compute_dtype)
   teacher = nnx.merge(teacher_graphdef, cast(teacher_params))
   teacher_hidden = jax.lax.stop_gradient(
       response_hidden(teacher, tokens, mask, t))
@@ -105,28 +103,13 @@ def train_step(
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(
-      lambda n, o: jnp.where(finite, n, o), new, old)
-  skipped = (~finite).astype(jnp.int32)
-  new_state = TrainState(
-      step=state.step + 1,
-      params=keep(new_params, state.params),
-      opt_state=keep(new_opt, state.opt_state),
-      key=state.key,
-      consecutive_skips=(state.consecutive_skips + 1) * skipped,
-      total_skips=state.total_skips + skipped,
-  )
+  new_state, update_metrics = guarded_update(state, loss, grads, optimizer)
   lengths = response_mask.sum(axis=1)
   ends = jnp.isin(tokens[:, -t:], jnp.asarray(eos_ids, jnp.int32)) & (
       response_mask)
   out = {
       "loss/total": loss,
-      "train/grad_norm": grad_norm,
-      "train/skipped": skipped.astype(jnp.float32),
+      **update_metrics,
       "rollout/len_mean": lengths.mean(dtype=jnp.float32),
       "rollout/eos_rate": ends.any(axis=1).mean(dtype=jnp.float32),
       **metrics,
@@ -134,12 +117,6 @@ def train_step(
   if learning_rate_fn is not None:
     out["train/lr"] = learning_rate_fn(state.step)
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
-
-
-def batch_shardings(mesh, batch: Batch) -> Batch:
-  """Batch-split NamedShardings for every entry of `batch`."""
-  return {k: NamedSharding(mesh, sharding.fit_spec(
-      sharding.batch_spec(v.ndim), v.shape, mesh)) for k, v in batch.items()}
 
 
 def compile_step(
@@ -154,15 +131,6 @@ def compile_step(
   Returns:
     (jitted step, state shardings, teacher shardings, batch shardings).
   """
-  replicated = NamedSharding(mesh, P())
-  param_sh = sharding.param_shardings(abstract_state.params, mesh)
-  state_sh = state_shardings(abstract_state, param_sh, replicated)
-  teacher_sh = sharding.param_shardings(abstract_teacher, mesh)
-  batch_sh = batch_shardings(mesh, abstract_batch)
-  step = jax.jit(
-      functools.partial(train_step, **step_kwargs),
-      in_shardings=(state_sh, teacher_sh, batch_sh),
-      out_shardings=(state_sh, replicated),
-      donate_argnums=0,
-  )
-  return step, state_sh, teacher_sh, batch_sh
+  return jit_train_step(
+      functools.partial(train_step, **step_kwargs), mesh, abstract_state,
+      abstract_batch, frozen=abstract_teacher)

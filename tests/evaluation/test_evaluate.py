@@ -24,7 +24,7 @@ import pytest
 import transformers
 
 from opd_jax import testing
-from opd_jax.data import prompts
+from opd_jax import data as data_lib
 from opd_jax.evaluation import evaluate as evaluation
 from opd_jax.models import load_hf
 from opd_jax.rollouts import Sampling, sample
@@ -47,7 +47,7 @@ def pair(tmp_path_factory):
 def test_evaluate_counts_every_question_once(pair):
   tok = transformers.AutoTokenizer.from_pretrained(pair["student"])
   model = load_hf(pair["student"])
-  data = prompts.PromptDataset(prompts.ArithmeticSource("test", 7), tok,
+  data = data_lib.PromptDataset(data_lib.ArithmeticSource("test", 7), tok,
                                max_prompt_len=48)
   seen = []
 

@@ -14,6 +14,7 @@
 """Tests of the registered distillation methods: values, gradients, memory."""
 
 import functools
+import re
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -453,6 +454,30 @@ class DearTest(parameterized.TestCase):
         metrics["select/evidence_frac"], parts.evidence.sum() / valid)
     np.testing.assert_allclose(
         metrics["select/frac"], (ref.weights > 0).sum() / valid)
+
+
+# The metric-key scheme (WORKSPACE.md): one namespace per kind of number.
+METRIC_KEY = re.compile(
+    r"^(loss/(rkl|fkl|jsd|tvd|skew_fkl|skew_rkl|pg|single|long|direct"
+    r"|indirect|em)"
+    r"|div/(rkl|fkl|jsd)_(all|selected)|div/k1_sampled"
+    r"|entropy/(student|teacher)"
+    r"|select/(count|frac|decision_frac|evidence_frac|opener_frac|em_frac)"
+    r"|pg/(advantage_mean|ratio_mean|ratio_max|return_mean)"
+    r"|tsd_kd/gate_mean)$")
+
+
+class MetricKeysTest(parameterized.TestCase):
+
+  @parameterized.parameters(*ALL_METHODS)
+  def test_keys_follow_the_scheme(self, name):
+    inputs = _inputs(11)
+    _, metrics = methods.build_method(name).loss(inputs)
+    bad = sorted(k for k in metrics if not METRIC_KEY.match(k))
+    self.assertEmpty(bad, f"{name}: keys outside the scheme {bad}")
+    # Every method reports its selected-token fraction (1 for all tokens).
+    self.assertBetween(float(metrics["select/frac"]), 0.0, 1.0)
+    self.assertNotIn("loss/total", metrics)  # the step adds the objective
 
 
 class NoFullLogitsTest(parameterized.TestCase):

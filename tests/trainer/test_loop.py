@@ -25,7 +25,7 @@ from flax import nnx
 
 from opd_jax import testing
 from opd_jax.models import load_hf
-from opd_jax.trainer import builders, config as trainer_config, loop, restore
+from opd_jax.trainer import builders, config as trainer_config, loop, reporting, restore
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -178,3 +178,27 @@ def test_bf16_compute_matches_float32_step(pair, tmp_path):
   # accumulation and the divergence are float32.
   print(f"loss float32 {f32:.6f}, bf16 compute {bf16:.6f}")
   assert abs(bf16 - f32) <= 0.01 * abs(f32), (f32, bf16)
+
+
+def test_progress_bar_counts_every_steps_tokens(pair, tmp_path, monkeypatch):
+  # With log_every=2 the bar must still see every step's tokens (it used to
+  # get one step's tokens per log, under-reporting tokens/s by log_every).
+  calls = []
+
+  class Recorder(reporting.ProgressBar):
+
+    def update(self, step, metrics=None, *, tokens=None):
+      calls.append((step, tokens))
+      super().update(step, metrics, tokens=tokens)
+
+  monkeypatch.setattr(reporting, "ProgressBar", Recorder)
+  c = testing.tiny_train_config(pair, eval_every=0)
+  c.log_every = 2
+  loop.train_and_evaluate(c, str(tmp_path / "run"))
+  assert [s for s, _ in calls] == [1, 2, 3, 4]
+  assert all(t is not None and t > 0 for _, t in calls)
+  logged = {l["step"]: l for l in _metric_lines(str(tmp_path / "run"))}
+  assert sorted(logged) == [2, 4]
+  for step, tokens in calls:
+    if step in logged:
+      assert tokens == round(logged[step]["rollout/len_mean"] * c.batch_size)

@@ -23,7 +23,8 @@ import pytest
 from flax import nnx
 
 from opd_jax import testing
-from opd_jax.data import prompts as prompt_data
+from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.sources import ArithmeticSource
 from opd_jax.data import tokenizer as task_tokenizer
 from opd_jax.models import Transformer
 from opd_jax.trainer import sft
@@ -149,8 +150,8 @@ def test_sft_train_learns_the_task(tmp_path):
   tok = task_tokenizer.load_task_tokenizer(tok_dir)
   from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
   task = arithmetic.ArithmeticTask(arithmetic.Difficulty.easy())
-  data = prompt_data.PromptDataset(
-      prompt_data.ArithmeticSource("train", 64, task=task), tok,
+  data = PromptDataset(
+      ArithmeticSource("train", 64, task=task), tok,
       max_prompt_len=32, max_new_tokens=24)
   model = _model(vocab_size=len(tok))
   logged = []

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Metric writers (JSONL, TensorBoard, fan-out) and a console progress bar."""
+"""Metric writers (JSONL, TensorBoard) and the console progress bar."""
 
 from __future__ import annotations
 

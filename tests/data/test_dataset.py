@@ -22,7 +22,7 @@ import tokenizers
 import transformers
 
 from opd_jax.data import arithmetic
-from opd_jax.data import prompts
+from opd_jax import data as data_lib
 from opd_jax.data import tokenizer as task_tokenizer
 
 P, T = 48, 40
@@ -36,8 +36,8 @@ def tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_set(tok):
-  source = prompts.ArithmeticSource("train", 10)
-  return prompts.PromptDataset(source, tok, max_prompt_len=P, max_new_tokens=T)
+  source = data_lib.ArithmeticSource("train", 10)
+  return data_lib.PromptDataset(source, tok, max_prompt_len=P, max_new_tokens=T)
 
 
 def _word_tokenizer(*, bos_processor, chat_template):
@@ -70,13 +70,13 @@ def _assert_batches_equal(a, b):
 
 
 def test_arithmetic_source_records():
-  source = prompts.ArithmeticSource("validation", 3, start=5)
+  source = data_lib.ArithmeticSource("validation", 3, start=5)
   ex = arithmetic.make_example("validation", 6)
   assert len(source) == 3
-  assert source[1] == prompts.PromptRecord(
+  assert source[1] == data_lib.PromptRecord(
       ex.question, str(ex.answer), ex.rationale)
   with pytest.raises(ValueError, match="split"):
-    prompts.ArithmeticSource("dev", 3)
+    data_lib.ArithmeticSource("dev", 3)
 
 
 def test_chat_template_and_left_padding(tok, train_set):
@@ -100,17 +100,17 @@ def test_bos_not_doubled_by_post_processor():
   template = "{{ bos_token }}USER: {{ messages[0]['content'] }} ASSISTANT:"
   tok = _word_tokenizer(bos_processor=True, chat_template=template)
   assert tok("hi")["input_ids"][0] == 1  # The processor does add BOS.
-  ids = prompts.format_prompts(tok, ["hi there"])
+  ids = data_lib.format_prompts(tok, ["hi there"])
   assert ids == [tok.convert_tokens_to_ids(
       ["<s>", "USER:", "hi", "there", "ASSISTANT:"])]
 
 
 def test_fallback_without_chat_template():
   tok = _word_tokenizer(bos_processor=False, chat_template=None)
-  ids = prompts.format_prompts(tok, ["a b"], system_prompt="c")
+  ids = data_lib.format_prompts(tok, ["a b"], system_prompt="c")
   assert ids == [tok.convert_tokens_to_ids(["<s>", "c", "a", "b"])]
-  source = prompts.ArithmeticSource("train", 2)
-  data = prompts.PromptDataset(source, tok, max_prompt_len=64)
+  source = data_lib.ArithmeticSource("train", 2)
+  data = data_lib.PromptDataset(source, tok, max_prompt_len=64)
   assert data.prompts[0][0] == tok.bos_token_id
   assert "response" not in data.batch([0])
 
@@ -133,11 +133,11 @@ def test_reference_responses(tok, train_set):
 
 @pytest.mark.parametrize("policy", ["drop", "truncate"])
 def test_overlong(tok, policy):
-  source = prompts.ArithmeticSource("train", 12)
-  full = prompts.PromptDataset(source, tok, max_prompt_len=200)
+  source = data_lib.ArithmeticSource("train", 12)
+  full = data_lib.PromptDataset(source, tok, max_prompt_len=200)
   lengths = np.array([len(p) for p in full.prompts])
   limit = int(np.median(lengths))
-  data = prompts.PromptDataset(
+  data = data_lib.PromptDataset(
       source, tok, max_prompt_len=limit, overlong=policy)
   over = lengths > limit
   assert over.any() and data.stats.overlong == over.sum()
@@ -152,7 +152,7 @@ def test_overlong(tok, policy):
     np.testing.assert_array_equal(data.prompts[i], expected)
     assert all(len(p) <= limit for p in data.prompts)
   with pytest.raises(ValueError, match=r"arithmetic:train.*got 0 of 12"):
-    prompts.PromptDataset(source, tok, max_prompt_len=3)
+    data_lib.PromptDataset(source, tok, max_prompt_len=3)
 
 
 def _write_table(tmp_path, fmt, rows):
@@ -175,16 +175,16 @@ def test_file_sources(tok, tmp_path, fmt):
   rows = [{"problem": f"q{i}", "solution": i, "text": f"r{i}"}
           for i in range(5)]
   path = _write_table(tmp_path, fmt, rows)
-  source = prompts.FileSource(
+  source = data_lib.FileSource(
       path, question_field="problem", answer_field="solution",
       response_field="text", cache_dir=str(tmp_path / "cache"))
   assert len(source) == 5
-  assert source[3] == prompts.PromptRecord("q3", "3", "r3")
-  data = prompts.PromptDataset(source, tok, max_prompt_len=16,
+  assert source[3] == data_lib.PromptRecord("q3", "3", "r3")
+  data = data_lib.PromptDataset(source, tok, max_prompt_len=16,
                                max_new_tokens=4)
   assert data.batch([4])["answer"] == ["4"]
   with pytest.raises(ValueError) as err:
-    prompts.FileSource(path, question_field="prompt", answer_field=None,
+    data_lib.FileSource(path, question_field="prompt", answer_field=None,
                        cache_dir=str(tmp_path / "cache"))
   message = str(err.value)
   assert str(path) in message and "'prompt'" in message
@@ -197,56 +197,56 @@ def test_missing_responses_and_saved_splits(tok, tmp_path):
       {"question": "q0", "answer": None, "response": "r0"},
       {"question": "q1", "answer": "1", "response": None},
   ])).save_to_disk(str(saved))
-  source = prompts.FileSource(saved, response_field="response", split="eval")
-  data = prompts.PromptDataset(source, tok, max_prompt_len=16,
+  source = data_lib.FileSource(saved, response_field="response", split="eval")
+  data = data_lib.PromptDataset(source, tok, max_prompt_len=16,
                                max_new_tokens=4)
   batch = data.batch([0, 1])
   assert batch["answer"] == [None, "1"]
   assert batch["response_mask"].sum(1).tolist() == [3, 0]  # r, 0, <eos>.
   assert data.stats.responses_missing == 1
   with pytest.raises(ValueError, match=r"split 'train' not found.*\['eval'\]"):
-    prompts.FileSource(saved)
+    data_lib.FileSource(saved)
 
 
 def test_empty_and_missing_files(tmp_path):
   empty = tmp_path / "empty.jsonl"
   empty.write_text("")
   with pytest.raises(ValueError, match=r"empty\.jsonl: expected rows, got 0"):
-    prompts.FileSource(empty, cache_dir=str(tmp_path / "cache"))
+    data_lib.FileSource(empty, cache_dir=str(tmp_path / "cache"))
   saved = tmp_path / "saved"
   datasets.Dataset.from_dict({"question": [], "answer": []}).save_to_disk(
       str(saved))
   with pytest.raises(ValueError, match="saved: expected rows, got 0"):
-    prompts.FileSource(saved)
+    data_lib.FileSource(saved)
   with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-    prompts.FileSource(tmp_path / "nope.jsonl")
+    data_lib.FileSource(tmp_path / "nope.jsonl")
   with pytest.raises(ValueError, match="expected a .jsonl"):
-    prompts.FileSource(empty.rename(tmp_path / "p.txt"))
+    data_lib.FileSource(empty.rename(tmp_path / "p.txt"))
 
 
 def test_resume_is_exact(train_set):
   kwargs = dict(global_batch_size=4, seed=7, process_index=0, process_count=1)
-  reference = _take(prompts.PromptIterator(train_set, **kwargs), 5)
-  it = prompts.PromptIterator(train_set, **kwargs)
+  reference = _take(data_lib.PromptIterator(train_set, **kwargs), 5)
+  it = data_lib.PromptIterator(train_set, **kwargs)
   _take(it, 2)
   state = json.loads(json.dumps(it.get_state()))
-  restored = prompts.PromptIterator(train_set, state=state, **kwargs)
+  restored = data_lib.PromptIterator(train_set, state=state, **kwargs)
   for want, got in zip(reference[2:], _take(restored, 3)):
     _assert_batches_equal(want, got)
-  again = prompts.PromptIterator(train_set, **kwargs)
+  again = data_lib.PromptIterator(train_set, **kwargs)
   again.set_state(state)
   _assert_batches_equal(reference[2], next(again))
   with pytest.raises(ValueError, match="seed expected 7, got 8"):
-    prompts.PromptIterator(train_set, state={**state, "seed": 8}, **kwargs)
+    data_lib.PromptIterator(train_set, state={**state, "seed": 8}, **kwargs)
   with pytest.raises(ValueError, match="position < 10"):
     it.set_state({"epoch": 0, "position": 10})
 
 
 def test_processes_split_the_global_batch(train_set):
-  whole = prompts.PromptIterator(
+  whole = data_lib.PromptIterator(
       train_set, global_batch_size=6, process_index=0, process_count=1)
   parts = [
-      prompts.PromptIterator(
+      data_lib.PromptIterator(
           train_set, global_batch_size=6, process_index=i, process_count=2)
       for i in range(2)
   ]
@@ -260,12 +260,12 @@ def test_processes_split_the_global_batch(train_set):
     assert batch["answer"] == local[0]["answer"] + local[1]["answer"]
   assert parts[0].get_state() == parts[1].get_state() == whole.get_state()
   with pytest.raises(ValueError, match="multiple of the process count 4"):
-    prompts.PromptIterator(
+    data_lib.PromptIterator(
         train_set, global_batch_size=6, process_index=0, process_count=4)
 
 
 def test_epochs_reshuffle_and_cover(train_set):
-  it = prompts.PromptIterator(
+  it = data_lib.PromptIterator(
       train_set, global_batch_size=4, seed=1, process_index=0, process_count=1)
   stream = np.concatenate([b["index"] for b in _take(it, 10)])  # 4 epochs.
   epochs = stream.reshape(4, 10)
@@ -273,7 +273,7 @@ def test_epochs_reshuffle_and_cover(train_set):
     assert sorted(epoch) == list(range(10))
   assert len({tuple(e) for e in epochs}) == 4
   assert it.get_state()["epoch"] == 4 and it.get_state()["position"] == 0
-  ordered = prompts.PromptIterator(
+  ordered = data_lib.PromptIterator(
       train_set, global_batch_size=5, shuffle=False, process_index=0,
       process_count=1)
   np.testing.assert_array_equal(next(ordered)["index"], np.arange(5))
@@ -282,7 +282,7 @@ def test_epochs_reshuffle_and_cover(train_set):
 def test_eval_batches_cover_once(train_set):
   seen = []
   for i in range(2):
-    for batch in prompts.eval_batches(
+    for batch in data_lib.eval_batches(
         train_set, global_batch_size=4, process_index=i, process_count=2):
       assert batch["prompt"].shape == (2, P)
       seen.extend(batch["index"][batch["valid"]].tolist())

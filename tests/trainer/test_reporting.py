@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from opd_jax.trainer import metrics
+from opd_jax.trainer import reporting
 
 
 def _read_jsonl(path):
@@ -55,18 +55,18 @@ def _scalars(events):
 
 
 def test_to_float():
-  assert metrics.to_float("a", jnp.float32(1.5)) == 1.5
-  assert metrics.to_float("a", np.array([2], np.int32)) == 2.0
-  assert metrics.to_float("a", True) == 1.0
+  assert reporting.to_float("a", jnp.float32(1.5)) == 1.5
+  assert reporting.to_float("a", np.array([2], np.int32)) == 2.0
+  assert reporting.to_float("a", True) == 1.0
   with pytest.raises(TypeError, match="'loss/x'.*shape \\(2,\\)"):
-    metrics.to_float("loss/x", np.zeros(2))
+    reporting.to_float("loss/x", np.zeros(2))
   with pytest.raises(TypeError, match="'t'"):
-    metrics.to_float("t", "text")
+    reporting.to_float("t", "text")
 
 
 def test_jsonl_contents_and_resume(tmp_path):
   path = tmp_path / "run" / "metrics.jsonl"
-  with metrics.JsonlWriter(path) as w:
+  with reporting.JsonlWriter(path) as w:
     w.write_hparams({"optim": {"lr": 1e-3}, "name": "x", "shape": (1, 2)})
     for step in range(1, 6):
       w.write_scalars(step, {"loss/rkl": jnp.asarray(step / 10),
@@ -83,16 +83,16 @@ def test_jsonl_contents_and_resume(tmp_path):
   # A torn last line, as a crash mid-write leaves it.
   with open(path, "a", encoding="utf-8") as f:
     f.write('{"step": 7, "loss/r')
-  with metrics.JsonlWriter(path, resume_step=3) as w:
+  with reporting.JsonlWriter(path, resume_step=3) as w:
     w.write_scalars(4, {"loss/rkl": 0.4})
   lines = _read_jsonl(path)
   assert [line.get("step") for line in lines] == [None, 1, 2, 3, 4]
   with pytest.raises(ValueError, match="'step'"):
-    metrics.JsonlWriter(path).write_scalars(1, {"step": 1})
+    reporting.JsonlWriter(path).write_scalars(1, {"step": 1})
 
 
 def test_tensorboard_events(tmp_path):
-  w = metrics.TensorBoardWriter(tmp_path / "tb")
+  w = reporting.TensorBoardWriter(tmp_path / "tb")
   w.write_scalars(1, {"loss/rkl": jnp.float32(0.25), "bad": float("nan")})
   w.write_scalars(2, {"loss/rkl": 0.5})
   w.write_texts(2, {"sample/text": "hello"})
@@ -104,19 +104,19 @@ def test_tensorboard_events(tmp_path):
   tags = {v.tag for e in events for v in e.summary.value}
   assert {"sample/text/text_summary", "_hparams_/experiment"} <= tags
   # A resumed writer asks TensorBoard to hide older events after step 1.
-  metrics.TensorBoardWriter(tmp_path / "tb", resume_step=1).close()
+  reporting.TensorBoardWriter(tmp_path / "tb", resume_step=1).close()
   starts = [e.step for e in _read_events(tmp_path / "tb")
             if e.HasField("session_log")]
   assert starts == [2]
 
 
 def test_create_writer_main_and_other(tmp_path):
-  with metrics.create_writer(tmp_path / "a", is_main_process=True) as w:
+  with reporting.create_writer(tmp_path / "a", is_main_process=True) as w:
     w.write_scalars(1, {"loss/rkl": 1.0})
-  assert _read_jsonl(tmp_path / "a" / metrics.JSONL_NAME)[0]["loss/rkl"] == 1.0
-  assert _scalars(_read_events(tmp_path / "a" / metrics.TENSORBOARD_DIR))
-  w = metrics.create_writer(tmp_path / "b", is_main_process=False)
-  assert isinstance(w, metrics.NoOpWriter)
+  assert _read_jsonl(tmp_path / "a" / reporting.JSONL_NAME)[0]["loss/rkl"] == 1.0
+  assert _scalars(_read_events(tmp_path / "a" / reporting.TENSORBOARD_DIR))
+  w = reporting.create_writer(tmp_path / "b", is_main_process=False)
+  assert isinstance(w, reporting.NoOpWriter)
   w.write_scalars(1, {"loss/rkl": 1.0})
   w.write_texts(1, {"t": "x"})
   w.write_hparams({"lr": 1})
@@ -126,7 +126,7 @@ def test_create_writer_main_and_other(tmp_path):
 
 def test_progress_bar_plain_lines():
   out = io.StringIO()  # Not a TTY: plain lines.
-  with metrics.ProgressBar(10, initial_step=2, log_every=4, file=out) as bar:
+  with reporting.ProgressBar(10, initial_step=2, log_every=4, file=out) as bar:
     for step in range(3, 11):
       bar.update(step, {"loss/rkl": jnp.float32(0.125)}, tokens=100)
   lines = out.getvalue().splitlines()
@@ -136,7 +136,7 @@ def test_progress_bar_plain_lines():
              for l in lines)
   assert "eta" in lines[0]
   quiet = io.StringIO()
-  bar = metrics.ProgressBar(10, is_main_process=False, log_every=1, file=quiet)
+  bar = reporting.ProgressBar(10, is_main_process=False, log_every=1, file=quiet)
   bar.update(1, {"loss/rkl": 1.0})
   assert not quiet.getvalue()
 
@@ -148,7 +148,7 @@ def test_progress_bar_tty():
       return True
 
   out = Tty()
-  with metrics.ProgressBar(5, file=out) as bar:
+  with reporting.ProgressBar(5, file=out) as bar:
     for step in range(1, 6):
       bar.update(step, {"loss/rkl": 0.5}, tokens=10)
   text = out.getvalue()
