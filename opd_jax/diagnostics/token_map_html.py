@@ -20,9 +20,10 @@ JavaScript; the numbers travel as the map's JSON in a
 the tokens by the chosen channel, outlines the chosen selector's tokens and
 shows a token's numbers on hover. The URL hash selects both
 (``#channel=teacher_entropy&selector=dear_evidence``) and follows the
-controls. Script errors are written into the page (``#js-errors``, and
-``data-js-errors`` on ``<body>``); ``data-ready`` on ``<body>`` names the
-channel drawn once the page is complete.
+controls; ``&hover=B.I`` opens the numbers of token I of rollout B. Script
+errors are written into the page (``#js-errors``, and ``data-js-errors`` on
+``<body>``); ``data-ready`` on ``<body>`` names the channel drawn once the
+page is complete.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ pre.prompt { white-space: pre-wrap; margin: .2em 0; }
 .selecting .tok { opacity: .4; }
 .selecting .tok.kept { opacity: 1; outline: 2px solid #0550ae;
   outline-offset: -1px; }
+.tok.hover { box-shadow: 0 0 0 2px #000; }
 #tip { position: fixed; background: #fff; border: 1px solid #888;
   padding: .4em .6em; font-size: 12px; box-shadow: 2px 2px 6px #0003;
   pointer-events: none; z-index: 3; max-width: 28em; }
@@ -163,11 +165,22 @@ _JS = r"""
     var c = params.get('channel'), s = params.get('selector');
     if (c !== null && channelNames.indexOf(c) >= 0) channelBox.value = c;
     if (s !== null && (s === '' || selectorNames.indexOf(s) >= 0)) selectorBox.value = s;
+    return params.get('hover');
+  }
+  function hover(where) {
+    // '#...&hover=B.I' shows token I of rollout B as if hovered (screenshots).
+    var bi = (where || '').split('.');
+    var s = document.querySelector('.tok[data-b="' + (+bi[0]) + '"][data-i="' + (+bi[1]) + '"]');
+    if (!s) return;
+    var box = s.getBoundingClientRect();
+    showTip({target: s, clientX: box.right, clientY: box.bottom});
   }
 
   function showTip(e) {
-    var s = e.target;
+    var s = e.target, last = document.querySelector('.tok.hover');
+    if (last) last.classList.remove('hover');
     if (!s.classList || !s.classList.contains('tok')) { tip.hidden = true; return; }
+    s.classList.add('hover');
     var r = data.rollouts[+s.dataset.b], i = +s.dataset.i;
     tip.textContent = '';
     var head = document.createElement('div');
@@ -199,8 +212,9 @@ _JS = r"""
   selectorBox.addEventListener('change', draw);
   window.addEventListener('hashchange', function () { readHash(); draw(); });
   document.addEventListener('mouseover', showTip);
-  readHash();
+  var where = readHash();
   draw();
+  if (where) hover(where);
 })();
 """
 
