@@ -36,8 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from opd_jax import selection
+from opd_jax.diagnostics import token_map_html
 
 FORMAT = "opd_jax.token_map/1"
 
@@ -75,7 +77,7 @@ class TokenMapSettings:
   Attributes:
     rho: TIP kept fraction per rollout (Soft-OR and entropy-only), 0.5.
     clip_quantile: TIP entropy clip quantile before min-max, 0.98.
-    quadrant: TIP quadrant label kept by the quadrant selector (3).
+    quadrant: TIP quadrant label(s) kept by the quadrant selector (3).
     q_entropy: TIP quadrant entropy cut quantile, 0.5.
     q_divergence: TIP quadrant divergence cut quantile, 0.8.
     gate_tau: TSD-KD gate temperature, 1.
@@ -89,7 +91,7 @@ class TokenMapSettings:
 
   rho: float = 0.5
   clip_quantile: float | None = 0.98
-  quadrant: int = 3
+  quadrant: int | tuple[int, ...] = 3
   q_entropy: float = 0.5
   q_divergence: float = 0.8
   gate_tau: float = 1.0
@@ -102,12 +104,16 @@ class TokenMapSettings:
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "TokenMapSettings":
-    """The settings of a run config's tip / tsd_kd / dear blocks."""
+    """The settings of a run config's tip / tsd_kd / dear blocks.
+
+    The temperature is the run's method's (``config[config.method]``).
+    """
     tip = config.get("tip") or {}
     tsd = config.get("tsd_kd") or {}
     dear = config.get("dear") or {}
+    method = config.get(config.get("method") or "") or {}
     which = tip.get("which", 3)
-    which = which if isinstance(which, int) else tuple(which)[0]
+    which = which if isinstance(which, int) else tuple(which)
     d = cls()
     return cls(
         rho=tip.get("rho", d.rho),
@@ -120,6 +126,7 @@ class TokenMapSettings:
         em_ratio=tsd.get("em_ratio", d.em_ratio),
         dear_p=dear.get("p", d.dear_p),
         dear_q=dear.get("q", d.dear_q),
+        temperature=method.get("temperature", d.temperature),
     )
 
 
@@ -308,7 +315,6 @@ def _to_numpy(tree):
   """Global arrays -> numpy on every process (an all-gather when several)."""
   if jax.process_count() == 1:
     return jax.tree.map(np.asarray, tree)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
@@ -463,7 +469,6 @@ def write_token_map(
   Returns:
     The labelled TokenMap.
   """
-  from opd_jax.diagnostics import token_map_html  # pylint: disable=g-import-not-at-top
   token_map = compute_token_map(student, teacher, rollout, settings=settings)
   token_map = label_token_map(token_map, tokenizer,
                               prompts=decode_prompts(tokenizer, rollout),

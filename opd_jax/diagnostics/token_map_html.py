@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import html
 import json
+from typing import TYPE_CHECKING
 
-from opd_jax.diagnostics.token_map import TokenMap
+if TYPE_CHECKING:
+  from opd_jax.diagnostics.token_map import TokenMap
 
 # Yellow-orange-red, light to dark: dark text stays readable on the low end.
 PALETTE = ((255, 255, 229), (254, 227, 145), (254, 153, 41), (217, 72, 1),
@@ -79,7 +81,8 @@ _JS = r"""
   'use strict';
   var body = document.body, errors = 0;
   function fail(message) {
-    var box = document.getElementById('js-errors'), li = document.createElement('li');
+    var box = document.getElementById('js-errors');
+    var li = document.createElement('li');
     li.textContent = String(message);
     box.appendChild(li);
     box.hidden = false;
@@ -98,8 +101,9 @@ _JS = r"""
   var palette = JSON.parse(body.getAttribute('data-palette'));
   var channelBox = document.getElementById('channel');
   var selectorBox = document.getElementById('selector');
-  var channelNames = Object.keys(data.rollouts.length ? data.rollouts[0].channels : {});
-  var selectorNames = Object.keys(data.rollouts.length ? data.rollouts[0].selectors : {});
+  var first = data.rollouts.length ? data.rollouts[0] : null;
+  var channelNames = first ? Object.keys(first.channels) : [];
+  var selectorNames = first ? Object.keys(first.selectors) : [];
   var spans = document.querySelectorAll('.tok');
   var tip = document.getElementById('tip');
 
@@ -119,7 +123,8 @@ _JS = r"""
     x = Math.min(1, Math.max(0, x)) * (palette.length - 1);
     var i = Math.min(Math.floor(x), palette.length - 2), f = x - i, c = [];
     for (var k = 0; k < 3; k++) {
-      c.push(Math.round(palette[i][k] + f * (palette[i + 1][k] - palette[i][k])));
+      var a = palette[i][k], b = palette[i + 1][k];
+      c.push(Math.round(a + f * (b - a)));
     }
     return [c, 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 128];
   }
@@ -142,10 +147,16 @@ _JS = r"""
       s.classList.toggle('kept', on);
     });
     document.querySelectorAll('.rollout').forEach(function (sec) {
-      var r = data.rollouts[+sec.dataset.b], count = sec.querySelector('.kept-count');
+      var r = data.rollouts[+sec.dataset.b];
+      var count = sec.querySelector('.kept-count');
       sec.classList.toggle('selecting', selector !== '');
-      if (selector === '') { count.textContent = r.ids.length + ' tokens'; return; }
-      var k = r.selectors[selector].reduce(function (a, b) { return a + b; }, 0);
+      if (selector === '') {
+        count.textContent = r.ids.length + ' tokens';
+        return;
+      }
+      var k = r.selectors[selector].reduce(function (a, b) {
+        return a + b;
+      }, 0);
       kept += k; total += r.ids.length;
       count.textContent = k + ' / ' + r.ids.length + ' kept by ' + selector;
     });
@@ -157,20 +168,25 @@ _JS = r"""
         ' tokens (' + (total ? (100 * kept / total).toFixed(1) : '0') + '%)';
     var hash = 'channel=' + encodeURIComponent(channel) +
         (selector ? '&selector=' + encodeURIComponent(selector) : '');
-    if (location.hash.slice(1) !== hash) history.replaceState(null, '', '#' + hash);
+    if (location.hash.slice(1) !== hash) {
+      history.replaceState(null, '', '#' + hash);
+    }
     body.setAttribute('data-ready', channel);
   }
   function readHash() {
     var params = new URLSearchParams(location.hash.slice(1));
     var c = params.get('channel'), s = params.get('selector');
     if (c !== null && channelNames.indexOf(c) >= 0) channelBox.value = c;
-    if (s !== null && (s === '' || selectorNames.indexOf(s) >= 0)) selectorBox.value = s;
+    if (s !== null && (s === '' || selectorNames.indexOf(s) >= 0)) {
+      selectorBox.value = s;
+    }
     return params.get('hover');
   }
   function hover(where) {
     // '#...&hover=B.I' shows token I of rollout B as if hovered (screenshots).
     var bi = (where || '').split('.');
-    var s = document.querySelector('.tok[data-b="' + (+bi[0]) + '"][data-i="' + (+bi[1]) + '"]');
+    var s = document.querySelector(
+        '.tok[data-b="' + (+bi[0]) + '"][data-i="' + (+bi[1]) + '"]');
     if (!s) return;
     var box = s.getBoundingClientRect();
     showTip({target: s, clientX: box.right, clientY: box.bottom});
@@ -179,7 +195,10 @@ _JS = r"""
   function showTip(e) {
     var s = e.target, last = document.querySelector('.tok.hover');
     if (last) last.classList.remove('hover');
-    if (!s.classList || !s.classList.contains('tok')) { tip.hidden = true; return; }
+    if (!s.classList || !s.classList.contains('tok')) {
+      tip.hidden = true;
+      return;
+    }
     s.classList.add('hover');
     var r = data.rollouts[+s.dataset.b], i = +s.dataset.i;
     tip.textContent = '';
@@ -196,14 +215,18 @@ _JS = r"""
       if (name === channelBox.value) row.style.fontWeight = 'bold';
     });
     tip.appendChild(table);
-    var keep = selectorNames.filter(function (n) { return r.selectors[n][i] === 1; });
+    var keep = selectorNames.filter(function (n) {
+      return r.selectors[n][i] === 1;
+    });
     var sel = document.createElement('div');
     sel.textContent = 'kept by: ' + (keep.length ? keep.join(', ') : 'none');
     tip.appendChild(sel);
     tip.hidden = false;
     var x = Math.min(e.clientX + 14, window.innerWidth - tip.offsetWidth - 4);
     var y = e.clientY + 16;
-    if (y + tip.offsetHeight > window.innerHeight) y = e.clientY - tip.offsetHeight - 8;
+    if (y + tip.offsetHeight > window.innerHeight) {
+      y = e.clientY - tip.offsetHeight - 8;
+    }
     tip.style.left = x + 'px';
     tip.style.top = Math.max(0, y) + 'px';
   }
@@ -269,8 +292,8 @@ def _rollout(b: int, row: dict) -> str:
 def _options(names, descriptions, default: str | None = None) -> str:
   out = [] if default is None else [f'<option value="">{default}</option>']
   for n in names:
-    out.append(f'<option value="{_esc(n)}" title="{_esc(descriptions.get(n, n))}">'
-               f"{_esc(n)}</option>")
+    title = _esc(descriptions.get(n, n))
+    out.append(f'<option value="{_esc(n)}" title="{title}">{_esc(n)}</option>')
   return "".join(out)
 
 

@@ -152,8 +152,11 @@ def test_settings_defaults_match_the_methods_configs():
       tm.TokenMapSettings())
   c = default_config()
   c.tip.rho, c.dear.q, c.tsd_kd.em_ratio = 0.2, 0.4, 0.9
+  c.method, c.dear.temperature = "dear", 0.7
   s = tm.TokenMapSettings.from_config(c)
-  assert (s.rho, s.dear_q, s.em_ratio) == (0.2, 0.4, 0.9)
+  assert (s.rho, s.dear_q, s.em_ratio, s.temperature) == (0.2, 0.4, 0.9, 0.7)
+  s = tm.TokenMapSettings.from_config({"tip": {"which": [1, 3]}})
+  assert s.quadrant == (1, 3) and s == tm.TokenMapSettings(quadrant=(1, 3))
 
 
 def test_other_settings_change_the_masks(pair):
