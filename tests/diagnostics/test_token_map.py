@@ -194,16 +194,6 @@ def test_token_pieces_follow_the_decoded_text():
   assert pieces[cut:cut + 2] == ["", "é"]
 
 
-def test_token_pieces_with_the_task_tokenizer(tmp_path):
-  from opd_jax.data import tokenizer as task_tokenizer  # pylint: disable=g-import-not-at-top
-  tok = task_tokenizer.load_task_tokenizer(
-      task_tokenizer.build_task_tokenizer(str(tmp_path)))
-  ids = tok("Tom has 12 apples. #### 42")["input_ids"] + [tok.eos_token_id]
-  pieces = tm.token_pieces(tok, ids)
-  assert pieces[:3] == ["Tom", " has", " "]
-  assert "".join(pieces) == tok.decode(ids, skip_special_tokens=False)
-
-
 def synthetic_map(seed=0):
   """A labelled TokenMap without models, with hostile token text."""
   rng = np.random.default_rng(seed)

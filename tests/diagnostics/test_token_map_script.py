@@ -11,10 +11,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""scripts/token_map.py: a page from HF dirs or a workdir; bad input."""
+"""scripts/token_map.py (HF dirs, a workdir, bad input); token pieces."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -31,9 +32,14 @@ SCRIPT = os.path.join(ROOT, "scripts", "token_map.py")
 def pair_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp("pair")
   paths = testing.tiny_distillation_pair(str(directory))
-  other = testing.tiny_distillation_pair(str(directory / "wide"),
-                                         vocab_size=96)
-  paths["wide_teacher"] = other["teacher"]
+  # A teacher with 16 more vocabulary rows: the check reads config.json
+  # before any weight, so editing it is enough.
+  wide = directory / "wide_teacher"
+  shutil.copytree(paths["teacher"], wide)
+  config = json.loads((wide / "config.json").read_text(encoding="utf-8"))
+  config["vocab_size"] = 96
+  (wide / "config.json").write_text(json.dumps(config), encoding="utf-8")
+  paths["wide_teacher"] = str(wide)
   return paths
 
 
@@ -78,6 +84,17 @@ def _bad_inputs(pair, tmp):
   ]
 
 
+def test_token_pieces_with_the_task_tokenizer(pair_dir):
+  import transformers  # pylint: disable=g-import-not-at-top
+  from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+  tok = transformers.AutoTokenizer.from_pretrained(pair_dir["tokenizer"])
+  ids = tok("Tom has 12 apples. #### 42")["input_ids"] + [tok.eos_token_id]
+  pieces = token_map.token_pieces(tok, ids)
+  assert pieces[:3] == ["Tom", " has", " "]
+  assert "".join(pieces) == tok.decode(ids, skip_special_tokens=False)
+
+
+@pytest.mark.slow  # five subprocesses
 def test_bad_input_is_one_error_line_and_writes_nothing(pair_dir, tmp_path):
   out = tmp_path / "out"
   for name, args, needles in _bad_inputs(pair_dir, tmp_path):
