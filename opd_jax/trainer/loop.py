@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from opd_jax import methods, sharding
+from opd_jax import sharding
 from opd_jax.data.iterator import PromptIterator
 from opd_jax.evaluation import evaluate as evaluation
 from opd_jax.rollouts import Sampling, sample

@@ -33,7 +33,7 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.iterator import PromptIterator
-from opd_jax.trainer import step as steps
+from opd_jax.models import response_hidden
 from opd_jax.trainer.state import TrainState, init_state, make_optimizer
 from opd_jax.trainer.update import guarded_update, jit_train_step
 
@@ -86,7 +86,7 @@ def sft_loss(params, batch: Batch, *, graphdef) -> tuple[jax.Array, dict]:
   response_mask = batch["response_mask"].astype(bool)
   t = response_mask.shape[1]
   model = nnx.merge(graphdef, params)
-  hidden = steps.response_hidden(model, tokens, mask, t)  # [B, T, D]
+  hidden = response_hidden(model, tokens, mask, t)  # [B, T, D]
   # V is tiny for the task tokenizer; a [B, T, V] head is fine here.
   logits = model.apply_head(hidden)  # [B, T, V] float32
   labels = tokens[:, -t:]

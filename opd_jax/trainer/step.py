@@ -24,22 +24,11 @@ import optax
 from flax import nnx
 
 from opd_jax.methods.base import Method, StepInputs
-from opd_jax.models import cast_floating
+from opd_jax.models import cast_floating, response_hidden
 from opd_jax.trainer.state import TrainState
 from opd_jax.trainer.update import guarded_update, jit_train_step
 
 Batch = dict[str, jax.Array]
-
-
-def response_hidden(model, tokens, mask, response_len: int) -> jax.Array:
-  """Hidden states [B, T, D] that predict the last `response_len` tokens.
-
-  The output at position i predicts token i + 1, so response token t (at
-  position P + t) is predicted by the hidden state at P + t - 1.
-  """
-  hidden = model(tokens, attention_mask=mask, return_logits=False).hidden
-  prompt_len = tokens.shape[1] - response_len
-  return hidden[:, prompt_len - 1:-1]
 
 
 def train_step(

@@ -20,7 +20,6 @@ apply the update here (skipping non-finite steps) and are compiled by
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax

@@ -1,0 +1,217 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Writes a per-token map of a batch of student rollouts as one HTML page.
+
+  # a training run's newest student and its teacher, on the built-in task
+  python scripts/token_map.py --workdir=/tmp/run --out=/tmp/map.html
+  # two HF directories and a jsonl of questions (answers graded by math-verify)
+  python scripts/token_map.py --student=/ckpt/student --teacher=/ckpt/teacher \
+      --questions=questions.jsonl --num_rollouts=8 --out=/tmp/map.html
+
+The student samples one response per question (cycling through the
+questions); the teacher scores it. Open the page in a browser: each token is
+coloured by the chosen channel, the chosen selector's tokens are outlined,
+hovering shows a token's numbers; `#channel=NAME&selector=NAME` in the URL
+picks both. Bad input (a workdir without a checkpoint, a teacher whose
+vocabulary differs, an empty question file, ...) ends with one error line
+and exit status 2, and writes nothing.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (newest "
+                               "student; the run's teacher and tokenizer).")
+_STUDENT = flags.DEFINE_string("student", None, "Student HF directory.")
+_TEACHER = flags.DEFINE_string("teacher", None, "Teacher HF directory "
+                               "(default with --workdir: the run's).")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Default: the student's.")
+_TASK = flags.DEFINE_enum("task", "arithmetic", ["arithmetic"],
+                          "Built-in task (unless --questions).")
+_QUESTIONS = flags.DEFINE_string("questions", None, "jsonl / parquet file of "
+                                 "questions (and answers).")
+_QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
+_AFIELD = flags.DEFINE_string("answer_field", "answer",
+                              "Answer field ('' for none: no verdicts).")
+_DIFFICULTY = flags.DEFINE_enum(
+    "difficulty", None, ["easy", "default", "hard"],
+    "Built-in task difficulty (default: the run's, else 'default').")
+_SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
+_N = flags.DEFINE_integer("num_rollouts", 8, "Rollouts on the page.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 0,
+                                "Response budget (0: the run's, else 64).")
+_MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 0,
+                                   "Prompt width (0: the run's, else 256).")
+_TEMPERATURE = flags.DEFINE_float(
+    "temperature", None, "Sampling temperature (default: the run's, else 1).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_OUT = flags.DEFINE_string("out", None, "The HTML page to write.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the data here.")
+_WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
+
+
+class InputError(ValueError):
+  """Bad command-line input, reported in one line with exit status 2."""
+
+
+def _check_flags():
+  if not _OUT.value:
+    raise InputError("--out: the HTML file to write is required")
+  if bool(_WORKDIR.value) == bool(_STUDENT.value):
+    raise InputError("give either --workdir=DIR or --student=HF_DIR (with"
+                     " --teacher=HF_DIR), not both or neither")
+  if _STUDENT.value and not _TEACHER.value:
+    raise InputError("--teacher: required with --student")
+  if _QUESTIONS.value and flags.FLAGS["task"].present:
+    raise InputError("give either --task or --questions, not both")
+  if _N.value < 1:
+    raise InputError(f"--num_rollouts: expected >= 1, got {_N.value}")
+  if _QUESTIONS.value:
+    _check_questions_file(_QUESTIONS.value)
+
+
+def _check_questions_file(path: str) -> None:
+  if not os.path.isfile(path):
+    raise InputError(f"--questions: {path}: no such file")
+  if path.endswith((".jsonl", ".json")):
+    with open(path, encoding="utf-8") as f:
+      if not any(line.strip() for line in f):
+        raise InputError(f"--questions: {path} holds no questions (empty"
+                         " file)")
+
+
+def _model_config(path: str, role: str):
+  from opd_jax.models import from_hf_config  # pylint: disable=g-import-not-at-top
+  config = os.path.join(path, "config.json")
+  if not os.path.isfile(config):
+    raise InputError(f"--{role}: {config} not found (expected an HF"
+                     " checkpoint directory)")
+  with open(config, encoding="utf-8") as f:
+    return from_hf_config(json.load(f))
+
+
+def _models():
+  """(student, teacher, tokenizer dir, run config or None, meta)."""
+  from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import dtype_by_name, load_hf  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
+
+  if _WORKDIR.value:
+    c = restore.load_run_config(_WORKDIR.value)
+    teacher_dir = _TEACHER.value or c.teacher
+    if not teacher_dir:
+      raise InputError(f"--workdir: the run in {_WORKDIR.value} has no teacher"
+                       " directory (a preset); pass --teacher=HF_DIR")
+    teacher_vocab = _model_config(teacher_dir, "teacher").vocab_size
+    student, step, c = restore.restore_student(_WORKDIR.value)
+    token_map.check_vocabularies(student.config.vocab_size, teacher_vocab)
+    tok_dir = _TOKENIZER.value or c.tokenizer or c.student
+    meta = {"student": f"{_WORKDIR.value} (step {step})"}
+  else:
+    token_map.check_vocabularies(
+        _model_config(_STUDENT.value, "student").vocab_size,
+        _model_config(_TEACHER.value, "teacher").vocab_size)
+    student, c = load_hf(_STUDENT.value), None
+    teacher_dir, tok_dir = _TEACHER.value, _TOKENIZER.value or _STUDENT.value
+    meta = {"student": _STUDENT.value}
+  dtype = dtype_by_name(c.dtype if c else "float32")
+  teacher = load_hf(teacher_dir, dtype=dtype)
+  meta["teacher"] = teacher_dir
+  return student, teacher, tok_dir, c, meta
+
+
+def _dataset(tokenizer, c):
+  from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+  if _QUESTIONS.value:
+    source = data_lib.FileSource(_QUESTIONS.value,
+                                question_field=_QFIELD.value,
+                                answer_field=_AFIELD.value or None)
+  else:
+    difficulty = _DIFFICULTY.value or (c.data.difficulty if c else "default")
+    task = arithmetic.ArithmeticTask(
+        difficulty=getattr(arithmetic.Difficulty, difficulty)())
+    source = data_lib.ArithmeticSource(_SPLIT.value, _N.value, task=task)
+  max_prompt = _MAX_PROMPT.value or (c.max_prompt_len if c else 256)
+  data = data_lib.PromptDataset(source, tokenizer, max_prompt_len=max_prompt,
+                               overlong="truncate")
+  if len(data) == 0:
+    raise InputError(f"{source.name}: no questions to sample from")
+  return data, source.name
+
+
+def run():
+  """Everything but the error reporting; raises on bad input."""
+  _check_flags()
+  import jax  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+  from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
+  from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
+
+  student, teacher, tok_dir, c, meta = _models()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
+  data, data_name = _dataset(tokenizer, c)
+  batch = data.batch([i % len(data) for i in range(_N.value)])
+  temperature = _TEMPERATURE.value
+  if temperature is None:
+    temperature = c.sampling.temperature if c else 1.0
+  eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
+  rollout = sample(student, batch["prompt"], batch["prompt_mask"],
+                   jax.random.PRNGKey(_SEED.value),
+                   max_new_tokens=_MAX_NEW.value or (
+                       c.max_new_tokens if c else 64),
+                   sampling=Sampling(temperature=temperature),
+                   eos_ids=eos, pad_id=data.pad_id)
+  settings = (token_map.TokenMapSettings.from_config(c) if c
+              else token_map.TokenMapSettings())
+  meta.update(data=data_name, temperature=temperature, seed=_SEED.value)
+  answers = batch["answer"]
+  kwargs = dict(answers=answers, settings=settings, meta=meta,
+                json_path=_JSON_OUT.value)
+  if not _QUESTIONS.value:
+    result = token_map.write_token_map(
+        _OUT.value, student, teacher, rollout, tokenizer,
+        grader=evaluation.arithmetic_grader, **kwargs)
+  elif any(a is not None for a in answers):
+    with GradingPool(_WORKERS.value) as pool:
+      result = token_map.write_token_map(
+          _OUT.value, student, teacher, rollout, tokenizer,
+          grader=evaluation.pool_grader(pool), **kwargs)
+  else:
+    result = token_map.write_token_map(
+        _OUT.value, student, teacher, rollout, tokenizer, **kwargs)
+  graded = [v for v in result.verdicts or [] if v is not None]
+  print(f"wrote {_OUT.value}: {result.ids.shape[0]} rollouts,"
+        f" {int(result.mask.sum())} tokens"
+        + (f", {sum(graded)} / {len(graded)} correct" if graded else ""))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  try:
+    run()
+  except (InputError, ValueError, FileNotFoundError) as e:
+    message = " ".join(str(e).split())  # one line, whatever the exception
+    print(f"token_map: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

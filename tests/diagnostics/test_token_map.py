@@ -1,0 +1,439 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Token maps: channels against numpy, selector masks, escaping, JSON."""
+
+import html.parser
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from opd_jax import selection
+from opd_jax import testing
+from opd_jax.diagnostics import token_map as tm
+from opd_jax.diagnostics import token_map_html
+from opd_jax.rollouts import Rollout
+
+HOSTILE = ["<script>alert(1)</script>", "</script><b>x", "a & b", '"q"',
+           "line\nbreak", "", "\u2028"]
+
+
+def _peaky(config, seed, scale):
+  # Random tiny models are near-uniform; a scaled head spreads entropies and
+  # divergences so that the selectors have something to rank.
+  model = testing.random_model(config, seed=seed)
+  model.lm_head.kernel[...] = model.lm_head.kernel[...] * scale
+  return model
+
+
+@pytest.fixture(scope="module")
+def pair():
+  config = testing.tiny_config("qwen3", vocab_size=97)
+  student = _peaky(config, 0, 30.0)
+  teacher = _peaky(config.replace(embed_dim=64, mlp_dim=128), 1, 30.0)
+  rng = np.random.default_rng(0)
+  b, p, t = 3, 5, 9
+  prompt = rng.integers(3, 97, (b, p)).astype(np.int32)
+  prompt_mask = np.ones((b, p), bool)
+  prompt_mask[1, :2] = False  # left padding
+  prompt[1, :2] = 0
+  lengths = np.array([9, 6, 2])
+  response_mask = np.arange(t)[None] < lengths[:, None]
+  response = np.where(response_mask, rng.integers(3, 97, (b, t)), 0)
+  rollout = Rollout(
+      prompt=jnp.asarray(prompt), prompt_mask=jnp.asarray(prompt_mask),
+      response=jnp.asarray(response, jnp.int32),
+      response_mask=jnp.asarray(response_mask),
+      logprobs=jnp.zeros((b, t)), policy_logprobs=jnp.zeros((b, t)))
+  token_map = tm.compute_token_map(student, teacher, rollout)
+  return student, teacher, rollout, token_map
+
+
+def _log_softmax64(logits):
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _response_outputs(model, rollout):
+  t = rollout.response.shape[1]
+  out = model(rollout.tokens, attention_mask=rollout.mask)
+  return (np.asarray(out.logits)[:, -t - 1:-1],
+          np.asarray(out.hidden)[:, -t - 1:-1])
+
+
+def test_channels_match_numpy_float64(pair):
+  student, teacher, rollout, token_map = pair
+  mask = np.asarray(rollout.response_mask)
+  ids = np.asarray(rollout.response)
+  ls = _log_softmax64(_response_outputs(student, rollout)[0])
+  lt = _log_softmax64(_response_outputs(teacher, rollout)[0])
+  hs = -(np.exp(ls) * ls).sum(-1)
+  ht = -(np.exp(lt) * lt).sum(-1)
+  rkl = (np.exp(ls) * (ls - lt)).sum(-1)
+  take = lambda lp: np.take_along_axis(lp, ids[..., None], -1)[..., 0]
+  want = {
+      "student_entropy": hs, "teacher_entropy": ht, "reverse_kl": rkl,
+      "tsd_gate": 1.0 / (1.0 + np.exp(-(hs - ht))),
+      "student_logprob": take(ls), "teacher_logprob": take(lt),
+  }
+  h = hs / math.log(97)
+  h = np.minimum(h, np.quantile(h[mask], 0.98))
+  norm = lambda x: (x - x[mask].min()) / (x[mask].max() - x[mask].min())
+  want["soft_or"] = 1 - (1 - norm(h)) * (1 - norm(rkl))
+  # The spread matters for the selectors (and the page's colours).
+  assert np.ptp(hs[mask]) > 1.0 and np.ptp(rkl[mask]) > 1.0
+  assert list(token_map.channels) == list(tm.CHANNELS)
+  for name, ref in want.items():
+    got = token_map.channels[name]
+    assert got.dtype == np.float32 and got.shape == mask.shape
+    np.testing.assert_allclose(got[mask], ref[mask], rtol=1e-5, atol=1e-5,
+                               err_msg=name)
+    assert np.all(got[~mask] == 0), name
+
+
+def test_selector_masks_equal_the_selection_functions(pair):
+  student, _, rollout, token_map = pair
+  mask = jnp.asarray(rollout.response_mask)
+  c = token_map.channels
+  hs, ht, rkl = c["student_entropy"], c["teacher_entropy"], c["reverse_kl"]
+  hidden = _response_outputs(student, rollout)[1]
+  dear = selection.dear_tokens(hs, rkl, hidden, mask, p=0.2, q=0.2)
+  # METHODS.md defaults, spelled out.
+  want = {
+      "tip_soft_or": selection.soft_or(
+          hs, rkl, mask, 0.5, vocab_size=97, clip_quantile=0.98).weights > 0,
+      "tip_entropy": selection.entropy_top(hs, mask, 0.5).weights > 0,
+      "tip_quadrant": selection.quadrant_select(
+          hs, rkl, mask, which=3, q_entropy=0.5,
+          q_divergence=0.8).weights > 0,
+      "tsd_opener": selection.opener_mask(hs, mask, threshold=0.1),
+      "tsd_em": selection.entropy_min_set(hs, mask, ratio=0.1),
+      "dear_decision": dear.decision,
+      "dear_evidence": dear.evidence,
+  }
+  assert list(token_map.selectors) == list(want)
+  for name, ref in want.items():
+    np.testing.assert_array_equal(token_map.selectors[name], ref,
+                                  err_msg=name)
+  np.testing.assert_array_equal(
+      token_map.channels["soft_or"],
+      selection.soft_or_scores(hs, rkl, mask, vocab_size=97))
+  np.testing.assert_array_equal(
+      token_map.channels["tsd_gate"][token_map.mask],
+      selection.confidence_gate(hs, ht)[token_map.mask])
+  lengths = token_map.mask.sum(axis=1)
+  np.testing.assert_array_equal(
+      token_map.selectors["tip_soft_or"].sum(axis=1), lengths // 2)
+  for name, sel in token_map.selectors.items():
+    assert not np.any(sel & ~token_map.mask), name
+
+
+def test_settings_defaults_match_the_methods_configs():
+  from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
+  assert tm.TokenMapSettings.from_config(default_config()) == (
+      tm.TokenMapSettings())
+  c = default_config()
+  c.tip.rho, c.dear.q, c.tsd_kd.em_ratio = 0.2, 0.4, 0.9
+  c.method, c.dear.temperature = "dear", 0.7
+  s = tm.TokenMapSettings.from_config(c)
+  assert (s.rho, s.dear_q, s.em_ratio, s.temperature) == (0.2, 0.4, 0.9, 0.7)
+  s = tm.TokenMapSettings.from_config({"tip": {"which": [1, 3]}})
+  assert s.quadrant == (1, 3) and s == tm.TokenMapSettings(quadrant=(1, 3))
+
+
+def test_other_settings_change_the_masks(pair):
+  student, teacher, rollout, token_map = pair
+  other = tm.compute_token_map(student, teacher, rollout,
+                               settings=tm.TokenMapSettings(rho=0.2))
+  lengths = token_map.mask.sum(axis=1)
+  np.testing.assert_array_equal(
+      other.selectors["tip_soft_or"].sum(axis=1), (lengths * 2) // 10)
+
+
+def test_teacher_with_another_vocabulary_is_rejected(pair):
+  student, _, rollout, _ = pair
+  teacher = testing.random_model(testing.tiny_config("qwen3", vocab_size=101))
+  with pytest.raises(ValueError, match="teacher vocab_size=101, student"
+                     " vocab_size=97"):
+    tm.compute_token_map(student, teacher, rollout)
+
+
+class _ByteTokenizer:
+  """Ids are UTF-8 bytes; decoding replaces a cut character with U+FFFD."""
+
+  def decode(self, ids, skip_special_tokens=False):
+    del skip_special_tokens
+    return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_token_pieces_follow_the_decoded_text():
+  text = "Tom é 3+4=7 ✓"
+  ids = list(text.encode("utf-8"))
+  pieces = tm.token_pieces(_ByteTokenizer(), ids)
+  assert len(pieces) == len(ids)
+  assert "".join(pieces) == text
+  cut = ids.index(0xC3)  # 'é' is two bytes: the first adds nothing.
+  assert pieces[cut:cut + 2] == ["", "é"]
+
+
+def synthetic_map(seed=0):
+  """A labelled TokenMap without models, with hostile token text."""
+  rng = np.random.default_rng(seed)
+  b, t = 3, 12
+  lengths = np.array([12, 7, len(HOSTILE)])
+  mask = np.arange(t)[None] < lengths[:, None]
+  channels = {name: np.where(mask, rng.random((b, t)), 0).astype(np.float32)
+              for name in tm.CHANNELS}
+  channels["reverse_kl"][1, 0] = np.nan  # shown as n/a, stored as null
+  selectors = {name: mask & (rng.random((b, t)) < 0.4)
+               for name in tm.SELECTORS}
+  pieces = [[f"w{i} " for i in range(n)] for n in lengths[:2]] + [HOSTILE]
+  return tm.TokenMap(
+      ids=np.where(mask, rng.integers(0, 50, (b, t)), 0).astype(np.int32),
+      mask=mask, channels=channels, selectors=selectors,
+      descriptions={**tm.DESCRIPTIONS, "soft_or": "<i>score</i> & </script>"},
+      ranges=dict(tm.RANGES), pieces=pieces,
+      prompts=["Q0 </script>", "Q1 <b>", "Q2"],
+      answers=["7", None, "<x>"], verdicts=[True, None, False],
+      meta={"student": "a&b</script>", "settings.rho": 0.5})
+
+
+class _Spans(html.parser.HTMLParser):
+  """Collects the text of each token span and counts <script> tags."""
+
+  def __init__(self):
+    super().__init__()
+    self.tokens, self.scripts, self._in = [], 0, False
+
+  def handle_starttag(self, tag, attrs):
+    self.scripts += tag == "script"
+    if tag == "span" and "tok" in (dict(attrs).get("class") or "").split():
+      self._in = True
+      self.tokens.append("")
+
+  def handle_endtag(self, tag):
+    if tag == "span":
+      self._in = False
+
+  def handle_data(self, data):
+    if self._in:
+      self.tokens[-1] += data
+
+
+def _embedded_json(page):
+  start = page.index('<script type="application/json" id="tm-data">')
+  start = page.index(">", start) + 1
+  return page[start:page.index("</script>", start)]
+
+
+def test_page_escapes_token_text():
+  token_map = synthetic_map()
+  page = token_map_html.render_html(token_map, title="<t> & co")
+  parser = _Spans()
+  parser.feed(page)
+  assert parser.scripts == 2  # the data block and the page's script
+  want = [p.replace("\n", "\u21b5\n") for rows in token_map.pieces
+          for p in rows]
+  assert parser.tokens == want
+  assert "<script>alert" not in page and "<b>x" not in page
+  assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+  blob = _embedded_json(page)
+  assert not set("<>&") & set(blob)
+  assert json.loads(blob) == json.loads(token_map.to_json())
+  assert "http://" not in page.replace("http://www.apache.org", "") and (
+      "https://" not in page)
+
+
+def test_json_round_trip():
+  token_map = synthetic_map()
+  data = json.loads(token_map.to_json())
+  assert data["format"] == tm.FORMAT
+  assert data["rollouts"][1]["channels"]["reverse_kl"][0] is None
+  assert len(data["rollouts"][2]["tokens"]) == len(HOSTILE)
+  back = tm.TokenMap.from_json(token_map.to_json())
+  np.testing.assert_array_equal(back.ids, token_map.ids)
+  np.testing.assert_array_equal(back.mask, token_map.mask)
+  for name, x in token_map.channels.items():
+    np.testing.assert_allclose(back.channels[name], x, rtol=1e-6)
+  for name, x in token_map.selectors.items():
+    np.testing.assert_array_equal(back.selectors[name], x)
+  assert (back.pieces, back.prompts, back.answers, back.verdicts) == (
+      token_map.pieces, token_map.prompts, token_map.answers,
+      token_map.verdicts)
+  assert back.to_json() == token_map.to_json()
+
+
+def test_a_new_selector_is_one_more_entry():
+  token_map = synthetic_map()
+  token_map.selectors["topd_candidates"] = token_map.mask.copy()
+  token_map.descriptions["topd_candidates"] = "TOPD high-loss candidates"
+  page = token_map_html.render_html(token_map)
+  assert '<option value="topd_candidates"' in page
+
+
+def test_bad_shapes_are_rejected():
+  token_map = synthetic_map()
+  with pytest.raises(ValueError, match="channel 'bad' must have shape"):
+    tm.TokenMap(token_map.ids, token_map.mask,
+                {"bad": np.zeros((3, 5))}, {})
+  with pytest.raises(ValueError, match=r"pieces\[0\]: expected 12 pieces"):
+    tm.TokenMap(token_map.ids, token_map.mask, {}, {},
+                pieces=[["a"], [], []])
+
+
+def test_write_token_map_labels_and_writes(pair, tmp_path):
+  student, teacher, rollout, _ = pair
+
+  class Tok:
+    def decode(self, ids, skip_special_tokens=False):
+      del skip_special_tokens
+      return "".join(f"<{i}>" for i in ids)
+
+  def grader(texts, answers):
+    return [a in t for t, a in zip(texts, answers)]
+
+  first = int(rollout.response[0, 0])
+  path = tmp_path / "sub" / "map.html"
+  token_map = tm.write_token_map(
+      str(path), student, teacher, rollout, Tok(),
+      answers=[f"<{first}>", None, "nope"], grader=grader,
+      meta={"step": 7}, json_path=str(tmp_path / "map.json"))
+  assert token_map.verdicts == [True, None, False]
+  assert token_map.pieces[2] == [f"<{i}>" for i in
+                                 np.asarray(rollout.response[2, :2])]
+  assert token_map.prompts[1].startswith("<")
+  page = path.read_text(encoding="utf-8")
+  assert "step: 7" in page and page.count('class="tok"') == 17
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["map.json", "sub"]
+  assert list((tmp_path / "sub").iterdir()) == [path]
+
+
+def _chromium():
+  """The chromium binary; skips (locally) or fails (in CI) without it."""
+  path = shutil.which("chromium")
+  if path is None:
+    message = ("chromium is not installed (Debian: apt-get install -y"
+               " chromium); .ci/run installs it")
+    if os.environ.get("CI") == "true":
+      pytest.fail(message)
+    pytest.skip(message)
+  return path
+
+
+def _dump_dom(page_path, fragment, profile):
+  """The DOM after the page's script ran, and chromium's console lines."""
+  cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+         "--dump-dom", f"file://{page_path}#{fragment}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  console = [l for l in proc.stderr.splitlines() if ":CONSOLE" in l]
+  return proc.stdout, console
+
+
+class _Dom(html.parser.HTMLParser):
+  """Token spans (text, style, classes), body attributes and scripts."""
+
+  def __init__(self):
+    super().__init__()
+    self.spans, self.body, self.scripts, self._in = [], {}, 0, False
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    self.scripts += tag == "script"
+    if tag == "body":
+      self.body = attrs
+    if tag == "span" and "tok" in (attrs.get("class") or "").split():
+      self._in = True
+      self.spans.append({"text": "", "style": attrs.get("style", ""),
+                         "class": attrs["class"].split()})
+
+  def handle_endtag(self, tag):
+    if tag == "span":
+      self._in = False
+
+  def handle_data(self, data):
+    if self._in:
+      self.spans[-1]["text"] += data
+
+
+def _render(page_path, fragment, profile):
+  dom, console = _dump_dom(page_path, fragment, profile)
+  parsed = _Dom()
+  parsed.feed(dom)
+  return parsed, console, dom
+
+
+def test_page_in_headless_chromium(tmp_path):
+  token_map = synthetic_map()
+  page = tmp_path / "map.html"
+  page.write_text(token_map_html.render_html(token_map), encoding="utf-8")
+  n = int(token_map.mask.sum())
+  renders = {}
+  for channel, selector in (("student_entropy", ""),
+                            ("teacher_entropy", "tsd_em")):
+    fragment = f"channel={channel}&selector={selector}"
+    dom, console, raw = _render(page, fragment, tmp_path / "profile")
+    assert console == [], console
+    assert "data-js-errors" not in dom.body, raw[-2000:]
+    assert dom.body.get("data-ready") == channel
+    assert dom.scripts == 2  # no token became a script element
+    assert len(dom.spans) == n
+    assert [s["text"] for s in dom.spans[-len(HOSTILE):]] == [
+        p.replace("\n", "\u21b5\n") for p in HOSTILE]
+    assert all("background-color: rgb(" in s["style"] for s in dom.spans)
+    kept = sum("kept" in s["class"] for s in dom.spans)
+    want = int(token_map.selectors[selector].sum()) if selector else 0
+    assert kept == want
+    renders[channel] = [s["style"] for s in dom.spans]
+  a, b = renders["student_entropy"], renders["teacher_entropy"]
+  assert sum(x != y for x, y in zip(a, b)) > n // 2
+
+
+def test_page_reports_script_errors(tmp_path):
+  page = token_map_html.render_html(synthetic_map())
+  broken = page.replace(_embedded_json(page), "{not json")
+  path = tmp_path / "broken.html"
+  path.write_text(broken, encoding="utf-8")
+  dom, console, _ = _render(path, "", tmp_path / "profile")
+  assert dom.body.get("data-js-errors") == "1"
+  assert "data-ready" not in dom.body
+  assert console  # chromium logs the uncaught error too
+
+
+def test_hovered_token_shows_its_numbers(tmp_path):
+  token_map = synthetic_map()
+  page = tmp_path / "map.html"
+  page.write_text(token_map_html.render_html(token_map), encoding="utf-8")
+  dom, console, raw = _render(page, "channel=reverse_kl&hover=1.0",
+                              tmp_path / "profile")
+  assert console == [] and "data-js-errors" not in dom.body
+  tip = raw[raw.index('<div id="tip"'):]
+  tip = tip[:tip.index("</table>")]
+  assert " hidden" not in tip[:tip.index(">")]
+  assert '"w0 "  position 0' in tip
+  # Every channel's value of token (1, 0); reverse_kl is NaN there.
+  for name, values in token_map.channels.items():
+    shown = "n/a" if name == "reverse_kl" else f"{values[1, 0]:.4f}"
+    assert f"<td>{name}</td><td class=\"v\">{shown}</td>" in tip, name
