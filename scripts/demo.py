@@ -29,13 +29,14 @@ checkpoint instead. A non-empty directory that is not a demo run is never
 deleted: the script stops and names it.
 """
 
-import json
 import os
 import shutil
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from opd_jax.trainer.plots import read_metrics, series, write_plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,63 +74,6 @@ def prepare_workdir(workdir: str, resume: bool) -> None:
         " (pass --resume to continue it)")
   shutil.rmtree(workdir)
   os.makedirs(workdir)
-
-
-def read_metrics(path: str) -> list[dict]:
-  """The scalar lines of a metrics.jsonl, in file order."""
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      row = json.loads(line)
-      if "step" in row:
-        rows.append(row)
-  return rows
-
-
-def series(rows: list[dict], name: str) -> tuple[list[int], list[float]]:
-  """(steps, values) of scalar `name`, the last value written per step."""
-  by_step = {r["step"]: r[name] for r in rows
-             if r.get(name) is not None}
-  steps = sorted(by_step)
-  return steps, [by_step[s] for s in steps]
-
-
-def write_plots(rows: list[dict], out_dir: str, teacher_accuracy: float
-                ) -> list[str]:
-  """Loss, held-out accuracy and selected fraction over steps, as PNGs."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")  # no display on a CI machine or over ssh
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  os.makedirs(out_dir, exist_ok=True)
-  specs = [
-      ("loss.png", "training loss (reverse KL on selected tokens)",
-       [("loss/total", "loss")], None),
-      ("accuracy.png", "held-out accuracy (greedy)",
-       [("eval/accuracy", "student")], teacher_accuracy),
-      ("selected_fraction.png", "fraction of response tokens selected",
-       [("select/frac", "TIP Soft-OR")], None),
-  ]
-  paths = []
-  for name, title, lines, reference in specs:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in lines:
-      x, y = series(rows, key)
-      ax.plot(x, y, marker="o" if key.startswith("eval/") else None,
-              label=label)
-    if reference is not None:
-      ax.axhline(reference, linestyle="--", color="gray", label="teacher")
-      ax.set_ylim(0.0, 1.02)  # accuracies: the whole range, to scale
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
-  return paths
 
 
 def _mean_tail(rows, name: str, n: int = 10) -> float | None:

@@ -16,7 +16,12 @@ r"""Trains a student by on-policy distillation from a config file.
   python scripts/train.py --config=configs/tip.py --workdir=/tmp/run \
       [--config.total_steps=200 ...] [--dry_run]
 
-Rerunning the same command resumes from the newest checkpoint in --workdir.
+Rerunning the same command resumes from the newest checkpoint in --workdir;
+a workdir holding a different run (model, method, data, ...) is an error
+unless --restart. Metrics go to WORKDIR/metrics.jsonl and
+WORKDIR/tensorboard, plots of the loss, accuracy and selected fraction to
+WORKDIR/plots at the end. Mistakes in the config or the inputs print one
+line `error: ...` and exit with code 2.
 For a multi-process run on machines without a launcher environment, pass
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
@@ -24,6 +29,7 @@ For a multi-process run on machines without a launcher environment, pass
 from absl import app, flags
 from ml_collections import config_flags
 
+from opd_jax import cli
 from opd_jax.trainer import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,6 +42,9 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process.")
+_RESTART = flags.DEFINE_bool(
+    "restart", False, "Start over in a --workdir that holds another run (its"
+    " files move to WORKDIR/previous_runs/).")
 
 
 def main(argv):
@@ -51,9 +60,9 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --dry_run)")
-  loop.train_and_evaluate(config, _WORKDIR.value)
+  loop.train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  cli.run(main)

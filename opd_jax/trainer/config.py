@@ -106,6 +106,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 50  # 0 disables periodic evaluation
   c.eval_examples = 64
   c.log_every = 1
+  # Write an HTML token map of the step's rollouts to WORKDIR/plots every
+  # this many steps (0: never); see scripts/token_map.py.
+  c.token_map_every = 0
   c.max_consecutive_skips = 5
   # Mesh axis sizes (-1: all remaining devices); num_devices > 0 restricts
   # the mesh to the first devices (0: all).
@@ -141,6 +144,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                      ("checkpoint_every", 1), ("keep_checkpoints", 1),
                      ("eval_every", 0), ("eval_examples", 1),
                      ("log_every", 1), ("max_consecutive_skips", 1),
+                     ("token_map_every", 0),
                      ("optimizer.warmup_steps", 0), ("sampling.top_k", 0),
                      ("mesh.num_devices", 0)]:
     _int_at_least(c, field, low)
@@ -156,8 +160,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
         c.sampling.temperature)
   _need(0.0 < c.sampling.top_p <= 1.0, "sampling.top_p", "a value in (0, 1]",
         c.sampling.top_p)
+  _int_at_least(c, "seed", 0)
   _need(c.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0",
         c.optimizer.learning_rate)
+  for beta in ("b1", "b2"):
+    _need(0.0 <= c.optimizer[beta] < 1.0, f"optimizer.{beta}",
+          "a value in [0, 1)", c.optimizer[beta])
+  _need(c.optimizer.clip_norm >= 0, "optimizer.clip_norm",
+        ">= 0 (0 disables clipping)", c.optimizer.clip_norm)
   _need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", ">= 0",
         c.optimizer.weight_decay)
   _need(0 <= c.optimizer.end_lr_fraction <= 1, "optimizer.end_lr_fraction",

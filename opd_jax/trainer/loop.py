@@ -30,13 +30,13 @@ from opd_jax import sharding
 from opd_jax.data.iterator import PromptIterator
 from opd_jax.evaluation import evaluate as evaluation
 from opd_jax.rollouts import Sampling, sample
-from opd_jax.trainer import builders, reporting, step as steps
+from opd_jax.trainer import builders, plots, reporting, step as steps
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import compile_ahead
+from opd_jax.trainer.workdir import CONFIG_FILE, prepare_workdir
 
 
-CONFIG_FILE = "config.json"  # the run's config, in the workdir
 
 
 class TrainingDivergedError(RuntimeError):
@@ -107,10 +107,20 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
 class Trainer:
   """Holds the run's pieces; `run()` trains to `config.total_steps`."""
 
-  def __init__(self, c: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, c: ml_collections.ConfigDict, workdir: str, *,
+               restart: bool = False):
+    """Plans, loads and compiles the run of `c` in `workdir`.
+
+    Args:
+      c: the trainer config.
+      workdir: the run directory; a rerun with the same config resumes.
+      restart: start over in a workdir that holds a different run (its
+        files move to `previous_runs/`); without it that is an error.
+    """
     self.plan = plan = plan_run(c)
     self.c, self.workdir = c, workdir
     self.is_main = jax.process_index() == 0
+    prepare_workdir(workdir, c, restart=restart, is_main=self.is_main)
     self.student_config = scfg = plan.student_config
     self.tokenizer = builders.load_tokenizer(c)
     # Data first: an empty or unreadable dataset fails before any compile.
@@ -205,6 +215,8 @@ class Trainer:
       batch = {"tokens": r.tokens, "mask": r.mask,
                "response_mask": r.response_mask,
                "sampler_logprobs": r.logprobs}
+      if c.token_map_every and (step + 1) % c.token_map_every == 0:
+        self._write_token_map(step + 1, r, host)
     else:
       response, response_mask = sharding.global_batch(
           (host["response"], host["response_mask"]), self.mesh)
@@ -215,6 +227,19 @@ class Trainer:
           "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
       }
     return jax.device_put(batch, self.batch_sh)
+
+  def _write_token_map(self, step: int, rollout, host) -> None:
+    """The step's rollouts as a token map page in WORKDIR/plots."""
+    from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+    token_map.write_token_map(
+        os.path.join(self.workdir, "plots", f"token_map_{step:06d}.html"),
+        self.student(), self.teacher, rollout, self.tokenizer,
+        # Host answers are this process's slice; verdicts need them all.
+        answers=host.get("answer") if jax.process_count() == 1 else None,
+        grader=(evaluation.arithmetic_grader
+                if self.c.data.source == "arithmetic" else None),
+        settings=token_map.TokenMapSettings.from_config(self.c),
+        meta={"step": step})
 
   def evaluate(self, step: int) -> dict[str, float]:
     result = evaluation.evaluate(
@@ -274,11 +299,16 @@ class Trainer:
       bar.close()
       self.checkpointer.close()
       self.writer.close()
+    if self.is_main:
+      plots.write_run_plots(self.workdir)
     return last
 
 
-def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str
-                       ) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds checkpoints)."""
-  os.makedirs(workdir, exist_ok=True)
-  return Trainer(c, workdir).run()
+def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str, *,
+                       restart: bool = False) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds this run's checkpoints).
+
+  A workdir holding a different run is an error unless `restart` (see
+  `trainer.workdir.prepare_workdir`).
+  """
+  return Trainer(c, workdir, restart=restart).run()

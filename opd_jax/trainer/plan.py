@@ -32,7 +32,7 @@ from flax import nnx
 from opd_jax import methods
 from opd_jax.models import ModelConfig, Transformer, dtype_by_name
 from opd_jax.trainer import builders
-from opd_jax.trainer.config import validate
+from opd_jax.trainer.config import ConfigError, validate
 from opd_jax.trainer.state import (
     TrainState, init_state, learning_rate_schedule, make_optimizer,
 )
@@ -141,9 +141,11 @@ def plan_run(
     builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
     if c.pad_student_vocab and scfg.vocab_size < tcfg.vocab_size:
       scfg = scfg.replace(vocab_size=tcfg.vocab_size)
+  mesh = mesh or builders.mesh_from_config(c)
+  check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)])
   optimizer, schedule = optimizer_from_config(c)
   return RunPlan(
-      config=c, mesh=mesh or builders.mesh_from_config(c),
+      config=c, mesh=mesh,
       student_config=scfg, teacher_config=tcfg,
       student_from=s_from, teacher_from=t_from,
       dtype=dtype_by_name(c.dtype),
@@ -152,6 +154,26 @@ def plan_run(
       method=methods.build_method(c.method, c[c.method].to_dict()),
       optimizer=optimizer, schedule=schedule,
   )
+
+
+def check_shapes(c: ml_collections.ConfigDict, mesh,
+                 models: list[tuple[str, ModelConfig | None]]) -> None:
+  """The batch splits over the data-parallel devices; sequences fit."""
+  parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  if c.batch_size % parallel:
+    raise ConfigError(
+        f"config.batch_size: expected a multiple of the {parallel}"
+        f" data-parallel devices (mesh data={mesh.shape['data']} x"
+        f" fsdp={mesh.shape['fsdp']}), got {c.batch_size}; otherwise each"
+        " device would compute the whole batch")
+  length = c.max_prompt_len + c.max_new_tokens
+  for role, config in models:
+    if config is not None and length > config.max_position_embeddings:
+      raise ConfigError(
+          f"config.max_prompt_len + config.max_new_tokens: expected <= the"
+          f" {role}'s max_position_embeddings"
+          f" ({config.max_position_embeddings}), got {c.max_prompt_len} +"
+          f" {c.max_new_tokens} = {length}")
 
 
 def split_abstract(model: Transformer):

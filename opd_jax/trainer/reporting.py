@@ -195,7 +195,10 @@ class JsonlWriter(MetricWriter):
     self._file = open(self.path, "a", encoding="utf-8")
 
   def _write(self, record: dict[str, Any]) -> None:
+    # Flushed line by line: a killed run keeps every line it wrote, and the
+    # resumed run (which truncates to its checkpoint) rewrites the rest.
     self._file.write(json.dumps(record, allow_nan=False) + "\n")
+    self._file.flush()
 
   def write_scalars(self, step, scalars):
     _check_names(list(scalars))

@@ -24,9 +24,9 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer.checkpointing import Checkpointer
-from opd_jax.trainer.loop import CONFIG_FILE
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
+from opd_jax.trainer.workdir import CONFIG_FILE
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -57,6 +57,9 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path):
   assert 0 < lines[-1]["select/frac"] <= 1
   assert "eval/accuracy" in last
   assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+  # The plots train.py's help promises, written at the end of the run.
+  assert sorted(os.listdir(os.path.join(workdir, "plots"))) == [
+      "accuracy.png", "loss.png", "selected_fraction.png"]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   model, step, _ = restore.restore_student(workdir)
   assert step == 4
@@ -180,9 +183,10 @@ def test_bf16_compute_matches_float32_step(pair, tmp_path):
   assert abs(bf16 - f32) <= 0.01 * abs(f32), (f32, bf16)
 
 
-def test_progress_bar_counts_every_steps_tokens(pair, tmp_path, monkeypatch):
+def test_progress_bar_tokens_and_token_maps(pair, tmp_path, monkeypatch):
   # With log_every=2 the bar must still see every step's tokens (it used to
-  # get one step's tokens per log, under-reporting tokens/s by log_every).
+  # get one step's tokens per log, under-reporting tokens/s by log_every);
+  # token_map_every=2 writes a page of the rollouts at steps 2 and 4.
   calls = []
 
   class Recorder(reporting.ProgressBar):
@@ -194,7 +198,13 @@ def test_progress_bar_counts_every_steps_tokens(pair, tmp_path, monkeypatch):
   monkeypatch.setattr(reporting, "ProgressBar", Recorder)
   c = testing.tiny_train_config(pair, eval_every=0)
   c.log_every = 2
+  c.token_map_every = 2
   loop.train_and_evaluate(c, str(tmp_path / "run"))
+  plots = tmp_path / "run" / "plots"
+  assert sorted(p for p in os.listdir(plots) if p.endswith(".html")) == [
+      "token_map_000002.html", "token_map_000004.html"]
+  page = (plots / "token_map_000004.html").read_text()
+  assert "<html" in page and "reverse_kl" in page
   assert [s for s, _ in calls] == [1, 2, 3, 4]
   assert all(t is not None and t > 0 for _, t in calls)
   logged = {l["step"]: l for l in _metric_lines(str(tmp_path / "run"))}

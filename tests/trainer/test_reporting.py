@@ -153,3 +153,15 @@ def test_progress_bar_tty():
       bar.update(step, {"loss/rkl": 0.5}, tokens=10)
   text = out.getvalue()
   assert "5/5" in text and "loss/rkl=0.5" in text and "tok/s" in text
+
+
+def test_jsonl_lines_reach_the_file_before_close(tmp_path):
+  # A SIGKILLed run never closes its writer: each line must be on disk as
+  # soon as it is written.
+  path = tmp_path / "metrics.jsonl"
+  w = reporting.JsonlWriter(path)
+  w.write_scalars(1, {"loss/total": 0.5})
+  w.write_scalars(2, {"loss/total": 0.25})
+  assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [
+      1, 2]
+  w.close()

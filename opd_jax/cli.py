@@ -1,0 +1,108 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""What every command-line entry point shares: one-line errors, quiet logs.
+
+`cli.run(main)` replaces `absl.app.run(main)` in `scripts/`:
+
+- a bad flag (an unknown `--config.field`, a value of the wrong type) and a
+  user's mistake raised from `main` (a `ValueError` or `OSError`: bad
+  config, missing file, a workdir holding another run, ...) print one line
+  `error: ...` to stderr and exit with code 2, without a traceback
+  (`OPD_JAX_TRACEBACK=1` shows it);
+- absl's and orbax's INFO lines stay off the console unless `--verbosity`
+  is given, so the progress bar and the eval lines are what a user sees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+# A user's mistake, as opposed to a bug: shown as one line.
+USER_ERRORS = (ValueError, OSError, app.UsageError)
+
+
+def fail(message: str) -> NoReturn:
+  """Prints `error: message` (one line) to stderr and exits with code 2."""
+  text = " ".join(str(message).split())
+  print(f"error: {text}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  while e.__cause__ is not None or (
+      e.__context__ is not None and not e.__suppress_context__):
+    e = e.__cause__ or e.__context__
+  return e
+
+
+def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
+  """One line for a flag that did not parse, naming the flag when it can."""
+  chain, x = [], e
+  while x is not None:
+    chain.append(str(x))
+    x = x.__cause__ or x.__context__
+  cause = _root_cause(e)
+  raw = str(cause.args[0]) if cause.args else str(cause)
+  text = raw.strip("'\"").replace("\\n", " ").replace("\\'", "'")
+  # ml_collections' KeyError/AttributeError: "'rhoo'\nDid you mean ..."
+  field = re.match(r"^'?([\w.]+)'?\s", text + " ")
+  if field:
+    for arg in argv[1:]:
+      name = arg.split("=", 1)[0].lstrip("-")
+      if name.endswith("." + field.group(1)) or name == field.group(1):
+        suggestion = re.search(r"Did you mean \W*([\w.]+)", " ".join(chain))
+        hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else ""
+        return f"--{name}: no such field{hint}"
+  for arg in argv[1:]:  # a value that did not convert: name its flag
+    name, _, value = arg.partition("=")
+    if value and repr(value).strip("'") in raw:
+      return f"{name}={value}: {raw}"
+  return text
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError,
+          TypeError) as e:
+    if os.environ.get("OPD_JAX_TRACEBACK"):
+      raise
+    fail(flag_error_message(e, argv))
+
+
+def _quiet_logs() -> None:
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)` with one-line user errors and quiet INFO logs."""
+
+  def guarded(argv):
+    _quiet_logs()
+    try:
+      main(argv)
+    except USER_ERRORS as e:
+      if os.environ.get("OPD_JAX_TRACEBACK"):
+        raise
+      fail(str(e))
+
+  app.run(guarded, flags_parser=_parse_flags)
