@@ -186,7 +186,7 @@ def _named(role: str | None):
     raise type(e)(f"{role}: {e}") from None
 
 
-def _tensor_files(path: str) -> dict[str, str]:
+def tensor_files(path: str) -> dict[str, str]:
   """Maps every tensor name to the safetensors file holding it."""
   index_path = os.path.join(path, INDEX_FILE)
   if os.path.isfile(index_path):
@@ -214,7 +214,7 @@ def _tensor_files(path: str) -> dict[str, str]:
   return where
 
 
-class _Reader:
+class TensorReader:
   """Opens each safetensors file once and reads tensors with checks."""
 
   def __init__(self, files: dict[str, str]):
@@ -257,7 +257,7 @@ def _check_finite(x: np.ndarray, name: str, file: str) -> None:
   )
 
 
-def _expected(config: ModelConfig, abstract_state) -> dict[str, tuple]:
+def expected_tensors(config: ModelConfig, abstract_state) -> dict[str, tuple]:
   """HF name -> (mapping, per-layer shape of ours) for every tensor needed."""
   flat = {sharding.path_str(p): v for p, v in _flat_state(abstract_state)}
   needed = {}
@@ -280,7 +280,9 @@ def _flat_state(state):
   return jax.tree_util.tree_flatten_with_path(state)[0]
 
 
-def _check_tensors(reader: _Reader, needed, config, path) -> None:
+def check_tensors(reader: TensorReader, needed, config, path) -> None:
+  """Raises unless every needed tensor is present with its shape and a float
+  dtype, and no tensor of another architecture is there."""
   missing = sorted(n for n in needed if n not in reader.files)
   if missing:
     raise CheckpointError(
@@ -349,13 +351,13 @@ def load_hf(
 
 def _load_hf(path: str, dtype, mesh) -> Transformer:
   config, _ = read_hf_config(path)
-  reader = _Reader(_tensor_files(path))
+  reader = TensorReader(tensor_files(path))
   abstract = nnx.eval_shape(
       lambda: Transformer(config, dtype=dtype, rngs=nnx.Rngs(0))
   )
   graphdef, abstract_state = nnx.split(abstract)
-  needed = _expected(config, abstract_state)
-  _check_tensors(reader, needed, config, path)
+  needed = expected_tensors(config, abstract_state)
+  check_tensors(reader, needed, config, path)
   rows = {m.path: m for m in mapping_table(config)}
   np_dtype = _numpy_dtype(dtype)
 
