@@ -99,7 +99,8 @@ def _load_model():
 
 
 def _source():
-  from opd_jax.data import arithmetic, sources  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import arithmetic, sources
 
   if _DATA.value == "arithmetic":
     task = arithmetic.ArithmeticTask(
@@ -129,10 +130,11 @@ def _write(out_dir, scores, dataset, result) -> None:
 
 def _generate(source, grader):
   """Samples and grades; (EvalResult, PromptDataset, name, default out)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from opd_jax.data import prompts, tokenizer as tokenizers  # pylint: disable=g-import-not-at-top
-  from opd_jax.evaluation import evaluate as evaluation_lib  # pylint: disable=g-import-not-at-top
-  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from opd_jax.data import prompts, tokenizer as tokenizers
+  from opd_jax.evaluation import evaluate as evaluation_lib
+  from opd_jax.rollouts import Sampling
 
   model, tok_dir, name, default_out = _load_model()
   tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")

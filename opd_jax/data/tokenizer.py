@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The arithmetic task's tokenizer in HF format; checked loading and comparison of HF tokenizers."""
+"""The task's HF tokenizer; checked loading and comparison of tokenizers."""
 
 from __future__ import annotations
 

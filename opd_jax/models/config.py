@@ -338,7 +338,8 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
   d = _required_int(hf, "hidden_size")
   head_dim = hf.get("head_dim") or d // heads
   eos = hf.get("eos_token_id")
-  eos_ids = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+  eos_ids = (() if eos is None else tuple(eos) if isinstance(eos, list)
+             else (eos,))
   config = ModelConfig(
       family=family,
       vocab_size=_required_int(hf, "vocab_size"),

@@ -129,7 +129,8 @@ def test_per_layer_config_lists_are_cut():
   with open(os.path.join(_FIXTURES, "qwen2p5_1p5b_instruct.json")) as f:
     raw = json.load(f)
   raw["layer_types"] = ["full_attention"] * 21 + ["sliding_attention"] * 7
-  out = cut._student_config(raw, (0, 20, 21, 27))  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  out = cut._student_config(raw, (0, 20, 21, 27))
   assert out["num_hidden_layers"] == 4
   assert out["max_window_layers"] == 2  # layers 0 and 20 are below 21
   assert out["layer_types"] == ["full_attention"] * 2 + [
