@@ -336,7 +336,7 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
   theta, scaling = _rope_from_hf(hf)
   heads = _required_int(hf, "num_attention_heads")
   d = _required_int(hf, "hidden_size")
-  head_dim = hf.get("head_dim") or d // heads
+  head_dim = hf.get("head_dim") or (d // heads if heads > 0 else 0)
   eos = hf.get("eos_token_id")
   eos_ids = (() if eos is None else tuple(eos) if isinstance(eos, list)
              else (eos,))
