@@ -21,11 +21,19 @@ r"""Evaluates a model on held-out questions: accuracy (mean@k) and pass@k.
       --temperature=0.7
 
 --model is a training workdir (its newest checkpoint) or an HF directory.
-Prints a table and one JSON line with the figures.
+The grader follows the data: the built-in task's exact verifier, exact
+integers when every reference answer is an integer (`#### n`, `\boxed{n}`
+or the last number of a response count), math-verify otherwise. Every row
+must have a gradable answer (checked before generating). Prints a table and
+one JSON line with the figures, and writes scores.json and responses.jsonl
+(one line per sample: question, reference, response, correct, length) to
+--out_dir (default: WORKDIR/eval/step_N for a workdir, ./eval_NAME for an
+HF directory). Input errors print one `error: ...` line and exit with 2.
 """
 
 import json
 import os
+import sys
 import time
 
 from absl import app, flags
@@ -49,10 +57,33 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Questions per call.")
 _WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
 _TIMEOUT = flags.DEFINE_float("grading_timeout", 10.0, "Seconds per answer.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_OUT = flags.DEFINE_string("out_dir", "", "Where scores and responses go.")
+
+
+class _Error(Exception):
+  """A user error: printed as one line, exit code 2."""
+
+
+def _check_flags() -> None:
+  """Refuses values that would crash or give NaN later."""
+  for flag, low in ((_K, 1), (_BATCH, 1), (_MAX_NEW, 1), (_MAX_PROMPT, 1),
+                    (_WORKERS, 1), (_N, 0)):
+    if flag.value < low:
+      raise _Error(f"--{flag.name}: expected an integer >= {low}, got"
+                   f" {flag.value}")
+  if _TIMEOUT.value <= 0:
+    raise _Error(f"--grading_timeout: expected > 0, got {_TIMEOUT.value}")
+  if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
+    raise _Error("--temperature: expected >= 0 and --top_p in (0, 1], got"
+                 f" {_TEMPERATURE.value} and {_TOP_P.value}")
+  if not os.path.isdir(_MODEL.value or ""):
+    raise _Error(f"--model: {_MODEL.value!r} is not a directory")
+  if _DATA.value != "arithmetic" and not os.path.exists(_DATA.value):
+    raise _Error(f"--data: {_DATA.value} does not exist")
 
 
 def _load_model():
-  """(model, tokenizer directory, display name) from --model."""
+  """(model, tokenizer directory, display name, default out dir)."""
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
 
@@ -60,74 +91,101 @@ def _load_model():
   if os.path.isdir(os.path.join(path, "checkpoints")):  # a training workdir
     model, step, c = restore.restore_student(path)
     tok_dir = _TOKENIZER.value or c.tokenizer or c.student
-    return model, tok_dir, f"{path} (step {step})"
-  return load_hf(path), _TOKENIZER.value or path, path
+    return (model, tok_dir, f"{path} (step {step})",
+            os.path.join(path, "eval", f"step_{step}"))
+  name = os.path.basename(os.path.normpath(path))
+  return (load_hf(path, role="--model"), _TOKENIZER.value or path, path,
+          os.path.abspath(f"eval_{name}"))
 
 
-def main(argv):
-  del argv
-  import jax  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
-  from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
-  from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+def _source():
+  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import arithmetic, sources
 
-  start = time.time()
-  model, tok_dir, name = _load_model()
-  tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
   if _DATA.value == "arithmetic":
     task = arithmetic.ArithmeticTask(
         difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)())
-    source = data_lib.ArithmeticSource(_SPLIT.value, _N.value or 1000,
-                                      task=task)
-  else:
-    source = data_lib.FileSource(_DATA.value, question_field=_QFIELD.value,
-                                answer_field=_AFIELD.value)
-  dataset = data_lib.PromptDataset(source, tokenizer,
-                                  max_prompt_len=_MAX_PROMPT.value,
-                                  overlong="truncate")
-  if _N.value and len(dataset) > _N.value:
-    dataset = _Head(dataset, _N.value)
-  kwargs = dict(
+    return sources.ArithmeticSource(_SPLIT.value, _N.value or 1000, task=task)
+  source = sources.FileSource(_DATA.value, question_field=_QFIELD.value,
+                              answer_field=_AFIELD.value,
+                              require_answers=True)
+  return sources.take(source, _N.value)
+
+
+def _write(out_dir, scores, dataset, result) -> None:
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "scores.json"), "w") as f:
+    json.dump(scores, f, indent=2)
+  with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
+    for row in range(result.num_questions):
+      for j in range(result.num_samples):
+        f.write(json.dumps({
+            "index": int(dataset.source_index[row]),
+            "question": dataset.questions[row],
+            "answer": dataset.answers[row], "sample": j,
+            "response": result.samples[row][j],
+            "correct": bool(result.correct[row, j]),
+            "length": int(result.lengths[row, j])}) + "\n")
+
+
+def _generate(source, grader):
+  """Samples and grades; (EvalResult, PromptDataset, name, default out)."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from opd_jax.data import tokenizer as tokenizers
+  from opd_jax.data.dataset import PromptDataset
+  from opd_jax.evaluation import evaluate as evaluation_lib
+  from opd_jax.rollouts import Sampling
+
+  model, tok_dir, name, default_out = _load_model()
+  tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")
+  dataset = PromptDataset(source, tokenizer,
+                          max_prompt_len=_MAX_PROMPT.value,
+                          overlong="truncate")
+  result = evaluation_lib.evaluate(
+      model, dataset, tokenizer, grader,
       key=jax.random.PRNGKey(_SEED.value), batch_size=_BATCH.value,
       num_samples=_K.value, max_new_tokens=_MAX_NEW.value,
       sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
       eos_ids=tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,))
-  if _DATA.value == "arithmetic":
-    result = evaluation.evaluate(model, dataset, tokenizer,
-                                 evaluation.arithmetic_grader, **kwargs)
-  else:
-    with GradingPool(_WORKERS.value, timeout=_TIMEOUT.value) as pool:
-      result = evaluation.evaluate(model, dataset, tokenizer,
-                                   evaluation.pool_grader(pool), **kwargs)
-      print(f"grading: {pool.stats['timed_out']} answer(s) timed out")
+  return result, dataset, name, default_out
+
+
+def _run() -> None:
+  start = time.time()
+  _check_flags()  # before the slow imports: a typo fails in a second
+  source = _source()
+  from opd_jax import evaluation  # pylint: disable=g-import-not-at-top
+
+  with evaluation.grader_for(source, num_workers=_WORKERS.value,
+                             timeout=_TIMEOUT.value) as grader:
+    evaluation.check_gradable(grader, source)  # before loading the model
+    result, dataset, name, default_out = _generate(source, grader)
+    if isinstance(grader, evaluation.MathGrader):
+      print(f"grading: {grader.pool.stats['timed_out']} answer(s) timed out")
   k = result.num_samples
-  print(f"model     {name}\ndata      {source.name}")
+  print(f"model     {name}\ndata      {source.name}\ngrader    {grader.name}")
   print(f"{'questions':>10} {'accuracy':>9} {f'pass@{k}':>8} {'mean len':>9}")
   print(f"{result.num_questions:>10} {result.accuracy:>9.3f}"
         f" {result.pass_at_k:>8.3f} {result.mean_length:>9.1f}")
-  print(json.dumps({"model": name, "data": source.name,
-                    "questions": result.num_questions, "k": k,
-                    "accuracy": result.accuracy, f"pass@{k}": result.pass_at_k,
-                    "mean_length": result.mean_length,
-                    "seconds": round(time.time() - start, 1)}))
+  out_dir = _OUT.value or default_out
+  scores = {"model": name, "data": source.name, "grader": grader.name,
+            "questions": result.num_questions, "k": k,
+            "accuracy": result.accuracy, f"pass@{k}": result.pass_at_k,
+            "mean_length": result.mean_length,
+            "seconds": round(time.time() - start, 1), "out_dir": out_dir}
+  _write(out_dir, scores, dataset, result)
+  print(json.dumps(scores))
 
 
-class _Head:
-  """The first n rows of a PromptDataset (same interface for `evaluate`)."""
-
-  def __init__(self, dataset, n):
-    self._d, self._n = dataset, n
-    self.pad_id = dataset.pad_id
-    self.answers = dataset.answers[:n]
-
-  def __len__(self):
-    return self._n
-
-  def batch(self, rows):
-    return self._d.batch(rows)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    _run()
+  except (_Error, ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

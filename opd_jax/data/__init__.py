@@ -32,7 +32,11 @@ from opd_jax.data.sources import PromptRecord
 from opd_jax.data.sources import PromptSource
 from opd_jax.data.dataset import PromptStats
 from opd_jax.data.tokenizer import build_task_tokenizer
+from opd_jax.data.tokenizer import check_same_vocabulary
 from opd_jax.data.tokenizer import load_task_tokenizer
+from opd_jax.data.tokenizer import load_tokenizer
+from opd_jax.data.tokenizer import TokenizerError
+from opd_jax.data.tokenizer import TokenizerMismatchError
 
 __all__ = [
     "ArithmeticSource",
@@ -48,10 +52,14 @@ __all__ = [
     "Difficulty",
     "Example",
     "SPLITS",
+    "TokenizerError",
+    "TokenizerMismatchError",
     "build_task_tokenizer",
+    "check_same_vocabulary",
     "extract_answer",
     "is_correct",
     "load_task_tokenizer",
+    "load_tokenizer",
     "make_dataset",
     "make_example",
     "verify_rationale",

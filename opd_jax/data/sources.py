@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import gzip
 import json
 import os
 from typing import Any, Iterator
+
+from absl import logging
 
 from opd_jax.data import arithmetic
 
@@ -60,6 +63,43 @@ class PromptSource(abc.ABC):
     """Yields every record in index order."""
     for i in range(len(self)):
       yield self[i]
+
+  def location(self, index: int) -> str:
+    """Where record `index` is, for messages ('line 7', 'row 6')."""
+    return f"row {index}"
+
+
+class _Head(PromptSource):
+  """The first `n` records of another source."""
+
+  def __init__(self, source: PromptSource, n: int):
+    self._source, self._n = source, n
+
+  @property
+  def name(self) -> str:
+    return self._source.name
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index: int) -> PromptRecord:
+    if not 0 <= index < self._n:
+      raise IndexError(f"{self.name}: index {index} out of range")
+    return self._source[index]
+
+  def location(self, index: int) -> str:
+    return self._source.location(index)
+
+
+def take(source: PromptSource, n: int) -> PromptSource:
+  """The first `n` records of `source` (all of them when n <= 0 or n >= len).
+
+  How `eval_examples` applies to a file evaluation set: the first rows, so
+  every run and every process grades the same questions.
+  """
+  if n <= 0 or n >= len(source):
+    return source
+  return _Head(source, n)
 
 
 class ArithmeticSource(PromptSource):
@@ -105,19 +145,78 @@ class ArithmeticSource(PromptSource):
     return PromptRecord(ex.question, str(ex.answer), ex.rationale)
 
 
+SUPPORTED = (".jsonl", ".json", ".parquet", "(each optionally .gz)",
+             "a directory written by datasets.Dataset.save_to_disk")
+
+
 def _infer_format(path: str) -> str:
   if os.path.isdir(path):
     return "disk"
   lower = path.lower()
-  for ext, fmt in ((".jsonl", "json"), (".json", "json"),
-                   (".parquet", "parquet")):
-    if lower.endswith(ext) or lower.endswith(ext + ".gz"):
-      return fmt
+  if lower.endswith((".jsonl", ".jsonl.gz")):
+    return "jsonl"
+  if lower.endswith((".json", ".json.gz")):
+    return "json"
+  if lower.endswith((".parquet", ".parquet.gz")):
+    return "parquet"
+  ext = os.path.splitext(lower.removesuffix(".gz"))[1] or "no extension"
   raise ValueError(
-      f"prompts file {path}: expected a .jsonl/.json/.parquet file or a"
-      " directory written by datasets.Dataset.save_to_disk, got neither;"
-      " pass format='json'|'parquet'|'disk'"
+      f"prompts file {path}: expected a .jsonl, .json or .parquet file"
+      " (optionally .gz) or a directory written by"
+      f" datasets.Dataset.save_to_disk, got {ext!r}; for plain text, write"
+      ' one JSON object per line, e.g. {"question": "..."}, to a .jsonl'
+      " file"
   )
+
+
+def _decode(raw: bytes, path: str, line: int) -> str:
+  try:
+    return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(
+        f"prompts file {path} line {line}: not UTF-8 (byte"
+        f" {raw[e.start]:#04x} at column {e.start + 1}); save the file as"
+        " UTF-8"
+    ) from None
+
+
+def _object(row: Any, path: str, where: str) -> dict[str, Any]:
+  if not isinstance(row, dict):
+    raise ValueError(
+        f"prompts file {path} {where}: expected a JSON object, got"
+        f" {type(row).__name__}"
+    )
+  return row
+
+
+def _read_json_rows(path: str) -> tuple[list[dict[str, Any]], list[str]]:
+  """Rows of a JSON-lines file (or one JSON array) and where each one is."""
+  opener = gzip.open if path.lower().endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if data.lstrip()[:1] == b"[":  # one JSON array of objects
+    try:
+      rows = json.loads(_decode(data, path, 1))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"prompts file {path}: not valid JSON ({e.msg} at line"
+                       f" {e.lineno} column {e.colno})") from None
+    return ([_object(r, path, f"item {i}") for i, r in enumerate(rows)],
+            [f"item {i}" for i in range(len(rows))])
+  rows, where = [], []
+  for n, raw in enumerate(data.split(b"\n"), 1):
+    text = _decode(raw, path, n)
+    if not text.strip():
+      continue
+    try:
+      row = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise ValueError(
+          f"prompts file {path} line {n}: not valid JSON ({e.msg} at column"
+          f" {e.colno}): {text.strip()[:60]!r}"
+      ) from None
+    rows.append(_object(row, path, f"line {n}"))
+    where.append(f"line {n}")
+  return rows, where
 
 
 def _saved_without_rows(path: str) -> bool:
@@ -130,9 +229,30 @@ def _saved_without_rows(path: str) -> bool:
     return not json.load(f).get("_data_files", [None])
 
 
+class _Table:
+  """Rows as columns: `columns` in first-seen order, `where[i]` for row i."""
+
+  def __init__(self, columns: list[str], get, where: list[str] | None,
+               num_rows: int):
+    self.columns, self._get, self.num_rows = columns, get, num_rows
+    self.where = where or [f"row {i}" for i in range(num_rows)]
+
+  def column(self, name: str) -> list[Any]:
+    return self._get(name)
+
+
+def _json_table(path: str) -> _Table:
+  rows, where = _read_json_rows(path)
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  return _Table(columns, lambda c: [r.get(c) for r in rows], where,
+                len(rows))
+
+
 def _load_table(path: str, fmt: str, split: str, cache_dir: str | None):
-  """Reads `path` into a `datasets.Dataset` (one split); None when empty."""
-  # Imported here: `datasets` is slow to import and only file sources need it.
+  """Reads `path` into a `_Table` (one split); None when empty."""
+  if fmt in ("json", "jsonl"):
+    return _json_table(path)
+  # Imported here: `datasets` is slow to import and only these need it.
   import datasets
 
   if fmt == "disk":
@@ -146,22 +266,22 @@ def _load_table(path: str, fmt: str, split: str, cache_dir: str | None):
             f" {sorted(ds)}"
         )
       ds = ds[split]
-    return ds
-  if fmt not in ("json", "parquet"):
+  elif fmt == "parquet":
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+      return None
+    try:
+      ds = datasets.load_dataset(
+          fmt, data_files=path, split="train", cache_dir=cache_dir
+      )
+    except datasets.exceptions.DatasetGenerationError as e:
+      raise ValueError(f"prompts file {path}: cannot read as {fmt}: {e}"
+                       ) from e
+  else:
     raise ValueError(
-        f"prompts file {path}: format expected 'json', 'parquet' or 'disk',"
-        f" got {fmt!r}"
+        f"prompts file {path}: format expected 'jsonl', 'json', 'parquet' or"
+        f" 'disk', got {fmt!r}"
     )
-  if os.path.isfile(path) and os.path.getsize(path) == 0:
-    return None
-  try:
-    return datasets.load_dataset(
-        fmt, data_files=path, split="train", cache_dir=cache_dir
-    )
-  except StopIteration:  # What the json builder raises on blank files.
-    return None
-  except datasets.exceptions.DatasetGenerationError as e:
-    raise ValueError(f"prompts file {path}: cannot read as {fmt}: {e}") from e
+  return _Table(list(ds.column_names), lambda c: list(ds[c]), None, len(ds))
 
 
 def _as_optional_str(value: Any) -> str | None:
@@ -169,11 +289,12 @@ def _as_optional_str(value: Any) -> str | None:
 
 
 class FileSource(PromptSource):
-  """Prompts from a local jsonl / parquet file or a `save_to_disk` directory.
+  """Prompts from a local jsonl / json / parquet file or a saved dataset.
 
-  The file is read with `datasets` (`load_dataset('json' | 'parquet')` or
-  `load_from_disk`), and the configured columns are held in memory: prompt
-  sets are small next to the models that consume them.
+  JSON lines (and JSON arrays) are parsed here, so that a bad line is named
+  by its number; parquet files and `save_to_disk` directories are read with
+  `datasets`. The configured columns are held in memory: prompt sets are
+  small next to the models that consume them.
   """
 
   def __init__(
@@ -186,6 +307,7 @@ class FileSource(PromptSource):
       format: str | None = None,  # pylint: disable=redefined-builtin
       split: str = "train",
       cache_dir: str | None = None,
+      require_answers: bool = False,
   ):
     """Reads the file.
 
@@ -196,50 +318,60 @@ class FileSource(PromptSource):
       question_field: column holding the user turn.
       answer_field: column holding the reference answer, or None.
       response_field: column holding a reference assistant turn, or None.
-      format: 'json', 'parquet' or 'disk'; inferred from `path` when None.
+      format: 'jsonl', 'json', 'parquet' or 'disk'; inferred from `path`
+        when None.
       split: split of a saved `DatasetDict`.
-      cache_dir: `datasets` cache for the arrow conversion of json/parquet;
-        its default cache when None.
+      cache_dir: `datasets` cache for the arrow conversion of parquet; its
+        default cache when None.
+      require_answers: refuse a file without the `answer_field` column
+        (evaluation sets). Otherwise such a file loads with no answers:
+        OPD trains without them.
 
     Raises:
       FileNotFoundError: `path` does not exist.
-      ValueError: a configured field is missing, a question is not a string,
-        or the file has no rows.
+      ValueError: a line is not UTF-8 or not a JSON object (named by line),
+        a configured field is missing, a question is not a string, or the
+        file has no rows.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
       raise FileNotFoundError(f"prompts file {path}: no such file or directory")
     self._path = path
-    ds = _load_table(path, format or _infer_format(path), split, cache_dir)
-    if ds is None:
+    table = _load_table(path, format or _infer_format(path), split, cache_dir)
+    if table is None or table.num_rows == 0:
       raise ValueError(f"prompts file {path}: expected rows, got 0")
+    self._where = table.where
+    if answer_field and answer_field not in table.columns and (
+        not require_answers):
+      logging.info("prompts %s: no %r field; rows have no answers", path,
+                   answer_field)
+      answer_field = None
     fields = {
         "question_field": question_field,
         "answer_field": answer_field,
         "response_field": response_field,
     }
     for arg, column in fields.items():
-      if column is not None and column not in ds.column_names:
+      if column is not None and column not in table.columns:
         raise ValueError(
             f"prompts file {path}: {arg}={column!r} is not a field; fields"
-            f" are {ds.column_names}"
+            f" are {table.columns}"
         )
-    if len(ds) == 0:
-      raise ValueError(f"prompts file {path}: expected rows, got 0")
-    self._questions = list(ds[question_field])
+    self._questions = table.column(question_field)
     for i, q in enumerate(self._questions):
       if not isinstance(q, str):
         raise ValueError(
-            f"prompts file {path}: row {i} field {question_field!r}: expected"
-            f" a string, got {type(q).__name__}"
+            f"prompts file {path} {self._where[i]}: field {question_field!r}:"
+            f" expected a string, got {type(q).__name__}"
+            + (" (missing)" if q is None else "")
         )
     n = len(self._questions)
     self._answers = (
-        [_as_optional_str(a) for a in ds[answer_field]]
+        [_as_optional_str(a) for a in table.column(answer_field)]
         if answer_field else [None] * n
     )
     self._responses = (
-        [_as_optional_str(r) for r in ds[response_field]]
+        [_as_optional_str(r) for r in table.column(response_field)]
         if response_field else [None] * n
     )
 
@@ -254,3 +386,6 @@ class FileSource(PromptSource):
     return PromptRecord(
         self._questions[index], self._answers[index], self._responses[index]
     )
+
+  def location(self, index: int) -> str:
+    return self._where[index]

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""A tiny word-and-digit tokenizer for the arithmetic task, in HF format."""
+"""The task's HF tokenizer; checked loading and comparison of tokenizers."""
 
 from __future__ import annotations
 
@@ -143,6 +143,114 @@ def build_task_tokenizer(out_dir: str | os.PathLike[str]) -> str:
 
 def load_task_tokenizer(path: str | os.PathLike[str]):
   """Loads a tokenizer directory with `transformers.AutoTokenizer`."""
-  from transformers import AutoTokenizer
+  return load_tokenizer(path)
 
-  return AutoTokenizer.from_pretrained(os.fspath(path))
+
+# Any one of these holds a vocabulary `AutoTokenizer` can build from.
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json",
+                    "tiktoken.model", "spiece.model", "vocab.txt")
+
+
+class TokenizerError(ValueError):
+  """A tokenizer directory is missing, incomplete or unusable."""
+
+
+class TokenizerMismatchError(ValueError):
+  """Two tokenizers map some ids to different strings."""
+
+
+def load_tokenizer(path: str | os.PathLike[str], *, role: str | None = None):
+  """Loads an HF tokenizer directory, refusing one without a vocabulary.
+
+  `AutoTokenizer` on a checkpoint directory without tokenizer files can
+  build an empty tokenizer from config.json alone (a Qwen2Tokenizer with
+  one token), which then encodes every prompt to nothing; so the files are
+  checked first and the result is checked to encode text.
+
+  Args:
+    path: a directory with tokenizer.json (or another vocabulary file).
+    role: what the tokenizer is for (e.g. 'config.tokenizer'); prefixes
+      error messages.
+
+  Raises:
+    TokenizerError: no such directory, no vocabulary file in it, or a
+      tokenizer that encodes text to no tokens; the message names the
+      directory and the files expected.
+  """
+  from transformers import AutoTokenizer  # slow import, only when loading
+
+  path = os.fspath(path)
+  where = f"{role}: " if role else ""
+  if not os.path.isdir(path):
+    raise TokenizerError(
+        f"{where}tokenizer directory {path!r} does not exist")
+  if not any(os.path.isfile(os.path.join(path, f)) for f in VOCABULARY_FILES):
+    raise TokenizerError(
+        f"{where}{path} has no tokenizer files: expected tokenizer.json (or"
+        " tokenizer.model, or vocab.json + merges.txt) with"
+        " tokenizer_config.json; copy them from the model this checkpoint"
+        f" was made from (found: {_listing(path)})")
+  try:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+  except (OSError, ValueError) as e:
+    raise TokenizerError(
+        f"{where}{path}: transformers cannot load its tokenizer: {e}"
+    ) from None
+  probe = tokenizer("12 apples + 3 = 15", add_special_tokens=False)
+  if not probe["input_ids"]:
+    raise TokenizerError(
+        f"{where}{path}: the tokenizer encodes text to no tokens (vocabulary"
+        f" of {len(tokenizer)}); its files are incomplete")
+  return tokenizer
+
+
+def _listing(path: str, limit: int = 10) -> str:
+  names = sorted(os.listdir(path))
+  more = f", ... ({len(names)} files)" if len(names) > limit else ""
+  return ", ".join(names[:limit]) + more if names else "nothing"
+
+
+def _id_to_token(tokenizer) -> dict[int, str]:
+  return {i: t for t, i in tokenizer.get_vocab().items()}
+
+
+def check_same_vocabulary(
+    student_tokenizer,
+    teacher_tokenizer,
+    *,
+    allow_mismatch: bool = False,
+    max_listed: int = 5,
+) -> list[int]:
+  """Compares two tokenizers id by id (added special tokens included).
+
+  OPD scores the student's sampled ids with the teacher, so an id must mean
+  the same string to both; equal vocabulary sizes do not show that.
+
+  Args:
+    student_tokenizer, teacher_tokenizer: HF tokenizers.
+    allow_mismatch: return the differing ids instead of raising.
+    max_listed: how many differing ids the message spells out.
+
+  Returns:
+    The sorted ids that differ (empty when the vocabularies agree): an id
+    known to one tokenizer only, or mapped to different strings.
+
+  Raises:
+    TokenizerMismatchError: some ids differ and `allow_mismatch` is False;
+      the message names the first ones with both strings.
+  """
+  student = _id_to_token(student_tokenizer)
+  teacher = _id_to_token(teacher_tokenizer)
+  differ = sorted(i for i in set(student) | set(teacher)
+                  if student.get(i) != teacher.get(i))
+  if differ and not allow_mismatch:
+    shown = ", ".join(
+        f"id {i}: student {student.get(i)!r} vs teacher {teacher.get(i)!r}"
+        for i in differ[:max_listed])
+    raise TokenizerMismatchError(
+        f"student and teacher tokenizers disagree on {len(differ)} of"
+        f" {max(len(student), len(teacher))} ids ({shown}"
+        f"{', ...' if len(differ) > max_listed else ''}); OPD scores the"
+        " student's token ids with the teacher, so both must map every id"
+        " to the same string (allow_mismatch=True to proceed anyway)")
+  return differ

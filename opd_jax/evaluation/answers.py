@@ -108,6 +108,11 @@ def extract_answer(text: str) -> str | None:
   return answer or None
 
 
+def remove_thousands_separators(text: str) -> str:
+  """`1,234,567` -> `1234567` (but not `1,2` or a list `1, 2`)."""
+  return _THOUSANDS_RE.sub(lambda m: m.group(1).replace(",", ""), text)
+
+
 def normalize_answer(answer: str) -> str:
   """Canonicalises an answer string for exact comparison.
 
@@ -130,7 +135,7 @@ def normalize_answer(answer: str) -> str:
   s = s.replace("$", "").replace("\\!", "")
   s = s.replace("\\left", "").replace("\\right", "")
   s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-  s = _THOUSANDS_RE.sub(lambda m: m.group(1).replace(",", ""), s)
+  s = remove_thousands_separators(s)
   s = re.sub(r"\s+", "", s)
   s = s.rstrip(".")
   return s

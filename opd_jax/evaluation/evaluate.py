@@ -61,6 +61,9 @@ class EvalResult:
     num_questions: questions graded.
     num_samples: samples per question (k).
     responses: the decoded first sample of each question.
+    samples: every decoded sample, [questions][k].
+    correct: bool [questions, k], the grade of each sample.
+    lengths: int [questions, k], each sample's length in tokens.
   """
 
   accuracy: float
@@ -69,6 +72,9 @@ class EvalResult:
   num_questions: int
   num_samples: int
   responses: list[str]
+  samples: list[list[str]] = dataclasses.field(default_factory=list)
+  correct: np.ndarray | None = None
+  lengths: np.ndarray | None = None
 
   def metrics(self, prefix: str = "eval") -> dict[str, float]:
     return {f"{prefix}/accuracy": self.accuracy,
@@ -109,6 +115,10 @@ def evaluate(
     sampling: the sampling strategy (greedy by default).
     eos_ids: ids that end a response.
   """
+  for name, value in (("batch_size", batch_size), ("num_samples", num_samples),
+                      ("max_new_tokens", max_new_tokens)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"evaluate: {name} expected an int >= 1, got {value!r}")
   n = len(dataset)
   if n == 0:
     raise ValueError("evaluate: the evaluation dataset is empty")
@@ -121,7 +131,7 @@ def evaluate(
   local = batch_size // procs
   correct = np.zeros((n, num_samples), bool)
   lengths = np.zeros((n, num_samples))
-  first: list[str] = [""] * n
+  samples: list[list[str]] = [[""] * num_samples for _ in range(n)]
   for start in range(0, n, batch_size):
     rows = np.arange(start, start + batch_size)
     valid = rows < n
@@ -143,16 +153,16 @@ def evaluate(
                   [dataset.answers[rows[i]] for i in keep])
       correct[rows[keep], j] = ok
       lengths[rows[keep], j] = rmask[keep].sum(axis=1)
-      if j == 0:
-        for i in keep:
-          first[rows[i]] = texts[i]
+      for i in keep:
+        samples[rows[i]][j] = texts[i]
   c = correct.sum(axis=1)
   return EvalResult(
       accuracy=float(correct.mean()),
       pass_at_k=float(np.mean([pass_at_k(num_samples, int(ci), num_samples)
                                for ci in c])),
       mean_length=float(lengths.mean()), num_questions=n,
-      num_samples=num_samples, responses=first,
+      num_samples=num_samples, responses=[s[0] for s in samples],
+      samples=samples, correct=correct, lengths=lengths.astype(np.int64),
   )
 
 

@@ -20,6 +20,7 @@ from opd_jax.models.config import (
     Llama3RopeScaling,
     ModelConfig,
     UnsupportedConfigError,
+    check_hf_config,
     from_hf_config,
     preset,
     to_hf_config,

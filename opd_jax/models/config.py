@@ -16,8 +16,12 @@
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any, Mapping
+
+from absl import logging
+
+from opd_jax.models import hf_guard
+from opd_jax.models.hf_guard import UnsupportedConfigError
 
 FAMILIES = ("llama", "qwen2", "qwen3")
 
@@ -28,39 +32,6 @@ _ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
 }
-
-# HF config fields that we read, or that carry no meaning for the forward pass.
-# Anything else that is set to a non-default value is rejected (see
-# `_check_unsupported`), so that a checkpoint we cannot reproduce never loads
-# silently.
-_HANDLED_OR_IGNORED = frozenset({
-    # read
-    "model_type", "vocab_size", "hidden_size", "intermediate_size",
-    "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-    "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling",
-    "rope_parameters", "tie_word_embeddings", "max_position_embeddings",
-    "bos_token_id", "eos_token_id", "pad_token_id", "hidden_act",
-    "attention_bias", "mlp_bias", "use_sliding_window", "sliding_window",
-    "max_window_layers", "layer_types", "pretraining_tp",
-    # ignored: training-time, bookkeeping or generation settings
-    "architectures", "transformers_version", "torch_dtype", "dtype",
-    "initializer_range", "use_cache", "attention_dropout", "_name_or_path",
-    "output_hidden_states", "output_attentions", "return_dict",
-    "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id",
-    "problem_type", "tokenizer_class", "model_name", "quantization_config",
-    "use_mrope", "rope_type", "_attn_implementation_autoset",
-    "_attn_implementation", "bad_words_ids", "begin_suppress_tokens",
-    "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id",
-    "sep_token_id", "tf_legacy_loss", "torchscript", "use_bfloat16",
-    "prefix", "task_specific_params", "finetuning_task", "cross_attention_hidden_size",
-    "add_cross_attention", "tie_encoder_decoder", "is_decoder",
-    "pruned_heads", "chunk_size", "embedding_multiplier", "typical_p",
-})
-
-
-class UnsupportedConfigError(ValueError):
-  """An HF config asks for something this implementation does not do."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Llama3RopeScaling:
@@ -127,6 +98,7 @@ class ModelConfig:
         raise ValueError(
             f"ModelConfig.{name}: expected a positive int, got {value!r}"
         )
+    _check_family_flags(self)
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           "ModelConfig.num_heads must be a multiple of num_kv_heads, got"
@@ -251,10 +223,31 @@ def _llama3(d, layers, heads, kv, mlp, *, head_dim, tie, factor) -> ModelConfig:
 # -- HF config mapping ---------------------------------------------------------
 
 
-def _unsupported(field: str, value: Any, why: str) -> UnsupportedConfigError:
-  return UnsupportedConfigError(
-      f"HF config field {field}={value!r} is not supported: {why}"
-  )
+_unsupported = hf_guard.unsupported
+
+# Sets of ignored fields already logged, so that reading the same kind of
+# config again (student and teacher, config then weights) warns once.
+_WARNED: set[tuple[str, ...]] = set()
+
+
+def _check_family_flags(config: "ModelConfig") -> None:
+  """Refuses flags the family's HF architecture cannot represent.
+
+  transformers' Qwen2 always has q/k/v biases, Llama and Qwen3 put a bias
+  on o_proj too whenever they have one on q/k/v, and only Qwen3 has q/k
+  norms; a config outside these would save a checkpoint that neither
+  transformers nor `load_hf` reads back as the same model.
+  """
+  for name, want in (("qkv_bias", config.family == "qwen2"),
+                     ("qk_norm", config.family == "qwen3")):
+    if getattr(config, name) != want:
+      raise ValueError(
+          f"ModelConfig.{name}: family {config.family!r} requires"
+          f" {name}={want} (the HF {_ARCHITECTURES[config.family]}"
+          f" architecture {'always has' if want else 'has no'}"
+          f" {'q/k/v biases' if name == 'qkv_bias' else 'q/k norms'}),"
+          f" got {name}={getattr(config, name)}"
+      )
 
 
 def _rope_from_hf(
@@ -268,6 +261,10 @@ def _rope_from_hf(
   else:  # transformers 4.x
     field, scaling = "rope_scaling", dict(hf.get("rope_scaling") or {})
     theta = hf.get("rope_theta", 10_000.0)
+  if scaling.get("partial_rotary_factor", 1.0) not in (None, 1, 1.0):
+    raise _unsupported(f"{field}.partial_rotary_factor",
+                       scaling["partial_rotary_factor"],
+                       "RoPE on part of each head")
   rope_type = scaling.get("rope_type", scaling.get("type", "default"))
   if rope_type == "default":
     return float(theta), None
@@ -286,56 +283,13 @@ def _rope_from_hf(
           f"HF config field {field} of rope_type 'llama3' lacks {e.args[0]!r}"
       ) from None
   raise _unsupported(
-      f"{field}.rope_type", rope_type, "only 'default' and 'llama3' RoPE"
+      f"{field}.rope_type", rope_type,
+      "only 'default' and 'llama3' RoPE (linear, dynamic, yarn, longrope"
+      " and the others scale positions differently)"
   )
 
 
-def _check_unsupported(hf: Mapping[str, Any], family: str) -> None:
-  unknown = sorted(k for k in hf if k not in _HANDLED_OR_IGNORED)
-  if unknown:
-    raise UnsupportedConfigError(
-        f"HF config has fields this {family} implementation does not handle:"
-        f" {', '.join(f'{k}={hf[k]!r}' for k in unknown)}"
-    )
-  if hf.get("hidden_act", "silu") != "silu":
-    raise _unsupported("hidden_act", hf["hidden_act"], "only 'silu'")
-  if hf.get("mlp_bias", False):
-    raise _unsupported("mlp_bias", hf["mlp_bias"], "MLP biases")
-  if hf.get("use_sliding_window", False):
-    raise _unsupported(
-        "use_sliding_window", hf["use_sliding_window"],
-        "sliding-window attention",
-    )
-  if family == "llama" and hf.get("sliding_window") is not None:
-    raise _unsupported(
-        "sliding_window", hf["sliding_window"], "sliding-window attention"
-    )
-  if family == "llama" and hf.get("attention_bias", False):
-    raise _unsupported(
-        "attention_bias", hf["attention_bias"], "biases in Llama attention"
-    )
-  if family == "qwen3" and hf.get("attention_bias", False):
-    raise _unsupported(
-        "attention_bias", hf["attention_bias"], "biases in Qwen3 attention"
-    )
-  if hf.get("pretraining_tp", 1) not in (1, None):
-    raise _unsupported(
-        "pretraining_tp", hf["pretraining_tp"], "sliced-matmul emulation"
-    )
-  layer_types = hf.get("layer_types") or ()
-  other = sorted({t for t in layer_types if t != "full_attention"})
-  if other:
-    raise _unsupported("layer_types", other, "only 'full_attention' layers")
-
-
-def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
-  """Builds a `ModelConfig` from a parsed HF `config.json`.
-
-  Raises:
-    UnsupportedConfigError: the architecture or any field asks for behaviour
-      this implementation does not reproduce; the message names the field and
-      its value.
-  """
+def _family(hf: Mapping[str, Any]) -> str:
   model_type = hf.get("model_type")
   if model_type not in _MODEL_TYPES:
     raise _unsupported(
@@ -349,22 +303,52 @@ def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
     raise _unsupported(
         "architectures", archs, f"expected [{_ARCHITECTURES[family]!r}]"
     )
-  _check_unsupported(hf, family)
+  return family
+
+
+def _required_int(hf: Mapping[str, Any], field: str) -> int:
+  value = hf.get(field)
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise UnsupportedConfigError(
+        f"HF config field {field}: expected an int, got {value!r}"
+        + (" (missing)" if field not in hf else "")
+    )
+  return value
+
+
+def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
+  """(ModelConfig, fields ignored) for a parsed HF `config.json`.
+
+  Every field is judged by its effect (see `hf_guard`): the ones read build
+  the ModelConfig, harmless ones are returned (as `name` or
+  `name=value (why)`), and any that would change the computation raises.
+
+  Raises:
+    UnsupportedConfigError: the architecture or a field asks for behaviour
+      this implementation does not reproduce, or a required field is
+      missing; the message names the field and its value.
+  """
+  if not isinstance(hf, Mapping):
+    raise UnsupportedConfigError(
+        f"HF config: expected a JSON object, got {type(hf).__name__}")
+  family = _family(hf)
+  ignored = hf_guard.check_fields(hf, family)
   theta, scaling = _rope_from_hf(hf)
-  heads = int(hf["num_attention_heads"])
-  d = int(hf["hidden_size"])
-  head_dim = hf.get("head_dim") or d // heads
+  heads = _required_int(hf, "num_attention_heads")
+  d = _required_int(hf, "hidden_size")
+  head_dim = hf.get("head_dim") or (d // heads if heads > 0 else 0)
   eos = hf.get("eos_token_id")
-  eos_ids = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
-  return ModelConfig(
+  eos_ids = (() if eos is None else tuple(eos) if isinstance(eos, list)
+             else (eos,))
+  config = ModelConfig(
       family=family,
-      vocab_size=int(hf["vocab_size"]),
+      vocab_size=_required_int(hf, "vocab_size"),
       embed_dim=d,
-      num_layers=int(hf["num_hidden_layers"]),
+      num_layers=_required_int(hf, "num_hidden_layers"),
       num_heads=heads,
       num_kv_heads=int(hf.get("num_key_value_heads") or heads),
       head_dim=int(head_dim),
-      mlp_dim=int(hf["intermediate_size"]),
+      mlp_dim=_required_int(hf, "intermediate_size"),
       rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       rope_theta=theta,
       rope_scaling=scaling,
@@ -376,6 +360,27 @@ def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
       eos_token_ids=tuple(int(e) for e in eos_ids),
       pad_token_id=hf.get("pad_token_id"),
   )
+  return config, ignored
+
+
+def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
+  """Builds a `ModelConfig` from a parsed HF `config.json`.
+
+  Fields without effect on the forward pass are ignored with one warning
+  that lists them (logged once per distinct list); see `check_hf_config`.
+
+  Raises:
+    UnsupportedConfigError: the architecture or any field asks for behaviour
+      this implementation does not reproduce; the message names the field and
+      its value.
+  """
+  config, ignored = check_hf_config(hf)
+  key = tuple(ignored)
+  if ignored and key not in _WARNED:
+    _WARNED.add(key)
+    logging.warning("HF config (%s): fields without effect here, ignored: %s",
+                    config.family, ", ".join(ignored))
+  return config
 
 
 def to_hf_config(config: ModelConfig) -> dict[str, Any]:

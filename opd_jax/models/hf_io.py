@@ -20,6 +20,7 @@ transform, `save_hf` its inverse, so the two directions cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -37,7 +38,9 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from opd_jax import sharding
-from opd_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from opd_jax.models.config import (
+    ModelConfig, UnsupportedConfigError, from_hf_config, to_hf_config,
+)
 from opd_jax.models.transformer import Transformer
 
 CONFIG_FILE = "config.json"
@@ -45,6 +48,8 @@ INDEX_FILE = "model.safetensors.index.json"
 WEIGHTS_FILE = "model.safetensors"
 # Tensors some checkpoints carry that hold no parameters of ours.
 _IGNORED_TENSORS = (re.compile(r"\.rotary_emb\.inv_freq$"),)
+# safetensors dtype names of the weights we can load.
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
 
 class CheckpointError(ValueError):
@@ -139,21 +144,49 @@ def to_hf(kind: str, x: np.ndarray) -> np.ndarray:
 
 
 def read_hf_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
-  """Parses `path`/config.json into (ModelConfig, raw dict)."""
+  """Parses `path`/config.json into (ModelConfig, raw dict).
+
+  Raises:
+    CheckpointError: no directory or config.json, or the file is not UTF-8
+      JSON; the message names the file.
+    UnsupportedConfigError: a field asks for an unsupported variant; the
+      message names the file and the field.
+  """
   if not os.path.isdir(path):
     raise CheckpointError(f"Checkpoint directory {path!r} does not exist")
   config_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise CheckpointError(f"{config_path} not found: not an HF checkpoint")
   try:
-    with open(config_path) as f:
+    with open(config_path, encoding="utf-8") as f:
       raw = json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
-  return from_hf_config(raw), raw
+  except UnicodeDecodeError as e:
+    raise CheckpointError(
+        f"{config_path} is not UTF-8 text (byte {e.object[e.start]:#04x} at"
+        f" offset {e.start}): not an HF config.json") from None
+  try:
+    return from_hf_config(raw), raw
+  except ValueError as e:  # UnsupportedConfigError, or ModelConfig's checks
+    kind = (UnsupportedConfigError if isinstance(e, UnsupportedConfigError)
+            else CheckpointError)
+    raise kind(f"{config_path}: {e}") from None
 
 
-def _tensor_files(path: str) -> dict[str, str]:
+@contextlib.contextmanager
+def _named(role: str | None):
+  """Prefixes checkpoint errors raised inside with `role` (e.g. a flag)."""
+  if not role:
+    yield
+    return
+  try:
+    yield
+  except (CheckpointError, UnsupportedConfigError) as e:
+    raise type(e)(f"{role}: {e}") from None
+
+
+def tensor_files(path: str) -> dict[str, str]:
   """Maps every tensor name to the safetensors file holding it."""
   index_path = os.path.join(path, INDEX_FILE)
   if os.path.isfile(index_path):
@@ -181,7 +214,7 @@ def _tensor_files(path: str) -> dict[str, str]:
   return where
 
 
-class _Reader:
+class TensorReader:
   """Opens each safetensors file once and reads tensors with checks."""
 
   def __init__(self, files: dict[str, str]):
@@ -196,15 +229,35 @@ class _Reader:
   def shape(self, name: str) -> tuple[int, ...]:
     return tuple(self._handle(self.files[name]).get_slice(name).get_shape())
 
+  def dtype(self, name: str) -> str:
+    """The safetensors dtype name, e.g. 'BF16' or 'I8'."""
+    return self._handle(self.files[name]).get_slice(name).get_dtype()
+
   def get(self, name: str) -> np.ndarray:
+    """Reads tensor `name`; raises if it holds a NaN or an infinity."""
     file = self.files[name]
     try:
-      return self._handle(file).get_tensor(name)
+      x = self._handle(file).get_tensor(name)
     except Exception as e:
       raise CheckpointError(f"{file}: cannot read tensor {name}: {e}") from None
+    _check_finite(x, name, file)
+    return x
 
 
-def _expected(config: ModelConfig, abstract_state) -> dict[str, tuple]:
+def _check_finite(x: np.ndarray, name: str, file: str) -> None:
+  finite = np.isfinite(x)
+  if finite.all():
+    return
+  nan = int(np.isnan(x).sum())
+  first = tuple(int(i) for i in np.argwhere(~finite)[0])
+  raise CheckpointError(
+      f"{file}: tensor {name} holds {nan} NaN and {int((~finite).sum()) - nan}"
+      f" infinite value(s) of {x.size} (first at index {list(first)}); the"
+      " checkpoint is corrupt or diverged"
+  )
+
+
+def expected_tensors(config: ModelConfig, abstract_state) -> dict[str, tuple]:
   """HF name -> (mapping, per-layer shape of ours) for every tensor needed."""
   flat = {sharding.path_str(p): v for p, v in _flat_state(abstract_state)}
   needed = {}
@@ -227,7 +280,9 @@ def _flat_state(state):
   return jax.tree_util.tree_flatten_with_path(state)[0]
 
 
-def _check_tensors(reader: _Reader, needed, config, path) -> None:
+def check_tensors(reader: TensorReader, needed, config, path) -> None:
+  """Raises unless every needed tensor is present with its shape and a float
+  dtype, and no tensor of another architecture is there."""
   missing = sorted(n for n in needed if n not in reader.files)
   if missing:
     raise CheckpointError(
@@ -235,6 +290,13 @@ def _check_tensors(reader: _Reader, needed, config, path) -> None:
         f" files: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
     )
   for name, (m, shape) in needed.items():
+    dtype = reader.dtype(name)
+    if dtype not in FLOAT_DTYPES:
+      raise CheckpointError(
+          f"{reader.files[name]}: tensor {name} has dtype {dtype}, expected a"
+          f" floating-point type ({', '.join(FLOAT_DTYPES)}); quantized or"
+          " integer weights are not supported"
+      )
     want = _hf_shape(m.kind, shape)
     got = reader.shape(name)
     if got != want:
@@ -259,7 +321,9 @@ def _numpy_dtype(dtype) -> np.dtype:
       np.dtype(jnp.dtype(dtype).name))
 
 
-def load_hf(path: str, *, dtype=jnp.float32, mesh=None) -> Transformer:
+def load_hf(
+    path: str, *, dtype=jnp.float32, mesh=None, role: str | None = None
+) -> Transformer:
   """Loads an HF checkpoint directory (config.json + *.safetensors).
 
   Every tensor is checked (presence, shape) before any is read. The model is
@@ -272,20 +336,28 @@ def load_hf(path: str, *, dtype=jnp.float32, mesh=None) -> Transformer:
     dtype: parameter dtype (float32 or bfloat16).
     mesh: optional ('data', 'fsdp', 'tensor') mesh; parameters get the
       shardings of `opd_jax.sharding.PARTITION_RULES`.
+    role: what the checkpoint is for (e.g. 'config.teacher'); prefixes
+      every error message.
 
   Raises:
-    CheckpointError: missing directory / files / tensors, wrong shapes, or an
+    CheckpointError: missing directory / files / tensors, wrong shapes or
+      dtypes (integer, quantized), a NaN or infinite weight, or an
       unreadable (e.g. truncated) file; the message names file and tensor.
     UnsupportedConfigError: config.json asks for an unsupported variant.
   """
+  with _named(role):
+    return _load_hf(path, dtype, mesh)
+
+
+def _load_hf(path: str, dtype, mesh) -> Transformer:
   config, _ = read_hf_config(path)
-  reader = _Reader(_tensor_files(path))
+  reader = TensorReader(tensor_files(path))
   abstract = nnx.eval_shape(
       lambda: Transformer(config, dtype=dtype, rngs=nnx.Rngs(0))
   )
   graphdef, abstract_state = nnx.split(abstract)
-  needed = _expected(config, abstract_state)
-  _check_tensors(reader, needed, config, path)
+  needed = expected_tensors(config, abstract_state)
+  check_tensors(reader, needed, config, path)
   rows = {m.path: m for m in mapping_table(config)}
   np_dtype = _numpy_dtype(dtype)
 

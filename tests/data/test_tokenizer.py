@@ -13,6 +13,7 @@
 # limitations under the License.
 """Tests of the task tokenizer: offline loading, round trips, chat template."""
 
+import json
 import os
 
 import pytest
@@ -121,3 +122,104 @@ def test_assistant_mask(tok, examples):
 def test_unknown_words_map_to_unk(tok):
   ids = tok("Zed has 3 pears.", add_special_tokens=False)["input_ids"]
   assert ids.count(tok.unk_token_id) == 2
+
+
+def _edited_copy(tok_dir, out, edit):
+  """A copy of the task tokenizer with `edit(tokenizer_json)` applied."""
+  os.makedirs(out)
+  for name in os.listdir(tok_dir):
+    with open(os.path.join(tok_dir, name)) as f:
+      text = f.read()
+    if name == "tokenizer.json":
+      data = json.loads(text)
+      edit(data)
+      text = json.dumps(data)
+    with open(os.path.join(out, name), "w") as f:
+      f.write(text)
+  return task_tokenizer.load_tokenizer(out)
+
+
+def _swap(a, b):
+  def edit(data):
+    vocab = data["model"]["vocab"]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+  return edit
+
+
+def test_same_vocabulary(tok, tok_dir, tmp_path):
+  again = task_tokenizer.load_tokenizer(tok_dir)
+  assert task_tokenizer.check_same_vocabulary(tok, again) == []
+  swapped = _edited_copy(tok_dir, str(tmp_path / "swapped"), _swap("7", "8"))
+  assert len(swapped) == len(tok)
+  seven, eight = tok.convert_tokens_to_ids(["7", "8"])
+  with pytest.raises(task_tokenizer.TokenizerMismatchError) as err:
+    task_tokenizer.check_same_vocabulary(swapped, tok)
+  assert (f"disagree on 2 of {len(tok)} ids (id {seven}: student '8' vs"
+          f" teacher '7', id {eight}: student '7' vs teacher '8')"
+          in str(err.value))
+  assert task_tokenizer.check_same_vocabulary(
+      swapped, tok, allow_mismatch=True) == [seven, eight]
+
+
+def test_vocabulary_known_to_one_side_only(tok, tok_dir, tmp_path):
+  def rename(data):
+    vocab = data["model"]["vocab"]
+    vocab["apples_renamed"] = vocab.pop(" apples")
+  renamed = _edited_copy(tok_dir, str(tmp_path / "renamed"), rename)
+  (i,) = tok.convert_tokens_to_ids([" apples"])
+  with pytest.raises(task_tokenizer.TokenizerMismatchError,
+                     match=f"id {i}: student ' apples' vs teacher"
+                     " 'apples_renamed'"):
+    task_tokenizer.check_same_vocabulary(tok, renamed)
+
+
+def test_many_differences_are_cut_short(tok, tok_dir, tmp_path):
+  def shift(data):
+    vocab = data["model"]["vocab"]
+    for k in [k for k, v in vocab.items() if v >= 40]:
+      vocab[k + "_x"] = vocab.pop(k)
+  shifted = _edited_copy(tok_dir, str(tmp_path / "shifted"), shift)
+  with pytest.raises(task_tokenizer.TokenizerMismatchError) as err:
+    task_tokenizer.check_same_vocabulary(tok, shifted, max_listed=2)
+  assert str(err.value).count(" vs teacher ") == 2
+  assert ", ...)" in str(err.value)
+
+
+def _checkpoint_without_tokenizer(path, family):
+  os.makedirs(path)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump({"model_type": family, "vocab_size": 10}, f)
+  return path
+
+
+# (directory maker, message fragment).
+BAD_TOKENIZER_DIRS = [
+    # Would load as an empty Qwen2Tokenizer that encodes everything to [].
+    ("qwen-checkpoint", lambda p: _checkpoint_without_tokenizer(p, "qwen3"),
+     "has no tokenizer files: expected tokenizer.json (or tokenizer.model,"
+     " or vocab.json + merges.txt) with tokenizer_config.json; copy them"
+     " from the model this checkpoint was made from (found: config.json)"),
+    ("llama-checkpoint", lambda p: _checkpoint_without_tokenizer(p, "llama"),
+     "has no tokenizer files"),
+    ("missing", lambda p: p, "tokenizer directory '{path}' does not exist"),
+]
+
+
+@pytest.mark.parametrize("case,make,match", BAD_TOKENIZER_DIRS,
+                         ids=[c[0] for c in BAD_TOKENIZER_DIRS])
+def test_bad_tokenizer_directory(tmp_path, case, make, match):
+  path = make(str(tmp_path / case))
+  with pytest.raises(task_tokenizer.TokenizerError) as err:
+    task_tokenizer.load_tokenizer(path, role="config.tokenizer")
+  message = str(err.value)
+  assert message.startswith("config.tokenizer: ")
+  assert path in message and match.format(path=path) in message
+
+
+def test_empty_vocabulary_is_refused(tok_dir, tmp_path):
+  def empty(data):  # a BPE without unknown token drops unknown text
+    data["model"] = {"type": "BPE", "vocab": {}, "merges": []}
+    data["added_tokens"] = []
+  with pytest.raises(task_tokenizer.TokenizerError,
+                     match="encodes text to no tokens"):
+    _edited_copy(tok_dir, str(tmp_path / "empty"), empty)

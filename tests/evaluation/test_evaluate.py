@@ -78,6 +78,15 @@ def test_evaluate_counts_every_question_once(pair):
   assert result.accuracy == pytest.approx(correct.mean())
   assert result.pass_at_k == pytest.approx(correct.any(axis=1).mean())
   assert result.num_questions == 7 and result.num_samples == 2
+  np.testing.assert_array_equal(result.correct, correct)
+  assert [len(s) for s in result.samples] == [2] * 7
+  assert result.responses == [s[0] for s in result.samples]
+  for name in ("num_samples", "batch_size", "max_new_tokens"):
+    with pytest.raises(ValueError,
+                       match=f"evaluate: {name} expected an int >= 1, got 0"):
+      evaluation.evaluate(model, data, tok, grader, key=key,
+                          **{"num_samples": 1, "batch_size": 4,
+                             "max_new_tokens": 6, name: 0})
 
 
 @pytest.mark.slow
@@ -90,9 +99,61 @@ def test_evaluate_script_grades_math_with_the_pool(pair, tmp_path):
       [sys.executable, os.path.join(_ROOT, "scripts", "evaluate.py"),
        f"--model={pair['student']}", f"--data={data}",
        "--question_field=problem", "--num_samples=2", "--temperature=1.0",
-       "--max_new_tokens=8"], capture_output=True, text=True, timeout=600)
+       "--max_new_tokens=8", f"--out_dir={tmp_path}/out"],
+      capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result["questions"] == 2 and result["k"] == 2
   assert "pass@2" in result and 0.0 <= result["accuracy"] <= 1.0
+  assert result["grader"] == "math-verify"
   assert "timed out" in proc.stdout
+  # Scores and every response are written beside each other.
+  with open(tmp_path / "out" / "scores.json") as f:
+    assert json.load(f) == result
+  with open(tmp_path / "out" / "responses.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  assert [(r["index"], r["sample"]) for r in rows] == [
+      (0, 0), (0, 1), (1, 0), (1, 1)]
+  assert rows[0]["answer"] == "\\frac{3}{4}"
+  assert sum(r["correct"] for r in rows) / 4 == result["accuracy"]
+
+
+def _evaluate_cli(*args):
+  return subprocess.run(
+      [sys.executable, os.path.join(_ROOT, "scripts", "evaluate.py"), *args],
+      capture_output=True, text=True, timeout=600)
+
+
+# (flags; {student} and {tmp} filled in, message fragment).
+CLI_ERRORS = [
+    (["--num_samples=0"], "--num_samples: expected an integer >= 1, got 0"),
+    (["--batch_size=0"], "--batch_size: expected an integer >= 1, got 0"),
+    (["--max_new_tokens=-1"], "--max_new_tokens: expected an integer >= 1"),
+    (["--model={tmp}/nope"], "--model: '{tmp}/nope' is not a directory"),
+    (["--data={tmp}/missing.jsonl"], "--data: {tmp}/missing.jsonl does not"
+     " exist"),
+    (["--data={tmp}/q.txt"], "got '.txt'; for plain text"),
+    (["--data={tmp}/noanswer.jsonl"], "noanswer.jsonl: answer_field='answer'"
+     " is not a field; fields are ['question']"),
+    (["--data={tmp}/partial.jsonl"], "partial.jsonl line 2: no reference"
+     " answer"),
+]
+
+
+@pytest.mark.parametrize("flags,match", CLI_ERRORS)
+def test_evaluate_script_errors_are_one_line(pair, tmp_path, flags, match):
+  (tmp_path / "q.txt").write_text("What is 2+2?\n")
+  (tmp_path / "noanswer.jsonl").write_text('{"question": "2+2?"}\n')
+  (tmp_path / "partial.jsonl").write_text(
+      '{"question": "2+2?", "answer": 4}\n{"question": "3+3?"}\n')
+  names = dict(student=pair["student"], tmp=str(tmp_path))
+  args = [f.format(**names) for f in flags]
+  if not any(a.startswith("--model=") for a in args):
+    args.append(f"--model={pair['student']}")
+  proc = _evaluate_cli(*args, f"--out_dir={tmp_path}/out")
+  assert proc.returncode == 2, (proc.stdout, proc.stderr[-2000:])
+  lines = proc.stderr.strip().splitlines()
+  assert [l for l in lines if l.startswith("error: ")] == lines[-1:], lines
+  assert "Traceback" not in proc.stderr
+  assert match.format(**names) in lines[-1]
+  assert not os.path.exists(tmp_path / "out")

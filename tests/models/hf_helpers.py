@@ -31,12 +31,16 @@ def _torch():
   return torch
 
 
-def hf_model(config, seed: int = 0):
-  """A random `transformers` model for our ModelConfig, every tensor random."""
+def hf_model(config, seed: int = 0, **extra_fields):
+  """A random `transformers` model for our ModelConfig, every tensor random.
+
+  `extra_fields` are added to (or override) the HF config fields.
+  """
   t = _torch()
   import transformers  # pylint: disable=g-import-not-at-top
 
-  hf_config = transformers.AutoConfig.for_model(**to_hf_config(config))
+  hf_config = transformers.AutoConfig.for_model(
+      **{**to_hf_config(config), **extra_fields})
   t.manual_seed(seed)
   model = transformers.AutoModelForCausalLM.from_config(
       hf_config, dtype=t.float32

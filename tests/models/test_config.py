@@ -58,30 +58,6 @@ def test_hf_config_round_trip(family):
   assert from_hf_config(to_hf_config(config)) == config
 
 
-@pytest.mark.parametrize(
-    "change,match",
-    [
-        ({"model_type": "mistral"}, "model_type='mistral'"),
-        ({"architectures": ["Qwen2Model"]}, "architectures"),
-        ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4,
-                              "factor": 4.0}},
-         "rope_parameters.rope_type='yarn'"),
-        ({"use_sliding_window": True}, "use_sliding_window=True"),
-        ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
-        ({"mlp_bias": True}, "mlp_bias=True"),
-        ({"attention_bias": True}, "attention_bias=True"),
-        ({"layer_types": ["sliding_attention", "full_attention"]},
-         "layer_types"),
-        ({"moe_num_experts": 8}, "moe_num_experts=8"),
-    ],
-)
-def test_unsupported_fields_are_named(change, match):
-  hf = to_hf_config(testing.tiny_config("qwen3"))
-  hf.update(change)
-  with pytest.raises(UnsupportedConfigError, match=match):
-    from_hf_config(hf)
-
-
 def test_legacy_rope_scaling_type_key():
   hf = to_hf_config(testing.tiny_config("llama", llama3_rope=True))
   rope = hf.pop("rope_parameters")
@@ -94,6 +70,22 @@ def test_bad_config_values():
     testing.tiny_config("qwen3").replace(num_kv_heads=3)
   with pytest.raises(ValueError, match="family"):
     testing.tiny_config("gemma")
+
+
+@pytest.mark.parametrize("family,change,match", [
+    ("qwen2", {"qkv_bias": False}, r"qkv_bias: family 'qwen2' requires"
+     r" qkv_bias=True \(the HF Qwen2ForCausalLM architecture always has"),
+    ("llama", {"qkv_bias": True}, "qkv_bias: family 'llama' requires"
+     " qkv_bias=False"),
+    ("qwen3", {"qkv_bias": True}, "family 'qwen3' requires qkv_bias=False"),
+    ("qwen3", {"qk_norm": False}, "family 'qwen3' requires qk_norm=True"),
+    ("llama", {"qk_norm": True}, "family 'llama' requires qk_norm=False"),
+])
+def test_flags_the_family_cannot_save_are_refused_when_built(
+    family, change, match):
+  """A config that save_hf could not write faithfully never exists."""
+  with pytest.raises(ValueError, match=match):
+    testing.tiny_config(family).replace(**change)
 
 
 def test_compile_time_flat_in_depth():

@@ -111,6 +111,38 @@ def test_save_hf_loads_in_transformers(tmp_path, family, tied):
   np.testing.assert_array_equal(np.asarray(ours2), np.asarray(ours))
 
 
+# Fields the config guard lets through as harmless, set to values that would
+# matter if transformers used them: the logits must still agree.
+HARMLESS_FIELDS = {
+    "llama": dict(pretraining_tp=2, sliding_window=4, use_sliding_window=True,
+                  rope_interleaved=False, is_llama_config=True,
+                  attention_dropout=0.1, unk_token_id=3,
+                  _model_name_or_path="x.gguf"),
+    "qwen2": dict(attention_bias=False, use_sliding_window=True,
+                  sliding_window=512, max_window_layers=0),
+    "qwen3": dict(use_sliding_window=False, sliding_window=4,
+                  max_window_layers=0),
+}
+
+
+@pytest.mark.parametrize("family", sorted(HARMLESS_FIELDS))
+def test_fields_judged_harmless_do_not_change_transformers_logits(
+    tmp_path, family):
+  config = testing.tiny_config(family)
+  hf = hf_helpers.hf_model(config, seed=11, **HARMLESS_FIELDS[family])
+  path = hf_helpers.save_hf_model(hf, str(tmp_path / "hf"))
+  with open(os.path.join(path, "config.json")) as f:
+    written = json.load(f)
+  for field in HARMLESS_FIELDS[family]:
+    assert field in written, field
+  model = load_hf(path)
+  assert model.config == config
+  tokens = _tokens(config.vocab_size, length=24, seed=12)  # > any window
+  ours, _ = _forward(model, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
+  err = np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max()
+  assert err <= ATOL
+
+
 def test_sharded_export_with_index(tmp_path):
   config = testing.tiny_config("qwen3")
   model = testing.random_model(config, seed=6)

@@ -1,0 +1,234 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""One grader per data source, shared by the trainer and scripts/evaluate.py.
+
+`grader_for(source)` picks it: the built-in task's exact verifier, exact
+integer comparison when every reference answer is an integer (GSM8K-style
+word problems), or math-verify in a worker pool otherwise (`\\frac{1}{2}`).
+`check_gradable` runs at start-up and names the first row whose reference
+answer the grader cannot use.
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+from typing import Any, Sequence
+
+from opd_jax.data import arithmetic
+from opd_jax.data.sources import ArithmeticSource, PromptSource
+from opd_jax.evaluation import answers as answers_lib
+from opd_jax.evaluation.grading import GradingPool
+
+_INT_RE = re.compile(r"[+-]?\d+(?:\.0+)?")
+# A number not glued to a preceding digit or point: '5-3' yields 5 and 3.
+_NUMBER_RE = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?")
+
+
+class UngradableAnswerError(ValueError):
+  """An evaluation row has no reference answer its grader can use."""
+
+
+def reference_text(answer: str) -> str:
+  """The final answer inside a reference: what follows `####` when present.
+
+  GSM8K's `answer` field is a worked solution ending in `#### 72`.
+  """
+  if "####" in answer:
+    return answers_lib.extract_final_line(answer) or ""
+  return answer.strip()
+
+
+def reference_integer(answer: str | None) -> int | None:
+  """The reference as an int ('1,234', '-5', '12.0', '... #### 72'), or None."""
+  if answer is None:
+    return None
+  text = answers_lib.normalize_answer(reference_text(str(answer)))
+  if not _INT_RE.fullmatch(text):
+    return None
+  return int(decimal.Decimal(text))
+
+
+def _single_number(text: str) -> decimal.Decimal | None:
+  numbers = _NUMBER_RE.findall(text)
+  return decimal.Decimal(numbers[0]) if len(numbers) == 1 else None
+
+
+def integer_prediction(text: str) -> decimal.Decimal | None:
+  """The number a response commits to, or None.
+
+  The explicit final answer wins: the last `\\boxed{}`, else the last
+  `#### x` / `The answer is x` / `Final answer: x` line, when it holds one
+  number (`\\boxed{12 apples}` is 12; `\\boxed{3/4}` is none). Without an
+  explicit answer, the last number of the response. Thousands separators
+  and `$` are ignored.
+
+  Examples:
+    >>> integer_prediction("7+5=12, 12-3=9. #### 9")
+    Decimal('9')
+    >>> integer_prediction("So she has 1,234 coins left.")
+    Decimal('1234')
+  """
+  final = answers_lib.extract_answer(text)
+  if final is not None:
+    return _single_number(final)
+  numbers = _NUMBER_RE.findall(
+      answers_lib.remove_thousands_separators(text))
+  return decimal.Decimal(numbers[-1]) if numbers else None
+
+
+class Grader:
+  """Grades responses against reference answers: `(texts, answers) -> bools`.
+
+  Use as a context manager (or call `close`): the math grader owns worker
+  processes.
+  """
+
+  name = "grader"
+
+  def __call__(self, texts: Sequence[str],
+               answers: Sequence[str]) -> list[bool]:
+    raise NotImplementedError
+
+  def unusable(self, answers: Sequence[str | None]) -> list[str | None]:
+    """Per answer, why the grader cannot use it (None when it can)."""
+    return [None if a is not None and reference_text(str(a)) else
+            "no reference answer" for a in answers]
+
+  def close(self) -> None:
+    pass
+
+  def __enter__(self) -> Grader:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+class TaskGrader(Grader):
+  """The built-in arithmetic task's exact verifier (`#### <int>` only)."""
+
+  name = "arithmetic task verifier"
+
+  def __call__(self, texts, answers):
+    return [arithmetic.is_correct(t, int(a)) for t, a in zip(texts, answers)]
+
+  def unusable(self, answers):
+    return [None if a is not None and re.fullmatch(r"-?\d+", str(a)) else
+            f"answer {a!r} is not an integer" for a in answers]
+
+
+class IntegerGrader(Grader):
+  """Exact integer answers, written `#### n`, `\\boxed{n}` or last."""
+
+  name = "integer answers"
+
+  def __call__(self, texts, answers):
+    out = []
+    for text, answer in zip(texts, answers):
+      want, got = reference_integer(answer), integer_prediction(text)
+      out.append(want is not None and got is not None and got == want)
+    return out
+
+  def unusable(self, answers):
+    return [None if reference_integer(a) is not None else
+            "no reference answer" if a is None else
+            f"answer {a!r} is not an integer" for a in answers]
+
+
+class MathGrader(Grader):
+  """math-verify equivalence (`0.5` = `\\frac{1}{2}`) in a worker pool.
+
+  The pool starts on first use; every item is bounded by `timeout` seconds.
+  """
+
+  name = "math-verify"
+
+  def __init__(self, num_workers: int = 2, timeout: float = 10.0):
+    self._args = dict(num_workers=num_workers, timeout=timeout)
+    self._pool: GradingPool | None = None
+
+  @property
+  def pool(self) -> GradingPool:
+    if self._pool is None:
+      self._pool = GradingPool(**self._args)
+    return self._pool
+
+  def __call__(self, texts, answers):
+    pairs = [(t, reference_text(str(a))) for t, a in zip(texts, answers)]
+    return [g.correct for g in self.pool.grade(pairs)]
+
+  def unusable(self, answers):
+    # A reference is usable when a response boxing it is graded correct.
+    why = super().unusable(answers)
+    rows = [i for i, w in enumerate(why) if w is None]
+    refs = [reference_text(str(answers[i])) for i in rows]
+    ok = self([f"\\boxed{{{r}}}" for r in refs], refs) if rows else []
+    for i, good, ref in zip(rows, ok, refs):
+      if not good:
+        why[i] = (f"answer {answers[i]!r} cannot be graded: math-verify does"
+                  f" not find '\\boxed{{{ref}}}' equal to it")
+    return why
+
+  def close(self):
+    if self._pool is not None:
+      self._pool.close()
+      self._pool = None
+
+
+def grader_for(source: PromptSource, *, num_workers: int = 2,
+               timeout: float = 10.0) -> Grader:
+  """The grader for an evaluation source.
+
+  Args:
+    source: the built-in task (its exact verifier) or a file source:
+      integer grading when every reference answer present is an integer,
+      math-verify otherwise.
+    num_workers, timeout: the math-verify pool's workers and seconds per
+      answer.
+  """
+  if isinstance(source, ArithmeticSource):
+    return TaskGrader()
+  answers = [r.answer for r in source.records() if r.answer is not None]
+  if answers and all(reference_integer(a) is not None for a in answers):
+    return IntegerGrader()
+  return MathGrader(num_workers=num_workers, timeout=timeout)
+
+
+def check_gradable(grader: Grader, dataset: Any) -> None:
+  """Raises unless every row of `dataset` has an answer `grader` can use.
+
+  Args:
+    grader: from `grader_for`.
+    dataset: a `PromptSource`, or a `PromptDataset` (its kept rows).
+
+  Raises:
+    UngradableAnswerError: naming the source, the first bad row (by line for
+      jsonl files) and why, and how many rows are bad.
+  """
+  source = getattr(dataset, "source", dataset)
+  if hasattr(dataset, "source_index"):
+    index = [int(i) for i in dataset.source_index]
+    answers = list(dataset.answers)
+  else:
+    index = list(range(len(source)))
+    answers = [r.answer for r in source.records()]
+  bad = [(i, why) for i, why in zip(index, grader.unusable(answers)) if why]
+  if bad:
+    i, why = bad[0]
+    raise UngradableAnswerError(
+        f"eval data {source.name} {source.location(i)}: {why}; every"
+        f" evaluation row needs a reference answer the {grader.name} grader"
+        f" can use ({len(bad)} of {len(answers)} rows do not)"
+    )
