@@ -38,7 +38,8 @@ def format_prompts(
     tokenizer: a Hugging Face tokenizer.
     questions: user turns.
     use_chat_template: use `tokenizer.chat_template` when it has one.
-    system_prompt: an optional system turn.
+    system_prompt: an optional system turn; None leaves the template's
+      default, '' sends an empty one.
 
   Returns:
     One list of token ids per question.
@@ -46,9 +47,10 @@ def format_prompts(
   templated = use_chat_template and bool(
       getattr(tokenizer, "chat_template", None))
   if templated:
-    system = (
-        [{"role": "system", "content": system_prompt}] if system_prompt else []
-    )
+    # An empty string is an explicit (empty) system turn: it replaces the
+    # default system prompt some templates add when there is none.
+    system = ([] if system_prompt is None
+              else [{"role": "system", "content": system_prompt}])
     texts = tokenizer.apply_chat_template(
         [system + [{"role": "user", "content": q}] for q in questions],
         add_generation_prompt=True,

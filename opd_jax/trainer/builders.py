@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -24,12 +23,15 @@ import ml_collections
 from flax import nnx
 
 from opd_jax import sharding
-from opd_jax.data import arithmetic
+from opd_jax.data import arithmetic, sources
+from opd_jax.data import tokenizer as tokenizers
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import ArithmeticSource, FileSource
 from opd_jax.models import (
-    ModelConfig, Transformer, from_hf_config, load_hf, preset, resize_vocab,
+    ModelConfig, Transformer, load_hf, preset, resize_vocab,
 )
+from opd_jax.models.hf_io import read_hf_config
+
 
 class VocabularyMismatchError(ValueError):
   """Teacher and student do not share a vocabulary."""
@@ -45,8 +47,7 @@ def model_config(c: ml_collections.ConfigDict, role: str, *,
   """
   path, name = c[role], c[f"{role}_preset"]
   if path and os.path.isdir(path):
-    with open(os.path.join(path, "config.json")) as f:
-      return from_hf_config(json.load(f)), path
+    return read_hf_config(path)[0], path
   if path and not (allow_preset_fallback and name):
     raise FileNotFoundError(
         f"config.{role}: checkpoint directory {path!r} does not exist")
@@ -76,7 +77,7 @@ def build_model(c: ml_collections.ConfigDict, role: str, mesh, *, dtype,
   """
   path = c[role]
   if path:
-    model = load_hf(path, dtype=dtype, mesh=mesh)
+    model = load_hf(path, dtype=dtype, mesh=mesh, role=f"config.{role}")
   else:
     model = _random_model(c, role, dtype, mesh)
   if vocab_size is not None and model.config.vocab_size != vocab_size:
@@ -102,13 +103,33 @@ def abstract_model(config: ModelConfig, dtype) -> Transformer:
 
 def load_tokenizer(c: ml_collections.ConfigDict):
   """The tokenizer from `config.tokenizer`, else the student's directory."""
-  import transformers  # pylint: disable=g-import-not-at-top
   path = c.tokenizer or c.student
   if not path or not os.path.isdir(path):
     raise FileNotFoundError(
         f"config.tokenizer: no tokenizer directory (got {path!r}); set"
         " config.tokenizer or config.student to an HF directory")
-  return transformers.AutoTokenizer.from_pretrained(path)
+  return tokenizers.load_tokenizer(
+      path, role="config.tokenizer" if c.tokenizer else "config.student")
+
+
+def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
+  """Refuses a teacher whose tokenizer maps ids to other tokens.
+
+  Equal vocabulary sizes are not enough: OPD scores the student's token ids
+  with the teacher, so the two vocabularies must agree id by id. A teacher
+  directory without tokenizer files is taken to share the student's.
+  `config.allow_tokenizer_mismatch` turns the error into a warning.
+  """
+  path = c.teacher
+  if not path or not os.path.isdir(path) or not any(
+      os.path.isfile(os.path.join(path, f))
+      for f in tokenizers.VOCABULARY_FILES):
+    return
+  if os.path.realpath(path) == os.path.realpath(c.tokenizer or c.student):
+    return
+  teacher = tokenizers.load_tokenizer(path, role="config.teacher")
+  tokenizers.check_same_vocabulary(
+      tokenizer, teacher, allow_mismatch=c.allow_tokenizer_mismatch)
 
 
 def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
@@ -119,14 +140,16 @@ def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
     task = arithmetic.ArithmeticTask(difficulty=difficulty, seed=c.seed)
     if train:
       return ArithmeticSource("train", d.num_examples, task=task)
-    return ArithmeticSource(d.eval_split, c.eval_examples,
-                                        task=task)
-  return FileSource(
+    return ArithmeticSource(d.eval_split, c.eval_examples, task=task)
+  source = FileSource(
       d.path if train else d.eval_path,
       question_field=d.question_field,
       answer_field=d.answer_field or None,
       response_field=d.response_field or None,
+      # OPD trains without answers; evaluation grades them.
+      require_answers=not train,
   )
+  return source if train else sources.take(source, c.eval_examples)
 
 
 def has_eval_data(c: ml_collections.ConfigDict) -> bool:
@@ -138,14 +161,28 @@ def train_dataset(c, tokenizer) -> PromptDataset:
   source = prompt_source(c, train=True)
   return PromptDataset(
       source, tokenizer, max_prompt_len=c.max_prompt_len,
-      max_new_tokens=c.max_new_tokens, overlong=c.data.overlong)
+      max_new_tokens=c.max_new_tokens, overlong=c.data.overlong,
+      **chat_format(c))
 
 
 def eval_dataset(c, tokenizer) -> PromptDataset:
   source = prompt_source(c, train=False)
   return PromptDataset(
       source, tokenizer, max_prompt_len=c.max_prompt_len,
-      overlong=c.data.overlong)
+      overlong=c.data.overlong, **chat_format(c))
+
+
+def chat_format(c: ml_collections.ConfigDict) -> dict[str, Any]:
+  """PromptDataset's chat settings from `config.data`.
+
+  `system_prompt='default'` leaves the system turn to the chat template
+  (some add their own, e.g. SmolLM2's); '' sends an empty system turn,
+  which replaces such a default; anything else is the system turn.
+  """
+  d = c.data
+  return {"use_chat_template": d.use_chat_template,
+          "system_prompt": None if d.system_prompt == "default"
+                           else d.system_prompt}
 
 
 def mesh_from_config(c) -> Any:

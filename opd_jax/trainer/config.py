@@ -68,6 +68,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Give the student the teacher's larger (padded) vocabulary, new rows at
   # the mean embedding, as TSD-KD does for Qwen2.5-1.5B under 14B.
   c.pad_student_vocab = False
+  # The teacher's tokenizer (when its directory has one) must map every id
+  # to the student's token; True only warns (same ids, other spellings).
+  c.allow_tokenizer_mismatch = False
 
   c.method = "tip"
   for name in sorted(methods.REGISTRY):
@@ -98,6 +101,10 @@ def default_config() -> ml_collections.ConfigDict:
       source="arithmetic", path="", eval_path="", question_field="question",
       answer_field="answer", response_field="", overlong="drop",
       difficulty="default", num_examples=20000, eval_split="test",
+      # Prompts through the tokenizer's chat template (when it has one);
+      # system_prompt: 'default' leaves the template's own default, ''
+      # sends an empty system turn (no default), other text is the turn.
+      use_chat_template=True, system_prompt="default",
   ))
 
   c.checkpoint_every = 50

@@ -28,7 +28,8 @@ from flax import nnx
 
 from opd_jax import sharding
 from opd_jax.data.iterator import PromptIterator
-from opd_jax.evaluation import evaluate as evaluation
+from opd_jax import evaluation
+from opd_jax.evaluation.evaluate import evaluate as evaluate_model
 from opd_jax.rollouts import Sampling, sample
 from opd_jax.trainer import builders, plots, reporting, step as steps
 from opd_jax.trainer.checkpointing import Checkpointer
@@ -123,10 +124,15 @@ class Trainer:
     prepare_workdir(workdir, c, restart=restart, is_main=self.is_main)
     self.student_config = scfg = plan.student_config
     self.tokenizer = builders.load_tokenizer(c)
-    # Data first: an empty or unreadable dataset fails before any compile.
+    builders.check_teacher_tokenizer(c, self.tokenizer)
+    # Data first: an empty or unreadable dataset, or an eval row whose
+    # answer cannot be graded, fails before any compile.
     self.train_data = builders.train_dataset(c, self.tokenizer)
-    self.eval_data = (builders.eval_dataset(c, self.tokenizer)
-                      if c.eval_every and builders.has_eval_data(c) else None)
+    self.eval_data, self.grader = None, None
+    if c.eval_every and builders.has_eval_data(c):
+      self.eval_data = builders.eval_dataset(c, self.tokenizer)
+      self.grader = evaluation.grader_for(self.eval_data.source)
+      evaluation.check_gradable(self.grader, self.eval_data)
     self.mesh = plan.mesh
     self.method = plan.method
     self.sampling = Sampling(**c.sampling.to_dict())
@@ -236,15 +242,14 @@ class Trainer:
         self.student(), self.teacher, rollout, self.tokenizer,
         # Host answers are this process's slice; verdicts need them all.
         answers=host.get("answer") if jax.process_count() == 1 else None,
-        grader=(evaluation.arithmetic_grader
-                if self.c.data.source == "arithmetic" else None),
+        grader=self.grader,
         settings=token_map.TokenMapSettings.from_config(self.c),
         meta={"step": step})
 
   def evaluate(self, step: int) -> dict[str, float]:
-    result = evaluation.evaluate(
+    result = evaluate_model(
         self.student(), self.eval_data, self.tokenizer,
-        evaluation.arithmetic_grader, key=jax.random.PRNGKey(self.c.seed),
+        self.grader, key=jax.random.PRNGKey(self.c.seed),
         mesh=self.mesh, batch_size=self.c.batch_size,
         max_new_tokens=self.c.max_new_tokens, eos_ids=self.eos_ids)
     out = result.metrics()
@@ -290,15 +295,21 @@ class Trainer:
                 " unchanged by them. Lower optimizer.learning_rate or check"
                 " the data; config.max_consecutive_skips ="
                 f" {c.max_consecutive_skips}")
-          if (self.eval_data is not None and c.eval_every
-              and done % c.eval_every == 0):
-            last.update(self.evaluate(done))
+          # Save first: a failing evaluation must not cost the step.
           if done % c.checkpoint_every == 0 or done == c.total_steps:
             self.save(done)
+          if (self.eval_data is not None and c.eval_every
+              and done % c.eval_every == 0):
+            scores = self.evaluate(done)
+            last.update(scores)
+            bar.write(f"step {done}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in sorted(scores.items())))
     finally:
       bar.close()
       self.checkpointer.close()
       self.writer.close()
+      if self.grader is not None:
+        self.grader.close()
     if self.is_main:
       plots.write_run_plots(self.workdir)
     return last

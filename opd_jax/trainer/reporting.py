@@ -439,6 +439,15 @@ class ProgressBar:
     self._last = (now, step, self._tokens)
     return " | ".join(parts)
 
+  def write(self, message: str) -> None:
+    """Prints a line (e.g. the eval scores) without breaking the bar."""
+    if not self._enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(message, file=self._file)
+    else:
+      print(message, file=self._file, flush=True)
+
   def close(self) -> None:
     """Closes the tqdm bar, if any."""
     if self._bar is not None:

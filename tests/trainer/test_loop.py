@@ -45,10 +45,12 @@ def _metric_lines(workdir):
     return [json.loads(l) for l in f if '"step"' in l and "loss/total" in l]
 
 
-def test_trains_logs_checkpoints_and_exports(pair, tmp_path):
+def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   c = testing.tiny_train_config(pair, eval_every=4)
   last = loop.train_and_evaluate(c, workdir)
+  # The eval scores reach the console, not only metrics.jsonl.
+  assert "step 4: eval/accuracy" in capsys.readouterr().err
   lines = _metric_lines(workdir)
   assert [l["step"] for l in lines] == [1, 2, 3, 4]
   for key in ("loss/total", "select/frac", "train/grad_norm",
@@ -107,15 +109,12 @@ def test_resume_after_corrupt_latest_checkpoint(pair, tmp_path, capsys):
 
 
 def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
-  # A teacher with NaN weights makes every loss NaN.
-  bad = str(tmp_path / "nan_teacher")
-  teacher = load_hf(pair["teacher"])
-  teacher.final_norm.scale[...] = teacher.final_norm.scale[...] * np.nan
-  from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
-  save_hf(teacher, bad)
+  # NaN teacher weights (a checkpoint with them is refused at load, so put
+  # them in after) make every loss NaN.
   c = testing.tiny_train_config(pair, total_steps=6, max_consecutive_skips=3)
-  c.teacher = bad
   trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer.teacher_params = jax.tree.map(lambda x: x * np.nan,
+                                        trainer.teacher_params)
   before = _params(trainer)
   with pytest.raises(loop.TrainingDivergedError, match="3 consecutive steps"):
     trainer.run()
@@ -123,6 +122,19 @@ def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, _params(trainer), before)
   lines = _metric_lines(str(tmp_path / "run"))
   assert [l["train/skipped"] for l in lines] == [1.0, 1.0, 1.0]
+
+
+def test_nan_teacher_checkpoint_is_refused_at_load(pair, tmp_path):
+  bad = str(tmp_path / "nan_teacher")
+  teacher = load_hf(pair["teacher"])
+  teacher.final_norm.scale[...] = teacher.final_norm.scale[...] * np.nan
+  from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
+  save_hf(teacher, bad)
+  c = testing.tiny_train_config(pair)
+  c.teacher = bad
+  with pytest.raises(ValueError, match="config.teacher.*NaN"):
+    loop.Trainer(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
 def test_vocab_mismatch_fails_before_compiling(pair, tmp_path):
