@@ -1,0 +1,170 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The catalogue of a user's mistakes: each one clear line, nothing lost.
+
+Every case builds a run the way `scripts/train.py` does and expects a
+`ValueError` / `OSError` (which the CLI prints as one `error: ...` line,
+exit code 2) whose message names the thing that is wrong. The failures all
+come before any compile and before the workdir is written to.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from opd_jax import testing
+from opd_jax.trainer import loop, plan
+from opd_jax.trainer import builders
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  return testing.tiny_distillation_pair(str(tmp_path_factory.mktemp("pair")))
+
+
+def _copy(pair, role, tmp_path, name):
+  out = str(tmp_path / name)
+  shutil.copytree(pair[role], out)
+  return out
+
+
+def _jsonl(tmp_path, name, lines):
+  path = tmp_path / name
+  path.write_bytes(b"\n".join(lines) + b"\n")
+  return str(path)
+
+
+def _broken_config_json(pair, tmp_path, c):
+  c.teacher = _copy(pair, "teacher", tmp_path, "t")
+  with open(os.path.join(c.teacher, "config.json"), "w") as f:
+    f.write("{not json")
+
+
+def _no_tokenizer_files(pair, tmp_path, c):
+  c.student = _copy(pair, "student", tmp_path, "s")
+  for name in os.listdir(c.student):
+    if name.startswith(("tokenizer", "special_tokens", "vocab")):
+      os.remove(os.path.join(c.student, name))
+
+
+def _swapped_teacher_vocab(pair, tmp_path, c):
+  c.teacher = _copy(pair, "teacher", tmp_path, "t")
+  path = os.path.join(c.teacher, "tokenizer.json")
+  with open(path) as f:
+    tok = json.load(f)
+  vocab = tok["model"]["vocab"]
+  a, b = sorted(vocab, key=vocab.get)[10:12]
+  vocab[a], vocab[b] = vocab[b], vocab[a]
+  with open(path, "w") as f:
+    json.dump(tok, f)
+
+
+def _file_data(tmp_path, c, path, **fields):
+  c.data.source, c.data.path = "file", path
+  c.data.update(fields)
+
+
+CASES = {
+    "negative seed": (lambda p, t, c: c.update(seed=-1),
+                      "config.seed: expected an integer >= 0"),
+    "adam b2 above 1": (lambda p, t, c: c.optimizer.update(b2=1.5),
+                        "config.optimizer.b2: expected a value in [0, 1)"),
+    "rho out of range": (lambda p, t, c: c.tip.update(rho=1.5),
+                         "config.tip.rho must be in (0, 1]"),
+    "too long for the model": (
+        lambda p, t, c: c.update(max_prompt_len=500),
+        "config.max_prompt_len + config.max_new_tokens: expected <= the"
+        " student's max_position_embeddings (512), got 500 + 12"),
+    "config.json not JSON": (_broken_config_json, "t/config.json"),
+    "no tokenizer files": (_no_tokenizer_files, "has no tokenizer files"),
+    "tokenizers disagree": (_swapped_teacher_vocab,
+                            "student and teacher tokenizers disagree on 2"),
+    "malformed jsonl line": (
+        lambda p, t, c: _file_data(t, c, _jsonl(
+            t, "q.jsonl", [b'{"question": "a"}', b'{"question": '])),
+        "q.jsonl line 2: not valid JSON"),
+    "non-UTF-8 jsonl": (
+        lambda p, t, c: _file_data(t, c, _jsonl(
+            t, "q.jsonl", [b'{"question": "a"}', b'{"question": "\xff"}'])),
+        "q.jsonl line 2: not UTF-8"),
+    "a .txt data file": (
+        lambda p, t, c: _file_data(t, c, _jsonl(t, "q.txt", [b"1 + 1"])),
+        ".jsonl"),
+    "eval file without answers": (
+        lambda p, t, c: _file_data(
+            t, c, _jsonl(t, "q.jsonl", [b'{"question": "1 + 1 ="}']),
+            eval_path=_jsonl(t, "e.jsonl", [b'{"question": "2 + 2 ="}'])),
+        "e.jsonl"),
+    "workdir is a file": (lambda p, t, c: (t / "run").write_text("x"),
+                          "is a file, not a directory"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_gets_a_clear_error(pair, tmp_path, name):
+  mutate, fragment = CASES[name]
+  c = testing.tiny_train_config(pair, eval_every=2)
+  mutate(pair, tmp_path, c)
+  workdir = tmp_path / "run"
+  with pytest.raises((ValueError, OSError)) as e:
+    loop.Trainer(c, str(workdir))
+  assert fragment in str(e.value), str(e.value)
+  assert "\n" not in str(e.value).strip()
+  assert not (workdir / "checkpoints").exists()
+
+
+def test_training_file_without_answers_is_fine(pair, tmp_path):
+  # OPD needs questions only; answers are for evaluation.
+  c = testing.tiny_train_config(pair)
+  _file_data(tmp_path, c, _jsonl(
+      tmp_path, "q.jsonl", [b'{"question": "1 + 1 ="}'] * 3))
+  data = builders.train_dataset(c, builders.load_tokenizer(c))
+  assert len(data) == 3
+
+
+class _Mesh:
+  shape = {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def test_batch_must_split_over_the_data_parallel_devices(pair):
+  c = testing.tiny_train_config(pair, batch_size=6)
+  with pytest.raises(ValueError, match="multiple of the 4 data-parallel"):
+    plan.check_shapes(c, _Mesh(), [])
+  plan.check_shapes(testing.tiny_train_config(pair, batch_size=8), _Mesh(),
+                    [])
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_and_exits_2(pair, tmp_path):
+  config = os.path.join(os.path.dirname(__file__), "tiny_run_config.py")
+  pair_dir = os.path.dirname(pair["student"])
+  for flag, fragment in (
+      ("--config.tip.rhoo=0.5",
+       "error: --config.tip.rhoo: no such field; did you mean 'rho'?"),
+      ("--config.seed=-1", "error: config.seed: expected an integer >= 0"),
+  ):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "scripts", "train.py"),
+         f"--config={config}:{pair_dir}", f"--workdir={tmp_path / 'run'}",
+         flag], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith(fragment), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
