@@ -1,0 +1,50 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Diagnostics: gradient alignment of distillation with success (Unmasking OPD)."""
+
+from opd_jax.diagnostics import directions
+from opd_jax.diagnostics.alignment import analyse_nodes
+from opd_jax.diagnostics.alignment import diagnose
+from opd_jax.diagnostics.alignment import diagnose_question
+from opd_jax.diagnostics.alignment import node_arrays
+from opd_jax.diagnostics.alignment import QuestionResult
+from opd_jax.diagnostics.report import write_report
+from opd_jax.diagnostics.scoring import PositionStats
+from opd_jax.diagnostics.scoring import score_positions
+from opd_jax.diagnostics.stats import summarise
+from opd_jax.diagnostics.tree import choose_nodes
+from opd_jax.diagnostics.tree import depth_window
+from opd_jax.diagnostics.tree import Grader
+from opd_jax.diagnostics.tree import grow
+from opd_jax.diagnostics.tree import Node
+from opd_jax.diagnostics.tree import TreeConfig
+
+__all__ = [
+    "Grader",
+    "Node",
+    "PositionStats",
+    "QuestionResult",
+    "TreeConfig",
+    "analyse_nodes",
+    "choose_nodes",
+    "depth_window",
+    "diagnose",
+    "diagnose_question",
+    "directions",
+    "grow",
+    "node_arrays",
+    "score_positions",
+    "summarise",
+    "write_report",
+]
