@@ -153,6 +153,11 @@ def render_markdown(summary: dict, meta: dict) -> str:
   return "\n".join(lines)
 
 
+def _legend(ax) -> None:
+  if ax.get_legend_handles_labels()[0]:  # empty when there was no data
+    ax.legend(fontsize=7)
+
+
 def _plots(nodes: Sequence[dict], out: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -169,7 +174,7 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
         ax.hist(v, bins=bins, alpha=0.6, density=True, label=f"{label} ({len(v)})")
     ax.set_title(obj)
     ax.set_xlabel("cos(g_ideal, u_D)")
-    ax.legend(fontsize=7)
+    _legend(ax)
   fig.tight_layout()
   fig.savefig(os.path.join(out, PLOTS[0]), dpi=90)
   plt.close(fig)
@@ -182,7 +187,7 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
     ax.scatter(x[correct], a[correct], s=8, alpha=0.6, label="correct")
     ax.set_xlabel(s)
     ax.set_ylabel("align (rkl)")
-    ax.legend(fontsize=7)
+    _legend(ax)
   fig.tight_layout()
   fig.savefig(os.path.join(out, PLOTS[1]), dpi=90)
   plt.close(fig)
@@ -198,7 +203,7 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
   ax.axhline(0, color="gray", lw=0.5)
   ax.set_xlabel("depth window i (c + 1 in [2^i, 2^(i+1)))")
   ax.set_ylabel("mean alignment")
-  ax.legend(fontsize=7)
+  _legend(ax)
   fig.tight_layout()
   fig.savefig(os.path.join(out, PLOTS[2]), dpi=90)
   plt.close(fig)
