@@ -18,7 +18,8 @@ r"""Gradient alignment of distillation with success ("Unmasking OPD").
       --teacher=assets/demo/teacher --task=arithmetic --num_questions=8 \
       --budget=512 --out=/tmp/align
   # HF directories and a jsonl of questions and answers (math-verify)
-  python scripts/diagnose.py --student=/ckpt/qwen3_0p6b --teacher=/ckpt/qwen3_8b \
+  python scripts/diagnose.py --student=/ckpt/qwen3_0p6b \
+      --teacher=/ckpt/qwen3_8b \
       --task=/data/math.jsonl --question_field=problem --answer_field=answer \
       --max_new_tokens=512 --budget=4096 --out=/tmp/align
 

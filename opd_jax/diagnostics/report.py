@@ -94,9 +94,15 @@ def headline(summary: dict, objective: str = "rkl") -> str:
     verdict = "higher on incorrect rollouts, as the paper reports"
   else:
     verdict = "lower on incorrect rollouts, unlike the paper"
+  wq = summary["objectives"][objective]["within_question"]
+  paired = ""
+  if wq["mean_difference"] is not None:
+    paired = (f" Within the {wq['questions']} question(s) with both outcomes,"
+              f" incorrect minus correct = {wq['mean_difference']:.3f}"
+              f" (Wilcoxon p = {_fmt(wq['wilcoxon_p'])}).")
   return (f"Alignment ({objective}) is {m_inc:.3f} on incorrect rollouts"
           f" (n={n_inc}) and {m_cor:.3f} on correct ones (n={n_cor});"
-          f" Mann-Whitney p = {_fmt(p)}: {verdict}.")
+          f" Mann-Whitney p = {_fmt(p)}: {verdict}.{paired}")
 
 
 def render_markdown(summary: dict, meta: dict) -> str:
@@ -112,18 +118,22 @@ def render_markdown(summary: dict, meta: dict) -> str:
       "**" + headline(summary) + "**", "",
       "## Alignment cos(g_ideal, u_D)", "",
       "| objective | nodes | mean | weighted | > 0 | incorrect (n) |"
-      " correct (n) | weighted inc. / cor. | Mann-Whitney p | Welch p |",
-      "|---|---|---|---|---|---|---|---|---|---|"]
+      " correct (n) | weighted inc. / cor. | Mann-Whitney p | Welch p |"
+      " within-question inc. - cor. (questions) | Wilcoxon p |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for obj in OBJECTIVES:
     o = summary["objectives"][obj]
     c = o["incorrect_vs_correct"]
     w = o["weighted_incorrect_vs_correct"]
+    wq = o["within_question"]
     lines.append(
         f"| {obj} | {o['defined']} | {_fmt(o['mean'])} |"
         f" {_fmt(o['weighted_mean'])} | {_fmt(o['positive_fraction'])} |"
         f" {_fmt(c['mean'][0])} ({c['n'][0]}) | {_fmt(c['mean'][1])}"
         f" ({c['n'][1]}) | {_fmt(w[0])} / {_fmt(w[1])} |"
-        f" {_fmt(c['mannwhitney_p'])} | {_fmt(c['welch_p'])} |")
+        f" {_fmt(c['mannwhitney_p'])} | {_fmt(c['welch_p'])} |"
+        f" {_fmt(wq['mean_difference'])} ({wq['questions']}) |"
+        f" {_fmt(wq['wilcoxon_p'])} |")
   lines += ["", "## Correlation of alignment with node statistics", "",
             "Pearson r (p) / Spearman rho; KL = KL(student ‖ teacher), L2 and"
             " cos between the two next-token distributions, depth = position"
@@ -171,7 +181,8 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
     for mask, label in ((~correct, "incorrect"), (correct, "correct")):
       v = a[mask & np.isfinite(a)]
       if len(v):
-        ax.hist(v, bins=bins, alpha=0.6, density=True, label=f"{label} ({len(v)})")
+        ax.hist(v, bins=bins, alpha=0.6, density=True,
+                label=f"{label} ({len(v)})")
     ax.set_title(obj)
     ax.set_xlabel("cos(g_ideal, u_D)")
     _legend(ax)

@@ -42,7 +42,9 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
   """Σ w x / Σ w over finite values; None when no weight."""
   ok = np.isfinite(values) & np.isfinite(weights)
   total = weights[ok].sum()
-  return _finite(np.sum(weights[ok] * values[ok]) / total) if total > 0 else None
+  if total <= 0:
+    return None
+  return _finite(np.sum(weights[ok] * values[ok]) / total)
 
 
 def compare_groups(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
@@ -63,6 +65,30 @@ def compare_groups(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
       out["mannwhitney_p"] = _finite(
           sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
       out["welch_p"] = _finite(sps.ttest_ind(a, b, equal_var=False).pvalue)
+  return out
+
+
+def within_question(values: np.ndarray, correct: np.ndarray,
+                    question: np.ndarray) -> dict[str, Any]:
+  """Incorrect minus correct mean alignment within each question.
+
+  Nodes of one question share its prompt and its rollouts, so they are not
+  independent; pairing the two outcomes inside each question (questions
+  with both) and testing the differences with the Wilcoxon signed-rank
+  test does not count one question's many nodes as independent evidence.
+  """
+  diffs = []
+  for q in np.unique(question):
+    sel = (question == q) & np.isfinite(values)
+    inc, cor = values[sel & ~correct], values[sel & correct]
+    if len(inc) and len(cor):
+      diffs.append(inc.mean() - cor.mean())
+  diffs = np.asarray(diffs)
+  out = {"questions": len(diffs),
+         "mean_difference": _finite(diffs.mean()) if len(diffs) else None,
+         "wilcoxon_p": None}
+  if len(diffs) >= 2 and np.any(diffs != 0):
+    out["wilcoxon_p"] = _finite(sps.wilcoxon(diffs).pvalue)
   return out
 
 
@@ -92,12 +118,14 @@ def summarise(nodes: Sequence[dict], questions: Sequence[dict]) -> dict:
     A JSON-ready dict: totals; per objective the mean and weighted mean
     alignment (weights ‖g_ideal‖, so that nodes where the choice of token
     changes the success probability count more), the fraction positive,
-    the correct-vs-incorrect comparison (by the rollout the node lies on)
+    the correct-vs-incorrect comparison (by the rollout the node lies on),
+    pooled and paired within questions,
     and the correlations with KL, L2, distribution cosine and depth; the
     mean alignment per depth window.
   """
   weights = np.asarray([n["ideal_norm"] or 0.0 for n in nodes], np.float64)
   correct = np.asarray([n["rollout_correct"] for n in nodes], bool)
+  question = np.asarray([n["question"] for n in nodes])
   out = {
       "questions": len(questions),
       "rollouts": int(sum(q["rollouts"] for q in questions)),
@@ -121,6 +149,7 @@ def summarise(nodes: Sequence[dict], questions: Sequence[dict]) -> dict:
         "weighted_mean": weighted_mean(a, weights),
         "positive_fraction": _finite((a[ok] > 0).mean()) if ok.any() else None,
         "incorrect_vs_correct": compare_groups(a[~correct], a[correct]),
+        "within_question": within_question(a, correct, question),
         "weighted_incorrect_vs_correct": [
             weighted_mean(a[~correct], weights[~correct]),
             weighted_mean(a[correct], weights[correct])],

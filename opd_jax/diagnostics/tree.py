@@ -71,10 +71,12 @@ class TreeConfig:
             f"TreeConfig.{name}: expected >= 1, got {getattr(self, name)}")
     if self.max_new_tokens < 2:
       raise ValueError(
-          f"TreeConfig.max_new_tokens: expected >= 2, got {self.max_new_tokens}")
+          "TreeConfig.max_new_tokens: expected >= 2, got"
+          f" {self.max_new_tokens}")
     if self.select not in SELECT_BY:
       raise ValueError(
-          f"TreeConfig.select: expected one of {SELECT_BY}, got {self.select!r}")
+          f"TreeConfig.select: expected one of {SELECT_BY}, got"
+          f" {self.select!r}")
     if not self.temperature > 0:
       raise ValueError(
           f"TreeConfig.temperature: expected > 0, got {self.temperature}")
@@ -126,7 +128,7 @@ class Node:
     return continuations * sum(not e for e in self.exact)
 
 
-def _candidate(g, c, response, children_row, score, eos, t) -> Node:
+def _candidate(g, c, children_row, score, eos, t) -> Node:
   """A node with its distinct children (slot order; the taken token first)."""
   kids, slots = [], []
   for slot, k in enumerate(children_row):
@@ -189,7 +191,7 @@ def choose_nodes(
       queue = groups[(w, cls)]
       while queue and per_window.get(w, 0) < config.nodes_per_window:
         g, c = queue.pop(0)
-        node = _candidate(g, c, response, children[g, c], score[g, c], eos, t)
+        node = _candidate(g, c, children[g, c], score[g, c], eos, t)
         cost = node.cost(config.continuations)
         if spent + cost <= config.budget:
           spent += cost

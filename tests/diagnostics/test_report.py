@@ -58,6 +58,15 @@ def test_summary_numbers():
   cmp = o["incorrect_vs_correct"]
   assert cmp["n"] == [19, 20]
   assert cmp["mean"][0] > cmp["mean"][1] and cmp["mannwhitney_p"] < 1e-4
+  # Paired within questions: every question (10 nodes, both outcomes) has
+  # its own incorrect-minus-correct difference.
+  wq = o["within_question"]
+  assert wq["questions"] == 4 and wq["mean_difference"] > 0.3
+  q = np.asarray([n["question"] for n in nodes])
+  c = np.asarray([n["rollout_correct"] for n in nodes])
+  diffs = [np.nanmean(a[(q == k) & ~c]) - np.nanmean(a[(q == k) & c])
+           for k in range(4)]
+  np.testing.assert_allclose(wq["mean_difference"], np.mean(diffs))
   # With no difference the test does not reject.
   same = stats.summarise(_nodes(shift=0.0, seed=1), [])
   assert same["objectives"]["rkl"]["incorrect_vs_correct"][

@@ -50,7 +50,8 @@ def _truncate(r: Rollout, t: int) -> Rollout:
 
 
 def _manual(prompt, prompt_mask, response, response_mask):
-  return Rollout(prompt=jnp.asarray(prompt), prompt_mask=jnp.asarray(prompt_mask),
+  return Rollout(prompt=jnp.asarray(prompt),
+                 prompt_mask=jnp.asarray(prompt_mask),
                  response=jnp.asarray(response),
                  response_mask=jnp.asarray(response_mask),
                  logprobs=jnp.zeros(np.shape(response)),
