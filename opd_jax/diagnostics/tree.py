@@ -217,6 +217,41 @@ def _leaf_rows(nodes, response, t, pad_id):
   return rows, ids, mask
 
 
+def _sample_leaves(student, ids, mask, rollout, config, key, *, eos_ids,
+                   pad_id) -> list[list[int]]:
+  """N continuations of each forced-child row, as full responses (<= T).
+
+  Rows go `batch_rows` at a time (padded with invalid cuts) so that every
+  call has the same static shapes.
+  """
+  t, n_cont, width = ids.shape[1], config.continuations, config.batch_rows
+  leaves: list[list[int]] = []
+  for start in range(0, len(ids), width):
+    stop = min(start + width, len(ids))
+    pad = ((0, width - (stop - start)), (0, 0))
+    cut = np.where(np.arange(width) < stop - start,
+                   np.pad(mask[start:stop], pad).sum(1), -1)
+    batch = Rollout(
+        prompt=jnp.repeat(rollout.prompt[:1], width, axis=0),
+        prompt_mask=jnp.repeat(rollout.prompt_mask[:1], width, axis=0),
+        response=jnp.asarray(np.pad(ids[start:stop], pad,
+                                    constant_values=pad_id)),
+        response_mask=jnp.asarray(np.pad(mask[start:stop], pad)),
+        logprobs=jnp.zeros((width, t)), policy_logprobs=jnp.zeros((width, t)))
+    out = continue_from(
+        student, batch, jnp.asarray(np.repeat(cut[:, None], n_cont, 1),
+                                    jnp.int32),
+        jax.random.fold_in(key, start), max_new_tokens=t - 1,
+        sampling=Sampling(temperature=config.temperature), eos_ids=eos_ids,
+        pad_id=pad_id)
+    cont, cmask = np.asarray(out.response), np.asarray(out.response_mask)
+    for r in range(stop - start):
+      prefix = ids[start + r][mask[start + r]].tolist()
+      for row in range(r * n_cont, (r + 1) * n_cont):
+        leaves.append(prefix + cont[row][cmask[row]].tolist()[:t - len(prefix)])
+  return leaves
+
+
 def grow(
     student: Transformer,
     nodes: list[Node],
@@ -252,34 +287,10 @@ def grow(
   """
   response = np.asarray(rollout.response)
   rmask = np.asarray(rollout.response_mask)
-  t = response.shape[1]
-  n_cont, width = config.continuations, config.batch_rows
-  rows, ids, mask = _leaf_rows(nodes, response, t, pad_id)
-  leaves: list[list[int]] = []
-  for start in range(0, len(rows), width):
-    stop = min(start + width, len(rows))
-    pad = width - (stop - start)
-    cut = np.array([nodes[i].position + 1 for i, _ in rows[start:stop]]
-                   + [-1] * pad, np.int32)
-    batch = Rollout(
-        prompt=jnp.repeat(rollout.prompt[:1], width, axis=0),
-        prompt_mask=jnp.repeat(rollout.prompt_mask[:1], width, axis=0),
-        response=jnp.asarray(np.pad(ids[start:stop], ((0, pad), (0, 0)),
-                                    constant_values=pad_id)),
-        response_mask=jnp.asarray(np.pad(mask[start:stop], ((0, pad), (0, 0)))),
-        logprobs=jnp.zeros((width, t)), policy_logprobs=jnp.zeros((width, t)))
-    out = continue_from(
-        student, batch, jnp.asarray(np.repeat(cut[:, None], n_cont, 1)),
-        jax.random.fold_in(key, start), max_new_tokens=t - 1,
-        sampling=Sampling(temperature=config.temperature), eos_ids=eos_ids,
-        pad_id=pad_id)
-    cont, cmask = np.asarray(out.response), np.asarray(out.response_mask)
-    for r in range(stop - start):
-      prefix = ids[start + r][mask[start + r]].tolist()
-      for s in range(n_cont):
-        row = (r * n_cont) + s
-        tail = cont[row][cmask[row]].tolist()[:t - len(prefix)]
-        leaves.append(prefix + tail)
+  n_cont = config.continuations
+  rows, ids, mask = _leaf_rows(nodes, response, response.shape[1], pad_id)
+  leaves = _sample_leaves(student, ids, mask, rollout, config, key,
+                          eos_ids=eos_ids, pad_id=pad_id)
   exact_leaves = [(i, j) for i, n in enumerate(nodes)
                   for j, e in enumerate(n.exact) if e]
   for i, j in exact_leaves:
