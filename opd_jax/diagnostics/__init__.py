@@ -11,22 +11,54 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Diagnostics: per-token maps of rollouts in the browser."""
+"""Diagnostics: gradient alignment (Unmasking OPD) and per-token maps of rollouts."""
 
+from opd_jax.diagnostics import directions
+from opd_jax.diagnostics.alignment import QuestionResult
+from opd_jax.diagnostics.alignment import analyse_nodes
+from opd_jax.diagnostics.alignment import diagnose
+from opd_jax.diagnostics.alignment import diagnose_question
+from opd_jax.diagnostics.alignment import node_arrays
+from opd_jax.diagnostics.report import write_report
+from opd_jax.diagnostics.scoring import PositionStats
+from opd_jax.diagnostics.scoring import score_positions
+from opd_jax.diagnostics.stats import summarise
+from opd_jax.diagnostics.token_map import TokenMap
+from opd_jax.diagnostics.token_map import TokenMapSettings
 from opd_jax.diagnostics.token_map import compute_token_map
 from opd_jax.diagnostics.token_map import label_token_map
 from opd_jax.diagnostics.token_map import token_pieces
-from opd_jax.diagnostics.token_map import TokenMap
-from opd_jax.diagnostics.token_map import TokenMapSettings
 from opd_jax.diagnostics.token_map import write_token_map
 from opd_jax.diagnostics.token_map_html import render_html
+from opd_jax.diagnostics.tree import Grader
+from opd_jax.diagnostics.tree import Node
+from opd_jax.diagnostics.tree import TreeConfig
+from opd_jax.diagnostics.tree import choose_nodes
+from opd_jax.diagnostics.tree import depth_window
+from opd_jax.diagnostics.tree import grow
 
 __all__ = [
+    "analyse_nodes",
+    "choose_nodes",
     "compute_token_map",
+    "depth_window",
+    "diagnose",
+    "diagnose_question",
+    "directions",
+    "Grader",
+    "grow",
     "label_token_map",
+    "Node",
+    "node_arrays",
+    "PositionStats",
+    "QuestionResult",
     "render_html",
+    "score_positions",
+    "summarise",
     "token_pieces",
     "TokenMap",
     "TokenMapSettings",
+    "TreeConfig",
+    "write_report",
     "write_token_map",
 ]

@@ -13,5 +13,8 @@
 # limitations under the License.
 """Rollouts: sample responses from the student (or a teacher mixture) with a KV cache."""
 
+from opd_jax.rollouts.branching import branch_prefixes
+from opd_jax.rollouts.branching import continue_from
+from opd_jax.rollouts.branching import valid_cuts
 from opd_jax.rollouts.sampler import Rollout, sample
 from opd_jax.rollouts.sampling import Sampling

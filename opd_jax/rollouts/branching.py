@@ -1,0 +1,195 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Branching: continue generation from prefixes cut inside existing rollouts."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from opd_jax.models import Transformer
+from opd_jax.rollouts.sampler import Rollout, sample
+from opd_jax.rollouts.sampling import Sampling
+
+
+def valid_cuts(
+    response: jax.Array,
+    response_mask: jax.Array,
+    cut: jax.Array,
+    *,
+    eos_ids: Sequence[int] = (),
+) -> jax.Array:
+  """Which cuts leave a prefix that can be continued.
+
+  Cut `c` keeps the first `c` response tokens. It is valid when those tokens
+  are all real (`0 <= c <= L_b`, `L_b` the row's response length) and none
+  of them is an EOS: a row that ended cannot be continued, and a cut into
+  its padding would continue from garbage. `c = L_b` is valid for a row cut
+  off by the length limit (no EOS), and continues it.
+
+  Args:
+    response: int32 [B, T] response ids.
+    response_mask: bool [B, T], a prefix of True per row.
+    cut: int32 [B, N] cut positions.
+    eos_ids: ids that end a response.
+
+  Returns:
+    bool [B, N].
+  """
+  t = response.shape[1]
+  lengths = response_mask.sum(axis=1).astype(jnp.int32)  # [B]
+  is_eos = jnp.isin(response, jnp.asarray(eos_ids, jnp.int32)) & response_mask
+  # ends[b, i] = an EOS among the first i tokens, i = 0..T.
+  ends = jnp.concatenate(
+      [jnp.zeros((response.shape[0], 1), bool),
+       jnp.cumsum(is_eos, axis=1) > 0], axis=1)  # [B, T + 1]
+  in_range = (cut >= 0) & (cut <= lengths[:, None])
+  ended = jnp.take_along_axis(ends, jnp.clip(cut, 0, t), axis=1)
+  return in_range & ~ended
+
+
+@functools.partial(jax.jit, static_argnames=("eos_ids", "pad_id"))
+def branch_prefixes(
+    prompt: jax.Array,
+    prompt_mask: jax.Array,
+    response: jax.Array,
+    response_mask: jax.Array,
+    cut: jax.Array,
+    *,
+    eos_ids: tuple[int, ...] = (),
+    pad_id: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The left-padded prefixes `prompt + response[:cut]`, N per row.
+
+  Each prefix is shifted right so that it ends at the last column: the
+  static width is `P + T` whatever the cut, and the rows keep the left
+  padding the sampler expects. An invalid cut (see `valid_cuts`) yields the
+  bare prompt, whose continuation `continue_from` then masks out.
+
+  Args:
+    prompt: int32 [B, P] left-padded prompt ids.
+    prompt_mask: bool [B, P].
+    response: int32 [B, T].
+    response_mask: bool [B, T].
+    cut: int32 [B, N].
+    eos_ids: ids that end a response.
+    pad_id: id written on padding.
+
+  Returns:
+    (prefix int32 [B*N, P+T], prefix_mask bool [B*N, P+T], valid bool
+    [B*N]); row `b*N + n` is row b cut at `cut[b, n]`.
+  """
+  b, p = prompt.shape
+  t = response.shape[1]
+  n = cut.shape[1]
+  valid = valid_cuts(response, response_mask, cut, eos_ids=eos_ids)
+  c = jnp.where(valid, cut, 0).reshape(b * n)  # [B*N]
+  tokens = jnp.repeat(jnp.concatenate([prompt, response], axis=1), n, axis=0)
+  keep = jnp.concatenate(
+      [jnp.repeat(prompt_mask, n, axis=0),
+       jnp.arange(t)[None, :] < c[:, None]], axis=1)  # [B*N, P+T]
+  # Output column j holds input column j - (T - c): the prefix's last token
+  # (input column P + c - 1) lands on the last column.
+  src = jnp.arange(p + t)[None, :] - (t - c)[:, None]  # [B*N, P+T]
+  inside = src >= 0
+  src = jnp.clip(src, 0, p + t - 1)
+  mask = inside & jnp.take_along_axis(keep, src, axis=1)
+  ids = jnp.where(mask, jnp.take_along_axis(tokens, src, axis=1), pad_id)
+  return ids, mask, valid.reshape(b * n)
+
+
+def continue_from(
+    models: Transformer | Sequence[Transformer],
+    rollout: Rollout,
+    cut: jax.Array,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    sampling: Sampling = Sampling(),
+    eos_ids: Sequence[int] = (),
+    pad_id: int = 0,
+    weights: Sequence[float] | None = None,
+    compute_dtype=None,
+) -> Rollout:
+  """Samples N continuations of each row from N cuts inside its response.
+
+  Continuation `n` of row `b` is sampled after `prompt[b] + response[b,
+  :cut[b, n]]`: the cut-th response token and what follows are replaced by
+  fresh draws from `models` (the student, the teacher, or a mixture, as in
+  `sample`). The prefixes go through `sample` itself, so prefill, decode,
+  EOS handling and every sampling strategy are the sampler's own.
+
+  Rows whose cut is invalid (negative, into the padding, after the row's
+  EOS; see `valid_cuts`) come back fully masked: `response_mask` all False,
+  `response` all `pad_id`, log-probs 0. A valid row always has its first
+  continuation token in the mask, so `response_mask[:, 0]` tells them apart.
+
+  Args:
+    models: the sampling model(s), as in `sample`.
+    rollout: the rollouts to branch from; only `prompt`, `prompt_mask`,
+      `response` and `response_mask` are read ([B, P] and [B, T]).
+    cut: int32 [B, N], number of response tokens kept before each
+      continuation (static N).
+    key: PRNG key; the same key gives the same continuations.
+    max_new_tokens: K, the static continuation length.
+    sampling: the strategy (temperature 0 is greedy).
+    eos_ids: ids that end a row (also used to reject cuts past an EOS).
+    pad_id: id written on padding.
+    weights: mixture weights, as in `sample`.
+    compute_dtype: as in `sample`.
+
+  Returns:
+    A Rollout of B*N rows (row `b*N + n` continues row b from `cut[b, n]`):
+    `prompt` [B*N, P+T] is the left-padded prefix, `response` [B*N, K] the
+    continuation, with its mask and log-probs.
+  """
+  cut = jnp.asarray(cut)
+  b, t = rollout.response.shape
+  if cut.ndim != 2 or cut.shape[0] != b:
+    raise ValueError(
+        f"continue_from: cut must be [B, N] with B = {b} rows, got"
+        f" {cut.shape}")
+  if not jnp.issubdtype(cut.dtype, jnp.integer):
+    raise TypeError(f"continue_from: cut must be integer, got {cut.dtype}")
+  if rollout.prompt.shape[0] != b or rollout.response_mask.shape != (b, t):
+    raise ValueError(
+        "continue_from: rollout prompt/response/response_mask rows differ:"
+        f" {rollout.prompt.shape}, {rollout.response.shape},"
+        f" {rollout.response_mask.shape}")
+  eos = tuple(int(e) for e in eos_ids)
+  prefix, prefix_mask, valid = branch_prefixes(
+      jnp.asarray(rollout.prompt, jnp.int32),
+      jnp.asarray(rollout.prompt_mask, bool),
+      jnp.asarray(rollout.response, jnp.int32),
+      jnp.asarray(rollout.response_mask, bool), cut.astype(jnp.int32),
+      eos_ids=eos, pad_id=int(pad_id))
+  out = sample(models, prefix, prefix_mask, key,
+               max_new_tokens=max_new_tokens, sampling=sampling,
+               eos_ids=eos, pad_id=pad_id, weights=weights,
+               compute_dtype=compute_dtype)
+  return _mask_rows(out, valid, pad_id)
+
+
+@functools.partial(jax.jit, static_argnames=("pad_id",))
+def _mask_rows(out: Rollout, valid: jax.Array, pad_id: int) -> Rollout:
+  """Blanks the continuations of invalid rows."""
+  keep = valid[:, None] & out.response_mask
+  return out.replace(
+      response=jnp.where(keep, out.response, pad_id),
+      response_mask=keep,
+      logprobs=jnp.where(keep, out.logprobs, 0.0),
+      policy_logprobs=jnp.where(keep, out.policy_logprobs, 0.0))

@@ -1,0 +1,243 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Gradient alignment of distillation with success ("Unmasking OPD").
+
+  # the built-in task with the shipped demo pair (CPU, minutes)
+  python scripts/diagnose.py --student=assets/demo/student_init \
+      --teacher=assets/demo/teacher --task=arithmetic --num_questions=8 \
+      --budget=512 --out=/tmp/align
+  # HF directories and a jsonl of questions and answers (math-verify)
+  python scripts/diagnose.py --student=/ckpt/qwen3_0p6b \
+      --teacher=/ckpt/qwen3_8b \
+      --task=/data/math.jsonl --question_field=problem --answer_field=answer \
+      --max_new_tokens=512 --budget=4096 --out=/tmp/align
+
+--student is an HF directory or a training workdir (its newest checkpoint);
+--teacher an HF directory with the same vocabulary. Writes report.md,
+summary.json, nodes.json and PNG plots to --out (atomically: a failed run
+leaves --out untouched). Bad input is one `diagnose: error:` line, exit 2.
+See docs/diagnostics.md.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+_STUDENT = flags.DEFINE_string("student", None, "HF dir or training workdir.")
+_TEACHER = flags.DEFINE_string("teacher", None, "HF dir.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the student's.")
+_TASK = flags.DEFINE_string(
+    "task", "arithmetic", "'arithmetic' or a jsonl / parquet file of"
+    " questions and answers (graded by math-verify).")
+_QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
+_AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
+_DIFFICULTY = flags.DEFINE_enum("difficulty", "easy",
+                                ["easy", "default", "hard"], "Built-in task.")
+_SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
+_N = flags.DEFINE_integer("num_questions", 8, "Questions.")
+_BUDGET = flags.DEFINE_integer("budget", 512, "Rollouts per question.")
+_G = flags.DEFINE_integer("num_rollouts", 16, "Student rollouts per question.")
+_C = flags.DEFINE_integer("top_c", 4, "Student top tokens branched per node.")
+_CONT = flags.DEFINE_integer("continuations", 8, "Continuations per child.")
+_M = flags.DEFINE_integer("nodes_per_window", 4, "Nodes per depth window.")
+_MIN_VISITS = flags.DEFINE_integer("min_visits", 4, "Visits to enter K_u.")
+_SELECT = flags.DEFINE_enum("select", "grad_norm", ["grad_norm", "prob_gap"],
+                            "Node ranking within a depth window.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 24, "Response length T.")
+_MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 0,
+                                   "Prompt width (0: the longest question).")
+_WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
+_TIMEOUT = flags.DEFINE_float("grading_timeout", 10.0, "Seconds per answer.")
+_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
+_OUT = flags.DEFINE_string("out", None, "Report directory.")
+
+
+class InputError(Exception):
+  """Bad user input: reported as one line, exit status 2."""
+
+
+def _load_model(path: str, role: str, allow_workdir: bool):
+  """(model, tokenizer dir, description) from an HF dir or a workdir."""
+  from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
+
+  if not path or not os.path.isdir(path):
+    raise InputError(f"--{role} {path!r}: no such directory")
+  files = os.listdir(path)
+  if any(f.endswith(".safetensors") for f in files):
+    return load_hf(path), path, path
+  if not allow_workdir or "config.json" not in files:
+    raise InputError(
+        f"--{role} {path}: no checkpoint (expected config.json and"
+        f" *.safetensors{' or a training workdir' if allow_workdir else ''})")
+  ckpt = os.path.join(path, "checkpoints")
+  # Checked here: the checkpointer would create the directory otherwise.
+  if not os.path.isdir(ckpt) or not os.listdir(ckpt):
+    raise InputError(f"--{role} {path}: a workdir with no checkpoint")
+  try:
+    model, step, c = restore.restore_student(path)
+  except FileNotFoundError as e:
+    raise InputError(f"--{role} {path}: {e}") from e
+  return model, c.get("tokenizer") or c.student, f"{path} (step {step})"
+
+
+def _source():
+  """The question source for --task, checked before any model loads."""
+  from opd_jax.data import arithmetic, sources  # pylint: disable=g-import-not-at-top
+
+  if _TASK.value == "arithmetic":
+    task = arithmetic.ArithmeticTask(
+        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)())
+    return sources.ArithmeticSource(_SPLIT.value, _N.value, task=task)
+  path = _TASK.value
+  if not os.path.exists(path):
+    raise InputError(
+        f"--task {path!r}: no verifier for it (expected 'arithmetic' or a"
+        " jsonl / parquet file of questions and answers)")
+  if os.path.isfile(path) and not open(path, "rb").read(4096).strip():
+    raise InputError(f"--task {path}: the question file is empty")
+  try:
+    source = sources.FileSource(path, question_field=_QFIELD.value,
+                                answer_field=_AFIELD.value)
+  except ValueError as e:
+    raise InputError(f"--task {path}: {e}") from e
+  for i in range(min(len(source), _N.value)):
+    if not source[i].answer:
+      raise InputError(
+          f"--task {path}: question {i} has no answer in field"
+          f" {_AFIELD.value!r}; the diagnostic needs a verifier for every"
+          " question")
+  return source
+
+
+def _questions(source, tokenizer):
+  """(dataset, number of questions) of tokenized prompts."""
+  from opd_jax.data.dataset import PromptDataset  # pylint: disable=g-import-not-at-top
+
+  data = PromptDataset(
+      source, tokenizer, max_prompt_len=_MAX_PROMPT.value or 1 << 20,
+      overlong="truncate")
+  n = min(len(data), _N.value)
+  if not all(data.answers[:n]):  # rows may shift when empty prompts drop
+    raise InputError(f"--task {source.name}: a question has no answer")
+  return data, n
+
+
+def _graders(data, n, tokenizer, pool):
+  """One grader per question: response ids -> correct?"""
+  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+
+  def make(answer):
+    def grade(responses):
+      texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+      if pool is None:
+        return [arithmetic.is_correct(t, int(answer)) for t in texts]
+      return [g.correct for g in pool.grade([(t, answer) for t in texts])]
+    return grade
+  return [make(data.answers[i]) for i in range(n)]
+
+
+def _left_pad(rows, pad_id):
+  """int32 [n, P] left-padded prompts and their mask, P the longest row."""
+
+  width = max(len(r) for r in rows)
+  ids = np.full((len(rows), width), pad_id, np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  for i, r in enumerate(rows):
+    ids[i, width - len(r):], mask[i, width - len(r):] = r, True
+  return ids, mask
+
+
+def _setup():
+  """Validates every input and loads everything; raises InputError."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from opd_jax.diagnostics import report, tree  # pylint: disable=g-import-not-at-top
+
+  if _N.value < 1:
+    raise InputError(f"--num_questions: expected >= 1, got {_N.value}")
+  try:
+    report.check_output_dir(_OUT.value)
+    config = tree.TreeConfig(
+        num_rollouts=_G.value, top_c=_C.value, continuations=_CONT.value,
+        nodes_per_window=_M.value, min_visits=_MIN_VISITS.value,
+        budget=_BUDGET.value, select=_SELECT.value,
+        temperature=_TEMPERATURE.value, max_new_tokens=_MAX_NEW.value)
+  except ValueError as e:
+    raise InputError(str(e).replace("TreeConfig.", "--")) from e
+  source = _source()
+  student, tok_dir, s_name = _load_model(_STUDENT.value, "student", True)
+  teacher, _, t_name = _load_model(_TEACHER.value, "teacher", False)
+  if student.config.vocab_size != teacher.config.vocab_size:
+    raise InputError(
+        f"--teacher {_TEACHER.value}: vocabulary {teacher.config.vocab_size}"
+        f" differs from the student's {student.config.vocab_size}")
+  tokenizer = transformers.AutoTokenizer.from_pretrained(
+      _TOKENIZER.value or tok_dir)
+  data, n = _questions(source, tokenizer)
+  meta = {"student": s_name, "teacher": t_name, "task": source.name,
+          "questions": n, **{k: v for k, v in vars(config).items()},
+          "seed": _SEED.value}
+  return student, teacher, tokenizer, data, n, config, meta
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  start = time.time()
+  try:
+    student, teacher, tokenizer, data, n, config, meta = _setup()
+  except InputError as e:
+    print(f"diagnose: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  import jax  # pylint: disable=g-import-not-at-top
+  from opd_jax.diagnostics import alignment, report  # pylint: disable=g-import-not-at-top
+  from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
+
+  prompt, prompt_mask = _left_pad(data.prompts[:n], data.pad_id)
+  eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
+
+  def progress(r):
+    print(f"question {r.index + 1}/{n}: rollout accuracy {r.accuracy:.2f},"
+          f" {len(r.nodes)} nodes, {r.rollouts} rollouts"
+          f" ({time.time() - start:.0f} s)", flush=True)
+
+  pool = None if _TASK.value == "arithmetic" else GradingPool(
+      _WORKERS.value, timeout=_TIMEOUT.value)
+  try:
+    results = alignment.diagnose(
+        student, teacher, prompt, prompt_mask,
+        _graders(data, n, tokenizer, pool), config,
+        jax.random.PRNGKey(_SEED.value), eos_ids=eos, pad_id=data.pad_id,
+        progress=progress)
+  finally:
+    if pool is not None:
+      pool.close()
+  nodes = [node for r in results for node in r.nodes]
+  questions = [{"index": r.index, "question": data.questions[r.index],
+                "answer": data.answers[r.index], "accuracy": r.accuracy,
+                "rollouts": r.rollouts, "nodes": len(r.nodes)}
+               for r in results]
+  meta["seconds"] = round(time.time() - start, 1)
+  summary = report.write_report(_OUT.value, nodes, questions, meta)
+  print(report.headline(summary))
+  print(f"report: {os.path.join(_OUT.value, report.REPORT)}"
+        f" ({meta['seconds']} s)")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["student", "teacher", "out"])
+  app.run(main)

@@ -1,0 +1,106 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""scripts/diagnose.py: a small run on a tiny pair, and one-line errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from opd_jax import testing
+from opd_jax.models import hf_io
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+SCRIPT = os.path.join(REPO, "scripts", "diagnose.py")
+# Small enough to run in seconds once compiled.
+SMALL = ["--num_rollouts=4", "--top_c=2", "--continuations=4",
+         "--nodes_per_window=1", "--budget=40", "--max_new_tokens=6"]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  return testing.tiny_distillation_pair(str(tmp_path_factory.mktemp("pair")))
+
+
+def _run(args, cwd):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_runs_on_the_task_and_on_a_jsonl(pair, tmp_path):
+  out = tmp_path / "report"
+  proc = _run([f"--student={pair['student']}", f"--teacher={pair['teacher']}",
+               "--task=arithmetic", "--num_questions=2", f"--out={out}",
+               *SMALL], tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "report:" in proc.stdout
+  with open(out / "nodes.json") as f:
+    data = json.load(f)
+  assert len(data["questions"]) == 2 and data["nodes"]
+  assert all(q["rollouts"] <= 40 for q in data["questions"])
+  assert (out / "report.md").read_text().startswith("# Gradient alignment")
+  # HF dirs and a jsonl graded by the math-verify pool.
+  questions = tmp_path / "q.jsonl"
+  questions.write_text(json.dumps({"problem": "What is 2+3?", "solution": "5"})
+                       + "\n")
+  proc = _run([f"--student={pair['student']}", f"--teacher={pair['teacher']}",
+               f"--task={questions}", "--question_field=problem",
+               "--answer_field=solution", "--grading_workers=1",
+               f"--out={out}", *SMALL], tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out / "nodes.json") as f:
+    assert json.load(f)["questions"][0]["answer"] == "5"
+  assert sorted(os.listdir(tmp_path)) == ["q.jsonl", "report"]
+
+
+def _bad_inputs(pair, tmp_path):
+  workdir = tmp_path / "workdir"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"student": "x"}))
+  other = testing.random_model(testing.tiny_config("qwen3", vocab_size=96))
+  hf_io.save_hf(other, str(tmp_path / "teacher96"))
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  no_answers = tmp_path / "no_answers.jsonl"
+  no_answers.write_text(json.dumps({"question": "1+1?"}) + "\n")
+  s, t = f"--student={pair['student']}", f"--teacher={pair['teacher']}"
+  return [
+      ([f"--student={workdir}", t], "a workdir with no checkpoint"),
+      ([s, f"--teacher={tmp_path / 'teacher96'}"],
+       "vocabulary 96 differs from the student's 80"),
+      ([s, t, f"--task={empty}"], "the question file is empty"),
+      ([s, t, "--budget=10"], "--budget: 10 rollouts is smaller than the tree"
+       " needs"),
+      ([s, t, "--task=gsm8k"], "'gsm8k': no verifier"),
+      ([s, t, f"--task={no_answers}"], "answer_field='answer' is not a field"),
+  ]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
+  for args, message in _bad_inputs(pair, tmp_path):
+    before = sorted(os.listdir(tmp_path))
+    # The case's own flags last: absl keeps the last value of a flag.
+    proc = _run([*SMALL, f"--out={tmp_path / 'report'}", *args], tmp_path)
+    assert proc.returncode == 2, (args, proc.stderr[-2000:])
+    errors = [line for line in proc.stderr.splitlines()
+              if line.startswith("diagnose: error:")]
+    assert len(errors) == 1 and message in errors[0], (message, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written
