@@ -153,6 +153,7 @@ def _graders(data, n, tokenizer, pool):
 
 def _left_pad(rows, pad_id):
   """int32 [n, P] left-padded prompts and their mask, P the longest row."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
 
   width = max(len(r) for r in rows)
   ids = np.full((len(rows), width), pad_id, np.int32)
