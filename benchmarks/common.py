@@ -92,16 +92,21 @@ class Peer:
 
 def side_by_side(args, ours: Callable[[int], float], peer_argv, tokens: int,
                  use_peer: bool = True) -> dict:
-  """Alternates ours / peer iterations; medians after `warmup` of each."""
+  """Alternates ours / peer iterations; medians after the warm-up ones.
+
+  Ours runs `warmup` + `steps` iterations (the first compiles); the peer
+  `peer_warmup` (default `warmup`) + `steps`, its last ones beside ours.
+  """
   n = args.warmup + args.steps
+  peer_warmup = args.warmup if args.peer_warmup is None else args.peer_warmup
   peer = None
   if use_peer and not args.no_peer:
-    peer = Peer(peer_argv + ["--iterations", str(n)])
+    peer = Peer(peer_argv + ["--iterations", str(peer_warmup + args.steps)])
   times = {"ours": [], "peer": []}
   try:
     for i in range(n):
       times["ours"].append(ours(i))
-      if peer is not None:
+      if peer is not None and i >= args.warmup - peer_warmup:
         times["peer"].append(peer.run(i))
   finally:
     if peer is not None:
@@ -109,7 +114,8 @@ def side_by_side(args, ours: Callable[[int], float], peer_argv, tokens: int,
   out = {"peer_info": None if peer is None else peer.info}
   for side, ts in times.items():
     if ts:
-      s = statistics.median(ts[args.warmup:])
+      s = statistics.median(ts[args.warmup if side == "ours" else
+                               peer_warmup:])
       out[side] = {"seconds": round(s, 4), "tokens_per_s": round(tokens / s, 1),
                    "first_s": round(ts[0], 2),
                    "all_s": [round(x, 3) for x in ts]}
@@ -169,6 +175,9 @@ def add_model_flags(p) -> None:
   p.add_argument("--temperature", type=float, default=1.0)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--peer-warmup", type=int, default=None,
+                 help="untimed peer iterations (default: --warmup); 0 saves"
+                 " minutes on long rows, torch does not compile")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no-peer", action="store_true",
                  help="time our side only (no torch / TRL needed)")

@@ -195,7 +195,11 @@ def sample(
   """Samples `max_new_tokens` (at most) after each left-padded prompt.
 
   One compiled program per (model structure, sampling, lengths); the
-  parameters are traced arguments, so new weights reuse it.
+  parameters are traced arguments, so new weights reuse it. Decoding runs
+  in segments (`cache_schedule`): the KV cache starts with room for 128 new
+  tokens and doubles, so each step attends over at most twice the filled
+  cache. Tokens are drawn by `Sampling.get_next_tokens` with the key
+  `fold_in(key, i)` for response position i.
 
   Args:
     models: the policy (the student), or several models whose next-token
