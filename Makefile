@@ -32,13 +32,14 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q --durations=25 tests
 
-# Benchmarks against TRL and transformers (TRL only here, never in tests).
+# Benchmarks against TRL and transformers (TRL only here, never in tests);
+# the package is benchmarks/ (`python -m benchmarks SUBCOMMAND`).
 bench: install-test
 	$(PY) -m pip install -q -r requirements-bench.txt
-	JAX_PLATFORMS=cpu $(PY) scripts/bench.py memory
-	JAX_PLATFORMS=cpu $(PY) scripts/bench.py step
-	JAX_PLATFORMS=cpu $(PY) scripts/bench.py step --dtype bfloat16
-	JAX_PLATFORMS=cpu $(PY) scripts/bench.py rollout
+	JAX_PLATFORMS=cpu $(PY) -m benchmarks memory
+	JAX_PLATFORMS=cpu $(PY) -m benchmarks step
+	JAX_PLATFORMS=cpu $(PY) -m benchmarks step --dtype bfloat16
+	JAX_PLATFORMS=cpu $(PY) -m benchmarks rollout
 
 clean:
 	rm -rf $(VENV) .cache

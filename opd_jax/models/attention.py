@@ -34,35 +34,64 @@ class KVCache:
   by the same forward call. Left-padded prompts therefore occupy the same
   slots, with `key_mask` False on the pads.
 
+  One buffer per layer (not one stacked [L, ...] array): a decode step
+  writes one slot of each buffer in place and its attention reads the buffer
+  directly, where slicing a layer out of a stacked array inside the loop
+  over layers copies the whole cache every step. Keys are stored with the
+  head dimension before the slots, so that q.k^T is a plain [G, H] x [H, S]
+  matmul per (row, kv head) with no transpose of the cache.
+
   Attributes:
-    k: keys [L, B, S, K, H], S = cache length.
-    v: values [L, B, S, K, H].
+    k: tuple of L keys [B, K, H, S], S = cache length.
+    v: tuple of L values [B, K, S, H].
     key_mask: [B, S] bool, True where the slot holds a real token.
     end: int32 [], the next free slot.
     next_pos: int32 [B], the RoPE position of each row's next real token.
   """
 
-  k: jax.Array
-  v: jax.Array
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
   key_mask: jax.Array
   end: jax.Array
   next_pos: jax.Array
 
   @property
   def length(self) -> int:
-    return self.k.shape[2]
+    return self.key_mask.shape[1]
 
 
 def init_cache(
     config: ModelConfig, batch: int, cache_len: int, dtype=jnp.float32
 ) -> KVCache:
   """An empty cache for `batch` rows of up to `cache_len` tokens."""
-  shape = (config.num_layers, batch, cache_len, config.num_kv_heads,
-           config.head_dim)
+  k, h = config.num_kv_heads, config.head_dim
+  layers_ = range(config.num_layers)
   return KVCache(
-      k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+      k=tuple(jnp.zeros((batch, k, h, cache_len), dtype) for _ in layers_),
+      v=tuple(jnp.zeros((batch, k, cache_len, h), dtype) for _ in layers_),
       key_mask=jnp.zeros((batch, cache_len), bool),
       end=jnp.zeros((), jnp.int32), next_pos=jnp.zeros((batch,), jnp.int32),
+  )
+
+
+def extend_cache(cache: KVCache, cache_len: int) -> KVCache:
+  """The same cache with room for `cache_len` slots (new slots empty).
+
+  Copies every buffer once; the sampler grows its cache in a few steps so
+  that each decode step attends over a buffer not much longer than the
+  filled part.
+  """
+  extra = cache_len - cache.length
+  if extra < 0:
+    raise ValueError(
+        f"extend_cache: cache_len {cache_len} is shorter than the cache's"
+        f" {cache.length} slots")
+  pad = lambda x, axis: jnp.pad(
+      x, [(0, extra if a == axis else 0) for a in range(x.ndim)])
+  return cache.replace(
+      k=tuple(pad(k, 3) for k in cache.k),
+      v=tuple(pad(v, 2) for v in cache.v),
+      key_mask=pad(cache.key_mask, 1),
   )
 
 
@@ -98,7 +127,7 @@ class Attention(nnx.Module):
       query_slots: jax.Array,
       kv: tuple[jax.Array, jax.Array] | None,
       start: jax.Array,
-  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Attends x [B, T, D] to itself, or to the cache then itself.
 
     Args:
@@ -106,11 +135,12 @@ class Attention(nnx.Module):
       cos, sin: RoPE tables [B, T, H].
       key_mask: [B, S] bool, valid key slots (after writing this call's keys).
       query_slots: [T] int32, the slot each query occupies (causality).
-      kv: this layer's cached (k, v) [B, S, K, H], or None for no cache.
+      kv: this layer's cached keys [B, K, H, S] and values [B, K, S, H]
+        (KVCache's layout), or None for no cache.
       start: int32 [], the slot of x's first token in the cache.
 
     Returns:
-      The output [B, T, D] and the updated (k, v) (this call's keys when
+      The output [B, T, D] and the updated (k, v) cache buffers (None when
       there is no cache).
     """
     q = self.q_proj(x)  # [B, T, N, H]
@@ -120,17 +150,13 @@ class Attention(nnx.Module):
       q, k = self.q_norm(q), self.k_norm(k)
     q = layers.apply_rope(q, cos, sin)
     k = layers.apply_rope(k, cos, sin)
-    if kv is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype),
-                                              start, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype),
-                                              start, axis=1)
     b, t, n, h = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, self.num_groups, h)
+    if kv is not None:
+      return self._cached(q, k, v, key_mask, query_slots, kv, start)
     logits = jnp.einsum(
-        "BTKGH,BSKH->BKGTS", q, k.astype(q.dtype),
-        preferred_element_type=jnp.float32,
+        "BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32
     ) * self.scale
     slots = jnp.arange(k.shape[1])
     allowed = key_mask[:, None, :] & (slots[None, None, :]
@@ -141,4 +167,36 @@ class Attention(nnx.Module):
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, h)
     out = sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
-    return self.o_proj(out, in_dims=2), (k, v)
+    return self.o_proj(out, in_dims=2), None
+
+  def _cached(self, q, k, v, key_mask, query_slots, kv, start):
+    """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
+    b, t, kh, g, h = q.shape
+    dt = kv[0].dtype
+    # In-place writes of this call's slots; attention then reads the whole
+    # buffer (empty and future slots are masked).
+    k_cache = jax.lax.dynamic_update_slice(
+        kv[0], k.transpose(0, 2, 3, 1).astype(dt), (0, 0, 0, start))
+    v_cache = jax.lax.dynamic_update_slice(
+        kv[1], v.transpose(0, 2, 1, 3).astype(dt), (0, 0, start, 0))
+    # Queries of one kv head as the rows of one matmul, [B, K, T*G, H], so
+    # that both products are plain batched [M, H] x [H, S] and [M, S] x
+    # [S, H] matmuls over the cache as stored.
+    q = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
+    batch = ((0, 1), (0, 1))
+    logits = jax.lax.dot_general(
+        q.astype(dt), k_cache, (((3,), (2,)), batch),
+        preferred_element_type=jnp.float32) * self.scale  # [B, K, T*G, S]
+    slots = jnp.arange(key_mask.shape[1])
+    allowed = key_mask[:, None, :] & (slots[None, None, :]
+                                      <= query_slots[None, :, None])  # [B,T,S]
+    allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # [B, 1, T*G, S]
+    logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    out = jax.lax.dot_general(
+        probs, v_cache, (((3,), (2,)), batch),
+        preferred_element_type=jnp.float32)  # [B, K, T*G, H]
+    out = out.astype(q.dtype).reshape(b, kh, t, g, h).transpose(0, 2, 1, 3, 4)
+    out = sharding.shard(out.reshape(b, t, kh * g, h),
+                         P(sharding.BATCH, None, "tensor", None))
+    return self.o_proj(out, in_dims=2), (k_cache, v_cache)

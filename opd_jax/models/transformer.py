@@ -103,6 +103,59 @@ class Transformer(nnx.Module):
     dtype = dtype or self.embedder.embedding[...].dtype
     return init_cache(self.config, batch, cache_len, dtype)
 
+  def split_layers(self) -> Transformer:
+    """This model with its layer stack split into one Block per layer.
+
+    For decoding loops: with the stack, every cached call slices each
+    layer's weights out of it, and inside a `while_loop` those slices are
+    copies made every step. Splitting once before the loop makes them
+    loop-invariant buffers. Arrays are shared, not copied, outside jit.
+    """
+    if isinstance(self.layers, nnx.List):
+      return self
+    graphdef, state = nnx.split(self)
+    split = nnx.merge(graphdef, state)
+    layer_def, stacked = nnx.split(self.layers)
+    split.layers = nnx.List([
+        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
+        for i in range(self.config.num_layers)
+    ])
+    return split
+
+  def _layer_stack(self):
+    """(graphdef, stacked params) of the layers, for the scan over layers."""
+    if not isinstance(self.layers, nnx.List):
+      return nnx.split(self.layers)
+    splits = [nnx.split(block) for block in self.layers]
+    return splits[0][0], jax.tree.map(lambda *xs: jnp.stack(xs),
+                                      *[s for _, s in splits])
+
+  def _cached_layers(self, x, cache, cos, sin, key_mask, query_slots, start):
+    """The layers unrolled over the per-layer cache buffers.
+
+    With a cache the layers run as a Python loop, not a scan: each layer's
+    buffers stay separate values that `dynamic_update_slice` writes in place
+    and attention reads as they are. Under a scan, the per-layer slice of a
+    stacked cache is a copy of that layer's whole cache every step, and a
+    decode step's cost grew with the cache length (B = 64: 12 ms at 16
+    slots, 405 ms at 1024).
+    """
+    if isinstance(self.layers, nnx.List):
+      blocks = list(self.layers)
+    else:
+      layer_def, stacked = nnx.split(self.layers)
+      blocks = [
+          nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
+          for i in range(self.config.num_layers)
+      ]
+    ks, vs = [], []
+    for i, block in enumerate(blocks):
+      x, (k, v) = block(x, cos, sin, key_mask, query_slots,
+                        (cache.k[i], cache.v[i]), start)
+      ks.append(k)
+      vs.append(v)
+    return x, tuple(ks), tuple(vs)
+
   def head_matrix(self) -> jax.Array:
     """The output projection as a [D, V] matrix (the embedding if tied)."""
     if self.lm_head is None:
@@ -176,24 +229,25 @@ class Transformer(nnx.Module):
 
     x = self.embedder(tokens)
     x = sharding.shard(x, sharding.batch_spec(3))
-    graphdef, stacked = nnx.split(self.layers)
-
-    def layer(x, xs):
-      params, kv = xs
-      block = nnx.merge(graphdef, params)
-      x, kv = block(x, cos, sin, key_mask, query_slots, kv, start)
-      return x, (kv if cache is not None else None)
-
-    kvs = None if cache is None else (cache.k, cache.v)
-    x, new_kv = jax.lax.scan(layer, x, (stacked, kvs))
-    hidden = self.final_norm(x)
-
     new_cache = None
-    if cache is not None:
+    if cache is None:
+      graphdef, stacked = self._layer_stack()
+
+      def layer(x, params):
+        block = nnx.merge(graphdef, params)
+        x, _ = block(x, cos, sin, key_mask, query_slots, None, start)
+        return x, None
+
+      x, _ = jax.lax.scan(layer, x, stacked)
+    else:
+      x, ks, vs = self._cached_layers(
+          x, cache, cos, sin, key_mask, query_slots, start)
       new_cache = KVCache(
-          k=new_kv[0], v=new_kv[1], key_mask=key_mask, end=start + t,
+          k=ks, v=vs, key_mask=key_mask, end=start + t,
           next_pos=base + attention_mask.sum(axis=1, dtype=jnp.int32),
       )
+    hidden = self.final_norm(x)
+
     logits = None
     if return_logits:
       logits = sharding.shard(self.apply_head(hidden),

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from opd_jax.models import Transformer
+from opd_jax.models import attention
 from opd_jax.rollouts.sampling import Sampling
 
 
@@ -77,47 +78,59 @@ def _mixture_log_probs(
   return jax.nn.logsumexp(stacked + log_w, axis=0)
 
 
-def _draw(sampling: Sampling, log_probs: jax.Array, key: jax.Array):
-  """Draws ids [B] from log-probabilities [B, V].
+# Decode steps of the first segment; each later segment doubles the cache.
+_FIRST_SEGMENT = 128
 
-  Without top-k / top-p truncation, inverts the CDF with one uniform per row
-  instead of `jax.random.categorical`'s V Gumbel draws per row: at V = 32000
-  the Gumbel noise costs more than the rest of a small model's decode step.
+
+def cache_schedule(max_new_tokens: int,
+                   first: int = _FIRST_SEGMENT) -> tuple[int, ...]:
+  """Response lengths at which the sampler's KV cache grows, last = T - 1.
+
+  Decode step i (1 <= i < T) writes the cache slot P + i - 1, so a segment
+  of steps up to c runs on a cache of P + c slots. Attention reads the
+  whole buffer every step; doubling it by segments keeps that read within
+  2x of the filled part (instead of P + T from the first step), at the cost
+  of one compiled decode loop and one copy of the cache per segment.
   """
-  if sampling.greedy or sampling.top_k or sampling.top_p < 1.0:
-    return sampling.get_next_tokens(log_probs, key)
-  cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)  # [B, V]
-  u = jax.random.uniform(key, log_probs.shape[:-1] + (1,)) * cdf[..., -1:]
-  # The first id whose cumulative mass reaches u; zero-mass ids are never it.
-  token = jnp.sum(cdf < u, axis=-1, dtype=jnp.int32)
-  return jnp.minimum(token, log_probs.shape[-1] - 1)
+  last = max_new_tokens - 1
+  bounds, c = [], first
+  while c < last:
+    bounds.append(c)
+    c *= 2
+  return (*bounds, last)
+
+
+def _cast_floating(tree, dtype):
+  if dtype is None:
+    return tree
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+      else x, tree)
 
 
 def _sample_impl(
     graphdefs, states, prompt, prompt_mask, key, *, weights, sampling,
-    max_new_tokens, eos_ids, pad_id, compute_dtype,
+    max_new_tokens, eos_ids, pad_id, compute_dtype, first_segment,
 ):
-  if compute_dtype is not None:
-    states = jax.tree.map(
-        lambda x: x.astype(compute_dtype)
-        if jnp.issubdtype(x.dtype, jnp.floating) else x, states)
-  models = [nnx.merge(g, s) for g, s in zip(graphdefs, states)]
+  # Layer weights are sliced out of their stacks once, not every step.
+  models = [nnx.merge(g, s).split_layers()
+            for g, s in zip(graphdefs, _cast_floating(states, compute_dtype))]
   b, p = prompt.shape
   t = max_new_tokens
-  caches = []
-  last_lp = []
+  schedule = cache_schedule(t, first_segment)
+  caches, last_lp = [], []
   for m in models:
     # The head runs on the last position only: the prompt's other logits
     # are never used.
     out = m(prompt, attention_mask=prompt_mask,
-            cache=m.init_cache(b, p + t), return_logits=False)
+            cache=m.init_cache(b, p + schedule[0]), return_logits=False)
     caches.append(out.cache)
     last_lp.append(sampling.log_probs(m.apply_head(out.hidden[:, -1])))
   eos = jnp.asarray(eos_ids, jnp.int32)
 
-  def choose(i, per_model, done, key):
+  def choose(i, per_model, done):
     mix = _mixture_log_probs(per_model, weights)
-    token = _draw(sampling, mix, jax.random.fold_in(key, i))
+    token = sampling.get_next_tokens(mix, jax.random.fold_in(key, i))
     is_eos = jnp.isin(token, eos)
     gather = lambda lp: jnp.take_along_axis(lp, token[:, None], -1)[:, 0]
     valid = ~done
@@ -125,22 +138,13 @@ def _sample_impl(
             jnp.where(valid, gather(mix), 0.0),
             jnp.where(valid, gather(per_model[0]), 0.0))
 
-  response = jnp.full((b, t), pad_id, jnp.int32)
-  mask = jnp.zeros((b, t), bool)
-  logprobs = jnp.zeros((b, t), jnp.float32)
-  policy_lp = jnp.zeros((b, t), jnp.float32)
-  done = jnp.zeros((b,), bool)
-
   def write(bufs, i, values):
     return tuple(buf.at[:, i].set(v) for buf, v in zip(bufs, values))
 
-  token, valid, done, lp, plp = choose(0, last_lp, done, key)
-  bufs = write((response, mask, logprobs, policy_lp), 0,
-               (token, valid, lp, plp))
-
-  def cond(carry):
-    i, _, _, done, _ = carry
-    return (i < t) & ~jnp.all(done)
+  bufs = (jnp.full((b, t), pad_id, jnp.int32), jnp.zeros((b, t), bool),
+          jnp.zeros((b, t), jnp.float32), jnp.zeros((b, t), jnp.float32))
+  token, valid, done, lp, plp = choose(0, last_lp, jnp.zeros((b,), bool))
+  bufs = write(bufs, 0, (token, valid, lp, plp))
 
   def body(carry):
     i, token, caches, done, bufs = carry
@@ -149,13 +153,18 @@ def _sample_impl(
       out = m(token[:, None], cache=c)
       new_caches.append(out.cache)
       per_model.append(sampling.log_probs(out.logits[:, 0]))
-    token, valid, done, lp, plp = choose(i, per_model, done, key)
+    token, valid, done, lp, plp = choose(i, per_model, done)
     return i + 1, token, new_caches, done, write(bufs, i, (token, valid, lp,
                                                            plp))
 
-  _, _, _, _, bufs = jax.lax.while_loop(
-      cond, body, (jnp.int32(1), token, caches, done, bufs))
-  response, mask, logprobs, policy_lp = bufs
+  carry = (jnp.int32(1), token, caches, done, bufs)
+  for n, bound in enumerate(schedule):
+    if n:
+      carry = (*carry[:2], [attention.extend_cache(c, p + bound)
+                            for c in carry[2]], *carry[3:])
+    carry = jax.lax.while_loop(
+        lambda c, bound=bound: (c[0] <= bound) & ~jnp.all(c[3]), body, carry)
+  response, mask, logprobs, policy_lp = carry[4]
   return Rollout(prompt=prompt, prompt_mask=prompt_mask, response=response,
                  response_mask=mask, logprobs=logprobs,
                  policy_logprobs=policy_lp)
@@ -163,11 +172,11 @@ def _sample_impl(
 
 @functools.lru_cache(maxsize=32)
 def _compiled(graphdefs, weights, sampling, max_new_tokens, eos_ids, pad_id,
-              compute_dtype):
+              compute_dtype, first_segment):
   return jax.jit(functools.partial(
       _sample_impl, graphdefs, weights=weights, sampling=sampling,
       max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
-      compute_dtype=compute_dtype))
+      compute_dtype=compute_dtype, first_segment=first_segment))
 
 
 def sample(
@@ -186,7 +195,11 @@ def sample(
   """Samples `max_new_tokens` (at most) after each left-padded prompt.
 
   One compiled program per (model structure, sampling, lengths); the
-  parameters are traced arguments, so new weights reuse it.
+  parameters are traced arguments, so new weights reuse it. Decoding runs
+  in segments (`cache_schedule`): the KV cache starts with room for 128 new
+  tokens and doubles, so each step attends over at most twice the filled
+  cache. Tokens are drawn by `Sampling.get_next_tokens` with the key
+  `fold_in(key, i)` for response position i.
 
   Args:
     models: the policy (the student), or several models whose next-token
@@ -234,6 +247,7 @@ def sample(
   graphdefs, states = zip(*(nnx.split(m) for m in models))
   fn = _compiled(tuple(graphdefs), weights, sampling, int(max_new_tokens),
                  tuple(int(e) for e in eos_ids), int(pad_id),
-                 None if compute_dtype is None else jnp.dtype(compute_dtype))
+                 None if compute_dtype is None else jnp.dtype(compute_dtype),
+                 _FIRST_SEGMENT)
   return fn(tuple(states), jnp.asarray(prompt, jnp.int32),
             jnp.asarray(prompt_mask, bool), key)

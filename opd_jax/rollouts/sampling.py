@@ -74,8 +74,64 @@ class Sampling:
     return log_probs
 
   def get_next_tokens(self, log_probs: jax.Array, rng: jax.Array) -> jax.Array:
-    """Draws token ids [...] from log-probabilities [..., V]."""
+    """Draws token ids [...] from log-probabilities [..., V].
+
+    Greedy takes the argmax. Otherwise the (top-k / top-p truncated)
+    distribution is sampled by inverting its CDF with one uniform per row
+    (`inverse_cdf`); a row's uniform is `jax.random.uniform(rng,
+    log_probs.shape[:-1])`.
+    """
     if self.greedy:
       return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, self.truncate(log_probs)).astype(
-        jnp.int32)
+    u = jax.random.uniform(rng, log_probs.shape[:-1])
+    return inverse_cdf(self.truncate(log_probs), u)
+
+
+# Ids per block of the two-level CDF: 128 keeps both cumulative sums short
+# (V / 128 block masses, then 128 ids) for any vocabulary.
+_BLOCK = 128
+
+
+def inverse_cdf(log_probs: jax.Array, u: jax.Array) -> jax.Array:
+  r"""The first id whose cumulative probability exceeds `u` times the total.
+
+  .. math::
+    \mathrm{id} = \min\{i : \textstyle\sum_{j \le i} p_j > u \sum_j p_j\}
+
+  which is a draw from p for u ~ U[0, 1). Computed in two levels, so that
+  no cumulative sum runs over the vocabulary (a [B, V] `cumsum` cost more
+  than the whole decode step of a small model): masses of blocks of 128
+  ids, the block where the CDF crosses, then the id inside that block.
+  Ids of zero mass (e.g. truncated by top-k / top-p) are never drawn.
+
+  Args:
+    log_probs: [..., V] log-probabilities, possibly unnormalised.
+    u: [...] uniforms in [0, 1).
+
+  Returns:
+    int32 ids [...].
+  """
+  lead, v = log_probs.shape[:-1], log_probs.shape[-1]
+  nb = -(-v // _BLOCK)
+  probs = jnp.exp(log_probs.astype(jnp.float32).reshape(-1, v))
+  probs = jnp.pad(probs, ((0, 0), (0, nb * _BLOCK - v)))  # zero mass
+  blocks = probs.reshape(-1, nb, _BLOCK)
+  mass = blocks.sum(axis=-1)  # [R, nb]
+  cdf = jnp.cumsum(mass, axis=-1)
+  target = u.reshape(-1, 1).astype(jnp.float32) * cdf[:, -1:]  # [R, 1]
+  # The first block whose CDF exceeds the target has mass; float rounding
+  # can push the target past the last CDF value: fall back to the last
+  # block (resp. id) with mass.
+  block = jnp.minimum(jnp.sum(cdf <= target, axis=-1), _last_positive(mass))
+  inner = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
+  before = jnp.take_along_axis(cdf - mass, block[:, None], axis=1)
+  inner_cdf = before + jnp.cumsum(inner, axis=-1)  # [R, _BLOCK]
+  idx = jnp.minimum(jnp.sum(inner_cdf <= target, axis=-1),
+                    _last_positive(inner))
+  return (block * _BLOCK + idx).astype(jnp.int32).reshape(lead)
+
+
+def _last_positive(x: jax.Array) -> jax.Array:
+  """Index of the last positive entry of each row of x [R, N] (N - 1 if none)."""
+  n = x.shape[-1]
+  return n - 1 - jnp.argmax(x[:, ::-1] > 0, axis=-1)

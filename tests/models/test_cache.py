@@ -20,6 +20,7 @@ import pytest
 from flax import nnx
 
 from opd_jax import testing
+from opd_jax.models.attention import extend_cache
 
 
 @nnx.jit
@@ -80,3 +81,34 @@ def test_hidden_only_forward_skips_logits():
   assert (1, 8, config.vocab_size) not in shapes
   np.testing.assert_allclose(model.apply_head(out.hidden), model(tokens).logits,
                              atol=1e-6)
+
+
+def test_split_layers_and_a_grown_cache_decode_the_same():
+  config = testing.tiny_config("qwen2")
+  model = testing.random_model(config, seed=4)
+  split = model.split_layers()
+  assert split.split_layers() is split
+  b, p, t = 2, 5, 4
+  tokens = np.random.default_rng(1).integers(3, config.vocab_size, (b, p + t))
+  mask = np.ones((b, p + t), bool)
+  mask[1, :2] = False
+  tokens = np.where(mask, tokens, 0)
+  full = np.asarray(_full(model, jnp.asarray(tokens), jnp.asarray(mask)))
+  # Uncached forward of the split model restacks its layers.
+  np.testing.assert_allclose(
+      np.asarray(_full(split, jnp.asarray(tokens), jnp.asarray(mask))), full,
+      atol=1e-6)
+  # Prefill into a cache with no spare slot, then grow it for the decode.
+  logits, cache = _step(split, jnp.asarray(tokens[:, :p]),
+                        jnp.asarray(mask[:, :p]), split.init_cache(b, p))
+  got = [np.asarray(logits)]
+  for i in range(p, p + t):
+    if i == p:
+      cache = extend_cache(cache, p + t)
+    logits, cache = _step(split, jnp.asarray(tokens[:, i:i + 1]),
+                          jnp.asarray(mask[:, i:i + 1]), cache)
+    got.append(np.asarray(logits))
+  err = np.abs(np.concatenate(got, axis=1) - full)[mask].max()
+  assert err <= 1e-5, err
+  with pytest.raises(ValueError, match="shorter than the cache"):
+    extend_cache(cache, 3)

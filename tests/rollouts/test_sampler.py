@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The rollout sampler: greedy parity, determinism, distribution, EOS masking."""
+"""The rollout sampler: greedy parity, determinism, frequencies, EOS, cache growth."""
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,8 @@ import pytest
 
 from opd_jax import testing
 from opd_jax.rollouts import Sampling, sample
+from opd_jax.rollouts import sampler
+from opd_jax.rollouts.sampling import inverse_cdf
 
 # 0.999 quantile of the chi-square distribution with 11 degrees of freedom.
 _CHI2_11_999 = 31.26
@@ -156,3 +158,65 @@ def test_bad_arguments(model):
     sample(model, prompt, mask, jax.random.key(0), max_new_tokens=0)
   with pytest.raises(ValueError, match="top_p"):
     Sampling(top_p=0.0)
+
+
+def test_cache_schedule_doubles_up_to_the_last_step():
+  assert sampler.cache_schedule(1) == (0,)
+  assert sampler.cache_schedule(100) == (99,)
+  assert sampler.cache_schedule(129) == (128,)
+  assert sampler.cache_schedule(1024) == (128, 256, 512, 1023)
+  assert sampler.cache_schedule(7, first=2) == (2, 4, 6)
+
+
+def test_growing_the_cache_changes_no_token(model, monkeypatch):
+  # Greedy parity and same-key sampling across cache segments of 2, 4, 6
+  # steps (the extended slots are empty and masked).
+  prompt, mask = _prompts(model.config.vocab_size)
+  kw = dict(max_new_tokens=7, sampling=Sampling(temperature=1.0))
+  one = sample(model, prompt, mask, jax.random.key(8), **kw)
+  monkeypatch.setattr(sampler, "_FIRST_SEGMENT", 2)
+  many = sample(model, prompt, mask, jax.random.key(8), **kw)
+  np.testing.assert_array_equal(np.asarray(one.response),
+                                np.asarray(many.response))
+  np.testing.assert_allclose(np.asarray(one.logprobs),
+                             np.asarray(many.logprobs), atol=1e-5)
+  test_greedy_equals_uncached_argmax(model)
+
+
+def _reference_inverse_cdf(probs, u):
+  cdf = np.cumsum(probs.astype(np.float64), -1)
+  return np.array([np.searchsorted(c, x * c[-1], side="right")
+                   for c, x in zip(cdf, u)])
+
+
+def test_inverse_cdf_matches_searchsorted():
+  rng = np.random.default_rng(0)
+  v = 300  # not a multiple of the 128-id block
+  probs = rng.random((64, v)) ** 4
+  probs[:, 128:256] = 0.0  # a whole block without mass
+  probs[::2, :5] = 0.0
+  probs /= probs.sum(-1, keepdims=True)
+  u = rng.random(64)
+  u[0], u[1] = 0.0, 1.0 - 2**-24
+  with np.errstate(divide="ignore"):
+    lp = jnp.asarray(np.log(probs), jnp.float32)
+  got = np.asarray(inverse_cdf(lp, jnp.asarray(u, jnp.float32)))
+  want = _reference_inverse_cdf(probs, u)
+  # float32 sums may move a draw across a boundary it nearly touches.
+  assert (got == want).mean() > 0.95, (got, want)
+  assert (probs[np.arange(64), got] > 0).all()  # never a zero-mass id
+  # Leading dims are kept.
+  assert inverse_cdf(lp.reshape(8, 8, v), jnp.zeros((8, 8))).shape == (8, 8)
+
+
+def test_top_k_frequencies_follow_the_truncated_distribution():
+  probs = np.asarray([0.3, 0.25, 0.2, 0.1, 0.08, 0.07])
+  lp = jnp.log(jnp.asarray(probs, jnp.float32))
+  n = 6000
+  draws = jax.vmap(lambda k: Sampling(top_k=3).get_next_tokens(lp, k))(
+      jax.random.split(jax.random.key(1), n))
+  counts = np.bincount(np.asarray(draws), minlength=6)
+  assert counts[3:].sum() == 0
+  kept = probs[:3] / probs[:3].sum()
+  # 0.999 quantile of chi-square with 2 degrees of freedom.
+  assert _chi2(counts[:3], kept) < 13.82

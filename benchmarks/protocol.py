@@ -1,0 +1,78 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""What both sides of a peer benchmark share; imports neither JAX nor torch.
+
+The JAX side writes the checkpoints and prompts into a directory, starts the
+PyTorch side as a child process (`python -m benchmarks.peer`), and the two
+alternate one iteration at a time over a pipe: the child answers each `go`
+line with one `@@{json}` line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+
+# glibc malloc tunables for the torch child: torch spends about a third of
+# its time in page faults on large tensors without them (MACHINE_NOTES).
+PEER_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "17179869184",
+    "MALLOC_TRIM_THRESHOLD_": "17179869184",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+def prompt_files(directory: str, batch: int) -> tuple[str, str]:
+  return (os.path.join(directory, f"prompt_b{batch}.npy"),
+          os.path.join(directory, f"prompt_mask_b{batch}.npy"))
+
+
+def write_prompts(directory: str, batch: int, prompt_len: int, vocab: int,
+                  seed: int) -> None:
+  """Prompts of about `prompt_len` tokens, left-padded with id 0."""
+  rng = np.random.default_rng(seed)
+  lengths = prompt_len - rng.integers(0, max(1, prompt_len // 12), batch)
+  lengths[0] = prompt_len
+  prompt = rng.integers(1, vocab, (batch, prompt_len)).astype(np.int32)
+  mask = np.arange(prompt_len)[None, :] >= (prompt_len - lengths)[:, None]
+  ids, masks = prompt_files(directory, batch)
+  np.save(ids, np.where(mask, prompt, 0))
+  np.save(masks, mask)
+
+
+def load_prompts(directory: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
+  ids, masks = prompt_files(directory, batch)
+  return np.load(ids), np.load(masks)
+
+
+def cpu_model() -> str:
+  """`lscpu`'s model name (the CPU every table is quoted beside)."""
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True,
+                         check=False).stdout
+  except OSError:
+    return "unknown"
+  for line in out.splitlines():
+    if line.startswith("Model name:"):
+      return line.split(":", 1)[1].strip()
+  return "unknown"
+
+
+def machine_line() -> str:
+  """CPU model, core count and load average, printed beside every table."""
+  load = os.getloadavg()
+  return (f"cpu: {cpu_model()} ({os.cpu_count()} cores), load average"
+          f" {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
