@@ -26,6 +26,7 @@ is compiled last (OUT/memory/). RESULTS.md, curves.png and summary.json go
 to --out. --quick runs the grid's QUICK settings (a smoke test).
 """
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -38,6 +39,7 @@ TRAIN = os.path.join(REPO, "scripts", "train.py")
 _GRID = flags.DEFINE_string("grid", None, "Grid file (configs/grids/*.py).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
 _METHODS = flags.DEFINE_list("methods", [], "Variants to run (default all).")
+_SEEDS = flags.DEFINE_list("seeds", [], "Seeds to run (default: the grid's).")
 _JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once.")
 _QUICK = flags.DEFINE_bool("quick", False, "The grid's QUICK smoke test.")
 _REPORT_ONLY = flags.DEFINE_bool(
@@ -46,7 +48,7 @@ _REPORT_ONLY = flags.DEFINE_bool(
 # Internal: the worker processes this script starts for one run.
 _WORKER = flags.DEFINE_enum("worker", None, ["evaluate", "memory"],
                             "(internal) evaluate one run / measure memory.")
-_VARIANT = flags.DEFINE_string("variant", None, "(internal) variant name.")
+_VARIANTS = flags.DEFINE_list("variants", [], "(internal) variant names.")
 _SEED = flags.DEFINE_integer("seed", 0, "(internal) seed.")
 
 
@@ -70,9 +72,10 @@ def _commands(grid, out):
                        f"--workdir={r.workdir}",
                        *grid.run_flags(r.variant, r.seed)],
       evaluate=lambda r: me + ["--worker=evaluate",
-                               f"--variant={r.variant.name}",
+                               f"--variants={r.variant.name}",
                                f"--seed={r.seed}"],
-      memory=lambda v: me + ["--worker=memory", f"--variant={v.name}"],
+      memory=lambda vs: me + ["--worker=memory",
+                              "--variants=" + ",".join(v.name for v in vs)],
       env=_env())
 
 
@@ -80,20 +83,21 @@ def _worker(grid, out):
   # pylint: disable=g-import-not-at-top
   from opd_jax.results import evaluate_run, memory, runner
 
-  variant = grid.variants[0]
   if _WORKER.value == "evaluate":
+    variant = grid.variants[0]
     run = runner.Run(variant, _SEED.value, out)
     result = evaluate_run.evaluate_run(
         grid.config(variant, _SEED.value), run.workdir, grid.evaluation)
     evaluate_run.write_json(run.eval_path, result)
     print(f"{run.name}: greedy accuracy"
           f" {sum(result['greedy']) / result['questions']:.3f}")
-  else:
+    return
+  for variant in grid.variants:  # each written as soon as it is known
     result = memory.step_memory(grid.config(variant, grid.seeds[0]),
                                 grid.memory)
     evaluate_run.write_json(runner.memory_path(out, variant), result)
     print(f"memory/{variant.name}: {result['temp_bytes'] / 2**30:.2f} GiB"
-          f" temporaries ({result['compile_seconds']} s)")
+          f" temporaries ({result['compile_seconds']} s)", flush=True)
 
 
 def main(argv):
@@ -106,14 +110,18 @@ def main(argv):
 
   out = os.path.abspath(_OUT.value)
   if _WORKER.value:
-    grid = grid_lib.load_grid(_GRID.value, names=[_VARIANT.value],
+    grid = grid_lib.load_grid(_GRID.value, names=_VARIANTS.value,
                               quick=_QUICK.value)
     _worker(grid, out)
     return
   grid = grid_lib.load_grid(_GRID.value, names=_METHODS.value,
                             quick=_QUICK.value)
+  if _SEEDS.value:
+    grid = dataclasses.replace(
+        grid, seeds=tuple(int(s) for s in _SEEDS.value))
   outcomes = []
   if not _REPORT_ONLY.value:
+    runner.stop_on_signals()
     outcomes = runner.execute_grid(grid, out, _commands(grid, out),
                                    jobs=_JOBS.value)
   command = " ".join(shlex.quote(a) for a in

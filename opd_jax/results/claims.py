@@ -125,7 +125,8 @@ def _memory_part(claim: Claim, a: Measured, b: Measured) -> tuple[str, str]:
   if a.temp_bytes is None or b.temp_bytes is None:
     return "step memory not measured", NOT_RUN
   ratio = a.temp_bytes / b.temp_bytes
-  return (f"step temporaries {ratio:.2f}x of {claim.b}'s",
+  delta = (a.temp_bytes - b.temp_bytes) / 2.0**30
+  return (f"step temporaries {ratio:.3f}x of {claim.b}'s ({delta:+.2f} GiB)",
           HOLDS if ratio < 1.0 else CONTRADICTED)
 
 

@@ -29,7 +29,9 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -37,6 +39,9 @@ from opd_jax.results.evaluate_run import write_json
 from opd_jax.results.grid import Grid, Variant
 
 DONE = "DONE"
+# The live subprocesses, so that a killed driver takes them down with it.
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +81,13 @@ class Run:
   def is_done(self) -> bool:
     return os.path.isfile(self.done_path)
 
-  def seconds(self) -> float | None:
-    """Wall seconds the finished run took (None if not finished)."""
+  def seconds(self, key: str = "seconds") -> float | None:
+    """Wall seconds (or `cpu_seconds`) the finished run took; None if not
+    finished."""
     if not self.is_done():
       return None
     with open(self.done_path, encoding="utf-8") as f:
-      return float(json.load(f)["seconds"])
+      return float(json.load(f).get(key, 0.0))
 
 
 def memory_path(out: str, variant: Variant) -> str:
@@ -100,30 +106,64 @@ class Commands:
   Attributes:
     train: `(run) -> argv` of scripts/train.py for a training run.
     evaluate: `(run) -> argv` of the worker evaluating a run.
-    memory: `(variant) -> argv` of the worker measuring step memory.
+    memory: `(variants) -> argv` of the worker measuring their step
+      memory.
     env: the subprocesses' environment.
   """
 
   train: Callable[[Run], list[str]]
   evaluate: Callable[[Run], list[str]]
-  memory: Callable[[Variant], list[str]]
+  memory: Callable[[Sequence[Variant]], list[str]]
   env: dict[str, str]
 
 
-def _call(argv: Sequence[str], log_path: str, env: dict[str, str]) -> int:
-  """Runs argv with output appended to log_path; kills it if interrupted."""
+def _call(argv: Sequence[str], log_path: str,
+          env: dict[str, str]) -> tuple[int, float]:
+  """Runs argv with output appended to log_path.
+
+  Returns:
+    (exit code, CPU seconds the process used: user + system).
+  """
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "a", encoding="utf-8") as log:
     log.write(f"\n$ {' '.join(argv)}\n")
     log.flush()
     proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
                             env=env)
+    with _LIVE_LOCK:
+      _LIVE.add(proc)
     try:
-      return proc.wait()
+      # wait4 rather than wait: the child's own CPU time, even with
+      # several runs at once (an idle machine's wall time is about it).
+      _, status, usage = os.wait4(proc.pid, 0)
+      proc.returncode = os.waitstatus_to_exitcode(status)
+      return proc.returncode, usage.ru_utime + usage.ru_stime
     finally:
-      if proc.poll() is None:  # interrupted: this run resumes next time
+      with _LIVE_LOCK:
+        _LIVE.discard(proc)
+      if proc.returncode is None:  # interrupted: the run resumes next time
         proc.terminate()
         proc.wait()
+
+
+def stop_on_signals() -> None:
+  """On SIGTERM / SIGINT, terminates the live runs and exits (128 + signal).
+
+  A killed run keeps its checkpoints and no DONE marker: the next
+  invocation resumes it.
+  """
+  def handler(signum, frame):
+    del frame
+    with _LIVE_LOCK:
+      procs = list(_LIVE)
+    for proc in procs:
+      proc.terminate()
+    for proc in procs:
+      proc.wait()
+    os._exit(128 + signum)  # pylint: disable=protected-access
+
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, handler)
 
 
 def _tail(path: str, lines: int = 3) -> str:
@@ -133,50 +173,73 @@ def _tail(path: str, lines: int = 3) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-  """What happened to one job: 'done', 'skipped' or 'failed' (+ why)."""
+  """What happened to one job: 'done', 'skipped' or 'failed' (+ why), in
+  how many wall seconds and CPU seconds (its processes' user + system)."""
 
   name: str
   status: str
   seconds: float = 0.0
   error: str = ""
+  cpu_seconds: float = 0.0
+
+  def line(self, note: str = "") -> str:
+    """A console line: name, status, times, `note`; the error below."""
+    times = (f" in {self.seconds:.0f} s (CPU {self.cpu_seconds:.0f} s)"
+             if self.status != "skipped" else "")
+    return (f"  {self.name}: {self.status}{times}{note}"
+            + (f"\n    {self.error}" if self.error else ""))
 
 
 def execute_run(run: Run, commands: Commands) -> Outcome:
   """Trains (or resumes) and evaluates one run; marks it done last."""
   if run.is_done():
     return Outcome(run.name, "skipped", run.seconds() or 0.0)
-  start = time.time()
+  start, cpu = time.time(), 0.0
   steps = [("train", commands.train(run))] if run.variant.trains else []
   steps.append(("evaluate", commands.evaluate(run)))
   for what, argv in steps:
-    code = _call(argv, run.log_path, commands.env)
+    code, used = _call(argv, run.log_path, commands.env)
+    cpu += used
     if code != 0:
       return Outcome(run.name, "failed", time.time() - start,
                      f"{what} exited with {code}: {_tail(run.log_path)}"
-                     f" (log: {run.log_path})")
+                     f" (log: {run.log_path})", cpu)
   if not os.path.isfile(run.eval_path):
     return Outcome(run.name, "failed", time.time() - start,
-                   f"no {run.eval_path} after evaluation")
+                   f"no {run.eval_path} after evaluation", cpu)
   seconds = time.time() - start
   write_json(run.done_path, {"seconds": round(seconds, 1),
+                             "cpu_seconds": round(cpu, 1),
                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-  return Outcome(run.name, "done", seconds)
+  return Outcome(run.name, "done", seconds, cpu_seconds=cpu)
 
 
-def execute_memory(variant: Variant, out: str,
-                   commands: Commands) -> Outcome:
-  """Measures one variant's step memory unless already measured."""
-  path = memory_path(out, variant)
-  name = f"memory/{variant.name}"
-  if os.path.isfile(path):
-    return Outcome(name, "skipped")
+def execute_memory(grid: Grid, out: str,
+                   commands: Commands) -> list[Outcome]:
+  """Measures the step memory of every trained variant not yet measured.
+
+  One worker process measures them in turn (each JSON written as soon as
+  it is known, so a crash keeps the finished ones and a rerun goes on).
+  """
+  pending = [v for v in grid.variants
+             if v.trains and not os.path.isfile(memory_path(out, v))]
+  outcomes = [Outcome(f"memory/{v.name}", "skipped") for v in grid.variants
+              if v.trains and v not in pending]
+  if not pending:
+    return outcomes
   start = time.time()
-  log = os.path.join(out, "memory", f"{variant.name}.log")
-  code = _call(commands.memory(variant), log, commands.env)
-  if code != 0 or not os.path.isfile(path):
-    return Outcome(name, "failed", time.time() - start,
-                   f"exited with {code}: {_tail(log)} (log: {log})")
-  return Outcome(name, "done", time.time() - start)
+  log = os.path.join(out, "memory", "memory.log")
+  code, cpu = _call(commands.memory(pending), log, commands.env)
+  seconds, cpu = (time.time() - start) / len(pending), cpu / len(pending)
+  for v in pending:
+    if os.path.isfile(memory_path(out, v)):
+      outcomes.append(Outcome(f"memory/{v.name}", "done", seconds,
+                              cpu_seconds=cpu))
+    else:
+      outcomes.append(Outcome(f"memory/{v.name}", "failed", seconds,
+                              f"exited with {code}: {_tail(log)}"
+                              f" (log: {log})"))
+  return outcomes
 
 
 def estimate_seconds(runs: Sequence[Run], measured: dict[str, float],
@@ -209,6 +272,17 @@ def estimate_seconds(runs: Sequence[Run], measured: dict[str, float],
   return total / max(jobs, 1)
 
 
+def _eta(runs, measured, cpu, jobs) -> str:
+  """'; about W min left (C CPU-min)': at this machine's current speed,
+  and the CPU time of what is left (on idle cores, about the wall time of
+  one job per core)."""
+  left = estimate_seconds(runs, measured, jobs)
+  left_cpu = estimate_seconds(runs, cpu, 1)
+  if left is None or left_cpu is None:
+    return ""
+  return f"; about {left / 60:.1f} min left ({left_cpu / 60:.1f} CPU-min)"
+
+
 def execute_grid(grid: Grid, out: str, commands: Commands, *, jobs: int = 1,
                  log: Callable[[str], None] = print) -> list[Outcome]:
   """Runs every pending run, then every pending memory measurement.
@@ -219,9 +293,11 @@ def execute_grid(grid: Grid, out: str, commands: Commands, *, jobs: int = 1,
   """
   runs = grid_runs(grid, out)
   measured = {r.name: r.seconds() for r in runs if r.is_done()}
+  cpu = {r.name: r.seconds("cpu_seconds") for r in runs if r.is_done()}
   pending = [r for r in runs if not r.is_done()]
   log(f"grid {grid.path}: {len(runs)} runs, {len(runs) - len(pending)}"
-      f" already done, {len(pending)} to run with {jobs} job(s)")
+      f" already done, {len(pending)} to run with {jobs} job(s)"
+      + _eta(runs, measured, cpu, jobs))
   outcomes = [Outcome(r.name, "skipped", measured[r.name]) for r in runs
               if r.is_done()]
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -230,16 +306,9 @@ def execute_grid(grid: Grid, out: str, commands: Commands, *, jobs: int = 1,
       o = future.result()
       outcomes.append(o)
       if o.status == "done":
-        measured[o.name] = o.seconds
-      left = estimate_seconds(runs, measured, jobs)
-      eta = "" if left is None else f"; about {left / 60:.1f} min left"
-      log(f"  {o.name}: {o.status} in {o.seconds:.0f} s{eta}"
-          + (f"\n    {o.error}" if o.error else ""))
-    futures = [pool.submit(execute_memory, v, out, commands)
-               for v in grid.variants if v.trains]
-    for future in concurrent.futures.as_completed(futures):
-      o = future.result()
-      outcomes.append(o)
-      log(f"  {o.name}: {o.status} in {o.seconds:.0f} s"
-          + (f"\n    {o.error}" if o.error else ""))
+        measured[o.name], cpu[o.name] = o.seconds, o.cpu_seconds
+      log(o.line(_eta(runs, measured, cpu, jobs)))
+  for o in execute_memory(grid, out, commands):
+    outcomes.append(o)
+    log(o.line())
   return outcomes
