@@ -124,9 +124,13 @@ def main(argv):
     runner.stop_on_signals()
     outcomes = runner.execute_grid(grid, out, _commands(grid, out),
                                    jobs=_JOBS.value)
+  # The command that regenerates everything (finished runs are reused),
+  # whether or not this invocation only rewrote the report.
+  args = [a for a in sys.argv[1:]
+          if a not in ("--report_only", "--report_only=true")]
   command = " ".join(shlex.quote(a) for a in
-                     ["python", "scripts/reproduce.py", *sys.argv[1:]])
-  path = report.write_results(grid, out, command, outcomes)
+                     ["python", "scripts/reproduce.py", *args])
+  path = report.write_results(grid, out, command)
   failed = [o for o in outcomes if o.status == "failed"]
   print(f"wrote {path}" + (f"; {len(failed)} job(s) failed" if failed
                            else ""))

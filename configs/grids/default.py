@@ -14,7 +14,8 @@
 r"""The default results grid: every method on the two-step arithmetic task.
 
   python scripts/reproduce.py --grid=configs/grids/default.py \
-      --out=results/default [--methods=rkl,gkd] [--jobs=2] [--quick]
+      --out=results/default --jobs=2 [--methods=rkl,gkd] [--seeds=0]
+  python scripts/reproduce.py ... --quick   # the smoke test
 
 `get_config()` is the trainer config every run starts from (what
 `scripts/train.py --config=configs/grids/default.py` trains); `variants()`
@@ -29,6 +30,16 @@ it still masters. Every method gets the same student init (the shipped SFT
 warm-up, 0.066 on two_step), prompts, steps, batch, response length and
 learning rate (the demo's 2e-3, not tuned per method: a per-method
 learning-rate grid does not fit the 100-minute budget on 2 cores).
+
+Budget (measured 2026-11-26 on the 2-core AMD EPYC under a load average of
+8-10 from other work, so wall times were ~3x inflated): one 100-step run
+at batch 32 plus its evaluation used 149 CPU-s (rkl) and 159 CPU-s
+(TSD-KD); an evaluation-only row 23 CPU-s; one memory compile about 20
+CPU-s. The 16 trained rows x 3 seeds come to about 132 CPU-min (about 156
+with TOPD's two rows at an assumed 1.5x cost): about 66-78 minutes with
+--jobs=2 on 2 idle cores (one run per core; a run is mostly
+single-threaded at this size), up to twice that sequentially. The runner
+prints its own projection ("min left", "CPU-min") after every run.
 """
 
 import os

@@ -71,6 +71,17 @@ class Run:
     return os.path.join(self.dir, DONE)
 
   @property
+  def failed_path(self) -> str:
+    return os.path.join(self.dir, "FAILED")
+
+  def failure(self) -> str | None:
+    """Why the last attempt failed, if it did and the run is not done."""
+    if self.is_done() or not os.path.isfile(self.failed_path):
+      return None
+    with open(self.failed_path, encoding="utf-8") as f:
+      return json.load(f)["error"]
+
+  @property
   def log_path(self) -> str:
     return os.path.join(self.dir, "run.log")
 
@@ -82,12 +93,13 @@ class Run:
     return os.path.isfile(self.done_path)
 
   def seconds(self, key: str = "seconds") -> float | None:
-    """Wall seconds (or `cpu_seconds`) the finished run took; None if not
-    finished."""
+    """Wall seconds the finished run took (or another number of its DONE
+    marker: `cpu_seconds`, `load_avg`); None if not finished or absent."""
     if not self.is_done():
       return None
     with open(self.done_path, encoding="utf-8") as f:
-      return float(json.load(f).get(key, 0.0))
+      value = json.load(f).get(key)
+    return None if value is None else float(value)
 
 
 def memory_path(out: str, variant: Variant) -> str:
@@ -191,25 +203,34 @@ class Outcome:
 
 
 def execute_run(run: Run, commands: Commands) -> Outcome:
-  """Trains (or resumes) and evaluates one run; marks it done last."""
+  """Trains (or resumes) and evaluates one run; marks it done last.
+
+  A failure is recorded in the run's FAILED file (the report lists it)
+  and leaves no DONE marker, so the next invocation retries the run.
+  """
   if run.is_done():
     return Outcome(run.name, "skipped", run.seconds() or 0.0)
   start, cpu = time.time(), 0.0
   steps = [("train", commands.train(run))] if run.variant.trains else []
   steps.append(("evaluate", commands.evaluate(run)))
+  error = ""
   for what, argv in steps:
     code, used = _call(argv, run.log_path, commands.env)
     cpu += used
     if code != 0:
-      return Outcome(run.name, "failed", time.time() - start,
-                     f"{what} exited with {code}: {_tail(run.log_path)}"
-                     f" (log: {run.log_path})", cpu)
-  if not os.path.isfile(run.eval_path):
-    return Outcome(run.name, "failed", time.time() - start,
-                   f"no {run.eval_path} after evaluation", cpu)
+      error = (f"{what} exited with {code}: {_tail(run.log_path)}"
+               f" (log: {run.log_path})")
+      break
+  if not error and not os.path.isfile(run.eval_path):
+    error = f"no {run.eval_path} after evaluation"
   seconds = time.time() - start
+  if error:
+    write_json(run.failed_path, {"error": error})
+    return Outcome(run.name, "failed", seconds, error, cpu)
   write_json(run.done_path, {"seconds": round(seconds, 1),
                              "cpu_seconds": round(cpu, 1),
+                             # How busy the machine was (timings depend on it).
+                             "load_avg": round(os.getloadavg()[0], 2),
                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
   return Outcome(run.name, "done", seconds, cpu_seconds=cpu)
 
@@ -293,7 +314,8 @@ def execute_grid(grid: Grid, out: str, commands: Commands, *, jobs: int = 1,
   """
   runs = grid_runs(grid, out)
   measured = {r.name: r.seconds() for r in runs if r.is_done()}
-  cpu = {r.name: r.seconds("cpu_seconds") for r in runs if r.is_done()}
+  cpu = {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs
+         if r.is_done()}
   pending = [r for r in runs if not r.is_done()]
   log(f"grid {grid.path}: {len(runs)} runs, {len(runs) - len(pending)}"
       f" already done, {len(pending)} to run with {jobs} job(s)"

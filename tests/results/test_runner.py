@@ -84,6 +84,7 @@ def test_failed_run_is_retried_and_finished_runs_skipped(tmp_path):
   assert not killed.is_done() and not os.path.exists(killed.eval_path)
   assert "train exited with 3" in next(
       o.error for o in outcomes if o.status == "failed")
+  assert "train exited with 3" in killed.failure()
   assert runs["init/seed_0"].workdir is None  # evaluated, never trained
   assert any("min left" in line for line in logs)
 
@@ -95,6 +96,7 @@ def test_failed_run_is_retried_and_finished_runs_skipped(tmp_path):
   # The killed run restarted in its own workdir; the others never reran.
   assert _calls(killed) == 2
   assert _calls(runs["a/seed_0"]) == 1
+  assert killed.failure() is None
   with open(killed.done_path) as f:
     assert json.load(f)["seconds"] >= 0
 
