@@ -35,11 +35,12 @@ Budget (measured 2026-11-26 on the 2-core AMD EPYC under a load average of
 8-10 from other work, so wall times were ~3x inflated): one 100-step run
 at batch 32 plus its evaluation used 149 CPU-s (rkl) and 159 CPU-s
 (TSD-KD); an evaluation-only row 23 CPU-s; one memory compile about 20
-CPU-s. The 16 trained rows x 3 seeds come to about 132 CPU-min (about 156
-with TOPD's two rows at an assumed 1.5x cost): about 66-78 minutes with
---jobs=2 on 2 idle cores (one run per core; a run is mostly
-single-threaded at this size), up to twice that sequentially. The runner
-prints its own projection ("min left", "CPU-min") after every run.
+CPU-s. The 16 trained rows x 3 seeds come to about 132 CPU-min; TOPD's
+two rows (a step about 2.1x rkl's at the settings below, measured on the
+topd branch) add about 30: about 66 minutes with --jobs=2 on 2 idle cores
+(one run per core; a run is mostly single-threaded at this size), about
+82 with TOPD, up to twice that sequentially. The runner prints its own
+projection ("min left", "CPU-min") after every run.
 """
 
 import os
@@ -137,12 +138,16 @@ def variants():
       Variant("minillm", "MiniLLM", "minillm"),
   ]
   if "topd" in methods.REGISTRY:
-    # Branch windows of 8 tokens: a third of these 24-token responses (the
-    # paper's 50 tokens are a small part of its long reasoning traces).
-    rows.append(Variant("topd", "TOPD", "topd", {"topd.window": 8}))
+    # Branch windows of 8 tokens, a third of these 24-token responses (the
+    # paper's 50 tokens are a small part of its long reasoning traces), and
+    # at most ceil(0.2 * 24) = 5 candidates per rollout: the top 20% by
+    # loss all fit, where the default cap of 8 computes empty slots (2x
+    # the step time).
+    topd = {"topd.window": 8, "topd.max_candidates": 5}
+    rows.append(Variant("topd", "TOPD", "topd", topd))
     # NDS alone: the near-future guidance term off (METHODS.md §5).
     rows.append(Variant("topd_nds_only", "TOPD NDS only", "topd",
-                        {"topd.window": 8, "topd.lambda_traj": 0.0}))
+                        {**topd, "topd.lambda_traj": 0.0}))
   return rows
 
 
