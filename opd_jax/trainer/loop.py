@@ -121,7 +121,8 @@ class Trainer:
     self.plan = plan = plan_run(c)
     self.c, self.workdir = c, workdir
     self.is_main = jax.process_index() == 0
-    prepare_workdir(workdir, c, restart=restart, is_main=self.is_main)
+    same_run = prepare_workdir(workdir, c, restart=restart,
+                               is_main=self.is_main)
     self.student_config = scfg = plan.student_config
     self.tokenizer = builders.load_tokenizer(c)
     builders.check_teacher_tokenizer(c, self.tokenizer)
@@ -189,8 +190,11 @@ class Trainer:
     self.start_step = int(self.state.step)
     self.writer = reporting.create_writer(
         workdir, is_main_process=self.is_main,
-        resume_step=self.start_step if restored is not None else None)
-    if restored is None:
+        # A rerun of this run drops the lines after the step it restarts
+        # from (all of them when it was killed before its first checkpoint),
+        # so every step is in metrics.jsonl exactly once.
+        resume_step=self.start_step if same_run else None)
+    if not same_run:
       self.writer.write_hparams(reporting.flatten(c.to_dict()))
     if self.is_main:  # what export / sample need to rebuild the student
       with open(os.path.join(workdir, CONFIG_FILE), "w") as f:

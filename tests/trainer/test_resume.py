@@ -81,11 +81,16 @@ def test_sigkill_and_resume_gives_identical_params(tmp_path):
     resumed = subprocess.run(_train_cmd(pair_dir, workdir),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout
+    # Killed as step 2 is logged, no checkpoint may be complete yet (the
+    # rerun then starts over); a moment after step 4, one is.
+    if i == 1:
+      assert "resumed from" in resumed.stdout
     got = _export(workdir, str(tmp_path / f"killed{i}_hf"))
     assert sorted(got) == sorted(want)
     for name in want:
       np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      steps = [json.loads(l)["step"] for l in f if '"loss/total"' in l]
+      lines = [json.loads(l) for l in f]
+    steps = [l["step"] for l in lines if "loss/total" in l]
     assert steps == [1, 2, 3, 4, 5, 6]  # no duplicates after the resume
+    assert sum("hparams" in l for l in lines) == 1
