@@ -45,7 +45,7 @@ _TASK = flags.DEFINE_string(
 _QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
 _AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
 _DIFFICULTY = flags.DEFINE_enum("difficulty", "easy",
-                                ["easy", "default", "hard"], "Built-in task.")
+                                ["easy", "two_step", "default", "hard"], "Built-in task.")
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _N = flags.DEFINE_integer("num_questions", 8, "Questions.")
 _BUDGET = flags.DEFINE_integer("budget", 512, "Rollouts per question.")

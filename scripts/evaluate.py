@@ -46,7 +46,7 @@ _QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
 _AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _DIFFICULTY = flags.DEFINE_enum("difficulty", "default",
-                                ["easy", "default", "hard"], "Built-in task.")
+                                ["easy", "two_step", "default", "hard"], "Built-in task.")
 _N = flags.DEFINE_integer("num_questions", 200, "Questions (0: all).")
 _K = flags.DEFINE_integer("num_samples", 1, "Samples per question (k).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")

@@ -48,7 +48,7 @@ _QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
 _AFIELD = flags.DEFINE_string("answer_field", "answer",
                               "Answer field ('' for none: no verdicts).")
 _DIFFICULTY = flags.DEFINE_enum(
-    "difficulty", None, ["easy", "default", "hard"],
+    "difficulty", None, ["easy", "two_step", "default", "hard"],
     "Built-in task difficulty (default: the run's, else 'default').")
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _N = flags.DEFINE_integer("num_rollouts", 8, "Rollouts on the page.")

@@ -59,7 +59,7 @@ _ROLE = flags.DEFINE_enum("role", "teacher", sorted(ROLES),
                           "Which preset of shape and schedule to use.")
 _OUT = flags.DEFINE_string("out", None, "Output HF checkpoint directory.")
 _DIFFICULTY = flags.DEFINE_enum("difficulty", "easy",
-                                ["easy", "default", "hard"],
+                                ["easy", "two_step", "default", "hard"],
                                 "Arithmetic task difficulty.")
 _DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Task generator seed.")
 _SEED = flags.DEFINE_integer("seed", None, "Init/shuffle seed (role's).")

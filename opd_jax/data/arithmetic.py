@@ -53,6 +53,8 @@ ANSWER_MARKER = "####"
 # zeros, at most 18 digits) and whitespace may follow.
 _MARKER_RE = re.compile(r"(?<!#)####(?!#)")
 _ANSWER_RE = re.compile(r"\s*(-?(?:0|[1-9]\d{0,17}))\s*")
+# Names of the `Difficulty` presets (classmethods), easiest first.
+DIFFICULTIES = ("easy", "two_step", "default", "hard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +106,16 @@ class Difficulty:
   def easy(cls) -> Difficulty:
     """One or two steps with small numbers: a sanity-check level."""
     return cls(1, 2, (2, 20), (1, 9))
+
+  @classmethod
+  def two_step(cls) -> Difficulty:
+    """The easy level's numbers, always two steps: its harder half.
+
+    The shipped demo teacher (trained on 'easy') still scores >= 0.95 here,
+    unlike 'default' and 'hard' (longer chains, bigger numbers), so it is
+    the hardest level the results grid can distil on (see RESULTS.md).
+    """
+    return cls(2, 2, (2, 20), (1, 9))
 
   @classmethod
   def default(cls) -> Difficulty:

@@ -130,6 +130,8 @@ class TSDKD:
     top_k: Plackett–Luce candidates per token, >= 1 (10).
     alpha: weight of the indirect term, >= 0 (0.1).
     gate_tau: gate temperature, > 0 (1).
+    gate: False drops the confidence gate (w = 1 on every token): the
+      paper's "no gate" ablation.
     opener_threshold: cumulative-entropy fraction c in [0, 1] (0.1).
     opener_batch_flat: the released code's one prefix length over the
       flattened batch instead of the paper's per-sequence opener.
@@ -147,6 +149,7 @@ class TSDKD:
   top_k: int = 10
   alpha: float = 0.1
   gate_tau: float = 1.0
+  gate: bool = True
   opener_threshold: float = 0.1
   opener_batch_flat: bool = False
   em_ratio: float = 0.1
@@ -160,6 +163,7 @@ class TSDKD:
     checks.check_int(name, "top_k", self.top_k, lo=1)
     checks.check_real(name, "alpha", self.alpha, lo=0.0)
     checks.check_real(name, "gate_tau", self.gate_tau, lo=0.0, lo_open=True)
+    checks.check_bool(name, "gate", self.gate)
     checks.check_real(
         name, "opener_threshold", self.opener_threshold, lo=0.0, hi=1.0
     )
@@ -198,6 +202,7 @@ class TSDKD:
         em_ratio=self.em_ratio,
         temperature=self.temperature,
         pl_code_compat=self.pl_code_compat,
+        use_gate=self.gate,
     )
     valid = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
     sg = jax.lax.stop_gradient
@@ -208,6 +213,8 @@ class TSDKD:
     gate = selection.confidence_gate(
         terms.student_entropy, terms.teacher_entropy, tau=self.gate_tau
     )
+    if not self.gate:
+      gate = jnp.ones_like(gate)
     metrics.update({
         **common.selected_fraction(mask, mask),
         "select/opener_frac": parts["indirect"][1] / valid,

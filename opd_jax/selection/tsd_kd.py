@@ -266,6 +266,7 @@ def tsd_kd_objective(
     em_ratio: float = 0.1,
     temperature: float = 1.0,
     pl_code_compat: bool = False,
+    use_gate: bool = True,
 ) -> tuple[Array, dict[str, SumCount]]:
   r"""The full TSD-KD objective from per-token pieces.
 
@@ -293,6 +294,8 @@ def tsd_kd_objective(
     em_ratio: EM set fraction of valid tokens.
     temperature: PL logit temperature.
     pl_code_compat: the released code's reversed PL direction.
+    use_gate: False sets :math:`w = 1` (the "no gate" ablation: the direct
+      term is the plain mean JSD).
 
   Returns:
     ``(loss, terms)`` where terms maps "indirect", "direct" and "em" to their
@@ -302,6 +305,8 @@ def tsd_kd_objective(
   mask = selectors.check_mask(mask, hs.shape)
   jsd = _check_like("direct_divergence", direct_divergence, hs.shape)
   gate = confidence_gate(hs, teacher_entropy, tau=gate_tau)
+  if not use_gate:
+    gate = jnp.ones_like(gate)
   direct = jnp.sum(jnp.where(mask, gate * jsd.astype(jnp.float32), 0.0))
   opener = opener_mask(
       hs, mask, threshold=opener_threshold, batch_flat=opener_batch_flat

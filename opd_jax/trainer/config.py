@@ -27,13 +27,14 @@ import jax
 import ml_collections
 
 from opd_jax import methods
+from opd_jax.data import arithmetic
 from opd_jax.models.config import PRESETS
 
 DTYPES = ("float32", "bfloat16")
 DATA_SOURCES = ("arithmetic", "file")
 ROLLOUT_SOURCES = ("student", "teacher", "mixture")
 OVERLONG = ("drop", "truncate")
-DIFFICULTIES = ("easy", "default", "hard")
+DIFFICULTIES = arithmetic.DIFFICULTIES
 
 
 def method_defaults(name: str) -> ml_collections.ConfigDict:

@@ -23,6 +23,7 @@ from opd_jax.data.arithmetic import Difficulty
 
 DIFFICULTIES = {
     "easy": Difficulty.easy(),
+    "two_step": Difficulty.two_step(),
     "default": Difficulty.default(),
     "hard": Difficulty.hard(),
 }
@@ -62,6 +63,12 @@ def test_rationales_are_correct_step_by_step(cases):
     # Every operand is mentioned in the question, in order.
     numbers = [int(x) for x in re.findall(r"\d+", ex.question)]
     assert numbers == [start] + [int(b) for _, _, b, _ in steps], ex
+
+
+def test_every_named_difficulty_is_a_preset():
+  assert set(arithmetic.DIFFICULTIES) == set(DIFFICULTIES)
+  for name in arithmetic.DIFFICULTIES:
+    assert isinstance(getattr(Difficulty, name)(), Difficulty)
 
 
 def test_verify_rationale_rejects_wrong_step():

@@ -130,6 +130,7 @@ class RegistryTest(parameterized.TestCase):
       ("tsd_kd", "top_k", 0, ">= 1"),
       ("tsd_kd", "em_ratio", 2.0, r"\[0, 1\]"),
       ("tsd_kd", "gate_tau", 0.0, r"\(0"),
+      ("tsd_kd", "gate", "no", "True or False"),
       ("dear", "p", 0.0, r"\(0, 1\]"),
       ("dear", "q", 1.2, r"\[0, 1\]"),
       ("dear", "delta", "l2", "rkl"),
@@ -374,6 +375,7 @@ class TsdKdTest(parameterized.TestCase):
       dict(chunk_size=None),
       dict(chunk_size=CHUNK, pl_code_compat=True, opener_batch_flat=True,
            em_ratio=0.9, temperature=0.8),
+      dict(chunk_size=None, gate=False),
   )
   def test_total_from_selection_functions(self, **cfg):
     inputs = _inputs(8)
@@ -392,6 +394,8 @@ class TsdKdTest(parameterized.TestCase):
       cand_s = jnp.take_along_axis(zs, top, -1)
       cand_t = jnp.take_along_axis(zt, top, -1)
       gate = selection.confidence_gate(hs_ent, ht_ent)
+      if not cfg.get("gate", True):  # the "no gate" ablation: w = 1
+        gate = jnp.ones_like(gate)
       direct = jnp.sum(gate * jsd) / jnp.sum(inputs.mask)
       opener = selection.opener_mask(
           hs_ent, inputs.mask, threshold=0.3,
@@ -414,6 +418,19 @@ class TsdKdTest(parameterized.TestCase):
     np.testing.assert_allclose(metrics["loss/em"], em, rtol=1e-5)
     for got, want in zip(grads, ref_grads):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+  def test_no_gate_direct_term_is_the_mean_jsd(self):
+    inputs = _inputs(9)
+    gated = methods.build_method("tsd_kd", {"top_k": 5})
+    plain = methods.build_method("tsd_kd", {"top_k": 5, "gate": False})
+    _, m_gated = gated.loss(inputs)
+    _, m_plain = plain.loss(inputs)
+    np.testing.assert_allclose(m_plain["loss/direct"], m_plain["div/jsd_all"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(m_plain["tsd_kd/gate_mean"], 1.0)
+    # The gate is a sigmoid in (0, 1): with it the direct term is smaller.
+    self.assertLess(float(m_gated["loss/direct"]),
+                    float(m_plain["loss/direct"]))
 
 
 class DearTest(parameterized.TestCase):

@@ -1,0 +1,219 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A results grid: its config file, (method, variant) rows, seeds and runs.
+
+A grid file (configs/grids/NAME.py) is a trainer config file whose
+`get_config()` every run starts from, plus:
+
+  variants() -> list[Variant]     the rows, as `--config.*` overrides
+  claims() -> list[Claim]         the papers' claims checked on the rows
+  SEEDS                           seeds of every trained row
+  EVALUATION                      dict of `EvalSpec` fields
+  MEMORY                          dict of `MemorySpec` fields
+  QUICK                           dict: variants, seeds, overrides,
+                                  evaluation, memory for --quick
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+from opd_jax.results.claims import Claim
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One row of the grid: a method and its config overrides.
+
+  Attributes:
+    name: a short directory-safe id ("tip_soft_or_50").
+    label: what the results table shows.
+    method: the trainer's `config.method`, or None for a row that trains
+      nothing and evaluates `config.student` as it is (the SFT init).
+    overrides: config field path -> value (e.g. {"tip.rho": 0.2}).
+  """
+
+  name: str
+  label: str
+  method: str | None
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not _NAME_RE.match(self.name):
+      raise ValueError(f"Variant.name: expected [a-z0-9_]+, got"
+                       f" {self.name!r}")
+
+  @property
+  def trains(self) -> bool:
+    return self.method is not None
+
+  def flags(self) -> list[str]:
+    """The `--config.*` flags realising this variant on the command line."""
+    items = dict(self.overrides)
+    if self.method is not None:
+      items = {"method": self.method, **items}
+    return [f"--config.{k}={_flag_value(v)}" for k, v in items.items()]
+
+  def apply(self, c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `c` with this variant's method and overrides set."""
+    c = ml_collections.ConfigDict(c.to_dict())
+    if self.method is not None:
+      c.method = self.method
+    for path, value in self.overrides.items():
+      *parents, leaf = path.split(".")
+      node = c
+      for p in parents:
+        node = node[p]
+      if leaf not in node:
+        raise KeyError(f"variant {self.name}: config.{path} does not exist")
+      node[leaf] = value
+    return c
+
+
+def _flag_value(v: Any) -> str:
+  if isinstance(v, bool):
+    return "true" if v else "false"
+  return str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """The final evaluation of every run (the same questions for all).
+
+  Attributes:
+    num_questions: test questions (the task's seed-0 test split).
+    k: samples per question for pass@k.
+    temperature: sampling temperature of the k samples.
+    batch_size: questions per generation call.
+  """
+
+  num_questions: int = 256
+  k: int = 4
+  temperature: float = 1.0
+  batch_size: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+  """The one large shape at which every variant's step is compiled.
+
+  Attributes:
+    preset: the student's (and teacher's) ModelConfig preset.
+    batch_size, prompt_len, response_len: the step's batch shape.
+  """
+
+  preset: str = "qwen3_0p6b"
+  batch_size: int = 8
+  prompt_len: int = 64
+  response_len: int = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A loaded grid file, possibly narrowed to some variants or --quick.
+
+  Attributes:
+    path: the grid file (passed to scripts/train.py as --config).
+    variants: the rows.
+    seeds: seeds of each row.
+    evaluation: the final evaluation.
+    memory: the large shape of the memory column.
+    claims: the claims checked.
+    overrides: extra config overrides for every run (--quick's).
+    quick: whether this is the --quick grid.
+  """
+
+  path: str
+  variants: tuple[Variant, ...]
+  seeds: tuple[int, ...]
+  evaluation: EvalSpec
+  memory: MemorySpec
+  claims: tuple[Claim, ...]
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  quick: bool = False
+
+  def config(self, variant: Variant, seed: int) -> ml_collections.ConfigDict:
+    """The trainer config of one run, as scripts/train.py would build it."""
+    c = variant.apply(_module(self.path).get_config())
+    c = Variant("all_runs", "", None, self.overrides).apply(c)
+    c.seed = seed
+    return c
+
+  def run_flags(self, variant: Variant, seed: int) -> list[str]:
+    """`--config.*` flags of one run (after `--config=self.path`)."""
+    extra = Variant("all_runs", "", None, self.overrides).flags()
+    return [f"--config.seed={seed}", *variant.flags(), *extra]
+
+
+def _module(path: str):
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--grid: {path} does not exist")
+  spec = importlib.util.spec_from_file_location("opd_jax_grid", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for attr in ("get_config", "variants", "claims", "SEEDS"):
+    if not hasattr(module, attr):
+      raise ValueError(f"--grid: {path} defines no {attr!r}")
+  return module
+
+
+def _pick(variants: Sequence[Variant], names: Sequence[str],
+          path: str) -> tuple[Variant, ...]:
+  by_name = {v.name: v for v in variants}
+  unknown = [n for n in names if n not in by_name]
+  if unknown:
+    raise ValueError(f"--methods: {unknown} not in {path}; its variants are"
+                     f" {sorted(by_name)}")
+  return tuple(by_name[n] for n in names)
+
+
+def load_grid(path: str, *, names: Sequence[str] = (),
+              quick: bool = False) -> Grid:
+  """Loads a grid file; `names` keeps only those variants (in that order).
+
+  With `quick`, the file's QUICK settings replace its variants (unless
+  `names` are given), seeds, evaluation and memory shape, and its
+  overrides apply to every run.
+  """
+  module = _module(path)
+  variants = tuple(module.variants())
+  if len({v.name for v in variants}) != len(variants):
+    raise ValueError(f"--grid: {path} has two variants with one name")
+  seeds = tuple(module.SEEDS)
+  evaluation = EvalSpec(**getattr(module, "EVALUATION", {}))
+  memory = MemorySpec(**getattr(module, "MEMORY", {}))
+  overrides: dict[str, Any] = {}
+  if quick:
+    q = getattr(module, "QUICK", None)
+    if q is None:
+      raise ValueError(f"--quick: {path} defines no QUICK settings")
+    names = names or q["variants"]
+    seeds = tuple(q["seeds"])
+    evaluation = EvalSpec(**q.get("evaluation", {}))
+    memory = MemorySpec(**q.get("memory", {}))
+    overrides = dict(q.get("overrides", {}))
+  if names:
+    variants = _pick(variants, names, path)
+  return Grid(path=os.path.abspath(path), variants=variants, seeds=seeds,
+              evaluation=evaluation, memory=memory,
+              claims=tuple(module.claims()), overrides=overrides,
+              quick=quick)

@@ -1,0 +1,340 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Collects a grid's finished runs and writes RESULTS.md, curves, claims."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from opd_jax.results import claims as claims_lib
+from opd_jax.results import collapse as collapse_lib
+from opd_jax.results import stats
+from opd_jax.results.grid import Grid, Variant
+from opd_jax.results.runner import grid_runs, memory_path, Run
+from opd_jax.trainer import plots
+from opd_jax.trainer.reporting import JSONL_NAME
+
+GIB = 2.0**30
+
+
+@dataclasses.dataclass
+class RunResult:
+  """One finished run: its evaluation and what its metrics say."""
+
+  run: Run
+  greedy: np.ndarray  # [Q] 0/1
+  pass_at_k: np.ndarray  # [Q] 0/1: a correct sample among k
+  eval_info: dict
+  rows: list[dict]
+  collapse: collapse_lib.Collapse | None
+
+  def mean_metric(self, key: str) -> float | None:
+    values = [r[key] for r in self.rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+  def median_step_time(self) -> float | None:
+    # Step 1 includes the sampler's compile: left out.
+    values = [r["train/step_time"] for r in self.rows
+              if r.get("train/step_time") is not None and r["step"] > 1]
+    return float(np.median(values)) if values else None
+
+
+@dataclasses.dataclass
+class VariantResult:
+  """A grid row: its finished runs and its step memory."""
+
+  variant: Variant
+  runs: list[RunResult]
+  expected_seeds: int
+  memory: dict | None
+
+  def scores(self, which: str = "greedy") -> np.ndarray:
+    """[seeds, questions] of the finished runs."""
+    return np.stack([getattr(r, which) for r in self.runs])
+
+  def select_frac(self) -> float | None:
+    if not self.variant.trains:
+      return None
+    values = [r.mean_metric("select/frac") for r in self.runs]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+  def step_time(self) -> float | None:
+    values = [r.median_step_time() for r in self.runs]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+  def collapses(self) -> list[tuple[int, collapse_lib.Collapse]]:
+    return [(r.run.seed, r.collapse) for r in self.runs if r.collapse]
+
+
+def _load_run(run: Run, max_new_tokens: int) -> RunResult:
+  with open(run.eval_path, encoding="utf-8") as f:
+    info = json.load(f)
+  rows = []
+  if run.workdir and os.path.isfile(os.path.join(run.workdir, JSONL_NAME)):
+    rows = plots.read_metrics(os.path.join(run.workdir, JSONL_NAME))
+  samples = np.asarray(info["samples"], np.float64)
+  return RunResult(
+      run=run, greedy=np.asarray(info["greedy"], np.float64),
+      pass_at_k=(samples.max(axis=1) if samples.size
+                 else np.zeros(len(info["greedy"]))),
+      eval_info=info, rows=rows,
+      collapse=collapse_lib.detect_collapse(rows, max_new_tokens))
+
+
+def collect(grid: Grid, out: str) -> list[VariantResult]:
+  """Every variant of the grid with its finished runs (pending ones left
+  out; `expected_seeds` says how many there should be)."""
+  results = []
+  runs = grid_runs(grid, out)
+  for v in grid.variants:
+    cap = grid.config(v, grid.seeds[0]).max_new_tokens
+    done = [_load_run(r, cap) for r in runs
+            if r.variant.name == v.name and r.is_done()]
+    memory = None
+    if os.path.isfile(memory_path(out, v)):
+      with open(memory_path(out, v), encoding="utf-8") as f:
+        memory = json.load(f)
+    results.append(VariantResult(v, done, len(grid.seeds), memory))
+  return results
+
+
+def measured_for_claims(results: list[VariantResult]
+                        ) -> dict[str, claims_lib.Measured]:
+  return {
+      r.variant.name: claims_lib.Measured(
+          scores=r.scores(), select_frac=r.select_frac() or 1.0,
+          temp_bytes=r.memory["temp_bytes"] if r.memory else None,
+          collapsed=len(r.collapses()))
+      for r in results if r.runs
+  }
+
+
+def write_curves(results: list[VariantResult], path: str) -> str | None:
+  """Held-out accuracy (eval/accuracy, mean over seeds) of every trained
+  variant against steps, in one PNG, with the untrained rows (SFT init,
+  teacher) as levels; None when no run evaluated during training."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  lines, levels = [], []
+  for r in results:
+    if not r.variant.trains and r.runs:  # a reference level, not a curve
+      levels.append((r.variant.label, float(r.scores().mean())))
+      continue
+    by_step: dict[int, list[float]] = {}
+    for run in r.runs:
+      for step, value in zip(*plots.series(run.rows, "eval/accuracy")):
+        by_step.setdefault(step, []).append(value)
+    if by_step:
+      steps = sorted(by_step)
+      lines.append((r.variant.label, steps,
+                    [float(np.mean(by_step[s])) for s in steps]))
+  if not lines:
+    return None
+  fig, ax = plt.subplots(figsize=(9, 5.5))
+  cmap = plt.get_cmap("tab10")
+  styles = ("-", "--", ":", "-.")
+  for i, (label, steps, values) in enumerate(lines):
+    ax.plot(steps, values, marker="o", markersize=3, color=cmap(i % 10),
+            linestyle=styles[(i // 10) % len(styles)], label=label)
+  for i, (label, level) in enumerate(levels):
+    ax.axhline(level, color="gray", linestyle=styles[1 + i % 3],
+               linewidth=1, label=f"{label} (final evaluation)")
+  ax.set_xlabel("step")
+  ax.set_ylabel("held-out accuracy (greedy, mean over seeds)")
+  ax.set_ylim(0.0, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+  return missing if value is None else format(value, spec)
+
+
+def _table_row(r: VariantResult, k: int) -> str:
+  if not r.runs:
+    return (f"| {r.variant.label} | {r.variant.method or '-'} | not run |"
+            " | | | | |")
+  acc = stats.bootstrap_mean(r.scores("greedy"))
+  pak = stats.bootstrap_mean(r.scores("pass_at_k"))
+  mem = r.memory["temp_bytes"] / GIB if r.memory else None
+  collapsed = "; ".join(f"seed {s}: {c}" for s, c in r.collapses()) or "-"
+  seeds = len(r.runs)
+  seeds_note = "" if seeds == r.expected_seeds else f" ({seeds} seeds)"
+  return (f"| {r.variant.label}{seeds_note} | {r.variant.method or '-'} |"
+          f" {acc} | {pak} | {_fmt(r.select_frac(), '.3f')} |"
+          f" {_fmt(r.step_time(), '.3f')} | {_fmt(mem, '.2f')} |"
+          f" {collapsed} |")
+
+
+def results_table(results: list[VariantResult], k: int) -> list[str]:
+  head = ("| row | method | greedy accuracy [95% CI] |"
+          f" pass@{k} [95% CI] | tokens trained (select/frac) | s/step |"
+          " step temporaries (GiB) | collapsed |")
+  return [head, "|" + "---|" * 8] + [_table_row(r, k) for r in results]
+
+
+def claims_table(checked: list[claims_lib.ClaimResult]) -> list[str]:
+  lines = ["| paper | claim | measured | statistic | verdict |",
+           "|---|---|---|---|---|"]
+  for c in checked:
+    lines.append(f"| {c.claim.paper} | {c.claim.text} ({c.claim.a}"
+                 f" {c.claim.relation} {c.claim.b}) | {c.measured} |"
+                 f" {c.statistic} | **{c.verdict}** |")
+  return lines
+
+
+def _machine(grid: Grid, out: str) -> str:
+  """Where the timings come from: CPU, cores, load while the runs ended."""
+  loads = [r.seconds("load_avg") for r in grid_runs(grid, out)]
+  loads = [x for x in loads if x is not None]
+  text = f"{_cpu_model()}, {os.cpu_count()} cores"
+  if loads:
+    text += (f", 1-min load average {min(loads):.1f}-{max(loads):.1f} as"
+             " runs ended")
+  return text
+
+
+def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
+  trained = next((r.variant for r in results if r.variant.trains),
+                 grid.variants[0])
+  c = grid.config(trained, grid.seeds[0])
+  e, m = grid.evaluation, grid.memory
+  task = (f"built-in arithmetic, difficulty '{c.data.difficulty}'"
+          if c.data.source == "arithmetic" else c.data.path)
+  return [
+      f"- Grid `{os.path.relpath(grid.path)}`; data: {task}; student init"
+      f" `{c.student}`, teacher `{c.teacher}`.",
+      f"- Every trained row: {c.total_steps} steps, batch {c.batch_size},"
+      f" {c.max_new_tokens} new tokens, learning rate"
+      f" {c.optimizer.learning_rate:g} (the same for all methods, not"
+      f" tuned), sampling temperature {c.sampling.temperature:g}; seeds"
+      f" {list(grid.seeds)}.",
+      f"- Evaluation: the first {e.num_questions} questions of the test"
+      f" split (task seed 0, the same for every run): greedy accuracy, and"
+      f" pass@{e.k} of {e.k} samples at temperature {e.temperature:g}."
+      " Intervals: 95% bootstrap over seeds and questions"
+      f" ({stats.NUM_RESAMPLES} replicates).",
+      "- Learning curves: the trainer's periodic greedy evaluation"
+      f" (`eval/accuracy` on {c.eval_examples} test questions of each run's"
+      " task seed), averaged over seeds.",
+      "- Tokens trained: the mean `select/frac` over steps (1 for"
+      " all-token methods); s/step: median `train/step_time` (rollout +"
+      " update).",
+      f"- Step temporaries: the compiled training step of each row's"
+      f" method at one large shape (student and teacher"
+      f" `{m.preset or 'as trained'}`, batch {m.batch_size}, prompt"
+      f" {m.prompt_len} + response {m.response_len} tokens, no weights),"
+      " `memory_analysis().temp_size_in_bytes`.",
+      f"- Collapse: {collapse_lib.WINDOW} consecutive steps with EOS rate"
+      f" <= {collapse_lib.EOS_FLOOR} or mean length >="
+      f" {collapse_lib.CAP_FRACTION:.0%} of the cap; collapsed runs stay in"
+      " the means and are named in the last column.",
+  ]
+
+
+def write_results(grid: Grid, out: str, command: str) -> str:
+  """Writes OUT/RESULTS.md, OUT/curves.png and OUT/summary.json.
+
+  Args:
+    grid: the grid that was run.
+    out: its output directory.
+    command: the command line that produced it (named in the header).
+
+  Returns:
+    The path of RESULTS.md.
+  """
+  results = collect(grid, out)
+  curves = write_curves(results, os.path.join(out, "curves.png"))
+  checked = [claims_lib.check_claim(c, measured_for_claims(results))
+             for c in grid.claims]
+  total = len(grid.variants) * len(grid.seeds)
+  done = sum(len(r.runs) for r in results)
+  lines = [
+      "<!-- Generated by scripts/reproduce.py; do not edit by hand. -->",
+      "# Results",
+      "",
+      f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}"
+      f" ({_machine(grid, out)}); every number here comes from that"
+      " command.",
+      "",
+  ]
+  if grid.quick:
+    lines += ["**--quick: a smoke test of the pipeline, not results.**", ""]
+  if done < total:
+    lines += [f"**Incomplete: {done} of {total} runs finished.**", ""]
+  lines += ["## Setup", ""] + _setup(grid, results) + [""]
+  lines += ["## Table", ""] + results_table(results, grid.evaluation.k)
+  lines += ["", "## Learning curves", ""]
+  lines += ([f"![held-out accuracy of every row]({os.path.basename(curves)})"]
+            if curves else ["(no run evaluated during training)"])
+  lines += ["", "## Claims", "", claims_lib.RULES, ""]
+  lines += claims_table(checked)
+  failed = [(r.name, r.failure()) for r in grid_runs(grid, out)
+            if r.failure()]
+  if failed:
+    lines += ["", "## Failed runs (not in the table)", ""]
+    lines += [f"- `{name}`: {error}" for name, error in failed]
+  path = os.path.join(out, "RESULTS.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  _write_summary(results, checked, os.path.join(out, "summary.json"))
+  return path
+
+
+def _write_summary(results, checked, path: str) -> None:
+  """The table's numbers as JSON, for tools."""
+  rows = []
+  for r in results:
+    row = {"name": r.variant.name, "label": r.variant.label,
+           "method": r.variant.method, "seeds": [x.run.seed for x in r.runs]}
+    if r.runs:
+      acc = stats.bootstrap_mean(r.scores("greedy"))
+      pak = stats.bootstrap_mean(r.scores("pass_at_k"))
+      row.update(accuracy=dataclasses.asdict(acc),
+                 pass_at_k=dataclasses.asdict(pak),
+                 select_frac=r.select_frac(), step_time=r.step_time(),
+                 memory=r.memory,
+                 collapsed={str(s): str(c) for s, c in r.collapses()})
+    rows.append(row)
+  claims = [{"paper": c.claim.paper, "claim": c.claim.text,
+             "measured": c.measured, "statistic": c.statistic,
+             "verdict": c.verdict} for c in checked]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"rows": rows, "claims": claims}, f, indent=1)

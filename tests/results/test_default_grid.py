@@ -1,0 +1,81 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""configs/grids/default.py: every row is a valid run, every claim names
+rows of the grid, --quick and --methods narrow it."""
+
+import os
+
+import pytest
+
+from opd_jax import methods
+from opd_jax.results import grid as grid_lib
+from opd_jax.trainer import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+GRID = os.path.join(REPO, "configs", "grids", "default.py")
+
+
+@pytest.fixture(scope="module")
+def grid():
+  return grid_lib.load_grid(GRID)
+
+
+def test_every_variant_validates(grid):
+  assert len(grid.seeds) >= 3
+  for v in grid.variants:
+    c = grid.config(v, grid.seeds[1])
+    config_lib.validate(c)
+    assert c.seed == grid.seeds[1]
+    if v.trains:
+      assert c.method == v.method
+      assert c.data.difficulty == "two_step"
+
+
+def test_rows_of_the_issue_are_there(grid):
+  names = {v.name for v in grid.variants}
+  assert {"no_opd", "rkl", "gkd", "sampled_rkl", "tip_entropy_50",
+          "tip_soft_or_50", "tip_soft_or_20", "tip_q3",
+          "tip_bottom_soft_or_50", "tip_random_50", "tsd_kd",
+          "tsd_kd_no_gate", "tsd_kd_no_opener", "tsd_kd_no_em", "dear",
+          "dear_decision_only", "minillm"} <= names
+  assert ("topd" in names) == ("topd" in methods.REGISTRY)
+
+
+def test_claims_name_rows(grid):
+  names = {v.name for v in grid.variants} | {"topd", "topd_nds_only"}
+  for claim in grid.claims:
+    assert {claim.a, claim.b} <= names, claim
+
+
+def test_ablations_change_what_they_say(grid):
+  c = {v.name: grid.config(v, 0) for v in grid.variants}
+  assert c["tsd_kd_no_gate"].tsd_kd.gate is False
+  assert c["tsd_kd"].tsd_kd.gate is True
+  assert c["tsd_kd_no_opener"].tsd_kd.alpha == 0.0
+  assert c["tsd_kd_no_em"].tsd_kd.em_ratio == 0.0
+  assert c["dear_decision_only"].dear.q == 0.0
+  assert c["gkd"].gkd.beta == 0.5
+
+
+def test_quick_and_methods_narrow_the_grid():
+  quick = grid_lib.load_grid(GRID, quick=True)
+  assert [v.name for v in quick.variants if v.trains] == [
+      "rkl", "tip_soft_or_50"]
+  assert quick.seeds == (0,) and quick.quick
+  assert quick.config(quick.variants[1], 0).total_steps < 10
+  some = grid_lib.load_grid(GRID, names=["gkd", "rkl"])
+  assert [v.name for v in some.variants] == ["gkd", "rkl"]
+  with pytest.raises(ValueError, match=r"--methods: \['nope'\]"):
+    grid_lib.load_grid(GRID, names=["nope"])
