@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-r"""TOPD: reverse-KL OPD with non-divergent suppression and near-future guidance.
+r"""TOPD: reverse-KL OPD with false-alarm suppression and near-future guidance.
 
   python scripts/train.py --config=configs/topd.py --workdir=/tmp/topd \
       --config.student=/path/to/student_hf --config.teacher=/path/to/teacher_hf

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Optimal-transport distance between two token windows in an embedding space."""
+"""Optimal-transport distance of two token windows in an embedding space."""
 
 from __future__ import annotations
 
