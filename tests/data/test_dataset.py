@@ -105,6 +105,34 @@ def test_bos_not_doubled_by_post_processor():
       ["<s>", "USER:", "hi", "there", "ASSISTANT:"])]
 
 
+def test_system_prompt_default_empty_and_template_off():
+  # Like SmolLM2's template: a default system turn when none is given.
+  template = (
+      "{% if messages[0]['role'] != 'system' %}d {% endif %}"
+      "{% for m in messages %}{{ m['content'] }} {% endfor %}ASSISTANT:")
+  tok = _word_tokenizer(bos_processor=False, chat_template=template)
+  words = lambda ids: tok.convert_ids_to_tokens(ids[0])
+  assert words(data_lib.format_prompts(tok, ["hi"])) == [
+      "d", "hi", "ASSISTANT:"]
+  # '' is an explicit empty system turn: the template's default is gone.
+  assert words(data_lib.format_prompts(tok, ["hi"], system_prompt="")) == [
+      "hi", "ASSISTANT:"]
+  assert words(data_lib.format_prompts(tok, ["hi"], system_prompt="c")) == [
+      "c", "hi", "ASSISTANT:"]
+  assert words(data_lib.format_prompts(
+      tok, ["hi"], use_chat_template=False)) == ["<s>", "hi"]
+
+
+def test_trainer_chat_settings_map_to_the_dataset():
+  from opd_jax.trainer import builders, config  # pylint: disable=g-import-not-at-top
+  c = config.default_config()
+  assert builders.chat_format(c) == {"use_chat_template": True,
+                                     "system_prompt": None}
+  c.data.system_prompt, c.data.use_chat_template = "", False
+  assert builders.chat_format(c) == {"use_chat_template": False,
+                                     "system_prompt": ""}
+
+
 def test_fallback_without_chat_template():
   tok = _word_tokenizer(bos_processor=False, chat_template=None)
   ids = data_lib.format_prompts(tok, ["a b"], system_prompt="c")

@@ -88,7 +88,7 @@ def _bad_inputs(pair, tmp_path):
       ([s, t, "--budget=10"], "--budget: 10 rollouts is smaller than the tree"
        " needs"),
       ([s, t, "--task=gsm8k"], "'gsm8k': no verifier"),
-      ([s, t, f"--task={no_answers}"], "answer_field='answer' is not a field"),
+      ([s, t, f"--task={no_answers}"], "has no answer in field 'answer'"),
   ]
 
 

@@ -89,9 +89,9 @@ CASES = {
     "rho out of range": (lambda p, t, c: c.tip.update(rho=1.5),
                          "config.tip.rho must be in (0, 1]"),
     "too long for the model": (
-        lambda p, t, c: c.update(max_prompt_len=500),
+        lambda p, t, c: c.update(max_prompt_len=505),
         "config.max_prompt_len + config.max_new_tokens: expected <= the"
-        " student's max_position_embeddings (512), got 500 + 12"),
+        " student's max_position_embeddings (512), got 505 + 12"),
     "topd: more candidates than response tokens": (
         lambda p, t, c: c.update(method="topd") or c.topd.update(
             max_candidates=13),
