@@ -18,10 +18,13 @@ its config block with `build_method(name, args)`.
 """
 
 from opd_jax.methods.base import build_method
+from opd_jax.methods.base import has_stage
 from opd_jax.methods.base import Method
 from opd_jax.methods.base import Metrics
 from opd_jax.methods.base import register
 from opd_jax.methods.base import REGISTRY
+from opd_jax.methods.base import Segment
+from opd_jax.methods.base import StagedMethod
 from opd_jax.methods.base import StepInputs
 from opd_jax.methods.dear import DEAR
 from opd_jax.methods.gkd import GKD
@@ -29,12 +32,14 @@ from opd_jax.methods.gkd import ReverseKL
 from opd_jax.methods.minillm import MiniLLM
 from opd_jax.methods.sampled import SampledRKL
 from opd_jax.methods.tip import TIP
+from opd_jax.methods.topd import TOPD
 from opd_jax.methods.tsd_kd import TSDKD
 
 __all__ = [
     "build_method",
     "DEAR",
     "GKD",
+    "has_stage",
     "Method",
     "Metrics",
     "MiniLLM",
@@ -42,7 +47,10 @@ __all__ = [
     "REGISTRY",
     "ReverseKL",
     "SampledRKL",
+    "Segment",
+    "StagedMethod",
     "StepInputs",
     "TIP",
+    "TOPD",
     "TSDKD",
 ]

@@ -19,15 +19,52 @@ states and both vocabulary heads. The method decides which [., V] tensors to
 form (chunked, or on selected positions only) and returns a scalar loss plus
 a flat dict of metrics. Methods are frozen dataclasses built from a
 config mapping through `REGISTRY`.
+
+A method with a pre-update stage (`StagedMethod`, e.g. TOPD) also defines
+`prepare`: run by the loop between sampling and the update, without
+gradient, it returns static-shape arrays that ride in the batch into the
+step. Batch keys `segment/*` ask the step to teacher-force extra sequences
+through both trunks (`StepInputs.segment`); every other extra key reaches
+the method as `StepInputs.extras`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import flax
 import jax
+
+
+# The batch entries every step gets; a stage's outputs come on top.
+BASE_BATCH_KEYS = ("tokens", "mask", "response_mask", "sampler_logprobs")
+# Extra sequences for the step to teacher-force: ids and mask [M, L] of
+# prefix + window, and the window's mask [M, W] (its last W positions).
+SEGMENT_TOKENS = "segment/tokens"
+SEGMENT_MASK = "segment/mask"
+SEGMENT_RESPONSE_MASK = "segment/response_mask"
+SEGMENT_KEYS = (SEGMENT_TOKENS, SEGMENT_MASK, SEGMENT_RESPONSE_MASK)
+
+
+@flax.struct.dataclass
+class Segment:
+  """Extra sequences teacher-forced by the step, aligned with their windows.
+
+  Position w of every [M, W] array refers to window token w (the hidden
+  states predict it, as in `StepInputs`).
+
+  Attributes:
+    student_hidden: [M, W, Ds] student hidden states (gradient).
+    teacher_hidden: [M, W, Dt] teacher hidden states (no gradient).
+    ids: int32 [M, W] window tokens.
+    mask: bool [M, W] window tokens that count.
+  """
+
+  student_hidden: jax.Array
+  teacher_hidden: jax.Array
+  ids: jax.Array
+  mask: jax.Array
 
 
 @flax.struct.dataclass
@@ -48,6 +85,8 @@ class StepInputs:
     sampler_logprobs: float32 [B, T] log-probs recorded by the sampler (0 on
       dataset responses, which no sampler produced).
     key: PRNG key for stochastic selectors.
+    segment: the teacher-forced extra sequences of a staged method, or None.
+    extras: the other arrays its `prepare` returned, by batch key, or None.
   """
 
   student_hidden: jax.Array
@@ -58,6 +97,8 @@ class StepInputs:
   mask: jax.Array
   sampler_logprobs: jax.Array
   key: jax.Array
+  segment: Segment | None = None
+  extras: dict[str, jax.Array] | None = None
 
 
 Metrics = dict[str, jax.Array]
@@ -68,6 +109,39 @@ class Method(Protocol):
 
   def loss(self, inputs: StepInputs) -> tuple[jax.Array, Metrics]:
     """Returns (scalar float32 loss, flat slash-namespaced metrics)."""
+
+
+@runtime_checkable
+class StagedMethod(Protocol):
+  """A method with a non-differentiated stage between sampling and update.
+
+  The loop calls `prepare` (jitted once) on each step's rollout with the
+  current student and the teacher; its outputs, of the static shapes
+  `prepare_shapes` announces, join the step's batch. `segment/*` entries
+  are teacher-forced by the step (`StepInputs.segment`), the others reach
+  `loss` as `StepInputs.extras`.
+  """
+
+  def loss(self, inputs: StepInputs) -> tuple[jax.Array, Metrics]:
+    """Returns (scalar float32 loss, flat slash-namespaced metrics)."""
+
+  def prepare(self, student, teacher, rollout, key: jax.Array, *,
+              sampling, eos_ids: tuple[int, ...],
+              pad_id: int) -> dict[str, jax.Array]:
+    """Measures a rollout (no gradient); returns the batch extras."""
+
+  def prepare_shapes(self, batch_size: int, prompt_len: int,
+                     response_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """The extras' shapes; raises ValueError for a config the shapes
+    cannot hold (naming the field)."""
+
+  def sequence_length(self, prompt_len: int, response_len: int) -> int:
+    """The longest sequence the stage or its segments run the models on."""
+
+
+def has_stage(method: Method) -> bool:
+  """Whether `method` has a pre-update stage (see `StagedMethod`)."""
+  return isinstance(method, StagedMethod)
 
 
 REGISTRY: dict[str, Callable[..., Method]] = {}

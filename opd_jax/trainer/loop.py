@@ -29,9 +29,11 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.data.iterator import PromptIterator
 from opd_jax import evaluation
+from opd_jax import methods
 from opd_jax.evaluation.evaluate import evaluate as evaluate_model
 from opd_jax.rollouts import Sampling, sample
 from opd_jax.trainer import builders, plots, reporting, step as steps
+from opd_jax.trainer import stage
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import compile_ahead
@@ -73,6 +75,8 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
         learning_rate_fn=plan.schedule, compute_dtype=plan.compute_dtype)
     out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher,
                                             batch)
+    if methods.has_stage(plan.method):
+      _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch)
   if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
     raise AssertionError("the step changes the train state's structure")
   report = {
@@ -103,6 +107,25 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
       print(f"  {name:40s} {spec}")
     print("  step traced: metrics " + ", ".join(report["metrics"]))
   return report
+
+
+def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
+  """Traces a staged method's `prepare` (no compile): its outputs must be
+  the extras the step was traced with."""
+  c = plan.config
+  prepare = stage.compile_prepare(
+      plan.method, sgraph, tgraph, sampling=Sampling(**c.sampling.to_dict()),
+      eos_ids=plan.student_config.eos_token_ids, pad_id=0,
+      compute_dtype=plan.compute_dtype)
+  base = {k: batch[k] for k in methods.base.BASE_BATCH_KEYS}
+  key = jax.eval_shape(lambda: stage.stage_key(0, 0))  # runs nothing
+  got = jax.eval_shape(prepare, params, teacher, base, key)
+  want = {k: v for k, v in batch.items() if k not in base}
+  shapes = lambda d: {k: (tuple(v.shape), str(v.dtype)) for k, v in d.items()}
+  if shapes(got) != shapes(want):
+    raise AssertionError(
+        f"{c.method}.prepare returns {shapes(got)}, but prepare_shapes"
+        f" announced {shapes(want)}")
 
 
 class Trainer:
@@ -169,6 +192,13 @@ class Trainer:
           jitted, self.abstract_state,
           abstract(self.teacher_params, teacher_sh),
           abstract(batch, {k: self.batch_sh[k] for k in batch}))
+    # A staged method's pre-update stage (TOPD's branches), jitted once.
+    self.prepare_fn = None
+    if methods.has_stage(self.method):
+      self.prepare_fn = stage.compile_prepare(
+          self.method, self.student_graphdef, self.teacher_graphdef,
+          sampling=self.sampling, eos_ids=self.eos_ids,
+          pad_id=self.train_data.pad_id, compute_dtype=plan.compute_dtype)
     if memory is not None and self.is_main:
       logging.info(
           "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
@@ -236,6 +266,9 @@ class Trainer:
           "response_mask": response_mask,
           "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
       }
+    if self.prepare_fn is not None:
+      batch.update(self.prepare_fn(self.state.params, self.teacher_params,
+                                   batch, stage.stage_key(c.seed, step)))
     return jax.device_put(batch, self.batch_sh)
 
   def _write_token_map(self, step: int, rollout, host) -> None:

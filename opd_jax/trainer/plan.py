@@ -70,15 +70,19 @@ class RunPlan:
   schedule: Callable[[jax.Array], jax.Array]
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of one step's batch: prompt + response ids and masks."""
+    """Shapes of one step's batch: prompt + response ids and masks, and a
+    staged method's `prepare` outputs."""
     c = self.config
     b, p, t = c.batch_size, c.max_prompt_len, c.max_new_tokens
-    return {
+    batch = {
         "tokens": jax.ShapeDtypeStruct((b, p + t), jnp.int32),
         "mask": jax.ShapeDtypeStruct((b, p + t), jnp.bool_),
         "response_mask": jax.ShapeDtypeStruct((b, t), jnp.bool_),
         "sampler_logprobs": jax.ShapeDtypeStruct((b, t), jnp.float32),
     }
+    if methods.has_stage(self.method):
+      batch.update(self.method.prepare_shapes(b, p, t))
+    return batch
 
   def abstract_model(self, role: str) -> Transformer:
     """The `role` model of the plan, with ShapeDtypeStruct parameters."""
@@ -142,7 +146,8 @@ def plan_run(
     if c.pad_student_vocab and scfg.vocab_size < tcfg.vocab_size:
       scfg = scfg.replace(vocab_size=tcfg.vocab_size)
   mesh = mesh or builders.mesh_from_config(c)
-  check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)])
+  method = methods.build_method(c.method, c[c.method].to_dict())
+  check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)], method)
   optimizer, schedule = optimizer_from_config(c)
   return RunPlan(
       config=c, mesh=mesh,
@@ -151,14 +156,15 @@ def plan_run(
       dtype=dtype_by_name(c.dtype),
       compute_dtype=(dtype_by_name(c.compute_dtype, "compute_dtype")
                      if c.compute_dtype else None),
-      method=methods.build_method(c.method, c[c.method].to_dict()),
-      optimizer=optimizer, schedule=schedule,
+      method=method, optimizer=optimizer, schedule=schedule,
   )
 
 
 def check_shapes(c: ml_collections.ConfigDict, mesh,
-                 models: list[tuple[str, ModelConfig | None]]) -> None:
-  """The batch splits over the data-parallel devices; sequences fit."""
+                 models: list[tuple[str, ModelConfig | None]],
+                 method: methods.Method | None = None) -> None:
+  """The batch splits over the data-parallel devices; sequences fit
+  (a staged method's too)."""
   parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   if c.batch_size % parallel:
     raise ConfigError(
@@ -174,6 +180,20 @@ def check_shapes(c: ml_collections.ConfigDict, mesh,
           f" {role}'s max_position_embeddings"
           f" ({config.max_position_embeddings}), got {c.max_prompt_len} +"
           f" {c.max_new_tokens} = {length}")
+  if method is None or not methods.has_stage(method):
+    return
+  try:
+    method.prepare_shapes(c.batch_size, c.max_prompt_len, c.max_new_tokens)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  length = method.sequence_length(c.max_prompt_len, c.max_new_tokens)
+  for role, config in models:
+    if config is not None and length > config.max_position_embeddings:
+      raise ConfigError(
+          f"config.max_prompt_len + config.max_new_tokens + the"
+          f" {c.method} stage's branches: expected <= the {role}'s"
+          f" max_position_embeddings ({config.max_position_embeddings}),"
+          f" got {length}; shorten the stage's sequences in config.{c.method}")
 
 
 def split_abstract(model: Transformer):

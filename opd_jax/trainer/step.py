@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from opd_jax.methods.base import Method, StepInputs
+from opd_jax.methods import base
+from opd_jax.methods.base import Method, Segment, StepInputs
 from opd_jax.models import cast_floating, response_hidden
 from opd_jax.trainer.state import TrainState
 from opd_jax.trainer.update import guarded_update, jit_train_step
@@ -50,7 +51,11 @@ def train_step(
     state: the TrainState (donated by the caller's jit).
     teacher_params: the frozen teacher's parameters (pure dict).
     batch: `tokens` int32 [B, P + T], `mask` bool [B, P + T] (False on
-      padding), `response_mask` bool [B, T], `sampler_logprobs` [B, T].
+      padding), `response_mask` bool [B, T], `sampler_logprobs` [B, T];
+      for a staged method also its `prepare` outputs: `segment/tokens`,
+      `segment/mask` [M, L] and `segment/response_mask` [M, W] are
+      teacher-forced through both trunks (`StepInputs.segment`), the rest
+      reach the method as `StepInputs.extras`.
     student_graphdef, teacher_graphdef: from `nnx.split` of each model.
     method: the distillation objective.
     optimizer: the optax transformation matching `state.opt_state`.
@@ -77,16 +82,34 @@ def train_step(
   teacher_hidden = jax.lax.stop_gradient(
       response_hidden(teacher, tokens, mask, t))
   teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
+  extras = {k: v for k, v in batch.items()
+            if k not in base.BASE_BATCH_KEYS and k not in base.SEGMENT_KEYS}
+  # A staged method's extra sequences: the teacher's side is computed once,
+  # outside the differentiated function, like the rollout's.
+  has_segment = base.SEGMENT_TOKENS in batch
+  if has_segment:
+    seg_tokens = batch[base.SEGMENT_TOKENS]
+    seg_mask = batch[base.SEGMENT_MASK].astype(bool)
+    seg_window = batch[base.SEGMENT_RESPONSE_MASK].astype(bool)
+    w = seg_window.shape[1]
+    seg_teacher_hidden = jax.lax.stop_gradient(
+        response_hidden(teacher, seg_tokens, seg_mask, w))
 
   def loss_fn(params):
     student = nnx.merge(student_graphdef, cast(params))
+    segment = None
+    if has_segment:
+      segment = Segment(
+          student_hidden=response_hidden(student, seg_tokens, seg_mask, w),
+          teacher_hidden=seg_teacher_hidden, ids=seg_tokens[:, -w:],
+          mask=seg_window)
     inputs = StepInputs(
         student_hidden=response_hidden(student, tokens, mask, t),
         student_head=student.head_matrix(),
         teacher_hidden=teacher_hidden, teacher_head=teacher_head,
         ids=tokens[:, -t:], mask=response_mask,
         sampler_logprobs=batch["sampler_logprobs"].astype(jnp.float32),
-        key=key,
+        key=key, segment=segment, extras=extras or None,
     )
     return method.loss(inputs)
 

@@ -31,11 +31,12 @@ from opd_jax.methods import common
 from opd_jax.methods import minillm
 from opd_jax.methods import sampled
 import dear_reference
+import topd_reference
 
 # Unchunked comparisons use T < chunk; chunked ones CHUNK < T.
 B, T, D, V, CHUNK = 3, 10, 6, 17, 4
 ALL_METHODS = (
-    "dear", "gkd", "minillm", "rkl", "sampled_rkl", "tip", "tsd_kd")
+    "dear", "gkd", "minillm", "rkl", "sampled_rkl", "tip", "topd", "tsd_kd")
 
 
 def _inputs(seed=0, b=B, t=T, d=D, v=V):
@@ -57,6 +58,17 @@ def _inputs(seed=0, b=B, t=T, d=D, v=V):
       sampler_logprobs=arr(b, t) * 0.1 - 2.0,
       key=jax.random.key(seed),
   )
+
+
+def _with_stage(name, inputs, seed=0):
+  """`inputs` plus the pre-update stage's outputs of a staged method (TOPD:
+  random candidates, OT tests and a teacher-window segment)."""
+  if name == "topd":
+    # A [B, T]-sized segment, so that an unchunked trajectory pass would
+    # hold a [B, T, V] array (NoFullLogitsTest).
+    b, t = inputs.mask.shape
+    return topd_reference.synthetic_stage(inputs, seed=seed, m=b, w=t)
+  return inputs
 
 
 def _logits(inputs):
@@ -481,14 +493,16 @@ METRIC_KEY = re.compile(
     r"|entropy/(student|teacher)"
     r"|select/(count|frac|decision_frac|evidence_frac|opener_frac|em_frac)"
     r"|pg/(advantage_mean|ratio_mean|ratio_max|return_mean)"
-    r"|tsd_kd/gate_mean)$")
+    r"|tsd_kd/gate_mean"
+    r"|loss/traj|topd/(candidates|divergent|false_alarm_frac|loss_ot_corr"
+    r"|ot_q10|ot_q50|ot_q90|traj_rows))$")
 
 
 class MetricKeysTest(parameterized.TestCase):
 
   @parameterized.parameters(*ALL_METHODS)
   def test_keys_follow_the_scheme(self, name):
-    inputs = _inputs(11)
+    inputs = _with_stage(name, _inputs(11))
     _, metrics = methods.build_method(name).loss(inputs)
     bad = sorted(k for k in metrics if not METRIC_KEY.match(k))
     self.assertEmpty(bad, f"{name}: keys outside the scheme {bad}")
@@ -503,7 +517,7 @@ class NoFullLogitsTest(parameterized.TestCase):
   @parameterized.parameters(*ALL_METHODS)
   def test_no_btv_intermediate(self, name):
     b, t, d, v = 2, 12, 8, 31
-    inputs = _inputs(10, b=b, t=t, d=d, v=v)
+    inputs = _with_stage(name, _inputs(10, b=b, t=t, d=d, v=v))
     m = methods.build_method(name, {"chunk_size": CHUNK})
     jaxpr = jax.make_jaxpr(_grad_fn(m))(inputs).jaxpr
     sizes = [int(np.prod(a.shape)) for a in _all_avals(jaxpr)
@@ -533,17 +547,26 @@ def _toy_problem():
   return ctx, jnp.asarray(mask), teacher, params
 
 
-def _toy_inputs(params, key, ctx, mask, teacher):
+def _toy_inputs(params, key, ctx, mask, teacher, name=None):
   hs = params["emb"][ctx]
   logits = jax.lax.stop_gradient(hs @ params["head"])
   ids = jax.random.categorical(key, logits).astype(jnp.int32)
   logp = jax.nn.log_softmax(logits)
-  return methods.StepInputs(
+  inputs = methods.StepInputs(
       student_hidden=hs, student_head=params["head"],
       teacher_hidden=teacher[0][ctx], teacher_head=teacher[1],
       ids=ids, mask=mask,
       sampler_logprobs=jnp.take_along_axis(logp, ids[..., None], -1)[..., 0],
       key=jax.random.fold_in(key, 1))
+  if name != "topd":
+    return inputs
+  # Fixed candidates and OT tests; the teacher windows run over contexts
+  # too, so their hidden states depend on the student's parameters.
+  inputs = topd_reference.synthetic_stage(inputs, seed=5, m=3, w=6)
+  seg_ctx = jnp.asarray(np.random.default_rng(6).integers(0, NCTX, (3, 6)))
+  return inputs.replace(segment=inputs.segment.replace(
+      student_hidden=params["emb"][seg_ctx],
+      teacher_hidden=teacher[0][seg_ctx]))
 
 
 # With its default em_ratio the entropy-minimisation term dominates on this
@@ -553,6 +576,11 @@ def _toy_inputs(params, key, ctx, mask, teacher):
 TRAIN_CASES = [(name, {}, "rkl") for name in ALL_METHODS if name != "tsd_kd"]
 TRAIN_CASES += [("tsd_kd", {}, "objective"),
                 ("tsd_kd", {"em_ratio": 0.0}, "rkl")]
+# TOPD's ablations: NDS only, trajectory only, soft suppression, the
+# student-window spread.
+TRAIN_CASES += [("topd", cfg, "rkl") for cfg in (
+    {"lambda_traj": 0.0}, {"w_low": 1.0}, {"w_low": 0.5},
+    {"traj_window": "student", "window": 4})]
 
 
 class TrainingTest(parameterized.TestCase):
@@ -566,7 +594,8 @@ class TrainingTest(parameterized.TestCase):
     def divergence(params):
       if measure == "objective":
         key = jax.random.key(123)
-        return method.loss(_toy_inputs(params, key, ctx, mask, teacher))[0]
+        return method.loss(
+            _toy_inputs(params, key, ctx, mask, teacher, name))[0]
       zs = params["emb"][ctx] @ params["head"]
       zt = teacher[0][ctx] @ teacher[1]
       return losses.token_mean(losses.reverse_kl(zs, zt), mask).value()
@@ -577,7 +606,8 @@ class TrainingTest(parameterized.TestCase):
         params, opt_state = carry
         key = jax.random.fold_in(jax.random.key(0), i)
         grad_fn = jax.grad(
-            lambda p: method.loss(_toy_inputs(p, key, ctx, mask, teacher)),
+            lambda p: method.loss(
+                _toy_inputs(p, key, ctx, mask, teacher, name)),
             has_aux=True)
         grads, metrics = grad_fn(params)
         updates, opt_state = opt.update(grads, opt_state, params)

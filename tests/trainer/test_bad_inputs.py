@@ -92,6 +92,27 @@ CASES = {
         lambda p, t, c: c.update(max_prompt_len=505),
         "config.max_prompt_len + config.max_new_tokens: expected <= the"
         " student's max_position_embeddings (512), got 505 + 12"),
+    "topd: more candidates than response tokens": (
+        lambda p, t, c: c.update(method="topd") or c.topd.update(
+            max_candidates=13),
+        "config.topd.max_candidates must be <= the response length T = 12"
+        " (config.max_new_tokens), got 13"),
+    "topd: branches too long for the model": (
+        lambda p, t, c: c.update(method="topd") or c.topd.update(window=500),
+        "config.max_prompt_len + config.max_new_tokens + the topd stage's"
+        " branches: expected <= the student's max_position_embeddings (512),"
+        " got 552"),
+    "topd: negative lambda_traj": (
+        lambda p, t, c: c.update(method="topd") or c.topd.update(
+            lambda_traj=-1.0),
+        "config.topd.lambda_traj must be in [0, inf]"),
+    "topd: OT quantile above 1": (
+        lambda p, t, c: c.update(method="topd") or c.topd.update(
+            ot_quantile=1.5),
+        "config.topd.ot_quantile must be in [0, 1]"),
+    "topd: empty window": (
+        lambda p, t, c: c.update(method="topd") or c.topd.update(window=0),
+        "config.topd.window must be an int >= 1"),
     "config.json not JSON": (_broken_config_json, "t/config.json"),
     "no tokenizer files": (_no_tokenizer_files, "has no tokenizer files"),
     "tokenizers disagree": (_swapped_teacher_vocab,

@@ -61,6 +61,11 @@ def _divergence(trainer, params, batch, name="rkl"):
     ("tsd_kd", {"tsd_kd.em_ratio": 0.0}, False, "jsd"),
     ("sampled_rkl", {"batch_size": 16}, True, "rkl"),
     ("minillm", {"batch_size": 16}, True, "rkl"),
+    # TOPD, its stage run by trainer._batch (two branch samplers to compile:
+    # slow): the default, NDS only, trajectory only (no suppression).
+    *[pytest.param("topd", {"topd.window": 8, **cfg}, False, "rkl",
+                   marks=pytest.mark.slow)
+      for cfg in ({}, {"topd.lambda_traj": 0.0}, {"topd.w_low": 1.0})],
 ])
 def test_steps_lower_the_divergence(pair, tmp_path, method, overrides,
                                     on_policy, divergence):

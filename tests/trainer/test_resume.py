@@ -30,9 +30,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 _CONFIG = os.path.join(os.path.dirname(__file__), "tiny_run_config.py")
 
 
-def _train_cmd(pair_dir, workdir):
+def _train_cmd(pair_dir, workdir, method=""):
+  arg = f"{pair_dir},{method}" if method else pair_dir
   return [sys.executable, os.path.join(_ROOT, "scripts", "train.py"),
-          f"--config={_CONFIG}:{pair_dir}", f"--workdir={workdir}"]
+          f"--config={_CONFIG}:{arg}", f"--workdir={workdir}"]
 
 
 def _export(workdir, out):
@@ -51,8 +52,9 @@ def _steps_logged(workdir):
   return max(steps, default=0)
 
 
-def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay):
-  proc = subprocess.Popen(_train_cmd(pair_dir, workdir),
+def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay,
+                  method=""):
+  proc = subprocess.Popen(_train_cmd(pair_dir, workdir, method),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.time() + 300
   while _steps_logged(workdir) < kill_after_step:
@@ -94,3 +96,31 @@ def test_sigkill_and_resume_gives_identical_params(tmp_path):
     steps = [l["step"] for l in lines if "loss/total" in l]
     assert steps == [1, 2, 3, 4, 5, 6]  # no duplicates after the resume
     assert sum("hparams" in l for l in lines) == 1
+
+
+@pytest.mark.slow
+def test_topd_trains_from_the_cli_and_resumes_exactly(tmp_path):
+  # TOPD's pre-update stage samples branches with per-step keys: a killed
+  # and resumed run must still reproduce the straight run bit for bit.
+  pair_dir = str(tmp_path / "pair")
+  testing.tiny_distillation_pair(pair_dir)
+  straight = str(tmp_path / "straight")
+  subprocess.run(_train_cmd(pair_dir, straight, "topd"), check=True,
+                 capture_output=True, timeout=900)
+  want = _export(straight, str(tmp_path / "straight_hf"))
+  with open(os.path.join(straight, "metrics.jsonl")) as f:
+    logged = [json.loads(l) for l in f if '"loss/total"' in l]
+  assert [m["step"] for m in logged] == [1, 2, 3, 4, 5, 6]
+  assert all("loss/traj" in m and "topd/candidates" in m for m in logged)
+  assert sum(m["topd/candidates"] for m in logged) > 0
+
+  workdir = str(tmp_path / "killed")
+  _run_and_kill(pair_dir, workdir, 3, 0.1, "topd")
+  resumed = subprocess.run(_train_cmd(pair_dir, workdir, "topd"),
+                           capture_output=True, text=True, timeout=900)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from" in resumed.stdout
+  got = _export(workdir, str(tmp_path / "killed_hf"))
+  assert sorted(got) == sorted(want)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -13,7 +13,9 @@
 # limitations under the License.
 """A tiny training config for subprocess tests: `--config=this_file.py:PAIR_DIR`.
 
-PAIR_DIR holds `student/`, `teacher/` from `testing.tiny_distillation_pair`.
+PAIR_DIR holds `student/`, `teacher/` from `testing.tiny_distillation_pair`;
+`PAIR_DIR,METHOD` trains another method than TIP (TOPD with 8-token
+branches).
 """
 
 import os
@@ -21,9 +23,13 @@ import os
 from opd_jax import testing
 
 
-def get_config(pair_dir: str):
+def get_config(arg: str):
+  pair_dir, _, method = arg.partition(",")
   paths = {role: os.path.join(pair_dir, role) for role in ("student",
                                                            "teacher")}
-  c = testing.tiny_train_config(paths, total_steps=6, checkpoint_every=1)
+  c = testing.tiny_train_config(paths, method=method or "tip", total_steps=6,
+                                checkpoint_every=1)
   c.async_checkpointing = True
+  if method == "topd":
+    c.topd.window = 8
   return c
