@@ -29,7 +29,11 @@ install-test: $(VENV)/.test-installed
 demo: install
 	$(PY) scripts/demo.py
 
+# Style is checked, not hoped for: unformatted files fail the run. The
+# docstring examples of the library run as doctests.
 test: install-test
+	$(PY) -m pyink --check opd_jax scripts tests configs benchmarks
+	$(PY) -m pytest -q --doctest-modules opd_jax
 	$(PY) -m pytest -q --durations=25 tests
 
 # Benchmarks against TRL and transformers (TRL only here, never in tests);

@@ -29,8 +29,9 @@ from benchmarks import memory
 from benchmarks import rollout
 from benchmarks import step
 
-_QUICK_MEMORY = dict(batch=2, seq=16, vocab=256, student_dim=32,
-                     teacher_dim=64, chunk=8)
+_QUICK_MEMORY = dict(
+    batch=2, seq=16, vocab=256, student_dim=32, teacher_dim=64, chunk=8
+)
 
 
 def main(argv=None) -> None:

@@ -35,15 +35,35 @@ def bench_configs(args):
 
   def make(d, layers, heads, kv, mlp):
     return ModelConfig(
-        family="qwen2", vocab_size=args.vocab, embed_dim=d, num_layers=layers,
-        num_heads=heads, num_kv_heads=kv, head_dim=d // heads, mlp_dim=mlp,
-        qkv_bias=True, max_position_embeddings=8192, pad_token_id=0,
+        family="qwen2",
+        vocab_size=args.vocab,
+        embed_dim=d,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=d // heads,
+        mlp_dim=mlp,
+        qkv_bias=True,
+        max_position_embeddings=8192,
+        pad_token_id=0,
     )
 
-  return (make(args.student_dim, args.student_layers, args.student_heads,
-               args.student_kv_heads, args.student_mlp),
-          make(args.teacher_dim, args.teacher_layers, args.teacher_heads,
-               args.teacher_kv_heads, args.teacher_mlp))
+  return (
+      make(
+          args.student_dim,
+          args.student_layers,
+          args.student_heads,
+          args.student_kv_heads,
+          args.student_mlp,
+      ),
+      make(
+          args.teacher_dim,
+          args.teacher_layers,
+          args.teacher_heads,
+          args.teacher_kv_heads,
+          args.teacher_mlp,
+      ),
+  )
 
 
 def write_checkpoints(args, directory: str) -> None:
@@ -52,8 +72,12 @@ def write_checkpoints(args, directory: str) -> None:
   from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
 
   scfg, tcfg = bench_configs(args)
-  save_hf(testing.random_model(scfg, seed=0), os.path.join(directory, "student"))
-  save_hf(testing.random_model(tcfg, seed=1), os.path.join(directory, "teacher"))
+  save_hf(
+      testing.random_model(scfg, seed=0), os.path.join(directory, "student")
+  )
+  save_hf(
+      testing.random_model(tcfg, seed=1), os.path.join(directory, "teacher")
+  )
 
 
 class Peer:
@@ -63,11 +87,16 @@ class Peer:
     env = dict(os.environ, **protocol.PEER_ENV)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, env.get("PYTHONPATH")) if p)
+        p for p in (root, env.get("PYTHONPATH")) if p
+    )
     self.proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.peer", *argv],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
-        cwd=root)
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        cwd=root,
+    )
     self.info = self._read()  # sent once set up
     if self.info.get("jax_imported"):
       raise RuntimeError("the PyTorch peer imported JAX")
@@ -90,8 +119,13 @@ class Peer:
       self.proc.wait()
 
 
-def side_by_side(args, ours: Callable[[int], float], peer_argv, tokens: int,
-                 use_peer: bool = True) -> dict:
+def side_by_side(
+    args,
+    ours: Callable[[int], float],
+    peer_argv,
+    tokens: int,
+    use_peer: bool = True,
+) -> dict:
   """Alternates ours / peer iterations; medians after the warm-up ones.
 
   Ours runs `warmup` + `steps` iterations (the first compiles); the peer
@@ -114,14 +148,19 @@ def side_by_side(args, ours: Callable[[int], float], peer_argv, tokens: int,
   out = {"peer_info": None if peer is None else peer.info}
   for side, ts in times.items():
     if ts:
-      s = statistics.median(ts[args.warmup if side == "ours" else
-                               peer_warmup:])
-      out[side] = {"seconds": round(s, 4), "tokens_per_s": round(tokens / s, 1),
-                   "first_s": round(ts[0], 2),
-                   "all_s": [round(x, 3) for x in ts]}
+      s = statistics.median(
+          ts[args.warmup if side == "ours" else peer_warmup :]
+      )
+      out[side] = {
+          "seconds": round(s, 4),
+          "tokens_per_s": round(tokens / s, 1),
+          "first_s": round(ts[0], 2),
+          "all_s": [round(x, 3) for x in ts],
+      }
   if "peer" in out:
-    out["ratio"] = round(out["ours"]["tokens_per_s"]
-                         / out["peer"]["tokens_per_s"], 2)
+    out["ratio"] = round(
+        out["ours"]["tokens_per_s"] / out["peer"]["tokens_per_s"], 2
+    )
   return out
 
 
@@ -153,10 +192,12 @@ def machine_rates(mbytes: int = 256, n: int = 2048) -> dict:
 
 
 def print_rates(rates: dict) -> None:
-  print(f"machine: {protocol.machine_line()}; XLA reduction"
-        f" {rates['bandwidth_gb_s']} GB/s, matmul float32"
-        f" {rates['matmul_float32_gflop_s']} GFLOP/s, bf16 operands"
-        f" {rates['matmul_bfloat16_gflop_s']} GFLOP/s")
+  print(
+      f"machine: {protocol.machine_line()}; XLA reduction"
+      f" {rates['bandwidth_gb_s']} GB/s, matmul float32"
+      f" {rates['matmul_float32_gflop_s']} GFLOP/s, bf16 operands"
+      f" {rates['matmul_bfloat16_gflop_s']} GFLOP/s"
+  )
 
 
 def add_model_flags(p) -> None:
@@ -175,18 +216,43 @@ def add_model_flags(p) -> None:
   p.add_argument("--temperature", type=float, default=1.0)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--steps", type=int, default=3)
-  p.add_argument("--peer-warmup", type=int, default=None,
-                 help="untimed peer iterations (default: --warmup); 0 saves"
-                 " minutes on long rows, torch does not compile")
+  p.add_argument(
+      "--peer-warmup",
+      type=int,
+      default=None,
+      help=(
+          "untimed peer iterations (default: --warmup); 0 saves"
+          " minutes on long rows, torch does not compile"
+      ),
+  )
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--no-peer", action="store_true",
-                 help="time our side only (no torch / TRL needed)")
-  p.add_argument("--peer-threads", type=int, default=0,
-                 help="torch.set_num_threads in the peer (0: torch's default)")
+  p.add_argument(
+      "--no-peer",
+      action="store_true",
+      help="time our side only (no torch / TRL needed)",
+  )
+  p.add_argument(
+      "--peer-threads",
+      type=int,
+      default=0,
+      help="torch.set_num_threads in the peer (0: torch's default)",
+  )
 
 
-QUICK = dict(prompt_len=8, vocab=128, student_dim=32, student_layers=1,
-             student_heads=2, student_kv_heads=1, student_mlp=64,
-             teacher_dim=64, teacher_layers=1, teacher_heads=2,
-             teacher_kv_heads=1, teacher_mlp=64, warmup=1, steps=1,
-             no_peer=True)
+QUICK = dict(
+    prompt_len=8,
+    vocab=128,
+    student_dim=32,
+    student_layers=1,
+    student_heads=2,
+    student_kv_heads=1,
+    student_mlp=64,
+    teacher_dim=64,
+    teacher_layers=1,
+    teacher_heads=2,
+    teacher_kv_heads=1,
+    teacher_mlp=64,
+    warmup=1,
+    steps=1,
+    no_peer=True,
+)

@@ -32,11 +32,18 @@ def _naive_loss(inputs):
   from opd_jax import losses  # pylint: disable=g-import-not-at-top
 
   f32 = jnp.float32
-  zs = jnp.einsum("BTD,DV->BTV", inputs.student_hidden, inputs.student_head,
-                  preferred_element_type=f32)
-  zt = jnp.einsum("BTD,DV->BTV", jax.lax.stop_gradient(inputs.teacher_hidden),
-                  jax.lax.stop_gradient(inputs.teacher_head),
-                  preferred_element_type=f32)
+  zs = jnp.einsum(
+      "BTD,DV->BTV",
+      inputs.student_hidden,
+      inputs.student_head,
+      preferred_element_type=f32,
+  )
+  zt = jnp.einsum(
+      "BTD,DV->BTV",
+      jax.lax.stop_gradient(inputs.teacher_hidden),
+      jax.lax.stop_gradient(inputs.teacher_head),
+      preferred_element_type=f32,
+  )
   values = losses.reverse_kl(zs, zt, where=inputs.mask)
   return losses.token_mean(values, inputs.mask).value()
 
@@ -51,11 +58,15 @@ def _method_loss(name: str, config: dict) -> Callable:
 
 def _grad_step(loss: Callable) -> Callable:
   """Loss and gradient w.r.t. the student's hidden states and head."""
+
   def step(inputs):
     def f(hs, ws):
       return loss(inputs.replace(student_hidden=hs, student_head=ws))
-    return jax.value_and_grad(f, argnums=(0, 1))(inputs.student_hidden,
-                                                 inputs.student_head)
+
+    return jax.value_and_grad(f, argnums=(0, 1))(
+        inputs.student_hidden, inputs.student_head
+    )
+
   return step
 
 
@@ -64,10 +75,18 @@ def _row(name: str, step: Callable, inputs) -> dict:
   compiled = jax.jit(step).lower(inputs).compile()
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
-  total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
-           + mem.output_size_in_bytes - mem.alias_size_in_bytes)
-  return dict(variant=name, temp_bytes=int(mem.temp_size_in_bytes),
-              total_bytes=int(total), compile_s=round(seconds, 2))
+  total = (
+      mem.temp_size_in_bytes
+      + mem.argument_size_in_bytes
+      + mem.output_size_in_bytes
+      - mem.alias_size_in_bytes
+  )
+  return dict(
+      variant=name,
+      temp_bytes=int(mem.temp_size_in_bytes),
+      total_bytes=int(total),
+      compile_s=round(seconds, 2),
+  )
 
 
 def run(args) -> None:
@@ -82,40 +101,57 @@ def run(args) -> None:
       student_head=sds((args.student_dim, v), dt),
       teacher_hidden=sds((b, t, args.teacher_dim), dt),
       teacher_head=sds((args.teacher_dim, v), dt),
-      ids=sds((b, t), jnp.int32), mask=sds((b, t), jnp.bool_),
+      ids=sds((b, t), jnp.int32),
+      mask=sds((b, t), jnp.bool_),
       sampler_logprobs=sds((b, t), jnp.float32),
       key=jax.eval_shape(lambda: jax.random.key(0)),
   )
-  variants = [("naive full logits", _naive_loss),
-              (f"tip selector=all rho=1 (C={args.chunk})",
-               _method_loss("tip", {"selector": "all", "rho": 1.0,
-                                    "chunk_size": args.chunk}))]
+  variants = [
+      ("naive full logits", _naive_loss),
+      (
+          f"tip selector=all rho=1 (C={args.chunk})",
+          _method_loss(
+              "tip", {"selector": "all", "rho": 1.0, "chunk_size": args.chunk}
+          ),
+      ),
+  ]
   for rho in args.rhos:
     for chunk in (args.chunk, None):
       suffix = f"C={chunk}" if chunk else "unchunked"
-      variants.append((f"tip soft_or rho={rho:g} ({suffix})",
-                       _method_loss("tip", {"rho": rho, "chunk_size": chunk})))
-  print(f"memory: {protocol.machine_line()}; backend={jax.default_backend()}"
-        f" B={b} T={t} V={v} Ds={args.student_dim} Dt={args.teacher_dim}"
-        f" dtype={dt.name}")
+      variants.append((
+          f"tip soft_or rho={rho:g} ({suffix})",
+          _method_loss("tip", {"rho": rho, "chunk_size": chunk}),
+      ))
+  print(
+      f"memory: {protocol.machine_line()}; backend={jax.default_backend()}"
+      f" B={b} T={t} V={v} Ds={args.student_dim} Dt={args.teacher_dim}"
+      f" dtype={dt.name}"
+  )
   rows = [_row(name, _grad_step(loss), inputs) for name, loss in variants]
   naive = rows[0]
-  print(f"| {'variant':<34} | temp GiB | total GiB | temp x naive |"
-        " total x naive | compile s |")
+  print(
+      f"| {'variant':<34} | temp GiB | total GiB | temp x naive |"
+      " total x naive | compile s |"
+  )
   print("|---|---|---|---|---|---|")
   for row in rows:
     row["temp_ratio"] = round(row["temp_bytes"] / naive["temp_bytes"], 3)
     row["total_ratio"] = round(row["total_bytes"] / naive["total_bytes"], 3)
-    print(f"| {row['variant']:<34} | {row['temp_bytes'] / GIB:8.2f} |"
-          f" {row['total_bytes'] / GIB:9.2f} | {row['temp_ratio']:12.3f} |"
-          f" {row['total_ratio']:13.3f} | {row['compile_s']:9.2f} |")
+    print(
+        f"| {row['variant']:<34} | {row['temp_bytes'] / GIB:8.2f} |"
+        f" {row['total_bytes'] / GIB:9.2f} | {row['temp_ratio']:12.3f} |"
+        f" {row['total_ratio']:13.3f} | {row['compile_s']:9.2f} |"
+    )
   # memory_analysis().peak_memory_in_bytes is not used: on CPU it omits
   # the temp buffers, which are the whole story here.
-  print("temp = XLA temp buffers; total = temp + arguments + outputs -"
-        " aliased, an upper bound of the compiled step's peak; the tip rows"
-        " are `methods.build_method('tip', ...).loss` and its gradient.")
-  print(json.dumps(dict(benchmark="memory", batch=b, seq=t, vocab=v,
-                        rows=rows)))
+  print(
+      "temp = XLA temp buffers; total = temp + arguments + outputs -"
+      " aliased, an upper bound of the compiled step's peak; the tip rows"
+      " are `methods.build_method('tip', ...).loss` and its gradient."
+  )
+  print(
+      json.dumps(dict(benchmark="memory", batch=b, seq=t, vocab=v, rows=rows))
+  )
 
 
 def add_parser(subparsers) -> None:
@@ -127,8 +163,14 @@ def add_parser(subparsers) -> None:
   p.add_argument("--teacher-dim", type=int, default=2048)  # Qwen3-1.7B
   p.add_argument("--dtype", default="bfloat16")
   p.add_argument("--rhos", type=float, nargs="+", default=[0.5, 0.2])
-  p.add_argument("--chunk", type=int, default=128,
-                 help="the methods' chunk_size (each rho is also compiled"
-                 " unchunked, for comparison)")
+  p.add_argument(
+      "--chunk",
+      type=int,
+      default=128,
+      help=(
+          "the methods' chunk_size (each rho is also compiled"
+          " unchunked, for comparison)"
+      ),
+  )
   p.add_argument("--quick", action="store_true", help="tiny shapes")
   p.set_defaults(func=run, quick_rows=None, quick_fills=None)

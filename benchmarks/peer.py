@@ -45,16 +45,24 @@ def _rollout(a, prompt, mask, info) -> None:
   import transformers  # pylint: disable=g-import-not-at-top
 
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.join(a.dir, "student"), dtype=getattr(torch, a.dtype)).eval()
+      os.path.join(a.dir, "student"), dtype=getattr(torch, a.dtype)
+  ).eval()
   _send(dict(info, transformers=transformers.__version__))
   for _ in range(a.iterations):
     _wait_go()
     start = time.perf_counter()
     with torch.inference_mode():
       out = model.generate(
-          input_ids=prompt, attention_mask=mask, max_new_tokens=a.new_tokens,
-          do_sample=True, top_k=0, top_p=1.0, temperature=a.temperature,
-          use_cache=True, pad_token_id=0)
+          input_ids=prompt,
+          attention_mask=mask,
+          max_new_tokens=a.new_tokens,
+          do_sample=True,
+          top_k=0,
+          top_p=1.0,
+          temperature=a.temperature,
+          use_cache=True,
+          pad_token_id=0,
+      )
     seconds = time.perf_counter() - start
     assert out.shape[1] == prompt.shape[1] + a.new_tokens, out.shape
     _send({"seconds": seconds})
@@ -70,19 +78,27 @@ def _step(a, prompt, mask, info) -> None:
   # GKD only needs the tokenizer's pad id: a one-word vocabulary does.
   tok = transformers.PreTrainedTokenizerFast(
       tokenizer_object=tokenizers.Tokenizer(
-          tokenizers.models.WordLevel({"<pad>": 0}, unk_token="<pad>")),
-      pad_token="<pad>")
+          tokenizers.models.WordLevel({"<pad>": 0}, unk_token="<pad>")
+      ),
+      pad_token="<pad>",
+  )
   student = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.join(a.dir, "student"))
+      os.path.join(a.dir, "student")
+  )
   teacher = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.join(a.dir, "teacher"))
+      os.path.join(a.dir, "teacher")
+  )
   labels = prompt.clone()
 
   def collate(examples):
     del examples  # every batch is the benchmark's prompts
-    return {"prompts": prompt, "prompt_attention_mask": mask,
-            "input_ids": prompt, "attention_mask": mask,
-            "labels": labels.masked_fill(mask == 0, -100)}
+    return {
+        "prompts": prompt,
+        "prompt_attention_mask": mask,
+        "input_ids": prompt,
+        "attention_mask": mask,
+        "labels": labels.masked_fill(mask == 0, -100),
+    }
 
   class Clock(transformers.TrainerCallback):
 
@@ -94,20 +110,42 @@ def _step(a, prompt, mask, info) -> None:
       _send({"seconds": time.perf_counter() - self.start})
 
   config = GKDConfig(
-      output_dir=tempfile.mkdtemp(), per_device_train_batch_size=len(prompt),
-      max_steps=a.iterations, learning_rate=a.learning_rate, lmbda=1.0,
-      beta=a.beta, temperature=a.temperature, max_new_tokens=a.new_tokens,
-      gradient_checkpointing=False, use_cpu=True, report_to="none",
-      save_strategy="no", logging_strategy="no", disable_dropout=True,
-      dataloader_num_workers=0, seed=0)
+      output_dir=tempfile.mkdtemp(),
+      per_device_train_batch_size=len(prompt),
+      max_steps=a.iterations,
+      learning_rate=a.learning_rate,
+      lmbda=1.0,
+      beta=a.beta,
+      temperature=a.temperature,
+      max_new_tokens=a.new_tokens,
+      gradient_checkpointing=False,
+      use_cpu=True,
+      report_to="none",
+      save_strategy="no",
+      logging_strategy="no",
+      disable_dropout=True,
+      dataloader_num_workers=0,
+      seed=0,
+  )
   trainer = GKDTrainer(
-      model=student, teacher_model=teacher, args=config,
+      model=student,
+      teacher_model=teacher,
+      args=config,
       train_dataset=datasets.Dataset.from_dict(
-          {"i": list(range(len(prompt) * a.iterations))}),
-      data_collator=collate, processing_class=tok, callbacks=[Clock()])
-  _send(dict(info, trl=trl.__version__,
-             gradient_checkpointing=trainer.args.gradient_checkpointing,
-             use_cache=trainer.generation_config.use_cache))
+          {"i": list(range(len(prompt) * a.iterations))}
+      ),
+      data_collator=collate,
+      processing_class=tok,
+      callbacks=[Clock()],
+  )
+  _send(
+      dict(
+          info,
+          trl=trl.__version__,
+          gradient_checkpointing=trainer.args.gradient_checkpointing,
+          use_cache=trainer.generation_config.use_cache,
+      )
+  )
   trainer.train()
 
 
@@ -128,10 +166,15 @@ def main(argv=None) -> None:
 
   if a.threads:
     torch.set_num_threads(a.threads)
-  prompt, mask = (torch.from_numpy(x.astype("int64"))
-                  for x in protocol.load_prompts(a.dir, a.batch))
-  info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-          "jax_imported": "jax" in sys.modules}
+  prompt, mask = (
+      torch.from_numpy(x.astype("int64"))
+      for x in protocol.load_prompts(a.dir, a.batch)
+  )
+  info = {
+      "torch": torch.__version__,
+      "threads": torch.get_num_threads(),
+      "jax_imported": "jax" in sys.modules,
+  }
   (_rollout if a.mode == "rollout" else _step)(a, prompt, mask, info)
 
 

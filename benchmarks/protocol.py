@@ -36,12 +36,15 @@ PEER_ENV = {
 
 
 def prompt_files(directory: str, batch: int) -> tuple[str, str]:
-  return (os.path.join(directory, f"prompt_b{batch}.npy"),
-          os.path.join(directory, f"prompt_mask_b{batch}.npy"))
+  return (
+      os.path.join(directory, f"prompt_b{batch}.npy"),
+      os.path.join(directory, f"prompt_mask_b{batch}.npy"),
+  )
 
 
-def write_prompts(directory: str, batch: int, prompt_len: int, vocab: int,
-                  seed: int) -> None:
+def write_prompts(
+    directory: str, batch: int, prompt_len: int, vocab: int, seed: int
+) -> None:
   """Prompts of about `prompt_len` tokens, left-padded with id 0."""
   rng = np.random.default_rng(seed)
   lengths = prompt_len - rng.integers(0, max(1, prompt_len // 12), batch)
@@ -61,8 +64,9 @@ def load_prompts(directory: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
 def cpu_model() -> str:
   """`lscpu`'s model name (the CPU every table is quoted beside)."""
   try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(
+        ["lscpu"], capture_output=True, text=True, check=False
+    ).stdout
   except OSError:
     return "unknown"
   for line in out.splitlines():
@@ -74,5 +78,7 @@ def cpu_model() -> str:
 def machine_line() -> str:
   """CPU model, core count and load average, printed beside every table."""
   load = os.getloadavg()
-  return (f"cpu: {cpu_model()} ({os.cpu_count()} cores), load average"
-          f" {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+  return (
+      f"cpu: {cpu_model()} ({os.cpu_count()} cores), load average"
+      f" {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+  )

@@ -37,14 +37,21 @@ def _ours(args, directory, batch, new_tokens, dtype):
   import time  # pylint: disable=g-import-not-at-top
 
   model = load_hf(os.path.join(directory, "student"), dtype=jnp.dtype(dtype))
-  prompt, mask = (jnp.asarray(x) for x in protocol.load_prompts(directory,
-                                                                  batch))
+  prompt, mask = (
+      jnp.asarray(x) for x in protocol.load_prompts(directory, batch)
+  )
   sampling = Sampling(temperature=args.temperature)
 
   def run(i: int) -> float:
     start = time.perf_counter()
-    out = sample(model, prompt, mask, jax.random.key(i),
-                 max_new_tokens=new_tokens, sampling=sampling)
+    out = sample(
+        model,
+        prompt,
+        mask,
+        jax.random.key(i),
+        max_new_tokens=new_tokens,
+        sampling=sampling,
+    )
     jax.block_until_ready(out.response)
     return time.perf_counter() - start
 
@@ -98,8 +105,9 @@ def per_token_cost(args, directory, batch, fills, dtype) -> dict:
 
   @jax.jit
   def prefill(state, tokens, cache):
-    return nnx.merge(graphdef, state)(tokens, cache=cache,
-                                      return_logits=False).cache
+    return nnx.merge(graphdef, state)(
+        tokens, cache=cache, return_logits=False
+    ).cache
 
   def step(state, token, cache, key):
     out = nnx.merge(graphdef, state)(token, cache=cache)
@@ -110,17 +118,20 @@ def per_token_cost(args, directory, batch, fills, dtype) -> dict:
   result = {}
   for fill in fills:
     bound = next(c for c in schedule if c >= fill - args.prompt_len)
-    tokens = jax.random.randint(jax.random.key(fill), (batch, fill), 1,
-                                model.config.vocab_size)
-    cache = prefill(state, tokens, model.init_cache(batch,
-                                                    args.prompt_len + bound))
+    tokens = jax.random.randint(
+        jax.random.key(fill), (batch, fill), 1, model.config.vocab_size
+    )
+    cache = prefill(
+        state, tokens, model.init_cache(batch, args.prompt_len + bound)
+    )
     holder = {"cache": cache, "token": tokens[:, -1:]}
 
     def one():
       # Rewind so that every timed step writes slot `fill` again.
       c = holder["cache"].replace(end=jnp.int32(fill))
-      holder["token"], holder["cache"] = step(state, holder["token"], c,
-                                              jax.random.key(0))
+      holder["token"], holder["cache"] = step(
+          state, holder["token"], c, jax.random.key(0)
+      )
       return holder["token"]
 
     result[fill] = common.median_seconds(one, n=15)
@@ -135,8 +146,9 @@ def draw_vs_head(args, directory, batches) -> list[dict]:
   model = load_hf(os.path.join(directory, "student"))
   sampling = Sampling(temperature=args.temperature)
   head = jax.jit(model.apply_head)
-  lsm_draw = jax.jit(lambda z, k: sampling.get_next_tokens(
-      sampling.log_probs(z), k))
+  lsm_draw = jax.jit(
+      lambda z, k: sampling.get_next_tokens(sampling.log_probs(z), k)
+  )
   draw = jax.jit(sampling.get_next_tokens)
 
   @jax.jit
@@ -154,11 +166,13 @@ def draw_vs_head(args, directory, batches) -> list[dict]:
     rows.append({
         "batch": b,
         "head_ms": 1e3 * common.median_seconds(lambda: head(h), n=15),
-        "log_softmax_draw_ms": 1e3 * common.median_seconds(
-            lambda: lsm_draw(z, key), n=15),
+        "log_softmax_draw_ms": (
+            1e3 * common.median_seconds(lambda: lsm_draw(z, key), n=15)
+        ),
         "draw_ms": 1e3 * common.median_seconds(lambda: draw(lp, key), n=15),
-        "cumsum_draw_ms": 1e3 * common.median_seconds(
-            lambda: cumsum_draw(lp, key), n=15),
+        "cumsum_draw_ms": (
+            1e3 * common.median_seconds(lambda: cumsum_draw(lp, key), n=15)
+        ),
     })
   return rows
 
@@ -168,73 +182,126 @@ def run(args) -> None:
   scfg, _ = common.bench_configs(args)
   rates = common.machine_rates()
   common.print_rates(rates)
-  print(f"rollout: student {scfg.num_params() / 1e6:.1f}M params, V="
-        f"{args.vocab}, prompt {args.prompt_len} (left-padded), temperature"
-        f" {args.temperature}, warmup {args.warmup}, median of {args.steps}")
-  report = {"benchmark": "rollout", "rates": rates,
-            "cpu": protocol.cpu_model(), "rows": []}
+  print(
+      f"rollout: student {scfg.num_params() / 1e6:.1f}M params, V="
+      f"{args.vocab}, prompt {args.prompt_len} (left-padded), temperature"
+      f" {args.temperature}, warmup {args.warmup}, median of {args.steps}"
+  )
+  report = {
+      "benchmark": "rollout",
+      "rates": rates,
+      "cpu": protocol.cpu_model(),
+      "rows": [],
+  }
   with tempfile.TemporaryDirectory() as directory:
     common.write_checkpoints(args, directory)
     for b, _ in _rows(args):
-      protocol.write_prompts(directory, b, args.prompt_len, args.vocab,
-                             args.seed)
-    print("| dtype | B x new | opd_jax tok/s | HF tok/s | ratio | floor tok/s"
-          " | ours / floor |")
+      protocol.write_prompts(
+          directory, b, args.prompt_len, args.vocab, args.seed
+      )
+    print(
+        "| dtype | B x new | opd_jax tok/s | HF tok/s | ratio | floor tok/s"
+        " | ours / floor |"
+    )
     print("|---|---|---|---|---|---|---|")
     for dtype in args.dtypes:
       for b, t in _rows(args):
         row = common.side_by_side(
-            args, _ours(args, directory, b, t, dtype),
-            ["rollout", "--dir", directory, "--batch", str(b), "--dtype",
-             dtype, "--new-tokens", str(t), "--temperature",
-             str(args.temperature), "--threads", str(args.peer_threads)],
-            b * t)
+            args,
+            _ours(args, directory, b, t, dtype),
+            [
+                "rollout",
+                "--dir",
+                directory,
+                "--batch",
+                str(b),
+                "--dtype",
+                dtype,
+                "--new-tokens",
+                str(t),
+                "--temperature",
+                str(args.temperature),
+                "--threads",
+                str(args.peer_threads),
+            ],
+            b * t,
+        )
         floor = decode_floor(scfg, b, args.prompt_len, t, dtype, rates)
-        row.update(dtype=dtype, batch=b, new_tokens=t,
-                   floor_tokens_per_s=round(b * t / floor, 1),
-                   fraction_of_floor=round(floor / row["ours"]["seconds"], 3))
+        row.update(
+            dtype=dtype,
+            batch=b,
+            new_tokens=t,
+            floor_tokens_per_s=round(b * t / floor, 1),
+            fraction_of_floor=round(floor / row["ours"]["seconds"], 3),
+        )
         report["rows"].append(row)
         peer = row.get("peer", {}).get("tokens_per_s", "-")
-        print(f"| {dtype} | {b} x {t} | {row['ours']['tokens_per_s']:.0f} |"
-              f" {peer} | {row.get('ratio', '-')} |"
-              f" {row['floor_tokens_per_s']:.0f} |"
-              f" {row['fraction_of_floor']:.2f} |", flush=True)
+        print(
+            f"| {dtype} | {b} x {t} | {row['ours']['tokens_per_s']:.0f} |"
+            f" {peer} | {row.get('ratio', '-')} |"
+            f" {row['floor_tokens_per_s']:.0f} |"
+            f" {row['fraction_of_floor']:.2f} |",
+            flush=True,
+        )
     print(f"({protocol.machine_line()})")
     b = args.cost_batch
     cost = per_token_cost(args, directory, b, args.cost_fills, "float32")
     lo, hi = min(cost), max(cost)
-    print(f"decode step at B={b} (trunk + head + draw, float32): "
-          + ", ".join(f"{f} cached: {1e3 * s:.2f} ms" for f, s in cost.items())
-          + f"; growth {lo} -> {hi}: {cost[hi] / cost[lo]:.2f}x")
+    print(
+        f"decode step at B={b} (trunk + head + draw, float32): "
+        + ", ".join(f"{f} cached: {1e3 * s:.2f} ms" for f, s in cost.items())
+        + f"; growth {lo} -> {hi}: {cost[hi] / cost[lo]:.2f}x"
+    )
     report["per_token_cost_s"] = cost
     draws = draw_vs_head(args, directory, sorted({r[0] for r in _rows(args)}))
-    print("| B | head matmul ms | log_softmax + draw ms | draw ms |"
-          " old cumsum draw ms |")
+    print(
+        "| B | head matmul ms | log_softmax + draw ms | draw ms |"
+        " old cumsum draw ms |"
+    )
     print("|---|---|---|---|---|")
     for r in draws:
-      print(f"| {r['batch']} | {r['head_ms']:.2f} |"
-            f" {r['log_softmax_draw_ms']:.2f} | {r['draw_ms']:.2f} |"
-            f" {r['cumsum_draw_ms']:.2f} |")
+      print(
+          f"| {r['batch']} | {r['head_ms']:.2f} |"
+          f" {r['log_softmax_draw_ms']:.2f} | {r['draw_ms']:.2f} |"
+          f" {r['cumsum_draw_ms']:.2f} |"
+      )
     report["draw_vs_head"] = draws
   print(f"({protocol.machine_line()})")
-  print("tokens/s = B x new tokens / seconds of one whole rollout (prefill"
-        " included); ratio = opd_jax / HF, same dtype both sides; floor ="
-        " the roofline of the same rollout from this run's measured"
-        " bandwidth and matmul rate (benchmarks/rollout.py::decode_floor).")
+  print(
+      "tokens/s = B x new tokens / seconds of one whole rollout (prefill"
+      " included); ratio = opd_jax / HF, same dtype both sides; floor ="
+      " the roofline of the same rollout from this run's measured"
+      " bandwidth and matmul rate (benchmarks/rollout.py::decode_floor)."
+  )
   print(json.dumps(report))
 
 
 def add_parser(subparsers) -> None:
   p = subparsers.add_parser("rollout", help=run.__doc__)
   common.add_model_flags(p)
-  p.add_argument("--rows", nargs="+", default=["4x128", "8x1024", "32x512",
-                                               "64x128"],
-                 help="BxT: batch and new tokens, one row each")
-  p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
-                 help="one set of rows per dtype, the same on both sides")
+  p.add_argument(
+      "--rows",
+      nargs="+",
+      default=["4x128", "8x1024", "32x512", "64x128"],
+      help="BxT: batch and new tokens, one row each",
+  )
+  p.add_argument(
+      "--dtypes",
+      nargs="+",
+      default=["float32", "bfloat16"],
+      help="one set of rows per dtype, the same on both sides",
+  )
   p.add_argument("--cost-batch", type=int, default=8)
-  p.add_argument("--cost-fills", type=int, nargs="+", default=[128, 1024],
-                 help="cache fills at which one decode step is timed")
-  p.add_argument("--quick", action="store_true",
-                 help="tiny shapes, our side only (a smoke test)")
+  p.add_argument(
+      "--cost-fills",
+      type=int,
+      nargs="+",
+      default=[128, 1024],
+      help="cache fills at which one decode step is timed",
+  )
+  p.add_argument(
+      "--quick",
+      action="store_true",
+      help="tiny shapes, our side only (a smoke test)",
+  )
   p.set_defaults(func=run, quick_rows=["2x8"], quick_fills=[9, 12])

@@ -44,8 +44,9 @@ def _ours(args, directory, new_tokens):
   from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import step as steps  # pylint: disable=g-import-not-at-top
 
-  prompt, prompt_mask = (jnp.asarray(x) for x in protocol.load_prompts(
-      directory, args.batch))
+  prompt, prompt_mask = (
+      jnp.asarray(x) for x in protocol.load_prompts(directory, args.batch)
+  )
   b, p = prompt.shape
   t = new_tokens
   # The run's plan, as the trainer makes it: method, optimizer, dtypes,
@@ -54,12 +55,16 @@ def _ours(args, directory, new_tokens):
   c.student = os.path.join(directory, "student")
   c.teacher = os.path.join(directory, "teacher")
   c.method, c.gkd.beta, c.gkd.loss_temperature = (
-      "gkd", args.beta, args.temperature)
+      "gkd",
+      args.beta,
+      args.temperature,
+  )
   c.batch_size, c.max_prompt_len, c.max_new_tokens = b, p, t
   c.total_steps, c.optimizer.learning_rate = 10_000, args.learning_rate
   c.compute_dtype = "" if args.dtype == "float32" else args.dtype
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
-                           ("data", "fsdp", "tensor"))
+  mesh = jax.sharding.Mesh(
+      np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor")
+  )
   plan = plan_run(c, mesh=mesh)
   student = load_hf(c.student, dtype=plan.dtype)
   teacher = load_hf(c.teacher, dtype=plan.dtype)
@@ -70,18 +75,27 @@ def _ours(args, directory, new_tokens):
   abstract_batch = plan.abstract_batch()
   with jax.set_mesh(mesh):
     step_fn, state_sh, _, batch_sh = steps.compile_step(
-        mesh, plan.abstract_state(params), teacher_params, abstract_batch,
-        student_graphdef=graphdef, teacher_graphdef=teacher_graphdef,
-        method=plan.method, optimizer=plan.optimizer,
-        compute_dtype=plan.compute_dtype)
-    holder = {"state": jax.jit(plan.init_state,
-                               out_shardings=state_sh)(params)}
-    cost = step_fn.lower(jax.eval_shape(lambda: holder["state"]),
-                         teacher_params, abstract_batch).compile()
+        mesh,
+        plan.abstract_state(params),
+        teacher_params,
+        abstract_batch,
+        student_graphdef=graphdef,
+        teacher_graphdef=teacher_graphdef,
+        method=plan.method,
+        optimizer=plan.optimizer,
+        compute_dtype=plan.compute_dtype,
+    )
+    holder = {"state": jax.jit(plan.init_state, out_shardings=state_sh)(params)}
+    cost = step_fn.lower(
+        jax.eval_shape(lambda: holder["state"]), teacher_params, abstract_batch
+    ).compile()
     cost = cost.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  stats = {"flops": float(cost.get("flops", 0.0)), "update_s": [],
-           "rollout_s": []}
+  stats = {
+      "flops": float(cost.get("flops", 0.0)),
+      "update_s": [],
+      "rollout_s": [],
+  }
   sampling = Sampling(temperature=args.temperature)
   sample_dtype = plan.compute_dtype
 
@@ -91,14 +105,26 @@ def _ours(args, directory, new_tokens):
       state = holder["state"]
       policy = nnx.merge(graphdef, state.params)
       kwargs = {} if sample_dtype is None else {"compute_dtype": sample_dtype}
-      r = sample(policy, prompt, prompt_mask, jax.random.key(i),
-                 max_new_tokens=t, sampling=sampling, **kwargs)
+      r = sample(
+          policy,
+          prompt,
+          prompt_mask,
+          jax.random.key(i),
+          max_new_tokens=t,
+          sampling=sampling,
+          **kwargs,
+      )
       jax.block_until_ready(r.response)
       mid = time.perf_counter()
       batch = jax.device_put(
-          {"tokens": r.tokens, "mask": r.mask,
-           "response_mask": r.response_mask, "sampler_logprobs": r.logprobs},
-          batch_sh)
+          {
+              "tokens": r.tokens,
+              "mask": r.mask,
+              "response_mask": r.response_mask,
+              "sampler_logprobs": r.logprobs,
+          },
+          batch_sh,
+      )
       state, metrics = step_fn(state, teacher_params, batch)
       jax.block_until_ready(metrics)
       holder["state"] = state
@@ -115,45 +141,80 @@ def run(args) -> None:
   rates = common.machine_rates()
   common.print_rates(rates)
   scfg, tcfg = common.bench_configs(args)
-  print(f"step: B={args.batch} prompt={args.prompt_len} V={args.vocab}"
-        f" student={scfg.num_params() / 1e6:.1f}M"
-        f" teacher={tcfg.num_params() / 1e6:.1f}M ours={args.dtype}, TRL"
-        f" float32, warmup {args.warmup}, median of {args.steps}")
-  report = {"benchmark": "step", "rates": rates, "cpu": protocol.cpu_model(),
-            "dtype": args.dtype, "rows": []}
+  print(
+      f"step: B={args.batch} prompt={args.prompt_len} V={args.vocab}"
+      f" student={scfg.num_params() / 1e6:.1f}M"
+      f" teacher={tcfg.num_params() / 1e6:.1f}M ours={args.dtype}, TRL"
+      f" float32, warmup {args.warmup}, median of {args.steps}"
+  )
+  report = {
+      "benchmark": "step",
+      "rates": rates,
+      "cpu": protocol.cpu_model(),
+      "dtype": args.dtype,
+      "rows": [],
+  }
   with tempfile.TemporaryDirectory() as directory:
     common.write_checkpoints(args, directory)
-    protocol.write_prompts(directory, args.batch, args.prompt_len, args.vocab,
-                           args.seed)
-    print("| new tokens | opd_jax s/step | TRL s/step | ratio | ours: rollout"
-          " s | update s | update GFLOP | update GFLOP/s | of matmul rate |")
+    protocol.write_prompts(
+        directory, args.batch, args.prompt_len, args.vocab, args.seed
+    )
+    print(
+        "| new tokens | opd_jax s/step | TRL s/step | ratio | ours: rollout"
+        " s | update s | update GFLOP | update GFLOP/s | of matmul rate |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for t in args.new_tokens:
       ours, stats = _ours(args, directory, t)
       row = common.side_by_side(
-          args, ours,
-          ["step", "--dir", directory, "--batch", str(args.batch),
-           "--new-tokens", str(t), "--temperature", str(args.temperature),
-           "--beta", str(args.beta), "--learning-rate",
-           str(args.learning_rate), "--threads", str(args.peer_threads)],
-          args.batch * t)
-      update = statistics.median(stats["update_s"][args.warmup:])
-      rollout = statistics.median(stats["rollout_s"][args.warmup:])
+          args,
+          ours,
+          [
+              "step",
+              "--dir",
+              directory,
+              "--batch",
+              str(args.batch),
+              "--new-tokens",
+              str(t),
+              "--temperature",
+              str(args.temperature),
+              "--beta",
+              str(args.beta),
+              "--learning-rate",
+              str(args.learning_rate),
+              "--threads",
+              str(args.peer_threads),
+          ],
+          args.batch * t,
+      )
+      update = statistics.median(stats["update_s"][args.warmup :])
+      rollout = statistics.median(stats["rollout_s"][args.warmup :])
       rate = stats["flops"] / update
       matmul = rates[f"matmul_{args.dtype}_gflop_s"] * 1e9
-      row.update(new_tokens=t, rollout_s=round(rollout, 4),
-                 update_s=round(update, 4), update_flops=stats["flops"],
-                 update_flop_s=rate, fraction_of_matmul=round(rate / matmul, 3))
+      row.update(
+          new_tokens=t,
+          rollout_s=round(rollout, 4),
+          update_s=round(update, 4),
+          update_flops=stats["flops"],
+          update_flop_s=rate,
+          fraction_of_matmul=round(rate / matmul, 3),
+      )
       report["rows"].append(row)
       peer = row.get("peer", {}).get("seconds", "-")
-      print(f"| {t} | {row['ours']['seconds']:.3f} | {peer} |"
-            f" {row.get('ratio', '-')} | {rollout:.3f} | {update:.3f} |"
-            f" {stats['flops'] / 1e9:.1f} | {rate / 1e9:.1f} |"
-            f" {rate / matmul:.2f} |", flush=True)
+      print(
+          f"| {t} | {row['ours']['seconds']:.3f} | {peer} |"
+          f" {row.get('ratio', '-')} | {rollout:.3f} | {update:.3f} |"
+          f" {stats['flops'] / 1e9:.1f} | {rate / 1e9:.1f} |"
+          f" {rate / matmul:.2f} |",
+          flush=True,
+      )
   print(f"({protocol.machine_line()})")
-  print("s/step = one on-policy step (rollout, student + teacher forward,"
-        " JSD(beta) backward, AdamW), median; update GFLOP from XLA's cost"
-        " analysis of the compiled update; ratio = TRL s / ours s.")
+  print(
+      "s/step = one on-policy step (rollout, student + teacher forward,"
+      " JSD(beta) backward, AdamW), median; update GFLOP from XLA's cost"
+      " analysis of the compiled update; ratio = TRL s / ours s."
+  )
   print(json.dumps(report))
 
 
@@ -165,9 +226,17 @@ def add_parser(subparsers) -> None:
   p.add_argument("--beta", type=float, default=0.5, help="JSD beta (TRL's)")
   p.add_argument("--learning-rate", type=float, default=1e-5)
   p.add_argument(
-      "--dtype", default="float32", choices=["float32", "bfloat16"],
-      help="our matmul operands (float32 accumulation either way); TRL runs"
-      " float32")
-  p.add_argument("--quick", action="store_true",
-                 help="tiny shapes, our side only (a smoke test)")
+      "--dtype",
+      default="float32",
+      choices=["float32", "bfloat16"],
+      help=(
+          "our matmul operands (float32 accumulation either way); TRL runs"
+          " float32"
+      ),
+  )
+  p.add_argument(
+      "--quick",
+      action="store_true",
+      help="tiny shapes, our side only (a smoke test)",
+  )
   p.set_defaults(func=run, quick_rows=None, quick_fills=None)

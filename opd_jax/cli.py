@@ -48,7 +48,8 @@ def fail(message: str) -> NoReturn:
 
 def _root_cause(e: BaseException) -> BaseException:
   while e.__cause__ is not None or (
-      e.__context__ is not None and not e.__suppress_context__):
+      e.__context__ is not None and not e.__suppress_context__
+  ):
     e = e.__cause__ or e.__context__
   return e
 
@@ -81,8 +82,7 @@ def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, ValueError,
-          TypeError) as e:
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
     if os.environ.get("OPD_JAX_TRACEBACK"):
       raise
     fail(flag_error_message(e, argv))

@@ -82,7 +82,9 @@ def make_mesh(
   devices = list(jax.devices() if devices is None else devices)
   shape = config.shape(len(devices))
   return jax.make_mesh(
-      shape, MESH_AXES, devices=devices,
+      shape,
+      MESH_AXES,
+      devices=devices,
       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
   )
 
@@ -90,15 +92,18 @@ def make_mesh(
 # Rules over parameter paths ('/'-joined). Stacked decoder parameters carry a
 # leading layer axis, which is never split.
 PARTITION_RULES: tuple[tuple[str, P], ...] = (
-    (r"^embedder/embedding$", P("tensor", "fsdp")),           # [V, D]
-    (r"^lm_head/kernel$", P("fsdp", "tensor")),               # [D, V]
-    (r"attn/(q|k|v)_proj/kernel$", P(None, "fsdp", "tensor", None)),  # [L,D,N,H]
-    (r"attn/(q|k|v)_proj/bias$", P(None, "tensor", None)),    # [L, N, H]
+    (r"^embedder/embedding$", P("tensor", "fsdp")),  # [V, D]
+    (r"^lm_head/kernel$", P("fsdp", "tensor")),  # [D, V]
+    (
+        r"attn/(q|k|v)_proj/kernel$",
+        P(None, "fsdp", "tensor", None),
+    ),  # [L,D,N,H]
+    (r"attn/(q|k|v)_proj/bias$", P(None, "tensor", None)),  # [L, N, H]
     (r"attn/o_proj/kernel$", P(None, "tensor", None, "fsdp")),  # [L, N, H, D]
-    (r"attn/(q|k)_norm/scale$", P(None, None)),               # [L, H]
+    (r"attn/(q|k)_norm/scale$", P(None, None)),  # [L, H]
     (r"mlp/(gate|up)_proj/kernel$", P(None, "fsdp", "tensor")),  # [L, D, F]
-    (r"mlp/down_proj/kernel$", P(None, "tensor", "fsdp")),    # [L, F, D]
-    (r"norm/scale$", P()),                                    # [L, D] / [D]
+    (r"mlp/down_proj/kernel$", P(None, "tensor", "fsdp")),  # [L, F, D]
+    (r"norm/scale$", P()),  # [L, D] / [D]
 )
 
 
@@ -116,9 +121,7 @@ def fit_spec(spec: P, shape: Sequence[int], mesh) -> P:
   fitted = []
   for dim, axis in zip(shape, parts):
     names = axis if isinstance(axis, tuple) else (axis,)
-    keep = tuple(
-        n for n in names if n is not None and n in mesh_shape
-    )
+    keep = tuple(n for n in names if n is not None and n in mesh_shape)
     # Drop the largest-to-smallest suffix until the product divides `dim`.
     while keep and dim % _axis_size(mesh_shape, keep):
       keep = keep[:-1]
@@ -164,7 +167,8 @@ def param_specs(state, mesh) -> Any:
 def param_shardings(state, mesh) -> Any:
   """NamedShardings for every array leaf of `state` (e.g. an nnx.State)."""
   return jax.tree.map(
-      lambda spec: NamedSharding(mesh, spec), param_specs(state, mesh),
+      lambda spec: NamedSharding(mesh, spec),
+      param_specs(state, mesh),
       is_leaf=lambda x: isinstance(x, P),
   )
 
@@ -173,7 +177,9 @@ def with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `tree`'s leaves carrying `shardings` (same tree)."""
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      tree, shardings)
+      tree,
+      shardings,
+  )
 
 
 def current_mesh():
@@ -207,6 +213,7 @@ def global_batch(local: Any, mesh: Mesh, spec: P | None = None) -> Any:
   order); the result's leading dimension is the global batch. On one process
   this is a plain `device_put` with a batch-split sharding.
   """
+
   def one(x):
     x = np.asarray(x)
     s = spec if spec is not None else batch_spec(x.ndim)

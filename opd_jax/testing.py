@@ -46,17 +46,30 @@ def tiny_config(
   scaling = None
   if llama3_rope:
     scaling = Llama3RopeScaling(
-        factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
         original_max_position_embeddings=64,
     )
   return ModelConfig(
-      family=family, vocab_size=vocab_size, embed_dim=48,
-      num_layers=num_layers, num_heads=4, num_kv_heads=2 if gqa else 4,
-      head_dim=16, mlp_dim=96, rms_norm_eps=1e-6,
-      rope_theta=500_000.0 if llama3_rope else 10_000.0, rope_scaling=scaling,
-      tie_embeddings=tied, qkv_bias=family == "qwen2",
-      qk_norm=family == "qwen3", max_position_embeddings=512,
-      bos_token_id=1, eos_token_ids=(2,), pad_token_id=0,
+      family=family,
+      vocab_size=vocab_size,
+      embed_dim=48,
+      num_layers=num_layers,
+      num_heads=4,
+      num_kv_heads=2 if gqa else 4,
+      head_dim=16,
+      mlp_dim=96,
+      rms_norm_eps=1e-6,
+      rope_theta=500_000.0 if llama3_rope else 10_000.0,
+      rope_scaling=scaling,
+      tie_embeddings=tied,
+      qkv_bias=family == "qwen2",
+      qk_norm=family == "qwen3",
+      max_position_embeddings=512,
+      bos_token_id=1,
+      eos_token_ids=(2,),
+      pad_token_id=0,
   )
 
 
@@ -100,16 +113,20 @@ def tiny_distillation_pair(directory: str, *, vocab_size: int = 80) -> dict:
   from opd_jax.models import hf_io  # pylint: disable=g-import-not-at-top
 
   tok_dir = task_tokenizer.build_task_tokenizer(
-      os.path.join(directory, "tokenizer"))
+      os.path.join(directory, "tokenizer")
+  )
   tok = task_tokenizer.load_task_tokenizer(tok_dir)
   if len(tok) > vocab_size:
     raise ValueError(f"tokenizer has {len(tok)} ids > vocab_size {vocab_size}")
-  special = dict(bos_token_id=tok.bos_token_id,
-                 eos_token_ids=(tok.eos_token_id,),
-                 pad_token_id=tok.pad_token_id)
+  special = dict(
+      bos_token_id=tok.bos_token_id,
+      eos_token_ids=(tok.eos_token_id,),
+      pad_token_id=tok.pad_token_id,
+  )
   student = tiny_config("qwen3", vocab_size=vocab_size).replace(**special)
   teacher = tiny_config("qwen3", vocab_size=vocab_size).replace(
-      embed_dim=64, mlp_dim=128, **special)
+      embed_dim=64, mlp_dim=128, **special
+  )
   paths = {"tokenizer": tok_dir}
   for role, config, seed in (("student", student, 0), ("teacher", teacher, 1)):
     path = os.path.join(directory, role)

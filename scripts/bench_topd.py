@@ -60,10 +60,18 @@ def cpu_model() -> str:
 
 def _config(args, d, layers, heads, mlp) -> ModelConfig:
   return ModelConfig(
-      family="qwen2", vocab_size=args.vocab, embed_dim=d, num_layers=layers,
-      num_heads=heads, num_kv_heads=heads // 2, head_dim=d // heads,
-      mlp_dim=mlp, qkv_bias=True, max_position_embeddings=4096,
-      pad_token_id=0)
+      family="qwen2",
+      vocab_size=args.vocab,
+      embed_dim=d,
+      num_layers=layers,
+      num_heads=heads,
+      num_kv_heads=heads // 2,
+      head_dim=d // heads,
+      mlp_dim=mlp,
+      qkv_bias=True,
+      max_position_embeddings=4096,
+      pad_token_id=0,
+  )
 
 
 def _prompts(args):
@@ -98,21 +106,33 @@ class Runner:
     if methods.has_stage(self.method):
       batch.update(self.method.prepare_shapes(b, p, t))
       self.prepare = stage.compile_prepare(
-          self.method, self.graphdef, tgraph, sampling=self.sampling,
-          eos_ids=(), pad_id=0)
+          self.method,
+          self.graphdef,
+          tgraph,
+          sampling=self.sampling,
+          eos_ids=(),
+          pad_id=0,
+      )
     optimizer = train_state.make_optimizer(
-        learning_rate=1e-5, total_steps=10_000, clip_norm=1.0)
-    init = lambda x: train_state.init_state(x, optimizer,
-                                            jax.random.PRNGKey(0))
+        learning_rate=1e-5, total_steps=10_000, clip_norm=1.0
+    )
+    init = lambda x: train_state.init_state(x, optimizer, jax.random.PRNGKey(0))
     params = params.to_pure_dict()
     self.mesh = jax.sharding.Mesh(
         np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
-        ("data", "fsdp", "tensor"))
+        ("data", "fsdp", "tensor"),
+    )
     with jax.set_mesh(self.mesh):
       self.step_fn, state_sh, _, self.batch_sh = steps.compile_step(
-          self.mesh, jax.eval_shape(init, params), self.teacher_params,
-          batch, student_graphdef=self.graphdef, teacher_graphdef=tgraph,
-          method=self.method, optimizer=optimizer)
+          self.mesh,
+          jax.eval_shape(init, params),
+          self.teacher_params,
+          batch,
+          student_graphdef=self.graphdef,
+          teacher_graphdef=tgraph,
+          method=self.method,
+          optimizer=optimizer,
+      )
       self.state = jax.jit(init, out_shardings=state_sh)(params)
 
   def run(self, i: int) -> dict[str, float]:
@@ -121,23 +141,37 @@ class Runner:
     with jax.set_mesh(self.mesh):
       start = time.perf_counter()
       policy = nnx.merge(self.graphdef, self.state.params)
-      r = sample(policy, *self.prompts, jax.random.key(i),
-                 max_new_tokens=self.args.new_tokens, sampling=self.sampling)
-      batch = {"tokens": r.tokens, "mask": r.mask,
-               "response_mask": r.response_mask,
-               "sampler_logprobs": r.logprobs}
+      r = sample(
+          policy,
+          *self.prompts,
+          jax.random.key(i),
+          max_new_tokens=self.args.new_tokens,
+          sampling=self.sampling,
+      )
+      batch = {
+          "tokens": r.tokens,
+          "mask": r.mask,
+          "response_mask": r.response_mask,
+          "sampler_logprobs": r.logprobs,
+      }
       jax.block_until_ready(batch)
       times["sample"] = time.perf_counter() - start
       start = time.perf_counter()
       if self.prepare is not None:
-        batch.update(self.prepare(self.state.params, self.teacher_params,
-                                  batch, stage.stage_key(0, i)))
+        batch.update(
+            self.prepare(
+                self.state.params,
+                self.teacher_params,
+                batch,
+                stage.stage_key(0, i),
+            )
+        )
         jax.block_until_ready(batch)
       times["stage"] = time.perf_counter() - start
       start = time.perf_counter()
       self.state, metrics = self.step_fn(
-          self.state, self.teacher_params,
-          jax.device_put(batch, self.batch_sh))
+          self.state, self.teacher_params, jax.device_put(batch, self.batch_sh)
+      )
       jax.block_until_ready(metrics)
       times["update"] = time.perf_counter() - start
     times["total"] = sum(times.values())
@@ -167,34 +201,46 @@ def main() -> None:
       ("topd", "topd", topd),
       ("topd nds only", "topd", {**topd, "lambda_traj": 0.0}),
   ]
-  print(f"CPU: {cpu_model()}; jax {jax.__version__}; B={args.batch}"
-        f" P={args.prompt_len} T={args.new_tokens} V={args.vocab};"
-        f" TOPD N={args.max_candidates} W={args.window}")
+  print(
+      f"CPU: {cpu_model()}; jax {jax.__version__}; B={args.batch}"
+      f" P={args.prompt_len} T={args.new_tokens} V={args.vocab};"
+      f" TOPD N={args.max_candidates} W={args.window}"
+  )
   rows = []
   for label, name, cfg in variants:
     runner = Runner(args, name, cfg, student, teacher, prompts)
     runner.run(0)  # compiles the sampler and the stage
     runs = [runner.run(i + 1) for i in range(args.iters)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    extra = {k: float(v) for k, v in runner.metrics.items()
-             if k.startswith("topd/") or k == "rollout/len_mean"}
+    extra = {
+        k: float(v)
+        for k, v in runner.metrics.items()
+        if k.startswith("topd/") or k == "rollout/len_mean"
+    }
     rows.append({"variant": label, **med, **extra})
   base = rows[0]["total"]
-  print(f"{'variant':16s} {'sample':>8s} {'stage':>8s} {'update':>8s}"
-        f" {'total':>8s} {'x opd':>6s}")
+  print(
+      f"{'variant':16s} {'sample':>8s} {'stage':>8s} {'update':>8s}"
+      f" {'total':>8s} {'x opd':>6s}"
+  )
   for row in rows:
-    print(f"{row['variant']:16s} {row['sample']:8.3f} {row['stage']:8.3f}"
-          f" {row['update']:8.3f} {row['total']:8.3f}"
-          f" {row['total'] / base:6.2f}")
+    print(
+        f"{row['variant']:16s} {row['sample']:8.3f} {row['stage']:8.3f}"
+        f" {row['update']:8.3f} {row['total']:8.3f}"
+        f" {row['total'] / base:6.2f}"
+    )
   for row in rows[1:]:
-    print(f"  {row['variant']}: candidates {row.get('topd/candidates', 0):.0f},"
-          f" divergent {row.get('topd/divergent', 0):.0f}, trajectory rows"
-          f" {row.get('topd/traj_rows', 0):.0f}, rollout length"
-          f" {row['rollout/len_mean']:.0f}")
+    print(
+        f"  {row['variant']}: candidates {row.get('topd/candidates', 0):.0f},"
+        f" divergent {row.get('topd/divergent', 0):.0f}, trajectory rows"
+        f" {row.get('topd/traj_rows', 0):.0f}, rollout length"
+        f" {row['rollout/len_mean']:.0f}"
+    )
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"cpu": cpu_model(), "args": vars(args), "rows": rows}, f,
-                indent=2)
+      json.dump(
+          {"cpu": cpu_model(), "args": vars(args), "rows": rows}, f, indent=2
+      )
 
 
 if __name__ == "__main__":

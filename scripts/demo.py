@@ -41,19 +41,30 @@ from opd_jax.trainer.plots import read_metrics, series, write_plots
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(REPO, "configs", "demo.py"),
-    "Demo config file.", lock_config=True)
+    "config",
+    os.path.join(REPO, "configs", "demo.py"),
+    "Demo config file.",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", os.path.join(REPO, "workdir_demo"),
-    "Run directory: checkpoints, metrics.jsonl, plots/.")
+    "workdir",
+    os.path.join(REPO, "workdir_demo"),
+    "Run directory: checkpoints, metrics.jsonl, plots/.",
+)
 _RESUME = flags.DEFINE_bool(
-    "resume", False, "Continue the run in --workdir instead of starting"
-    " fresh.")
+    "resume", False, "Continue the run in --workdir instead of starting fresh."
+)
 
 # What the trainer leaves in a workdir; a directory holding anything else
 # was not made by this demo and is not deleted.
-_RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "tensorboard",
-              "corrupt_checkpoints", "plots")
+_RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "tensorboard",
+    "corrupt_checkpoints",
+    "plots",
+)
 
 
 def prepare_workdir(workdir: str, resume: bool) -> None:
@@ -69,9 +80,12 @@ def prepare_workdir(workdir: str, resume: bool) -> None:
     raise app.UsageError(
         f"--workdir={workdir} is not empty and does not look like a demo run"
         f" (unexpected: {foreign or 'no config.json'}); choose another"
-        " --workdir or remove it")
-  print(f"starting fresh: removing the previous demo run in {workdir}"
-        " (pass --resume to continue it)")
+        " --workdir or remove it"
+    )
+  print(
+      f"starting fresh: removing the previous demo run in {workdir}"
+      " (pass --resume to continue it)"
+  )
   shutil.rmtree(workdir)
   os.makedirs(workdir)
 
@@ -89,19 +103,23 @@ def print_table(results: dict, fractions: dict) -> None:
     frac = fractions.get(name)
     frac = "-" if frac is None else f"{frac:.3f}"
     print(f"{name:16s} {r.accuracy:9.3f} {r.mean_length:9.1f} {frac:>9s}")
-  print(f"({r.num_questions} held-out problems, greedy; 'selected' is the"
-        " fraction of response tokens TIP kept, first step / mean of the"
-        " last 10)")
+  print(
+      f"({r.num_questions} held-out problems, greedy; 'selected' is the"
+      " fraction of response tokens TIP kept, first step / mean of the"
+      " last 10)"
+  )
 
 
 def _example_index(data, results) -> int:
   """A held-out problem the student got wrong before and right after."""
   from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+
   before = results["student before"].responses
   after = results["student after"].responses
   for i, answer in enumerate(data.answers):
-    if (arithmetic.is_correct(after[i], int(answer))
-        and not arithmetic.is_correct(before[i], int(answer))):
+    if arithmetic.is_correct(
+        after[i], int(answer)
+    ) and not arithmetic.is_correct(before[i], int(answer)):
       return i
   return 0
 
@@ -124,23 +142,35 @@ def main(argv):
     if not os.path.isdir(c[role]):
       raise app.UsageError(
           f"config.{role}: {c[role]} is not a directory; the demo ships it in"
-          " assets/demo/ (or rebuild it with scripts/train_teacher.py)")
+          " assets/demo/ (or rebuild it with scripts/train_teacher.py)"
+      )
   prepare_workdir(workdir, _RESUME.value)
   trainer = loop.Trainer(c, workdir)
 
   def evaluate(model):
     # The same call as Trainer.evaluate: same problems, key and budget.
     return evaluation.evaluate(
-        model, trainer.eval_data, trainer.tokenizer,
-        evaluation.arithmetic_grader, key=jax.random.PRNGKey(c.seed),
-        mesh=trainer.mesh, batch_size=c.batch_size,
-        max_new_tokens=c.max_new_tokens, eos_ids=trainer.eos_ids)
+        model,
+        trainer.eval_data,
+        trainer.tokenizer,
+        evaluation.arithmetic_grader,
+        key=jax.random.PRNGKey(c.seed),
+        mesh=trainer.mesh,
+        batch_size=c.batch_size,
+        max_new_tokens=c.max_new_tokens,
+        eos_ids=trainer.eos_ids,
+    )
 
-  results = {"teacher": evaluate(trainer.teacher),
-             "student before": evaluate(load_hf(c.student))}
-  print(f"teacher accuracy {results['teacher'].accuracy:.3f}, student before"
-        f" {results['student before'].accuracy:.3f}"
-        f" ({time.time() - start:.0f}s)", flush=True)
+  results = {
+      "teacher": evaluate(trainer.teacher),
+      "student before": evaluate(load_hf(c.student)),
+  }
+  print(
+      f"teacher accuracy {results['teacher'].accuracy:.3f}, student before"
+      f" {results['student before'].accuracy:.3f}"
+      f" ({time.time() - start:.0f}s)",
+      flush=True,
+  )
   if trainer.start_step == 0:  # the starting point of the accuracy curve
     trainer.writer.write_scalars(0, results["student before"].metrics())
   trainer.run()
@@ -148,20 +178,26 @@ def main(argv):
 
   rows = read_metrics(os.path.join(workdir, reporting.JSONL_NAME))
   _, fracs = series(rows, "select/frac")
-  fractions = {"student before": fracs[0] if fracs else None,
-               "student after": _mean_tail(rows, "select/frac")}
+  fractions = {
+      "student before": fracs[0] if fracs else None,
+      "student after": _mean_tail(rows, "select/frac"),
+  }
   print_table(results, fractions)
-  gain = results["student after"].accuracy - results[
-      "student before"].accuracy
-  print(f"student gain: {gain:+.3f} accuracy after {c.total_steps} steps of"
-        f" {c.method} ({c.tip.selector}, rho {c.tip.rho})")
+  gain = results["student after"].accuracy - results["student before"].accuracy
+  print(
+      f"student gain: {gain:+.3f} accuracy after {c.total_steps} steps of"
+      f" {c.method} ({c.tip.selector}, rho {c.tip.rho})"
+  )
   i = _example_index(trainer.eval_data, results)
-  print(f"  e.g. {trainer.eval_data.questions[i]!r} (answer"
-        f" {trainer.eval_data.answers[i]})\n"
-        f"    before: {results['student before'].responses[i]!r}\n"
-        f"    after:  {results['student after'].responses[i]!r}")
-  paths = write_plots(rows, os.path.join(workdir, "plots"),
-                      results["teacher"].accuracy)
+  print(
+      f"  e.g. {trainer.eval_data.questions[i]!r} (answer"
+      f" {trainer.eval_data.answers[i]})\n"
+      f"    before: {results['student before'].responses[i]!r}\n"
+      f"    after:  {results['student after'].responses[i]!r}"
+  )
+  paths = write_plots(
+      rows, os.path.join(workdir, "plots"), results["teacher"].accuracy
+  )
   print("plots: " + ", ".join(paths))
   print(f"metrics: {os.path.join(workdir, reporting.JSONL_NAME)}")
   print(f"total wall time {time.time() - start:.0f}s")

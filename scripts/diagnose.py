@@ -40,12 +40,19 @@ _STUDENT = flags.DEFINE_string("student", None, "HF dir or training workdir.")
 _TEACHER = flags.DEFINE_string("teacher", None, "HF dir.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the student's.")
 _TASK = flags.DEFINE_string(
-    "task", "arithmetic", "'arithmetic' or a jsonl / parquet file of"
-    " questions and answers (graded by math-verify).")
+    "task",
+    "arithmetic",
+    "'arithmetic' or a jsonl / parquet file of"
+    " questions and answers (graded by math-verify).",
+)
 _QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
 _AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
-_DIFFICULTY = flags.DEFINE_enum("difficulty", "easy",
-                                ["easy", "two_step", "default", "hard"], "Built-in task.")
+_DIFFICULTY = flags.DEFINE_enum(
+    "difficulty",
+    "easy",
+    ["easy", "two_step", "default", "hard"],
+    "Built-in task.",
+)
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _N = flags.DEFINE_integer("num_questions", 8, "Questions.")
 _BUDGET = flags.DEFINE_integer("budget", 512, "Rollouts per question.")
@@ -54,12 +61,17 @@ _C = flags.DEFINE_integer("top_c", 4, "Student top tokens branched per node.")
 _CONT = flags.DEFINE_integer("continuations", 8, "Continuations per child.")
 _M = flags.DEFINE_integer("nodes_per_window", 4, "Nodes per depth window.")
 _MIN_VISITS = flags.DEFINE_integer("min_visits", 4, "Visits to enter K_u.")
-_SELECT = flags.DEFINE_enum("select", "grad_norm", ["grad_norm", "prob_gap"],
-                            "Node ranking within a depth window.")
+_SELECT = flags.DEFINE_enum(
+    "select",
+    "grad_norm",
+    ["grad_norm", "prob_gap"],
+    "Node ranking within a depth window.",
+)
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 24, "Response length T.")
-_MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 0,
-                                   "Prompt width (0: the longest question).")
+_MAX_PROMPT = flags.DEFINE_integer(
+    "max_prompt_len", 0, "Prompt width (0: the longest question)."
+)
 _WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
 _TIMEOUT = flags.DEFINE_float("grading_timeout", 10.0, "Seconds per answer.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
@@ -83,7 +95,8 @@ def _load_model(path: str, role: str, allow_workdir: bool):
   if not allow_workdir or "config.json" not in files:
     raise InputError(
         f"--{role} {path}: no checkpoint (expected config.json and"
-        f" *.safetensors{' or a training workdir' if allow_workdir else ''})")
+        f" *.safetensors{' or a training workdir' if allow_workdir else ''})"
+    )
   ckpt = os.path.join(path, "checkpoints")
   # Checked here: the checkpointer would create the directory otherwise.
   if not os.path.isdir(ckpt) or not os.listdir(ckpt):
@@ -101,18 +114,21 @@ def _source():
 
   if _TASK.value == "arithmetic":
     task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)())
+        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)()
+    )
     return sources.ArithmeticSource(_SPLIT.value, _N.value, task=task)
   path = _TASK.value
   if not os.path.exists(path):
     raise InputError(
         f"--task {path!r}: no verifier for it (expected 'arithmetic' or a"
-        " jsonl / parquet file of questions and answers)")
+        " jsonl / parquet file of questions and answers)"
+    )
   if os.path.isfile(path) and not open(path, "rb").read(4096).strip():
     raise InputError(f"--task {path}: the question file is empty")
   try:
-    source = sources.FileSource(path, question_field=_QFIELD.value,
-                                answer_field=_AFIELD.value)
+    source = sources.FileSource(
+        path, question_field=_QFIELD.value, answer_field=_AFIELD.value
+    )
   except ValueError as e:
     raise InputError(f"--task {path}: {e}") from e
   for i in range(min(len(source), _N.value)):
@@ -120,7 +136,8 @@ def _source():
       raise InputError(
           f"--task {path}: question {i} has no answer in field"
           f" {_AFIELD.value!r}; the diagnostic needs a verifier for every"
-          " question")
+          " question"
+      )
   return source
 
 
@@ -129,8 +146,11 @@ def _questions(source, tokenizer):
   from opd_jax.data.dataset import PromptDataset  # pylint: disable=g-import-not-at-top
 
   data = PromptDataset(
-      source, tokenizer, max_prompt_len=_MAX_PROMPT.value or 1 << 20,
-      overlong="truncate")
+      source,
+      tokenizer,
+      max_prompt_len=_MAX_PROMPT.value or 1 << 20,
+      overlong="truncate",
+  )
   n = min(len(data), _N.value)
   if not all(data.answers[:n]):  # rows may shift when empty prompts drop
     raise InputError(f"--task {source.name}: a question has no answer")
@@ -147,7 +167,9 @@ def _graders(data, n, tokenizer, pool):
       if pool is None:
         return [arithmetic.is_correct(t, int(answer)) for t in texts]
       return [g.correct for g in pool.grade([(t, answer) for t in texts])]
+
     return grade
+
   return [make(data.answers[i]) for i in range(n)]
 
 
@@ -159,7 +181,7 @@ def _left_pad(rows, pad_id):
   ids = np.full((len(rows), width), pad_id, np.int32)
   mask = np.zeros((len(rows), width), bool)
   for i, r in enumerate(rows):
-    ids[i, width - len(r):], mask[i, width - len(r):] = r, True
+    ids[i, width - len(r) :], mask[i, width - len(r) :] = r, True
   return ids, mask
 
 
@@ -173,10 +195,16 @@ def _setup():
   try:
     report.check_output_dir(_OUT.value)
     config = tree.TreeConfig(
-        num_rollouts=_G.value, top_c=_C.value, continuations=_CONT.value,
-        nodes_per_window=_M.value, min_visits=_MIN_VISITS.value,
-        budget=_BUDGET.value, select=_SELECT.value,
-        temperature=_TEMPERATURE.value, max_new_tokens=_MAX_NEW.value)
+        num_rollouts=_G.value,
+        top_c=_C.value,
+        continuations=_CONT.value,
+        nodes_per_window=_M.value,
+        min_visits=_MIN_VISITS.value,
+        budget=_BUDGET.value,
+        select=_SELECT.value,
+        temperature=_TEMPERATURE.value,
+        max_new_tokens=_MAX_NEW.value,
+    )
   except ValueError as e:
     raise InputError(str(e).replace("TreeConfig.", "--")) from e
   source = _source()
@@ -185,13 +213,20 @@ def _setup():
   if student.config.vocab_size != teacher.config.vocab_size:
     raise InputError(
         f"--teacher {_TEACHER.value}: vocabulary {teacher.config.vocab_size}"
-        f" differs from the student's {student.config.vocab_size}")
+        f" differs from the student's {student.config.vocab_size}"
+    )
   tokenizer = transformers.AutoTokenizer.from_pretrained(
-      _TOKENIZER.value or tok_dir)
+      _TOKENIZER.value or tok_dir
+  )
   data, n = _questions(source, tokenizer)
-  meta = {"student": s_name, "teacher": t_name, "task": source.name,
-          "questions": n, **{k: v for k, v in vars(config).items()},
-          "seed": _SEED.value}
+  meta = {
+      "student": s_name,
+      "teacher": t_name,
+      "task": source.name,
+      "questions": n,
+      **{k: v for k, v in vars(config).items()},
+      "seed": _SEED.value,
+  }
   return student, teacher, tokenizer, data, n, config, meta
 
 
@@ -212,31 +247,52 @@ def main(argv):
   eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
 
   def progress(r):
-    print(f"question {r.index + 1}/{n}: rollout accuracy {r.accuracy:.2f},"
-          f" {len(r.nodes)} nodes, {r.rollouts} rollouts"
-          f" ({time.time() - start:.0f} s)", flush=True)
+    print(
+        f"question {r.index + 1}/{n}: rollout accuracy {r.accuracy:.2f},"
+        f" {len(r.nodes)} nodes, {r.rollouts} rollouts"
+        f" ({time.time() - start:.0f} s)",
+        flush=True,
+    )
 
-  pool = None if _TASK.value == "arithmetic" else GradingPool(
-      _WORKERS.value, timeout=_TIMEOUT.value)
+  pool = (
+      None
+      if _TASK.value == "arithmetic"
+      else GradingPool(_WORKERS.value, timeout=_TIMEOUT.value)
+  )
   try:
     results = alignment.diagnose(
-        student, teacher, prompt, prompt_mask,
-        _graders(data, n, tokenizer, pool), config,
-        jax.random.PRNGKey(_SEED.value), eos_ids=eos, pad_id=data.pad_id,
-        progress=progress)
+        student,
+        teacher,
+        prompt,
+        prompt_mask,
+        _graders(data, n, tokenizer, pool),
+        config,
+        jax.random.PRNGKey(_SEED.value),
+        eos_ids=eos,
+        pad_id=data.pad_id,
+        progress=progress,
+    )
   finally:
     if pool is not None:
       pool.close()
   nodes = [node for r in results for node in r.nodes]
-  questions = [{"index": r.index, "question": data.questions[r.index],
-                "answer": data.answers[r.index], "accuracy": r.accuracy,
-                "rollouts": r.rollouts, "nodes": len(r.nodes)}
-               for r in results]
+  questions = [
+      {
+          "index": r.index,
+          "question": data.questions[r.index],
+          "answer": data.answers[r.index],
+          "accuracy": r.accuracy,
+          "rollouts": r.rollouts,
+          "nodes": len(r.nodes),
+      }
+      for r in results
+  ]
   meta["seconds"] = round(time.time() - start, 1)
   summary = report.write_report(_OUT.value, nodes, questions, meta)
   print(report.headline(summary))
-  print(f"report: {os.path.join(_OUT.value, report.REPORT)}"
-        f" ({meta['seconds']} s)")
+  print(
+      f"report: {os.path.join(_OUT.value, report.REPORT)} ({meta['seconds']} s)"
+  )
 
 
 if __name__ == "__main__":

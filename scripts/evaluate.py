@@ -41,12 +41,17 @@ from absl import app, flags
 _MODEL = flags.DEFINE_string("model", None, "Workdir or HF directory.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the model's.")
 _DATA = flags.DEFINE_string(
-    "data", "arithmetic", "'arithmetic' or a jsonl / parquet / saved dataset.")
+    "data", "arithmetic", "'arithmetic' or a jsonl / parquet / saved dataset."
+)
 _QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
 _AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
-_DIFFICULTY = flags.DEFINE_enum("difficulty", "default",
-                                ["easy", "two_step", "default", "hard"], "Built-in task.")
+_DIFFICULTY = flags.DEFINE_enum(
+    "difficulty",
+    "default",
+    ["easy", "two_step", "default", "hard"],
+    "Built-in task.",
+)
 _N = flags.DEFINE_integer("num_questions", 200, "Questions (0: all).")
 _K = flags.DEFINE_integer("num_samples", 1, "Samples per question (k).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
@@ -66,16 +71,25 @@ class _Error(Exception):
 
 def _check_flags() -> None:
   """Refuses values that would crash or give NaN later."""
-  for flag, low in ((_K, 1), (_BATCH, 1), (_MAX_NEW, 1), (_MAX_PROMPT, 1),
-                    (_WORKERS, 1), (_N, 0)):
+  for flag, low in (
+      (_K, 1),
+      (_BATCH, 1),
+      (_MAX_NEW, 1),
+      (_MAX_PROMPT, 1),
+      (_WORKERS, 1),
+      (_N, 0),
+  ):
     if flag.value < low:
-      raise _Error(f"--{flag.name}: expected an integer >= {low}, got"
-                   f" {flag.value}")
+      raise _Error(
+          f"--{flag.name}: expected an integer >= {low}, got {flag.value}"
+      )
   if _TIMEOUT.value <= 0:
     raise _Error(f"--grading_timeout: expected > 0, got {_TIMEOUT.value}")
   if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
-    raise _Error("--temperature: expected >= 0 and --top_p in (0, 1], got"
-                 f" {_TEMPERATURE.value} and {_TOP_P.value}")
+    raise _Error(
+        "--temperature: expected >= 0 and --top_p in (0, 1], got"
+        f" {_TEMPERATURE.value} and {_TOP_P.value}"
+    )
   if not os.path.isdir(_MODEL.value or ""):
     raise _Error(f"--model: {_MODEL.value!r} is not a directory")
   if _DATA.value != "arithmetic" and not os.path.exists(_DATA.value):
@@ -91,11 +105,19 @@ def _load_model():
   if os.path.isdir(os.path.join(path, "checkpoints")):  # a training workdir
     model, step, c = restore.restore_student(path)
     tok_dir = _TOKENIZER.value or c.tokenizer or c.student
-    return (model, tok_dir, f"{path} (step {step})",
-            os.path.join(path, "eval", f"step_{step}"))
+    return (
+        model,
+        tok_dir,
+        f"{path} (step {step})",
+        os.path.join(path, "eval", f"step_{step}"),
+    )
   name = os.path.basename(os.path.normpath(path))
-  return (load_hf(path, role="--model"), _TOKENIZER.value or path, path,
-          os.path.abspath(f"eval_{name}"))
+  return (
+      load_hf(path, role="--model"),
+      _TOKENIZER.value or path,
+      path,
+      os.path.abspath(f"eval_{name}"),
+  )
 
 
 def _source():
@@ -104,11 +126,15 @@ def _source():
 
   if _DATA.value == "arithmetic":
     task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)())
+        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)()
+    )
     return sources.ArithmeticSource(_SPLIT.value, _N.value or 1000, task=task)
-  source = sources.FileSource(_DATA.value, question_field=_QFIELD.value,
-                              answer_field=_AFIELD.value,
-                              require_answers=True)
+  source = sources.FileSource(
+      _DATA.value,
+      question_field=_QFIELD.value,
+      answer_field=_AFIELD.value,
+      require_answers=True,
+  )
   return sources.take(source, _N.value)
 
 
@@ -119,13 +145,18 @@ def _write(out_dir, scores, dataset, result) -> None:
   with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
     for row in range(result.num_questions):
       for j in range(result.num_samples):
-        f.write(json.dumps({
-            "index": int(dataset.source_index[row]),
-            "question": dataset.questions[row],
-            "answer": dataset.answers[row], "sample": j,
-            "response": result.samples[row][j],
-            "correct": bool(result.correct[row, j]),
-            "length": int(result.lengths[row, j])}) + "\n")
+        f.write(
+            json.dumps({
+                "index": int(dataset.source_index[row]),
+                "question": dataset.questions[row],
+                "answer": dataset.answers[row],
+                "sample": j,
+                "response": result.samples[row][j],
+                "correct": bool(result.correct[row, j]),
+                "length": int(result.lengths[row, j]),
+            })
+            + "\n"
+        )
 
 
 def _generate(source, grader):
@@ -139,15 +170,21 @@ def _generate(source, grader):
 
   model, tok_dir, name, default_out = _load_model()
   tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")
-  dataset = PromptDataset(source, tokenizer,
-                          max_prompt_len=_MAX_PROMPT.value,
-                          overlong="truncate")
+  dataset = PromptDataset(
+      source, tokenizer, max_prompt_len=_MAX_PROMPT.value, overlong="truncate"
+  )
   result = evaluation_lib.evaluate(
-      model, dataset, tokenizer, grader,
-      key=jax.random.PRNGKey(_SEED.value), batch_size=_BATCH.value,
-      num_samples=_K.value, max_new_tokens=_MAX_NEW.value,
+      model,
+      dataset,
+      tokenizer,
+      grader,
+      key=jax.random.PRNGKey(_SEED.value),
+      batch_size=_BATCH.value,
+      num_samples=_K.value,
+      max_new_tokens=_MAX_NEW.value,
       sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
-      eos_ids=tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,))
+      eos_ids=tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,),
+  )
   return result, dataset, name, default_out
 
 
@@ -157,8 +194,9 @@ def _run() -> None:
   source = _source()
   from opd_jax import evaluation  # pylint: disable=g-import-not-at-top
 
-  with evaluation.grader_for(source, num_workers=_WORKERS.value,
-                             timeout=_TIMEOUT.value) as grader:
+  with evaluation.grader_for(
+      source, num_workers=_WORKERS.value, timeout=_TIMEOUT.value
+  ) as grader:
     evaluation.check_gradable(grader, source)  # before loading the model
     result, dataset, name, default_out = _generate(source, grader)
     if isinstance(grader, evaluation.MathGrader):
@@ -166,14 +204,23 @@ def _run() -> None:
   k = result.num_samples
   print(f"model     {name}\ndata      {source.name}\ngrader    {grader.name}")
   print(f"{'questions':>10} {'accuracy':>9} {f'pass@{k}':>8} {'mean len':>9}")
-  print(f"{result.num_questions:>10} {result.accuracy:>9.3f}"
-        f" {result.pass_at_k:>8.3f} {result.mean_length:>9.1f}")
+  print(
+      f"{result.num_questions:>10} {result.accuracy:>9.3f}"
+      f" {result.pass_at_k:>8.3f} {result.mean_length:>9.1f}"
+  )
   out_dir = _OUT.value or default_out
-  scores = {"model": name, "data": source.name, "grader": grader.name,
-            "questions": result.num_questions, "k": k,
-            "accuracy": result.accuracy, f"pass@{k}": result.pass_at_k,
-            "mean_length": result.mean_length,
-            "seconds": round(time.time() - start, 1), "out_dir": out_dir}
+  scores = {
+      "model": name,
+      "data": source.name,
+      "grader": grader.name,
+      "questions": result.num_questions,
+      "k": k,
+      "accuracy": result.accuracy,
+      f"pass@{k}": result.pass_at_k,
+      "mean_length": result.mean_length,
+      "seconds": round(time.time() - start, 1),
+      "out_dir": out_dir,
+  }
   _write(out_dir, scores, dataset, result)
   print(json.dumps(scores))
 

@@ -28,10 +28,16 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _OUT = flags.DEFINE_string("out", None, "Output HF directory.")
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json",
-                    "special_tokens_map.json", "tokenizer.model",
-                    "vocab.json", "merges.txt", "generation_config.json",
-                    "chat_template.jinja")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 
 
 def main(argv):
@@ -41,8 +47,10 @@ def main(argv):
 
   model, step, config = restore.restore_student(_WORKDIR.value)
   if os.path.exists(os.path.join(_OUT.value, "config.json")):
-    raise app.UsageError(f"--out {_OUT.value} already holds a checkpoint;"
-                         " choose an empty directory")
+    raise app.UsageError(
+        f"--out {_OUT.value} already holds a checkpoint;"
+        " choose an empty directory"
+    )
   save_hf(model, _OUT.value)
   source = config.tokenizer or config.student
   if source and os.path.isdir(source):

@@ -35,15 +35,23 @@ from absl import app, flags
 
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher HF directory.")
 _KEEP = flags.DEFINE_string(
-    "keep_layers", "", "Comma-separated teacher layer indices, e.g. 0,2,5.")
+    "keep_layers", "", "Comma-separated teacher layer indices, e.g. 0,2,5."
+)
 _NUM = flags.DEFINE_integer(
-    "num_layers", 0, "Keep this many evenly spaced layers (first and last).")
+    "num_layers", 0, "Keep this many evenly spaced layers (first and last)."
+)
 _OUT = flags.DEFINE_string("out", None, "New (or empty) output directory.")
 _SHARD = flags.DEFINE_integer("max_shard_mb", 2048, "safetensors shard size.")
 
 # Any one of these is a tokenizer vocabulary (see opd_jax.data.tokenizer).
-_VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json",
-                     "tiktoken.model", "spiece.model", "vocab.txt")
+_VOCABULARY_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "tiktoken.model",
+    "spiece.model",
+    "vocab.txt",
+)
 
 
 class _Error(Exception):
@@ -61,8 +69,9 @@ def _keep_layers(num_layers: int) -> tuple[int, ...]:
   try:
     keep = [int(x) for x in _KEEP.value.split(",")]
   except ValueError:
-    raise _Error(f"--keep_layers: expected comma-separated integers, got"
-                 f" {_KEEP.value!r}") from None
+    raise _Error(
+        f"--keep_layers: expected comma-separated integers, got {_KEEP.value!r}"
+    ) from None
   return cut.check_layers(keep, num_layers)
 
 
@@ -73,20 +82,26 @@ def _run() -> str:
   if not os.path.isdir(teacher):
     raise _Error(f"--teacher: {teacher} is not a directory")
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise _Error(f"--out: {out} already exists and is not empty; choose a"
-                 " new path")
-  if not any(os.path.isfile(os.path.join(teacher, f))
-             for f in _VOCABULARY_FILES):
-    raise _Error(f"--teacher: {teacher} has no tokenizer files (expected"
-                 " tokenizer.json or tokenizer.model); the student would have"
-                 " none")
+    raise _Error(
+        f"--out: {out} already exists and is not empty; choose a new path"
+    )
+  if not any(
+      os.path.isfile(os.path.join(teacher, f)) for f in _VOCABULARY_FILES
+  ):
+    raise _Error(
+        f"--teacher: {teacher} has no tokenizer files (expected"
+        " tokenizer.json or tokenizer.model); the student would have"
+        " none"
+    )
   from opd_jax.models import cut, hf_io  # pylint: disable=g-import-not-at-top
 
   config, _ = hf_io.read_hf_config(teacher)
   keep = _keep_layers(config.num_layers)
   cut.cut_layers(teacher, out, keep, max_shard_bytes=_SHARD.value << 20)
-  return (f"wrote {out}: {len(keep)} of the teacher's {config.num_layers}"
-          f" layers ({', '.join(map(str, keep))})")
+  return (
+      f"wrote {out}: {len(keep)} of the teacher's {config.num_layers}"
+      f" layers ({', '.join(map(str, keep))})"
+  )
 
 
 def main(argv):

@@ -43,11 +43,17 @@ _SEEDS = flags.DEFINE_list("seeds", [], "Seeds to run (default: the grid's).")
 _JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once.")
 _QUICK = flags.DEFINE_bool("quick", False, "The grid's QUICK smoke test.")
 _REPORT_ONLY = flags.DEFINE_bool(
-    "report_only", False, "Write RESULTS.md from the finished runs; run"
-    " nothing.")
+    "report_only",
+    False,
+    "Write RESULTS.md from the finished runs; run nothing.",
+)
 # Internal: the worker processes this script starts for one run.
-_WORKER = flags.DEFINE_enum("worker", None, ["evaluate", "memory"],
-                            "(internal) evaluate one run / measure memory.")
+_WORKER = flags.DEFINE_enum(
+    "worker",
+    None,
+    ["evaluate", "memory"],
+    "(internal) evaluate one run / measure memory.",
+)
 _VARIANTS = flags.DEFINE_list("variants", [], "(internal) variant names.")
 _SEED = flags.DEFINE_integer("seed", 0, "(internal) seed.")
 
@@ -56,8 +62,9 @@ def _env():
   env = dict(os.environ)
   path = env.get("PYTHONPATH", "")
   env["PYTHONPATH"] = REPO + (os.pathsep + path if path else "")
-  env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                 os.path.join(REPO, ".cache", "jax"))
+  env.setdefault(
+      "JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".cache", "jax")
+  )
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   return env
 
@@ -65,18 +72,30 @@ def _env():
 def _commands(grid, out):
   from opd_jax.results import runner  # pylint: disable=g-import-not-at-top
 
-  me = [sys.executable, os.path.abspath(__file__), f"--grid={grid.path}",
-        f"--out={out}"] + (["--quick"] if _QUICK.value else [])
+  me = [
+      sys.executable,
+      os.path.abspath(__file__),
+      f"--grid={grid.path}",
+      f"--out={out}",
+  ] + (["--quick"] if _QUICK.value else [])
   return runner.Commands(
-      train=lambda r: [sys.executable, TRAIN, f"--config={grid.path}",
-                       f"--workdir={r.workdir}",
-                       *grid.run_flags(r.variant, r.seed)],
-      evaluate=lambda r: me + ["--worker=evaluate",
-                               f"--variants={r.variant.name}",
-                               f"--seed={r.seed}"],
-      memory=lambda vs: me + ["--worker=memory",
-                              "--variants=" + ",".join(v.name for v in vs)],
-      env=_env())
+      train=lambda r: [
+          sys.executable,
+          TRAIN,
+          f"--config={grid.path}",
+          f"--workdir={r.workdir}",
+          *grid.run_flags(r.variant, r.seed),
+      ],
+      evaluate=lambda r: me
+      + [
+          "--worker=evaluate",
+          f"--variants={r.variant.name}",
+          f"--seed={r.seed}",
+      ],
+      memory=lambda vs: me
+      + ["--worker=memory", "--variants=" + ",".join(v.name for v in vs)],
+      env=_env(),
+  )
 
 
 def _worker(grid, out):
@@ -87,17 +106,24 @@ def _worker(grid, out):
     variant = grid.variants[0]
     run = runner.Run(variant, _SEED.value, out)
     result = evaluate_run.evaluate_run(
-        grid.config(variant, _SEED.value), run.workdir, grid.evaluation)
+        grid.config(variant, _SEED.value), run.workdir, grid.evaluation
+    )
     evaluate_run.write_json(run.eval_path, result)
-    print(f"{run.name}: greedy accuracy"
-          f" {sum(result['greedy']) / result['questions']:.3f}")
+    print(
+        f"{run.name}: greedy accuracy"
+        f" {sum(result['greedy']) / result['questions']:.3f}"
+    )
     return
   for variant in grid.variants:  # each written as soon as it is known
-    result = memory.step_memory(grid.config(variant, grid.seeds[0]),
-                                grid.memory)
+    result = memory.step_memory(
+        grid.config(variant, grid.seeds[0]), grid.memory
+    )
     evaluate_run.write_json(runner.memory_path(out, variant), result)
-    print(f"memory/{variant.name}: {result['temp_bytes'] / 2**30:.2f} GiB"
-          f" temporaries ({result['compile_seconds']} s)", flush=True)
+    print(
+        f"memory/{variant.name}: {result['temp_bytes'] / 2**30:.2f} GiB"
+        f" temporaries ({result['compile_seconds']} s)",
+        flush=True,
+    )
 
 
 def main(argv):
@@ -110,30 +136,35 @@ def main(argv):
 
   out = os.path.abspath(_OUT.value)
   if _WORKER.value:
-    grid = grid_lib.load_grid(_GRID.value, names=_VARIANTS.value,
-                              quick=_QUICK.value)
+    grid = grid_lib.load_grid(
+        _GRID.value, names=_VARIANTS.value, quick=_QUICK.value
+    )
     _worker(grid, out)
     return
-  grid = grid_lib.load_grid(_GRID.value, names=_METHODS.value,
-                            quick=_QUICK.value)
+  grid = grid_lib.load_grid(
+      _GRID.value, names=_METHODS.value, quick=_QUICK.value
+  )
   if _SEEDS.value:
-    grid = dataclasses.replace(
-        grid, seeds=tuple(int(s) for s in _SEEDS.value))
+    grid = dataclasses.replace(grid, seeds=tuple(int(s) for s in _SEEDS.value))
   outcomes = []
   if not _REPORT_ONLY.value:
     runner.stop_on_signals()
-    outcomes = runner.execute_grid(grid, out, _commands(grid, out),
-                                   jobs=_JOBS.value)
+    outcomes = runner.execute_grid(
+        grid, out, _commands(grid, out), jobs=_JOBS.value
+    )
   # The command that regenerates everything (finished runs are reused),
   # whether or not this invocation only rewrote the report.
-  args = [a for a in sys.argv[1:]
-          if a not in ("--report_only", "--report_only=true")]
-  command = " ".join(shlex.quote(a) for a in
-                     ["python", "scripts/reproduce.py", *args])
+  args = [
+      a
+      for a in sys.argv[1:]
+      if a not in ("--report_only", "--report_only=true")
+  ]
+  command = " ".join(
+      shlex.quote(a) for a in ["python", "scripts/reproduce.py", *args]
+  )
   path = report.write_results(grid, out, command)
   failed = [o for o in outcomes if o.status == "failed"]
-  print(f"wrote {path}" + (f"; {len(failed)} job(s) failed" if failed
-                           else ""))
+  print(f"wrote {path}" + (f"; {len(failed)} job(s) failed" if failed else ""))
   if failed:
     sys.exit(1)
 
@@ -141,4 +172,5 @@ def main(argv):
 if __name__ == "__main__":
   flags.mark_flags_as_required(["grid", "out"])
   from opd_jax import cli  # pylint: disable=g-import-not-at-top
+
   cli.run(main)

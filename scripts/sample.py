@@ -29,8 +29,9 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _PROMPTS = flags.DEFINE_string("prompts", None, "Prompt file (.txt / .jsonl).")
 _FIELD = flags.DEFINE_string("question_field", "question", "jsonl field.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 0,
-                                "Response budget (0: the run's).")
+_MAX_NEW = flags.DEFINE_integer(
+    "max_new_tokens", 0, "Response budget (0: the run's)."
+)
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling.")
 _NUM = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
@@ -46,7 +47,8 @@ def _questions(path: str) -> list[str]:
       row = json.loads(line)
       if _FIELD.value not in row:
         raise app.UsageError(
-            f"{path}:{i + 1}: no field {_FIELD.value!r} (fields: {sorted(row)})")
+            f"{path}:{i + 1}: no field {_FIELD.value!r} (fields: {sorted(row)})"
+        )
       out.append(str(row[_FIELD.value]))
     return out
   return lines
@@ -65,23 +67,33 @@ def main(argv):
   model, step, c = restore.restore_student(_WORKDIR.value)
   tokenizer = builders.load_tokenizer(c)
   source = _ListSource(questions)
-  data = data_lib.PromptDataset(source, tokenizer,
-                               max_prompt_len=c.max_prompt_len,
-                               overlong="truncate")
+  data = data_lib.PromptDataset(
+      source, tokenizer, max_prompt_len=c.max_prompt_len, overlong="truncate"
+  )
   batch = data.batch(range(len(data)))
   eos = tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,)
   for j in range(_NUM.value):
-    out = sample(model, batch["prompt"], batch["prompt_mask"],
-                 jax.random.fold_in(jax.random.PRNGKey(_SEED.value), j),
-                 max_new_tokens=_MAX_NEW.value or c.max_new_tokens,
-                 sampling=Sampling(temperature=_TEMPERATURE.value,
-                                   top_p=_TOP_P.value),
-                 eos_ids=eos, pad_id=data.pad_id)
-    for q, ids, m in zip(batch["question"], jax.device_get(out.response),
-                         jax.device_get(out.response_mask)):
+    out = sample(
+        model,
+        batch["prompt"],
+        batch["prompt_mask"],
+        jax.random.fold_in(jax.random.PRNGKey(_SEED.value), j),
+        max_new_tokens=_MAX_NEW.value or c.max_new_tokens,
+        sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
+        eos_ids=eos,
+        pad_id=data.pad_id,
+    )
+    for q, ids, m in zip(
+        batch["question"],
+        jax.device_get(out.response),
+        jax.device_get(out.response_mask),
+    ):
       text = tokenizer.decode(ids[m].tolist(), skip_special_tokens=True)
-      print(json.dumps({"step": step, "sample": j, "question": q,
-                        "response": text}))
+      print(
+          json.dumps(
+              {"step": step, "sample": j, "question": q, "response": text}
+          )
+      )
   sys.stdout.flush()
 
 
@@ -90,6 +102,7 @@ class _ListSource:
 
   def __init__(self, questions):
     from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
     self._records = [data_lib.PromptRecord(q) for q in questions]
     self.name = "prompt file"
 

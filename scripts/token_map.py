@@ -34,30 +34,43 @@ import sys
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (newest "
-                               "student; the run's teacher and tokenizer).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "Training workdir (newest student; the run's teacher and tokenizer).",
+)
 _STUDENT = flags.DEFINE_string("student", None, "Student HF directory.")
-_TEACHER = flags.DEFINE_string("teacher", None, "Teacher HF directory "
-                               "(default with --workdir: the run's).")
+_TEACHER = flags.DEFINE_string(
+    "teacher", None, "Teacher HF directory (default with --workdir: the run's)."
+)
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Default: the student's.")
-_TASK = flags.DEFINE_enum("task", "arithmetic", ["arithmetic"],
-                          "Built-in task (unless --questions).")
-_QUESTIONS = flags.DEFINE_string("questions", None, "jsonl / parquet file of "
-                                 "questions (and answers).")
+_TASK = flags.DEFINE_enum(
+    "task", "arithmetic", ["arithmetic"], "Built-in task (unless --questions)."
+)
+_QUESTIONS = flags.DEFINE_string(
+    "questions", None, "jsonl / parquet file of questions (and answers)."
+)
 _QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
-_AFIELD = flags.DEFINE_string("answer_field", "answer",
-                              "Answer field ('' for none: no verdicts).")
+_AFIELD = flags.DEFINE_string(
+    "answer_field", "answer", "Answer field ('' for none: no verdicts)."
+)
 _DIFFICULTY = flags.DEFINE_enum(
-    "difficulty", None, ["easy", "two_step", "default", "hard"],
-    "Built-in task difficulty (default: the run's, else 'default').")
+    "difficulty",
+    None,
+    ["easy", "two_step", "default", "hard"],
+    "Built-in task difficulty (default: the run's, else 'default').",
+)
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _N = flags.DEFINE_integer("num_rollouts", 8, "Rollouts on the page.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 0,
-                                "Response budget (0: the run's, else 64).")
-_MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 0,
-                                   "Prompt width (0: the run's, else 256).")
+_MAX_NEW = flags.DEFINE_integer(
+    "max_new_tokens", 0, "Response budget (0: the run's, else 64)."
+)
+_MAX_PROMPT = flags.DEFINE_integer(
+    "max_prompt_len", 0, "Prompt width (0: the run's, else 256)."
+)
 _TEMPERATURE = flags.DEFINE_float(
-    "temperature", None, "Sampling temperature (default: the run's, else 1).")
+    "temperature", None, "Sampling temperature (default: the run's, else 1)."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out", None, "The HTML page to write.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the data here.")
@@ -72,8 +85,10 @@ def _check_flags():
   if not _OUT.value:
     raise InputError("--out: the HTML file to write is required")
   if bool(_WORKDIR.value) == bool(_STUDENT.value):
-    raise InputError("give either --workdir=DIR or --student=HF_DIR (with"
-                     " --teacher=HF_DIR), not both or neither")
+    raise InputError(
+        "give either --workdir=DIR or --student=HF_DIR (with"
+        " --teacher=HF_DIR), not both or neither"
+    )
   if _STUDENT.value and not _TEACHER.value:
     raise InputError("--teacher: required with --student")
   if _QUESTIONS.value and flags.FLAGS["task"].present:
@@ -90,16 +105,17 @@ def _check_questions_file(path: str) -> None:
   if path.endswith((".jsonl", ".json")):
     with open(path, encoding="utf-8") as f:
       if not any(line.strip() for line in f):
-        raise InputError(f"--questions: {path} holds no questions (empty"
-                         " file)")
+        raise InputError(f"--questions: {path} holds no questions (empty file)")
 
 
 def _model_config(path: str, role: str):
   from opd_jax.models import from_hf_config  # pylint: disable=g-import-not-at-top
+
   config = os.path.join(path, "config.json")
   if not os.path.isfile(config):
-    raise InputError(f"--{role}: {config} not found (expected an HF"
-                     " checkpoint directory)")
+    raise InputError(
+        f"--{role}: {config} not found (expected an HF checkpoint directory)"
+    )
   with open(config, encoding="utf-8") as f:
     return from_hf_config(json.load(f))
 
@@ -114,8 +130,10 @@ def _models():
     c = restore.load_run_config(_WORKDIR.value)
     teacher_dir = _TEACHER.value or c.teacher
     if not teacher_dir:
-      raise InputError(f"--workdir: the run in {_WORKDIR.value} has no teacher"
-                       " directory (a preset); pass --teacher=HF_DIR")
+      raise InputError(
+          f"--workdir: the run in {_WORKDIR.value} has no teacher"
+          " directory (a preset); pass --teacher=HF_DIR"
+      )
     teacher_vocab = _model_config(teacher_dir, "teacher").vocab_size
     student, step, c = restore.restore_student(_WORKDIR.value)
     token_map.check_vocabularies(student.config.vocab_size, teacher_vocab)
@@ -124,7 +142,8 @@ def _models():
   else:
     token_map.check_vocabularies(
         _model_config(_STUDENT.value, "student").vocab_size,
-        _model_config(_TEACHER.value, "teacher").vocab_size)
+        _model_config(_TEACHER.value, "teacher").vocab_size,
+    )
     student, c = load_hf(_STUDENT.value), None
     teacher_dir, tok_dir = _TEACHER.value, _TOKENIZER.value or _STUDENT.value
     meta = {"student": _STUDENT.value}
@@ -137,18 +156,23 @@ def _models():
 def _dataset(tokenizer, c):
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+
   if _QUESTIONS.value:
-    source = data_lib.FileSource(_QUESTIONS.value,
-                                question_field=_QFIELD.value,
-                                answer_field=_AFIELD.value or None)
+    source = data_lib.FileSource(
+        _QUESTIONS.value,
+        question_field=_QFIELD.value,
+        answer_field=_AFIELD.value or None,
+    )
   else:
     difficulty = _DIFFICULTY.value or (c.data.difficulty if c else "default")
     task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, difficulty)())
+        difficulty=getattr(arithmetic.Difficulty, difficulty)()
+    )
     source = data_lib.ArithmeticSource(_SPLIT.value, _N.value, task=task)
   max_prompt = _MAX_PROMPT.value or (c.max_prompt_len if c else 256)
-  data = data_lib.PromptDataset(source, tokenizer, max_prompt_len=max_prompt,
-                               overlong="truncate")
+  data = data_lib.PromptDataset(
+      source, tokenizer, max_prompt_len=max_prompt, overlong="truncate"
+  )
   if len(data) == 0:
     raise InputError(f"{source.name}: no questions to sample from")
   return data, source.name
@@ -172,34 +196,57 @@ def run():
   if temperature is None:
     temperature = c.sampling.temperature if c else 1.0
   eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
-  rollout = sample(student, batch["prompt"], batch["prompt_mask"],
-                   jax.random.PRNGKey(_SEED.value),
-                   max_new_tokens=_MAX_NEW.value or (
-                       c.max_new_tokens if c else 64),
-                   sampling=Sampling(temperature=temperature),
-                   eos_ids=eos, pad_id=data.pad_id)
-  settings = (token_map.TokenMapSettings.from_config(c) if c
-              else token_map.TokenMapSettings())
+  rollout = sample(
+      student,
+      batch["prompt"],
+      batch["prompt_mask"],
+      jax.random.PRNGKey(_SEED.value),
+      max_new_tokens=_MAX_NEW.value or (c.max_new_tokens if c else 64),
+      sampling=Sampling(temperature=temperature),
+      eos_ids=eos,
+      pad_id=data.pad_id,
+  )
+  settings = (
+      token_map.TokenMapSettings.from_config(c)
+      if c
+      else token_map.TokenMapSettings()
+  )
   meta.update(data=data_name, temperature=temperature, seed=_SEED.value)
   answers = batch["answer"]
-  kwargs = dict(answers=answers, settings=settings, meta=meta,
-                json_path=_JSON_OUT.value)
+  kwargs = dict(
+      answers=answers, settings=settings, meta=meta, json_path=_JSON_OUT.value
+  )
   if not _QUESTIONS.value:
     result = token_map.write_token_map(
-        _OUT.value, student, teacher, rollout, tokenizer,
-        grader=evaluation.arithmetic_grader, **kwargs)
+        _OUT.value,
+        student,
+        teacher,
+        rollout,
+        tokenizer,
+        grader=evaluation.arithmetic_grader,
+        **kwargs,
+    )
   elif any(a is not None for a in answers):
     with GradingPool(_WORKERS.value) as pool:
       result = token_map.write_token_map(
-          _OUT.value, student, teacher, rollout, tokenizer,
-          grader=evaluation.pool_grader(pool), **kwargs)
+          _OUT.value,
+          student,
+          teacher,
+          rollout,
+          tokenizer,
+          grader=evaluation.pool_grader(pool),
+          **kwargs,
+      )
   else:
     result = token_map.write_token_map(
-        _OUT.value, student, teacher, rollout, tokenizer, **kwargs)
+        _OUT.value, student, teacher, rollout, tokenizer, **kwargs
+    )
   graded = [v for v in result.verdicts or [] if v is not None]
-  print(f"wrote {_OUT.value}: {result.ids.shape[0]} rollouts,"
-        f" {int(result.mask.sum())} tokens"
-        + (f", {sum(graded)} / {len(graded)} correct" if graded else ""))
+  print(
+      f"wrote {_OUT.value}: {result.ids.shape[0]} rollouts,"
+      f" {int(result.mask.sum())} tokens"
+      + (f", {sum(graded)} / {len(graded)} correct" if graded else "")
+  )
 
 
 def main(argv):

@@ -33,25 +33,33 @@ from opd_jax import cli
 from opd_jax.trainer import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Trainer config file (configs/*.py).", lock_config=True)
+    "config", None, "Trainer config file (configs/*.py).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory: checkpoints, metrics, plots.")
+    "workdir", None, "Run directory: checkpoints, metrics, plots."
+)
 _DRY_RUN = flags.DEFINE_bool(
-    "dry_run", False, "Check config, shapes and shardings; compile nothing.")
+    "dry_run", False, "Check config, shapes and shardings; compile nothing."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "HOST:PORT of process 0 (multi-process).")
+    "coordinator_address", None, "HOST:PORT of process 0 (multi-process)."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process.")
 _RESTART = flags.DEFINE_bool(
-    "restart", False, "Start over in a --workdir that holds another run (its"
-    " files move to WORKDIR/previous_runs/).")
+    "restart",
+    False,
+    "Start over in a --workdir that holds another run (its"
+    " files move to WORKDIR/previous_runs/).",
+)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+  distributed.initialize(
+      _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
+  )
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value

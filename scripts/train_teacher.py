@@ -47,33 +47,60 @@ from opd_jax.trainer import sft
 # the student shares the shape (so OPD, not capacity, limits it) but only
 # gets a short warm-up on a few examples.
 ROLES = {
-    "teacher": dict(num_layers=4, embed_dim=128, num_heads=4, mlp_dim=384,
-                    num_steps=600, num_examples=20_000, batch_size=64,
-                    learning_rate=3e-3, seed=1),
-    "student": dict(num_layers=4, embed_dim=128, num_heads=4, mlp_dim=384,
-                    num_steps=150, num_examples=256, batch_size=32,
-                    learning_rate=3e-3, seed=2),
+    "teacher": dict(
+        num_layers=4,
+        embed_dim=128,
+        num_heads=4,
+        mlp_dim=384,
+        num_steps=600,
+        num_examples=20_000,
+        batch_size=64,
+        learning_rate=3e-3,
+        seed=1,
+    ),
+    "student": dict(
+        num_layers=4,
+        embed_dim=128,
+        num_heads=4,
+        mlp_dim=384,
+        num_steps=150,
+        num_examples=256,
+        batch_size=32,
+        learning_rate=3e-3,
+        seed=2,
+    ),
 }
 
-_ROLE = flags.DEFINE_enum("role", "teacher", sorted(ROLES),
-                          "Which preset of shape and schedule to use.")
+_ROLE = flags.DEFINE_enum(
+    "role",
+    "teacher",
+    sorted(ROLES),
+    "Which preset of shape and schedule to use.",
+)
 _OUT = flags.DEFINE_string("out", None, "Output HF checkpoint directory.")
-_DIFFICULTY = flags.DEFINE_enum("difficulty", "easy",
-                                ["easy", "two_step", "default", "hard"],
-                                "Arithmetic task difficulty.")
+_DIFFICULTY = flags.DEFINE_enum(
+    "difficulty",
+    "easy",
+    ["easy", "two_step", "default", "hard"],
+    "Arithmetic task difficulty.",
+)
 _DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Task generator seed.")
 _SEED = flags.DEFINE_integer("seed", None, "Init/shuffle seed (role's).")
 _STEPS = flags.DEFINE_integer("num_steps", None, "SFT steps (role's).")
-_EXAMPLES = flags.DEFINE_integer("num_examples", None,
-                                 "Train problems (role's).")
+_EXAMPLES = flags.DEFINE_integer(
+    "num_examples", None, "Train problems (role's)."
+)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (role's).")
 _LR = flags.DEFINE_float("learning_rate", None, "Peak LR (role's).")
 _LAYERS = flags.DEFINE_integer("num_layers", None, "Layers (role's).")
 _WIDTH = flags.DEFINE_integer("embed_dim", None, "Width (role's).")
 _EVAL = flags.DEFINE_integer("eval_examples", 512, "Held-out problems.")
-_SAVE_DTYPE = flags.DEFINE_enum("save_dtype", "float32",
-                                ["float32", "bfloat16"],
-                                "dtype of the written safetensors.")
+_SAVE_DTYPE = flags.DEFINE_enum(
+    "save_dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "dtype of the written safetensors.",
+)
 
 MAX_PROMPT_LEN = {"easy": 32, "default": 48, "hard": 64}
 MAX_NEW_TOKENS = {"easy": 32, "default": 64, "hard": 96}
@@ -83,26 +110,41 @@ def model_config(role: dict, vocab_size: int) -> ModelConfig:
   """The role's Qwen3-style decoder over the task tokenizer's ids."""
   d, heads = role["embed_dim"], role["num_heads"]
   return ModelConfig(
-      family="qwen3", vocab_size=vocab_size, embed_dim=d,
-      num_layers=role["num_layers"], num_heads=heads, num_kv_heads=heads,
-      head_dim=d // heads, mlp_dim=role["mlp_dim"], qk_norm=True,
-      tie_embeddings=False, max_position_embeddings=256,
+      family="qwen3",
+      vocab_size=vocab_size,
+      embed_dim=d,
+      num_layers=role["num_layers"],
+      num_heads=heads,
+      num_kv_heads=heads,
+      head_dim=d // heads,
+      mlp_dim=role["mlp_dim"],
+      qk_norm=True,
+      tie_embeddings=False,
+      max_position_embeddings=256,
       bos_token_id=task_tokenizer.BOS_ID,
       eos_token_ids=(task_tokenizer.EOS_ID,),
-      pad_token_id=task_tokenizer.PAD_ID)
+      pad_token_id=task_tokenizer.PAD_ID,
+  )
 
 
 def _role() -> dict:
   role = dict(ROLES[_ROLE.value])
-  for key, flag in (("seed", _SEED), ("num_steps", _STEPS),
-                    ("num_examples", _EXAMPLES), ("batch_size", _BATCH),
-                    ("learning_rate", _LR), ("num_layers", _LAYERS),
-                    ("embed_dim", _WIDTH)):
+  for key, flag in (
+      ("seed", _SEED),
+      ("num_steps", _STEPS),
+      ("num_examples", _EXAMPLES),
+      ("batch_size", _BATCH),
+      ("learning_rate", _LR),
+      ("num_layers", _LAYERS),
+      ("embed_dim", _WIDTH),
+  ):
     if flag.value is not None:
       role[key] = flag.value
   if role["embed_dim"] % role["num_heads"]:
-    raise app.UsageError(f"--embed_dim={role['embed_dim']} must be a"
-                         f" multiple of num_heads={role['num_heads']}")
+    raise app.UsageError(
+        f"--embed_dim={role['embed_dim']} must be a"
+        f" multiple of num_heads={role['num_heads']}"
+    )
   return role
 
 
@@ -117,34 +159,54 @@ def main(argv):
   tok_dir = task_tokenizer.build_task_tokenizer(out)
   tokenizer = task_tokenizer.load_task_tokenizer(tok_dir)
   task = arithmetic.ArithmeticTask(
-      getattr(arithmetic.Difficulty, _DIFFICULTY.value)(),
-      seed=_DATA_SEED.value)
+      getattr(arithmetic.Difficulty, _DIFFICULTY.value)(), seed=_DATA_SEED.value
+  )
   p, t = MAX_PROMPT_LEN[_DIFFICULTY.value], MAX_NEW_TOKENS[_DIFFICULTY.value]
   train = PromptDataset(
       ArithmeticSource("train", role["num_examples"], task=task),
-      tokenizer, max_prompt_len=p, max_new_tokens=t)
+      tokenizer,
+      max_prompt_len=p,
+      max_new_tokens=t,
+  )
   config = model_config(role, len(tokenizer))
   model = Transformer(config, rngs=nnx.Rngs(role["seed"]))
-  print(f"{_ROLE.value}: {config.num_params():,} parameters, {len(train)}"
-        f" train problems ({_DIFFICULTY.value}), {role['num_steps']} steps")
+  print(
+      f"{_ROLE.value}: {config.num_params():,} parameters, {len(train)}"
+      f" train problems ({_DIFFICULTY.value}), {role['num_steps']} steps"
+  )
   model, _ = sft.sft_train(
-      model, train, num_steps=role["num_steps"],
-      batch_size=role["batch_size"], learning_rate=role["learning_rate"],
-      warmup_steps=min(100, role["num_steps"] // 10), seed=role["seed"],
-      log_every=max(role["num_steps"] // 20, 1))
+      model,
+      train,
+      num_steps=role["num_steps"],
+      batch_size=role["batch_size"],
+      learning_rate=role["learning_rate"],
+      warmup_steps=min(100, role["num_steps"] // 10),
+      seed=role["seed"],
+      log_every=max(role["num_steps"] // 20, 1),
+  )
   if _SAVE_DTYPE.value == "bfloat16":
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
   save_hf(model, out)
   held_out = PromptDataset(
       ArithmeticSource("test", _EVAL.value, task=task),
-      tokenizer, max_prompt_len=p)
+      tokenizer,
+      max_prompt_len=p,
+  )
   result = evaluation.evaluate(
-      model, held_out, tokenizer, evaluation.arithmetic_grader,
-      key=jax.random.PRNGKey(0), batch_size=128, max_new_tokens=t,
-      eos_ids=config.eos_token_ids)
-  print(f"held-out accuracy {result.accuracy:.3f} on {len(held_out)} test"
-        f" problems, mean length {result.mean_length:.1f} tokens")
+      model,
+      held_out,
+      tokenizer,
+      evaluation.arithmetic_grader,
+      key=jax.random.PRNGKey(0),
+      batch_size=128,
+      max_new_tokens=t,
+      eos_ids=config.eos_token_ids,
+  )
+  print(
+      f"held-out accuracy {result.accuracy:.3f} on {len(held_out)} test"
+      f" problems, mean length {result.mean_length:.1f} tokens"
+  )
   print(f"  e.g. {held_out.questions[0]!r} -> {result.responses[0]!r}")
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   print(f"wrote {out} ({size / 1e6:.1f} MB) in {time.time() - start:.0f}s")

@@ -44,16 +44,21 @@ def main():
   tokens = np.random.default_rng(0).integers(0, 256, (8, 16))
   mask = np.ones_like(tokens, bool)
   mask[3, :5] = False
-  ref = np.asarray(reference(jnp.asarray(tokens),
-                             attention_mask=jnp.asarray(mask)).logits)
+  ref = np.asarray(
+      reference(jnp.asarray(tokens), attention_mask=jnp.asarray(mask)).logits
+  )
 
-  for mesh_config in (sharding.MeshConfig(data=1, fsdp=4, tensor=2),
-                      sharding.MeshConfig(data=2, fsdp=4, tensor=1)):
+  for mesh_config in (
+      sharding.MeshConfig(data=1, fsdp=4, tensor=2),
+      sharding.MeshConfig(data=2, fsdp=4, tensor=1),
+  ):
     mesh = sharding.make_mesh(mesh_config)
     model = load_hf(path, mesh=mesh)
     state = nnx.state(model, nnx.Param)
-    flat = {sharding.path_str(p): x
-            for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+    flat = {
+        sharding.path_str(p): x
+        for p, x in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
     want = {
         "embedder/embedding": P("tensor", "fsdp"),
         "layers/attn/q_proj/kernel": P(None, "fsdp", "tensor", None),
@@ -70,8 +75,12 @@ def main():
     # the array, n > 1 the product of the mesh axes its spec names.
     for name, x in flat.items():
       assert x.sharding.mesh.shape == mesh.shape, name
-      axes = [a for dim in x.sharding.spec if dim is not None
-              for a in (dim if isinstance(dim, tuple) else (dim,))]
+      axes = [
+          a
+          for dim in x.sharding.spec
+          if dim is not None
+          for a in (dim if isinstance(dim, tuple) else (dim,))
+      ]
       split = int(np.prod([mesh.shape[a] for a in axes]))
       shard = x.addressable_shards[0].data
       assert shard.size * split == x.size, (name, shard.shape, x.shape)
@@ -86,12 +95,14 @@ def main():
 
     with jax.set_mesh(mesh):
       batch = sharding.global_batch(
-          {"tokens": tokens.astype(np.int32), "mask": mask}, mesh)
+          {"tokens": tokens.astype(np.int32), "mask": mask}, mesh
+      )
       logits = forward(model, batch["tokens"], batch["mask"])
     batch_axes = logits.sharding.spec[0]
     batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
     assert set(batch_axes) == {"data", "fsdp"} & {
-        a for a, s in mesh.shape.items() if s > 1}, logits.sharding
+        a for a, s in mesh.shape.items() if s > 1
+    }, logits.sharding
     err = np.abs(np.asarray(logits) - ref).max()
     print(f"mesh {dict(mesh.shape)}: max |dlogit| vs 1 device = {err:.2e}")
     assert err <= 1e-5, err

@@ -24,9 +24,11 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_peer_and_protocol_import_no_jax():
-  code = ("import sys, benchmarks.peer, benchmarks.protocol;"
-          " assert 'jax' not in sys.modules, 'jax imported';"
-          " assert 'opd_jax' not in sys.modules, 'opd_jax imported'")
+  code = (
+      "import sys, benchmarks.peer, benchmarks.protocol;"
+      " assert 'jax' not in sys.modules, 'jax imported';"
+      " assert 'opd_jax' not in sys.modules, 'opd_jax imported'"
+  )
   env = dict(os.environ, PYTHONPATH=_ROOT)
   subprocess.run([sys.executable, "-c", code], check=True, cwd=_ROOT, env=env)
 
@@ -36,9 +38,14 @@ def test_step_bench_runs_through_the_trainer_plan():
   # A smoke run at tiny shapes: the bench builds its step from plan_run, as
   # the trainer does, and reports the compiled update's FLOPs.
   env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", "benchmarks", "step",
-                         "--quick"], cwd=_ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks", "step", "--quick"],
+      cwd=_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert report["benchmark"] == "step"

@@ -38,7 +38,8 @@ def _scalars(path):
 
 def _demo_module():
   spec = importlib.util.spec_from_file_location(
-      "opd_demo_script", os.path.join(REPO, "scripts", "demo.py"))
+      "opd_demo_script", os.path.join(REPO, "scripts", "demo.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -48,15 +49,24 @@ def _demo_module():
 def test_reduced_demo_improves_the_student(tmp_path):
   workdir = tmp_path / "demo"
   cmd = [
-      sys.executable, os.path.join(REPO, "scripts", "demo.py"),
-      f"--workdir={workdir}", f"--config.total_steps={STEPS}",
+      sys.executable,
+      os.path.join(REPO, "scripts", "demo.py"),
+      f"--workdir={workdir}",
+      f"--config.total_steps={STEPS}",
       f"--config.eval_every={STEPS}",
       f"--config.eval_examples={EVAL_EXAMPLES}",
   ]
   env = dict(os.environ)
   env.setdefault("JAX_PLATFORMS", "cpu")
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=900, check=False)
+  proc = subprocess.run(
+      cmd,
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   out = proc.stdout
   for row in ("teacher", "student before", "student after", "wall time"):

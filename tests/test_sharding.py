@@ -47,20 +47,27 @@ def test_unmatched_parameter_is_an_error():
 def test_fit_spec_drops_axes_that_do_not_divide():
   mesh = _FakeMesh()
   assert sharding.fit_spec(P("tensor", "fsdp"), (151936, 1024), mesh) == P(
-      "tensor", "fsdp")
+      "tensor", "fsdp"
+  )
   assert sharding.fit_spec(P("tensor", "fsdp"), (211, 48), mesh) == P(
-      None, "fsdp")
+      None, "fsdp"
+  )
   assert sharding.fit_spec(P(("data", "fsdp"), None), (2, 5), mesh) == P(
-      "data", None)
+      "data", None
+  )
   assert sharding.fit_spec(P(("data", "fsdp"), None), (16, 5), mesh) == P(
-      ("data", "fsdp"), None)
+      ("data", "fsdp"), None
+  )
 
 
-@pytest.mark.parametrize("cfg,n,shape", [
-    (sharding.MeshConfig(), 8, (1, 8, 1)),
-    (sharding.MeshConfig(data=2, fsdp=-1, tensor=2), 8, (2, 2, 2)),
-    (sharding.MeshConfig(data=1, fsdp=4, tensor=2), 8, (1, 4, 2)),
-])
+@pytest.mark.parametrize(
+    "cfg,n,shape",
+    [
+        (sharding.MeshConfig(), 8, (1, 8, 1)),
+        (sharding.MeshConfig(data=2, fsdp=-1, tensor=2), 8, (2, 2, 2)),
+        (sharding.MeshConfig(data=1, fsdp=4, tensor=2), 8, (1, 4, 2)),
+    ],
+)
 def test_mesh_config_shape(cfg, n, shape):
   assert cfg.shape(n) == shape
 
@@ -83,8 +90,13 @@ def test_eight_fake_devices_match_one_device():
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
   worker = os.path.join(os.path.dirname(__file__), "sharding_worker.py")
-  proc = subprocess.run([sys.executable, worker], env=env, capture_output=True,
-                        text=True, timeout=600)
+  proc = subprocess.run(
+      [sys.executable, worker],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   print(proc.stdout)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert proc.stdout.strip().endswith("OK")

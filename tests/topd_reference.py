@@ -78,8 +78,9 @@ def np_student_window_term(zs, zt, mask, index, high, window):
       if not high[i, k]:
         continue
       t0 = index[i, k]
-      sel = [s for s in range(t0, min(t0 + window, mask.shape[1]))
-             if mask[i, s]]
+      sel = [
+          s for s in range(t0, min(t0 + window, mask.shape[1])) if mask[i, s]
+      ]
       if sel:
         means.append(per[i, sel].mean())
   return float(np.mean(means)) if means else 0.0
@@ -99,8 +100,8 @@ def synthetic_stage(inputs, *, n=3, m=2, w=5, seed=0, quantile=0.5):
   valid = np.zeros((b, n), bool)
   for i in range(b):
     pos = rng.permutation(np.flatnonzero(mask[i]))[:n]
-    index[i, :len(pos)] = pos
-    valid[i, :len(pos)] = True
+    index[i, : len(pos)] = pos
+    valid[i, : len(pos)] = True
     valid[i, -1] = False
   ot = rng.uniform(0.1, 1.0, (b, n)).astype(np.float32)
   cut = np.quantile(ot[valid], quantile)
@@ -109,17 +110,20 @@ def synthetic_stage(inputs, *, n=3, m=2, w=5, seed=0, quantile=0.5):
   dt = inputs.teacher_hidden.shape[-1]
   v = inputs.student_head.shape[1]
   seg_mask = np.ones((m, w), bool)
-  seg_mask[-1, w // 2:] = False
+  seg_mask[-1, w // 2 :] = False
   arr = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
   segment = methods.Segment(
-      student_hidden=arr(m, w, ds), teacher_hidden=arr(m, w, dt),
+      student_hidden=arr(m, w, ds),
+      teacher_hidden=arr(m, w, dt),
       ids=jnp.asarray(rng.integers(0, v, (m, w)), jnp.int32),
-      mask=jnp.asarray(seg_mask))
+      mask=jnp.asarray(seg_mask),
+  )
   extras = {
       topd_stage.CAND_INDEX: jnp.asarray(index),
       topd_stage.CAND_VALID: jnp.asarray(valid),
-      topd_stage.CAND_SCORE: jnp.asarray(rng.uniform(0, 2, (b, n)),
-                                         jnp.float32),
+      topd_stage.CAND_SCORE: jnp.asarray(
+          rng.uniform(0, 2, (b, n)), jnp.float32
+      ),
       topd_stage.OT: jnp.asarray(np.where(valid, ot, 0.0)),
       topd_stage.HIGH_OT: jnp.asarray(high),
   }

@@ -49,8 +49,9 @@ from opd_jax import methods
 from opd_jax.results import Claim, Variant
 from opd_jax.trainer.config import default_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 ASSETS = os.path.join(REPO, "assets", "demo")
 
 SEEDS = (0, 1, 2)
@@ -58,17 +59,24 @@ SEEDS = (0, 1, 2)
 # and pass@k of k samples at temperature 1, on the same test questions.
 EVALUATION = dict(num_questions=256, k=4, temperature=1.0, batch_size=128)
 # The compiled step's memory of every variant at one large shape.
-MEMORY = dict(preset="qwen3_0p6b", batch_size=8, prompt_len=64,
-              response_len=2048)
+MEMORY = dict(
+    preset="qwen3_0p6b", batch_size=8, prompt_len=64, response_len=2048
+)
 # --quick: two methods, one seed, a few steps (the test suite runs it).
-QUICK = dict(variants=("no_opd", "rkl", "tip_soft_or_50"), seeds=(0,),
-             overrides={"total_steps": 4, "eval_every": 2,
-                        "eval_examples": 8, "checkpoint_every": 2,
-                        "keep_checkpoints": 2, "batch_size": 8},
-             evaluation=dict(num_questions=8, k=2, temperature=1.0,
-                             batch_size=8),
-             memory=dict(preset="", batch_size=2, prompt_len=8,
-                         response_len=16))
+QUICK = dict(
+    variants=("no_opd", "rkl", "tip_soft_or_50"),
+    seeds=(0,),
+    overrides={
+        "total_steps": 4,
+        "eval_every": 2,
+        "eval_examples": 8,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 2,
+        "batch_size": 8,
+    },
+    evaluation=dict(num_questions=8, k=2, temperature=1.0, batch_size=8),
+    memory=dict(preset="", batch_size=2, prompt_len=8, response_len=16),
+)
 
 
 def get_config():
@@ -106,35 +114,78 @@ def variants():
   """The rows: (method, variant) as config overrides, controls included."""
   teacher = os.path.join(ASSETS, "teacher")
   rows = [
-      Variant("teacher", "teacher (reference, not trained)", None,
-              {"student": teacher}),
+      Variant(
+          "teacher",
+          "teacher (reference, not trained)",
+          None,
+          {"student": teacher},
+      ),
       Variant("no_opd", "SFT init (no OPD)", None),
       Variant("rkl", "full-token reverse KL", "rkl"),
-      Variant("gkd", "GKD (JSD 0.5, all tokens)", "gkd",
-              {"gkd.beta": 0.5}),
+      Variant("gkd", "GKD (JSD 0.5, all tokens)", "gkd", {"gkd.beta": 0.5}),
       Variant("sampled_rkl", "sampled-token reverse KL", "sampled_rkl"),
-      Variant("tip_entropy_50", "TIP entropy 50%", "tip",
-              {"tip.selector": "entropy", "tip.rho": 0.5}),
-      Variant("tip_soft_or_50", "TIP Soft-OR 50%", "tip",
-              {"tip.selector": "soft_or", "tip.rho": 0.5}),
-      Variant("tip_soft_or_20", "TIP Soft-OR 20%", "tip",
-              {"tip.selector": "soft_or", "tip.rho": 0.2}),
-      Variant("tip_q3", "TIP Q3 only (low H, high D)", "tip",
-              {"tip.selector": "quadrant", "tip.which": 3}),
-      Variant("tip_bottom_soft_or_50", "TIP bottom Soft-OR 50% (control)",
-              "tip", {"tip.selector": "bottom_soft_or", "tip.rho": 0.5}),
-      Variant("tip_random_50", "random 50% (control)", "tip",
-              {"tip.selector": "random", "tip.rho": 0.5}),
+      Variant(
+          "tip_entropy_50",
+          "TIP entropy 50%",
+          "tip",
+          {"tip.selector": "entropy", "tip.rho": 0.5},
+      ),
+      Variant(
+          "tip_soft_or_50",
+          "TIP Soft-OR 50%",
+          "tip",
+          {"tip.selector": "soft_or", "tip.rho": 0.5},
+      ),
+      Variant(
+          "tip_soft_or_20",
+          "TIP Soft-OR 20%",
+          "tip",
+          {"tip.selector": "soft_or", "tip.rho": 0.2},
+      ),
+      Variant(
+          "tip_q3",
+          "TIP Q3 only (low H, high D)",
+          "tip",
+          {"tip.selector": "quadrant", "tip.which": 3},
+      ),
+      Variant(
+          "tip_bottom_soft_or_50",
+          "TIP bottom Soft-OR 50% (control)",
+          "tip",
+          {"tip.selector": "bottom_soft_or", "tip.rho": 0.5},
+      ),
+      Variant(
+          "tip_random_50",
+          "random 50% (control)",
+          "tip",
+          {"tip.selector": "random", "tip.rho": 0.5},
+      ),
       Variant("tsd_kd", "TSD-KD", "tsd_kd"),
-      Variant("tsd_kd_no_gate", "TSD-KD without gate", "tsd_kd",
-              {"tsd_kd.gate": False}),
-      Variant("tsd_kd_no_opener", "TSD-KD without opener ranking",
-              "tsd_kd", {"tsd_kd.alpha": 0.0}),
-      Variant("tsd_kd_no_em", "TSD-KD without entropy min.", "tsd_kd",
-              {"tsd_kd.em_ratio": 0.0}),
+      Variant(
+          "tsd_kd_no_gate",
+          "TSD-KD without gate",
+          "tsd_kd",
+          {"tsd_kd.gate": False},
+      ),
+      Variant(
+          "tsd_kd_no_opener",
+          "TSD-KD without opener ranking",
+          "tsd_kd",
+          {"tsd_kd.alpha": 0.0},
+      ),
+      Variant(
+          "tsd_kd_no_em",
+          "TSD-KD without entropy min.",
+          "tsd_kd",
+          {"tsd_kd.em_ratio": 0.0},
+      ),
       Variant("dear", "DEAR (p = q = 0.2)", "dear"),
-      Variant("dear_decision_only", "DEAR decision only (q = 0)", "dear",
-              {"dear.q": 0.0}),
+      Variant(
+          "dear_decision_only",
+          "DEAR decision only (q = 0)",
+          "dear",
+          {"dear.q": 0.0},
+      ),
       Variant("minillm", "MiniLLM", "minillm"),
   ]
   if "topd" in methods.REGISTRY:
@@ -146,8 +197,14 @@ def variants():
     topd = {"topd.window": 8, "topd.max_candidates": 5}
     rows.append(Variant("topd", "TOPD", "topd", topd))
     # NDS alone: the near-future guidance term off (METHODS.md §5).
-    rows.append(Variant("topd_nds_only", "TOPD NDS only", "topd",
-                        {**topd, "topd.lambda_traj": 0.0}))
+    rows.append(
+        Variant(
+            "topd_nds_only",
+            "TOPD NDS only",
+            "topd",
+            {**topd, "topd.lambda_traj": 0.0},
+        )
+    )
   return rows
 
 
@@ -155,23 +212,61 @@ def claims():
   """The papers' qualitative claims (METHODS.md), on the rows above."""
   return [
       Claim("OPD", "OPD beats the SFT initialisation", "rkl", ">", "no_opd"),
-      Claim("TIP", "entropy-50% is within noise of full-token at lower"
-            " memory", "tip_entropy_50", ">=", "rkl", lower_memory=True),
-      Claim("TIP", "Soft-OR 50% >= entropy 50%", "tip_soft_or_50", ">=",
-            "tip_entropy_50"),
-      Claim("TIP", "Q3 only (< 20% of tokens) is within noise of full-token",
-            "tip_q3", ">=", "rkl", max_select_frac=0.2),
-      Claim("TIP", "bottom Soft-OR is clearly worse than top Soft-OR",
-            "tip_soft_or_50", ">", "tip_bottom_soft_or_50"),
+      Claim(
+          "TIP",
+          "entropy-50% is within noise of full-token at lower memory",
+          "tip_entropy_50",
+          ">=",
+          "rkl",
+          lower_memory=True,
+      ),
+      Claim(
+          "TIP",
+          "Soft-OR 50% >= entropy 50%",
+          "tip_soft_or_50",
+          ">=",
+          "tip_entropy_50",
+      ),
+      Claim(
+          "TIP",
+          "Q3 only (< 20% of tokens) is within noise of full-token",
+          "tip_q3",
+          ">=",
+          "rkl",
+          max_select_frac=0.2,
+      ),
+      Claim(
+          "TIP",
+          "bottom Soft-OR is clearly worse than top Soft-OR",
+          "tip_soft_or_50",
+          ">",
+          "tip_bottom_soft_or_50",
+      ),
       Claim("TSD-KD", "TSD-KD >= GKD", "tsd_kd", ">=", "gkd"),
-      Claim("TSD-KD", "removing the gate loses something", "tsd_kd", ">",
-            "tsd_kd_no_gate"),
-      Claim("TSD-KD", "removing opener ranking loses something", "tsd_kd",
-            ">", "tsd_kd_no_opener"),
-      Claim("TSD-KD", "removing entropy minimisation loses something",
-            "tsd_kd", ">", "tsd_kd_no_em"),
-      Claim("DEAR", "DEAR >= decision-only", "dear", ">=",
-            "dear_decision_only"),
+      Claim(
+          "TSD-KD",
+          "removing the gate loses something",
+          "tsd_kd",
+          ">",
+          "tsd_kd_no_gate",
+      ),
+      Claim(
+          "TSD-KD",
+          "removing opener ranking loses something",
+          "tsd_kd",
+          ">",
+          "tsd_kd_no_opener",
+      ),
+      Claim(
+          "TSD-KD",
+          "removing entropy minimisation loses something",
+          "tsd_kd",
+          ">",
+          "tsd_kd_no_em",
+      ),
+      Claim(
+          "DEAR", "DEAR >= decision-only", "dear", ">=", "dear_decision_only"
+      ),
       Claim("TOPD", "TOPD >= OPD", "topd", ">=", "rkl"),
       Claim("TOPD", "NDS alone helps a little", "topd_nds_only", ">", "rkl"),
   ]

@@ -95,8 +95,9 @@ class PromptDataset:
           f"PromptDataset.overlong: expected one of {OVERLONG_POLICIES}, got"
           f" {overlong!r}"
       )
-    if max_prompt_len < 1 or (max_new_tokens is not None and
-                              max_new_tokens < 1):
+    if max_prompt_len < 1 or (
+        max_new_tokens is not None and max_new_tokens < 1
+    ):
       raise ValueError(
           "PromptDataset: expected max_prompt_len >= 1 and max_new_tokens >= 1"
           f" (or None), got {max_prompt_len} and {max_new_tokens}"
@@ -110,25 +111,35 @@ class PromptDataset:
     if use_chat_template and not getattr(tokenizer, "chat_template", None):
       logging.warning(
           "prompts %s: the tokenizer has no chat template; prompts are the"
-          " plain question text after BOS", source.name)
+          " plain question text after BOS",
+          source.name,
+      )
     self.stats = PromptStats(total=len(source))
     self.prompts, self.questions, self.answers = [], [], []
     self.responses = [] if max_new_tokens is not None else None
     kept_index = []
     for lo in range(0, len(source), _TOKENIZE_CHUNK):
-      records = [source[i]
-                 for i in range(lo, min(lo + _TOKENIZE_CHUNK, len(source)))]
+      records = [
+          source[i] for i in range(lo, min(lo + _TOKENIZE_CHUNK, len(source)))
+      ]
       kept = self._add_chunk(
-          tokenizer, records, use_chat_template, system_prompt)
+          tokenizer, records, use_chat_template, system_prompt
+      )
       kept_index.extend(lo + i for i in kept)
     self.source_index = np.asarray(kept_index, np.int64)
     self.stats.kept = len(kept_index)
     logging.info(
         "prompts %s: kept %d of %d (overlong > %d tokens: %d %s, empty: %d"
         " dropped; responses truncated to %s: %d, missing: %d)",
-        source.name, self.stats.kept, self.stats.total, max_prompt_len,
-        self.stats.overlong, "truncated" if self._truncate else "dropped",
-        self.stats.empty, max_new_tokens, self.stats.responses_truncated,
+        source.name,
+        self.stats.kept,
+        self.stats.total,
+        max_prompt_len,
+        self.stats.overlong,
+        "truncated" if self._truncate else "dropped",
+        self.stats.empty,
+        max_new_tokens,
+        self.stats.responses_truncated,
         self.stats.responses_missing,
     )
     if not self.prompts:
@@ -147,8 +158,10 @@ class PromptDataset:
   ) -> list[int]:
     """Tokenizes and appends records; returns the kept positions."""
     ids = format_prompts(
-        tokenizer, [r.question for r in records],
-        use_chat_template=use_chat_template, system_prompt=system_prompt,
+        tokenizer,
+        [r.question for r in records],
+        use_chat_template=use_chat_template,
+        system_prompt=system_prompt,
     )
     kept = []
     for i, (rec, row) in enumerate(zip(records, ids)):
@@ -161,11 +174,15 @@ class PromptDataset:
     if self.responses is not None:
       refs = [records[i].reference_response for i in kept]
       texts = [r for r in refs if r is not None]
-      encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"]
-                     if texts else [])
+      encoded = iter(
+          tokenizer(texts, add_special_tokens=False)["input_ids"]
+          if texts
+          else []
+      )
       for ref in refs:
         self.responses.append(
-            self._fit_response(None if ref is None else next(encoded)))
+            self._fit_response(None if ref is None else next(encoded))
+        )
     return kept
 
   def _fit_prompt(self, row: list[int]) -> list[int] | None:
@@ -180,8 +197,8 @@ class PromptDataset:
     if not self._truncate:
       return None
     if self._bos_id is not None and row[0] == self._bos_id and p > 1:
-      return [row[0]] + row[len(row) - (p - 1):]
-    return row[len(row) - p:]
+      return [row[0]] + row[len(row) - (p - 1) :]
+    return row[len(row) - p :]
 
   def _fit_response(self, ids: list[int] | None) -> np.ndarray:
     """Appends EOS to reference response ids and cuts them to T."""
@@ -216,8 +233,8 @@ class PromptDataset:
     prompt_mask = np.zeros((b, p), bool)
     for j, r in enumerate(rows):
       ids = self.prompts[r]
-      prompt[j, p - len(ids):] = ids  # Left padding: the prompt ends at P.
-      prompt_mask[j, p - len(ids):] = True
+      prompt[j, p - len(ids) :] = ids  # Left padding: the prompt ends at P.
+      prompt_mask[j, p - len(ids) :] = True
     out = {
         "prompt": prompt,
         "prompt_mask": prompt_mask,
@@ -242,8 +259,11 @@ def _pad_id(tokenizer: Any, pad_id: int | None) -> int:
   """The explicit pad id, else the tokenizer's pad, else its EOS."""
   # Llama-style tokenizers have no pad token; the masks carry validity, so
   # any id works and EOS is the usual choice.
-  for candidate in (pad_id, getattr(tokenizer, "pad_token_id", None),
-                    getattr(tokenizer, "eos_token_id", None)):
+  for candidate in (
+      pad_id,
+      getattr(tokenizer, "pad_token_id", None),
+      getattr(tokenizer, "eos_token_id", None),
+  ):
     if candidate is not None:
       return int(candidate)
   raise ValueError(

@@ -21,6 +21,7 @@ import numpy as np
 
 from opd_jax.data.dataset import PromptDataset
 
+
 def _process_slice(
     global_batch_size: int,
     process_index: int | None,
@@ -30,10 +31,12 @@ def _process_slice(
   if process_index is None or process_count is None:
     import jax  # Deferred: only the defaults need a JAX backend.
 
-    process_index = jax.process_index() if process_index is None else (
-        process_index)
-    process_count = jax.process_count() if process_count is None else (
-        process_count)
+    process_index = (
+        jax.process_index() if process_index is None else (process_index)
+    )
+    process_count = (
+        jax.process_count() if process_count is None else (process_count)
+    )
   if not 0 <= process_index < process_count:
     raise ValueError(
         f"process_index: expected in [0, {process_count}), got {process_index}"
@@ -137,7 +140,8 @@ class PromptIterator:
       n = len(self._dataset)
       self._perm = (
           np.random.default_rng([self._seed, epoch]).permutation(n)
-          if self._shuffle else np.arange(n)
+          if self._shuffle
+          else np.arange(n)
       )
       self._perm_epoch = epoch
     return self._perm
@@ -148,7 +152,7 @@ class PromptIterator:
     while need:
       take = min(need, n - self._position)
       perm = self._permutation(self._epoch)
-      rows.append(perm[self._position:self._position + take])
+      rows.append(perm[self._position : self._position + take])
       self._position += take
       need -= take
       if self._position == n:
@@ -161,7 +165,7 @@ class PromptIterator:
   def __next__(self) -> dict[str, Any]:
     rows = self._next_global_rows()
     lo = self._process * self._local
-    return self._dataset.batch(rows[lo:lo + self._local])
+    return self._dataset.batch(rows[lo : lo + self._local])
 
 
 def eval_batches(
@@ -195,6 +199,6 @@ def eval_batches(
     valid = rows < n
     rows = np.where(valid, rows, 0)
     lo = process * local
-    batch = dataset.batch(rows[lo:lo + local])
-    batch["valid"] = valid[lo:lo + local]
+    batch = dataset.batch(rows[lo : lo + local])
+    batch["valid"] = valid[lo : lo + local]
     yield batch

@@ -145,8 +145,13 @@ class ArithmeticSource(PromptSource):
     return PromptRecord(ex.question, str(ex.answer), ex.rationale)
 
 
-SUPPORTED = (".jsonl", ".json", ".parquet", "(each optionally .gz)",
-             "a directory written by datasets.Dataset.save_to_disk")
+SUPPORTED = (
+    ".jsonl",
+    ".json",
+    ".parquet",
+    "(each optionally .gz)",
+    "a directory written by datasets.Dataset.save_to_disk",
+)
 
 
 def _infer_format(path: str) -> str:
@@ -198,10 +203,14 @@ def _read_json_rows(path: str) -> tuple[list[dict[str, Any]], list[str]]:
     try:
       rows = json.loads(_decode(data, path, 1))
     except json.JSONDecodeError as e:
-      raise ValueError(f"prompts file {path}: not valid JSON ({e.msg} at line"
-                       f" {e.lineno} column {e.colno})") from None
-    return ([_object(r, path, f"item {i}") for i, r in enumerate(rows)],
-            [f"item {i}" for i in range(len(rows))])
+      raise ValueError(
+          f"prompts file {path}: not valid JSON ({e.msg} at line"
+          f" {e.lineno} column {e.colno})"
+      ) from None
+    return (
+        [_object(r, path, f"item {i}") for i, r in enumerate(rows)],
+        [f"item {i}" for i in range(len(rows))],
+    )
   rows, where = [], []
   for n, raw in enumerate(data.split(b"\n"), 1):
     text = _decode(raw, path, n)
@@ -232,8 +241,9 @@ def _saved_without_rows(path: str) -> bool:
 class _Table:
   """Rows as columns: `columns` in first-seen order, `where[i]` for row i."""
 
-  def __init__(self, columns: list[str], get, where: list[str] | None,
-               num_rows: int):
+  def __init__(
+      self, columns: list[str], get, where: list[str] | None, num_rows: int
+  ):
     self.columns, self._get, self.num_rows = columns, get, num_rows
     self.where = where or [f"row {i}" for i in range(num_rows)]
 
@@ -244,8 +254,7 @@ class _Table:
 def _json_table(path: str) -> _Table:
   rows, where = _read_json_rows(path)
   columns = list(dict.fromkeys(k for r in rows for k in r))
-  return _Table(columns, lambda c: [r.get(c) for r in rows], where,
-                len(rows))
+  return _Table(columns, lambda c: [r.get(c) for r in rows], where, len(rows))
 
 
 def _load_table(path: str, fmt: str, split: str, cache_dir: str | None):
@@ -274,8 +283,7 @@ def _load_table(path: str, fmt: str, split: str, cache_dir: str | None):
           fmt, data_files=path, split="train", cache_dir=cache_dir
       )
     except datasets.exceptions.DatasetGenerationError as e:
-      raise ValueError(f"prompts file {path}: cannot read as {fmt}: {e}"
-                       ) from e
+      raise ValueError(f"prompts file {path}: cannot read as {fmt}: {e}") from e
   else:
     raise ValueError(
         f"prompts file {path}: format expected 'jsonl', 'json', 'parquet' or"
@@ -341,10 +349,14 @@ class FileSource(PromptSource):
     if table is None or table.num_rows == 0:
       raise ValueError(f"prompts file {path}: expected rows, got 0")
     self._where = table.where
-    if answer_field and answer_field not in table.columns and (
-        not require_answers):
-      logging.info("prompts %s: no %r field; rows have no answers", path,
-                   answer_field)
+    if (
+        answer_field
+        and answer_field not in table.columns
+        and (not require_answers)
+    ):
+      logging.info(
+          "prompts %s: no %r field; rows have no answers", path, answer_field
+      )
       answer_field = None
     fields = {
         "question_field": question_field,
@@ -368,11 +380,13 @@ class FileSource(PromptSource):
     n = len(self._questions)
     self._answers = (
         [_as_optional_str(a) for a in table.column(answer_field)]
-        if answer_field else [None] * n
+        if answer_field
+        else [None] * n
     )
     self._responses = (
         [_as_optional_str(r) for r in table.column(response_field)]
-        if response_field else [None] * n
+        if response_field
+        else [None] * n
     )
 
   @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+
 def format_prompts(
     tokenizer: Any,
     questions: Sequence[str],
@@ -45,20 +46,25 @@ def format_prompts(
     One list of token ids per question.
   """
   templated = use_chat_template and bool(
-      getattr(tokenizer, "chat_template", None))
+      getattr(tokenizer, "chat_template", None)
+  )
   if templated:
     # An empty string is an explicit (empty) system turn: it replaces the
     # default system prompt some templates add when there is none.
-    system = ([] if system_prompt is None
-              else [{"role": "system", "content": system_prompt}])
+    system = (
+        []
+        if system_prompt is None
+        else [{"role": "system", "content": system_prompt}]
+    )
     texts = tokenizer.apply_chat_template(
         [system + [{"role": "user", "content": q}] for q in questions],
         add_generation_prompt=True,
         tokenize=False,
     )
   else:
-    texts = [f"{system_prompt}\n\n{q}" if system_prompt else q
-             for q in questions]
+    texts = [
+        f"{system_prompt}\n\n{q}" if system_prompt else q for q in questions
+    ]
   ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
   bos = getattr(tokenizer, "bos_token_id", None)
   if not templated and bos is not None:

@@ -128,8 +128,13 @@ def build_task_tokenizer(out_dir: str | os.PathLike[str]) -> str:
   config = tokenizer_config()
   special_map = {
       k: config[k]
-      for k in ("bos_token", "eos_token", "pad_token", "unk_token",
-                "additional_special_tokens")
+      for k in (
+          "bos_token",
+          "eos_token",
+          "pad_token",
+          "unk_token",
+          "additional_special_tokens",
+      )
   }
   for name, payload in (
       ("tokenizer_config.json", config),
@@ -147,8 +152,14 @@ def load_task_tokenizer(path: str | os.PathLike[str]):
 
 
 # Any one of these holds a vocabulary `AutoTokenizer` can build from.
-VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json",
-                    "tiktoken.model", "spiece.model", "vocab.txt")
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "tiktoken.model",
+    "spiece.model",
+    "vocab.txt",
+)
 
 
 class TokenizerError(ValueError):
@@ -182,14 +193,14 @@ def load_tokenizer(path: str | os.PathLike[str], *, role: str | None = None):
   path = os.fspath(path)
   where = f"{role}: " if role else ""
   if not os.path.isdir(path):
-    raise TokenizerError(
-        f"{where}tokenizer directory {path!r} does not exist")
+    raise TokenizerError(f"{where}tokenizer directory {path!r} does not exist")
   if not any(os.path.isfile(os.path.join(path, f)) for f in VOCABULARY_FILES):
     raise TokenizerError(
         f"{where}{path} has no tokenizer files: expected tokenizer.json (or"
         " tokenizer.model, or vocab.json + merges.txt) with"
         " tokenizer_config.json; copy them from the model this checkpoint"
-        f" was made from (found: {_listing(path)})")
+        f" was made from (found: {_listing(path)})"
+    )
   try:
     tokenizer = AutoTokenizer.from_pretrained(path)
   except (OSError, ValueError) as e:
@@ -200,7 +211,8 @@ def load_tokenizer(path: str | os.PathLike[str], *, role: str | None = None):
   if not probe["input_ids"]:
     raise TokenizerError(
         f"{where}{path}: the tokenizer encodes text to no tokens (vocabulary"
-        f" of {len(tokenizer)}); its files are incomplete")
+        f" of {len(tokenizer)}); its files are incomplete"
+    )
   return tokenizer
 
 
@@ -241,16 +253,19 @@ def check_same_vocabulary(
   """
   student = _id_to_token(student_tokenizer)
   teacher = _id_to_token(teacher_tokenizer)
-  differ = sorted(i for i in set(student) | set(teacher)
-                  if student.get(i) != teacher.get(i))
+  differ = sorted(
+      i for i in set(student) | set(teacher) if student.get(i) != teacher.get(i)
+  )
   if differ and not allow_mismatch:
     shown = ", ".join(
         f"id {i}: student {student.get(i)!r} vs teacher {teacher.get(i)!r}"
-        for i in differ[:max_listed])
+        for i in differ[:max_listed]
+    )
     raise TokenizerMismatchError(
         f"student and teacher tokenizers disagree on {len(differ)} of"
         f" {max(len(student), len(teacher))} ids ({shown}"
         f"{', ...' if len(differ) > max_listed else ''}); OPD scores the"
         " student's token ids with the teacher, so both must map every id"
-        " to the same string (allow_mismatch=True to proceed anyway)")
+        " to the same string (allow_mismatch=True to proceed anyway)"
+    )
   return differ

@@ -57,8 +57,12 @@ def _float(x) -> float | None:
   return x if math.isfinite(x) else None
 
 
-def node_arrays(nodes: Sequence[tree.Node], stats: dict[str, np.ndarray],
-                response_mask: np.ndarray, min_visits: int) -> dict:
+def node_arrays(
+    nodes: Sequence[tree.Node],
+    stats: dict[str, np.ndarray],
+    response_mask: np.ndarray,
+    min_visits: int,
+) -> dict:
   """The [N, K] node tensors of METHODS §6(e) from grown nodes.
 
   Args:
@@ -88,11 +92,19 @@ def node_arrays(nodes: Sequence[tree.Node], stats: dict[str, np.ndarray],
     visits[i, :m] = node.visits
     success[i, :m] = np.asarray(node.successes) / np.maximum(node.visits, 1)
     valid[i, :m] = (np.asarray(node.visits) >= min_visits) | np.asarray(
-        node.exact)
+        node.exact
+    )
     taken[i, 0] = True  # child 0 is the rollout's own token.
-    future[i] = ratio[g, c + 1:].sum()
-  return dict(student_log_probs=ls, teacher_log_probs=lt, success=success,
-              visits=visits, valid=valid, taken=taken, future_return=future)
+    future[i] = ratio[g, c + 1 :].sum()
+  return dict(
+      student_log_probs=ls,
+      teacher_log_probs=lt,
+      success=success,
+      visits=visits,
+      valid=valid,
+      taken=taken,
+      future_return=future,
+  )
 
 
 def analyse_nodes(arrays: dict) -> dict[str, np.ndarray]:
@@ -108,10 +120,16 @@ def analyse_nodes(arrays: dict) -> dict[str, np.ndarray]:
   lt = jnp.asarray(arrays["teacher_log_probs"])
   s, valid = jnp.asarray(arrays["success"]), jnp.asarray(arrays["valid"])
   ideal = directions.ideal_direction(ls, s, valid)
-  dirs = directions.directions(ls, lt, jnp.asarray(arrays["taken"]), valid,
-                               jnp.asarray(arrays["future_return"]))
-  out = {f"align/{name}": directions.cosine(ideal, d)
-         for name, d in dirs.items()}
+  dirs = directions.directions(
+      ls,
+      lt,
+      jnp.asarray(arrays["taken"]),
+      valid,
+      jnp.asarray(arrays["future_return"]),
+  )
+  out = {
+      f"align/{name}": directions.cosine(ideal, d) for name, d in dirs.items()
+  }
   out["ideal_norm"] = jnp.linalg.norm(ideal, axis=-1)
   out["node_success"] = directions.node_success(ls, s, valid)
   out["teacher_advantage"] = directions.teacher_advantage(ls, lt, s, valid)
@@ -150,28 +168,53 @@ def diagnose_question(
   g = config.num_rollouts
   k_roll, k_tree = jax.random.split(key)
   rollout = sample(
-      student, jnp.tile(jnp.asarray(prompt, jnp.int32)[None], (g, 1)),
-      jnp.tile(jnp.asarray(prompt_mask, bool)[None], (g, 1)), k_roll,
+      student,
+      jnp.tile(jnp.asarray(prompt, jnp.int32)[None], (g, 1)),
+      jnp.tile(jnp.asarray(prompt_mask, bool)[None], (g, 1)),
+      k_roll,
       max_new_tokens=config.max_new_tokens,
-      sampling=Sampling(temperature=config.temperature), eos_ids=eos_ids,
-      pad_id=pad_id)
+      sampling=Sampling(temperature=config.temperature),
+      eos_ids=eos_ids,
+      pad_id=pad_id,
+  )
   response = np.asarray(rollout.response)
   rmask = np.asarray(rollout.response_mask)
-  correct = np.asarray(list(grade([r[m].tolist() for r, m in
-                                   zip(response, rmask)])), bool)
-  stats = scoring.score_positions(student, teacher, rollout,
-                                  top_c=config.top_c,
-                                  temperature=config.temperature)
-  stats = {f.name: np.asarray(getattr(stats, f.name))
-           for f in dataclasses.fields(stats)}
+  correct = np.asarray(
+      list(grade([r[m].tolist() for r, m in zip(response, rmask)])), bool
+  )
+  stats = scoring.score_positions(
+      student,
+      teacher,
+      rollout,
+      top_c=config.top_c,
+      temperature=config.temperature,
+  )
+  stats = {
+      f.name: np.asarray(getattr(stats, f.name))
+      for f in dataclasses.fields(stats)
+  }
   score = stats["rkl_norm" if config.select == "grad_norm" else "gap"]
-  nodes = tree.choose_nodes(response, rmask, correct, score,
-                            stats["children"], config, eos_ids)
-  sampled = tree.grow(student, nodes, rollout, correct, grade, config, k_tree,
-                      eos_ids=eos_ids, pad_id=pad_id)
+  nodes = tree.choose_nodes(
+      response, rmask, correct, score, stats["children"], config, eos_ids
+  )
+  sampled = tree.grow(
+      student,
+      nodes,
+      rollout,
+      correct,
+      grade,
+      config,
+      k_tree,
+      eos_ids=eos_ids,
+      pad_id=pad_id,
+  )
   records = _records(index, nodes, stats, response, rmask, correct, config)
-  return QuestionResult(index=index, accuracy=float(correct.mean()),
-                        rollouts=g + sampled, nodes=records)
+  return QuestionResult(
+      index=index,
+      accuracy=float(correct.mean()),
+      rollouts=g + sampled,
+      nodes=records,
+  )
 
 
 def _records(index, nodes, stats, response, rmask, correct, config):
@@ -187,13 +230,19 @@ def _records(index, nodes, stats, response, rmask, correct, config):
     through = rmask[:, c] & np.all(response[:, :c] == response[g, :c], axis=1)
     m = len(n.children)
     records.append({
-        "question": index, "rollout": g, "position": c,
-        "depth": c / float(lengths[g]), "window": n.window,
+        "question": index,
+        "rollout": g,
+        "position": c,
+        "depth": c / float(lengths[g]),
+        "window": n.window,
         "rollout_correct": bool(correct[g]),
         "through": int(through.sum()),
         "through_correct": int((through & correct).sum()),
-        "score": n.score, "children": n.children, "exact": n.exact,
-        "visits": n.visits, "successes": n.successes,
+        "score": n.score,
+        "children": n.children,
+        "exact": n.exact,
+        "visits": n.visits,
+        "successes": n.successes,
         "in_k_u": arrays["valid"][i, :m].tolist(),
         "student_prob": np.exp(arrays["student_log_probs"][i, :m]).tolist(),
         "teacher_prob": np.exp(arrays["teacher_log_probs"][i, :m]).tolist(),
@@ -201,10 +250,13 @@ def _records(index, nodes, stats, response, rmask, correct, config):
         "node_success": _float(res["node_success"][i]),
         "teacher_advantage": _float(res["teacher_advantage"][i]),
         "ideal_norm": _float(res["ideal_norm"][i]),
-        "align": {o: _float(res[f"align/{o}"][i])
-                  for o in directions.OBJECTIVES},
-        **{s: _float(stats[s][g, c])
-           for s in ("kl", "l2", "cos", "gap", "rkl_norm")},
+        "align": {
+            o: _float(res[f"align/{o}"][i]) for o in directions.OBJECTIVES
+        },
+        **{
+            s: _float(stats[s][g, c])
+            for s in ("kl", "l2", "cos", "gap", "rkl_norm")
+        },
     })
   return records
 
@@ -226,16 +278,27 @@ def diagnose(
   if student.config.vocab_size != teacher.config.vocab_size:
     raise ValueError(
         "diagnose: the teacher's vocabulary differs from the student's:"
-        f" {teacher.config.vocab_size} vs {student.config.vocab_size}")
+        f" {teacher.config.vocab_size} vs {student.config.vocab_size}"
+    )
   if len(prompts) != len(graders) or len(prompts) == 0:
     raise ValueError(
-        f"diagnose: expected one grader per question and at least one"
-        f" question, got {len(prompts)} prompts and {len(graders)} graders")
+        "diagnose: expected one grader per question and at least one"
+        f" question, got {len(prompts)} prompts and {len(graders)} graders"
+    )
   results = []
   for q, (p, m, grade) in enumerate(zip(prompts, prompt_mask, graders)):
-    r = diagnose_question(student, teacher, p, m, grade, config,
-                          jax.random.fold_in(key, q), index=q,
-                          eos_ids=eos_ids, pad_id=pad_id)
+    r = diagnose_question(
+        student,
+        teacher,
+        p,
+        m,
+        grade,
+        config,
+        jax.random.fold_in(key, q),
+        index=q,
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+    )
     results.append(r)
     if progress is not None:
       progress(r)

@@ -47,8 +47,9 @@ def restricted_log_probs(log_probs: jax.Array, valid: jax.Array) -> jax.Array:
   """Log-probabilities [N, K] renormalised over `valid`; -inf elsewhere."""
   lp = jnp.where(valid, log_probs, -jnp.inf)
   norm = jax.nn.logsumexp(lp, axis=-1, keepdims=True)
-  return jnp.where(valid, lp - jnp.where(jnp.isfinite(norm), norm, 0.0),
-                   -jnp.inf)
+  return jnp.where(
+      valid, lp - jnp.where(jnp.isfinite(norm), norm, 0.0), -jnp.inf
+  )
 
 
 def _probs(log_probs, valid):
@@ -80,22 +81,27 @@ def ideal_direction(
 
 def log_ratio(student_log_probs, teacher_log_probs, valid):
   """a = log qT - log q [N, K] on K_u (renormalised), 0 elsewhere."""
-  a = (restricted_log_probs(teacher_log_probs, valid)
-       - restricted_log_probs(student_log_probs, valid))
+  a = restricted_log_probs(teacher_log_probs, valid) - restricted_log_probs(
+      student_log_probs, valid
+  )
   return jnp.where(valid, a, 0.0)
 
 
 def rkl_direction(student_log_probs, teacher_log_probs, valid):
   """u_j = q_j (a_j - ā): the descent direction of KL(q ‖ qT)."""
   q = _probs(student_log_probs, valid)
-  return _centred(q, log_ratio(student_log_probs, teacher_log_probs, valid),
-                  valid)
+  return _centred(
+      q, log_ratio(student_log_probs, teacher_log_probs, valid), valid
+  )
 
 
 def fkl_direction(student_log_probs, teacher_log_probs, valid):
   """u_j = qT_j - q_j: the descent direction of KL(qT ‖ q)."""
-  return jnp.where(valid, _probs(teacher_log_probs, valid)
-                   - _probs(student_log_probs, valid), 0.0)
+  return jnp.where(
+      valid,
+      _probs(teacher_log_probs, valid) - _probs(student_log_probs, valid),
+      0.0,
+  )
 
 
 def sampled_direction(student_log_probs, advantage, taken, valid):
@@ -115,16 +121,16 @@ def sampled_direction(student_log_probs, advantage, taken, valid):
   return jnp.where(valid, jnp.where(defined, u, jnp.nan), 0.0)
 
 
-def single_sample_direction(student_log_probs, teacher_log_probs, taken,
-                            valid):
+def single_sample_direction(student_log_probs, teacher_log_probs, taken, valid):
   """u_j = a_y (1[j=y] - q_j): the Thinking-Machines sampled estimator."""
   a = log_ratio(student_log_probs, teacher_log_probs, valid)
   a_y = jnp.sum(jnp.where(taken & valid, a, 0.0), axis=-1)
   return sampled_direction(student_log_probs, a_y, taken, valid)
 
 
-def return_direction(student_log_probs, teacher_log_probs, taken, valid,
-                     future_return):
+def return_direction(
+    student_log_probs, teacher_log_probs, taken, valid, future_return
+):
   """u_j = R (1[j=y] - q_j), R = a_y + future log-ratios (MiniLLM).
 
   Args:
@@ -133,12 +139,12 @@ def return_direction(student_log_probs, teacher_log_probs, taken, valid,
   """
   a = log_ratio(student_log_probs, teacher_log_probs, valid)
   a_y = jnp.sum(jnp.where(taken & valid, a, 0.0), axis=-1)
-  return sampled_direction(student_log_probs, a_y + future_return, taken,
-                           valid)
+  return sampled_direction(student_log_probs, a_y + future_return, taken, valid)
 
 
-def directions(student_log_probs, teacher_log_probs, taken, valid,
-               future_return) -> dict[str, jax.Array]:
+def directions(
+    student_log_probs, teacher_log_probs, taken, valid, future_return
+) -> dict[str, jax.Array]:
   """Every objective's update direction, keyed by `OBJECTIVES`."""
   args = (student_log_probs, teacher_log_probs)
   return {
@@ -160,18 +166,21 @@ def cosine(a: jax.Array, b: jax.Array, eps: float = 1e-12) -> jax.Array:
 def teacher_advantage(student_log_probs, teacher_log_probs, success, valid):
   """A_te(u) = Σ_k qT_k S_k - Σ_k q_k S_k [N] over K_u."""
   s = jnp.where(valid, success, 0.0)
-  return (jnp.sum(_probs(teacher_log_probs, valid) * s, axis=-1)
-          - jnp.sum(_probs(student_log_probs, valid) * s, axis=-1))
+  return jnp.sum(_probs(teacher_log_probs, valid) * s, axis=-1) - jnp.sum(
+      _probs(student_log_probs, valid) * s, axis=-1
+  )
 
 
 def node_success(student_log_probs, success, valid):
   """S̄(u) = Σ_k q_k S_k [N] over K_u."""
-  return jnp.sum(_probs(student_log_probs, valid)
-                 * jnp.where(valid, success, 0.0), axis=-1)
+  return jnp.sum(
+      _probs(student_log_probs, valid) * jnp.where(valid, success, 0.0), axis=-1
+  )
 
 
-def distribution_stats(student_log_probs: jax.Array,
-                       teacher_log_probs: jax.Array) -> dict[str, jax.Array]:
+def distribution_stats(
+    student_log_probs: jax.Array, teacher_log_probs: jax.Array
+) -> dict[str, jax.Array]:
   """Full-vocabulary node statistics from log-probs [..., V].
 
   Returns:
@@ -188,8 +197,12 @@ def distribution_stats(student_log_probs: jax.Array,
   return {
       "kl": kl,
       "l2": jnp.linalg.norm(ps - pt, axis=-1),
-      "cos": dot / jnp.maximum(jnp.linalg.norm(ps, axis=-1)
-                               * jnp.linalg.norm(pt, axis=-1), 1e-30),
+      "cos": (
+          dot
+          / jnp.maximum(
+              jnp.linalg.norm(ps, axis=-1) * jnp.linalg.norm(pt, axis=-1), 1e-30
+          )
+      ),
       "gap": jnp.max(jnp.abs(pt - ps), axis=-1),
       "rkl_norm": jnp.linalg.norm(grad, axis=-1),
   }

@@ -28,8 +28,11 @@ from opd_jax.diagnostics import stats
 from opd_jax.diagnostics.directions import OBJECTIVES
 
 REPORT = "report.md"
-PLOTS = ("alignment_by_outcome.png", "alignment_vs_node_stats.png",
-         "alignment_by_depth.png")
+PLOTS = (
+    "alignment_by_outcome.png",
+    "alignment_vs_node_stats.png",
+    "alignment_by_depth.png",
+)
 _ALPHA = 0.05
 
 
@@ -37,11 +40,15 @@ def check_output_dir(path: str) -> None:
   """Raises unless `path` is absent, empty, or a previous report."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise ValueError(f"--out {path}: exists and is not a directory")
-  if os.path.isdir(path) and os.listdir(path) and not os.path.isfile(
-      os.path.join(path, REPORT)):
+  if (
+      os.path.isdir(path)
+      and os.listdir(path)
+      and not os.path.isfile(os.path.join(path, REPORT))
+  ):
     raise ValueError(
         f"--out {path}: a non-empty directory without {REPORT}; refusing to"
-        " replace it")
+        " replace it"
+    )
 
 
 @contextlib.contextmanager
@@ -58,8 +65,9 @@ def atomic_directory(path: str) -> Iterator[str]:
   try:
     yield tmp
     if os.path.exists(path):
-      old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-",
-                             dir=parent)
+      old = tempfile.mkdtemp(
+          prefix=f".{os.path.basename(path)}.old-", dir=parent
+      )
       os.rename(path, os.path.join(old, "report"))
       os.rename(tmp, path)
       shutil.rmtree(old)
@@ -84,12 +92,16 @@ def headline(summary: dict, objective: str = "rkl") -> str:
   (n_inc, n_cor), (m_inc, m_cor) = cmp["n"], cmp["mean"]
   p = cmp["mannwhitney_p"]
   if m_inc is None or m_cor is None or p is None:
-    return (f"Correct vs incorrect ({objective}): not testable, nodes on"
-            f" incorrect / correct rollouts with defined alignment ="
-            f" {n_inc} / {n_cor}.")
+    return (
+        f"Correct vs incorrect ({objective}): not testable, nodes on"
+        " incorrect / correct rollouts with defined alignment ="
+        f" {n_inc} / {n_cor}."
+    )
   if p >= _ALPHA:
-    verdict = (f"no significant difference at {_ALPHA} (the paper reports"
-               " higher alignment on incorrect rollouts)")
+    verdict = (
+        f"no significant difference at {_ALPHA} (the paper reports"
+        " higher alignment on incorrect rollouts)"
+    )
   elif m_inc > m_cor:
     verdict = "higher on incorrect rollouts, as the paper reports"
   else:
@@ -97,12 +109,16 @@ def headline(summary: dict, objective: str = "rkl") -> str:
   wq = summary["objectives"][objective]["within_question"]
   paired = ""
   if wq["mean_difference"] is not None:
-    paired = (f" Within the {wq['questions']} question(s) with both outcomes,"
-              f" incorrect minus correct = {wq['mean_difference']:.3f}"
-              f" (Wilcoxon p = {_fmt(wq['wilcoxon_p'])}).")
-  return (f"Alignment ({objective}) is {m_inc:.3f} on incorrect rollouts"
-          f" (n={n_inc}) and {m_cor:.3f} on correct ones (n={n_cor});"
-          f" Mann-Whitney p = {_fmt(p)}: {verdict}.{paired}")
+    paired = (
+        f" Within the {wq['questions']} question(s) with both outcomes,"
+        f" incorrect minus correct = {wq['mean_difference']:.3f}"
+        f" (Wilcoxon p = {_fmt(wq['wilcoxon_p'])})."
+    )
+  return (
+      f"Alignment ({objective}) is {m_inc:.3f} on incorrect rollouts"
+      f" (n={n_inc}) and {m_cor:.3f} on correct ones (n={n_cor});"
+      f" Mann-Whitney p = {_fmt(p)}: {verdict}.{paired}"
+  )
 
 
 def render_markdown(summary: dict, meta: dict) -> str:
@@ -110,17 +126,26 @@ def render_markdown(summary: dict, meta: dict) -> str:
   lines = ["# Gradient alignment (Unmasking OPD)", ""]
   lines += [f"- {k}: `{v}`" for k, v in meta.items()]
   lines += [
-      "", f"Questions {summary['questions']}, rollouts spent"
-      f" {summary['rollouts']}, student rollout accuracy"
-      f" {_fmt(summary['rollout_accuracy'])}, nodes {summary['nodes']}"
-      f" ({summary['nodes_on_correct']} on correct rollouts), mean teacher"
-      f" advantage A_te {_fmt(summary['teacher_advantage_mean'])}.", "",
-      "**" + headline(summary) + "**", "",
-      "## Alignment cos(g_ideal, u_D)", "",
-      "| objective | nodes | mean | weighted | > 0 | incorrect (n) |"
-      " correct (n) | weighted inc. / cor. | Mann-Whitney p | Welch p |"
-      " within-question inc. - cor. (questions) | Wilcoxon p |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "",
+      (
+          f"Questions {summary['questions']}, rollouts spent"
+          f" {summary['rollouts']}, student rollout accuracy"
+          f" {_fmt(summary['rollout_accuracy'])}, nodes {summary['nodes']}"
+          f" ({summary['nodes_on_correct']} on correct rollouts), mean teacher"
+          f" advantage A_te {_fmt(summary['teacher_advantage_mean'])}."
+      ),
+      "",
+      "**" + headline(summary) + "**",
+      "",
+      "## Alignment cos(g_ideal, u_D)",
+      "",
+      (
+          "| objective | nodes | mean | weighted | > 0 | incorrect (n) |"
+          " correct (n) | weighted inc. / cor. | Mann-Whitney p | Welch p |"
+          " within-question inc. - cor. (questions) | Wilcoxon p |"
+      ),
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for obj in OBJECTIVES:
     o = summary["objectives"][obj]
     c = o["incorrect_vs_correct"]
@@ -133,33 +158,56 @@ def render_markdown(summary: dict, meta: dict) -> str:
         f" ({c['n'][1]}) | {_fmt(w[0])} / {_fmt(w[1])} |"
         f" {_fmt(c['mannwhitney_p'])} | {_fmt(c['welch_p'])} |"
         f" {_fmt(wq['mean_difference'])} ({wq['questions']}) |"
-        f" {_fmt(wq['wilcoxon_p'])} |")
-  lines += ["", "## Correlation of alignment with node statistics", "",
-            "Pearson r (p) / Spearman rho; KL = KL(student ‖ teacher), L2 and"
-            " cos between the two next-token distributions, depth = position"
-            " / rollout length.", "",
-            "| objective | " + " | ".join(stats.NODE_STATS) + " |",
-            "|---|" + "---|" * len(stats.NODE_STATS)]
+        f" {_fmt(wq['wilcoxon_p'])} |"
+    )
+  lines += [
+      "",
+      "## Correlation of alignment with node statistics",
+      "",
+      (
+          "Pearson r (p) / Spearman rho; KL = KL(student ‖ teacher), L2 and"
+          " cos between the two next-token distributions, depth = position"
+          " / rollout length."
+      ),
+      "",
+      "| objective | " + " | ".join(stats.NODE_STATS) + " |",
+      "|---|" + "---|" * len(stats.NODE_STATS),
+  ]
   for obj in OBJECTIVES:
     cells = []
     for s in stats.NODE_STATS:
       c = summary["objectives"][obj]["correlations"][s]
-      cells.append(f"{_fmt(c['pearson'])} ({_fmt(c['pearson_p'], 2)}) /"
-                   f" {_fmt(c['spearman'])}")
+      cells.append(
+          f"{_fmt(c['pearson'])} ({_fmt(c['pearson_p'], 2)}) /"
+          f" {_fmt(c['spearman'])}"
+      )
     lines.append(f"| {obj} | " + " | ".join(cells) + " |")
-  windows = sorted({w for o in summary["objectives"].values()
-                    for w in o["by_window"]})
-  lines += ["", "## Mean alignment by depth window", "",
-            "Window i holds positions c with c + 1 in [2^i, 2^(i+1)).", "",
-            "| objective | " + " | ".join(f"w{w}" for w in windows) + " |",
-            "|---|" + "---|" * len(windows)]
+  windows = sorted(
+      {w for o in summary["objectives"].values() for w in o["by_window"]}
+  )
+  lines += [
+      "",
+      "## Mean alignment by depth window",
+      "",
+      "Window i holds positions c with c + 1 in [2^i, 2^(i+1)).",
+      "",
+      "| objective | " + " | ".join(f"w{w}" for w in windows) + " |",
+      "|---|" + "---|" * len(windows),
+  ]
   for obj in OBJECTIVES:
     bw = summary["objectives"][obj]["by_window"]
-    lines.append(f"| {obj} | "
-                 + " | ".join(_fmt(bw.get(w)) for w in windows) + " |")
+    lines.append(
+        f"| {obj} | " + " | ".join(_fmt(bw.get(w)) for w in windows) + " |"
+    )
   lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in PLOTS]
-  lines += ["", "Every node's numbers are in `nodes.json`; these tables in"
-            " `summary.json`. Definitions: docs/diagnostics.md.", ""]
+  lines += [
+      "",
+      (
+          "Every node's numbers are in `nodes.json`; these tables in"
+          " `summary.json`. Definitions: docs/diagnostics.md."
+      ),
+      "",
+  ]
   return "\n".join(lines)
 
 
@@ -170,6 +218,7 @@ def _legend(ax) -> None:
 
 def _plots(nodes: Sequence[dict], out: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -181,8 +230,9 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
     for mask, label in ((~correct, "incorrect"), (correct, "correct")):
       v = a[mask & np.isfinite(a)]
       if len(v):
-        ax.hist(v, bins=bins, alpha=0.6, density=True,
-                label=f"{label} ({len(v)})")
+        ax.hist(
+            v, bins=bins, alpha=0.6, density=True, label=f"{label} ({len(v)})"
+        )
     ax.set_title(obj)
     ax.set_xlabel("cos(g_ideal, u_D)")
     _legend(ax)
@@ -208,8 +258,10 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
   fig, ax = plt.subplots(figsize=(6, 3.5))
   for obj in OBJECTIVES:
     a = stats.align_values(nodes, obj)
-    means = [np.nanmean(a[wins == w]) if np.isfinite(a[wins == w]).any()
-             else np.nan for w in windows]
+    means = [
+        np.nanmean(a[wins == w]) if np.isfinite(a[wins == w]).any() else np.nan
+        for w in windows
+    ]
     ax.plot(windows, means, marker="o", label=obj)
   ax.axhline(0, color="gray", lw=0.5)
   ax.set_xlabel("depth window i (c + 1 in [2^i, 2^(i+1)))")
@@ -220,8 +272,9 @@ def _plots(nodes: Sequence[dict], out: str) -> None:
   plt.close(fig)
 
 
-def write_report(path: str, nodes: Sequence[dict], questions: Sequence[dict],
-                 meta: dict) -> dict:
+def write_report(
+    path: str, nodes: Sequence[dict], questions: Sequence[dict], meta: dict
+) -> dict:
   """Writes report.md, summary.json, nodes.json and the plots to `path`.
 
   Written into a temporary sibling directory and renamed at the end, so an
@@ -233,8 +286,9 @@ def write_report(path: str, nodes: Sequence[dict], questions: Sequence[dict],
   summary = stats.summarise(nodes, questions)
   with atomic_directory(path) as tmp:
     with open(os.path.join(tmp, "nodes.json"), "w") as f:
-      json.dump({"questions": list(questions), "nodes": list(nodes)}, f,
-                indent=1)
+      json.dump(
+          {"questions": list(questions), "nodes": list(nodes)}, f, indent=1
+      )
     with open(os.path.join(tmp, "summary.json"), "w") as f:
       json.dump({"meta": meta, **summary}, f, indent=1)
     _plots(nodes, tmp)

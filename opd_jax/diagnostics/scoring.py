@@ -55,14 +55,15 @@ class PositionStats:
   rkl_norm: jax.Array
 
 
-def _score_impl(graphdefs, states, tokens, mask, response, *, p, top_c,
-                temperature, chunk):
+def _score_impl(
+    graphdefs, states, tokens, mask, response, *, p, top_c, temperature, chunk
+):
   student, teacher = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
   t = response.shape[1]
   # The hidden state at column P - 1 + t predicts response token t.
   hs = student(tokens, attention_mask=mask, return_logits=False).hidden
   ht = teacher(tokens, attention_mask=mask, return_logits=False).hidden
-  hs, ht = hs[:, p - 1:p - 1 + t], ht[:, p - 1:p - 1 + t]  # [G, T, D]
+  hs, ht = hs[:, p - 1 : p - 1 + t], ht[:, p - 1 : p - 1 + t]  # [G, T, D]
 
   def position(args):
     h_s, h_t, y = args  # [G, D], [G, D'], [G]
@@ -70,24 +71,43 @@ def _score_impl(graphdefs, states, tokens, mask, response, *, p, top_c,
     lt = jax.nn.log_softmax(teacher.apply_head(h_t) / temperature, -1)
     stats = directions.distribution_stats(ls, lt)
     kids = jnp.concatenate(
-        [y[:, None], jax.lax.top_k(ls, top_c)[1],
-         jnp.argmax(lt, -1)[:, None]], axis=1).astype(jnp.int32)
+        [y[:, None], jax.lax.top_k(ls, top_c)[1], jnp.argmax(lt, -1)[:, None]],
+        axis=1,
+    ).astype(jnp.int32)
     take = lambda lp: jnp.take_along_axis(lp, kids, -1)
-    return (kids, take(ls), take(lt), take(lt)[:, 0] - take(ls)[:, 0],
-            stats["kl"], stats["l2"], stats["cos"], stats["gap"],
-            stats["rkl_norm"])
+    return (
+        kids,
+        take(ls),
+        take(lt),
+        take(lt)[:, 0] - take(ls)[:, 0],
+        stats["kl"],
+        stats["l2"],
+        stats["cos"],
+        stats["gap"],
+        stats["rkl_norm"],
+    )
 
   # One [G, V] head per position, `chunk` positions at a time: never [G, T, V].
-  out = jax.lax.map(position, (hs.swapaxes(0, 1), ht.swapaxes(0, 1),
-                               response.T), batch_size=chunk)
+  out = jax.lax.map(
+      position,
+      (hs.swapaxes(0, 1), ht.swapaxes(0, 1), response.T),
+      batch_size=chunk,
+  )
   return PositionStats(*(x.swapaxes(0, 1) for x in out))
 
 
 @functools.lru_cache(maxsize=16)
 def _compiled(graphdefs, p, top_c, temperature, chunk):
-  return jax.jit(functools.partial(
-      _score_impl, graphdefs, p=p, top_c=top_c, temperature=temperature,
-      chunk=chunk))
+  return jax.jit(
+      functools.partial(
+          _score_impl,
+          graphdefs,
+          p=p,
+          top_c=top_c,
+          temperature=temperature,
+          chunk=chunk,
+      )
+  )
 
 
 def score_positions(
@@ -116,11 +136,21 @@ def score_positions(
   if student.config.vocab_size != teacher.config.vocab_size:
     raise ValueError(
         "score_positions: student and teacher vocabularies differ:"
-        f" {student.config.vocab_size} vs {teacher.config.vocab_size}")
+        f" {student.config.vocab_size} vs {teacher.config.vocab_size}"
+    )
   if not 1 <= top_c <= student.config.vocab_size:
     raise ValueError(f"score_positions: top_c must be in [1, V], got {top_c}")
   graphdefs, states = zip(*(nnx.split(m) for m in (student, teacher)))
-  fn = _compiled(tuple(graphdefs), rollout.prompt.shape[1], int(top_c),
-                 float(temperature), int(chunk))
-  return fn(tuple(states), rollout.tokens, rollout.mask,
-            jnp.asarray(rollout.response, jnp.int32))
+  fn = _compiled(
+      tuple(graphdefs),
+      rollout.prompt.shape[1],
+      int(top_c),
+      float(temperature),
+      int(chunk),
+  )
+  return fn(
+      tuple(states),
+      rollout.tokens,
+      rollout.mask,
+      jnp.asarray(rollout.response, jnp.int32),
+  )

@@ -34,8 +34,13 @@ def _finite(x) -> float | None:
 
 def align_values(nodes: Sequence[dict], objective: str) -> np.ndarray:
   """Alignment of each node under `objective` [N] (NaN where undefined)."""
-  return np.asarray([np.nan if n["align"][objective] is None
-                     else n["align"][objective] for n in nodes], np.float64)
+  return np.asarray(
+      [
+          np.nan if n["align"][objective] is None else n["align"][objective]
+          for n in nodes
+      ],
+      np.float64,
+  )
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
@@ -55,21 +60,28 @@ def compare_groups(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
   finite values in a group.
   """
   a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-  out = {"n": [len(a), len(b)],
-         "mean": [_finite(a.mean()) if len(a) else None,
-                  _finite(b.mean()) if len(b) else None],
-         "mannwhitney_p": None, "welch_p": None}
+  out = {
+      "n": [len(a), len(b)],
+      "mean": [
+          _finite(a.mean()) if len(a) else None,
+          _finite(b.mean()) if len(b) else None,
+      ],
+      "mannwhitney_p": None,
+      "welch_p": None,
+  }
   if len(a) >= 2 and len(b) >= 2:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       out["mannwhitney_p"] = _finite(
-          sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+          sps.mannwhitneyu(a, b, alternative="two-sided").pvalue
+      )
       out["welch_p"] = _finite(sps.ttest_ind(a, b, equal_var=False).pvalue)
   return out
 
 
-def within_question(values: np.ndarray, correct: np.ndarray,
-                    question: np.ndarray) -> dict[str, Any]:
+def within_question(
+    values: np.ndarray, correct: np.ndarray, question: np.ndarray
+) -> dict[str, Any]:
   """Incorrect minus correct mean alignment within each question.
 
   Nodes of one question share its prompt and its rollouts, so they are not
@@ -84,9 +96,11 @@ def within_question(values: np.ndarray, correct: np.ndarray,
     if len(inc) and len(cor):
       diffs.append(inc.mean() - cor.mean())
   diffs = np.asarray(diffs)
-  out = {"questions": len(diffs),
-         "mean_difference": _finite(diffs.mean()) if len(diffs) else None,
-         "wilcoxon_p": None}
+  out = {
+      "questions": len(diffs),
+      "mean_difference": _finite(diffs.mean()) if len(diffs) else None,
+      "wilcoxon_p": None,
+  }
   if len(diffs) >= 2 and np.any(diffs != 0):
     out["wilcoxon_p"] = _finite(sps.wilcoxon(diffs).pvalue)
   return out
@@ -96,14 +110,22 @@ def correlation(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
   """Pearson r and Spearman rho (with p-values) over finite pairs."""
   ok = np.isfinite(x) & np.isfinite(y)
   x, y = x[ok], y[ok]
-  out = {"n": int(ok.sum()), "pearson": None, "pearson_p": None,
-         "spearman": None, "spearman_p": None}
+  out = {
+      "n": int(ok.sum()),
+      "pearson": None,
+      "pearson_p": None,
+      "spearman": None,
+      "spearman_p": None,
+  }
   if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
     r = sps.pearsonr(x, y)
     rho = sps.spearmanr(x, y)
-    out.update(pearson=_finite(r.statistic), pearson_p=_finite(r.pvalue),
-               spearman=_finite(rho.statistic),
-               spearman_p=_finite(rho.pvalue))
+    out.update(
+        pearson=_finite(r.statistic),
+        pearson_p=_finite(r.pvalue),
+        spearman=_finite(rho.statistic),
+        spearman_p=_finite(rho.pvalue),
+    )
   return out
 
 
@@ -129,13 +151,25 @@ def summarise(nodes: Sequence[dict], questions: Sequence[dict]) -> dict:
   out = {
       "questions": len(questions),
       "rollouts": int(sum(q["rollouts"] for q in questions)),
-      "rollout_accuracy": _finite(np.mean([q["accuracy"] for q in questions]))
-      if questions else None,
+      "rollout_accuracy": (
+          _finite(np.mean([q["accuracy"] for q in questions]))
+          if questions
+          else None
+      ),
       "nodes": len(nodes),
       "nodes_on_correct": int(correct.sum()),
-      "teacher_advantage_mean": _finite(np.nanmean(
-          [np.nan if n["teacher_advantage"] is None else n["teacher_advantage"]
-           for n in nodes])) if nodes else None,
+      "teacher_advantage_mean": (
+          _finite(
+              np.nanmean([
+                  np.nan
+                  if n["teacher_advantage"] is None
+                  else n["teacher_advantage"]
+                  for n in nodes
+              ])
+          )
+          if nodes
+          else None
+      ),
       "objectives": {},
   }
   windows = sorted({n["window"] for n in nodes})
@@ -152,14 +186,25 @@ def summarise(nodes: Sequence[dict], questions: Sequence[dict]) -> dict:
         "within_question": within_question(a, correct, question),
         "weighted_incorrect_vs_correct": [
             weighted_mean(a[~correct], weights[~correct]),
-            weighted_mean(a[correct], weights[correct])],
+            weighted_mean(a[correct], weights[correct]),
+        ],
         "correlations": {
-            s: correlation(a, np.asarray(
-                [np.nan if n[s] is None else n[s] for n in nodes], np.float64))
-            for s in NODE_STATS},
+            s: correlation(
+                a,
+                np.asarray(
+                    [np.nan if n[s] is None else n[s] for n in nodes],
+                    np.float64,
+                ),
+            )
+            for s in NODE_STATS
+        },
         "by_window": {
-            int(w): _finite(np.nanmean(a[window_of == w]))
-            if np.isfinite(a[window_of == w]).any() else None
-            for w in windows},
+            int(w): (
+                _finite(np.nanmean(a[window_of == w]))
+                if np.isfinite(a[window_of == w]).any()
+                else None
+            )
+            for w in windows
+        },
     }
   return out

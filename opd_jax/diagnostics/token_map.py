@@ -66,10 +66,24 @@ DESCRIPTIONS = {
 }
 # Channels with a natural range; the others are coloured by batch min-max.
 RANGES = {"tsd_gate": (0.0, 1.0), "soft_or": (0.0, 1.0)}
-CHANNELS = ("student_entropy", "teacher_entropy", "reverse_kl", "tsd_gate",
-            "soft_or", "student_logprob", "teacher_logprob")
-SELECTORS = ("tip_soft_or", "tip_entropy", "tip_quadrant", "tsd_opener",
-             "tsd_em", "dear_decision", "dear_evidence")
+CHANNELS = (
+    "student_entropy",
+    "teacher_entropy",
+    "reverse_kl",
+    "tsd_gate",
+    "soft_or",
+    "student_logprob",
+    "teacher_logprob",
+)
+SELECTORS = (
+    "tip_soft_or",
+    "tip_entropy",
+    "tip_quadrant",
+    "tsd_opener",
+    "tsd_em",
+    "dear_decision",
+    "dear_evidence",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +171,8 @@ class TokenMap:
   selectors: dict[str, np.ndarray]
   descriptions: dict[str, str] = dataclasses.field(default_factory=dict)
   ranges: dict[str, tuple[float, float]] = dataclasses.field(
-      default_factory=dict)
+      default_factory=dict
+  )
   pieces: list[list[str]] | None = None
   prompts: list[str] | None = None
   answers: list[str | None] | None = None
@@ -169,24 +184,32 @@ class TokenMap:
     if len(shape) != 2 or np.shape(self.mask) != shape:
       raise ValueError(
           f"TokenMap: ids and mask must be [B, T] alike, got {shape} and"
-          f" {np.shape(self.mask)}")
-    for kind, arrays in (("channel", self.channels),
-                         ("selector", self.selectors)):
+          f" {np.shape(self.mask)}"
+      )
+    for kind, arrays in (
+        ("channel", self.channels),
+        ("selector", self.selectors),
+    ):
       for name, x in arrays.items():
         if np.shape(x) != shape:
-          raise ValueError(f"TokenMap: {kind} {name!r} must have shape"
-                           f" {shape}, got {np.shape(x)}")
+          raise ValueError(
+              f"TokenMap: {kind} {name!r} must have shape"
+              f" {shape}, got {np.shape(x)}"
+          )
     b = shape[0]
     for field in ("pieces", "prompts", "answers", "verdicts"):
       value = getattr(self, field)
       if value is not None and len(value) != b:
-        raise ValueError(f"TokenMap.{field}: expected {b} rollouts, got"
-                         f" {len(value)}")
+        raise ValueError(
+            f"TokenMap.{field}: expected {b} rollouts, got {len(value)}"
+        )
     if self.pieces is not None:
       for i, (p, n) in enumerate(zip(self.pieces, self.mask.sum(axis=1))):
         if len(p) != n:
-          raise ValueError(f"TokenMap.pieces[{i}]: expected {n} pieces (the"
-                           f" valid tokens), got {len(p)}")
+          raise ValueError(
+              f"TokenMap.pieces[{i}]: expected {n} pieces (the"
+              f" valid tokens), got {len(p)}"
+          )
 
   def to_dict(self) -> dict[str, Any]:
     """The JSON form: one entry per rollout with its valid tokens only.
@@ -206,14 +229,19 @@ class TokenMap:
           "prompt": None if self.prompts is None else self.prompts[b],
           "answer": None if self.answers is None else self.answers[b],
           "verdict": None if self.verdicts is None else self.verdicts[b],
-          "channels": {k: _finite_list(v[b, pos])
-                       for k, v in self.channels.items()},
-          "selectors": {k: v[b, pos].astype(int).tolist()
-                        for k, v in self.selectors.items()},
+          "channels": {
+              k: _finite_list(v[b, pos]) for k, v in self.channels.items()
+          },
+          "selectors": {
+              k: v[b, pos].astype(int).tolist()
+              for k, v in self.selectors.items()
+          },
       })
     return {
-        "format": FORMAT, "seq_len": int(self.ids.shape[1]),
-        "meta": dict(self.meta), "descriptions": dict(self.descriptions),
+        "format": FORMAT,
+        "seq_len": int(self.ids.shape[1]),
+        "meta": dict(self.meta),
+        "descriptions": dict(self.descriptions),
         "ranges": {k: list(v) for k, v in self.ranges.items()},
         "rollouts": rollouts,
     }
@@ -225,8 +253,9 @@ class TokenMap:
   def from_dict(cls, d: Mapping[str, Any]) -> "TokenMap":
     """Inverse of `to_dict` (null values read back as NaN)."""
     if d.get("format") != FORMAT:
-      raise ValueError(f"token map: expected format {FORMAT!r}, got"
-                       f" {d.get('format')!r}")
+      raise ValueError(
+          f"token map: expected format {FORMAT!r}, got {d.get('format')!r}"
+      )
     rows, t = d["rollouts"], d["seq_len"]
     ids = np.zeros((len(rows), t), np.int32)
     mask = np.zeros((len(rows), t), bool)
@@ -240,14 +269,24 @@ class TokenMap:
         channels[k][b, pos] = [np.nan if x is None else x for x in v]
       for k, v in row["selectors"].items():
         selectors[k][b, pos] = np.asarray(v, bool)
-    column = lambda key: [r[key] for r in rows] if any(
-        r[key] is not None for r in rows) else None
-    return cls(ids=ids, mask=mask, channels=channels, selectors=selectors,
-               descriptions=dict(d.get("descriptions", {})),
-               ranges={k: tuple(v) for k, v in d.get("ranges", {}).items()},
-               pieces=column("tokens"), prompts=column("prompt"),
-               answers=column("answer"), verdicts=column("verdict"),
-               meta=dict(d.get("meta", {})))
+    column = (
+        lambda key: [r[key] for r in rows]
+        if any(r[key] is not None for r in rows)
+        else None
+    )
+    return cls(
+        ids=ids,
+        mask=mask,
+        channels=channels,
+        selectors=selectors,
+        descriptions=dict(d.get("descriptions", {})),
+        ranges={k: tuple(v) for k, v in d.get("ranges", {}).items()},
+        pieces=column("tokens"),
+        prompts=column("prompt"),
+        answers=column("answer"),
+        verdicts=column("verdict"),
+        meta=dict(d.get("meta", {})),
+    )
 
   @classmethod
   def from_json(cls, text: str) -> "TokenMap":
@@ -267,36 +306,59 @@ def _compute(student, teacher, tokens, mask, response_mask, *, settings):
   rmask = response_mask.astype(bool)
   hidden_s = response_hidden(student, tokens, mask, t)
   st = heads.token_stats(
-      hidden_s, student.head_matrix(),
-      response_hidden(teacher, tokens, mask, t), teacher.head_matrix(),
-      tokens[:, -t:], where=rmask, chunk_size=min(s.chunk_size, t),
-      temperature=s.temperature)
+      hidden_s,
+      student.head_matrix(),
+      response_hidden(teacher, tokens, mask, t),
+      teacher.head_matrix(),
+      tokens[:, -t:],
+      where=rmask,
+      chunk_size=min(s.chunk_size, t),
+      temperature=s.temperature,
+  )
   hs, rkl = st.student_entropy, st.reverse_kl
   vocab = student.config.vocab_size
   channels = {
       "student_entropy": hs,
       "teacher_entropy": st.teacher_entropy,
       "reverse_kl": rkl,
-      "tsd_gate": jnp.where(rmask, selection.confidence_gate(
-          hs, st.teacher_entropy, tau=s.gate_tau), 0.0),
+      "tsd_gate": jnp.where(
+          rmask,
+          selection.confidence_gate(hs, st.teacher_entropy, tau=s.gate_tau),
+          0.0,
+      ),
       "soft_or": selection.soft_or_scores(
-          hs, rkl, rmask, vocab_size=vocab, clip_quantile=s.clip_quantile),
+          hs, rkl, rmask, vocab_size=vocab, clip_quantile=s.clip_quantile
+      ),
       "student_logprob": st.student_logprob,
       "teacher_logprob": st.teacher_logprob,
   }
-  dear = selection.dear_tokens(hs, rkl, hidden_s, rmask, p=s.dear_p,
-                               q=s.dear_q)
+  dear = selection.dear_tokens(hs, rkl, hidden_s, rmask, p=s.dear_p, q=s.dear_q)
   kept = lambda sel: sel.weights > 0
   selectors = {
-      "tip_soft_or": kept(selection.soft_or(
-          hs, rkl, rmask, s.rho, vocab_size=vocab,
-          clip_quantile=s.clip_quantile)),
+      "tip_soft_or": kept(
+          selection.soft_or(
+              hs,
+              rkl,
+              rmask,
+              s.rho,
+              vocab_size=vocab,
+              clip_quantile=s.clip_quantile,
+          )
+      ),
       "tip_entropy": kept(selection.entropy_top(hs, rmask, s.rho)),
-      "tip_quadrant": kept(selection.quadrant_select(
-          hs, rkl, rmask, which=s.quadrant, q_entropy=s.q_entropy,
-          q_divergence=s.q_divergence)),
-      "tsd_opener": selection.opener_mask(hs, rmask,
-                                          threshold=s.opener_threshold),
+      "tip_quadrant": kept(
+          selection.quadrant_select(
+              hs,
+              rkl,
+              rmask,
+              which=s.quadrant,
+              q_entropy=s.q_entropy,
+              q_divergence=s.q_divergence,
+          )
+      ),
+      "tsd_opener": selection.opener_mask(
+          hs, rmask, threshold=s.opener_threshold
+      ),
       "tsd_em": selection.entropy_min_set(hs, rmask, ratio=s.em_ratio),
       "dear_decision": dear.decision,
       "dear_evidence": dear.evidence,
@@ -315,14 +377,18 @@ def check_vocabularies(student_vocab: int, teacher_vocab: int) -> None:
   """Raises ValueError unless the two vocabulary sizes agree."""
   if student_vocab != teacher_vocab:
     raise ValueError(
-        f"teacher vocabulary differs from the student's: teacher"
+        "teacher vocabulary differs from the student's: teacher"
         f" vocab_size={teacher_vocab}, student vocab_size={student_vocab};"
         " the teacher scores the student's tokens, so both need one"
-        " tokenizer")
+        " tokenizer"
+    )
 
 
 def compute_token_map(
-    student, teacher, rollout, *,
+    student,
+    teacher,
+    rollout,
+    *,
     settings: TokenMapSettings = TokenMapSettings(),
 ) -> TokenMap:
   """Scores a rollout with both models; every channel and selector mask.
@@ -347,20 +413,30 @@ def compute_token_map(
   if rollout.response.ndim != 2 or rollout.prompt.ndim != 2:
     raise ValueError(
         "rollout: expected prompt [B, P] and response [B, T], got"
-        f" {rollout.prompt.shape} and {rollout.response.shape}")
-  channels, selectors = _to_numpy(_compute(
-      student, teacher, rollout.tokens, rollout.mask,
-      rollout.response_mask, settings=settings))
+        f" {rollout.prompt.shape} and {rollout.response.shape}"
+    )
+  channels, selectors = _to_numpy(
+      _compute(
+          student,
+          teacher,
+          rollout.tokens,
+          rollout.mask,
+          rollout.response_mask,
+          settings=settings,
+      )
+  )
   ids, mask = _to_numpy((rollout.response, rollout.response_mask))
   return TokenMap(
-      ids=ids.astype(np.int32), mask=mask.astype(bool),
+      ids=ids.astype(np.int32),
+      mask=mask.astype(bool),
       # jit returns dicts in sorted key order; keep the page's order.
       channels={k: channels[k].astype(np.float32) for k in CHANNELS},
       selectors={k: selectors[k].astype(bool) for k in SELECTORS},
       descriptions={k: DESCRIPTIONS[k] for k in CHANNELS + SELECTORS},
       ranges=dict(RANGES),
-      meta={f"settings.{k}": v
-            for k, v in dataclasses.asdict(settings).items()},
+      meta={
+          f"settings.{k}": v for k, v in dataclasses.asdict(settings).items()
+      },
   )
 
 
@@ -376,10 +452,10 @@ def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
   """
   pieces, emitted = [], ""
   for t in range(len(ids)):
-    text = tokenizer.decode(list(ids[:t + 1]), skip_special_tokens=False)
+    text = tokenizer.decode(list(ids[: t + 1]), skip_special_tokens=False)
     stable = text.rstrip("\ufffd") if t + 1 < len(ids) else text
     if stable.startswith(emitted):
-      pieces.append(stable[len(emitted):])
+      pieces.append(stable[len(emitted) :])
     else:
       pieces.append(tokenizer.decode([ids[t]], skip_special_tokens=False))
     emitted = stable
@@ -387,7 +463,9 @@ def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
 
 
 def label_token_map(
-    token_map: TokenMap, tokenizer, *,
+    token_map: TokenMap,
+    tokenizer,
+    *,
     prompts: Sequence[str] | None = None,
     answers: Sequence[str | None] | None = None,
     grader: Grader | None = None,
@@ -406,8 +484,10 @@ def label_token_map(
   Returns:
     A new TokenMap.
   """
-  responses = [token_map.ids[b][token_map.mask[b]].tolist()
-               for b in range(token_map.ids.shape[0])]
+  responses = [
+      token_map.ids[b][token_map.mask[b]].tolist()
+      for b in range(token_map.ids.shape[0])
+  ]
   verdicts = None
   if answers is not None and grader is not None:
     texts = [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
@@ -420,20 +500,29 @@ def label_token_map(
       token_map,
       pieces=[token_pieces(tokenizer, r) for r in responses],
       prompts=None if prompts is None else list(prompts),
-      answers=None if answers is None else [
-          None if a is None else str(a) for a in answers],
-      verdicts=verdicts)
+      answers=None
+      if answers is None
+      else [None if a is None else str(a) for a in answers],
+      verdicts=verdicts,
+  )
 
 
 def decode_prompts(tokenizer, rollout) -> list[str]:
   """The prompt text of each rollout (padding removed, specials kept)."""
   prompt, mask = _to_numpy((rollout.prompt, rollout.prompt_mask))
-  return [tokenizer.decode(p[m].tolist(), skip_special_tokens=False)
-          for p, m in zip(prompt, mask.astype(bool))]
+  return [
+      tokenizer.decode(p[m].tolist(), skip_special_tokens=False)
+      for p, m in zip(prompt, mask.astype(bool))
+  ]
 
 
 def write_token_map(
-    path: str, student, teacher, rollout, tokenizer, *,
+    path: str,
+    student,
+    teacher,
+    rollout,
+    tokenizer,
+    *,
     answers: Sequence[str | None] | None = None,
     grader: Grader | None = None,
     settings: TokenMapSettings = TokenMapSettings(),
@@ -463,9 +552,13 @@ def write_token_map(
     The labelled TokenMap.
   """
   token_map = compute_token_map(student, teacher, rollout, settings=settings)
-  token_map = label_token_map(token_map, tokenizer,
-                              prompts=decode_prompts(tokenizer, rollout),
-                              answers=answers, grader=grader)
+  token_map = label_token_map(
+      token_map,
+      tokenizer,
+      prompts=decode_prompts(tokenizer, rollout),
+      answers=answers,
+      grader=grader,
+  )
   token_map.meta = {**dict(meta or {}), **token_map.meta}
   if jax.process_index() == 0:
     _write_atomic(path, token_map_html.render_html(token_map, title=title))

@@ -36,8 +36,13 @@ if TYPE_CHECKING:
   from opd_jax.diagnostics.token_map import TokenMap
 
 # Yellow-orange-red, light to dark: dark text stays readable on the low end.
-PALETTE = ((255, 255, 229), (254, 227, 145), (254, 153, 41), (217, 72, 1),
-           (127, 39, 4))
+PALETTE = (
+    (255, 255, 229),
+    (254, 227, 145),
+    (254, 153, 41),
+    (217, 72, 1),
+    (127, 39, 4),
+)
 
 _CSS = """
 body { font: 14px/1.5 system-ui, sans-serif; margin: 1em 2em; color: #222; }
@@ -249,17 +254,22 @@ def _esc(text) -> str:
 def script_json(value) -> str:
   """JSON safe inside a <script> element: no '<', '>' or '&' survive."""
   text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-  return (text.replace("&", "\\u0026").replace("<", "\\u003c")
-          .replace(">", "\\u003e").replace("\u2028", "\\u2028")
-          .replace("\u2029", "\\u2029"))
+  return (
+      text.replace("&", "\\u0026")
+      .replace("<", "\\u003c")
+      .replace(">", "\\u003e")
+      .replace("\u2028", "\\u2028")
+      .replace("\u2029", "\\u2029")
+  )
 
 
 def _token_span(b: int, i: int, piece: str) -> str:
   # Newlines show as a visible mark and still break the line.
   shown = piece.replace("\n", "\u21b5\n")
   empty = " empty" if piece == "" else ""
-  return (f'<span class="tok{empty}" data-b="{b}" data-i="{i}">'
-          f"{_esc(shown)}</span>")
+  return (
+      f'<span class="tok{empty}" data-b="{b}" data-i="{i}">{_esc(shown)}</span>'
+  )
 
 
 def _verdict(row: dict) -> str:
@@ -282,11 +292,15 @@ def _rollout(b: int, row: dict) -> str:
   if row["prompt"] is not None:
     # Short prompts show at once; long ones (real math) fold away.
     fold = " open" if len(row["prompt"]) <= 400 else ""
-    prompt = (f'<details{fold}><summary>prompt</summary><pre class="prompt">'
-              f'{_esc(row["prompt"])}</pre></details>')
-  return (f'<section class="rollout" data-b="{b}"><h2>rollout {b} '
-          f'{_verdict(row)} <span class="kept-count"></span></h2>{prompt}'
-          f'<div class="tokens">{spans}</div></section>')
+    prompt = (
+        f'<details{fold}><summary>prompt</summary><pre class="prompt">'
+        f'{_esc(row["prompt"])}</pre></details>'
+    )
+  return (
+      f'<section class="rollout" data-b="{b}"><h2>rollout {b} '
+      f'{_verdict(row)} <span class="kept-count"></span></h2>{prompt}'
+      f'<div class="tokens">{spans}</div></section>'
+  )
 
 
 def _options(names, descriptions, default: str | None = None) -> str:
@@ -303,21 +317,28 @@ def _header(data: dict, title: str) -> str:
   summary = f"{len(rows)} rollouts, {sum(len(r['ids']) for r in rows)} tokens"
   if graded:
     summary += f", {sum(graded)} / {len(graded)} correct"
-  settings = {k: v for k, v in data["meta"].items()
-              if k.startswith("settings.")}
+  settings = {
+      k: v for k, v in data["meta"].items() if k.startswith("settings.")
+  }
   line = lambda items: " \u00b7 ".join(
-      f"{_esc(k)}: {_esc(v)}" for k, v in items)
+      f"{_esc(k)}: {_esc(v)}" for k, v in items
+  )
   meta = line((k, v) for k, v in data["meta"].items() if k not in settings)
   if settings:
-    meta += (f"<details><summary>selector settings</summary>"
-             f"{line((k[len('settings.'):], v) for k, v in settings.items())}"
-             "</details>")
-  return (f"<header><h1>{_esc(title)}</h1><p>{_esc(summary)}</p>"
-          f'<div class="meta">{meta}</div></header>')
+    meta += (
+        "<details><summary>selector settings</summary>"
+        f"{line((k[len('settings.'):], v) for k, v in settings.items())}"
+        "</details>"
+    )
+  return (
+      f"<header><h1>{_esc(title)}</h1><p>{_esc(summary)}</p>"
+      f'<div class="meta">{meta}</div></header>'
+  )
 
 
-def render_html(token_map: TokenMap, *, title: str = "opd_jax token map"
-                ) -> str:
+def render_html(
+    token_map: TokenMap, *, title: str = "opd_jax token map"
+) -> str:
   """The page of a token map, as one HTML string with no external resource.
 
   Args:
@@ -336,22 +357,24 @@ def render_html(token_map: TokenMap, *, title: str = "opd_jax token map"
   css = _CSS.replace("PALETTE_STOPS", stops)
   desc = data["descriptions"]
   controls = (
-      f'<div id="controls"><label>colour by <select id="channel">'
+      '<div id="controls"><label>colour by <select id="channel">'
       f"{_options(channels, desc)}</select></label>"
-      f'<label>selector <select id="selector">'
+      '<label>selector <select id="selector">'
       f'{_options(selectors, desc, "none")}</select></label>'
-      f'<div id="legend"><span id="lo"></span><span id="bar"></span>'
-      f'<span id="hi"></span><span id="channel-desc"></span>'
-      f'<span class="swatch">|</span><span id="selector-desc"></span></div>'
-      f"</div>")
+      '<div id="legend"><span id="lo"></span><span id="bar"></span>'
+      '<span id="hi"></span><span id="channel-desc"></span>'
+      '<span class="swatch">|</span><span id="selector-desc"></span></div>'
+      "</div>"
+  )
   return (
       '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
       '<link rel="icon" href="data:,">'
       f"<title>{_esc(title)}</title><style>{css}</style></head>"
-      f"<body data-palette=\"{_esc(json.dumps(PALETTE))}\">"
+      f'<body data-palette="{_esc(json.dumps(PALETTE))}">'
       f"{_header(data, title)}{controls}"
       '<ul id="js-errors" hidden></ul>'
       f'<main>{"".join(_rollout(b, r) for b, r in enumerate(rows))}</main>'
       '<div id="tip" hidden></div>'
       f'<script type="application/json" id="tm-data">{script_json(data)}'
-      f"</script><script>{_JS}</script></body></html>\n")
+      f"</script><script>{_JS}</script></body></html>\n"
+  )

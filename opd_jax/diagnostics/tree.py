@@ -64,28 +64,37 @@ class TreeConfig:
   batch_rows: int = 8
 
   def __post_init__(self):
-    for name in ("num_rollouts", "top_c", "continuations", "nodes_per_window",
-                 "min_visits", "batch_rows"):
+    for name in (
+        "num_rollouts",
+        "top_c",
+        "continuations",
+        "nodes_per_window",
+        "min_visits",
+        "batch_rows",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(
-            f"TreeConfig.{name}: expected >= 1, got {getattr(self, name)}")
+            f"TreeConfig.{name}: expected >= 1, got {getattr(self, name)}"
+        )
     if self.max_new_tokens < 2:
       raise ValueError(
-          "TreeConfig.max_new_tokens: expected >= 2, got"
-          f" {self.max_new_tokens}")
+          f"TreeConfig.max_new_tokens: expected >= 2, got {self.max_new_tokens}"
+      )
     if self.select not in SELECT_BY:
       raise ValueError(
-          f"TreeConfig.select: expected one of {SELECT_BY}, got"
-          f" {self.select!r}")
+          f"TreeConfig.select: expected one of {SELECT_BY}, got {self.select!r}"
+      )
     if not self.temperature > 0:
       raise ValueError(
-          f"TreeConfig.temperature: expected > 0, got {self.temperature}")
+          f"TreeConfig.temperature: expected > 0, got {self.temperature}"
+      )
     if self.budget < self.min_budget:
       raise ValueError(
           f"TreeConfig.budget: {self.budget} rollouts is smaller than the tree"
           f" needs: {self.num_rollouts} rollouts + one node of up to"
           f" {self.top_c + 2} children x {self.continuations} continuations"
-          f" = {self.min_budget}")
+          f" = {self.min_budget}"
+      )
 
   @property
   def min_budget(self) -> int:
@@ -173,8 +182,9 @@ def choose_nodes(
   eos = {int(e) for e in eos_ids}
   groups: dict[tuple[int, bool], list[tuple[int, int]]] = {}
   seen = set()
-  order = np.argsort(-np.where(response_mask, score, -np.inf), axis=None,
-                     kind="stable")
+  order = np.argsort(
+      -np.where(response_mask, score, -np.inf), axis=None, kind="stable"
+  )
   for flat in order:
     g, c = divmod(int(flat), t)
     if not response_mask[g, c]:
@@ -205,20 +215,25 @@ def choose_nodes(
 
 def _leaf_rows(nodes, response, t, pad_id):
   """One row per (node, sampled child): the prefix plus the forced child."""
-  rows = [(i, j) for i, n in enumerate(nodes)
-          for j, e in enumerate(n.exact) if not e]
+  rows = [
+      (i, j)
+      for i, n in enumerate(nodes)
+      for j, e in enumerate(n.exact)
+      if not e
+  ]
   ids = np.full((len(rows), t), pad_id, np.int32)
   mask = np.zeros((len(rows), t), bool)
   for r, (i, j) in enumerate(rows):
     n = nodes[i]
-    ids[r, :n.position] = response[n.rollout, :n.position]
+    ids[r, : n.position] = response[n.rollout, : n.position]
     ids[r, n.position] = n.children[j]
-    mask[r, :n.position + 1] = True
+    mask[r, : n.position + 1] = True
   return rows, ids, mask
 
 
-def _sample_leaves(student, ids, mask, rollout, config, key, *, eos_ids,
-                   pad_id) -> list[list[int]]:
+def _sample_leaves(
+    student, ids, mask, rollout, config, key, *, eos_ids, pad_id
+) -> list[list[int]]:
   """N continuations of each forced-child row, as full responses (<= T).
 
   Rows go `batch_rows` at a time (padded with invalid cuts) so that every
@@ -229,26 +244,38 @@ def _sample_leaves(student, ids, mask, rollout, config, key, *, eos_ids,
   for start in range(0, len(ids), width):
     stop = min(start + width, len(ids))
     pad = ((0, width - (stop - start)), (0, 0))
-    cut = np.where(np.arange(width) < stop - start,
-                   np.pad(mask[start:stop], pad).sum(1), -1)
+    cut = np.where(
+        np.arange(width) < stop - start,
+        np.pad(mask[start:stop], pad).sum(1),
+        -1,
+    )
     batch = Rollout(
         prompt=jnp.repeat(rollout.prompt[:1], width, axis=0),
         prompt_mask=jnp.repeat(rollout.prompt_mask[:1], width, axis=0),
-        response=jnp.asarray(np.pad(ids[start:stop], pad,
-                                    constant_values=pad_id)),
+        response=jnp.asarray(
+            np.pad(ids[start:stop], pad, constant_values=pad_id)
+        ),
         response_mask=jnp.asarray(np.pad(mask[start:stop], pad)),
-        logprobs=jnp.zeros((width, t)), policy_logprobs=jnp.zeros((width, t)))
+        logprobs=jnp.zeros((width, t)),
+        policy_logprobs=jnp.zeros((width, t)),
+    )
     out = continue_from(
-        student, batch, jnp.asarray(np.repeat(cut[:, None], n_cont, 1),
-                                    jnp.int32),
-        jax.random.fold_in(key, start), max_new_tokens=t - 1,
-        sampling=Sampling(temperature=config.temperature), eos_ids=eos_ids,
-        pad_id=pad_id)
+        student,
+        batch,
+        jnp.asarray(np.repeat(cut[:, None], n_cont, 1), jnp.int32),
+        jax.random.fold_in(key, start),
+        max_new_tokens=t - 1,
+        sampling=Sampling(temperature=config.temperature),
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+    )
     cont, cmask = np.asarray(out.response), np.asarray(out.response_mask)
     for r in range(stop - start):
       prefix = ids[start + r][mask[start + r]].tolist()
       for row in range(r * n_cont, (r + 1) * n_cont):
-        leaves.append(prefix + cont[row][cmask[row]].tolist()[:t - len(prefix)])
+        leaves.append(
+            prefix + cont[row][cmask[row]].tolist()[: t - len(prefix)]
+        )
   return leaves
 
 
@@ -289,22 +316,25 @@ def grow(
   rmask = np.asarray(rollout.response_mask)
   n_cont = config.continuations
   rows, ids, mask = _leaf_rows(nodes, response, response.shape[1], pad_id)
-  leaves = _sample_leaves(student, ids, mask, rollout, config, key,
-                          eos_ids=eos_ids, pad_id=pad_id)
-  exact_leaves = [(i, j) for i, n in enumerate(nodes)
-                  for j, e in enumerate(n.exact) if e]
+  leaves = _sample_leaves(
+      student, ids, mask, rollout, config, key, eos_ids=eos_ids, pad_id=pad_id
+  )
+  exact_leaves = [
+      (i, j) for i, n in enumerate(nodes) for j, e in enumerate(n.exact) if e
+  ]
   for i, j in exact_leaves:
     n = nodes[i]
-    leaves.append(response[n.rollout, :n.position].tolist() + [n.children[j]])
+    leaves.append(response[n.rollout, : n.position].tolist() + [n.children[j]])
   grades = list(grade(leaves)) if leaves else []
   if len(grades) != len(leaves):
-    raise ValueError(f"grade returned {len(grades)} grades for {len(leaves)}"
-                     " responses")
+    raise ValueError(
+        f"grade returned {len(grades)} grades for {len(leaves)} responses"
+    )
   for n in nodes:
     n.visits, n.successes = [0] * len(n.children), [0] * len(n.children)
   sampled = len(rows) * n_cont
   for r, (i, j) in enumerate(rows):
-    ok = grades[r * n_cont:(r + 1) * n_cont]
+    ok = grades[r * n_cont : (r + 1) * n_cont]
     nodes[i].visits[j] += n_cont
     nodes[i].successes[j] += int(sum(ok))
   for (i, j), ok in zip(exact_leaves, grades[sampled:]):
@@ -320,7 +350,10 @@ def _add_rollouts_through(nodes, response, rmask, correct):
     for j, k in enumerate(n.children):
       if n.exact[j]:
         continue
-      through = (rmask[:, c] & (response[:, c] == k)
-                 & np.all(response[:, :c] == response[n.rollout, :c], axis=1))
+      through = (
+          rmask[:, c]
+          & (response[:, c] == k)
+          & np.all(response[:, :c] == response[n.rollout, :c], axis=1)
+      )
       n.visits[j] += int(through.sum())
       n.successes[j] += int((through & correct).sum())

@@ -31,15 +31,19 @@ from opd_jax.rollouts import Sampling, sample
 Grader = Callable[[Sequence[str], Sequence[str]], list[bool]]
 
 
-def arithmetic_grader(texts: Sequence[str], answers: Sequence[str]) -> list[bool]:
+def arithmetic_grader(
+    texts: Sequence[str], answers: Sequence[str]
+) -> list[bool]:
   """Exact integer grading of the built-in task's `#### <int>` answers."""
   return [arithmetic.is_correct(t, int(a)) for t, a in zip(texts, answers)]
 
 
 def pool_grader(pool) -> Grader:
   """Grades with a `GradingPool` (math-verify in timeout-bounded workers)."""
+
   def grade(texts, answers):
     return [g.correct for g in pool.grade(list(zip(texts, answers)))]
+
   return grade
 
 
@@ -77,9 +81,11 @@ class EvalResult:
   lengths: np.ndarray | None = None
 
   def metrics(self, prefix: str = "eval") -> dict[str, float]:
-    return {f"{prefix}/accuracy": self.accuracy,
-            f"{prefix}/pass@{self.num_samples}": self.pass_at_k,
-            f"{prefix}/len_mean": self.mean_length}
+    return {
+        f"{prefix}/accuracy": self.accuracy,
+        f"{prefix}/pass@{self.num_samples}": self.pass_at_k,
+        f"{prefix}/len_mean": self.mean_length,
+    }
 
 
 def evaluate(
@@ -115,8 +121,11 @@ def evaluate(
     sampling: the sampling strategy (greedy by default).
     eos_ids: ids that end a response.
   """
-  for name, value in (("batch_size", batch_size), ("num_samples", num_samples),
-                      ("max_new_tokens", max_new_tokens)):
+  for name, value in (
+      ("batch_size", batch_size),
+      ("num_samples", num_samples),
+      ("max_new_tokens", max_new_tokens),
+  ):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"evaluate: {name} expected an int >= 1, got {value!r}")
   n = len(dataset)
@@ -126,8 +135,10 @@ def evaluate(
     raise ValueError("evaluate: every evaluation row needs an answer")
   procs, proc = jax.process_count(), jax.process_index()
   if batch_size % procs:
-    raise ValueError(f"evaluate: batch_size {batch_size} is not a multiple of"
-                     f" the {procs} processes")
+    raise ValueError(
+        f"evaluate: batch_size {batch_size} is not a multiple of"
+        f" the {procs} processes"
+    )
   local = batch_size // procs
   correct = np.zeros((n, num_samples), bool)
   lengths = np.zeros((n, num_samples))
@@ -136,21 +147,30 @@ def evaluate(
     rows = np.arange(start, start + batch_size)
     valid = rows < n
     rows = np.where(valid, rows, 0)
-    batch = dataset.batch(rows[proc * local:(proc + 1) * local])
+    batch = dataset.batch(rows[proc * local : (proc + 1) * local])
     prompt, mask = batch["prompt"], batch["prompt_mask"]
     if mesh is not None:
       prompt, mask = sharding.global_batch((prompt, mask), mesh)
     for j in range(num_samples):
-      out = sample(model, prompt, mask,
-                   jax.random.fold_in(jax.random.fold_in(key, start), j),
-                   max_new_tokens=max_new_tokens, sampling=sampling,
-                   eos_ids=eos_ids, pad_id=dataset.pad_id)
+      out = sample(
+          model,
+          prompt,
+          mask,
+          jax.random.fold_in(jax.random.fold_in(key, start), j),
+          max_new_tokens=max_new_tokens,
+          sampling=sampling,
+          eos_ids=eos_ids,
+          pad_id=dataset.pad_id,
+      )
       response, rmask = _gather((out.response, out.response_mask))
-      texts = [tokenizer.decode(r[m].tolist(), skip_special_tokens=True)
-               for r, m in zip(response, rmask)]
+      texts = [
+          tokenizer.decode(r[m].tolist(), skip_special_tokens=True)
+          for r, m in zip(response, rmask)
+      ]
       keep = np.flatnonzero(valid)
-      ok = grader([texts[i] for i in keep],
-                  [dataset.answers[rows[i]] for i in keep])
+      ok = grader(
+          [texts[i] for i in keep], [dataset.answers[rows[i]] for i in keep]
+      )
       correct[rows[keep], j] = ok
       lengths[rows[keep], j] = rmask[keep].sum(axis=1)
       for i in keep:
@@ -158,11 +178,16 @@ def evaluate(
   c = correct.sum(axis=1)
   return EvalResult(
       accuracy=float(correct.mean()),
-      pass_at_k=float(np.mean([pass_at_k(num_samples, int(ci), num_samples)
-                               for ci in c])),
-      mean_length=float(lengths.mean()), num_questions=n,
-      num_samples=num_samples, responses=[s[0] for s in samples],
-      samples=samples, correct=correct, lengths=lengths.astype(np.int64),
+      pass_at_k=float(
+          np.mean([pass_at_k(num_samples, int(ci), num_samples) for ci in c])
+      ),
+      mean_length=float(lengths.mean()),
+      num_questions=n,
+      num_samples=num_samples,
+      responses=[s[0] for s in samples],
+      samples=samples,
+      correct=correct,
+      lengths=lengths.astype(np.int64),
   )
 
 

@@ -83,8 +83,7 @@ def integer_prediction(text: str) -> decimal.Decimal | None:
   final = answers_lib.extract_answer(text)
   if final is not None:
     return _single_number(final)
-  numbers = _NUMBER_RE.findall(
-      answers_lib.remove_thousands_separators(text))
+  numbers = _NUMBER_RE.findall(answers_lib.remove_thousands_separators(text))
   return decimal.Decimal(numbers[-1]) if numbers else None
 
 
@@ -97,14 +96,19 @@ class Grader:
 
   name = "grader"
 
-  def __call__(self, texts: Sequence[str],
-               answers: Sequence[str]) -> list[bool]:
+  def __call__(
+      self, texts: Sequence[str], answers: Sequence[str]
+  ) -> list[bool]:
     raise NotImplementedError
 
   def unusable(self, answers: Sequence[str | None]) -> list[str | None]:
     """Per answer, why the grader cannot use it (None when it can)."""
-    return [None if a is not None and reference_text(str(a)) else
-            "no reference answer" for a in answers]
+    return [
+        None
+        if a is not None and reference_text(str(a))
+        else "no reference answer"
+        for a in answers
+    ]
 
   def close(self) -> None:
     pass
@@ -125,8 +129,12 @@ class TaskGrader(Grader):
     return [arithmetic.is_correct(t, int(a)) for t, a in zip(texts, answers)]
 
   def unusable(self, answers):
-    return [None if a is not None and re.fullmatch(r"-?\d+", str(a)) else
-            f"answer {a!r} is not an integer" for a in answers]
+    return [
+        None
+        if a is not None and re.fullmatch(r"-?\d+", str(a))
+        else f"answer {a!r} is not an integer"
+        for a in answers
+    ]
 
 
 class IntegerGrader(Grader):
@@ -142,9 +150,14 @@ class IntegerGrader(Grader):
     return out
 
   def unusable(self, answers):
-    return [None if reference_integer(a) is not None else
-            "no reference answer" if a is None else
-            f"answer {a!r} is not an integer" for a in answers]
+    return [
+        None
+        if reference_integer(a) is not None
+        else "no reference answer"
+        if a is None
+        else f"answer {a!r} is not an integer"
+        for a in answers
+    ]
 
 
 class MathGrader(Grader):
@@ -177,8 +190,10 @@ class MathGrader(Grader):
     ok = self([f"\\boxed{{{r}}}" for r in refs], refs) if rows else []
     for i, good, ref in zip(rows, ok, refs):
       if not good:
-        why[i] = (f"answer {answers[i]!r} cannot be graded: math-verify does"
-                  f" not find '\\boxed{{{ref}}}' equal to it")
+        why[i] = (
+            f"answer {answers[i]!r} cannot be graded: math-verify does"
+            f" not find '\\boxed{{{ref}}}' equal to it"
+        )
     return why
 
   def close(self):
@@ -187,8 +202,9 @@ class MathGrader(Grader):
       self._pool = None
 
 
-def grader_for(source: PromptSource, *, num_workers: int = 2,
-               timeout: float = 10.0) -> Grader:
+def grader_for(
+    source: PromptSource, *, num_workers: int = 2, timeout: float = 10.0
+) -> Grader:
   """The grader for an evaluation source.
 
   Args:

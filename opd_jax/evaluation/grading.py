@@ -113,8 +113,11 @@ def _no_main_reimport():
   the main module is not needed there.
   """
   main = sys.modules["__main__"]
-  saved = {k: main.__dict__[k] for k in ("__file__", "__spec__")
-           if k in main.__dict__}
+  saved = {
+      k: main.__dict__[k]
+      for k in ("__file__", "__spec__")
+      if k in main.__dict__
+  }
   main.__dict__.pop("__file__", None)
   main.__spec__ = None
   try:
@@ -169,8 +172,10 @@ class GradingPool:
         import time never counts against an item's timeout.
       start_timeout: seconds to wait for a new worker to become ready.
     """
-    for name, value in (("num_workers", num_workers),
-                        ("max_tasks_per_worker", max_tasks_per_worker)):
+    for name, value in (
+        ("num_workers", num_workers),
+        ("max_tasks_per_worker", max_tasks_per_worker),
+    ):
       if value < 1:
         raise ValueError(f"GradingPool.{name}: expected >= 1, got {value}")
     if getattr(grade_fn, "__module__", None) == "__main__":

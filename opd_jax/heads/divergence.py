@@ -42,8 +42,7 @@ def _divergence_fn(
 ) -> Callable[..., Array]:
   if divergence not in DIVERGENCES:
     raise ValueError(
-        f"divergence must be one of {sorted(DIVERGENCES)}, got"
-        f" {divergence!r}."
+        f"divergence must be one of {sorted(DIVERGENCES)}, got {divergence!r}."
     )
   return functools.partial(DIVERGENCES[divergence], **(divergence_kwargs or {}))
 
@@ -88,8 +87,12 @@ def head_divergence(
   div_fn = _divergence_fn(divergence, divergence_kwargs)
   return chunked.head_pass(
       lambda zs, zt, w: div_fn(zs, zt, where=w, temperature=temperature),
-      student_hidden, student_head, teacher_hidden, teacher_head,
-      jnp.asarray(where, bool), chunk_size=chunk_size,
+      student_hidden,
+      student_head,
+      teacher_hidden,
+      teacher_head,
+      jnp.asarray(where, bool),
+      chunk_size=chunk_size,
   )
 
 

@@ -100,8 +100,9 @@ def token_stats(
   Returns:
     A :class:`TokenStats` of ``[batch, seq]`` float32 arrays.
   """
-  chunked.check_heads(student_hidden, student_head, teacher_hidden,
-                      teacher_head)
+  chunked.check_heads(
+      student_hidden, student_head, teacher_hidden, teacher_head
+  )
   shape = student_hidden.shape[:2]
   if ids.shape != shape or not jnp.issubdtype(ids.dtype, jnp.integer):
     raise ValueError(
@@ -137,7 +138,14 @@ def token_stats(
     return out
 
   out = chunked.head_pass(
-      chunk_stats, student_hidden, student_head, teacher_hidden,
-      teacher_head, ids, mask, chunk_size=chunk_size, student_grad=False,
+      chunk_stats,
+      student_hidden,
+      student_head,
+      teacher_hidden,
+      teacher_head,
+      ids,
+      mask,
+      chunk_size=chunk_size,
+      student_grad=False,
   )
   return TokenStats(**out)

@@ -70,7 +70,7 @@ def _norm_axis(axis: int, ndim: int) -> int:
 def _check_where(where: ArrayLike | None, shape: tuple[int, ...]) -> None:
   if where is not None and jnp.shape(where) != shape:
     raise ValueError(
-        f"where must have the logits shape without the vocabulary axis,"
+        "where must have the logits shape without the vocabulary axis,"
         f" expected {shape}, got {jnp.shape(where)}."
     )
 
@@ -503,7 +503,9 @@ def sampled_kl(
   _check_floating("student_logprobs", student_logprobs)
   _check_floating("teacher_logprobs", teacher_logprobs)
   _check_same_shape(
-      "student_logprobs", student_logprobs, "teacher_logprobs",
+      "student_logprobs",
+      student_logprobs,
+      "teacher_logprobs",
       teacher_logprobs,
   )
   _check_where(where, student_logprobs.shape)

@@ -169,7 +169,5 @@ def reduce(values: ArrayLike, mask: ArrayLike, mode: str) -> WeightedMean:
     A scalar :class:`WeightedMean`; call ``.value()`` for the loss.
   """
   if mode not in REDUCTIONS:
-    raise ValueError(
-        f"mode must be one of {sorted(REDUCTIONS)}, got {mode!r}."
-    )
+    raise ValueError(f"mode must be one of {sorted(REDUCTIONS)}, got {mode!r}.")
   return REDUCTIONS[mode](values, mask)

@@ -36,7 +36,6 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 import flax
 import jax
 
-
 # The batch entries every step gets; a stage's outputs come on top.
 BASE_BATCH_KEYS = ("tokens", "mask", "response_mask", "sampler_logprobs")
 # Extra sequences for the step to teacher-force: ids and mask [M, L] of
@@ -125,13 +124,22 @@ class StagedMethod(Protocol):
   def loss(self, inputs: StepInputs) -> tuple[jax.Array, Metrics]:
     """Returns (scalar float32 loss, flat slash-namespaced metrics)."""
 
-  def prepare(self, student, teacher, rollout, key: jax.Array, *,
-              sampling, eos_ids: tuple[int, ...],
-              pad_id: int) -> dict[str, jax.Array]:
+  def prepare(
+      self,
+      student,
+      teacher,
+      rollout,
+      key: jax.Array,
+      *,
+      sampling,
+      eos_ids: tuple[int, ...],
+      pad_id: int,
+  ) -> dict[str, jax.Array]:
     """Measures a rollout (no gradient); returns the batch extras."""
 
-  def prepare_shapes(self, batch_size: int, prompt_len: int,
-                     response_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+  def prepare_shapes(
+      self, batch_size: int, prompt_len: int, response_len: int
+  ) -> dict[str, jax.ShapeDtypeStruct]:
     """The extras' shapes; raises ValueError for a config the shapes
     cannot hold (naming the field)."""
 
@@ -149,11 +157,13 @@ REGISTRY: dict[str, Callable[..., Method]] = {}
 
 def register(name: str):
   """Class decorator adding a method dataclass to `REGISTRY` under `name`."""
+
   def wrap(cls):
     if name in REGISTRY:
       raise ValueError(f"method {name!r} registered twice")
     REGISTRY[name] = cls
     return cls
+
   return wrap
 
 
@@ -166,7 +176,8 @@ def build_method(name: str, args: Mapping[str, Any] | None = None) -> Method:
   if name not in REGISTRY:
     raise ValueError(
         f"config.method: unknown method {name!r}; expected one of"
-        f" {sorted(REGISTRY)}")
+        f" {sorted(REGISTRY)}"
+    )
   cls = REGISTRY[name]
   args = dict(args or {})
   fields = {f.name for f in dataclasses.fields(cls)}
@@ -174,5 +185,6 @@ def build_method(name: str, args: Mapping[str, Any] | None = None) -> Method:
   if unknown:
     raise ValueError(
         f"config.{name}: unknown field(s) {unknown}; {name} accepts"
-        f" {sorted(fields)}")
+        f" {sorted(fields)}"
+    )
   return cls(**args)

@@ -85,8 +85,11 @@ def check_real(
 
 def check_int(method: str, field: str, value: Any, *, lo: int) -> int:
   """Returns ``value`` as an int >= ``lo``, or raises."""
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < lo):
+  if (
+      isinstance(value, bool)
+      or not isinstance(value, numbers.Integral)
+      or value < lo
+  ):
     raise ValueError(
         f"config.{method}.{field} must be an int >= {lo}, got {value!r}."
     )

@@ -46,8 +46,7 @@ def selected_fraction(kept: Array, mask: Array) -> Metrics:
   """`select/count` and `select/frac` of a [B, T] kept-token mask."""
   count = jnp.sum(kept & jnp.asarray(mask, bool), dtype=jnp.float32)
   valid = jnp.sum(mask, dtype=jnp.float32)
-  return {"select/count": count,
-          "select/frac": count / jnp.maximum(valid, 1.0)}
+  return {"select/count": count, "select/frac": count / jnp.maximum(valid, 1.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,21 +91,30 @@ class LossPass:
   def token_stats(self, inputs: StepInputs) -> heads.TokenStats:
     """The stop-gradient stats pass [B, T] of the step's rollout."""
     return heads.token_stats(
-        inputs.student_hidden, inputs.student_head,
-        inputs.teacher_hidden, inputs.teacher_head, inputs.ids,
-        where=jnp.asarray(inputs.mask, bool), chunk_size=self.chunk_size,
-        temperature=self.temperature, jsd_beta=self.jsd_beta,
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        inputs.ids,
+        where=jnp.asarray(inputs.mask, bool),
+        chunk_size=self.chunk_size,
+        temperature=self.temperature,
+        jsd_beta=self.jsd_beta,
     )
 
   def dense_loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """The divergence on every valid response token, with its metrics."""
     mask = jnp.asarray(inputs.mask, bool)
     mean = heads.dense_divergence_loss(
-        inputs.student_hidden, inputs.student_head,
-        inputs.teacher_hidden, inputs.teacher_head,
-        mask.astype(jnp.float32), divergence=self.divergence,
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        mask.astype(jnp.float32),
+        divergence=self.divergence,
         divergence_kwargs=self.divergence_kwargs,
-        temperature=self.temperature, reduction=self.reduction,
+        temperature=self.temperature,
+        reduction=self.reduction,
         chunk_size=self.chunk_size,
     )
     loss = mean.value()
@@ -117,16 +125,23 @@ class LossPass:
   ) -> tuple[Array, Metrics]:
     """The divergence on a selection's gathered positions, with metrics."""
     mean = heads.selective_divergence_loss(
-        inputs.student_hidden, inputs.student_head,
-        inputs.teacher_hidden, inputs.teacher_head,
-        sel.index, sel.index_weights, divergence=self.divergence,
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        sel.index,
+        sel.index_weights,
+        divergence=self.divergence,
         divergence_kwargs=self.divergence_kwargs,
-        temperature=self.temperature, reduction=self.reduction,
+        temperature=self.temperature,
+        reduction=self.reduction,
         chunk_size=self.chunk_size,
     )
     loss = mean.value()
-    return loss, {self.loss_key: loss,
-                  **selected_fraction(sel.weights > 0, inputs.mask)}
+    return loss, {
+        self.loss_key: loss,
+        **selected_fraction(sel.weights > 0, inputs.mask),
+    }
 
 
 def axis_divergence(token_stats: heads.TokenStats, name: str) -> Array:
@@ -193,12 +208,16 @@ def sampled_token_logprobs(
     lpt = losses.token_logprobs(zt, y, temperature=temperature)
     out = (jnp.where(w, lps, 0.0), jnp.where(w, lpt, 0.0))
     if with_reverse_kl:
-      out = (losses.reverse_kl(zs, zt, where=w, temperature=temperature),
-             *out)
+      out = (losses.reverse_kl(zs, zt, where=w, temperature=temperature), *out)
     return out
 
   return heads.head_pass(
-      chunk_logprobs, inputs.student_hidden, inputs.student_head,
-      inputs.teacher_hidden, inputs.teacher_head, inputs.ids,
-      jnp.asarray(inputs.mask, bool), chunk_size=chunk_size,
+      chunk_logprobs,
+      inputs.student_hidden,
+      inputs.student_head,
+      inputs.teacher_hidden,
+      inputs.teacher_head,
+      inputs.ids,
+      jnp.asarray(inputs.mask, bool),
+      chunk_size=chunk_size,
   )

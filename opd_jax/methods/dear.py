@@ -124,9 +124,12 @@ class DEAR:
   def loss_pass(self) -> common.LossPass:
     """The head-pass settings of this config."""
     return common.LossPass(
-        divergence=self.divergence, jsd_beta=self.jsd_beta,
-        skew_alpha=self.skew_alpha, temperature=self.temperature,
-        reduction=self.reduction, chunk_size=self.chunk_size,
+        divergence=self.divergence,
+        jsd_beta=self.jsd_beta,
+        skew_alpha=self.skew_alpha,
+        temperature=self.temperature,
+        reduction=self.reduction,
+        chunk_size=self.chunk_size,
     )
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
@@ -136,8 +139,12 @@ class DEAR:
     token_stats = loss_pass.token_stats(inputs)
     parts = self.tokens(inputs, token_stats)
     sel = selection.union_selection(
-        parts, self.p, self.q, decision_weight=self.decision_weight,
-        evidence_weight=self.evidence_weight, return_index=True,
+        parts,
+        self.p,
+        self.q,
+        decision_weight=self.decision_weight,
+        evidence_weight=self.evidence_weight,
+        return_index=True,
     )
     loss, metrics = loss_pass.selected_loss(inputs, sel)
     valid = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)

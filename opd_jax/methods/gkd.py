@@ -87,9 +87,12 @@ class GKD:
   def loss_pass(self) -> LossPass:
     """The head-pass settings of this config."""
     return LossPass(
-        divergence=self.divergence, jsd_beta=self.beta,
-        skew_alpha=self.skew_alpha, temperature=self.loss_temperature,
-        reduction=self.reduction, chunk_size=self.chunk_size,
+        divergence=self.divergence,
+        jsd_beta=self.beta,
+        skew_alpha=self.skew_alpha,
+        temperature=self.loss_temperature,
+        reduction=self.reduction,
+        chunk_size=self.chunk_size,
     )
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:

@@ -117,7 +117,9 @@ class MiniLLM:
     sg = jax.lax.stop_gradient
     mask = jnp.asarray(inputs.mask, bool)
     rkl, lp_s, lp_t = common.sampled_token_logprobs(
-        inputs, temperature=self.temperature, chunk_size=self.chunk_size,
+        inputs,
+        temperature=self.temperature,
+        chunk_size=self.chunk_size,
         with_reverse_kl=True,
     )
     if self.use_sampler_logprobs:
@@ -131,9 +133,7 @@ class MiniLLM:
     )
     single = sg(ratio) * rkl
     long_term = -ratio * ret
-    per_token = (
-        self.single_step_coef * single + self.long_term_coef * long_term
-    )
+    per_token = self.single_step_coef * single + self.long_term_coef * long_term
     loss = losses.reduce(per_token, mask, self.reduction).value()
     metrics = {
         "loss/single": common.valid_mean(single, mask),

@@ -110,7 +110,11 @@ class TIP:
     checks.check_real(name, "rho", self.rho, lo=0.0, hi=1.0, lo_open=True)
     if self.clip_quantile is not None:
       checks.check_real(
-          name, "clip_quantile", self.clip_quantile, lo=0.0, hi=1.0,
+          name,
+          "clip_quantile",
+          self.clip_quantile,
+          lo=0.0,
+          hi=1.0,
           lo_open=True,
       )
     checks.check_choice(
@@ -134,12 +138,15 @@ class TIP:
     checks.check_real(name, "q_entropy", self.q_entropy, lo=0.0, hi=1.0)
     checks.check_real(name, "q_divergence", self.q_divergence, lo=0.0, hi=1.0)
     checks.check_real(
-        name, "quadrant_budget", self.quadrant_budget, lo=0.0, hi=1.0,
+        name,
+        "quadrant_budget",
+        self.quadrant_budget,
+        lo=0.0,
+        hi=1.0,
         lo_open=True,
     )
     checks.check_choice(
-        name, "tip_divergence", self.tip_divergence,
-        common.AXIS_DIVERGENCES
+        name, "tip_divergence", self.tip_divergence, common.AXIS_DIVERGENCES
     )
     checks.check_common(name, self)
 
@@ -153,23 +160,37 @@ class TIP:
     kw = dict(return_index=True)
     if self.selector in ("soft_or", "bottom_soft_or"):
       return selection.soft_or(
-          entropy, div, mask, self.rho,
+          entropy,
+          div,
+          mask,
+          self.rho,
           vocab_size=inputs.student_head.shape[1],
           clip_quantile=self.clip_quantile,
-          bottom=self.selector == "bottom_soft_or", **kw,
+          bottom=self.selector == "bottom_soft_or",
+          **kw,
       )
     if self.selector == "entropy":
       return selection.entropy_top(
-          entropy, mask, self.rho, mode=self.entropy_mode, key=inputs.key,
-          alpha=self.entropy_alpha, **kw,
+          entropy,
+          mask,
+          self.rho,
+          mode=self.entropy_mode,
+          key=inputs.key,
+          alpha=self.entropy_alpha,
+          **kw,
       )
     if self.selector == "divergence":
       return selection.divergence_top(div, mask, self.rho, **kw)
     if self.selector == "quadrant":
       return selection.quadrant_select(
-          entropy, div, mask, which=self.which, q_entropy=self.q_entropy,
+          entropy,
+          div,
+          mask,
+          which=self.which,
+          q_entropy=self.q_entropy,
           q_divergence=self.q_divergence,
-          budget_fraction=self.quadrant_budget, **kw,
+          budget_fraction=self.quadrant_budget,
+          **kw,
       )
     if self.selector == "random":
       return selection.uniform_random(inputs.key, mask, self.rho, **kw)
@@ -179,9 +200,12 @@ class TIP:
   def loss_pass(self) -> common.LossPass:
     """The head-pass settings of this config."""
     return common.LossPass(
-        divergence=self.divergence, jsd_beta=self.jsd_beta,
-        skew_alpha=self.skew_alpha, temperature=self.temperature,
-        reduction=self.reduction, chunk_size=self.chunk_size,
+        divergence=self.divergence,
+        jsd_beta=self.jsd_beta,
+        skew_alpha=self.skew_alpha,
+        temperature=self.temperature,
+        reduction=self.reduction,
+        chunk_size=self.chunk_size,
     )
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:

@@ -116,22 +116,28 @@ class TOPD:
 
   def __post_init__(self):
     name = self.NAME
-    checks.check_real(name, "rho_loss", self.rho_loss, lo=0.0, hi=1.0,
-                      lo_open=True)
+    checks.check_real(
+        name, "rho_loss", self.rho_loss, lo=0.0, hi=1.0, lo_open=True
+    )
     checks.check_int(name, "max_candidates", self.max_candidates, lo=1)
     checks.check_int(name, "window", self.window, lo=1)
-    checks.check_choice(name, "candidate_divergence",
-                        self.candidate_divergence, common.AXIS_DIVERGENCES)
-    checks.check_real(name, "ot_epsilon", self.ot_epsilon, lo=0.0,
-                      lo_open=True)
+    checks.check_choice(
+        name,
+        "candidate_divergence",
+        self.candidate_divergence,
+        common.AXIS_DIVERGENCES,
+    )
+    checks.check_real(name, "ot_epsilon", self.ot_epsilon, lo=0.0, lo_open=True)
     checks.check_int(name, "ot_iterations", self.ot_iterations, lo=1)
-    checks.check_real(name, "ot_threshold", self.ot_threshold, lo=0.0,
-                      lo_open=True)
+    checks.check_real(
+        name, "ot_threshold", self.ot_threshold, lo=0.0, lo_open=True
+    )
     checks.check_real(name, "ot_quantile", self.ot_quantile, lo=0.0, hi=1.0)
     checks.check_real(name, "w_low", self.w_low, lo=0.0, hi=1.0)
     checks.check_real(name, "lambda_traj", self.lambda_traj, lo=0.0)
-    checks.check_choice(name, "traj_divergence", self.traj_divergence,
-                        checks.SHORT_NAMES)
+    checks.check_choice(
+        name, "traj_divergence", self.traj_divergence, checks.SHORT_NAMES
+    )
     checks.check_choice(name, "traj_window", self.traj_window, TRAJ_WINDOWS)
     checks.check_common(name, self)
 
@@ -148,10 +154,12 @@ class TOPD:
       raise ValueError(
           f"config.{self.NAME}.max_candidates must be <= the response"
           f" length T = {response_len} (config.max_new_tokens), got"
-          f" {self.max_candidates}.")
+          f" {self.max_candidates}."
+      )
 
-  def prepare_shapes(self, batch_size: int, prompt_len: int,
-                     response_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+  def prepare_shapes(
+      self, batch_size: int, prompt_len: int, response_len: int
+  ) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of :meth:`prepare`'s outputs for [B, P] prompts, T tokens."""
     self.check_response_len(response_len)
     bn = (batch_size, self.max_candidates)
@@ -164,8 +172,9 @@ class TOPD:
         topd_stage.HIGH_OT: sds(bn, jnp.bool_),
     }
     if self.uses_segments:
-      m = topd_stage.trajectory_budget(batch_size * self.max_candidates,
-                                       self.ot_quantile)
+      m = topd_stage.trajectory_budget(
+          batch_size * self.max_candidates, self.ot_quantile
+      )
       length = prompt_len + response_len + self.window
       out[base.SEGMENT_TOKENS] = sds((m, length), jnp.int32)
       out[base.SEGMENT_MASK] = sds((m, length), jnp.bool_)
@@ -176,12 +185,28 @@ class TOPD:
     """Prefix (prompt + response, P + T) and a branched window W."""
     return prompt_len + response_len + self.window
 
-  def prepare(self, student, teacher, rollout, key: Array, *, sampling,
-              eos_ids: tuple[int, ...], pad_id: int) -> dict[str, Array]:
+  def prepare(
+      self,
+      student,
+      teacher,
+      rollout,
+      key: Array,
+      *,
+      sampling,
+      eos_ids: tuple[int, ...],
+      pad_id: int,
+  ) -> dict[str, Array]:
     """Candidates, branched windows, OT tests (see `topd_stage.prepare`)."""
-    return topd_stage.prepare(self, student, teacher, rollout, key,
-                              sampling=sampling, eos_ids=eos_ids,
-                              pad_id=pad_id)
+    return topd_stage.prepare(
+        self,
+        student,
+        teacher,
+        rollout,
+        key,
+        sampling=sampling,
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+    )
 
   # ------------------------------------------------------------ the loss.
 
@@ -189,15 +214,18 @@ class TOPD:
   def loss_pass(self) -> common.LossPass:
     """The head-pass settings of the OPD term."""
     return common.LossPass(
-        divergence=self.divergence, jsd_beta=self.jsd_beta,
-        skew_alpha=self.skew_alpha, temperature=self.temperature,
-        reduction=self.reduction, chunk_size=self.chunk_size)
+        divergence=self.divergence,
+        jsd_beta=self.jsd_beta,
+        skew_alpha=self.skew_alpha,
+        temperature=self.temperature,
+        reduction=self.reduction,
+        chunk_size=self.chunk_size,
+    )
 
   @property
   def traj_pass(self) -> common.LossPass:
     """The head-pass settings of the trajectory term."""
-    return dataclasses.replace(self.loss_pass,
-                               divergence=self.traj_divergence)
+    return dataclasses.replace(self.loss_pass, divergence=self.traj_divergence)
 
   def _extras(self, inputs: StepInputs) -> dict[str, Array]:
     extras = inputs.extras or {}
@@ -206,12 +234,14 @@ class TOPD:
       raise ValueError(
           f"{self.NAME}: StepInputs.extras lacks {missing}: run the"
           " method's prepare() on the rollout and pass its outputs in the"
-          " batch (the trainer does).")
+          " batch (the trainer does)."
+      )
     if self.uses_segments and inputs.segment is None:
       raise ValueError(
           f"{self.NAME}: lambda_traj > 0 with traj_window='teacher' needs"
           " StepInputs.segment (the step teacher-forces prepare()'s"
-          " segment/* outputs).")
+          " segment/* outputs)."
+      )
     return extras
 
   def nds_weights(self, inputs: StepInputs) -> Array:
@@ -219,8 +249,11 @@ class TOPD:
     ex = self._extras(inputs)
     mask = jnp.asarray(inputs.mask, bool)
     alarm = topd_stage.suppression_mask(
-        ex[topd_stage.CAND_INDEX], ex[topd_stage.CAND_VALID],
-        ex[topd_stage.HIGH_OT], mask.shape[1])
+        ex[topd_stage.CAND_INDEX],
+        ex[topd_stage.CAND_VALID],
+        ex[topd_stage.HIGH_OT],
+        mask.shape[1],
+    )
     return jnp.where(mask, jnp.where(alarm, self.w_low, 1.0), 0.0)
 
   def trajectory_loss(self, inputs: StepInputs) -> Array:
@@ -230,20 +263,36 @@ class TOPD:
     if self.traj_window == "teacher":
       seg = inputs.segment
       mean = heads.dense_divergence_loss(
-          seg.student_hidden, inputs.student_head, seg.teacher_hidden,
-          inputs.teacher_head, jnp.asarray(seg.mask, jnp.float32),
-          divergence=p.divergence, divergence_kwargs=p.divergence_kwargs,
-          temperature=p.temperature, reduction="seq_mean",
-          chunk_size=p.chunk_size)
+          seg.student_hidden,
+          inputs.student_head,
+          seg.teacher_hidden,
+          inputs.teacher_head,
+          jnp.asarray(seg.mask, jnp.float32),
+          divergence=p.divergence,
+          divergence_kwargs=p.divergence_kwargs,
+          temperature=p.temperature,
+          reduction="seq_mean",
+          chunk_size=p.chunk_size,
+      )
       return mean.value()
     weights = topd_stage.student_window_weights(
-        ex[topd_stage.CAND_INDEX], ex[topd_stage.HIGH_OT],
-        jnp.asarray(inputs.mask, bool), self.window)
+        ex[topd_stage.CAND_INDEX],
+        ex[topd_stage.HIGH_OT],
+        jnp.asarray(inputs.mask, bool),
+        self.window,
+    )
     mean = heads.dense_divergence_loss(
-        inputs.student_hidden, inputs.student_head, inputs.teacher_hidden,
-        inputs.teacher_head, weights, divergence=p.divergence,
-        divergence_kwargs=p.divergence_kwargs, temperature=p.temperature,
-        reduction="sum", chunk_size=p.chunk_size)
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        weights,
+        divergence=p.divergence,
+        divergence_kwargs=p.divergence_kwargs,
+        temperature=p.temperature,
+        reduction="sum",
+        chunk_size=p.chunk_size,
+    )
     return mean.value()
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
@@ -254,12 +303,18 @@ class TOPD:
     weights = self.nds_weights(inputs)
     lp = self.loss_pass
     loss = heads.dense_divergence_loss(
-        inputs.student_hidden, inputs.student_head, inputs.teacher_hidden,
-        inputs.teacher_head, weights, divergence=lp.divergence,
-        divergence_kwargs=lp.divergence_kwargs, temperature=lp.temperature,
-        reduction=lp.reduction, chunk_size=lp.chunk_size).value()
-    metrics = {lp.loss_key: loss,
-               **common.selected_fraction(weights > 0, mask)}
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        weights,
+        divergence=lp.divergence,
+        divergence_kwargs=lp.divergence_kwargs,
+        temperature=lp.temperature,
+        reduction=lp.reduction,
+        chunk_size=lp.chunk_size,
+    ).value()
+    metrics = {lp.loss_key: loss, **common.selected_fraction(weights > 0, mask)}
     if self.lambda_traj > 0:
       traj = self.trajectory_loss(inputs)
       metrics["loss/traj"] = traj
@@ -275,8 +330,9 @@ def _masked_corr(x: Array, y: Array, mask: Array) -> Array:
   dx = (x - jnp.sum(x * m) / n) * m
   dy = (y - jnp.sum(y * m) / n) * m
   den = jnp.sqrt(jnp.sum(dx * dx) * jnp.sum(dy * dy))
-  return jnp.where(den > 0, jnp.sum(dx * dy) / jnp.where(den > 0, den, 1.0),
-                   0.0)
+  return jnp.where(
+      den > 0, jnp.sum(dx * dy) / jnp.where(den > 0, den, 1.0), 0.0
+  )
 
 
 def stage_metrics(ex: dict[str, Array], segment) -> Metrics:
@@ -289,14 +345,15 @@ def stage_metrics(ex: dict[str, Array], segment) -> Metrics:
   out = {
       "topd/candidates": count,
       "topd/divergent": jnp.sum(high, dtype=jnp.float32),
-      "topd/false_alarm_frac": jnp.sum(valid & ~high, dtype=jnp.float32)
-                               / jnp.maximum(count, 1.0),
+      "topd/false_alarm_frac": (
+          jnp.sum(valid & ~high, dtype=jnp.float32) / jnp.maximum(count, 1.0)
+      ),
       "topd/loss_ot_corr": _masked_corr(
-          sg(ex[topd_stage.CAND_SCORE]), ot, valid),
+          sg(ex[topd_stage.CAND_SCORE]), ot, valid
+      ),
   }
   for q in (10, 50, 90):
     out[f"topd/ot_q{q}"] = selection.masked_quantile(ot, valid, q / 100)
   if segment is not None:
-    out["topd/traj_rows"] = jnp.sum(segment.mask.any(axis=1),
-                                    dtype=jnp.float32)
+    out["topd/traj_rows"] = jnp.sum(segment.mask.any(axis=1), dtype=jnp.float32)
   return out

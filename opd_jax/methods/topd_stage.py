@@ -66,7 +66,8 @@ def pick_candidates(
   """
   counts = selection.rollout_budget(rho, mask)
   sel = selection.select_top_counts(
-      score, mask, counts, max_candidates, return_index=True)
+      score, mask, counts, max_candidates, return_index=True
+  )
   return sel.index.astype(jnp.int32), sel.index_weights > 0
 
 
@@ -111,8 +112,9 @@ def trajectory_rows(ot: Array, high: Array, m: int) -> tuple[Array, Array]:
   return rows.astype(jnp.int32), jnp.take(high, rows)
 
 
-def suppression_mask(index: Array, valid: Array, high: Array,
-                     response_len: int) -> Array:
+def suppression_mask(
+    index: Array, valid: Array, high: Array, response_len: int
+) -> Array:
   """False alarms as a ``[B, T]`` mask: tested candidates that are not high.
 
   Args:
@@ -130,8 +132,9 @@ def suppression_mask(index: Array, valid: Array, high: Array,
   return jnp.zeros((b, response_len), bool).at[rows, index].max(alarm)
 
 
-def student_window_weights(index: Array, high: Array, mask: Array,
-                           window: int) -> Array:
+def student_window_weights(
+    index: Array, high: Array, mask: Array, window: int
+) -> Array:
   r"""Token weights that spread each divergent state over its next W tokens.
 
   .. math::
@@ -148,8 +151,12 @@ def student_window_weights(index: Array, high: Array, mask: Array,
   t = mask.shape[1]
   pos = jnp.arange(t)[None, None, :]
   start = index[..., None]
-  inside = ((pos >= start) & (pos < start + window) & mask[:, None, :]
-            & high[..., None])  # [B, N, T]
+  inside = (
+      (pos >= start)
+      & (pos < start + window)
+      & mask[:, None, :]
+      & high[..., None]
+  )  # [B, N, T]
   k = inside.sum(axis=-1, keepdims=True).astype(jnp.float32)
   per = inside / jnp.maximum(k, 1.0)
   num = jnp.maximum(jnp.sum(high & (k[..., 0] > 0)), 1).astype(jnp.float32)
@@ -164,16 +171,31 @@ def rollout_scores(cfg, student, teacher, rollout: Rollout) -> Array:
   ht = response_hidden(teacher, tokens, mask, t)
   rmask = jnp.asarray(rollout.response_mask, bool)
   stats = heads.token_stats(
-      hs, student.head_matrix(), ht, teacher.head_matrix(),
-      rollout.response, where=rmask, chunk_size=cfg.chunk_size,
-      temperature=cfg.temperature, jsd_beta=cfg.jsd_beta)
+      hs,
+      student.head_matrix(),
+      ht,
+      teacher.head_matrix(),
+      rollout.response,
+      where=rmask,
+      chunk_size=cfg.chunk_size,
+      temperature=cfg.temperature,
+      jsd_beta=cfg.jsd_beta,
+  )
   score = common.axis_divergence(stats, cfg.candidate_divergence)
   return jax.lax.stop_gradient(jnp.where(rmask, score, 0.0))
 
 
-def prepare(cfg, student, teacher, rollout: Rollout, key: Array, *,
-            sampling, eos_ids: tuple[int, ...], pad_id: int
-            ) -> dict[str, Array]:
+def prepare(
+    cfg,
+    student,
+    teacher,
+    rollout: Rollout,
+    key: Array,
+    *,
+    sampling,
+    eos_ids: tuple[int, ...],
+    pad_id: int,
+) -> dict[str, Array]:
   """The whole stage for a TOPD config `cfg` (see module docstring).
 
   Args:
@@ -194,37 +216,47 @@ def prepare(cfg, student, teacher, rollout: Rollout, key: Array, *,
   n, w = cfg.max_candidates, cfg.window
   cfg.check_response_len(t)
   score = rollout_scores(cfg, student, teacher, rollout)
-  index, valid = pick_candidates(score, rollout.response_mask, cfg.rho_loss,
-                                 n)
+  index, valid = pick_candidates(score, rollout.response_mask, cfg.rho_loss, n)
   cut = jnp.where(valid, index, -1)  # invalid cuts come back masked
   key_t, key_s = jax.random.split(key)
-  kw = dict(max_new_tokens=w, sampling=sampling, eos_ids=eos_ids,
-            pad_id=pad_id)
+  kw = dict(max_new_tokens=w, sampling=sampling, eos_ids=eos_ids, pad_id=pad_id)
   tw = continue_from(teacher, rollout, cut, key_t, **kw)  # [B*N, W]
   sw = continue_from(student, rollout, cut, key_s, **kw)
   table = student.embedder.embedding[...]  # [V, D]: input embeddings
   ot = window_ot_distance(
-      jnp.take(table, tw.response, axis=0), tw.response_mask,
-      jnp.take(table, sw.response, axis=0), sw.response_mask,
-      epsilon=cfg.ot_epsilon, max_iterations=cfg.ot_iterations,
-      threshold=cfg.ot_threshold).reshape(b, n)
+      jnp.take(table, tw.response, axis=0),
+      tw.response_mask,
+      jnp.take(table, sw.response, axis=0),
+      sw.response_mask,
+      epsilon=cfg.ot_epsilon,
+      max_iterations=cfg.ot_iterations,
+      threshold=cfg.ot_threshold,
+  ).reshape(b, n)
   valid &= (tw.response_mask[:, 0] & sw.response_mask[:, 0]).reshape(b, n)
   high = high_ot(ot, valid, cfg.ot_quantile)
   out = {
-      CAND_INDEX: index, CAND_VALID: valid,
+      CAND_INDEX: index,
+      CAND_VALID: valid,
       CAND_SCORE: jnp.take_along_axis(score, index, axis=1),
-      OT: jnp.where(valid, ot, 0.0), HIGH_OT: high,
+      OT: jnp.where(valid, ot, 0.0),
+      HIGH_OT: high,
   }
   if cfg.uses_segments:
     rows, rows_valid = trajectory_rows(
-        ot.reshape(-1), high.reshape(-1),
-        trajectory_budget(b * n, cfg.ot_quantile))
-    window_mask = jnp.take(tw.response_mask, rows, axis=0) & rows_valid[:,
-                                                                        None]
+        ot.reshape(-1),
+        high.reshape(-1),
+        trajectory_budget(b * n, cfg.ot_quantile),
+    )
+    window_mask = jnp.take(tw.response_mask, rows, axis=0) & rows_valid[:, None]
     out[base.SEGMENT_TOKENS] = jnp.concatenate(
-        [jnp.take(tw.prompt, rows, axis=0),
-         jnp.take(tw.response, rows, axis=0)], axis=1)
+        [
+            jnp.take(tw.prompt, rows, axis=0),
+            jnp.take(tw.response, rows, axis=0),
+        ],
+        axis=1,
+    )
     out[base.SEGMENT_MASK] = jnp.concatenate(
-        [jnp.take(tw.prompt_mask, rows, axis=0), window_mask], axis=1)
+        [jnp.take(tw.prompt_mask, rows, axis=0), window_mask], axis=1
+    )
     out[base.SEGMENT_RESPONSE_MASK] = window_mask
   return jax.lax.stop_gradient(out)

@@ -70,7 +70,8 @@ def init_cache(
       k=tuple(jnp.zeros((batch, k, h, cache_len), dtype) for _ in layers_),
       v=tuple(jnp.zeros((batch, k, cache_len, h), dtype) for _ in layers_),
       key_mask=jnp.zeros((batch, cache_len), bool),
-      end=jnp.zeros((), jnp.int32), next_pos=jnp.zeros((batch,), jnp.int32),
+      end=jnp.zeros((), jnp.int32),
+      next_pos=jnp.zeros((batch,), jnp.int32),
   )
 
 
@@ -85,9 +86,11 @@ def extend_cache(cache: KVCache, cache_len: int) -> KVCache:
   if extra < 0:
     raise ValueError(
         f"extend_cache: cache_len {cache_len} is shorter than the cache's"
-        f" {cache.length} slots")
+        f" {cache.length} slots"
+    )
   pad = lambda x, axis: jnp.pad(
-      x, [(0, extra if a == axis else 0) for a in range(x.ndim)])
+      x, [(0, extra if a == axis else 0) for a in range(x.ndim)]
+  )
   return cache.replace(
       k=tuple(pad(k, 3) for k in cache.k),
       v=tuple(pad(v, 2) for v in cache.v),
@@ -99,17 +102,25 @@ class Attention(nnx.Module):
   """Multi-head / grouped-query self-attention of one decoder layer."""
 
   def __init__(self, config: ModelConfig, *, stack=(), dtype, rngs: nnx.Rngs):
-    d, n, k, h = (config.embed_dim, config.num_heads, config.num_kv_heads,
-                  config.head_dim)
+    d, n, k, h = (
+        config.embed_dim,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+    )
     bias = config.qkv_bias
-    self.q_proj = layers.Projection(rngs, (*stack, d, n, h), (*stack, n, h),
-                                    dtype, use_bias=bias)
-    self.k_proj = layers.Projection(rngs, (*stack, d, k, h), (*stack, k, h),
-                                    dtype, use_bias=bias)
-    self.v_proj = layers.Projection(rngs, (*stack, d, k, h), (*stack, k, h),
-                                    dtype, use_bias=bias)
-    self.o_proj = layers.Projection(rngs, (*stack, n, h, d), None, dtype,
-                                    use_bias=False)
+    self.q_proj = layers.Projection(
+        rngs, (*stack, d, n, h), (*stack, n, h), dtype, use_bias=bias
+    )
+    self.k_proj = layers.Projection(
+        rngs, (*stack, d, k, h), (*stack, k, h), dtype, use_bias=bias
+    )
+    self.v_proj = layers.Projection(
+        rngs, (*stack, d, k, h), (*stack, k, h), dtype, use_bias=bias
+    )
+    self.o_proj = layers.Projection(
+        rngs, (*stack, n, h, d), None, dtype, use_bias=False
+    )
     if config.qk_norm:
       self.q_norm = layers.RMSNorm((*stack, h), config.rms_norm_eps, dtype)
       self.k_norm = layers.RMSNorm((*stack, h), config.rms_norm_eps, dtype)
@@ -155,15 +166,20 @@ class Attention(nnx.Module):
     q = q.reshape(b, t, kv_heads, self.num_groups, h)
     if kv is not None:
       return self._cached(q, k, v, key_mask, query_slots, kv, start)
-    logits = jnp.einsum(
-        "BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32
-    ) * self.scale
+    logits = (
+        jnp.einsum(
+            "BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32
+        )
+        * self.scale
+    )
     slots = jnp.arange(k.shape[1])
-    allowed = key_mask[:, None, :] & (slots[None, None, :]
-                                      <= query_slots[None, :, None])  # [B,T,S]
+    allowed = key_mask[:, None, :] & (
+        slots[None, None, :] <= query_slots[None, :, None]
+    )  # [B,T,S]
     # A finite floor, not -inf: fully masked rows (left pads) stay finite.
-    logits = jnp.where(allowed[:, None, None], logits,
-                       jnp.finfo(jnp.float32).min)
+    logits = jnp.where(
+        allowed[:, None, None], logits, jnp.finfo(jnp.float32).min
+    )
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, h)
     out = sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
@@ -176,27 +192,40 @@ class Attention(nnx.Module):
     # In-place writes of this call's slots; attention then reads the whole
     # buffer (empty and future slots are masked).
     k_cache = jax.lax.dynamic_update_slice(
-        kv[0], k.transpose(0, 2, 3, 1).astype(dt), (0, 0, 0, start))
+        kv[0], k.transpose(0, 2, 3, 1).astype(dt), (0, 0, 0, start)
+    )
     v_cache = jax.lax.dynamic_update_slice(
-        kv[1], v.transpose(0, 2, 1, 3).astype(dt), (0, 0, start, 0))
+        kv[1], v.transpose(0, 2, 1, 3).astype(dt), (0, 0, start, 0)
+    )
     # Queries of one kv head as the rows of one matmul, [B, K, T*G, H], so
     # that both products are plain batched [M, H] x [H, S] and [M, S] x
     # [S, H] matmuls over the cache as stored.
     q = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
     batch = ((0, 1), (0, 1))
-    logits = jax.lax.dot_general(
-        q.astype(dt), k_cache, (((3,), (2,)), batch),
-        preferred_element_type=jnp.float32) * self.scale  # [B, K, T*G, S]
+    logits = (
+        jax.lax.dot_general(
+            q.astype(dt),
+            k_cache,
+            (((3,), (2,)), batch),
+            preferred_element_type=jnp.float32,
+        )
+        * self.scale
+    )  # [B, K, T*G, S]
     slots = jnp.arange(key_mask.shape[1])
-    allowed = key_mask[:, None, :] & (slots[None, None, :]
-                                      <= query_slots[None, :, None])  # [B,T,S]
+    allowed = key_mask[:, None, :] & (
+        slots[None, None, :] <= query_slots[None, :, None]
+    )  # [B,T,S]
     allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # [B, 1, T*G, S]
     logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
     out = jax.lax.dot_general(
-        probs, v_cache, (((3,), (2,)), batch),
-        preferred_element_type=jnp.float32)  # [B, K, T*G, H]
+        probs,
+        v_cache,
+        (((3,), (2,)), batch),
+        preferred_element_type=jnp.float32,
+    )  # [B, K, T*G, H]
     out = out.astype(q.dtype).reshape(b, kh, t, g, h).transpose(0, 2, 1, 3, 4)
-    out = sharding.shard(out.reshape(b, t, kh * g, h),
-                         P(sharding.BATCH, None, "tensor", None))
+    out = sharding.shard(
+        out.reshape(b, t, kh * g, h), P(sharding.BATCH, None, "tensor", None)
+    )
     return self.o_proj(out, in_dims=2), (k_cache, v_cache)

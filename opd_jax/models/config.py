@@ -33,6 +33,7 @@ _ARCHITECTURES = {
     "qwen3": "Qwen3ForCausalLM",
 }
 
+
 @dataclasses.dataclass(frozen=True)
 class Llama3RopeScaling:
   """Llama-3 frequency-dependent RoPE scaling (HF `rope_type='llama3'`)."""
@@ -88,11 +89,17 @@ class ModelConfig:
   def __post_init__(self):
     if self.family not in FAMILIES:
       raise ValueError(
-          f"ModelConfig.family: expected one of {FAMILIES}, got"
-          f" {self.family!r}"
+          f"ModelConfig.family: expected one of {FAMILIES}, got {self.family!r}"
       )
-    for name in ("vocab_size", "embed_dim", "num_layers", "num_heads",
-                 "num_kv_heads", "head_dim", "mlp_dim"):
+    for name in (
+        "vocab_size",
+        "embed_dim",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "mlp_dim",
+    ):
       value = getattr(self, name)
       if not isinstance(value, int) or value <= 0:
         raise ValueError(
@@ -169,53 +176,102 @@ class ModelConfig:
   @classmethod
   def smollm2_135m(cls) -> "ModelConfig":
     return cls(
-        family="llama", vocab_size=49152, embed_dim=576, num_layers=30,
-        num_heads=9, num_kv_heads=3, head_dim=64, mlp_dim=1536,
-        rms_norm_eps=1e-5, rope_theta=100_000.0, tie_embeddings=True,
-        max_position_embeddings=8192, bos_token_id=0, eos_token_ids=(0,),
+        family="llama",
+        vocab_size=49152,
+        embed_dim=576,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        head_dim=64,
+        mlp_dim=1536,
+        rms_norm_eps=1e-5,
+        rope_theta=100_000.0,
+        tie_embeddings=True,
+        max_position_embeddings=8192,
+        bos_token_id=0,
+        eos_token_ids=(0,),
     )
 
 
 PRESETS = (
-    "qwen3_0p6b", "qwen3_1p7b", "qwen3_4b", "qwen3_8b", "qwen2p5_1p5b",
-    "qwen2p5_7b", "qwen2p5_14b", "llama3p2_1b", "llama3p1_8b", "smollm2_135m",
+    "qwen3_0p6b",
+    "qwen3_1p7b",
+    "qwen3_4b",
+    "qwen3_8b",
+    "qwen2p5_1p5b",
+    "qwen2p5_7b",
+    "qwen2p5_14b",
+    "llama3p2_1b",
+    "llama3p1_8b",
+    "smollm2_135m",
 )
 
 
 def preset(name: str) -> ModelConfig:
   """Returns the preset `name` (one of `PRESETS`)."""
   if name not in PRESETS:
-    raise ValueError(f"Unknown model preset {name!r}; expected one of {PRESETS}")
+    raise ValueError(
+        f"Unknown model preset {name!r}; expected one of {PRESETS}"
+    )
   return getattr(ModelConfig, name)()
 
 
 def _qwen3(d, layers, heads, kv, mlp, *, tie) -> ModelConfig:
   return ModelConfig(
-      family="qwen3", vocab_size=151936, embed_dim=d, num_layers=layers,
-      num_heads=heads, num_kv_heads=kv, head_dim=128, mlp_dim=mlp,
-      rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_embeddings=tie,
-      qk_norm=True, max_position_embeddings=40960, bos_token_id=151643,
+      family="qwen3",
+      vocab_size=151936,
+      embed_dim=d,
+      num_layers=layers,
+      num_heads=heads,
+      num_kv_heads=kv,
+      head_dim=128,
+      mlp_dim=mlp,
+      rms_norm_eps=1e-6,
+      rope_theta=1_000_000.0,
+      tie_embeddings=tie,
+      qk_norm=True,
+      max_position_embeddings=40960,
+      bos_token_id=151643,
       eos_token_ids=(151645,),
   )
 
 
 def _qwen2(vocab, d, layers, heads, kv, mlp, *, tie, eps=1e-6) -> ModelConfig:
   return ModelConfig(
-      family="qwen2", vocab_size=vocab, embed_dim=d, num_layers=layers,
-      num_heads=heads, num_kv_heads=kv, head_dim=d // heads, mlp_dim=mlp,
-      rms_norm_eps=eps, rope_theta=1_000_000.0, tie_embeddings=tie,
-      qkv_bias=True, max_position_embeddings=32768, bos_token_id=151643,
+      family="qwen2",
+      vocab_size=vocab,
+      embed_dim=d,
+      num_layers=layers,
+      num_heads=heads,
+      num_kv_heads=kv,
+      head_dim=d // heads,
+      mlp_dim=mlp,
+      rms_norm_eps=eps,
+      rope_theta=1_000_000.0,
+      tie_embeddings=tie,
+      qkv_bias=True,
+      max_position_embeddings=32768,
+      bos_token_id=151643,
       eos_token_ids=(151645,),
   )
 
 
 def _llama3(d, layers, heads, kv, mlp, *, head_dim, tie, factor) -> ModelConfig:
   return ModelConfig(
-      family="llama", vocab_size=128256, embed_dim=d, num_layers=layers,
-      num_heads=heads, num_kv_heads=kv, head_dim=head_dim, mlp_dim=mlp,
-      rms_norm_eps=1e-5, rope_theta=500_000.0, tie_embeddings=tie,
+      family="llama",
+      vocab_size=128256,
+      embed_dim=d,
+      num_layers=layers,
+      num_heads=heads,
+      num_kv_heads=kv,
+      head_dim=head_dim,
+      mlp_dim=mlp,
+      rms_norm_eps=1e-5,
+      rope_theta=500_000.0,
+      tie_embeddings=tie,
       rope_scaling=Llama3RopeScaling(factor, 1.0, 4.0, 8192),
-      max_position_embeddings=131072, bos_token_id=128000,
+      max_position_embeddings=131072,
+      bos_token_id=128000,
       eos_token_ids=(128001, 128008, 128009),
   )
 
@@ -238,8 +294,10 @@ def _check_family_flags(config: "ModelConfig") -> None:
   norms; a config outside these would save a checkpoint that neither
   transformers nor `load_hf` reads back as the same model.
   """
-  for name, want in (("qkv_bias", config.family == "qwen2"),
-                     ("qk_norm", config.family == "qwen3")):
+  for name, want in (
+      ("qkv_bias", config.family == "qwen2"),
+      ("qk_norm", config.family == "qwen3"),
+  ):
     if getattr(config, name) != want:
       raise ValueError(
           f"ModelConfig.{name}: family {config.family!r} requires"
@@ -262,9 +320,11 @@ def _rope_from_hf(
     field, scaling = "rope_scaling", dict(hf.get("rope_scaling") or {})
     theta = hf.get("rope_theta", 10_000.0)
   if scaling.get("partial_rotary_factor", 1.0) not in (None, 1, 1.0):
-    raise _unsupported(f"{field}.partial_rotary_factor",
-                       scaling["partial_rotary_factor"],
-                       "RoPE on part of each head")
+    raise _unsupported(
+        f"{field}.partial_rotary_factor",
+        scaling["partial_rotary_factor"],
+        "RoPE on part of each head",
+    )
   rope_type = scaling.get("rope_type", scaling.get("type", "default"))
   if rope_type == "default":
     return float(theta), None
@@ -283,9 +343,10 @@ def _rope_from_hf(
           f"HF config field {field} of rope_type 'llama3' lacks {e.args[0]!r}"
       ) from None
   raise _unsupported(
-      f"{field}.rope_type", rope_type,
+      f"{field}.rope_type",
+      rope_type,
       "only 'default' and 'llama3' RoPE (linear, dynamic, yarn, longrope"
-      " and the others scale positions differently)"
+      " and the others scale positions differently)",
   )
 
 
@@ -293,7 +354,8 @@ def _family(hf: Mapping[str, Any]) -> str:
   model_type = hf.get("model_type")
   if model_type not in _MODEL_TYPES:
     raise _unsupported(
-        "model_type", model_type,
+        "model_type",
+        model_type,
         f"supported model types are {sorted(_MODEL_TYPES)}",
     )
   family = _MODEL_TYPES[model_type]
@@ -330,7 +392,8 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
   """
   if not isinstance(hf, Mapping):
     raise UnsupportedConfigError(
-        f"HF config: expected a JSON object, got {type(hf).__name__}")
+        f"HF config: expected a JSON object, got {type(hf).__name__}"
+    )
   family = _family(hf)
   ignored = hf_guard.check_fields(hf, family)
   theta, scaling = _rope_from_hf(hf)
@@ -338,8 +401,9 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
   d = _required_int(hf, "hidden_size")
   head_dim = hf.get("head_dim") or (d // heads if heads > 0 else 0)
   eos = hf.get("eos_token_id")
-  eos_ids = (() if eos is None else tuple(eos) if isinstance(eos, list)
-             else (eos,))
+  eos_ids = (
+      () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+  )
   config = ModelConfig(
       family=family,
       vocab_size=_required_int(hf, "vocab_size"),
@@ -378,17 +442,26 @@ def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
   key = tuple(ignored)
   if ignored and key not in _WARNED:
     _WARNED.add(key)
-    logging.warning("HF config (%s): fields without effect here, ignored: %s",
-                    config.family, ", ".join(ignored))
+    logging.warning(
+        "HF config (%s): fields without effect here, ignored: %s",
+        config.family,
+        ", ".join(ignored),
+    )
   return config
 
 
 def to_hf_config(config: ModelConfig) -> dict[str, Any]:
   """The HF `config.json` dictionary (transformers 5.x layout) for `config`."""
-  rope: dict[str, Any] = {"rope_type": "default", "rope_theta": config.rope_theta}
+  rope: dict[str, Any] = {
+      "rope_type": "default",
+      "rope_theta": config.rope_theta,
+  }
   if config.rope_scaling is not None:
-    rope = {"rope_type": "llama3", "rope_theta": config.rope_theta,
-            **dataclasses.asdict(config.rope_scaling)}
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": config.rope_theta,
+        **dataclasses.asdict(config.rope_scaling),
+    }
   eos = list(config.eos_token_ids)
   hf = {
       "architectures": [_ARCHITECTURES[config.family]],
@@ -420,5 +493,3 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
     if config.family == "qwen3":
       hf["attention_bias"] = False
   return hf
-
-

@@ -34,7 +34,8 @@ _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 # card of the teacher, and the files written here.
 _NOT_COPIED = re.compile(
     r"\.(safetensors|bin|pt|pth|gguf|h5|msgpack|onnx|ckpt)$|^README\.md$|"
-    r"^config\.json$|^model\.safetensors\.index\.json$")
+    r"^config\.json$|^model\.safetensors\.index\.json$"
+)
 PROVENANCE_FILE = "student_layers.json"
 
 
@@ -52,7 +53,8 @@ def evenly_spaced_layers(num_layers: int, keep: int) -> tuple[int, ...]:
   if not 1 <= keep <= num_layers:
     raise ValueError(
         f"num_layers: expected 1 <= N <= {num_layers} (the teacher's layers),"
-        f" got {keep}")
+        f" got {keep}"
+    )
   if keep == 1:
     return (0,)
   span, steps = num_layers - 1, keep - 1
@@ -68,11 +70,13 @@ def check_layers(keep: Sequence[int], num_layers: int) -> tuple[int, ...]:
   if bad:
     raise ValueError(
         f"keep_layers: layer {bad[0]} is out of range; the teacher has"
-        f" {num_layers} layers (0..{num_layers - 1})")
+        f" {num_layers} layers (0..{num_layers - 1})"
+    )
   if any(b <= a for a, b in zip(keep, keep[1:])):
     raise ValueError(
-        f"keep_layers: expected strictly increasing indices (each layer once,"
-        f" in the teacher's order), got {list(keep)}")
+        "keep_layers: expected strictly increasing indices (each layer once,"
+        f" in the teacher's order), got {list(keep)}"
+    )
   return keep
 
 
@@ -110,11 +114,13 @@ def _plan_shards(sizes: dict[str, int], max_bytes: int) -> list[list[str]]:
 
 
 def _check_out_dir(out_dir: str) -> None:
-  if os.path.exists(out_dir) and (not os.path.isdir(out_dir)
-                                  or os.listdir(out_dir)):
+  if os.path.exists(out_dir) and (
+      not os.path.isdir(out_dir) or os.listdir(out_dir)
+  ):
     raise ValueError(
         f"out: {out_dir} already exists and is not an empty directory;"
-        " choose a new path")
+        " choose a new path"
+    )
 
 
 def cut_layers(
@@ -162,28 +168,44 @@ def cut_layers(
     new = _rename(name, new_index)
     if new is not None:
       sizes[name] = math.prod(reader.shape(name)) * _BYTES.get(
-          reader.dtype(name), 4)
+          reader.dtype(name), 4
+      )
   shards = _plan_shards(sizes, max_shard_bytes)
   os.makedirs(out_dir, exist_ok=True)
   weight_map = {}
   for j, names in enumerate(shards):
-    file = (hf_io.WEIGHTS_FILE if len(shards) == 1 else
-            f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors")
+    file = (
+        hf_io.WEIGHTS_FILE
+        if len(shards) == 1
+        else f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
+    )
     tensors = {_rename(n, new_index): reader.get(n) for n in names}
     save_file(tensors, os.path.join(out_dir, file), metadata={"format": "pt"})
     weight_map.update({k: file for k in tensors})
   if len(shards) > 1:
     with open(os.path.join(out_dir, hf_io.INDEX_FILE), "w") as f:
-      json.dump({"metadata": {"total_size": sum(sizes.values())},
-                 "weight_map": weight_map}, f, indent=2)
+      json.dump(
+          {
+              "metadata": {"total_size": sum(sizes.values())},
+              "weight_map": weight_map,
+          },
+          f,
+          indent=2,
+      )
   for name in sorted(os.listdir(teacher_dir)):
     src = os.path.join(teacher_dir, name)
     if os.path.isfile(src) and not _NOT_COPIED.search(name):
       shutil.copy(src, os.path.join(out_dir, name))
   with open(os.path.join(out_dir, PROVENANCE_FILE), "w") as f:
-    json.dump({"teacher": os.path.abspath(teacher_dir),
-               "teacher_num_layers": config.num_layers,
-               "kept_layers": list(keep)}, f, indent=2)
+    json.dump(
+        {
+            "teacher": os.path.abspath(teacher_dir),
+            "teacher_num_layers": config.num_layers,
+            "kept_layers": list(keep),
+        },
+        f,
+        indent=2,
+    )
   student = _student_config(raw, keep)
   # config.json last: a directory with a config is a complete checkpoint.
   with open(os.path.join(out_dir, hf_io.CONFIG_FILE), "w") as f:

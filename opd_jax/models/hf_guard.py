@@ -34,11 +34,23 @@ class UnsupportedConfigError(ValueError):
 
 # Fields `from_hf_config` reads (or checks) itself.
 READ = frozenset({
-    "model_type", "architectures", "vocab_size", "hidden_size",
-    "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta",
-    "rope_scaling", "rope_parameters", "tie_word_embeddings",
-    "max_position_embeddings", "bos_token_id", "eos_token_id",
+    "model_type",
+    "architectures",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "max_position_embeddings",
+    "bos_token_id",
+    "eos_token_id",
     "pad_token_id",
 })
 
@@ -46,24 +58,59 @@ READ = frozenset({
 # bookkeeping, the generation defaults transformers 4.x wrote into every
 # config, tokenizer hints, and markers of the tools that wrote the file.
 METADATA = frozenset({
-    "transformers_version", "torch_dtype", "dtype", "use_cache",
-    "initializer_range", "output_hidden_states", "output_attentions",
-    "return_dict", "return_dict_in_generate", "output_scores",
-    "chunk_size_feed_forward", "id2label", "label2id", "problem_type",
-    "tokenizer_class", "model_name", "prefix", "task_specific_params",
-    "finetuning_task", "torchscript", "use_bfloat16", "tf_legacy_loss",
-    "pruned_heads", "is_decoder", "cross_attention_hidden_size",
-    "max_length", "min_length", "do_sample", "early_stopping", "num_beams",
-    "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p",
-    "typical_p", "repetition_penalty", "length_penalty",
-    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
-    "num_return_sequences", "remove_invalid_values",
-    "exponential_decay_length_penalty", "suppress_tokens",
-    "begin_suppress_tokens", "rope_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "use_cache",
+    "initializer_range",
+    "output_hidden_states",
+    "output_attentions",
+    "return_dict",
+    "return_dict_in_generate",
+    "output_scores",
+    "chunk_size_feed_forward",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "tokenizer_class",
+    "model_name",
+    "prefix",
+    "task_specific_params",
+    "finetuning_task",
+    "torchscript",
+    "use_bfloat16",
+    "tf_legacy_loss",
+    "pruned_heads",
+    "is_decoder",
+    "cross_attention_hidden_size",
+    "max_length",
+    "min_length",
+    "do_sample",
+    "early_stopping",
+    "num_beams",
+    "num_beam_groups",
+    "diversity_penalty",
+    "temperature",
+    "top_k",
+    "top_p",
+    "typical_p",
+    "repetition_penalty",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "num_return_sequences",
+    "remove_invalid_values",
+    "exponential_decay_length_penalty",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "rope_type",
     # SmolLM2 / nanotron exports; transformers.js settings.
-    "is_llama_config", "transformers.js_config",
+    "is_llama_config",
+    "transformers.js_config",
     # Only read by training-time code paths opd_jax does not have.
-    "gradient_checkpointing", "neftune_noise_alpha",
+    "gradient_checkpointing",
+    "neftune_noise_alpha",
 })
 
 
@@ -72,8 +119,9 @@ def _is_metadata(field: str) -> bool:
   # `_attn_implementation`...: HF's private bookkeeping; and every special
   # token id (`unk_token_id`, `sep_token_id`, ...), which only tokenizers
   # and generation read.
-  return (field in METADATA or field.startswith("_")
-          or field.endswith("_token_id"))
+  return (
+      field in METADATA or field.startswith("_") or field.endswith("_token_id")
+  )
 
 
 def _falsy(v: Any) -> bool:
@@ -87,8 +135,12 @@ def _one(v: Any) -> bool:
 # Field -> (harmless(value), what a non-harmless value would ask for).
 _NEUTRAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rope_interleaved": (
-        _falsy, "interleaved (GPT-J style) RoPE pairs; opd_jax and"
-        " transformers' Llama rotate the two halves of each head"),
+        _falsy,
+        (
+            "interleaved (GPT-J style) RoPE pairs; opd_jax and"
+            " transformers' Llama rotate the two halves of each head"
+        ),
+    ),
     "mlp_bias": (_falsy, "biases in the MLP projections"),
     "quantization_config": (_falsy, "quantized weights"),
     "use_mrope": (_falsy, "multimodal (3-D) RoPE"),
@@ -107,15 +159,27 @@ _NEUTRAL: dict[str, tuple[Callable[[Any], bool], str]] = {
 # Fields harmless for opd_jax's computation but worth a note when set.
 _NOTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attention_dropout": (
-        _falsy, "not applied: opd_jax never uses dropout (transformers"
-        " applies it in training mode only)"),
+        _falsy,
+        (
+            "not applied: opd_jax never uses dropout (transformers"
+            " applies it in training mode only)"
+        ),
+    ),
     "pretraining_tp": (
-        _one, "sliced matmuls during pretraining compute the same function;"
-        " transformers 5 ignores it too"),
+        _one,
+        (
+            "sliced matmuls during pretraining compute the same function;"
+            " transformers 5 ignores it too"
+        ),
+    ),
 }
 
-_SLIDING_FIELDS = ("use_sliding_window", "sliding_window",
-                   "max_window_layers", "layer_types")
+_SLIDING_FIELDS = (
+    "use_sliding_window",
+    "sliding_window",
+    "max_window_layers",
+    "layer_types",
+)
 # transformers' default `max_window_layers` for Qwen2 / Qwen3 configs.
 _DEFAULT_MAX_WINDOW_LAYERS = 28
 
@@ -133,9 +197,11 @@ def _attention_bias(hf: Mapping[str, Any], family: str) -> list[str]:
     return ["attention_bias"]
   if value:
     raise unsupported(
-        "attention_bias", value,
+        "attention_bias",
+        value,
         f"biases on q/k/v/o in {family} attention (transformers adds one to"
-        " o_proj too)")
+        " o_proj too)",
+    )
   return ["attention_bias"]
 
 
@@ -148,25 +214,33 @@ def _sliding_window(hf: Mapping[str, Any], family: str) -> list[str]:
   n = int(hf.get("num_hidden_layers") or 0)
   types = hf.get("layer_types")
   if types is not None:
-    other = sorted({t for t in types
-                    if t not in ("full_attention", "sliding_attention")})
+    other = sorted(
+        {t for t in types if t not in ("full_attention", "sliding_attention")}
+    )
     if other:
-      raise unsupported("layer_types", other,
-                        "only 'full_attention' (or inactive sliding) layers")
+      raise unsupported(
+          "layer_types",
+          other,
+          "only 'full_attention' (or inactive sliding) layers",
+      )
   window = hf.get("sliding_window") if hf.get("use_sliding_window") else None
   if window is None:
     return present  # as transformers: no window unless use_sliding_window
   if types is None:
     first = hf.get("max_window_layers", _DEFAULT_MAX_WINDOW_LAYERS)
-    types = ["sliding_attention" if i >= first else "full_attention"
-             for i in range(n)]
+    types = [
+        "sliding_attention" if i >= first else "full_attention"
+        for i in range(n)
+    ]
   sliding = [i for i, t in enumerate(types) if t == "sliding_attention"]
   # A window at least as long as any position never masks anything.
   if sliding and int(window) < int(hf.get("max_position_embeddings", 0)):
     raise unsupported(
-        "use_sliding_window", True,
+        "use_sliding_window",
+        True,
         f"a sliding window of {window} tokens on layers {sliding[0]}.."
-        f"{sliding[-1]}; opd_jax attends to the whole context")
+        f"{sliding[-1]}; opd_jax attends to the whole context",
+    )
   return present
 
 
@@ -182,8 +256,7 @@ def check_fields(hf: Mapping[str, Any], family: str) -> list[str]:
   act = hf.get("hidden_act", "silu")
   if act not in ("silu", "swish"):  # transformers: both are nn.SiLU
     raise unsupported("hidden_act", act, "only SiLU-gated (SwiGLU) MLPs")
-  handled = set(READ) | set(_SLIDING_FIELDS) | {"attention_bias",
-                                                 "hidden_act"}
+  handled = set(READ) | set(_SLIDING_FIELDS) | {"attention_bias", "hidden_act"}
   for field in sorted(hf):
     value = hf[field]
     if field in handled:

@@ -39,7 +39,10 @@ from safetensors.numpy import save_file
 
 from opd_jax import sharding
 from opd_jax.models.config import (
-    ModelConfig, UnsupportedConfigError, from_hf_config, to_hf_config,
+    ModelConfig,
+    UnsupportedConfigError,
+    from_hf_config,
+    to_hf_config,
 )
 from opd_jax.models.transformer import Transformer
 
@@ -84,28 +87,43 @@ def mapping_table(config: ModelConfig) -> tuple[Mapping, ...]:
   rows = [
       Mapping("model.embed_tokens.weight", "embedder/embedding"),
       Mapping("model.norm.weight", "final_norm/scale"),
-      Mapping("model.layers.{i}.input_layernorm.weight",
-              "layers/input_norm/scale"),
-      Mapping("model.layers.{i}.post_attention_layernorm.weight",
-              "layers/post_attn_norm/scale"),
+      Mapping(
+          "model.layers.{i}.input_layernorm.weight", "layers/input_norm/scale"
+      ),
+      Mapping(
+          "model.layers.{i}.post_attention_layernorm.weight",
+          "layers/post_attn_norm/scale",
+      ),
       Mapping(f"{a}.q_proj.weight", "layers/attn/q_proj/kernel", "linear:1"),
       Mapping(f"{a}.k_proj.weight", "layers/attn/k_proj/kernel", "linear:1"),
       Mapping(f"{a}.v_proj.weight", "layers/attn/v_proj/kernel", "linear:1"),
       Mapping(f"{a}.o_proj.weight", "layers/attn/o_proj/kernel", "linear:2"),
-      Mapping("model.layers.{i}.mlp.gate_proj.weight",
-              "layers/mlp/gate_proj/kernel", "linear:1"),
-      Mapping("model.layers.{i}.mlp.up_proj.weight",
-              "layers/mlp/up_proj/kernel", "linear:1"),
-      Mapping("model.layers.{i}.mlp.down_proj.weight",
-              "layers/mlp/down_proj/kernel", "linear:1"),
+      Mapping(
+          "model.layers.{i}.mlp.gate_proj.weight",
+          "layers/mlp/gate_proj/kernel",
+          "linear:1",
+      ),
+      Mapping(
+          "model.layers.{i}.mlp.up_proj.weight",
+          "layers/mlp/up_proj/kernel",
+          "linear:1",
+      ),
+      Mapping(
+          "model.layers.{i}.mlp.down_proj.weight",
+          "layers/mlp/down_proj/kernel",
+          "linear:1",
+      ),
   ]
   if config.qkv_bias:
-    rows += [Mapping(f"{a}.{p}_proj.bias", f"layers/attn/{p}_proj/bias",
-                     "flat")
-             for p in "qkv"]
+    rows += [
+        Mapping(f"{a}.{p}_proj.bias", f"layers/attn/{p}_proj/bias", "flat")
+        for p in "qkv"
+    ]
   if config.qk_norm:
-    rows += [Mapping(f"{a}.{p}_norm.weight", f"layers/attn/{p}_norm/scale")
-             for p in "qk"]
+    rows += [
+        Mapping(f"{a}.{p}_norm.weight", f"layers/attn/{p}_norm/scale")
+        for p in "qk"
+    ]
   if not config.tie_embeddings:
     rows.append(Mapping("lm_head.weight", "lm_head/kernel", "linear:1"))
   return tuple(rows)
@@ -135,9 +153,7 @@ def to_hf(kind: str, x: np.ndarray) -> np.ndarray:
   if kind == "flat":
     return x.reshape(-1)
   n = int(kind.split(":")[1])
-  return np.ascontiguousarray(
-      x.reshape(math.prod(x.shape[:n]), -1).T
-  )
+  return np.ascontiguousarray(x.reshape(math.prod(x.shape[:n]), -1).T)
 
 
 # -- reading -------------------------------------------------------------------
@@ -165,12 +181,16 @@ def read_hf_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
   except UnicodeDecodeError as e:
     raise CheckpointError(
         f"{config_path} is not UTF-8 text (byte {e.object[e.start]:#04x} at"
-        f" offset {e.start}): not an HF config.json") from None
+        f" offset {e.start}): not an HF config.json"
+    ) from None
   try:
     return from_hf_config(raw), raw
   except ValueError as e:  # UnsupportedConfigError, or ModelConfig's checks
-    kind = (UnsupportedConfigError if isinstance(e, UnsupportedConfigError)
-            else CheckpointError)
+    kind = (
+        UnsupportedConfigError
+        if isinstance(e, UnsupportedConfigError)
+        else CheckpointError
+    )
     raise kind(f"{config_path}: {e}") from None
 
 
@@ -266,8 +286,11 @@ def expected_tensors(config: ModelConfig, abstract_state) -> dict[str, tuple]:
       raise AssertionError(f"mapping table names unknown parameter {m.path}")
     shape = tuple(flat[m.path].shape)
     layer_shape = shape[1:] if m.stacked else shape
-    names = ([m.hf_name.format(i=i) for i in range(config.num_layers)]
-             if m.stacked else [m.hf_name])
+    names = (
+        [m.hf_name.format(i=i) for i in range(config.num_layers)]
+        if m.stacked
+        else [m.hf_name]
+    )
     for name in names:
       needed[name] = (m, layer_shape)
   unmapped = set(flat) - {m.path for m in mapping_table(config)}
@@ -307,8 +330,11 @@ def check_tensors(reader: TensorReader, needed, config, path) -> None:
   known = set(needed)
   if config.tie_embeddings:
     known.add("lm_head.weight")  # some tied checkpoints store it anyway
-  extra = sorted(n for n in reader.files if n not in known and
-                 not any(p.search(n) for p in _IGNORED_TENSORS))
+  extra = sorted(
+      n
+      for n in reader.files
+      if n not in known and not any(p.search(n) for p in _IGNORED_TENSORS)
+  )
   if extra:
     raise CheckpointError(
         f"{path}: unexpected tensors for a {config.family} model (another"
@@ -317,8 +343,11 @@ def check_tensors(reader: TensorReader, needed, config, path) -> None:
 
 
 def _numpy_dtype(dtype) -> np.dtype:
-  return np.dtype(ml_dtypes.bfloat16) if jnp.dtype(dtype) == jnp.bfloat16 else (
-      np.dtype(jnp.dtype(dtype).name))
+  return (
+      np.dtype(ml_dtypes.bfloat16)
+      if jnp.dtype(dtype) == jnp.bfloat16
+      else (np.dtype(jnp.dtype(dtype).name))
+  )
 
 
 def load_hf(
@@ -411,8 +440,9 @@ def save_hf(
   hf["torch_dtype"] = "bfloat16" if dtype == ml_dtypes.bfloat16 else str(dtype)
   shards = _split_shards(tensors, max_shard_bytes)
   if len(shards) == 1:
-    save_file(shards[0], os.path.join(path, WEIGHTS_FILE),
-              metadata={"format": "pt"})
+    save_file(
+        shards[0], os.path.join(path, WEIGHTS_FILE), metadata={"format": "pt"}
+    )
   else:
     weight_map = {}
     for j, shard in enumerate(shards):
@@ -421,8 +451,11 @@ def save_hf(
       weight_map.update({k: name for k in shard})
     total = sum(t.nbytes for t in tensors.values())
     with open(os.path.join(path, INDEX_FILE), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
-                f, indent=2)
+      json.dump(
+          {"metadata": {"total_size": total}, "weight_map": weight_map},
+          f,
+          indent=2,
+      )
   # config.json last: a directory with a config is a complete checkpoint.
   with open(os.path.join(path, CONFIG_FILE), "w") as f:
     json.dump(hf, f, indent=2)

@@ -45,9 +45,11 @@ def dense(x: jax.Array, kernel: jax.Array, in_dims: int = 1) -> jax.Array:
   # float32 accumulation, output in x's dtype: with bfloat16 operands this
   # runs about 2x faster on CPU than a bfloat16-output dot (and is exact
   # float32 for float32 operands).
-  y = jnp.dot(x.reshape(-1, k_in), kernel.reshape(k_in, -1),
-              preferred_element_type=jnp.float32).astype(
-                  jnp.result_type(x, kernel))
+  y = jnp.dot(
+      x.reshape(-1, k_in),
+      kernel.reshape(k_in, -1),
+      preferred_element_type=jnp.float32,
+  ).astype(jnp.result_type(x, kernel))
   return y.reshape(*lead, *out)
 
 
@@ -74,9 +76,13 @@ class Mlp(nnx.Module):
 
   def __init__(self, config: ModelConfig, *, stack=(), dtype, rngs: nnx.Rngs):
     d, f = config.embed_dim, config.mlp_dim
-    self.gate_proj = Projection(rngs, (*stack, d, f), None, dtype, use_bias=False)
+    self.gate_proj = Projection(
+        rngs, (*stack, d, f), None, dtype, use_bias=False
+    )
     self.up_proj = Projection(rngs, (*stack, d, f), None, dtype, use_bias=False)
-    self.down_proj = Projection(rngs, (*stack, f, d), None, dtype, use_bias=False)
+    self.down_proj = Projection(
+        rngs, (*stack, f, d), None, dtype, use_bias=False
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
     return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -114,9 +120,9 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
   wavelen = 2 * math.pi / inv_freq
   scaled = np.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
-  smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
-      s.high_freq_factor - s.low_freq_factor
-  )
+  smooth = (
+      s.original_max_position_embeddings / wavelen - s.low_freq_factor
+  ) / (s.high_freq_factor - s.low_freq_factor)
   smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
   medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
   return np.where(medium, smoothed, scaled).astype(np.float32)

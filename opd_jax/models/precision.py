@@ -33,7 +33,8 @@ def dtype_by_name(name: str, field: str = "dtype"):
   """
   if name not in DTYPES:
     raise ValueError(
-        f"config.{field}: expected one of {sorted(DTYPES)}, got {name!r}")
+        f"config.{field}: expected one of {sorted(DTYPES)}, got {name!r}"
+    )
   return DTYPES[name]
 
 
@@ -54,5 +55,6 @@ def cast_floating(tree: Any, dtype) -> Any:
   if dtype is None:
     return tree
   return jax.tree.map(
-      lambda x: x.astype(dtype)
-      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      tree,
+  )

@@ -33,21 +33,35 @@ def resize_vocab(model: Transformer, vocab_size: int) -> Transformer:
   """
   old = model.config.vocab_size
   if vocab_size < old:
-    raise ValueError(f"resize_vocab: cannot shrink the vocabulary from {old}"
-                     f" to {vocab_size}")
+    raise ValueError(
+        f"resize_vocab: cannot shrink the vocabulary from {old} to {vocab_size}"
+    )
   if vocab_size == old:
     return model
   config = model.config.replace(vocab_size=vocab_size)
-  graphdef, state = nnx.split(nnx.eval_shape(
-      lambda: Transformer(config, dtype=model.embedder.embedding[...].dtype,
-                          rngs=nnx.Rngs(0))))
+  graphdef, state = nnx.split(
+      nnx.eval_shape(
+          lambda: Transformer(
+              config,
+              dtype=model.embedder.embedding[...].dtype,
+              rngs=nnx.Rngs(0),
+          )
+      )
+  )
   params = nnx.state(model).to_pure_dict()
 
   def grow(x, axis):
-    extra = jnp.repeat(jnp.mean(x, axis=axis, keepdims=True, dtype=jnp.float32
-                                ).astype(x.dtype), vocab_size - old, axis=axis)
-    return jax.jit(lambda a, b: jnp.concatenate([a, b], axis=axis),
-                   out_shardings=x.sharding)(x, extra)
+    extra = jnp.repeat(
+        jnp.mean(x, axis=axis, keepdims=True, dtype=jnp.float32).astype(
+            x.dtype
+        ),
+        vocab_size - old,
+        axis=axis,
+    )
+    return jax.jit(
+        lambda a, b: jnp.concatenate([a, b], axis=axis),
+        out_shardings=x.sharding,
+    )(x, extra)
 
   params["embedder"]["embedding"] = grow(params["embedder"]["embedding"], 0)
   if params.get("lm_head") is not None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import jax
 
 
-def response_hidden(model, tokens: jax.Array, mask: jax.Array,
-                    response_len: int) -> jax.Array:
+def response_hidden(
+    model, tokens: jax.Array, mask: jax.Array, response_len: int
+) -> jax.Array:
   """Hidden states [B, T, D] that predict the last `response_len` tokens.
 
   The output at position i predicts token i + 1, so response token t (at
@@ -38,4 +39,4 @@ def response_hidden(model, tokens: jax.Array, mask: jax.Array,
   """
   hidden = model(tokens, attention_mask=mask, return_logits=False).hidden
   prompt_len = tokens.shape[1] - response_len
-  return hidden[:, prompt_len - 1:-1]
+  return hidden[:, prompt_len - 1 : -1]

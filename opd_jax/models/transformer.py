@@ -53,8 +53,9 @@ class Block(nnx.Module):
     self.mlp = layers.Mlp(config, stack=stack, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, cos, sin, key_mask, query_slots, kv, start):
-    h, kv = self.attn(self.input_norm(x), cos, sin, key_mask, query_slots, kv,
-                      start)
+    h, kv = self.attn(
+        self.input_norm(x), cos, sin, key_mask, query_slots, kv, start
+    )
     x = x + h
     x = x + self.mlp(self.post_attn_norm(x))
     return sharding.shard(x, sharding.batch_spec(3)), kv
@@ -80,23 +81,25 @@ class Transformer(nnx.Module):
   grow with depth.
   """
 
-  def __init__(
-      self, config: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs
-  ):
+  def __init__(self, config: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.config = config
     self.embedder = Embedder(config, dtype=dtype, rngs=rngs)
-    self.layers = Block(config, stack=(config.num_layers,), dtype=dtype,
-                        rngs=rngs)
-    self.final_norm = layers.RMSNorm((config.embed_dim,), config.rms_norm_eps,
-                                     dtype)
+    self.layers = Block(
+        config, stack=(config.num_layers,), dtype=dtype, rngs=rngs
+    )
+    self.final_norm = layers.RMSNorm(
+        (config.embed_dim,), config.rms_norm_eps, dtype
+    )
     if config.tie_embeddings:
       self.lm_head = None
     else:
       self.lm_head = layers.Projection(
-          rngs, (config.embed_dim, config.vocab_size), None, dtype,
+          rngs,
+          (config.embed_dim, config.vocab_size),
+          None,
+          dtype,
           use_bias=False,
       )
-
 
   def init_cache(self, batch: int, cache_len: int, dtype=None) -> KVCache:
     """An empty KV cache; `dtype` defaults to the parameters' dtype."""
@@ -127,8 +130,9 @@ class Transformer(nnx.Module):
     if not isinstance(self.layers, nnx.List):
       return nnx.split(self.layers)
     splits = [nnx.split(block) for block in self.layers]
-    return splits[0][0], jax.tree.map(lambda *xs: jnp.stack(xs),
-                                      *[s for _, s in splits])
+    return splits[0][0], jax.tree.map(
+        lambda *xs: jnp.stack(xs), *[s for _, s in splits]
+    )
 
   def _cached_layers(self, x, cache, cos, sin, key_mask, query_slots, start):
     """The layers unrolled over the per-layer cache buffers.
@@ -150,8 +154,9 @@ class Transformer(nnx.Module):
       ]
     ks, vs = [], []
     for i, block in enumerate(blocks):
-      x, (k, v) = block(x, cos, sin, key_mask, query_slots,
-                        (cache.k[i], cache.v[i]), start)
+      x, (k, v) = block(
+          x, cos, sin, key_mask, query_slots, (cache.k[i], cache.v[i]), start
+      )
       ks.append(k)
       vs.append(v)
     return x, tuple(ks), tuple(vs)
@@ -168,11 +173,18 @@ class Transformer(nnx.Module):
     h = hidden.reshape(-1, hidden.shape[-1])
     if self.lm_head is None:  # contract with [V, D] directly, no transpose.
       w = self.embedder.embedding[...]
-      logits = jax.lax.dot_general(h, w.astype(h.dtype), (((1,), (1,)), ((), ())),
-                                   preferred_element_type=jnp.float32)
+      logits = jax.lax.dot_general(
+          h,
+          w.astype(h.dtype),
+          (((1,), (1,)), ((), ())),
+          preferred_element_type=jnp.float32,
+      )
     else:
-      logits = jnp.dot(h, self.lm_head.kernel[...].astype(h.dtype),
-                       preferred_element_type=jnp.float32)
+      logits = jnp.dot(
+          h,
+          self.lm_head.kernel[...].astype(h.dtype),
+          preferred_element_type=jnp.float32,
+      )
     return logits.reshape(*lead, -1)
 
   def __call__(
@@ -208,9 +220,7 @@ class Transformer(nnx.Module):
     if positions is None:
       counts = jnp.cumsum(attention_mask.astype(jnp.int32), axis=1)
       positions = jnp.maximum(base[:, None] + counts - 1, 0)
-    cos, sin = layers.rope_cos_sin(
-        positions, layers.rope_inv_freq(self.config)
-    )
+    cos, sin = layers.rope_cos_sin(positions, layers.rope_inv_freq(self.config))
 
     if cache is None:
       start = jnp.zeros((), jnp.int32)
@@ -241,15 +251,20 @@ class Transformer(nnx.Module):
       x, _ = jax.lax.scan(layer, x, stacked)
     else:
       x, ks, vs = self._cached_layers(
-          x, cache, cos, sin, key_mask, query_slots, start)
+          x, cache, cos, sin, key_mask, query_slots, start
+      )
       new_cache = KVCache(
-          k=ks, v=vs, key_mask=key_mask, end=start + t,
+          k=ks,
+          v=vs,
+          key_mask=key_mask,
+          end=start + t,
           next_pos=base + attention_mask.sum(axis=1, dtype=jnp.int32),
       )
     hidden = self.final_norm(x)
 
     logits = None
     if return_logits:
-      logits = sharding.shard(self.apply_head(hidden),
-                              P(sharding.BATCH, None, "tensor"))
+      logits = sharding.shard(
+          self.apply_head(hidden), P(sharding.BATCH, None, "tensor")
+      )
     return ModelOutput(logits=logits, hidden=hidden, cache=new_cache)

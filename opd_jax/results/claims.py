@@ -24,7 +24,7 @@ from opd_jax.results import stats
 
 # The verdict rules (EVALUATION.md), as RESULTS.md states them.
 RULES = (
-    'A claim "A >= B" holds unless A\'s mean is below B\'s beyond the'
+    "A claim \"A >= B\" holds unless A's mean is below B's beyond the"
     " interval (the 95% bootstrap interval of mean(A) - mean(B) lies below"
     ' 0: contradicted); "A > B" holds when that interval excludes 0 on the'
     " positive side, is contradicted when it excludes 0 on the negative"
@@ -67,8 +67,9 @@ class Claim:
 
   def __post_init__(self):
     if self.relation not in RELATIONS:
-      raise ValueError(f"Claim.relation: expected one of {RELATIONS}, got"
-                       f" {self.relation!r}")
+      raise ValueError(
+          f"Claim.relation: expected one of {RELATIONS}, got {self.relation!r}"
+      )
 
 
 def relation_verdict(relation: str, diff: stats.Interval) -> str:
@@ -117,8 +118,10 @@ class ClaimResult:
 
 def _frac_part(claim: Claim, a: Measured) -> tuple[str, str]:
   ok = a.select_frac < claim.max_select_frac
-  return (f"{claim.a} trains on {a.select_frac:.1%} of tokens",
-          HOLDS if ok else NOT_AT_SCALE)
+  return (
+      f"{claim.a} trains on {a.select_frac:.1%} of tokens",
+      HOLDS if ok else NOT_AT_SCALE,
+  )
 
 
 def _memory_part(claim: Claim, a: Measured, b: Measured) -> tuple[str, str]:
@@ -126,22 +129,27 @@ def _memory_part(claim: Claim, a: Measured, b: Measured) -> tuple[str, str]:
     return "step memory not measured", NOT_RUN
   ratio = a.temp_bytes / b.temp_bytes
   delta = (a.temp_bytes - b.temp_bytes) / 2.0**30
-  return (f"step temporaries {ratio:.3f}x of {claim.b}'s ({delta:+.2f} GiB)",
-          HOLDS if ratio < 1.0 else CONTRADICTED)
+  return (
+      f"step temporaries {ratio:.3f}x of {claim.b}'s ({delta:+.2f} GiB)",
+      HOLDS if ratio < 1.0 else CONTRADICTED,
+  )
 
 
-def check_claim(claim: Claim, results: Mapping[str, Measured], *,
-                seed: int = 0) -> ClaimResult:
+def check_claim(
+    claim: Claim, results: Mapping[str, Measured], *, seed: int = 0
+) -> ClaimResult:
   """Measures one claim on `results` (variant name -> Measured)."""
   if claim.a not in results or claim.b not in results:
     missing = [n for n in (claim.a, claim.b) if n not in results]
-    return ClaimResult(claim, "variant(s) not run: " + ", ".join(missing),
-                       "-", NOT_RUN)
+    return ClaimResult(
+        claim, "variant(s) not run: " + ", ".join(missing), "-", NOT_RUN
+    )
   a, b = results[claim.a], results[claim.b]
   diff = stats.bootstrap_difference(a.scores, b.scores, seed=seed)
   verdicts = [relation_verdict(claim.relation, diff)]
-  measured = [f"{claim.a} {a.scores.mean():.3f} vs {claim.b}"
-              f" {b.scores.mean():.3f}"]
+  measured = [
+      f"{claim.a} {a.scores.mean():.3f} vs {claim.b} {b.scores.mean():.3f}"
+  ]
   for name, m in ((claim.a, a), (claim.b, b)):
     if m.collapsed:
       measured.append(f"{name}: {m.collapsed} seed(s) collapsed")
@@ -153,6 +161,5 @@ def check_claim(claim: Claim, results: Mapping[str, Measured], *,
     text, verdict = _memory_part(claim, a, b)
     measured.append(text)
     verdicts.append(verdict)
-  statistic = (f"diff {diff.mean:+.3f}, 95% CI [{diff.lo:+.3f},"
-               f" {diff.hi:+.3f}]")
+  statistic = f"diff {diff.mean:+.3f}, 95% CI [{diff.lo:+.3f}, {diff.hi:+.3f}]"
   return ClaimResult(claim, "; ".join(measured), statistic, worst(verdicts))

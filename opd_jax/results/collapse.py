@@ -62,8 +62,9 @@ def _signals(row: dict, max_new_tokens: int) -> tuple[str, ...]:
   return tuple(out)
 
 
-def detect_collapse(rows: Sequence[dict], max_new_tokens: int, *,
-                    window: int = WINDOW) -> Collapse | None:
+def detect_collapse(
+    rows: Sequence[dict], max_new_tokens: int, *, window: int = WINDOW
+) -> Collapse | None:
   """The run's collapse, or None.
 
   Args:

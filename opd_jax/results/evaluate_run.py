@@ -43,8 +43,9 @@ def _student(c: ml_collections.ConfigDict, workdir: str | None):
   return model, step
 
 
-def evaluate_run(c: ml_collections.ConfigDict, workdir: str | None,
-                 spec: EvalSpec) -> dict:
+def evaluate_run(
+    c: ml_collections.ConfigDict, workdir: str | None, spec: EvalSpec
+) -> dict:
   """Greedy correctness and k samples per question of one run's student.
 
   Args:
@@ -66,17 +67,30 @@ def evaluate_run(c: ml_collections.ConfigDict, workdir: str | None,
   dataset = builders.eval_dataset(ec, tokenizer)
   eos = tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,)
   key = jax.random.PRNGKey(c.seed)
-  common = dict(batch_size=spec.batch_size, max_new_tokens=c.max_new_tokens,
-                eos_ids=eos)
+  common = dict(
+      batch_size=spec.batch_size, max_new_tokens=c.max_new_tokens, eos_ids=eos
+  )
   with evaluation.grader_for(dataset.source) as grader:
     evaluation.check_gradable(grader, dataset)
-    greedy = evaluate(model, dataset, tokenizer, grader, key=key,
-                      sampling=Sampling(temperature=0.0), **common)
-    sampled = evaluate(model, dataset, tokenizer, grader,
-                       key=jax.random.fold_in(key, 1),
-                       num_samples=spec.k,
-                       sampling=Sampling(temperature=spec.temperature),
-                       **common)
+    greedy = evaluate(
+        model,
+        dataset,
+        tokenizer,
+        grader,
+        key=key,
+        sampling=Sampling(temperature=0.0),
+        **common,
+    )
+    sampled = evaluate(
+        model,
+        dataset,
+        tokenizer,
+        grader,
+        key=jax.random.fold_in(key, 1),
+        num_samples=spec.k,
+        sampling=Sampling(temperature=spec.temperature),
+        **common,
+    )
   lengths = greedy.lengths[:, 0]
   return {
       "step": int(step),

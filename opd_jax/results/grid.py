@@ -59,8 +59,7 @@ class Variant:
 
   def __post_init__(self):
     if not _NAME_RE.match(self.name):
-      raise ValueError(f"Variant.name: expected [a-z0-9_]+, got"
-                       f" {self.name!r}")
+      raise ValueError(f"Variant.name: expected [a-z0-9_]+, got {self.name!r}")
 
   @property
   def trains(self) -> bool:
@@ -176,18 +175,22 @@ def _module(path: str):
   return module
 
 
-def _pick(variants: Sequence[Variant], names: Sequence[str],
-          path: str) -> tuple[Variant, ...]:
+def _pick(
+    variants: Sequence[Variant], names: Sequence[str], path: str
+) -> tuple[Variant, ...]:
   by_name = {v.name: v for v in variants}
   unknown = [n for n in names if n not in by_name]
   if unknown:
-    raise ValueError(f"--methods: {unknown} not in {path}; its variants are"
-                     f" {sorted(by_name)}")
+    raise ValueError(
+        f"--methods: {unknown} not in {path}; its variants are"
+        f" {sorted(by_name)}"
+    )
   return tuple(by_name[n] for n in names)
 
 
-def load_grid(path: str, *, names: Sequence[str] = (),
-              quick: bool = False) -> Grid:
+def load_grid(
+    path: str, *, names: Sequence[str] = (), quick: bool = False
+) -> Grid:
   """Loads a grid file; `names` keeps only those variants (in that order).
 
   With `quick`, the file's QUICK settings replace its variants (unless
@@ -213,7 +216,13 @@ def load_grid(path: str, *, names: Sequence[str] = (),
     overrides = dict(q.get("overrides", {}))
   if names:
     variants = _pick(variants, names, path)
-  return Grid(path=os.path.abspath(path), variants=variants, seeds=seeds,
-              evaluation=evaluation, memory=memory,
-              claims=tuple(module.claims()), overrides=overrides,
-              quick=quick)
+  return Grid(
+      path=os.path.abspath(path),
+      variants=variants,
+      seeds=seeds,
+      evaluation=evaluation,
+      memory=memory,
+      claims=tuple(module.claims()),
+      overrides=overrides,
+      quick=quick,
+  )

@@ -27,8 +27,9 @@ from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import compile_ahead
 
 
-def large_shape_config(c: ml_collections.ConfigDict,
-                       spec: MemorySpec) -> ml_collections.ConfigDict:
+def large_shape_config(
+    c: ml_collections.ConfigDict, spec: MemorySpec
+) -> ml_collections.ConfigDict:
   """`c` (its method and loss) at the spec's batch and sequence shape.
 
   With a preset, both models are that preset, built abstractly (no
@@ -66,27 +67,47 @@ def step_memory(c: ml_collections.ConfigDict, spec: MemorySpec) -> dict:
   batch = plan.abstract_batch()
   with jax.set_mesh(plan.mesh):
     fn, state_sh, teacher_sh, batch_sh = steps.compile_step(
-        plan.mesh, state, teacher, batch, student_graphdef=sgraph,
-        teacher_graphdef=tgraph, method=plan.method,
-        optimizer=plan.optimizer, eos_ids=scfg.eos_token_ids,
-        learning_rate_fn=plan.schedule, compute_dtype=plan.compute_dtype)
+        plan.mesh,
+        state,
+        teacher,
+        batch,
+        student_graphdef=sgraph,
+        teacher_graphdef=tgraph,
+        method=plan.method,
+        optimizer=plan.optimizer,
+        eos_ids=scfg.eos_token_ids,
+        learning_rate_fn=plan.schedule,
+        compute_dtype=plan.compute_dtype,
+    )
     abstract = sharding.with_shardings
-    _, mem = compile_ahead(fn, abstract(state, state_sh),
-                           abstract(teacher, teacher_sh),
-                           abstract(batch, {k: batch_sh[k] for k in batch}))
+    _, mem = compile_ahead(
+        fn,
+        abstract(state, state_sh),
+        abstract(teacher, teacher_sh),
+        abstract(batch, {k: batch_sh[k] for k in batch}),
+    )
   if mem is None:
-    raise RuntimeError(f"the {jax.default_backend()} backend gives no"
-                       " memory analysis")
+    raise RuntimeError(
+        f"the {jax.default_backend()} backend gives no memory analysis"
+    )
   out = {
       "temp_bytes": int(mem.temp_size_in_bytes),
       "argument_bytes": int(mem.argument_size_in_bytes),
       "output_bytes": int(mem.output_size_in_bytes),
       "alias_bytes": int(mem.alias_size_in_bytes),
   }
-  out["total_bytes"] = (out["temp_bytes"] + out["argument_bytes"]
-                        + out["output_bytes"] - out["alias_bytes"])
-  out.update(model=spec.preset or c.student, vocab=scfg.vocab_size,
-             batch_size=spec.batch_size, prompt_len=spec.prompt_len,
-             response_len=spec.response_len,
-             compile_seconds=round(time.time() - start, 1))
+  out["total_bytes"] = (
+      out["temp_bytes"]
+      + out["argument_bytes"]
+      + out["output_bytes"]
+      - out["alias_bytes"]
+  )
+  out.update(
+      model=spec.preset or c.student,
+      vocab=scfg.vocab_size,
+      batch_size=spec.batch_size,
+      prompt_len=spec.prompt_len,
+      response_len=spec.response_len,
+      compile_seconds=round(time.time() - start, 1),
+  )
   return out

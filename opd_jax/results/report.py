@@ -51,8 +51,11 @@ class RunResult:
 
   def median_step_time(self) -> float | None:
     # Step 1 includes the sampler's compile: left out.
-    values = [r["train/step_time"] for r in self.rows
-              if r.get("train/step_time") is not None and r["step"] > 1]
+    values = [
+        r["train/step_time"]
+        for r in self.rows
+        if r.get("train/step_time") is not None and r["step"] > 1
+    ]
     return float(np.median(values)) if values else None
 
 
@@ -93,11 +96,15 @@ def _load_run(run: Run, max_new_tokens: int) -> RunResult:
     rows = plots.read_metrics(os.path.join(run.workdir, JSONL_NAME))
   samples = np.asarray(info["samples"], np.float64)
   return RunResult(
-      run=run, greedy=np.asarray(info["greedy"], np.float64),
-      pass_at_k=(samples.max(axis=1) if samples.size
-                 else np.zeros(len(info["greedy"]))),
-      eval_info=info, rows=rows,
-      collapse=collapse_lib.detect_collapse(rows, max_new_tokens))
+      run=run,
+      greedy=np.asarray(info["greedy"], np.float64),
+      pass_at_k=(
+          samples.max(axis=1) if samples.size else np.zeros(len(info["greedy"]))
+      ),
+      eval_info=info,
+      rows=rows,
+      collapse=collapse_lib.detect_collapse(rows, max_new_tokens),
+  )
 
 
 def collect(grid: Grid, out: str) -> list[VariantResult]:
@@ -107,8 +114,11 @@ def collect(grid: Grid, out: str) -> list[VariantResult]:
   runs = grid_runs(grid, out)
   for v in grid.variants:
     cap = grid.config(v, grid.seeds[0]).max_new_tokens
-    done = [_load_run(r, cap) for r in runs
-            if r.variant.name == v.name and r.is_done()]
+    done = [
+        _load_run(r, cap)
+        for r in runs
+        if r.variant.name == v.name and r.is_done()
+    ]
     memory = None
     if os.path.isfile(memory_path(out, v)):
       with open(memory_path(out, v), encoding="utf-8") as f:
@@ -117,14 +127,18 @@ def collect(grid: Grid, out: str) -> list[VariantResult]:
   return results
 
 
-def measured_for_claims(results: list[VariantResult]
-                        ) -> dict[str, claims_lib.Measured]:
+def measured_for_claims(
+    results: list[VariantResult],
+) -> dict[str, claims_lib.Measured]:
   return {
       r.variant.name: claims_lib.Measured(
-          scores=r.scores(), select_frac=r.select_frac() or 1.0,
+          scores=r.scores(),
+          select_frac=r.select_frac() or 1.0,
           temp_bytes=r.memory["temp_bytes"] if r.memory else None,
-          collapsed=len(r.collapses()))
-      for r in results if r.runs
+          collapsed=len(r.collapses()),
+      )
+      for r in results
+      if r.runs
   }
 
 
@@ -133,6 +147,7 @@ def write_curves(results: list[VariantResult], path: str) -> str | None:
   variant against steps, in one PNG, with the untrained rows (SFT init,
   teacher) as levels; None when no run evaluated during training."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -147,19 +162,32 @@ def write_curves(results: list[VariantResult], path: str) -> str | None:
         by_step.setdefault(step, []).append(value)
     if by_step:
       steps = sorted(by_step)
-      lines.append((r.variant.label, steps,
-                    [float(np.mean(by_step[s])) for s in steps]))
+      lines.append(
+          (r.variant.label, steps, [float(np.mean(by_step[s])) for s in steps])
+      )
   if not lines:
     return None
   fig, ax = plt.subplots(figsize=(9, 5.5))
   cmap = plt.get_cmap("tab10")
   styles = ("-", "--", ":", "-.")
   for i, (label, steps, values) in enumerate(lines):
-    ax.plot(steps, values, marker="o", markersize=3, color=cmap(i % 10),
-            linestyle=styles[(i // 10) % len(styles)], label=label)
+    ax.plot(
+        steps,
+        values,
+        marker="o",
+        markersize=3,
+        color=cmap(i % 10),
+        linestyle=styles[(i // 10) % len(styles)],
+        label=label,
+    )
   for i, (label, level) in enumerate(levels):
-    ax.axhline(level, color="gray", linestyle=styles[1 + i % 3],
-               linewidth=1, label=f"{label} (final evaluation)")
+    ax.axhline(
+        level,
+        color="gray",
+        linestyle=styles[1 + i % 3],
+        linewidth=1,
+        label=f"{label} (final evaluation)",
+    )
   ax.set_xlabel("step")
   ax.set_ylabel("held-out accuracy (greedy, mean over seeds)")
   ax.set_ylim(0.0, 1.02)
@@ -189,34 +217,43 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 def _table_row(r: VariantResult, k: int) -> str:
   if not r.runs:
-    return (f"| {r.variant.label} | {r.variant.method or '-'} | not run |"
-            " | | | | |")
+    return (
+        f"| {r.variant.label} | {r.variant.method or '-'} | not run | | | | | |"
+    )
   acc = stats.bootstrap_mean(r.scores("greedy"))
   pak = stats.bootstrap_mean(r.scores("pass_at_k"))
   mem = r.memory["temp_bytes"] / GIB if r.memory else None
   collapsed = "; ".join(f"seed {s}: {c}" for s, c in r.collapses()) or "-"
   seeds = len(r.runs)
   seeds_note = "" if seeds == r.expected_seeds else f" ({seeds} seeds)"
-  return (f"| {r.variant.label}{seeds_note} | {r.variant.method or '-'} |"
-          f" {acc} | {pak} | {_fmt(r.select_frac(), '.3f')} |"
-          f" {_fmt(r.step_time(), '.3f')} | {_fmt(mem, '.2f')} |"
-          f" {collapsed} |")
+  return (
+      f"| {r.variant.label}{seeds_note} | {r.variant.method or '-'} |"
+      f" {acc} | {pak} | {_fmt(r.select_frac(), '.3f')} |"
+      f" {_fmt(r.step_time(), '.3f')} | {_fmt(mem, '.2f')} |"
+      f" {collapsed} |"
+  )
 
 
 def results_table(results: list[VariantResult], k: int) -> list[str]:
-  head = ("| row | method | greedy accuracy [95% CI] |"
-          f" pass@{k} [95% CI] | tokens trained (select/frac) | s/step |"
-          " step temporaries (GiB) | collapsed |")
+  head = (
+      "| row | method | greedy accuracy [95% CI] |"
+      f" pass@{k} [95% CI] | tokens trained (select/frac) | s/step |"
+      " step temporaries (GiB) | collapsed |"
+  )
   return [head, "|" + "---|" * 8] + [_table_row(r, k) for r in results]
 
 
 def claims_table(checked: list[claims_lib.ClaimResult]) -> list[str]:
-  lines = ["| paper | claim | measured | statistic | verdict |",
-           "|---|---|---|---|---|"]
+  lines = [
+      "| paper | claim | measured | statistic | verdict |",
+      "|---|---|---|---|---|",
+  ]
   for c in checked:
-    lines.append(f"| {c.claim.paper} | {c.claim.text} ({c.claim.a}"
-                 f" {c.claim.relation} {c.claim.b}) | {c.measured} |"
-                 f" {c.statistic} | **{c.verdict}** |")
+    lines.append(
+        f"| {c.claim.paper} | {c.claim.text} ({c.claim.a}"
+        f" {c.claim.relation} {c.claim.b}) | {c.measured} |"
+        f" {c.statistic} | **{c.verdict}** |"
+    )
   return lines
 
 
@@ -226,46 +263,65 @@ def _machine(grid: Grid, out: str) -> str:
   loads = [x for x in loads if x is not None]
   text = f"{_cpu_model()}, {os.cpu_count()} cores"
   if loads:
-    text += (f", 1-min load average {min(loads):.1f}-{max(loads):.1f} as"
-             " runs ended")
+    text += (
+        f", 1-min load average {min(loads):.1f}-{max(loads):.1f} as runs ended"
+    )
   return text
 
 
 def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
-  trained = next((r.variant for r in results if r.variant.trains),
-                 grid.variants[0])
+  trained = next(
+      (r.variant for r in results if r.variant.trains), grid.variants[0]
+  )
   c = grid.config(trained, grid.seeds[0])
   e, m = grid.evaluation, grid.memory
-  task = (f"built-in arithmetic, difficulty '{c.data.difficulty}'"
-          if c.data.source == "arithmetic" else c.data.path)
+  task = (
+      f"built-in arithmetic, difficulty '{c.data.difficulty}'"
+      if c.data.source == "arithmetic"
+      else c.data.path
+  )
   return [
-      f"- Grid `{os.path.relpath(grid.path)}`; data: {task}; student init"
-      f" `{c.student}`, teacher `{c.teacher}`.",
-      f"- Every trained row: {c.total_steps} steps, batch {c.batch_size},"
-      f" {c.max_new_tokens} new tokens, learning rate"
-      f" {c.optimizer.learning_rate:g} (the same for all methods, not"
-      f" tuned), sampling temperature {c.sampling.temperature:g}; seeds"
-      f" {list(grid.seeds)}.",
-      f"- Evaluation: the first {e.num_questions} questions of the test"
-      f" split (task seed 0, the same for every run): greedy accuracy, and"
-      f" pass@{e.k} of {e.k} samples at temperature {e.temperature:g}."
-      " Intervals: 95% bootstrap over seeds and questions"
-      f" ({stats.NUM_RESAMPLES} replicates).",
-      "- Learning curves: the trainer's periodic greedy evaluation"
-      f" (`eval/accuracy` on {c.eval_examples} test questions of each run's"
-      " task seed), averaged over seeds.",
-      "- Tokens trained: the mean `select/frac` over steps (1 for"
-      " all-token methods); s/step: median `train/step_time` (rollout +"
-      " update).",
-      f"- Step temporaries: the compiled training step of each row's"
-      f" method at one large shape (student and teacher"
-      f" `{m.preset or 'as trained'}`, batch {m.batch_size}, prompt"
-      f" {m.prompt_len} + response {m.response_len} tokens, no weights),"
-      " `memory_analysis().temp_size_in_bytes`.",
-      f"- Collapse: {collapse_lib.WINDOW} consecutive steps with EOS rate"
-      f" <= {collapse_lib.EOS_FLOOR} or mean length >="
-      f" {collapse_lib.CAP_FRACTION:.0%} of the cap; collapsed runs stay in"
-      " the means and are named in the last column.",
+      (
+          f"- Grid `{os.path.relpath(grid.path)}`; data: {task}; student init"
+          f" `{c.student}`, teacher `{c.teacher}`."
+      ),
+      (
+          f"- Every trained row: {c.total_steps} steps, batch {c.batch_size},"
+          f" {c.max_new_tokens} new tokens, learning rate"
+          f" {c.optimizer.learning_rate:g} (the same for all methods, not"
+          f" tuned), sampling temperature {c.sampling.temperature:g}; seeds"
+          f" {list(grid.seeds)}."
+      ),
+      (
+          f"- Evaluation: the first {e.num_questions} questions of the test"
+          " split (task seed 0, the same for every run): greedy accuracy, and"
+          f" pass@{e.k} of {e.k} samples at temperature {e.temperature:g}."
+          " Intervals: 95% bootstrap over seeds and questions"
+          f" ({stats.NUM_RESAMPLES} replicates)."
+      ),
+      (
+          "- Learning curves: the trainer's periodic greedy evaluation"
+          f" (`eval/accuracy` on {c.eval_examples} test questions of each run's"
+          " task seed), averaged over seeds."
+      ),
+      (
+          "- Tokens trained: the mean `select/frac` over steps (1 for"
+          " all-token methods); s/step: median `train/step_time` (rollout +"
+          " update)."
+      ),
+      (
+          "- Step temporaries: the compiled training step of each row's"
+          " method at one large shape (student and teacher"
+          f" `{m.preset or 'as trained'}`, batch {m.batch_size}, prompt"
+          f" {m.prompt_len} + response {m.response_len} tokens, no weights),"
+          " `memory_analysis().temp_size_in_bytes`."
+      ),
+      (
+          f"- Collapse: {collapse_lib.WINDOW} consecutive steps with EOS rate"
+          f" <= {collapse_lib.EOS_FLOOR} or mean length >="
+          f" {collapse_lib.CAP_FRACTION:.0%} of the cap; collapsed runs stay in"
+          " the means and are named in the last column."
+      ),
   ]
 
 
@@ -282,17 +338,21 @@ def write_results(grid: Grid, out: str, command: str) -> str:
   """
   results = collect(grid, out)
   curves = write_curves(results, os.path.join(out, "curves.png"))
-  checked = [claims_lib.check_claim(c, measured_for_claims(results))
-             for c in grid.claims]
+  checked = [
+      claims_lib.check_claim(c, measured_for_claims(results))
+      for c in grid.claims
+  ]
   total = len(grid.variants) * len(grid.seeds)
   done = sum(len(r.runs) for r in results)
   lines = [
       "<!-- Generated by scripts/reproduce.py; do not edit by hand. -->",
       "# Results",
       "",
-      f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}"
-      f" ({_machine(grid, out)}); every number here comes from that"
-      " command.",
+      (
+          f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}"
+          f" ({_machine(grid, out)}); every number here comes from that"
+          " command."
+      ),
       "",
   ]
   if grid.quick:
@@ -302,12 +362,14 @@ def write_results(grid: Grid, out: str, command: str) -> str:
   lines += ["## Setup", ""] + _setup(grid, results) + [""]
   lines += ["## Table", ""] + results_table(results, grid.evaluation.k)
   lines += ["", "## Learning curves", ""]
-  lines += ([f"![held-out accuracy of every row]({os.path.basename(curves)})"]
-            if curves else ["(no run evaluated during training)"])
+  lines += (
+      [f"![held-out accuracy of every row]({os.path.basename(curves)})"]
+      if curves
+      else ["(no run evaluated during training)"]
+  )
   lines += ["", "## Claims", "", claims_lib.RULES, ""]
   lines += claims_table(checked)
-  failed = [(r.name, r.failure()) for r in grid_runs(grid, out)
-            if r.failure()]
+  failed = [(r.name, r.failure()) for r in grid_runs(grid, out) if r.failure()]
   if failed:
     lines += ["", "## Failed runs (not in the table)", ""]
     lines += [f"- `{name}`: {error}" for name, error in failed]
@@ -322,19 +384,33 @@ def _write_summary(results, checked, path: str) -> None:
   """The table's numbers as JSON, for tools."""
   rows = []
   for r in results:
-    row = {"name": r.variant.name, "label": r.variant.label,
-           "method": r.variant.method, "seeds": [x.run.seed for x in r.runs]}
+    row = {
+        "name": r.variant.name,
+        "label": r.variant.label,
+        "method": r.variant.method,
+        "seeds": [x.run.seed for x in r.runs],
+    }
     if r.runs:
       acc = stats.bootstrap_mean(r.scores("greedy"))
       pak = stats.bootstrap_mean(r.scores("pass_at_k"))
-      row.update(accuracy=dataclasses.asdict(acc),
-                 pass_at_k=dataclasses.asdict(pak),
-                 select_frac=r.select_frac(), step_time=r.step_time(),
-                 memory=r.memory,
-                 collapsed={str(s): str(c) for s, c in r.collapses()})
+      row.update(
+          accuracy=dataclasses.asdict(acc),
+          pass_at_k=dataclasses.asdict(pak),
+          select_frac=r.select_frac(),
+          step_time=r.step_time(),
+          memory=r.memory,
+          collapsed={str(s): str(c) for s, c in r.collapses()},
+      )
     rows.append(row)
-  claims = [{"paper": c.claim.paper, "claim": c.claim.text,
-             "measured": c.measured, "statistic": c.statistic,
-             "verdict": c.verdict} for c in checked]
+  claims = [
+      {
+          "paper": c.claim.paper,
+          "claim": c.claim.text,
+          "measured": c.measured,
+          "statistic": c.statistic,
+          "verdict": c.verdict,
+      }
+      for c in checked
+  ]
   with open(path, "w", encoding="utf-8") as f:
     json.dump({"rows": rows, "claims": claims}, f, indent=1)

@@ -54,8 +54,9 @@ class Run:
 
   @property
   def dir(self) -> str:
-    return os.path.join(self.out, "runs", self.variant.name,
-                        f"seed_{self.seed}")
+    return os.path.join(
+        self.out, "runs", self.variant.name, f"seed_{self.seed}"
+    )
 
   @property
   def workdir(self) -> str | None:
@@ -129,8 +130,9 @@ class Commands:
   env: dict[str, str]
 
 
-def _call(argv: Sequence[str], log_path: str,
-          env: dict[str, str]) -> tuple[int, float]:
+def _call(
+    argv: Sequence[str], log_path: str, env: dict[str, str]
+) -> tuple[int, float]:
   """Runs argv with output appended to log_path.
 
   Returns:
@@ -140,8 +142,9 @@ def _call(argv: Sequence[str], log_path: str,
   with open(log_path, "a", encoding="utf-8") as log:
     log.write(f"\n$ {' '.join(argv)}\n")
     log.flush()
-    proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
+    proc = subprocess.Popen(
+        list(argv), stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     with _LIVE_LOCK:
       _LIVE.add(proc)
     try:
@@ -164,6 +167,7 @@ def stop_on_signals() -> None:
   A killed run keeps its checkpoints and no DONE marker: the next
   invocation resumes it.
   """
+
   def handler(signum, frame):
     del frame
     with _LIVE_LOCK:
@@ -196,10 +200,14 @@ class Outcome:
 
   def line(self, note: str = "") -> str:
     """A console line: name, status, times, `note`; the error below."""
-    times = (f" in {self.seconds:.0f} s (CPU {self.cpu_seconds:.0f} s)"
-             if self.status != "skipped" else "")
-    return (f"  {self.name}: {self.status}{times}{note}"
-            + (f"\n    {self.error}" if self.error else ""))
+    times = (
+        f" in {self.seconds:.0f} s (CPU {self.cpu_seconds:.0f} s)"
+        if self.status != "skipped"
+        else ""
+    )
+    return f"  {self.name}: {self.status}{times}{note}" + (
+        f"\n    {self.error}" if self.error else ""
+    )
 
 
 def execute_run(run: Run, commands: Commands) -> Outcome:
@@ -218,8 +226,10 @@ def execute_run(run: Run, commands: Commands) -> Outcome:
     code, used = _call(argv, run.log_path, commands.env)
     cpu += used
     if code != 0:
-      error = (f"{what} exited with {code}: {_tail(run.log_path)}"
-               f" (log: {run.log_path})")
+      error = (
+          f"{what} exited with {code}: {_tail(run.log_path)}"
+          f" (log: {run.log_path})"
+      )
       break
   if not error and not os.path.isfile(run.eval_path):
     error = f"no {run.eval_path} after evaluation"
@@ -227,25 +237,35 @@ def execute_run(run: Run, commands: Commands) -> Outcome:
   if error:
     write_json(run.failed_path, {"error": error})
     return Outcome(run.name, "failed", seconds, error, cpu)
-  write_json(run.done_path, {"seconds": round(seconds, 1),
-                             "cpu_seconds": round(cpu, 1),
-                             # How busy the machine was (timings depend on it).
-                             "load_avg": round(os.getloadavg()[0], 2),
-                             "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+  write_json(
+      run.done_path,
+      {
+          "seconds": round(seconds, 1),
+          "cpu_seconds": round(cpu, 1),
+          # How busy the machine was (timings depend on it).
+          "load_avg": round(os.getloadavg()[0], 2),
+          "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+      },
+  )
   return Outcome(run.name, "done", seconds, cpu_seconds=cpu)
 
 
-def execute_memory(grid: Grid, out: str,
-                   commands: Commands) -> list[Outcome]:
+def execute_memory(grid: Grid, out: str, commands: Commands) -> list[Outcome]:
   """Measures the step memory of every trained variant not yet measured.
 
   One worker process measures them in turn (each JSON written as soon as
   it is known, so a crash keeps the finished ones and a rerun goes on).
   """
-  pending = [v for v in grid.variants
-             if v.trains and not os.path.isfile(memory_path(out, v))]
-  outcomes = [Outcome(f"memory/{v.name}", "skipped") for v in grid.variants
-              if v.trains and v not in pending]
+  pending = [
+      v
+      for v in grid.variants
+      if v.trains and not os.path.isfile(memory_path(out, v))
+  ]
+  outcomes = [
+      Outcome(f"memory/{v.name}", "skipped")
+      for v in grid.variants
+      if v.trains and v not in pending
+  ]
   if not pending:
     return outcomes
   start = time.time()
@@ -254,17 +274,24 @@ def execute_memory(grid: Grid, out: str,
   seconds, cpu = (time.time() - start) / len(pending), cpu / len(pending)
   for v in pending:
     if os.path.isfile(memory_path(out, v)):
-      outcomes.append(Outcome(f"memory/{v.name}", "done", seconds,
-                              cpu_seconds=cpu))
+      outcomes.append(
+          Outcome(f"memory/{v.name}", "done", seconds, cpu_seconds=cpu)
+      )
     else:
-      outcomes.append(Outcome(f"memory/{v.name}", "failed", seconds,
-                              f"exited with {code}: {_tail(log)}"
-                              f" (log: {log})"))
+      outcomes.append(
+          Outcome(
+              f"memory/{v.name}",
+              "failed",
+              seconds,
+              f"exited with {code}: {_tail(log)} (log: {log})",
+          )
+      )
   return outcomes
 
 
-def estimate_seconds(runs: Sequence[Run], measured: dict[str, float],
-                     jobs: int) -> float | None:
+def estimate_seconds(
+    runs: Sequence[Run], measured: dict[str, float], jobs: int
+) -> float | None:
   """Projected wall seconds of the runs not yet done.
 
   Each pending run is costed at the mean of its variant's measured runs,
@@ -272,8 +299,9 @@ def estimate_seconds(runs: Sequence[Run], measured: dict[str, float],
   nothing at its own mean, else at 0); divided by the parallel jobs. None
   until a training run has been measured.
   """
-  trained = [measured[r.name] for r in runs
-             if r.variant.trains and r.name in measured]
+  trained = [
+      measured[r.name] for r in runs if r.variant.trains and r.name in measured
+  ]
   if not trained:
     return None
   by_variant: dict[str, list[float]] = {}
@@ -304,8 +332,14 @@ def _eta(runs, measured, cpu, jobs) -> str:
   return f"; about {left / 60:.1f} min left ({left_cpu / 60:.1f} CPU-min)"
 
 
-def execute_grid(grid: Grid, out: str, commands: Commands, *, jobs: int = 1,
-                 log: Callable[[str], None] = print) -> list[Outcome]:
+def execute_grid(
+    grid: Grid,
+    out: str,
+    commands: Commands,
+    *,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[Outcome]:
   """Runs every pending run, then every pending memory measurement.
 
   Prints each outcome and, after each finished run, the projected time of
@@ -314,14 +348,16 @@ def execute_grid(grid: Grid, out: str, commands: Commands, *, jobs: int = 1,
   """
   runs = grid_runs(grid, out)
   measured = {r.name: r.seconds() for r in runs if r.is_done()}
-  cpu = {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs
-         if r.is_done()}
+  cpu = {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs if r.is_done()}
   pending = [r for r in runs if not r.is_done()]
-  log(f"grid {grid.path}: {len(runs)} runs, {len(runs) - len(pending)}"
+  log(
+      f"grid {grid.path}: {len(runs)} runs, {len(runs) - len(pending)}"
       f" already done, {len(pending)} to run with {jobs} job(s)"
-      + _eta(runs, measured, cpu, jobs))
-  outcomes = [Outcome(r.name, "skipped", measured[r.name]) for r in runs
-              if r.is_done()]
+      + _eta(runs, measured, cpu, jobs)
+  )
+  outcomes = [
+      Outcome(r.name, "skipped", measured[r.name]) for r in runs if r.is_done()
+  ]
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
     futures = [pool.submit(execute_run, r, commands) for r in pending]
     for future in concurrent.futures.as_completed(futures):

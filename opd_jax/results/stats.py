@@ -46,8 +46,10 @@ class Interval:
 def _check_scores(name: str, scores) -> np.ndarray:
   x = np.asarray(scores, np.float64)
   if x.ndim != 2 or 0 in x.shape:
-    raise ValueError(f"{name}: expected a non-empty [seeds, questions] array,"
-                     f" got shape {x.shape}")
+    raise ValueError(
+        f"{name}: expected a non-empty [seeds, questions] array,"
+        f" got shape {x.shape}"
+    )
   if not np.all(np.isfinite(x)):
     raise ValueError(f"{name}: scores must be finite")
   return x
@@ -61,8 +63,9 @@ def _counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
   return out
 
 
-def _resampled_means(x: np.ndarray, seed_counts: np.ndarray,
-                     question_counts: np.ndarray) -> np.ndarray:
+def _resampled_means(
+    x: np.ndarray, seed_counts: np.ndarray, question_counts: np.ndarray
+) -> np.ndarray:
   r"""Means of x over resampled seeds and questions, one per replicate.
 
   .. math:: \bar x_r = \frac{1}{SQ} \sum_{s, q} c^S_{rs}\, x_{sq}\, c^Q_{rq}
@@ -80,7 +83,10 @@ def _interval(mean: float, replicates: np.ndarray, level: float) -> Interval:
 
 
 def bootstrap_mean(
-    scores, *, num_resamples: int = NUM_RESAMPLES, level: float = LEVEL,
+    scores,
+    *,
+    num_resamples: int = NUM_RESAMPLES,
+    level: float = LEVEL,
     seed: int = 0,
 ) -> Interval:
   """Mean of per-seed, per-question scores with a two-level bootstrap CI.
@@ -100,13 +106,20 @@ def bootstrap_mean(
   """
   x = _check_scores("scores", scores)
   rng = np.random.default_rng(seed)
-  means = _resampled_means(x, _counts(rng, x.shape[0], num_resamples),
-                           _counts(rng, x.shape[1], num_resamples))
+  means = _resampled_means(
+      x,
+      _counts(rng, x.shape[0], num_resamples),
+      _counts(rng, x.shape[1], num_resamples),
+  )
   return _interval(x.mean(), means, level)
 
 
 def bootstrap_difference(
-    a, b, *, num_resamples: int = NUM_RESAMPLES, level: float = LEVEL,
+    a,
+    b,
+    *,
+    num_resamples: int = NUM_RESAMPLES,
+    level: float = LEVEL,
     seed: int = 0,
 ) -> Interval:
   """Mean(a) - mean(b) on the same questions, with a bootstrap CI.
@@ -127,12 +140,13 @@ def bootstrap_difference(
   """
   xa, xb = _check_scores("a", a), _check_scores("b", b)
   if xa.shape[1] != xb.shape[1]:
-    raise ValueError("a, b: expected the same questions, got"
-                     f" {xa.shape[1]} and {xb.shape[1]} columns")
+    raise ValueError(
+        "a, b: expected the same questions, got"
+        f" {xa.shape[1]} and {xb.shape[1]} columns"
+    )
   rng = np.random.default_rng(seed)
   questions = _counts(rng, xa.shape[1], num_resamples)
-  diff = (_resampled_means(xa, _counts(rng, xa.shape[0], num_resamples),
-                           questions)
-          - _resampled_means(xb, _counts(rng, xb.shape[0], num_resamples),
-                             questions))
+  diff = _resampled_means(
+      xa, _counts(rng, xa.shape[0], num_resamples), questions
+  ) - _resampled_means(xb, _counts(rng, xb.shape[0], num_resamples), questions)
   return _interval(xa.mean() - xb.mean(), diff, level)

@@ -55,8 +55,9 @@ def valid_cuts(
   is_eos = jnp.isin(response, jnp.asarray(eos_ids, jnp.int32)) & response_mask
   # ends[b, i] = an EOS among the first i tokens, i = 0..T.
   ends = jnp.concatenate(
-      [jnp.zeros((response.shape[0], 1), bool),
-       jnp.cumsum(is_eos, axis=1) > 0], axis=1)  # [B, T + 1]
+      [jnp.zeros((response.shape[0], 1), bool), jnp.cumsum(is_eos, axis=1) > 0],
+      axis=1,
+  )  # [B, T + 1]
   in_range = (cut >= 0) & (cut <= lengths[:, None])
   ended = jnp.take_along_axis(ends, jnp.clip(cut, 0, t), axis=1)
   return in_range & ~ended
@@ -100,8 +101,9 @@ def branch_prefixes(
   c = jnp.where(valid, cut, 0).reshape(b * n)  # [B*N]
   tokens = jnp.repeat(jnp.concatenate([prompt, response], axis=1), n, axis=0)
   keep = jnp.concatenate(
-      [jnp.repeat(prompt_mask, n, axis=0),
-       jnp.arange(t)[None, :] < c[:, None]], axis=1)  # [B*N, P+T]
+      [jnp.repeat(prompt_mask, n, axis=0), jnp.arange(t)[None, :] < c[:, None]],
+      axis=1,
+  )  # [B*N, P+T]
   # Output column j holds input column j - (T - c): the prefix's last token
   # (input column P + c - 1) lands on the last column.
   src = jnp.arange(p + t)[None, :] - (t - c)[:, None]  # [B*N, P+T]
@@ -161,26 +163,38 @@ def continue_from(
   b, t = rollout.response.shape
   if cut.ndim != 2 or cut.shape[0] != b:
     raise ValueError(
-        f"continue_from: cut must be [B, N] with B = {b} rows, got"
-        f" {cut.shape}")
+        f"continue_from: cut must be [B, N] with B = {b} rows, got {cut.shape}"
+    )
   if not jnp.issubdtype(cut.dtype, jnp.integer):
     raise TypeError(f"continue_from: cut must be integer, got {cut.dtype}")
   if rollout.prompt.shape[0] != b or rollout.response_mask.shape != (b, t):
     raise ValueError(
         "continue_from: rollout prompt/response/response_mask rows differ:"
         f" {rollout.prompt.shape}, {rollout.response.shape},"
-        f" {rollout.response_mask.shape}")
+        f" {rollout.response_mask.shape}"
+    )
   eos = tuple(int(e) for e in eos_ids)
   prefix, prefix_mask, valid = branch_prefixes(
       jnp.asarray(rollout.prompt, jnp.int32),
       jnp.asarray(rollout.prompt_mask, bool),
       jnp.asarray(rollout.response, jnp.int32),
-      jnp.asarray(rollout.response_mask, bool), cut.astype(jnp.int32),
-      eos_ids=eos, pad_id=int(pad_id))
-  out = sample(models, prefix, prefix_mask, key,
-               max_new_tokens=max_new_tokens, sampling=sampling,
-               eos_ids=eos, pad_id=pad_id, weights=weights,
-               compute_dtype=compute_dtype)
+      jnp.asarray(rollout.response_mask, bool),
+      cut.astype(jnp.int32),
+      eos_ids=eos,
+      pad_id=int(pad_id),
+  )
+  out = sample(
+      models,
+      prefix,
+      prefix_mask,
+      key,
+      max_new_tokens=max_new_tokens,
+      sampling=sampling,
+      eos_ids=eos,
+      pad_id=pad_id,
+      weights=weights,
+      compute_dtype=compute_dtype,
+  )
   return _mask_rows(out, valid, pad_id)
 
 
@@ -192,4 +206,5 @@ def _mask_rows(out: Rollout, valid: jax.Array, pad_id: int) -> Rollout:
       response=jnp.where(keep, out.response, pad_id),
       response_mask=keep,
       logprobs=jnp.where(keep, out.logprobs, 0.0),
-      policy_logprobs=jnp.where(keep, out.policy_logprobs, 0.0))
+      policy_logprobs=jnp.where(keep, out.policy_logprobs, 0.0),
+  )

@@ -82,8 +82,9 @@ def _mixture_log_probs(
 _FIRST_SEGMENT = 128
 
 
-def cache_schedule(max_new_tokens: int,
-                   first: int = _FIRST_SEGMENT) -> tuple[int, ...]:
+def cache_schedule(
+    max_new_tokens: int, first: int = _FIRST_SEGMENT
+) -> tuple[int, ...]:
   """Response lengths at which the sampler's KV cache grows, last = T - 1.
 
   Decode step i (1 <= i < T) writes the cache slot P + i - 1, so a segment
@@ -104,17 +105,31 @@ def _cast_floating(tree, dtype):
   if dtype is None:
     return tree
   return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-      else x, tree)
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      tree,
+  )
 
 
 def _sample_impl(
-    graphdefs, states, prompt, prompt_mask, key, *, weights, sampling,
-    max_new_tokens, eos_ids, pad_id, compute_dtype, first_segment,
+    graphdefs,
+    states,
+    prompt,
+    prompt_mask,
+    key,
+    *,
+    weights,
+    sampling,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    compute_dtype,
+    first_segment,
 ):
   # Layer weights are sliced out of their stacks once, not every step.
-  models = [nnx.merge(g, s).split_layers()
-            for g, s in zip(graphdefs, _cast_floating(states, compute_dtype))]
+  models = [
+      nnx.merge(g, s).split_layers()
+      for g, s in zip(graphdefs, _cast_floating(states, compute_dtype))
+  ]
   b, p = prompt.shape
   t = max_new_tokens
   schedule = cache_schedule(t, first_segment)
@@ -122,8 +137,12 @@ def _sample_impl(
   for m in models:
     # The head runs on the last position only: the prompt's other logits
     # are never used.
-    out = m(prompt, attention_mask=prompt_mask,
-            cache=m.init_cache(b, p + schedule[0]), return_logits=False)
+    out = m(
+        prompt,
+        attention_mask=prompt_mask,
+        cache=m.init_cache(b, p + schedule[0]),
+        return_logits=False,
+    )
     caches.append(out.cache)
     last_lp.append(sampling.log_probs(m.apply_head(out.hidden[:, -1])))
   eos = jnp.asarray(eos_ids, jnp.int32)
@@ -134,15 +153,23 @@ def _sample_impl(
     is_eos = jnp.isin(token, eos)
     gather = lambda lp: jnp.take_along_axis(lp, token[:, None], -1)[:, 0]
     valid = ~done
-    return (jnp.where(valid, token, pad_id), valid, done | is_eos,
-            jnp.where(valid, gather(mix), 0.0),
-            jnp.where(valid, gather(per_model[0]), 0.0))
+    return (
+        jnp.where(valid, token, pad_id),
+        valid,
+        done | is_eos,
+        jnp.where(valid, gather(mix), 0.0),
+        jnp.where(valid, gather(per_model[0]), 0.0),
+    )
 
   def write(bufs, i, values):
     return tuple(buf.at[:, i].set(v) for buf, v in zip(bufs, values))
 
-  bufs = (jnp.full((b, t), pad_id, jnp.int32), jnp.zeros((b, t), bool),
-          jnp.zeros((b, t), jnp.float32), jnp.zeros((b, t), jnp.float32))
+  bufs = (
+      jnp.full((b, t), pad_id, jnp.int32),
+      jnp.zeros((b, t), bool),
+      jnp.zeros((b, t), jnp.float32),
+      jnp.zeros((b, t), jnp.float32),
+  )
   token, valid, done, lp, plp = choose(0, last_lp, jnp.zeros((b,), bool))
   bufs = write(bufs, 0, (token, valid, lp, plp))
 
@@ -154,29 +181,60 @@ def _sample_impl(
       new_caches.append(out.cache)
       per_model.append(sampling.log_probs(out.logits[:, 0]))
     token, valid, done, lp, plp = choose(i, per_model, done)
-    return i + 1, token, new_caches, done, write(bufs, i, (token, valid, lp,
-                                                           plp))
+    return (
+        i + 1,
+        token,
+        new_caches,
+        done,
+        write(bufs, i, (token, valid, lp, plp)),
+    )
 
   carry = (jnp.int32(1), token, caches, done, bufs)
   for n, bound in enumerate(schedule):
     if n:
-      carry = (*carry[:2], [attention.extend_cache(c, p + bound)
-                            for c in carry[2]], *carry[3:])
+      carry = (
+          *carry[:2],
+          [attention.extend_cache(c, p + bound) for c in carry[2]],
+          *carry[3:],
+      )
     carry = jax.lax.while_loop(
-        lambda c, bound=bound: (c[0] <= bound) & ~jnp.all(c[3]), body, carry)
+        lambda c, bound=bound: (c[0] <= bound) & ~jnp.all(c[3]), body, carry
+    )
   response, mask, logprobs, policy_lp = carry[4]
-  return Rollout(prompt=prompt, prompt_mask=prompt_mask, response=response,
-                 response_mask=mask, logprobs=logprobs,
-                 policy_logprobs=policy_lp)
+  return Rollout(
+      prompt=prompt,
+      prompt_mask=prompt_mask,
+      response=response,
+      response_mask=mask,
+      logprobs=logprobs,
+      policy_logprobs=policy_lp,
+  )
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(graphdefs, weights, sampling, max_new_tokens, eos_ids, pad_id,
-              compute_dtype, first_segment):
-  return jax.jit(functools.partial(
-      _sample_impl, graphdefs, weights=weights, sampling=sampling,
-      max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
-      compute_dtype=compute_dtype, first_segment=first_segment))
+def _compiled(
+    graphdefs,
+    weights,
+    sampling,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    compute_dtype,
+    first_segment,
+):
+  return jax.jit(
+      functools.partial(
+          _sample_impl,
+          graphdefs,
+          weights=weights,
+          sampling=sampling,
+          max_new_tokens=max_new_tokens,
+          eos_ids=eos_ids,
+          pad_id=pad_id,
+          compute_dtype=compute_dtype,
+          first_segment=first_segment,
+      )
+  )
 
 
 def sample(
@@ -230,24 +288,43 @@ def sample(
   if weights is None:
     weights = (1.0 / len(models),) * len(models)
   weights = tuple(float(w) for w in weights)
-  if len(weights) != len(models) or any(w < 0 for w in weights) or not (
-      abs(sum(weights) - 1.0) < 1e-6):
+  if (
+      len(weights) != len(models)
+      or any(w < 0 for w in weights)
+      or not (abs(sum(weights) - 1.0) < 1e-6)
+  ):
     raise ValueError(
         f"sample: weights must be {len(models)} non-negative numbers summing"
-        f" to 1, got {weights}")
+        f" to 1, got {weights}"
+    )
   vocab = {m.config.vocab_size for m in models}
   if len(vocab) > 1:
-    raise ValueError(f"sample: mixed models have different vocabularies {vocab}")
+    raise ValueError(
+        f"sample: mixed models have different vocabularies {vocab}"
+    )
   if prompt.ndim != 2 or prompt.shape != prompt_mask.shape:
     raise ValueError(
-        f"sample: prompt and prompt_mask must both be [B, P], got"
-        f" {prompt.shape} and {prompt_mask.shape}")
+        "sample: prompt and prompt_mask must both be [B, P], got"
+        f" {prompt.shape} and {prompt_mask.shape}"
+    )
   if max_new_tokens < 1:
-    raise ValueError(f"sample: max_new_tokens must be >= 1, got {max_new_tokens}")
+    raise ValueError(
+        f"sample: max_new_tokens must be >= 1, got {max_new_tokens}"
+    )
   graphdefs, states = zip(*(nnx.split(m) for m in models))
-  fn = _compiled(tuple(graphdefs), weights, sampling, int(max_new_tokens),
-                 tuple(int(e) for e in eos_ids), int(pad_id),
-                 None if compute_dtype is None else jnp.dtype(compute_dtype),
-                 _FIRST_SEGMENT)
-  return fn(tuple(states), jnp.asarray(prompt, jnp.int32),
-            jnp.asarray(prompt_mask, bool), key)
+  fn = _compiled(
+      tuple(graphdefs),
+      weights,
+      sampling,
+      int(max_new_tokens),
+      tuple(int(e) for e in eos_ids),
+      int(pad_id),
+      None if compute_dtype is None else jnp.dtype(compute_dtype),
+      _FIRST_SEGMENT,
+  )
+  return fn(
+      tuple(states),
+      jnp.asarray(prompt, jnp.int32),
+      jnp.asarray(prompt_mask, bool),
+      key,
+  )

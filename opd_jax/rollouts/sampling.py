@@ -39,7 +39,8 @@ class Sampling:
   def __post_init__(self):
     if self.temperature < 0:
       raise ValueError(
-          f"Sampling.temperature: expected >= 0, got {self.temperature}")
+          f"Sampling.temperature: expected >= 0, got {self.temperature}"
+      )
     if self.top_k < 0:
       raise ValueError(f"Sampling.top_k: expected >= 0, got {self.top_k}")
     if not 0.0 < self.top_p <= 1.0:
@@ -126,8 +127,9 @@ def inverse_cdf(log_probs: jax.Array, u: jax.Array) -> jax.Array:
   inner = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
   before = jnp.take_along_axis(cdf - mass, block[:, None], axis=1)
   inner_cdf = before + jnp.cumsum(inner, axis=-1)  # [R, _BLOCK]
-  idx = jnp.minimum(jnp.sum(inner_cdf <= target, axis=-1),
-                    _last_positive(inner))
+  idx = jnp.minimum(
+      jnp.sum(inner_cdf <= target, axis=-1), _last_positive(inner)
+  )
   return (block * _BLOCK + idx).astype(jnp.int32).reshape(lead)
 
 

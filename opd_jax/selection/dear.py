@@ -192,7 +192,9 @@ def dear_tokens(
   # is never evidence, even if that leaves fewer than floor(q |N_b|).
   evidence = (
       selectors.select_top_counts(
-          score, rest & has_anchor, selectors.floor_fraction(q, n_rest),
+          score,
+          rest & has_anchor,
+          selectors.floor_fraction(q, n_rest),
           entropy.shape[1],
       ).weights
       > 0
@@ -249,9 +251,14 @@ def dear_select(
       anchor_window=anchor_window,
       norm_scope=norm_scope,
   )
-  return union_selection(parts, p, q, decision_weight=decision_weight,
-                         evidence_weight=evidence_weight,
-                         return_index=return_index)
+  return union_selection(
+      parts,
+      p,
+      q,
+      decision_weight=decision_weight,
+      evidence_weight=evidence_weight,
+      return_index=return_index,
+  )
 
 
 def union_selection(

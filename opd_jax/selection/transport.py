@@ -40,7 +40,8 @@ def cosine_cost(x: Array, y: Array, *, eps: float = 1e-12) -> Array:
   x = jnp.asarray(x, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
   unit = lambda v: v / jnp.maximum(
-      jnp.linalg.norm(v, axis=-1, keepdims=True), eps)
+      jnp.linalg.norm(v, axis=-1, keepdims=True), eps
+  )
   cos = jnp.einsum("...kd,...ld->...kl", unit(x), unit(y))
   return jnp.clip(1.0 - cos, 0.0, 2.0)
 
@@ -96,12 +97,14 @@ def window_ot_distance(
 
   if x_emb.ndim != 3 or y_emb.ndim != 3 or x_emb.shape[0] != y_emb.shape[0]:
     raise ValueError(
-        f"x_emb [M, K, D] and y_emb [M, L, D] must share M, got"
-        f" {x_emb.shape} and {y_emb.shape}.")
+        "x_emb [M, K, D] and y_emb [M, L, D] must share M, got"
+        f" {x_emb.shape} and {y_emb.shape}."
+    )
   if x_mask.shape != x_emb.shape[:2] or y_mask.shape != y_emb.shape[:2]:
     raise ValueError(
         f"masks must be [M, K] and [M, L], got {x_mask.shape} and"
-        f" {y_mask.shape} for embeddings {x_emb.shape}, {y_emb.shape}.")
+        f" {y_mask.shape} for embeddings {x_emb.shape}, {y_emb.shape}."
+    )
   cost = cosine_cost(x_emb, y_emb)  # [M, K, L]
   x_mask, y_mask = jnp.asarray(x_mask, bool), jnp.asarray(y_mask, bool)
   present = x_mask.any(axis=1) & y_mask.any(axis=1)  # [M]
@@ -114,8 +117,11 @@ def window_ot_distance(
     return m / m.sum(axis=1, keepdims=True)
 
   solver = sinkhorn.Sinkhorn(
-      max_iterations=int(max_iterations), threshold=float(threshold),
-      min_iterations=0, inner_iterations=1)
+      max_iterations=int(max_iterations),
+      threshold=float(threshold),
+      min_iterations=0,
+      inner_iterations=1,
+  )
 
   def one(c, a, b):
     geom = geometry.Geometry(cost_matrix=c, epsilon=float(epsilon))

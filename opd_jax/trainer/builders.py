@@ -28,7 +28,11 @@ from opd_jax.data import tokenizer as tokenizers
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import ArithmeticSource, FileSource
 from opd_jax.models import (
-    ModelConfig, Transformer, load_hf, preset, resize_vocab,
+    ModelConfig,
+    Transformer,
+    load_hf,
+    preset,
+    resize_vocab,
 )
 from opd_jax.models.hf_io import read_hf_config
 
@@ -37,8 +41,9 @@ class VocabularyMismatchError(ValueError):
   """Teacher and student do not share a vocabulary."""
 
 
-def model_config(c: ml_collections.ConfigDict, role: str, *,
-                 allow_preset_fallback: bool) -> tuple[ModelConfig, str]:
+def model_config(
+    c: ml_collections.ConfigDict, role: str, *, allow_preset_fallback: bool
+) -> tuple[ModelConfig, str]:
   """The ModelConfig of `role` ('student' / 'teacher') and where it came from.
 
   Reads `<path>/config.json` when the directory exists; otherwise uses the
@@ -50,26 +55,35 @@ def model_config(c: ml_collections.ConfigDict, role: str, *,
     return read_hf_config(path)[0], path
   if path and not (allow_preset_fallback and name):
     raise FileNotFoundError(
-        f"config.{role}: checkpoint directory {path!r} does not exist")
+        f"config.{role}: checkpoint directory {path!r} does not exist"
+    )
   return preset(name), f"preset {name} (random weights)"
 
 
-def check_vocabularies(student: ModelConfig, teacher: ModelConfig, *,
-                       pad_student: bool = False) -> None:
+def check_vocabularies(
+    student: ModelConfig, teacher: ModelConfig, *, pad_student: bool = False
+) -> None:
   """Raises unless the two models share the id range (after any padding)."""
   if pad_student and student.vocab_size < teacher.vocab_size:
     return
   if student.vocab_size != teacher.vocab_size:
     raise VocabularyMismatchError(
-        f"teacher and student vocabularies differ: teacher vocab_size="
+        "teacher and student vocabularies differ: teacher vocab_size="
         f"{teacher.vocab_size}, student vocab_size={student.vocab_size}; OPD"
         " scores the student's tokens with the teacher, so both must use the"
         " same tokenizer. If the student's is the same tokenizer with fewer"
-        " padding rows, set config.pad_student_vocab=True")
+        " padding rows, set config.pad_student_vocab=True"
+    )
 
 
-def build_model(c: ml_collections.ConfigDict, role: str, mesh, *, dtype,
-                vocab_size: int | None = None) -> Transformer:
+def build_model(
+    c: ml_collections.ConfigDict,
+    role: str,
+    mesh,
+    *,
+    dtype,
+    vocab_size: int | None = None,
+) -> Transformer:
   """Loads `role`'s checkpoint onto `mesh`, or builds its preset randomly.
 
   With `vocab_size` larger than the checkpoint's (the plan's padded student
@@ -90,15 +104,18 @@ def _random_model(c, role, dtype, mesh) -> Transformer:
   seed = c.seed + (0 if role == "student" else 1)
   graphdef, abstract_state = nnx.split(abstract_model(config, dtype))
   init = jax.jit(
-      lambda: nnx.split(Transformer(config, dtype=dtype,
-                                    rngs=nnx.Rngs(seed)))[1],
-      out_shardings=sharding.param_shardings(abstract_state, mesh))
+      lambda: nnx.split(Transformer(config, dtype=dtype, rngs=nnx.Rngs(seed)))[
+          1
+      ],
+      out_shardings=sharding.param_shardings(abstract_state, mesh),
+  )
   return nnx.merge(graphdef, init())
 
 
 def abstract_model(config: ModelConfig, dtype) -> Transformer:
-  return nnx.eval_shape(lambda: Transformer(config, dtype=dtype,
-                                            rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(
+      lambda: Transformer(config, dtype=dtype, rngs=nnx.Rngs(0))
+  )
 
 
 def load_tokenizer(c: ml_collections.ConfigDict):
@@ -107,9 +124,11 @@ def load_tokenizer(c: ml_collections.ConfigDict):
   if not path or not os.path.isdir(path):
     raise FileNotFoundError(
         f"config.tokenizer: no tokenizer directory (got {path!r}); set"
-        " config.tokenizer or config.student to an HF directory")
+        " config.tokenizer or config.student to an HF directory"
+    )
   return tokenizers.load_tokenizer(
-      path, role="config.tokenizer" if c.tokenizer else "config.student")
+      path, role="config.tokenizer" if c.tokenizer else "config.student"
+  )
 
 
 def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
@@ -121,15 +140,21 @@ def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
   `config.allow_tokenizer_mismatch` turns the error into a warning.
   """
   path = c.teacher
-  if not path or not os.path.isdir(path) or not any(
-      os.path.isfile(os.path.join(path, f))
-      for f in tokenizers.VOCABULARY_FILES):
+  if (
+      not path
+      or not os.path.isdir(path)
+      or not any(
+          os.path.isfile(os.path.join(path, f))
+          for f in tokenizers.VOCABULARY_FILES
+      )
+  ):
     return
   if os.path.realpath(path) == os.path.realpath(c.tokenizer or c.student):
     return
   teacher = tokenizers.load_tokenizer(path, role="config.teacher")
   tokenizers.check_same_vocabulary(
-      tokenizer, teacher, allow_mismatch=c.allow_tokenizer_mismatch)
+      tokenizer, teacher, allow_mismatch=c.allow_tokenizer_mismatch
+  )
 
 
 def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
@@ -160,16 +185,24 @@ def train_dataset(c, tokenizer) -> PromptDataset:
   """Tokenized training prompts; raises before any compile if empty."""
   source = prompt_source(c, train=True)
   return PromptDataset(
-      source, tokenizer, max_prompt_len=c.max_prompt_len,
-      max_new_tokens=c.max_new_tokens, overlong=c.data.overlong,
-      **chat_format(c))
+      source,
+      tokenizer,
+      max_prompt_len=c.max_prompt_len,
+      max_new_tokens=c.max_new_tokens,
+      overlong=c.data.overlong,
+      **chat_format(c),
+  )
 
 
 def eval_dataset(c, tokenizer) -> PromptDataset:
   source = prompt_source(c, train=False)
   return PromptDataset(
-      source, tokenizer, max_prompt_len=c.max_prompt_len,
-      overlong=c.data.overlong, **chat_format(c))
+      source,
+      tokenizer,
+      max_prompt_len=c.max_prompt_len,
+      overlong=c.data.overlong,
+      **chat_format(c),
+  )
 
 
 def chat_format(c: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -180,9 +213,12 @@ def chat_format(c: ml_collections.ConfigDict) -> dict[str, Any]:
   which replaces such a default; anything else is the system turn.
   """
   d = c.data
-  return {"use_chat_template": d.use_chat_template,
-          "system_prompt": None if d.system_prompt == "default"
-                           else d.system_prompt}
+  return {
+      "use_chat_template": d.use_chat_template,
+      "system_prompt": (
+          None if d.system_prompt == "default" else d.system_prompt
+      ),
+  }
 
 
 def mesh_from_config(c) -> Any:
@@ -191,8 +227,11 @@ def mesh_from_config(c) -> Any:
   devices = jax.devices()
   if m.num_devices:
     if m.num_devices > len(devices):
-      raise ValueError(f"config.mesh.num_devices: expected <= {len(devices)}"
-                       f" (the available devices), got {m.num_devices}")
-    devices = devices[:m.num_devices]
+      raise ValueError(
+          f"config.mesh.num_devices: expected <= {len(devices)}"
+          f" (the available devices), got {m.num_devices}"
+      )
+    devices = devices[: m.num_devices]
   return sharding.make_mesh(
-      sharding.MeshConfig(data=m.data, fsdp=m.fsdp, tensor=m.tensor), devices)
+      sharding.MeshConfig(data=m.data, fsdp=m.fsdp, tensor=m.tensor), devices
+  )

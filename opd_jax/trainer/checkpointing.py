@@ -36,13 +36,16 @@ from jax.experimental import multihost_utils
 class Checkpointer:
   """Saves and restores {state, data iterator position} at integer steps."""
 
-  def __init__(self, workdir: str, *, max_to_keep: int = 3,
-               async_save: bool = True):
+  def __init__(
+      self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True
+  ):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.corrupt_directory = os.path.abspath(
-        os.path.join(workdir, "corrupt_checkpoints"))
+        os.path.join(workdir, "corrupt_checkpoints")
+    )
     self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+        max_to_keep=max_to_keep,
+        enable_async_checkpointing=async_save,
         create=True,
     )
     self._manager = self._new_manager()
@@ -55,10 +58,13 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
     """Starts saving (asynchronously); every process must call it."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state),
-    ))
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+        ),
+    )
 
   def restore_latest(
       self, abstract_state: Any
@@ -73,18 +79,28 @@ class Checkpointer:
     """
     for step in reversed(self.all_steps()):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore(),
-        ))
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+            ),
+        )
         return restored["state"], dict(restored["data"]), step
       except Exception as e:  # orbax/tensorstore raise many types
         logging.warning(
             "Checkpoint step %d in %s cannot be restored (%s: %s); moving it"
-            " to %s and trying the previous one.", step, self.directory,
-            type(e).__name__, str(e)[:300], self.corrupt_directory)
-        print(f"WARNING: checkpoint step {step} is unreadable"
-              f" ({type(e).__name__}); falling back to an earlier one")
+            " to %s and trying the previous one.",
+            step,
+            self.directory,
+            type(e).__name__,
+            str(e)[:300],
+            self.corrupt_directory,
+        )
+        print(
+            f"WARNING: checkpoint step {step} is unreadable"
+            f" ({type(e).__name__}); falling back to an earlier one"
+        )
         self._set_aside(step)
     return None
 
@@ -92,8 +108,9 @@ class Checkpointer:
     if jax.process_index() == 0:
       os.makedirs(self.corrupt_directory, exist_ok=True)
       src = os.path.join(self.directory, str(step))
-      dst = os.path.join(self.corrupt_directory,
-                         f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+      dst = os.path.join(
+          self.corrupt_directory, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+      )
       if os.path.exists(src):
         shutil.move(src, dst)
     multihost_utils.sync_global_devices(f"opd_jax_set_aside_{step}")

@@ -90,23 +90,42 @@ def default_config() -> ml_collections.ConfigDict:
   c.rollout_source = "student"
   c.mixture_alpha = 0.2
   c.sampling = ml_collections.ConfigDict(
-      dict(temperature=1.0, top_k=0, top_p=1.0))
+      dict(temperature=1.0, top_k=0, top_p=1.0)
+  )
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=1e-5, warmup_steps=0, end_lr_fraction=0.1,
-      weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0))
+  c.optimizer = ml_collections.ConfigDict(
+      dict(
+          learning_rate=1e-5,
+          warmup_steps=0,
+          end_lr_fraction=0.1,
+          weight_decay=0.0,
+          b1=0.9,
+          b2=0.999,
+          clip_norm=1.0,
+      )
+  )
 
-  c.data = ml_collections.ConfigDict(dict(
-      # 'arithmetic' (the built-in task) or 'file' (jsonl / parquet /
-      # save_to_disk directory at `path`, evaluation rows at `eval_path`).
-      source="arithmetic", path="", eval_path="", question_field="question",
-      answer_field="answer", response_field="", overlong="drop",
-      difficulty="default", num_examples=20000, eval_split="test",
-      # Prompts through the tokenizer's chat template (when it has one);
-      # system_prompt: 'default' leaves the template's own default, ''
-      # sends an empty system turn (no default), other text is the turn.
-      use_chat_template=True, system_prompt="default",
-  ))
+  c.data = ml_collections.ConfigDict(
+      dict(
+          # 'arithmetic' (the built-in task) or 'file' (jsonl / parquet /
+          # save_to_disk directory at `path`, evaluation rows at `eval_path`).
+          source="arithmetic",
+          path="",
+          eval_path="",
+          question_field="question",
+          answer_field="answer",
+          response_field="",
+          overlong="drop",
+          difficulty="default",
+          num_examples=20000,
+          eval_split="test",
+          # Prompts through the tokenizer's chat template (when it has one);
+          # system_prompt: 'default' leaves the template's own default, ''
+          # sends an empty system turn (no default), other text is the turn.
+          use_chat_template=True,
+          system_prompt="default",
+      )
+  )
 
   c.checkpoint_every = 50
   c.keep_checkpoints = 3
@@ -121,7 +140,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Mesh axis sizes (-1: all remaining devices); num_devices > 0 restricts
   # the mesh to the first devices (0: all).
   c.mesh = ml_collections.ConfigDict(
-      dict(data=1, fsdp=-1, tensor=1, num_devices=0))
+      dict(data=1, fsdp=-1, tensor=1, num_devices=0)
+  )
   return c
 
 
@@ -138,8 +158,12 @@ def _int_at_least(c, field: str, low: int) -> None:
   value = c
   for part in field.split("."):
     value = value[part]
-  _need(isinstance(value, int) and not isinstance(value, bool)
-        and value >= low, field, f"an integer >= {low}", value)
+  _need(
+      isinstance(value, int) and not isinstance(value, bool) and value >= low,
+      field,
+      f"an integer >= {low}",
+      value,
+  )
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -147,70 +171,150 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
   Also builds the method once, so a bad method field is reported here.
   """
-  for field, low in [("total_steps", 1), ("batch_size", 1),
-                     ("max_prompt_len", 1), ("max_new_tokens", 1),
-                     ("checkpoint_every", 1), ("keep_checkpoints", 1),
-                     ("eval_every", 0), ("eval_examples", 1),
-                     ("log_every", 1), ("max_consecutive_skips", 1),
-                     ("token_map_every", 0),
-                     ("optimizer.warmup_steps", 0), ("sampling.top_k", 0),
-                     ("mesh.num_devices", 0)]:
+  for field, low in [
+      ("total_steps", 1),
+      ("batch_size", 1),
+      ("max_prompt_len", 1),
+      ("max_new_tokens", 1),
+      ("checkpoint_every", 1),
+      ("keep_checkpoints", 1),
+      ("eval_every", 0),
+      ("eval_examples", 1),
+      ("log_every", 1),
+      ("max_consecutive_skips", 1),
+      ("token_map_every", 0),
+      ("optimizer.warmup_steps", 0),
+      ("sampling.top_k", 0),
+      ("mesh.num_devices", 0),
+  ]:
     _int_at_least(c, field, low)
   _need(c.dtype in DTYPES, "dtype", f"one of {DTYPES}", c.dtype)
-  _need(c.compute_dtype in ("",) + DTYPES, "compute_dtype",
-        f"'' or one of {DTYPES}", c.compute_dtype)
+  _need(
+      c.compute_dtype in ("",) + DTYPES,
+      "compute_dtype",
+      f"'' or one of {DTYPES}",
+      c.compute_dtype,
+  )
   _need(0.0 <= c.lmbda <= 1.0, "lmbda", "a fraction in [0, 1]", c.lmbda)
-  _need(c.rollout_source in ROLLOUT_SOURCES, "rollout_source",
-        f"one of {ROLLOUT_SOURCES}", c.rollout_source)
-  _need(0.0 <= c.mixture_alpha <= 1.0, "mixture_alpha", "a fraction in [0, 1]",
-        c.mixture_alpha)
-  _need(c.sampling.temperature >= 0, "sampling.temperature", ">= 0",
-        c.sampling.temperature)
-  _need(0.0 < c.sampling.top_p <= 1.0, "sampling.top_p", "a value in (0, 1]",
-        c.sampling.top_p)
+  _need(
+      c.rollout_source in ROLLOUT_SOURCES,
+      "rollout_source",
+      f"one of {ROLLOUT_SOURCES}",
+      c.rollout_source,
+  )
+  _need(
+      0.0 <= c.mixture_alpha <= 1.0,
+      "mixture_alpha",
+      "a fraction in [0, 1]",
+      c.mixture_alpha,
+  )
+  _need(
+      c.sampling.temperature >= 0,
+      "sampling.temperature",
+      ">= 0",
+      c.sampling.temperature,
+  )
+  _need(
+      0.0 < c.sampling.top_p <= 1.0,
+      "sampling.top_p",
+      "a value in (0, 1]",
+      c.sampling.top_p,
+  )
   _int_at_least(c, "seed", 0)
-  _need(c.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0",
-        c.optimizer.learning_rate)
+  _need(
+      c.optimizer.learning_rate > 0,
+      "optimizer.learning_rate",
+      "> 0",
+      c.optimizer.learning_rate,
+  )
   for beta in ("b1", "b2"):
-    _need(0.0 <= c.optimizer[beta] < 1.0, f"optimizer.{beta}",
-          "a value in [0, 1)", c.optimizer[beta])
-  _need(c.optimizer.clip_norm >= 0, "optimizer.clip_norm",
-        ">= 0 (0 disables clipping)", c.optimizer.clip_norm)
-  _need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", ">= 0",
-        c.optimizer.weight_decay)
-  _need(0 <= c.optimizer.end_lr_fraction <= 1, "optimizer.end_lr_fraction",
-        "a fraction in [0, 1]", c.optimizer.end_lr_fraction)
-  _need(c.data.source in DATA_SOURCES, "data.source",
-        f"one of {DATA_SOURCES}", c.data.source)
-  _need(c.data.overlong in OVERLONG, "data.overlong", f"one of {OVERLONG}",
-        c.data.overlong)
+    _need(
+        0.0 <= c.optimizer[beta] < 1.0,
+        f"optimizer.{beta}",
+        "a value in [0, 1)",
+        c.optimizer[beta],
+    )
+  _need(
+      c.optimizer.clip_norm >= 0,
+      "optimizer.clip_norm",
+      ">= 0 (0 disables clipping)",
+      c.optimizer.clip_norm,
+  )
+  _need(
+      c.optimizer.weight_decay >= 0,
+      "optimizer.weight_decay",
+      ">= 0",
+      c.optimizer.weight_decay,
+  )
+  _need(
+      0 <= c.optimizer.end_lr_fraction <= 1,
+      "optimizer.end_lr_fraction",
+      "a fraction in [0, 1]",
+      c.optimizer.end_lr_fraction,
+  )
+  _need(
+      c.data.source in DATA_SOURCES,
+      "data.source",
+      f"one of {DATA_SOURCES}",
+      c.data.source,
+  )
+  _need(
+      c.data.overlong in OVERLONG,
+      "data.overlong",
+      f"one of {OVERLONG}",
+      c.data.overlong,
+  )
   if c.data.source == "arithmetic":
-    _need(c.data.difficulty in DIFFICULTIES, "data.difficulty",
-          f"one of {DIFFICULTIES}", c.data.difficulty)
+    _need(
+        c.data.difficulty in DIFFICULTIES,
+        "data.difficulty",
+        f"one of {DIFFICULTIES}",
+        c.data.difficulty,
+    )
   else:
-    _need(bool(c.data.path), "data.path", "a local file or directory",
-          c.data.path)
+    _need(
+        bool(c.data.path), "data.path", "a local file or directory", c.data.path
+    )
   for role in ("student", "teacher"):
     preset = c[f"{role}_preset"]
-    _need(preset == "" or preset in PRESETS, f"{role}_preset",
-          f"'' or one of {PRESETS}", preset)
-    _need(bool(c[role] or preset), role,
-          f"an HF checkpoint directory (or set config.{role}_preset)", c[role])
+    _need(
+        preset == "" or preset in PRESETS,
+        f"{role}_preset",
+        f"'' or one of {PRESETS}",
+        preset,
+    )
+    _need(
+        bool(c[role] or preset),
+        role,
+        f"an HF checkpoint directory (or set config.{role}_preset)",
+        c[role],
+    )
   if c.lmbda < 1.0:
-    _need(c.data.source == "arithmetic" or bool(c.data.response_field),
-          "data.response_field",
-          "a field with reference responses when lmbda < 1", "")
+    _need(
+        c.data.source == "arithmetic" or bool(c.data.response_field),
+        "data.response_field",
+        "a field with reference responses when lmbda < 1",
+        "",
+    )
   n = jax.process_count()
-  _need(c.batch_size % n == 0, "batch_size",
-        f"a multiple of the number of processes ({n})", c.batch_size)
+  _need(
+      c.batch_size % n == 0,
+      "batch_size",
+      f"a multiple of the number of processes ({n})",
+      c.batch_size,
+  )
   if c.method not in methods.REGISTRY:
     raise ConfigError(
         f"config.method: expected one of {sorted(methods.REGISTRY)}, got"
-        f" {c.method!r}")
+        f" {c.method!r}"
+    )
   method = methods.build_method(c.method, c[c.method].to_dict())
   # The sampler's log-probs stand for the student's own only on the
   # student's rollouts; dataset responses and teacher samples have none.
   if getattr(method, "use_sampler_logprobs", False):
-    _need(c.lmbda == 1.0 and c.rollout_source == "student",
-          f"{c.method}.use_sampler_logprobs",
-          "False unless lmbda == 1 and rollout_source == 'student'", True)
+    _need(
+        c.lmbda == 1.0 and c.rollout_source == "student",
+        f"{c.method}.use_sampler_logprobs",
+        "False unless lmbda == 1 and rollout_source == 'student'",
+        True,
+    )

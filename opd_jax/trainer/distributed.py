@@ -20,6 +20,7 @@ import os
 import jax
 from absl import logging
 
+
 def _spans_processes_by_env() -> bool:
   """Whether a launcher (Slurm, MPI, TPU pod, JAX coordinator) announced
   a multi-process run that `jax.distributed.initialize()` reads itself."""
@@ -30,8 +31,10 @@ def _spans_processes_by_env() -> bool:
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   if len([h for h in hosts.split(",") if h]) > 1:
     return True
-  return bool(os.environ.get("JAX_COORDINATOR_ADDRESS")
-              or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"))
+  return bool(
+      os.environ.get("JAX_COORDINATOR_ADDRESS")
+      or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS")
+  )
 
 
 def initialize(
@@ -54,18 +57,26 @@ def initialize(
   if not explicit and not _spans_processes_by_env():
     return False
   if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or (
-      explicit and not os.environ.get("JAX_PLATFORMS")):
+      explicit and not os.environ.get("JAX_PLATFORMS")
+  ):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if explicit:
     if num_processes is None or process_id is None:
       raise ValueError(
-          "--coordinator_address needs --num_processes and --process_id")
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes,
-                               process_id=process_id)
+          "--coordinator_address needs --num_processes and --process_id"
+      )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
   else:
     jax.distributed.initialize()
-  logging.info("process %d of %d, %d local / %d global devices",
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+      "process %d of %d, %d local / %d global devices",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
   return True

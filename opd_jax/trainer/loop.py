@@ -40,8 +40,6 @@ from opd_jax.trainer.update import compile_ahead
 from opd_jax.trainer.workdir import CONFIG_FILE, prepare_workdir
 
 
-
-
 class TrainingDivergedError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -69,12 +67,19 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
   batch = plan.abstract_batch()
   with jax.set_mesh(mesh):
     fn, state_sh, _, _ = steps.compile_step(
-        mesh, abstract_state, teacher, batch,
-        student_graphdef=sgraph, teacher_graphdef=tgraph, method=plan.method,
-        optimizer=plan.optimizer, eos_ids=scfg.eos_token_ids,
-        learning_rate_fn=plan.schedule, compute_dtype=plan.compute_dtype)
-    out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher,
-                                            batch)
+        mesh,
+        abstract_state,
+        teacher,
+        batch,
+        student_graphdef=sgraph,
+        teacher_graphdef=tgraph,
+        method=plan.method,
+        optimizer=plan.optimizer,
+        eos_ids=scfg.eos_token_ids,
+        learning_rate_fn=plan.schedule,
+        compute_dtype=plan.compute_dtype,
+    )
+    out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher, batch)
     if methods.has_stage(plan.method):
       _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch)
   if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
@@ -96,12 +101,18 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
       },
   }
   if jax.process_index() == 0:
-    print(f"dry run: mesh {report['mesh']} over {report['devices']} devices,"
-          f" {report['processes']} process(es)")
-    print(f"  student {plan.student_from}: {report['student_params']:,}"
-          " parameters")
-    print(f"  teacher {plan.teacher_from}: {report['teacher_params']:,}"
-          " parameters")
+    print(
+        f"dry run: mesh {report['mesh']} over {report['devices']} devices,"
+        f" {report['processes']} process(es)"
+    )
+    print(
+        f"  student {plan.student_from}: {report['student_params']:,}"
+        " parameters"
+    )
+    print(
+        f"  teacher {plan.teacher_from}: {report['teacher_params']:,}"
+        " parameters"
+    )
     print(f"  method {c.method}; batch {report['batch']}")
     for name, spec in report["param_shardings"].items():
       print(f"  {name:40s} {spec}")
@@ -114,9 +125,14 @@ def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
   the extras the step was traced with."""
   c = plan.config
   prepare = stage.compile_prepare(
-      plan.method, sgraph, tgraph, sampling=Sampling(**c.sampling.to_dict()),
-      eos_ids=plan.student_config.eos_token_ids, pad_id=0,
-      compute_dtype=plan.compute_dtype)
+      plan.method,
+      sgraph,
+      tgraph,
+      sampling=Sampling(**c.sampling.to_dict()),
+      eos_ids=plan.student_config.eos_token_ids,
+      pad_id=0,
+      compute_dtype=plan.compute_dtype,
+  )
   base = {k: batch[k] for k in methods.base.BASE_BATCH_KEYS}
   key = jax.eval_shape(lambda: stage.stage_key(0, 0))  # runs nothing
   got = jax.eval_shape(prepare, params, teacher, base, key)
@@ -125,14 +141,16 @@ def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
   if shapes(got) != shapes(want):
     raise AssertionError(
         f"{c.method}.prepare returns {shapes(got)}, but prepare_shapes"
-        f" announced {shapes(want)}")
+        f" announced {shapes(want)}"
+    )
 
 
 class Trainer:
   """Holds the run's pieces; `run()` trains to `config.total_steps`."""
 
-  def __init__(self, c: ml_collections.ConfigDict, workdir: str, *,
-               restart: bool = False):
+  def __init__(
+      self, c: ml_collections.ConfigDict, workdir: str, *, restart: bool = False
+  ):
     """Plans, loads and compiles the run of `c` in `workdir`.
 
     Args:
@@ -144,8 +162,9 @@ class Trainer:
     self.plan = plan = plan_run(c)
     self.c, self.workdir = c, workdir
     self.is_main = jax.process_index() == 0
-    same_run = prepare_workdir(workdir, c, restart=restart,
-                               is_main=self.is_main)
+    same_run = prepare_workdir(
+        workdir, c, restart=restart, is_main=self.is_main
+    )
     self.student_config = scfg = plan.student_config
     self.tokenizer = builders.load_tokenizer(c)
     builders.check_teacher_tokenizer(c, self.tokenizer)
@@ -162,13 +181,14 @@ class Trainer:
     self.sampling = Sampling(**c.sampling.to_dict())
     self.eos_ids = tuple(scfg.eos_token_ids) or (
         (self.tokenizer.eos_token_id,)
-        if self.tokenizer.eos_token_id is not None else ())
+        if self.tokenizer.eos_token_id is not None
+        else ()
+    )
     with jax.set_mesh(self.mesh):
-      student = builders.build_model(c, "student", self.mesh,
-                                     dtype=plan.dtype,
-                                     vocab_size=scfg.vocab_size)
-      teacher = builders.build_model(c, "teacher", self.mesh,
-                                     dtype=plan.dtype)
+      student = builders.build_model(
+          c, "student", self.mesh, dtype=plan.dtype, vocab_size=scfg.vocab_size
+      )
+      teacher = builders.build_model(c, "teacher", self.mesh, dtype=plan.dtype)
     self.student_graphdef, student_state = nnx.split(student)
     self.teacher_graphdef, teacher_state = nnx.split(teacher)
     self.teacher_params = teacher_state.to_pure_dict()
@@ -178,52 +198,73 @@ class Trainer:
     batch = plan.abstract_batch()
     with jax.set_mesh(self.mesh):
       jitted, self.state_sh, teacher_sh, self.batch_sh = steps.compile_step(
-          self.mesh, abstract_state, self.teacher_params, batch,
+          self.mesh,
+          abstract_state,
+          self.teacher_params,
+          batch,
           student_graphdef=self.student_graphdef,
-          teacher_graphdef=self.teacher_graphdef, method=self.method,
-          optimizer=plan.optimizer, eos_ids=self.eos_ids,
-          learning_rate_fn=plan.schedule, compute_dtype=plan.compute_dtype)
-      self.state = jax.jit(plan.init_state,
-                           out_shardings=self.state_sh)(params)
+          teacher_graphdef=self.teacher_graphdef,
+          method=self.method,
+          optimizer=plan.optimizer,
+          eos_ids=self.eos_ids,
+          learning_rate_fn=plan.schedule,
+          compute_dtype=plan.compute_dtype,
+      )
+      self.state = jax.jit(plan.init_state, out_shardings=self.state_sh)(params)
       # Compiled once, ahead of time, with its memory logged.
       abstract = sharding.with_shardings
       self.abstract_state = abstract(abstract_state, self.state_sh)
       self.step_fn, memory = compile_ahead(
-          jitted, self.abstract_state,
+          jitted,
+          self.abstract_state,
           abstract(self.teacher_params, teacher_sh),
-          abstract(batch, {k: self.batch_sh[k] for k in batch}))
+          abstract(batch, {k: self.batch_sh[k] for k in batch}),
+      )
     # A staged method's pre-update stage (TOPD's branches), jitted once.
     self.prepare_fn = None
     if methods.has_stage(self.method):
       self.prepare_fn = stage.compile_prepare(
-          self.method, self.student_graphdef, self.teacher_graphdef,
-          sampling=self.sampling, eos_ids=self.eos_ids,
-          pad_id=self.train_data.pad_id, compute_dtype=plan.compute_dtype)
+          self.method,
+          self.student_graphdef,
+          self.teacher_graphdef,
+          sampling=self.sampling,
+          eos_ids=self.eos_ids,
+          pad_id=self.train_data.pad_id,
+          compute_dtype=plan.compute_dtype,
+      )
     if memory is not None and self.is_main:
       logging.info(
           "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
           " %.1f MiB outputs per device",
           memory.argument_size_in_bytes / 2**20,
           memory.temp_size_in_bytes / 2**20,
-          memory.output_size_in_bytes / 2**20)
+          memory.output_size_in_bytes / 2**20,
+      )
     self.checkpointer = Checkpointer(
-        workdir, max_to_keep=c.keep_checkpoints,
-        async_save=c.async_checkpointing)
+        workdir,
+        max_to_keep=c.keep_checkpoints,
+        async_save=c.async_checkpointing,
+    )
     self.data_state = None
     restored = self.checkpointer.restore_latest(self.abstract_state)
     if restored is not None:
       self.state, self.data_state, step = restored
       print(f"resumed from {self.checkpointer.directory} at step {step}")
     self.iterator = PromptIterator(
-        self.train_data, global_batch_size=c.batch_size, seed=c.seed,
-        state=self.data_state)
+        self.train_data,
+        global_batch_size=c.batch_size,
+        seed=c.seed,
+        state=self.data_state,
+    )
     self.start_step = int(self.state.step)
     self.writer = reporting.create_writer(
-        workdir, is_main_process=self.is_main,
+        workdir,
+        is_main_process=self.is_main,
         # A rerun of this run drops the lines after the step it restarts
         # from (all of them when it was killed before its first checkpoint),
         # so every step is in metrics.jsonl exactly once.
-        resume_step=self.start_step if same_run else None)
+        resume_step=self.start_step if same_run else None,
+    )
     if not same_run:
       self.writer.write_hparams(reporting.flatten(c.to_dict()))
     if self.is_main:  # what export / sample need to rebuild the student
@@ -238,28 +279,44 @@ class Trainer:
     """Rollouts (or dataset responses) for `step` as the step's batch."""
     c = self.c
     prompt, prompt_mask = sharding.global_batch(
-        (host["prompt"], host["prompt_mask"]), self.mesh)
+        (host["prompt"], host["prompt_mask"]), self.mesh
+    )
     if _on_policy(c, step):
       key = jax.random.fold_in(
-          jax.random.fold_in(jax.random.PRNGKey(c.seed), step), 1)
+          jax.random.fold_in(jax.random.PRNGKey(c.seed), step), 1
+      )
       models, weights = {
           "student": ([self.student()], None),
           "teacher": ([self.teacher], None),
-          "mixture": ([self.student(), self.teacher],
-                      (1 - c.mixture_alpha, c.mixture_alpha)),
+          "mixture": (
+              [self.student(), self.teacher],
+              (1 - c.mixture_alpha, c.mixture_alpha),
+          ),
       }[c.rollout_source]
-      r = sample(models, prompt, prompt_mask, key,
-                 max_new_tokens=c.max_new_tokens, sampling=self.sampling,
-                 eos_ids=self.eos_ids, pad_id=self.train_data.pad_id,
-                 weights=weights, compute_dtype=self.plan.compute_dtype)
-      batch = {"tokens": r.tokens, "mask": r.mask,
-               "response_mask": r.response_mask,
-               "sampler_logprobs": r.logprobs}
+      r = sample(
+          models,
+          prompt,
+          prompt_mask,
+          key,
+          max_new_tokens=c.max_new_tokens,
+          sampling=self.sampling,
+          eos_ids=self.eos_ids,
+          pad_id=self.train_data.pad_id,
+          weights=weights,
+          compute_dtype=self.plan.compute_dtype,
+      )
+      batch = {
+          "tokens": r.tokens,
+          "mask": r.mask,
+          "response_mask": r.response_mask,
+          "sampler_logprobs": r.logprobs,
+      }
       if c.token_map_every and (step + 1) % c.token_map_every == 0:
         self._write_token_map(step + 1, r, host)
     else:
       response, response_mask = sharding.global_batch(
-          (host["response"], host["response_mask"]), self.mesh)
+          (host["response"], host["response_mask"]), self.mesh
+      )
       batch = {
           "tokens": jnp.concatenate([prompt, response], axis=1),
           "mask": jnp.concatenate([prompt_mask, response_mask], axis=1),
@@ -267,28 +324,45 @@ class Trainer:
           "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
       }
     if self.prepare_fn is not None:
-      batch.update(self.prepare_fn(self.state.params, self.teacher_params,
-                                   batch, stage.stage_key(c.seed, step)))
+      batch.update(
+          self.prepare_fn(
+              self.state.params,
+              self.teacher_params,
+              batch,
+              stage.stage_key(c.seed, step),
+          )
+      )
     return jax.device_put(batch, self.batch_sh)
 
   def _write_token_map(self, step: int, rollout, host) -> None:
     """The step's rollouts as a token map page in WORKDIR/plots."""
     from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+
     token_map.write_token_map(
         os.path.join(self.workdir, "plots", f"token_map_{step:06d}.html"),
-        self.student(), self.teacher, rollout, self.tokenizer,
+        self.student(),
+        self.teacher,
+        rollout,
+        self.tokenizer,
         # Host answers are this process's slice; verdicts need them all.
         answers=host.get("answer") if jax.process_count() == 1 else None,
         grader=self.grader,
         settings=token_map.TokenMapSettings.from_config(self.c),
-        meta={"step": step})
+        meta={"step": step},
+    )
 
   def evaluate(self, step: int) -> dict[str, float]:
     result = evaluate_model(
-        self.student(), self.eval_data, self.tokenizer,
-        self.grader, key=jax.random.PRNGKey(self.c.seed),
-        mesh=self.mesh, batch_size=self.c.batch_size,
-        max_new_tokens=self.c.max_new_tokens, eos_ids=self.eos_ids)
+        self.student(),
+        self.eval_data,
+        self.tokenizer,
+        self.grader,
+        key=jax.random.PRNGKey(self.c.seed),
+        mesh=self.mesh,
+        batch_size=self.c.batch_size,
+        max_new_tokens=self.c.max_new_tokens,
+        eos_ids=self.eos_ids,
+    )
     out = result.metrics()
     self.writer.write_scalars(step, out)
     self.writer.write_texts(step, {"eval/sample": result.responses[0]})
@@ -303,16 +377,18 @@ class Trainer:
     last: dict[str, float] = {}
     shown: dict[str, Any] = {}
     bar = reporting.ProgressBar(
-        c.total_steps, self.start_step, is_main_process=self.is_main,
-        log_every=max(c.log_every, 1))
+        c.total_steps,
+        self.start_step,
+        is_main_process=self.is_main,
+        log_every=max(c.log_every, 1),
+    )
     try:
       with jax.set_mesh(self.mesh):
         for step in range(self.start_step, c.total_steps):
           host = next(self.iterator)
           t0 = time.time()
           batch = self._batch(step, host)
-          self.state, m = self.step_fn(self.state, self.teacher_params,
-                                       batch)
+          self.state, m = self.step_fn(self.state, self.teacher_params, batch)
           done = step + 1
           if done % c.log_every == 0 or done == c.total_steps:
             m = jax.device_get(m)
@@ -322,8 +398,11 @@ class Trainer:
             last = {k: float(v) for k, v in m.items()}
             shown = {k: m[k] for k in ("loss/total",) if k in m}
           # Every step's tokens count toward tokens/s, logged or not.
-          bar.update(done, shown, tokens=round(
-              float(m["rollout/len_mean"]) * c.batch_size))
+          bar.update(
+              done,
+              shown,
+              tokens=round(float(m["rollout/len_mean"]) * c.batch_size),
+          )
           skips = int(self.state.consecutive_skips)
           if skips >= c.max_consecutive_skips:
             raise TrainingDivergedError(
@@ -331,16 +410,22 @@ class Trainer:
                 " non-finite loss or gradient; the parameters were left"
                 " unchanged by them. Lower optimizer.learning_rate or check"
                 " the data; config.max_consecutive_skips ="
-                f" {c.max_consecutive_skips}")
+                f" {c.max_consecutive_skips}"
+            )
           # Save first: a failing evaluation must not cost the step.
           if done % c.checkpoint_every == 0 or done == c.total_steps:
             self.save(done)
-          if (self.eval_data is not None and c.eval_every
-              and done % c.eval_every == 0):
+          if (
+              self.eval_data is not None
+              and c.eval_every
+              and done % c.eval_every == 0
+          ):
             scores = self.evaluate(done)
             last.update(scores)
-            bar.write(f"step {done}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in sorted(scores.items())))
+            bar.write(
+                f"step {done}: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
+            )
     finally:
       bar.close()
       self.checkpointer.close()
@@ -352,8 +437,9 @@ class Trainer:
     return last
 
 
-def train_and_evaluate(c: ml_collections.ConfigDict, workdir: str, *,
-                       restart: bool = False) -> dict[str, float]:
+def train_and_evaluate(
+    c: ml_collections.ConfigDict, workdir: str, *, restart: bool = False
+) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds this run's checkpoints).
 
   A workdir holding a different run is an error unless `restart` (see

@@ -34,7 +34,10 @@ from opd_jax.models import ModelConfig, Transformer, dtype_by_name
 from opd_jax.trainer import builders
 from opd_jax.trainer.config import ConfigError, validate
 from opd_jax.trainer.state import (
-    TrainState, init_state, learning_rate_schedule, make_optimizer,
+    TrainState,
+    init_state,
+    learning_rate_schedule,
+    make_optimizer,
 )
 
 
@@ -96,20 +99,30 @@ class RunPlan:
   def init_state(self, params: Any) -> TrainState:
     """A fresh TrainState at step 0 for `params` (trace it: under jit or
     `eval_shape`, so that making the key compiles nothing of its own)."""
-    return init_state(params, self.optimizer,
-                      jax.random.PRNGKey(self.config.seed))
+    return init_state(
+        params, self.optimizer, jax.random.PRNGKey(self.config.seed)
+    )
 
 
 def optimizer_from_config(c: ml_collections.ConfigDict):
   """The optax optimizer of `config.optimizer` and its learning-rate schedule."""
   o = c.optimizer
   optimizer = make_optimizer(
-      learning_rate=o.learning_rate, total_steps=c.total_steps,
-      warmup_steps=o.warmup_steps, end_lr_fraction=o.end_lr_fraction,
-      weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, clip_norm=o.clip_norm)
+      learning_rate=o.learning_rate,
+      total_steps=c.total_steps,
+      warmup_steps=o.warmup_steps,
+      end_lr_fraction=o.end_lr_fraction,
+      weight_decay=o.weight_decay,
+      b1=o.b1,
+      b2=o.b2,
+      clip_norm=o.clip_norm,
+  )
   schedule = learning_rate_schedule(
-      learning_rate=o.learning_rate, total_steps=c.total_steps,
-      warmup_steps=o.warmup_steps, end_lr_fraction=o.end_lr_fraction)
+      learning_rate=o.learning_rate,
+      total_steps=c.total_steps,
+      warmup_steps=o.warmup_steps,
+      end_lr_fraction=o.end_lr_fraction,
+  )
   return optimizer, schedule
 
 
@@ -137,11 +150,13 @@ def plan_run(
   """
   validate(c)
   scfg, s_from = builders.model_config(
-      c, "student", allow_preset_fallback=allow_preset_fallback)
+      c, "student", allow_preset_fallback=allow_preset_fallback
+  )
   tcfg, t_from = None, ""
   if need_teacher or c.pad_student_vocab:
     tcfg, t_from = builders.model_config(
-        c, "teacher", allow_preset_fallback=allow_preset_fallback)
+        c, "teacher", allow_preset_fallback=allow_preset_fallback
+    )
     builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
     if c.pad_student_vocab and scfg.vocab_size < tcfg.vocab_size:
       scfg = scfg.replace(vocab_size=tcfg.vocab_size)
@@ -150,19 +165,30 @@ def plan_run(
   check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)], method)
   optimizer, schedule = optimizer_from_config(c)
   return RunPlan(
-      config=c, mesh=mesh,
-      student_config=scfg, teacher_config=tcfg,
-      student_from=s_from, teacher_from=t_from,
+      config=c,
+      mesh=mesh,
+      student_config=scfg,
+      teacher_config=tcfg,
+      student_from=s_from,
+      teacher_from=t_from,
       dtype=dtype_by_name(c.dtype),
-      compute_dtype=(dtype_by_name(c.compute_dtype, "compute_dtype")
-                     if c.compute_dtype else None),
-      method=method, optimizer=optimizer, schedule=schedule,
+      compute_dtype=(
+          dtype_by_name(c.compute_dtype, "compute_dtype")
+          if c.compute_dtype
+          else None
+      ),
+      method=method,
+      optimizer=optimizer,
+      schedule=schedule,
   )
 
 
-def check_shapes(c: ml_collections.ConfigDict, mesh,
-                 models: list[tuple[str, ModelConfig | None]],
-                 method: methods.Method | None = None) -> None:
+def check_shapes(
+    c: ml_collections.ConfigDict,
+    mesh,
+    models: list[tuple[str, ModelConfig | None]],
+    method: methods.Method | None = None,
+) -> None:
   """The batch splits over the data-parallel devices; sequences fit
   (a staged method's too)."""
   parallel = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -171,15 +197,17 @@ def check_shapes(c: ml_collections.ConfigDict, mesh,
         f"config.batch_size: expected a multiple of the {parallel}"
         f" data-parallel devices (mesh data={mesh.shape['data']} x"
         f" fsdp={mesh.shape['fsdp']}), got {c.batch_size}; otherwise each"
-        " device would compute the whole batch")
+        " device would compute the whole batch"
+    )
   length = c.max_prompt_len + c.max_new_tokens
   for role, config in models:
     if config is not None and length > config.max_position_embeddings:
       raise ConfigError(
-          f"config.max_prompt_len + config.max_new_tokens: expected <= the"
+          "config.max_prompt_len + config.max_new_tokens: expected <= the"
           f" {role}'s max_position_embeddings"
           f" ({config.max_position_embeddings}), got {c.max_prompt_len} +"
-          f" {c.max_new_tokens} = {length}")
+          f" {c.max_new_tokens} = {length}"
+      )
   if method is None or not methods.has_stage(method):
     return
   try:
@@ -190,10 +218,11 @@ def check_shapes(c: ml_collections.ConfigDict, mesh,
   for role, config in models:
     if config is not None and length > config.max_position_embeddings:
       raise ConfigError(
-          f"config.max_prompt_len + config.max_new_tokens + the"
+          "config.max_prompt_len + config.max_new_tokens + the"
           f" {c.method} stage's branches: expected <= the {role}'s"
           f" max_position_embeddings ({config.max_position_embeddings}),"
-          f" got {length}; shorten the stage's sequences in config.{c.method}")
+          f" got {length}; shorten the stage's sequences in config.{c.method}"
+      )
 
 
 def split_abstract(model: Transformer):

@@ -32,14 +32,14 @@ def read_metrics(path: str) -> list[dict]:
 
 def series(rows: list[dict], name: str) -> tuple[list[int], list[float]]:
   """(steps, values) of scalar `name`, the last value written per step."""
-  by_step = {r["step"]: r[name] for r in rows
-             if r.get(name) is not None}
+  by_step = {r["step"]: r[name] for r in rows if r.get(name) is not None}
   steps = sorted(by_step)
   return steps, [by_step[s] for s in steps]
 
 
-def write_plots(rows: list[dict], out_dir: str,
-                teacher_accuracy: float | None = None) -> list[str]:
+def write_plots(
+    rows: list[dict], out_dir: str, teacher_accuracy: float | None = None
+) -> list[str]:
   """Loss, held-out accuracy and selected fraction over steps, as PNGs.
 
   Args:
@@ -52,17 +52,30 @@ def write_plots(rows: list[dict], out_dir: str,
     run) is skipped.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")  # no display on a CI machine or over ssh
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   os.makedirs(out_dir, exist_ok=True)
   specs = [
-      ("loss.png", "training loss (the method's objective)",
-       [("loss/total", "loss")], None),
-      ("accuracy.png", "held-out accuracy (greedy)",
-       [("eval/accuracy", "student")], teacher_accuracy),
-      ("selected_fraction.png", "fraction of response tokens selected",
-       [("select/frac", "selected")], None),
+      (
+          "loss.png",
+          "training loss (the method's objective)",
+          [("loss/total", "loss")],
+          None,
+      ),
+      (
+          "accuracy.png",
+          "held-out accuracy (greedy)",
+          [("eval/accuracy", "student")],
+          teacher_accuracy,
+      ),
+      (
+          "selected_fraction.png",
+          "fraction of response tokens selected",
+          [("select/frac", "selected")],
+          None,
+      ),
   ]
   paths = []
   for name, title, lines, reference in specs:
@@ -71,8 +84,9 @@ def write_plots(rows: list[dict], out_dir: str,
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in lines:
       x, y = series(rows, key)
-      ax.plot(x, y, marker="o" if key.startswith("eval/") else None,
-              label=label)
+      ax.plot(
+          x, y, marker="o" if key.startswith("eval/") else None, label=label
+      )
     if reference is not None:
       ax.axhline(reference, linestyle="--", color="gray", label="teacher")
       ax.set_ylim(0.0, 1.02)  # accuracies: the whole range, to scale
@@ -88,12 +102,15 @@ def write_plots(rows: list[dict], out_dir: str,
   return paths
 
 
-def write_run_plots(workdir: str, teacher_accuracy: float | None = None
-                    ) -> list[str]:
+def write_run_plots(
+    workdir: str, teacher_accuracy: float | None = None
+) -> list[str]:
   """`write_plots` of `WORKDIR/metrics.jsonl` into `WORKDIR/plots`."""
   from opd_jax.trainer.reporting import JSONL_NAME  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(workdir, JSONL_NAME)
   if not os.path.isfile(path):
     return []
-  return write_plots(read_metrics(path), os.path.join(workdir, "plots"),
-                     teacher_accuracy)
+  return write_plots(
+      read_metrics(path), os.path.join(workdir, "plots"), teacher_accuracy
+  )

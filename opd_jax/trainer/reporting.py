@@ -50,8 +50,9 @@ def to_float(name: str, value: Any) -> float:
     array = np.asarray(value)
   except Exception as e:  # pylint: disable=broad-except
     raise TypeError(f"metric {name!r}: expected a scalar, got {value!r}") from e
-  if array.size != 1 or not (np.issubdtype(array.dtype, np.number)
-                             or array.dtype == bool):
+  if array.size != 1 or not (
+      np.issubdtype(array.dtype, np.number) or array.dtype == bool
+  ):
     raise TypeError(
         f"metric {name!r}: expected a numeric scalar, got dtype {array.dtype}"
         f" shape {array.shape}"
@@ -190,8 +191,12 @@ class JsonlWriter(MetricWriter):
     if resume_step is not None:
       dropped = truncate_jsonl(self.path, resume_step)
       if dropped:
-        logging.info("%s: dropped %d lines after step %d", self.path,
-                     dropped, resume_step)
+        logging.info(
+            "%s: dropped %d lines after step %d",
+            self.path,
+            dropped,
+            resume_step,
+        )
     self._file = open(self.path, "a", encoding="utf-8")
 
   def _write(self, record: dict[str, Any]) -> None:
@@ -210,13 +215,18 @@ class JsonlWriter(MetricWriter):
 
   def write_texts(self, step, texts):
     _check_names(list(texts))
-    self._write({"step": int(step), "time": time.time(),
-                 **{k: str(v) for k, v in texts.items()}})
+    self._write({
+        "step": int(step),
+        "time": time.time(),
+        **{k: str(v) for k, v in texts.items()},
+    })
 
   def write_hparams(self, hparams):
     flat = {k: _hparam_value(v) for k, v in flatten(hparams).items()}
-    flat = {k: v if not isinstance(v, float) or math.isfinite(v) else None
-            for k, v in flat.items()}
+    flat = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None
+        for k, v in flat.items()
+    }
     self._write({"time": time.time(), "hparams": flat})
 
   def flush(self):
@@ -326,11 +336,15 @@ def create_writer(
   if not is_main_process:
     return NoOpWriter()
   workdir = os.fspath(workdir)
-  writers = [JsonlWriter(os.path.join(workdir, JSONL_NAME),
-                         resume_step=resume_step)]
+  writers = [
+      JsonlWriter(os.path.join(workdir, JSONL_NAME), resume_step=resume_step)
+  ]
   if tensorboard:
-    writers.append(TensorBoardWriter(os.path.join(workdir, TENSORBOARD_DIR),
-                                     resume_step=resume_step))
+    writers.append(
+        TensorBoardWriter(
+            os.path.join(workdir, TENSORBOARD_DIR), resume_step=resume_step
+        )
+    )
   return MultiWriter(writers)
 
 
@@ -385,8 +399,11 @@ class ProgressBar:
       from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
 
       self._bar = tqdm.tqdm(
-          total=self._total, initial=int(initial_step), unit="step",
-          file=self._file, dynamic_ncols=True,
+          total=self._total,
+          initial=int(initial_step),
+          unit="step",
+          file=self._file,
+          dynamic_ncols=True,
       )
 
   def update(
@@ -418,8 +435,11 @@ class ProgressBar:
       return
     if step % self._every and step != self._total:
       return
-    print(self._line(int(step), shown, tokens is not None), file=self._file,
-          flush=True)
+    print(
+        self._line(int(step), shown, tokens is not None),
+        file=self._file,
+        flush=True,
+    )
 
   def _line(self, step: int, shown: dict[str, str], has_tokens: bool) -> str:
     """`step 20/100 (20%) | 3.1 steps/s | 812 tok/s | eta 0:00:26 | ...`."""
@@ -428,8 +448,10 @@ class ProgressBar:
     elapsed = max(now - then, 1e-9)
     rate = (step - last_step) / elapsed
     percent = 100 * step / self._total if self._total else 100.0
-    parts = [f"step {step}/{self._total} ({percent:.0f}%)",
-             f"{rate:.3g} steps/s"]
+    parts = [
+        f"step {step}/{self._total} ({percent:.0f}%)",
+        f"{rate:.3g} steps/s",
+    ]
     if has_tokens:
       parts.append(f"{(self._tokens - last_tokens) / elapsed:.4g} tok/s")
     if rate > 0:

@@ -33,13 +33,15 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"{path} not found: {workdir!r} is not an opd_jax training workdir")
+        f"{path} not found: {workdir!r} is not an opd_jax training workdir"
+    )
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def restore_student(workdir: str, mesh=None) -> tuple[Transformer, int,
-                                                      ml_collections.ConfigDict]:
+def restore_student(
+    workdir: str, mesh=None
+) -> tuple[Transformer, int, ml_collections.ConfigDict]:
   """The student with the newest restorable checkpoint's parameters.
 
   Only the student's config is needed (and the teacher's when the run
@@ -50,12 +52,12 @@ def restore_student(workdir: str, mesh=None) -> tuple[Transformer, int,
     (model, step, run config).
   """
   c = load_run_config(workdir)
-  plan = plan_run(c, allow_preset_fallback=True, need_teacher=False,
-                  mesh=mesh)
+  plan = plan_run(c, allow_preset_fallback=True, need_teacher=False, mesh=mesh)
   graphdef, params = split_abstract(plan.abstract_model("student"))
   abstract_state = plan.abstract_state(params)
   target = sharding.with_shardings(
-      abstract_state, train_state_shardings(plan.mesh, abstract_state))
+      abstract_state, train_state_shardings(plan.mesh, abstract_state)
+  )
   checkpointer = Checkpointer(workdir, async_save=False)
   try:
     restored = checkpointer.restore_latest(target)

@@ -54,11 +54,13 @@ def sft_batch(host: dict[str, Any]) -> dict[str, np.ndarray]:
   if "response" not in host:
     raise ValueError(
         "sft_batch: the batch has no 'response'; build the PromptDataset"
-        " with max_new_tokens set and a source with reference responses")
+        " with max_new_tokens set and a source with reference responses"
+    )
   return {
       "tokens": np.concatenate([host["prompt"], host["response"]], axis=1),
-      "mask": np.concatenate([host["prompt_mask"], host["response_mask"]],
-                             axis=1),
+      "mask": np.concatenate(
+          [host["prompt_mask"], host["response_mask"]], axis=1
+      ),
       "response_mask": np.asarray(host["response_mask"], bool),
   }
 
@@ -95,29 +97,40 @@ def sft_loss(params, batch: Batch, *, graphdef) -> tuple[jax.Array, dict]:
   count = jnp.maximum(response_mask.sum(dtype=jnp.float32), 1.0)
   loss = ce.sum() / count
   hit = (logits.argmax(-1) == labels) & response_mask
-  return loss, {"loss/ce": loss,
-                "train/token_acc": hit.sum(dtype=jnp.float32) / count}
+  return loss, {
+      "loss/ce": loss,
+      "train/token_acc": hit.sum(dtype=jnp.float32) / count,
+  }
 
 
-def sft_step(state: TrainState, batch: Batch, *, graphdef,
-             optimizer: optax.GradientTransformation,
-             ) -> tuple[TrainState, dict[str, jax.Array]]:
+def sft_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    graphdef,
+    optimizer: optax.GradientTransformation,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SFT update (pure; jit it with the state donated).
 
   A step whose loss or gradient is not finite leaves params and optimizer
   state untouched and counts a skip, as the distillation step does.
   """
   (loss, metrics), grads = jax.value_and_grad(
-      functools.partial(sft_loss, graphdef=graphdef), has_aux=True)(
-          state.params, batch)
+      functools.partial(sft_loss, graphdef=graphdef), has_aux=True
+  )(state.params, batch)
   new_state, update_metrics = guarded_update(state, loss, grads, optimizer)
   metrics = {**metrics, **update_metrics}
-  return new_state, {k: jnp.asarray(v, jnp.float32)
-                     for k, v in metrics.items()}
+  return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 
-def compile_sft_step(mesh, abstract_state: TrainState, abstract_batch: Batch,
-                     *, graphdef, optimizer):
+def compile_sft_step(
+    mesh,
+    abstract_state: TrainState,
+    abstract_batch: Batch,
+    *,
+    graphdef,
+    optimizer,
+):
   """`sft_step` jitted once with explicit shardings and the state donated.
 
   Returns:
@@ -125,7 +138,10 @@ def compile_sft_step(mesh, abstract_state: TrainState, abstract_batch: Batch,
   """
   fn, state_sh, _, batch_sh = jit_train_step(
       functools.partial(sft_step, graphdef=graphdef, optimizer=optimizer),
-      mesh, abstract_state, abstract_batch)
+      mesh,
+      abstract_state,
+      abstract_batch,
+  )
   return fn, state_sh, batch_sh
 
 
@@ -167,35 +183,49 @@ def sft_train(
     (the trained model, list of (step, metrics) logged).
   """
   if dataset.max_new_tokens is None:
-    raise ValueError("sft_train: dataset.max_new_tokens is None; the SFT"
-                     " dataset needs reference responses")
+    raise ValueError(
+        "sft_train: dataset.max_new_tokens is None; the SFT"
+        " dataset needs reference responses"
+    )
   if num_steps < 1 or batch_size < 1:
-    raise ValueError(f"sft_train: expected num_steps >= 1 and batch_size >="
-                     f" 1, got {num_steps} and {batch_size}")
+    raise ValueError(
+        "sft_train: expected num_steps >= 1 and batch_size >="
+        f" 1, got {num_steps} and {batch_size}"
+    )
   mesh = mesh or sharding.make_mesh(sharding.MeshConfig(1, -1, 1))
   optimizer = make_optimizer(
-      learning_rate=learning_rate, total_steps=num_steps,
-      warmup_steps=warmup_steps, end_lr_fraction=end_lr_fraction,
-      weight_decay=weight_decay, clip_norm=clip_norm)
+      learning_rate=learning_rate,
+      total_steps=num_steps,
+      warmup_steps=warmup_steps,
+      end_lr_fraction=end_lr_fraction,
+      weight_decay=weight_decay,
+      clip_norm=clip_norm,
+  )
   graphdef, model_state = nnx.split(model)
   params = jax.tree.map(jnp.copy, model_state.to_pure_dict())
   key = jax.random.PRNGKey(seed)
   abstract_state = jax.eval_shape(
-      lambda p: init_state(p, optimizer, key), params)
-  iterator = PromptIterator(
-      dataset, global_batch_size=batch_size, seed=seed)
+      lambda p: init_state(p, optimizer, key), params
+  )
+  iterator = PromptIterator(dataset, global_batch_size=batch_size, seed=seed)
   abstract_batch = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-      sft_batch(dataset.batch(np.arange(batch_size) % len(dataset))))
+      sft_batch(dataset.batch(np.arange(batch_size) % len(dataset))),
+  )
   history = []
   report = callback or _print_metrics
   t0 = time.time()
   with jax.set_mesh(mesh):
     fn, state_sh, batch_sh = compile_sft_step(
-        mesh, abstract_state, abstract_batch, graphdef=graphdef,
-        optimizer=optimizer)
-    state = jax.jit(lambda p: init_state(p, optimizer, key),
-                    out_shardings=state_sh)(params)
+        mesh,
+        abstract_state,
+        abstract_batch,
+        graphdef=graphdef,
+        optimizer=optimizer,
+    )
+    state = jax.jit(
+        lambda p: init_state(p, optimizer, key), out_shardings=state_sh
+    )(params)
     for i in range(num_steps):
       batch = jax.device_put(sft_batch(next(iterator)), batch_sh)
       state, metrics = fn(state, batch)
@@ -209,6 +239,8 @@ def sft_train(
 
 
 def _print_metrics(step: int, metrics: dict[str, float]) -> None:
-  print(f"sft step {step}: loss {metrics['loss/ce']:.4f} token acc"
-        f" {metrics['train/token_acc']:.3f} ({metrics['train/elapsed']:.0f}s)",
-        flush=True)
+  print(
+      f"sft step {step}: loss {metrics['loss/ce']:.4f} token acc"
+      f" {metrics['train/token_acc']:.3f} ({metrics['train/elapsed']:.0f}s)",
+      flush=True,
+  )

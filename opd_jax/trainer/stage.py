@@ -31,7 +31,8 @@ Batch = dict[str, jax.Array]
 def stage_key(seed: int, step: int) -> jax.Array:
   """The stage's PRNG key for `step` (apart from the rollout's, fold 1)."""
   return jax.random.fold_in(
-      jax.random.fold_in(jax.random.PRNGKey(seed), step), 2)
+      jax.random.fold_in(jax.random.PRNGKey(seed), step), 2
+  )
 
 
 def compile_prepare(
@@ -53,8 +54,9 @@ def compile_prepare(
   """
   eos_ids = tuple(int(e) for e in eos_ids)
 
-  def prepare(params: Any, teacher_params: Any, batch: Batch,
-              key: jax.Array) -> Batch:
+  def prepare(
+      params: Any, teacher_params: Any, batch: Batch, key: jax.Array
+  ) -> Batch:
     cast = lambda tree: cast_floating(tree, compute_dtype)
     student = nnx.merge(student_graphdef, cast(params))
     teacher = nnx.merge(teacher_graphdef, cast(teacher_params))
@@ -62,11 +64,21 @@ def compile_prepare(
     tokens, mask = batch["tokens"], batch["mask"].astype(bool)
     zeros = jnp.zeros(batch["response_mask"].shape, jnp.float32)
     rollout = Rollout(
-        prompt=tokens[:, :-t], prompt_mask=mask[:, :-t],
+        prompt=tokens[:, :-t],
+        prompt_mask=mask[:, :-t],
         response=tokens[:, -t:],
         response_mask=batch["response_mask"].astype(bool),
-        logprobs=zeros, policy_logprobs=zeros)
-    return method.prepare(student, teacher, rollout, key, sampling=sampling,
-                          eos_ids=eos_ids, pad_id=int(pad_id))
+        logprobs=zeros,
+        policy_logprobs=zeros,
+    )
+    return method.prepare(
+        student,
+        teacher,
+        rollout,
+        key,
+        sampling=sampling,
+        eos_ids=eos_ids,
+        pad_id=int(pad_id),
+    )
 
   return jax.jit(prepare)

@@ -49,7 +49,10 @@ class TrainState:
 
 
 def learning_rate_schedule(
-    *, learning_rate: float, total_steps: int, warmup_steps: int = 0,
+    *,
+    learning_rate: float,
+    total_steps: int,
+    warmup_steps: int = 0,
     end_lr_fraction: float = 0.1,
 ) -> optax.Schedule:
   """Linear warmup from 0 to `learning_rate`, then cosine decay.
@@ -59,7 +62,8 @@ def learning_rate_schedule(
   """
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0 if warmup_steps else learning_rate,
-      peak_value=learning_rate, warmup_steps=warmup_steps,
+      peak_value=learning_rate,
+      warmup_steps=warmup_steps,
       decay_steps=max(total_steps, warmup_steps + 1),
       end_value=learning_rate * end_lr_fraction,
   )
@@ -84,10 +88,14 @@ def make_optimizer(
   `clip_norm <= 0` disables clipping.
   """
   schedule = learning_rate_schedule(
-      learning_rate=learning_rate, total_steps=total_steps,
-      warmup_steps=warmup_steps, end_lr_fraction=end_lr_fraction)
-  adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps,
-                      weight_decay=weight_decay)
+      learning_rate=learning_rate,
+      total_steps=total_steps,
+      warmup_steps=warmup_steps,
+      end_lr_fraction=end_lr_fraction,
+  )
+  adamw = optax.adamw(
+      schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay
+  )
   if clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
   return adamw
@@ -98,8 +106,14 @@ def init_state(
 ) -> TrainState:
   """A fresh TrainState at step 0."""
   zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=optimizer.init(params),
-                    key=key, consecutive_skips=zero, total_skips=zero)
+  return TrainState(
+      step=zero,
+      params=params,
+      opt_state=optimizer.init(params),
+      key=key,
+      consecutive_skips=zero,
+      total_skips=zero,
+  )
 
 
 def state_shardings(
@@ -120,7 +134,8 @@ def state_shardings(
       sharding.path_str(p): (s, x.shape)
       for (p, s), (_, x) in zip(
           jax.tree_util.tree_flatten_with_path(param_shardings)[0],
-          jax.tree_util.tree_flatten_with_path(abstract_state.params)[0])
+          jax.tree_util.tree_flatten_with_path(abstract_state.params)[0],
+      )
   }
 
   def opt_leaf(path, x):
@@ -132,6 +147,10 @@ def state_shardings(
 
   opt = jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state)
   return TrainState(
-      step=replicated, params=param_shardings, opt_state=opt, key=replicated,
-      consecutive_skips=replicated, total_skips=replicated,
+      step=replicated,
+      params=param_shardings,
+      opt_state=opt,
+      key=replicated,
+      consecutive_skips=replicated,
+      total_skips=replicated,
   )

@@ -80,10 +80,14 @@ def train_step(
   cast = lambda tree: cast_floating(tree, compute_dtype)
   teacher = nnx.merge(teacher_graphdef, cast(teacher_params))
   teacher_hidden = jax.lax.stop_gradient(
-      response_hidden(teacher, tokens, mask, t))
+      response_hidden(teacher, tokens, mask, t)
+  )
   teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
-  extras = {k: v for k, v in batch.items()
-            if k not in base.BASE_BATCH_KEYS and k not in base.SEGMENT_KEYS}
+  extras = {
+      k: v
+      for k, v in batch.items()
+      if k not in base.BASE_BATCH_KEYS and k not in base.SEGMENT_KEYS
+  }
   # A staged method's extra sequences: the teacher's side is computed once,
   # outside the differentiated function, like the rollout's.
   has_segment = base.SEGMENT_TOKENS in batch
@@ -93,7 +97,8 @@ def train_step(
     seg_window = batch[base.SEGMENT_RESPONSE_MASK].astype(bool)
     w = seg_window.shape[1]
     seg_teacher_hidden = jax.lax.stop_gradient(
-        response_hidden(teacher, seg_tokens, seg_mask, w))
+        response_hidden(teacher, seg_tokens, seg_mask, w)
+    )
 
   def loss_fn(params):
     student = nnx.merge(student_graphdef, cast(params))
@@ -101,24 +106,32 @@ def train_step(
     if has_segment:
       segment = Segment(
           student_hidden=response_hidden(student, seg_tokens, seg_mask, w),
-          teacher_hidden=seg_teacher_hidden, ids=seg_tokens[:, -w:],
-          mask=seg_window)
+          teacher_hidden=seg_teacher_hidden,
+          ids=seg_tokens[:, -w:],
+          mask=seg_window,
+      )
     inputs = StepInputs(
         student_hidden=response_hidden(student, tokens, mask, t),
         student_head=student.head_matrix(),
-        teacher_hidden=teacher_hidden, teacher_head=teacher_head,
-        ids=tokens[:, -t:], mask=response_mask,
+        teacher_hidden=teacher_hidden,
+        teacher_head=teacher_head,
+        ids=tokens[:, -t:],
+        mask=response_mask,
         sampler_logprobs=batch["sampler_logprobs"].astype(jnp.float32),
-        key=key, segment=segment, extras=extras or None,
+        key=key,
+        segment=segment,
+        extras=extras or None,
     )
     return method.loss(inputs)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+      state.params
+  )
   new_state, update_metrics = guarded_update(state, loss, grads, optimizer)
   lengths = response_mask.sum(axis=1)
   ends = jnp.isin(tokens[:, -t:], jnp.asarray(eos_ids, jnp.int32)) & (
-      response_mask)
+      response_mask
+  )
   out = {
       "loss/total": loss,
       **update_metrics,
@@ -144,5 +157,9 @@ def compile_step(
     (jitted step, state shardings, teacher shardings, batch shardings).
   """
   return jit_train_step(
-      functools.partial(train_step, **step_kwargs), mesh, abstract_state,
-      abstract_batch, frozen=abstract_teacher)
+      functools.partial(train_step, **step_kwargs),
+      mesh,
+      abstract_state,
+      abstract_batch,
+      frozen=abstract_teacher,
+  )

@@ -53,7 +53,8 @@ def guarded_update(
   updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
   keep = lambda new, old: jax.tree.map(
-      lambda n, o: jnp.where(finite, n, o), new, old)
+      lambda n, o: jnp.where(finite, n, o), new, old
+  )
   skipped = (~finite).astype(jnp.int32)
   new_state = TrainState(
       step=state.step + 1,
@@ -63,22 +64,30 @@ def guarded_update(
       consecutive_skips=(state.consecutive_skips + 1) * skipped,
       total_skips=state.total_skips + skipped,
   )
-  return new_state, {"train/grad_norm": grad_norm,
-                     "train/skipped": skipped.astype(jnp.float32)}
+  return new_state, {
+      "train/grad_norm": grad_norm,
+      "train/skipped": skipped.astype(jnp.float32),
+  }
 
 
 def train_state_shardings(mesh, abstract_state: TrainState) -> TrainState:
   """Shardings of a TrainState on `mesh`: parameters by the partition
   rules, optimizer moments like their parameters, the rest replicated."""
   return state_shardings(
-      abstract_state, sharding.param_shardings(abstract_state.params, mesh),
-      NamedSharding(mesh, P()))
+      abstract_state,
+      sharding.param_shardings(abstract_state.params, mesh),
+      NamedSharding(mesh, P()),
+  )
 
 
 def batch_shardings(mesh, batch: Batch) -> Batch:
   """Batch-split NamedShardings for every entry of `batch`."""
-  return {k: NamedSharding(mesh, sharding.fit_spec(
-      sharding.batch_spec(v.ndim), v.shape, mesh)) for k, v in batch.items()}
+  return {
+      k: NamedSharding(
+          mesh, sharding.fit_spec(sharding.batch_spec(v.ndim), v.shape, mesh)
+      )
+      for k, v in batch.items()
+  }
 
 
 def jit_train_step(
@@ -103,12 +112,18 @@ def jit_train_step(
   replicated = NamedSharding(mesh, P())
   state_sh = train_state_shardings(mesh, abstract_state)
   batch_sh = batch_shardings(mesh, abstract_batch)
-  frozen_sh = (None if frozen is None
-               else sharding.param_shardings(frozen, mesh))
-  in_shardings = ((state_sh, batch_sh) if frozen is None
-                  else (state_sh, frozen_sh, batch_sh))
-  jitted = jax.jit(step_fn, in_shardings=in_shardings,
-                   out_shardings=(state_sh, replicated), donate_argnums=0)
+  frozen_sh = None if frozen is None else sharding.param_shardings(frozen, mesh)
+  in_shardings = (
+      (state_sh, batch_sh)
+      if frozen is None
+      else (state_sh, frozen_sh, batch_sh)
+  )
+  jitted = jax.jit(
+      step_fn,
+      in_shardings=in_shardings,
+      out_shardings=(state_sh, replicated),
+      donate_argnums=0,
+  )
   return jitted, state_sh, frozen_sh, batch_sh
 
 

@@ -37,9 +37,16 @@ CONFIG_FILE = "config.json"  # the run's config, in the workdir
 
 # Fields a resumed run may change: they schedule the run, not define it.
 RESCHEDULING_FIELDS = (
-    "total_steps", "checkpoint_every", "keep_checkpoints",
-    "async_checkpointing", "eval_every", "eval_examples", "log_every",
-    "token_map_every", "max_consecutive_skips", "mesh",
+    "total_steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "async_checkpointing",
+    "eval_every",
+    "eval_examples",
+    "log_every",
+    "token_map_every",
+    "max_consecutive_skips",
+    "mesh",
 )
 
 
@@ -66,15 +73,19 @@ def _defining(config: dict[str, Any]) -> dict[str, Any]:
     if key in RESCHEDULING_FIELDS:
       continue
     # Only the chosen method's block matters; the others are unused.
-    if isinstance(value, dict) and key != method and key not in (
-        "sampling", "optimizer", "data"):
+    if (
+        isinstance(value, dict)
+        and key != method
+        and key not in ("sampling", "optimizer", "data")
+    ):
       continue
     kept[key] = value
   return _flat(kept)
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any]
-                       ) -> list[tuple[str, Any, Any]]:
+def config_differences(
+    old: dict[str, Any], new: dict[str, Any]
+) -> list[tuple[str, Any, Any]]:
   """(field, old value, new value) for each defining field that differs."""
   a, b = _defining(old), _defining(new)
   if old.get("method") != new.get("method"):
@@ -83,18 +94,28 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]
     a = {k: v for k, v in a.items() if not k.startswith(blocks)}
     b = {k: v for k, v in b.items() if not k.startswith(blocks)}
   missing = object()
-  return [(k, a.get(k, missing), b.get(k, missing))
-          for k in sorted(set(a) | set(b))
-          if a.get(k, missing) != b.get(k, missing)]
+  return [
+      (k, a.get(k, missing), b.get(k, missing))
+      for k in sorted(set(a) | set(b))
+      if a.get(k, missing) != b.get(k, missing)
+  ]
 
 
 def _show(value: Any) -> str:
-  return "(unset)" if not isinstance(value, (str, int, float, bool, list,
-                                             type(None))) else repr(value)
+  return (
+      "(unset)"
+      if not isinstance(value, (str, int, float, bool, list, type(None)))
+      else repr(value)
+  )
 
 
-def prepare_workdir(workdir: str, c: ml_collections.ConfigDict, *,
-                    restart: bool = False, is_main: bool = True) -> bool:
+def prepare_workdir(
+    workdir: str,
+    c: ml_collections.ConfigDict,
+    *,
+    restart: bool = False,
+    is_main: bool = True,
+) -> bool:
   """Checks that `workdir` can hold the run of `c`; creates it if needed.
 
   Args:
@@ -119,7 +140,8 @@ def prepare_workdir(workdir: str, c: ml_collections.ConfigDict, *,
       raise WorkdirError(
           f"--workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}, so"
           " they cannot be matched to this run; use a new --workdir or pass"
-          " --restart (the old files move to previous_runs/)")
+          " --restart (the old files move to previous_runs/)"
+      )
     if is_main:
       if restart and os.path.isdir(workdir) and os.listdir(workdir):
         _move_aside(workdir)
@@ -132,7 +154,8 @@ def prepare_workdir(workdir: str, c: ml_collections.ConfigDict, *,
     raise WorkdirError(
         f"{path}: unreadable run config ({type(e).__name__}: {e}); pass"
         " --restart to start a new run there (the old files are kept in"
-        " previous_runs/)") from None
+        " previous_runs/)"
+    ) from None
   diffs = config_differences(old, c.to_dict())
   if not diffs:
     return True
@@ -142,7 +165,8 @@ def prepare_workdir(workdir: str, c: ml_collections.ConfigDict, *,
     raise WorkdirError(
         f"--workdir {workdir!r} holds another run: {shown}{more}. Use a new"
         " --workdir, rerun with the original config to resume, or pass"
-        " --restart to start over (the old run moves to previous_runs/)")
+        " --restart to start over (the old run moves to previous_runs/)"
+    )
   if is_main:
     _move_aside(workdir)
   return False
@@ -150,8 +174,7 @@ def prepare_workdir(workdir: str, c: ml_collections.ConfigDict, *,
 
 def _move_aside(workdir: str) -> str:
   """Moves every entry of `workdir` into `previous_runs/<time>/`."""
-  dest = os.path.join(workdir, "previous_runs",
-                      time.strftime("%Y%m%d-%H%M%S"))
+  dest = os.path.join(workdir, "previous_runs", time.strftime("%Y%m%d-%H%M%S"))
   os.makedirs(dest)
   for name in os.listdir(workdir):
     if name != "previous_runs":

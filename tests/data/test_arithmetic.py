@@ -165,7 +165,8 @@ def test_default_difficulty_is_multi_step_with_carries():
   for ex in exs:
     ops = re.findall(r"(\d+)([+-])(\d+)=", ex.rationale)
     carries += any(
-        (int(a) % 10 + int(b) % 10 >= 10) if op == "+"
+        (int(a) % 10 + int(b) % 10 >= 10)
+        if op == "+"
         else (int(a) % 10 < int(b) % 10)
         for a, op, b in ops
     )

@@ -46,15 +46,21 @@ def _word_tokenizer(*, bos_processor, chat_template):
   words = ["hi", "there", "USER:", "ASSISTANT:", "a", "b", "c", "d"]
   vocab = {w: i for i, w in enumerate(specials + words)}
   backend = tokenizers.Tokenizer(
-      tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
+      tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>")
+  )
   backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
   backend.add_special_tokens(specials)
   if bos_processor:
     backend.post_processor = tokenizers.processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", 1)])
+        single="<s> $A", special_tokens=[("<s>", 1)]
+    )
   tok = transformers.PreTrainedTokenizerFast(
-      tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-      pad_token="<pad>", unk_token="<unk>")
+      tokenizer_object=backend,
+      bos_token="<s>",
+      eos_token="</s>",
+      pad_token="<pad>",
+      unk_token="<unk>",
+  )
   tok.chat_template = chat_template
   return tok
 
@@ -74,7 +80,8 @@ def test_arithmetic_source_records():
   ex = arithmetic.make_example("validation", 6)
   assert len(source) == 3
   assert source[1] == data_lib.PromptRecord(
-      ex.question, str(ex.answer), ex.rationale)
+      ex.question, str(ex.answer), ex.rationale
+  )
   with pytest.raises(ValueError, match="split"):
     data_lib.ArithmeticSource("dev", 3)
 
@@ -85,13 +92,15 @@ def test_chat_template_and_left_padding(tok, train_set):
   for j in range(2):
     expected = tok.apply_chat_template(
         [{"role": "user", "content": batch["question"][j]}],
-        add_generation_prompt=True, tokenize=False)
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     ids = tok(expected, add_special_tokens=False)["input_ids"]
     n = int(batch["prompt_mask"][j].sum())
     assert n == len(ids)
-    np.testing.assert_array_equal(batch["prompt"][j, P - n:], ids)
-    assert (batch["prompt"][j, :P - n] == tok.pad_token_id).all()
-    assert not batch["prompt_mask"][j, :P - n].any()
+    np.testing.assert_array_equal(batch["prompt"][j, P - n :], ids)
+    assert (batch["prompt"][j, : P - n] == tok.pad_token_id).all()
+    assert not batch["prompt_mask"][j, : P - n].any()
     assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
     assert ids[-1] == tok.convert_tokens_to_ids("<assistant>")
 
@@ -101,36 +110,52 @@ def test_bos_not_doubled_by_post_processor():
   tok = _word_tokenizer(bos_processor=True, chat_template=template)
   assert tok("hi")["input_ids"][0] == 1  # The processor does add BOS.
   ids = data_lib.format_prompts(tok, ["hi there"])
-  assert ids == [tok.convert_tokens_to_ids(
-      ["<s>", "USER:", "hi", "there", "ASSISTANT:"])]
+  assert ids == [
+      tok.convert_tokens_to_ids(["<s>", "USER:", "hi", "there", "ASSISTANT:"])
+  ]
 
 
 def test_system_prompt_default_empty_and_template_off():
   # Like SmolLM2's template: a default system turn when none is given.
   template = (
       "{% if messages[0]['role'] != 'system' %}d {% endif %}"
-      "{% for m in messages %}{{ m['content'] }} {% endfor %}ASSISTANT:")
+      "{% for m in messages %}{{ m['content'] }} {% endfor %}ASSISTANT:"
+  )
   tok = _word_tokenizer(bos_processor=False, chat_template=template)
   words = lambda ids: tok.convert_ids_to_tokens(ids[0])
   assert words(data_lib.format_prompts(tok, ["hi"])) == [
-      "d", "hi", "ASSISTANT:"]
+      "d",
+      "hi",
+      "ASSISTANT:",
+  ]
   # '' is an explicit empty system turn: the template's default is gone.
   assert words(data_lib.format_prompts(tok, ["hi"], system_prompt="")) == [
-      "hi", "ASSISTANT:"]
+      "hi",
+      "ASSISTANT:",
+  ]
   assert words(data_lib.format_prompts(tok, ["hi"], system_prompt="c")) == [
-      "c", "hi", "ASSISTANT:"]
-  assert words(data_lib.format_prompts(
-      tok, ["hi"], use_chat_template=False)) == ["<s>", "hi"]
+      "c",
+      "hi",
+      "ASSISTANT:",
+  ]
+  assert words(
+      data_lib.format_prompts(tok, ["hi"], use_chat_template=False)
+  ) == ["<s>", "hi"]
 
 
 def test_trainer_chat_settings_map_to_the_dataset():
   from opd_jax.trainer import builders, config  # pylint: disable=g-import-not-at-top
+
   c = config.default_config()
-  assert builders.chat_format(c) == {"use_chat_template": True,
-                                     "system_prompt": None}
+  assert builders.chat_format(c) == {
+      "use_chat_template": True,
+      "system_prompt": None,
+  }
   c.data.system_prompt, c.data.use_chat_template = "", False
-  assert builders.chat_format(c) == {"use_chat_template": False,
-                                     "system_prompt": ""}
+  assert builders.chat_format(c) == {
+      "use_chat_template": False,
+      "system_prompt": "",
+  }
 
 
 def test_fallback_without_chat_template():
@@ -166,7 +191,8 @@ def test_overlong(tok, policy):
   lengths = np.array([len(p) for p in full.prompts])
   limit = int(np.median(lengths))
   data = data_lib.PromptDataset(
-      source, tok, max_prompt_len=limit, overlong=policy)
+      source, tok, max_prompt_len=limit, overlong=policy
+  )
   over = lengths > limit
   assert over.any() and data.stats.overlong == over.sum()
   if policy == "drop":
@@ -176,7 +202,7 @@ def test_overlong(tok, policy):
     assert len(data) == 12
     i = int(np.flatnonzero(over)[0])
     row = full.prompts[i]
-    expected = np.concatenate([row[:1], row[len(row) - limit + 1:]])
+    expected = np.concatenate([row[:1], row[len(row) - limit + 1 :]])
     np.testing.assert_array_equal(data.prompts[i], expected)
     assert all(len(p) <= limit for p in data.prompts)
   with pytest.raises(ValueError, match=r"arithmetic:train.*got 0 of 12"):
@@ -200,20 +226,30 @@ def _write_table(tmp_path, fmt, rows):
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "disk"])
 def test_file_sources(tok, tmp_path, fmt):
-  rows = [{"problem": f"q{i}", "solution": i, "text": f"r{i}"}
-          for i in range(5)]
+  rows = [
+      {"problem": f"q{i}", "solution": i, "text": f"r{i}"} for i in range(5)
+  ]
   path = _write_table(tmp_path, fmt, rows)
   source = data_lib.FileSource(
-      path, question_field="problem", answer_field="solution",
-      response_field="text", cache_dir=str(tmp_path / "cache"))
+      path,
+      question_field="problem",
+      answer_field="solution",
+      response_field="text",
+      cache_dir=str(tmp_path / "cache"),
+  )
   assert len(source) == 5
   assert source[3] == data_lib.PromptRecord("q3", "3", "r3")
-  data = data_lib.PromptDataset(source, tok, max_prompt_len=16,
-                               max_new_tokens=4)
+  data = data_lib.PromptDataset(
+      source, tok, max_prompt_len=16, max_new_tokens=4
+  )
   assert data.batch([4])["answer"] == ["4"]
   with pytest.raises(ValueError) as err:
-    data_lib.FileSource(path, question_field="prompt", answer_field=None,
-                       cache_dir=str(tmp_path / "cache"))
+    data_lib.FileSource(
+        path,
+        question_field="prompt",
+        answer_field=None,
+        cache_dir=str(tmp_path / "cache"),
+    )
   message = str(err.value)
   assert str(path) in message and "'prompt'" in message
   assert "['problem', 'solution', 'text']" in message
@@ -221,13 +257,16 @@ def test_file_sources(tok, tmp_path, fmt):
 
 def test_missing_responses_and_saved_splits(tok, tmp_path):
   saved = tmp_path / "dict"
-  datasets.DatasetDict(eval=datasets.Dataset.from_list([
-      {"question": "q0", "answer": None, "response": "r0"},
-      {"question": "q1", "answer": "1", "response": None},
-  ])).save_to_disk(str(saved))
+  datasets.DatasetDict(
+      eval=datasets.Dataset.from_list([
+          {"question": "q0", "answer": None, "response": "r0"},
+          {"question": "q1", "answer": "1", "response": None},
+      ])
+  ).save_to_disk(str(saved))
   source = data_lib.FileSource(saved, response_field="response", split="eval")
-  data = data_lib.PromptDataset(source, tok, max_prompt_len=16,
-                               max_new_tokens=4)
+  data = data_lib.PromptDataset(
+      source, tok, max_prompt_len=16, max_new_tokens=4
+  )
   batch = data.batch([0, 1])
   assert batch["answer"] == [None, "1"]
   assert batch["response_mask"].sum(1).tolist() == [3, 0]  # r, 0, <eos>.
@@ -243,7 +282,8 @@ def test_empty_and_missing_files(tmp_path):
     data_lib.FileSource(empty, cache_dir=str(tmp_path / "cache"))
   saved = tmp_path / "saved"
   datasets.Dataset.from_dict({"question": [], "answer": []}).save_to_disk(
-      str(saved))
+      str(saved)
+  )
   with pytest.raises(ValueError, match="saved: expected rows, got 0"):
     data_lib.FileSource(saved)
   with pytest.raises(FileNotFoundError, match="nope.jsonl"):
@@ -272,10 +312,12 @@ def test_resume_is_exact(train_set):
 
 def test_processes_split_the_global_batch(train_set):
   whole = data_lib.PromptIterator(
-      train_set, global_batch_size=6, process_index=0, process_count=1)
+      train_set, global_batch_size=6, process_index=0, process_count=1
+  )
   parts = [
       data_lib.PromptIterator(
-          train_set, global_batch_size=6, process_index=i, process_count=2)
+          train_set, global_batch_size=6, process_index=i, process_count=2
+      )
       for i in range(2)
   ]
   assert parts[0].local_batch_size == 3
@@ -284,17 +326,20 @@ def test_processes_split_the_global_batch(train_set):
     local = [next(p) for p in parts]
     for key in ("prompt", "prompt_mask", "index", "response"):
       np.testing.assert_array_equal(
-          batch[key], np.concatenate([b[key] for b in local]))
+          batch[key], np.concatenate([b[key] for b in local])
+      )
     assert batch["answer"] == local[0]["answer"] + local[1]["answer"]
   assert parts[0].get_state() == parts[1].get_state() == whole.get_state()
   with pytest.raises(ValueError, match="multiple of the process count 4"):
     data_lib.PromptIterator(
-        train_set, global_batch_size=6, process_index=0, process_count=4)
+        train_set, global_batch_size=6, process_index=0, process_count=4
+    )
 
 
 def test_epochs_reshuffle_and_cover(train_set):
   it = data_lib.PromptIterator(
-      train_set, global_batch_size=4, seed=1, process_index=0, process_count=1)
+      train_set, global_batch_size=4, seed=1, process_index=0, process_count=1
+  )
   stream = np.concatenate([b["index"] for b in _take(it, 10)])  # 4 epochs.
   epochs = stream.reshape(4, 10)
   for epoch in epochs:
@@ -302,8 +347,12 @@ def test_epochs_reshuffle_and_cover(train_set):
   assert len({tuple(e) for e in epochs}) == 4
   assert it.get_state()["epoch"] == 4 and it.get_state()["position"] == 0
   ordered = data_lib.PromptIterator(
-      train_set, global_batch_size=5, shuffle=False, process_index=0,
-      process_count=1)
+      train_set,
+      global_batch_size=5,
+      shuffle=False,
+      process_index=0,
+      process_count=1,
+  )
   np.testing.assert_array_equal(next(ordered)["index"], np.arange(5))
 
 
@@ -311,7 +360,8 @@ def test_eval_batches_cover_once(train_set):
   seen = []
   for i in range(2):
     for batch in data_lib.eval_batches(
-        train_set, global_batch_size=4, process_index=i, process_count=2):
+        train_set, global_batch_size=4, process_index=i, process_count=2
+    ):
       assert batch["prompt"].shape == (2, P)
       seen.extend(batch["index"][batch["valid"]].tolist())
   assert sorted(seen) == list(range(10))

@@ -29,34 +29,80 @@ _GOOD = [{"question": "q0", "answer": 1}, {"question": "q1", "answer": "2"}]
 
 # (file name, bytes, FileSource kwargs, message fragment).
 BAD_FILES = [
-    ("p.jsonl", _jsonl(_GOOD) + b'{"question": "caf\xe9"}\n', {},
-     "p.jsonl line 3: not UTF-8 (byte 0xe9 at column 18); save the file as"
-     " UTF-8"),
-    ("p.jsonl", b'{"question": "a"}\n{"question": "b",}\n', {},
-     "p.jsonl line 2: not valid JSON (Expecting property name enclosed in"
-     " double quotes at column 18): '{\"question\": \"b\",}'"),
-    ("p.jsonl", b'{"question": "a"}\n["b"]\n', {},
-     "p.jsonl line 2: expected a JSON object, got list"),
-    ("p.jsonl", b'{"question": "a"}\n\n{"prompt": "b"}\n', {},
-     "p.jsonl line 3: field 'question': expected a string, got NoneType"
-     " (missing)"),
-    ("p.jsonl", b'{"question": 7}\n', {},
-     "p.jsonl line 1: field 'question': expected a string, got int"),
-    ("p.json", b'[{"question": "a"}, 3]', {},
-     "p.json item 1: expected a JSON object, got int"),
+    (
+        "p.jsonl",
+        _jsonl(_GOOD) + b'{"question": "caf\xe9"}\n',
+        {},
+        (
+            "p.jsonl line 3: not UTF-8 (byte 0xe9 at column 18); save the file"
+            " as UTF-8"
+        ),
+    ),
+    (
+        "p.jsonl",
+        b'{"question": "a"}\n{"question": "b",}\n',
+        {},
+        (
+            "p.jsonl line 2: not valid JSON (Expecting property name enclosed"
+            ' in double quotes at column 18): \'{"question": "b",}\''
+        ),
+    ),
+    (
+        "p.jsonl",
+        b'{"question": "a"}\n["b"]\n',
+        {},
+        "p.jsonl line 2: expected a JSON object, got list",
+    ),
+    (
+        "p.jsonl",
+        b'{"question": "a"}\n\n{"prompt": "b"}\n',
+        {},
+        (
+            "p.jsonl line 3: field 'question': expected a string, got NoneType"
+            " (missing)"
+        ),
+    ),
+    (
+        "p.jsonl",
+        b'{"question": 7}\n',
+        {},
+        "p.jsonl line 1: field 'question': expected a string, got int",
+    ),
+    (
+        "p.json",
+        b'[{"question": "a"}, 3]',
+        {},
+        "p.json item 1: expected a JSON object, got int",
+    ),
     ("p.json", b'[{"question": "a"},', {}, "p.json: not valid JSON"),
-    ("p.txt", b"What is 2+2?\n", {},
-     "p.txt: expected a .jsonl, .json or .parquet file (optionally .gz) or a"
-     " directory written by datasets.Dataset.save_to_disk, got '.txt'; for"
-     ' plain text, write one JSON object per line, e.g. {"question": "..."},'
-     " to a .jsonl file"),
+    (
+        "p.txt",
+        b"What is 2+2?\n",
+        {},
+        (
+            "p.txt: expected a .jsonl, .json or .parquet file (optionally .gz)"
+            " or a directory written by datasets.Dataset.save_to_disk, got"
+            " '.txt'; for plain text, write one JSON object per line, e.g."
+            ' {"question": "..."}, to a .jsonl file'
+        ),
+    ),
     ("questions", b"What is 2+2?\n", {}, "got 'no extension'"),
     ("p.jsonl", b"\n\n", {}, "p.jsonl: expected rows, got 0"),
-    ("p.jsonl", _jsonl([{"question": "a"}]), {"require_answers": True},
-     "answer_field='answer' is not a field; fields are ['question']"),
-    ("p.jsonl", _jsonl(_GOOD), {"question_field": "problem"},
-     "question_field='problem' is not a field; fields are ['question',"
-     " 'answer']"),
+    (
+        "p.jsonl",
+        _jsonl([{"question": "a"}]),
+        {"require_answers": True},
+        "answer_field='answer' is not a field; fields are ['question']",
+    ),
+    (
+        "p.jsonl",
+        _jsonl(_GOOD),
+        {"question_field": "problem"},
+        (
+            "question_field='problem' is not a field; fields are ['question',"
+            " 'answer']"
+        ),
+    ),
 ]
 
 
@@ -78,15 +124,20 @@ def test_training_file_without_answers_loads(tmp_path):
 
 
 def test_lines_are_located_and_json_variants_read(tmp_path):
-  rows = [{"question": "a", "answer": 1}, {"question": "b"},
-          {"question": "c", "answer": "\\frac{1}{2}"}]
+  rows = [
+      {"question": "a", "answer": 1},
+      {"question": "b"},
+      {"question": "c", "answer": "\\frac{1}{2}"},
+  ]
   text = b"\xef\xbb\xbf" + _jsonl(rows[:1]) + b"\n   \n" + _jsonl(rows[1:])
   (tmp_path / "p.jsonl").write_bytes(text)  # BOM, blank lines
   (tmp_path / "p.jsonl.gz").write_bytes(gzip.compress(text))
   (tmp_path / "a.json").write_text(json.dumps(rows))
-  for name, where in (("p.jsonl", ["line 1", "line 4", "line 5"]),
-                      ("p.jsonl.gz", ["line 1", "line 4", "line 5"]),
-                      ("a.json", ["item 0", "item 1", "item 2"])):
+  for name, where in (
+      ("p.jsonl", ["line 1", "line 4", "line 5"]),
+      ("p.jsonl.gz", ["line 1", "line 4", "line 5"]),
+      ("a.json", ["item 0", "item 1", "item 2"]),
+  ):
     source = sources.FileSource(tmp_path / name)
     assert [r.answer for r in source.records()] == ["1", None, "\\frac{1}{2}"]
     assert [source.location(i) for i in range(3)] == where
@@ -97,8 +148,7 @@ def test_take(tmp_path):
   path.write_bytes(_jsonl([{"question": f"q{i}"} for i in range(5)]))
   source = sources.FileSource(path)
   head = sources.take(source, 2)
-  assert len(head) == 2 and [r.question for r in head.records()] == [
-      "q0", "q1"]
+  assert len(head) == 2 and [r.question for r in head.records()] == ["q0", "q1"]
   assert head.name == source.name and head.location(1) == "line 2"
   with pytest.raises(IndexError):
     head[2]  # pylint: disable=pointless-statement

@@ -143,6 +143,7 @@ def _swap(a, b):
   def edit(data):
     vocab = data["model"]["vocab"]
     vocab[a], vocab[b] = vocab[b], vocab[a]
+
   return edit
 
 
@@ -154,22 +155,27 @@ def test_same_vocabulary(tok, tok_dir, tmp_path):
   seven, eight = tok.convert_tokens_to_ids(["7", "8"])
   with pytest.raises(task_tokenizer.TokenizerMismatchError) as err:
     task_tokenizer.check_same_vocabulary(swapped, tok)
-  assert (f"disagree on 2 of {len(tok)} ids (id {seven}: student '8' vs"
-          f" teacher '7', id {eight}: student '7' vs teacher '8')"
-          in str(err.value))
+  assert (
+      f"disagree on 2 of {len(tok)} ids (id {seven}: student '8' vs"
+      f" teacher '7', id {eight}: student '7' vs teacher '8')"
+      in str(err.value)
+  )
   assert task_tokenizer.check_same_vocabulary(
-      swapped, tok, allow_mismatch=True) == [seven, eight]
+      swapped, tok, allow_mismatch=True
+  ) == [seven, eight]
 
 
 def test_vocabulary_known_to_one_side_only(tok, tok_dir, tmp_path):
   def rename(data):
     vocab = data["model"]["vocab"]
     vocab["apples_renamed"] = vocab.pop(" apples")
+
   renamed = _edited_copy(tok_dir, str(tmp_path / "renamed"), rename)
   (i,) = tok.convert_tokens_to_ids([" apples"])
-  with pytest.raises(task_tokenizer.TokenizerMismatchError,
-                     match=f"id {i}: student ' apples' vs teacher"
-                     " 'apples_renamed'"):
+  with pytest.raises(
+      task_tokenizer.TokenizerMismatchError,
+      match=f"id {i}: student ' apples' vs teacher 'apples_renamed'",
+  ):
     task_tokenizer.check_same_vocabulary(tok, renamed)
 
 
@@ -178,6 +184,7 @@ def test_many_differences_are_cut_short(tok, tok_dir, tmp_path):
     vocab = data["model"]["vocab"]
     for k in [k for k, v in vocab.items() if v >= 40]:
       vocab[k + "_x"] = vocab.pop(k)
+
   shifted = _edited_copy(tok_dir, str(tmp_path / "shifted"), shift)
   with pytest.raises(task_tokenizer.TokenizerMismatchError) as err:
     task_tokenizer.check_same_vocabulary(tok, shifted, max_listed=2)
@@ -195,18 +202,30 @@ def _checkpoint_without_tokenizer(path, family):
 # (directory maker, message fragment).
 BAD_TOKENIZER_DIRS = [
     # Would load as an empty Qwen2Tokenizer that encodes everything to [].
-    ("qwen-checkpoint", lambda p: _checkpoint_without_tokenizer(p, "qwen3"),
-     "has no tokenizer files: expected tokenizer.json (or tokenizer.model,"
-     " or vocab.json + merges.txt) with tokenizer_config.json; copy them"
-     " from the model this checkpoint was made from (found: config.json)"),
-    ("llama-checkpoint", lambda p: _checkpoint_without_tokenizer(p, "llama"),
-     "has no tokenizer files"),
+    (
+        "qwen-checkpoint",
+        lambda p: _checkpoint_without_tokenizer(p, "qwen3"),
+        (
+            "has no tokenizer files: expected tokenizer.json (or"
+            " tokenizer.model, or vocab.json + merges.txt) with"
+            " tokenizer_config.json; copy them from the model this checkpoint"
+            " was made from (found: config.json)"
+        ),
+    ),
+    (
+        "llama-checkpoint",
+        lambda p: _checkpoint_without_tokenizer(p, "llama"),
+        "has no tokenizer files",
+    ),
     ("missing", lambda p: p, "tokenizer directory '{path}' does not exist"),
 ]
 
 
-@pytest.mark.parametrize("case,make,match", BAD_TOKENIZER_DIRS,
-                         ids=[c[0] for c in BAD_TOKENIZER_DIRS])
+@pytest.mark.parametrize(
+    "case,make,match",
+    BAD_TOKENIZER_DIRS,
+    ids=[c[0] for c in BAD_TOKENIZER_DIRS],
+)
 def test_bad_tokenizer_directory(tmp_path, case, make, match):
   path = make(str(tmp_path / case))
   with pytest.raises(task_tokenizer.TokenizerError) as err:
@@ -220,6 +239,8 @@ def test_empty_vocabulary_is_refused(tok_dir, tmp_path):
   def empty(data):  # a BPE without unknown token drops unknown text
     data["model"] = {"type": "BPE", "vocab": {}, "merges": []}
     data["added_tokens"] = []
-  with pytest.raises(task_tokenizer.TokenizerError,
-                     match="encodes text to no tokens"):
+
+  with pytest.raises(
+      task_tokenizer.TokenizerError, match="encodes text to no tokens"
+  ):
     _edited_copy(tok_dir, str(tmp_path / "empty"), empty)

@@ -23,12 +23,19 @@ import pytest
 from opd_jax import testing
 from opd_jax.models import hf_io
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 SCRIPT = os.path.join(REPO, "scripts", "diagnose.py")
 # Small enough to run in seconds once compiled.
-SMALL = ["--num_rollouts=4", "--top_c=2", "--continuations=4",
-         "--nodes_per_window=1", "--budget=40", "--max_new_tokens=6"]
+SMALL = [
+    "--num_rollouts=4",
+    "--top_c=2",
+    "--continuations=4",
+    "--nodes_per_window=1",
+    "--budget=40",
+    "--max_new_tokens=6",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +45,30 @@ def pair(tmp_path_factory):
 
 def _run(args, cwd):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=900)
+  return subprocess.run(
+      [sys.executable, SCRIPT, *args],
+      cwd=cwd,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
 
 
 @pytest.mark.slow
 def test_runs_on_the_task_and_on_a_jsonl(pair, tmp_path):
   out = tmp_path / "report"
-  proc = _run([f"--student={pair['student']}", f"--teacher={pair['teacher']}",
-               "--task=arithmetic", "--num_questions=2", f"--out={out}",
-               *SMALL], tmp_path)
+  proc = _run(
+      [
+          f"--student={pair['student']}",
+          f"--teacher={pair['teacher']}",
+          "--task=arithmetic",
+          "--num_questions=2",
+          f"--out={out}",
+          *SMALL,
+      ],
+      tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "report:" in proc.stdout
   with open(out / "nodes.json") as f:
@@ -57,12 +78,22 @@ def test_runs_on_the_task_and_on_a_jsonl(pair, tmp_path):
   assert (out / "report.md").read_text().startswith("# Gradient alignment")
   # HF dirs and a jsonl graded by the math-verify pool.
   questions = tmp_path / "q.jsonl"
-  questions.write_text(json.dumps({"problem": "What is 2+3?", "solution": "5"})
-                       + "\n")
-  proc = _run([f"--student={pair['student']}", f"--teacher={pair['teacher']}",
-               f"--task={questions}", "--question_field=problem",
-               "--answer_field=solution", "--grading_workers=1",
-               f"--out={out}", *SMALL], tmp_path)
+  questions.write_text(
+      json.dumps({"problem": "What is 2+3?", "solution": "5"}) + "\n"
+  )
+  proc = _run(
+      [
+          f"--student={pair['student']}",
+          f"--teacher={pair['teacher']}",
+          f"--task={questions}",
+          "--question_field=problem",
+          "--answer_field=solution",
+          "--grading_workers=1",
+          f"--out={out}",
+          *SMALL,
+      ],
+      tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out / "nodes.json") as f:
     assert json.load(f)["questions"][0]["answer"] == "5"
@@ -82,11 +113,15 @@ def _bad_inputs(pair, tmp_path):
   s, t = f"--student={pair['student']}", f"--teacher={pair['teacher']}"
   return [
       ([f"--student={workdir}", t], "a workdir with no checkpoint"),
-      ([s, f"--teacher={tmp_path / 'teacher96'}"],
-       "vocabulary 96 differs from the student's 80"),
+      (
+          [s, f"--teacher={tmp_path / 'teacher96'}"],
+          "vocabulary 96 differs from the student's 80",
+      ),
       ([s, t, f"--task={empty}"], "the question file is empty"),
-      ([s, t, "--budget=10"], "--budget: 10 rollouts is smaller than the tree"
-       " needs"),
+      (
+          [s, t, "--budget=10"],
+          "--budget: 10 rollouts is smaller than the tree needs",
+      ),
       ([s, t, "--task=gsm8k"], "'gsm8k': no verifier"),
       ([s, t, f"--task={no_answers}"], "has no answer in field 'answer'"),
   ]
@@ -99,8 +134,11 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
     # The case's own flags last: absl keeps the last value of a flag.
     proc = _run([*SMALL, f"--out={tmp_path / 'report'}", *args], tmp_path)
     assert proc.returncode == 2, (args, proc.stderr[-2000:])
-    errors = [line for line in proc.stderr.splitlines()
-              if line.startswith("diagnose: error:")]
+    errors = [
+        line
+        for line in proc.stderr.splitlines()
+        if line.startswith("diagnose: error:")
+    ]
     assert len(errors) == 1 and message in errors[0], (message, proc.stderr)
     assert "Traceback" not in proc.stderr
     assert sorted(os.listdir(tmp_path)) == before  # nothing written

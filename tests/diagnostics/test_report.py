@@ -32,12 +32,18 @@ def _nodes(n=40, shift=0.5, seed=0):
     a = float(np.clip(rng.normal(0.0 if correct else shift, 0.2), -1, 1))
     kl = float(rng.uniform(0, 2))
     out.append({
-        "question": i // 10, "rollout": i % 4, "position": i % 7,
-        "depth": (i % 7) / 8, "window": (i % 7).bit_length() // 2,
-        "rollout_correct": correct, "ideal_norm": float(1 + (i % 3)),
-        "teacher_advantage": 0.1, "kl": kl, "l2": kl / 3,
+        "question": i // 10,
+        "rollout": i % 4,
+        "position": i % 7,
+        "depth": (i % 7) / 8,
+        "window": (i % 7).bit_length() // 2,
+        "rollout_correct": correct,
+        "ideal_norm": float(1 + (i % 3)),
+        "teacher_advantage": 0.1,
+        "kl": kl,
+        "l2": kl / 3,
         "cos": 1 - kl / 2,
-        "align": {o: (None if i == 5 else a) for o in OBJECTIVES},
+        "align": {o: None if i == 5 else a for o in OBJECTIVES},
     })
   return out
 
@@ -47,14 +53,16 @@ def test_summary_numbers():
   s = stats.summarise(nodes, [{"accuracy": 0.5, "rollouts": 100}] * 4)
   assert s["nodes"] == 40 and s["rollouts"] == 400
   o = s["objectives"]["rkl"]
-  a = np.asarray([np.nan if i == 5 else n["align"]["rkl"]
-                  for i, n in enumerate(nodes)])
+  a = np.asarray(
+      [np.nan if i == 5 else n["align"]["rkl"] for i, n in enumerate(nodes)]
+  )
   w = np.asarray([n["ideal_norm"] for n in nodes])
   ok = np.isfinite(a)
   assert o["defined"] == 39
   np.testing.assert_allclose(o["mean"], a[ok].mean())
-  np.testing.assert_allclose(o["weighted_mean"],
-                             (w[ok] * a[ok]).sum() / w[ok].sum())
+  np.testing.assert_allclose(
+      o["weighted_mean"], (w[ok] * a[ok]).sum() / w[ok].sum()
+  )
   cmp = o["incorrect_vs_correct"]
   assert cmp["n"] == [19, 20]
   assert cmp["mean"][0] > cmp["mean"][1] and cmp["mannwhitney_p"] < 1e-4
@@ -64,13 +72,16 @@ def test_summary_numbers():
   assert wq["questions"] == 4 and wq["mean_difference"] > 0.3
   q = np.asarray([n["question"] for n in nodes])
   c = np.asarray([n["rollout_correct"] for n in nodes])
-  diffs = [np.nanmean(a[(q == k) & ~c]) - np.nanmean(a[(q == k) & c])
-           for k in range(4)]
+  diffs = [
+      np.nanmean(a[(q == k) & ~c]) - np.nanmean(a[(q == k) & c])
+      for k in range(4)
+  ]
   np.testing.assert_allclose(wq["mean_difference"], np.mean(diffs))
   # With no difference the test does not reject.
   same = stats.summarise(_nodes(shift=0.0, seed=1), [])
-  assert same["objectives"]["rkl"]["incorrect_vs_correct"][
-      "mannwhitney_p"] > 0.01
+  assert (
+      same["objectives"]["rkl"]["incorrect_vs_correct"]["mannwhitney_p"] > 0.01
+  )
   # Perfectly rank-correlated statistics.
   c = stats.correlation(np.arange(10.0), np.arange(10.0) ** 2)
   assert c["spearman"] == pytest.approx(1.0) and c["pearson"] > 0.9
@@ -79,25 +90,25 @@ def test_summary_numbers():
 
 def test_headline_follows_the_data():
   higher = stats.summarise(_nodes(shift=0.5), [])
-  assert "higher on incorrect rollouts, as the paper" in report.headline(
-      higher)
+  assert "higher on incorrect rollouts, as the paper" in report.headline(higher)
   lower = stats.summarise(_nodes(shift=-0.5), [])
   assert "lower on incorrect rollouts, unlike" in report.headline(lower)
   none = stats.summarise(_nodes(shift=0.0, seed=1), [])
   assert "no significant difference" in report.headline(none)
   only_incorrect = [n for n in _nodes() if not n["rollout_correct"]]
-  assert "not testable" in report.headline(
-      stats.summarise(only_incorrect, []))
+  assert "not testable" in report.headline(stats.summarise(only_incorrect, []))
 
 
 def test_write_report(tmp_path):
   out = str(tmp_path / "rep")
   nodes = _nodes()
-  summary = report.write_report(out, nodes, [{"accuracy": 0.5,
-                                              "rollouts": 10}], {"seed": 0})
+  summary = report.write_report(
+      out, nodes, [{"accuracy": 0.5, "rollouts": 10}], {"seed": 0}
+  )
   files = sorted(os.listdir(out))
-  assert files == sorted(["report.md", "summary.json", "nodes.json",
-                          *report.PLOTS])
+  assert files == sorted(
+      ["report.md", "summary.json", "nodes.json", *report.PLOTS]
+  )
   for p in report.PLOTS:
     with open(os.path.join(out, p), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"

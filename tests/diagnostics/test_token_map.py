@@ -30,8 +30,15 @@ from opd_jax.diagnostics import token_map as tm
 from opd_jax.diagnostics import token_map_html
 from opd_jax.rollouts import Rollout
 
-HOSTILE = ["<script>alert(1)</script>", "</script><b>x", "a & b", '"q"',
-           "line\nbreak", "", "\u2028"]
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "</script><b>x",
+    "a & b",
+    '"q"',
+    "line\nbreak",
+    "",
+    "\u2028",
+]
 
 
 def _peaky(config, seed, scale):
@@ -57,10 +64,13 @@ def pair():
   response_mask = np.arange(t)[None] < lengths[:, None]
   response = np.where(response_mask, rng.integers(3, 97, (b, t)), 0)
   rollout = Rollout(
-      prompt=jnp.asarray(prompt), prompt_mask=jnp.asarray(prompt_mask),
+      prompt=jnp.asarray(prompt),
+      prompt_mask=jnp.asarray(prompt_mask),
       response=jnp.asarray(response, jnp.int32),
       response_mask=jnp.asarray(response_mask),
-      logprobs=jnp.zeros((b, t)), policy_logprobs=jnp.zeros((b, t)))
+      logprobs=jnp.zeros((b, t)),
+      policy_logprobs=jnp.zeros((b, t)),
+  )
   token_map = tm.compute_token_map(student, teacher, rollout)
   return student, teacher, rollout, token_map
 
@@ -74,8 +84,10 @@ def _log_softmax64(logits):
 def _response_outputs(model, rollout):
   t = rollout.response.shape[1]
   out = model(rollout.tokens, attention_mask=rollout.mask)
-  return (np.asarray(out.logits)[:, -t - 1:-1],
-          np.asarray(out.hidden)[:, -t - 1:-1])
+  return (
+      np.asarray(out.logits)[:, -t - 1 : -1],
+      np.asarray(out.hidden)[:, -t - 1 : -1],
+  )
 
 
 def test_channels_match_numpy_float64(pair):
@@ -89,9 +101,12 @@ def test_channels_match_numpy_float64(pair):
   rkl = (np.exp(ls) * (ls - lt)).sum(-1)
   take = lambda lp: np.take_along_axis(lp, ids[..., None], -1)[..., 0]
   want = {
-      "student_entropy": hs, "teacher_entropy": ht, "reverse_kl": rkl,
+      "student_entropy": hs,
+      "teacher_entropy": ht,
+      "reverse_kl": rkl,
       "tsd_gate": 1.0 / (1.0 + np.exp(-(hs - ht))),
-      "student_logprob": take(ls), "teacher_logprob": take(lt),
+      "student_logprob": take(ls),
+      "teacher_logprob": take(lt),
   }
   h = hs / math.log(97)
   h = np.minimum(h, np.quantile(h[mask], 0.98))
@@ -103,8 +118,9 @@ def test_channels_match_numpy_float64(pair):
   for name, ref in want.items():
     got = token_map.channels[name]
     assert got.dtype == np.float32 and got.shape == mask.shape
-    np.testing.assert_allclose(got[mask], ref[mask], rtol=1e-5, atol=1e-5,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        got[mask], ref[mask], rtol=1e-5, atol=1e-5, err_msg=name
+    )
     assert np.all(got[~mask] == 0), name
 
 
@@ -117,12 +133,19 @@ def test_selector_masks_equal_the_selection_functions(pair):
   dear = selection.dear_tokens(hs, rkl, hidden, mask, p=0.2, q=0.2)
   # METHODS.md defaults, spelled out.
   want = {
-      "tip_soft_or": selection.soft_or(
-          hs, rkl, mask, 0.5, vocab_size=97, clip_quantile=0.98).weights > 0,
+      "tip_soft_or": (
+          selection.soft_or(
+              hs, rkl, mask, 0.5, vocab_size=97, clip_quantile=0.98
+          ).weights
+          > 0
+      ),
       "tip_entropy": selection.entropy_top(hs, mask, 0.5).weights > 0,
-      "tip_quadrant": selection.quadrant_select(
-          hs, rkl, mask, which=3, q_entropy=0.5,
-          q_divergence=0.8).weights > 0,
+      "tip_quadrant": (
+          selection.quadrant_select(
+              hs, rkl, mask, which=3, q_entropy=0.5, q_divergence=0.8
+          ).weights
+          > 0
+      ),
       "tsd_opener": selection.opener_mask(hs, mask, threshold=0.1),
       "tsd_em": selection.entropy_min_set(hs, mask, ratio=0.1),
       "dear_decision": dear.decision,
@@ -130,25 +153,29 @@ def test_selector_masks_equal_the_selection_functions(pair):
   }
   assert list(token_map.selectors) == list(want)
   for name, ref in want.items():
-    np.testing.assert_array_equal(token_map.selectors[name], ref,
-                                  err_msg=name)
+    np.testing.assert_array_equal(token_map.selectors[name], ref, err_msg=name)
   np.testing.assert_array_equal(
       token_map.channels["soft_or"],
-      selection.soft_or_scores(hs, rkl, mask, vocab_size=97))
+      selection.soft_or_scores(hs, rkl, mask, vocab_size=97),
+  )
   np.testing.assert_array_equal(
       token_map.channels["tsd_gate"][token_map.mask],
-      selection.confidence_gate(hs, ht)[token_map.mask])
+      selection.confidence_gate(hs, ht)[token_map.mask],
+  )
   lengths = token_map.mask.sum(axis=1)
   np.testing.assert_array_equal(
-      token_map.selectors["tip_soft_or"].sum(axis=1), lengths // 2)
+      token_map.selectors["tip_soft_or"].sum(axis=1), lengths // 2
+  )
   for name, sel in token_map.selectors.items():
     assert not np.any(sel & ~token_map.mask), name
 
 
 def test_settings_defaults_match_the_methods_configs():
   from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
+
   assert tm.TokenMapSettings.from_config(default_config()) == (
-      tm.TokenMapSettings())
+      tm.TokenMapSettings()
+  )
   c = default_config()
   c.tip.rho, c.dear.q, c.tsd_kd.em_ratio = 0.2, 0.4, 0.9
   c.method, c.dear.temperature = "dear", 0.7
@@ -160,18 +187,21 @@ def test_settings_defaults_match_the_methods_configs():
 
 def test_other_settings_change_the_masks(pair):
   student, teacher, rollout, token_map = pair
-  other = tm.compute_token_map(student, teacher, rollout,
-                               settings=tm.TokenMapSettings(rho=0.2))
+  other = tm.compute_token_map(
+      student, teacher, rollout, settings=tm.TokenMapSettings(rho=0.2)
+  )
   lengths = token_map.mask.sum(axis=1)
   np.testing.assert_array_equal(
-      other.selectors["tip_soft_or"].sum(axis=1), (lengths * 2) // 10)
+      other.selectors["tip_soft_or"].sum(axis=1), (lengths * 2) // 10
+  )
 
 
 def test_teacher_with_another_vocabulary_is_rejected(pair):
   student, _, rollout, _ = pair
   teacher = testing.random_model(testing.tiny_config("qwen3", vocab_size=101))
-  with pytest.raises(ValueError, match="teacher vocab_size=101, student"
-                     " vocab_size=97"):
+  with pytest.raises(
+      ValueError, match="teacher vocab_size=101, student vocab_size=97"
+  ):
     tm.compute_token_map(student, teacher, rollout)
 
 
@@ -190,7 +220,7 @@ def test_token_pieces_follow_the_decoded_text():
   assert len(pieces) == len(ids)
   assert "".join(pieces) == text
   cut = ids.index(0xC3)  # 'é' is two bytes: the first adds nothing.
-  assert pieces[cut:cut + 2] == ["", "é"]
+  assert pieces[cut : cut + 2] == ["", "é"]
 
 
 def synthetic_map(seed=0):
@@ -199,20 +229,26 @@ def synthetic_map(seed=0):
   b, t = 3, 12
   lengths = np.array([12, 7, len(HOSTILE)])
   mask = np.arange(t)[None] < lengths[:, None]
-  channels = {name: np.where(mask, rng.random((b, t)), 0).astype(np.float32)
-              for name in tm.CHANNELS}
+  channels = {
+      name: np.where(mask, rng.random((b, t)), 0).astype(np.float32)
+      for name in tm.CHANNELS
+  }
   channels["reverse_kl"][1, 0] = np.nan  # shown as n/a, stored as null
-  selectors = {name: mask & (rng.random((b, t)) < 0.4)
-               for name in tm.SELECTORS}
+  selectors = {name: mask & (rng.random((b, t)) < 0.4) for name in tm.SELECTORS}
   pieces = [[f"w{i} " for i in range(n)] for n in lengths[:2]] + [HOSTILE]
   return tm.TokenMap(
       ids=np.where(mask, rng.integers(0, 50, (b, t)), 0).astype(np.int32),
-      mask=mask, channels=channels, selectors=selectors,
+      mask=mask,
+      channels=channels,
+      selectors=selectors,
       descriptions={**tm.DESCRIPTIONS, "soft_or": "<i>score</i> & </script>"},
-      ranges=dict(tm.RANGES), pieces=pieces,
+      ranges=dict(tm.RANGES),
+      pieces=pieces,
       prompts=["Q0 </script>", "Q1 <b>", "Q2"],
-      answers=["7", None, "<x>"], verdicts=[True, None, False],
-      meta={"student": "a&b</script>", "settings.rho": 0.5})
+      answers=["7", None, "<x>"],
+      verdicts=[True, None, False],
+      meta={"student": "a&b</script>", "settings.rho": 0.5},
+  )
 
 
 class _Spans(html.parser.HTMLParser):
@@ -240,7 +276,7 @@ class _Spans(html.parser.HTMLParser):
 def _embedded_json(page):
   start = page.index('<script type="application/json" id="tm-data">')
   start = page.index(">", start) + 1
-  return page[start:page.index("</script>", start)]
+  return page[start : page.index("</script>", start)]
 
 
 def test_page_escapes_token_text():
@@ -249,8 +285,9 @@ def test_page_escapes_token_text():
   parser = _Spans()
   parser.feed(page)
   assert parser.scripts == 2  # the data block and the page's script
-  want = [p.replace("\n", "\u21b5\n") for rows in token_map.pieces
-          for p in rows]
+  want = [
+      p.replace("\n", "\u21b5\n") for rows in token_map.pieces for p in rows
+  ]
   assert parser.tokens == want
   assert "<script>alert" not in page and "<b>x" not in page
   assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -258,7 +295,8 @@ def test_page_escapes_token_text():
   assert not set("<>&") & set(blob)
   assert json.loads(blob) == json.loads(token_map.to_json())
   assert "http://" not in page.replace("http://www.apache.org", "") and (
-      "https://" not in page)
+      "https://" not in page
+  )
 
 
 def test_json_round_trip():
@@ -275,8 +313,11 @@ def test_json_round_trip():
   for name, x in token_map.selectors.items():
     np.testing.assert_array_equal(back.selectors[name], x)
   assert (back.pieces, back.prompts, back.answers, back.verdicts) == (
-      token_map.pieces, token_map.prompts, token_map.answers,
-      token_map.verdicts)
+      token_map.pieces,
+      token_map.prompts,
+      token_map.answers,
+      token_map.verdicts,
+  )
   assert back.to_json() == token_map.to_json()
 
 
@@ -291,17 +332,16 @@ def test_a_new_selector_is_one_more_entry():
 def test_bad_shapes_are_rejected():
   token_map = synthetic_map()
   with pytest.raises(ValueError, match="channel 'bad' must have shape"):
-    tm.TokenMap(token_map.ids, token_map.mask,
-                {"bad": np.zeros((3, 5))}, {})
+    tm.TokenMap(token_map.ids, token_map.mask, {"bad": np.zeros((3, 5))}, {})
   with pytest.raises(ValueError, match=r"pieces\[0\]: expected 12 pieces"):
-    tm.TokenMap(token_map.ids, token_map.mask, {}, {},
-                pieces=[["a"], [], []])
+    tm.TokenMap(token_map.ids, token_map.mask, {}, {}, pieces=[["a"], [], []])
 
 
 def test_write_token_map_labels_and_writes(pair, tmp_path):
   student, teacher, rollout, _ = pair
 
   class Tok:
+
     def decode(self, ids, skip_special_tokens=False):
       del skip_special_tokens
       return "".join(f"<{i}>" for i in ids)
@@ -312,12 +352,20 @@ def test_write_token_map_labels_and_writes(pair, tmp_path):
   first = int(rollout.response[0, 0])
   path = tmp_path / "sub" / "map.html"
   token_map = tm.write_token_map(
-      str(path), student, teacher, rollout, Tok(),
-      answers=[f"<{first}>", None, "nope"], grader=grader,
-      meta={"step": 7}, json_path=str(tmp_path / "map.json"))
+      str(path),
+      student,
+      teacher,
+      rollout,
+      Tok(),
+      answers=[f"<{first}>", None, "nope"],
+      grader=grader,
+      meta={"step": 7},
+      json_path=str(tmp_path / "map.json"),
+  )
   assert token_map.verdicts == [True, None, False]
-  assert token_map.pieces[2] == [f"<{i}>" for i in
-                                 np.asarray(rollout.response[2, :2])]
+  assert token_map.pieces[2] == [
+      f"<{i}>" for i in np.asarray(rollout.response[2, :2])
+  ]
   assert token_map.prompts[1].startswith("<")
   page = path.read_text(encoding="utf-8")
   assert "step: 7" in page and page.count('class="tok"') == 17
@@ -329,8 +377,10 @@ def _chromium():
   """The chromium binary; skips (locally) or fails (in CI) without it."""
   path = shutil.which("chromium")
   if path is None:
-    message = ("chromium is not installed (Debian: apt-get install -y"
-               " chromium); .ci/run installs it")
+    message = (
+        "chromium is not installed (Debian: apt-get install -y"
+        " chromium); .ci/run installs it"
+    )
     if os.environ.get("CI") == "true":
       pytest.fail(message)
     pytest.skip(message)
@@ -339,13 +389,25 @@ def _chromium():
 
 def _dump_dom(page_path, fragment, profile):
   """The DOM after the page's script ran, and chromium's console lines."""
-  cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-         "--dump-dom", f"file://{page_path}#{fragment}"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                        check=False)
+  cmd = [
+      _chromium(),
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      f"--user-data-dir={profile}",
+      "--enable-logging=stderr",
+      "--v=0",
+      "--dump-dom",
+      f"file://{page_path}#{fragment}",
+  ]
+  proc = subprocess.run(
+      cmd, capture_output=True, text=True, timeout=120, check=False
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   console = [l for l in proc.stderr.splitlines() if ":CONSOLE" in l]
   return proc.stdout, console
@@ -365,8 +427,11 @@ class _Dom(html.parser.HTMLParser):
       self.body = attrs
     if tag == "span" and "tok" in (attrs.get("class") or "").split():
       self._in = True
-      self.spans.append({"text": "", "style": attrs.get("style", ""),
-                         "class": attrs["class"].split()})
+      self.spans.append({
+          "text": "",
+          "style": attrs.get("style", ""),
+          "class": attrs["class"].split(),
+      })
 
   def handle_endtag(self, tag):
     if tag == "span":
@@ -390,8 +455,10 @@ def test_page_in_headless_chromium(tmp_path):
   page.write_text(token_map_html.render_html(token_map), encoding="utf-8")
   n = int(token_map.mask.sum())
   renders = {}
-  for channel, selector in (("student_entropy", ""),
-                            ("teacher_entropy", "tsd_em")):
+  for channel, selector in (
+      ("student_entropy", ""),
+      ("teacher_entropy", "tsd_em"),
+  ):
     fragment = f"channel={channel}&selector={selector}"
     dom, console, raw = _render(page, fragment, tmp_path / "profile")
     assert console == [], console
@@ -399,8 +466,9 @@ def test_page_in_headless_chromium(tmp_path):
     assert dom.body.get("data-ready") == channel
     assert dom.scripts == 2  # no token became a script element
     assert len(dom.spans) == n
-    assert [s["text"] for s in dom.spans[-len(HOSTILE):]] == [
-        p.replace("\n", "\u21b5\n") for p in HOSTILE]
+    assert [s["text"] for s in dom.spans[-len(HOSTILE) :]] == [
+        p.replace("\n", "\u21b5\n") for p in HOSTILE
+    ]
     assert all("background-color: rgb(" in s["style"] for s in dom.spans)
     kept = sum("kept" in s["class"] for s in dom.spans)
     want = int(token_map.selectors[selector].sum()) if selector else 0
@@ -425,14 +493,15 @@ def test_hovered_token_shows_its_numbers(tmp_path):
   token_map = synthetic_map()
   page = tmp_path / "map.html"
   page.write_text(token_map_html.render_html(token_map), encoding="utf-8")
-  dom, console, raw = _render(page, "channel=reverse_kl&hover=1.0",
-                              tmp_path / "profile")
+  dom, console, raw = _render(
+      page, "channel=reverse_kl&hover=1.0", tmp_path / "profile"
+  )
   assert console == [] and "data-js-errors" not in dom.body
-  tip = raw[raw.index('<div id="tip"'):]
-  tip = tip[:tip.index("</table>")]
-  assert " hidden" not in tip[:tip.index(">")]
+  tip = raw[raw.index('<div id="tip"') :]
+  tip = tip[: tip.index("</table>")]
+  assert " hidden" not in tip[: tip.index(">")]
   assert '"w0 "  position 0' in tip
   # Every channel's value of token (1, 0); reverse_kl is NaN there.
   for name, values in token_map.channels.items():
     shown = "n/a" if name == "reverse_kl" else f"{values[1, 0]:.4f}"
-    assert f"<td>{name}</td><td class=\"v\">{shown}</td>" in tip, name
+    assert f'<td>{name}</td><td class="v">{shown}</td>' in tip, name

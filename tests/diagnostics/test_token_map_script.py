@@ -23,8 +23,9 @@ import pytest
 
 from opd_jax import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 SCRIPT = os.path.join(ROOT, "scripts", "token_map.py")
 
 
@@ -45,15 +46,22 @@ def pair_dir(tmp_path_factory):
 
 def _run(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600,
-                        check=False)
+  return subprocess.run(
+      [sys.executable, SCRIPT, *args],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
 
 
 def _assert_one_error_line(proc, *needles):
   assert proc.returncode == 2, proc.stderr[-3000:]
-  errors = [l for l in proc.stderr.splitlines()
-            if l.startswith("token_map: error:")]
+  errors = [
+      l for l in proc.stderr.splitlines() if l.startswith("token_map: error:")
+  ]
   assert len(errors) == 1, proc.stderr[-3000:]
   for needle in needles:
     assert needle in errors[0], errors[0]
@@ -71,15 +79,26 @@ def _bad_inputs(pair, tmp):
   empty_q.write_text("\n", encoding="utf-8")
   hf = [f"--student={pair['student']}"]
   return [
-      ("not a workdir", [f"--workdir={empty_run}"],
-       [str(empty_run), "not an opd_jax training workdir"]),
-      ("no checkpoint", [f"--workdir={no_ckpt}"],
-       ["no restorable checkpoint", str(no_ckpt)]),
-      ("vocabulary", hf + [f"--teacher={pair['wide_teacher']}"],
-       ["teacher vocab_size=96", "student vocab_size=80"]),
-      ("empty questions", hf + [f"--teacher={pair['teacher']}",
-                                f"--questions={empty_q}"],
-       ["--questions", str(empty_q), "no questions"]),
+      (
+          "not a workdir",
+          [f"--workdir={empty_run}"],
+          [str(empty_run), "not an opd_jax training workdir"],
+      ),
+      (
+          "no checkpoint",
+          [f"--workdir={no_ckpt}"],
+          ["no restorable checkpoint", str(no_ckpt)],
+      ),
+      (
+          "vocabulary",
+          hf + [f"--teacher={pair['wide_teacher']}"],
+          ["teacher vocab_size=96", "student vocab_size=80"],
+      ),
+      (
+          "empty questions",
+          hf + [f"--teacher={pair['teacher']}", f"--questions={empty_q}"],
+          ["--questions", str(empty_q), "no questions"],
+      ),
       ("no teacher", hf, ["--teacher"]),
   ]
 
@@ -87,6 +106,7 @@ def _bad_inputs(pair, tmp):
 def test_token_pieces_with_the_task_tokenizer(pair_dir):
   import transformers  # pylint: disable=g-import-not-at-top
   from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+
   tok = transformers.AutoTokenizer.from_pretrained(pair_dir["tokenizer"])
   ids = tok("Tom has 12 apples. #### 42")["input_ids"] + [tok.eos_token_id]
   pieces = token_map.token_pieces(tok, ids)
@@ -109,29 +129,43 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
   questions = tmp_path / "q.jsonl"
   questions.write_text(
       json.dumps({"question": "Tom has 3 apples.", "answer": "3"}) + "\n",
-      encoding="utf-8")
-  proc = _run(f"--student={pair_dir['student']}",
-              f"--teacher={pair_dir['teacher']}", f"--questions={questions}",
-              "--num_rollouts=2", "--max_new_tokens=6", f"--out={page}",
-              f"--json_out={tmp_path / 'map.json'}")
+      encoding="utf-8",
+  )
+  proc = _run(
+      f"--student={pair_dir['student']}",
+      f"--teacher={pair_dir['teacher']}",
+      f"--questions={questions}",
+      "--num_rollouts=2",
+      "--max_new_tokens=6",
+      f"--out={page}",
+      f"--json_out={tmp_path / 'map.json'}",
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"wrote {page}: 2 rollouts" in proc.stdout
   text = page.read_text(encoding="utf-8")
   assert text.count('class="rollout"') == 2 and "reference answer" in text
   data = json.loads((tmp_path / "map.json").read_text(encoding="utf-8"))
-  assert [r["prompt"].count("Tom has 3 apples.") for r in data["rollouts"]
-          ] == [1, 1]
+  assert [r["prompt"].count("Tom has 3 apples.") for r in data["rollouts"]] == [
+      1,
+      1,
+  ]
 
   # A two-step run: its newest student, its teacher and its settings.
   from opd_jax.trainer.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+
   workdir = tmp_path / "run"
-  config = testing.tiny_train_config(pair_dir, total_steps=2,
-                                     checkpoint_every=2, max_new_tokens=6)
+  config = testing.tiny_train_config(
+      pair_dir, total_steps=2, checkpoint_every=2, max_new_tokens=6
+  )
   config.tip.rho = 0.25
   train_and_evaluate(config, str(workdir))
   page = tmp_path / "run_map.html"
-  proc = _run(f"--workdir={workdir}", "--num_rollouts=3", f"--out={page}",
-              f"--json_out={tmp_path / 'run.json'}")
+  proc = _run(
+      f"--workdir={workdir}",
+      "--num_rollouts=3",
+      f"--out={page}",
+      f"--json_out={tmp_path / 'run.json'}",
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "(step 2)" in page.read_text(encoding="utf-8")
   data = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))

@@ -62,12 +62,18 @@ def test_choose_nodes_windows_budget_and_shared_prefixes():
   rmask[3, 5:] = False
   correct = np.asarray([True, False, False, True])
   score = np.random.default_rng(0).uniform(size=(g, t))
-  children = np.stack([response, response + 1, response + 2, response + 1],
-                      -1)  # the teacher's argmax duplicates a top token
+  children = np.stack(
+      [response, response + 1, response + 2, response + 1], -1
+  )  # the teacher's argmax duplicates a top token
   # Room for 4 nodes of 3 sampled children x 2 continuations; nodes at the
   # last position (window 3) have exact leaves only and cost nothing.
-  config = tree.TreeConfig(num_rollouts=g, top_c=2, continuations=2,
-                           nodes_per_window=2, budget=g + 3 * 2 * 4)
+  config = tree.TreeConfig(
+      num_rollouts=g,
+      top_c=2,
+      continuations=2,
+      nodes_per_window=2,
+      budget=g + 3 * 2 * 4,
+  )
   nodes = tree.choose_nodes(response, rmask, correct, score, children, config)
   assert sum(n.cost(2) for n in nodes) == 3 * 2 * 4
   assert len(nodes) == 6 and sum(all(n.exact) for n in nodes) == 2
@@ -79,39 +85,62 @@ def test_choose_nodes_windows_budget_and_shared_prefixes():
     assert all(n.exact) == (n.position == t - 1)
     per_window[n.window] = per_window.get(n.window, 0) + 1
   assert max(per_window.values()) <= 2 and set(per_window) == {0, 1, 2, 3}
-  prefixes = [tuple(response[n.rollout, :n.position]) for n in nodes]
+  prefixes = [tuple(response[n.rollout, : n.position]) for n in nodes]
   assert len(set(prefixes)) == len(prefixes)
   # Round-robin over outcomes: window 1 gets a node of each.
   assert {bool(correct[n.rollout]) for n in nodes if n.window == 1} == {
-      True, False}
+      True,
+      False,
+  }
   # Without the budget cap the per-window cap binds: 1 + 2 + 2 + 2 nodes.
-  big = tree.TreeConfig(num_rollouts=g, top_c=2, continuations=2,
-                        nodes_per_window=2, budget=10_000)
-  assert len(tree.choose_nodes(response, rmask, correct, score, children,
-                               big)) == 7
+  big = tree.TreeConfig(
+      num_rollouts=g,
+      top_c=2,
+      continuations=2,
+      nodes_per_window=2,
+      budget=10_000,
+  )
+  assert (
+      len(tree.choose_nodes(response, rmask, correct, score, children, big))
+      == 7
+  )
 
 
 def test_success_estimates_match_exact_probabilities(toy):
   g, t, n_cont = 4, 3, 400
-  rollout = sample(toy, jnp.tile(_PROMPT, (g, 1)),
-                   jnp.tile(_PROMPT_MASK, (g, 1)), jax.random.key(0),
-                   max_new_tokens=t, sampling=Sampling(temperature=1.0))
+  rollout = sample(
+      toy,
+      jnp.tile(_PROMPT, (g, 1)),
+      jnp.tile(_PROMPT_MASK, (g, 1)),
+      jax.random.key(0),
+      max_new_tokens=t,
+      sampling=Sampling(temperature=1.0),
+  )
   response = np.asarray(rollout.response)
   correct = np.asarray(_even_third(response.tolist()))
   first = int(response[0, 0])
   kids = [int(response[0, 1]), (int(response[0, 1]) + 1) % 12]
-  nodes = [tree.Node(0, 1, 1, 0.0, kids, [0, 1], [False, False]),
-           tree.Node(0, 2, 1, 0.0, [3, 4], [0, 1], [True, True])]
-  config = tree.TreeConfig(num_rollouts=g, top_c=1, continuations=n_cont,
-                           budget=g + 3 * n_cont, max_new_tokens=t,
-                           batch_rows=2)
-  sampled = tree.grow(toy, nodes, rollout, correct, _even_third, config,
-                      jax.random.key(1))
+  nodes = [
+      tree.Node(0, 1, 1, 0.0, kids, [0, 1], [False, False]),
+      tree.Node(0, 2, 1, 0.0, [3, 4], [0, 1], [True, True]),
+  ]
+  config = tree.TreeConfig(
+      num_rollouts=g,
+      top_c=1,
+      continuations=n_cont,
+      budget=g + 3 * n_cont,
+      max_new_tokens=t,
+      batch_rows=2,
+  )
+  sampled = tree.grow(
+      toy, nodes, rollout, correct, _even_third, config, jax.random.key(1)
+  )
   assert sampled == 2 * n_cont
   real = _PROMPT[_PROMPT_MASK].tolist()
   for j, k in enumerate(kids):
-    probs = np.asarray(jax.nn.softmax(
-        toy(jnp.asarray([real + [first, k]])).logits[0, -1]))
+    probs = np.asarray(
+        jax.nn.softmax(toy(jnp.asarray([real + [first, k]])).logits[0, -1])
+    )
     exact = probs[::2].sum()  # P(third token even | prefix, k)
     through = int(((response[:, 0] == first) & (response[:, 1] == k)).sum())
     assert nodes[0].visits[j] == n_cont + through
@@ -126,14 +155,27 @@ def test_success_estimates_match_exact_probabilities(toy):
 @pytest.mark.slow
 def test_one_question_end_to_end(toy):
   teacher = testing.random_model(
-      testing.tiny_config("llama", vocab_size=12).replace(embed_dim=64),
-      seed=8)
-  config = tree.TreeConfig(num_rollouts=8, top_c=2, continuations=6,
-                           nodes_per_window=2, budget=8 + 4 * 6 * 4,
-                           max_new_tokens=4, batch_rows=4)
-  res = alignment.diagnose_question(toy, teacher, _PROMPT, _PROMPT_MASK,
-                                    _even_third, config, jax.random.key(0),
-                                    index=3)
+      testing.tiny_config("llama", vocab_size=12).replace(embed_dim=64), seed=8
+  )
+  config = tree.TreeConfig(
+      num_rollouts=8,
+      top_c=2,
+      continuations=6,
+      nodes_per_window=2,
+      budget=8 + 4 * 6 * 4,
+      max_new_tokens=4,
+      batch_rows=4,
+  )
+  res = alignment.diagnose_question(
+      toy,
+      teacher,
+      _PROMPT,
+      _PROMPT_MASK,
+      _even_third,
+      config,
+      jax.random.key(0),
+      index=3,
+  )
   assert res.index == 3 and res.rollouts <= config.budget
   assert 0 < len(res.nodes) <= 3 * 2  # 3 depth windows in 4 tokens
   json.dumps(res.nodes)  # JSON-ready: no NaN, no numpy scalars
@@ -148,6 +190,7 @@ def test_one_question_end_to_end(toy):
     # The node's student probabilities are the student's conditional there.
     if n["position"] == 0:
       probs = np.asarray(jax.nn.softmax(toy(jnp.asarray([real])).logits[0, -1]))
-      np.testing.assert_allclose(n["student_prob"], probs[n["children"]],
-                                 rtol=1e-4)
+      np.testing.assert_allclose(
+          n["student_prob"], probs[n["children"]], rtol=1e-4
+      )
   assert defined > 0, "the toy verifier should make some S_k differ"

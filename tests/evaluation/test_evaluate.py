@@ -32,9 +32,16 @@ from opd_jax.rollouts import Sampling, sample
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-@pytest.mark.parametrize("n,c,k,want", [(4, 1, 1, 0.25), (4, 0, 2, 0.0),
-                                        (4, 4, 1, 1.0), (5, 2, 2, 0.7),
-                                        (3, 1, 3, 1.0)])
+@pytest.mark.parametrize(
+    "n,c,k,want",
+    [
+        (4, 1, 1, 0.25),
+        (4, 0, 2, 0.0),
+        (4, 4, 1, 1.0),
+        (5, 2, 2, 0.7),
+        (3, 1, 3, 1.0),
+    ],
+)
 def test_pass_at_k(n, c, k, want):
   assert evaluation.pass_at_k(n, c, k) == pytest.approx(want)
 
@@ -47,8 +54,9 @@ def pair(tmp_path_factory):
 def test_evaluate_counts_every_question_once(pair):
   tok = transformers.AutoTokenizer.from_pretrained(pair["student"])
   model = load_hf(pair["student"])
-  data = data_lib.PromptDataset(data_lib.ArithmeticSource("test", 7), tok,
-                               max_prompt_len=48)
+  data = data_lib.PromptDataset(
+      data_lib.ArithmeticSource("test", 7), tok, max_prompt_len=48
+  )
   seen = []
 
   def grader(texts, answers):
@@ -57,8 +65,17 @@ def test_evaluate_counts_every_question_once(pair):
 
   key = jax.random.PRNGKey(0)
   result = evaluation.evaluate(
-      model, data, tok, grader, key=key, batch_size=4, num_samples=2,
-      max_new_tokens=6, sampling=Sampling(temperature=1.0), eos_ids=(2,))
+      model,
+      data,
+      tok,
+      grader,
+      key=key,
+      batch_size=4,
+      num_samples=2,
+      max_new_tokens=6,
+      sampling=Sampling(temperature=1.0),
+      eos_ids=(2,),
+  )
   assert sorted(seen) == sorted(data.answers * 2)  # padding rows not graded
   # Recompute from the same samples.
   correct = np.zeros((7, 2), bool)
@@ -66,12 +83,19 @@ def test_evaluate_counts_every_question_once(pair):
     rows = np.minimum(np.arange(start, start + 4), 6)
     batch = data.batch(np.where(np.arange(start, start + 4) < 7, rows, 0))
     for j in range(2):
-      out = sample(model, batch["prompt"], batch["prompt_mask"],
-                   jax.random.fold_in(jax.random.fold_in(key, start), j),
-                   max_new_tokens=6, sampling=Sampling(temperature=1.0),
-                   eos_ids=(2,), pad_id=data.pad_id)
-      for i, (r, m) in enumerate(zip(np.asarray(out.response),
-                                     np.asarray(out.response_mask))):
+      out = sample(
+          model,
+          batch["prompt"],
+          batch["prompt_mask"],
+          jax.random.fold_in(jax.random.fold_in(key, start), j),
+          max_new_tokens=6,
+          sampling=Sampling(temperature=1.0),
+          eos_ids=(2,),
+          pad_id=data.pad_id,
+      )
+      for i, (r, m) in enumerate(
+          zip(np.asarray(out.response), np.asarray(out.response_mask))
+      ):
         if start + i < 7:
           text = tok.decode(r[m].tolist(), skip_special_tokens=True)
           correct[start + i, j] = len(text) % 3 == 0
@@ -82,25 +106,48 @@ def test_evaluate_counts_every_question_once(pair):
   assert [len(s) for s in result.samples] == [2] * 7
   assert result.responses == [s[0] for s in result.samples]
   for name in ("num_samples", "batch_size", "max_new_tokens"):
-    with pytest.raises(ValueError,
-                       match=f"evaluate: {name} expected an int >= 1, got 0"):
-      evaluation.evaluate(model, data, tok, grader, key=key,
-                          **{"num_samples": 1, "batch_size": 4,
-                             "max_new_tokens": 6, name: 0})
+    with pytest.raises(
+        ValueError, match=f"evaluate: {name} expected an int >= 1, got 0"
+    ):
+      evaluation.evaluate(
+          model,
+          data,
+          tok,
+          grader,
+          key=key,
+          **{"num_samples": 1, "batch_size": 4, "max_new_tokens": 6, name: 0},
+      )
 
 
 @pytest.mark.slow
 def test_evaluate_script_grades_math_with_the_pool(pair, tmp_path):
   data = tmp_path / "math.jsonl"
-  data.write_text("\n".join(json.dumps(r) for r in [
-      {"problem": "What is 1/2 + 1/4?", "answer": "\\frac{3}{4}"},
-      {"problem": "Compute 2+2.", "answer": "4"}]) + "\n")
+  data.write_text(
+      "\n".join(
+          json.dumps(r)
+          for r in [
+              {"problem": "What is 1/2 + 1/4?", "answer": "\\frac{3}{4}"},
+              {"problem": "Compute 2+2.", "answer": "4"},
+          ]
+      )
+      + "\n"
+  )
   proc = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, "scripts", "evaluate.py"),
-       f"--model={pair['student']}", f"--data={data}",
-       "--question_field=problem", "--num_samples=2", "--temperature=1.0",
-       "--max_new_tokens=8", f"--out_dir={tmp_path}/out"],
-      capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          os.path.join(_ROOT, "scripts", "evaluate.py"),
+          f"--model={pair['student']}",
+          f"--data={data}",
+          "--question_field=problem",
+          "--num_samples=2",
+          "--temperature=1.0",
+          "--max_new_tokens=8",
+          f"--out_dir={tmp_path}/out",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result["questions"] == 2 and result["k"] == 2
@@ -113,7 +160,11 @@ def test_evaluate_script_grades_math_with_the_pool(pair, tmp_path):
   with open(tmp_path / "out" / "responses.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [(r["index"], r["sample"]) for r in rows] == [
-      (0, 0), (0, 1), (1, 0), (1, 1)]
+      (0, 0),
+      (0, 1),
+      (1, 0),
+      (1, 1),
+  ]
   assert rows[0]["answer"] == "\\frac{3}{4}"
   assert sum(r["correct"] for r in rows) / 4 == result["accuracy"]
 
@@ -121,7 +172,10 @@ def test_evaluate_script_grades_math_with_the_pool(pair, tmp_path):
 def _evaluate_cli(*args):
   return subprocess.run(
       [sys.executable, os.path.join(_ROOT, "scripts", "evaluate.py"), *args],
-      capture_output=True, text=True, timeout=600)
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
 
 
 # (flags; {student} and {tmp} filled in, message fragment).
@@ -130,13 +184,22 @@ CLI_ERRORS = [
     (["--batch_size=0"], "--batch_size: expected an integer >= 1, got 0"),
     (["--max_new_tokens=-1"], "--max_new_tokens: expected an integer >= 1"),
     (["--model={tmp}/nope"], "--model: '{tmp}/nope' is not a directory"),
-    (["--data={tmp}/missing.jsonl"], "--data: {tmp}/missing.jsonl does not"
-     " exist"),
+    (
+        ["--data={tmp}/missing.jsonl"],
+        "--data: {tmp}/missing.jsonl does not exist",
+    ),
     (["--data={tmp}/q.txt"], "got '.txt'; for plain text"),
-    (["--data={tmp}/noanswer.jsonl"], "noanswer.jsonl: answer_field='answer'"
-     " is not a field; fields are ['question']"),
-    (["--data={tmp}/partial.jsonl"], "partial.jsonl line 2: no reference"
-     " answer"),
+    (
+        ["--data={tmp}/noanswer.jsonl"],
+        (
+            "noanswer.jsonl: answer_field='answer'"
+            " is not a field; fields are ['question']"
+        ),
+    ),
+    (
+        ["--data={tmp}/partial.jsonl"],
+        "partial.jsonl line 2: no reference answer",
+    ),
 ]
 
 
@@ -145,7 +208,8 @@ def test_evaluate_script_errors_are_one_line(pair, tmp_path, flags, match):
   (tmp_path / "q.txt").write_text("What is 2+2?\n")
   (tmp_path / "noanswer.jsonl").write_text('{"question": "2+2?"}\n')
   (tmp_path / "partial.jsonl").write_text(
-      '{"question": "2+2?", "answer": 4}\n{"question": "3+3?"}\n')
+      '{"question": "2+2?", "answer": 4}\n{"question": "3+3?"}\n'
+  )
   names = dict(student=pair["student"], tmp=str(tmp_path))
   args = [f.format(**names) for f in flags]
   if not any(a.startswith("--model=") for a in args):

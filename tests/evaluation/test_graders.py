@@ -24,44 +24,74 @@ from opd_jax.data.dataset import PromptDataset
 from opd_jax.data import tokenizer as task_tokenizer
 
 
-@pytest.mark.parametrize("text,want", [
-    ("7+5=12, 12-3=9. #### 9", 9),
-    (r"so the total is \boxed{42}.", 42),
-    (r"\boxed{12 apples} and 13 later", 12),   # the explicit answer wins
-    ("The answer is 1,234.", 1234),
-    ("Final answer: -7", -7),
-    ("She has 5 + 3 = 8 coins left", 8),     # the last number
-    ("from 5-3 we get", 3),                    # a minus between numbers
-    ("It costs $12.50", decimal.Decimal("12.50")),
-    (r"\boxed{3/4}", None),                    # not one number
-    ("no number here", None),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("7+5=12, 12-3=9. #### 9", 9),
+        (r"so the total is \boxed{42}.", 42),
+        (r"\boxed{12 apples} and 13 later", 12),  # the explicit answer wins
+        ("The answer is 1,234.", 1234),
+        ("Final answer: -7", -7),
+        ("She has 5 + 3 = 8 coins left", 8),  # the last number
+        ("from 5-3 we get", 3),  # a minus between numbers
+        ("It costs $12.50", decimal.Decimal("12.50")),
+        (r"\boxed{3/4}", None),  # not one number
+        ("no number here", None),
+    ],
+)
 def test_integer_prediction(text, want):
   assert evaluation.integer_prediction(text) == want
 
 
-@pytest.mark.parametrize("answer,want", [
-    ("72", 72), (" 1,234 ", 1234), ("-5", -5), ("12.0", 12),
-    ("Natalia sold 48/2 = 24 clips.\n#### 72", 72), (r"\boxed{8}", 8),
-    (r"\frac{1}{2}", None), ("3.5", None), ("", None), (None, None),
-    ("x + 1", None),
-])
+@pytest.mark.parametrize(
+    "answer,want",
+    [
+        ("72", 72),
+        (" 1,234 ", 1234),
+        ("-5", -5),
+        ("12.0", 12),
+        ("Natalia sold 48/2 = 24 clips.\n#### 72", 72),
+        (r"\boxed{8}", 8),
+        (r"\frac{1}{2}", None),
+        ("3.5", None),
+        ("", None),
+        (None, None),
+        ("x + 1", None),
+    ],
+)
 def test_reference_integer(answer, want):
   assert evaluation.reference_integer(answer) == want
 
 
 def test_integer_grader_accepts_every_way_of_writing_it():
   grade = evaluation.IntegerGrader()
-  texts = ["... #### 18", r"\boxed{18}", "so 18 eggs", "18.0 it is",
-           "#### 19", r"\boxed{18.5}", "nothing", "18 or rather 17"]
+  texts = [
+      "... #### 18",
+      r"\boxed{18}",
+      "so 18 eggs",
+      "18.0 it is",
+      "#### 19",
+      r"\boxed{18.5}",
+      "nothing",
+      "18 or rather 17",
+  ]
   assert grade(texts, ["18"] * len(texts)) == [
-      True, True, True, True, False, False, False, False]
+      True,
+      True,
+      True,
+      True,
+      False,
+      False,
+      False,
+      False,
+  ]
 
 
 def test_task_grader_is_the_exact_verifier():
   grade = evaluation.TaskGrader()
-  assert grade(["3+4=7. #### 7", r"\boxed{7}", "#### 7 apples"],
-               ["7", "7", "7"]) == [True, False, False]
+  assert grade(
+      ["3+4=7. #### 7", r"\boxed{7}", "#### 7 apples"], ["7", "7", "7"]
+  ) == [True, False, False]
 
 
 def _file(tmp_path, rows, name="eval.jsonl"):
@@ -71,30 +101,53 @@ def _file(tmp_path, rows, name="eval.jsonl"):
 
 
 def test_grader_for(tmp_path):
-  assert isinstance(evaluation.grader_for(sources.ArithmeticSource("test", 4)),
-                    evaluation.TaskGrader)
-  ints = _file(tmp_path, [{"question": "a", "answer": 3},
-                          {"question": "b", "answer": "x #### 1,000"},
-                          {"question": "c"}])
+  assert isinstance(
+      evaluation.grader_for(sources.ArithmeticSource("test", 4)),
+      evaluation.TaskGrader,
+  )
+  ints = _file(
+      tmp_path,
+      [
+          {"question": "a", "answer": 3},
+          {"question": "b", "answer": "x #### 1,000"},
+          {"question": "c"},
+      ],
+  )
   assert isinstance(evaluation.grader_for(ints), evaluation.IntegerGrader)
-  math = _file(tmp_path, [{"question": "a", "answer": 3},
-                          {"question": "b", "answer": r"\frac{1}{2}"}],
-               name="math.jsonl")
+  math = _file(
+      tmp_path,
+      [
+          {"question": "a", "answer": 3},
+          {"question": "b", "answer": r"\frac{1}{2}"},
+      ],
+      name="math.jsonl",
+  )
   with evaluation.grader_for(math) as grader:
     assert isinstance(grader, evaluation.MathGrader)
 
 
 # (rows of an eval jsonl, message fragment): every row checked at start-up.
 UNGRADABLE = [
-    ([{"question": "a", "answer": 1}, {"question": "b"}],
-     "eval.jsonl line 2: no reference answer; every evaluation row needs a"
-     " reference answer the integer answers grader can use (1 of 2 rows do"
-     " not)"),
-    ([{"question": "a"}, {"question": "b"}],
-     "eval.jsonl line 1: no reference answer; every evaluation row needs a"
-     " reference answer the math-verify grader can use (2 of 2 rows do not)"),
-    ([{"question": "a", "answer": "5"}, {"question": "b", "answer": " "}],
-     "eval.jsonl line 2: no reference answer"),
+    (
+        [{"question": "a", "answer": 1}, {"question": "b"}],
+        (
+            "eval.jsonl line 2: no reference answer; every evaluation row needs"
+            " a reference answer the integer answers grader can use (1 of 2"
+            " rows do not)"
+        ),
+    ),
+    (
+        [{"question": "a"}, {"question": "b"}],
+        (
+            "eval.jsonl line 1: no reference answer; every evaluation row needs"
+            " a reference answer the math-verify grader can use (2 of 2 rows do"
+            " not)"
+        ),
+    ),
+    (
+        [{"question": "a", "answer": "5"}, {"question": "b", "answer": " "}],
+        "eval.jsonl line 2: no reference answer",
+    ),
 ]
 
 
@@ -111,29 +164,45 @@ def test_check_gradable_names_file_and_line(tmp_path, rows, match):
 def test_check_gradable_on_a_tokenized_dataset(tmp_path):
   """Rows dropped by tokenization keep their line numbers."""
   tok = task_tokenizer.load_tokenizer(
-      task_tokenizer.build_task_tokenizer(tmp_path / "tok"))
-  source = _file(tmp_path, [{"question": "How many? " * 30, "answer": "1"},
-                            {"question": "How many?", "answer": "2"},
-                            {"question": "How many?"}])
+      task_tokenizer.build_task_tokenizer(tmp_path / "tok")
+  )
+  source = _file(
+      tmp_path,
+      [
+          {"question": "How many? " * 30, "answer": "1"},
+          {"question": "How many?", "answer": "2"},
+          {"question": "How many?"},
+      ],
+  )
   data = PromptDataset(source, tok, max_prompt_len=16)
   assert len(data) == 2  # the long first row is dropped
-  with pytest.raises(evaluation.UngradableAnswerError,
-                     match=r"eval\.jsonl line 3: no reference answer.*\(1 of"
-                     r" 2 rows"):
+  with pytest.raises(
+      evaluation.UngradableAnswerError,
+      match=r"eval\.jsonl line 3: no reference answer.*\(1 of" r" 2 rows",
+  ):
     evaluation.check_gradable(evaluation.IntegerGrader(), data)
-  evaluation.check_gradable(evaluation.TaskGrader(),
-                            sources.ArithmeticSource("test", 16))
+  evaluation.check_gradable(
+      evaluation.TaskGrader(), sources.ArithmeticSource("test", 16)
+  )
 
 
 def test_math_grader_and_its_check(tmp_path):
-  source = _file(tmp_path, [
-      {"question": "a", "answer": r"\frac{1}{2}"},
-      {"question": "b", "answer": r"\sqrt{8}"},
-      {"question": "c", "answer": r"\frac{1}{"}])
+  source = _file(
+      tmp_path,
+      [
+          {"question": "a", "answer": r"\frac{1}{2}"},
+          {"question": "b", "answer": r"\sqrt{8}"},
+          {"question": "c", "answer": r"\frac{1}{"},
+      ],
+  )
   with evaluation.MathGrader(num_workers=1) as grade:
-    assert grade([r"It is \boxed{0.5}.", r"\boxed{2\sqrt{2}}", "#### 1/2"],
-                 [r"\frac{1}{2}", r"\sqrt{8}", "0.75"]) == [True, True, False]
-    with pytest.raises(evaluation.UngradableAnswerError,
-                       match=r"eval\.jsonl line 3: answer '\\\\frac\{1\}\{'"
-                       r" cannot be graded: math-verify"):
+    assert grade(
+        [r"It is \boxed{0.5}.", r"\boxed{2\sqrt{2}}", "#### 1/2"],
+        [r"\frac{1}{2}", r"\sqrt{8}", "0.75"],
+    ) == [True, True, False]
+    with pytest.raises(
+        evaluation.UngradableAnswerError,
+        match=r"eval\.jsonl line 3: answer '\\\\frac\{1\}\{'"
+        r" cannot be graded: math-verify",
+    ):
       evaluation.check_gradable(grade, source)

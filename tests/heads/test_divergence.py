@@ -46,8 +46,13 @@ def _grads(loss_fn, hs, ws):
 
 # Every divergence, reduction and chunking appears at least once.
 CASES = [
-    dict(testcase_name=f"{d}_{r}_{c}", divergence=d, reduction=r, chunk=c,
-         kwargs=kw)
+    dict(
+        testcase_name=f"{d}_{r}_{c}",
+        divergence=d,
+        reduction=r,
+        chunk=c,
+        kwargs=kw,
+    )
     for d, kw, r, c in (
         ("reverse_kl", None, "token_mean", None),
         ("reverse_kl", None, "seq_mean", 3),
@@ -62,16 +67,24 @@ CASES = [
 class SelectiveTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*CASES)
-  def test_selective_equals_dense_under_same_mask(self, divergence, reduction,
-                                                  chunk, kwargs):
+  def test_selective_equals_dense_under_same_mask(
+      self, divergence, reduction, chunk, kwargs
+  ):
     hs, ws, ht, wt, select = _inputs()
     index, weights = selection.mask_to_index(jnp.asarray(select), K)
-    kw = dict(divergence=divergence, divergence_kwargs=kwargs,
-              temperature=0.9, reduction=reduction, chunk_size=chunk)
+    kw = dict(
+        divergence=divergence,
+        divergence_kwargs=kwargs,
+        temperature=0.9,
+        reduction=reduction,
+        chunk_size=chunk,
+    )
     sel_loss = lambda hs, ws: heads.selective_divergence_loss(
-        hs, ws, ht, wt, index, weights, **kw).value()
+        hs, ws, ht, wt, index, weights, **kw
+    ).value()
     dense_loss = lambda hs, ws: heads.dense_divergence_loss(
-        hs, ws, ht, wt, jnp.asarray(select), **kw).value()
+        hs, ws, ht, wt, jnp.asarray(select), **kw
+    ).value()
     (v_sel, g_sel), (v_dense, g_dense) = (
         _grads(jax.jit(f), hs, ws) for f in (sel_loss, dense_loss)
     )
@@ -86,12 +99,14 @@ class SelectiveTest(parameterized.TestCase):
     def reference(hs, ws):
       zs = jnp.einsum("btd,dv->btv", hs, ws, precision="highest")
       zt = jnp.einsum("btd,dv->btv", ht, wt, precision="highest")
-      return losses.token_mean(losses.reverse_kl(zs, zt, where=mask),
-                               mask).value()
+      return losses.token_mean(
+          losses.reverse_kl(zs, zt, where=mask), mask
+      ).value()
 
     def ours(hs, ws):
-      return heads.dense_divergence_loss(hs, ws, ht, wt, mask,
-                                             chunk_size=None).value()
+      return heads.dense_divergence_loss(
+          hs, ws, ht, wt, mask, chunk_size=None
+      ).value()
 
     (v0, g0), (v1, g1) = _grads(reference, hs, ws), _grads(ours, hs, ws)
     np.testing.assert_allclose(v1, v0, rtol=1e-5)
@@ -101,8 +116,11 @@ class SelectiveTest(parameterized.TestCase):
   def test_chunked_full_tokens_equal_unchunked(self):
     hs, ws, ht, wt, _ = _inputs(2)
     mask = jnp.ones((B, T)).at[1, 7:].set(0.0)
-    loss = lambda chunk: jax.jit(lambda hs, ws: heads.dense_divergence_loss(
-        hs, ws, ht, wt, mask, chunk_size=chunk).value())
+    loss = lambda chunk: jax.jit(
+        lambda hs, ws: heads.dense_divergence_loss(
+            hs, ws, ht, wt, mask, chunk_size=chunk
+        ).value()
+    )
     v0, g0 = _grads(loss(None), hs, ws)
     for chunk in (2, 4):  # T=9: both pad the last chunk
       v1, g1 = _grads(loss(chunk), hs, ws)
@@ -115,7 +133,8 @@ class SelectiveTest(parameterized.TestCase):
     index, weights = selection.mask_to_index(jnp.asarray(select), K)
     grads = jax.grad(
         lambda ht, wt: heads.selective_divergence_loss(
-            hs, ws, ht, wt, index, weights, chunk_size=2).value(),
+            hs, ws, ht, wt, index, weights, chunk_size=2
+        ).value(),
         argnums=(0, 1),
     )(ht, wt)
     for g in grads:
@@ -124,8 +143,9 @@ class SelectiveTest(parameterized.TestCase):
   def test_bfloat16_hidden_and_heads(self):
     hs, ws, ht, wt, select = _inputs(4)
     index, weights = selection.mask_to_index(jnp.asarray(select), K)
-    f = functools.partial(heads.selective_divergence_loss, index=index,
-                          index_weights=weights)
+    f = functools.partial(
+        heads.selective_divergence_loss, index=index, index_weights=weights
+    )
     got = f(*(jnp.bfloat16(x) for x in (hs, ws, ht, wt))).value()
     self.assertEqual(got.dtype, jnp.float32)
     np.testing.assert_allclose(got, f(hs, ws, ht, wt).value(), rtol=0.05)
@@ -134,17 +154,17 @@ class SelectiveTest(parameterized.TestCase):
     hs, ws, ht, wt, select = _inputs()
     index, weights = selection.mask_to_index(jnp.asarray(select), K)
     with self.assertRaisesRegex(ValueError, "divergence must be one of"):
-      heads.selective_divergence_loss(hs, ws, ht, wt, index, weights,
-                                          divergence="kl")
+      heads.selective_divergence_loss(
+          hs, ws, ht, wt, index, weights, divergence="kl"
+      )
     with self.assertRaisesRegex(ValueError, "index_weights"):
-      heads.selective_divergence_loss(hs, ws, ht, wt, index,
-                                          weights[:, :2])
+      heads.selective_divergence_loss(hs, ws, ht, wt, index, weights[:, :2])
     with self.assertRaisesRegex(ValueError, "mode must be one of"):
-      heads.dense_divergence_loss(hs, ws, ht, wt, jnp.asarray(select),
-                                      reduction="mean")
+      heads.dense_divergence_loss(
+          hs, ws, ht, wt, jnp.asarray(select), reduction="mean"
+      )
     with self.assertRaisesRegex(ValueError, "teacher_hidden"):
-      heads.dense_divergence_loss(hs, ws, ht[:, :-1], wt,
-                                      jnp.asarray(select))
+      heads.dense_divergence_loss(hs, ws, ht[:, :-1], wt, jnp.asarray(select))
 
 
 if __name__ == "__main__":

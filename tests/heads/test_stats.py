@@ -84,10 +84,15 @@ class TokenStatsTest(parameterized.TestCase):
   )
   def test_equals_dense_computation(self, chunk_size, temperature, top_k):
     args = _inputs()
-    fn = jax.jit(functools.partial(
-        stats.token_stats, chunk_size=chunk_size, temperature=temperature,
-        jsd_beta=0.3, top_k=top_k,
-    ))
+    fn = jax.jit(
+        functools.partial(
+            stats.token_stats,
+            chunk_size=chunk_size,
+            temperature=temperature,
+            jsd_beta=0.3,
+            top_k=top_k,
+        )
+    )
     got = fn(*args[:5], where=args[5])
     want = _dense_stats(*args, temperature, 0.3, top_k)
     for name, value in want.items():
@@ -98,8 +103,7 @@ class TokenStatsTest(parameterized.TestCase):
         np.testing.assert_array_equal(g, value, err_msg=name)
       else:
         self.assertEqual(g.dtype, jnp.float32, name)
-        np.testing.assert_allclose(g, value, rtol=1e-5, atol=1e-5,
-                                   err_msg=name)
+        np.testing.assert_allclose(g, value, rtol=1e-5, atol=1e-5, err_msg=name)
     if not top_k:
       self.assertIsNone(got.student_topk_ids)
 
@@ -109,14 +113,16 @@ class TokenStatsTest(parameterized.TestCase):
     self.assertEqual(got.reverse_kl.dtype, jnp.float32)
     up = [jnp.float32(x) for x in args[:4]]
     want = _dense_stats(*up, *args[4:], 1.0, 0.5, 0)
-    np.testing.assert_allclose(got.reverse_kl, want["reverse_kl"], rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        got.reverse_kl, want["reverse_kl"], rtol=1e-4, atol=1e-4
+    )
 
   def test_no_gradient_flows(self):
     args = _inputs()
     grads = jax.grad(
-        lambda hs, ws: stats.token_stats(hs, ws, *args[2:5], chunk_size=4)
-        .reverse_kl.sum(),
+        lambda hs, ws: stats.token_stats(
+            hs, ws, *args[2:5], chunk_size=4
+        ).reverse_kl.sum(),
         argnums=(0, 1),
     )(*args[:2])
     for g in grads:
@@ -127,11 +133,17 @@ class TokenStatsTest(parameterized.TestCase):
     args = _inputs(b=b, t=t, v=v)
     fn = functools.partial(stats.token_stats, chunk_size=chunk, top_k=4)
     jaxpr = jax.make_jaxpr(fn)(*args[:5], where=args[5]).jaxpr
-    biggest = max(np.prod(a.shape) for a in _all_avals(jaxpr)
-                  if hasattr(a, "shape"))
+    biggest = max(
+        np.prod(a.shape) for a in _all_avals(jaxpr) if hasattr(a, "shape")
+    )
     self.assertEqual(biggest, b * chunk * v)
-    temp = (jax.jit(fn).lower(*args[:5], where=args[5]).compile()
-            .memory_analysis().temp_size_in_bytes)
+    temp = (
+        jax.jit(fn)
+        .lower(*args[:5], where=args[5])
+        .compile()
+        .memory_analysis()
+        .temp_size_in_bytes
+    )
     # A few [B, chunk, V] float32 buffers (T / chunk = 32), below half of
     # one [B, T, V] buffer.
     self.assertLess(temp, b * t * v * 4 // 2)

@@ -81,8 +81,11 @@ DIVERGENCES = (
     ("total_variation", {}),
 )
 NAMED = [
-    dict(testcase_name=f"{n}_{'_'.join(f'{k}{v}' for k, v in kw.items())}",
-         name=n, kw=kw)
+    dict(
+        testcase_name=f"{n}_{'_'.join(f'{k}{v}' for k, v in kw.items())}",
+        name=n,
+        kw=kw,
+    )
     for n, kw in DIVERGENCES
 ]
 
@@ -129,7 +132,8 @@ class DivergenceTest(parameterized.TestCase):
     )
     np.testing.assert_allclose(losses.total_variation(zs, zt), 0.25, rtol=1e-6)
     np.testing.assert_allclose(
-        losses.entropy(zt), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)),
+        losses.entropy(zt),
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)),
         rtol=1e-6,
     )
 
@@ -170,11 +174,19 @@ class DivergenceTest(parameterized.TestCase):
     fn = _fn(name, kw)
     zs, zt = _logits(3)
     f = lambda a, b: fn(a, b, temperature=0.9)
-    check_grads(f, (zs, zt), order=1, modes=["rev"], eps=1e-2, atol=2e-2,
-                rtol=2e-2)
+    check_grads(
+        f, (zs, zt), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2
+    )
     with jax.enable_x64(True):
-      check_grads(f, (np.float64(zs), np.float64(zt)), order=1,
-                  modes=["rev"], eps=1e-5, atol=1e-6, rtol=1e-6)
+      check_grads(
+          f,
+          (np.float64(zs), np.float64(zt)),
+          order=1,
+          modes=["rev"],
+          eps=1e-5,
+          atol=1e-6,
+          rtol=1e-6,
+      )
 
   def test_logit_gradient_identities(self):
     zs, zt = _logits(4, 2.0)
@@ -189,8 +201,7 @@ class DivergenceTest(parameterized.TestCase):
     # identity above is for the student side.
 
   @parameterized.named_parameters(*NAMED)
-  def test_masked_positions_are_finite_with_inf_and_huge_logits(self, name,
-                                                                 kw):
+  def test_masked_positions_are_finite_with_inf_and_huge_logits(self, name, kw):
     fn = _fn(name, kw)
     zs, zt = _logits(5)
     where = np.ones((B, T), bool)
@@ -220,7 +231,8 @@ class DivergenceTest(parameterized.TestCase):
     # Padding T with garbage at masked positions changes nothing.
     pad = np.full((B, 3, V), 1e30, np.float32)
     got_pad = fn(
-        np.concatenate([zs, pad], 1), np.concatenate([zt, -pad], 1),
+        np.concatenate([zs, pad], 1),
+        np.concatenate([zt, -pad], 1),
         where=np.concatenate([where, np.zeros((B, 3), bool)], 1),
     )
     np.testing.assert_array_equal(got_pad[:, :5], got)
@@ -229,8 +241,9 @@ class DivergenceTest(parameterized.TestCase):
   def test_jit_equals_eager(self, name, kw):
     fn = _fn(name, kw)
     zs, zt = _logits(7)
-    np.testing.assert_allclose(jax.jit(fn)(zs, zt), fn(zs, zt), rtol=1e-6,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        jax.jit(fn)(zs, zt), fn(zs, zt), rtol=1e-6, atol=1e-7
+    )
 
   @parameterized.named_parameters(*NAMED)
   def test_bfloat16_inputs_give_float32(self, name, kw):
@@ -252,30 +265,35 @@ class DivergenceTest(parameterized.TestCase):
     zs_p, zt_p = np.concatenate([zs, pad], -1), np.concatenate([zt, pad], -1)
     for name, kw in DIVERGENCES:
       fn = _fn(name, kw)
-      np.testing.assert_allclose(fn(zs_p, zt_p), fn(zs, zt), rtol=1e-5,
-                                 atol=1e-7, err_msg=name)
+      np.testing.assert_allclose(
+          fn(zs_p, zt_p), fn(zs, zt), rtol=1e-5, atol=1e-7, err_msg=name
+      )
       g = jax.grad(lambda a: fn(a, zt_p).sum())(zs_p)
       self.assertTrue(np.isfinite(g).all(), name)
 
   def test_axis_argument(self):
     zs, zt = _logits(10)
     np.testing.assert_allclose(
-        losses.reverse_kl(np.moveaxis(zs, -1, 0), np.moveaxis(zt, -1, 0),
-                          axis=0),
-        losses.reverse_kl(zs, zt), rtol=1e-6,
+        losses.reverse_kl(
+            np.moveaxis(zs, -1, 0), np.moveaxis(zt, -1, 0), axis=0
+        ),
+        losses.reverse_kl(zs, zt),
+        rtol=1e-6,
     )
 
   def test_entropy_and_token_logprobs(self):
     z, _ = _logits(11, 3.0)
     lp = _np_log_softmax(np.float64(z) / 0.8)
     np.testing.assert_allclose(
-        losses.entropy(z, temperature=0.8), -(np.exp(lp) * lp).sum(-1),
+        losses.entropy(z, temperature=0.8),
+        -(np.exp(lp) * lp).sum(-1),
         rtol=1e-5,
     )
     ids = np.random.default_rng(0).integers(0, V, (B, T))
     np.testing.assert_allclose(
         losses.token_logprobs(z, ids, temperature=0.8),
-        np.take_along_axis(lp, ids[..., None], -1)[..., 0], rtol=1e-5,
+        np.take_along_axis(lp, ids[..., None], -1)[..., 0],
+        rtol=1e-5,
     )
 
   def test_sampled_kl_estimators(self):
@@ -327,29 +345,36 @@ class DivergenceTest(parameterized.TestCase):
       losses.token_logprobs(zs, np.zeros((B, T), np.float32))
 
 
-def _trl_generalized_jsd_loss(torch, student_logits, teacher_logits, labels,
-                              beta, temperature):
+def _trl_generalized_jsd_loss(
+    torch, student_logits, teacher_logits, labels, beta, temperature
+):
   """TRL GKDTrainer.generalized_jsd_loss, rewritten from its definition."""
   f = torch.nn.functional
   student_log_probs = f.log_softmax(student_logits / temperature, dim=-1)
   teacher_log_probs = f.log_softmax(teacher_logits / temperature, dim=-1)
   if beta == 0:
-    jsd = f.kl_div(student_log_probs, teacher_log_probs, reduction="none",
-                   log_target=True)
+    jsd = f.kl_div(
+        student_log_probs, teacher_log_probs, reduction="none", log_target=True
+    )
   elif beta == 1:
-    jsd = f.kl_div(teacher_log_probs, student_log_probs, reduction="none",
-                   log_target=True)
+    jsd = f.kl_div(
+        teacher_log_probs, student_log_probs, reduction="none", log_target=True
+    )
   else:
     beta_t = torch.tensor(beta, dtype=student_log_probs.dtype)
     mixture_log_probs = torch.logsumexp(
-        torch.stack([student_log_probs + torch.log(1 - beta_t),
-                     teacher_log_probs + torch.log(beta_t)]),
+        torch.stack([
+            student_log_probs + torch.log(1 - beta_t),
+            teacher_log_probs + torch.log(beta_t),
+        ]),
         dim=0,
     )
-    kl_teacher = f.kl_div(mixture_log_probs, teacher_log_probs,
-                          reduction="none", log_target=True)
-    kl_student = f.kl_div(mixture_log_probs, student_log_probs,
-                          reduction="none", log_target=True)
+    kl_teacher = f.kl_div(
+        mixture_log_probs, teacher_log_probs, reduction="none", log_target=True
+    )
+    kl_student = f.kl_div(
+        mixture_log_probs, student_log_probs, reduction="none", log_target=True
+    )
     jsd = beta_t * kl_teacher + (1 - beta_t) * kl_student
   mask = labels != -100
   jsd = jsd[mask]
@@ -363,12 +388,17 @@ def test_matches_trl_generalized_jsd_loss(beta):
   labels = np.ones((B, T), np.int64)
   labels[0, -1] = labels[1, 0] = -100
   want = _trl_generalized_jsd_loss(
-      torch, torch.from_numpy(np.float64(zs)), torch.from_numpy(np.float64(zt)),
-      torch.from_numpy(labels), beta, 0.9,
+      torch,
+      torch.from_numpy(np.float64(zs)),
+      torch.from_numpy(np.float64(zt)),
+      torch.from_numpy(labels),
+      beta,
+      0.9,
   ).item()
   where = labels != -100
-  per_token = losses.generalized_jsd(zs, zt, beta=beta, temperature=0.9,
-                                     where=where)
+  per_token = losses.generalized_jsd(
+      zs, zt, beta=beta, temperature=0.9, where=where
+  )
   got = losses.token_mean(per_token, where).value()
   np.testing.assert_allclose(got, want, rtol=1e-5)
 

@@ -57,8 +57,10 @@ class ReductionTest(parameterized.TestCase):
   @parameterized.parameters(*MODES)
   def test_halves_add_up_exactly(self, mode):
     whole = losses.reduce(VALUES, MASK, mode)
-    parts = [losses.reduce(VALUES[s], MASK[s], mode)
-             for s in (slice(0, 2), slice(2, 4))]
+    parts = [
+        losses.reduce(VALUES[s], MASK[s], mode)
+        for s in (slice(0, 2), slice(2, 4))
+    ]
     combined = parts[0] + parts[1]
     self.assertEqual(float(combined.value()), float(whole.value()))
     self.assertEqual(float(combined.count), float(whole.count))

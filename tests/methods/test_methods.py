@@ -36,7 +36,15 @@ import topd_reference
 # Unchunked comparisons use T < chunk; chunked ones CHUNK < T.
 B, T, D, V, CHUNK = 3, 10, 6, 17, 4
 ALL_METHODS = (
-    "dear", "gkd", "minillm", "rkl", "sampled_rkl", "tip", "topd", "tsd_kd")
+    "dear",
+    "gkd",
+    "minillm",
+    "rkl",
+    "sampled_rkl",
+    "tip",
+    "topd",
+    "tsd_kd",
+)
 
 
 def _inputs(seed=0, b=B, t=T, d=D, v=V):
@@ -44,9 +52,9 @@ def _inputs(seed=0, b=B, t=T, d=D, v=V):
   arr = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
   mask = np.ones((b, t), bool)
   if b > 1:
-    mask[1, t - 3:] = False  # a shorter rollout
+    mask[1, t - 3 :] = False  # a shorter rollout
   if b > 2:
-    mask[2, t // 2:] = False
+    mask[2, t // 2 :] = False
   ids = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
   return methods.StepInputs(
       student_hidden=arr(b, t, d),
@@ -217,23 +225,31 @@ class SampledRklTest(parameterized.TestCase):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(sampled.discounted_future_sum(x, 0.0), x)
 
-  @parameterized.parameters((0.0, True, None), (0.5, True, CHUNK),
-                            (0.9, False, CHUNK))
+  @parameterized.parameters(
+      (0.0, True, None), (0.5, True, CHUNK), (0.9, False, CHUNK)
+  )
   def test_value_and_gradient(self, gamma, use_sampler, chunk):
     inputs = _inputs(3)
     # -inf sampler log-probs at padding must not leak nan.
-    inputs = inputs.replace(sampler_logprobs=jnp.where(
-        inputs.mask, inputs.sampler_logprobs, -jnp.inf))
-    m = methods.build_method("sampled_rkl", {
-        "kl_discount_factor": gamma, "kl_penalty_coef": 0.5,
-        "use_sampler_logprobs": use_sampler, "temperature": 0.8,
-        "chunk_size": chunk,
-    })
+    inputs = inputs.replace(
+        sampler_logprobs=jnp.where(
+            inputs.mask, inputs.sampler_logprobs, -jnp.inf
+        )
+    )
+    m = methods.build_method(
+        "sampled_rkl",
+        {
+            "kl_discount_factor": gamma,
+            "kl_penalty_coef": 0.5,
+            "use_sampler_logprobs": use_sampler,
+            "temperature": 0.8,
+            "chunk_size": chunk,
+        },
+    )
 
     def reference(hs, w):
       zs = jax.nn.log_softmax(hs @ w / 0.8)
-      zt = jax.nn.log_softmax(
-          inputs.teacher_hidden @ inputs.teacher_head / 0.8)
+      zt = jax.nn.log_softmax(inputs.teacher_hidden @ inputs.teacher_head / 0.8)
       lps = jnp.take_along_axis(zs, inputs.ids[..., None], -1)[..., 0]
       lpt = jnp.take_along_axis(zt, inputs.ids[..., None], -1)[..., 0]
       old = inputs.sampler_logprobs if use_sampler else lps
@@ -250,7 +266,8 @@ class SampledRklTest(parameterized.TestCase):
 
     (loss, metrics), grads = _grad_fn(m)(inputs)
     ref_loss, ref_grads = jax.value_and_grad(reference, argnums=(0, 1))(
-        inputs.student_hidden, inputs.student_head)
+        inputs.student_hidden, inputs.student_head
+    )
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     for got, want in zip(grads, ref_grads):
       self.assertTrue(np.all(np.isfinite(got)))
@@ -269,21 +286,28 @@ class SampledRklTest(parameterized.TestCase):
     def loss_for(y, hs, w):
       ids = jnp.full((1, 1), y, jnp.int32)
       inputs = base.replace(
-          student_hidden=hs, student_head=w, ids=ids,
-          sampler_logprobs=log_ps[y][None, None])
+          student_hidden=hs,
+          student_head=w,
+          ids=ids,
+          sampler_logprobs=log_ps[y][None, None],
+      )
       return m.loss(inputs)[0]
 
     per_y = jax.vmap(jax.grad(loss_for, argnums=(1, 2)), (0, None, None))(
-        jnp.arange(V), base.student_hidden, base.student_head)
+        jnp.arange(V), base.student_hidden, base.student_head
+    )
     p = jnp.exp(log_ps)
     expected = [jnp.tensordot(p, g, axes=1) for g in per_y]
 
     def rkl(hs, w):
-      return 2.0 * losses.reverse_kl(
-          hs @ w, base.teacher_hidden @ base.teacher_head)[0, 0]
+      return (
+          2.0
+          * losses.reverse_kl(hs @ w, base.teacher_hidden @ base.teacher_head)[
+              0, 0
+          ]
+      )
 
-    want = jax.grad(rkl, argnums=(0, 1))(base.student_hidden,
-                                         base.student_head)
+    want = jax.grad(rkl, argnums=(0, 1))(base.student_hidden, base.student_head)
     for got, ref in zip(expected, want):
       np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
@@ -294,21 +318,29 @@ class MiniLlmTest(parameterized.TestCase):
     r = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
     m = np.array([[True, True, True, False]])
     np.testing.assert_allclose(
-        minillm.future_return(r, m, normalize=False), [[5.0, 3.0, 0.0, 0.0]])
+        minillm.future_return(r, m, normalize=False), [[5.0, 3.0, 0.0, 0.0]]
+    )
     np.testing.assert_allclose(
-        minillm.future_return(r, m), [[2.5, 3.0, 0.0, 0.0]])
+        minillm.future_return(r, m), [[2.5, 3.0, 0.0, 0.0]]
+    )
 
   @parameterized.parameters((True, CHUNK), (False, None))
   def test_value_and_gradient(self, normalize, chunk):
     inputs = _inputs(12)
-    m = methods.build_method("minillm", {
-        "length_normalize": normalize, "long_term_coef": 0.5,
-        "chunk_size": chunk})
+    m = methods.build_method(
+        "minillm",
+        {
+            "length_normalize": normalize,
+            "long_term_coef": 0.5,
+            "chunk_size": chunk,
+        },
+    )
 
     def reference(hs, w):
       zs, zt = hs @ w, inputs.teacher_hidden @ inputs.teacher_head
       pick = lambda z: jnp.take_along_axis(
-          jax.nn.log_softmax(z), inputs.ids[..., None], -1)[..., 0]
+          jax.nn.log_softmax(z), inputs.ids[..., None], -1
+      )[..., 0]
       lps, lpt = pick(zs), pick(zt)
       ratio = jnp.exp(lps - inputs.sampler_logprobs)
       r = jax.lax.stop_gradient(jnp.where(inputs.mask, lpt - lps, 0.0))
@@ -318,13 +350,16 @@ class MiniLlmTest(parameterized.TestCase):
       ret = r @ later.T
       if normalize:
         ret = ret / jnp.maximum(mk @ later.T, 1.0)
-      per = (jax.lax.stop_gradient(ratio) * losses.reverse_kl(zs, zt)
-             - 0.5 * ratio * ret)
+      per = (
+          jax.lax.stop_gradient(ratio) * losses.reverse_kl(zs, zt)
+          - 0.5 * ratio * ret
+      )
       return jnp.sum(jnp.where(inputs.mask, per, 0.0)) / jnp.sum(mk)
 
     (loss, _), grads = _grad_fn(m)(inputs)
     ref, ref_grads = jax.value_and_grad(reference, argnums=(0, 1))(
-        inputs.student_hidden, inputs.student_head)
+        inputs.student_hidden, inputs.student_head
+    )
     np.testing.assert_allclose(loss, ref, rtol=1e-5)
     for got, want in zip(grads, ref_grads):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -355,8 +390,13 @@ class TipTest(parameterized.TestCase):
     loss, metrics = m.loss(inputs)
     # The selection computed separately from an unchunked stats pass.
     st = heads.token_stats(
-        inputs.student_hidden, inputs.student_head, inputs.teacher_hidden,
-        inputs.teacher_head, inputs.ids, where=inputs.mask)
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        inputs.ids,
+        where=inputs.mask,
+    )
     sel = m.select(inputs, st)
     kept = sel.weights > 0
     self.assertGreater(int(kept.sum()), 0)
@@ -365,17 +405,27 @@ class TipTest(parameterized.TestCase):
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     np.testing.assert_allclose(metrics["select/count"], kept.sum())
     np.testing.assert_allclose(
-        metrics["select/frac"], kept.sum() / inputs.mask.sum(), rtol=1e-6)
-    for key in ("loss/rkl", "div/rkl_all", "entropy/student",
-                "entropy/teacher"):
+        metrics["select/frac"], kept.sum() / inputs.mask.sum(), rtol=1e-6
+    )
+    for key in (
+        "loss/rkl",
+        "div/rkl_all",
+        "entropy/student",
+        "entropy/teacher",
+    ):
       self.assertIn(key, metrics)
 
   def test_soft_or_keeps_floor_rho_per_rollout(self):
     inputs = _inputs(7)
     m = methods.build_method("tip", {"rho": 0.5})
     st = heads.token_stats(
-        inputs.student_hidden, inputs.student_head, inputs.teacher_hidden,
-        inputs.teacher_head, inputs.ids, where=inputs.mask)
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        inputs.ids,
+        where=inputs.mask,
+    )
     sel = m.select(inputs, st)
     lengths = np.asarray(inputs.mask).sum(-1)
     np.testing.assert_array_equal((sel.weights > 0).sum(-1), lengths // 2)
@@ -385,14 +435,20 @@ class TsdKdTest(parameterized.TestCase):
 
   @parameterized.parameters(
       dict(chunk_size=None),
-      dict(chunk_size=CHUNK, pl_code_compat=True, opener_batch_flat=True,
-           em_ratio=0.9, temperature=0.8),
+      dict(
+          chunk_size=CHUNK,
+          pl_code_compat=True,
+          opener_batch_flat=True,
+          em_ratio=0.9,
+          temperature=0.8,
+      ),
       dict(chunk_size=None, gate=False),
   )
   def test_total_from_selection_functions(self, **cfg):
     inputs = _inputs(8)
-    m = methods.build_method("tsd_kd", {"top_k": 5, "opener_threshold": 0.3,
-                                        **cfg})
+    m = methods.build_method(
+        "tsd_kd", {"top_k": 5, "opener_threshold": 0.3, **cfg}
+    )
     tau = cfg.get("temperature", 1.0)
 
     def reference(hs, w):
@@ -400,8 +456,9 @@ class TsdKdTest(parameterized.TestCase):
       zt = inputs.teacher_hidden @ inputs.teacher_head
       hs_ent = losses.entropy(zs, where=inputs.mask, temperature=tau)
       ht_ent = losses.entropy(zt, where=inputs.mask, temperature=tau)
-      jsd = losses.generalized_jsd(zs, zt, beta=0.9, where=inputs.mask,
-                                   temperature=tau)
+      jsd = losses.generalized_jsd(
+          zs, zt, beta=0.9, where=inputs.mask, temperature=tau
+      )
       _, top = jax.lax.top_k(jax.lax.stop_gradient(zs), 5)
       cand_s = jnp.take_along_axis(zs, top, -1)
       cand_t = jnp.take_along_axis(zt, top, -1)
@@ -410,20 +467,31 @@ class TsdKdTest(parameterized.TestCase):
         gate = jnp.ones_like(gate)
       direct = jnp.sum(gate * jsd) / jnp.sum(inputs.mask)
       opener = selection.opener_mask(
-          hs_ent, inputs.mask, threshold=0.3,
-          batch_flat=cfg.get("opener_batch_flat", False))
+          hs_ent,
+          inputs.mask,
+          threshold=0.3,
+          batch_flat=cfg.get("opener_batch_flat", False),
+      )
       ind_t, ind_n = selection.indirect_loss(
-          cand_s, cand_t, opener, temperature=tau,
-          code_compat=cfg.get("pl_code_compat", False))
+          cand_s,
+          cand_t,
+          opener,
+          temperature=tau,
+          code_compat=cfg.get("pl_code_compat", False),
+      )
       em_t, em_n = selection.entropy_min_loss(
-          hs_ent, inputs.mask, ratio=cfg.get("em_ratio", 0.1))
+          hs_ent, inputs.mask, ratio=cfg.get("em_ratio", 0.1)
+      )
       return 0.1 * ind_t / ind_n + direct + em_t / em_n, (
-          ind_t / ind_n, direct, em_t / em_n)
+          ind_t / ind_n,
+          direct,
+          em_t / em_n,
+      )
 
     (loss, metrics), grads = _grad_fn(m)(inputs)
     (ref, (ind, direct, em)), ref_grads = jax.value_and_grad(
-        reference, argnums=(0, 1), has_aux=True)(
-            inputs.student_hidden, inputs.student_head)
+        reference, argnums=(0, 1), has_aux=True
+    )(inputs.student_hidden, inputs.student_head)
     np.testing.assert_allclose(loss, ref, rtol=1e-5)
     np.testing.assert_allclose(metrics["loss/indirect"], ind, rtol=1e-5)
     np.testing.assert_allclose(metrics["loss/direct"], direct, rtol=1e-5)
@@ -437,39 +505,52 @@ class TsdKdTest(parameterized.TestCase):
     plain = methods.build_method("tsd_kd", {"top_k": 5, "gate": False})
     _, m_gated = gated.loss(inputs)
     _, m_plain = plain.loss(inputs)
-    np.testing.assert_allclose(m_plain["loss/direct"], m_plain["div/jsd_all"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        m_plain["loss/direct"], m_plain["div/jsd_all"], rtol=1e-6
+    )
     np.testing.assert_allclose(m_plain["tsd_kd/gate_mean"], 1.0)
     # The gate is a sigmoid in (0, 1): with it the direct term is smaller.
-    self.assertLess(float(m_gated["loss/direct"]),
-                    float(m_plain["loss/direct"]))
+    self.assertLess(
+        float(m_gated["loss/direct"]), float(m_plain["loss/direct"])
+    )
 
 
 class DearTest(parameterized.TestCase):
 
   @parameterized.parameters(
       dict(),
-      dict(delta="sampled_logratio", anchor_causal=True, q=0.5,
-           evidence_weight=2.0),
+      dict(
+          delta="sampled_logratio",
+          anchor_causal=True,
+          q=0.5,
+          evidence_weight=2.0,
+      ),
   )
   def test_matches_dear_select_and_dense_mean(self, **cfg):
     inputs = _inputs(9, t=12)
     m = methods.build_method("dear", {"chunk_size": CHUNK, **cfg})
     loss, metrics = m.loss(inputs)
     st = heads.token_stats(
-        inputs.student_hidden, inputs.student_head, inputs.teacher_hidden,
-        inputs.teacher_head, inputs.ids, where=inputs.mask)
+        inputs.student_hidden,
+        inputs.student_head,
+        inputs.teacher_hidden,
+        inputs.teacher_head,
+        inputs.ids,
+        where=inputs.mask,
+    )
     # The brute-force numpy DEAR, not the library's own composition.
     dec, evi = dear_reference.np_dear(
         np.asarray(st.student_entropy),
         np.asarray(common.axis_divergence(st, m.delta)),
-        np.asarray(inputs.student_hidden), np.asarray(inputs.mask),
-        p=m.p, q=m.q, causal=m.anchor_causal)
+        np.asarray(inputs.student_hidden),
+        np.asarray(inputs.mask),
+        p=m.p,
+        q=m.q,
+        causal=m.anchor_causal,
+    )
     want = 1.0 * dec + m.evidence_weight * evi
-    np.testing.assert_array_equal(
-        m.tokens(inputs, st).decision, dec)
-    np.testing.assert_array_equal(
-        m.tokens(inputs, st).evidence, evi)
+    np.testing.assert_array_equal(m.tokens(inputs, st).decision, dec)
+    np.testing.assert_array_equal(m.tokens(inputs, st).evidence, evi)
     ref = selection.Selection(weights=jnp.asarray(want, jnp.float32))
     zs, zt = _logits(inputs)
     rkl = losses.reverse_kl(zs, zt)
@@ -478,11 +559,14 @@ class DearTest(parameterized.TestCase):
     parts = m.tokens(inputs, st)
     valid = inputs.mask.sum()
     np.testing.assert_allclose(
-        metrics["select/decision_frac"], parts.decision.sum() / valid)
+        metrics["select/decision_frac"], parts.decision.sum() / valid
+    )
     np.testing.assert_allclose(
-        metrics["select/evidence_frac"], parts.evidence.sum() / valid)
+        metrics["select/evidence_frac"], parts.evidence.sum() / valid
+    )
     np.testing.assert_allclose(
-        metrics["select/frac"], (ref.weights > 0).sum() / valid)
+        metrics["select/frac"], (ref.weights > 0).sum() / valid
+    )
 
 
 # The metric-key scheme (WORKSPACE.md): one namespace per kind of number.
@@ -495,7 +579,8 @@ METRIC_KEY = re.compile(
     r"|pg/(advantage_mean|ratio_mean|ratio_max|return_mean)"
     r"|tsd_kd/gate_mean"
     r"|loss/traj|topd/(candidates|divergent|false_alarm_frac|loss_ot_corr"
-    r"|ot_q10|ot_q50|ot_q90|traj_rows))$")
+    r"|ot_q10|ot_q50|ot_q90|traj_rows))$"
+)
 
 
 class MetricKeysTest(parameterized.TestCase):
@@ -520,8 +605,11 @@ class NoFullLogitsTest(parameterized.TestCase):
     inputs = _with_stage(name, _inputs(10, b=b, t=t, d=d, v=v))
     m = methods.build_method(name, {"chunk_size": CHUNK})
     jaxpr = jax.make_jaxpr(_grad_fn(m))(inputs).jaxpr
-    sizes = [int(np.prod(a.shape)) for a in _all_avals(jaxpr)
-             if hasattr(a, "shape") and v in a.shape]
+    sizes = [
+        int(np.prod(a.shape))
+        for a in _all_avals(jaxpr)
+        if hasattr(a, "shape") and v in a.shape
+    ]
     self.assertNotEmpty(sizes)
     self.assertLess(max(sizes), b * t * v, f"{name}: {sorted(sizes)[-3:]}")
 
@@ -538,8 +626,10 @@ def _toy_problem():
   mask = np.ones((TB, TT), bool)
   mask[1, 12:] = False
   mask[3, 9:] = False
-  teacher = (jnp.asarray(rng.standard_normal((NCTX, TD)), jnp.float32),
-             jnp.asarray(rng.standard_normal((TD, TV)), jnp.float32))
+  teacher = (
+      jnp.asarray(rng.standard_normal((NCTX, TD)), jnp.float32),
+      jnp.asarray(rng.standard_normal((TD, TV)), jnp.float32),
+  )
   params = {
       "emb": jnp.asarray(rng.standard_normal((NCTX, TD)) * 0.5, jnp.float32),
       "head": jnp.asarray(rng.standard_normal((TD, TV)) * 0.5, jnp.float32),
@@ -553,20 +643,27 @@ def _toy_inputs(params, key, ctx, mask, teacher, name=None):
   ids = jax.random.categorical(key, logits).astype(jnp.int32)
   logp = jax.nn.log_softmax(logits)
   inputs = methods.StepInputs(
-      student_hidden=hs, student_head=params["head"],
-      teacher_hidden=teacher[0][ctx], teacher_head=teacher[1],
-      ids=ids, mask=mask,
+      student_hidden=hs,
+      student_head=params["head"],
+      teacher_hidden=teacher[0][ctx],
+      teacher_head=teacher[1],
+      ids=ids,
+      mask=mask,
       sampler_logprobs=jnp.take_along_axis(logp, ids[..., None], -1)[..., 0],
-      key=jax.random.fold_in(key, 1))
+      key=jax.random.fold_in(key, 1),
+  )
   if name != "topd":
     return inputs
   # Fixed candidates and OT tests; the teacher windows run over contexts
   # too, so their hidden states depend on the student's parameters.
   inputs = topd_reference.synthetic_stage(inputs, seed=5, m=3, w=6)
   seg_ctx = jnp.asarray(np.random.default_rng(6).integers(0, NCTX, (3, 6)))
-  return inputs.replace(segment=inputs.segment.replace(
-      student_hidden=params["emb"][seg_ctx],
-      teacher_hidden=teacher[0][seg_ctx]))
+  return inputs.replace(
+      segment=inputs.segment.replace(
+          student_hidden=params["emb"][seg_ctx],
+          teacher_hidden=teacher[0][seg_ctx],
+      )
+  )
 
 
 # With its default em_ratio the entropy-minimisation term dominates on this
@@ -574,13 +671,21 @@ def _toy_inputs(params, key, ctx, mask, teacher, name=None):
 # TSD-KD is checked on its own objective there and on the reverse KL with
 # EM off.
 TRAIN_CASES = [(name, {}, "rkl") for name in ALL_METHODS if name != "tsd_kd"]
-TRAIN_CASES += [("tsd_kd", {}, "objective"),
-                ("tsd_kd", {"em_ratio": 0.0}, "rkl")]
+TRAIN_CASES += [
+    ("tsd_kd", {}, "objective"),
+    ("tsd_kd", {"em_ratio": 0.0}, "rkl"),
+]
 # TOPD's ablations: NDS only, trajectory only, soft suppression, the
 # student-window spread.
-TRAIN_CASES += [("topd", cfg, "rkl") for cfg in (
-    {"lambda_traj": 0.0}, {"w_low": 1.0}, {"w_low": 0.5},
-    {"traj_window": "student", "window": 4})]
+TRAIN_CASES += [
+    ("topd", cfg, "rkl")
+    for cfg in (
+        {"lambda_traj": 0.0},
+        {"w_low": 1.0},
+        {"w_low": 0.5},
+        {"traj_window": "student", "window": 4},
+    )
+]
 
 
 class TrainingTest(parameterized.TestCase):
@@ -594,8 +699,9 @@ class TrainingTest(parameterized.TestCase):
     def divergence(params):
       if measure == "objective":
         key = jax.random.key(123)
-        return method.loss(
-            _toy_inputs(params, key, ctx, mask, teacher, name))[0]
+        return method.loss(_toy_inputs(params, key, ctx, mask, teacher, name))[
+            0
+        ]
       zs = params["emb"][ctx] @ params["head"]
       zt = teacher[0][ctx] @ teacher[1]
       return losses.token_mean(losses.reverse_kl(zs, zt), mask).value()
@@ -607,14 +713,17 @@ class TrainingTest(parameterized.TestCase):
         key = jax.random.fold_in(jax.random.key(0), i)
         grad_fn = jax.grad(
             lambda p: method.loss(
-                _toy_inputs(p, key, ctx, mask, teacher, name)),
-            has_aux=True)
+                _toy_inputs(p, key, ctx, mask, teacher, name)
+            ),
+            has_aux=True,
+        )
         grads, metrics = grad_fn(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), metrics
 
       (params, _), metrics = jax.lax.scan(
-          step, (params, opt.init(params)), jnp.arange(60))
+          step, (params, opt.init(params)), jnp.arange(60)
+      )
       return params, metrics
 
     before = divergence(params)

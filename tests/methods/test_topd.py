@@ -31,14 +31,18 @@ def _inputs(seed=0):
   rng = np.random.default_rng(seed)
   arr = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
   mask = np.ones((B, T), bool)
-  mask[1, T - 3:] = False
-  mask[2, T // 2:] = False
+  mask[1, T - 3 :] = False
+  mask[2, T // 2 :] = False
   return methods.StepInputs(
-      student_hidden=arr(B, T, D), student_head=arr(D, V),
-      teacher_hidden=arr(B, T, D + 1), teacher_head=arr(D + 1, V),
+      student_hidden=arr(B, T, D),
+      student_head=arr(D, V),
+      teacher_hidden=arr(B, T, D + 1),
+      teacher_head=arr(D + 1, V),
       ids=jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32),
-      mask=jnp.asarray(mask), sampler_logprobs=jnp.zeros((B, T)),
-      key=jax.random.key(seed))
+      mask=jnp.asarray(mask),
+      sampler_logprobs=jnp.zeros((B, T)),
+      key=jax.random.key(seed),
+  )
 
 
 def _logits(inputs):
@@ -49,30 +53,41 @@ def _logits(inputs):
 
 def _segment_logits(inputs):
   seg = inputs.segment
-  return (np.asarray(seg.student_hidden) @ np.asarray(inputs.student_head),
-          np.asarray(seg.teacher_hidden) @ np.asarray(inputs.teacher_head))
+  return (
+      np.asarray(seg.student_hidden) @ np.asarray(inputs.student_head),
+      np.asarray(seg.teacher_hidden) @ np.asarray(inputs.teacher_head),
+  )
 
 
 class ConfigTest(parameterized.TestCase):
 
   @parameterized.parameters(
-      ("rho_loss", 0.0, r"\(0, 1\]"), ("rho_loss", 1.5, r"\(0, 1\]"),
-      ("max_candidates", 0, ">= 1"), ("window", 0, ">= 1"),
-      ("ot_quantile", -0.1, r"\[0, 1\]"), ("ot_quantile", 1.2, r"\[0, 1\]"),
-      ("lambda_traj", -1.0, r"\[0, inf\]"), ("w_low", 1.5, r"\[0, 1\]"),
-      ("ot_epsilon", 0.0, r"\(0"), ("ot_iterations", 0, ">= 1"),
-      ("traj_window", "both", "student"), ("traj_divergence", "kl", "forward"),
-      ("candidate_divergence", "l2", "rkl"), ("divergence", "kl", "reverse"),
+      ("rho_loss", 0.0, r"\(0, 1\]"),
+      ("rho_loss", 1.5, r"\(0, 1\]"),
+      ("max_candidates", 0, ">= 1"),
+      ("window", 0, ">= 1"),
+      ("ot_quantile", -0.1, r"\[0, 1\]"),
+      ("ot_quantile", 1.2, r"\[0, 1\]"),
+      ("lambda_traj", -1.0, r"\[0, inf\]"),
+      ("w_low", 1.5, r"\[0, 1\]"),
+      ("ot_epsilon", 0.0, r"\(0"),
+      ("ot_iterations", 0, ">= 1"),
+      ("traj_window", "both", "student"),
+      ("traj_divergence", "kl", "forward"),
+      ("candidate_divergence", "l2", "rkl"),
+      ("divergence", "kl", "reverse"),
   )
   def test_bad_field_is_named(self, field, value, allowed):
-    with self.assertRaisesRegex(ValueError,
-                                rf"config\.topd\.{field} .*{allowed}"):
+    with self.assertRaisesRegex(
+        ValueError, rf"config\.topd\.{field} .*{allowed}"
+    ):
       methods.build_method("topd", {field: value})
 
   def test_more_candidates_than_tokens(self):
     m = methods.build_method("topd", {"max_candidates": T + 1})
     with self.assertRaisesRegex(
-        ValueError, rf"config\.topd\.max_candidates .*T = {T}.*{T + 1}"):
+        ValueError, rf"config\.topd\.max_candidates .*T = {T}.*{T + 1}"
+    ):
       m.prepare_shapes(2, 5, T)
     with self.assertRaisesRegex(ValueError, r"config\.topd\.max_candidates"):
       m.loss(ref.synthetic_stage(_inputs()))
@@ -109,8 +124,9 @@ class StageHelpersTest(parameterized.TestCase):
     index, valid = topd_stage.pick_candidates(score, mask, rho, n)
     want_index, want_valid = ref.np_candidates(score, mask, rho, n)
     np.testing.assert_array_equal(valid, want_valid)
-    np.testing.assert_array_equal(np.where(valid, index, -1),
-                                  np.where(want_valid, want_index, -1))
+    np.testing.assert_array_equal(
+        np.where(valid, index, -1), np.where(want_valid, want_index, -1)
+    )
 
   def test_high_ot_matches_numpy_quantile(self):
     rng = np.random.default_rng(1)
@@ -165,18 +181,28 @@ class LossTest(parameterized.TestCase):
     ex = {k: np.asarray(v) for k, v in inputs.extras.items()}
     mask = np.asarray(inputs.mask)
     weights = ref.np_nds_weights(
-        mask, ex[topd_stage.CAND_INDEX], ex[topd_stage.CAND_VALID],
-        ex[topd_stage.HIGH_OT], m.w_low)
+        mask,
+        ex[topd_stage.CAND_INDEX],
+        ex[topd_stage.CAND_VALID],
+        ex[topd_stage.HIGH_OT],
+        m.w_low,
+    )
     np.testing.assert_allclose(m.nds_weights(inputs), weights)
     zs, zt = _logits(inputs)
     opd = ref.np_opd_term(zs, zt, weights)
     if m.traj_window == "teacher":
       traj = ref.np_teacher_window_term(
-          *_segment_logits(inputs), np.asarray(inputs.segment.mask))
+          *_segment_logits(inputs), np.asarray(inputs.segment.mask)
+      )
     else:
       traj = ref.np_student_window_term(
-          zs, zt, mask, ex[topd_stage.CAND_INDEX], ex[topd_stage.HIGH_OT],
-          m.window)
+          zs,
+          zt,
+          mask,
+          ex[topd_stage.CAND_INDEX],
+          ex[topd_stage.HIGH_OT],
+          m.window,
+      )
     self.assertGreater(traj, 0.0)
     np.testing.assert_allclose(metrics["loss/rkl"], opd, rtol=1e-5)
     np.testing.assert_allclose(loss, opd + m.lambda_traj * traj, rtol=1e-5)
@@ -192,30 +218,39 @@ class LossTest(parameterized.TestCase):
     plain = methods.build_method("topd", {"lambda_traj": 0.0, "w_low": 1.0})
     zs, zt = _logits(inputs)
     plain_want = losses.token_mean(
-        losses.reverse_kl(zs, zt), inputs.mask).value()
+        losses.reverse_kl(zs, zt), inputs.mask
+    ).value()
     np.testing.assert_allclose(plain.loss(inputs)[0], plain_want, rtol=1e-5)
-    self.assertNotAlmostEqual(float(masked.loss(inputs)[0]),
-                              float(plain_want), places=4)
+    self.assertNotAlmostEqual(
+        float(masked.loss(inputs)[0]), float(plain_want), places=4
+    )
 
   def test_gradient_equals_dense_reference(self):
     inputs = ref.synthetic_stage(_inputs(7), seed=8)
-    m = methods.build_method("topd", {"chunk_size": CHUNK, "w_low": 0.25,
-                                      "lambda_traj": 0.7})
+    m = methods.build_method(
+        "topd", {"chunk_size": CHUNK, "w_low": 0.25, "lambda_traj": 0.7}
+    )
     weights = m.nds_weights(inputs)
     seg = inputs.segment
 
     def loss(hs, seg_hs, w):
-      got = m.loss(inputs.replace(
-          student_hidden=hs, student_head=w,
-          segment=seg.replace(student_hidden=seg_hs)))
+      got = m.loss(
+          inputs.replace(
+              student_hidden=hs,
+              student_head=w,
+              segment=seg.replace(student_hidden=seg_hs),
+          )
+      )
       return got[0]
 
     def dense(hs, seg_hs, w):
-      opd = losses.reverse_kl(hs @ w, inputs.teacher_hidden
-                              @ inputs.teacher_head)
+      opd = losses.reverse_kl(
+          hs @ w, inputs.teacher_hidden @ inputs.teacher_head
+      )
       opd = jnp.sum(weights * opd) / jnp.sum(weights)
-      fkl = losses.forward_kl(seg_hs @ w, seg.teacher_hidden
-                              @ inputs.teacher_head, where=seg.mask)
+      fkl = losses.forward_kl(
+          seg_hs @ w, seg.teacher_hidden @ inputs.teacher_head, where=seg.mask
+      )
       rows = fkl.sum(1) / seg.mask.sum(1)
       return opd + 0.7 * rows.mean()
 
@@ -233,13 +268,16 @@ class LossTest(parameterized.TestCase):
     ot, score = ex[topd_stage.OT][valid], ex[topd_stage.CAND_SCORE][valid]
     self.assertEqual(float(metrics["topd/candidates"]), valid.sum())
     self.assertEqual(float(metrics["topd/divergent"]), high.sum())
-    np.testing.assert_allclose(metrics["topd/false_alarm_frac"],
-                               (valid & ~high).sum() / valid.sum())
+    np.testing.assert_allclose(
+        metrics["topd/false_alarm_frac"], (valid & ~high).sum() / valid.sum()
+    )
     for q in (10, 50, 90):
-      np.testing.assert_allclose(metrics[f"topd/ot_q{q}"],
-                                 np.quantile(ot, q / 100), rtol=1e-6)
-    np.testing.assert_allclose(metrics["topd/loss_ot_corr"],
-                               np.corrcoef(score, ot)[0, 1], rtol=1e-5)
+      np.testing.assert_allclose(
+          metrics[f"topd/ot_q{q}"], np.quantile(ot, q / 100), rtol=1e-6
+      )
+    np.testing.assert_allclose(
+        metrics["topd/loss_ot_corr"], np.corrcoef(score, ot)[0, 1], rtol=1e-5
+    )
     self.assertEqual(float(metrics["topd/traj_rows"]), 2.0)
 
 

@@ -27,6 +27,7 @@ def _torch():
   global torch
   if torch is None:
     import torch as _t  # pylint: disable=g-import-not-at-top
+
     torch = _t
   return torch
 
@@ -40,7 +41,8 @@ def hf_model(config, seed: int = 0, **extra_fields):
   import transformers  # pylint: disable=g-import-not-at-top
 
   hf_config = transformers.AutoConfig.for_model(
-      **{**to_hf_config(config), **extra_fields})
+      **{**to_hf_config(config), **extra_fields}
+  )
   t.manual_seed(seed)
   model = transformers.AutoModelForCausalLM.from_config(
       hf_config, dtype=t.float32
@@ -79,7 +81,8 @@ def hf_logits(model, tokens, attention_mask=None) -> np.ndarray:
   tokens = t.as_tensor(np.asarray(tokens), dtype=t.long)
   kwargs = {}
   if attention_mask is not None:
-    kwargs["attention_mask"] = t.as_tensor(np.asarray(attention_mask),
-                                           dtype=t.long)
+    kwargs["attention_mask"] = t.as_tensor(
+        np.asarray(attention_mask), dtype=t.long
+    )
   with t.no_grad():
     return model(tokens, **kwargs).logits.float().numpy()

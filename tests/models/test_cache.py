@@ -48,12 +48,17 @@ def test_prefill_then_decode_matches_uncached(family):
   full = np.asarray(_full(model, jnp.asarray(tokens), jnp.asarray(mask)))
 
   cache = model.init_cache(b, p + t + 4)
-  logits, cache = _step(model, jnp.asarray(tokens[:, :p]),
-                        jnp.asarray(mask[:, :p]), cache)
+  logits, cache = _step(
+      model, jnp.asarray(tokens[:, :p]), jnp.asarray(mask[:, :p]), cache
+  )
   got = [np.asarray(logits)]
   for i in range(p, p + t):
-    logits, cache = _step(model, jnp.asarray(tokens[:, i:i + 1]),
-                          jnp.asarray(mask[:, i:i + 1]), cache)
+    logits, cache = _step(
+        model,
+        jnp.asarray(tokens[:, i : i + 1]),
+        jnp.asarray(mask[:, i : i + 1]),
+        cache,
+    )
     got.append(np.asarray(logits))
   got = np.concatenate(got, axis=1)
   err = np.abs(got - full)[mask].max()
@@ -75,12 +80,14 @@ def test_hidden_only_forward_skips_logits():
   tokens = jnp.arange(8)[None]
   out = model(tokens, return_logits=False)
   assert out.logits is None
-  jaxpr = jax.make_jaxpr(
-      lambda m, x: m(x, return_logits=False).hidden)(model, tokens)
+  jaxpr = jax.make_jaxpr(lambda m, x: m(x, return_logits=False).hidden)(
+      model, tokens
+  )
   shapes = {tuple(v.aval.shape) for eq in jaxpr.eqns for v in eq.outvars}
   assert (1, 8, config.vocab_size) not in shapes
-  np.testing.assert_allclose(model.apply_head(out.hidden), model(tokens).logits,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      model.apply_head(out.hidden), model(tokens).logits, atol=1e-6
+  )
 
 
 def test_split_layers_and_a_grown_cache_decode_the_same():
@@ -96,17 +103,27 @@ def test_split_layers_and_a_grown_cache_decode_the_same():
   full = np.asarray(_full(model, jnp.asarray(tokens), jnp.asarray(mask)))
   # Uncached forward of the split model restacks its layers.
   np.testing.assert_allclose(
-      np.asarray(_full(split, jnp.asarray(tokens), jnp.asarray(mask))), full,
-      atol=1e-6)
+      np.asarray(_full(split, jnp.asarray(tokens), jnp.asarray(mask))),
+      full,
+      atol=1e-6,
+  )
   # Prefill into a cache with no spare slot, then grow it for the decode.
-  logits, cache = _step(split, jnp.asarray(tokens[:, :p]),
-                        jnp.asarray(mask[:, :p]), split.init_cache(b, p))
+  logits, cache = _step(
+      split,
+      jnp.asarray(tokens[:, :p]),
+      jnp.asarray(mask[:, :p]),
+      split.init_cache(b, p),
+  )
   got = [np.asarray(logits)]
   for i in range(p, p + t):
     if i == p:
       cache = extend_cache(cache, p + t)
-    logits, cache = _step(split, jnp.asarray(tokens[:, i:i + 1]),
-                          jnp.asarray(mask[:, i:i + 1]), cache)
+    logits, cache = _step(
+        split,
+        jnp.asarray(tokens[:, i : i + 1]),
+        jnp.asarray(mask[:, i : i + 1]),
+        cache,
+    )
     got.append(np.asarray(logits))
   err = np.abs(np.concatenate(got, axis=1) - full)[mask].max()
   assert err <= 1e-5, err

@@ -20,15 +20,26 @@ from flax import nnx
 
 from opd_jax import testing
 from opd_jax.models import (
-    PRESETS, ModelConfig, Transformer, UnsupportedConfigError, from_hf_config,
-    preset, to_hf_config,
+    PRESETS,
+    ModelConfig,
+    Transformer,
+    UnsupportedConfigError,
+    from_hf_config,
+    preset,
+    to_hf_config,
 )
 
 # Parameter counts of the public checkpoints (from their model cards).
 _KNOWN_SIZES = {
-    "qwen3_0p6b": 0.596e9, "qwen3_1p7b": 1.72e9, "qwen3_4b": 4.02e9,
-    "qwen3_8b": 8.19e9, "qwen2p5_1p5b": 1.54e9, "qwen2p5_7b": 7.62e9,
-    "qwen2p5_14b": 14.77e9, "llama3p2_1b": 1.24e9, "llama3p1_8b": 8.03e9,
+    "qwen3_0p6b": 0.596e9,
+    "qwen3_1p7b": 1.72e9,
+    "qwen3_4b": 4.02e9,
+    "qwen3_8b": 8.19e9,
+    "qwen2p5_1p5b": 1.54e9,
+    "qwen2p5_7b": 7.62e9,
+    "qwen2p5_14b": 14.77e9,
+    "llama3p2_1b": 1.24e9,
+    "llama3p1_8b": 8.03e9,
     "smollm2_135m": 0.1348e9,
 }
 
@@ -72,17 +83,28 @@ def test_bad_config_values():
     testing.tiny_config("gemma")
 
 
-@pytest.mark.parametrize("family,change,match", [
-    ("qwen2", {"qkv_bias": False}, r"qkv_bias: family 'qwen2' requires"
-     r" qkv_bias=True \(the HF Qwen2ForCausalLM architecture always has"),
-    ("llama", {"qkv_bias": True}, "qkv_bias: family 'llama' requires"
-     " qkv_bias=False"),
-    ("qwen3", {"qkv_bias": True}, "family 'qwen3' requires qkv_bias=False"),
-    ("qwen3", {"qk_norm": False}, "family 'qwen3' requires qk_norm=True"),
-    ("llama", {"qk_norm": True}, "family 'llama' requires qk_norm=False"),
-])
+@pytest.mark.parametrize(
+    "family,change,match",
+    [
+        (
+            "qwen2",
+            {"qkv_bias": False},
+            r"qkv_bias: family 'qwen2' requires"
+            r" qkv_bias=True \(the HF Qwen2ForCausalLM architecture always has",
+        ),
+        (
+            "llama",
+            {"qkv_bias": True},
+            "qkv_bias: family 'llama' requires qkv_bias=False",
+        ),
+        ("qwen3", {"qkv_bias": True}, "family 'qwen3' requires qkv_bias=False"),
+        ("qwen3", {"qk_norm": False}, "family 'qwen3' requires qk_norm=True"),
+        ("llama", {"qk_norm": True}, "family 'llama' requires qk_norm=False"),
+    ],
+)
 def test_flags_the_family_cannot_save_are_refused_when_built(
-    family, change, match):
+    family, change, match
+):
   """A config that save_hf could not write faithfully never exists."""
   with pytest.raises(ValueError, match=match):
     testing.tiny_config(family).replace(**change)

@@ -63,10 +63,17 @@ def _dropped_layers_reference(hf, keep, tokens):
     return ref(torch.as_tensor(tokens), use_cache=False).logits.numpy()
 
 
-@pytest.mark.parametrize("num_layers,keep,want", [
-    (30, 4, (0, 10, 19, 29)), (6, 3, (0, 3, 5)), (6, 2, (0, 5)),
-    (6, 6, (0, 1, 2, 3, 4, 5)), (6, 1, (0,)), (28, 14, None),
-])
+@pytest.mark.parametrize(
+    "num_layers,keep,want",
+    [
+        (30, 4, (0, 10, 19, 29)),
+        (6, 3, (0, 3, 5)),
+        (6, 2, (0, 5)),
+        (6, 6, (0, 1, 2, 3, 4, 5)),
+        (6, 1, (0,)),
+        (28, 14, None),
+    ],
+)
 def test_evenly_spaced_layers(num_layers, keep, want):
   got = cut.evenly_spaced_layers(num_layers, keep)
   if want is not None:
@@ -97,7 +104,8 @@ def test_student_loads_in_transformers_and_opd_jax(teacher, tmp_path):
     assert json.load(f)["kept_layers"] == list(keep)
   # transformers loads it (weights and tokenizer) ...
   student_hf = transformers.AutoModelForCausalLM.from_pretrained(
-      out, dtype=torch.float32).eval()
+      out, dtype=torch.float32
+  ).eval()
   tok = transformers.AutoTokenizer.from_pretrained(out)
   assert len(tok) == len(transformers.AutoTokenizer.from_pretrained(path))
   # ... opd_jax too, and the three agree on the logits.
@@ -133,14 +141,19 @@ def test_per_layer_config_lists_are_cut():
   out = cut._student_config(raw, (0, 20, 21, 27))
   assert out["num_hidden_layers"] == 4
   assert out["max_window_layers"] == 2  # layers 0 and 20 are below 21
-  assert out["layer_types"] == ["full_attention"] * 2 + [
-      "sliding_attention"] * 2
+  assert (
+      out["layer_types"] == ["full_attention"] * 2 + ["sliding_attention"] * 2
+  )
   assert raw["num_hidden_layers"] == 28  # the teacher's dict is untouched
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, _SCRIPT, *args], capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run(
+      [sys.executable, _SCRIPT, *args],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
 
 
 def test_cli_num_layers(teacher, tmp_path):
@@ -157,25 +170,34 @@ def _no_tokenizer(tmp_path, teacher_path):
   bare = tmp_path / "bare"
   bare.mkdir()
   for name in ("config.json", "model.safetensors"):
-    (bare / name).write_bytes(open(os.path.join(teacher_path, name),
-                                   "rb").read())
+    (bare / name).write_bytes(
+        open(os.path.join(teacher_path, name), "rb").read()
+    )
   return str(bare)
 
 
 # (flags, with {teacher}, {tmp} and {bare} filled in; message fragment).
 CLI_ERRORS = [
-    (["--keep_layers=0,9"], "keep_layers: layer 9 is out of range; the"
-     " teacher has 6 layers (0..5)"),
+    (
+        ["--keep_layers=0,9"],
+        "keep_layers: layer 9 is out of range; the teacher has 6 layers (0..5)",
+    ),
     (["--keep_layers=3,1"], "expected strictly increasing indices"),
-    (["--keep_layers=0,a"], "--keep_layers: expected comma-separated"
-     " integers, got '0,a'"),
+    (
+        ["--keep_layers=0,a"],
+        "--keep_layers: expected comma-separated integers, got '0,a'",
+    ),
     (["--num_layers=7"], "num_layers: expected 1 <= N <= 6"),
     (["--num_layers=2", "--keep_layers=0,1"], "give exactly one of"),
     ([], "give exactly one of"),
-    (["--num_layers=2", "--teacher={tmp}/nope"], "--teacher: {tmp}/nope is"
-     " not a directory"),
-    (["--num_layers=2", "--out={teacher}"], "--out: {teacher} already exists"
-     " and is not empty"),
+    (
+        ["--num_layers=2", "--teacher={tmp}/nope"],
+        "--teacher: {tmp}/nope is not a directory",
+    ),
+    (
+        ["--num_layers=2", "--out={teacher}"],
+        "--out: {teacher} already exists and is not empty",
+    ),
     (["--num_layers=2", "--teacher={bare}"], "has no tokenizer files"),
 ]
 
@@ -183,8 +205,9 @@ CLI_ERRORS = [
 @pytest.mark.parametrize("flags,match", CLI_ERRORS)
 def test_cli_errors_are_one_line(teacher, tmp_path, flags, match):
   path, _ = teacher
-  names = dict(teacher=path, tmp=str(tmp_path),
-               bare=_no_tokenizer(tmp_path, path))
+  names = dict(
+      teacher=path, tmp=str(tmp_path), bare=_no_tokenizer(tmp_path, path)
+  )
   args = {"teacher": f"--teacher={path}", "out": f"--out={tmp_path}/out"}
   for f in flags:
     for key in args:

@@ -20,8 +20,12 @@ from absl import logging
 import pytest
 
 from opd_jax.models import (
-    ModelConfig, UnsupportedConfigError, check_hf_config, config as
-    config_lib, from_hf_config, preset,
+    ModelConfig,
+    UnsupportedConfigError,
+    check_hf_config,
+    config as config_lib,
+    from_hf_config,
+    preset,
 )
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -37,10 +41,14 @@ def _fixture(name):
 # hub, byte for byte in their fields; the last one is what transformers 5
 # writes for SmolLM2 loaded from a GGUF file.
 PUBLISHED = {
-    "smollm2_135m_instruct": ("smollm2_135m", dict(
-        bos_token_id=1, eos_token_ids=(2,), pad_token_id=2)),
-    "smollm2_135m_gguf_transformers5": ("smollm2_135m", dict(
-        bos_token_id=1, eos_token_ids=(2,), pad_token_id=2)),
+    "smollm2_135m_instruct": (
+        "smollm2_135m",
+        dict(bos_token_id=1, eos_token_ids=(2,), pad_token_id=2),
+    ),
+    "smollm2_135m_gguf_transformers5": (
+        "smollm2_135m",
+        dict(bos_token_id=1, eos_token_ids=(2,), pad_token_id=2),
+    ),
     "llama3p2_1b_instruct": ("llama3p2_1b", {}),
     "llama3p1_8b_instruct": ("llama3p1_8b", {}),
     "qwen2p5_1p5b_instruct": ("qwen2p5_1p5b", {}),
@@ -61,21 +69,42 @@ def test_published_configs_load_as_their_preset(name):
 def test_qwen2p5_0p5b_instruct_loads():
   config = from_hf_config(_fixture("qwen2p5_0p5b_instruct"))
   assert config == ModelConfig(
-      family="qwen2", vocab_size=151936, embed_dim=896, num_layers=24,
-      num_heads=14, num_kv_heads=2, head_dim=64, mlp_dim=4864,
-      rms_norm_eps=1e-6, rope_theta=1e6, tie_embeddings=True,
-      qkv_bias=True, max_position_embeddings=32768, bos_token_id=151643,
-      eos_token_ids=(151645,))
+      family="qwen2",
+      vocab_size=151936,
+      embed_dim=896,
+      num_layers=24,
+      num_heads=14,
+      num_kv_heads=2,
+      head_dim=64,
+      mlp_dim=4864,
+      rms_norm_eps=1e-6,
+      rope_theta=1e6,
+      tie_embeddings=True,
+      qkv_bias=True,
+      max_position_embeddings=32768,
+      bos_token_id=151643,
+      eos_token_ids=(151645,),
+  )
   # 494,032,768 parameters (model card: 0.49B).
   assert config.num_params() == 494_032_768
 
 
 def test_ignored_fields_are_listed():
   _, ignored = check_hf_config(_fixture("smollm2_135m_gguf_transformers5"))
-  for field in ("is_llama_config", "rope_interleaved", "_model_name_or_path",
-                "unk_token_id", "dtype", "transformers_version",
-                "transformers.js_config", "pretraining_tp", "use_cache",
-                "attention_dropout", "mlp_bias", "attention_bias"):
+  for field in (
+      "is_llama_config",
+      "rope_interleaved",
+      "_model_name_or_path",
+      "unk_token_id",
+      "dtype",
+      "transformers_version",
+      "transformers.js_config",
+      "pretraining_tp",
+      "use_cache",
+      "attention_dropout",
+      "mlp_bias",
+      "attention_bias",
+  ):
     assert field in ignored
   for read in ("hidden_size", "rope_parameters", "eos_token_id"):
     assert read not in ignored
@@ -83,8 +112,9 @@ def test_ignored_fields_are_listed():
 
 def test_one_warning_per_distinct_list(monkeypatch):
   messages = []
-  monkeypatch.setattr(logging, "warning",
-                      lambda msg, *args: messages.append(msg % args))
+  monkeypatch.setattr(
+      logging, "warning", lambda msg, *args: messages.append(msg % args)
+  )
   monkeypatch.setattr(config_lib, "_WARNED", set())
   raw = _fixture("smollm2_135m_instruct")
   from_hf_config(raw)
@@ -109,47 +139,112 @@ _SLIDING = dict(use_sliding_window=True, sliding_window=4096)
 
 # (fixture, changed fields, fragment of the error message).
 REFUSED = [
-    ("smollm2_135m_instruct", dict(rope_interleaved=True),
-     "rope_interleaved=True is not supported: interleaved"),
-    ("smollm2_135m_instruct", dict(mlp_bias=True),
-     "mlp_bias=True is not supported"),
-    ("smollm2_135m_instruct", dict(attention_bias=True),
-     "attention_bias=True is not supported"),
-    ("qwen3_0p6b", dict(attention_bias=True),
-     "attention_bias=True is not supported"),
-    ("smollm2_135m_instruct", dict(hidden_act="gelu"),
-     "hidden_act='gelu' is not supported: only SiLU"),
-    ("qwen3_0p6b", dict(rope_scaling={"rope_type": "yarn", "factor": 4.0,
-                                      "original_max_position_embeddings":
-                                      32768}),
-     "rope_scaling.rope_type='yarn' is not supported"),
-    ("qwen3_0p6b", dict(rope_parameters={"rope_type": "dynamic",
-                                         "rope_theta": 1e6, "factor": 2.0}),
-     "rope_parameters.rope_type='dynamic'"),
-    ("qwen3_0p6b", dict(rope_parameters={"rope_type": "default",
-                                         "rope_theta": 1e6,
-                                         "partial_rotary_factor": 0.5}),
-     "partial_rotary_factor=0.5"),
-    ("qwen2p5_1p5b_instruct", _SLIDING,
-     "a sliding window of 4096 tokens on layers 21..27"),
-    ("qwen3_0p6b", dict(**_SLIDING, max_window_layers=0),
-     "sliding window of 4096 tokens on layers 0..27"),
-    ("qwen3_0p6b", dict(**_SLIDING, layer_types=["full_attention"] * 27
-                        + ["sliding_attention"]),
-     "on layers 27..27"),
-    ("qwen3_0p6b", dict(layer_types=["linear_attention"] * 28),
-     "layer_types=['linear_attention']"),
-    ("qwen3_0p6b", dict(quantization_config={"quant_method": "awq"}),
-     "quantization_config={'quant_method': 'awq'} is not supported:"
-     " quantized"),
-    ("qwen3_0p6b", dict(moe_num_experts=8),
-     "moe_num_experts=8 is unknown to opd_jax's qwen3 implementation"),
+    (
+        "smollm2_135m_instruct",
+        dict(rope_interleaved=True),
+        "rope_interleaved=True is not supported: interleaved",
+    ),
+    (
+        "smollm2_135m_instruct",
+        dict(mlp_bias=True),
+        "mlp_bias=True is not supported",
+    ),
+    (
+        "smollm2_135m_instruct",
+        dict(attention_bias=True),
+        "attention_bias=True is not supported",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(attention_bias=True),
+        "attention_bias=True is not supported",
+    ),
+    (
+        "smollm2_135m_instruct",
+        dict(hidden_act="gelu"),
+        "hidden_act='gelu' is not supported: only SiLU",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(
+            rope_scaling={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 32768,
+            }
+        ),
+        "rope_scaling.rope_type='yarn' is not supported",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(
+            rope_parameters={
+                "rope_type": "dynamic",
+                "rope_theta": 1e6,
+                "factor": 2.0,
+            }
+        ),
+        "rope_parameters.rope_type='dynamic'",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "partial_rotary_factor": 0.5,
+            }
+        ),
+        "partial_rotary_factor=0.5",
+    ),
+    (
+        "qwen2p5_1p5b_instruct",
+        _SLIDING,
+        "a sliding window of 4096 tokens on layers 21..27",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(**_SLIDING, max_window_layers=0),
+        "sliding window of 4096 tokens on layers 0..27",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(
+            **_SLIDING,
+            layer_types=["full_attention"] * 27 + ["sliding_attention"],
+        ),
+        "on layers 27..27",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(layer_types=["linear_attention"] * 28),
+        "layer_types=['linear_attention']",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(quantization_config={"quant_method": "awq"}),
+        (
+            "quantization_config={'quant_method': 'awq'} is not supported:"
+            " quantized"
+        ),
+    ),
+    (
+        "qwen3_0p6b",
+        dict(moe_num_experts=8),
+        "moe_num_experts=8 is unknown to opd_jax's qwen3 implementation",
+    ),
     ("qwen3_0p6b", dict(model_type="mistral"), "model_type='mistral'"),
     ("qwen3_0p6b", dict(architectures=["Qwen3Model"]), "architectures"),
-    ("qwen3_0p6b", dict(hidden_size=_DROP),
-     "hidden_size: expected an int, got None (missing)"),
-    ("qwen3_0p6b", dict(num_hidden_layers="28"),
-     "num_hidden_layers: expected an int, got '28'"),
+    (
+        "qwen3_0p6b",
+        dict(hidden_size=_DROP),
+        "hidden_size: expected an int, got None (missing)",
+    ),
+    (
+        "qwen3_0p6b",
+        dict(num_hidden_layers="28"),
+        "num_hidden_layers: expected an int, got '28'",
+    ),
 ]
 
 
@@ -168,16 +263,25 @@ def test_not_an_object():
 # (fixture, changed fields, an expected entry of the ignored list).
 HARMLESS = [
     ("smollm2_135m_instruct", dict(pretraining_tp=2), "pretraining_tp=2 ("),
-    ("smollm2_135m_instruct", dict(attention_dropout=0.1),
-     "attention_dropout=0.1 (not applied"),
+    (
+        "smollm2_135m_instruct",
+        dict(attention_dropout=0.1),
+        "attention_dropout=0.1 (not applied",
+    ),
     # transformers' Llama has no sliding window at all.
     ("smollm2_135m_instruct", _SLIDING, "sliding_window"),
     # transformers: no window unless use_sliding_window.
-    ("qwen3_0p6b", dict(sliding_window=4096, max_window_layers=0),
-     "sliding_window"),
+    (
+        "qwen3_0p6b",
+        dict(sliding_window=4096, max_window_layers=0),
+        "sliding_window",
+    ),
     # A window as long as every position never masks anything.
-    ("qwen2p5_1p5b_instruct", dict(use_sliding_window=True),
-     "use_sliding_window"),
+    (
+        "qwen2p5_1p5b_instruct",
+        dict(use_sliding_window=True),
+        "use_sliding_window",
+    ),
     # transformers' Qwen2 never reads attention_bias (q/k/v always biased).
     ("qwen2p5_1p5b_instruct", dict(attention_bias=False), "attention_bias"),
     ("qwen3_0p6b", dict(some_new_flag=None), "some_new_flag"),

@@ -22,7 +22,10 @@ from safetensors.numpy import load_file, save_file
 
 from opd_jax import testing
 from opd_jax.models import (
-    CheckpointError, UnsupportedConfigError, load_hf, save_hf,
+    CheckpointError,
+    UnsupportedConfigError,
+    load_hf,
+    save_hf,
 )
 
 
@@ -36,8 +39,10 @@ def checkpoint(tmp_path_factory):
 def _copy(src, dst):
   os.makedirs(dst)
   for name in os.listdir(src):
-    with open(os.path.join(src, name), "rb") as f, \
-         open(os.path.join(dst, name), "wb") as g:
+    with (
+        open(os.path.join(src, name), "rb") as f,
+        open(os.path.join(dst, name), "wb") as g,
+    ):
       g.write(f.read())
   return dst
 
@@ -72,8 +77,10 @@ def test_missing_tensor(checkpoint, tmp_path):
   tensors = load_file(file)
   del tensors["model.layers.1.self_attn.k_proj.bias"]
   save_file(tensors, file)
-  with pytest.raises(CheckpointError,
-                     match=r"missing.*model\.layers\.1\.self_attn\.k_proj\.bias"):
+  with pytest.raises(
+      CheckpointError,
+      match=r"missing.*model\.layers\.1\.self_attn\.k_proj\.bias",
+  ):
     load_hf(path)
 
 
@@ -86,7 +93,8 @@ def test_wrong_shape(checkpoint, tmp_path):
   with pytest.raises(
       CheckpointError,
       match=r"model\.safetensors: tensor model\.layers\.0\.mlp\.up_proj\.weight"
-      r" has shape \[95, 48\], expected \[96, 48\]"):
+      r" has shape \[95, 48\], expected \[96, 48\]",
+  ):
     load_hf(path)
 
 
@@ -113,8 +121,11 @@ def test_unexpected_tensor(checkpoint, tmp_path):
 
 def test_index_names_missing_shard(tmp_path):
   path = str(tmp_path / "m")
-  save_hf(testing.random_model(testing.tiny_config("qwen3")), path,
-          max_shard_bytes=20_000)
+  save_hf(
+      testing.random_model(testing.tiny_config("qwen3")),
+      path,
+      max_shard_bytes=20_000,
+  )
   shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
   os.remove(os.path.join(path, shards[-1]))
   with pytest.raises(CheckpointError, match=f"{shards[-1]} is listed"):
@@ -133,6 +144,7 @@ def _set(index, value):
     x = x.copy()
     x[index] = value
     return x
+
   return fn
 
 
@@ -150,49 +162,97 @@ def _edit_config(path, **changes):
 
 # (how the checkpoint is broken, expected error type, message fragment).
 BAD_CHECKPOINTS = [
-    ("nan", lambda p: _rewrite_tensor(
-        p, "model.layers.1.mlp.down_proj.weight", _set((3, 4), np.nan)),
-     CheckpointError, r"model\.safetensors: tensor model\.layers\.1\.mlp"
-     r"\.down_proj\.weight holds 1 NaN and 0 infinite value\(s\) of 4608"
-     r" \(first at index \[3, 4\]\)"),
-    ("inf", lambda p: _rewrite_tensor(
-        p, "model.embed_tokens.weight", _set((0, 1), -np.inf)),
-     CheckpointError, r"tensor model\.embed_tokens\.weight holds 0 NaN and 1"
-     r" infinite"),
-    ("inf-bias", lambda p: _rewrite_tensor(
-        p, "model.layers.0.self_attn.q_proj.bias", _set(5, np.inf)),
-     CheckpointError, r"q_proj\.bias holds 0 NaN and 1 infinite"),
-    ("int8", lambda p: _rewrite_tensor(
-        p, "model.layers.0.self_attn.v_proj.weight",
-        lambda x: x.astype(np.int8)),
-     CheckpointError, r"tensor model\.layers\.0\.self_attn\.v_proj\.weight"
-     r" has dtype I8, expected a floating-point type"),
-    ("int32", lambda p: _rewrite_tensor(
-        p, "model.norm.weight", lambda x: x.astype(np.int32)),
-     CheckpointError, r"model\.norm\.weight has dtype I32"),
-    ("not-json", lambda p: _write_config(p, b'{"model_type": "qwen2",'),
-     CheckpointError, r"m/config\.json is not valid JSON: Expecting"),
-    ("not-utf8", lambda p: _write_config(p, b'{"model_type": "\xff"}'),
-     CheckpointError, r"m/config\.json is not UTF-8 text \(byte 0xff at"
-     r" offset 16\)"),
-    ("json-list", lambda p: _write_config(p, b"[1, 2]"),
-     UnsupportedConfigError, r"m/config\.json: HF config: expected a JSON"
-     r" object, got list"),
-    ("bad-heads", lambda p: _edit_config(p, num_key_value_heads=3),
-     CheckpointError, r"m/config\.json: ModelConfig\.num_heads must be a"
-     r" multiple of num_kv_heads"),
-    ("sliding", lambda p: _edit_config(
-        p, use_sliding_window=True, sliding_window=8, max_window_layers=1),
-     UnsupportedConfigError, r"m/config\.json: HF config field"
-     r" use_sliding_window=True is not supported: a sliding window of 8"
-     r" tokens on layers 1\.\.1"),
+    (
+        "nan",
+        lambda p: _rewrite_tensor(
+            p, "model.layers.1.mlp.down_proj.weight", _set((3, 4), np.nan)
+        ),
+        CheckpointError,
+        r"model\.safetensors: tensor model\.layers\.1\.mlp"
+        r"\.down_proj\.weight holds 1 NaN and 0 infinite value\(s\) of 4608"
+        r" \(first at index \[3, 4\]\)",
+    ),
+    (
+        "inf",
+        lambda p: _rewrite_tensor(
+            p, "model.embed_tokens.weight", _set((0, 1), -np.inf)
+        ),
+        CheckpointError,
+        r"tensor model\.embed_tokens\.weight holds 0 NaN and 1" r" infinite",
+    ),
+    (
+        "inf-bias",
+        lambda p: _rewrite_tensor(
+            p, "model.layers.0.self_attn.q_proj.bias", _set(5, np.inf)
+        ),
+        CheckpointError,
+        r"q_proj\.bias holds 0 NaN and 1 infinite",
+    ),
+    (
+        "int8",
+        lambda p: _rewrite_tensor(
+            p,
+            "model.layers.0.self_attn.v_proj.weight",
+            lambda x: x.astype(np.int8),
+        ),
+        CheckpointError,
+        r"tensor model\.layers\.0\.self_attn\.v_proj\.weight"
+        r" has dtype I8, expected a floating-point type",
+    ),
+    (
+        "int32",
+        lambda p: _rewrite_tensor(
+            p, "model.norm.weight", lambda x: x.astype(np.int32)
+        ),
+        CheckpointError,
+        r"model\.norm\.weight has dtype I32",
+    ),
+    (
+        "not-json",
+        lambda p: _write_config(p, b'{"model_type": "qwen2",'),
+        CheckpointError,
+        r"m/config\.json is not valid JSON: Expecting",
+    ),
+    (
+        "not-utf8",
+        lambda p: _write_config(p, b'{"model_type": "\xff"}'),
+        CheckpointError,
+        r"m/config\.json is not UTF-8 text \(byte 0xff at" r" offset 16\)",
+    ),
+    (
+        "json-list",
+        lambda p: _write_config(p, b"[1, 2]"),
+        UnsupportedConfigError,
+        r"m/config\.json: HF config: expected a JSON" r" object, got list",
+    ),
+    (
+        "bad-heads",
+        lambda p: _edit_config(p, num_key_value_heads=3),
+        CheckpointError,
+        r"m/config\.json: ModelConfig\.num_heads must be a"
+        r" multiple of num_kv_heads",
+    ),
+    (
+        "sliding",
+        lambda p: _edit_config(
+            p, use_sliding_window=True, sliding_window=8, max_window_layers=1
+        ),
+        UnsupportedConfigError,
+        r"m/config\.json: HF config field"
+        r" use_sliding_window=True is not supported: a sliding window of 8"
+        r" tokens on layers 1\.\.1",
+    ),
 ]
 
 
-@pytest.mark.parametrize("case,breaker,error,match", BAD_CHECKPOINTS,
-                         ids=[c[0] for c in BAD_CHECKPOINTS])
-def test_bad_checkpoint_is_named(checkpoint, tmp_path, case, breaker, error,
-                                 match):
+@pytest.mark.parametrize(
+    "case,breaker,error,match",
+    BAD_CHECKPOINTS,
+    ids=[c[0] for c in BAD_CHECKPOINTS],
+)
+def test_bad_checkpoint_is_named(
+    checkpoint, tmp_path, case, breaker, error, match
+):
   del case
   path = _copy(checkpoint, str(tmp_path / "m"))
   breaker(path)
@@ -203,9 +263,12 @@ def test_bad_checkpoint_is_named(checkpoint, tmp_path, case, breaker, error,
 def test_role_prefixes_every_error(checkpoint, tmp_path):
   path = _copy(checkpoint, str(tmp_path / "m"))
   _rewrite_tensor(path, "model.norm.weight", _set(0, np.nan))
-  with pytest.raises(CheckpointError,
-                     match=r"^config\.teacher: .*model\.norm\.weight holds 1"):
+  with pytest.raises(
+      CheckpointError, match=r"^config\.teacher: .*model\.norm\.weight holds 1"
+  ):
     load_hf(path, role="config.teacher")
-  with pytest.raises(CheckpointError, match=r"^config\.student: Checkpoint"
-                     r" directory .* does not exist"):
+  with pytest.raises(
+      CheckpointError,
+      match=r"^config\.student: Checkpoint" r" directory .* does not exist",
+  ):
     load_hf(str(tmp_path / "nope"), role="config.student")

@@ -33,15 +33,25 @@ pytest.importorskip("torch")
 ATOL = 1e-4
 
 VARIANTS = [
-    ("llama", False), ("llama", True),  # (family, llama3 rope scaling)
-    ("qwen2", False), ("qwen3", False),
+    ("llama", False),
+    ("llama", True),  # (family, llama3 rope scaling)
+    ("qwen2", False),
+    ("qwen3", False),
 ]
 CASES = [
-    pytest.param(fam, rope, gqa, tied,
-                 id=f"{fam}{'-llama3rope' if rope else ''}"
-                 f"-{'gqa' if gqa else 'mha'}-{'tied' if tied else 'untied'}")
+    pytest.param(
+        fam,
+        rope,
+        gqa,
+        tied,
+        id=(
+            f"{fam}{'-llama3rope' if rope else ''}"
+            f"-{'gqa' if gqa else 'mha'}-{'tied' if tied else 'untied'}"
+        ),
+    )
     for (fam, rope), gqa, tied in itertools.product(
-        VARIANTS, (True, False), (True, False))
+        VARIANTS, (True, False), (True, False)
+    )
 ]
 
 
@@ -57,16 +67,18 @@ def _tokens(vocab, batch=2, length=40, seed=0):
 
 @pytest.mark.parametrize("family,llama3_rope,gqa,tied", CASES)
 def test_load_hf_matches_transformers(tmp_path, family, llama3_rope, gqa, tied):
-  config = testing.tiny_config(family, gqa=gqa, tied=tied,
-                               llama3_rope=llama3_rope)
+  config = testing.tiny_config(
+      family, gqa=gqa, tied=tied, llama3_rope=llama3_rope
+  )
   hf = hf_helpers.hf_model(config, seed=1)
   path = hf_helpers.save_hf_model(hf, str(tmp_path / "hf"))
   model = load_hf(path)
   assert model.config == config
   if llama3_rope:  # the scaling is really in play, on both sides
     ref_freq = hf.model.rotary_emb.inv_freq.numpy()
-    np.testing.assert_allclose(layers.rope_inv_freq(config), ref_freq,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        layers.rope_inv_freq(config), ref_freq, rtol=1e-6
+    )
     plain = layers.rope_inv_freq(config.replace(rope_scaling=None))
     assert np.abs(plain - ref_freq).max() > 1e-3
   tokens = _tokens(config.vocab_size)
@@ -87,11 +99,14 @@ def test_legacy_transformers4_config_loads(tmp_path, family):
   assert model.config == config
   tokens = _tokens(config.vocab_size, seed=3)
   ours, _ = _forward(model, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
-  assert np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max() <= ATOL
+  assert (
+      np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max() <= ATOL
+  )
 
 
-@pytest.mark.parametrize("family,tied", [("llama", True), ("qwen2", False),
-                                         ("qwen3", True)])
+@pytest.mark.parametrize(
+    "family,tied", [("llama", True), ("qwen2", False), ("qwen3", True)]
+)
 def test_save_hf_loads_in_transformers(tmp_path, family, tied):
   import transformers  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
@@ -104,7 +119,9 @@ def test_save_hf_loads_in_transformers(tmp_path, family, tied):
   ).eval()
   tokens = _tokens(config.vocab_size, seed=5)
   ours, _ = _forward(model, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
-  assert np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max() <= ATOL
+  assert (
+      np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max() <= ATOL
+  )
   # ... and back: load_hf of our own export is bit-exact.
   again = load_hf(str(tmp_path / "out"))
   ours2, _ = _forward(again, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
@@ -114,20 +131,32 @@ def test_save_hf_loads_in_transformers(tmp_path, family, tied):
 # Fields the config guard lets through as harmless, set to values that would
 # matter if transformers used them: the logits must still agree.
 HARMLESS_FIELDS = {
-    "llama": dict(pretraining_tp=2, sliding_window=4, use_sliding_window=True,
-                  rope_interleaved=False, is_llama_config=True,
-                  attention_dropout=0.1, unk_token_id=3,
-                  _model_name_or_path="x.gguf"),
-    "qwen2": dict(attention_bias=False, use_sliding_window=True,
-                  sliding_window=512, max_window_layers=0),
-    "qwen3": dict(use_sliding_window=False, sliding_window=4,
-                  max_window_layers=0),
+    "llama": dict(
+        pretraining_tp=2,
+        sliding_window=4,
+        use_sliding_window=True,
+        rope_interleaved=False,
+        is_llama_config=True,
+        attention_dropout=0.1,
+        unk_token_id=3,
+        _model_name_or_path="x.gguf",
+    ),
+    "qwen2": dict(
+        attention_bias=False,
+        use_sliding_window=True,
+        sliding_window=512,
+        max_window_layers=0,
+    ),
+    "qwen3": dict(
+        use_sliding_window=False, sliding_window=4, max_window_layers=0
+    ),
 }
 
 
 @pytest.mark.parametrize("family", sorted(HARMLESS_FIELDS))
 def test_fields_judged_harmless_do_not_change_transformers_logits(
-    tmp_path, family):
+    tmp_path, family
+):
   config = testing.tiny_config(family)
   hf = hf_helpers.hf_model(config, seed=11, **HARMLESS_FIELDS[family])
   path = hf_helpers.save_hf_model(hf, str(tmp_path / "hf"))
@@ -153,8 +182,10 @@ def test_sharded_export_with_index(tmp_path):
   again = load_hf(str(tmp_path / "out"))
   tokens = jnp.asarray(_tokens(config.vocab_size))
   mask = jnp.ones(tokens.shape, bool)
-  np.testing.assert_array_equal(np.asarray(_forward(again, tokens, mask)[0]),
-                                np.asarray(_forward(model, tokens, mask)[0]))
+  np.testing.assert_array_equal(
+      np.asarray(_forward(again, tokens, mask)[0]),
+      np.asarray(_forward(model, tokens, mask)[0]),
+  )
 
 
 def test_left_padded_batch_matches_transformers(tmp_path):

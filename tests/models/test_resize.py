@@ -31,7 +31,12 @@ def test_resize_vocab_keeps_old_logits(tied):
   new = big(tokens).logits
   np.testing.assert_allclose(new[..., :211], old, atol=1e-6)
   emb = np.asarray(big.embedder.embedding[...])
-  np.testing.assert_allclose(emb[211:], np.broadcast_to(
-      np.asarray(model.embedder.embedding[...]).mean(0), (45, 48)), atol=1e-6)
+  np.testing.assert_allclose(
+      emb[211:],
+      np.broadcast_to(
+          np.asarray(model.embedder.embedding[...]).mean(0), (45, 48)
+      ),
+      atol=1e-6,
+  )
   with pytest.raises(ValueError, match="cannot shrink"):
     resize_vocab(model, 100)

@@ -19,21 +19,23 @@ import pytest
 from opd_jax.results import claims
 from opd_jax.results.stats import Interval
 
-HOLDS, NAS, CONTRA = (claims.HOLDS, claims.NOT_AT_SCALE,
-                      claims.CONTRADICTED)
+HOLDS, NAS, CONTRA = (claims.HOLDS, claims.NOT_AT_SCALE, claims.CONTRADICTED)
 
 
-@pytest.mark.parametrize("relation, diff, verdict", [
-    # A > B: the interval of mean(A) - mean(B) must exclude 0 above.
-    (">", Interval(0.10, 0.02, 0.18), HOLDS),
-    (">", Interval(0.05, -0.01, 0.11), NAS),
-    (">", Interval(0.00, 0.00, 0.00), NAS),
-    (">", Interval(-0.10, -0.18, -0.02), CONTRA),
-    # A >= B: only A below B beyond the interval contradicts it.
-    (">=", Interval(-0.05, -0.11, 0.01), HOLDS),
-    (">=", Interval(0.10, 0.02, 0.18), HOLDS),
-    (">=", Interval(-0.10, -0.18, -0.02), CONTRA),
-])
+@pytest.mark.parametrize(
+    "relation, diff, verdict",
+    [
+        # A > B: the interval of mean(A) - mean(B) must exclude 0 above.
+        (">", Interval(0.10, 0.02, 0.18), HOLDS),
+        (">", Interval(0.05, -0.01, 0.11), NAS),
+        (">", Interval(0.00, 0.00, 0.00), NAS),
+        (">", Interval(-0.10, -0.18, -0.02), CONTRA),
+        # A >= B: only A below B beyond the interval contradicts it.
+        (">=", Interval(-0.05, -0.11, 0.01), HOLDS),
+        (">=", Interval(0.10, 0.02, 0.18), HOLDS),
+        (">=", Interval(-0.10, -0.18, -0.02), CONTRA),
+    ],
+)
 def test_relation_verdicts(relation, diff, verdict):
   assert claims.relation_verdict(relation, diff) == verdict
 

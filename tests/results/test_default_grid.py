@@ -22,8 +22,9 @@ from opd_jax import methods
 from opd_jax.results import grid as grid_lib
 from opd_jax.trainer import config as config_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 GRID = os.path.join(REPO, "configs", "grids", "default.py")
 
 
@@ -45,11 +46,25 @@ def test_every_variant_validates(grid):
 
 def test_rows_of_the_issue_are_there(grid):
   names = {v.name for v in grid.variants}
-  assert {"no_opd", "rkl", "gkd", "sampled_rkl", "tip_entropy_50",
-          "tip_soft_or_50", "tip_soft_or_20", "tip_q3",
-          "tip_bottom_soft_or_50", "tip_random_50", "tsd_kd",
-          "tsd_kd_no_gate", "tsd_kd_no_opener", "tsd_kd_no_em", "dear",
-          "dear_decision_only", "minillm"} <= names
+  assert {
+      "no_opd",
+      "rkl",
+      "gkd",
+      "sampled_rkl",
+      "tip_entropy_50",
+      "tip_soft_or_50",
+      "tip_soft_or_20",
+      "tip_q3",
+      "tip_bottom_soft_or_50",
+      "tip_random_50",
+      "tsd_kd",
+      "tsd_kd_no_gate",
+      "tsd_kd_no_opener",
+      "tsd_kd_no_em",
+      "dear",
+      "dear_decision_only",
+      "minillm",
+  } <= names
   assert ("topd" in names) == ("topd" in methods.REGISTRY)
 
 
@@ -72,7 +87,9 @@ def test_ablations_change_what_they_say(grid):
 def test_quick_and_methods_narrow_the_grid():
   quick = grid_lib.load_grid(GRID, quick=True)
   assert [v.name for v in quick.variants if v.trains] == [
-      "rkl", "tip_soft_or_50"]
+      "rkl",
+      "tip_soft_or_50",
+  ]
   assert quick.seeds == (0,) and quick.quick
   assert quick.config(quick.variants[1], 0).total_steps < 10
   some = grid_lib.load_grid(GRID, names=["gkd", "rkl"])

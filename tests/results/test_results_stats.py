@@ -35,8 +35,10 @@ def _exact_percentiles(x, level=0.95):
   means = np.sort(means)
   cdf = np.arange(1, len(means) + 1) / len(means)
   tail = (1 - level) / 2
-  return means[np.searchsorted(cdf, tail)], means[np.searchsorted(cdf,
-                                                                  1 - tail)]
+  return (
+      means[np.searchsorted(cdf, tail)],
+      means[np.searchsorted(cdf, 1 - tail)],
+  )
 
 
 def test_one_seed_two_questions_by_hand():
@@ -96,11 +98,14 @@ def test_deterministic_given_seed():
   assert stats.bootstrap_mean(x, seed=3) == stats.bootstrap_mean(x, seed=3)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros(4), r"\[seeds, questions\].*\(4,\)"),
-    (np.zeros((0, 3)), "non-empty"),
-    (np.full((1, 2), np.nan), "finite"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros(4), r"\[seeds, questions\].*\(4,\)"),
+        (np.zeros((0, 3)), "non-empty"),
+        (np.full((1, 2), np.nan), "finite"),
+    ],
+)
 def test_bad_scores(bad, match):
   with pytest.raises(ValueError, match=match):
     stats.bootstrap_mean(bad)

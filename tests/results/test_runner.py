@@ -47,11 +47,16 @@ for path in sys.argv[1:]:
 def _grid():
   return grid_lib.Grid(
       path="unused.py",
-      variants=(grid_lib.Variant("init", "init", None),
-                grid_lib.Variant("a", "a", "rkl"),
-                grid_lib.Variant("b", "b", "gkd", {"gkd.beta": 0.5})),
-      seeds=(0, 1), evaluation=grid_lib.EvalSpec(),
-      memory=grid_lib.MemorySpec(), claims=())
+      variants=(
+          grid_lib.Variant("init", "init", None),
+          grid_lib.Variant("a", "a", "rkl"),
+          grid_lib.Variant("b", "b", "gkd", {"gkd.beta": 0.5}),
+      ),
+      seeds=(0, 1),
+      evaluation=grid_lib.EvalSpec(),
+      memory=grid_lib.MemorySpec(),
+      claims=(),
+  )
 
 
 def _commands(out, fail_first=""):
@@ -59,9 +64,14 @@ def _commands(out, fail_first=""):
   return runner.Commands(
       train=lambda r: [py, "-c", _TRAIN, r.workdir, r.name],
       evaluate=lambda r: [py, "-c", _EVAL, r.eval_path],
-      memory=lambda vs: [py, "-c", _MEMORY,
-                         *[runner.memory_path(out, v) for v in vs]],
-      env={**os.environ, "FAIL_FIRST": fail_first})
+      memory=lambda vs: [
+          py,
+          "-c",
+          _MEMORY,
+          *[runner.memory_path(out, v) for v in vs],
+      ],
+      env={**os.environ, "FAIL_FIRST": fail_first},
+  )
 
 
 def _calls(run):
@@ -72,24 +82,33 @@ def _calls(run):
 def test_failed_run_is_retried_and_finished_runs_skipped(tmp_path):
   out, grid = str(tmp_path), _grid()
   logs = []
-  outcomes = runner.execute_grid(grid, out, _commands(out, "a/seed_1"),
-                                 log=logs.append)
+  outcomes = runner.execute_grid(
+      grid, out, _commands(out, "a/seed_1"), log=logs.append
+  )
   status = {o.name: o.status for o in outcomes}
-  assert status == {"init/seed_0": "done", "a/seed_0": "done",
-                    "b/seed_0": "done", "init/seed_1": "done",
-                    "a/seed_1": "failed", "b/seed_1": "done",
-                    "memory/a": "done", "memory/b": "done"}
+  assert status == {
+      "init/seed_0": "done",
+      "a/seed_0": "done",
+      "b/seed_0": "done",
+      "init/seed_1": "done",
+      "a/seed_1": "failed",
+      "b/seed_1": "done",
+      "memory/a": "done",
+      "memory/b": "done",
+  }
   runs = {r.name: r for r in runner.grid_runs(grid, out)}
   killed = runs["a/seed_1"]
   assert not killed.is_done() and not os.path.exists(killed.eval_path)
   assert "train exited with 3" in next(
-      o.error for o in outcomes if o.status == "failed")
+      o.error for o in outcomes if o.status == "failed"
+  )
   assert "train exited with 3" in killed.failure()
   assert runs["init/seed_0"].workdir is None  # evaluated, never trained
   assert any("min left" in line for line in logs)
 
-  outcomes = runner.execute_grid(grid, out, _commands(out, "a/seed_1"),
-                                 log=logs.append)
+  outcomes = runner.execute_grid(
+      grid, out, _commands(out, "a/seed_1"), log=logs.append
+  )
   status = {o.name: o.status for o in outcomes}
   assert status["a/seed_1"] == "done"
   assert all(s == "skipped" for n, s in status.items() if n != "a/seed_1")
@@ -114,11 +133,16 @@ def test_estimate_uses_each_variant_else_the_training_mean(tmp_path):
 
 
 def test_variant_flags_and_config():
-  v = grid_lib.Variant("x", "x", "tsd_kd", {"tsd_kd.gate": False,
-                                           "tip.rho": 0.2})
-  assert v.flags() == ["--config.method=tsd_kd", "--config.tsd_kd.gate=false",
-                       "--config.tip.rho=0.2"]
+  v = grid_lib.Variant(
+      "x", "x", "tsd_kd", {"tsd_kd.gate": False, "tip.rho": 0.2}
+  )
+  assert v.flags() == [
+      "--config.method=tsd_kd",
+      "--config.tsd_kd.gate=false",
+      "--config.tip.rho=0.2",
+  ]
   from opd_jax.trainer.config import default_config
+
   c = v.apply(default_config())
   assert (c.method, c.tsd_kd.gate, c.tip.rho) == ("tsd_kd", False, 0.2)
   bad = grid_lib.Variant("y", "y", "tip", {"tip.rhoo": 0.2})

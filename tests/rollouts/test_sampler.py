@@ -42,8 +42,14 @@ def _prompts(vocab, b=3, p=6, seed=0):
 
 def test_greedy_equals_uncached_argmax(model):
   prompt, mask = _prompts(model.config.vocab_size)
-  out = sample(model, prompt, mask, jax.random.key(0), max_new_tokens=7,
-               sampling=Sampling(temperature=0.0))
+  out = sample(
+      model,
+      prompt,
+      mask,
+      jax.random.key(0),
+      max_new_tokens=7,
+      sampling=Sampling(temperature=0.0),
+  )
   tokens, m = np.asarray(prompt), np.asarray(mask)
   for _ in range(7):
     logits = model(jnp.asarray(tokens), attention_mask=jnp.asarray(m)).logits
@@ -53,7 +59,9 @@ def test_greedy_equals_uncached_argmax(model):
   np.testing.assert_array_equal(np.asarray(out.response), tokens[:, 6:])
   assert bool(out.response_mask.all())
   # logprobs are the model's log-softmax at the chosen tokens.
-  full = jax.nn.log_softmax(model(jnp.asarray(tokens), attention_mask=jnp.asarray(m)).logits[:, 5:-1])
+  full = jax.nn.log_softmax(
+      model(jnp.asarray(tokens), attention_mask=jnp.asarray(m)).logits[:, 5:-1]
+  )
   want = np.take_along_axis(np.asarray(full), tokens[:, 6:, None], -1)[..., 0]
   np.testing.assert_allclose(np.asarray(out.logprobs), want, atol=1e-5)
 
@@ -72,8 +80,16 @@ def test_nothing_after_eos_is_unmasked(model):
   prompt, mask = _prompts(model.config.vocab_size, b=8, seed=1)
   # Many EOS ids so that rows end at different steps.
   eos = tuple(range(3, 60))
-  out = sample(model, prompt, mask, jax.random.key(5), max_new_tokens=10,
-               sampling=Sampling(temperature=1.0), eos_ids=eos, pad_id=0)
+  out = sample(
+      model,
+      prompt,
+      mask,
+      jax.random.key(5),
+      max_new_tokens=10,
+      sampling=Sampling(temperature=1.0),
+      eos_ids=eos,
+      pad_id=0,
+  )
   resp, m = np.asarray(out.response), np.asarray(out.response_mask)
   assert m.sum() < m.size, "no row ended; the test needs EOS to happen"
   for row, mrow in zip(resp, m):
@@ -107,8 +123,14 @@ def test_sampled_frequencies_match_softmax():
   mask = jnp.ones_like(prompt, bool)
   probs = _first_token_dist(model, prompt[:1], mask[:1], 0.7)
   assert probs.max() > 0.2  # not uniform
-  out = sample(model, prompt, mask, jax.random.key(11), max_new_tokens=1,
-               sampling=Sampling(temperature=0.7))
+  out = sample(
+      model,
+      prompt,
+      mask,
+      jax.random.key(11),
+      max_new_tokens=1,
+      sampling=Sampling(temperature=0.7),
+  )
   counts = np.bincount(np.asarray(out.response[:, 0]), minlength=12)
   assert _chi2(counts, probs) < _CHI2_11_999
 
@@ -116,14 +138,21 @@ def test_sampled_frequencies_match_softmax():
 def test_top_k_and_top_p_truncate():
   lp = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
   s = Sampling(top_k=2)
-  kept = np.isfinite(np.asarray(s.truncate(lp))) & (np.asarray(s.truncate(lp)) > -1e30)
+  kept = np.isfinite(np.asarray(s.truncate(lp))) & (
+      np.asarray(s.truncate(lp)) > -1e30
+  )
   np.testing.assert_array_equal(kept, [[True, True, False, False]])
-  for p, want in [(0.5, [1, 0, 0, 0]), (0.6, [1, 1, 0, 0]), (0.81, [1, 1, 1, 0]),
-                  (1.0, [1, 1, 1, 1])]:
+  for p, want in [
+      (0.5, [1, 0, 0, 0]),
+      (0.6, [1, 1, 0, 0]),
+      (0.81, [1, 1, 1, 0]),
+      (1.0, [1, 1, 1, 1]),
+  ]:
     t = np.asarray(Sampling(top_p=p).truncate(lp))
     np.testing.assert_array_equal(t > -1e30, [want], err_msg=str(p))
   draws = jax.vmap(lambda k: Sampling(top_k=2).get_next_tokens(lp[0], k))(
-      jax.random.split(jax.random.key(0), 2000))
+      jax.random.split(jax.random.key(0), 2000)
+  )
   assert set(np.unique(np.asarray(draws))) == {0, 1}
 
 
@@ -138,22 +167,38 @@ def test_mixture_sampling_follows_mixture():
   mask = jnp.ones_like(prompt, bool)
   ps = _first_token_dist(student, prompt[:1], mask[:1], 1.0)
   pt = _first_token_dist(teacher, prompt[:1], mask[:1], 1.0)
-  out = sample([student, teacher], prompt, mask, jax.random.key(2),
-               max_new_tokens=1, weights=(0.7, 0.3))
+  out = sample(
+      [student, teacher],
+      prompt,
+      mask,
+      jax.random.key(2),
+      max_new_tokens=1,
+      weights=(0.7, 0.3),
+  )
   counts = np.bincount(np.asarray(out.response[:, 0]), minlength=12)
   assert _chi2(counts, 0.7 * ps + 0.3 * pt) < _CHI2_11_999
   tok = np.asarray(out.response[:, 0])
-  np.testing.assert_allclose(np.asarray(out.policy_logprobs[:, 0]),
-                             np.log(ps[tok]), atol=1e-5)
-  np.testing.assert_allclose(np.asarray(out.logprobs[:, 0]),
-                             np.log(0.7 * ps[tok] + 0.3 * pt[tok]), atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(out.policy_logprobs[:, 0]), np.log(ps[tok]), atol=1e-5
+  )
+  np.testing.assert_allclose(
+      np.asarray(out.logprobs[:, 0]),
+      np.log(0.7 * ps[tok] + 0.3 * pt[tok]),
+      atol=1e-5,
+  )
 
 
 def test_bad_arguments(model):
   prompt, mask = _prompts(model.config.vocab_size)
   with pytest.raises(ValueError, match="weights"):
-    sample([model, model], prompt, mask, jax.random.key(0), max_new_tokens=2,
-           weights=(0.5, 0.6))
+    sample(
+        [model, model],
+        prompt,
+        mask,
+        jax.random.key(0),
+        max_new_tokens=2,
+        weights=(0.5, 0.6),
+    )
   with pytest.raises(ValueError, match="max_new_tokens"):
     sample(model, prompt, mask, jax.random.key(0), max_new_tokens=0)
   with pytest.raises(ValueError, match="top_p"):
@@ -176,17 +221,20 @@ def test_growing_the_cache_changes_no_token(model, monkeypatch):
   one = sample(model, prompt, mask, jax.random.key(8), **kw)
   monkeypatch.setattr(sampler, "_FIRST_SEGMENT", 2)
   many = sample(model, prompt, mask, jax.random.key(8), **kw)
-  np.testing.assert_array_equal(np.asarray(one.response),
-                                np.asarray(many.response))
-  np.testing.assert_allclose(np.asarray(one.logprobs),
-                             np.asarray(many.logprobs), atol=1e-5)
+  np.testing.assert_array_equal(
+      np.asarray(one.response), np.asarray(many.response)
+  )
+  np.testing.assert_allclose(
+      np.asarray(one.logprobs), np.asarray(many.logprobs), atol=1e-5
+  )
   test_greedy_equals_uncached_argmax(model)
 
 
 def _reference_inverse_cdf(probs, u):
   cdf = np.cumsum(probs.astype(np.float64), -1)
-  return np.array([np.searchsorted(c, x * c[-1], side="right")
-                   for c, x in zip(cdf, u)])
+  return np.array(
+      [np.searchsorted(c, x * c[-1], side="right") for c, x in zip(cdf, u)]
+  )
 
 
 def test_inverse_cdf_matches_searchsorted():
@@ -214,7 +262,8 @@ def test_top_k_frequencies_follow_the_truncated_distribution():
   lp = jnp.log(jnp.asarray(probs, jnp.float32))
   n = 6000
   draws = jax.vmap(lambda k: Sampling(top_k=3).get_next_tokens(lp, k))(
-      jax.random.split(jax.random.key(1), n))
+      jax.random.split(jax.random.key(1), n)
+  )
   counts = np.bincount(np.asarray(draws), minlength=6)
   assert counts[3:].sum() == 0
   kept = probs[:3] / probs[:3].sum()

@@ -287,7 +287,6 @@ class StatisticsTest(parameterized.TestCase):
       self.assertEqual(sorted(order[b]), list(range(T)))
 
 
-
 class GatherTest(parameterized.TestCase):
 
   def test_gather_positions(self):
@@ -299,8 +298,9 @@ class GatherTest(parameterized.TestCase):
     np.testing.assert_array_equal(got2, x[np.arange(2)[:, None], index, 0])
 
   def test_mask_to_index(self):
-    mask = np.array([[0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0],
-                     [1, 1, 1, 1, 0, 1]], np.float32)
+    mask = np.array(
+        [[0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 1]], np.float32
+    )
     index, weights = selection.mask_to_index(jnp.asarray(mask), 3)
     self.assertEqual(index.dtype, jnp.int32)
     np.testing.assert_array_equal(index[0], [1, 3, 4])

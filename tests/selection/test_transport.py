@@ -25,15 +25,18 @@ TIGHT = dict(threshold=1e-7, max_iterations=5000)
 
 
 def _embeddings(seed, v=40, d=16):
-  return np.random.default_rng(seed).standard_normal((v, d)).astype(
-      np.float32)
+  return np.random.default_rng(seed).standard_normal((v, d)).astype(np.float32)
 
 
 def _windows(table, ids_x, ids_y):
   """Embedded windows [M, K, D] from id lists, -1 = padding."""
   ids_x, ids_y = np.asarray(ids_x), np.asarray(ids_y)
-  return (table[np.maximum(ids_x, 0)], ids_x >= 0,
-          table[np.maximum(ids_y, 0)], ids_y >= 0)
+  return (
+      table[np.maximum(ids_x, 0)],
+      ids_x >= 0,
+      table[np.maximum(ids_y, 0)],
+      ids_y >= 0,
+  )
 
 
 def _np_exact(x, mx, y, my):
@@ -70,8 +73,9 @@ class TransportTest(absltest.TestCase):
     np.testing.assert_allclose(cosine_cost(x, y), 1 - nx @ ny.T, atol=1e-6)
 
   def test_identical_windows_are_zero(self):
-    d = window_ot_distance(self.x, self.mx, self.x, self.mx, epsilon=0.01,
-                           **TIGHT)
+    d = window_ot_distance(
+        self.x, self.mx, self.x, self.mx, epsilon=0.01, **TIGHT
+    )
     np.testing.assert_allclose(d, 0.0, atol=1e-6)
     # At the default epsilon the entropic plan leaks a little mass off the
     # diagonal: still far below two unrelated windows.
@@ -87,15 +91,16 @@ class TransportTest(absltest.TestCase):
   def test_permutation_invariant_and_padding_ignored(self):
     perm = np.random.default_rng(2).permutation(7)
     d = window_ot_distance(self.x, self.mx, self.y, self.my, **TIGHT)
-    d_perm = window_ot_distance(self.x[:, perm], self.mx[:, perm], self.y,
-                                self.my, **TIGHT)
+    d_perm = window_ot_distance(
+        self.x[:, perm], self.mx[:, perm], self.y, self.my, **TIGHT
+    )
     np.testing.assert_allclose(d, d_perm, atol=1e-5)
     # Garbage embeddings at padded slots change nothing.
     x = self.x.copy()
     x[~self.mx] = 123.0
     np.testing.assert_allclose(
-        window_ot_distance(x, self.mx, self.y, self.my, **TIGHT), d,
-        atol=1e-6)
+        window_ot_distance(x, self.mx, self.y, self.my, **TIGHT), d, atol=1e-6
+    )
 
   def test_disjoint_vocabularies_score_higher(self):
     # Overlapping windows (half the ids shared) against disjoint ones.
@@ -114,9 +119,10 @@ class TransportTest(absltest.TestCase):
     # Ids 40..47 are near-copies of ids 0..7 (a synonym / another
     # tokenisation): different ids, almost the same embeddings.
     rng = np.random.default_rng(4)
-    table = np.concatenate(
-        [self.table, self.table[:8] + 0.02 * rng.standard_normal((8, 16))
-         .astype(np.float32)])
+    table = np.concatenate([
+        self.table,
+        self.table[:8] + 0.02 * rng.standard_normal((8, 16)).astype(np.float32),
+    ])
     ids = np.arange(8)[None]
     surface = (np.arange(8) + 40)[None][:, rng.permutation(8)]
     different = np.arange(20, 28)[None]
@@ -133,23 +139,33 @@ class TransportTest(absltest.TestCase):
     # Entropic cost -> exact cost as epsilon -> 0; the gap at epsilon is
     # bounded by epsilon * log(K * L) (entropy of the plan).
     for eps in (0.05, 0.01, 0.002):
-      got = window_ot_distance(self.x, self.mx, self.y, self.my,
-                               epsilon=eps, **TIGHT)
+      got = window_ot_distance(
+          self.x, self.mx, self.y, self.my, epsilon=eps, **TIGHT
+      )
       for g, (want, *_) in zip(np.asarray(got), exact):
         self.assertGreaterEqual(g, want - 1e-5)
         self.assertLessEqual(g, want + eps * np.log(42))
-    got = window_ot_distance(self.x, self.mx, self.y, self.my,
-                             epsilon=0.002, **TIGHT)
+    got = window_ot_distance(
+        self.x, self.mx, self.y, self.my, epsilon=0.002, **TIGHT
+    )
     np.testing.assert_allclose(got, [e[0] for e in exact], atol=1e-4)
 
   def test_matches_pot_sinkhorn_at_the_same_epsilon(self):
-    got = window_ot_distance(self.x, self.mx, self.y, self.my, epsilon=0.05,
-                             **TIGHT)
-    for g, (_, a, b, cost) in zip(np.asarray(got),
-                                  _np_exact(self.x, self.mx, self.y,
-                                            self.my)):
-      plan = ot.sinkhorn(a, b, cost, 0.05, method="sinkhorn_log",
-                         numItermax=100_000, stopThr=1e-12)
+    got = window_ot_distance(
+        self.x, self.mx, self.y, self.my, epsilon=0.05, **TIGHT
+    )
+    for g, (_, a, b, cost) in zip(
+        np.asarray(got), _np_exact(self.x, self.mx, self.y, self.my)
+    ):
+      plan = ot.sinkhorn(
+          a,
+          b,
+          cost,
+          0.05,
+          method="sinkhorn_log",
+          numItermax=100_000,
+          stopThr=1e-12,
+      )
       np.testing.assert_allclose(g, np.sum(plan * cost), atol=2e-5)
 
   def test_empty_window_is_zero_and_finite(self):
@@ -163,7 +179,9 @@ class TransportTest(absltest.TestCase):
     fn = jax.jit(window_ot_distance)
     np.testing.assert_allclose(
         fn(self.x, self.mx, self.y, self.my),
-        window_ot_distance(self.x, self.mx, self.y, self.my), atol=1e-6)
+        window_ot_distance(self.x, self.mx, self.y, self.my),
+        atol=1e-6,
+    )
 
   def test_bad_shapes(self):
     with self.assertRaisesRegex(ValueError, "share M"):

@@ -13,12 +13,12 @@
 # limitations under the License.
 """Multi-device and multi-process training checks, run in their own processes.
 
-  python multidevice_worker.py mesh8 PAIR_DIR
-      8 fake devices: one step's loss and update under fsdp=4 x tensor=2 and
-      data=2 x fsdp=4 equal those on a 1-device mesh. Prints 'OK'.
-  python multidevice_worker.py train PAIR_DIR WORKDIR OUT.npz NPROC PID PORT
-      trains the tiny config (4 global devices: NPROC processes with 4/NPROC
-      fake devices each) and process 0 writes the final params to OUT.npz.
+python multidevice_worker.py mesh8 PAIR_DIR
+    8 fake devices: one step's loss and update under fsdp=4 x tensor=2 and
+    data=2 x fsdp=4 equal those on a 1-device mesh. Prints 'OK'.
+python multidevice_worker.py train PAIR_DIR WORKDIR OUT.npz NPROC PID PORT
+    trains the tiny config (4 global devices: NPROC processes with 4/NPROC
+    fake devices each) and process 0 writes the final params to OUT.npz.
 """
 
 import os
@@ -30,7 +30,8 @@ if mode == "mesh8":
 else:
   nproc = int(sys.argv[5])
   os.environ["XLA_FLAGS"] = (
-      f"--xla_force_host_platform_device_count={4 // nproc}")
+      f"--xla_force_host_platform_device_count={4 // nproc}"
+  )
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # pylint: disable=g-import-not-at-top
@@ -47,23 +48,27 @@ def _paths(pair_dir):
 def mesh8(pair_dir):
   assert jax.device_count() == 8
   results = {}
-  for name, mesh_cfg in [("one", dict(data=1, fsdp=1, tensor=1)),
-                         ("fsdp4_tp2", dict(data=1, fsdp=4, tensor=2)),
-                         ("dp2_fsdp4", dict(data=2, fsdp=4, tensor=1))]:
-    c = testing.tiny_train_config(_paths(pair_dir), total_steps=1,
-                                  batch_size=8)
+  for name, mesh_cfg in [
+      ("one", dict(data=1, fsdp=1, tensor=1)),
+      ("fsdp4_tp2", dict(data=1, fsdp=4, tensor=2)),
+      ("dp2_fsdp4", dict(data=2, fsdp=4, tensor=1)),
+  ]:
+    c = testing.tiny_train_config(_paths(pair_dir), total_steps=1, batch_size=8)
     c.mesh.update(mesh_cfg)
     c.mesh.num_devices = 1 if name == "one" else 0
     trainer = loop.Trainer(c, os.path.join(pair_dir, f"run_{name}"))
     host = next(trainer.iterator)
     with jax.set_mesh(trainer.mesh):
       batch = trainer._batch(0, host)  # pylint: disable=protected-access
-      state, metrics = trainer.step_fn(trainer.state, trainer.teacher_params,
-                                       batch)
+      state, metrics = trainer.step_fn(
+          trainer.state, trainer.teacher_params, batch
+      )
     del state
-    results[name] = (float(metrics["loss/total"]),
-                     float(metrics["train/grad_norm"]),
-                     np.asarray(batch["tokens"]))
+    results[name] = (
+        float(metrics["loss/total"]),
+        float(metrics["train/grad_norm"]),
+        np.asarray(batch["tokens"]),
+    )
     trainer.checkpointer.close()
     trainer.writer.close()
   # Adam's first update is about lr * sign(g), so parameters would amplify
@@ -72,8 +77,10 @@ def mesh8(pair_dir):
   loss1, gnorm1, tokens1 = results.pop("one")
   for name, (loss, gnorm, tokens) in results.items():
     np.testing.assert_array_equal(tokens, tokens1)  # same rollouts
-    print(f"{name}: loss {loss:.7f} vs 1 device {loss1:.7f};"
-          f" grad norm {gnorm:.7f} vs {gnorm1:.7f}")
+    print(
+        f"{name}: loss {loss:.7f} vs 1 device {loss1:.7f};"
+        f" grad norm {gnorm:.7f} vs {gnorm1:.7f}"
+    )
     assert abs(loss - loss1) <= 1e-5 * max(1.0, abs(loss1)), name
     assert abs(gnorm - gnorm1) <= 1e-4 * max(1.0, abs(gnorm1)), name
   print("OK")
@@ -83,16 +90,22 @@ def train(pair_dir, workdir, out, nproc, pid, port):
   if nproc > 1:
     distributed.initialize(f"127.0.0.1:{port}", nproc, pid)
   assert jax.device_count() == 4, jax.devices()
-  c = testing.tiny_train_config(_paths(pair_dir), total_steps=3,
-                                checkpoint_every=2)
+  c = testing.tiny_train_config(
+      _paths(pair_dir), total_steps=3, checkpoint_every=2
+  )
   trainer = loop.Trainer(c, workdir)
   trainer.run()
   params = jax.tree.map(
-      lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(
-          x, tiled=True)), trainer.state.params)
+      lambda x: np.asarray(
+          jax.experimental.multihost_utils.process_allgather(x, tiled=True)
+      ),
+      trainer.state.params,
+  )
   if jax.process_index() == 0:
-    flat = {sharding.path_str(p): v for p, v in
-            jax.tree_util.tree_flatten_with_path(params)[0]}
+    flat = {
+        sharding.path_str(p): v
+        for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
     np.savez(out, **flat)
   print("OK")
 
@@ -101,5 +114,11 @@ if __name__ == "__main__":
   if mode == "mesh8":
     mesh8(sys.argv[2])
   else:
-    train(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
-          int(sys.argv[6]), int(sys.argv[7]))
+    train(
+        sys.argv[2],
+        sys.argv[3],
+        sys.argv[4],
+        int(sys.argv[5]),
+        int(sys.argv[6]),
+        int(sys.argv[7]),
+    )

@@ -82,59 +82,94 @@ def _file_data(tmp_path, c, path, **fields):
 
 
 CASES = {
-    "negative seed": (lambda p, t, c: c.update(seed=-1),
-                      "config.seed: expected an integer >= 0"),
-    "adam b2 above 1": (lambda p, t, c: c.optimizer.update(b2=1.5),
-                        "config.optimizer.b2: expected a value in [0, 1)"),
-    "rho out of range": (lambda p, t, c: c.tip.update(rho=1.5),
-                         "config.tip.rho must be in (0, 1]"),
+    "negative seed": (
+        lambda p, t, c: c.update(seed=-1),
+        "config.seed: expected an integer >= 0",
+    ),
+    "adam b2 above 1": (
+        lambda p, t, c: c.optimizer.update(b2=1.5),
+        "config.optimizer.b2: expected a value in [0, 1)",
+    ),
+    "rho out of range": (
+        lambda p, t, c: c.tip.update(rho=1.5),
+        "config.tip.rho must be in (0, 1]",
+    ),
     "too long for the model": (
         lambda p, t, c: c.update(max_prompt_len=505),
-        "config.max_prompt_len + config.max_new_tokens: expected <= the"
-        " student's max_position_embeddings (512), got 505 + 12"),
+        (
+            "config.max_prompt_len + config.max_new_tokens: expected <= the"
+            " student's max_position_embeddings (512), got 505 + 12"
+        ),
+    ),
     "topd: more candidates than response tokens": (
-        lambda p, t, c: c.update(method="topd") or c.topd.update(
-            max_candidates=13),
-        "config.topd.max_candidates must be <= the response length T = 12"
-        " (config.max_new_tokens), got 13"),
+        lambda p, t, c: c.update(method="topd")
+        or c.topd.update(max_candidates=13),
+        (
+            "config.topd.max_candidates must be <= the response length T = 12"
+            " (config.max_new_tokens), got 13"
+        ),
+    ),
     "topd: branches too long for the model": (
         lambda p, t, c: c.update(method="topd") or c.topd.update(window=500),
-        "config.max_prompt_len + config.max_new_tokens + the topd stage's"
-        " branches: expected <= the student's max_position_embeddings (512),"
-        " got 552"),
+        (
+            "config.max_prompt_len + config.max_new_tokens + the topd stage's"
+            " branches: expected <= the student's max_position_embeddings"
+            " (512), got 552"
+        ),
+    ),
     "topd: negative lambda_traj": (
-        lambda p, t, c: c.update(method="topd") or c.topd.update(
-            lambda_traj=-1.0),
-        "config.topd.lambda_traj must be in [0, inf]"),
+        lambda p, t, c: c.update(method="topd")
+        or c.topd.update(lambda_traj=-1.0),
+        "config.topd.lambda_traj must be in [0, inf]",
+    ),
     "topd: OT quantile above 1": (
-        lambda p, t, c: c.update(method="topd") or c.topd.update(
-            ot_quantile=1.5),
-        "config.topd.ot_quantile must be in [0, 1]"),
+        lambda p, t, c: c.update(method="topd")
+        or c.topd.update(ot_quantile=1.5),
+        "config.topd.ot_quantile must be in [0, 1]",
+    ),
     "topd: empty window": (
         lambda p, t, c: c.update(method="topd") or c.topd.update(window=0),
-        "config.topd.window must be an int >= 1"),
+        "config.topd.window must be an int >= 1",
+    ),
     "config.json not JSON": (_broken_config_json, "t/config.json"),
     "no tokenizer files": (_no_tokenizer_files, "has no tokenizer files"),
-    "tokenizers disagree": (_swapped_teacher_vocab,
-                            "student and teacher tokenizers disagree on 2"),
+    "tokenizers disagree": (
+        _swapped_teacher_vocab,
+        "student and teacher tokenizers disagree on 2",
+    ),
     "malformed jsonl line": (
-        lambda p, t, c: _file_data(t, c, _jsonl(
-            t, "q.jsonl", [b'{"question": "a"}', b'{"question": '])),
-        "q.jsonl line 2: not valid JSON"),
+        lambda p, t, c: _file_data(
+            t, c, _jsonl(t, "q.jsonl", [b'{"question": "a"}', b'{"question": '])
+        ),
+        "q.jsonl line 2: not valid JSON",
+    ),
     "non-UTF-8 jsonl": (
-        lambda p, t, c: _file_data(t, c, _jsonl(
-            t, "q.jsonl", [b'{"question": "a"}', b'{"question": "\xff"}'])),
-        "q.jsonl line 2: not UTF-8"),
+        lambda p, t, c: _file_data(
+            t,
+            c,
+            _jsonl(
+                t, "q.jsonl", [b'{"question": "a"}', b'{"question": "\xff"}']
+            ),
+        ),
+        "q.jsonl line 2: not UTF-8",
+    ),
     "a .txt data file": (
         lambda p, t, c: _file_data(t, c, _jsonl(t, "q.txt", [b"1 + 1"])),
-        ".jsonl"),
+        ".jsonl",
+    ),
     "eval file without answers": (
         lambda p, t, c: _file_data(
-            t, c, _jsonl(t, "q.jsonl", [b'{"question": "1 + 1 ="}']),
-            eval_path=_jsonl(t, "e.jsonl", [b'{"question": "2 + 2 ="}'])),
-        "e.jsonl"),
-    "workdir is a file": (lambda p, t, c: (t / "run").write_text("x"),
-                          "is a file, not a directory"),
+            t,
+            c,
+            _jsonl(t, "q.jsonl", [b'{"question": "1 + 1 ="}']),
+            eval_path=_jsonl(t, "e.jsonl", [b'{"question": "2 + 2 ="}']),
+        ),
+        "e.jsonl",
+    ),
+    "workdir is a file": (
+        lambda p, t, c: (t / "run").write_text("x"),
+        "is a file, not a directory",
+    ),
 }
 
 
@@ -154,8 +189,9 @@ def test_bad_input_gets_a_clear_error(pair, tmp_path, name):
 def test_training_file_without_answers_is_fine(pair, tmp_path):
   # OPD needs questions only; answers are for evaluation.
   c = testing.tiny_train_config(pair)
-  _file_data(tmp_path, c, _jsonl(
-      tmp_path, "q.jsonl", [b'{"question": "1 + 1 ="}'] * 3))
+  _file_data(
+      tmp_path, c, _jsonl(tmp_path, "q.jsonl", [b'{"question": "1 + 1 ="}'] * 3)
+  )
   data = builders.train_dataset(c, builders.load_tokenizer(c))
   assert len(data) == 3
 
@@ -168,8 +204,7 @@ def test_batch_must_split_over_the_data_parallel_devices(pair):
   c = testing.tiny_train_config(pair, batch_size=6)
   with pytest.raises(ValueError, match="multiple of the 4 data-parallel"):
     plan.check_shapes(c, _Mesh(), [])
-  plan.check_shapes(testing.tiny_train_config(pair, batch_size=8), _Mesh(),
-                    [])
+  plan.check_shapes(testing.tiny_train_config(pair, batch_size=8), _Mesh(), [])
 
 
 @pytest.mark.slow
@@ -177,14 +212,24 @@ def test_cli_prints_one_line_and_exits_2(pair, tmp_path):
   config = os.path.join(os.path.dirname(__file__), "tiny_run_config.py")
   pair_dir = os.path.dirname(pair["student"])
   for flag, fragment in (
-      ("--config.tip.rhoo=0.5",
-       "error: --config.tip.rhoo: no such field; did you mean 'rho'?"),
+      (
+          "--config.tip.rhoo=0.5",
+          "error: --config.tip.rhoo: no such field; did you mean 'rho'?",
+      ),
       ("--config.seed=-1", "error: config.seed: expected an integer >= 0"),
   ):
     proc = subprocess.run(
-        [sys.executable, os.path.join(_ROOT, "scripts", "train.py"),
-         f"--config={config}:{pair_dir}", f"--workdir={tmp_path / 'run'}",
-         flag], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            os.path.join(_ROOT, "scripts", "train.py"),
+            f"--config={config}:{pair_dir}",
+            f"--workdir={tmp_path / 'run'}",
+            flag,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert lines[-1].startswith(fragment), proc.stderr[-2000:]

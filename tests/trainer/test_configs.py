@@ -31,6 +31,7 @@ _RECIPES = [p for p in _CONFIGS if os.path.basename(p).startswith("recipe_")]
 
 def _load(path):
   import importlib.util  # pylint: disable=g-import-not-at-top
+
   spec = importlib.util.spec_from_file_location("cfg", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -39,19 +40,23 @@ def _load(path):
 
 def test_there_is_one_config_per_method():
   from opd_jax import methods  # pylint: disable=g-import-not-at-top
+
   names = {os.path.basename(p)[:-3] for p in _CONFIGS}
   assert set(methods.REGISTRY) <= names
   assert len(_RECIPES) >= 2
 
 
-@pytest.mark.parametrize("path", [p for p in _CONFIGS if p not in _RECIPES],
-                         ids=os.path.basename)
+@pytest.mark.parametrize(
+    "path", [p for p in _CONFIGS if p not in _RECIPES], ids=os.path.basename
+)
 def test_method_config_dry_run_compiles_nothing(path):
   compiles = []
+
   def listener(event, duration, **kwargs):
     del duration, kwargs
     if "backend_compile" in event:
       compiles.append(event)
+
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     report = loop.dry_run(_load(path))
@@ -64,12 +69,23 @@ def test_method_config_dry_run_compiles_nothing(path):
 
 @pytest.mark.parametrize("path", _RECIPES, ids=os.path.basename)
 def test_recipe_dry_run_on_8_fake_devices(path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=8",
+      JAX_PLATFORMS="cpu",
+  )
   proc = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, "scripts", "train.py"),
-       f"--config={path}", "--dry_run"],
-      env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          os.path.join(_ROOT, "scripts", "train.py"),
+          f"--config={path}",
+          "--dry_run",
+      ],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert "over 8 devices" in proc.stdout
   assert "step traced" in proc.stdout

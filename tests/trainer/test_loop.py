@@ -27,7 +27,6 @@ from opd_jax import testing
 from opd_jax.models import load_hf
 from opd_jax.trainer import builders, config as trainer_config, loop, reporting, restore
 
-
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
@@ -53,15 +52,24 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
   assert "step 4: eval/accuracy" in capsys.readouterr().err
   lines = _metric_lines(workdir)
   assert [l["step"] for l in lines] == [1, 2, 3, 4]
-  for key in ("loss/total", "select/frac", "train/grad_norm",
-              "rollout/len_mean", "rollout/eos_rate", "train/lr"):
+  for key in (
+      "loss/total",
+      "select/frac",
+      "train/grad_norm",
+      "rollout/len_mean",
+      "rollout/eos_rate",
+      "train/lr",
+  ):
     assert key in lines[-1], key
   assert 0 < lines[-1]["select/frac"] <= 1
   assert "eval/accuracy" in last
   assert os.path.isdir(os.path.join(workdir, "tensorboard"))
   # The plots train.py's help promises, written at the end of the run.
   assert sorted(os.listdir(os.path.join(workdir, "plots"))) == [
-      "accuracy.png", "loss.png", "selected_fraction.png"]
+      "accuracy.png",
+      "loss.png",
+      "selected_fraction.png",
+  ]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   model, step, _ = restore.restore_student(workdir)
   assert step == 4
@@ -70,18 +78,30 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
   assert trainer.start_step == 4
   np.testing.assert_array_equal(
       np.asarray(trainer.state.params["final_norm"]["scale"]),
-      np.asarray(nnx.state(model)["final_norm"]["scale"][...]))
+      np.asarray(nnx.state(model)["final_norm"]["scale"][...]),
+  )
   trainer.checkpointer.close()
   trainer.writer.close()
   # scripts/sample.py answers a prompt file from the run's newest student.
   prompts = tmp_path / "q.txt"
-  prompts.write_text("Ann has 5 coins. She buys 3 more. How many coins does"
-                     " she have?\nTom has 9 pens.\n")
+  prompts.write_text(
+      "Ann has 5 coins. She buys 3 more. How many coins does"
+      " she have?\nTom has 9 pens.\n"
+  )
   proc = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, "scripts", "sample.py"),
-       f"--workdir={workdir}", f"--prompts={prompts}", "--num_samples=2",
-       "--temperature=1.0", "--max_new_tokens=5"],
-      capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          os.path.join(_ROOT, "scripts", "sample.py"),
+          f"--workdir={workdir}",
+          f"--prompts={prompts}",
+          "--num_samples=2",
+          "--temperature=1.0",
+          "--max_new_tokens=5",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
   assert len(rows) == 4 and {r["sample"] for r in rows} == {0, 1}
@@ -113,8 +133,9 @@ def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
   # them in after) make every loss NaN.
   c = testing.tiny_train_config(pair, total_steps=6, max_consecutive_skips=3)
   trainer = loop.Trainer(c, str(tmp_path / "run"))
-  trainer.teacher_params = jax.tree.map(lambda x: x * np.nan,
-                                        trainer.teacher_params)
+  trainer.teacher_params = jax.tree.map(
+      lambda x: x * np.nan, trainer.teacher_params
+  )
   before = _params(trainer)
   with pytest.raises(loop.TrainingDivergedError, match="3 consecutive steps"):
     trainer.run()
@@ -129,6 +150,7 @@ def test_nan_teacher_checkpoint_is_refused_at_load(pair, tmp_path):
   teacher = load_hf(pair["teacher"])
   teacher.final_norm.scale[...] = teacher.final_norm.scale[...] * np.nan
   from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
+
   save_hf(teacher, bad)
   c = testing.tiny_train_config(pair)
   c.teacher = bad
@@ -140,24 +162,30 @@ def test_nan_teacher_checkpoint_is_refused_at_load(pair, tmp_path):
 def test_vocab_mismatch_fails_before_compiling(pair, tmp_path):
   other = testing.tiny_config("qwen3", vocab_size=96)
   from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
+
   save_hf(testing.random_model(other), str(tmp_path / "t"))
   c = testing.tiny_train_config(pair)
   c.teacher = str(tmp_path / "t")
-  with pytest.raises(builders.VocabularyMismatchError,
-                     match="teacher vocab_size=96, student vocab_size=80"):
+  with pytest.raises(
+      builders.VocabularyMismatchError,
+      match="teacher vocab_size=96, student vocab_size=80",
+  ):
     loop.Trainer(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("lmbda", 1.5, r"config\.lmbda: expected a fraction in \[0, 1\]"),
-    ("batch_size", 0, r"config\.batch_size: expected an integer >= 1"),
-    ("dtype", "float16", r"config\.dtype: expected one of"),
-    ("compute_dtype", "fp8", r"config\.compute_dtype: expected"),
-    ("sampling.top_p", 0.0, r"config\.sampling\.top_p"),
-    ("tip.rho", 1.5, r"config\.tip\.rho"),
-    ("method", "distill", r"config\.method: expected one of"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("lmbda", 1.5, r"config\.lmbda: expected a fraction in \[0, 1\]"),
+        ("batch_size", 0, r"config\.batch_size: expected an integer >= 1"),
+        ("dtype", "float16", r"config\.dtype: expected one of"),
+        ("compute_dtype", "fp8", r"config\.compute_dtype: expected"),
+        ("sampling.top_p", 0.0, r"config\.sampling\.top_p"),
+        ("tip.rho", 1.5, r"config\.tip\.rho"),
+        ("method", "distill", r"config\.method: expected one of"),
+    ],
+)
 def test_bad_config_values_name_the_field(pair, field, value, match):
   c = testing.tiny_train_config(pair)
   c.update_from_flattened_dict({field: value})
@@ -181,7 +209,9 @@ def test_bf16_compute_matches_float32_step(pair, tmp_path):
     trainer = loop.Trainer(c, str(tmp_path / f"run{compute}"))
     with jax.set_mesh(trainer.mesh):
       batch = trainer._batch(0, next(trainer.iterator))  # pylint: disable=protected-access
-      if compute:  # the same rollout for both: only the step's precision differs
+      if (
+          compute
+      ):  # the same rollout for both: only the step's precision differs
         batch = results[""][1]
       state, m = trainer.step_fn(trainer.state, trainer.teacher_params, batch)
     assert jax.tree.leaves(state.params)[0].dtype == np.float32  # master copy
@@ -214,7 +244,9 @@ def test_progress_bar_tokens_and_token_maps(pair, tmp_path, monkeypatch):
   loop.train_and_evaluate(c, str(tmp_path / "run"))
   plots = tmp_path / "run" / "plots"
   assert sorted(p for p in os.listdir(plots) if p.endswith(".html")) == [
-      "token_map_000002.html", "token_map_000004.html"]
+      "token_map_000002.html",
+      "token_map_000004.html",
+  ]
   page = (plots / "token_map_000004.html").read_text()
   assert "<html" in page and "reverse_kl" in page
   assert [s for s, _ in calls] == [1, 2, 3, 4]

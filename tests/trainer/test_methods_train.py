@@ -34,7 +34,7 @@ def _divergence(trainer, params, batch, name="rkl"):
   teacher = nnx.merge(trainer.teacher_graphdef, trainer.teacher_params)
   zs = student(batch["tokens"], attention_mask=batch["mask"]).logits
   zt = teacher(batch["tokens"], attention_mask=batch["mask"]).logits
-  zs, zt = zs[:, -t - 1:-1], zt[:, -t - 1:-1]
+  zs, zt = zs[:, -t - 1 : -1], zt[:, -t - 1 : -1]
   m = batch["response_mask"]
   if name in ("jsd", "objective"):
     per_token = losses.generalized_jsd(zs, zt, beta=0.9, where=m)
@@ -50,25 +50,46 @@ def _divergence(trainer, params, batch, name="rkl"):
 # on purpose (a random student is far from sharp), which can raise any
 # divergence: at its defaults the test asks its own objective to fall, and
 # with the EM term off, its direct term's JSD(beta=0.9).
-@pytest.mark.parametrize("method,overrides,on_policy,divergence", [
-    ("gkd", {}, False, "rkl"), ("rkl", {}, False, "rkl"),
-    ("tip", {}, False, "rkl"),
-    ("tip", {"tip.selector": "quadrant", "tip.q_divergence": 0.5}, False,
-     "rkl"),
-    ("tip", {"tip.selector": "entropy", "tip.entropy_mode": "sample"}, False,
-     "rkl"),
-    ("dear", {}, False, "rkl"), ("tsd_kd", {}, False, "objective"),
-    ("tsd_kd", {"tsd_kd.em_ratio": 0.0}, False, "jsd"),
-    ("sampled_rkl", {"batch_size": 16}, True, "rkl"),
-    ("minillm", {"batch_size": 16}, True, "rkl"),
-    # TOPD, its stage run by trainer._batch (two branch samplers to compile:
-    # slow): the default, NDS only, trajectory only (no suppression).
-    *[pytest.param("topd", {"topd.window": 8, **cfg}, False, "rkl",
-                   marks=pytest.mark.slow)
-      for cfg in ({}, {"topd.lambda_traj": 0.0}, {"topd.w_low": 1.0})],
-])
-def test_steps_lower_the_divergence(pair, tmp_path, method, overrides,
-                                    on_policy, divergence):
+@pytest.mark.parametrize(
+    "method,overrides,on_policy,divergence",
+    [
+        ("gkd", {}, False, "rkl"),
+        ("rkl", {}, False, "rkl"),
+        ("tip", {}, False, "rkl"),
+        (
+            "tip",
+            {"tip.selector": "quadrant", "tip.q_divergence": 0.5},
+            False,
+            "rkl",
+        ),
+        (
+            "tip",
+            {"tip.selector": "entropy", "tip.entropy_mode": "sample"},
+            False,
+            "rkl",
+        ),
+        ("dear", {}, False, "rkl"),
+        ("tsd_kd", {}, False, "objective"),
+        ("tsd_kd", {"tsd_kd.em_ratio": 0.0}, False, "jsd"),
+        ("sampled_rkl", {"batch_size": 16}, True, "rkl"),
+        ("minillm", {"batch_size": 16}, True, "rkl"),
+        # TOPD, its stage run by trainer._batch (two branch samplers to compile:
+        # slow): the default, NDS only, trajectory only (no suppression).
+        *[
+            pytest.param(
+                "topd",
+                {"topd.window": 8, **cfg},
+                False,
+                "rkl",
+                marks=pytest.mark.slow,
+            )
+            for cfg in ({}, {"topd.lambda_traj": 0.0}, {"topd.w_low": 1.0})
+        ],
+    ],
+)
+def test_steps_lower_the_divergence(
+    pair, tmp_path, method, overrides, on_policy, divergence
+):
   c = testing.tiny_train_config(pair, method=method, **overrides)
   trainer = loop.Trainer(c, str(tmp_path / "run"))
   with jax.set_mesh(trainer.mesh):
@@ -80,14 +101,17 @@ def test_steps_lower_the_divergence(pair, tmp_path, method, overrides,
       if on_policy and step:
         batch = trainer._batch(step, next(trainer.iterator))  # pylint: disable=protected-access
       trainer.state, metrics = trainer.step_fn(
-          trainer.state, trainer.teacher_params, batch)
+          trainer.state, trainer.teacher_params, batch
+      )
       losses_seen.append(float(metrics["loss/total"]))
     state = trainer.state
     after = _divergence(trainer, state.params, fixed, divergence)
   trainer.checkpointer.close()
   trainer.writer.close()
-  print(f"{method} {overrides}: {divergence} {before:.4f} -> {after:.4f};"
-        f" loss {losses_seen[0]:.4f} -> {losses_seen[-1]:.4f}")
+  print(
+      f"{method} {overrides}: {divergence} {before:.4f} -> {after:.4f};"
+      f" loss {losses_seen[0]:.4f} -> {losses_seen[-1]:.4f}"
+  )
   assert int(state.total_skips) == 0
   if divergence == "objective":
     assert losses_seen[-1] < 0.99 * losses_seen[0]  # measured 2.3% lower

@@ -46,9 +46,13 @@ def _free_port() -> int:
 
 
 def test_step_on_8_devices_equals_one_device(pair_dir):
-  proc = subprocess.run([sys.executable, _WORKER, "mesh8", pair_dir],
-                        env=_env(), capture_output=True, text=True,
-                        timeout=900)
+  proc = subprocess.run(
+      [sys.executable, _WORKER, "mesh8", pair_dir],
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   print(proc.stdout)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert proc.stdout.strip().endswith("OK")
@@ -58,19 +62,48 @@ def test_step_on_8_devices_equals_one_device(pair_dir):
 def test_two_processes_train_like_one(pair_dir, tmp_path):
   port = _free_port()
   two = str(tmp_path / "two.npz")
-  procs = [subprocess.Popen(
-      [sys.executable, _WORKER, "train", pair_dir, str(tmp_path / "w2"),
-       two, "2", str(pid), str(port)], env=_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              _WORKER,
+              "train",
+              pair_dir,
+              str(tmp_path / "w2"),
+              two,
+              "2",
+              str(pid),
+              str(port),
+          ],
+          env=_env(),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for pid in (0, 1)
+  ]
   outs = [p.communicate(timeout=900) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-4000:]
     assert out.strip().endswith("OK")
   one = str(tmp_path / "one.npz")
   proc = subprocess.run(
-      [sys.executable, _WORKER, "train", pair_dir, str(tmp_path / "w1"), one,
-       "1", "0", "0"], env=_env(), capture_output=True, text=True,
-      timeout=900)
+      [
+          sys.executable,
+          _WORKER,
+          "train",
+          pair_dir,
+          str(tmp_path / "w1"),
+          one,
+          "1",
+          "0",
+          "0",
+      ],
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   a, b = np.load(one), np.load(two)
   assert sorted(a) == sorted(b)

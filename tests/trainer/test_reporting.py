@@ -40,18 +40,22 @@ def _read_events(logdir):
       data = f.read()
     offset = 0
     while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
       offset += 12  # Length and its masked CRC.
       event = event_pb2.Event()
-      event.ParseFromString(data[offset:offset + length])
+      event.ParseFromString(data[offset : offset + length])
       events.append(event)
       offset += length + 4  # Payload and its masked CRC.
   return events
 
 
 def _scalars(events):
-  return {(e.step, v.tag): v.simple_value for e in events
-          for v in e.summary.value if v.HasField("simple_value")}
+  return {
+      (e.step, v.tag): v.simple_value
+      for e in events
+      for v in e.summary.value
+      if v.HasField("simple_value")
+  }
 
 
 def test_to_float():
@@ -69,13 +73,18 @@ def test_jsonl_contents_and_resume(tmp_path):
   with reporting.JsonlWriter(path) as w:
     w.write_hparams({"optim": {"lr": 1e-3}, "name": "x", "shape": (1, 2)})
     for step in range(1, 6):
-      w.write_scalars(step, {"loss/rkl": jnp.asarray(step / 10),
-                             "select/frac": np.float32(0.5)})
+      w.write_scalars(
+          step,
+          {"loss/rkl": jnp.asarray(step / 10), "select/frac": np.float32(0.5)},
+      )
     w.write_scalars(6, {"loss/rkl": float("nan"), "grad/norm": jnp.inf})
     w.write_texts(6, {"sample/text": "7+5=12. #### 12"})
   lines = _read_jsonl(path)
-  assert lines[0]["hparams"] == {"optim/lr": 1e-3, "name": "x",
-                                 "shape": "(1, 2)"}
+  assert lines[0]["hparams"] == {
+      "optim/lr": 1e-3,
+      "name": "x",
+      "shape": "(1, 2)",
+  }
   assert lines[1]["step"] == 1 and lines[1]["loss/rkl"] == pytest.approx(0.1)
   assert lines[1]["select/frac"] == 0.5 and isinstance(lines[1]["time"], float)
   assert lines[6]["loss/rkl"] is None and lines[6]["grad/norm"] is None
@@ -105,15 +114,18 @@ def test_tensorboard_events(tmp_path):
   assert {"sample/text/text_summary", "_hparams_/experiment"} <= tags
   # A resumed writer asks TensorBoard to hide older events after step 1.
   reporting.TensorBoardWriter(tmp_path / "tb", resume_step=1).close()
-  starts = [e.step for e in _read_events(tmp_path / "tb")
-            if e.HasField("session_log")]
+  starts = [
+      e.step for e in _read_events(tmp_path / "tb") if e.HasField("session_log")
+  ]
   assert starts == [2]
 
 
 def test_create_writer_main_and_other(tmp_path):
   with reporting.create_writer(tmp_path / "a", is_main_process=True) as w:
     w.write_scalars(1, {"loss/rkl": 1.0})
-  assert _read_jsonl(tmp_path / "a" / reporting.JSONL_NAME)[0]["loss/rkl"] == 1.0
+  assert (
+      _read_jsonl(tmp_path / "a" / reporting.JSONL_NAME)[0]["loss/rkl"] == 1.0
+  )
   assert _scalars(_read_events(tmp_path / "a" / reporting.TENSORBOARD_DIR))
   w = reporting.create_writer(tmp_path / "b", is_main_process=False)
   assert isinstance(w, reporting.NoOpWriter)
@@ -131,12 +143,18 @@ def test_progress_bar_plain_lines():
       bar.update(step, {"loss/rkl": jnp.float32(0.125)}, tokens=100)
   lines = out.getvalue().splitlines()
   assert [line.split(" |")[0] for line in lines] == [
-      "step 4/10 (40%)", "step 8/10 (80%)", "step 10/10 (100%)"]
-  assert all("steps/s" in l and "tok/s" in l and "loss/rkl=0.125" in l
-             for l in lines)
+      "step 4/10 (40%)",
+      "step 8/10 (80%)",
+      "step 10/10 (100%)",
+  ]
+  assert all(
+      "steps/s" in l and "tok/s" in l and "loss/rkl=0.125" in l for l in lines
+  )
   assert "eta" in lines[0]
   quiet = io.StringIO()
-  bar = reporting.ProgressBar(10, is_main_process=False, log_every=1, file=quiet)
+  bar = reporting.ProgressBar(
+      10, is_main_process=False, log_every=1, file=quiet
+  )
   bar.update(1, {"loss/rkl": 1.0})
   assert not quiet.getvalue()
 
@@ -163,5 +181,7 @@ def test_jsonl_lines_reach_the_file_before_close(tmp_path):
   w.write_scalars(1, {"loss/total": 0.5})
   w.write_scalars(2, {"loss/total": 0.25})
   assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [
-      1, 2]
+      1,
+      2,
+  ]
   w.close()

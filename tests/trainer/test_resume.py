@@ -32,14 +32,26 @@ _CONFIG = os.path.join(os.path.dirname(__file__), "tiny_run_config.py")
 
 def _train_cmd(pair_dir, workdir, method=""):
   arg = f"{pair_dir},{method}" if method else pair_dir
-  return [sys.executable, os.path.join(_ROOT, "scripts", "train.py"),
-          f"--config={_CONFIG}:{arg}", f"--workdir={workdir}"]
+  return [
+      sys.executable,
+      os.path.join(_ROOT, "scripts", "train.py"),
+      f"--config={_CONFIG}:{arg}",
+      f"--workdir={workdir}",
+  ]
 
 
 def _export(workdir, out):
-  subprocess.run([sys.executable, os.path.join(_ROOT, "scripts", "export.py"),
-                  f"--workdir={workdir}", f"--out={out}"], check=True,
-                 capture_output=True, timeout=300)
+  subprocess.run(
+      [
+          sys.executable,
+          os.path.join(_ROOT, "scripts", "export.py"),
+          f"--workdir={workdir}",
+          f"--out={out}",
+      ],
+      check=True,
+      capture_output=True,
+      timeout=300,
+  )
   return load_file(os.path.join(out, "model.safetensors"))
 
 
@@ -52,10 +64,12 @@ def _steps_logged(workdir):
   return max(steps, default=0)
 
 
-def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay,
-                  method=""):
-  proc = subprocess.Popen(_train_cmd(pair_dir, workdir, method),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay, method=""):
+  proc = subprocess.Popen(
+      _train_cmd(pair_dir, workdir, method),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+  )
   deadline = time.time() + 300
   while _steps_logged(workdir) < kill_after_step:
     assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
@@ -71,8 +85,12 @@ def test_sigkill_and_resume_gives_identical_params(tmp_path):
   pair_dir = str(tmp_path / "pair")
   testing.tiny_distillation_pair(pair_dir)
   straight = str(tmp_path / "straight")
-  subprocess.run(_train_cmd(pair_dir, straight), check=True,
-                 capture_output=True, timeout=600)
+  subprocess.run(
+      _train_cmd(pair_dir, straight),
+      check=True,
+      capture_output=True,
+      timeout=600,
+  )
   want = _export(straight, str(tmp_path / "straight_hf"))
 
   # Two kill points: right as step 2 is logged (its checkpoint may be half
@@ -80,8 +98,12 @@ def test_sigkill_and_resume_gives_identical_params(tmp_path):
   for i, (after, delay) in enumerate([(2, 0.0), (4, 0.3)]):
     workdir = str(tmp_path / f"killed{i}")
     _run_and_kill(pair_dir, workdir, after, delay)
-    resumed = subprocess.run(_train_cmd(pair_dir, workdir),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _train_cmd(pair_dir, workdir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Killed as step 2 is logged, no checkpoint may be complete yet (the
     # rerun then starts over); a moment after step 4, one is.
@@ -105,8 +127,12 @@ def test_topd_trains_from_the_cli_and_resumes_exactly(tmp_path):
   pair_dir = str(tmp_path / "pair")
   testing.tiny_distillation_pair(pair_dir)
   straight = str(tmp_path / "straight")
-  subprocess.run(_train_cmd(pair_dir, straight, "topd"), check=True,
-                 capture_output=True, timeout=900)
+  subprocess.run(
+      _train_cmd(pair_dir, straight, "topd"),
+      check=True,
+      capture_output=True,
+      timeout=900,
+  )
   want = _export(straight, str(tmp_path / "straight_hf"))
   with open(os.path.join(straight, "metrics.jsonl")) as f:
     logged = [json.loads(l) for l in f if '"loss/total"' in l]
@@ -116,8 +142,12 @@ def test_topd_trains_from_the_cli_and_resumes_exactly(tmp_path):
 
   workdir = str(tmp_path / "killed")
   _run_and_kill(pair_dir, workdir, 3, 0.1, "topd")
-  resumed = subprocess.run(_train_cmd(pair_dir, workdir, "topd"),
-                           capture_output=True, text=True, timeout=900)
+  resumed = subprocess.run(
+      _train_cmd(pair_dir, workdir, "topd"),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from" in resumed.stdout
   got = _export(workdir, str(tmp_path / "killed_hf"))

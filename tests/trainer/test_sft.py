@@ -46,8 +46,12 @@ def _batch(seed=0, b=3, p=5, t=4, vocab=80):
   response_mask = np.ones((b, t), bool)
   response_mask[1, 2:] = False  # right padding
   response[1, 2:] = 0
-  return sft.sft_batch({"prompt": prompt, "prompt_mask": prompt_mask,
-                        "response": response, "response_mask": response_mask})
+  return sft.sft_batch({
+      "prompt": prompt,
+      "prompt_mask": prompt_mask,
+      "response": response,
+      "response_mask": response_mask,
+  })
 
 
 def _reference_loss(model, batch):
@@ -55,14 +59,16 @@ def _reference_loss(model, batch):
   tokens, mask = batch["tokens"], batch["mask"]
   rmask = batch["response_mask"]
   t = rmask.shape[1]
-  logits = np.asarray(model(jnp.asarray(tokens),
-                            attention_mask=jnp.asarray(mask)).logits,
-                      np.float64)
+  logits = np.asarray(
+      model(jnp.asarray(tokens), attention_mask=jnp.asarray(mask)).logits,
+      np.float64,
+  )
   # The logits at position i predict token i + 1.
-  logits = logits[:, -t - 1:-1]
+  logits = logits[:, -t - 1 : -1]
   labels = tokens[:, -t:]
   logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + (
-      logits.max(-1))
+      logits.max(-1)
+  )
   picked = np.take_along_axis(logits, labels[..., None], -1)[..., 0]
   nll = logz - picked
   return (nll * rmask).sum() / rmask.sum()
@@ -72,11 +78,12 @@ def test_loss_matches_numpy_cross_entropy():
   model = _model()
   batch = _batch()
   graphdef, state = nnx.split(model)
-  loss, metrics = sft.sft_loss(state.to_pure_dict(),
-                               jax.tree.map(jnp.asarray, batch),
-                               graphdef=graphdef)
-  np.testing.assert_allclose(float(loss), _reference_loss(model, batch),
-                             rtol=1e-5)
+  loss, metrics = sft.sft_loss(
+      state.to_pure_dict(), jax.tree.map(jnp.asarray, batch), graphdef=graphdef
+  )
+  np.testing.assert_allclose(
+      float(loss), _reference_loss(model, batch), rtol=1e-5
+  )
   assert 0.0 <= float(metrics["train/token_acc"]) <= 1.0
 
 
@@ -84,14 +91,19 @@ def test_loss_matches_optax_on_a_hand_case():
   """A one-token response: the loss is optax's CE of the last prompt logit."""
   model = _model()
   tokens = np.array([[0, 1, 7, 9, 11]], np.int32)
-  batch = {"tokens": tokens, "mask": tokens != 0,
-           "response_mask": np.array([[True]])}
+  batch = {
+      "tokens": tokens,
+      "mask": tokens != 0,
+      "response_mask": np.array([[True]]),
+  }
   graphdef, state = nnx.split(model)
-  loss, _ = sft.sft_loss(state.to_pure_dict(),
-                         jax.tree.map(jnp.asarray, batch), graphdef=graphdef)
+  loss, _ = sft.sft_loss(
+      state.to_pure_dict(), jax.tree.map(jnp.asarray, batch), graphdef=graphdef
+  )
   logits = model(jnp.asarray(tokens), attention_mask=tokens != 0).logits
   want = optax.softmax_cross_entropy_with_integer_labels(
-      logits[0, -2], jnp.asarray(11))
+      logits[0, -2], jnp.asarray(11)
+  )
   np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
 
 
@@ -112,7 +124,8 @@ def test_prompt_and_padding_do_not_enter_the_loss():
   # contributes nothing).
   empty = dict(batch, response_mask=np.zeros_like(batch["response_mask"]))
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      params, jax.tree.map(jnp.asarray, empty))
+      params, jax.tree.map(jnp.asarray, empty)
+  )
   assert float(loss) == 0.0
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
 
@@ -127,8 +140,9 @@ def test_step_decreases_the_loss_and_skips_nan():
   graphdef, state = nnx.split(model)
   optimizer = make_optimizer(learning_rate=3e-3, total_steps=20)
   st = init_state(state.to_pure_dict(), optimizer, jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(sft.sft_step, graphdef=graphdef,
-                                   optimizer=optimizer))
+  step = jax.jit(
+      functools.partial(sft.sft_step, graphdef=graphdef, optimizer=optimizer)
+  )
   batch = jax.tree.map(jnp.asarray, _batch())
   losses = []
   for _ in range(20):
@@ -149,15 +163,25 @@ def test_sft_train_learns_the_task(tmp_path):
   tok_dir = task_tokenizer.build_task_tokenizer(tmp_path / "tok")
   tok = task_tokenizer.load_task_tokenizer(tok_dir)
   from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+
   task = arithmetic.ArithmeticTask(arithmetic.Difficulty.easy())
   data = PromptDataset(
-      ArithmeticSource("train", 64, task=task), tok,
-      max_prompt_len=32, max_new_tokens=24)
+      ArithmeticSource("train", 64, task=task),
+      tok,
+      max_prompt_len=32,
+      max_new_tokens=24,
+  )
   model = _model(vocab_size=len(tok))
   logged = []
   trained, history = sft.sft_train(
-      model, data, num_steps=30, batch_size=8, learning_rate=3e-3,
-      log_every=10, callback=lambda s, m: logged.append((s, m)))
+      model,
+      data,
+      num_steps=30,
+      batch_size=8,
+      learning_rate=3e-3,
+      log_every=10,
+      callback=lambda s, m: logged.append((s, m)),
+  )
   assert [s for s, _ in history] == [10, 20, 30]
   assert logged == history
   first, last = history[0][1]["loss/ce"], history[-1][1]["loss/ce"]

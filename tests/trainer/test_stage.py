@@ -44,21 +44,39 @@ def run():
   prompt_mask = np.ones((B, P), bool)
   prompt_mask[1, :2] = False
   prompt = jnp.asarray(np.where(prompt_mask, prompt, 0), jnp.int32)
-  rollout = sample(student, prompt, jnp.asarray(prompt_mask),
-                   jax.random.key(0), max_new_tokens=T, eos_ids=EOS)
-  method = methods.build_method("topd", {
-      "max_candidates": N, "window": W, "rho_loss": 0.5, "ot_quantile": 0.5})
+  rollout = sample(
+      student,
+      prompt,
+      jnp.asarray(prompt_mask),
+      jax.random.key(0),
+      max_new_tokens=T,
+      eos_ids=EOS,
+  )
+  method = methods.build_method(
+      "topd",
+      {"max_candidates": N, "window": W, "rho_loss": 0.5, "ot_quantile": 0.5},
+  )
   gs, ps = nnx.split(student)
   gt, pt = nnx.split(teacher)
-  prepare = stage.compile_prepare(method, gs, gt, sampling=Sampling(),
-                                  eos_ids=EOS, pad_id=0)
-  batch = {"tokens": rollout.tokens, "mask": rollout.mask,
-           "response_mask": rollout.response_mask,
-           "sampler_logprobs": rollout.logprobs}
+  prepare = stage.compile_prepare(
+      method, gs, gt, sampling=Sampling(), eos_ids=EOS, pad_id=0
+  )
+  batch = {
+      "tokens": rollout.tokens,
+      "mask": rollout.mask,
+      "response_mask": rollout.response_mask,
+      "sampler_logprobs": rollout.logprobs,
+  }
   key = jax.random.key(7)
   out = prepare(ps.to_pure_dict(), pt.to_pure_dict(), batch, key)
-  return dict(student=student, teacher=teacher, rollout=rollout,
-              method=method, out=jax.device_get(out), key=key)
+  return dict(
+      student=student,
+      teacher=teacher,
+      rollout=rollout,
+      method=method,
+      out=jax.device_get(out),
+      key=key,
+  )
 
 
 def test_shapes_are_the_announced_ones(run):
@@ -70,8 +88,8 @@ def test_shapes_are_the_announced_ones(run):
 def test_candidates_are_the_top_reverse_kl_tokens(run):
   r = run["rollout"]
   t_ids, mask = np.asarray(r.tokens), np.asarray(r.mask)
-  zs = run["student"](t_ids, attention_mask=mask).logits[:, P - 1:-1]
-  zt = run["teacher"](t_ids, attention_mask=mask).logits[:, P - 1:-1]
+  zs = run["student"](t_ids, attention_mask=mask).logits[:, P - 1 : -1]
+  zt = run["teacher"](t_ids, attention_mask=mask).logits[:, P - 1 : -1]
   rmask = np.asarray(r.response_mask)
   rkl = np.where(rmask, ref.kl(zs, zt), 0.0)
   index, valid = ref.np_candidates(rkl, rmask, 0.5, N)
@@ -80,10 +98,13 @@ def test_candidates_are_the_top_reverse_kl_tokens(run):
   np.testing.assert_array_equal(out[topd_stage.CAND_VALID], valid)
   np.testing.assert_array_equal(
       np.where(valid, out[topd_stage.CAND_INDEX], -1),
-      np.where(valid, index, -1))
+      np.where(valid, index, -1),
+  )
   np.testing.assert_allclose(
       np.where(valid, out[topd_stage.CAND_SCORE], 0.0),
-      np.where(valid, np.take_along_axis(rkl, index, 1), 0.0), rtol=1e-4)
+      np.where(valid, np.take_along_axis(rkl, index, 1), 0.0),
+      rtol=1e-4,
+  )
 
 
 def test_windows_ot_and_segments_rebuilt(run):
@@ -95,11 +116,17 @@ def test_windows_ot_and_segments_rebuilt(run):
   tw = continue_from(run["teacher"], r, cut, key_t, **kw)
   sw = continue_from(run["student"], r, cut, key_s, **kw)
   table = run["student"].embedder.embedding[...]
-  ot = np.asarray(window_ot_distance(
-      table[tw.response], tw.response_mask, table[sw.response],
-      sw.response_mask)).reshape(B, N)
-  np.testing.assert_allclose(out[topd_stage.OT], np.where(valid, ot, 0.0),
-                             atol=1e-5)
+  ot = np.asarray(
+      window_ot_distance(
+          table[tw.response],
+          tw.response_mask,
+          table[sw.response],
+          sw.response_mask,
+      )
+  ).reshape(B, N)
+  np.testing.assert_allclose(
+      out[topd_stage.OT], np.where(valid, ot, 0.0), atol=1e-5
+  )
   high = valid & (ot > np.quantile(ot[valid], 0.5))
   np.testing.assert_array_equal(out[topd_stage.HIGH_OT], high)
   # Each divergent state is one segment row: its prefix, then the

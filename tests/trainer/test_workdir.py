@@ -52,16 +52,20 @@ def test_same_run_resumes_and_rescheduling_is_allowed(tmp_path):
   assert workdir_lib.prepare_workdir(workdir, _config(**{"dear.p": 0.5}))
 
 
-@pytest.mark.parametrize("overrides,fragment", [
-    ({"method": "dear"}, "method: 'tip' -> 'dear'"),
-    ({"tip.rho": 0.2}, "tip.rho: 0.5 -> 0.2"),
-    ({"student": "/models/other"}, "student: '/models/student' ->"),
-    ({"data.source": "file", "data.path": "q.jsonl"}, "data.path: '' ->"),
-    ({"optimizer.learning_rate": 1e-3}, "optimizer.learning_rate"),
-    ({"seed": 3}, "seed: 0 -> 3"),
-])
-def test_a_different_run_is_refused_naming_the_fields(tmp_path, overrides,
-                                                      fragment):
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        ({"method": "dear"}, "method: 'tip' -> 'dear'"),
+        ({"tip.rho": 0.2}, "tip.rho: 0.5 -> 0.2"),
+        ({"student": "/models/other"}, "student: '/models/student' ->"),
+        ({"data.source": "file", "data.path": "q.jsonl"}, "data.path: '' ->"),
+        ({"optimizer.learning_rate": 1e-3}, "optimizer.learning_rate"),
+        ({"seed": 3}, "seed: 0 -> 3"),
+    ],
+)
+def test_a_different_run_is_refused_naming_the_fields(
+    tmp_path, overrides, fragment
+):
   workdir = _start(tmp_path, _config())
   before = sorted(os.listdir(workdir))
   with pytest.raises(workdir_lib.WorkdirError, match="holds another run") as e:
@@ -72,8 +76,9 @@ def test_a_different_run_is_refused_naming_the_fields(tmp_path, overrides,
 
 def test_restart_moves_the_old_run_aside(tmp_path):
   workdir = _start(tmp_path, _config())
-  assert not workdir_lib.prepare_workdir(workdir, _config(method="dear"),
-                                         restart=True)
+  assert not workdir_lib.prepare_workdir(
+      workdir, _config(method="dear"), restart=True
+  )
   assert os.listdir(workdir) == ["previous_runs"]
   (old,) = os.listdir(os.path.join(workdir, "previous_runs"))
   old = os.path.join(workdir, "previous_runs", old)

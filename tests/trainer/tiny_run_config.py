@@ -25,10 +25,12 @@ from opd_jax import testing
 
 def get_config(arg: str):
   pair_dir, _, method = arg.partition(",")
-  paths = {role: os.path.join(pair_dir, role) for role in ("student",
-                                                           "teacher")}
-  c = testing.tiny_train_config(paths, method=method or "tip", total_steps=6,
-                                checkpoint_every=1)
+  paths = {
+      role: os.path.join(pair_dir, role) for role in ("student", "teacher")
+  }
+  c = testing.tiny_train_config(
+      paths, method=method or "tip", total_steps=6, checkpoint_every=1
+  )
   c.async_checkpointing = True
   if method == "topd":
     c.topd.window = 8
