@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from opd_jax.models import Transformer
+from opd_jax.models import cast_floating
 from opd_jax.models import attention
 from opd_jax.rollouts.sampling import Sampling
 
@@ -101,15 +102,6 @@ def cache_schedule(
   return (*bounds, last)
 
 
-def _cast_floating(tree, dtype):
-  if dtype is None:
-    return tree
-  return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-      tree,
-  )
-
-
 def _sample_impl(
     graphdefs,
     states,
@@ -128,7 +120,7 @@ def _sample_impl(
   # Layer weights are sliced out of their stacks once, not every step.
   models = [
       nnx.merge(g, s).split_layers()
-      for g, s in zip(graphdefs, _cast_floating(states, compute_dtype))
+      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
   ]
   b, p = prompt.shape
   t = max_new_tokens
