@@ -20,6 +20,7 @@ config checks in `checks.py`).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,14 @@ class LossPass:
   temperature: float = 1.0
   reduction: str = "token_mean"
   chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
+
+  @classmethod
+  def of(cls, method: Any) -> "LossPass":
+    """The settings read off a method config with fields of the same names
+    (TIP, DEAR, TOPD: `divergence`, `jsd_beta`, ..., `chunk_size`)."""
+    return cls(
+        **{f.name: getattr(method, f.name) for f in dataclasses.fields(cls)}
+    )
 
   @property
   def divergence_kwargs(self) -> dict[str, float]:

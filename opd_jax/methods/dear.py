@@ -123,14 +123,7 @@ class DEAR:
   @property
   def loss_pass(self) -> common.LossPass:
     """The head-pass settings of this config."""
-    return common.LossPass(
-        divergence=self.divergence,
-        jsd_beta=self.jsd_beta,
-        skew_alpha=self.skew_alpha,
-        temperature=self.temperature,
-        reduction=self.reduction,
-        chunk_size=self.chunk_size,
-    )
+    return common.LossPass.of(self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> D ∪ E -> divergence on the gathered positions."""

@@ -199,14 +199,7 @@ class TIP:
   @property
   def loss_pass(self) -> common.LossPass:
     """The head-pass settings of this config."""
-    return common.LossPass(
-        divergence=self.divergence,
-        jsd_beta=self.jsd_beta,
-        skew_alpha=self.skew_alpha,
-        temperature=self.temperature,
-        reduction=self.reduction,
-        chunk_size=self.chunk_size,
-    )
+    return common.LossPass.of(self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> selector -> divergence on the gathered positions."""

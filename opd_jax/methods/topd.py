@@ -213,14 +213,7 @@ class TOPD:
   @property
   def loss_pass(self) -> common.LossPass:
     """The head-pass settings of the OPD term."""
-    return common.LossPass(
-        divergence=self.divergence,
-        jsd_beta=self.jsd_beta,
-        skew_alpha=self.skew_alpha,
-        temperature=self.temperature,
-        reduction=self.reduction,
-        chunk_size=self.chunk_size,
-    )
+    return common.LossPass.of(self)
 
   @property
   def traj_pass(self) -> common.LossPass:
