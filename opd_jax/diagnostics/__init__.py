@@ -25,6 +25,7 @@ from opd_jax.diagnostics.scoring import score_positions
 from opd_jax.diagnostics.stats import summarise
 from opd_jax.diagnostics.token_map import TokenMap
 from opd_jax.diagnostics.token_map import TokenMapSettings
+from opd_jax.diagnostics.token_map import TopdProbe
 from opd_jax.diagnostics.token_map import compute_token_map
 from opd_jax.diagnostics.token_map import label_token_map
 from opd_jax.diagnostics.token_map import token_pieces
@@ -58,6 +59,7 @@ __all__ = [
     "token_pieces",
     "TokenMap",
     "TokenMapSettings",
+    "TopdProbe",
     "TreeConfig",
     "write_report",
     "write_token_map",

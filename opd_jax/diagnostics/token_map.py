@@ -20,9 +20,12 @@ keeps, as numpy arrays in a `TokenMap`. `label_token_map` adds the text
 (token pieces, prompts) and the graded verdicts; `token_map_html.render_html`
 turns the result into a self-contained page; `write_token_map` does all three.
 
-A `TokenMap` is open: any extra channel or selector (e.g. TOPD candidates)
-is one more entry in `channels` / `selectors` with a line in
-`descriptions`, and the page shows it without other changes.
+A `TokenMap` is open: any extra channel or selector is one more entry in
+`channels` / `selectors` with a line in `descriptions`, and the page shows
+it without other changes. TOPD's are such entries: with a `TopdProbe`,
+`compute_token_map` runs TOPD's pre-update stage on the rollouts (branched
+teacher / student windows and their OT distance) and adds its candidates,
+divergent states and false alarms, and the candidates' OT channel.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from jax.experimental import multihost_utils
 
 from opd_jax import heads
 from opd_jax import selection
+from opd_jax.methods import topd as topd_lib
+from opd_jax.methods import topd_stage
 from opd_jax.models import response_hidden
+from opd_jax.rollouts import Rollout, Sampling
 from opd_jax.diagnostics import token_map_html
 
 FORMAT = "opd_jax.token_map/1"
@@ -63,6 +69,13 @@ DESCRIPTIONS = {
     "tsd_em": "TSD-KD entropy-min set: top em_ratio of the batch by H_S",
     "dear_decision": "DEAR decision anchors: top p of each rollout by H_S",
     "dear_evidence": "DEAR evidence: top q of the rest by relevance x gap",
+    "topd_ot": (
+        "TOPD OT distance of a candidate's teacher and student windows"
+        " (0 off candidates)"
+    ),
+    "topd_candidate": "TOPD candidates: top rho_loss of each rollout by loss",
+    "topd_divergent": "TOPD divergent states: candidates above the OT quantile",
+    "topd_false_alarm": "TOPD false alarms: candidates at or below it",
 }
 # Channels with a natural range; the others are coloured by batch min-max.
 RANGES = {"tsd_gate": (0.0, 1.0), "soft_or": (0.0, 1.0)}
@@ -84,6 +97,9 @@ SELECTORS = (
     "dear_decision",
     "dear_evidence",
 )
+# Added by a TopdProbe (TOPD's stage runs only when asked: it samples).
+TOPD_CHANNELS = ("topd_ot",)
+TOPD_SELECTORS = ("topd_candidate", "topd_divergent", "topd_false_alarm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +159,41 @@ class TokenMapSettings:
         dear_p=dear.get("p", d.dear_p),
         dear_q=dear.get("q", d.dear_q),
         temperature=method.get("temperature", d.temperature),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TopdProbe:
+  """TOPD's pre-update stage on a token map's rollouts (it samples).
+
+  Attributes:
+    method: the TOPD settings (candidate fraction, cap, window, OT); its
+      trajectory term is not run here. ``max_candidates`` is capped at the
+      response length.
+    sampling: how the branched windows are drawn (the rollouts' sampling).
+    eos_ids: ids that end a window.
+    pad_id: the padding id.
+    seed: seed of the branch sampling.
+  """
+
+  method: topd_lib.TOPD = topd_lib.TOPD()
+  sampling: Sampling = Sampling()
+  eos_ids: tuple[int, ...] = ()
+  pad_id: int = 0
+  seed: int = 0
+
+  @classmethod
+  def from_config(
+      cls, config: Mapping[str, Any], *, eos_ids: Sequence[int], pad_id: int
+  ) -> "TopdProbe":
+    """The run config's `topd` block and sampling (temperature, top-k/p)."""
+    plain = lambda d: d.to_dict() if hasattr(d, "to_dict") else dict(d or {})
+    return cls(
+        method=topd_lib.TOPD(**plain(config.get("topd"))),
+        sampling=Sampling(**plain(config.get("sampling"))),
+        eos_ids=tuple(int(e) for e in eos_ids),
+        pad_id=int(pad_id),
+        seed=int(config.get("seed") or 0),
     )
 
 
@@ -366,6 +417,50 @@ def _compute(student, teacher, tokens, mask, response_mask, *, settings):
   return channels, selectors
 
 
+@nnx.jit(static_argnames=("probe",))
+def _compute_topd(student, teacher, tokens, mask, response_mask, *, probe):
+  """TOPD's channels and selector masks [B, T] (see compute_token_map)."""
+  t = response_mask.shape[1]
+  cfg = dataclasses.replace(
+      probe.method,
+      max_candidates=min(probe.method.max_candidates, t),
+      lambda_traj=0.0,  # no trajectory term: its windows are not shown
+  )
+  rollout = Rollout(
+      prompt=tokens[:, :-t],
+      prompt_mask=mask[:, :-t].astype(bool),
+      response=tokens[:, -t:],
+      response_mask=response_mask.astype(bool),
+      logprobs=jnp.zeros(response_mask.shape, jnp.float32),
+      policy_logprobs=jnp.zeros(response_mask.shape, jnp.float32),
+  )
+  out = topd_stage.prepare(
+      cfg,
+      student,
+      teacher,
+      rollout,
+      jax.random.PRNGKey(probe.seed),
+      sampling=probe.sampling,
+      eos_ids=probe.eos_ids,
+      pad_id=probe.pad_id,
+  )
+  index, valid = out[topd_stage.CAND_INDEX], out[topd_stage.CAND_VALID]
+  high = out[topd_stage.HIGH_OT]
+  rows = jnp.arange(index.shape[0])[:, None]
+  scatter = (
+      lambda v, init: jnp.full(response_mask.shape, init, v.dtype)
+      .at[rows, index]
+      .max(v)
+  )
+  channels = {"topd_ot": scatter(out[topd_stage.OT], 0.0)}
+  selectors = {
+      "topd_candidate": scatter(valid, False),
+      "topd_divergent": scatter(valid & high, False),
+      "topd_false_alarm": topd_stage.suppression_mask(index, valid, high, t),
+  }
+  return channels, selectors
+
+
 def _to_numpy(tree):
   """Global arrays -> numpy on every process (an all-gather when several)."""
   if jax.process_count() == 1:
@@ -390,6 +485,7 @@ def compute_token_map(
     rollout,
     *,
     settings: TokenMapSettings = TokenMapSettings(),
+    topd: TopdProbe | None = None,
 ) -> TokenMap:
   """Scores a rollout with both models; every channel and selector mask.
 
@@ -404,6 +500,9 @@ def compute_token_map(
     teacher: the teacher Transformer, same vocabulary.
     rollout: a `rollouts.Rollout` ([B, P] prompt, [B, T] response).
     settings: selector parameters (METHODS.md defaults).
+    topd: when given, also TOPD's stage (a second jitted pass that samples
+      ``B x max_candidates`` branched windows from each model): the
+      `TOPD_CHANNELS` and `TOPD_SELECTORS` entries.
 
   Returns:
     A `TokenMap` without text (see `label_token_map`). Under several
@@ -425,19 +524,52 @@ def compute_token_map(
           settings=settings,
       )
   )
+  channel_names, selector_names = CHANNELS, SELECTORS
+  meta = {f"settings.{k}": v for k, v in dataclasses.asdict(settings).items()}
+  if topd is not None:
+    more_channels, more_selectors = _to_numpy(
+        _compute_topd(
+            student,
+            teacher,
+            rollout.tokens,
+            rollout.mask,
+            rollout.response_mask,
+            probe=topd,
+        )
+    )
+    channels, selectors = (
+        {**channels, **more_channels},
+        {**selectors, **more_selectors},
+    )
+    channel_names += TOPD_CHANNELS
+    selector_names += TOPD_SELECTORS
+    meta.update({
+        f"topd.{k}": v
+        for k, v in dataclasses.asdict(topd.method).items()
+        if k in _TOPD_STAGE_FIELDS
+    })
   ids, mask = _to_numpy((rollout.response, rollout.response_mask))
   return TokenMap(
       ids=ids.astype(np.int32),
       mask=mask.astype(bool),
       # jit returns dicts in sorted key order; keep the page's order.
-      channels={k: channels[k].astype(np.float32) for k in CHANNELS},
-      selectors={k: selectors[k].astype(bool) for k in SELECTORS},
-      descriptions={k: DESCRIPTIONS[k] for k in CHANNELS + SELECTORS},
+      channels={k: channels[k].astype(np.float32) for k in channel_names},
+      selectors={k: selectors[k].astype(bool) for k in selector_names},
+      descriptions={k: DESCRIPTIONS[k] for k in channel_names + selector_names},
       ranges=dict(RANGES),
-      meta={
-          f"settings.{k}": v for k, v in dataclasses.asdict(settings).items()
-      },
+      meta=meta,
   )
+
+
+# The TOPD fields the stage reads (shown in the page header).
+_TOPD_STAGE_FIELDS = (
+    "rho_loss",
+    "max_candidates",
+    "window",
+    "candidate_divergence",
+    "ot_epsilon",
+    "ot_quantile",
+)
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -526,6 +658,7 @@ def write_token_map(
     answers: Sequence[str | None] | None = None,
     grader: Grader | None = None,
     settings: TokenMapSettings = TokenMapSettings(),
+    topd: TopdProbe | None = None,
     title: str = "opd_jax token map",
     meta: Mapping[str, Any] | None = None,
     json_path: str | None = None,
@@ -544,6 +677,7 @@ def write_token_map(
     answers: reference answers per rollout, for the verdicts.
     grader: (texts, answers) -> bools; without one no verdict is shown.
     settings: selector parameters.
+    topd: also TOPD's candidates, divergent states and false alarms.
     title: the page title.
     meta: extra header fields (e.g. {"step": 300, "student": "..."}).
     json_path: also write the `TokenMap.to_json` data there.
@@ -551,7 +685,9 @@ def write_token_map(
   Returns:
     The labelled TokenMap.
   """
-  token_map = compute_token_map(student, teacher, rollout, settings=settings)
+  token_map = compute_token_map(
+      student, teacher, rollout, settings=settings, topd=topd
+  )
   token_map = label_token_map(
       token_map,
       tokenizer,

@@ -348,6 +348,12 @@ class Trainer:
         answers=host.get("answer") if jax.process_count() == 1 else None,
         grader=self.grader,
         settings=token_map.TokenMapSettings.from_config(self.c),
+        # TOPD runs show the stage's candidates and false alarms too.
+        topd=token_map.TopdProbe.from_config(
+            self.c, eos_ids=self.eos_ids, pad_id=self.train_data.pad_id
+        )
+        if self.c.method == "topd"
+        else None,
         meta={"step": step},
     )
 

@@ -13,6 +13,7 @@
 # limitations under the License.
 """Token maps: channels against numpy, selector masks, escaping, JSON."""
 
+import dataclasses
 import html.parser
 import json
 import math
@@ -505,3 +506,60 @@ def test_hovered_token_shows_its_numbers(tmp_path):
   for name, values in token_map.channels.items():
     shown = "n/a" if name == "reverse_kl" else f"{values[1, 0]:.4f}"
     assert f'<td>{name}</td><td class="v">{shown}</td>' in tip, name
+
+
+def test_topd_selectors_follow_the_stage(pair):
+  from opd_jax.methods.topd import TOPD  # pylint: disable=g-import-not-at-top
+
+  student, teacher, rollout, plain = pair
+  probe = tm.TopdProbe(
+      method=TOPD(rho_loss=0.5, max_candidates=20, window=3),
+      eos_ids=(1,),
+      pad_id=0,
+      seed=3,
+  )
+  token_map = tm.compute_token_map(student, teacher, rollout, topd=probe)
+  assert list(token_map.selectors) == list(tm.SELECTORS + tm.TOPD_SELECTORS)
+  assert list(token_map.channels) == list(tm.CHANNELS + tm.TOPD_CHANNELS)
+  for name in tm.CHANNELS:  # the other entries are unchanged
+    np.testing.assert_array_equal(
+        token_map.channels[name], plain.channels[name]
+    )
+  mask = token_map.mask
+  cand = token_map.selectors["topd_candidate"]
+  high = token_map.selectors["topd_divergent"]
+  alarm = token_map.selectors["topd_false_alarm"]
+  ot = token_map.channels["topd_ot"]
+  # max_candidates is capped at T = 9; the top floor(0.5 L) of each rollout
+  # by reverse KL are the candidates.
+  rkl = token_map.channels["reverse_kl"]
+  for b, length in enumerate(mask.sum(axis=1)):
+    assert cand[b].sum() == length // 2
+    if 0 < length // 2 < length:
+      assert rkl[b][cand[b]].min() >= rkl[b][mask[b] & ~cand[b]].max()
+  # Divergent and false alarm split the candidates at the 0.8 quantile of
+  # the batch's candidate OT (numpy's linear interpolation).
+  np.testing.assert_array_equal(high | alarm, cand)
+  assert not np.any(high & alarm)
+  assert np.all(ot[~cand] == 0) and np.all(ot[cand] > 0)
+  np.testing.assert_array_equal(high, cand & (ot > np.quantile(ot[cand], 0.8)))
+  assert 0 < high.sum() < cand.sum()
+  assert token_map.meta["topd.max_candidates"] == 20
+  # Another seed samples other windows: the same candidates.
+  other = tm.compute_token_map(
+      student, teacher, rollout, topd=dataclasses.replace(probe, seed=4)
+  )
+  np.testing.assert_array_equal(other.selectors["topd_candidate"], cand)
+  assert not np.array_equal(other.channels["topd_ot"], ot)
+
+
+def test_topd_probe_reads_a_run_config():
+  from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
+
+  c = default_config()
+  c.topd.window = 7
+  c.sampling.temperature = 0.5
+  c.seed = 11
+  probe = tm.TopdProbe.from_config(c, eos_ids=[2], pad_id=5)
+  assert probe.method.window == 7 and probe.sampling.temperature == 0.5
+  assert (probe.eos_ids, probe.pad_id, probe.seed) == ((2,), 5, 11)

@@ -59,9 +59,7 @@ def _run(*args):
 
 def _assert_one_error_line(proc, *needles):
   assert proc.returncode == 2, proc.stderr[-3000:]
-  errors = [
-      l for l in proc.stderr.splitlines() if l.startswith("token_map: error:")
-  ]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1, proc.stderr[-3000:]
   for needle in needles:
     assert needle in errors[0], errors[0]
@@ -137,6 +135,7 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
       f"--questions={questions}",
       "--num_rollouts=2",
       "--max_new_tokens=6",
+      "--topd",
       f"--out={page}",
       f"--json_out={tmp_path / 'map.json'}",
   )
@@ -149,6 +148,8 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
       1,
       1,
   ]
+  assert '<option value="topd_false_alarm"' in text
+  assert data["meta"]["topd.window"] == 50
 
   # A two-step run: its newest student, its teacher and its settings.
   from opd_jax.trainer.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
@@ -170,6 +171,7 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
   assert "(step 2)" in page.read_text(encoding="utf-8")
   data = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
   assert data["meta"]["settings.rho"] == 0.25
+  assert "topd_candidate" not in page.read_text(encoding="utf-8")  # a TIP run
   assert all(r["verdict"] in (True, False) for r in data["rollouts"])
   for r in data["rollouts"]:
     assert sum(r["selectors"]["tip_soft_or"]) == len(r["ids"]) // 4

@@ -127,12 +127,18 @@ def test_topd_trains_from_the_cli_and_resumes_exactly(tmp_path):
   pair_dir = str(tmp_path / "pair")
   testing.tiny_distillation_pair(pair_dir)
   straight = str(tmp_path / "straight")
+  # The straight run also writes a token map at step 6 (with TOPD's stage
+  # on its rollouts); the killed run does not: the page must not change
+  # what is trained.
   subprocess.run(
-      _train_cmd(pair_dir, straight, "topd"),
+      _train_cmd(pair_dir, straight, "topd") + ["--config.token_map_every=6"],
       check=True,
       capture_output=True,
       timeout=900,
   )
+  page = os.path.join(straight, "plots", "token_map_000006.html")
+  with open(page, encoding="utf-8") as f:
+    assert '<option value="topd_false_alarm"' in f.read()
   want = _export(straight, str(tmp_path / "straight_hf"))
   with open(os.path.join(straight, "metrics.jsonl")) as f:
     logged = [json.loads(l) for l in f if '"loss/total"' in l]
