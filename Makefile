@@ -30,11 +30,15 @@ demo: install
 	$(PY) scripts/demo.py
 
 # Style is checked, not hoped for: unformatted files fail the run. The
-# docstring examples of the library run as doctests.
+# docstring examples of the library run as doctests. The suite runs on two
+# pytest-xdist workers, one test file per worker at a time (module fixtures
+# are built once): most tests compile, and XLA's compiler uses one core.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pyink --check opd_jax scripts tests configs benchmarks
 	$(PY) -m pytest -q --doctest-modules opd_jax
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 # Benchmarks against TRL and transformers (TRL only here, never in tests);
 # the package is benchmarks/ (`python -m benchmarks SUBCOMMAND`).

@@ -35,6 +35,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+
+class InputError(ValueError):
+  """A user's mistake found by a script (a flag, a file, a directory)."""
+
+
 # A user's mistake, as opposed to a bug: shown as one line.
 USER_ERRORS = (ValueError, OSError, app.UsageError)
 

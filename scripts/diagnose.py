@@ -26,15 +26,17 @@ r"""Gradient alignment of distillation with success ("Unmasking OPD").
 --student is an HF directory or a training workdir (its newest checkpoint);
 --teacher an HF directory with the same vocabulary. Writes report.md,
 summary.json, nodes.json and PNG plots to --out (atomically: a failed run
-leaves --out untouched). Bad input is one `diagnose: error:` line, exit 2.
+leaves --out untouched). Bad input is one `error:` line, exit 2.
 See docs/diagnostics.md.
 """
 
 import os
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from opd_jax import cli
+from opd_jax.cli import InputError
 
 _STUDENT = flags.DEFINE_string("student", None, "HF dir or training workdir.")
 _TEACHER = flags.DEFINE_string("teacher", None, "HF dir.")
@@ -76,10 +78,6 @@ _WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
 _TIMEOUT = flags.DEFINE_float("grading_timeout", 10.0, "Seconds per answer.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
 _OUT = flags.DEFINE_string("out", None, "Report directory.")
-
-
-class InputError(Exception):
-  """Bad user input: reported as one line, exit status 2."""
 
 
 def _load_model(path: str, role: str, allow_workdir: bool):
@@ -157,16 +155,27 @@ def _questions(source, tokenizer):
   return data, n
 
 
-def _graders(data, n, tokenizer, pool):
-  """One grader per question: response ids -> correct?"""
-  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+def _grader(source, data, n):
+  """The evaluation's grader for the source, its answers checked first."""
+  from opd_jax.evaluation import graders  # pylint: disable=g-import-not-at-top
+
+  grader = graders.grader_for(
+      source, num_workers=_WORKERS.value, timeout=_TIMEOUT.value
+  )
+  for i, why in enumerate(grader.unusable(data.answers[:n])):
+    if why:
+      grader.close()
+      raise InputError(f"--task {source.name}: question {i}: {why}")
+  return grader
+
+
+def _graders(data, n, tokenizer, grader):
+  """One grader per question (response ids -> correct?) over `grader`."""
 
   def make(answer):
     def grade(responses):
       texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-      if pool is None:
-        return [arithmetic.is_correct(t, int(answer)) for t in texts]
-      return [g.correct for g in pool.grade([(t, answer) for t in texts])]
+      return [bool(v) for v in grader(texts, [answer] * len(texts))]
 
     return grade
 
@@ -219,6 +228,7 @@ def _setup():
       _TOKENIZER.value or tok_dir
   )
   data, n = _questions(source, tokenizer)
+  grader = _grader(source, data, n)
   meta = {
       "student": s_name,
       "teacher": t_name,
@@ -226,22 +236,18 @@ def _setup():
       "questions": n,
       **{k: v for k, v in vars(config).items()},
       "seed": _SEED.value,
+      "grader": grader.name,
   }
-  return student, teacher, tokenizer, data, n, config, meta
+  return student, teacher, tokenizer, data, n, config, meta, grader
 
 
 def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   start = time.time()
-  try:
-    student, teacher, tokenizer, data, n, config, meta = _setup()
-  except InputError as e:
-    print(f"diagnose: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  student, teacher, tokenizer, data, n, config, meta, grader = _setup()
   import jax  # pylint: disable=g-import-not-at-top
   from opd_jax.diagnostics import alignment, report  # pylint: disable=g-import-not-at-top
-  from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
 
   prompt, prompt_mask = _left_pad(data.prompts[:n], data.pad_id)
   eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
@@ -254,27 +260,19 @@ def main(argv):
         flush=True,
     )
 
-  pool = (
-      None
-      if _TASK.value == "arithmetic"
-      else GradingPool(_WORKERS.value, timeout=_TIMEOUT.value)
-  )
-  try:
+  with grader:
     results = alignment.diagnose(
         student,
         teacher,
         prompt,
         prompt_mask,
-        _graders(data, n, tokenizer, pool),
+        _graders(data, n, tokenizer, grader),
         config,
         jax.random.PRNGKey(_SEED.value),
         eos_ids=eos,
         pad_id=data.pad_id,
         progress=progress,
     )
-  finally:
-    if pool is not None:
-      pool.close()
   nodes = [node for r in results for node in r.nodes]
   questions = [
       {
@@ -297,4 +295,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["student", "teacher", "out"])
-  app.run(main)
+  cli.run(main)

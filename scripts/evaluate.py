@@ -33,10 +33,12 @@ HF directory). Input errors print one `error: ...` line and exit with 2.
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
+
+from opd_jax import cli
+from opd_jax.cli import InputError
 
 _MODEL = flags.DEFINE_string("model", None, "Workdir or HF directory.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the model's.")
@@ -65,10 +67,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out_dir", "", "Where scores and responses go.")
 
 
-class _Error(Exception):
-  """A user error: printed as one line, exit code 2."""
-
-
 def _check_flags() -> None:
   """Refuses values that would crash or give NaN later."""
   for flag, low in (
@@ -80,20 +78,20 @@ def _check_flags() -> None:
       (_N, 0),
   ):
     if flag.value < low:
-      raise _Error(
+      raise InputError(
           f"--{flag.name}: expected an integer >= {low}, got {flag.value}"
       )
   if _TIMEOUT.value <= 0:
-    raise _Error(f"--grading_timeout: expected > 0, got {_TIMEOUT.value}")
+    raise InputError(f"--grading_timeout: expected > 0, got {_TIMEOUT.value}")
   if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
-    raise _Error(
+    raise InputError(
         "--temperature: expected >= 0 and --top_p in (0, 1], got"
         f" {_TEMPERATURE.value} and {_TOP_P.value}"
     )
   if not os.path.isdir(_MODEL.value or ""):
-    raise _Error(f"--model: {_MODEL.value!r} is not a directory")
+    raise InputError(f"--model: {_MODEL.value!r} is not a directory")
   if _DATA.value != "arithmetic" and not os.path.exists(_DATA.value):
-    raise _Error(f"--data: {_DATA.value} does not exist")
+    raise InputError(f"--data: {_DATA.value} does not exist")
 
 
 def _load_model():
@@ -228,13 +226,9 @@ def _run() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    _run()
-  except (_Error, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  _run()
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model")
-  app.run(main)
+  cli.run(main)

@@ -29,9 +29,11 @@ the directory loads with `transformers.AutoModelForCausalLM` /
 """
 
 import os
-import sys
 
 from absl import app, flags
+
+from opd_jax import cli
+from opd_jax.cli import InputError
 
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher HF directory.")
 _KEEP = flags.DEFINE_string(
@@ -43,33 +45,21 @@ _NUM = flags.DEFINE_integer(
 _OUT = flags.DEFINE_string("out", None, "New (or empty) output directory.")
 _SHARD = flags.DEFINE_integer("max_shard_mb", 2048, "safetensors shard size.")
 
-# Any one of these is a tokenizer vocabulary (see opd_jax.data.tokenizer).
-_VOCABULARY_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "vocab.json",
-    "tiktoken.model",
-    "spiece.model",
-    "vocab.txt",
-)
-
-
-class _Error(Exception):
-  """A user error: printed as one line, exit code 2."""
-
 
 def _keep_layers(num_layers: int) -> tuple[int, ...]:
   """The layer indices from --keep_layers or --num_layers."""
   from opd_jax.models import cut  # pylint: disable=g-import-not-at-top
 
   if bool(_KEEP.value) == bool(_NUM.value):
-    raise _Error("give exactly one of --keep_layers=0,2,5 and --num_layers=N")
+    raise InputError(
+        "give exactly one of --keep_layers=0,2,5 and --num_layers=N"
+    )
   if _NUM.value:
     return cut.evenly_spaced_layers(num_layers, _NUM.value)
   try:
     keep = [int(x) for x in _KEEP.value.split(",")]
   except ValueError:
-    raise _Error(
+    raise InputError(
         f"--keep_layers: expected comma-separated integers, got {_KEEP.value!r}"
     ) from None
   return cut.check_layers(keep, num_layers)
@@ -78,17 +68,19 @@ def _keep_layers(num_layers: int) -> tuple[int, ...]:
 def _run() -> str:
   teacher, out = _TEACHER.value, _OUT.value
   if not teacher or not out:
-    raise _Error("--teacher=DIR and --out=DIR are required")
+    raise InputError("--teacher=DIR and --out=DIR are required")
   if not os.path.isdir(teacher):
-    raise _Error(f"--teacher: {teacher} is not a directory")
+    raise InputError(f"--teacher: {teacher} is not a directory")
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise _Error(
+    raise InputError(
         f"--out: {out} already exists and is not empty; choose a new path"
     )
+  from opd_jax.data.tokenizer import VOCABULARY_FILES  # pylint: disable=g-import-not-at-top
+
   if not any(
-      os.path.isfile(os.path.join(teacher, f)) for f in _VOCABULARY_FILES
+      os.path.isfile(os.path.join(teacher, f)) for f in VOCABULARY_FILES
   ):
-    raise _Error(
+    raise InputError(
         f"--teacher: {teacher} has no tokenizer files (expected"
         " tokenizer.json or tokenizer.model); the student would have"
         " none"
@@ -107,12 +99,8 @@ def _run() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    print(_run())
-  except (_Error, ValueError) as e:  # incl. CheckpointError, config errors
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  print(_run())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -25,14 +25,17 @@ coloured by the chosen channel, the chosen selector's tokens are outlined,
 hovering shows a token's numbers; `#channel=NAME&selector=NAME` in the URL
 picks both. Bad input (a workdir without a checkpoint, a teacher whose
 vocabulary differs, an empty question file, ...) ends with one error line
-and exit status 2, and writes nothing.
+(`error: ...`) and exit status 2, and writes nothing.
 """
 
+import dataclasses
 import json
 import os
-import sys
 
 from absl import app, flags
+
+from opd_jax import cli
+from opd_jax.cli import InputError
 
 _WORKDIR = flags.DEFINE_string(
     "workdir",
@@ -72,13 +75,16 @@ _TEMPERATURE = flags.DEFINE_float(
     "temperature", None, "Sampling temperature (default: the run's, else 1)."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_TOPD = flags.DEFINE_bool(
+    "topd",
+    None,
+    "Also run TOPD's stage (it samples branched windows from both models)"
+    " and show its candidates, divergent states and false alarms (default:"
+    " on for a TOPD run's workdir, else off).",
+)
 _OUT = flags.DEFINE_string("out", None, "The HTML page to write.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the data here.")
 _WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
-
-
-class InputError(ValueError):
-  """Bad command-line input, reported in one line with exit status 2."""
 
 
 def _check_flags():
@@ -178,6 +184,31 @@ def _dataset(tokenizer, c):
   return data, source.name
 
 
+def _topd_probe(c, temperature: float, eos_ids, pad_id: int):
+  """TOPD's stage settings when asked (--topd, or a TOPD run's workdir)."""
+  from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+
+  wanted = _TOPD.value
+  if wanted is None:
+    wanted = bool(c) and c.method == "topd"
+  if not wanted:
+    return None
+  if c:  # the run's TOPD settings and sampling, at this page's temperature
+    probe = token_map.TopdProbe.from_config(c, eos_ids=eos_ids, pad_id=pad_id)
+    return dataclasses.replace(
+        probe,
+        sampling=dataclasses.replace(probe.sampling, temperature=temperature),
+        seed=_SEED.value,
+    )
+  return token_map.TopdProbe(
+      sampling=Sampling(temperature=temperature),
+      eos_ids=tuple(eos_ids),
+      pad_id=pad_id,
+      seed=_SEED.value,
+  )
+
+
 def run():
   """Everything but the error reporting; raises on bad input."""
   _check_flags()
@@ -214,7 +245,11 @@ def run():
   meta.update(data=data_name, temperature=temperature, seed=_SEED.value)
   answers = batch["answer"]
   kwargs = dict(
-      answers=answers, settings=settings, meta=meta, json_path=_JSON_OUT.value
+      answers=answers,
+      settings=settings,
+      topd=_topd_probe(c, temperature, eos, data.pad_id),
+      meta=meta,
+      json_path=_JSON_OUT.value,
   )
   if not _QUESTIONS.value:
     result = token_map.write_token_map(
@@ -252,13 +287,8 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  try:
-    run()
-  except (InputError, ValueError, FileNotFoundError) as e:
-    message = " ".join(str(e).split())  # one line, whatever the exception
-    print(f"token_map: error: {message}", file=sys.stderr)
-    sys.exit(2)
+  run()
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

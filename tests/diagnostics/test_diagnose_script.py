@@ -135,9 +135,7 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
     proc = _run([*SMALL, f"--out={tmp_path / 'report'}", *args], tmp_path)
     assert proc.returncode == 2, (args, proc.stderr[-2000:])
     errors = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.startswith("diagnose: error:")
+        line for line in proc.stderr.splitlines() if line.startswith("error:")
     ]
     assert len(errors) == 1 and message in errors[0], (message, proc.stderr)
     assert "Traceback" not in proc.stderr
