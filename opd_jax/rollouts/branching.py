@@ -20,9 +20,13 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from opd_jax.models import Transformer
-from opd_jax.rollouts.sampler import Rollout, sample
+from opd_jax.models import attention
+from opd_jax.models import cast_floating
+from opd_jax.rollouts import sampler
+from opd_jax.rollouts.sampler import Rollout
 from opd_jax.rollouts.sampling import Sampling
 
 
@@ -114,6 +118,125 @@ def branch_prefixes(
   return ids, mask, valid.reshape(b * n)
 
 
+def branch_cache(
+    cache: attention.KVCache, prompt_mask: jax.Array, cut: jax.Array, n: int
+) -> attention.KVCache:
+  """The cache of each prefix `prompt + response[:cut]`, from the rollout's.
+
+  A key or value at slot s depends only on the tokens up to s (causal
+  attention), so the cache of a whole rollout row, written by one forward
+  over `prompt + response`, already holds the cache of every prefix of that
+  row: the prefix cut at c is the same buffers with the response slots from
+  c on masked out. The continuation then writes after the rollout's slots
+  (the cache's shared `end`) and takes RoPE positions from c on.
+
+  Args:
+    cache: the KVCache of B rows after a forward over [B, P + T] (with room
+      for the continuation after slot P + T).
+    prompt_mask: bool [B, P].
+    cut: int32 [B*N] response tokens kept, row b*N + n cut from row b.
+    n: N, cuts per row.
+
+  Returns:
+    The KVCache of B*N rows.
+  """
+  p = prompt_mask.shape[1]
+  rep = lambda x: jnp.repeat(x, n, axis=0)
+  slots = jnp.arange(cache.length)
+  return cache.replace(
+      k=tuple(rep(k) for k in cache.k),
+      v=tuple(rep(v) for v in cache.v),
+      key_mask=rep(cache.key_mask) & (slots[None, :] < p + cut[:, None]),
+      next_pos=rep(prompt_mask.sum(axis=1, dtype=jnp.int32)) + cut,
+  )
+
+
+def _continue_impl(
+    graphdefs,
+    states,
+    prompt,
+    prompt_mask,
+    response,
+    response_mask,
+    cut,
+    key,
+    *,
+    weights,
+    sampling,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    compute_dtype,
+):
+  models = [
+      nnx.merge(g, s).split_layers()
+      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
+  ]
+  b, p = prompt.shape
+  t, n = response.shape[1], cut.shape[1]
+  prefix, prefix_mask, valid = branch_prefixes(
+      prompt,
+      prompt_mask,
+      response,
+      response_mask,
+      cut,
+      eos_ids=eos_ids,
+      pad_id=pad_id,
+  )
+  kept = jnp.where(valid, cut.reshape(b * n), 0)  # [B*N]
+  rows = jnp.repeat(jnp.arange(b), n)
+  tokens = jnp.concatenate([prompt, response], axis=1)
+  mask = jnp.concatenate([prompt_mask, response_mask], axis=1)
+  schedule = sampler.cache_schedule(max_new_tokens)
+  caches, first_lp = [], []
+  for m in models:
+    # One forward over the B rollout rows, not one per prefix (N times
+    # fewer prefill FLOPs); its hidden states give each prefix's next token.
+    out = m(
+        tokens,
+        attention_mask=mask,
+        cache=m.init_cache(b, p + t + schedule[0]),
+        return_logits=False,
+    )
+    caches.append(branch_cache(out.cache, prompt_mask, kept, n))
+    last = out.hidden[rows, p + kept - 1]  # [B*N, D], the prefix's last token
+    first_lp.append(sampling.log_probs(m.apply_head(last)))
+  out = sampler.decode(
+      models,
+      caches,
+      first_lp,
+      key,
+      weights=weights,
+      sampling=sampling,
+      max_new_tokens=max_new_tokens,
+      eos_ids=eos_ids,
+      pad_id=pad_id,
+      schedule=schedule,
+      base_len=p + t,
+  )
+  return _mask_rows(
+      out.replace(prompt=prefix, prompt_mask=prefix_mask), valid, pad_id
+  )
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(
+    graphdefs, weights, sampling, max_new_tokens, eos_ids, pad_id, compute_dtype
+):
+  return jax.jit(
+      functools.partial(
+          _continue_impl,
+          graphdefs,
+          weights=weights,
+          sampling=sampling,
+          max_new_tokens=max_new_tokens,
+          eos_ids=eos_ids,
+          pad_id=pad_id,
+          compute_dtype=compute_dtype,
+      )
+  )
+
+
 def continue_from(
     models: Transformer | Sequence[Transformer],
     rollout: Rollout,
@@ -132,8 +255,10 @@ def continue_from(
   Continuation `n` of row `b` is sampled after `prompt[b] + response[b,
   :cut[b, n]]`: the cut-th response token and what follows are replaced by
   fresh draws from `models` (the student, the teacher, or a mixture, as in
-  `sample`). The prefixes go through `sample` itself, so prefill, decode,
-  EOS handling and every sampling strategy are the sampler's own.
+  `sample`). Each model runs one forward over the B rollout rows and every
+  prefix's KV cache is cut from it (`branch_cache`); the decode loop is the
+  sampler's own (`sampler.decode`: EOS handling, every sampling strategy,
+  the key `fold_in(key, i)` for continuation position i).
 
   Rows whose cut is invalid (negative, into the padding, after the row's
   EOS; see `valid_cuts`) come back fully masked: `response_mask` all False,
@@ -173,29 +298,30 @@ def continue_from(
         f" {rollout.prompt.shape}, {rollout.response.shape},"
         f" {rollout.response_mask.shape}"
     )
-  eos = tuple(int(e) for e in eos_ids)
-  prefix, prefix_mask, valid = branch_prefixes(
+  if max_new_tokens < 1:
+    raise ValueError(
+        f"continue_from: max_new_tokens must be >= 1, got {max_new_tokens}"
+    )
+  models, weights = sampler.check_models(models, weights, "continue_from")
+  graphdefs, states = zip(*(nnx.split(m) for m in models))
+  fn = _compiled(
+      tuple(graphdefs),
+      weights,
+      sampling,
+      int(max_new_tokens),
+      tuple(int(e) for e in eos_ids),
+      int(pad_id),
+      None if compute_dtype is None else jnp.dtype(compute_dtype),
+  )
+  return fn(
+      tuple(states),
       jnp.asarray(rollout.prompt, jnp.int32),
       jnp.asarray(rollout.prompt_mask, bool),
       jnp.asarray(rollout.response, jnp.int32),
       jnp.asarray(rollout.response_mask, bool),
       cut.astype(jnp.int32),
-      eos_ids=eos,
-      pad_id=int(pad_id),
-  )
-  out = sample(
-      models,
-      prefix,
-      prefix_mask,
       key,
-      max_new_tokens=max_new_tokens,
-      sampling=sampling,
-      eos_ids=eos,
-      pad_id=pad_id,
-      weights=weights,
-      compute_dtype=compute_dtype,
   )
-  return _mask_rows(out, valid, pad_id)
 
 
 @functools.partial(jax.jit, static_argnames=("pad_id",))

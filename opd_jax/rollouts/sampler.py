@@ -102,41 +102,38 @@ def cache_schedule(
   return (*bounds, last)
 
 
-def _sample_impl(
-    graphdefs,
-    states,
-    prompt,
-    prompt_mask,
-    key,
+def decode(
+    models: Sequence[Transformer],
+    caches: Sequence[attention.KVCache],
+    first_log_probs: Sequence[jax.Array],
+    key: jax.Array,
     *,
-    weights,
-    sampling,
-    max_new_tokens,
-    eos_ids,
-    pad_id,
-    compute_dtype,
-    first_segment,
-):
-  # Layer weights are sliced out of their stacks once, not every step.
-  models = [
-      nnx.merge(g, s).split_layers()
-      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
-  ]
-  b, p = prompt.shape
+    weights: Sequence[float],
+    sampling: Sampling,
+    max_new_tokens: int,
+    eos_ids: tuple[int, ...],
+    pad_id: int,
+    schedule: tuple[int, ...],
+    base_len: int,
+) -> Rollout:
+  """The decode loop after a prefill; returns a Rollout without its prompt.
+
+  Args:
+    models: the sampling models (layers split), already in the compute dtype.
+    caches: one KVCache per model, filled up to `base_len` slots and with room
+      for `base_len + schedule[0]`.
+    first_log_probs: per model, float32 [B, V] log-probs of the first token.
+    key: PRNG key; response position i draws with `fold_in(key, i)`.
+    weights, sampling, max_new_tokens, eos_ids, pad_id: as in `sample`.
+    schedule: `cache_schedule(max_new_tokens)`: before segment n > 0 the
+      caches grow to `base_len + schedule[n]` slots.
+    base_len: cache slots in use before the first decode step.
+
+  Returns:
+    A Rollout whose `prompt` / `prompt_mask` are empty [B, 0] placeholders.
+  """
+  b = first_log_probs[0].shape[0]
   t = max_new_tokens
-  schedule = cache_schedule(t, first_segment)
-  caches, last_lp = [], []
-  for m in models:
-    # The head runs on the last position only: the prompt's other logits
-    # are never used.
-    out = m(
-        prompt,
-        attention_mask=prompt_mask,
-        cache=m.init_cache(b, p + schedule[0]),
-        return_logits=False,
-    )
-    caches.append(out.cache)
-    last_lp.append(sampling.log_probs(m.apply_head(out.hidden[:, -1])))
   eos = jnp.asarray(eos_ids, jnp.int32)
 
   def choose(i, per_model, done):
@@ -162,7 +159,9 @@ def _sample_impl(
       jnp.zeros((b, t), jnp.float32),
       jnp.zeros((b, t), jnp.float32),
   )
-  token, valid, done, lp, plp = choose(0, last_lp, jnp.zeros((b,), bool))
+  token, valid, done, lp, plp = choose(
+      0, list(first_log_probs), jnp.zeros((b,), bool)
+  )
   bufs = write(bufs, 0, (token, valid, lp, plp))
 
   def body(carry):
@@ -181,26 +180,106 @@ def _sample_impl(
         write(bufs, i, (token, valid, lp, plp)),
     )
 
-  carry = (jnp.int32(1), token, caches, done, bufs)
+  carry = (jnp.int32(1), token, list(caches), done, bufs)
   for n, bound in enumerate(schedule):
     if n:
       carry = (
           *carry[:2],
-          [attention.extend_cache(c, p + bound) for c in carry[2]],
+          [attention.extend_cache(c, base_len + bound) for c in carry[2]],
           *carry[3:],
       )
     carry = jax.lax.while_loop(
         lambda c, bound=bound: (c[0] <= bound) & ~jnp.all(c[3]), body, carry
     )
   response, mask, logprobs, policy_lp = carry[4]
+  empty = jnp.zeros((b, 0), jnp.int32)
   return Rollout(
-      prompt=prompt,
-      prompt_mask=prompt_mask,
+      prompt=empty,
+      prompt_mask=empty.astype(bool),
       response=response,
       response_mask=mask,
       logprobs=logprobs,
       policy_logprobs=policy_lp,
   )
+
+
+def _sample_impl(
+    graphdefs,
+    states,
+    prompt,
+    prompt_mask,
+    key,
+    *,
+    weights,
+    sampling,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    compute_dtype,
+    first_segment,
+):
+  # Layer weights are sliced out of their stacks once, not every step.
+  models = [
+      nnx.merge(g, s).split_layers()
+      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
+  ]
+  b, p = prompt.shape
+  schedule = cache_schedule(max_new_tokens, first_segment)
+  caches, first_lp = [], []
+  for m in models:
+    # The head runs on the last position only: the prompt's other logits
+    # are never used.
+    out = m(
+        prompt,
+        attention_mask=prompt_mask,
+        cache=m.init_cache(b, p + schedule[0]),
+        return_logits=False,
+    )
+    caches.append(out.cache)
+    first_lp.append(sampling.log_probs(m.apply_head(out.hidden[:, -1])))
+  out = decode(
+      models,
+      caches,
+      first_lp,
+      key,
+      weights=weights,
+      sampling=sampling,
+      max_new_tokens=max_new_tokens,
+      eos_ids=eos_ids,
+      pad_id=pad_id,
+      schedule=schedule,
+      base_len=p,
+  )
+  return out.replace(prompt=prompt, prompt_mask=prompt_mask)
+
+
+def check_models(
+    models: Transformer | Sequence[Transformer],
+    weights: Sequence[float] | None,
+    caller: str,
+) -> tuple[tuple[Transformer, ...], tuple[float, ...]]:
+  """The sampling models as a tuple and their mixture weights (uniform)."""
+  models = (models,) if isinstance(models, Transformer) else tuple(models)
+  if not models:
+    raise ValueError(f"{caller}: `models` is empty")
+  if weights is None:
+    weights = (1.0 / len(models),) * len(models)
+  weights = tuple(float(w) for w in weights)
+  if (
+      len(weights) != len(models)
+      or any(w < 0 for w in weights)
+      or not (abs(sum(weights) - 1.0) < 1e-6)
+  ):
+    raise ValueError(
+        f"{caller}: weights must be {len(models)} non-negative numbers"
+        f" summing to 1, got {weights}"
+    )
+  vocab = {m.config.vocab_size for m in models}
+  if len(vocab) > 1:
+    raise ValueError(
+        f"{caller}: mixed models have different vocabularies {vocab}"
+    )
+  return models, weights
 
 
 @functools.lru_cache(maxsize=32)
@@ -274,26 +353,7 @@ def sample(
     A Rollout with response [B, T], response_mask, logprobs and
     policy_logprobs.
   """
-  models = (models,) if isinstance(models, Transformer) else tuple(models)
-  if not models:
-    raise ValueError("sample: `models` is empty")
-  if weights is None:
-    weights = (1.0 / len(models),) * len(models)
-  weights = tuple(float(w) for w in weights)
-  if (
-      len(weights) != len(models)
-      or any(w < 0 for w in weights)
-      or not (abs(sum(weights) - 1.0) < 1e-6)
-  ):
-    raise ValueError(
-        f"sample: weights must be {len(models)} non-negative numbers summing"
-        f" to 1, got {weights}"
-    )
-  vocab = {m.config.vocab_size for m in models}
-  if len(vocab) > 1:
-    raise ValueError(
-        f"sample: mixed models have different vocabularies {vocab}"
-    )
+  models, weights = check_models(models, weights, "sample")
   if prompt.ndim != 2 or prompt.shape != prompt_mask.shape:
     raise ValueError(
         "sample: prompt and prompt_mask must both be [B, P], got"
