@@ -76,10 +76,11 @@ def test_runs_on_the_task_and_on_a_jsonl(pair, tmp_path):
   assert len(data["questions"]) == 2 and data["nodes"]
   assert all(q["rollouts"] <= 40 for q in data["questions"])
   assert (out / "report.md").read_text().startswith("# Gradient alignment")
-  # HF dirs and a jsonl graded by the math-verify pool.
+  # HF dirs and a jsonl graded by the math-verify pool (evaluation's
+  # grader_for: a non-integer reference answer).
   questions = tmp_path / "q.jsonl"
   questions.write_text(
-      json.dumps({"problem": "What is 2+3?", "solution": "5"}) + "\n"
+      json.dumps({"problem": "What is 1/2?", "solution": "\\frac{1}{2}"}) + "\n"
   )
   proc = _run(
       [
@@ -96,7 +97,9 @@ def test_runs_on_the_task_and_on_a_jsonl(pair, tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out / "nodes.json") as f:
-    assert json.load(f)["questions"][0]["answer"] == "5"
+    assert json.load(f)["questions"][0]["answer"] == "\\frac{1}{2}"
+  with open(out / "summary.json") as f:
+    assert json.load(f)["meta"]["grader"] == "math-verify"
   assert sorted(os.listdir(tmp_path)) == ["q.jsonl", "report"]
 
 
