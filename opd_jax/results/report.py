@@ -269,6 +269,15 @@ def _machine(grid: Grid, out: str) -> str:
   return text
 
 
+def _shown(path: str) -> str:
+  """A path as the report shows it: relative to the working directory when
+  inside it (a committed RESULTS.md names no machine's directories)."""
+  if not path or not os.path.isabs(path):
+    return path
+  rel = os.path.relpath(path)
+  return path if rel.startswith("..") else rel
+
+
 def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
   trained = next(
       (r.variant for r in results if r.variant.trains), grid.variants[0]
@@ -282,8 +291,8 @@ def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
   )
   return [
       (
-          f"- Grid `{os.path.relpath(grid.path)}`; data: {task}; student init"
-          f" `{c.student}`, teacher `{c.teacher}`."
+          f"- Grid `{_shown(grid.path)}`; data: {task}; student init"
+          f" `{_shown(c.student)}`, teacher `{_shown(c.teacher)}`."
       ),
       (
           f"- Every trained row: {c.total_steps} steps, batch {c.batch_size},"
