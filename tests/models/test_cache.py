@@ -95,6 +95,11 @@ def test_split_layers_and_a_grown_cache_decode_the_same():
   model = testing.random_model(config, seed=4)
   split = model.split_layers()
   assert split.split_layers() is split
+  # The untied head is kept as [V, D] rows for the decode loop's product.
+  assert model.lm_head is not None and getattr(model, "head_rows", None) is None
+  np.testing.assert_array_equal(
+      split.head_rows[...], np.asarray(model.lm_head.kernel[...]).T
+  )
   b, p, t = 2, 5, 4
   tokens = np.random.default_rng(1).integers(3, config.vocab_size, (b, p + t))
   mask = np.ones((b, p + t), bool)
