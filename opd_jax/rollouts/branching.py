@@ -24,7 +24,6 @@ from flax import nnx
 
 from opd_jax.models import Transformer
 from opd_jax.models import attention
-from opd_jax.models import cast_floating
 from opd_jax.rollouts import sampler
 from opd_jax.rollouts.sampler import Rollout
 from opd_jax.rollouts.sampling import Sampling
@@ -168,10 +167,7 @@ def _continue_impl(
     pad_id,
     compute_dtype,
 ):
-  models = [
-      nnx.merge(g, s).split_layers()
-      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
-  ]
+  models = sampler.decoding_models(graphdefs, states, compute_dtype)
   b, p = prompt.shape
   t, n = response.shape[1], cut.shape[1]
   prefix, prefix_mask, valid = branch_prefixes(

@@ -203,6 +203,18 @@ def decode(
   )
 
 
+def decoding_models(graphdefs, states, compute_dtype) -> list[Transformer]:
+  """The models of a decode loop, in the compute dtype, layers split.
+
+  Layer weights are sliced out of their stacks once (`split_layers`), not
+  every step of the loop.
+  """
+  return [
+      nnx.merge(g, s).split_layers()
+      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
+  ]
+
+
 def _sample_impl(
     graphdefs,
     states,
@@ -218,11 +230,7 @@ def _sample_impl(
     compute_dtype,
     first_segment,
 ):
-  # Layer weights are sliced out of their stacks once, not every step.
-  models = [
-      nnx.merge(g, s).split_layers()
-      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
-  ]
+  models = decoding_models(graphdefs, states, compute_dtype)
   b, p = prompt.shape
   schedule = cache_schedule(max_new_tokens, first_segment)
   caches, first_lp = [], []
