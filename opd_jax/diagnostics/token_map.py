@@ -46,7 +46,7 @@ from opd_jax import selection
 from opd_jax.methods import topd as topd_lib
 from opd_jax.methods import topd_stage
 from opd_jax.models import response_hidden
-from opd_jax.rollouts import Rollout, Sampling
+from opd_jax.rollouts import Sampling
 from opd_jax.diagnostics import token_map_html
 
 FORMAT = "opd_jax.token_map/1"
@@ -418,21 +418,14 @@ def _compute(student, teacher, tokens, mask, response_mask, *, settings):
 
 
 @nnx.jit(static_argnames=("probe",))
-def _compute_topd(student, teacher, tokens, mask, response_mask, *, probe):
+def _compute_topd(student, teacher, rollout, *, probe):
   """TOPD's channels and selector masks [B, T] (see compute_token_map)."""
+  response_mask = rollout.response_mask
   t = response_mask.shape[1]
   cfg = dataclasses.replace(
       probe.method,
       max_candidates=min(probe.method.max_candidates, t),
       lambda_traj=0.0,  # no trajectory term: its windows are not shown
-  )
-  rollout = Rollout(
-      prompt=tokens[:, :-t],
-      prompt_mask=mask[:, :-t].astype(bool),
-      response=tokens[:, -t:],
-      response_mask=response_mask.astype(bool),
-      logprobs=jnp.zeros(response_mask.shape, jnp.float32),
-      policy_logprobs=jnp.zeros(response_mask.shape, jnp.float32),
   )
   out = topd_stage.prepare(
       cfg,
@@ -528,14 +521,7 @@ def compute_token_map(
   meta = {f"settings.{k}": v for k, v in dataclasses.asdict(settings).items()}
   if topd is not None:
     more_channels, more_selectors = _to_numpy(
-        _compute_topd(
-            student,
-            teacher,
-            rollout.tokens,
-            rollout.mask,
-            rollout.response_mask,
-            probe=topd,
-        )
+        _compute_topd(student, teacher, rollout, probe=topd)
     )
     channels, selectors = (
         {**channels, **more_channels},
