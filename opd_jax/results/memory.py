@@ -22,7 +22,6 @@ import ml_collections
 
 from opd_jax import sharding
 from opd_jax.results.grid import MemorySpec
-from opd_jax.trainer import step as steps
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import compile_ahead
 
@@ -66,18 +65,8 @@ def step_memory(c: ml_collections.ConfigDict, spec: MemorySpec) -> dict:
   state = plan.abstract_state(params)
   batch = plan.abstract_batch()
   with jax.set_mesh(plan.mesh):
-    fn, state_sh, teacher_sh, batch_sh = steps.compile_step(
-        plan.mesh,
-        state,
-        teacher,
-        batch,
-        student_graphdef=sgraph,
-        teacher_graphdef=tgraph,
-        method=plan.method,
-        optimizer=plan.optimizer,
-        eos_ids=scfg.eos_token_ids,
-        learning_rate_fn=plan.schedule,
-        compute_dtype=plan.compute_dtype,
+    fn, state_sh, teacher_sh, batch_sh = plan.compile_step(
+        state, teacher, batch, student_graphdef=sgraph, teacher_graphdef=tgraph
     )
     abstract = sharding.with_shardings
     _, mem = compile_ahead(

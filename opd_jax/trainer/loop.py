@@ -32,7 +32,7 @@ from opd_jax import evaluation
 from opd_jax import methods
 from opd_jax.evaluation.evaluate import evaluate as evaluate_model
 from opd_jax.rollouts import Sampling, sample
-from opd_jax.trainer import builders, plots, reporting, step as steps
+from opd_jax.trainer import builders, plots, reporting
 from opd_jax.trainer import stage
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import plan_run, split_abstract
@@ -66,18 +66,12 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
   abstract_state = plan.abstract_state(params)
   batch = plan.abstract_batch()
   with jax.set_mesh(mesh):
-    fn, state_sh, _, _ = steps.compile_step(
-        mesh,
+    fn, state_sh, _, _ = plan.compile_step(
         abstract_state,
         teacher,
         batch,
         student_graphdef=sgraph,
         teacher_graphdef=tgraph,
-        method=plan.method,
-        optimizer=plan.optimizer,
-        eos_ids=scfg.eos_token_ids,
-        learning_rate_fn=plan.schedule,
-        compute_dtype=plan.compute_dtype,
     )
     out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher, batch)
     if methods.has_stage(plan.method):
@@ -197,18 +191,13 @@ class Trainer:
     abstract_state = plan.abstract_state(params)
     batch = plan.abstract_batch()
     with jax.set_mesh(self.mesh):
-      jitted, self.state_sh, teacher_sh, self.batch_sh = steps.compile_step(
-          self.mesh,
+      jitted, self.state_sh, teacher_sh, self.batch_sh = plan.compile_step(
           abstract_state,
           self.teacher_params,
           batch,
           student_graphdef=self.student_graphdef,
           teacher_graphdef=self.teacher_graphdef,
-          method=self.method,
-          optimizer=plan.optimizer,
           eos_ids=self.eos_ids,
-          learning_rate_fn=plan.schedule,
-          compute_dtype=plan.compute_dtype,
       )
       self.state = jax.jit(plan.init_state, out_shardings=self.state_sh)(params)
       # Compiled once, ahead of time, with its memory logged.

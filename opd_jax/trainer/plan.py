@@ -32,6 +32,7 @@ from flax import nnx
 from opd_jax import methods
 from opd_jax.models import ModelConfig, Transformer, dtype_by_name
 from opd_jax.trainer import builders
+from opd_jax.trainer import step as steps
 from opd_jax.trainer.config import ConfigError, validate
 from opd_jax.trainer.state import (
     TrainState,
@@ -95,6 +96,42 @@ class RunPlan:
   def abstract_state(self, params: Any) -> TrainState:
     """The TrainState (ShapeDtypeStructs) for student `params`."""
     return jax.eval_shape(self.init_state, params)
+
+  def compile_step(
+      self,
+      state: TrainState,
+      teacher: Any,
+      batch: Any,
+      *,
+      student_graphdef: Any,
+      teacher_graphdef: Any,
+      eos_ids: tuple[int, ...] | None = None,
+  ):
+    """The plan's train step, jitted with shardings (`step.compile_step`).
+
+    Args:
+      state, teacher, batch: the step's arguments, concrete or abstract.
+      student_graphdef, teacher_graphdef: the models' graph definitions.
+      eos_ids: ids that end a response (default: the student config's).
+
+    Returns:
+      (jitted step, state shardings, teacher shardings, batch shardings).
+    """
+    if eos_ids is None:
+      eos_ids = tuple(self.student_config.eos_token_ids)
+    return steps.compile_step(
+        self.mesh,
+        state,
+        teacher,
+        batch,
+        student_graphdef=student_graphdef,
+        teacher_graphdef=teacher_graphdef,
+        method=self.method,
+        optimizer=self.optimizer,
+        eos_ids=eos_ids,
+        learning_rate_fn=self.schedule,
+        compute_dtype=self.compute_dtype,
+    )
 
   def init_state(self, params: Any) -> TrainState:
     """A fresh TrainState at step 0 for `params` (trace it: under jit or
