@@ -33,12 +33,13 @@ demo: install
 # docstring examples of the library run as doctests. The suite runs on two
 # pytest-xdist workers, one test file per worker at a time (module fixtures
 # are built once): most tests compile, and XLA's compiler uses one core.
-# TEST_WORKERS=0 runs it in one process.
+# Files go out in collection order, longest first (tests/conftest.py), so
+# the two workers finish together. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pyink --check opd_jax scripts tests configs benchmarks
 	$(PY) -m pytest -q --doctest-modules opd_jax
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 # Benchmarks against TRL and transformers (TRL only here, never in tests);
 # the package is benchmarks/ (`python -m benchmarks SUBCOMMAND`).

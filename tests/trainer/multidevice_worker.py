@@ -26,11 +26,15 @@ import sys
 
 mode = sys.argv[1]
 if mode == "mesh8":
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "")
+      + " --xla_force_host_platform_device_count=8"
+  )
 else:
   nproc = int(sys.argv[5])
   os.environ["XLA_FLAGS"] = (
-      f"--xla_force_host_platform_device_count={4 // nproc}"
+      os.environ.get("XLA_FLAGS", "")
+      + f" --xla_force_host_platform_device_count={4 // nproc}"
   )
 os.environ["JAX_PLATFORMS"] = "cpu"
 

@@ -71,7 +71,8 @@ def test_method_config_dry_run_compiles_nothing(path):
 def test_recipe_dry_run_on_8_fake_devices(path):
   env = dict(
       os.environ,
-      XLA_FLAGS="--xla_force_host_platform_device_count=8",
+      XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+      + " --xla_force_host_platform_device_count=8",
       JAX_PLATFORMS="cpu",
   )
   proc = subprocess.run(
