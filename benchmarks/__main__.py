@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks import common
+from opd_jax import cli
 from benchmarks import memory
 from benchmarks import rollout
 from benchmarks import step
@@ -50,6 +51,9 @@ def main(argv=None) -> None:
       args.cost_batch = 2
     if args.command == "step":
       args.batch, args.new_tokens = 2, [8]
+  # Our side runs as the trainer's entry points do (the peer gets glibc's
+  # tunables for torch, protocol.py).
+  cli.keep_freed_host_memory()
   args.func(args)
 
 

@@ -36,6 +36,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from opd_jax import cli
 from opd_jax.trainer.plots import read_metrics, series, write_plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,4 +206,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.keep_freed_host_memory()  # before the first computation
   app.run(main)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from opd_jax import cli
 from opd_jax.data import arithmetic
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import ArithmeticSource
@@ -213,4 +214,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.keep_freed_host_memory()  # before the first computation
   app.run(main)
