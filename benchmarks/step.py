@@ -42,7 +42,6 @@ def _ours(args, directory, new_tokens):
   from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import config as trainer_config  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import step as steps  # pylint: disable=g-import-not-at-top
 
   prompt, prompt_mask = (
       jnp.asarray(x) for x in protocol.load_prompts(directory, args.batch)
@@ -74,16 +73,12 @@ def _ours(args, directory, new_tokens):
   params = params.to_pure_dict()
   abstract_batch = plan.abstract_batch()
   with jax.set_mesh(mesh):
-    step_fn, state_sh, _, batch_sh = steps.compile_step(
-        mesh,
+    step_fn, state_sh, _, batch_sh = plan.compile_step(
         plan.abstract_state(params),
         teacher_params,
         abstract_batch,
         student_graphdef=graphdef,
         teacher_graphdef=teacher_graphdef,
-        method=plan.method,
-        optimizer=plan.optimizer,
-        compute_dtype=plan.compute_dtype,
     )
     holder = {"state": jax.jit(plan.init_state, out_shardings=state_sh)(params)}
     cost = step_fn.lower(
