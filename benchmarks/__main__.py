@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 
 from benchmarks import common
-from opd_jax import cli
 from benchmarks import memory
 from benchmarks import rollout
 from benchmarks import step
+from opd_jax import cli
 
 _QUICK_MEMORY = dict(
     batch=2, seq=16, vocab=256, student_dim=32, teacher_dim=64, chunk=8

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 import sys
@@ -126,12 +125,12 @@ def keep_freed_host_memory() -> bool:
   """
   if os.environ.get("OPD_JAX_KEEP_HOST_MEMORY", "1") == "0":
     return False
-  name = ctypes.util.find_library("c")
-  if not sys.platform.startswith("linux") or name is None:
+  if not sys.platform.startswith("linux"):
     return False
   try:
-    mallopt = ctypes.CDLL(name).mallopt
-  except (OSError, AttributeError):  # not glibc
+    # The C library already loaded in this process; no library search.
+    mallopt = ctypes.CDLL(None).mallopt
+  except AttributeError:  # a libc without mallopt
     return False
   return all(
       mallopt(param, value) == 1
