@@ -98,6 +98,29 @@ def extend_cache(cache: KVCache, cache_len: int) -> KVCache:
   )
 
 
+# Up to this many query rows per kv head (T * G), cached attention computes
+# q.k^T with `_few_rows_qk`.
+_UNROLLED_QK_ROWS = 8
+
+
+def _few_rows_qk(q: jax.Array, k_cache: jax.Array) -> jax.Array:
+  """q.k^T [B, K, M, S] float32 of q [B, K, M, H] and keys [B, K, H, S].
+
+  logits[..., m, s] = sum_h q[..., m, h] k[..., h, s], written as H
+  broadcast multiply-adds of rows of the cache. XLA fuses them into one
+  elementwise loop over the output, vectorised along the slots and reading
+  the cache once. For a decode step (M = T * G, a few rows) XLA:CPU's
+  batched dot of [M, H] x [H, S] is 1.5x slower (BENCHMARKS.md, "The decode
+  loop").
+  """
+  q = q.astype(jnp.float32)
+  k = k_cache.astype(jnp.float32)
+  terms = [q[:, :, :, h, None] * k[:, :, None, h, :] for h in range(q.shape[-1])]
+  while len(terms) > 1:  # a balanced tree of adds: a shallow graph to compile
+    terms = [sum(terms[i : i + 2]) for i in range(0, len(terms), 2)]
+  return terms[0]
+
+
 class Attention(nnx.Module):
   """Multi-head / grouped-query self-attention of one decoder layer."""
 
@@ -202,15 +225,18 @@ class Attention(nnx.Module):
     # [S, H] matmuls over the cache as stored.
     q = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
     batch = ((0, 1), (0, 1))
-    logits = (
-        jax.lax.dot_general(
-            q.astype(dt),
-            k_cache,
-            (((3,), (2,)), batch),
-            preferred_element_type=jnp.float32,
-        )
-        * self.scale
-    )  # [B, K, T*G, S]
+    if t * g <= _UNROLLED_QK_ROWS:
+      logits = _few_rows_qk(q, k_cache) * self.scale
+    else:
+      logits = (
+          jax.lax.dot_general(
+              q.astype(dt),
+              k_cache,
+              (((3,), (2,)), batch),
+              preferred_element_type=jnp.float32,
+          )
+          * self.scale
+      )  # [B, K, T*G, S]
     slots = jnp.arange(key_mask.shape[1])
     allowed = key_mask[:, None, :] & (
         slots[None, None, :] <= query_slots[None, :, None]

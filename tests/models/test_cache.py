@@ -134,3 +134,43 @@ def test_split_layers_and_a_grown_cache_decode_the_same():
   assert err <= 1e-5, err
   with pytest.raises(ValueError, match="shorter than the cache"):
     extend_cache(cache, 3)
+
+
+def test_decode_products_match_numpy():
+  """The decode step's head and q.k^T, written as fused loops, are matmuls."""
+  from opd_jax.models.attention import _few_rows_qk  # pylint: disable=g-import-not-at-top
+  from opd_jax.models.transformer import decode_head  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(5)
+  h = rng.standard_normal((3, 24)).astype(np.float32)
+  w = rng.standard_normal((50, 24)).astype(np.float32)
+  got = np.asarray(decode_head(jnp.asarray(h), jnp.asarray(w)))
+  assert got.shape == (3, 50) and got.dtype == np.float32
+  np.testing.assert_allclose(got, h @ w.T, rtol=1e-5, atol=1e-5)
+  # bfloat16 weights and rows: the products and the sum in float32.
+  hb, wb = jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+  want = np.asarray(hb, np.float32) @ np.asarray(wb, np.float32).T
+  np.testing.assert_allclose(
+      np.asarray(decode_head(hb, wb)), want, rtol=1e-5, atol=1e-5
+  )
+
+  q = rng.standard_normal((2, 3, 4, 16)).astype(np.float32)  # [B, K, M, H]
+  k = rng.standard_normal((2, 3, 16, 11)).astype(np.float32)  # [B, K, H, S]
+  np.testing.assert_allclose(
+      np.asarray(_few_rows_qk(jnp.asarray(q), jnp.asarray(k))),
+      np.einsum("bkmh,bkhs->bkms", q, k),
+      rtol=1e-5,
+      atol=1e-5,
+  )
+
+
+def test_split_model_decodes_with_the_fused_head():
+  """A split model's few-row head is `decode_head` (no dot over the head)."""
+  config = testing.tiny_config("qwen2")
+  split = testing.random_model(config, seed=4).split_layers()
+  hidden = jnp.ones((2, 1, config.embed_dim))
+  jaxpr = jax.make_jaxpr(split.apply_head)(hidden)
+  assert not any(eq.primitive.name == "dot_general" for eq in jaxpr.eqns)
+  many = jnp.ones((65, config.embed_dim))  # more rows than a decode step
+  jaxpr = jax.make_jaxpr(split.apply_head)(many)
+  assert any(eq.primitive.name == "dot_general" for eq in jaxpr.eqns)
