@@ -115,7 +115,9 @@ def _few_rows_qk(q: jax.Array, k_cache: jax.Array) -> jax.Array:
   """
   q = q.astype(jnp.float32)
   k = k_cache.astype(jnp.float32)
-  terms = [q[:, :, :, h, None] * k[:, :, None, h, :] for h in range(q.shape[-1])]
+  terms = [
+      q[:, :, :, h, None] * k[:, :, None, h, :] for h in range(q.shape[-1])
+  ]
   while len(terms) > 1:  # a balanced tree of adds: a shallow graph to compile
     terms = [sum(terms[i : i + 2]) for i in range(0, len(terms), 2)]
   return terms[0]

@@ -27,7 +27,6 @@ from opd_jax.models import layers
 from opd_jax.models.attention import Attention, KVCache, init_cache
 from opd_jax.models.config import ModelConfig
 
-
 # Up to this many rows, a decoding model (`split_layers`) computes its
 # logits with `decode_head`.
 _DECODE_HEAD_ROWS = 64
