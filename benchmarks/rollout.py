@@ -139,11 +139,15 @@ def per_token_cost(args, directory, batch, fills, dtype) -> dict:
 
 
 def draw_vs_head(args, directory, batches) -> list[dict]:
-  """Seconds of the head matmul and of drawing one token, per batch size."""
+  """Seconds of the decode head and of drawing one token, per batch size.
+
+  The head is the one the decode loop runs: a split model's `apply_head`
+  on B rows (`decode_head` over the [V, D] rows).
+  """
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
 
-  model = load_hf(os.path.join(directory, "student"))
+  model = load_hf(os.path.join(directory, "student")).split_layers()
   sampling = Sampling(temperature=args.temperature)
   head = jax.jit(model.apply_head)
   lsm_draw = jax.jit(
@@ -255,7 +259,7 @@ def run(args) -> None:
     report["per_token_cost_s"] = cost
     draws = draw_vs_head(args, directory, sorted({r[0] for r in _rows(args)}))
     print(
-        "| B | head matmul ms | log_softmax + draw ms | draw ms |"
+        "| B | decode head ms | log_softmax + draw ms | draw ms |"
         " old cumsum draw ms |"
     )
     print("|---|---|---|---|---|")
