@@ -164,13 +164,21 @@ def test_decode_products_match_numpy():
   )
 
 
-def test_split_model_decodes_with_the_fused_head():
+@pytest.mark.parametrize("tied", [False, True])
+def test_split_model_decodes_with_the_fused_head(tied):
   """A split model's few-row head is `decode_head` (no dot over the head)."""
-  config = testing.tiny_config("qwen2")
-  split = testing.random_model(config, seed=4).split_layers()
-  hidden = jnp.ones((2, 1, config.embed_dim))
+  config = testing.tiny_config("qwen2", tied=tied)
+  model = testing.random_model(config, seed=4)
+  split = model.split_layers()
+  hidden = jax.random.normal(jax.random.key(0), (2, 1, config.embed_dim))
   jaxpr = jax.make_jaxpr(split.apply_head)(hidden)
   assert not any(eq.primitive.name == "dot_general" for eq in jaxpr.eqns)
+  np.testing.assert_allclose(
+      np.asarray(split.apply_head(hidden)),
+      np.asarray(model.apply_head(hidden)),
+      rtol=1e-5,
+      atol=1e-5,
+  )
   many = jnp.ones((65, config.embed_dim))  # more rows than a decode step
   jaxpr = jax.make_jaxpr(split.apply_head)(many)
   assert any(eq.primitive.name == "dot_general" for eq in jaxpr.eqns)
