@@ -110,8 +110,8 @@ def _few_rows_qk(q: jax.Array, k_cache: jax.Array) -> jax.Array:
   broadcast multiply-adds of rows of the cache. XLA fuses them into one
   elementwise loop over the output, vectorised along the slots and reading
   the cache once. For a decode step (M = T * G, a few rows) XLA:CPU's
-  batched dot of [M, H] x [H, S] is 1.5x slower (BENCHMARKS.md, "The decode
-  loop").
+  batched dot of [M, H] x [H, S] is 1.5x slower (BENCHMARKS.md, "Decode
+  products as fused loops").
   """
   q = q.astype(jnp.float32)
   k = k_cache.astype(jnp.float32)
@@ -119,7 +119,10 @@ def _few_rows_qk(q: jax.Array, k_cache: jax.Array) -> jax.Array:
       q[:, :, :, h, None] * k[:, :, None, h, :] for h in range(q.shape[-1])
   ]
   while len(terms) > 1:  # a balanced tree of adds: a shallow graph to compile
-    terms = [sum(terms[i : i + 2]) for i in range(0, len(terms), 2)]
+    terms = [
+        terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+        for i in range(0, len(terms), 2)
+    ]
   return terms[0]
 
 

@@ -38,10 +38,10 @@ def decode_head(h: jax.Array, w: jax.Array) -> jax.Array:
   logits[m, v] = sum_d h[m, d] w[v, d], written as a multiply-and-reduce
   over d that XLA fuses into one pass over w (each [D] row read once, dotted
   with all M rows), rather than as a `dot`. At decode sizes (M <= 64,
-  V = 32000, D = 256) XLA:CPU's dot runs 1.2-1.6x slower than this pass (it
-  moves the whole weight through its matmul kernel every step; BENCHMARKS.md,
-  "The decode head"). The barrier keeps the producer of h (the final norm)
-  out of the fusion, which would otherwise recompute it for every row of w.
+  V = 32000, D = 256) XLA:CPU's dot took 1.2-1.7x as long as this pass
+  (measured, not explained; BENCHMARKS.md, "Decode products as fused
+  loops"). The barrier keeps the producer of h (the final norm) out of the
+  fusion, which would otherwise recompute it for every row of w.
   """
   h = jax.lax.optimization_barrier(h.astype(jnp.float32))
   return jnp.sum(w.astype(jnp.float32)[:, None, :] * h[None], axis=-1).T
@@ -197,18 +197,19 @@ class Transformer(nnx.Module):
     lead = hidden.shape[:-1]
     h = hidden.reshape(-1, hidden.shape[-1])
     rows = getattr(self, "head_rows", None)  # [V, D], see split_layers
-    if isinstance(self.layers, nnx.List) and h.shape[0] <= _DECODE_HEAD_ROWS:
-      w = self.embedder.embedding[...] if rows is None else rows[...]
-      logits = decode_head(h, w)
-    elif self.lm_head is None or rows is not None:
+    if self.lm_head is None or rows is not None:
       # Contract with a [V, D] matrix directly, no transpose.
       w = self.embedder.embedding[...] if rows is None else rows[...]
-      logits = jax.lax.dot_general(
-          h,
-          w.astype(h.dtype),
-          (((1,), (1,)), ((), ())),
-          preferred_element_type=jnp.float32,
-      )
+      decoding = isinstance(self.layers, nnx.List)  # split_layers was called
+      if decoding and h.shape[0] <= _DECODE_HEAD_ROWS:
+        logits = decode_head(h, w)
+      else:
+        logits = jax.lax.dot_general(
+            h,
+            w.astype(h.dtype),
+            (((1,), (1,)), ((), ())),
+            preferred_element_type=jnp.float32,
+        )
     else:
       logits = jnp.dot(
           h,
