@@ -147,7 +147,7 @@ class Attention(nnx.Module):
         rngs, (*stack, d, k, h), (*stack, k, h), dtype, use_bias=bias
     )
     self.o_proj = layers.Projection(
-        rngs, (*stack, n, h, d), None, dtype, use_bias=False
+        rngs, (*stack, n, h, d), None, dtype, use_bias=False, in_dims=2
     )
     if config.qk_norm:
       self.q_norm = layers.RMSNorm((*stack, h), config.rms_norm_eps, dtype)
@@ -211,7 +211,7 @@ class Attention(nnx.Module):
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, h)
     out = sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
-    return self.o_proj(out, in_dims=2), None
+    return self.o_proj(out), None
 
   def _cached(self, q, k, v, key_mask, query_slots, kv, start):
     """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
@@ -259,4 +259,4 @@ class Attention(nnx.Module):
     out = sharding.shard(
         out.reshape(b, t, kh * g, h), P(sharding.BATCH, None, "tensor", None)
     )
-    return self.o_proj(out, in_dims=2), (k_cache, v_cache)
+    return self.o_proj(out), (k_cache, v_cache)

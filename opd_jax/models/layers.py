@@ -22,9 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from opd_jax import kernels
 from opd_jax.models.config import ModelConfig
 
 _INIT_STDDEV = 0.02  # HF `initializer_range` default for these families.
+
+
+# Up to this many input rows, a projection with `rows` attached uses the C++
+# kernel (see BENCHMARKS.md, "A C++ kernel for the decode projections").
+DECODE_KERNEL_ROWS = 64
 
 
 def normal_param(rngs: nnx.Rngs, shape, dtype) -> nnx.Param:
@@ -89,14 +95,38 @@ class Mlp(nnx.Module):
 
 
 class Projection(nnx.Module):
-  """A kernel and an optional bias, paths `<name>/kernel`, `<name>/bias`."""
+  """A kernel and an optional bias, paths `<name>/kernel`, `<name>/bias`.
 
-  def __init__(self, rngs, shape, bias_shape, dtype, *, use_bias: bool):
+  The kernel's first `in_dims` axes (after any layer-stack axis) contract with
+  the last `in_dims` axes of the input.
+  """
+
+  def __init__(
+      self, rngs, shape, bias_shape, dtype, *, use_bias: bool, in_dims=1
+  ):
     self.kernel = normal_param(rngs, shape, dtype)
     self.bias = nnx.Param(jnp.zeros(bias_shape, dtype)) if use_bias else None
+    self.in_dims = in_dims
 
-  def __call__(self, x: jax.Array, in_dims: int = 1) -> jax.Array:
-    y = dense(x, self.kernel[...], in_dims)
+  def attach_rows(self) -> None:
+    """Keeps a copy of the kernel as [out, in] rows for `kernels.rows_dot`.
+
+    For decoding loops on CPU (`Transformer.split_layers`): with the rows,
+    products of up to `DECODE_KERNEL_ROWS` input rows run the C++ kernel,
+    which reads each weight once at close to memory bandwidth.
+    """
+    k_in = math.prod(self.kernel.shape[: self.in_dims])
+    self.rows = nnx.Cache(self.kernel[...].reshape(k_in, -1).T)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    lead = x.shape[: x.ndim - self.in_dims]
+    rows = getattr(self, "rows", None)  # [out, in], see attach_rows
+    if rows is not None and math.prod(lead) <= DECODE_KERNEL_ROWS:
+      rows = rows[...]
+      y = kernels.rows_dot(x.reshape(-1, rows.shape[1]), rows)
+      y = y.astype(x.dtype).reshape(*lead, *self.kernel.shape[self.in_dims :])
+    else:
+      y = dense(x, self.kernel[...], self.in_dims)
     if self.bias is not None:
       y = y + self.bias[...]
     return y

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from opd_jax import kernels
 from opd_jax import sharding
 from opd_jax.models import layers
 from opd_jax.models.attention import Attention, KVCache, init_cache
@@ -142,6 +143,11 @@ class Transformer(nnx.Module):
         nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
         for i in range(self.config.num_layers)
     ])
+    if kernels.cpu_kernels_enabled():
+      for _, node in nnx.iter_graph(split.layers):
+        if isinstance(node, layers.Projection):
+          if node.kernel[...].dtype == jnp.float32:
+            node.attach_rows()
     if split.lm_head is not None:
       # Decoding multiplies a few rows by the whole head every step. XLA:CPU
       # runs that product about 1.4x faster with the head as [V, D] (each

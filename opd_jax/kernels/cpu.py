@@ -1,0 +1,167 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Builds, loads and calls the C++ CPU kernels (`rows_dot.cc`).
+
+The shared library is compiled on first use with the host's C++ compiler
+(`$CXX`, else `g++`, else `c++`), for this host's CPU (`-march=native`), and
+cached under `$OPD_JAX_CACHE` (default `~/.cache/opd_jax`) keyed by the
+source, jaxlib's FFI headers, the compiler and the CPU, so a cache shared by
+different machines never loads code built for another CPU. Compiling takes a
+few seconds once; with no compiler, a failed build or `OPD_JAX_CPU_KERNELS=0`
+the callers run their pure-JAX twins (one warning says why).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+_SOURCE = pathlib.Path(__file__).with_name("rows_dot.cc")
+_TARGET = "opd_rows_dot"
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+_lock = threading.Lock()
+_registered = False  # XLA refuses a second handler under the same name
+
+
+def _compiler() -> str | None:
+  for name in (os.environ.get("CXX"), "g++", "c++"):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def _cpu_signature() -> str:
+  """Model and feature flags of this CPU: part of the build cache key."""
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return platform.machine() + platform.processor()
+  keep = [l for l in lines if l.startswith(("model name", "flags", "Features"))]
+  return platform.machine() + "\n".join(sorted(set(keep)))
+
+
+def _build(cxx: str) -> pathlib.Path:
+  """The compiled library, from the cache or compiled now (atomic write)."""
+  key = hashlib.sha256(
+      "\0".join([
+          _SOURCE.read_text(),
+          jaxlib.__version__,
+          cxx,
+          " ".join(_FLAGS),
+          _cpu_signature(),
+      ]).encode()
+  ).hexdigest()[:16]
+  root = pathlib.Path(
+      os.environ.get("OPD_JAX_CACHE", "~/.cache/opd_jax")
+  ).expanduser()
+  lib = root / "kernels" / f"rows_dot-{key}.so"
+  if lib.exists():
+    return lib
+  lib.parent.mkdir(parents=True, exist_ok=True)
+  # Several processes (pytest-xdist workers) may build at once: each writes
+  # its own temporary file and renames it into place.
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+  os.close(fd)
+  try:
+    cmd = [cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", tmp]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+      raise RuntimeError(
+          f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-800:]}"
+      )
+    os.replace(tmp, lib)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  return lib
+
+
+@functools.cache
+def _load() -> bool:
+  """Builds and registers the kernels once per process; False if it cannot."""
+  global _registered
+  cxx = _compiler()
+  if cxx is None:
+    warnings.warn(
+        "opd_jax: no C++ compiler ($CXX, g++, c++) found; decoding on CPU"
+        " uses XLA's dots (slower, same results)."
+    )
+    return False
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+
+    library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+    if not _registered:
+      jax.ffi.register_ffi_target(
+          _TARGET, jax.ffi.pycapsule(library.OpdRowsDot), platform="cpu"
+      )
+      _registered = True
+  except (OSError, RuntimeError, AttributeError) as e:
+    warnings.warn(
+        "opd_jax: building the CPU kernels failed, decoding on CPU uses"
+        f" XLA's dots (slower, same results): {e}"
+    )
+    return False
+  return True
+
+
+def cpu_kernels_enabled() -> bool:
+  """Whether computations traced now use the C++ CPU kernels.
+
+  True when JAX's default backend is the CPU, `OPD_JAX_CPU_KERNELS` is not
+  "0" and the kernels built. Checked at trace time, so a function traced
+  before the environment variable changed keeps its choice.
+  """
+  if os.environ.get("OPD_JAX_CPU_KERNELS", "1") == "0":
+    return False
+  if jax.default_backend() != "cpu":
+    return False
+  with _lock:
+    return _load()
+
+
+def rows_dot(x: jax.Array, w_rows: jax.Array) -> jax.Array:
+  """x @ w_rows.T: [M, K] x [N, K] -> [M, N], accumulated in float32.
+
+  Runs the C++ kernel for float32 operands when `cpu_kernels_enabled()`,
+  `jax.lax.dot_general` otherwise. The kernel sums each dot product in a
+  different order from XLA's, so results agree to float32 rounding, not
+  bitwise.
+  """
+  if x.ndim != 2 or w_rows.ndim != 2 or x.shape[1] != w_rows.shape[1]:
+    raise ValueError(
+        f"rows_dot: expected x [M, K] and w_rows [N, K], got {x.shape} and"
+        f" {w_rows.shape}"
+    )
+  if x.dtype == w_rows.dtype == jnp.float32 and cpu_kernels_enabled():
+    out = jax.ShapeDtypeStruct((x.shape[0], w_rows.shape[0]), jnp.float32)
+    return jax.ffi.ffi_call(_TARGET, out)(x, w_rows)
+  return jax.lax.dot_general(
+      x,
+      w_rows.astype(x.dtype),
+      (((1,), (1,)), ((), ())),
+      preferred_element_type=jnp.float32,
+  )
