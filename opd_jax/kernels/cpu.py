@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Builds, loads and calls the C++ CPU kernels (`rows_dot.cc`).
+"""Builds, loads and calls the C++ CPU kernels (`cpu_kernels.cc`).
 
 The shared library is compiled on first use with the host's C++ compiler
 (`$CXX`, else `g++`, else `c++`), for this host's CPU (`-march=native`), and
@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
-_SOURCE = pathlib.Path(__file__).with_name("rows_dot.cc")
-_TARGET = "opd_rows_dot"
+_SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
+# FFI target name -> symbol of its handler in the library.
+_TARGETS = {"opd_rows_dot": "OpdRowsDot"}
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 _lock = threading.Lock()
 _registered = False  # XLA refuses a second handler under the same name
@@ -77,7 +78,7 @@ def _build(cxx: str) -> pathlib.Path:
   root = pathlib.Path(
       os.environ.get("OPD_JAX_CACHE", "~/.cache/opd_jax")
   ).expanduser()
-  lib = root / "kernels" / f"rows_dot-{key}.so"
+  lib = root / "kernels" / f"cpu_kernels-{key}.so"
   if lib.exists():
     return lib
   lib.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +116,10 @@ def _load() -> bool:
 
     library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     if not _registered:
-      jax.ffi.register_ffi_target(
-          _TARGET, jax.ffi.pycapsule(library.OpdRowsDot), platform="cpu"
-      )
+      for target, symbol in _TARGETS.items():
+        jax.ffi.register_ffi_target(
+            target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
+        )
       _registered = True
   except (OSError, RuntimeError, AttributeError) as e:
     warnings.warn(
@@ -158,7 +160,7 @@ def rows_dot(x: jax.Array, w_rows: jax.Array) -> jax.Array:
     )
   if x.dtype == w_rows.dtype == jnp.float32 and cpu_kernels_enabled():
     out = jax.ShapeDtypeStruct((x.shape[0], w_rows.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call(_TARGET, out)(x, w_rows)
+    return jax.ffi.ffi_call("opd_rows_dot", out)(x, w_rows)
   return jax.lax.dot_general(
       x,
       w_rows.astype(x.dtype),

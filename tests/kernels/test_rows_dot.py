@@ -117,7 +117,7 @@ def test_no_compiler_warns_and_falls_back(fresh_build, monkeypatch):
 
 def test_a_build_is_cached(fresh_build):
   assert kernels.cpu_kernels_enabled()
-  (lib,) = (fresh_build / "kernels").glob("rows_dot-*.so")
+  (lib,) = (fresh_build / "kernels").glob("cpu_kernels-*.so")
   stamp = lib.stat().st_mtime_ns
   cpu._load.cache_clear()
   assert kernels.cpu_kernels_enabled()

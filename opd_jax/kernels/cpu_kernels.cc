@@ -12,22 +12,21 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-// y[M, N] = x[M, K] . w[N, K]^T in float32, as an XLA:CPU FFI handler.
+// The few-row product of a decode step, in float32, as an XLA:CPU FFI handler:
 //
-// Why by hand: a decoding step multiplies a few rows (the batch) by every
-// weight matrix of the trunk. XLA:CPU hands such dots to YNNPACK, which on the
-// 2-core machine of BENCHMARKS.md reads their weights at 3-6 GB/s, a third of
-// what a plain reduction reaches; no library we use offers a few-row product
-// as an XLA custom call. This kernel streams each row of w once, against all
-// rows of x held in L1, on XLA's own intra-op thread pool.
+//   OpdRowsDot: y[M, N] = x[M, K] . w[N, K]^T (the trunk projections)
 //
-// Layout: w is [N, K] with K contiguous (the transpose of a [K, N] kernel),
-// so each output y[r, n] is a dot product of two contiguous rows; a register
-// tile of 4 rows of x by 2 rows of w keeps 8 vector accumulators.
+// Why by hand: at a few rows (the batch) XLA:CPU hands these dots to
+// YNNPACK, which on the 2-core machine of BENCHMARKS.md reads their weights
+// at 3-6 GB/s, a third of what a plain reduction reaches; no library we use
+// offers such a product as an XLA custom call. This loop streams each row of
+// w once, against all rows of x held in L1, on XLA's own intra-op thread
+// pool.
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -101,26 +100,44 @@ void RowsDotRange(const float* x, const float* w, float* y, int64_t m,
   }
 }
 
-// Chunks of output columns, claimed by whichever thread comes first. The
-// calling thread claims too and then waits only for chunks another thread
-// has claimed (and so is running), so no thread ever waits on a task that is
-// still queued: no deadlock when every pool thread runs this kernel at once.
-struct Work {
-  const float* x;
-  const float* w;
-  float* y;
-  int64_t m, k, n, chunk, chunks;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void Run() {
-    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-      const int64_t v0 = c * chunk;
-      RowsDotRange(x, w, y, m, k, n, v0, std::min(n, v0 + chunk));
-      done.fetch_add(1, std::memory_order_release);
+// Runs fn(begin, end) over [0, units) in chunks of at least `min_chunk`
+// units, claimed by whichever thread comes first. The calling thread claims
+// too and then waits only for chunks another thread has claimed (and so is
+// running), so no thread ever waits on a task that is still queued: no
+// deadlock when every pool thread runs one of these kernels at once.
+void ParallelFor(ffi::ThreadPool& pool, int64_t units, int64_t min_chunk,
+                 std::function<void(int64_t, int64_t)> fn) {
+  struct Work {
+    std::function<void(int64_t, int64_t)> fn;
+    int64_t units, chunk, chunks;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    void Run() {
+      for (int64_t c;
+           (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+        fn(c * chunk, std::min(units, (c + 1) * chunk));
+        done.fetch_add(1, std::memory_order_release);
+      }
     }
+  };
+  if (units <= 0) return;
+  auto work = std::make_shared<Work>();
+  work->fn = std::move(fn);
+  work->units = units;
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  // About 4 chunks per thread, for balance on a busy pool.
+  work->chunk = std::max(min_chunk, (units + 4 * threads - 1) / (4 * threads));
+  work->chunks = (units + work->chunk - 1) / work->chunk;
+  for (int64_t t = 1; t < std::min(threads, work->chunks); ++t) {
+    // A task that starts after the last chunk was claimed finds none and
+    // returns; the shared_ptr keeps `work` alive until then.
+    pool.Schedule([work] { work->Run(); });
   }
-};
+  work->Run();
+  while (work->done.load(std::memory_order_acquire) < work->chunks) {
+    std::this_thread::yield();
+  }
+}
 
 ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
   const int64_t m = x.dimensions()[0], k = x.dimensions()[1];
@@ -128,26 +145,15 @@ ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
   if (w.dimensions()[1] != k) {
     return ffi::Error::InvalidArgument("opd_rows_dot: x and w differ in K");
   }
-  if (m == 0 || n == 0) return ffi::Error::Success();
-  auto work = std::make_shared<Work>();
-  work->x = x.typed_data();
-  work->w = w.typed_data();
-  work->y = y->typed_data();
-  work->m = m;
-  work->k = k;
-  work->n = n;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  // About 4 chunks per thread, for balance on a busy pool; at least 48 rows
-  // of w each so a chunk is worth a hand-off.
-  work->chunk = std::max<int64_t>(48, (n + 4 * threads - 1) / (4 * threads));
-  work->chunks = (n + work->chunk - 1) / work->chunk;
-  for (int64_t t = 1; t < std::min(threads, work->chunks); ++t) {
-    pool.Schedule([work] { work->Run(); });
-  }
-  work->Run();
-  while (work->done.load(std::memory_order_acquire) < work->chunks) {
-    std::this_thread::yield();
-  }
+  if (m == 0) return ffi::Error::Success();
+  const float* xp = x.typed_data();
+  const float* wp = w.typed_data();
+  float* yp = y->typed_data();
+  // Units are rows of w; at least 48 per chunk so a chunk is worth a
+  // hand-off.
+  ParallelFor(pool, n, 48, [=](int64_t v0, int64_t v1) {
+    RowsDotRange(xp, wp, yp, m, k, n, v0, v1);
+  });
   return ffi::Error::Success();
 }
 
