@@ -133,6 +133,11 @@ class Transformer(nnx.Module):
     layer's weights out of it, and inside a `while_loop` those slices are
     copies made every step. Splitting once before the loop makes them
     loop-invariant buffers. Arrays are shared, not copied, outside jit.
+
+    On CPU (`kernels.cpu_kernels_enabled()`) each float32 projection also
+    keeps its kernel as [out, in] rows for `kernels.rows_dot`, which runs a
+    decode step's few-row products about 2x faster than XLA:CPU's dot; the
+    copies double the trunk's weights while the split model lives.
     """
     if isinstance(self.layers, nnx.List):
       return self
