@@ -113,7 +113,8 @@ class Projection(nnx.Module):
 
     For decoding loops on CPU (`Transformer.split_layers`): with the rows,
     products of up to `DECODE_KERNEL_ROWS` input rows run the C++ kernel,
-    which reads each weight once at close to memory bandwidth.
+    which reads each weight once (1.5-2x faster than XLA:CPU's dot at 8
+    rows, BENCHMARKS.md).
     """
     k_in = math.prod(self.kernel.shape[: self.in_dims])
     self.rows = nnx.Cache(self.kernel[...].reshape(k_in, -1).T)
