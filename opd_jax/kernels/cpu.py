@@ -49,8 +49,9 @@ _registered = False  # XLA refuses a second handler under the same name
 
 def _compiler() -> str | None:
   for name in (os.environ.get("CXX"), "g++", "c++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
+    path = shutil.which(name) if name else None
+    if path:
+      return path
   return None
 
 
@@ -108,7 +109,7 @@ def _load() -> bool:
   if cxx is None:
     warnings.warn(
         "opd_jax: no C++ compiler ($CXX, g++, c++) found; decoding on CPU"
-        " uses XLA's dots (slower, same results)."
+        " uses XLA's dots (slower, equal up to float32 rounding)."
     )
     return False
   try:
@@ -124,7 +125,7 @@ def _load() -> bool:
   except (OSError, RuntimeError, AttributeError) as e:
     warnings.warn(
         "opd_jax: building the CPU kernels failed, decoding on CPU uses"
-        f" XLA's dots (slower, same results): {e}"
+        f" XLA's dots (slower, equal up to float32 rounding): {e}"
     )
     return False
   return True

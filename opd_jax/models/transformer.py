@@ -150,9 +150,11 @@ class Transformer(nnx.Module):
     ])
     if kernels.cpu_kernels_enabled():
       for _, node in nnx.iter_graph(split.layers):
-        if isinstance(node, layers.Projection):
-          if node.kernel[...].dtype == jnp.float32:
-            node.attach_rows()
+        if (
+            isinstance(node, layers.Projection)
+            and node.kernel[...].dtype == jnp.float32
+        ):
+          node.attach_rows()
     if split.lm_head is not None:
       # Decoding multiplies a few rows by the whole head every step. XLA:CPU
       # runs that product about 1.4x faster with the head as [V, D] (each
