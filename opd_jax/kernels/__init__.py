@@ -18,4 +18,4 @@ kernel cannot be used (another backend, no C++ compiler, or
 `OPD_JAX_CPU_KERNELS=0`).
 """
 
-from opd_jax.kernels.cpu import cpu_kernels_enabled, rows_dot
+from opd_jax.kernels.cpu import cpu_kernels_enabled, decode_attention, rows_dot

@@ -38,10 +38,14 @@ import warnings
 import jax
 import jax.numpy as jnp
 import jaxlib
+import numpy as np
 
 _SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
 # FFI target name -> symbol of its handler in the library.
-_TARGETS = {"opd_rows_dot": "OpdRowsDot"}
+_TARGETS = {
+    "opd_rows_dot": "OpdRowsDot",
+    "opd_decode_attention": "OpdDecodeAttention",
+}
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 _lock = threading.Lock()
 _registered = False  # XLA refuses a second handler under the same name
@@ -167,4 +171,93 @@ def rows_dot(x: jax.Array, w_rows: jax.Array) -> jax.Array:
       w_rows.astype(x.dtype),
       (((1,), (1,)), ((), ())),
       preferred_element_type=jnp.float32,
+  )
+
+
+def decode_attention(
+    q: jax.Array,
+    k_new: jax.Array,
+    v_new: jax.Array,
+    k_cache: jax.Array,
+    v_cache: jax.Array,
+    key_mask: jax.Array,
+    start: jax.Array,
+    *,
+    scale: float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One decode step of attention with its cache write, by the C++ kernel.
+
+  Writes k_new into slot `start` of k_cache and v_new into v_cache (in
+  place: the caches are aliased to the outputs), then for each row b, kv
+  head k and group g
+
+    out[b, k, g] = sum_s p[s] v_cache[b, k, s],
+    p = softmax_s(scale q[b, k, g] . k_cache[b, k, :, s]) over the slots
+        s <= start with key_mask[b, s],
+
+  reading only slots 0..start. A row with no such slot gets the mean of all
+  S values, as XLA's softmax over equal floors gives. The twin is
+  `models.attention.Attention`'s cached path (float32 rounding apart).
+
+  Args:
+    q: float32 [B, K, G, H], the step's queries grouped by kv head.
+    k_new, v_new: float32 [B, K, H], the step's key and value.
+    k_cache: float32 [B, K, H, S]; v_cache: float32 [B, K, S, H]
+      (`KVCache`'s layout).
+    key_mask: bool [B, S], valid slots including this step's.
+    start: int32 [], the slot this step writes (clamped into the buffer
+      like `dynamic_update_slice`).
+    scale: the logits' scale, usually H ** -0.5.
+
+  Returns:
+    (out float32 [B, K, G, H], k_cache, v_cache).
+
+  Raises:
+    ValueError: on shapes or dtypes other than the above.
+    RuntimeError: when the kernels are not available
+      (`cpu_kernels_enabled()` is False).
+  """
+  b, kv, g, h = q.shape if q.ndim == 4 else (None,) * 4
+  s = k_cache.shape[-1] if k_cache.ndim == 4 else None
+  expected = {
+      "k_new": (k_new, (b, kv, h)),
+      "v_new": (v_new, (b, kv, h)),
+      "k_cache": (k_cache, (b, kv, h, s)),
+      "v_cache": (v_cache, (b, kv, s, h)),
+  }
+  for name, (x, shape) in expected.items():
+    if q.ndim != 4 or x.shape != shape or x.dtype != jnp.float32:
+      raise ValueError(
+          f"decode_attention: {name} must be float32 {shape} for q"
+          f" {q.dtype}{q.shape}, got {x.dtype}{x.shape}"
+      )
+  if q.dtype != jnp.float32 or key_mask.shape != (b, s) or start.shape:
+    raise ValueError(
+        "decode_attention: expected float32 q [B, K, G, H], bool key_mask"
+        f" [B, S] = {(b, s)} and a scalar start, got q {q.dtype}{q.shape},"
+        f" key_mask {key_mask.shape}, start {start.shape}"
+    )
+  if not cpu_kernels_enabled():
+    raise RuntimeError(
+        "decode_attention: the C++ CPU kernels are not available here"
+        " (see cpu_kernels_enabled)"
+    )
+  out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+  caches = (
+      jax.ShapeDtypeStruct(k_cache.shape, jnp.float32),
+      jax.ShapeDtypeStruct(v_cache.shape, jnp.float32),
+  )
+  return jax.ffi.ffi_call(
+      "opd_decode_attention",
+      (out, *caches),
+      input_output_aliases={3: 1, 4: 2},
+  )(
+      q,
+      k_new,
+      v_new,
+      k_cache,
+      v_cache,
+      key_mask.astype(bool),
+      jnp.asarray(start, jnp.int32),
+      scale=np.float32(scale),
   )

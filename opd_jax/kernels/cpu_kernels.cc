@@ -12,23 +12,35 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-// The few-row product of a decode step, in float32, as an XLA:CPU FFI handler:
+// The two halves of a float32 decode step that XLA:CPU runs slowly, as XLA:CPU
+// FFI handlers:
 //
 //   OpdRowsDot: y[M, N] = x[M, K] . w[N, K]^T (the trunk projections)
+//   OpdDecodeAttention: one query token per row attends to its KV cache
 //
+
 // Why by hand: at a few rows (the batch) XLA:CPU hands these dots to
 // YNNPACK, which on the 2-core machine of BENCHMARKS.md reads their weights
 // at 3-6 GB/s, a third of what a plain reduction reaches; no library we use
 // offers such a product as an XLA custom call. This loop streams each row of
 // w once, against all rows of x held in L1, on XLA's own intra-op thread
 // pool.
+//
+// The attention kernel writes the step's key and value into the cache in
+// place (the cache is aliased to its outputs) and reads only the slots up to
+// the query's own, where XLA's fused loops read the whole buffer, empty
+// slots included, and split q.k^T, the softmax and p.V into passes over
+// [B, K, G, S] intermediates.
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -157,6 +169,195 @@ ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------
+// Decode attention.
+
+typedef int32_t Int8 __attribute__((vector_size(32), aligned(4)));
+using Rank3 = ffi::Buffer<ffi::F32, 3>;
+using Rank4 = ffi::Buffer<ffi::F32, 4>;
+using ResultRank4 = ffi::ResultBuffer<ffi::F32, 4>;
+using Mask = ffi::Buffer<ffi::PRED, 2>;
+using Slot = ffi::Buffer<ffi::S32, 0>;
+
+inline Vec8 Splat(float a) { return Vec8{a, a, a, a, a, a, a, a}; }
+inline void Store(float* p, Vec8 v) { *reinterpret_cast<Vec8*>(p) = v; }
+
+// exp(x) for x <= 0 (logits minus their maximum), to about 1 ulp: Cephes'
+// expf polynomial on x - n ln2, scaled by 2^n through the exponent bits;
+// exactly 0 below -87.3 (where float32's exp underflows), like XLA's exp of
+// the masked logits. By hand because glibc's vector expf is only reached
+// through -ffast-math, which would also reassociate the sums above.
+inline Vec8 ExpNonPositive(Vec8 x) {
+  const Vec8 lo = Splat(-87.33654f);
+  const Vec8 xc = x < lo ? lo : x;
+  const Vec8 magic = Splat(12582912.0f);  // 1.5 * 2^23: rounds to integer
+  const Vec8 n = (xc * Splat(1.44269504088896341f) + magic) - magic;
+  const Vec8 r = xc - n * Splat(0.693359375f) - n * Splat(-2.12194440e-4f);
+  Vec8 p = Splat(1.9875691500e-4f);
+  p = p * r + Splat(1.3981999507e-3f);
+  p = p * r + Splat(8.3334519073e-3f);
+  p = p * r + Splat(4.1665795894e-2f);
+  p = p * r + Splat(1.6666665459e-1f);
+  p = p * r + Splat(5.0000001201e-1f);
+  p = p * r * r + r + Splat(1.0f);
+  const Int8 bits = (__builtin_convertvector(n, Int8) + 127) << 23;
+  Vec8 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < lo ? Splat(0.0f) : p * scale;
+}
+
+struct AttentionShape {
+  int64_t groups, head_dim, slots;
+};
+
+// One (row, kv head): writes slot `write` of k [H, S] and v [S, H], then
+// out[g] = softmax_s(scale q[g] . k[:, s]) . v[s] over the slots s <= last
+// that `mask` allows. `logits` is scratch of at least G * (last + 1) floats.
+void AttendOne(const AttentionShape& shape, const float* q, const float* k_new,
+               const float* v_new, float* k, float* v, const bool* mask,
+               int64_t write, int64_t last, float scale, float* logits,
+               float* out) {
+  const int64_t g_count = shape.groups, h_dim = shape.head_dim;
+  const int64_t s_len = shape.slots, n = last + 1;
+  for (int64_t h = 0; h < h_dim; ++h) k[h * s_len + write] = k_new[h];
+  std::memcpy(v + write * h_dim, v_new, h_dim * sizeof(float));
+
+  int64_t allowed = 0;
+  for (int64_t s = 0; s < n; ++s) allowed += mask[s];
+  if (allowed == 0) {
+    // Every slot masked: XLA's softmax of equal floors is uniform over the
+    // whole buffer, so the output is the mean of all S values.
+    for (int64_t g = 0; g < g_count; ++g) {
+      float* o = out + g * h_dim;
+      std::fill(o, o + h_dim, 0.0f);
+      for (int64_t s = 0; s < s_len; ++s)
+        for (int64_t h = 0; h < h_dim; ++h) o[h] += v[s * h_dim + h];
+      for (int64_t h = 0; h < h_dim; ++h) o[h] /= static_cast<float>(s_len);
+    }
+    return;
+  }
+
+  // logits[g, s] = sum_h q[g, h] k[h, s]: each row of k streams once per
+  // group, contiguous along the slots, into logits held in L1.
+  std::fill(logits, logits + g_count * n, 0.0f);
+  for (int64_t h = 0; h < h_dim; ++h) {
+    const float* kr = k + h * s_len;
+    for (int64_t g = 0; g < g_count; ++g) {
+      const float a = q[g * h_dim + h];
+      const Vec8 av = Splat(a);
+      float* l = logits + g * n;
+      int64_t s = 0;
+      for (; s + 8 <= n; s += 8) Store(l + s, Load(l + s) + av * Load(kr + s));
+      for (; s < n; ++s) l[s] += a * kr[s];
+    }
+  }
+
+  // Masked softmax numerators, in place; the division comes after p.V.
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<float> sum(g_count);
+  for (int64_t g = 0; g < g_count; ++g) {
+    float* l = logits + g * n;
+    float top = neg_inf;
+    for (int64_t s = 0; s < n; ++s) {
+      l[s] = mask[s] ? l[s] * scale : neg_inf;
+      top = std::max(top, l[s]);
+    }
+    Vec8 acc = Splat(0.0f);
+    int64_t s = 0;
+    for (; s + 8 <= n; s += 8) {
+      const Vec8 e = ExpNonPositive(Load(l + s) - Splat(top));
+      Store(l + s, e);
+      acc += e;
+    }
+    float total = HorizontalSum(acc);
+    for (; s < n; ++s) {
+      Vec8 e = ExpNonPositive(Splat(l[s] - top));
+      l[s] = e[0];
+      total += e[0];
+    }
+    sum[g] = total;
+  }
+
+  // out[g, :] = sum_s p[g, s] v[s, :] / sum[g]: two groups by 32 lanes of H
+  // per pass over the slots (eight accumulators).
+  for (int64_t g0 = 0; g0 < g_count; g0 += 2) {
+    const int64_t gs = std::min<int64_t>(2, g_count - g0);
+    int64_t h0 = 0;
+    for (; h0 + 32 <= h_dim; h0 += 32) {
+      Vec8 acc[2][4] = {};
+      for (int64_t s = 0; s < n; ++s) {
+        const float* vr = v + s * h_dim + h0;
+        const Vec8 v0 = Load(vr), v1 = Load(vr + 8), v2 = Load(vr + 16),
+                   v3 = Load(vr + 24);
+        for (int64_t j = 0; j < gs; ++j) {
+          const Vec8 p = Splat(logits[(g0 + j) * n + s]);
+          acc[j][0] += p * v0;
+          acc[j][1] += p * v1;
+          acc[j][2] += p * v2;
+          acc[j][3] += p * v3;
+        }
+      }
+      for (int64_t j = 0; j < gs; ++j) {
+        const Vec8 inv = Splat(1.0f / sum[g0 + j]);
+        float* o = out + (g0 + j) * h_dim + h0;
+        for (int c = 0; c < 4; ++c) Store(o + 8 * c, acc[j][c] * inv);
+      }
+    }
+    for (; h0 < h_dim; ++h0) {  // head dims that are not a multiple of 32
+      for (int64_t j = 0; j < gs; ++j) {
+        const float* p = logits + (g0 + j) * n;
+        float acc = 0.0f;
+        for (int64_t s = 0; s < n; ++s) acc += p[s] * v[s * h_dim + h0];
+        out[(g0 + j) * h_dim + h0] = acc / sum[g0 + j];
+      }
+    }
+  }
+}
+
+ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q, Rank3 k_new,
+                           Rank3 v_new, Rank4 k_in, Rank4 v_in, Mask key_mask,
+                           Slot start, float scale, ResultRank4 out,
+                           ResultRank4 k_out, ResultRank4 v_out) {
+  const auto qd = q.dimensions(), kd = k_in.dimensions();
+  const int64_t b = qd[0], kv = qd[1], g = qd[2], h = qd[3], s = kd[3];
+  if (kd[0] != b || kd[1] != kv || kd[2] != h ||
+      v_in.dimensions()[2] != s || key_mask.dimensions()[1] != s) {
+    return ffi::Error::InvalidArgument(
+        "opd_decode_attention: q, caches and key_mask disagree in shape");
+  }
+  if (b == 0 || kv == 0 || s == 0) return ffi::Error::Success();
+  // The cache outputs alias the inputs; copy only if XLA did not honour it.
+  if (k_out->typed_data() != k_in.typed_data()) {
+    std::memcpy(k_out->typed_data(), k_in.typed_data(),
+                k_in.element_count() * sizeof(float));
+  }
+  if (v_out->typed_data() != v_in.typed_data()) {
+    std::memcpy(v_out->typed_data(), v_in.typed_data(),
+                v_in.element_count() * sizeof(float));
+  }
+  const int64_t first = *start.typed_data();
+  // dynamic_update_slice's clamp for the write; causality uses the slot.
+  const int64_t write = std::clamp<int64_t>(first, 0, s - 1);
+  const int64_t last = std::clamp<int64_t>(first, -1, s - 1);
+  const AttentionShape shape{g, h, s};
+  const float* qp = q.typed_data();
+  const float* knp = k_new.typed_data();
+  const float* vnp = v_new.typed_data();
+  float* kp = k_out->typed_data();
+  float* vp = v_out->typed_data();
+  const bool* mp = key_mask.typed_data();
+  float* op = out->typed_data();
+  ParallelFor(pool, b * kv, 1, [=](int64_t u0, int64_t u1) {
+    std::vector<float> logits(g * std::max<int64_t>(last + 1, 1));
+    for (int64_t u = u0; u < u1; ++u) {
+      AttendOne(shape, qp + u * g * h, knp + u * h, vnp + u * h,
+                kp + u * h * s, vp + u * s * h, mp + (u / kv) * s, write, last,
+                scale, logits.data(), op + u * g * h);
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDot, RowsDot,
@@ -165,3 +366,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDot, RowsDot,
                                   .Arg<Matrix>()
                                   .Arg<Matrix>()
                                   .Ret<Matrix>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttention, DecodeAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Rank4>()      // q [B, K, G, H]
+                                  .Arg<Rank3>()      // k_new [B, K, H]
+                                  .Arg<Rank3>()      // v_new [B, K, H]
+                                  .Arg<Rank4>()      // k cache [B, K, H, S]
+                                  .Arg<Rank4>()      // v cache [B, K, S, H]
+                                  .Arg<Mask>()       // key_mask [B, S]
+                                  .Arg<Slot>()       // start []
+                                  .Attr<float>("scale")
+                                  .Ret<Rank4>()      // out [B, K, G, H]
+                                  .Ret<Rank4>()      // k cache, aliased
+                                  .Ret<Rank4>());    // v cache, aliased

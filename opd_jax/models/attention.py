@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from opd_jax import kernels
 from opd_jax import sharding
 from opd_jax.models import layers
 from opd_jax.models.config import ModelConfig
@@ -156,6 +157,18 @@ class Attention(nnx.Module):
       self.q_norm = self.k_norm = None
     self.num_groups = config.num_groups
     self.scale = h**-0.5
+    # Set by `use_decode_kernel` (Transformer.split_layers, on CPU).
+    self.decode_kernel = False
+
+  def use_decode_kernel(self) -> None:
+    """Runs one-token cached calls in float32 with `kernels.decode_attention`.
+
+    For decoding loops on CPU (`Transformer.split_layers`): the C++ kernel
+    writes the step's key and value into the cache in place and reads only
+    the filled slots, where XLA's loops read the whole buffer (BENCHMARKS.md).
+    It has no gradient: decoding loops do not differentiate.
+    """
+    self.decode_kernel = True
 
   def __call__(
       self,
@@ -217,6 +230,21 @@ class Attention(nnx.Module):
     """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
     b, t, kh, g, h = q.shape
     dt = kv[0].dtype
+    if self.decode_kernel and t == 1 and dt == q.dtype == jnp.float32:
+      out, k_cache, v_cache = kernels.decode_attention(
+          q[:, 0],
+          k[:, 0],
+          v[:, 0],
+          kv[0],
+          kv[1],
+          key_mask,
+          start,
+          scale=self.scale,
+      )
+      out = sharding.shard(
+          out.reshape(b, 1, kh * g, h), P(sharding.BATCH, None, "tensor", None)
+      )
+      return self.o_proj(out), (k_cache, v_cache)
     # In-place writes of this call's slots; attention then reads the whole
     # buffer (empty and future slots are masked).
     k_cache = jax.lax.dynamic_update_slice(

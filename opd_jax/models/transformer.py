@@ -155,6 +155,8 @@ class Transformer(nnx.Module):
             and node.kernel[...].dtype == jnp.float32
         ):
           node.attach_rows()
+        if isinstance(node, Attention):
+          node.use_decode_kernel()
     if split.lm_head is not None:
       # Decoding multiplies a few rows by the whole head every step. XLA:CPU
       # runs that product about 1.4x faster with the head as [V, D] (each

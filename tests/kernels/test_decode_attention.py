@@ -1,0 +1,187 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The C++ decode attention equals float64 numpy and the model's JAX path."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from opd_jax import kernels
+from opd_jax import testing
+
+
+@pytest.fixture
+def enabled(monkeypatch):
+  monkeypatch.delenv("OPD_JAX_CPU_KERNELS", raising=False)
+  assert kernels.cpu_kernels_enabled(), "the C++ kernel did not build"
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _attend(q, k_new, v_new, k_cache, v_cache, key_mask, start, scale):
+  return kernels.decode_attention(
+      q, k_new, v_new, k_cache, v_cache, key_mask, start, scale=scale
+  )
+
+
+def _reference(q, k_new, v_new, k_cache, v_cache, key_mask, start, scale):
+  """The step in float64 numpy: write the slot, then masked softmax."""
+  k = np.array(k_cache, np.float64)
+  v = np.array(v_cache, np.float64)
+  slots = k.shape[-1]
+  write = min(max(start, 0), slots - 1)
+  k[:, :, :, write] = k_new
+  v[:, :, write, :] = v_new
+  logits = np.einsum("bkgh,bkhs->bkgs", np.float64(q), k) * scale
+  allowed = key_mask[:, None, None, :] & (np.arange(slots) <= start)
+  logits = np.where(allowed, logits, -np.inf)
+  top = logits.max(-1, keepdims=True)
+  p = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+  # No allowed slot: XLA's softmax over equal floors is uniform.
+  p = np.where(allowed.any(-1, keepdims=True), p, 1.0)
+  p /= p.sum(-1, keepdims=True)
+  return np.einsum("bkgs,bksh->bkgh", p, v), k, v
+
+
+def _inputs(b, kv, g, h, s, seed):
+  rng = np.random.default_rng(seed)
+  f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  mask = rng.random((b, s)) < 0.8
+  return (
+      f32(b, kv, g, h),
+      f32(b, kv, h),
+      f32(b, kv, h),
+      f32(b, kv, h, s),
+      f32(b, kv, s, h),
+      mask,
+  )
+
+
+# (B, K, G, H, S, start): group counts 1-5, head dims below, at and off the
+# kernel's 8- and 32-lane blocks, the first and last slot, and a start past
+# the buffer (the write clamps like dynamic_update_slice).
+@pytest.mark.parametrize(
+    "b, kv, g, h, s, start",
+    [
+        (2, 2, 2, 64, 50, 20),
+        (3, 1, 3, 8, 9, 8),
+        (1, 2, 1, 13, 37, 36),
+        (2, 1, 5, 40, 17, 3),
+        (1, 1, 1, 32, 16, 0),
+        (4, 2, 2, 64, 300, 299),
+        (2, 2, 4, 16, 12, 15),
+    ],
+)
+def test_decode_attention_equals_float64(enabled, b, kv, g, h, s, start):
+  q, k_new, v_new, k_cache, v_cache, mask = _inputs(b, kv, g, h, s, seed=s)
+  mask[:, min(start, s - 1)] = True  # the step's own slot
+  mask[0] = False  # a row with no valid slot
+  k_before = k_cache.copy()
+  k_cache = jnp.asarray(k_cache)
+  args = (q, k_new, v_new, k_cache, v_cache, mask, jnp.int32(start))
+  text = _attend.lower(*args, scale=h**-0.5).as_text()
+  assert "opd_decode_attention" in text
+  out, k_got, v_got = _attend(*args, scale=h**-0.5)
+  want, k_want, v_want = _reference(*args[:6], start, h**-0.5)
+  assert (k_got != k_cache).any()  # the step's slot was written
+  np.testing.assert_array_equal(k_got, k_want)
+  np.testing.assert_array_equal(v_got, v_want)
+  # Unit-normal inputs: float32 attention is good to a few 1e-7 here (the
+  # observed error is 1e-7 to 3e-7); 2e-6 leaves room for summation order.
+  np.testing.assert_allclose(out, want, rtol=0, atol=2e-6)
+  # The caller's buffers are not written: without donation XLA copies an
+  # aliased argument before the call.
+  np.testing.assert_array_equal(k_cache, k_before)
+
+
+def test_a_split_model_decodes_like_the_jax_path(enabled, monkeypatch):
+  config = testing.tiny_config("qwen2")
+  prompt = jnp.asarray([[0, 5, 7, 9], [3, 4, 1, 2]], jnp.int32)
+  prompt_mask = jnp.asarray([[False, True, True, True], [True] * 4])
+
+  def decode(model):
+    cache = model.init_cache(2, 12)
+    out = model(prompt, attention_mask=prompt_mask, cache=cache)
+    logits = [out.logits[:, -1]]
+    step = nnx.jit(lambda m, t, c: m(t, cache=c))
+    text = step.lower(model, prompt[:, :1], out.cache).as_text()
+    for i in range(4):
+      out = step(model, jnp.argmax(logits[-1], -1)[:, None], out.cache)
+      logits.append(out.logits[:, -1])
+    return text, jnp.stack(logits), out.cache
+
+  model = testing.random_model(config, seed=0)
+  text, got, cache = decode(model.split_layers())
+  assert text.count("opd_decode_attention") == config.num_layers
+  monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
+  text, want, want_cache = decode(model.split_layers())
+  assert "opd_decode_attention" not in text
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+  for a, b in zip(cache.k + cache.v, want_cache.k + want_cache.v):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_prefill_bfloat16_and_unsplit_models_keep_the_jax_path(enabled):
+  config = testing.tiny_config("qwen2")
+  model = testing.random_model(config, seed=0)
+  call = nnx.jit(lambda m, t, c: m(t, cache=c).logits)
+  one = jnp.ones((2, 1), jnp.int32)
+  split = model.split_layers()
+  prefill = call.lower(
+      split, jnp.ones((2, 3), jnp.int32), split.init_cache(2, 8)
+  )
+  assert "opd_decode_attention" not in prefill.as_text()
+  bf16 = testing.random_model(config, seed=0, dtype=jnp.bfloat16).split_layers()
+  text = call.lower(bf16, one, bf16.init_cache(2, 8)).as_text()
+  assert "opd_decode_attention" not in text
+  text = call.lower(model, one, model.init_cache(2, 8)).as_text()
+  assert "opd_decode_attention" not in text
+
+
+def test_bad_inputs_name_the_tensor(enabled):
+  q, k_new, v_new, k_cache, v_cache, mask = _inputs(2, 2, 2, 8, 10, seed=0)
+  start = jnp.int32(3)
+  with pytest.raises(
+      ValueError, match=r"v_cache must be float32 \(2, 2, 10, 8\)"
+  ):
+    kernels.decode_attention(
+        q, k_new, v_new, k_cache, v_cache[:, :, :9], mask, start, scale=1.0
+    )
+  with pytest.raises(ValueError, match="k_new must be float32"):
+    kernels.decode_attention(
+        q,
+        k_new.astype(np.float16),
+        v_new,
+        k_cache,
+        v_cache,
+        mask,
+        start,
+        scale=1.0,
+    )
+  with pytest.raises(ValueError, match=r"key_mask \[B, S\] = \(2, 10\)"):
+    kernels.decode_attention(
+        q, k_new, v_new, k_cache, v_cache, mask[:, :5], start, scale=1.0
+    )
+
+
+def test_disabled_kernels_refuse_to_run(monkeypatch):
+  monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
+  q, k_new, v_new, k_cache, v_cache, mask = _inputs(1, 1, 1, 8, 4, seed=0)
+  with pytest.raises(RuntimeError, match="not available"):
+    kernels.decode_attention(
+        q, k_new, v_new, k_cache, v_cache, mask, jnp.int32(0), scale=1.0
+    )
