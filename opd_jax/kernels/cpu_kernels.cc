@@ -63,6 +63,17 @@ inline float HorizontalSum(Vec8 a) {
 }
 
 // y[r, v + c] = <x[r, :], w[v + c, :]> for r < R, c < C.
+// Asks for the cache line of base[offset]. The address is formed as an
+// integer: past the end of w it is no pointer arithmetic, and a prefetch
+// never faults.
+inline void Prefetch(const float* base, int64_t offset) {
+  __builtin_prefetch(reinterpret_cast<const void*>(
+      reinterpret_cast<uintptr_t>(base) + offset * sizeof(float)));
+}
+
+// Rows of w per block (see RowsDotRange).
+constexpr int64_t kRowBlock = 48;
+
 template <int R, int C>
 inline void Tile(const float* x, const float* w, float* y, int64_t k,
                  int64_t n, int64_t v) {
@@ -71,7 +82,13 @@ inline void Tile(const float* x, const float* w, float* y, int64_t k,
   for (; d + 8 <= k; d += 8) {
     Vec8 wv[C];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) wv[c] = Load(w + (v + c) * k + d);
+    for (int c = 0; c < C; ++c) {
+      // The same place in the next block of rows of w, one cache line at a
+      // time: for a head-sized w streamed from DRAM this took the product
+      // from 4.45 to 3.09 ms (B = 8, V = 32000, D = 256).
+      if ((d & 15) == 0) Prefetch(w, (v + c + kRowBlock) * k + d);
+      wv[c] = Load(w + (v + c) * k + d);
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       Vec8 xv = Load(x + r * k + d);
@@ -103,9 +120,8 @@ void RowsOfX(const float* x, const float* w, float* y, int64_t k, int64_t n,
 // rows of x passes over them, so w is read from memory once.
 void RowsDotRange(const float* x, const float* w, float* y, int64_t m,
                   int64_t k, int64_t n, int64_t v0, int64_t v1) {
-  constexpr int64_t kBlock = 48;
-  for (int64_t vb = v0; vb < v1; vb += kBlock) {
-    const int64_t ve = std::min(v1, vb + kBlock);
+  for (int64_t vb = v0; vb < v1; vb += kRowBlock) {
+    const int64_t ve = std::min(v1, vb + kRowBlock);
     int64_t r = 0;
     for (; r + 4 <= m; r += 4) RowsOfX<4>(x + r * k, w, y + r * n, k, n, vb, ve);
     for (; r < m; ++r) RowsOfX<1>(x + r * k, w, y + r * n, k, n, vb, ve);
@@ -163,7 +179,7 @@ ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
   float* yp = y->typed_data();
   // Units are rows of w; at least 48 per chunk so a chunk is worth a
   // hand-off.
-  ParallelFor(pool, n, 48, [=](int64_t v0, int64_t v1) {
+  ParallelFor(pool, n, kRowBlock, [=](int64_t v0, int64_t v1) {
     RowsDotRange(xp, wp, yp, m, k, n, v0, v1);
   });
   return ffi::Error::Success();

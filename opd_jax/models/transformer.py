@@ -29,8 +29,11 @@ from opd_jax.models.attention import Attention, KVCache, init_cache
 from opd_jax.models.config import ModelConfig
 
 # Up to this many rows, a decoding model (`split_layers`) computes its
-# logits with `decode_head`.
+# logits with `decode_head`; up to _KERNEL_HEAD_ROWS float32 rows on CPU,
+# with the C++ `kernels.rows_dot` (1.14x per rollout at B = 4 and 8; from
+# 16 rows on it is slower than `decode_head`, BENCHMARKS.md).
 _DECODE_HEAD_ROWS = 64
+_KERNEL_HEAD_ROWS = 8
 
 
 def decode_head(h: jax.Array, w: jax.Array) -> jax.Array:
@@ -216,7 +219,14 @@ class Transformer(nnx.Module):
       # Contract with a [V, D] matrix directly, no transpose.
       w = self.embedder.embedding[...] if rows is None else rows[...]
       decoding = isinstance(self.layers, nnx.List)  # split_layers was called
-      if decoding and h.shape[0] <= _DECODE_HEAD_ROWS:
+      if (
+          decoding
+          and h.shape[0] <= _KERNEL_HEAD_ROWS
+          and h.dtype == w.dtype == jnp.float32
+          and kernels.cpu_kernels_enabled()
+      ):
+        logits = kernels.rows_dot(h, w)
+      elif decoding and h.shape[0] <= _DECODE_HEAD_ROWS:
         logits = decode_head(h, w)
       else:
         logits = jax.lax.dot_general(

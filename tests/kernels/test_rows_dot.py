@@ -124,9 +124,9 @@ def test_a_build_is_cached(fresh_build):
   assert lib.stat().st_mtime_ns == stamp  # loaded, not rebuilt
 
 
-def _decode_step_hlo(model):
-  cache = model.init_cache(3, 8)
-  tokens = jnp.ones((3, 1), jnp.int32)
+def _decode_step_hlo(model, rows=3):
+  cache = model.init_cache(rows, 8)
+  tokens = jnp.ones((rows, 1), jnp.int32)
   step = nnx.jit(lambda m, t, c: m(t, cache=c).logits)
   return step.lower(model, tokens, cache).as_text()
 
@@ -146,8 +146,10 @@ def test_a_split_float32_model_decodes_with_the_kernel(enabled, monkeypatch):
       o_proj.rows[...],
       np.asarray(o_proj.kernel[...]).reshape(-1, config.embed_dim).T,
   )
-  hlo = _decode_step_hlo(split)
-  assert hlo.count("opd_rows_dot") >= 7 * config.num_layers
+  # The 7 L projections and, at up to 8 rows, the head.
+  calls = _decode_step_hlo(split).count("opd_rows_dot")
+  assert calls >= 7 * config.num_layers + 1
+  assert _decode_step_hlo(split, rows=9).count("opd_rows_dot") == calls - 1
   # More rows than DECODE_KERNEL_ROWS (a prefill) use the dot.
   prefill = jnp.ones((1, layers.DECODE_KERNEL_ROWS + 1), jnp.int32)
   text = nnx.jit(lambda m, t: m(t).logits).lower(split, prefill).as_text()
