@@ -164,13 +164,32 @@ def rows_dot(x: jax.Array, w_rows: jax.Array) -> jax.Array:
         f" {w_rows.shape}"
     )
   if x.dtype == w_rows.dtype == jnp.float32 and cpu_kernels_enabled():
-    out = jax.ShapeDtypeStruct((x.shape[0], w_rows.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call("opd_rows_dot", out)(x, w_rows)
+    return _rows_dot_kernel(x, w_rows)
+  return _rows_dot_xla(x, w_rows)
+
+
+def _rows_dot_xla(x: jax.Array, w_rows: jax.Array) -> jax.Array:
   return jax.lax.dot_general(
       x,
       w_rows.astype(x.dtype),
       (((1,), (1,)), ((), ())),
       preferred_element_type=jnp.float32,
+  )
+
+
+@jax.custom_jvp
+def _rows_dot_kernel(x: jax.Array, w_rows: jax.Array) -> jax.Array:
+  out = jax.ShapeDtypeStruct((x.shape[0], w_rows.shape[0]), jnp.float32)
+  return jax.ffi.ffi_call("opd_rows_dot", out)(x, w_rows)
+
+
+@_rows_dot_kernel.defjvp
+def _rows_dot_kernel_jvp(primals, tangents):
+  """d(x w^T) = dx w^T + x dw^T, with XLA's dot: transposable, so `grad`
+  works through the kernel (the custom call itself has no derivative)."""
+  (x, w_rows), (dx, dw) = primals, tangents
+  return _rows_dot_kernel(x, w_rows), (
+      _rows_dot_xla(dx, w_rows) + _rows_dot_xla(x, dw)
   )
 
 
@@ -197,7 +216,9 @@ def decode_attention(
 
   reading only slots 0..start. A row with no such slot gets the mean of all
   S values, as XLA's softmax over equal floors gives. The twin is
-  `models.attention.Attention`'s cached path (float32 rounding apart).
+  `models.attention.cached_attention` (float32 rounding apart). The custom
+  call has no derivative; `models.attention` differentiates the twin in its
+  place.
 
   Args:
     q: float32 [B, K, G, H], the step's queries grouped by kv head.

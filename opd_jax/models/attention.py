@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -229,62 +231,106 @@ class Attention(nnx.Module):
   def _cached(self, q, k, v, key_mask, query_slots, kv, start):
     """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
     b, t, kh, g, h = q.shape
-    dt = kv[0].dtype
-    if self.decode_kernel and t == 1 and dt == q.dtype == jnp.float32:
-      out, k_cache, v_cache = kernels.decode_attention(
-          q[:, 0],
-          k[:, 0],
-          v[:, 0],
-          kv[0],
-          kv[1],
-          key_mask,
-          start,
-          scale=self.scale,
+    if self.decode_kernel and t == 1 and kv[0].dtype == q.dtype == jnp.float32:
+      out, k_cache, v_cache = _kernel_step(
+          q, k, v, kv[0], kv[1], key_mask, start, self.scale
       )
-      out = sharding.shard(
-          out.reshape(b, 1, kh * g, h), P(sharding.BATCH, None, "tensor", None)
-      )
-      return self.o_proj(out), (k_cache, v_cache)
-    # In-place writes of this call's slots; attention then reads the whole
-    # buffer (empty and future slots are masked).
-    k_cache = jax.lax.dynamic_update_slice(
-        kv[0], k.transpose(0, 2, 3, 1).astype(dt), (0, 0, 0, start)
-    )
-    v_cache = jax.lax.dynamic_update_slice(
-        kv[1], v.transpose(0, 2, 1, 3).astype(dt), (0, 0, start, 0)
-    )
-    # Queries of one kv head as the rows of one matmul, [B, K, T*G, H], so
-    # that both products are plain batched [M, H] x [H, S] and [M, S] x
-    # [S, H] matmuls over the cache as stored.
-    q = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
-    batch = ((0, 1), (0, 1))
-    if t * g <= _UNROLLED_QK_ROWS:
-      logits = _few_rows_qk(q, k_cache) * self.scale
     else:
-      logits = (
-          jax.lax.dot_general(
-              q.astype(dt),
-              k_cache,
-              (((3,), (2,)), batch),
-              preferred_element_type=jnp.float32,
-          )
-          * self.scale
-      )  # [B, K, T*G, S]
-    slots = jnp.arange(key_mask.shape[1])
-    allowed = key_mask[:, None, :] & (
-        slots[None, None, :] <= query_slots[None, :, None]
-    )  # [B,T,S]
-    allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # [B, 1, T*G, S]
-    logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    out = jax.lax.dot_general(
-        probs,
-        v_cache,
-        (((3,), (2,)), batch),
-        preferred_element_type=jnp.float32,
-    )  # [B, K, T*G, H]
-    out = out.astype(q.dtype).reshape(b, kh, t, g, h).transpose(0, 2, 1, 3, 4)
+      out, k_cache, v_cache = cached_attention(
+          q, k, v, key_mask, query_slots, kv[0], kv[1], start, self.scale
+      )
     out = sharding.shard(
         out.reshape(b, t, kh * g, h), P(sharding.BATCH, None, "tensor", None)
     )
     return self.o_proj(out), (k_cache, v_cache)
+
+
+def cached_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    key_mask: jax.Array,
+    query_slots: jax.Array,
+    k_cache: jax.Array,
+    v_cache: jax.Array,
+    start: jax.Array,
+    scale: float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Attention of T new tokens to a KV cache, after writing their keys.
+
+  Args:
+    q: queries [B, T, K, G, H] (G query heads per kv head).
+    k, v: the new tokens' keys and values [B, T, K, H].
+    key_mask: [B, S] bool, valid slots including the new ones.
+    query_slots: [T] int32, each query's slot (causality: s <= slot).
+    k_cache: [B, K, H, S]; v_cache: [B, K, S, H] (`KVCache`'s layout).
+    start: int32 [], the slot of the first new token.
+    scale: the logits' scale.
+
+  Returns:
+    (out [B, T, K, G, H] in q's dtype, k_cache, v_cache) with the new
+    tokens written in place at slots start .. start + T - 1.
+  """
+  b, t, kh, g, h = q.shape
+  dt = k_cache.dtype
+  # In-place writes of this call's slots; attention then reads the whole
+  # buffer (empty and future slots are masked).
+  k_cache = jax.lax.dynamic_update_slice(
+      k_cache, k.transpose(0, 2, 3, 1).astype(dt), (0, 0, 0, start)
+  )
+  v_cache = jax.lax.dynamic_update_slice(
+      v_cache, v.transpose(0, 2, 1, 3).astype(dt), (0, 0, start, 0)
+  )
+  # Queries of one kv head as the rows of one matmul, [B, K, T*G, H], so
+  # that both products are plain batched [M, H] x [H, S] and [M, S] x
+  # [S, H] matmuls over the cache as stored.
+  rows = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
+  batch = ((0, 1), (0, 1))
+  if t * g <= _UNROLLED_QK_ROWS:
+    logits = _few_rows_qk(rows, k_cache) * scale
+  else:
+    logits = (
+        jax.lax.dot_general(
+            rows.astype(dt),
+            k_cache,
+            (((3,), (2,)), batch),
+            preferred_element_type=jnp.float32,
+        )
+        * scale
+    )  # [B, K, T*G, S]
+  slots = jnp.arange(key_mask.shape[1])
+  allowed = key_mask[:, None, :] & (
+      slots[None, None, :] <= query_slots[None, :, None]
+  )  # [B,T,S]
+  allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # [B, 1, T*G, S]
+  logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+  out = jax.lax.dot_general(
+      probs,
+      v_cache,
+      (((3,), (2,)), batch),
+      preferred_element_type=jnp.float32,
+  )  # [B, K, T*G, H]
+  out = out.astype(q.dtype).reshape(b, kh, t, g, h).transpose(0, 2, 1, 3, 4)
+  return out, k_cache, v_cache
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
+def _kernel_step(q, k, v, k_cache, v_cache, key_mask, start, scale):
+  """`cached_attention` of one token (T = 1) by `kernels.decode_attention`."""
+  out, k_cache, v_cache = kernels.decode_attention(
+      q[:, 0], k[:, 0], v[:, 0], k_cache, v_cache, key_mask, start, scale=scale
+  )
+  return out[:, None], k_cache, v_cache
+
+
+@_kernel_step.defjvp
+def _kernel_step_jvp(scale, primals, tangents):
+  """The kernel's values; the tangents of its JAX twin (the custom call has
+  no derivative; the two agree to float32 rounding)."""
+  q, k, v, k_cache, v_cache, key_mask, start = primals
+  twin = lambda q, k, v, k_cache, v_cache: cached_attention(
+      q, k, v, key_mask, start[None], k_cache, v_cache, start, scale
+  )
+  _, tangents_out = jax.jvp(twin, primals[:5], tangents[:5])
+  return _kernel_step(*primals, scale), tangents_out

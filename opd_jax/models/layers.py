@@ -123,7 +123,7 @@ class Projection(nnx.Module):
     lead = x.shape[: x.ndim - self.in_dims]
     rows = getattr(self, "rows", None)  # [out, in], see attach_rows
     if rows is not None and math.prod(lead) <= DECODE_KERNEL_ROWS:
-      rows = rows[...]
+      rows = rows_of(rows[...], self.kernel[...])
       y = kernels.rows_dot(x.reshape(-1, rows.shape[1]), rows)
       y = y.astype(x.dtype).reshape(*lead, *self.kernel.shape[self.in_dims :])
     else:
@@ -131,6 +131,31 @@ class Projection(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...]
     return y
+
+
+@jax.custom_jvp
+def rows_of(rows: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`rows`, a kept copy of `kernel` as [out, in]; derivatives go to kernel.
+
+  Decoding models keep transposed copies of weights (`attach_rows`, the
+  head's rows) as `nnx.Cache`, which `nnx.grad` does not differentiate: a
+  loss through the copy would give the `nnx.Param` no gradient from that
+  path. This identity on the copy takes its tangent from the kernel's, so
+  differentiating a split model gives the gradients of the unsplit one.
+
+  Args:
+    rows: [out, in], equal to kernel.reshape(in, out).T.
+    kernel: the parameter, [*in_dims, *out_dims] flattening to [in, out].
+  """
+  del kernel
+  return rows
+
+
+@rows_of.defjvp
+def _rows_of_jvp(primals, tangents):
+  rows, _ = primals
+  _, d_kernel = tangents
+  return rows, d_kernel.reshape(rows.shape[1], rows.shape[0]).T
 
 
 def rope_inv_freq(config: ModelConfig) -> np.ndarray:

@@ -217,7 +217,10 @@ class Transformer(nnx.Module):
     rows = getattr(self, "head_rows", None)  # [V, D], see split_layers
     if self.lm_head is None or rows is not None:
       # Contract with a [V, D] matrix directly, no transpose.
-      w = self.embedder.embedding[...] if rows is None else rows[...]
+      if rows is None:
+        w = self.embedder.embedding[...]
+      else:
+        w = layers.rows_of(rows[...], self.lm_head.kernel[...])
       decoding = isinstance(self.layers, nnx.List)  # split_layers was called
       if (
           decoding

@@ -1,0 +1,79 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Gradients through the C++ kernels equal those of the pure-JAX path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from opd_jax import kernels
+from opd_jax import testing
+
+
+@pytest.fixture
+def enabled(monkeypatch):
+  monkeypatch.delenv("OPD_JAX_CPU_KERNELS", raising=False)
+  assert kernels.cpu_kernels_enabled(), "the C++ kernel did not build"
+
+
+def test_rows_dot_gradients_equal_the_dots(enabled):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((5, 24)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((7, 24)), jnp.float32)
+  c = jnp.asarray(rng.standard_normal((5, 7)), jnp.float32)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * c)
+  text = jax.jit(jax.grad(loss(kernels.rows_dot), (0, 1))).lower(x, w)
+  assert "opd_rows_dot" in text.as_text()
+  got = jax.grad(loss(kernels.rows_dot), (0, 1))(x, w)
+  want = jax.grad(loss(lambda x, w: x @ w.T), (0, 1))(x, w)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def _decode_step_grads(model):
+  """Gradients of a loss on one decode step after a prefill, per Param."""
+  prompt = jnp.asarray([[0, 5, 7, 9], [3, 4, 1, 2]], jnp.int32)
+  mask = jnp.asarray([[False, True, True, True], [True] * 4])
+  weights = jnp.linspace(-1.0, 1.0, model.config.vocab_size)
+
+  def loss(model):
+    out = model(prompt, attention_mask=mask, cache=model.init_cache(2, 8))
+    step = model(jnp.asarray([[6], [8]], jnp.int32), cache=out.cache)
+    return jnp.sum(jax.nn.log_softmax(step.logits) * weights)
+
+  text = nnx.jit(nnx.grad(loss)).lower(model).as_text()
+  return text, nnx.grad(loss)(model)
+
+
+def test_a_split_model_has_the_gradients_of_the_jax_path(enabled, monkeypatch):
+  # The kernels' custom calls have no derivative of their own: rows_dot and
+  # decode_attention differentiate their twins, and the kept [out, in]
+  # copies of the weights pass their tangents to the parameters.
+  config = testing.tiny_config("qwen2")
+  model = testing.random_model(config, seed=0)
+  text, got = _decode_step_grads(model.split_layers())
+  assert "opd_rows_dot" in text and "opd_decode_attention" in text
+  monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
+  text, want = _decode_step_grads(model.split_layers())
+  assert "opd_rows_dot" not in text and "opd_decode_attention" not in text
+  got, want = jax.tree.leaves(got), jax.tree.leaves(want)
+  assert len(got) == len(want) > 0
+  for g, w in zip(got, want):
+    scale = float(jnp.abs(w).max())
+    assert scale > 0
+    # The kernels sum in another order, so each entry differs by float32
+    # rounding of terms as large as the leaf's largest, not its own.
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale)
