@@ -168,7 +168,7 @@ class Attention(nnx.Module):
     For decoding loops on CPU (`Transformer.split_layers`): the C++ kernel
     writes the step's key and value into the cache in place and reads only
     the filled slots, where XLA's loops read the whole buffer (BENCHMARKS.md).
-    It has no gradient: decoding loops do not differentiate.
+    Derivatives, if any, are those of its twin `cached_attention`.
     """
     self.decode_kernel = True
 
