@@ -45,7 +45,12 @@ _SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
 _TARGETS = {
     "opd_rows_dot": "OpdRowsDot",
     "opd_decode_attention": "OpdDecodeAttention",
+    "opd_rows_dot_bf16": "OpdRowsDotBf16",
+    "opd_decode_attention_bf16": "OpdDecodeAttentionBf16",
 }
+# The element types of weights and caches the kernels read.
+KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+_SUFFIX = {jnp.dtype(jnp.float32): "", jnp.dtype(jnp.bfloat16): "_bf16"}
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 _lock = threading.Lock()
 _registered = False  # XLA refuses a second handler under the same name
@@ -153,18 +158,20 @@ def cpu_kernels_enabled() -> bool:
 def rows_dot(x: jax.Array, w_rows: jax.Array) -> jax.Array:
   """x @ w_rows.T: [M, K] x [N, K] -> [M, N], accumulated in float32.
 
-  Runs the C++ kernel for float32 operands when `cpu_kernels_enabled()`,
-  `jax.lax.dot_general` otherwise. The kernel sums each dot product in a
-  different order from XLA's, so results agree to float32 rounding, not
-  bitwise.
+  Runs the C++ kernel when `cpu_kernels_enabled()` for float32 operands,
+  and for bfloat16 w_rows with bfloat16 or float32 x (read as float32: a
+  bfloat16 widens exactly), `jax.lax.dot_general` otherwise. The kernel
+  sums each dot product in a different order from XLA's, so results agree
+  to float32 rounding, not bitwise.
   """
   if x.ndim != 2 or w_rows.ndim != 2 or x.shape[1] != w_rows.shape[1]:
     raise ValueError(
         f"rows_dot: expected x [M, K] and w_rows [N, K], got {x.shape} and"
         f" {w_rows.shape}"
     )
-  if x.dtype == w_rows.dtype == jnp.float32 and cpu_kernels_enabled():
-    return _rows_dot_kernel(x, w_rows)
+  if w_rows.dtype in KERNEL_DTYPES and x.dtype in (w_rows.dtype, jnp.float32):
+    if cpu_kernels_enabled():
+      return _rows_dot_kernel(x, w_rows)
   return _rows_dot_xla(x, w_rows)
 
 
@@ -180,7 +187,8 @@ def _rows_dot_xla(x: jax.Array, w_rows: jax.Array) -> jax.Array:
 @jax.custom_jvp
 def _rows_dot_kernel(x: jax.Array, w_rows: jax.Array) -> jax.Array:
   out = jax.ShapeDtypeStruct((x.shape[0], w_rows.shape[0]), jnp.float32)
-  return jax.ffi.ffi_call("opd_rows_dot", out)(x, w_rows)
+  target = "opd_rows_dot" + _SUFFIX[jnp.dtype(w_rows.dtype)]
+  return jax.ffi.ffi_call(target, out)(x.astype(jnp.float32), w_rows)
 
 
 @_rows_dot_kernel.defjvp
@@ -220,11 +228,15 @@ def decode_attention(
   call has no derivative; `models.attention` differentiates the twin in its
   place.
 
+  Caches in float32 or bfloat16 (read as float32); the sums and the softmax
+  run in float32.
+
   Args:
-    q: float32 [B, K, G, H], the step's queries grouped by kv head.
-    k_new, v_new: float32 [B, K, H], the step's key and value.
-    k_cache: float32 [B, K, H, S]; v_cache: float32 [B, K, S, H]
-      (`KVCache`'s layout).
+    q: [B, K, G, H], the step's queries grouped by kv head (any float
+      dtype; used as float32).
+    k_new, v_new: [B, K, H], the step's key and value, in the caches' dtype.
+    k_cache: [B, K, H, S]; v_cache: [B, K, S, H] (`KVCache`'s layout),
+      float32 or bfloat16.
     key_mask: bool [B, S], valid slots including this step's.
     start: int32 [], the slot this step writes (clamped into the buffer
       like `dynamic_update_slice`).
@@ -234,12 +246,17 @@ def decode_attention(
     (out float32 [B, K, G, H], k_cache, v_cache).
 
   Raises:
-    ValueError: on shapes or dtypes other than the above.
+    ValueError: on shapes or dtypes other than the above, naming the tensor.
     RuntimeError: when the kernels are not available
       (`cpu_kernels_enabled()` is False).
   """
   b, kv, g, h = q.shape if q.ndim == 4 else (None,) * 4
   s = k_cache.shape[-1] if k_cache.ndim == 4 else None
+  dtype = jnp.dtype(k_cache.dtype)
+  if dtype not in KERNEL_DTYPES:
+    raise ValueError(
+        f"decode_attention: k_cache must be float32 or bfloat16, got {dtype}"
+    )
   expected = {
       "k_new": (k_new, (b, kv, h)),
       "v_new": (v_new, (b, kv, h)),
@@ -247,16 +264,16 @@ def decode_attention(
       "v_cache": (v_cache, (b, kv, s, h)),
   }
   for name, (x, shape) in expected.items():
-    if q.ndim != 4 or x.shape != shape or x.dtype != jnp.float32:
+    if q.ndim != 4 or x.shape != shape or x.dtype != dtype:
       raise ValueError(
-          f"decode_attention: {name} must be float32 {shape} for q"
-          f" {q.dtype}{q.shape}, got {x.dtype}{x.shape}"
+          f"decode_attention: {name} must be {dtype} {shape} for q"
+          f" {q.shape} and k_cache {k_cache.dtype}, got {x.dtype}{x.shape}"
       )
-  if q.dtype != jnp.float32 or key_mask.shape != (b, s) or start.shape:
+  if key_mask.shape != (b, s) or start.shape:
     raise ValueError(
-        "decode_attention: expected float32 q [B, K, G, H], bool key_mask"
-        f" [B, S] = {(b, s)} and a scalar start, got q {q.dtype}{q.shape},"
-        f" key_mask {key_mask.shape}, start {start.shape}"
+        "decode_attention: expected key_mask [B, S] = "
+        f"{(b, s)} and a scalar start, got key_mask {key_mask.shape}, start"
+        f" {start.shape}"
     )
   if not cpu_kernels_enabled():
     raise RuntimeError(
@@ -265,15 +282,15 @@ def decode_attention(
     )
   out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
   caches = (
-      jax.ShapeDtypeStruct(k_cache.shape, jnp.float32),
-      jax.ShapeDtypeStruct(v_cache.shape, jnp.float32),
+      jax.ShapeDtypeStruct(k_cache.shape, dtype),
+      jax.ShapeDtypeStruct(v_cache.shape, dtype),
   )
   return jax.ffi.ffi_call(
-      "opd_decode_attention",
+      "opd_decode_attention" + _SUFFIX[dtype],
       (out, *caches),
       input_output_aliases={3: 1, 4: 2},
   )(
-      q,
+      q.astype(jnp.float32),
       k_new,
       v_new,
       k_cache,

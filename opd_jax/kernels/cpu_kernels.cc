@@ -56,27 +56,47 @@ using ResultMatrix = ffi::ResultBuffer<ffi::F32, 2>;
 // 32-byte aligned.
 typedef float Vec8 __attribute__((vector_size(32), aligned(4)));
 
+typedef int32_t Int8 __attribute__((vector_size(32), aligned(4)));
+typedef uint16_t Bf16x8 __attribute__((vector_size(16), aligned(2)));
+
+// Weights and caches come as float32 or bfloat16 (uint16_t, its top 16
+// bits); both are read as float32: a bfloat16 widens exactly by a shift.
 inline Vec8 Load(const float* p) { return *reinterpret_cast<const Vec8*>(p); }
+inline Vec8 Load(const uint16_t* p) {
+  const Int8 bits =
+      __builtin_convertvector(*reinterpret_cast<const Bf16x8*>(p), Int8) << 16;
+  Vec8 out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+inline float ToFloat(float a) { return a; }
+inline float ToFloat(uint16_t a) {
+  const uint32_t bits = static_cast<uint32_t>(a) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
 
 inline float HorizontalSum(Vec8 a) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-// y[r, v + c] = <x[r, :], w[v + c, :]> for r < R, c < C.
 // Asks for the cache line of base[offset]. The address is formed as an
 // integer: past the end of w it is no pointer arithmetic, and a prefetch
 // never faults.
-inline void Prefetch(const float* base, int64_t offset) {
+template <typename T>
+inline void Prefetch(const T* base, int64_t offset) {
   __builtin_prefetch(reinterpret_cast<const void*>(
-      reinterpret_cast<uintptr_t>(base) + offset * sizeof(float)));
+      reinterpret_cast<uintptr_t>(base) + offset * sizeof(T)));
 }
 
 // Rows of w per block (see RowsDotRange).
 constexpr int64_t kRowBlock = 48;
 
-template <int R, int C>
-inline void Tile(const float* x, const float* w, float* y, int64_t k,
-                 int64_t n, int64_t v) {
+// y[r, v + c] = <x[r, :], w[v + c, :]> for r < R, c < C.
+template <int R, int C, typename TW>
+inline void Tile(const float* x, const TW* w, float* y, int64_t k, int64_t n,
+                 int64_t v) {
   Vec8 acc[R][C] = {};
   int64_t d = 0;
   for (; d + 8 <= k; d += 8) {
@@ -101,14 +121,16 @@ inline void Tile(const float* x, const float* w, float* y, int64_t k,
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
       float s = HorizontalSum(acc[r][c]);
-      for (int64_t t = d; t < k; ++t) s += x[r * k + t] * w[(v + c) * k + t];
+      for (int64_t t = d; t < k; ++t) {
+        s += x[r * k + t] * ToFloat(w[(v + c) * k + t]);
+      }
       y[r * n + v + c] = s;
     }
   }
 }
 
-template <int R>
-void RowsOfX(const float* x, const float* w, float* y, int64_t k, int64_t n,
+template <int R, typename TW>
+void RowsOfX(const float* x, const TW* w, float* y, int64_t k, int64_t n,
              int64_t v0, int64_t v1) {
   int64_t v = v0;
   for (; v + 2 <= v1; v += 2) Tile<R, 2>(x, w, y, k, n, v);
@@ -118,8 +140,9 @@ void RowsOfX(const float* x, const float* w, float* y, int64_t k, int64_t n,
 // Outputs y[:, v0:v1]. Rows of w go in blocks small enough (48 rows of a
 // K <= 1024 matrix: at most 192 KB) to stay in L2 while every group of 4
 // rows of x passes over them, so w is read from memory once.
-void RowsDotRange(const float* x, const float* w, float* y, int64_t m,
-                  int64_t k, int64_t n, int64_t v0, int64_t v1) {
+template <typename TW>
+void RowsDotRange(const float* x, const TW* w, float* y, int64_t m, int64_t k,
+                  int64_t n, int64_t v0, int64_t v1) {
   for (int64_t vb = v0; vb < v1; vb += kRowBlock) {
     const int64_t ve = std::min(v1, vb + kRowBlock);
     int64_t r = 0;
@@ -167,7 +190,9 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t units, int64_t min_chunk,
   }
 }
 
-ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
+template <ffi::DataType W>
+ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, ffi::Buffer<W, 2> w,
+                   ResultMatrix y) {
   const int64_t m = x.dimensions()[0], k = x.dimensions()[1];
   const int64_t n = w.dimensions()[0];
   if (w.dimensions()[1] != k) {
@@ -175,7 +200,7 @@ ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
   }
   if (m == 0) return ffi::Error::Success();
   const float* xp = x.typed_data();
-  const float* wp = w.typed_data();
+  const auto* wp = w.typed_data();
   float* yp = y->typed_data();
   // Units are rows of w; at least 48 per chunk so a chunk is worth a
   // hand-off.
@@ -188,8 +213,6 @@ ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, Matrix w, ResultMatrix y) {
 // ---------------------------------------------------------------------------
 // Decode attention.
 
-typedef int32_t Int8 __attribute__((vector_size(32), aligned(4)));
-using Rank3 = ffi::Buffer<ffi::F32, 3>;
 using Rank4 = ffi::Buffer<ffi::F32, 4>;
 using ResultRank4 = ffi::ResultBuffer<ffi::F32, 4>;
 using Mask = ffi::Buffer<ffi::PRED, 2>;
@@ -229,14 +252,14 @@ struct AttentionShape {
 // One (row, kv head): writes slot `write` of k [H, S] and v [S, H], then
 // out[g] = softmax_s(scale q[g] . k[:, s]) . v[s] over the slots s <= last
 // that `mask` allows. `logits` is scratch of at least G * (last + 1) floats.
-void AttendOne(const AttentionShape& shape, const float* q, const float* k_new,
-               const float* v_new, float* k, float* v, const bool* mask,
-               int64_t write, int64_t last, float scale, float* logits,
-               float* out) {
+template <typename TC>
+void AttendOne(const AttentionShape& shape, const float* q, const TC* k_new,
+               const TC* v_new, TC* k, TC* v, const bool* mask, int64_t write,
+               int64_t last, float scale, float* logits, float* out) {
   const int64_t g_count = shape.groups, h_dim = shape.head_dim;
   const int64_t s_len = shape.slots, n = last + 1;
   for (int64_t h = 0; h < h_dim; ++h) k[h * s_len + write] = k_new[h];
-  std::memcpy(v + write * h_dim, v_new, h_dim * sizeof(float));
+  std::memcpy(v + write * h_dim, v_new, h_dim * sizeof(TC));
 
   int64_t allowed = 0;
   for (int64_t s = 0; s < n; ++s) allowed += mask[s];
@@ -247,7 +270,7 @@ void AttendOne(const AttentionShape& shape, const float* q, const float* k_new,
       float* o = out + g * h_dim;
       std::fill(o, o + h_dim, 0.0f);
       for (int64_t s = 0; s < s_len; ++s)
-        for (int64_t h = 0; h < h_dim; ++h) o[h] += v[s * h_dim + h];
+        for (int64_t h = 0; h < h_dim; ++h) o[h] += ToFloat(v[s * h_dim + h]);
       for (int64_t h = 0; h < h_dim; ++h) o[h] /= static_cast<float>(s_len);
     }
     return;
@@ -257,14 +280,14 @@ void AttendOne(const AttentionShape& shape, const float* q, const float* k_new,
   // group, contiguous along the slots, into logits held in L1.
   std::fill(logits, logits + g_count * n, 0.0f);
   for (int64_t h = 0; h < h_dim; ++h) {
-    const float* kr = k + h * s_len;
+    const TC* kr = k + h * s_len;
     for (int64_t g = 0; g < g_count; ++g) {
       const float a = q[g * h_dim + h];
       const Vec8 av = Splat(a);
       float* l = logits + g * n;
       int64_t s = 0;
       for (; s + 8 <= n; s += 8) Store(l + s, Load(l + s) + av * Load(kr + s));
-      for (; s < n; ++s) l[s] += a * kr[s];
+      for (; s < n; ++s) l[s] += a * ToFloat(kr[s]);
     }
   }
 
@@ -302,7 +325,7 @@ void AttendOne(const AttentionShape& shape, const float* q, const float* k_new,
     for (; h0 + 32 <= h_dim; h0 += 32) {
       Vec8 acc[2][4] = {};
       for (int64_t s = 0; s < n; ++s) {
-        const float* vr = v + s * h_dim + h0;
+        const TC* vr = v + s * h_dim + h0;
         const Vec8 v0 = Load(vr), v1 = Load(vr + 8), v2 = Load(vr + 16),
                    v3 = Load(vr + 24);
         for (int64_t j = 0; j < gs; ++j) {
@@ -323,17 +346,21 @@ void AttendOne(const AttentionShape& shape, const float* q, const float* k_new,
       for (int64_t j = 0; j < gs; ++j) {
         const float* p = logits + (g0 + j) * n;
         float acc = 0.0f;
-        for (int64_t s = 0; s < n; ++s) acc += p[s] * v[s * h_dim + h0];
+        for (int64_t s = 0; s < n; ++s) acc += p[s] * ToFloat(v[s * h_dim + h0]);
         out[(g0 + j) * h_dim + h0] = acc / sum[g0 + j];
       }
     }
   }
 }
 
-ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q, Rank3 k_new,
-                           Rank3 v_new, Rank4 k_in, Rank4 v_in, Mask key_mask,
-                           Slot start, float scale, ResultRank4 out,
-                           ResultRank4 k_out, ResultRank4 v_out) {
+template <ffi::DataType C>
+ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q,
+                           ffi::Buffer<C, 3> k_new, ffi::Buffer<C, 3> v_new,
+                           ffi::Buffer<C, 4> k_in, ffi::Buffer<C, 4> v_in,
+                           Mask key_mask, Slot start, float scale,
+                           ResultRank4 out, ffi::ResultBuffer<C, 4> k_out,
+                           ffi::ResultBuffer<C, 4> v_out) {
+  using TC = ffi::NativeType<C>;
   const auto qd = q.dimensions(), kd = k_in.dimensions();
   const int64_t b = qd[0], kv = qd[1], g = qd[2], h = qd[3], s = kd[3];
   if (kd[0] != b || kd[1] != kv || kd[2] != h ||
@@ -345,11 +372,11 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q, Rank3 k_new,
   // The cache outputs alias the inputs; copy only if XLA did not honour it.
   if (k_out->typed_data() != k_in.typed_data()) {
     std::memcpy(k_out->typed_data(), k_in.typed_data(),
-                k_in.element_count() * sizeof(float));
+                k_in.element_count() * sizeof(TC));
   }
   if (v_out->typed_data() != v_in.typed_data()) {
     std::memcpy(v_out->typed_data(), v_in.typed_data(),
-                v_in.element_count() * sizeof(float));
+                v_in.element_count() * sizeof(TC));
   }
   const int64_t first = *start.typed_data();
   // dynamic_update_slice's clamp for the write; causality uses the slot.
@@ -357,10 +384,10 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q, Rank3 k_new,
   const int64_t last = std::clamp<int64_t>(first, -1, s - 1);
   const AttentionShape shape{g, h, s};
   const float* qp = q.typed_data();
-  const float* knp = k_new.typed_data();
-  const float* vnp = v_new.typed_data();
-  float* kp = k_out->typed_data();
-  float* vp = v_out->typed_data();
+  const TC* knp = k_new.typed_data();
+  const TC* vnp = v_new.typed_data();
+  TC* kp = k_out->typed_data();
+  TC* vp = v_out->typed_data();
   const bool* mp = key_mask.typed_data();
   float* op = out->typed_data();
   ParallelFor(pool, b * kv, 1, [=](int64_t u0, int64_t u1) {
@@ -376,19 +403,33 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q, Rank3 k_new,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDot, RowsDot,
+// Handlers bind one element type each; the macro's arguments cannot hold a
+// template's comma, hence the aliases.
+using MatrixBf16 = ffi::Buffer<ffi::BF16, 2>;
+using Rank3F32 = ffi::Buffer<ffi::F32, 3>;
+using Rank3Bf16 = ffi::Buffer<ffi::BF16, 3>;
+using Rank4Bf16 = ffi::Buffer<ffi::BF16, 4>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDot, RowsDot<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<Matrix>()
                                   .Arg<Matrix>()
                                   .Ret<Matrix>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttention, DecodeAttention,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDotBf16, RowsDot<ffi::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Matrix>()      // x, float32
+                                  .Arg<MatrixBf16>()  // w, bfloat16
+                                  .Ret<Matrix>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttention, DecodeAttention<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<Rank4>()      // q [B, K, G, H]
-                                  .Arg<Rank3>()      // k_new [B, K, H]
-                                  .Arg<Rank3>()      // v_new [B, K, H]
+                                  .Arg<Rank3F32>()   // k_new [B, K, H]
+                                  .Arg<Rank3F32>()   // v_new [B, K, H]
                                   .Arg<Rank4>()      // k cache [B, K, H, S]
                                   .Arg<Rank4>()      // v cache [B, K, S, H]
                                   .Arg<Mask>()       // key_mask [B, S]
@@ -397,3 +438,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttention, DecodeAttention,
                                   .Ret<Rank4>()      // out [B, K, G, H]
                                   .Ret<Rank4>()      // k cache, aliased
                                   .Ret<Rank4>());    // v cache, aliased
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttentionBf16,
+                              DecodeAttention<ffi::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Rank4>()      // q, float32
+                                  .Arg<Rank3Bf16>()  // k_new
+                                  .Arg<Rank3Bf16>()  // v_new
+                                  .Arg<Rank4Bf16>()  // k cache
+                                  .Arg<Rank4Bf16>()  // v cache
+                                  .Arg<Mask>()
+                                  .Arg<Slot>()
+                                  .Attr<float>("scale")
+                                  .Ret<Rank4>()             // out, float32
+                                  .Ret<Rank4Bf16>()   // k cache
+                                  .Ret<Rank4Bf16>());  // v cache

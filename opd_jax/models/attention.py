@@ -163,7 +163,7 @@ class Attention(nnx.Module):
     self.decode_kernel = False
 
   def use_decode_kernel(self) -> None:
-    """Runs one-token cached calls in float32 with `kernels.decode_attention`.
+    """Runs one-token cached calls with `kernels.decode_attention`.
 
     For decoding loops on CPU (`Transformer.split_layers`): the C++ kernel
     writes the step's key and value into the cache in place and reads only
@@ -231,7 +231,7 @@ class Attention(nnx.Module):
   def _cached(self, q, k, v, key_mask, query_slots, kv, start):
     """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
     b, t, kh, g, h = q.shape
-    if self.decode_kernel and t == 1 and kv[0].dtype == q.dtype == jnp.float32:
+    if self.decode_kernel and t == 1 and kv[0].dtype in kernels.KERNEL_DTYPES:
       out, k_cache, v_cache = _kernel_step(
           q, k, v, kv[0], kv[1], key_mask, start, self.scale
       )
@@ -318,10 +318,18 @@ def cached_attention(
 @functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
 def _kernel_step(q, k, v, k_cache, v_cache, key_mask, start, scale):
   """`cached_attention` of one token (T = 1) by `kernels.decode_attention`."""
+  dt = k_cache.dtype
   out, k_cache, v_cache = kernels.decode_attention(
-      q[:, 0], k[:, 0], v[:, 0], k_cache, v_cache, key_mask, start, scale=scale
+      q[:, 0],
+      k[:, 0].astype(dt),
+      v[:, 0].astype(dt),
+      k_cache,
+      v_cache,
+      key_mask,
+      start,
+      scale=scale,
   )
-  return out[:, None], k_cache, v_cache
+  return out[:, None].astype(q.dtype), k_cache, v_cache
 
 
 @_kernel_step.defjvp

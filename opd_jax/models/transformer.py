@@ -29,9 +29,10 @@ from opd_jax.models.attention import Attention, KVCache, init_cache
 from opd_jax.models.config import ModelConfig
 
 # Up to this many rows, a decoding model (`split_layers`) computes its
-# logits with `decode_head`; up to _KERNEL_HEAD_ROWS float32 rows on CPU,
-# with the C++ `kernels.rows_dot` (1.14x per rollout at B = 4 and 8; from
-# 16 rows on it is slower than `decode_head`, BENCHMARKS.md).
+# logits with `decode_head`; up to _KERNEL_HEAD_ROWS rows of a float32 or
+# bfloat16 head on CPU, with the C++ `kernels.rows_dot` (1.14x per rollout
+# at B = 4 and 8; from 16 rows on it is slower than `decode_head`,
+# BENCHMARKS.md).
 _DECODE_HEAD_ROWS = 64
 _KERNEL_HEAD_ROWS = 8
 
@@ -137,10 +138,12 @@ class Transformer(nnx.Module):
     copies made every step. Splitting once before the loop makes them
     loop-invariant buffers. Arrays are shared, not copied, outside jit.
 
-    On CPU (`kernels.cpu_kernels_enabled()`) each float32 projection also
-    keeps its kernel as [out, in] rows for `kernels.rows_dot`, which runs a
-    decode step's few-row products about 2x faster than XLA:CPU's dot; the
-    copies double the trunk's weights while the split model lives.
+    On CPU (`kernels.cpu_kernels_enabled()`) each float32 or bfloat16
+    projection also keeps its kernel as [out, in] rows for
+    `kernels.rows_dot`, which runs a decode step's few-row products about 2x
+    faster than XLA:CPU's dot (the copies double the trunk's weights while
+    the split model lives), and one-token attention runs
+    `kernels.decode_attention`.
     """
     if isinstance(self.layers, nnx.List):
       return self
@@ -155,7 +158,7 @@ class Transformer(nnx.Module):
       for _, node in nnx.iter_graph(split.layers):
         if (
             isinstance(node, layers.Projection)
-            and node.kernel[...].dtype == jnp.float32
+            and node.kernel[...].dtype in kernels.KERNEL_DTYPES
         ):
           node.attach_rows()
         if isinstance(node, Attention):
@@ -225,7 +228,8 @@ class Transformer(nnx.Module):
       if (
           decoding
           and h.shape[0] <= _KERNEL_HEAD_ROWS
-          and h.dtype == w.dtype == jnp.float32
+          and w.dtype in kernels.KERNEL_DTYPES
+          and h.dtype in (w.dtype, jnp.float32)
           and kernels.cpu_kernels_enabled()
       ):
         logits = kernels.rows_dot(h, w)

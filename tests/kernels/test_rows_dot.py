@@ -60,6 +60,20 @@ def test_rows_dot_equals_float64(enabled, m, k, n):
   _assert_within_float32_rounding(got, x, w)
 
 
+@pytest.mark.parametrize("x_dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("m, k, n", [(1, 8, 2), (5, 13, 49), (8, 256, 301)])
+def test_bfloat16_weights_are_read_exactly(enabled, x_dtype, m, k, n):
+  # A bfloat16 widens to float32 exactly, so the kernel's result is the
+  # float32 product of the widened operands.
+  rng = np.random.default_rng(m + k + n)
+  x = jnp.asarray(rng.standard_normal((m, k)), x_dtype)
+  w = jnp.asarray(rng.standard_normal((n, k)), jnp.bfloat16)
+  assert _uses_kernel(kernels.rows_dot, x, w)
+  got = _rows_dot(x, w)
+  assert got.dtype == jnp.float32
+  _assert_within_float32_rounding(got, x, w)
+
+
 def test_two_kernels_at_once_share_the_thread_pool(enabled):
   # Independent products may run concurrently on XLA's pool; each claims
   # its chunks and none waits on a queued task.
@@ -73,11 +87,15 @@ def test_two_kernels_at_once_share_the_thread_pool(enabled):
     _assert_within_float32_rounding(g, x, w)
 
 
-def test_bfloat16_and_disabled_kernels_use_the_dot(enabled, monkeypatch):
+def test_other_dtypes_and_disabled_kernels_use_the_dot(enabled, monkeypatch):
+  # bfloat16 x against float32 w would round w in the dot: not the kernel's
+  # product, so the dot runs.
   x = jnp.ones((2, 16), jnp.bfloat16)
-  w = jnp.ones((3, 16), jnp.bfloat16)
+  w = jnp.ones((3, 16), jnp.float32)
   assert not _uses_kernel(kernels.rows_dot, x, w)
   np.testing.assert_array_equal(kernels.rows_dot(x, w), np.full((2, 3), 16.0))
+  f16 = jnp.ones((3, 16), jnp.float16)
+  assert not _uses_kernel(kernels.rows_dot, f16[:2], f16)
   monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
   assert not kernels.cpu_kernels_enabled()
   x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
@@ -154,8 +172,10 @@ def test_a_split_float32_model_decodes_with_the_kernel(enabled, monkeypatch):
   prefill = jnp.ones((1, layers.DECODE_KERNEL_ROWS + 1), jnp.int32)
   text = nnx.jit(lambda m, t: m(t).logits).lower(split, prefill).as_text()
   assert "opd_rows_dot" not in text
-  # A bfloat16 model, and any model with the kernels off, keeps the dot.
+  # A bfloat16 model reads its bfloat16 rows; with the kernels off, the dot.
   bf16 = testing.random_model(config, seed=0, dtype=jnp.bfloat16)
-  assert "opd_rows_dot" not in _decode_step_hlo(bf16.split_layers())
+  assert _decode_step_hlo(bf16.split_layers()).count("opd_rows_dot_bf16") == (
+      calls
+  )
   monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
   assert "opd_rows_dot" not in _decode_step_hlo(model.split_layers())
