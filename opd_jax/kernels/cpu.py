@@ -250,8 +250,13 @@ def decode_attention(
     RuntimeError: when the kernels are not available
       (`cpu_kernels_enabled()` is False).
   """
-  b, kv, g, h = q.shape if q.ndim == 4 else (None,) * 4
-  s = k_cache.shape[-1] if k_cache.ndim == 4 else None
+  if q.ndim != 4 or k_cache.ndim != 4:
+    raise ValueError(
+        "decode_attention: expected q [B, K, G, H] and k_cache [B, K, H, S],"
+        f" got {q.shape} and {k_cache.shape}"
+    )
+  b, kv, g, h = q.shape
+  s = k_cache.shape[-1]
   dtype = jnp.dtype(k_cache.dtype)
   if dtype not in KERNEL_DTYPES:
     raise ValueError(
@@ -264,16 +269,16 @@ def decode_attention(
       "v_cache": (v_cache, (b, kv, s, h)),
   }
   for name, (x, shape) in expected.items():
-    if q.ndim != 4 or x.shape != shape or x.dtype != dtype:
+    if x.shape != shape or x.dtype != dtype:
       raise ValueError(
           f"decode_attention: {name} must be {dtype} {shape} for q"
           f" {q.shape} and k_cache {k_cache.dtype}, got {x.dtype}{x.shape}"
       )
-  if key_mask.shape != (b, s) or start.shape:
+  if key_mask.shape != (b, s) or jnp.shape(start):
     raise ValueError(
         "decode_attention: expected key_mask [B, S] = "
         f"{(b, s)} and a scalar start, got key_mask {key_mask.shape}, start"
-        f" {start.shape}"
+        f" {jnp.shape(start)}"
     )
   if not cpu_kernels_enabled():
     raise RuntimeError(

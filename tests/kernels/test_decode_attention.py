@@ -190,6 +190,21 @@ def test_bad_inputs_name_the_tensor(enabled):
         start,
         scale=1.0,
     )
+  with pytest.raises(ValueError, match=r"q \[B, K, G, H\].*\(2, 2, 8\)"):
+    kernels.decode_attention(
+        q[:, 0], k_new, v_new, k_cache, v_cache, mask, start, scale=1.0
+    )
+  with pytest.raises(ValueError, match="k_cache must be float32 or bfloat16"):
+    kernels.decode_attention(
+        q,
+        k_new,
+        v_new,
+        k_cache.astype(np.float16),
+        v_cache,
+        mask,
+        start,
+        scale=1.0,
+    )
   with pytest.raises(ValueError, match=r"key_mask \[B, S\] = \(2, 10\)"):
     kernels.decode_attention(
         q, k_new, v_new, k_cache, v_cache, mask[:, :5], start, scale=1.0
