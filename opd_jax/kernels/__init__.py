@@ -22,3 +22,4 @@ from opd_jax.kernels.cpu import KERNEL_DTYPES
 from opd_jax.kernels.cpu import cpu_kernels_enabled
 from opd_jax.kernels.cpu import decode_attention
 from opd_jax.kernels.cpu import rows_dot
+from opd_jax.kernels.cpu import rows_dot_uses_kernel

@@ -48,9 +48,10 @@ _TARGETS = {
     "opd_rows_dot_bf16": "OpdRowsDotBf16",
     "opd_decode_attention_bf16": "OpdDecodeAttentionBf16",
 }
-# The element types of weights and caches the kernels read.
-KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+# The element types of weights and caches the kernels read, and the suffix
+# of their handlers' target names.
 _SUFFIX = {jnp.dtype(jnp.float32): "", jnp.dtype(jnp.bfloat16): "_bf16"}
+KERNEL_DTYPES = tuple(_SUFFIX)
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 _lock = threading.Lock()
 _registered = False  # XLA refuses a second handler under the same name
@@ -169,10 +170,23 @@ def rows_dot(x: jax.Array, w_rows: jax.Array) -> jax.Array:
         f"rows_dot: expected x [M, K] and w_rows [N, K], got {x.shape} and"
         f" {w_rows.shape}"
     )
-  if w_rows.dtype in KERNEL_DTYPES and x.dtype in (w_rows.dtype, jnp.float32):
-    if cpu_kernels_enabled():
-      return _rows_dot_kernel(x, w_rows)
+  if rows_dot_uses_kernel(x.dtype, w_rows.dtype):
+    return _rows_dot_kernel(x, w_rows)
   return _rows_dot_xla(x, w_rows)
+
+
+def rows_dot_uses_kernel(x_dtype, w_dtype) -> bool:
+  """Whether `rows_dot` of these dtypes runs the C++ kernel (at trace time).
+
+  float32 or bfloat16 w, with x of w's dtype or float32 (bfloat16 x against
+  float32 w would round w in the dot: not the kernel's product), and
+  `cpu_kernels_enabled()`.
+  """
+  return (
+      jnp.dtype(w_dtype) in KERNEL_DTYPES
+      and jnp.dtype(x_dtype) in (jnp.dtype(w_dtype), jnp.dtype(jnp.float32))
+      and cpu_kernels_enabled()
+  )
 
 
 def _rows_dot_xla(x: jax.Array, w_rows: jax.Array) -> jax.Array:

@@ -12,13 +12,12 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-// The two halves of a float32 decode step that XLA:CPU runs slowly, as XLA:CPU
-// FFI handlers:
+// The two parts of a decode step that XLA:CPU runs slowly, as XLA:CPU FFI
+// handlers, each for float32 and (suffix Bf16) bfloat16 weights or caches:
 //
-//   OpdRowsDot: y[M, N] = x[M, K] . w[N, K]^T (the trunk projections)
+//   OpdRowsDot: y[M, N] = x[M, K] . w[N, K]^T (the projections and the head)
 //   OpdDecodeAttention: one query token per row attends to its KV cache
 //
-
 // Why by hand: at a few rows (the batch) XLA:CPU hands these dots to
 // YNNPACK, which on the 2-core machine of BENCHMARKS.md reads their weights
 // at 3-6 GB/s, a third of what a plain reduction reaches; no library we use
@@ -33,9 +32,9 @@
 // [B, K, G, S] intermediates.
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -146,7 +145,9 @@ void RowsDotRange(const float* x, const TW* w, float* y, int64_t m, int64_t k,
   for (int64_t vb = v0; vb < v1; vb += kRowBlock) {
     const int64_t ve = std::min(v1, vb + kRowBlock);
     int64_t r = 0;
-    for (; r + 4 <= m; r += 4) RowsOfX<4>(x + r * k, w, y + r * n, k, n, vb, ve);
+    for (; r + 4 <= m; r += 4) {
+      RowsOfX<4>(x + r * k, w, y + r * n, k, n, vb, ve);
+    }
     for (; r < m; ++r) RowsOfX<1>(x + r * k, w, y + r * n, k, n, vb, ve);
   }
 }
@@ -213,8 +214,8 @@ ffi::Error RowsDot(ffi::ThreadPool pool, Matrix x, ffi::Buffer<W, 2> w,
 // ---------------------------------------------------------------------------
 // Decode attention.
 
-using Rank4 = ffi::Buffer<ffi::F32, 4>;
-using ResultRank4 = ffi::ResultBuffer<ffi::F32, 4>;
+using Rank4F32 = ffi::Buffer<ffi::F32, 4>;
+using ResultRank4F32 = ffi::ResultBuffer<ffi::F32, 4>;
 using Mask = ffi::Buffer<ffi::PRED, 2>;
 using Slot = ffi::Buffer<ffi::S32, 0>;
 
@@ -346,7 +347,9 @@ void AttendOne(const AttentionShape& shape, const float* q, const TC* k_new,
       for (int64_t j = 0; j < gs; ++j) {
         const float* p = logits + (g0 + j) * n;
         float acc = 0.0f;
-        for (int64_t s = 0; s < n; ++s) acc += p[s] * ToFloat(v[s * h_dim + h0]);
+        for (int64_t s = 0; s < n; ++s) {
+          acc += p[s] * ToFloat(v[s * h_dim + h0]);
+        }
         out[(g0 + j) * h_dim + h0] = acc / sum[g0 + j];
       }
     }
@@ -354,11 +357,11 @@ void AttendOne(const AttentionShape& shape, const float* q, const TC* k_new,
 }
 
 template <ffi::DataType C>
-ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4 q,
+ffi::Error DecodeAttention(ffi::ThreadPool pool, Rank4F32 q,
                            ffi::Buffer<C, 3> k_new, ffi::Buffer<C, 3> v_new,
                            ffi::Buffer<C, 4> k_in, ffi::Buffer<C, 4> v_in,
                            Mask key_mask, Slot start, float scale,
-                           ResultRank4 out, ffi::ResultBuffer<C, 4> k_out,
+                           ResultRank4F32 out, ffi::ResultBuffer<C, 4> k_out,
                            ffi::ResultBuffer<C, 4> v_out) {
   using TC = ffi::NativeType<C>;
   const auto qd = q.dimensions(), kd = k_in.dimensions();
@@ -420,37 +423,37 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDot, RowsDot<ffi::F32>,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdRowsDotBf16, RowsDot<ffi::BF16>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Matrix>()      // x, float32
-                                  .Arg<MatrixBf16>()  // w, bfloat16
+                                  .Arg<Matrix>()        // x, float32
+                                  .Arg<MatrixBf16>()    // w, bfloat16
                                   .Ret<Matrix>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttention, DecodeAttention<ffi::F32>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Rank4>()      // q [B, K, G, H]
-                                  .Arg<Rank3F32>()   // k_new [B, K, H]
-                                  .Arg<Rank3F32>()   // v_new [B, K, H]
-                                  .Arg<Rank4>()      // k cache [B, K, H, S]
-                                  .Arg<Rank4>()      // v cache [B, K, S, H]
-                                  .Arg<Mask>()       // key_mask [B, S]
-                                  .Arg<Slot>()       // start []
+                                  .Arg<Rank4F32>()      // q [B, K, G, H]
+                                  .Arg<Rank3F32>()      // k_new [B, K, H]
+                                  .Arg<Rank3F32>()      // v_new [B, K, H]
+                                  .Arg<Rank4F32>()      // k cache [B, K, H, S]
+                                  .Arg<Rank4F32>()      // v cache [B, K, S, H]
+                                  .Arg<Mask>()          // key_mask [B, S]
+                                  .Arg<Slot>()          // start []
                                   .Attr<float>("scale")
-                                  .Ret<Rank4>()      // out [B, K, G, H]
-                                  .Ret<Rank4>()      // k cache, aliased
-                                  .Ret<Rank4>());    // v cache, aliased
+                                  .Ret<Rank4F32>()      // out [B, K, G, H]
+                                  .Ret<Rank4F32>()      // k cache, aliased
+                                  .Ret<Rank4F32>());    // v cache, aliased
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OpdDecodeAttentionBf16,
                               DecodeAttention<ffi::BF16>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Rank4>()      // q, float32
-                                  .Arg<Rank3Bf16>()  // k_new
-                                  .Arg<Rank3Bf16>()  // v_new
-                                  .Arg<Rank4Bf16>()  // k cache
-                                  .Arg<Rank4Bf16>()  // v cache
+                                  .Arg<Rank4F32>()      // q, float32
+                                  .Arg<Rank3Bf16>()     // k_new
+                                  .Arg<Rank3Bf16>()     // v_new
+                                  .Arg<Rank4Bf16>()     // k cache
+                                  .Arg<Rank4Bf16>()     // v cache
                                   .Arg<Mask>()
                                   .Arg<Slot>()
                                   .Attr<float>("scale")
-                                  .Ret<Rank4>()             // out, float32
-                                  .Ret<Rank4Bf16>()   // k cache
-                                  .Ret<Rank4Bf16>());  // v cache
+                                  .Ret<Rank4F32>()      // out, float32
+                                  .Ret<Rank4Bf16>()     // k cache
+                                  .Ret<Rank4Bf16>());   // v cache

@@ -228,9 +228,7 @@ class Transformer(nnx.Module):
       if (
           decoding
           and h.shape[0] <= _KERNEL_HEAD_ROWS
-          and w.dtype in kernels.KERNEL_DTYPES
-          and h.dtype in (w.dtype, jnp.float32)
-          and kernels.cpu_kernels_enabled()
+          and kernels.rows_dot_uses_kernel(h.dtype, w.dtype)
       ):
         logits = kernels.rows_dot(h, w)
       elif decoding and h.shape[0] <= _DECODE_HEAD_ROWS:

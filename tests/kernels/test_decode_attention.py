@@ -170,45 +170,31 @@ def test_prefill_float16_and_unsplit_models_keep_the_jax_path(enabled):
   assert "opd_decode_attention" not in text
 
 
-def test_bad_inputs_name_the_tensor(enabled):
-  q, k_new, v_new, k_cache, v_cache, mask = _inputs(2, 2, 2, 8, 10, seed=0)
-  start = jnp.int32(3)
-  with pytest.raises(
-      ValueError, match=r"v_cache must be float32 \(2, 2, 10, 8\)"
-  ):
-    kernels.decode_attention(
-        q, k_new, v_new, k_cache, v_cache[:, :, :9], mask, start, scale=1.0
-    )
-  with pytest.raises(ValueError, match="k_new must be float32"):
-    kernels.decode_attention(
-        q,
-        k_new.astype(np.float16),
-        v_new,
-        k_cache,
-        v_cache,
-        mask,
-        start,
-        scale=1.0,
-    )
-  with pytest.raises(ValueError, match=r"q \[B, K, G, H\].*\(2, 2, 8\)"):
-    kernels.decode_attention(
-        q[:, 0], k_new, v_new, k_cache, v_cache, mask, start, scale=1.0
-    )
-  with pytest.raises(ValueError, match="k_cache must be float32 or bfloat16"):
-    kernels.decode_attention(
-        q,
-        k_new,
-        v_new,
-        k_cache.astype(np.float16),
-        v_cache,
-        mask,
-        start,
-        scale=1.0,
-    )
-  with pytest.raises(ValueError, match=r"key_mask \[B, S\] = \(2, 10\)"):
-    kernels.decode_attention(
-        q, k_new, v_new, k_cache, v_cache, mask[:, :5], start, scale=1.0
-    )
+# (argument, how it is spoiled, the error's words): one bad input each.
+_BAD_INPUTS = [
+    (
+        "v_cache",
+        lambda x: x[:, :, :9],
+        r"v_cache must be float32 \(2, 2, 10, 8\)",
+    ),
+    ("k_new", lambda x: x.astype(np.float16), "k_new must be float32"),
+    ("q", lambda x: x[:, 0], r"q \[B, K, G, H\].*\(2, 2, 8\)"),
+    (
+        "k_cache",
+        lambda x: x.astype(np.float16),
+        "k_cache must be float32 or bfloat16",
+    ),
+    ("key_mask", lambda x: x[:, :5], r"key_mask \[B, S\] = \(2, 10\)"),
+]
+
+
+@pytest.mark.parametrize("name, spoil, words", _BAD_INPUTS)
+def test_bad_inputs_name_the_tensor(enabled, name, spoil, words):
+  names = ("q", "k_new", "v_new", "k_cache", "v_cache", "key_mask")
+  args = dict(zip(names, _inputs(2, 2, 2, 8, 10, seed=0)))
+  args[name] = spoil(args[name])
+  with pytest.raises(ValueError, match=words):
+    kernels.decode_attention(**args, start=jnp.int32(3), scale=1.0)
 
 
 def test_disabled_kernels_refuse_to_run(monkeypatch):
