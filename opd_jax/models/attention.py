@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from opd_jax import kernels
 from opd_jax import sharding
 from opd_jax.models import layers
+from opd_jax.models import sequence_attention
 from opd_jax.models.config import ModelConfig
 
 
@@ -159,6 +160,8 @@ class Attention(nnx.Module):
       self.q_norm = self.k_norm = None
     self.num_groups = config.num_groups
     self.scale = h**-0.5
+    self.implementation = config.attention
+    self.block_size = config.attention_block_size
     # Set by `use_decode_kernel` (Transformer.split_layers, on CPU).
     self.decode_kernel = False
 
@@ -181,6 +184,7 @@ class Attention(nnx.Module):
       query_slots: jax.Array,
       kv: tuple[jax.Array, jax.Array] | None,
       start: jax.Array,
+      fresh: bool = False,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Attends x [B, T, D] to itself, or to the cache then itself.
 
@@ -192,6 +196,8 @@ class Attention(nnx.Module):
       kv: this layer's cached keys [B, K, H, S] and values [B, K, S, H]
         (KVCache's layout), or None for no cache.
       start: int32 [], the slot of x's first token in the cache.
+      fresh: the cache holds nothing before x (a prefill: start is 0), so
+        x attends to itself only.
 
     Returns:
       The output [B, T, D] and the updated (k, v) cache buffers (None when
@@ -208,29 +214,43 @@ class Attention(nnx.Module):
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, self.num_groups, h)
     if kv is not None:
-      return self._cached(q, k, v, key_mask, query_slots, kv, start)
-    logits = (
-        jnp.einsum(
-            "BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32
-        )
-        * self.scale
-    )
-    slots = jnp.arange(k.shape[1])
-    allowed = key_mask[:, None, :] & (
-        slots[None, None, :] <= query_slots[None, :, None]
-    )  # [B,T,S]
-    # A finite floor, not -inf: fully masked rows (left pads) stay finite.
-    logits = jnp.where(
-        allowed[:, None, None], logits, jnp.finfo(jnp.float32).min
-    )
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, n, h)
-    out = sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
+      return self._cached(q, k, v, key_mask, query_slots, kv, start, fresh)
+    out = self._sequence(q, k, v, key_mask)
     return self.o_proj(out), None
 
-  def _cached(self, q, k, v, key_mask, query_slots, kv, start):
+  def _sequence(self, q, k, v, key_mask):
+    """Causal attention of q [B, T, K, G, H] to k, v [B, T, K, H] of the
+    same positions (`sequence_attention`, by this config's backend)."""
+    b, t, kh, g, h = q.shape
+    out = sequence_attention.sequence_attention(
+        q,
+        k,
+        v,
+        key_mask,
+        scale=self.scale,
+        implementation=self.implementation,
+        block_size=self.block_size,
+    ).reshape(b, t, kh * g, h)
+    return sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
+
+  def _cached(self, q, k, v, key_mask, query_slots, kv, start, fresh):
     """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
     b, t, kh, g, h = q.shape
+    if fresh:
+      # A prefill into an empty cache: the new tokens attend to themselves
+      # only, through the full-sequence path (no [T, S] scores).
+      dt = kv[0].dtype
+      k_cache = jax.lax.dynamic_update_slice(
+          kv[0], k.transpose(0, 2, 3, 1).astype(dt), (0, 0, 0, 0)
+      )
+      v_cache = jax.lax.dynamic_update_slice(
+          kv[1], v.transpose(0, 2, 1, 3).astype(dt), (0, 0, 0, 0)
+      )
+      # Operands in the cache's dtype, as `cached_attention` reads them.
+      out = self._sequence(
+          q.astype(dt), k.astype(dt), v.astype(dt), key_mask[:, :t]
+      ).astype(q.dtype)
+      return self.o_proj(out), (k_cache, v_cache)
     if self.decode_kernel and t == 1 and kv[0].dtype in kernels.KERNEL_DTYPES:
       out, k_cache, v_cache = _kernel_step(
           q, k, v, kv[0], kv[1], key_mask, start, self.scale

@@ -21,9 +21,13 @@ from typing import Any, Mapping
 from absl import logging
 
 from opd_jax.models import hf_guard
+from opd_jax.models import sequence_attention
 from opd_jax.models.hf_guard import UnsupportedConfigError
 
 FAMILIES = ("llama", "qwen2", "qwen3")
+REMAT_POLICIES = ("auto", "none", "full", "dots", "offload")
+# `remat='auto'` on CPU rematerialises from this many tokens per row on.
+REMAT_AUTO_MIN_LEN = 1024
 
 # HF `model_type` -> our family, and the architecture name written on export.
 _MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
@@ -65,6 +69,18 @@ class ModelConfig:
     qk_norm: RMSNorm over each query/key head before RoPE (Qwen3).
     max_position_embeddings: recorded for export; not enforced.
     bos_token_id, eos_token_ids, pad_token_id: special ids from the config.
+    attention: how full-sequence attention runs, one of
+      `sequence_attention.IMPLEMENTATIONS` ('auto' decides by platform and
+      length at trace time). An execution setting: not saved to HF.
+    attention_block_size: query / key block of the blockwise attention.
+    remat: rematerialisation of the layers under differentiation, one of
+      `REMAT_POLICIES`: 'none' keeps every layer's activations for the
+      backward pass; 'full' keeps each layer's input only and recomputes
+      the layer; 'dots' also keeps the projections' outputs (matmuls are
+      not recomputed); 'offload' moves those to host memory (accelerators
+      that have it); 'auto' is 'full' on accelerators and on CPU for
+      sequences of at least `REMAT_AUTO_MIN_LEN` tokens, else 'none'. An
+      execution setting: not saved to HF.
   """
 
   family: str
@@ -85,8 +101,21 @@ class ModelConfig:
   bos_token_id: int | None = None
   eos_token_ids: tuple[int, ...] = ()
   pad_token_id: int | None = None
+  attention: str = "auto"
+  attention_block_size: int = 512
+  remat: str = "auto"
 
   def __post_init__(self):
+    if self.attention not in sequence_attention.IMPLEMENTATIONS:
+      raise ValueError(
+          "ModelConfig.attention: expected one of"
+          f" {sequence_attention.IMPLEMENTATIONS}, got {self.attention!r}"
+      )
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(
+          f"ModelConfig.remat: expected one of {REMAT_POLICIES}, got"
+          f" {self.remat!r}"
+      )
     if self.family not in FAMILIES:
       raise ValueError(
           f"ModelConfig.family: expected one of {FAMILIES}, got {self.family!r}"
@@ -99,6 +128,7 @@ class ModelConfig:
         "num_kv_heads",
         "head_dim",
         "mlp_dim",
+        "attention_block_size",
     ):
       value = getattr(self, name)
       if not isinstance(value, int) or value <= 0:

@@ -26,7 +26,11 @@ from opd_jax import kernels
 from opd_jax import sharding
 from opd_jax.models import layers
 from opd_jax.models.attention import Attention, KVCache, init_cache
-from opd_jax.models.config import ModelConfig
+from opd_jax.models.config import (
+    REMAT_AUTO_MIN_LEN,
+    REMAT_POLICIES,
+    ModelConfig,
+)
 
 # Up to this many rows, a decoding model (`split_layers`) computes its
 # logits with `decode_head`; up to _KERNEL_HEAD_ROWS rows of a float32 or
@@ -50,6 +54,56 @@ def decode_head(h: jax.Array, w: jax.Array) -> jax.Array:
   """
   h = jax.lax.optimization_barrier(h.astype(jnp.float32))
   return jnp.sum(w.astype(jnp.float32)[:, None, :] * h[None], axis=-1).T
+
+
+def resolve_remat(policy: str, seq_len: int, platform: str | None = None):
+  """The policy `policy` ('auto' or a name of `REMAT_POLICIES`) stands for.
+
+  'auto' rematerialises ('full') on accelerators, where long sequences are
+  the point, and on CPU from `REMAT_AUTO_MIN_LEN` tokens per row; below
+  that, on CPU, the recomputation costs time that the memory does not need.
+  """
+  platform = platform or jax.default_backend()
+  if policy != "auto":
+    return policy
+  if platform != "cpu" or seq_len >= REMAT_AUTO_MIN_LEN:
+    return "full"
+  return "none"
+
+
+def check_remat(policy: str, platform: str | None = None) -> None:
+  """Raises ValueError (one line) if `policy` cannot run on `platform`."""
+  platform = platform or jax.default_backend()
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat: expected one of {REMAT_POLICIES}, got {policy!r}")
+  if policy == "offload" and platform == "cpu":
+    raise ValueError(
+        "remat: 'offload' moves activations to host memory, which the cpu"
+        " backend does not have apart from its own; 'auto' would choose"
+        " 'full' for long sequences here ('none' below"
+        f" {REMAT_AUTO_MIN_LEN} tokens)"
+    )
+
+
+def remat_layer(layer, policy: str, seq_len: int):
+  """`layer(x, params) -> (x, None)` under `jax.checkpoint` by `policy`.
+
+  Rematerialisation changes what the backward pass keeps, never the values:
+  a layer's outputs and gradients are the same under every policy.
+  """
+  policy = resolve_remat(policy, seq_len)
+  check_remat(policy)
+  if policy == "none":
+    return layer
+  policies = jax.checkpoint_policies
+  named = {
+      "full": policies.nothing_saveable,
+      "dots": policies.dots_with_no_batch_dims_saveable,
+      "offload": policies.offload_dot_with_no_batch_dims(
+          "device", "pinned_host"
+      ),
+  }
+  return jax.checkpoint(layer, policy=named[policy], prevent_cse=False)
 
 
 class ModelOutput(NamedTuple):
@@ -76,9 +130,11 @@ class Block(nnx.Module):
     self.post_attn_norm = layers.RMSNorm((*stack, d), eps, dtype)
     self.mlp = layers.Mlp(config, stack=stack, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, cos, sin, key_mask, query_slots, kv, start):
+  def __call__(
+      self, x, cos, sin, key_mask, query_slots, kv, start, fresh=False
+  ):
     h, kv = self.attn(
-        self.input_norm(x), cos, sin, key_mask, query_slots, kv, start
+        self.input_norm(x), cos, sin, key_mask, query_slots, kv, start, fresh
     )
     x = x + h
     x = x + self.mlp(self.post_attn_norm(x))
@@ -180,7 +236,9 @@ class Transformer(nnx.Module):
         lambda *xs: jnp.stack(xs), *[s for _, s in splits]
     )
 
-  def _cached_layers(self, x, cache, cos, sin, key_mask, query_slots, start):
+  def _cached_layers(
+      self, x, cache, cos, sin, key_mask, query_slots, start, fresh
+  ):
     """The layers unrolled over the per-layer cache buffers.
 
     With a cache the layers run as a Python loop, not a scan: each layer's
@@ -201,7 +259,14 @@ class Transformer(nnx.Module):
     ks, vs = [], []
     for i, block in enumerate(blocks):
       x, (k, v) = block(
-          x, cos, sin, key_mask, query_slots, (cache.k[i], cache.v[i]), start
+          x,
+          cos,
+          sin,
+          key_mask,
+          query_slots,
+          (cache.k[i], cache.v[i]),
+          start,
+          fresh,
       )
       ks.append(k)
       vs.append(v)
@@ -255,6 +320,7 @@ class Transformer(nnx.Module):
       positions: jax.Array | None = None,
       attention_mask: jax.Array | None = None,
       cache: KVCache | None = None,
+      prefill: bool = False,
       return_logits: bool = True,
   ) -> ModelOutput:
     """Runs the decoder on tokens [B, T].
@@ -267,6 +333,9 @@ class Transformer(nnx.Module):
       attention_mask: bool [B, T], False on padding. Default: all True.
       cache: a KVCache to append to (prefill or decode); None for a plain
         forward over `tokens`.
+      prefill: the cache is empty (a fresh `init_cache`): the tokens attend
+        to themselves only, through the full-sequence attention
+        (`sequence_attention`), which never forms [T, S] scores.
       return_logits: False skips the vocabulary head (logits=None), for
         callers that apply the head to selected positions only.
 
@@ -309,10 +378,11 @@ class Transformer(nnx.Module):
         x, _ = block(x, cos, sin, key_mask, query_slots, None, start)
         return x, None
 
+      layer = remat_layer(layer, self.config.remat, t)
       x, _ = jax.lax.scan(layer, x, stacked)
     else:
       x, ks, vs = self._cached_layers(
-          x, cache, cos, sin, key_mask, query_slots, start
+          x, cache, cos, sin, key_mask, query_slots, start, prefill
       )
       new_cache = KVCache(
           k=ks,

@@ -192,6 +192,7 @@ def _continue_impl(
         tokens,
         attention_mask=mask,
         cache=m.init_cache(b, p + t + schedule[0]),
+        prefill=True,
         return_logits=False,
     )
     caches.append(branch_cache(out.cache, prompt_mask, kept, n))

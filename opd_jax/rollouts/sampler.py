@@ -241,6 +241,7 @@ def _sample_impl(
         prompt,
         attention_mask=prompt_mask,
         cache=m.init_cache(b, p + schedule[0]),
+        prefill=True,
         return_logits=False,
     )
     caches.append(out.cache)
