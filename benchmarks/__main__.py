@@ -53,7 +53,7 @@ def main(argv=None) -> None:
       args.batch, args.new_tokens = 2, [8]
   # Our side runs as the trainer's entry points do (the peer gets glibc's
   # tunables for torch, protocol.py).
-  cli.keep_freed_host_memory()
+  args.keep_host_memory = cli.keep_freed_host_memory()
   args.func(args)
 
 

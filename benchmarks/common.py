@@ -100,6 +100,7 @@ class Peer:
     self.info = self._read()  # sent once set up
     if self.info.get("jax_imported"):
       raise RuntimeError("the PyTorch peer imported JAX")
+    self.replies = []  # every iteration's reply (seconds, maybe phases)
 
   def _read(self) -> dict:
     for line in self.proc.stdout:
@@ -111,7 +112,8 @@ class Peer:
     del i
     self.proc.stdin.write("go\n")
     self.proc.stdin.flush()
-    return self._read()["seconds"]
+    self.replies.append(self._read())
+    return self.replies[-1]["seconds"]
 
   def close(self) -> None:
     if self.proc.poll() is None:
@@ -146,6 +148,11 @@ def side_by_side(
     if peer is not None:
       peer.close()
   out = {"peer_info": None if peer is None else peer.info}
+  if peer is not None and peer.replies and "phases" in peer.replies[0]:
+    timed = [r["phases"] for r in peer.replies[peer_warmup:]]
+    out["peer_phases"] = {
+        k: round(statistics.median(p[k] for p in timed), 4) for k in timed[0]
+    }
   for side, ts in times.items():
     if ts:
       s = statistics.median(
@@ -189,6 +196,56 @@ def machine_rates(mbytes: int = 256, n: int = 2048) -> dict:
     mm = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
     out[f"matmul_{dt}_gflop_s"] = 2 * n**3 / median_seconds(lambda: mm(a)) / 1e9
   return {k: round(v, 1) for k, v in out.items()}
+
+
+def jax_setup() -> dict:
+  """Our side's threading and allocator: what XLA:CPU runs on here.
+
+  XLA:CPU sizes its intra-op pool by the cores this process may run on
+  (`os.sched_getaffinity`); XLA_FLAGS and the OMP / MKL / malloc
+  variables are printed as set, since they would change that.
+  """
+  import jaxlib  # pylint: disable=g-import-not-at-top
+
+  return {
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+      "cores_usable": len(os.sched_getaffinity(0)),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "env": {
+          k: v
+          for k, v in sorted(os.environ.items())
+          if k.startswith(("MALLOC_", "OMP_", "MKL_", "JAX_", "OPD_JAX_"))
+      },
+  }
+
+
+def print_setup(ours: dict, peer: dict | None) -> None:
+  """Two lines: our JAX side's threads, the torch peer's threads and BLAS."""
+  print(
+      f"ours: jax {ours['jax']} (jaxlib {ours['jaxlib']}),"
+      f" {ours['devices']}, XLA:CPU pool over {ours['cores_usable']} usable"
+      f" cores, XLA_FLAGS={ours['xla_flags']!r}, host memory kept"
+      " (mallopt arena 1, no mmap, no trim):"
+      f" {ours.get('keep_host_memory')}, env {ours['env']}"
+  )
+  if not peer:
+    return
+  print(
+      f"peer: torch {peer.get('torch')}, intra-op threads"
+      f" {peer.get('threads')}, inter-op {peer.get('interop_threads')},"
+      f" backend {peer.get('parallel_backend')}, CPU capability"
+      f" {peer.get('cpu_capability')}, MKL {peer.get('mkl')}, oneDNN"
+      f" {peer.get('mkldnn')} (enabled {peer.get('mkldnn_enabled')}),"
+      f" build {peer.get('build_flags')}; {'; '.join(peer.get('build', []))};"
+      f" env {peer.get('env')}"
+  )
+
+
+def load_line() -> str:
+  load = os.getloadavg()
+  return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
 def print_rates(rates: dict) -> None:

@@ -68,6 +68,93 @@ def _rollout(a, prompt, mask, info) -> None:
     _send({"seconds": seconds})
 
 
+def torch_setup(torch) -> dict:
+  """What decides torch's CPU speed here: threads, BLAS / oneDNN, allocator.
+
+  Threads (intra-op, inter-op, OpenMP's and MKL's), the kernels' CPU
+  capability, whether MKL and oneDNN (mkldnn) are built in, the parallel
+  backend, and the environment variables that change any of these (the
+  glibc malloc tunables the JAX side sets for this process among them).
+  """
+  config = torch.__config__.show()
+  build = [
+      line.strip(" -")
+      for line in config.splitlines()
+      if any(k in line for k in ("Math Kernel", "MKL-DNN", "OpenMP", "GCC"))
+  ]
+  settings = config.split("Build settings:", 1)[-1]
+  wanted = ("BLAS_INFO", "USE_MKL", "USE_MKLDNN", "USE_OPENMP", "BUILD_TYPE")
+  flags = {
+      k: v
+      for k, _, v in (x.strip().partition("=") for x in settings.split(","))
+      if k in wanted
+  }
+  backend = [
+      line.split(":", 1)[1].strip()
+      for line in torch.__config__.parallel_info().splitlines()
+      if line.startswith("ATen parallel backend")
+  ]
+  env = {
+      k: v
+      for k, v in sorted(os.environ.items())
+      if k.startswith(
+          ("MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_", "LD_PRELOAD")
+      )
+  }
+  return {
+      "threads": torch.get_num_threads(),
+      "interop_threads": torch.get_num_interop_threads(),
+      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+      "mkl": torch.backends.mkl.is_available(),
+      "mkldnn": torch.backends.mkldnn.is_available(),
+      "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
+      "openmp": torch.backends.openmp.is_available(),
+      "parallel_backend": backend[0] if backend else "unknown",
+      "build": build,
+      "build_flags": flags,
+      "env": env,
+  }
+
+
+class _PhaseClock:
+  """Seconds of TRL's generation and teacher forward inside one step.
+
+  GKDTrainer's step = `generate_on_policy_outputs` (the rollout), then
+  `compute_loss` (student forward, teacher forward under no_grad, JSD),
+  backward and the optimizer. Generation is timed around TRL's own call,
+  the teacher by forward hooks on the teacher model; `update` is the rest
+  of the step (student forward, loss, backward, AdamW).
+  """
+
+  def __init__(self, trainer):
+    self.seconds = {"generation": 0.0, "teacher": 0.0}
+    generate = trainer.generate_on_policy_outputs
+
+    def timed_generate(*args, **kwargs):
+      start = time.perf_counter()
+      try:
+        return generate(*args, **kwargs)
+      finally:
+        self.seconds["generation"] += time.perf_counter() - start
+
+    trainer.generate_on_policy_outputs = timed_generate
+    teacher = trainer.teacher_model
+    teacher.register_forward_pre_hook(self._teacher_start)
+    teacher.register_forward_hook(self._teacher_end)
+
+  def _teacher_start(self, *unused):
+    self._start = time.perf_counter()
+
+  def _teacher_end(self, *unused):
+    self.seconds["teacher"] += time.perf_counter() - self._start
+
+  def take(self, total: float) -> dict:
+    out = dict(self.seconds)
+    out["update"] = total - out["generation"] - out["teacher"]
+    self.seconds = {"generation": 0.0, "teacher": 0.0}
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def _step(a, prompt, mask, info) -> None:
   import datasets  # pylint: disable=g-import-not-at-top
   import tokenizers  # pylint: disable=g-import-not-at-top
@@ -100,6 +187,8 @@ def _step(a, prompt, mask, info) -> None:
         "labels": labels.masked_fill(mask == 0, -100),
     }
 
+  phases = []  # the _PhaseClock, once the trainer exists
+
   class Clock(transformers.TrainerCallback):
 
     def on_step_begin(self, *unused, **kwargs):
@@ -107,7 +196,8 @@ def _step(a, prompt, mask, info) -> None:
       self.start = time.perf_counter()
 
     def on_step_end(self, *unused, **kwargs):
-      _send({"seconds": time.perf_counter() - self.start})
+      seconds = time.perf_counter() - self.start
+      _send({"seconds": seconds, "phases": phases[0].take(seconds)})
 
   config = GKDConfig(
       output_dir=tempfile.mkdtemp(),
@@ -138,6 +228,7 @@ def _step(a, prompt, mask, info) -> None:
       processing_class=tok,
       callbacks=[Clock()],
   )
+  phases.append(_PhaseClock(trainer))
   _send(
       dict(
           info,
@@ -172,7 +263,7 @@ def main(argv=None) -> None:
   )
   info = {
       "torch": torch.__version__,
-      "threads": torch.get_num_threads(),
+      **torch_setup(torch),
       "jax_imported": "jax" in sys.modules,
   }
   (_rollout if a.mode == "rollout" else _step)(a, prompt, mask, info)

@@ -133,8 +133,13 @@ def _ours(args, directory, new_tokens):
 
 def run(args) -> None:
   """Rollout + GKD update vs TRL GKDTrainer at each `--new-tokens`."""
+  load_start = common.load_line()
   rates = common.machine_rates()
   common.print_rates(rates)
+  setup = dict(
+      common.jax_setup(),
+      keep_host_memory=getattr(args, "keep_host_memory", None),
+  )
   scfg, tcfg = common.bench_configs(args)
   print(
       f"step: B={args.batch} prompt={args.prompt_len} V={args.vocab}"
@@ -147,18 +152,23 @@ def run(args) -> None:
       "rates": rates,
       "cpu": protocol.cpu_model(),
       "dtype": args.dtype,
+      "ours_setup": setup,
+      "load_start": load_start,
       "rows": [],
   }
+  peer_setup_printed = False
   with tempfile.TemporaryDirectory() as directory:
     common.write_checkpoints(args, directory)
     protocol.write_prompts(
         directory, args.batch, args.prompt_len, args.vocab, args.seed
     )
-    print(
+    common.print_setup(setup, None)
+    print(f"load average at start: {load_start}")
+    header = (
         "| new tokens | opd_jax s/step | TRL s/step | ratio | ours: rollout"
-        " s | update s | update GFLOP | update GFLOP/s | of matmul rate |"
+        " s | update s | TRL: generation s | teacher s | update s | update"
+        " GFLOP | update GFLOP/s | of matmul rate | load average |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
     for t in args.new_tokens:
       ours, stats = _ours(args, directory, t)
       row = common.side_by_side(
@@ -195,20 +205,38 @@ def run(args) -> None:
           update_flop_s=rate,
           fraction_of_matmul=round(rate / matmul, 3),
       )
+      row["load_end"] = common.load_line()
       report["rows"].append(row)
+      if not peer_setup_printed:
+        # The peer's threads and BLAS, once (every row's peer is the same).
+        if row.get("peer_info"):
+          common.print_setup(setup, row["peer_info"])
+        print(header)
+        print("|" + "---|" * header.count(" |"))
+        peer_setup_printed = True
       peer = row.get("peer", {}).get("seconds", "-")
+      phases = row.get("peer_phases", {})
+      trl = " | ".join(
+          f"{phases[k]:.3f}" if k in phases else "-"
+          for k in ("generation", "teacher", "update")
+      )
       print(
           f"| {t} | {row['ours']['seconds']:.3f} | {peer} |"
           f" {row.get('ratio', '-')} | {rollout:.3f} | {update:.3f} |"
-          f" {stats['flops'] / 1e9:.1f} | {rate / 1e9:.1f} |"
-          f" {rate / matmul:.2f} |",
+          f" {trl} | {stats['flops'] / 1e9:.1f} | {rate / 1e9:.1f} |"
+          f" {rate / matmul:.2f} | {row['load_end']} |",
           flush=True,
       )
+  report["load_end"] = common.load_line()
+  print(f"load average at end: {report['load_end']}")
   print(f"({protocol.machine_line()})")
   print(
       "s/step = one on-policy step (rollout, student + teacher forward,"
       " JSD(beta) backward, AdamW), median; update GFLOP from XLA's cost"
-      " analysis of the compiled update; ratio = TRL s / ours s."
+      " analysis of the compiled update; ratio = TRL s / ours s. TRL's"
+      " phases (medians): generation = its generate call, teacher = the"
+      " teacher's forward, update = the rest (student forward, JSD,"
+      " backward, AdamW). load average = 1, 5, 15 min, after each row."
   )
   print(json.dumps(report))
 
