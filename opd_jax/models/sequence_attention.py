@@ -401,10 +401,13 @@ def cudnn_attention(q, k, v, key_mask, *, scale, implementation="cudnn"):
 
   Args and returns as `sequence_attention`, plus:
     implementation: 'cudnn', or 'xla' to run the same reordered call
-      through XLA's reference (checks the reordering on CPU).
+      through XLA's reference, in q's own dtype (how the tests check the
+      reordering on CPU).
   """
   b, t, kh, g, h = q.shape
-  dt = q.dtype if q.dtype in (jnp.bfloat16, jnp.float16) else jnp.bfloat16
+  dt = q.dtype
+  if implementation == "cudnn" and dt not in (jnp.bfloat16, jnp.float16):
+    dt = jnp.bfloat16
   mask = key_mask.astype(bool)
   n_real = mask.sum(axis=1, dtype=jnp.int32)
   # src[b, i]: the position sorted into slot i (real tokens first, in order);
@@ -445,11 +448,12 @@ def splash_attention(q, k, v, key_mask, *, scale, interpret=False):
   left-pad query (id 0) attends to the pads before it (itself at least, so
   no softmax row is empty, which the kernel requires).
 
-  Shapes: the kernel's blocks are multiples of 128 along the sequence, so T
-  is padded up to one (the padded slots are pads) and the block is the
-  largest of 512 / 256 / 128 that divides it; the head dim is the blocks'
-  full minor dimension (any size; 128 fills the lanes). Dtypes: float32 or
-  bfloat16, as given; q is scaled before the kernel (which has no scale).
+  Shapes: the kernel's blocks are multiples of 128 along the sequence; T is
+  padded (the padded slots are pads) to a multiple of the block
+  (`_splash_block`: 512 where that pads at most T / 8). The head dim is the
+  blocks' full minor dimension (any size; 128 fills the lanes). Dtypes:
+  float32 or bfloat16, as given; q is scaled before the kernel (which has
+  no scale).
 
   Under a mesh (`jax.set_mesh`) the call runs in a `jax.shard_map`: rows
   split over the batch axes ('data', 'fsdp') and kv heads over 'tensor',
@@ -463,18 +467,19 @@ def splash_attention(q, k, v, key_mask, *, scale, interpret=False):
   """
   splash, _ = _splash_modules()
   b, t, kh, g, h = q.shape
-  mask = _pad_to(key_mask.astype(bool), 1, 128)
+  block = _splash_block(t)
+  mask = _pad_to(key_mask.astype(bool), 1, block)
   tp = mask.shape[1]
   kv_ids = mask.astype(jnp.int32)
   q_ids = (jnp.cumsum(kv_ids, axis=1) > 0).astype(jnp.int32)
-  qs = _pad_to((q * scale).astype(q.dtype), 1, 128)
+  qs = _pad_to((q * scale).astype(q.dtype), 1, block)
   qs = qs.reshape(b, tp, kh * g, h).transpose(0, 2, 1, 3)  # [B, N, T', H]
-  ks = _pad_to(k, 1, 128).transpose(0, 2, 1, 3)  # [B, K, T', H]
-  vs = _pad_to(v.astype(k.dtype), 1, 128).transpose(0, 2, 1, 3)
+  ks = _pad_to(k, 1, block).transpose(0, 2, 1, 3)  # [B, K, T', H]
+  vs = _pad_to(v.astype(k.dtype), 1, block).transpose(0, 2, 1, 3)
 
   def rows(q_, k_, v_, q_ids_, kv_ids_):
     # Built for the heads this call sees (all of them, or one shard's).
-    kernel = _splash_kernel(q_.shape[1], tp, interpret)
+    kernel = _splash_kernel(q_.shape[1], tp, block, interpret)
     one = lambda a, b_, c, d, e: kernel(
         a, b_, c, segment_ids=splash.SegmentIds(q=d, kv=e)
     )
@@ -506,14 +511,23 @@ def _splash_modules():
   return splash_attention_kernel, splash_attention_mask
 
 
+def _splash_block(length: int) -> int:
+  """The splash block for `length` positions: the largest of 512 / 256 /
+  128 whose padding adds at most an eighth (bigger blocks run nearer the
+  MXU's rate; 128 is the kernel's least)."""
+  for block in (512, 256):
+    if -length % block <= length // 8:
+      return block
+  return 128
+
+
 @functools.lru_cache(maxsize=32)
-def _splash_kernel(num_heads: int, length: int, interpret: bool):
+def _splash_kernel(num_heads: int, length: int, block: int, interpret: bool):
   """A causal splash MHA kernel for `num_heads` query heads over `length`
-  (a multiple of 128) positions; its block is the largest of 512 / 256 /
-  128 dividing `length`. Cached: building one walks its mask's blocks on
-  the host."""
+  positions (a multiple of `block`). Cached: building one walks its mask's
+  blocks on the host.
+  """
   splash, masks = _splash_modules()
-  block = next(s for s in (512, 256, 128) if length % s == 0)
   sizes = splash.BlockSizes(
       block_q=block,
       block_kv=block,
@@ -525,10 +539,13 @@ def _splash_kernel(num_heads: int, length: int, interpret: bool):
       block_kv_dq=block,
   )
   causal = masks.CausalMask((length, length))
-  return splash.make_splash_mha(
-      masks.MultiHeadMask([causal] * num_heads),
-      block_sizes=sizes,
-      head_shards=1,
-      q_seq_shards=1,
-      interpret=interpret,
-  )
+  # Its mask tables as concrete arrays, also when first built inside a
+  # trace (cached, they must not be that trace's values).
+  with jax.ensure_compile_time_eval():
+    return splash.make_splash_mha(
+        masks.MultiHeadMask([causal] * num_heads),
+        block_sizes=sizes,
+        head_shards=1,
+        q_seq_shards=1,
+        interpret=interpret,
+    )
