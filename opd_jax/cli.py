@@ -15,13 +15,19 @@
 
 `cli.run(main)` replaces `absl.app.run(main)` in `scripts/`:
 
-- a bad flag (an unknown `--config.field`, a value of the wrong type) and a
-  user's mistake raised from `main` (a `ValueError` or `OSError`: bad
-  config, missing file, a workdir holding another run, ...) print one line
+- a bad flag (an unknown `--config.field`, a value of the wrong type), a
+  config file that does not load (missing, a syntax error, a failed import,
+  no `get_config`, a `get_config` that returns no ConfigDict) and a user's
+  mistake raised from `main` (a `ValueError` or `OSError`: bad config,
+  missing file, a workdir holding another run, ...) print one line
   `error: ...` to stderr and exit with code 2, without a traceback
   (`OPD_JAX_TRACEBACK=1` shows it);
-- absl's and orbax's INFO lines stay off the console unless `--verbosity`
-  is given, so the progress bar and the eval lines are what a user sees;
+- Ctrl-C prints one line and exits with code 130 (the training loop first
+  saves its step and exits 130 / 143 for SIGINT / SIGTERM, see
+  `trainer.loop`);
+- absl's, JAX's and orbax's INFO lines stay off the console unless
+  `--verbosity` is given, so the progress bar and the eval lines are what a
+  user sees;
 - freed host memory is kept for reuse (`keep_freed_host_memory`).
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import signal
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -61,8 +68,20 @@ def _root_cause(e: BaseException) -> BaseException:
   return e
 
 
+class ConfigFileError(Exception):
+  """A `--config` file that does not load (raised while flags parse)."""
+
+
 def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
   """One line for a flag that did not parse, naming the flag when it can."""
+  # absl's own "flag --name=value: reason" for a plain flag (not a config
+  # override, whose reason is in the cause).
+  plain = re.match(r"flag (--[\w-]+=?[^:]*): (.*)", str(e), re.S)
+  if plain and "." not in plain.group(1).split("=")[0]:
+    if "Non-boolean argument" in plain.group(2):
+      name = plain.group(1).split("=")[0][2:]
+      return f"{plain.group(1)}: expected true or false (--{name} / --no{name})"
+    return f"{plain.group(1)}: {plain.group(2).splitlines()[0]}"
   chain, x = [], e
   while x is not None:
     chain.append(str(x))
@@ -86,9 +105,64 @@ def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
   return text
 
 
+def _config_file_message(where: str, e: BaseException) -> str:
+  if isinstance(e, SyntaxError):
+    return f"{where}: syntax error in {e.filename} line {e.lineno}: {e.msg}"
+  if isinstance(e, ImportError):
+    return f"{where}: the config file's import failed: {e}"
+  if isinstance(e, AttributeError) and "'get_config'" in str(e):
+    return f"{where}: the file defines no get_config() function"
+  text = str(e).strip().splitlines()
+  # ml_collections wraps a TypeError / ValueError with the whole traceback.
+  last = text[-1] if text else type(e).__name__
+  return (
+      f"{where}: get_config() raised"
+      f" {last if ':' in last else type(e).__name__ + ': ' + last}"
+  )
+
+
+def _check_config_files() -> None:
+  """Makes every `config_flags` file flag fail with one clear line."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  for name, flag in flags.FLAGS._flags().items():  # pylint: disable=protected-access
+    parser = flag.parser
+    if name != flag.name or type(parser).__name__ != "ConfigFileFlagParser":
+      continue
+    if getattr(parser, "_opd_jax_checked", False):
+      continue
+
+    def parse(argument, _parse=parser.parse, _name=name):
+      path = str(argument).split(":", 1)[0]
+      where = f"--{_name}={path}"
+      if not os.path.exists(path):
+        raise ConfigFileError(f"{where}: no such file")
+      if not os.path.isfile(path):
+        raise ConfigFileError(f"{where}: not a file")
+      try:
+        config = _parse(argument)
+      except Exception as e:  # pylint: disable=broad-except
+        raise ConfigFileError(_config_file_message(where, e)) from e
+      if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigFileError(
+            f"{where}: get_config() returned {type(config).__name__}, expected"
+            " an ml_collections.ConfigDict (start from the trainer's"
+            " default_config())"
+        )
+      return config
+
+    parser.parse = parse
+    parser._opd_jax_checked = True  # pylint: disable=protected-access
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  _check_config_files()
   try:
     return flags.FLAGS(argv)
+  except ConfigFileError as e:
+    if os.environ.get("OPD_JAX_TRACEBACK"):
+      raise
+    fail(str(e))
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
     if os.environ.get("OPD_JAX_TRACEBACK"):
       raise
@@ -154,5 +228,12 @@ def run(main: Callable[[list[str]], None]) -> None:
       if os.environ.get("OPD_JAX_TRACEBACK"):
         raise
       fail(str(e))
+    except (
+        KeyboardInterrupt
+    ) as e:  # Ctrl-C, or the trainer's TrainingInterrupted
+      if os.environ.get("OPD_JAX_TRACEBACK"):
+        raise
+      print(str(e) or "interrupted", file=sys.stderr, flush=True)
+      sys.exit(128 + getattr(e, "signum", signal.SIGINT))
 
   app.run(guarded, flags_parser=_parse_flags)

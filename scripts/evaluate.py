@@ -28,7 +28,10 @@ must have a gradable answer (checked before generating). Prints a table and
 one JSON line with the figures, and writes scores.json and responses.jsonl
 (one line per sample: question, reference, response, correct, length) to
 --out_dir (default: WORKDIR/eval/step_N for a workdir, ./eval_NAME for an
-HF directory). Input errors print one `error: ...` line and exit with 2.
+HF directory); a directory that already holds scores is kept and the new
+ones go to the next free DIR-2, DIR-3, ... For a workdir of a run on the
+built-in task, --difficulty defaults to the run's. Input errors print one
+`error: ...` line and exit with 2, the flags' before anything is loaded.
 """
 
 import json
@@ -39,6 +42,7 @@ from absl import app, flags
 
 from opd_jax import cli
 from opd_jax.cli import InputError
+from opd_jax.trainer import workdir as workdir_lib
 
 _MODEL = flags.DEFINE_string("model", None, "Workdir or HF directory.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the model's.")
@@ -50,9 +54,9 @@ _AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _DIFFICULTY = flags.DEFINE_enum(
     "difficulty",
-    "default",
+    None,
     ["easy", "two_step", "default", "hard"],
-    "Built-in task.",
+    "Built-in task (default: a workdir's run's, else 'default').",
 )
 _N = flags.DEFINE_integer("num_questions", 200, "Questions (0: all).")
 _K = flags.DEFINE_integer("num_samples", 1, "Samples per question (k).")
@@ -83,15 +87,76 @@ def _check_flags() -> None:
       )
   if _TIMEOUT.value <= 0:
     raise InputError(f"--grading_timeout: expected > 0, got {_TIMEOUT.value}")
-  if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
+  if _TEMPERATURE.value < 0:
     raise InputError(
-        "--temperature: expected >= 0 and --top_p in (0, 1], got"
-        f" {_TEMPERATURE.value} and {_TOP_P.value}"
+        f"--temperature: expected >= 0 (0 is greedy), got {_TEMPERATURE.value}"
     )
+  if not 0 < _TOP_P.value <= 1:
+    raise InputError(f"--top_p: expected a value in (0, 1], got {_TOP_P.value}")
   if not os.path.isdir(_MODEL.value or ""):
     raise InputError(f"--model: {_MODEL.value!r} is not a directory")
+  if _is_workdir(_MODEL.value):
+    workdir_lib.check_run_workdir(_MODEL.value, "--model")
   if _DATA.value != "arithmetic" and not os.path.exists(_DATA.value):
     raise InputError(f"--data: {_DATA.value} does not exist")
+  if _OUT.value:
+    _check_out_dir(_OUT.value)
+
+
+def _check_out_dir(out_dir: str) -> None:
+  """--out_dir must be a directory that can be made and written to."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise InputError(f"--out_dir: {out_dir} is a file, not a directory")
+  parent = os.path.abspath(out_dir)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise InputError(f"--out_dir: {parent} is a file, not a directory")
+  if not os.access(parent, os.W_OK):
+    raise InputError(f"--out_dir: {parent} is not writable")
+
+
+def _is_workdir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def _difficulty() -> tuple[str, str]:
+  """(difficulty, where it came from) for the built-in task."""
+  if _DIFFICULTY.value:
+    return _DIFFICULTY.value, "--difficulty"
+  if _is_workdir(_MODEL.value):
+    run = workdir_lib.check_run_workdir(_MODEL.value, "--model")
+    data = run.get("data", {})
+    if data.get("source") == "arithmetic" and data.get("difficulty"):
+      return data["difficulty"], "the run's"
+  return "default", "default"
+
+
+def _fresh_out_dir(out_dir: str) -> str:
+  """`out_dir`, or the next free `out_dir-N` if it holds earlier scores."""
+  taken = lambda d: any(
+      os.path.exists(os.path.join(d, n))
+      for n in ("scores.json", "responses.jsonl")
+  )
+  if not taken(out_dir):
+    return out_dir
+  n = 2
+  while os.path.exists(f"{out_dir}-{n}"):
+    n += 1
+  print(f"{out_dir} holds earlier scores (kept); writing to {out_dir}-{n}")
+  return f"{out_dir}-{n}"
+
+
+def _check_length(dataset, model_config) -> None:
+  """Refuses rollouts longer than the model's positions (as train.py)."""
+  longest = max((len(p) for p in dataset.prompts), default=0)
+  limit = model_config.max_position_embeddings
+  if longest + _MAX_NEW.value > limit:
+    raise InputError(
+        f"--max_new_tokens: the longest prompt ({longest} tokens) +"
+        f" {_MAX_NEW.value} new tokens exceeds the model's"
+        f" max_position_embeddings ({limit})"
+    )
 
 
 def _load_model():
@@ -100,7 +165,7 @@ def _load_model():
   from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
 
   path = _MODEL.value
-  if os.path.isdir(os.path.join(path, "checkpoints")):  # a training workdir
+  if _is_workdir(path):  # a training workdir
     model, step, c = restore.restore_student(path)
     tok_dir = _TOKENIZER.value or c.tokenizer or c.student
     return (
@@ -123,8 +188,10 @@ def _source():
   from opd_jax.data import arithmetic, sources
 
   if _DATA.value == "arithmetic":
+    difficulty, origin = _difficulty()
+    print(f"difficulty {difficulty} ({origin})")
     task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)()
+        difficulty=getattr(arithmetic.Difficulty, difficulty)()
     )
     return sources.ArithmeticSource(_SPLIT.value, _N.value or 1000, task=task)
   source = sources.FileSource(
@@ -171,6 +238,7 @@ def _generate(source, grader):
   dataset = PromptDataset(
       source, tokenizer, max_prompt_len=_MAX_PROMPT.value, overlong="truncate"
   )
+  _check_length(dataset, model.config)
   result = evaluation_lib.evaluate(
       model,
       dataset,
@@ -206,7 +274,7 @@ def _run() -> None:
       f"{result.num_questions:>10} {result.accuracy:>9.3f}"
       f" {result.pass_at_k:>8.3f} {result.mean_length:>9.1f}"
   )
-  out_dir = _OUT.value or default_out
+  out_dir = _fresh_out_dir(_OUT.value or default_out)
   scores = {
       "model": name,
       "data": source.name,

@@ -17,13 +17,20 @@ r"""Exports the newest student checkpoint of a run as a Hugging Face directory.
 
 The tokenizer files of the run's student (or `config.tokenizer`) are copied
 along, so the result loads with `transformers.AutoModelForCausalLM` and
-`AutoTokenizer`.
+`AutoTokenizer`. The files are readable by everyone (mode 0644 under the
+usual umask). Mistakes (a missing or foreign --workdir, an --out that is a
+file or not empty) print one `error: ...` line and exit with code 2 before
+anything is loaded.
 """
 
 import os
 import shutil
 
 from absl import app, flags
+
+from opd_jax import cli
+from opd_jax.cli import InputError
+from opd_jax.trainer import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _OUT = flags.DEFINE_string("out", None, "Output HF directory.")
@@ -40,26 +47,45 @@ _TOKENIZER_FILES = (
 )
 
 
+def _check_out(out: str) -> None:
+  if not out:
+    raise InputError("--out is required")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise InputError(f"--out: {out} is a file; choose a new directory")
+  if os.path.isdir(out) and os.listdir(out):
+    raise InputError(
+        f"--out: {out} is not empty; choose a new or empty directory"
+    )
+
+
+def _readable(directory: str) -> None:
+  """Gives the exported files the permissions of a plain new file."""
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in os.listdir(directory):
+    path = os.path.join(directory, name)
+    if os.path.isfile(path):
+      os.chmod(path, 0o666 & ~umask)
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  workdir_lib.check_run_workdir(_WORKDIR.value)  # before the slow imports
+  _check_out(_OUT.value)
   from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
 
   model, step, config = restore.restore_student(_WORKDIR.value)
-  if os.path.exists(os.path.join(_OUT.value, "config.json")):
-    raise app.UsageError(
-        f"--out {_OUT.value} already holds a checkpoint;"
-        " choose an empty directory"
-    )
   save_hf(model, _OUT.value)
   source = config.tokenizer or config.student
   if source and os.path.isdir(source):
     for name in _TOKENIZER_FILES:
       if os.path.isfile(os.path.join(source, name)):
         shutil.copy(os.path.join(source, name), _OUT.value)
+  _readable(_OUT.value)
   print(f"exported step {step} of {_WORKDIR.value} to {_OUT.value}")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "out"])
-  app.run(main)
+  cli.run(main)

@@ -50,6 +50,10 @@ def _keep_layers(num_layers: int) -> tuple[int, ...]:
   """The layer indices from --keep_layers or --num_layers."""
   from opd_jax.models import cut  # pylint: disable=g-import-not-at-top
 
+  if _NUM.present and _NUM.value < 1:
+    raise InputError(
+        f"--num_layers: expected an integer >= 1, got {_NUM.value}"
+    )
   if bool(_KEEP.value) == bool(_NUM.value):
     raise InputError(
         "give exactly one of --keep_layers=0,2,5 and --num_layers=N"

@@ -18,13 +18,21 @@ r"""Samples rollouts from a run's newest student for a file of prompts.
 
 `--prompts` is a text file with one question per line, or a jsonl file with
 a `question` field (see --question_field). Each question is formatted with
-the tokenizer's chat template. Prints one JSON line per sample.
+the tokenizer's chat template. Prints one JSON line per sample. Mistakes
+(a missing or foreign --workdir, an unreadable prompt file, a flag out of
+range) print one `error: ...` line and exit with code 2, the flags and the
+files before anything is loaded.
 """
 
 import json
+import os
 import sys
 
 from absl import app, flags
+
+from opd_jax import cli
+from opd_jax.cli import InputError
+from opd_jax.trainer import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
 _PROMPTS = flags.DEFINE_string("prompts", None, "Prompt file (.txt / .jsonl).")
@@ -39,31 +47,87 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 def _questions(path: str) -> list[str]:
-  with open(path) as f:
-    lines = [line.rstrip("\n") for line in f if line.strip()]
-  if path.endswith(".jsonl"):
-    out = []
-    for i, line in enumerate(lines):
+  """The prompt file's questions; InputError naming the file and line."""
+  if not path:
+    raise InputError("--prompts is required")
+  if not os.path.isfile(path):
+    raise InputError(
+        f"--prompts: {path} "
+        + ("is a directory" if os.path.isdir(path) else "does not exist")
+    )
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = [(i + 1, line.rstrip("\n")) for i, line in enumerate(f)]
+  except UnicodeDecodeError:
+    raise InputError(f"--prompts: {path} is not UTF-8 text") from None
+  lines = [(n, line) for n, line in lines if line.strip()]
+  if not lines:
+    raise InputError(f"--prompts: {path} holds no prompts")
+  if not path.endswith(".jsonl"):
+    return [line for _, line in lines]
+  out = []
+  for n, line in lines:
+    try:
       row = json.loads(line)
-      if _FIELD.value not in row:
-        raise app.UsageError(
-            f"{path}:{i + 1}: no field {_FIELD.value!r} (fields: {sorted(row)})"
-        )
-      out.append(str(row[_FIELD.value]))
-    return out
-  return lines
+    except ValueError as e:
+      raise InputError(
+          f"--prompts: {path} line {n}: not valid JSON ({e})"
+      ) from None
+    if not isinstance(row, dict) or _FIELD.value not in row:
+      fields = sorted(row) if isinstance(row, dict) else type(row).__name__
+      raise InputError(
+          f"--prompts: {path} line {n}: no field {_FIELD.value!r}"
+          f" (--question_field; the line has {fields})"
+      )
+    out.append(str(row[_FIELD.value]))
+  return out
+
+
+def _check_flags() -> None:
+  if _NUM.value < 1:
+    raise InputError(
+        f"--num_samples: expected an integer >= 1, got {_NUM.value}"
+    )
+  if _MAX_NEW.value < 0:
+    raise InputError(
+        "--max_new_tokens: expected >= 1 (or 0: the run's), got"
+        f" {_MAX_NEW.value}"
+    )
+  if _TEMPERATURE.value < 0:
+    raise InputError(
+        f"--temperature: expected >= 0 (0 is greedy), got {_TEMPERATURE.value}"
+    )
+  if not 0 < _TOP_P.value <= 1:
+    raise InputError(f"--top_p: expected a value in (0, 1], got {_TOP_P.value}")
+  if _SEED.value < 0:
+    raise InputError(f"--seed: expected an integer >= 0, got {_SEED.value}")
+
+
+def _check_length(prompt_mask, max_new: int, model_config) -> None:
+  """Refuses rollouts longer than the model's positions (as train.py)."""
+  longest = int(prompt_mask.sum(axis=1).max())
+  limit = model_config.max_position_embeddings
+  if longest + max_new > limit:
+    raise InputError(
+        f"--max_new_tokens: the longest prompt ({longest} tokens) +"
+        f" {max_new} new tokens exceeds the model's max_position_embeddings"
+        f" ({limit})"
+    )
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Flags and files first, in a second; then the slow imports.
+  _check_flags()
+  workdir_lib.check_run_workdir(_WORKDIR.value)
+  questions = _questions(_PROMPTS.value)
   import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import builders, restore  # pylint: disable=g-import-not-at-top
 
-  questions = _questions(_PROMPTS.value)
-  if not questions:
-    raise app.UsageError(f"{_PROMPTS.value} holds no prompts")
   model, step, c = restore.restore_student(_WORKDIR.value)
   tokenizer = builders.load_tokenizer(c)
   source = _ListSource(questions)
@@ -71,6 +135,8 @@ def main(argv):
       source, tokenizer, max_prompt_len=c.max_prompt_len, overlong="truncate"
   )
   batch = data.batch(range(len(data)))
+  max_new = _MAX_NEW.value or c.max_new_tokens
+  _check_length(np.asarray(batch["prompt_mask"]), max_new, model.config)
   eos = tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,)
   for j in range(_NUM.value):
     out = sample(
@@ -78,7 +144,7 @@ def main(argv):
         batch["prompt"],
         batch["prompt_mask"],
         jax.random.fold_in(jax.random.PRNGKey(_SEED.value), j),
-        max_new_tokens=_MAX_NEW.value or c.max_new_tokens,
+        max_new_tokens=max_new,
         sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
         eos_ids=eos,
         pad_id=data.pad_id,
@@ -114,5 +180,4 @@ class _ListSource:
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "prompts"])
-  app.run(main)
+  cli.run(main)

@@ -57,12 +57,20 @@ _RESTART = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from opd_jax.trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  try:  # a misspelled field in the file (`c.optimiser`) would do nothing
+    config_lib.check_fields(config)
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(
+        f"--config={flags.FLAGS['config'].serialize().split('=', 1)[-1]}: {e}"
+    ) from None
   distributed.initialize(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
   )
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
   if _DRY_RUN.value:
     loop.dry_run(config)
     return

@@ -469,6 +469,14 @@ def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
       its value.
   """
   config, ignored = check_hf_config(hf)
+  # Fields our own export writes, at the values it writes (and its dtype
+  # note), are understood: shipped and exported models warn of nothing.
+  ours = to_hf_config(config)
+  ignored = [
+      f
+      for f in ignored
+      if not (f in ours and (f == "torch_dtype" or hf.get(f) == ours[f]))
+  ]
   key = tuple(ignored)
   if ignored and key not in _WARNED:
     _WARNED.add(key)

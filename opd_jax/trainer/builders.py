@@ -53,6 +53,11 @@ def model_config(
   path, name = c[role], c[f"{role}_preset"]
   if path and os.path.isdir(path):
     return read_hf_config(path)[0], path
+  if path and os.path.exists(path):
+    raise FileNotFoundError(
+        f"config.{role}: {path!r} is a file; expected an HF checkpoint"
+        " directory (config.json, model.safetensors)"
+    )
   if path and not (allow_preset_fallback and name):
     raise FileNotFoundError(
         f"config.{role}: checkpoint directory {path!r} does not exist"
@@ -152,9 +157,16 @@ def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
   if os.path.realpath(path) == os.path.realpath(c.tokenizer or c.student):
     return
   teacher = tokenizers.load_tokenizer(path, role="config.teacher")
-  tokenizers.check_same_vocabulary(
-      tokenizer, teacher, allow_mismatch=c.allow_tokenizer_mismatch
-  )
+  try:
+    tokenizers.check_same_vocabulary(
+        tokenizer, teacher, allow_mismatch=c.allow_tokenizer_mismatch
+    )
+  except tokenizers.TokenizerMismatchError as e:  # name the config field
+    raise tokenizers.TokenizerMismatchError(
+        str(e).replace(
+            "allow_mismatch=True", "--config.allow_tokenizer_mismatch=True"
+        )
+    ) from None
 
 
 def prompt_source(c: ml_collections.ConfigDict, *, train: bool):

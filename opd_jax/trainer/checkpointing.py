@@ -15,22 +15,73 @@
 
 One CheckpointManager in `<workdir>/checkpoints` keeps the last N steps.
 Restoring tries the newest step first; a step that cannot be restored
-(corrupted or half-written files) is moved aside to
-`<workdir>/corrupt_checkpoints/` with a warning, never deleted, and the
-previous step is tried.
+(corrupted or half-written files) is tried quietly (orbax's and
+TensorStore's error dumps stay off the console) and the previous step is
+tried. When an earlier step restores, the unreadable newer ones are moved
+aside to `<workdir>/corrupt_checkpoints/` with one warning line each, never
+deleted. When none restores, `CheckpointRestoreError` says so in one line
+and nothing is moved: a run must not silently start over from step 0.
+Half-written saves of a killed process (`*.orbax-checkpoint-tmp-*`) are
+removed when the manager opens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
+import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+
+
+class CheckpointRestoreError(OSError):
+  """Checkpoints exist, but none of them can be restored."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[list[str]]:
+  """Holds back what orbax, TensorStore and absl write to stderr meanwhile.
+
+  Yields a list that receives the held-back text (for a caller that wants
+  to show it after all). `OPD_JAX_TRACEBACK=1` leaves stderr alone.
+  """
+  held: list[str] = []
+  if os.environ.get("OPD_JAX_TRACEBACK"):
+    yield held
+    return
+  import logging as py_logging  # pylint: disable=g-import-not-at-top
+
+  root = py_logging.getLogger()
+  level = root.level
+  root.setLevel(py_logging.CRITICAL)
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield held
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      root.setLevel(level)
+      tmp.seek(0)
+      held.append(tmp.read().decode("utf-8", "replace"))
+
+
+def _reason(e: BaseException) -> str:
+  """The first line of an orbax / TensorStore error, shortened."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  text = lines[0] if lines else type(e).__name__
+  text = text.split(" See full TensorStore details")[0]
+  return (text[:200] + "...") if len(text) > 200 else text
 
 
 class Checkpointer:
@@ -47,6 +98,7 @@ class Checkpointer:
         max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save,
         create=True,
+        cleanup_tmp_directories=True,
     )
     self._manager = self._new_manager()
 
@@ -77,31 +129,42 @@ class Checkpointer:
     Returns:
       (state, data_state, step), or None if there is no usable checkpoint.
     """
-    for step in reversed(self.all_steps()):
+    steps = self.all_steps()
+    unreadable: list[tuple[int, str]] = []
+    for step in reversed(steps):
       try:
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-            ),
-        )
-        return restored["state"], dict(restored["data"]), step
+        with _quiet_stderr():
+          restored = self._manager.restore(
+              step,
+              args=ocp.args.Composite(
+                  state=ocp.args.StandardRestore(abstract_state),
+                  data=ocp.args.JsonRestore(),
+              ),
+          )
       except Exception as e:  # orbax/tensorstore raise many types
+        unreadable.append((step, _reason(e)))
+        continue
+      for bad, reason in unreadable:
         logging.warning(
-            "Checkpoint step %d in %s cannot be restored (%s: %s); moving it"
-            " to %s and trying the previous one.",
-            step,
+            "Checkpoint step %d in %s cannot be restored (%s); moved to %s.",
+            bad,
             self.directory,
-            type(e).__name__,
-            str(e)[:300],
+            reason,
             self.corrupt_directory,
         )
         print(
-            f"WARNING: checkpoint step {step} is unreadable"
-            f" ({type(e).__name__}); falling back to an earlier one"
+            f"WARNING: checkpoint step {bad} is unreadable ({reason}); moved"
+            f" to {self.corrupt_directory}, resuming from step {step}"
         )
-        self._set_aside(step)
+        self._set_aside(bad)
+      return restored["state"], dict(restored["data"]), step
+    if unreadable:
+      listed = "; ".join(f"step {k}: {r}" for k, r in unreadable[:3])
+      raise CheckpointRestoreError(
+          f"no checkpoint in {self.directory} can be restored ({listed});"
+          " nothing was changed. Move that directory away (or use a new"
+          " --workdir) to start over"
+      )
     return None
 
   def _set_aside(self, step: int) -> None:

@@ -22,6 +22,7 @@ anything wrong.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import jax
 import ml_collections
@@ -147,6 +148,49 @@ def default_config() -> ml_collections.ConfigDict:
 
 class ConfigError(ValueError):
   """A config field holds a value outside its allowed range."""
+
+
+def unknown_fields(
+    c: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
+) -> list[tuple[str, str | None]]:
+  """(field, closest known name or None) for each field `reference` lacks.
+
+  Nested blocks are compared field by field (`sampling.temprature`).
+  """
+  out = []
+
+  def walk(node, ref, prefix):
+    for key in node.keys():
+      name = f"{prefix}{key}"
+      if key not in ref:
+        near = difflib.get_close_matches(key, list(ref.keys()), n=1)
+        out.append((name, f"{prefix}{near[0]}" if near else None))
+      elif isinstance(ref[key], ml_collections.ConfigDict) and isinstance(
+          node[key], ml_collections.ConfigDict
+      ):
+        walk(node[key], ref[key], name + ".")
+
+  walk(c, reference, "")
+  return out
+
+
+def check_fields(c: ml_collections.ConfigDict) -> None:
+  """Refuses fields `default_config()` does not have (a misspelled name).
+
+  A config file may set any attribute (`c.optimiser = ...`); such a field
+  would be accepted, saved and have no effect. Raises ConfigError naming the
+  first unknown field and the closest known one.
+  """
+  unknown = unknown_fields(c, default_config())
+  if unknown:
+    name, near = unknown[0]
+    hint = f"; did you mean config.{near}?" if near else ""
+    more = (
+        f" (also: {', '.join('config.' + n for n, _ in unknown[1:4])})"
+        if len(unknown) > 1
+        else ""
+    )
+    raise ConfigError(f"config.{name}: no such field{hint}{more}")
 
 
 def _need(ok: bool, field: str, allowed: str, value) -> None:

@@ -16,6 +16,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -33,6 +36,7 @@ from opd_jax import methods
 from opd_jax.evaluation.evaluate import evaluate as evaluate_model
 from opd_jax.rollouts import Sampling, sample
 from opd_jax.trainer import builders, plots, reporting
+from opd_jax.trainer import config as config_lib
 from opd_jax.trainer import stage
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import plan_run, split_abstract
@@ -40,8 +44,63 @@ from opd_jax.trainer.update import compile_ahead
 from opd_jax.trainer.workdir import CONFIG_FILE, prepare_workdir
 
 
-class TrainingDivergedError(RuntimeError):
-  """Too many consecutive steps had a non-finite loss or gradient."""
+class TrainingDivergedError(RuntimeError, ValueError):
+  """Too many consecutive steps had a non-finite loss or gradient.
+
+  A ValueError too, so the CLI prints it as one `error:` line.
+  """
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """SIGINT / SIGTERM stopped the run after saving its step.
+
+  `signum` is the signal; the CLI exits with 128 + signum (130, 143).
+  """
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+class _StopRequests:
+  """Turns SIGINT / SIGTERM into a request the loop answers between steps.
+
+  The step in flight finishes, then the loop saves and stops (TPU VMs send
+  SIGTERM some time before preemption). A second signal stops at once.
+  Only in the main thread (signal handlers cannot be set elsewhere).
+  """
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:  # the second one: no more waiting
+      raise TrainingInterrupted(
+          f"{signal.Signals(signum).name} again: stopped without saving",
+          signum,
+      )
+    self.signum = signum
+    print(
+        f"\n{signal.Signals(signum).name}: saving after the current step"
+        " (send it again to stop at once)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
 
 
 def _on_policy(c, step: int) -> bool:
@@ -153,6 +212,7 @@ class Trainer:
       restart: start over in a workdir that holds a different run (its
         files move to `previous_runs/`); without it that is an error.
     """
+    config_lib.check_fields(c)  # a misspelled field would do nothing
     self.plan = plan = plan_run(c)
     self.c, self.workdir = c, workdir
     self.is_main = jax.process_index() == 0
@@ -377,8 +437,9 @@ class Trainer:
         is_main_process=self.is_main,
         log_every=max(c.log_every, 1),
     )
+    saved = self.start_step
     try:
-      with jax.set_mesh(self.mesh):
+      with _StopRequests() as stop, jax.set_mesh(self.mesh):
         for step in range(self.start_step, c.total_steps):
           host = next(self.iterator)
           t0 = time.time()
@@ -403,13 +464,15 @@ class Trainer:
             raise TrainingDivergedError(
                 f"{skips} consecutive steps (up to step {done}) had a"
                 " non-finite loss or gradient; the parameters were left"
-                " unchanged by them. Lower optimizer.learning_rate or check"
-                " the data; config.max_consecutive_skips ="
-                f" {c.max_consecutive_skips}"
+                f" unchanged by them. {_divergence_advice(c, m)};"
+                f" config.max_consecutive_skips = {c.max_consecutive_skips}"
             )
           # Save first: a failing evaluation must not cost the step.
           if done % c.checkpoint_every == 0 or done == c.total_steps:
             self.save(done)
+            saved = done
+          if stop.signum is not None:
+            self._stop(stop.signum, done, saved)
           if (
               self.eval_data is not None
               and c.eval_every
@@ -421,6 +484,8 @@ class Trainer:
                 f"step {done}: "
                 + ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
             )
+          if stop.signum is not None:  # came during the evaluation
+            self._stop(stop.signum, done, saved)
     finally:
       bar.close()
       self.checkpointer.close()
@@ -429,7 +494,50 @@ class Trainer:
         self.grader.close()
     if self.is_main:
       plots.write_run_plots(self.workdir)
+      print(self._where(c.total_steps))
     return last
+
+  def _where(self, step: int) -> str:
+    """Where the run's checkpoint, metrics and plots are."""
+    w = self.workdir
+    return (
+        f"run at step {step}: checkpoint"
+        f" {os.path.join(self.checkpointer.directory, str(step))}, metrics"
+        f" {os.path.join(w, 'metrics.jsonl')} (TensorBoard:"
+        f" {os.path.join(w, 'tensorboard')}), plots {os.path.join(w, 'plots')}"
+    )
+
+  def _stop(self, signum: int, done: int, saved: int) -> None:
+    """Saves step `done` (unless just saved) and raises TrainingInterrupted."""
+    if saved != done:
+      self.save(done)
+    self.checkpointer.wait()  # on disk before the process exits
+    name = signal.Signals(signum).name
+    raise TrainingInterrupted(
+        f"{name}: stopped at step {done} of {self.c.total_steps}; checkpoint"
+        f" {os.path.join(self.checkpointer.directory, str(done))}, metrics"
+        f" {os.path.join(self.workdir, 'metrics.jsonl')}. Rerun the same"
+        " command to resume from it",
+        signum,
+    )
+
+
+def _divergence_advice(c, metrics) -> str:
+  """Where to look: the teacher when its outputs are what is not finite."""
+  m = jax.device_get(metrics)
+  bad = sorted(
+      k
+      for k, v in m.items()
+      if "teacher" in k and not np.all(np.isfinite(np.asarray(v)))
+  )
+  if bad:
+    return (
+        f"The teacher's outputs are not finite ({bad[0]} ="
+        f" {float(np.asarray(m[bad[0]]))}): check config.teacher"
+        f" ({c.teacher or c.teacher_preset}), its weights' scale and"
+        " config.dtype"
+    )
+  return "Lower optimizer.learning_rate or check the data"
 
 
 def train_and_evaluate(

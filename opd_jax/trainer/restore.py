@@ -24,9 +24,31 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer.checkpointing import Checkpointer
+from opd_jax.trainer.config import default_config
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
 from opd_jax.trainer.workdir import CONFIG_FILE
+
+
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A saved run config over `default_config()`.
+
+  A run saved before a field existed gets the field's default, so older
+  workdirs still export, sample and evaluate.
+  """
+  c = default_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(
+          node.get(key), ml_collections.ConfigDict
+      ):
+        merge(node[key], value)
+      else:
+        node[key] = value
+
+  merge(c, saved)
+  return c
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -36,7 +58,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         f"{path} not found: {workdir!r} is not an opd_jax training workdir"
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return with_defaults(json.load(f))
 
 
 def restore_student(

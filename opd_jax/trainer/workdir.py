@@ -54,6 +54,58 @@ class WorkdirError(ValueError):
   """The workdir cannot hold this run (a file, or another run's directory)."""
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The step directories in `WORKDIR/checkpoints` (finished saves only)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def check_run_workdir(workdir: str | None, flag: str = "--workdir") -> dict:
+  """Checks that `workdir` holds a training run with a checkpoint; cheap.
+
+  Scripts that read a run (export, sample, evaluate) call it before any
+  slow import, so a wrong path fails in a second.
+
+  Returns:
+    The run's config, as saved (a dict).
+
+  Raises:
+    WorkdirError: naming `flag`, when `workdir` is missing, a file, an HF
+      model directory, or holds no finished checkpoint.
+  """
+  if not workdir:
+    raise WorkdirError(f"{flag} is required")
+  if not os.path.exists(workdir):
+    raise WorkdirError(f"{flag}: {workdir} does not exist")
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f"{flag}: {workdir} is a file, not a training workdir")
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise WorkdirError(
+        f"{flag}: {workdir} holds no {CONFIG_FILE}: not an opd_jax training"
+        " workdir"
+    )
+  try:
+    with open(path, encoding="utf-8") as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{flag}: {path} is unreadable ({e})") from None
+  if not isinstance(config, dict) or "method" not in config:
+    raise WorkdirError(
+        f"{flag}: {workdir} is a model directory (its {CONFIG_FILE} is not a"
+        " run config), not a training workdir; scripts/evaluate.py --model"
+        " takes model directories"
+    )
+  if not checkpoint_steps(workdir):
+    raise WorkdirError(
+        f"{flag}: {workdir} holds no checkpoint yet (nothing in"
+        f" {os.path.join(workdir, 'checkpoints')})"
+    )
+  return config
+
+
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
   out = {}
   for key, value in tree.items():
@@ -144,7 +196,7 @@ def prepare_workdir(
       )
     if is_main:
       if restart and os.path.isdir(workdir) and os.listdir(workdir):
-        _move_aside(workdir)
+        _say_moved(workdir, _move_aside(workdir))
       os.makedirs(workdir, exist_ok=True)
     return False
   try:
@@ -156,7 +208,10 @@ def prepare_workdir(
         " --restart to start a new run there (the old files are kept in"
         " previous_runs/)"
     ) from None
-  diffs = config_differences(old, c.to_dict())
+  # Fields added since the old run was saved hold their defaults there.
+  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
+
+  diffs = config_differences(restore.with_defaults(old).to_dict(), c.to_dict())
   if not diffs:
     return True
   if not restart:
@@ -168,8 +223,12 @@ def prepare_workdir(
         " --restart to start over (the old run moves to previous_runs/)"
     )
   if is_main:
-    _move_aside(workdir)
+    _say_moved(workdir, _move_aside(workdir))
   return False
+
+
+def _say_moved(workdir: str, dest: str) -> None:
+  print(f"--restart: the previous run in {workdir} moved to {dest}")
 
 
 def _move_aside(workdir: str) -> str:
