@@ -1,0 +1,547 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The catalogue of a user's mistakes per script, run as a user runs them.
+
+One table per entry point (export, sample, evaluate, make_student, train's
+config files): each case is a command line, the exit code it must give and
+the fragment its one `error:` line must hold. Every error case prints that
+one line and nothing else: no traceback, no orbax / absl INFO lines, no
+"Unable to initialize backend", no HF-config warning, no TensorStore dump.
+All the command lines run in one `tests/scripts_worker.py` process, each in
+a fork of it (a case costs what the script does, not its imports), against
+one tiny run made without training (`_fake_run`).
+
+The training loop's own cases (interrupts, an unreadable only checkpoint,
+`--restart`) follow the tables.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from flax import nnx
+
+from opd_jax import testing
+from opd_jax.models import load_hf
+from opd_jax.trainer import checkpointing, workdir as workdir_lib
+from opd_jax.trainer.plan import plan_run
+
+_ROOT = os.path.dirname(os.path.dirname(__file__))
+_STEP = 3  # the fake run's checkpoint
+
+
+def _fake_run(pair, workdir: str, difficulty: str = "easy") -> str:
+  """A run's workdir (config.json + one checkpoint), without training."""
+  c = testing.tiny_train_config(pair)
+  c.data.difficulty = difficulty
+  plan = plan_run(c)
+  _, state = nnx.split(load_hf(pair["student"]))
+  os.makedirs(workdir)
+  ck = checkpointing.Checkpointer(workdir, async_save=False)
+  ck.save(_STEP, plan.init_state(state.to_pure_dict()), {"epoch": 0})
+  ck.close()
+  with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), "w") as f:
+    f.write(c.to_json(indent=2))
+  return workdir
+
+
+def _truncate_checkpoint(workdir: str) -> None:
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+    for name in files:
+      if os.sep + "d" in root:  # the array chunks
+        os.truncate(os.path.join(root, name), 0)
+
+
+_TYPO_CONFIG = """
+from opd_jax import testing
+def get_config():
+  c = testing.tiny_train_config({{"student": {s!r}, "teacher": {t!r}}})
+  {line}
+  return c
+"""
+
+# File name -> text of the config files the train cases use ({s}/{t}: the
+# pair's student and teacher).
+_CONFIG_FILES = {
+    "syntax.py": "def get_config(:\n  pass\n",
+    "dict.py": "def get_config():\n  return {{'seed': 1}}\n",
+    "import.py": "import no_such_module_here\ndef get_config():\n  pass\n",
+    "no_get_config.py": "seed = 1\n",
+    "optimiser.py": _TYPO_CONFIG.replace("{line}", "c.optimiser = c.optimizer"),
+    "eval_evry.py": _TYPO_CONFIG.replace("{line}", "c.eval_evry = 10"),
+    "temprature.py": _TYPO_CONFIG.replace(
+        "{line}", "c.sampling.temprature = 0.5"
+    ),
+}
+
+_TINY = os.path.join(_ROOT, "tests", "trainer", "tiny_run_config.py")
+
+# (name, argv: script then flags with {names} of `_paths` filled in,
+#  expected exit code, fragment of the last stderr line or of stdout).
+EXPORT = [
+    (
+        "export: --out is a file",
+        ["export", "--workdir={run}", "--out={file}"],
+        2,
+        "--out: {file} is a file",
+    ),
+    (
+        "export: --out not empty, refused before loading",
+        ["export", "--workdir={run}", "--out={full}"],
+        2,
+        "--out: {full} is not empty",
+    ),
+    (
+        "export: --workdir missing",
+        ["export", "--workdir={tmp}/nope", "--out={tmp}/o1"],
+        2,
+        "--workdir: {tmp}/nope does not exist",
+    ),
+    (
+        "export: --workdir empty",
+        ["export", "--workdir={empty}", "--out={tmp}/o1"],
+        2,
+        "--workdir: {empty} holds no config.json",
+    ),
+    (
+        "export: --workdir is an HF directory",
+        ["export", "--workdir={student}", "--out={tmp}/o1"],
+        2,
+        "--workdir: {student} is a model directory",
+    ),
+    (
+        "export: only checkpoint truncated",
+        ["export", "--workdir={truncated}", "--out={tmp}/o1"],
+        2,
+        "no checkpoint in {truncated}/checkpoints can be restored (step 3:",
+    ),
+    (
+        "export: a run",
+        ["export", "--workdir={run}", "--out={exported}"],
+        0,
+        "exported step 3 of {run} to {exported}",
+    ),
+]
+
+SAMPLE = [
+    (
+        "sample: prompts file missing",
+        ["sample", "--workdir={run}", "--prompts={tmp}/nope.txt"],
+        2,
+        "--prompts: {tmp}/nope.txt does not exist",
+    ),
+    (
+        "sample: prompts file empty, no usage text",
+        ["sample", "--workdir={run}", "--prompts={empty_txt}"],
+        2,
+        "--prompts: {empty_txt} holds no prompts",
+    ),
+    (
+        "sample: bad JSONL line",
+        ["sample", "--workdir={run}", "--prompts={bad_jsonl}"],
+        2,
+        "--prompts: {bad_jsonl} line 2: not valid JSON",
+    ),
+    (
+        "sample: JSONL line without the field",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={bad_jsonl}",
+            "--question_field=q",
+        ],
+        2,
+        "line 1: no field 'q' (--question_field",
+    ),
+    (
+        "sample: --workdir missing",
+        ["sample", "--workdir={tmp}/nope", "--prompts={prompts}"],
+        2,
+        "--workdir: {tmp}/nope does not exist",
+    ),
+    (
+        "sample: --workdir is an exported HF directory",
+        ["sample", "--workdir={student}", "--prompts={prompts}"],
+        2,
+        "--workdir: {student} is a model directory",
+    ),
+    (
+        "sample: negative temperature",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={prompts}",
+            "--temperature=-1",
+        ],
+        2,
+        "--temperature: expected >= 0",
+    ),
+    (
+        "sample: top_p 0",
+        ["sample", "--workdir={run}", "--prompts={prompts}", "--top_p=0"],
+        2,
+        "--top_p: expected a value in (0, 1]",
+    ),
+    (
+        "sample: no samples",
+        ["sample", "--workdir={run}", "--prompts={prompts}", "--num_samples=0"],
+        2,
+        "--num_samples: expected an integer >= 1, got 0",
+    ),
+    (
+        "sample: beyond the model's positions",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={prompts}",
+            "--max_new_tokens=5000",
+        ],
+        2,
+        "+ 5000 new tokens exceeds the model's max_position_embeddings (512)",
+    ),
+]
+
+_OK_EVAL = [
+    "evaluate",
+    "--model={run}",
+    "--num_questions=1",
+    "--max_new_tokens=2",
+    "--batch_size=1",
+]
+EVALUATE = [
+    (
+        "evaluate: unknown difficulty names the flag",
+        ["evaluate", "--model={run}", "--difficulty=medium"],
+        2,
+        "--difficulty=medium: value should be one of",
+    ),
+    (
+        "evaluate: --out_dir is a file, refused first",
+        ["evaluate", "--model={run}", "--out_dir={file}"],
+        2,
+        "--out_dir: {file} is a file",
+    ),
+    (
+        "evaluate: no samples",
+        ["evaluate", "--model={run}", "--num_samples=0"],
+        2,
+        "--num_samples: expected an integer >= 1, got 0",
+    ),
+    (
+        "evaluate: beyond the model's positions (HF export, no warning)",
+        ["evaluate", "--model={exported}", "--max_new_tokens=5000"],
+        2,
+        "+ 5000 new tokens exceeds the model's max_position_embeddings (512)",
+    ),
+    (
+        "evaluate: a workdir, the run's difficulty",
+        ["evaluate", "--model={run}", "--max_new_tokens=5000"],
+        2,
+        "+ 5000 new tokens exceeds",
+    ),
+    (
+        "evaluate: a run",
+        _OK_EVAL,
+        0,
+        "difficulty easy (the run's)",
+    ),
+    (
+        "evaluate: the same again keeps the first scores",
+        _OK_EVAL,
+        0,
+        (
+            "{run}/eval/step_3 holds earlier scores (kept); writing to"
+            " {run}/eval/step_3-2"
+        ),
+    ),
+]
+
+MAKE_STUDENT = [
+    (
+        "make_student: zero layers",
+        [
+            "make_student",
+            "--teacher={student}",
+            "--num_layers=0",
+            "--out={tmp}/ms",
+        ],
+        2,
+        "--num_layers: expected an integer >= 1, got 0",
+    ),
+]
+
+TRAIN = [
+    (
+        f"train: config {name}",
+        ["train", f"--config={{tmp}}/{name}", "--workdir={tmp}/w", "--dry_run"],
+        2,
+        fragment,
+    )
+    for name, fragment in (
+        ("syntax.py", "--config={tmp}/syntax.py: syntax error in"),
+        ("dict.py", "--config={tmp}/dict.py: get_config() returned dict"),
+        ("import.py", "No module named 'no_such_module_here'"),
+        ("no_get_config.py", "defines no get_config() function"),
+        ("nope.py", "--config={tmp}/nope.py: no such file"),
+        (
+            "optimiser.py",
+            "config.optimiser: no such field; did you mean config.optimizer?",
+        ),
+        (
+            "eval_evry.py",
+            "config.eval_evry: no such field; did you mean config.eval_every?",
+        ),
+        (
+            "temprature.py",
+            (
+                "config.sampling.temprature: no such field; did you mean"
+                " config.sampling.temperature?"
+            ),
+        ),
+    )
+] + [
+    (
+        "train: bad boolean names the flag",
+        ["train", "--config={tiny}", "--dry_run=maybe"],
+        2,
+        "--dry_run=maybe: expected true or false",
+    ),
+    (
+        "train: student is a file",
+        ["train", "--config={tiny}", "--config.student={file}", "--dry_run"],
+        2,
+        "config.student: '{file}' is a file",
+    ),
+]
+
+CASES = EXPORT + SAMPLE + EVALUATE + MAKE_STUDENT + TRAIN
+_NOISE = re.compile(
+    r"^[IW]\d{4} |Traceback|Unable to initialize backend|fields without"
+    r" effect|TensorStore|coroutine"
+)
+
+
+def _paths(pair, tmp) -> dict[str, str]:
+  paths = {
+      "tmp": tmp,
+      "student": pair["student"],
+      "run": _fake_run(pair, os.path.join(tmp, "run")),
+      "truncated": _fake_run(pair, os.path.join(tmp, "truncated")),
+      "exported": os.path.join(tmp, "exported"),
+      "file": os.path.join(tmp, "a_file"),
+      "full": os.path.join(tmp, "full"),
+      "empty": os.path.join(tmp, "empty"),
+      "prompts": os.path.join(tmp, "q.txt"),
+      "empty_txt": os.path.join(tmp, "empty.txt"),
+      "bad_jsonl": os.path.join(tmp, "bad.jsonl"),
+      "tiny": f"{_TINY}:{os.path.dirname(pair['student'])}",
+  }
+  _truncate_checkpoint(paths["truncated"])
+  for d in ("full", "empty"):
+    os.makedirs(paths[d])
+  files = {
+      "a_file": "x",
+      "full/x": "x",
+      "q.txt": "What is 2 + 3?\n",
+      "empty.txt": "\n",
+      "bad.jsonl": '{"question": "1 + 1"}\n{"question": \n',
+  }
+  files.update(
+      (name, text.format(s=pair["student"], t=pair["teacher"]))
+      for name, text in _CONFIG_FILES.items()
+  )
+  for name, text in files.items():
+    with open(os.path.join(tmp, name), "w") as f:
+      f.write(text)
+  return paths
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+  """{case name: (paths, {rc, stdout, stderr})}: every case in one worker."""
+  tmp = str(tmp_path_factory.mktemp("scripts"))
+  pair = testing.tiny_distillation_pair(os.path.join(tmp, "pair"))
+  paths = _paths(pair, tmp)
+  argvs = [
+      [os.path.join(_ROOT, "scripts", f"{argv[0]}.py")]
+      + [a.format(**paths) for a in argv[1:]]
+      for _, argv, _, _ in CASES
+  ]
+  with open(os.path.join(tmp, "cases.json"), "w") as f:
+    json.dump(argvs, f)
+  os.makedirs(os.path.join(tmp, "out"))
+  proc = subprocess.run(
+      [
+          sys.executable,
+          os.path.join(_ROOT, "tests", "scripts_worker.py"),
+          os.path.join(tmp, "cases.json"),
+          os.path.join(tmp, "out"),
+      ],
+      capture_output=True,
+      text=True,
+      timeout=900,
+      cwd=_ROOT,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout)
+  return paths, {name: r for (name, *_), r in zip(CASES, out)}
+
+
+@pytest.mark.parametrize("name", [case[0] for case in CASES])
+def test_each_mistake_gets_one_line(results, name):
+  paths, got = results
+  _, _, want_rc, fragment = next(c for c in CASES if c[0] == name)
+  r = got[name]
+  fragment = fragment.format(**paths)
+  lines = [l for l in r["stderr"].splitlines() if l.strip()]
+  assert r["rc"] == want_rc, (r["stdout"][-2000:], r["stderr"][-3000:])
+  assert not [l for l in lines if _NOISE.search(l)], lines[:20]
+  if want_rc == 2:
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines[:20]
+    assert fragment in lines[0], lines[0]
+  else:
+    assert fragment in r["stdout"], r["stdout"][-2000:]
+
+
+def test_export_is_readable_and_the_truncated_checkpoint_kept(results):
+  paths, _ = results
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in os.listdir(paths["exported"]):
+    mode = os.stat(os.path.join(paths["exported"], name)).st_mode & 0o777
+    assert mode == 0o666 & ~umask, (name, oct(mode))
+  # A refused export wrote nothing; the unreadable checkpoint is untouched.
+  assert not os.path.exists(os.path.join(paths["tmp"], "o1"))
+  assert workdir_lib.checkpoint_steps(paths["truncated"]) == [_STEP]
+  assert not os.path.exists(
+      os.path.join(paths["truncated"], "corrupt_checkpoints")
+  )
+
+
+def test_reevaluation_keeps_the_earlier_scores(results):
+  paths, got = results
+  first = os.path.join(paths["run"], "eval", "step_3")
+  second = first + "-2"
+  for d in (first, second):
+    with open(os.path.join(d, "scores.json")) as f:
+      assert json.load(f)["out_dir"] == d
+    assert os.path.isfile(os.path.join(d, "responses.jsonl"))
+  # The run was trained on easy questions: graded on them, and it says so.
+  out = got["evaluate: a workdir, the run's difficulty"]["stdout"]
+  assert "difficulty easy (the run's)" in out
+
+
+def test_only_checkpoint_unreadable_is_refused_not_restarted(tmp_path):
+  pair = testing.tiny_distillation_pair(str(tmp_path / "pair"))
+  run = _fake_run(pair, str(tmp_path / "run"))
+  _truncate_checkpoint(run)
+  c = testing.tiny_train_config(pair)
+  abstract = plan_run(c).abstract_state(
+      nnx.split(load_hf(pair["student"]))[1].to_pure_dict()
+  )
+  ck = checkpointing.Checkpointer(run, async_save=False)
+  try:
+    with pytest.raises(
+        checkpointing.CheckpointRestoreError, match="nothing was changed"
+    ) as e:
+      ck.restore_latest(abstract)
+  finally:
+    ck.close()
+  assert "\n" not in str(e.value) and "TensorStore details" not in str(e.value)
+  assert workdir_lib.checkpoint_steps(run) == [_STEP]
+
+
+def test_restart_says_where_the_old_run_went(tmp_path, capsys):
+  pair = {"student": "s", "teacher": "t"}
+  run = str(tmp_path / "run")
+  workdir_lib.prepare_workdir(run, testing.tiny_train_config(pair))
+  with open(os.path.join(run, workdir_lib.CONFIG_FILE), "w") as f:
+    f.write(testing.tiny_train_config(pair, seed=1).to_json())
+  capsys.readouterr()
+  workdir_lib.prepare_workdir(
+      run, testing.tiny_train_config(pair), restart=True
+  )
+  out = capsys.readouterr().out
+  moved = os.listdir(os.path.join(run, "previous_runs"))
+  assert f"moved to {os.path.join(run, 'previous_runs', moved[0])}" in out
+
+
+def _train(workdir, *flags, **kwargs):
+  return subprocess.Popen(
+      [
+          sys.executable,
+          os.path.join(_ROOT, "scripts", "train.py"),
+          f"--config={_TINY}:{kwargs['pair_dir']}",
+          f"--workdir={workdir}",
+          "--config.checkpoint_every=1000",
+          "--config.eval_every=2",
+          *flags,
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_interrupt_saves_the_step_and_resume_continues(tmp_path, sig):
+  # SIGTERM takes the same path (_StopRequests handles both; 143).
+  pair = testing.tiny_distillation_pair(str(tmp_path / "pair"))
+  pair_dir = os.path.dirname(pair["student"])
+  run = str(tmp_path / "run")
+  proc = _train(run, "--config.total_steps=100000", pair_dir=pair_dir)
+  # Wait for the first eval record, then interrupt.
+  metrics = os.path.join(run, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and "eval/" in open(metrics).read():
+      break
+    time.sleep(0.2)
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + sig, err[-3000:]
+  assert "Traceback" not in err
+  last = err.strip().splitlines()[-1]
+  m = re.match(
+      r"SIGINT: stopped at step (\d+) of 100000; checkpoint (\S+),", last
+  )
+  assert m, last
+  step = int(m.group(1))
+  assert workdir_lib.checkpoint_steps(run) == [step]
+  assert m.group(2) == os.path.join(run, "checkpoints", str(step))
+  assert not [
+      n for n in os.listdir(os.path.join(run, "checkpoints")) if "tmp" in n
+  ]
+  with open(metrics) as f:
+    before = f.read()
+  assert '"eval/' in before
+  # The same command resumes from that step and says where the files went.
+  proc = _train(run, f"--config.total_steps={step + 1}", pair_dir=pair_dir)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert f"at step {step}" in out
+  assert (
+      f"run at step {step + 1}: checkpoint"
+      f" {os.path.join(run, 'checkpoints', str(step + 1))}, metrics"
+      f" {metrics}"
+  ) in out
+  with open(metrics) as f:
+    assert f.read().startswith(before)  # earlier records, eval ones too
