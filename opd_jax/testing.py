@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from opd_jax import sharding
@@ -161,3 +162,58 @@ def tiny_train_config(paths: dict, method: str = "tip", **overrides):
   c.optimizer.learning_rate = 3e-3
   c.update_from_flattened_dict(dict(overrides))
   return c
+
+
+# float32's unit roundoff u = eps / 2 = 2^-24: every rounded operation
+# returns x (1 + d) with |d| <= u (no underflow).
+UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
+
+
+def gamma(n: int) -> float:
+  """Higham's gamma_n = n u / (1 - n u), float32 (u = 2^-24).
+
+  (1 + d_1) ... (1 + d_n) with every |d_i| <= u lies within gamma_n of 1:
+  the relative error of a value that went through n float32 roundings.
+  """
+  nu = n * UNIT_ROUNDOFF
+  if nu >= 1:
+    raise ValueError(f"gamma_{n}: n u >= 1, no bound")
+  return nu / (1 - nu)
+
+
+def summation_bound(a, b, *, evaluations: int = 2) -> np.ndarray:
+  """Per entry, what float32 summation order can change in `a @ b`.
+
+  A float32 inner product of K terms, summed in ANY order (left to right,
+  pairwise, blocked over SIMD lanes, with or without FMA), is within
+  gamma_K sum_k |a_k b_k| of the exact one (Higham, Accuracy and Stability
+  of Numerical Algorithms, 2nd ed., §3.1, eq. (3.5) and the remark after
+  it: each product goes through at most K roundings, one multiply and at
+  most K - 1 additions on its path of the summation tree). So
+
+  - `evaluations=1`: |fl(a @ b) - a @ b| <= gamma_K |a| @ |b|, a float32
+    result against the exact (float64) product;
+  - `evaluations=2` (default): two float32 evaluations in different orders
+    (a kernel against XLA's dot, a fused loop against a matmul, chunked
+    against whole) differ by at most 2 gamma_K |a| @ |b|, each being within
+    the bound of the exact value.
+
+  The bound is worst case: real errors are usually ~sqrt(K) smaller, but
+  it is the only one that holds on every CPU and library whatever order
+  it sums in. It scales with the magnitudes summed, not with the result,
+  which is what fixed rtol / atol get wrong when terms cancel. It assumes
+  the operands are exact in float32 (bfloat16 widens exactly) and no
+  underflow; |a| @ |b| is computed in float64 (exact products, relative
+  error ~K 1e-16, negligible).
+
+  Args:
+    a: [..., M, K] (or [K]).
+    b: [..., K, N] (or [K]), broadcast like `np.matmul`.
+    evaluations: 1 (against the exact product) or 2 (two float32 orders).
+
+  Returns:
+    float64 array of the shape of `a @ b`.
+  """
+  a = np.abs(np.asarray(a, np.float64))
+  b = np.abs(np.asarray(b, np.float64))
+  return evaluations * gamma(a.shape[-1]) * (a @ b)
