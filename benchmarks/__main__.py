@@ -16,6 +16,8 @@ r"""Benchmarks of opd_jax, one subcommand each (run from the repository root).
   python -m benchmarks memory    # compiled memory of the student update
   python -m benchmarks step      # rollout + update vs TRL GKDTrainer
   python -m benchmarks rollout   # sampler vs HF generate, floor, draw cost
+  python -m benchmarks accelerator  # one GPU: parity, long step, sampler
+  python -m benchmarks step-memory  # the whole step's memory at long T
 
 `--quick` runs tiny shapes of our side only (a smoke test, no torch).
 """
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks import accelerator
 from benchmarks import common
 from benchmarks import memory
 from benchmarks import rollout
 from benchmarks import step
+from benchmarks import step_memory
 from opd_jax import cli
 
 _QUICK_MEMORY = dict(
@@ -38,10 +42,10 @@ _QUICK_MEMORY = dict(
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   subparsers = parser.add_subparsers(dest="command", required=True)
-  for module in (memory, step, rollout):
+  for module in (memory, step, rollout, step_memory, accelerator):
     module.add_parser(subparsers)
   args = parser.parse_args(argv)
-  if args.quick:
+  if args.quick and args.command in ("memory", "step", "rollout"):
     quick = _QUICK_MEMORY if args.command == "memory" else common.QUICK
     for k, v in quick.items():
       setattr(args, k, v)

@@ -181,6 +181,32 @@ class Transformer(nnx.Module):
           use_bias=False,
       )
 
+  def set_execution(
+      self,
+      *,
+      attention: str | None = None,
+      attention_block_size: int | None = None,
+      remat: str | None = None,
+  ) -> Transformer:
+    """Sets how this model runs (`ModelConfig.attention`, `.remat`), in place.
+
+    Execution settings only: the parameters and every value the model
+    computes stay the same (to float rounding). Returns the model.
+    """
+    changes = dict(
+        attention=attention,
+        attention_block_size=attention_block_size,
+        remat=remat,
+    )
+    self.config = self.config.replace(
+        **{k: v for k, v in changes.items() if v is not None}
+    )
+    for _, node in nnx.iter_graph(self):
+      if isinstance(node, Attention):
+        node.implementation = self.config.attention
+        node.block_size = self.config.attention_block_size
+    return self
+
   def init_cache(self, batch: int, cache_len: int, dtype=None) -> KVCache:
     """An empty KV cache; `dtype` defaults to the parameters' dtype."""
     dtype = dtype or self.embedder.embedding[...].dtype

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import time
 
-import jax
 import ml_collections
 
-from opd_jax import sharding
 from opd_jax.results.grid import MemorySpec
+from opd_jax.trainer import memory
 from opd_jax.trainer.plan import plan_run, split_abstract
-from opd_jax.trainer.update import compile_ahead
 
 
 def large_shape_config(
@@ -62,35 +60,7 @@ def step_memory(c: ml_collections.ConfigDict, spec: MemorySpec) -> dict:
   scfg = plan.student_config
   sgraph, params = split_abstract(plan.abstract_model("student"))
   tgraph, teacher = split_abstract(plan.abstract_model("teacher"))
-  state = plan.abstract_state(params)
-  batch = plan.abstract_batch()
-  with jax.set_mesh(plan.mesh):
-    fn, state_sh, teacher_sh, batch_sh = plan.compile_step(
-        state, teacher, batch, student_graphdef=sgraph, teacher_graphdef=tgraph
-    )
-    abstract = sharding.with_shardings
-    _, mem = compile_ahead(
-        fn,
-        abstract(state, state_sh),
-        abstract(teacher, teacher_sh),
-        abstract(batch, {k: batch_sh[k] for k in batch}),
-    )
-  if mem is None:
-    raise RuntimeError(
-        f"the {jax.default_backend()} backend gives no memory analysis"
-    )
-  out = {
-      "temp_bytes": int(mem.temp_size_in_bytes),
-      "argument_bytes": int(mem.argument_size_in_bytes),
-      "output_bytes": int(mem.output_size_in_bytes),
-      "alias_bytes": int(mem.alias_size_in_bytes),
-  }
-  out["total_bytes"] = (
-      out["temp_bytes"]
-      + out["argument_bytes"]
-      + out["output_bytes"]
-      - out["alias_bytes"]
-  )
+  out = memory.step_memory(plan, sgraph, params, tgraph, teacher).as_dict()
   out.update(
       model=spec.preset or c.student,
       vocab=scfg.vocab_size,

@@ -317,6 +317,32 @@ def _compiled(
   )
 
 
+def jitted_sampler(
+    graphdefs,
+    weights,
+    sampling: Sampling,
+    max_new_tokens: int,
+    eos_ids,
+    pad_id: int,
+    compute_dtype=None,
+):
+  """The jitted program `sample` runs: fn(states, prompt, prompt_mask, key).
+
+  For compiling ahead (the dry run's memory figures) with the models'
+  `graphdefs` and abstract `states`; `sample` is the way to run it.
+  """
+  return _compiled(
+      tuple(graphdefs),
+      tuple(float(w) for w in weights),
+      sampling,
+      int(max_new_tokens),
+      tuple(int(e) for e in eos_ids),
+      int(pad_id),
+      None if compute_dtype is None else jnp.dtype(compute_dtype),
+      _FIRST_SEGMENT,
+  )
+
+
 def sample(
     models: Transformer | Sequence[Transformer],
     prompt: jax.Array,

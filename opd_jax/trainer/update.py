@@ -50,16 +50,19 @@ def guarded_update(
   """
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(
-      lambda n, o: jnp.where(finite, n, o), new, old
+
+  def apply(params, opt_state):
+    updates, new_opt = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt
+
+  params, opt_state = jax.lax.cond(
+      finite, apply, lambda p, o: (p, o), state.params, state.opt_state
   )
   skipped = (~finite).astype(jnp.int32)
   new_state = TrainState(
       step=state.step + 1,
-      params=keep(new_params, state.params),
-      opt_state=keep(new_opt, state.opt_state),
+      params=params,
+      opt_state=opt_state,
       key=state.key,
       consecutive_skips=(state.consecutive_skips + 1) * skipped,
       total_skips=state.total_skips + skipped,

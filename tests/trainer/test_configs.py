@@ -59,7 +59,7 @@ def test_method_config_dry_run_compiles_nothing(path):
 
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    report = loop.dry_run(_load(path))
+    report = loop.dry_run(_load(path), memory=False)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert not compiles
@@ -81,6 +81,9 @@ def test_recipe_dry_run_on_8_fake_devices(path):
           os.path.join(_ROOT, "scripts", "train.py"),
           f"--config={path}",
           "--dry_run",
+          # The recipes' memory is compiled in `benchmarks step-memory`
+          # (minutes each); here the plan and the traced step.
+          "--nodry_run_memory",
       ],
       env=env,
       capture_output=True,
@@ -90,3 +93,30 @@ def test_recipe_dry_run_on_8_fake_devices(path):
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert "over 8 devices" in proc.stdout
   assert "step traced" in proc.stdout
+
+
+def test_dry_run_prints_compiled_memory_of_step_and_sampler(tmp_path, capsys):
+  """The dry run's memory lines, in the documented form, for a tiny pair."""
+  import re  # pylint: disable=g-import-not-at-top
+
+  from opd_jax import testing  # pylint: disable=g-import-not-at-top
+
+  c = testing.tiny_train_config(testing.tiny_distillation_pair(str(tmp_path)))
+  report = loop.dry_run(c)
+  out = capsys.readouterr().out
+  for what in ("step", "sampler"):
+    m = re.search(
+        rf"^{what} memory per device: arguments ([\d.]+) GiB, temporaries"
+        r" ([\d.]+) GiB, total ([\d.]+) GiB$",
+        out,
+        re.M,
+    )
+    assert m, out
+    figures = report[f"{what}_memory"]
+    assert figures["argument_bytes"] > 0 and figures["temp_bytes"] > 0
+    assert figures["total_bytes"] == (
+        figures["argument_bytes"]
+        + figures["temp_bytes"]
+        + figures["output_bytes"]
+        - figures["alias_bytes"]
+    )
