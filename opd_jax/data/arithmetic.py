@@ -329,6 +329,39 @@ def verify_rationale(example: Example) -> bool:
   return prev == example.answer and is_correct(example.rationale, prev)
 
 
+def wrong_rationale(example: Example) -> str:
+  """A worked solution of `example` with one arithmetic slip, for contexts.
+
+  The last step's result is off by a nonzero amount fixed by the question
+  (so the same example always gets the same wrong solution), and the final
+  answer follows the slip: a plausible wrong demonstration for a teacher
+  context that shows correct and wrong examples side by side.
+  """
+  steps = re.findall(r"(-?\d+)([+\-*])(\d+)=(-?\d+)\.", example.rationale)
+  digest = hashlib.sha256(example.question.encode()).digest()
+  delta = 1 + digest[0] % 3
+  a, op, b, c = steps[-1]
+  wrong = int(c) + delta
+  lines = [f"{x}{o}{y}={z}." for x, o, y, z in steps[:-1]]
+  lines.append(f"{a}{op}{b}={wrong}.")
+  return " ".join(lines + [f"{ANSWER_MARKER} {wrong}"])
+
+
+def context_fields(example: Example) -> dict[str, str]:
+  """The fields a teacher context template can name, for one example.
+
+  `solution` is the worked rationale, `summary` its final line only (the
+  answer marker and the answer: a summarized demonstration), `wrong` a
+  solution with one slip (`wrong_rationale`), `answer` the integer.
+  """
+  return {
+      "solution": example.rationale,
+      "summary": f"{ANSWER_MARKER} {example.answer}",
+      "wrong": wrong_rationale(example),
+      "answer": str(example.answer),
+  }
+
+
 @dataclasses.dataclass(frozen=True)
 class ArithmeticTask:
   """A seeded, difficulty-bound view of the generator and its verifier.

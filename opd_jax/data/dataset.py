@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from absl import logging
 import numpy as np
 
+from opd_jax.data import context as contexts
 from opd_jax.data.sources import PromptRecord, PromptSource
 from opd_jax.data.templates import format_prompts
 
@@ -76,6 +77,10 @@ class PromptDataset:
     answers: answer strings (or None), one per kept row.
     source_index: int64 [N], the source index of each kept row.
     stats: a `PromptStats`.
+    teacher_context: the `data.context.TeacherContext` of the teacher's
+      own prompts, or None (the teacher scores the student's sequence).
+    teacher_prompts: with a teacher context, a `TeacherPrompts` (ids per
+      kept row, at most `teacher_context.max_prompt_len` each); else None.
   """
 
   def __init__(
@@ -89,6 +94,7 @@ class PromptDataset:
       use_chat_template: bool = True,
       system_prompt: str | None = None,
       pad_id: int | None = None,
+      teacher_context: contexts.TeacherContext | None = None,
   ):
     if overlong not in OVERLONG_POLICIES:
       raise ValueError(
@@ -117,6 +123,15 @@ class PromptDataset:
     self.stats = PromptStats(total=len(source))
     self.prompts, self.questions, self.answers = [], [], []
     self.responses = [] if max_new_tokens is not None else None
+    self.teacher_context = teacher_context
+    self.teacher_prompts = None
+    if teacher_context is not None:
+      self.teacher_prompts = contexts.TeacherPrompts()
+      self._opening = contexts.opening_length(
+          tokenizer,
+          use_chat_template=use_chat_template,
+          system_prompt=system_prompt,
+      )
     kept_index = []
     for lo in range(0, len(source), _TOKENIZE_CHUNK):
       records = [
@@ -125,6 +140,18 @@ class PromptDataset:
       kept = self._add_chunk(
           tokenizer, records, use_chat_template, system_prompt
       )
+      if teacher_context is not None:
+        contexts.add_teacher_prompts(
+            self.teacher_prompts,
+            teacher_context,
+            tokenizer,
+            [records[i] for i in kept],
+            self.prompts[len(self.prompts) - len(kept) :],
+            [f"{source.name} {source.location(lo + i)}" for i in kept],
+            use_chat_template=use_chat_template,
+            system_prompt=system_prompt,
+            opening=self._opening,
+        )
       kept_index.extend(lo + i for i in kept)
     self.source_index = np.asarray(kept_index, np.int64)
     self.stats.kept = len(kept_index)
@@ -142,6 +169,16 @@ class PromptDataset:
         self.stats.responses_truncated,
         self.stats.responses_missing,
     )
+    if self.teacher_prompts is not None and self.teacher_prompts.truncated:
+      logging.warning(
+          "teacher prompts %s: %d of %d longer than"
+          " config.teacher_context.max_prompt_len=%d tokens, cut from the"
+          " left (the start of their context is lost)",
+          source.name,
+          self.teacher_prompts.truncated,
+          self.stats.kept,
+          teacher_context.max_prompt_len,
+      )
     if not self.prompts:
       raise ValueError(
           f"prompts {source.name}: expected at least one prompt of at most"
@@ -225,7 +262,9 @@ class PromptDataset:
       `pad_id`, `prompt_mask` bool [b, P], `index` int64 [b] (source
       indices), `valid` bool [b] (all True here) and, when `max_new_tokens`
       is set, `response` int32 [b, T] right-padded and `response_mask` bool
-      [b, T]; plus the Python lists `question` and `answer`.
+      [b, T]; with a teacher context, `teacher_prompt` int32 [b, Pt]
+      left-padded and `teacher_prompt_mask` bool [b, Pt]; plus the Python
+      lists `question` and `answer`.
     """
     rows = np.asarray(rows, np.int64)
     b, p = len(rows), self.max_prompt_len
@@ -252,6 +291,12 @@ class PromptDataset:
         response[j, : len(ids)] = ids
         response_mask[j, : len(ids)] = True
       out["response"], out["response_mask"] = response, response_mask
+    if self.teacher_prompts is not None:
+      out["teacher_prompt"], out["teacher_prompt_mask"] = contexts.left_pad(
+          [self.teacher_prompts.ids[r] for r in rows],
+          self.teacher_context.max_prompt_len,
+          self.pad_id,
+      )
     return out
 
 

@@ -20,7 +20,7 @@ import dataclasses
 import gzip
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from absl import logging
 
@@ -36,11 +36,17 @@ class PromptRecord:
     answer: the reference final answer (for grading), or None.
     reference_response: a full reference assistant turn (for GKD's
       off-policy dataset steps), or None.
+    context: the fields a teacher context template can name (`solution`,
+      `summary`, `wrong`, ...; see `data.context`), or None. Not part of
+      equality: two records of the same prompt compare equal.
   """
 
   question: str
   answer: str | None = None
   reference_response: str | None = None
+  context: Mapping[str, str | None] | None = dataclasses.field(
+      default=None, compare=False, hash=False
+  )
 
 
 class PromptSource(abc.ABC):
@@ -107,8 +113,13 @@ class ArithmeticSource(PromptSource):
 
   Use split 'train' for training and 'validation' or 'test' for evaluation:
   the generator makes the splits disjoint. The answer is the integer as a
-  string and the reference response is the worked rationale.
+  string and the reference response is the worked rationale; the context
+  fields are `arithmetic.context_fields` (worked solution, summary, a
+  wrong solution).
   """
+
+  # The placeholders a teacher context template may name on this source.
+  CONTEXT_FIELDS = ("solution", "summary", "wrong", "answer")
 
   def __init__(
       self,
@@ -142,7 +153,12 @@ class ArithmeticSource(PromptSource):
     if not 0 <= index < self._n:
       raise IndexError(f"{self.name}: index {index} out of range")
     ex = self._task.example(self._split, self._start + index)
-    return PromptRecord(ex.question, str(ex.answer), ex.rationale)
+    return PromptRecord(
+        ex.question,
+        str(ex.answer),
+        ex.rationale,
+        context=arithmetic.context_fields(ex),
+    )
 
 
 SUPPORTED = (
@@ -316,6 +332,7 @@ class FileSource(PromptSource):
       split: str = "train",
       cache_dir: str | None = None,
       require_answers: bool = False,
+      context_fields: Mapping[str, str] | None = None,
   ):
     """Reads the file.
 
@@ -334,6 +351,11 @@ class FileSource(PromptSource):
       require_answers: refuse a file without the `answer_field` column
         (evaluation sets). Otherwise such a file loads with no answers:
         OPD trains without them.
+      context_fields: teacher context placeholders and the columns holding
+        them, e.g. {'solution': 'reference_solution'} (`config.data.
+        solution_field`, ...); each record's `context` maps placeholders to
+        their values (None where a row has none). `answer` is always there
+        when the answer column is.
 
     Raises:
       FileNotFoundError: `path` does not exist.
@@ -358,10 +380,12 @@ class FileSource(PromptSource):
           "prompts %s: no %r field; rows have no answers", path, answer_field
       )
       answer_field = None
+    context_fields = dict(context_fields or {})
     fields = {
         "question_field": question_field,
         "answer_field": answer_field,
         "response_field": response_field,
+        **{f"{k}_field": v for k, v in context_fields.items()},
     }
     for arg, column in fields.items():
       if column is not None and column not in table.columns:
@@ -388,6 +412,15 @@ class FileSource(PromptSource):
         if response_field
         else [None] * n
     )
+    self._context = None
+    if context_fields:
+      columns = {
+          k: [_as_optional_str(v) for v in table.column(c)]
+          for k, c in context_fields.items()
+      }
+      if answer_field and "answer" not in columns:
+        columns["answer"] = self._answers
+      self._context = [{k: v[i] for k, v in columns.items()} for i in range(n)]
 
   @property
   def name(self) -> str:
@@ -398,7 +431,10 @@ class FileSource(PromptSource):
 
   def __getitem__(self, index: int) -> PromptRecord:
     return PromptRecord(
-        self._questions[index], self._answers[index], self._responses[index]
+        self._questions[index],
+        self._answers[index],
+        self._responses[index],
+        context=None if self._context is None else self._context[index],
     )
 
   def location(self, index: int) -> str:

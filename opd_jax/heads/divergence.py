@@ -109,6 +109,7 @@ def selective_divergence_loss(
     temperature: float = 1.0,
     reduction: str = "token_mean",
     chunk_size: int | None = chunked.DEFAULT_CHUNK_SIZE,
+    clip: float = 0.0,
 ) -> losses.WeightedMean:
   r"""Divergence loss on K selected positions per sequence only.
 
@@ -139,6 +140,9 @@ def selective_divergence_loss(
     reduction: ``'token_mean'``, ``'seq_mean'`` or ``'sum'``.
     chunk_size: positions per checkpointed chunk of the K selected ones, or
       None for one dense ``[B, K, V]`` computation.
+    clip: when > 0, each position's divergence is clipped at it
+      (``min(D, clip)``: a token above it adds ``clip`` and no gradient),
+      the pointwise clip OPSD adds against style tokens of huge KL.
 
   Returns:
     A :class:`~opd_jax.losses.WeightedMean`; ``.value()`` is the loss.
@@ -159,6 +163,8 @@ def selective_divergence_loss(
       temperature=temperature,
       chunk_size=chunk_size,
   )
+  if clip > 0:
+    values = jnp.minimum(values, clip)
   return losses.reduce(values, index_weights, reduction)
 
 
@@ -174,6 +180,7 @@ def dense_divergence_loss(
     temperature: float = 1.0,
     reduction: str = "token_mean",
     chunk_size: int | None = chunked.DEFAULT_CHUNK_SIZE,
+    clip: float = 0.0,
 ) -> losses.WeightedMean:
   """Divergence loss on every position (rho = 1), weighted by ``weights``.
 
@@ -192,6 +199,7 @@ def dense_divergence_loss(
     temperature: softmax temperature of both heads.
     reduction: ``'token_mean'``, ``'seq_mean'`` or ``'sum'``.
     chunk_size: positions per chunk, or None for the unchunked computation.
+    clip: when > 0, each position's divergence is clipped at it.
 
   Returns:
     A :class:`~opd_jax.losses.WeightedMean`.
@@ -212,4 +220,6 @@ def dense_divergence_loss(
       temperature=temperature,
       chunk_size=chunk_size,
   )
+  if clip > 0:
+    values = jnp.minimum(values, clip)
   return losses.reduce(values, weights, reduction)

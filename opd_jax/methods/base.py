@@ -44,6 +44,11 @@ SEGMENT_TOKENS = "segment/tokens"
 SEGMENT_MASK = "segment/mask"
 SEGMENT_RESPONSE_MASK = "segment/response_mask"
 SEGMENT_KEYS = (SEGMENT_TOKENS, SEGMENT_MASK, SEGMENT_RESPONSE_MASK)
+# The teacher's own sequence [B, Pt + T] (a privileged prompt, then the same
+# response ids): the step scores the teacher on it instead of `tokens`.
+TEACHER_TOKENS = "teacher/tokens"
+TEACHER_MASK = "teacher/mask"
+TEACHER_KEYS = (TEACHER_TOKENS, TEACHER_MASK)
 
 
 @flax.struct.dataclass
@@ -86,6 +91,8 @@ class StepInputs:
     key: PRNG key for stochastic selectors.
     segment: the teacher-forced extra sequences of a staged method, or None.
     extras: the other arrays its `prepare` returned, by batch key, or None.
+    divergence_clip: static; when > 0, `LossPass` losses clip each token's
+      divergence at it (`config.teacher_context.kl_clip`).
   """
 
   student_hidden: jax.Array
@@ -98,6 +105,7 @@ class StepInputs:
   key: jax.Array
   segment: Segment | None = None
   extras: dict[str, jax.Array] | None = None
+  divergence_clip: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
 Metrics = dict[str, jax.Array]

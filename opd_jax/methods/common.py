@@ -125,6 +125,7 @@ class LossPass:
         temperature=self.temperature,
         reduction=self.reduction,
         chunk_size=self.chunk_size,
+        clip=inputs.divergence_clip,
     )
     loss = mean.value()
     return loss, {self.loss_key: loss, **selected_fraction(mask, mask)}
@@ -145,6 +146,7 @@ class LossPass:
         temperature=self.temperature,
         reduction=self.reduction,
         chunk_size=self.chunk_size,
+        clip=inputs.divergence_clip,
     )
     loss = mean.value()
     return loss, {

@@ -35,6 +35,7 @@ from opd_jax.models import (
     resize_vocab,
 )
 from opd_jax.models.hf_io import read_hf_config
+from opd_jax.trainer import self_teacher
 
 
 class VocabularyMismatchError(ValueError):
@@ -50,6 +51,11 @@ def model_config(
   preset (random weights), which a dry run may also use in place of a
   directory that is not on this machine.
   """
+  if role == "teacher" and c.teacher == self_teacher.SELF:
+    config, where = model_config(
+        c, "student", allow_preset_fallback=allow_preset_fallback
+    )
+    return config, f"self ({where}, weights {c.self_teacher.weights})"
   path, name = c[role], c[f"{role}_preset"]
   if path and os.path.isdir(path):
     return read_hf_config(path)[0], path
@@ -93,12 +99,16 @@ def build_model(
 
   With `vocab_size` larger than the checkpoint's (the plan's padded student
   vocabulary), the embedding and head get new rows (`resize_vocab`).
+  The teacher 'self' is the student's checkpoint (theta_0).
   """
-  path = c[role]
+  source = role
+  if role == "teacher" and c.teacher == self_teacher.SELF:
+    source = "student"
+  path = c[source]
   if path:
-    model = load_hf(path, dtype=dtype, mesh=mesh, role=f"config.{role}")
+    model = load_hf(path, dtype=dtype, mesh=mesh, role=f"config.{source}")
   else:
-    model = _random_model(c, role, dtype, mesh)
+    model = _random_model(c, source, dtype, mesh)
   if vocab_size is not None and model.config.vocab_size != vocab_size:
     model = resize_vocab(model, vocab_size)
   return model
@@ -185,6 +195,7 @@ def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
       response_field=d.response_field or None,
       # OPD trains without answers; evaluation grades them.
       require_answers=not train,
+      context_fields=self_teacher.context_columns(c) if train else None,
   )
   return source if train else sources.take(source, c.eval_examples)
 
@@ -202,6 +213,7 @@ def train_dataset(c, tokenizer) -> PromptDataset:
       max_prompt_len=c.max_prompt_len,
       max_new_tokens=c.max_new_tokens,
       overlong=c.data.overlong,
+      teacher_context=self_teacher.teacher_context(c),
       **chat_format(c),
   )
 

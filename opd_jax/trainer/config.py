@@ -125,7 +125,28 @@ def default_config() -> ml_collections.ConfigDict:
           # sends an empty system turn (no default), other text is the turn.
           use_chat_template=True,
           system_prompt="default",
+          # Columns of a file source that a teacher context template names
+          # as {solution}, {summary}, {wrong} ('' = the data has none; the
+          # arithmetic task provides all three).
+          solution_field="",
+          summary_field="",
+          wrong_field="",
       )
+  )
+  # The teacher's own prompt (self-distillation with privileged context,
+  # opd_jax/data/context.py): '' scores the student's sequence (plain OPD);
+  # a preset ('empty', 'solution', 'summary', 'correct_wrong') or a format
+  # string over {question} and the data's context fields. max_prompt_len is
+  # its static width (0: config.max_prompt_len); kl_clip > 0 clips each
+  # token's divergence at that value (OPSD's pointwise clip).
+  c.teacher_context = ml_collections.ConfigDict(
+      dict(template="", max_prompt_len=0, kl_clip=0.0)
+  )
+  # With config.teacher='self': which of the student's weights teach
+  # ('initial' = frozen theta_0, 'live' = the current student under
+  # stop-gradient, 'ema' = an EMA of it kept in the train state).
+  c.self_teacher = ml_collections.ConfigDict(
+      dict(weights="initial", ema_decay=0.99)
   )
 
   c.checkpoint_every = 50

@@ -37,7 +37,7 @@ from opd_jax.evaluation.evaluate import evaluate as evaluate_model
 from opd_jax.rollouts import Sampling, sample
 from opd_jax.trainer import builders, plots, reporting
 from opd_jax.trainer import config as config_lib
-from opd_jax.trainer import stage
+from opd_jax.trainer import self_teacher, stage
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import compile_ahead
@@ -245,7 +245,10 @@ class Trainer:
       teacher = builders.build_model(c, "teacher", self.mesh, dtype=plan.dtype)
     self.student_graphdef, student_state = nnx.split(student)
     self.teacher_graphdef, teacher_state = nnx.split(teacher)
-    self.teacher_params = teacher_state.to_pure_dict()
+    # A live or EMA self-teacher comes from the train state, not from here.
+    self.teacher_params = self_teacher.frozen_params(
+        c, teacher_state.to_pure_dict()
+    )
     self.teacher = teacher
     params = student_state.to_pure_dict()
     abstract_state = plan.abstract_state(params)
@@ -372,6 +375,8 @@ class Trainer:
           "response_mask": response_mask,
           "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
       }
+    # The teacher's own prompt + the same response ids (teacher context).
+    batch.update(self_teacher.teacher_sequences(host, batch, self.mesh))
     if self.prepare_fn is not None:
       batch.update(
           self.prepare_fn(

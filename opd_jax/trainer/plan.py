@@ -32,6 +32,7 @@ from flax import nnx
 from opd_jax import methods
 from opd_jax.models import ModelConfig, Transformer, dtype_by_name
 from opd_jax.trainer import builders
+from opd_jax.trainer import self_teacher
 from opd_jax.trainer import step as steps
 from opd_jax.trainer.config import ConfigError, validate
 from opd_jax.trainer.state import (
@@ -86,6 +87,7 @@ class RunPlan:
     }
     if methods.has_stage(self.method):
       batch.update(self.method.prepare_shapes(b, p, t))
+    batch.update(self_teacher.abstract_teacher_batch(c))
     return batch
 
   def abstract_model(self, role: str) -> Transformer:
@@ -131,6 +133,8 @@ class RunPlan:
         eos_ids=eos_ids,
         learning_rate_fn=self.schedule,
         compute_dtype=self.compute_dtype,
+        teacher_weights=self_teacher.step_weights(self.config),
+        divergence_clip=self.config.teacher_context.kl_clip,
     )
 
   def init_state(self, params: Any) -> TrainState:
@@ -186,6 +190,7 @@ def plan_run(
     The RunPlan.
   """
   validate(c)
+  self_teacher.validate(c)
   scfg, s_from = builders.model_config(
       c, "student", allow_preset_fallback=allow_preset_fallback
   )
@@ -200,7 +205,9 @@ def plan_run(
   mesh = mesh or builders.mesh_from_config(c)
   method = methods.build_method(c.method, c[c.method].to_dict())
   check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)], method)
+  self_teacher.check_lengths(c, tcfg)
   optimizer, schedule = optimizer_from_config(c)
+  optimizer = self_teacher.wrap_optimizer(c, optimizer)
   return RunPlan(
       config=c,
       mesh=mesh,

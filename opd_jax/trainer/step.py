@@ -26,6 +26,7 @@ from flax import nnx
 from opd_jax.methods import base
 from opd_jax.methods.base import Method, Segment, StepInputs
 from opd_jax.models import cast_floating, response_hidden
+from opd_jax.trainer import self_teacher
 from opd_jax.trainer.state import TrainState
 from opd_jax.trainer.update import guarded_update, jit_train_step
 
@@ -44,6 +45,8 @@ def train_step(
     eos_ids: Sequence[int] = (),
     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
     compute_dtype=None,
+    teacher_weights: str = "external",
+    divergence_clip: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of the student on a batch of rollouts (pure; jit it).
 
@@ -55,7 +58,10 @@ def train_step(
       for a staged method also its `prepare` outputs: `segment/tokens`,
       `segment/mask` [M, L] and `segment/response_mask` [M, W] are
       teacher-forced through both trunks (`StepInputs.segment`), the rest
-      reach the method as `StepInputs.extras`.
+      reach the method as `StepInputs.extras`; with a teacher context,
+      `teacher/tokens`, `teacher/mask` [B, Pt + T]: the teacher's own
+      prompt, then the same response ids, which the teacher scores
+      instead of `tokens` (the response is aligned by its end).
     student_graphdef, teacher_graphdef: from `nnx.split` of each model.
     method: the distillation objective.
     optimizer: the optax transformation matching `state.opt_state`.
@@ -66,6 +72,11 @@ def train_step(
       softmaxes and the divergence stay float32, the master parameters,
       gradients and optimizer state stay in their own dtype). None (default)
       computes in the parameters' dtype.
+    teacher_weights: 'external' (`teacher_params`), or a self-teacher from
+      the state: 'live' (the current parameters, no gradient) or 'ema'
+      (`self_teacher.ema_params` of the optimizer state).
+    divergence_clip: > 0 clips each token's divergence in the methods'
+      `LossPass` losses (`StepInputs.divergence_clip`).
 
   Returns:
     The new state and a flat dict of float32 scalar metrics. A step whose
@@ -78,15 +89,25 @@ def train_step(
   key = jax.random.fold_in(state.key, state.step)
 
   cast = lambda tree: cast_floating(tree, compute_dtype)
+  if teacher_weights == "live":
+    teacher_params = state.params
+  elif teacher_weights == "ema":
+    teacher_params = self_teacher.ema_params(state.opt_state)
+  elif teacher_weights != "external":
+    raise ValueError(f"teacher_weights: unknown {teacher_weights!r}")
   teacher = nnx.merge(teacher_graphdef, cast(teacher_params))
+  teacher_tokens = batch.get(base.TEACHER_TOKENS, tokens)
+  teacher_mask = batch.get(base.TEACHER_MASK, mask)
   teacher_hidden = jax.lax.stop_gradient(
-      response_hidden(teacher, tokens, mask, t)
+      response_hidden(teacher, teacher_tokens, teacher_mask, t)
   )
   teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
   extras = {
       k: v
       for k, v in batch.items()
-      if k not in base.BASE_BATCH_KEYS and k not in base.SEGMENT_KEYS
+      if k not in base.BASE_BATCH_KEYS
+      and k not in base.SEGMENT_KEYS
+      and k not in base.TEACHER_KEYS
   }
   # A staged method's extra sequences: the teacher's side is computed once,
   # outside the differentiated function, like the rollout's.
@@ -121,6 +142,7 @@ def train_step(
         key=key,
         segment=segment,
         extras=extras or None,
+        divergence_clip=divergence_clip,
     )
     return method.loss(inputs)
 

@@ -1,0 +1,279 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Self-distillation: the student's own weights as teacher, and its own prompt.
+
+`config.teacher = 'self'` makes the student's model the teacher, with the
+weights of `config.self_teacher.weights`: 'initial' (the frozen theta_0,
+loaded like any teacher), 'live' (the current parameters under
+stop-gradient) or 'ema' (an exponential moving average of them, kept in
+the optimizer state so that a resumed run continues it exactly).
+`config.teacher_context` gives the teacher a prompt of its own
+(`data.context`); the step then scores `[teacher prompt | response]`
+through the teacher (batch keys `teacher/tokens`, `teacher/mask`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from opd_jax import sharding
+from opd_jax.data import context as contexts
+from opd_jax.data.sources import ArithmeticSource
+from opd_jax.methods.base import TEACHER_MASK, TEACHER_TOKENS
+
+SELF = "self"
+WEIGHTS = ("initial", "live", "ema")
+# Per-placeholder columns of a file source (config.data.<name>_field).
+CONTEXT_FIELDS = ("solution", "summary", "wrong")
+# The methods whose losses go through `LossPass` (the pointwise clip).
+CLIPPABLE = ("gkd", "rkl", "tip", "dear")
+
+
+class SelfTeacherError(ValueError):
+  """A self-teacher or teacher-context setting that cannot run."""
+
+
+def is_self(c: ml_collections.ConfigDict) -> bool:
+  return c.teacher == SELF
+
+
+def step_weights(c: ml_collections.ConfigDict) -> str:
+  """'external' (teacher parameters passed to the step), 'live' or 'ema'."""
+  if is_self(c) and c.self_teacher.weights in ("live", "ema"):
+    return c.self_teacher.weights
+  return "external"
+
+
+def teacher_context(c: ml_collections.ConfigDict):
+  """The run's `data.context.TeacherContext`, or None (plain OPD)."""
+  tc = c.teacher_context
+  if not tc.template:
+    return None
+  return contexts.TeacherContext(
+      tc.template, tc.max_prompt_len or c.max_prompt_len
+  )
+
+
+def context_columns(c: ml_collections.ConfigDict) -> dict[str, str]:
+  """{placeholder: column} of a file source's context fields."""
+  return {
+      name: c.data[f"{name}_field"]
+      for name in CONTEXT_FIELDS
+      if c.data[f"{name}_field"]
+  }
+
+
+def _fail(field: str, message: str):
+  raise SelfTeacherError(f"config.{field}: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks the self-teacher and teacher-context fields (one line each)."""
+  st, tc = c.self_teacher, c.teacher_context
+  if st.weights not in WEIGHTS:
+    _fail(
+        "self_teacher.weights", f"expected one of {WEIGHTS}, got {st.weights!r}"
+    )
+  if not 0.0 <= st.ema_decay < 1.0:
+    _fail("self_teacher.ema_decay", f"expected in [0, 1), got {st.ema_decay!r}")
+  if is_self(c) and c.teacher_preset:
+    _fail(
+        "teacher_preset",
+        "expected '' with config.teacher='self' (the teacher is the"
+        f" student's own model), got {c.teacher_preset!r}",
+    )
+  if st.weights != "initial" and not is_self(c):
+    _fail(
+        "self_teacher.weights",
+        f"{st.weights!r} needs config.teacher='self', but a teacher is also"
+        f" given (config.teacher={c.teacher!r}); drop one",
+    )
+  if not (isinstance(tc.max_prompt_len, int) and tc.max_prompt_len >= 0):
+    _fail(
+        "teacher_context.max_prompt_len",
+        "expected an integer >= 0 (0: config.max_prompt_len), got"
+        f" {tc.max_prompt_len!r}",
+    )
+  if not tc.kl_clip >= 0:
+    _fail("teacher_context.kl_clip", f"expected >= 0, got {tc.kl_clip!r}")
+  if tc.kl_clip > 0 and c.method not in CLIPPABLE:
+    _fail(
+        "teacher_context.kl_clip",
+        f"the pointwise clip applies to {CLIPPABLE}, not to {c.method!r};"
+        " set it to 0",
+    )
+  if tc.template:
+    try:
+      contexts.resolve_template(tc.template)
+      if c.data.source == "arithmetic":
+        available = ArithmeticSource.CONTEXT_FIELDS
+        hint = "the arithmetic task provides these"
+      else:
+        available = list(context_columns(c)) + (
+            ["answer"] if c.data.answer_field else []
+        )
+        hint = "set config.data.<name>_field to the column that holds it"
+      contexts.check_available(tc.template, available, hint)
+    except contexts.ContextError as e:
+      raise SelfTeacherError(str(e)) from None
+  _refuse_unsupported(c)
+
+
+def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
+  """Combinations that would score or sample the wrong sequence."""
+  uses = []
+  if c.teacher_context.template:
+    uses.append("config.teacher_context.template")
+  if step_weights(c) != "external":
+    uses.append(f"config.self_teacher.weights={c.self_teacher.weights!r}")
+  if not uses:
+    return
+  what = " and ".join(uses)
+  if c.method == "topd":
+    _fail(
+        "method",
+        f"'topd' is not supported with {what}: its stage branches the"
+        " teacher from the student's sequence with frozen teacher"
+        " parameters; use another method",
+    )
+  if c.rollout_source != "student":
+    _fail(
+        "rollout_source",
+        f"expected 'student' with {what}, got {c.rollout_source!r} (teacher"
+        " and mixture sampling would use the student's prompt and weights)",
+    )
+  if c.token_map_every:
+    _fail(
+        "token_map_every",
+        f"expected 0 with {what}: the token map scores the student's own"
+        " sequence with the loaded teacher",
+    )
+
+
+def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:
+  """The teacher's sequence fits its position table."""
+  ctx = teacher_context(c)
+  if ctx is None or teacher_config is None:
+    return
+  length = ctx.max_prompt_len + c.max_new_tokens
+  if length > teacher_config.max_position_embeddings:
+    _fail(
+        "teacher_context.max_prompt_len",
+        f"{ctx.max_prompt_len} + config.max_new_tokens={c.max_new_tokens}"
+        f" = {length} exceeds the teacher's max_position_embeddings"
+        f" ({teacher_config.max_position_embeddings})",
+    )
+
+
+def abstract_teacher_batch(c: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The teacher-side batch entries' shapes ({} without a context)."""
+  ctx = teacher_context(c)
+  if ctx is None:
+    return {}
+  shape = (c.batch_size, ctx.max_prompt_len + c.max_new_tokens)
+  return {
+      TEACHER_TOKENS: jax.ShapeDtypeStruct(shape, jnp.int32),
+      TEACHER_MASK: jax.ShapeDtypeStruct(shape, jnp.bool_),
+  }
+
+
+def teacher_sequences(host: dict[str, Any], batch: dict[str, Any], mesh):
+  """`[teacher prompt | response]` ids and mask for the step ({} if none).
+
+  The response ids and mask are the batch's last T columns, copied: both
+  sequences end with the same tokens, at the same offsets from the end.
+  """
+  if "teacher_prompt" not in host:
+    return {}
+  prompt, prompt_mask = sharding.global_batch(
+      (host["teacher_prompt"], host["teacher_prompt_mask"]), mesh
+  )
+  t = batch["response_mask"].shape[1]
+  tokens, mask = batch["tokens"][:, -t:], batch["mask"][:, -t:]
+  return {
+      TEACHER_TOKENS: jnp.concatenate([prompt, tokens.astype(jnp.int32)], 1),
+      TEACHER_MASK: jnp.concatenate([prompt_mask, mask.astype(bool)], 1),
+  }
+
+
+def check_response_ids(tokens, teacher_tokens, response_mask) -> None:
+  """Refuses a batch whose two sequences end with different response ids."""
+  t = np.asarray(response_mask).shape[1]
+  s, th = np.asarray(tokens)[:, -t:], np.asarray(teacher_tokens)[:, -t:]
+  bad = np.argwhere((s != th) & np.asarray(response_mask, bool))
+  if bad.size:
+    b, i = bad[0]
+    raise SelfTeacherError(
+        f"teacher/tokens: response token {i} of row {b} is id {th[b, i]} in"
+        f" the teacher's sequence but {s[b, i]} in the student's; both must"
+        " end with the same response ids"
+    )
+
+
+def frozen_params(c: ml_collections.ConfigDict, teacher_params: Any) -> Any:
+  """The step's teacher argument: {} when the teacher comes from the state."""
+  return {} if step_weights(c) != "external" else teacher_params
+
+
+class EmaState(NamedTuple):
+  """The EMA of the parameters (after each update), like the params."""
+
+  ema: Any
+
+
+def ema_tracker(decay: float) -> optax.GradientTransformation:
+  """An optax stage that leaves updates alone and tracks EMA(params + updates).
+
+  Chained last, it sees the final updates: its state is the EMA of the
+  parameters each update produces, starting at the initial parameters. In
+  the optimizer state it is checkpointed, sharded like the parameters and
+  left untouched by a skipped (non-finite) step, like the Adam moments.
+  """
+
+  def init(params):
+    return EmaState(ema=jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params=None):
+    new = optax.apply_updates(params, updates)
+    ema = jax.tree.map(
+        lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype),
+        state.ema,
+        new,
+    )
+    return updates, EmaState(ema=ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def wrap_optimizer(c: ml_collections.ConfigDict, optimizer):
+  """The optimizer, with the EMA tracker chained last for an EMA teacher."""
+  if step_weights(c) != "ema":
+    return optimizer
+  return optax.chain(optimizer, ema_tracker(c.self_teacher.ema_decay))
+
+
+def ema_params(opt_state: Any) -> Any:
+  """The EMA parameters inside `wrap_optimizer`'s state."""
+  if not (isinstance(opt_state, tuple) and isinstance(opt_state[-1], EmaState)):
+    raise SelfTeacherError(
+        "self_teacher.weights='ema': the optimizer state holds no EMA (was"
+        " the optimizer built without self_teacher.wrap_optimizer?)"
+    )
+  return opt_state[-1].ema
