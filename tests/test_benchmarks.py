@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,3 +51,66 @@ def test_step_bench_runs_through_the_trainer_plan():
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert report["benchmark"] == "step"
   assert report["rows"][0]["update_flops"] > 0
+
+
+def test_accelerator_figures_by_hand():
+  from benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+
+  assert accelerator.device_peaks("NVIDIA H200") == (989e12, 4.8e12)
+  assert accelerator.device_peaks("NVIDIA GH200 480GB")[1] == 4.0e12
+  assert accelerator.device_peaks("NVIDIA H100 80GB HBM3") == (989e12, 3.35e12)
+  assert accelerator.device_peaks("NVIDIA H100 PCIe")[1] == 2.0e12
+  assert accelerator.device_peaks("cpu") == (None, None)
+  c = ModelConfig(
+      family="llama",
+      vocab_size=10,
+      embed_dim=4,
+      num_layers=2,
+      num_heads=2,
+      num_kv_heads=1,
+      head_dim=2,
+      mlp_dim=8,
+  )
+  # Untied: the input embedding (10 x 4) is a lookup, the head multiplies.
+  assert accelerator.matmul_params(c) == c.num_params() - 40
+  n = accelerator.matmul_params(c)
+  # B=3, L=5: 6 N B L + 2 N B L + 4 B L^2 n_h h (3 l + l).
+  assert accelerator.step_flops(c, c, 3, 5) == (
+      8 * n * 15 + 4 * 3 * 25 * 2 * 2 * (3 * 2 + 2)
+  )
+  # 2 new tokens after P=4, B=3: weights twice, the cache at 4 then 5
+  # slots of 2 (k, v) x 2 layers x 3 rows x 1 head x 2 dims, bf16.
+  assert accelerator.sampler_bytes(c, 3, 4, 2) == 2 * n * 2 + 2 * 24 * 9
+
+
+@pytest.mark.slow
+def test_accelerator_check_runs_quick(tmp_path):
+  # Every part at tiny shapes on the CPU: the path the GPU run takes.
+  env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu")
+  out = tmp_path / "accelerator.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks", "accelerator", "--quick"]
+      + ["--out", str(out)],
+      cwd=_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["benchmark"] == "accelerator" and report["quick"]
+  parity = report["parity"]
+  assert "error" not in parity, parity
+  if "skipped" not in parity:  # torch is a test requirement
+    assert parity["passed"], parity
+  (row,) = report["step"]
+  assert "error" not in row, row["error"]
+  assert row["step_s"] > 0 and row["model_flops"] > 0
+  assert row["compiled_bytes"]["temporaries"] > 0
+  assert all(np.isfinite(v) for v in row["metrics"].values())
+  sampled = report["sampler"]
+  assert "error" not in sampled, sampled
+  assert sampled["tokens_per_s"] > 0 and sampled["floor_bytes"] > 0
+  assert "wrote" in proc.stdout
