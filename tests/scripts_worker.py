@@ -17,9 +17,10 @@
 
 CASES.json is a list of argv lists (`[["scripts/export.py", "--out=..."],
 ...]`). This process imports the heavy libraries once (JAX, flax, orbax,
-the trainer; no backend is started), then forks one child per command line,
+transformers, the trainer; no backend is started), then forks one child per command line,
 which runs the script as `__main__` with its stdout / stderr in OUT_DIR and
-exits with the script's code. Prints one JSON list of {rc, stdout, stderr}.
+exits with the script's code. Prints one JSON list of {rc, stdout, stderr,
+seconds}.
 A case costs what the script does, not the ~5 s of its imports.
 """
 
@@ -27,6 +28,7 @@ import json
 import os
 import runpy
 import sys
+import time
 import traceback
 
 
@@ -35,10 +37,13 @@ def _warm_up() -> None:
   import jax
   import ml_collections.config_flags
   import orbax.checkpoint
-  from opd_jax import cli
+  import transformers
+  from transformers import AutoTokenizer, PreTrainedTokenizerFast
+  from opd_jax import cli, evaluation, rollouts
   from opd_jax.trainer import loop, restore
 
-  del jax, ml_collections, orbax, cli, loop, restore
+  del jax, ml_collections, orbax, transformers, AutoTokenizer
+  del PreTrainedTokenizerFast, cli, evaluation, rollouts, loop, restore
 
 
 def _child(argv: list[str], out: str, err: str) -> None:
@@ -64,13 +69,16 @@ def main() -> None:
   with open(sys.argv[1]) as f:
     cases = json.load(f)
   out_dir = sys.argv[2]
+  start = time.time()
   _warm_up()
+  print(f"warm-up {time.time() - start:.1f} s", file=sys.stderr)
   results = []
   for i, argv in enumerate(cases):
     out = os.path.join(out_dir, f"{i}.out")
     err = os.path.join(out_dir, f"{i}.err")
     sys.stdout.flush()
     sys.stderr.flush()
+    start = time.time()
     pid = os.fork()
     if pid == 0:
       _child(argv, out, err)
@@ -80,6 +88,7 @@ def main() -> None:
           "rc": os.waitstatus_to_exitcode(status),
           "stdout": fo.read(),
           "stderr": fe.read(),
+          "seconds": round(time.time() - start, 2),
       })
   json.dump(results, sys.stdout)
 

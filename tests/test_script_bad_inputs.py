@@ -401,6 +401,8 @@ def results(tmp_path_factory):
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout)
+  for (name, *_), r in zip(CASES, out):  # pytest -s shows where time goes
+    print(f"{r['seconds']:6.2f} s  {name}")
   return paths, {name: r for (name, *_), r in zip(CASES, out)}
 
 
@@ -491,7 +493,7 @@ def _train(workdir, *flags, **kwargs):
           f"--config={_TINY}:{kwargs['pair_dir']}",
           f"--workdir={workdir}",
           "--config.checkpoint_every=1000",
-          "--config.eval_every=2",
+          "--config.eval_every=0",  # one compile less
           *flags,
       ],
       stdout=subprocess.PIPE,
@@ -508,11 +510,14 @@ def test_interrupt_saves_the_step_and_resume_continues(tmp_path, sig):
   pair_dir = os.path.dirname(pair["student"])
   run = str(tmp_path / "run")
   proc = _train(run, "--config.total_steps=100000", pair_dir=pair_dir)
-  # Wait for the first eval record, then interrupt.
+  # Wait for two steps' records, then interrupt.
   metrics = os.path.join(run, "metrics.jsonl")
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
-    if os.path.exists(metrics) and "eval/" in open(metrics).read():
+    if (
+        os.path.exists(metrics)
+        and open(metrics).read().count("loss/total") >= 2
+    ):
       break
     time.sleep(0.2)
   proc.send_signal(sig)
@@ -532,7 +537,6 @@ def test_interrupt_saves_the_step_and_resume_continues(tmp_path, sig):
   ]
   with open(metrics) as f:
     before = f.read()
-  assert '"eval/' in before
   # The same command resumes from that step and says where the files went.
   proc = _train(run, f"--config.total_steps={step + 1}", pair_dir=pair_dir)
   out, err = proc.communicate(timeout=300)
@@ -544,4 +548,4 @@ def test_interrupt_saves_the_step_and_resume_continues(tmp_path, sig):
       f" {metrics}"
   ) in out
   with open(metrics) as f:
-    assert f.read().startswith(before)  # earlier records, eval ones too
+    assert f.read().startswith(before)  # the earlier records are kept
