@@ -36,6 +36,8 @@ at all (see `test_cudnn_under_a_mesh`).
 """
 
 import contextlib
+import dataclasses
+import json
 import re
 
 import jax
@@ -173,3 +175,127 @@ def test_cudnn_under_a_mesh(monkeypatch):
         " single-device lowering above covers the cuDNN call itself."
     )
   assert FORWARD["cuda"] in text  # lowered after all: check the kernel
+
+
+# -- the training step and the sampler, as the trainer builds them ----------
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+  """config.json of a tiny Qwen3 student and teacher (all `plan_run` reads)."""
+  from opd_jax import testing  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import to_hf_config  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp("pair")
+  student = testing.tiny_config("qwen3", vocab_size=96)
+  paths = {}
+  for role, config in (
+      ("student", student),
+      ("teacher", student.replace(embed_dim=64, mlp_dim=128)),
+  ):
+    path = root / role
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(to_hf_config(config)))
+    paths[role] = str(path)
+  return paths
+
+
+def _plan(paths, implementation):
+  from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
+
+  c = default_config()
+  c.student, c.teacher = paths["student"], paths["teacher"]
+  c.batch_size, c.max_prompt_len, c.max_new_tokens = 2, 8, 200
+  c.compute_dtype = "bfloat16"
+  c.mesh.num_devices = 1
+  plan = plan_run(c)
+  # The platform's explicit backend in both models, as `config.attention`
+  # sets it.
+  return dataclasses.replace(
+      plan,
+      student_config=plan.student_config.replace(attention=implementation),
+      teacher_config=plan.teacher_config.replace(attention=implementation),
+  )
+
+
+def _abstract_models(plan):
+  from opd_jax.trainer.plan import split_abstract  # pylint: disable=g-import-not-at-top
+
+  return {
+      r: split_abstract(plan.abstract_model(r)) for r in ("student", "teacher")
+  }
+
+
+@pytest.mark.parametrize("platform", sorted(TARGETS))
+def test_training_step_lowers(platform, tiny_pair, monkeypatch):
+  from opd_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  with _on(platform, monkeypatch):
+    plan = _plan(tiny_pair, TARGETS[platform][0])
+    models = _abstract_models(plan)
+    (sgraph, params), (tgraph, teacher) = models["student"], models["teacher"]
+    state = plan.abstract_state(params)
+    batch = plan.abstract_batch()
+    with jax.set_mesh(plan.mesh):
+      fn, state_sh, teacher_sh, batch_sh = plan.compile_step(
+          state,
+          teacher,
+          batch,
+          student_graphdef=sgraph,
+          teacher_graphdef=tgraph,
+      )
+      abstract = sharding.with_shardings
+      text = (
+          fn.trace(
+              abstract(state, state_sh),
+              abstract(teacher, teacher_sh),
+              abstract(batch, {k: batch_sh[k] for k in batch}),
+          )
+          .lower(lowering_platforms=(platform,))
+          .as_text()
+      )
+  # Student and teacher forward, the student's backward.
+  assert FORWARD[platform] in text
+  for name in BACKWARD[platform]:
+    assert name in text, f"{name} not in the {platform} step"
+  length = plan.config.max_prompt_len + plan.config.max_new_tokens  # 208
+  assert not _square(text, length) and not _square(text, 256), "[T, T]"
+
+
+@pytest.mark.parametrize("platform", sorted(TARGETS))
+def test_sampler_lowers(platform, tiny_pair, monkeypatch):
+  from opd_jax import sharding  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import sampler  # pylint: disable=g-import-not-at-top
+
+  with _on(platform, monkeypatch):
+    plan = _plan(tiny_pair, TARGETS[platform][0])
+    graphdef, state = _abstract_models(plan)["student"]
+    c = plan.config
+    with jax.set_mesh(plan.mesh):
+      fn = sampler.jitted_sampler(
+          (graphdef,),
+          (1.0,),
+          Sampling(**c.sampling.to_dict()),
+          c.max_new_tokens,
+          tuple(plan.student_config.eos_token_ids),
+          0,
+          plan.compute_dtype,
+      )
+      rows = NamedSharding(plan.mesh, sharding.batch_spec(2))
+      shardings = sharding.param_shardings(state, plan.mesh)
+      text = (
+          fn.trace(
+              (sharding.with_shardings(state, shardings),),
+              jax.ShapeDtypeStruct((2, 8), jnp.int32, sharding=rows),
+              jax.ShapeDtypeStruct((2, 8), jnp.bool_, sharding=rows),
+              jax.ShapeDtypeStruct((2,), jnp.uint32),
+          )
+          .lower(lowering_platforms=(platform,))
+          .as_text()
+      )
+  assert FORWARD[platform] in text, "the prefill's kernel"
+  assert "stablehlo.while" in text, "the decode loop"
+  for name in _CPU_KERNELS:
+    assert name not in text, f"the CPU kernel {name} in a {platform} sampler"
