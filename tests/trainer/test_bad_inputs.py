@@ -76,6 +76,11 @@ def _swapped_teacher_vocab(pair, tmp_path, c):
     json.dump(tok, f)
 
 
+def _a_file(tmp_path, name):
+  (tmp_path / name).write_text("{}")
+  return str(tmp_path / name)
+
+
 def _file_data(tmp_path, c, path, **fields):
   c.data.source, c.data.path = "file", path
   c.data.update(fields)
@@ -136,6 +141,18 @@ CASES = {
     "tokenizers disagree": (
         _swapped_teacher_vocab,
         "student and teacher tokenizers disagree on 2",
+    ),
+    "tokenizers disagree: names the config field": (
+        _swapped_teacher_vocab,
+        "(--config.allow_tokenizer_mismatch=True to proceed anyway)",
+    ),
+    "student is a file": (
+        lambda p, t, c: c.update(student=_a_file(t, "s.json")),
+        "s.json' is a file; expected an HF checkpoint directory",
+    ),
+    "misspelled top-level field": (
+        lambda p, t, c: c.update(eval_evry=10),
+        "config.eval_evry: no such field; did you mean config.eval_every?",
     ),
     "malformed jsonl line": (
         lambda p, t, c: _file_data(

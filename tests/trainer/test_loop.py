@@ -137,8 +137,14 @@ def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
       lambda x: x * np.nan, trainer.teacher_params
   )
   before = _params(trainer)
-  with pytest.raises(loop.TrainingDivergedError, match="3 consecutive steps"):
+  with pytest.raises(
+      loop.TrainingDivergedError, match="3 consecutive steps"
+  ) as e:
     trainer.run()
+  assert isinstance(e.value, ValueError)  # one `error:` line from the CLI
+  # The advice points at the teacher, whose outputs are what is not finite.
+  assert "The teacher's outputs are not finite" in str(e.value)
+  assert "learning_rate" not in str(e.value)
   assert int(trainer.state.total_skips) == 3
   jax.tree.map(np.testing.assert_array_equal, _params(trainer), before)
   lines = _metric_lines(str(tmp_path / "run"))
