@@ -20,8 +20,11 @@ Rerunning the same command resumes from the newest checkpoint in --workdir;
 a workdir holding a different run (model, method, data, ...) is an error
 unless --restart. Metrics go to WORKDIR/metrics.jsonl and
 WORKDIR/tensorboard, plots of the loss, accuracy and selected fraction to
-WORKDIR/plots at the end. Mistakes in the config or the inputs print one
-line `error: ...` and exit with code 2.
+WORKDIR/plots at the end (the last line says where). Mistakes in the
+config file (one that does not load, a misspelled field) or the inputs
+print one line `error: ...` and exit with code 2. Ctrl-C or SIGTERM lets
+the current step finish, saves it and exits with 130 / 143; rerunning the
+command resumes from there.
 For a multi-process run on machines without a launcher environment, pass
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
@@ -39,7 +42,16 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: checkpoints, metrics, plots."
 )
 _DRY_RUN = flags.DEFINE_bool(
-    "dry_run", False, "Check config, shapes and shardings; compile nothing."
+    "dry_run",
+    False,
+    "Check config, shapes and shardings without loading weights, and print"
+    " the per-device memory of the compiled step and sampler.",
+)
+_DRY_RUN_MEMORY = flags.DEFINE_bool(
+    "dry_run_memory",
+    True,
+    "With --dry_run: also compile the update step and the sampler ahead"
+    " (nothing runs) and print each one's memory per device.",
 )
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0 (multi-process)."
@@ -72,7 +84,7 @@ def main(argv):
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
 
   if _DRY_RUN.value:
-    loop.dry_run(config)
+    loop.dry_run(config, memory=_DRY_RUN_MEMORY.value)
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --dry_run)")
