@@ -37,6 +37,7 @@ from flax import nnx
 
 from opd_jax import cli
 from opd_jax.data import arithmetic
+from opd_jax.data import context as contexts
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import ArithmeticSource
 from opd_jax.data import tokenizer as task_tokenizer
@@ -103,7 +104,20 @@ _SAVE_DTYPE = flags.DEFINE_enum(
     "dtype of the written safetensors.",
 )
 
+_CONTEXT_FRACTION = flags.DEFINE_float(
+    "context_fraction",
+    0.0,
+    "Fraction of the SFT prompts that carry a teacher context (a worked"
+    " demonstration) before the question, so that the model learns to use"
+    " one (self-distillation's teacher); 0 trains as before.",
+)
+_CONTEXT_TEMPLATE = flags.DEFINE_string(
+    "context_template", "solution", "The context (data/context.py preset)."
+)
+
 MAX_PROMPT_LEN = {"easy": 32, "default": 48, "hard": 64}
+# Room for the demonstration in front of the question.
+CONTEXT_PROMPT_LEN = 64
 MAX_NEW_TOKENS = {"easy": 32, "default": 64, "hard": 96}
 
 
@@ -163,10 +177,17 @@ def main(argv):
       getattr(arithmetic.Difficulty, _DIFFICULTY.value)(), seed=_DATA_SEED.value
   )
   p, t = MAX_PROMPT_LEN[_DIFFICULTY.value], MAX_NEW_TOKENS[_DIFFICULTY.value]
+  source = ArithmeticSource("train", role["num_examples"], task=task)
+  ctx = None
+  if _CONTEXT_FRACTION.value > 0:
+    ctx = contexts.TeacherContext(
+        _CONTEXT_TEMPLATE.value, p + CONTEXT_PROMPT_LEN
+    )
+    source = contexts.ContextSource(source, ctx, _CONTEXT_FRACTION.value)
   train = PromptDataset(
-      ArithmeticSource("train", role["num_examples"], task=task),
+      source,
       tokenizer,
-      max_prompt_len=p,
+      max_prompt_len=p if ctx is None else ctx.max_prompt_len,
       max_new_tokens=t,
   )
   config = model_config(role, len(tokenizer))
@@ -209,6 +230,28 @@ def main(argv):
       f" problems, mean length {result.mean_length:.1f} tokens"
   )
   print(f"  e.g. {held_out.questions[0]!r} -> {result.responses[0]!r}")
+  if ctx is not None:  # the self-teacher's accuracy with the context
+    with_context = evaluation.evaluate(
+        model,
+        PromptDataset(
+            contexts.ContextSource(
+                ArithmeticSource("test", _EVAL.value, task=task), ctx
+            ),
+            tokenizer,
+            max_prompt_len=ctx.max_prompt_len,
+            overlong="truncate",
+        ),
+        tokenizer,
+        evaluation.arithmetic_grader,
+        key=jax.random.PRNGKey(0),
+        batch_size=128,
+        max_new_tokens=t,
+        eos_ids=config.eos_token_ids,
+    )
+    print(
+        f"held-out accuracy with the {_CONTEXT_TEMPLATE.value!r} context"
+        f" {with_context.accuracy:.3f} (bare {result.accuracy:.3f})"
+    )
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   print(f"wrote {out} ({size / 1e6:.1f} MB) in {time.time() - start:.0f}s")
 

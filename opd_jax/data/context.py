@@ -258,3 +258,47 @@ def left_pad(rows: Sequence[np.ndarray], width: int, pad_id: int):
     ids[j, width - len(row) :] = row
     mask[j, width - len(row) :] = True
   return ids, mask
+
+
+class ContextSource:
+  """Another source's records with the teacher's user turn as the question.
+
+  Evaluating a model on it measures the teacher-with-context's accuracy
+  (what self-distillation can transfer to the bare student); answers and
+  context fields are the wrapped records'. With `fraction` < 1 only that
+  fraction of the records, evenly spaced, carries the context (an SFT set
+  that teaches a model to use one). Duck-types `PromptSource`.
+  """
+
+  def __init__(
+      self, source: Any, context: TeacherContext, fraction: float = 1.0
+  ):
+    if not 0.0 <= fraction <= 1.0:
+      raise ContextError(
+          f"ContextSource.fraction: expected in [0, 1], got {fraction}"
+      )
+    self._source, self._context, self._fraction = source, context, fraction
+
+  @property
+  def name(self) -> str:
+    return f"{self._source.name} (teacher context)"
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int):
+    rec = self._source[index]
+    f = self._fraction
+    if int((index + 1) * f) == int(index * f):  # not one of the fraction
+      return rec
+    where = f"{self._source.name} {self._source.location(index)}"
+    return dataclasses.replace(
+        rec, question=self._context.text(rec.question, rec.context, where)
+    )
+
+  def records(self):
+    for i in range(len(self)):
+      yield self[i]
+
+  def location(self, index: int) -> str:
+    return self._source.location(index)

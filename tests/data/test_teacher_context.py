@@ -212,3 +212,16 @@ def test_check_response_ids_refuses_a_mismatch():
   self_teacher.check_response_ids(
       tokens, teacher, np.array([[True, True, False]])
   )
+
+
+def test_context_source_puts_the_context_in_a_fraction_of_prompts():
+  base = _source(8)
+  ctx = contexts.TeacherContext("solution", 96)
+  mixed = contexts.ContextSource(base, ctx, 0.5)
+  with_context = [
+      mixed[i].question != base[i].question for i in range(len(base))
+  ]
+  assert sum(with_context) == 4 and with_context[1] and not with_context[0]
+  full = contexts.ContextSource(base, ctx)
+  assert full[0].question == ctx.text(base[0].question, base[0].context, "")
+  assert full[0].answer == base[0].answer
