@@ -16,10 +16,15 @@ r"""The prepared accelerator check: parity, the long step, the sampler (one GPU)
   pip install -r requirements.txt "jax[cuda12]==0.10.2"   # or jax[cuda13]
   python -m benchmarks accelerator [--out accelerator.json]
 
-One command, under 8 minutes on one H100 or H200 (about 40 s of it
-compiling), installing nothing beyond the project's requirements and the
-CUDA wheel of the pinned jax. Each part runs in its own try/except: a
-failing part leaves its error string in the JSON and the others still run.
+One command, meant to finish within 8 minutes on one H100 or H200 (most of
+it compiling: each figure's compile seconds are in the JSON), installing
+nothing beyond the project's requirements and the CUDA wheel of the pinned
+jax. Part 1 also wants torch, the CPU build (its CUDA build would bring
+its own cuDNN beside jax's): `pip install torch==2.13.0 --index-url
+https://download.pytorch.org/whl/cpu`. Each part runs in its own
+try/except: a failing part leaves its error string in the JSON and the
+others still run.
+`--parts` and `--lengths` run a subset.
 
 1. parity: tiny random HF models (Qwen3 GQA, Qwen2 with biases, Llama),
    our float32 logits on the device (dense attention, matmuls at 'highest'
@@ -607,6 +612,8 @@ def _print_table(report: dict) -> None:
 def run(args) -> None:
   """Parity, the long training step and the sampler on this device; JSON."""
   shape = dict(_QUICK if args.quick else _FULL)
+  if args.lengths:
+    shape["lengths"] = tuple(args.lengths)
   start = time.perf_counter()
   report = {"benchmark": "accelerator", "quick": bool(args.quick)}
   try:
@@ -653,6 +660,13 @@ def add_parser(subparsers) -> None:
       choices=["parity", "sampler", "step"],
   )
   p.add_argument("--steps", type=int, default=3, help="timed runs per figure")
+  p.add_argument(
+      "--lengths",
+      type=int,
+      nargs="+",
+      default=None,
+      help="the step's response lengths T (default 2048 8192)",
+  )
   p.add_argument(
       "--quick",
       action="store_true",
