@@ -148,11 +148,12 @@ def side_by_side(
     if peer is not None:
       peer.close()
   out = {"peer_info": None if peer is None else peer.info}
-  if peer is not None and peer.replies and "phases" in peer.replies[0]:
-    timed = [r["phases"] for r in peer.replies[peer_warmup:]]
-    out["peer_phases"] = {
-        k: round(statistics.median(p[k] for p in timed), 4) for k in timed[0]
-    }
+  for key in ("phases", "usage"):
+    if peer is not None and peer.replies and key in peer.replies[0]:
+      timed = [r[key] for r in peer.replies[peer_warmup:]]
+      out[f"peer_{key}"] = {
+          k: round(statistics.median(p[k] for p in timed), 4) for k in timed[0]
+      }
   for side, ts in times.items():
     if ts:
       s = statistics.median(

@@ -193,11 +193,16 @@ def _step(a, prompt, mask, info) -> None:
 
     def on_step_begin(self, *unused, **kwargs):
       _wait_go()
+      self.usage = protocol.usage()
       self.start = time.perf_counter()
 
     def on_step_end(self, *unused, **kwargs):
       seconds = time.perf_counter() - self.start
-      _send({"seconds": seconds, "phases": phases[0].take(seconds)})
+      _send({
+          "seconds": seconds,
+          "phases": phases[0].take(seconds),
+          "usage": protocol.usage_delta(self.usage, protocol.usage()),
+      })
 
   config = GKDConfig(
       output_dir=tempfile.mkdtemp(),

@@ -22,6 +22,7 @@ line with one `@@{json}` line.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 
 import numpy as np
@@ -75,6 +76,36 @@ def cpu_model() -> str:
   return "unknown"
 
 
+def cpu_counters() -> dict[str, int]:
+  """/proc/stat's machine-wide CPU time so far (clock ticks), by kind.
+
+  `steal` is time the hypervisor ran something else on our virtual CPUs:
+  invisible in the load average, it slows every side, and a side that
+  synchronises its threads often (torch's OpenMP barriers per op) more.
+  """
+  try:
+    with open("/proc/stat", encoding="ascii") as f:
+      fields = f.readline().split()[1:]
+  except OSError:
+    return {}
+  names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+  names += ("steal",)
+  return dict(zip(names, (int(x) for x in fields)))
+
+
+def cpu_share(before: dict, after: dict) -> str:
+  """Busy and stolen shares of the machine's CPU time between two counters."""
+  if not before or not after:
+    return "unknown"
+  delta = {k: after[k] - before.get(k, 0) for k in after}
+  total = sum(delta.values()) or 1
+  busy = total - delta.get("idle", 0) - delta.get("iowait", 0)
+  return (
+      f"busy {100 * busy / total:.0f}%, steal"
+      f" {100 * delta.get('steal', 0) / total:.1f}%"
+  )
+
+
 def machine_line() -> str:
   """CPU model, core count and load average, printed beside every table."""
   load = os.getloadavg()
@@ -82,3 +113,23 @@ def machine_line() -> str:
       f"cpu: {cpu_model()} ({os.cpu_count()} cores), load average"
       f" {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
   )
+
+
+def usage() -> dict:
+  """This process's CPU seconds (user, system) and page faults so far.
+
+  Against the wall time of a step: CPU seconds well below threads x wall
+  mean waiting for a core (other load); many minor faults or system
+  seconds mean the allocator hands back and refaults memory.
+  """
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return {
+      "user_s": r.ru_utime,
+      "system_s": r.ru_stime,
+      "minor_faults": r.ru_minflt,
+      "major_faults": r.ru_majflt,
+  }
+
+
+def usage_delta(before: dict, after: dict) -> dict:
+  return {k: round(after[k] - before[k], 3) for k in after}

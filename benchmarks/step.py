@@ -90,11 +90,13 @@ def _ours(args, directory, new_tokens):
       "flops": float(cost.get("flops", 0.0)),
       "update_s": [],
       "rollout_s": [],
+      "usage": [],
   }
   sampling = Sampling(temperature=args.temperature)
   sample_dtype = plan.compute_dtype
 
   def run(i: int) -> float:
+    before = protocol.usage()
     start = time.perf_counter()
     with jax.set_mesh(mesh):
       state = holder["state"]
@@ -126,9 +128,21 @@ def _ours(args, directory, new_tokens):
     end = time.perf_counter()
     stats["rollout_s"].append(mid - start)
     stats["update_s"].append(end - mid)
+    stats["usage"].append(protocol.usage_delta(before, protocol.usage()))
     return end - start
 
   return run, stats
+
+
+def _usage(side: dict | None, usage: dict | None) -> str:
+  if not side or not usage:
+    return "-"
+  cpu = usage["user_s"] + usage["system_s"]
+  return (
+      f"wall {side['seconds']:.2f} s, CPU {cpu:.2f} s (system"
+      f" {usage['system_s']:.2f}), {usage['minor_faults']:.0f} minor /"
+      f" {usage['major_faults']:.0f} major faults"
+  )
 
 
 def run(args) -> None:
@@ -157,6 +171,7 @@ def run(args) -> None:
       "rows": [],
   }
   peer_setup_printed = False
+  usage_lines = []
   with tempfile.TemporaryDirectory() as directory:
     common.write_checkpoints(args, directory)
     protocol.write_prompts(
@@ -167,9 +182,11 @@ def run(args) -> None:
     header = (
         "| new tokens | opd_jax s/step | TRL s/step | ratio | ours: rollout"
         " s | update s | TRL: generation s | teacher s | update s | update"
-        " GFLOP | update GFLOP/s | of matmul rate | load average |"
+        " GFLOP | update GFLOP/s | of matmul rate | load average | CPU"
+        " during the row |"
     )
     for t in args.new_tokens:
+      counters = protocol.cpu_counters()
       ours, stats = _ours(args, directory, t)
       row = common.side_by_side(
           args,
@@ -206,6 +223,11 @@ def run(args) -> None:
           fraction_of_matmul=round(rate / matmul, 3),
       )
       row["load_end"] = common.load_line()
+      row["cpu_share"] = protocol.cpu_share(counters, protocol.cpu_counters())
+      timed = stats["usage"][args.warmup :]
+      row["ours_usage"] = {
+          k: round(statistics.median(u[k] for u in timed), 3) for k in timed[0]
+      }
       report["rows"].append(row)
       if not peer_setup_printed:
         # The peer's threads and BLAS, once (every row's peer is the same).
@@ -224,9 +246,19 @@ def run(args) -> None:
           f"| {t} | {row['ours']['seconds']:.3f} | {peer} |"
           f" {row.get('ratio', '-')} | {rollout:.3f} | {update:.3f} |"
           f" {trl} | {stats['flops'] / 1e9:.1f} | {rate / 1e9:.1f} |"
-          f" {rate / matmul:.2f} | {row['load_end']} |",
+          f" {rate / matmul:.2f} | {row['load_end']} | {row['cpu_share']} |",
           flush=True,
       )
+      ours_usage = _usage(row["ours"], row["ours_usage"])
+      trl_usage = _usage(row.get("peer"), row.get("peer_usage"))
+      usage_lines.append(
+          f"  {t} tokens, per step (median): ours {ours_usage}; TRL {trl_usage}"
+      )
+  print(
+      "CPU seconds and page faults per step (CPU s / wall s well below the"
+      " thread count: waiting for a core):"
+  )
+  print("\n".join(usage_lines))
   report["load_end"] = common.load_line()
   print(f"load average at end: {report['load_end']}")
   print(f"({protocol.machine_line()})")
@@ -236,7 +268,9 @@ def run(args) -> None:
       " analysis of the compiled update; ratio = TRL s / ours s. TRL's"
       " phases (medians): generation = its generate call, teacher = the"
       " teacher's forward, update = the rest (student forward, JSD,"
-      " backward, AdamW). load average = 1, 5, 15 min, after each row."
+      " backward, AdamW). load average = 1, 5, 15 min, after each row;"
+      " CPU = the machine's busy and hypervisor-stolen shares during it"
+      " (/proc/stat)."
   )
   print(json.dumps(report))
 
