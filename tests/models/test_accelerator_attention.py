@@ -16,8 +16,13 @@ cuDNN's row reordering through XLA's reference of the same call.
 
 Both against `dense_attention`, forward and gradients, with left pads,
 right pads (after a response) and holes in the key mask, grouped queries.
-(That they lower for their platforms is `test_lowering.py`.)
+Splash also under a 4-device mesh (its shard_map). (That they lower for
+their platforms is `test_lowering.py`.)
 """
+
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -91,3 +96,53 @@ def test_cudnn_attention_keeps_the_callers_dtype(dtype):
       v.astype(dtype),
   )
   assert out.shape == q.shape and out.dtype == dtype
+
+
+_MESH_CHECK = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from opd_jax.models import sequence_attention as sa
+b, t, k, g, h = 4, 150, 2, 2, 32
+keys = jax.random.split(jax.random.key(0), 3)
+q = jax.random.normal(keys[0], (b, t, k, g, h))
+kv = [jax.random.normal(x, (b, t, k, h)) for x in keys[1:]]
+pos = jnp.arange(t)
+mask = (pos[None] >= jnp.array([[0], [5], [17], [40]])) & (pos[None] < 140)
+ref = sa.dense_attention(q, *kv, mask, scale=h**-0.5)
+mesh = jax.make_mesh(
+    (2, 1, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3
+)
+with jax.set_mesh(mesh):
+  rows = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor"))
+  args = [jax.device_put(x, rows) for x in (q, *kv)]
+  f = jax.jit(
+      lambda *a: sa.splash_attention(*a, scale=h**-0.5, interpret=True)
+  )
+  assert "sdy.manual_computation" in f.lower(*args, mask).as_text()
+  out = f(*args, mask)
+real = np.asarray(mask)
+np.testing.assert_allclose(np.asarray(out)[real], np.asarray(ref)[real], atol=2e-5)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_splash_under_a_mesh_equals_dense():
+  # 4 fake devices (own process): rows over data, kv heads over tensor, one
+  # shard_map'ed kernel per device.
+  env = dict(
+      os.environ,
+      XLA_FLAGS=(
+          os.environ.get("XLA_FLAGS", "")
+          + " --xla_force_host_platform_device_count=4"
+      ),
+      JAX_PLATFORMS="cpu",
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", _MESH_CHECK],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
