@@ -129,7 +129,7 @@ def _difficulty() -> tuple[str, str]:
     data = run.get("data", {})
     if data.get("source") == "arithmetic" and data.get("difficulty"):
       return data["difficulty"], "the run's"
-  return "default", "default"
+  return "default", "--difficulty's default"
 
 
 def _fresh_out_dir(out_dir: str) -> str:

@@ -49,6 +49,7 @@ LONGEST_FIRST = (
     "tests/test_reproduce.py",
     "tests/trainer/test_multidevice.py",
     "tests/trainer/test_loop.py",
+    "tests/test_script_bad_inputs.py",
     "tests/diagnostics/test_diagnose_script.py",
     "tests/diagnostics/test_token_map_script.py",
 )

@@ -28,6 +28,7 @@ removed when the manager opens.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -37,7 +38,6 @@ from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 from jax.experimental import multihost_utils
 
 
@@ -56,11 +56,9 @@ def _quiet_stderr() -> Iterator[list[str]]:
   if os.environ.get("OPD_JAX_TRACEBACK"):
     yield held
     return
-  import logging as py_logging  # pylint: disable=g-import-not-at-top
-
-  root = py_logging.getLogger()
+  root = logging.getLogger()
   level = root.level
-  root.setLevel(py_logging.CRITICAL)
+  root.setLevel(logging.CRITICAL)
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile(mode="w+b") as tmp:
@@ -144,14 +142,7 @@ class Checkpointer:
       except Exception as e:  # orbax/tensorstore raise many types
         unreadable.append((step, _reason(e)))
         continue
-      for bad, reason in unreadable:
-        logging.warning(
-            "Checkpoint step %d in %s cannot be restored (%s); moved to %s.",
-            bad,
-            self.directory,
-            reason,
-            self.corrupt_directory,
-        )
+      for bad, reason in unreadable:  # one line each, on stdout
         print(
             f"WARNING: checkpoint step {bad} is unreadable ({reason}); moved"
             f" to {self.corrupt_directory}, resuming from step {step}"

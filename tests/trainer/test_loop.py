@@ -48,8 +48,15 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   c = testing.tiny_train_config(pair, eval_every=4)
   last = loop.train_and_evaluate(c, workdir)
-  # The eval scores reach the console, not only metrics.jsonl.
-  assert "step 4: eval/accuracy" in capsys.readouterr().err
+  # The eval scores reach the console, not only metrics.jsonl; the last
+  # line says where the checkpoint, metrics and plots are.
+  console = capsys.readouterr()
+  assert "step 4: eval/accuracy" in console.err
+  assert (
+      f"run at step 4: checkpoint {os.path.abspath(workdir)}/checkpoints/4,"
+      f" metrics {workdir}/metrics.jsonl (TensorBoard: {workdir}/tensorboard),"
+      f" plots {workdir}/plots"
+  ) in console.out
   lines = _metric_lines(workdir)
   assert [l["step"] for l in lines] == [1, 2, 3, 4]
   for key in (
