@@ -376,7 +376,11 @@ class Trainer:
           "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
       }
     # The teacher's own prompt + the same response ids (teacher context).
-    batch.update(self_teacher.teacher_sequences(host, batch, self.mesh))
+    batch.update(
+        self_teacher.teacher_sequences(
+            host, batch, self.mesh, check=step == self.start_step
+        )
+    )
     if self.prepare_fn is not None:
       batch.update(
           self.prepare_fn(

@@ -194,11 +194,15 @@ def abstract_teacher_batch(c: ml_collections.ConfigDict) -> dict[str, Any]:
   }
 
 
-def teacher_sequences(host: dict[str, Any], batch: dict[str, Any], mesh):
+def teacher_sequences(
+    host: dict[str, Any], batch: dict[str, Any], mesh, *, check: bool = False
+):
   """`[teacher prompt | response]` ids and mask for the step ({} if none).
 
   The response ids and mask are the batch's last T columns, copied: both
   sequences end with the same tokens, at the same offsets from the end.
+  `check` verifies that on the host (`check_response_ids`; one process
+  only: it reads the whole batch).
   """
   if "teacher_prompt" not in host:
     return {}
@@ -207,10 +211,15 @@ def teacher_sequences(host: dict[str, Any], batch: dict[str, Any], mesh):
   )
   t = batch["response_mask"].shape[1]
   tokens, mask = batch["tokens"][:, -t:], batch["mask"][:, -t:]
-  return {
+  out = {
       TEACHER_TOKENS: jnp.concatenate([prompt, tokens.astype(jnp.int32)], 1),
       TEACHER_MASK: jnp.concatenate([prompt_mask, mask.astype(bool)], 1),
   }
+  if check and jax.process_count() == 1:
+    check_response_ids(
+        batch["tokens"], out[TEACHER_TOKENS], batch["response_mask"]
+    )
+  return out
 
 
 def check_response_ids(tokens, teacher_tokens, response_mask) -> None:
