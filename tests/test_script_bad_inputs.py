@@ -550,3 +550,35 @@ def test_interrupt_saves_the_step_and_resume_continues(tmp_path):
   assert f"SIGINT: stopped at step {later[-1]} of 100000" in err
   with open(metrics) as f:
     assert f.read().startswith(before)  # the earlier records are kept
+
+
+_RAISE = """
+import sys
+from opd_jax import cli
+class Stop(KeyboardInterrupt):  # as trainer.loop.TrainingInterrupted
+  def __init__(self, message, signum):
+    super().__init__(message)
+    self.signum = signum
+def main(argv):
+  raise {error}
+cli.run(main)
+"""
+
+
+@pytest.mark.parametrize(
+    "error,rc,line",
+    [
+        ("KeyboardInterrupt()", 130, "interrupted"),  # Ctrl-C before the loop
+        ("Stop('SIGTERM: stopped at step 3', 15)", 143, "SIGTERM: stopped"),
+    ],
+)
+def test_interrupts_exit_in_one_line(error, rc, line):
+  proc = subprocess.run(
+      [sys.executable, "-c", _RAISE.format(error=error)],
+      capture_output=True,
+      text=True,
+      timeout=60,
+  )
+  assert proc.returncode == rc, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(line), proc.stderr
