@@ -42,7 +42,16 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: checkpoints, metrics, plots."
 )
 _DRY_RUN = flags.DEFINE_bool(
-    "dry_run", False, "Check config, shapes and shardings; compile nothing."
+    "dry_run",
+    False,
+    "Check config, shapes and shardings without loading weights, and print"
+    " the per-device memory of the compiled step and sampler.",
+)
+_DRY_RUN_MEMORY = flags.DEFINE_bool(
+    "dry_run_memory",
+    True,
+    "With --dry_run: also compile the update step and the sampler ahead"
+    " (nothing runs) and print each one's memory per device.",
 )
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0 (multi-process)."
@@ -75,7 +84,7 @@ def main(argv):
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
 
   if _DRY_RUN.value:
-    loop.dry_run(config)
+    loop.dry_run(config, memory=_DRY_RUN_MEMORY.value)
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --dry_run)")

@@ -24,6 +24,18 @@ Array = jax.Array
 PyTree = Any
 
 DEFAULT_CHUNK_SIZE = 128
+# At most this many elements in one chunk's [B, C, V] logits (global
+# shape): 512 MiB of float32. `head_pass` shortens a chunk below
+# `chunk_size` when B * C * V would exceed it, so that a large batch or
+# vocabulary (B = 128, V = 152064: 13 positions) never holds [B, N, V].
+CHUNK_ELEMENTS = 2**27
+
+
+def chunk_length(batch: int, n: int, vocab: int, chunk_size: int | None):
+  """Positions per chunk: `chunk_size` (None: all n), capped so that a
+  [batch, C, vocab] chunk has at most `CHUNK_ELEMENTS` elements."""
+  c = n if chunk_size is None else min(chunk_size, n)
+  return max(1, min(c, CHUNK_ELEMENTS // max(1, batch * vocab)))
 
 
 def head_logits(hidden: Array, head: Array) -> Array:
@@ -165,7 +177,9 @@ def head_pass(
     teacher_head: ``[d_teacher, vocab]``.
     *per_position: further ``[batch, n, ...]`` arrays chunked alongside
       (ids, masks); a mask reads False on the padding of the last chunk.
-    chunk_size: positions per chunk, or None (or >= n) for one dense pass.
+    chunk_size: positions per chunk, or None (or >= n) for one dense pass;
+      shortened (`chunk_length`) where a [B, C, V] chunk would exceed
+      `CHUNK_ELEMENTS`.
     student_grad: False stops the student's gradient too (a scores-only
       pass, which then needs no checkpointing).
 
@@ -185,7 +199,9 @@ def head_pass(
     return fn(zs, zt, *rest)
 
   xs = (student_hidden, teacher_hidden, *per_position)
-  if chunk_size is None or chunk_size >= student_hidden.shape[1]:
+  b, n = student_hidden.shape[:2]
+  chunk_size = chunk_length(b, n, student_head.shape[-1], chunk_size)
+  if chunk_size >= n:
     return chunk_fn(xs)
   if student_grad:
     # prevent_cse=False: lax.map is a scan, which already keeps XLA from

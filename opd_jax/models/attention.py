@@ -70,12 +70,28 @@ def init_cache(
   """An empty cache for `batch` rows of up to `cache_len` tokens."""
   k, h = config.num_kv_heads, config.head_dim
   layers_ = range(config.num_layers)
-  return KVCache(
-      k=tuple(jnp.zeros((batch, k, h, cache_len), dtype) for _ in layers_),
-      v=tuple(jnp.zeros((batch, k, cache_len, h), dtype) for _ in layers_),
-      key_mask=jnp.zeros((batch, cache_len), bool),
-      end=jnp.zeros((), jnp.int32),
-      next_pos=jnp.zeros((batch,), jnp.int32),
+  return _shard_cache(
+      KVCache(
+          k=tuple(jnp.zeros((batch, k, h, cache_len), dtype) for _ in layers_),
+          v=tuple(jnp.zeros((batch, k, cache_len, h), dtype) for _ in layers_),
+          key_mask=jnp.zeros((batch, cache_len), bool),
+          end=jnp.zeros((), jnp.int32),
+          next_pos=jnp.zeros((batch,), jnp.int32),
+      )
+  )
+
+
+def _shard_cache(cache: KVCache) -> KVCache:
+  """The cache split like the activations: rows over the batch axes, kv
+  heads over 'tensor' (under a mesh; a no-op without one). Without the
+  constraint a fresh buffer is replicated, and every device would hold
+  the whole batch's cache."""
+  kv = P(sharding.BATCH, "tensor", None, None)
+  return cache.replace(
+      k=tuple(sharding.shard(x, kv) for x in cache.k),
+      v=tuple(sharding.shard(x, kv) for x in cache.v),
+      key_mask=sharding.shard(cache.key_mask, sharding.batch_spec(2)),
+      next_pos=sharding.shard(cache.next_pos, sharding.batch_spec(1)),
   )
 
 
@@ -95,10 +111,12 @@ def extend_cache(cache: KVCache, cache_len: int) -> KVCache:
   pad = lambda x, axis: jnp.pad(
       x, [(0, extra if a == axis else 0) for a in range(x.ndim)]
   )
-  return cache.replace(
-      k=tuple(pad(k, 3) for k in cache.k),
-      v=tuple(pad(v, 2) for v in cache.v),
-      key_mask=pad(cache.key_mask, 1),
+  return _shard_cache(
+      cache.replace(
+          k=tuple(pad(k, 3) for k in cache.k),
+          v=tuple(pad(v, 2) for v in cache.v),
+          key_mask=pad(cache.key_mask, 1),
+      )
   )
 
 

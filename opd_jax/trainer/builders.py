@@ -111,7 +111,18 @@ def build_model(
     model = _random_model(c, source, dtype, mesh)
   if vocab_size is not None and model.config.vocab_size != vocab_size:
     model = resize_vocab(model, vocab_size)
-  return model
+  return model.set_execution(**execution(c, role))
+
+
+def execution(c: ml_collections.ConfigDict, role: str) -> dict[str, str]:
+  """`role`'s execution settings (`Transformer.set_execution`) from `c`.
+
+  The teacher is never differentiated, so nothing of its forward is kept
+  for a backward pass and it needs no rematerialisation.
+  """
+  return dict(
+      attention=c.attention, remat=c.remat if role == "student" else "none"
+  )
 
 
 def _random_model(c, role, dtype, mesh) -> Transformer:

@@ -29,6 +29,8 @@ import ml_collections
 
 from opd_jax import methods
 from opd_jax.data import arithmetic
+from opd_jax.models import sequence_attention
+from opd_jax.models import transformer
 from opd_jax.models.config import PRESETS
 
 DTYPES = ("float32", "bfloat16")
@@ -67,6 +69,14 @@ def default_config() -> ml_collections.ConfigDict:
   # bf16 operands (float32 accumulation, softmaxes and divergences; float32
   # master weights and optimizer state): about 2x faster matmuls on CPU.
   c.compute_dtype = ""
+  # How the trunks run long sequences (models/sequence_attention.py,
+  # ModelConfig.remat): the full-sequence attention backend ('auto': splash
+  # on TPU, cuDNN on GPU, on CPU dense scores up to 512 keys and blockwise
+  # flash attention beyond; or 'dense', 'blockwise', 'cudnn', 'splash') and
+  # the student's layer rematerialisation ('auto': on for accelerators and
+  # for sequences of 1024+ tokens on CPU; 'none', 'full', 'dots', 'offload').
+  c.attention = "auto"
+  c.remat = "auto"
   # Give the student the teacher's larger (padded) vocabulary, new rows at
   # the mean embedding, as TSD-KD does for Qwen2.5-1.5B under 14B.
   c.pad_student_vocab = False
@@ -231,11 +241,24 @@ def _int_at_least(c, field: str, low: int) -> None:
   )
 
 
+def _check_execution(c: ml_collections.ConfigDict) -> None:
+  """`attention` and `remat` name settings this platform can run."""
+  for check, value in (
+      (sequence_attention.check_implementation, c.attention),
+      (transformer.check_remat, c.remat),
+  ):
+    try:
+      check(value)
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from None
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field's range; raises ConfigError naming the field.
 
   Also builds the method once, so a bad method field is reported here.
   """
+  _check_execution(c)
   for field, low in [
       ("total_steps", 1),
       ("batch_size", 1),

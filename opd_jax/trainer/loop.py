@@ -40,6 +40,7 @@ from opd_jax.trainer import config as config_lib
 from opd_jax.trainer import self_teacher, stage
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import plan_run, split_abstract
+from opd_jax.trainer import memory as memory_lib
 from opd_jax.trainer.update import compile_ahead
 from opd_jax.trainer.workdir import CONFIG_FILE, prepare_workdir
 
@@ -110,12 +111,18 @@ def _on_policy(c, step: int) -> bool:
   return bool(np.random.default_rng([c.seed, step, 7]).random() < c.lmbda)
 
 
-def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Checks config, shapes and shardings without compiling or loading weights.
+def dry_run(
+    c: ml_collections.ConfigDict, *, memory: bool = True
+) -> dict[str, Any]:
+  """Checks config, shapes, shardings and memory without loading weights.
 
   Builds both models abstractly on the planned mesh, traces the step with
-  `jax.eval_shape` (no XLA compile), and prints parameter counts and the
-  mesh. Returns the figures it printed.
+  `jax.eval_shape`, then compiles the update step and the sampler ahead on
+  the abstract arguments (nothing runs) and prints parameter counts, the
+  mesh and each program's memory per device (`trainer.memory`), and how it
+  compares with the device's memory where the platform reports it.
+  `memory=False` skips the compiles (traces only). Returns the figures it
+  printed.
   """
   plan = plan_run(c, allow_preset_fallback=True)
   mesh = plan.mesh
@@ -137,6 +144,13 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
       _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch)
   if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
     raise AssertionError("the step changes the train state's structure")
+  step_mem = sampler_mem = None
+  if memory:
+    # Compiled ahead on the abstract arguments: what each device would hold.
+    step_mem = memory_lib.step_memory(plan, sgraph, params, tgraph, teacher)
+    sampler_mem = memory_lib.sampler_memory(
+        plan, {"student": (sgraph, params), "teacher": (tgraph, teacher)}
+    )
   report = {
       "mesh": dict(mesh.shape),
       "devices": jax.device_count(),
@@ -147,6 +161,8 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
       "teacher_params": tcfg.num_params(),
       "method": c.method,
       "metrics": sorted(out_metrics),
+      "step_memory": step_mem and step_mem.as_dict(),
+      "sampler_memory": sampler_mem and sampler_mem.as_dict(),
       "batch": {k: list(v.shape) for k, v in batch.items()},
       "param_shardings": {
           sharding.path_str(p): str(s.spec)
@@ -170,6 +186,18 @@ def dry_run(c: ml_collections.ConfigDict) -> dict[str, Any]:
     for name, spec in report["param_shardings"].items():
       print(f"  {name:40s} {spec}")
     print("  step traced: metrics " + ", ".join(report["metrics"]))
+  if jax.process_index() == 0 and memory:
+    print(step_mem.line("step"))
+    print(sampler_mem.line("sampler"))
+    device_bytes = memory_lib.device_memory_bytes()
+    if device_bytes:
+      need = max(step_mem.total_bytes, sampler_mem.total_bytes)
+      verdict = "fits" if need <= device_bytes else "does NOT fit"
+      print(
+          f"device memory: {device_bytes / memory_lib.GIB:.2f} GiB per"
+          f" device; the larger program ({need / memory_lib.GIB:.2f} GiB)"
+          f" {verdict}"
+      )
   return report
 
 

@@ -202,6 +202,9 @@ def plan_run(
     builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
     if c.pad_student_vocab and scfg.vocab_size < tcfg.vocab_size:
       scfg = scfg.replace(vocab_size=tcfg.vocab_size)
+  scfg = scfg.replace(**builders.execution(c, "student"))
+  if tcfg is not None:
+    tcfg = tcfg.replace(**builders.execution(c, "teacher"))
   mesh = mesh or builders.mesh_from_config(c)
   method = methods.build_method(c.method, c[c.method].to_dict())
   check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)], method)

@@ -87,6 +87,21 @@ def _file_data(tmp_path, c, path, **fields):
 
 
 CASES = {
+    "splash attention on cpu": (
+        lambda p, t, c: c.update(attention="splash"),
+        (
+            "config.attention: 'splash' cannot run on cpu (it needs tpu);"
+            " 'auto' would choose 'blockwise'"
+        ),
+    ),
+    "unknown attention": (
+        lambda p, t, c: c.update(attention="flash"),
+        "config.attention: expected one of ('auto', 'dense', 'blockwise',",
+    ),
+    "remat offload on cpu": (
+        lambda p, t, c: c.update(remat="offload"),
+        "config.remat: 'offload' moves activations to host memory",
+    ),
     "negative seed": (
         lambda p, t, c: c.update(seed=-1),
         "config.seed: expected an integer >= 0",
