@@ -220,7 +220,8 @@ class Transformer(nnx.Module):
     copies made every step. Splitting once before the loop makes them
     loop-invariant buffers. Arrays are shared, not copied, outside jit.
 
-    On CPU (`kernels.cpu_kernels_enabled()`) each float32 or bfloat16
+    On CPU (`kernels.cpu_kernels_enabled()`), outside a mesh of several
+    devices, each float32 or bfloat16
     projection also keeps its kernel as [out, in] rows for
     `kernels.rows_dot`, which runs a decode step's few-row products about 2x
     faster than XLA:CPU's dot (the copies double the trunk's weights while
@@ -236,7 +237,11 @@ class Transformer(nnx.Module):
         nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
         for i in range(self.config.num_layers)
     ])
-    if kernels.cpu_kernels_enabled():
+    mesh = sharding.current_mesh()
+    # The C++ kernels are single-device calls: under a mesh of several
+    # devices XLA's partitioner would gather their operands (the whole
+    # batch's KV cache, every step) onto each device.
+    if kernels.cpu_kernels_enabled() and (mesh is None or mesh.size == 1):
       for _, node in nnx.iter_graph(split.layers):
         if (
             isinstance(node, layers.Projection)
