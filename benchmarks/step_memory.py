@@ -65,38 +65,12 @@ def add_parser(subparsers) -> None:
 
 def trunk_rows(args) -> list[dict]:
   """The step's memory at each T (one device), in GiB."""
-  from opd_jax.results.grid import MemorySpec  # pylint: disable=g-import-not-at-top
-  from opd_jax.results.memory import step_memory  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
 
   c = default_config()
   c.method = args.method
   c.attention, c.remat = args.attention, args.remat
-  rows = []
-  for t in args.lengths:
-    spec = MemorySpec(
-        preset=args.preset,
-        batch_size=args.batch,
-        prompt_len=args.prompt,
-        response_len=t,
-    )
-    r = step_memory(c, spec)
-    rows.append(
-        dict(
-            T=t,
-            arguments=r["argument_bytes"] / GIB,
-            temporaries=r["temp_bytes"] / GIB,
-            total=r["total_bytes"] / GIB,
-            compile_s=r["compile_seconds"],
-        )
-    )
-    print(
-        f"  T={t:6d}  arguments {rows[-1]['arguments']:7.2f}  temporaries"
-        f" {rows[-1]['temporaries']:7.2f}  total {rows[-1]['total']:7.2f} GiB"
-        f"  (compile {r['compile_seconds']} s)",
-        flush=True,
-    )
-  return rows
+  return [_row(c, args.preset, args, t) for t in args.lengths]
 
 
 def recipe_rows(devices: int, overrides=()) -> list[dict]:
@@ -171,30 +145,37 @@ def _quick_rows(args) -> list[dict]:
   import tempfile  # pylint: disable=g-import-not-at-top
 
   from opd_jax import testing  # pylint: disable=g-import-not-at-top
-  from opd_jax.results.grid import MemorySpec  # pylint: disable=g-import-not-at-top
-  from opd_jax.results.memory import step_memory  # pylint: disable=g-import-not-at-top
 
   with tempfile.TemporaryDirectory() as d:
     paths = testing.tiny_distillation_pair(d)
     c = testing.tiny_train_config(paths, method=args.method)
     c.attention, c.remat = args.attention, args.remat
-    rows = []
-    for t in args.lengths:
-      spec = MemorySpec(
-          preset="",
-          batch_size=args.batch,
-          prompt_len=args.prompt,
-          response_len=t,
-      )
-      r = step_memory(c, spec)
-      rows.append(
-          dict(
-              T=t,
-              arguments=r["argument_bytes"] / GIB,
-              temporaries=r["temp_bytes"] / GIB,
-              total=r["total_bytes"] / GIB,
-              compile_s=r["compile_seconds"],
-          )
-      )
-      print(f"  T={t}: total {rows[-1]['total'] * GIB:.0f} bytes", flush=True)
-  return rows
+    return [_row(c, "", args, t) for t in args.lengths]
+
+
+def _row(c, preset: str, args, t: int) -> dict:
+  """The step's memory of config `c` at response length t, in GiB."""
+  from opd_jax.results.grid import MemorySpec  # pylint: disable=g-import-not-at-top
+  from opd_jax.results.memory import step_memory  # pylint: disable=g-import-not-at-top
+
+  spec = MemorySpec(
+      preset=preset,
+      batch_size=args.batch,
+      prompt_len=args.prompt,
+      response_len=t,
+  )
+  r = step_memory(c, spec)
+  row = dict(
+      T=t,
+      arguments=r["argument_bytes"] / GIB,
+      temporaries=r["temp_bytes"] / GIB,
+      total=r["total_bytes"] / GIB,
+      compile_s=r["compile_seconds"],
+  )
+  print(
+      f"  T={t:6d}  arguments {row['arguments']:7.2f}  temporaries"
+      f" {row['temporaries']:7.2f}  total {row['total']:7.2f} GiB"
+      f"  (compile {r['compile_seconds']} s)",
+      flush=True,
+  )
+  return row

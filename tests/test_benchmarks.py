@@ -114,3 +114,22 @@ def test_accelerator_check_runs_quick(tmp_path):
   assert "error" not in sampled, sampled
   assert sampled["tokens_per_s"] > 0 and sampled["floor_bytes"] > 0
   assert "wrote" in proc.stdout
+
+
+def test_step_memory_bench_quick_rows(capsys):
+  """`step-memory --quick`: the whole step of the tiny pair compiled at two
+  lengths, its figures consistent and growing with T."""
+  import argparse  # pylint: disable=g-import-not-at-top
+
+  from benchmarks import step_memory  # pylint: disable=g-import-not-at-top
+
+  parser = argparse.ArgumentParser()
+  step_memory.add_parser(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["step-memory", "--quick"])
+  args.lengths = [8, 32]
+  rows = step_memory._quick_rows(args)  # pylint: disable=protected-access
+  assert [r["T"] for r in rows] == [8, 32]
+  for r in rows:
+    assert r["total"] > 0 and r["temporaries"] > 0
+  assert rows[1]["temporaries"] > rows[0]["temporaries"]
+  assert "T=     8" in capsys.readouterr().out

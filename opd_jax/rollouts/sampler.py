@@ -399,15 +399,14 @@ def sample(
         f"sample: max_new_tokens must be >= 1, got {max_new_tokens}"
     )
   graphdefs, states = zip(*(nnx.split(m) for m in models))
-  fn = _compiled(
-      tuple(graphdefs),
+  fn = jitted_sampler(
+      graphdefs,
       weights,
       sampling,
-      int(max_new_tokens),
-      tuple(int(e) for e in eos_ids),
-      int(pad_id),
-      None if compute_dtype is None else jnp.dtype(compute_dtype),
-      _FIRST_SEGMENT,
+      max_new_tokens,
+      eos_ids,
+      pad_id,
+      compute_dtype,
   )
   return fn(
       tuple(states),
