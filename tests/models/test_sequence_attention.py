@@ -243,3 +243,34 @@ def test_prefill_through_sequence_attention_matches_cached_path():
         np.where(keep, a, 0), np.where(keep, c, 0), atol=1e-5
     )
   np.testing.assert_array_equal(new_cache.key_mask, old_cache.key_mask)
+
+
+def test_full_remat_keeps_one_layer_input_per_token():
+  """Under remat 'full' each added layer costs the backward pass exactly its
+  input [B, T, D] float32 (compiled temporaries of 2 vs 6 layers)."""
+  from opd_jax.models import Transformer  # pylint: disable=g-import-not-at-top
+
+  b, t = 2, 1024
+  temp = {}
+  for layers in (2, 6):
+    config = testing.tiny_config("qwen3", num_layers=layers).replace(
+        attention="blockwise", attention_block_size=256, remat="full"
+    )
+    graphdef, state = nnx.split(
+        nnx.eval_shape(
+            lambda config=config: Transformer(config, rngs=nnx.Rngs(0))
+        )
+    )
+
+    def loss(state, tokens, graphdef=graphdef):
+      hidden = nnx.merge(graphdef, state)(tokens, return_logits=False).hidden
+      return jnp.sum(hidden**2)
+
+    compiled = (
+        jax.jit(jax.grad(loss))
+        .lower(state, jax.ShapeDtypeStruct((b, t), jnp.int32))
+        .compile()
+    )
+    temp[layers] = compiled.memory_analysis().temp_size_in_bytes
+  per_token_layer = (temp[6] - temp[2]) / (4 * b * t)
+  assert per_token_layer == 4 * config.embed_dim, temp
