@@ -214,6 +214,10 @@ def _step(a, prompt, mask, info) -> None:
       temperature=a.temperature,
       max_new_tokens=a.new_tokens,
       gradient_checkpointing=False,
+      # TRL's configs default to bf16=True: autocast to bfloat16 even on
+      # CPU, emulated (10-50x slower) where the CPU has no bf16 dot
+      # instructions (Zen 3). The bench compares float32 with float32.
+      bf16=False,
       use_cpu=True,
       report_to="none",
       save_strategy="no",
@@ -239,6 +243,7 @@ def _step(a, prompt, mask, info) -> None:
           info,
           trl=trl.__version__,
           gradient_checkpointing=trainer.args.gradient_checkpointing,
+          bf16=trainer.args.bf16,
           use_cache=trainer.generation_config.use_cache,
       )
   )
