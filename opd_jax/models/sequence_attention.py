@@ -201,14 +201,16 @@ def blockwise_attention(q, k, v, key_mask, *, scale, block_size):
   return out[:, :, :t].transpose(0, 2, 1, 3, 4).astype(v.dtype)
 
 
-def _block_scores(q_rows, k_blk, mask_blk, i, j, block, g, scale):
+def _block_scores(q_rows, k_blk, mask, i, j, block, g, scale):
   """Scores [B, K, bq*G, bk] (float32) of query block i against key block
-  j, and where they are allowed (same shape, bool)."""
+  j, and where they are allowed (same shape, bool): key j && mask [B, T']
+  of key block j, causal by position."""
   acc = _acc_dtype(q_rows)
   s = (
       jnp.einsum("BKMH,BKSH->BKMS", q_rows, k_blk, preferred_element_type=acc)
       * scale
   )
+  mask_blk = jax.lax.dynamic_slice_in_dim(mask, j * block, block, axis=1)
   q_pos = i * block + jnp.arange(block * g) // g
   k_pos = j * block + jnp.arange(block)
   allowed = mask_blk[:, None, None, :] & (
@@ -239,8 +241,7 @@ def _flash_forward(q, k, v, mask, scale, block):
       m, l, o = running
       k_blk = jax.lax.dynamic_slice_in_dim(k, j * block, block, axis=2)
       v_blk = jax.lax.dynamic_slice_in_dim(v, j * block, block, axis=2)
-      mask_blk = jax.lax.dynamic_slice_in_dim(mask, j * block, block, axis=1)
-      s, allowed = _block_scores(q_rows, k_blk, mask_blk, i, j, block, g, scale)
+      s, allowed = _block_scores(q_rows, k_blk, mask, i, j, block, g, scale)
       s = jnp.where(allowed, s, -jnp.inf)
       m_new = jnp.maximum(m, s.max(axis=-1))
       # A row with nothing allowed yet keeps m = -inf: shift by 0 instead.
@@ -317,8 +318,7 @@ def _flash_bwd(scale, block, residuals, d_out):
       dq_rows, dk, dv = grads
       k_blk = jax.lax.dynamic_slice_in_dim(k, j * block, block, axis=2)
       v_blk = jax.lax.dynamic_slice_in_dim(v, j * block, block, axis=2)
-      mask_blk = jax.lax.dynamic_slice_in_dim(mask, j * block, block, axis=1)
-      s, allowed = _block_scores(q_rows, k_blk, mask_blk, i, j, block, g, scale)
+      s, allowed = _block_scores(q_rows, k_blk, mask, i, j, block, g, scale)
       p = jnp.where(allowed, jnp.exp(s - lse_rows[..., None]), 0.0)
       dv_blk = jnp.einsum(
           "BKMS,BKMH->BKSH",
