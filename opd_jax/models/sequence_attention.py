@@ -203,8 +203,8 @@ def blockwise_attention(q, k, v, key_mask, *, scale, block_size):
 
 def _block_scores(q_rows, k_blk, mask, i, j, block, g, scale):
   """Scores [B, K, bq*G, bk] (float32) of query block i against key block
-  j, and where they are allowed (same shape, bool): key j && mask [B, T']
-  of key block j, causal by position."""
+  j, and where they are allowed (same shape, bool): causal by position and
+  by the whole key mask [B, T'], whose block j is sliced here."""
   acc = _acc_dtype(q_rows)
   s = (
       jnp.einsum("BKMH,BKSH->BKMS", q_rows, k_blk, preferred_element_type=acc)
