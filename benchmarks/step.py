@@ -61,6 +61,7 @@ def _ours(args, directory, new_tokens):
   c.batch_size, c.max_prompt_len, c.max_new_tokens = b, p, t
   c.total_steps, c.optimizer.learning_rate = 10_000, args.learning_rate
   c.compute_dtype = "" if args.dtype == "float32" else args.dtype
+  c.attention, c.remat = args.attention, args.remat
   mesh = jax.sharding.Mesh(
       np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor")
   )
@@ -290,6 +291,16 @@ def add_parser(subparsers) -> None:
           "our matmul operands (float32 accumulation either way); TRL runs"
           " float32"
       ),
+  )
+  p.add_argument(
+      "--attention",
+      default="auto",
+      help="config.attention of our step (auto, dense, blockwise, ...)",
+  )
+  p.add_argument(
+      "--remat",
+      default="auto",
+      help="config.remat of our step (auto, none, full, ...)",
   )
   p.add_argument(
       "--quick",
