@@ -39,7 +39,7 @@ def chunk_length(batch: int, n: int, vocab: int, chunk_size: int | None):
 
 
 def head_logits(hidden: Array, head: Array) -> Array:
-  r"""Applies a vocabulary head, accumulating in float32.
+  r"""Applies a vocabulary head, accumulating in float32 (float64 for float64).
 
   .. math::
     z = h W, \qquad [B, C, D] \times [D, V] \to [B, C, V].
@@ -50,7 +50,7 @@ def head_logits(hidden: Array, head: Array) -> Array:
       lm_head kernel); any float dtype, e.g. bfloat16.
 
   Returns:
-    float32 logits ``[batch, seq, vocab]``.
+    float32 logits ``[batch, seq, vocab]`` (float64 if an operand is).
 
   Examples:
     >>> import jax.numpy as jnp
@@ -61,7 +61,8 @@ def head_logits(hidden: Array, head: Array) -> Array:
   # One 2-D matmul: [B*C, D] @ [D, V] maps onto a single GEMM on every
   # backend, where a batched einsum may not.
   flat = hidden.reshape(b * c, d)
-  logits = jnp.dot(flat, head, preferred_element_type=jnp.float32)
+  acc = jnp.promote_types(jnp.result_type(hidden, head), jnp.float32)
+  logits = jnp.dot(flat, head, preferred_element_type=acc)
   return logits.reshape(b, c, head.shape[1])
 
 

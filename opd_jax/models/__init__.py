@@ -28,5 +28,6 @@ from opd_jax.models.config import (
 from opd_jax.models.transformer import ModelOutput, Transformer
 from opd_jax.models.hf_io import CheckpointError, load_hf, mapping_table, save_hf
 from opd_jax.models.precision import DTYPES, cast_floating, dtype_by_name
+from opd_jax.models.response import map_row_groups
 from opd_jax.models.response import response_hidden
 from opd_jax.models.resize import resize_vocab

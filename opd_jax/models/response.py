@@ -15,7 +15,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
+import jax.numpy as jnp
 
 
 def response_hidden(
@@ -40,3 +43,50 @@ def response_hidden(
   hidden = model(tokens, attention_mask=mask, return_logits=False).hidden
   prompt_len = tokens.shape[1] - response_len
   return hidden[:, prompt_len - 1 : -1]
+
+
+def map_row_groups(
+    fn: Callable[..., jax.Array],
+    groups: int,
+    *rows: jax.Array,
+    remat: bool = False,
+) -> jax.Array:
+  """`fn` over `groups` groups of rows, one group's activations live at a time.
+
+  Row r of every [B, ...] input belongs to group r % groups (strided, so
+  that under a batch-sharded mesh each group keeps B / groups rows spread
+  over every batch shard, as the whole batch was). The groups run one after
+  another (`lax.map`); the outputs are put back in row order, so
+  `map_row_groups(fn, g, *rows)` equals `fn(*rows)` for any g dividing B,
+  up to float32 rounding, whenever `fn` treats rows independently (a
+  transformer's forward does).
+
+  With `remat=True` each group is rematerialised (`jax.checkpoint`): under
+  differentiation only the group's inputs are kept, and the backward pass
+  recomputes one group's forward at a time, so the trunk's live
+  activations are those of B / groups rows (what gradient accumulation
+  over micro-batches would keep) while the loss still sees the whole
+  batch: selections over the batch (TIP's quantiles, TSD-KD's openers)
+  and the loss's normalisation are unchanged.
+
+  Args:
+    fn: maps [B / groups, ...] arrays to one [B / groups, ...] array.
+    groups: the number of row groups; must divide B.
+    *rows: [B, ...] arrays.
+    remat: rematerialise each group under differentiation.
+
+  Returns:
+    fn's output for all B rows, [B, ...].
+  """
+  b = rows[0].shape[0]
+  if groups == 1:
+    return fn(*rows)
+  if b % groups:
+    raise ValueError(f"row groups: {groups} groups do not divide {b} rows")
+  # [B, ...] -> [groups, B / groups, ...], row i * groups + g -> [g, i].
+  split = lambda x: jnp.swapaxes(
+      x.reshape(b // groups, groups, *x.shape[1:]), 0, 1
+  )
+  body = jax.checkpoint(lambda xs: fn(*xs)) if remat else (lambda xs: fn(*xs))
+  out = jax.lax.map(body, tuple(split(x) for x in rows))
+  return jnp.swapaxes(out, 0, 1).reshape(b, *out.shape[2:])

@@ -77,6 +77,13 @@ def default_config() -> ml_collections.ConfigDict:
   # for sequences of 1024+ tokens on CPU; 'none', 'full', 'dots', 'offload').
   c.attention = "auto"
   c.remat = "auto"
+  # The step runs both trunks over the batch's rows in this many groups of
+  # batch_size / micro_batches rows, one group's activations live at a
+  # time (the student's backward recomputes one group's forward at a time);
+  # the heads, the selection and the loss still see the whole batch, so
+  # any value gives the same step. Raise it when `--dry_run` says the step
+  # does not fit (each group must split over the data-parallel devices).
+  c.micro_batches = 1
   # Give the student the teacher's larger (padded) vocabulary, new rows at
   # the mean embedding, as TSD-KD does for Qwen2.5-1.5B under 14B.
   c.pad_student_vocab = False
@@ -262,6 +269,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field, low in [
       ("total_steps", 1),
       ("batch_size", 1),
+      ("micro_batches", 1),
       ("max_prompt_len", 1),
       ("max_new_tokens", 1),
       ("checkpoint_every", 1),
@@ -384,6 +392,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         "a field with reference responses when lmbda < 1",
         "",
     )
+  _need(
+      c.batch_size % c.micro_batches == 0,
+      "micro_batches",
+      f"a divisor of batch_size ({c.batch_size})",
+      c.micro_batches,
+  )
   n = jax.process_count()
   _need(
       c.batch_size % n == 0,

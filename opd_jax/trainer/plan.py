@@ -135,6 +135,7 @@ class RunPlan:
         compute_dtype=self.compute_dtype,
         teacher_weights=self_teacher.step_weights(self.config),
         divergence_clip=self.config.teacher_context.kl_clip,
+        micro_batches=self.config.micro_batches,
     )
 
   def init_state(self, params: Any) -> TrainState:
@@ -245,6 +246,14 @@ def check_shapes(
         f" data-parallel devices (mesh data={mesh.shape['data']} x"
         f" fsdp={mesh.shape['fsdp']}), got {c.batch_size}; otherwise each"
         " device would compute the whole batch"
+    )
+  rows = c.batch_size // c.micro_batches
+  if rows % parallel:
+    raise ConfigError(
+        f"config.micro_batches: expected groups of rows that split over the"
+        f" {parallel} data-parallel devices, got {c.micro_batches} groups of"
+        f" {c.batch_size} / {c.micro_batches} = {rows} rows; use a divisor"
+        f" of {c.batch_size // parallel}"
     )
   length = c.max_prompt_len + c.max_new_tokens
   for role, config in models:

@@ -25,7 +25,7 @@ from flax import nnx
 
 from opd_jax.methods import base
 from opd_jax.methods.base import Method, Segment, StepInputs
-from opd_jax.models import cast_floating, response_hidden
+from opd_jax.models import cast_floating, map_row_groups, response_hidden
 from opd_jax.trainer import self_teacher
 from opd_jax.trainer.state import TrainState
 from opd_jax.trainer.update import guarded_update, jit_train_step
@@ -47,6 +47,7 @@ def train_step(
     compute_dtype=None,
     teacher_weights: str = "external",
     divergence_clip: float = 0.0,
+    micro_batches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of the student on a batch of rollouts (pure; jit it).
 
@@ -77,6 +78,13 @@ def train_step(
       (`self_teacher.ema_params` of the optimizer state).
     divergence_clip: > 0 clips each token's divergence in the methods'
       `LossPass` losses (`StepInputs.divergence_clip`).
+    micro_batches: both trunks run the rollouts' rows in this many groups
+      of B / micro_batches rows, one group's activations live at a time
+      (`models.map_row_groups`; the student's groups are rematerialised, so
+      its backward recomputes one group's forward at a time). The heads,
+      the selection and the loss still see the whole batch: the step's
+      result is the same for any value, to float32 rounding. A staged
+      method's segments run in one group.
 
   Returns:
     The new state and a flat dict of float32 scalar metrics. A step whose
@@ -95,11 +103,22 @@ def train_step(
     teacher_params = self_teacher.ema_params(state.opt_state)
   elif teacher_weights != "external":
     raise ValueError(f"teacher_weights: unknown {teacher_weights!r}")
-  teacher = nnx.merge(teacher_graphdef, cast(teacher_params))
+
+  def trunk_hidden(graphdef, params, tokens, mask, differentiated):
+    """[B, T] response hidden states, the rows in `micro_batches` groups."""
+    one = lambda x, m: response_hidden(nnx.merge(graphdef, params), x, m, t)
+    return map_row_groups(
+        one, micro_batches, tokens, mask, remat=differentiated
+    )
+
+  teacher_params = cast(teacher_params)
+  teacher = nnx.merge(teacher_graphdef, teacher_params)
   teacher_tokens = batch.get(base.TEACHER_TOKENS, tokens)
   teacher_mask = batch.get(base.TEACHER_MASK, mask)
   teacher_hidden = jax.lax.stop_gradient(
-      response_hidden(teacher, teacher_tokens, teacher_mask, t)
+      trunk_hidden(
+          teacher_graphdef, teacher_params, teacher_tokens, teacher_mask, False
+      )
   )
   teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
   extras = {
@@ -122,7 +141,8 @@ def train_step(
     )
 
   def loss_fn(params):
-    student = nnx.merge(student_graphdef, cast(params))
+    params = cast(params)
+    student = nnx.merge(student_graphdef, params)
     segment = None
     if has_segment:
       segment = Segment(
@@ -132,7 +152,9 @@ def train_step(
           mask=seg_window,
       )
     inputs = StepInputs(
-        student_hidden=response_hidden(student, tokens, mask, t),
+        student_hidden=trunk_hidden(
+            student_graphdef, params, tokens, mask, True
+        ),
         student_head=student.head_matrix(),
         teacher_hidden=teacher_hidden,
         teacher_head=teacher_head,

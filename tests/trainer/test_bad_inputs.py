@@ -239,6 +239,19 @@ def test_batch_must_split_over_the_data_parallel_devices(pair):
   plan.check_shapes(testing.tiny_train_config(pair, batch_size=8), _Mesh(), [])
 
 
+def test_micro_batches_must_split_over_the_data_parallel_devices(pair):
+  c = testing.tiny_train_config(pair, batch_size=8, micro_batches=4)
+  with pytest.raises(
+      ValueError,
+      match=r"^config\.micro_batches: expected groups of rows that split over"
+      r" the 4 data-parallel devices, got 4 groups of 8 / 4 = 2 rows; use a"
+      r" divisor of 2$",
+  ):
+    plan.check_shapes(c, _Mesh(), [])
+  c.micro_batches = 2
+  plan.check_shapes(c, _Mesh(), [])
+
+
 @pytest.mark.slow
 def test_cli_prints_one_line_and_exits_2(pair, tmp_path):
   config = os.path.join(os.path.dirname(__file__), "tiny_run_config.py")
