@@ -18,8 +18,16 @@ r"""TSD-KD (Kim & Baek): gated JSD + opener Plackett-Luce ranking + entropy mini
 
 Defaults of METHODS.md §2: beta 0.9, alpha 0.1, opener fraction c = 0.1,
 k = 10 candidates, EM on the top 10% entropy tokens, fully on-policy.
-`--config.tsd_kd.pl_code_compat=True` reproduces the released code's
-reversed Plackett-Luce order.
+That is the paper's reading. The released code's reading
+(`opd_jax.methods.tsd_kd.CODE_FAITHFUL`): EM on every token at or above
+the 10% entropy quantile of its micro-batch, its reversed Plackett-Luce
+order, one opener prefix per micro-batch of 4 rows:
+
+  --config.tsd_kd.em_rule=quantile --config.tsd_kd.em_ratio=0.9 \
+  --config.tsd_kd.em_group_rows=4 --config.tsd_kd.pl_code_compat=True \
+  --config.tsd_kd.opener_group_rows=4
+
+`--config.tsd_kd.em_weight` scales the EM term (1 in both readings).
 """
 
 from opd_jax.trainer.config import default_config

@@ -43,6 +43,7 @@ from opd_jax.selection.tip import quadrants
 from opd_jax.selection.tip import soft_or
 from opd_jax.selection.tip import soft_or_scores
 from opd_jax.selection.tsd_kd import confidence_gate
+from opd_jax.selection.tsd_kd import EM_RULES
 from opd_jax.selection.tsd_kd import entropy_min_loss
 from opd_jax.selection.tsd_kd import entropy_min_set
 from opd_jax.selection.tsd_kd import indirect_loss
@@ -59,6 +60,7 @@ __all__ = [
     "dear_tokens",
     "DearTokens",
     "divergence_top",
+    "EM_RULES",
     "entropy_min_loss",
     "entropy_min_set",
     "entropy_top",

@@ -68,12 +68,51 @@ def confidence_gate(
   return jax.lax.stop_gradient(jax.nn.sigmoid(diff / tau))
 
 
+def _flat_opener(e: Array, mask: Array, c: float) -> Array:
+  """The code's opener of one group ``[rows, T]``: positions ``t < n*``."""
+  flat, flat_mask = e.reshape(-1), mask.reshape(-1)
+  total = jnp.sum(flat)
+  frac = jnp.cumsum(flat) / jnp.where(total > 0, total, 1.0)
+  reached = flat_mask & (frac >= c) & (total > 0)
+  # The cumulative fraction is non-decreasing, so the valid entries below c
+  # are exactly those before the first reaching one: their count is its
+  # index among valid entries. The code's argmax gives 0 when none reaches.
+  n_star = jnp.where(
+      jnp.any(reached),
+      jnp.sum(flat_mask & (frac < c), dtype=jnp.int32),
+      0,
+  )
+  return mask & (jnp.arange(e.shape[-1])[None, :] < n_star)
+
+
+def _per_group(fn, x: Array, mask: Array, rows: int) -> Array:
+  """``fn(x_g, mask_g)`` on each consecutive group of ``rows`` rows of
+  ``[B, T]`` arrays, results stacked back to ``[B, ...]``; the last group is
+  padded with invalid rows (no entropy, no validity: they change nothing)."""
+  b, t = x.shape
+  groups = -(-b // rows)
+  pad = ((0, groups * rows - b), (0, 0))
+  xg = jnp.pad(x, pad).reshape(groups, rows, t)
+  mg = jnp.pad(mask, pad).reshape(groups, rows, t)
+  out = jax.vmap(fn)(xg, mg)
+  return out.reshape(groups * rows, *out.shape[2:])[:b]
+
+
+def _check_group_rows(group_rows: Any) -> int:
+  if isinstance(group_rows, bool) or not isinstance(group_rows, int):
+    raise TypeError(f"group_rows must be an int, got {group_rows!r}.")
+  if group_rows < 0:
+    raise ValueError(f"group_rows must be >= 0, got {group_rows}.")
+  return group_rows
+
+
 def opener_mask(
     student_entropy: ArrayLike,
     mask: ArrayLike,
     *,
     threshold: float = 0.1,
     batch_flat: bool = False,
+    group_rows: int = 0,
 ) -> Array:
   r"""The opener: the prefix holding the first ``threshold`` of the entropy.
 
@@ -86,16 +125,20 @@ def opener_mask(
   which includes the first position reaching c. A sequence whose entropy sums
   to 0 is all opener.
 
-  ``batch_flat=True`` reproduces the released code: the valid entropies of
-  the whole batch are flattened row-major, ``n*`` = the (0-based) index of
+  ``batch_flat=True`` is the released code's rule on the whole batch: the
+  valid entropies are flattened row-major, ``n*`` = the (0-based) index of
   the first one whose cumulative fraction reaches c (0 if none does), and
-  every sequence keeps its valid positions ``t < n*``.
+  every sequence keeps its valid positions ``t < n*``. ``group_rows=G``
+  applies that rule to each consecutive group of G rows, as the code does to
+  each micro-batch it is given (4 rows per device in its launch script):
+  one ``n*`` per group.
 
   Args:
     student_entropy: ``[batch, seq]`` :math:`H^S` (stop-gradient is applied).
     mask: ``[batch, seq]`` bool validity.
     threshold: the cumulative-entropy fraction c, in [0, 1].
-    batch_flat: use the code's batch-flattened rule.
+    batch_flat: the code's rule over the whole batch.
+    group_rows: the code's rule per group of this many rows (0: off).
 
   Returns:
     ``[batch, seq]`` bool.
@@ -103,69 +146,108 @@ def opener_mask(
   hs = selectors.check_scores("student_entropy", student_entropy)
   mask = selectors.check_mask(mask, hs.shape)
   c = selectors.check_fraction("threshold", threshold)
+  if _check_group_rows(group_rows) and batch_flat:
+    raise ValueError(
+        "batch_flat and group_rows are two openers: set one, got"
+        f" batch_flat=True and group_rows={group_rows}."
+    )
   e = jnp.where(mask, jax.lax.stop_gradient(hs).astype(jnp.float32), 0.0)
   if batch_flat:
-    flat, flat_mask = e.reshape(-1), mask.reshape(-1)
-    total = jnp.sum(flat)
-    frac = jnp.cumsum(flat) / jnp.where(total > 0, total, 1.0)
-    reached = flat_mask & (frac >= c) & (total > 0)
-    # The cumulative fraction is non-decreasing, so the valid entries below c
-    # are exactly those before the first reaching one: their count is its
-    # index among valid entries. The code's argmax gives 0 when none reaches.
-    n_star = jnp.where(
-        jnp.any(reached),
-        jnp.sum(flat_mask & (frac < c), dtype=jnp.int32),
-        0,
-    )
-    positions = jnp.arange(hs.shape[1])[None, :]
-    return mask & (positions < n_star)
+    return _flat_opener(e, mask, c)
+  if group_rows:
+    return _per_group(lambda x, m: _flat_opener(x, m, c), e, mask, group_rows)
   total = jnp.sum(e, axis=-1, keepdims=True)
   cum = jnp.cumsum(e, axis=-1) / jnp.where(total > 0, total, 1.0)
   before = jnp.pad(cum[:, :-1], ((0, 0), (1, 0)))
   return mask & (before < c)
 
 
-def entropy_min_set(
-    student_entropy: ArrayLike, mask: ArrayLike, *, ratio: float = 0.1
-) -> Array:
-  """The EM set: the top ``ceil(ratio * N_valid)`` entropies of the batch.
+EM_RULES = ("top", "quantile")
 
-  Chosen under stop-gradient, exact in size (ties go to the earlier
-  row-major position). ``ratio=0.9`` approximates the released code, which
-  keeps tokens above the 10th percentile.
+
+def entropy_min_set(
+    student_entropy: ArrayLike,
+    mask: ArrayLike,
+    *,
+    ratio: float = 0.1,
+    rule: str = "top",
+    group_rows: int = 0,
+) -> Array:
+  """The EM set, chosen under stop-gradient over the valid tokens of the batch.
+
+  ``rule="top"`` (the paper's text): the top ``ceil(ratio * N_valid)``
+  entropies, exact in size (ties go to the earlier row-major position).
+  ``rule="quantile"`` (the released code): every valid token whose entropy
+  is at least the ``1 - ratio`` quantile of the valid entropies (linear
+  interpolation, as ``torch.quantile``); the code passes its threshold 0.1
+  as that quantile, i.e. ``ratio = 0.9``, and keeps ties. ``group_rows=G``
+  takes that quantile per consecutive group of G rows, as the code does per
+  micro-batch (quantile rule only). ``ratio = 0`` is the empty set under
+  both rules.
 
   Args:
     student_entropy: ``[batch, seq]`` :math:`H^S`.
     mask: ``[batch, seq]`` bool validity.
     ratio: kept fraction of valid tokens, in [0, 1].
+    rule: "top" or "quantile".
+    group_rows: rows per quantile group (0: the whole batch).
 
   Returns:
     ``[batch, seq]`` bool.
   """
-  return selectors.global_top_fraction(student_entropy, mask, ratio)
+  if rule not in EM_RULES:
+    raise ValueError(f"rule must be one of {EM_RULES}, got {rule!r}.")
+  if _check_group_rows(group_rows) and rule != "quantile":
+    raise ValueError(
+        f"group_rows={group_rows} needs rule='quantile', got {rule!r}."
+    )
+  if rule == "top":
+    return selectors.global_top_fraction(student_entropy, mask, ratio)
+  hs = selectors.check_scores("student_entropy", student_entropy)
+  mask = selectors.check_mask(mask, hs.shape)
+  ratio = selectors.check_fraction("ratio", ratio)
+  if ratio == 0:
+    return jnp.zeros(hs.shape, bool)
+  hs = jax.lax.stop_gradient(hs).astype(jnp.float32)
+
+  def above(x, m):
+    return m & (x >= selectors.masked_quantile(x, m, 1.0 - ratio))
+
+  return (
+      _per_group(above, hs, mask, group_rows) if group_rows else above(hs, mask)
+  )
 
 
 def entropy_min_loss(
-    student_entropy: ArrayLike, mask: ArrayLike, *, ratio: float = 0.1
+    student_entropy: ArrayLike,
+    mask: ArrayLike,
+    *,
+    ratio: float = 0.1,
+    rule: str = "top",
+    group_rows: int = 0,
 ) -> SumCount:
   r"""Selective entropy minimisation as a ``(sum, count)`` pair.
 
   .. math::
     L_{EM} = \frac{\sum_t H^S_t I_t}{\sum_t I_t}
 
-  The set I is chosen without gradient; :math:`H^S` keeps its gradient so the
-  loss sharpens the student on I.
+  The set I (:func:`entropy_min_set`) is chosen without gradient;
+  :math:`H^S` keeps its gradient so the loss sharpens the student on I.
 
   Args:
     student_entropy: ``[batch, seq]`` :math:`H^S`, differentiable.
     mask: ``[batch, seq]`` bool validity.
     ratio: kept fraction of valid tokens.
+    rule: "top" (paper) or "quantile" (released code).
+    group_rows: rows per quantile group (0: the whole batch).
 
   Returns:
     ``(total, count)`` float32 scalars; the loss is ``total / count``.
   """
   hs = selectors.check_scores("student_entropy", student_entropy)
-  in_set = entropy_min_set(hs, mask, ratio=ratio)
+  in_set = entropy_min_set(
+      hs, mask, ratio=ratio, rule=rule, group_rows=group_rows
+  )
   total = jnp.sum(jnp.where(in_set, hs.astype(jnp.float32), 0.0))
   return total, jnp.sum(in_set, dtype=jnp.float32)
 
@@ -263,7 +345,11 @@ def tsd_kd_objective(
     gate_tau: float = 1.0,
     opener_threshold: float = 0.1,
     opener_batch_flat: bool = False,
+    opener_group_rows: int = 0,
     em_ratio: float = 0.1,
+    em_rule: str = "top",
+    em_group_rows: int = 0,
+    em_weight: float = 1.0,
     temperature: float = 1.0,
     pl_code_compat: bool = False,
     use_gate: bool = True,
@@ -273,7 +359,7 @@ def tsd_kd_objective(
   .. math::
     L = \alpha\,\frac{\sum PL \cdot O}{\sum O}
       + \frac{\sum w\,\mathrm{JSD}_\beta\,m}{\sum m}
-      + \frac{\sum H^S I}{\sum I}
+      + \lambda_{EM} \frac{\sum H^S I}{\sum I}
 
   The JSD (β = 0.9 in the paper, e.g. ``losses.generalized_jsd(beta=0.9)``)
   is computed by the caller and passed as ``direct_divergence``; the direct
@@ -291,7 +377,12 @@ def tsd_kd_objective(
     gate_tau: gate temperature.
     opener_threshold: opener cumulative-entropy fraction c.
     opener_batch_flat: use the code's batch-flattened opener.
+    opener_group_rows: the code's opener per group of this many rows (0:
+      the paper's per-sequence opener).
     em_ratio: EM set fraction of valid tokens.
+    em_rule: EM set rule, "top" (paper) or "quantile" (released code).
+    em_group_rows: rows per EM quantile group (0: the whole batch).
+    em_weight: :math:`\lambda_{EM}`, the EM term's weight (1 in both).
     temperature: PL logit temperature.
     pl_code_compat: the released code's reversed PL direction.
     use_gate: False sets :math:`w = 1` (the "no gate" ablation: the direct
@@ -309,7 +400,11 @@ def tsd_kd_objective(
     gate = jnp.ones_like(gate)
   direct = jnp.sum(jnp.where(mask, gate * jsd.astype(jnp.float32), 0.0))
   opener = opener_mask(
-      hs, mask, threshold=opener_threshold, batch_flat=opener_batch_flat
+      hs,
+      mask,
+      threshold=opener_threshold,
+      batch_flat=opener_batch_flat,
+      group_rows=opener_group_rows,
   )
   terms = {
       "indirect": indirect_loss(
@@ -320,8 +415,10 @@ def tsd_kd_objective(
           code_compat=pl_code_compat,
       ),
       "direct": (direct, jnp.sum(mask, dtype=jnp.float32)),
-      "em": entropy_min_loss(hs, mask, ratio=em_ratio),
+      "em": entropy_min_loss(
+          hs, mask, ratio=em_ratio, rule=em_rule, group_rows=em_group_rows
+      ),
   }
   mean = {k: t / jnp.maximum(n, 1.0) for k, (t, n) in terms.items()}
-  loss = alpha * mean["indirect"] + mean["direct"] + mean["em"]
+  loss = alpha * mean["indirect"] + mean["direct"] + em_weight * mean["em"]
   return loss, terms

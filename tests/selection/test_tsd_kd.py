@@ -60,6 +60,28 @@ def _np_opener_code(hs, mask, c):
   return mask & (np.arange(hs.shape[1])[None, :] < n_star)
 
 
+def _np_opener_groups(hs, mask, c, rows):
+  """The released code run on each micro-batch of `rows` rows in turn."""
+  parts = [
+      _np_opener_code(hs[i : i + rows], mask[i : i + rows], c)
+      for i in range(0, hs.shape[0], rows)
+  ]
+  return np.concatenate(parts)
+
+
+def _np_em_quantile(hs, mask, ratio, rows=None):
+  """The code's EM set: entropies >= torch.quantile(valid, 1 - ratio), per
+  micro-batch of `rows` rows (pads excluded)."""
+  rows = rows or hs.shape[0]
+  out = np.zeros_like(mask)
+  for i in range(0, hs.shape[0], rows):
+    h, m = hs[i : i + rows], mask[i : i + rows]
+    if m.any():
+      q = np.quantile(h[m].astype(np.float64), 1.0 - ratio)
+      out[i : i + rows] = m & (h >= q)
+  return out
+
+
 def _np_pl_nll(s, reverse=True):
   """-log P_PL of the given order (suffix sums) or its code mirror."""
   s = s - s.mean()
@@ -112,6 +134,38 @@ class OpenerTest(parameterized.TestCase):
       np.testing.assert_array_equal(got, _np_opener_code(hs, mask, 0.1))
       self.assertGreater(int(got.sum()), 0)
 
+  @parameterized.parameters((4, 1), (4, 2), (5, 2), (5, 3), (4, 4), (4, 9))
+  def test_groups_match_the_code_per_micro_batch(self, b, rows):
+    for seed in range(3):
+      hs, _, mask, _ = _inputs(seed, b=b)
+      got = selection.opener_mask(hs, mask, threshold=0.1, group_rows=rows)
+      want = _np_opener_groups(hs, mask, 0.1, rows)
+      np.testing.assert_array_equal(got, want)
+    # One group of the whole batch is the whole-batch rule.
+    hs, _, mask, _ = _inputs(5, b=b)
+    np.testing.assert_array_equal(
+        selection.opener_mask(hs, mask, group_rows=b),
+        selection.opener_mask(hs, mask, batch_flat=True),
+    )
+
+  def test_groups_hand_case(self):
+    # Group 0 = rows 0-1: flattened [1, 1, 8 | 0, 10] / 20 -> fractions
+    # 0.05, 0.1, ... -> n* = 1 (c = 0.1 is first reached at index 1): the
+    # first position of each row. Group 1 = row 2: [9, 1] -> n* = 0.
+    hs = np.array([[1, 1, 8], [0, 10, 0], [9, 1, 0]], np.float32)
+    mask = np.array([[1, 1, 1], [1, 1, 0], [1, 1, 0]], bool)
+    got = selection.opener_mask(hs, mask, threshold=0.1, group_rows=2)
+    np.testing.assert_array_equal(got, [[1, 0, 0], [1, 0, 0], [0, 0, 0]])
+
+  def test_group_rows_refusals(self):
+    hs, _, mask, _ = _inputs(0)
+    with self.assertRaisesRegex(ValueError, "group_rows must be >= 0"):
+      selection.opener_mask(hs, mask, group_rows=-1)
+    with self.assertRaisesRegex(TypeError, "group_rows must be an int"):
+      selection.opener_mask(hs, mask, group_rows=2.0)
+    with self.assertRaisesRegex(ValueError, "set one"):
+      selection.opener_mask(hs, mask, batch_flat=True, group_rows=2)
+
 
 class EntropyMinTest(parameterized.TestCase):
 
@@ -123,6 +177,37 @@ class EntropyMinTest(parameterized.TestCase):
     self.assertEqual(in_set.sum(), math.ceil(ratio * n_valid - 1e-9))
     self.assertFalse(np.any(in_set & ~mask))
     self.assertGreaterEqual(hs[in_set].min(), hs[mask & ~in_set].max())
+
+  @parameterized.parameters(
+      (0.9, None), (0.5, None), (0.1, None), (0.9, 2), (0.9, 3), (0.3, 1)
+  )
+  def test_quantile_rule_matches_the_code(self, ratio, rows):
+    for seed in range(3):
+      hs, _, mask, _ = _inputs(seed)
+      got = selection.entropy_min_set(
+          hs, mask, ratio=ratio, rule="quantile", group_rows=rows or 0
+      )
+      np.testing.assert_array_equal(got, _np_em_quantile(hs, mask, ratio, rows))
+
+  def test_quantile_rule_hand_case(self):
+    # Ten distinct entropies 0..9: the 0.1 quantile is 0.9, so 1..9 are in
+    # (9 of 10, the code's ~90%); ties at the threshold are kept; a pad of
+    # entropy 100 never is; ratio 0 is empty.
+    hs = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100]], np.float32)
+    mask = np.arange(11)[None] < 10
+    got = selection.entropy_min_set(hs, mask, ratio=0.9, rule="quantile")
+    np.testing.assert_array_equal(got[0], [0] + [1] * 9 + [0])
+    ties = np.array([[1, 1, 1, 2]], np.float32)
+    got = selection.entropy_min_set(
+        ties, np.ones((1, 4), bool), ratio=0.9, rule="quantile"
+    )
+    np.testing.assert_array_equal(got[0], [1, 1, 1, 1])
+    got = selection.entropy_min_set(hs, mask, ratio=0.0, rule="quantile")
+    self.assertFalse(np.any(got))
+    with self.assertRaisesRegex(ValueError, "rule must be one of"):
+      selection.entropy_min_set(hs, mask, rule="percentile")
+    with self.assertRaisesRegex(ValueError, "needs rule='quantile'"):
+      selection.entropy_min_set(hs, mask, group_rows=2)
 
   def test_loss_value_and_gradient(self):
     hs, _, mask, _ = _inputs(2)
@@ -233,6 +318,40 @@ class ObjectiveTest(absltest.TestCase):
     want = 0.1 * ind[0] / ind[1] + direct + em[0] / em[1]
     self.assertAlmostEqual(float(loss), float(want), places=4)
     self.assertEqual(set(terms), {"indirect", "direct", "em"})
+    # The EM weight scales the EM term alone.
+    loss3, terms3 = selection.tsd_kd_objective(**p, em_weight=3.0)
+    self.assertAlmostEqual(
+        float(loss3), float(want + 2.0 * em[0] / em[1]), places=4
+    )
+    for k in terms:
+      np.testing.assert_array_equal(terms3[k], terms[k])
+    loss0, _ = selection.tsd_kd_objective(**p, em_weight=0.0)
+    self.assertAlmostEqual(float(loss0), float(want - em[0] / em[1]), 4)
+
+  def test_code_reading_uses_its_sets(self):
+    p = self._pieces(2)
+    hs, mask = p["student_entropy"], p["mask"]
+    _, terms = selection.tsd_kd_objective(
+        **p,
+        opener_group_rows=2,
+        em_ratio=0.9,
+        em_rule="quantile",
+        em_group_rows=2,
+        pl_code_compat=True,
+    )
+    em_set = _np_em_quantile(hs, mask, 0.9, 2)
+    opener = _np_opener_groups(hs, mask, 0.1, 2)
+    self.assertAlmostEqual(float(terms["em"][0]), hs[em_set].sum(), places=3)
+    self.assertEqual(float(terms["em"][1]), em_set.sum())
+    nll = np.asarray(
+        selection.plackett_luce_nll(
+            p["student_candidate_logits"],
+            p["teacher_candidate_logits"],
+            code_compat=True,
+        )
+    )
+    self.assertAlmostEqual(float(terms["indirect"][0]), nll[opener].sum(), 3)
+    self.assertEqual(float(terms["indirect"][1]), opener.sum())
 
   def test_gradients_are_finite_and_masked(self):
     p = self._pieces(1)
@@ -254,9 +373,21 @@ class ObjectiveTest(absltest.TestCase):
       hs, mask = p["student_entropy"], p["mask"]
       return (
           selection.tsd_kd_objective(**p)[0],
+          selection.tsd_kd_objective(
+              **p,
+              opener_group_rows=3,
+              em_ratio=0.9,
+              em_rule="quantile",
+              em_group_rows=3,
+              pl_code_compat=True,
+          )[0],
           selection.opener_mask(hs, mask),
           selection.opener_mask(hs, mask, batch_flat=True),
+          selection.opener_mask(hs, mask, group_rows=3),
           selection.entropy_min_set(hs, mask),
+          selection.entropy_min_set(
+              hs, mask, ratio=0.9, rule="quantile", group_rows=3
+          ),
           selection.confidence_gate(hs, p["teacher_entropy"]) * mask,
       )
 
@@ -273,7 +404,8 @@ class ObjectiveTest(absltest.TestCase):
           long[k][:, T:] = rng.random(long[k][:, T:].shape) * 5
       out_s, out_l = jitted(short), jitted(long)
       self.assertAlmostEqual(float(out_s[0]), float(out_l[0]), places=5)
-      for a, b in zip(out_s[1:], out_l[1:]):
+      self.assertAlmostEqual(float(out_s[1]), float(out_l[1]), places=5)
+      for a, b in zip(out_s[2:], out_l[2:]):
         np.testing.assert_array_equal(np.asarray(b)[:, :T], a)
         np.testing.assert_array_equal(np.asarray(b)[:, T:], 0)
     self.assertLen(traces, 2)  # One trace per shape, none per new value.
