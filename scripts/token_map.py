@@ -21,7 +21,8 @@ r"""Writes a per-token map of a batch of student rollouts as one HTML page.
 
 The student samples one response per question (cycling through the
 questions); the teacher scores it. Open the page in a browser: each token is
-coloured by the chosen channel, the chosen selector's tokens are outlined,
+coloured by the chosen channel, the chosen selector's tokens are outlined
+(the run's method with its settings, every other method at its defaults),
 hovering shows a token's numbers; `#channel=NAME&selector=NAME` in the URL
 picks both. Bad input (a workdir without a checkpoint, a teacher whose
 vocabulary differs, an empty question file, ...) ends with one error line
@@ -79,8 +80,9 @@ _TOPD = flags.DEFINE_bool(
     "topd",
     None,
     "Also run TOPD's stage (it samples branched windows from both models)"
-    " and show its candidates, divergent states and false alarms (default:"
-    " on for a TOPD run's workdir, else off).",
+    " and show its candidates, divergent states and false alarms, at the"
+    " run's TOPD settings or TOPD's defaults (default: on for a TOPD run's"
+    " workdir, else off).",
 )
 _OUT = flags.DEFINE_string("out", None, "The HTML page to write.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the data here.")
@@ -184,28 +186,38 @@ def _dataset(tokenizer, c):
   return data, source.name
 
 
-def _topd_probe(c, temperature: float, eos_ids, pad_id: int):
-  """TOPD's stage settings when asked (--topd, or a TOPD run's workdir)."""
-  from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
-  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+def _shown(c, response_len: int):
+  """(the run's method or None, the methods compared with it).
 
+  With --workdir the run's method (its settings), else none; --topd adds
+  TOPD (its defaults, at most `response_len` candidates per rollout) on
+  top of the other registered methods at their defaults.
+  """
+  from opd_jax import methods  # pylint: disable=g-import-not-at-top
+  from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+
+  method = methods.build_method(c.method, c[c.method].to_dict()) if c else None
   wanted = _TOPD.value
   if wanted is None:
     wanted = bool(c) and c.method == "topd"
-  if not wanted:
-    return None
-  if c:  # the run's TOPD settings and sampling, at this page's temperature
-    probe = token_map.TopdProbe.from_config(c, eos_ids=eos_ids, pad_id=pad_id)
-    return dataclasses.replace(
-        probe,
-        sampling=dataclasses.replace(probe.sampling, temperature=temperature),
-        seed=_SEED.value,
-    )
-  return token_map.TopdProbe(
-      sampling=Sampling(temperature=temperature),
-      eos_ids=tuple(eos_ids),
-      pad_id=pad_id,
-      seed=_SEED.value,
+  if method is not None and methods.has_stage(method) and not wanted:
+    method = None  # --notopd on a TOPD run
+  compare = list(token_map.comparison_methods(exclude=[c.method] if c else []))
+  if wanted and (method is None or methods.method_name(method) != "topd"):
+    topd = methods.build_method("topd")
+    if method is None:
+      method = topd
+    else:
+      compare.append(topd)
+  fit = lambda m: _fit(m, response_len) if methods.has_stage(m) else m
+  return None if method is None else fit(method), [fit(m) for m in compare]
+
+
+def _fit(topd, response_len: int):
+  """TOPD with at most one candidate per response token (--max_new_tokens
+  may be shorter than the run's)."""
+  return dataclasses.replace(
+      topd, max_candidates=min(topd.max_candidates, response_len)
   )
 
 
@@ -237,17 +249,19 @@ def run():
       eos_ids=eos,
       pad_id=data.pad_id,
   )
-  settings = (
-      token_map.TokenMapSettings.from_config(c)
-      if c
-      else token_map.TokenMapSettings()
-  )
+  method, compare = _shown(c, rollout.response.shape[1])
   meta.update(data=data_name, temperature=temperature, seed=_SEED.value)
   answers = batch["answer"]
   kwargs = dict(
       answers=answers,
-      settings=settings,
-      topd=_topd_probe(c, temperature, eos, data.pad_id),
+      method=method,
+      compare=compare,
+      stage=token_map.StageSettings(
+          sampling=Sampling(temperature=temperature),
+          eos_ids=eos,
+          pad_id=data.pad_id,
+      ),
+      seed=_SEED.value,
       meta=meta,
       json_path=_JSON_OUT.value,
   )

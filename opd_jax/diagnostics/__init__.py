@@ -23,9 +23,9 @@ from opd_jax.diagnostics.report import write_report
 from opd_jax.diagnostics.scoring import PositionStats
 from opd_jax.diagnostics.scoring import score_positions
 from opd_jax.diagnostics.stats import summarise
+from opd_jax.diagnostics.token_map import comparison_methods
+from opd_jax.diagnostics.token_map import StageSettings
 from opd_jax.diagnostics.token_map import TokenMap
-from opd_jax.diagnostics.token_map import TokenMapSettings
-from opd_jax.diagnostics.token_map import TopdProbe
 from opd_jax.diagnostics.token_map import compute_token_map
 from opd_jax.diagnostics.token_map import label_token_map
 from opd_jax.diagnostics.token_map import token_pieces
@@ -41,6 +41,7 @@ from opd_jax.diagnostics.tree import grow
 __all__ = [
     "analyse_nodes",
     "choose_nodes",
+    "comparison_methods",
     "compute_token_map",
     "depth_window",
     "diagnose",
@@ -55,11 +56,10 @@ __all__ = [
     "QuestionResult",
     "render_html",
     "score_positions",
+    "StageSettings",
     "summarise",
     "token_pieces",
     "TokenMap",
-    "TokenMapSettings",
-    "TopdProbe",
     "TreeConfig",
     "write_report",
     "write_token_map",

@@ -11,21 +11,24 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Per-token maps of a batch of rollouts: channels and selector masks.
+"""Per-token maps of a batch of rollouts: channels and token sets.
 
 `compute_token_map` scores a `Rollout` with the student and the teacher and
-returns every per-token channel (entropies, reverse KL, the TSD-KD gate, the
-TIP Soft-OR score, ...) and the tokens each selector of `opd_jax.selection`
-keeps, as numpy arrays in a `TokenMap`. `label_token_map` adds the text
-(token pieces, prompts) and the graded verdicts; `token_map_html.render_html`
-turns the result into a self-contained page; `write_token_map` does all three.
+returns the models' per-token channels (entropies, reverse KL, log-probs)
+and, for a run's method and every other registered method that names its
+token sets (`methods.TokenSetMethod`), the tokens it trains on and its
+per-token scores, as numpy arrays in a `TokenMap`. Each method computes its
+own sets with its own settings, through the code its loss runs, so a map of
+a run shows the tokens that run trained on; the others are built with
+their defaults, for comparison. A method with a pre-update stage (TOPD)
+runs it on the rollouts first (it samples) when it is shown.
+`label_token_map` adds the text (token pieces, prompts) and the graded
+verdicts; `token_map_html.render_html` turns the result into a
+self-contained page; `write_token_map` does all three.
 
 A `TokenMap` is open: any extra channel or selector is one more entry in
 `channels` / `selectors` with a line in `descriptions`, and the page shows
-it without other changes. TOPD's are such entries: with a `TopdProbe`,
-`compute_token_map` runs TOPD's pre-update stage on the rollouts (branched
-teacher / student windows and their OT distance) and adds its candidates,
-divergent states and false alarms, and the candidates' OT channel.
+it without other changes.
 """
 
 from __future__ import annotations
@@ -42,9 +45,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from opd_jax import heads
-from opd_jax import selection
-from opd_jax.methods import topd as topd_lib
-from opd_jax.methods import topd_stage
+from opd_jax import methods as methods_lib
+from opd_jax.methods.base import SEGMENT_KEYS
 from opd_jax.models import response_hidden
 from opd_jax.rollouts import Sampling
 from opd_jax.diagnostics import token_map_html
@@ -53,148 +55,46 @@ FORMAT = "opd_jax.token_map/1"
 
 Grader = Callable[[Sequence[str], Sequence[str]], list[bool]]
 
-# Descriptions of the built-in channels and selectors, shown in the page.
+# The models' own channels (temperature 1), shown in every map; a method's
+# channels and sets come from its `token_sets`, named `<method>_<name>`.
 DESCRIPTIONS = {
     "student_entropy": "student entropy H_S (nats)",
     "teacher_entropy": "teacher entropy H_T (nats)",
     "reverse_kl": "reverse KL(p_S || p_T) (nats)",
-    "tsd_gate": "TSD-KD confidence gate sigmoid((H_S - H_T) / tau)",
-    "soft_or": "TIP Soft-OR score 1 - (1 - h)(1 - d), batch min-max",
     "student_logprob": "log p_S(y) of the sampled token",
     "teacher_logprob": "log p_T(y) of the sampled token",
-    "tip_soft_or": "TIP Soft-OR: top rho of each rollout by Soft-OR score",
-    "tip_entropy": "TIP entropy-only: top rho of each rollout by H_S",
-    "tip_quadrant": "TIP quadrant selector (Q3 = low H_S, high divergence)",
-    "tsd_opener": "TSD-KD opener: prefix holding the first c of the entropy",
-    "tsd_em": "TSD-KD entropy-min set: top em_ratio of the batch by H_S",
-    "dear_decision": "DEAR decision anchors: top p of each rollout by H_S",
-    "dear_evidence": "DEAR evidence: top q of the rest by relevance x gap",
-    "topd_ot": (
-        "TOPD OT distance of a candidate's teacher and student windows"
-        " (0 off candidates)"
-    ),
-    "topd_candidate": "TOPD candidates: top rho_loss of each rollout by loss",
-    "topd_divergent": "TOPD divergent states: candidates above the OT quantile",
-    "topd_false_alarm": "TOPD false alarms: candidates at or below it",
 }
-# Channels with a natural range; the others are coloured by batch min-max.
-RANGES = {"tsd_gate": (0.0, 1.0), "soft_or": (0.0, 1.0)}
-CHANNELS = (
-    "student_entropy",
-    "teacher_entropy",
-    "reverse_kl",
-    "tsd_gate",
-    "soft_or",
-    "student_logprob",
-    "teacher_logprob",
-)
-SELECTORS = (
-    "tip_soft_or",
-    "tip_entropy",
-    "tip_quadrant",
-    "tsd_opener",
-    "tsd_em",
-    "dear_decision",
-    "dear_evidence",
-)
-# Added by a TopdProbe (TOPD's stage runs only when asked: it samples).
-TOPD_CHANNELS = ("topd_ot",)
-TOPD_SELECTORS = ("topd_candidate", "topd_divergent", "topd_false_alarm")
+CHANNELS = tuple(DESCRIPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
-class TokenMapSettings:
-  """Selector parameters of a token map; defaults are METHODS.md's.
+class StageSettings:
+  """What a staged method's pre-update stage needs on a map's rollouts.
 
   Attributes:
-    rho: TIP kept fraction per rollout (Soft-OR and entropy-only), 0.5.
-    clip_quantile: TIP entropy clip quantile before min-max, 0.98.
-    quadrant: TIP quadrant label(s) kept by the quadrant selector (3).
-    q_entropy: TIP quadrant entropy cut quantile, 0.5.
-    q_divergence: TIP quadrant divergence cut quantile, 0.8.
-    gate_tau: TSD-KD gate temperature, 1.
-    opener_threshold: TSD-KD opener cumulative-entropy fraction c, 0.1.
-    em_ratio: TSD-KD entropy-min fraction of the batch's tokens, 0.1.
-    dear_p: DEAR decision fraction p, 0.2.
-    dear_q: DEAR evidence fraction q of the non-decision tokens, 0.2.
-    temperature: softmax temperature of every statistic, 1.
-    chunk_size: positions per chunk of the stats pass.
-  """
-
-  rho: float = 0.5
-  clip_quantile: float | None = 0.98
-  quadrant: int | tuple[int, ...] = 3
-  q_entropy: float = 0.5
-  q_divergence: float = 0.8
-  gate_tau: float = 1.0
-  opener_threshold: float = 0.1
-  em_ratio: float = 0.1
-  dear_p: float = 0.2
-  dear_q: float = 0.2
-  temperature: float = 1.0
-  chunk_size: int = 128
-
-  @classmethod
-  def from_config(cls, config: Mapping[str, Any]) -> "TokenMapSettings":
-    """The settings of a run config's tip / tsd_kd / dear blocks.
-
-    The temperature is the run's method's (``config[config.method]``).
-    """
-    tip = config.get("tip") or {}
-    tsd = config.get("tsd_kd") or {}
-    dear = config.get("dear") or {}
-    method = config.get(config.get("method") or "") or {}
-    which = tip.get("which", 3)
-    which = which if isinstance(which, int) else tuple(which)
-    d = cls()
-    return cls(
-        rho=tip.get("rho", d.rho),
-        clip_quantile=tip.get("clip_quantile", d.clip_quantile),
-        quadrant=which,
-        q_entropy=tip.get("q_entropy", d.q_entropy),
-        q_divergence=tip.get("q_divergence", d.q_divergence),
-        gate_tau=tsd.get("gate_tau", d.gate_tau),
-        opener_threshold=tsd.get("opener_threshold", d.opener_threshold),
-        em_ratio=tsd.get("em_ratio", d.em_ratio),
-        dear_p=dear.get("p", d.dear_p),
-        dear_q=dear.get("q", d.dear_q),
-        temperature=method.get("temperature", d.temperature),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class TopdProbe:
-  """TOPD's pre-update stage on a token map's rollouts (it samples).
-
-  Attributes:
-    method: the TOPD settings (candidate fraction, cap, window, OT); its
-      trajectory term is not run here. ``max_candidates`` is capped at the
-      response length.
-    sampling: how the branched windows are drawn (the rollouts' sampling).
-    eos_ids: ids that end a window.
+    sampling: how the stage samples (the rollouts' sampling).
+    eos_ids: ids that end a sampled window.
     pad_id: the padding id.
-    seed: seed of the branch sampling.
   """
 
-  method: topd_lib.TOPD = topd_lib.TOPD()
   sampling: Sampling = Sampling()
   eos_ids: tuple[int, ...] = ()
   pad_id: int = 0
-  seed: int = 0
 
-  @classmethod
-  def from_config(
-      cls, config: Mapping[str, Any], *, eos_ids: Sequence[int], pad_id: int
-  ) -> "TopdProbe":
-    """The run config's `topd` block and sampling (temperature, top-k/p)."""
-    plain = lambda d: d.to_dict() if hasattr(d, "to_dict") else dict(d or {})
-    return cls(
-        method=topd_lib.TOPD(**plain(config.get("topd"))),
-        sampling=Sampling(**plain(config.get("sampling"))),
-        eos_ids=tuple(int(e) for e in eos_ids),
-        pad_id=int(pad_id),
-        seed=int(config.get("seed") or 0),
-    )
+
+def comparison_methods(
+    exclude: Sequence[str] = (),
+) -> tuple[methods_lib.Method, ...]:
+  """Every registered method that names token sets and has no pre-update
+  stage, built with its defaults, in registry order (minus `exclude`)."""
+  out = []
+  for name in methods_lib.REGISTRY:
+    if name in exclude:
+      continue
+    method = methods_lib.build_method(name)
+    if methods_lib.has_token_sets(method) and not methods_lib.has_stage(method):
+      out.append(method)
+  return tuple(out)
 
 
 @dataclasses.dataclass
@@ -349,109 +249,57 @@ def _finite_list(x: np.ndarray) -> list[float | None]:
   return [float(f"{v:.7g}") if np.isfinite(v) else None for v in x.tolist()]
 
 
-@nnx.jit(static_argnames=("settings",))
-def _compute(student, teacher, tokens, mask, response_mask, *, settings):
-  """Channels and selector masks [B, T] of one batch (see compute_token_map)."""
-  s = settings
-  t = response_mask.shape[1]
-  rmask = response_mask.astype(bool)
-  hidden_s = response_hidden(student, tokens, mask, t)
-  st = heads.token_stats(
-      hidden_s,
-      student.head_matrix(),
-      response_hidden(teacher, tokens, mask, t),
-      teacher.head_matrix(),
-      tokens[:, -t:],
-      where=rmask,
-      chunk_size=min(s.chunk_size, t),
-      temperature=s.temperature,
+@nnx.jit(static_argnames=("shown", "chunk_size"))
+def _compute(student, teacher, rollout, key, extras, *, shown, chunk_size):
+  """Channels and each method's token sets [B, T] (see compute_token_map)."""
+  t = rollout.response.shape[1]
+  rmask = rollout.response_mask.astype(bool)
+  inputs = methods_lib.StepInputs(
+      student_hidden=response_hidden(student, rollout.tokens, rollout.mask, t),
+      student_head=student.head_matrix(),
+      teacher_hidden=response_hidden(teacher, rollout.tokens, rollout.mask, t),
+      teacher_head=teacher.head_matrix(),
+      ids=rollout.response,
+      mask=rmask,
+      sampler_logprobs=rollout.logprobs,
+      key=key,
   )
-  hs, rkl = st.student_entropy, st.reverse_kl
-  vocab = student.config.vocab_size
+  st = heads.token_stats(
+      inputs.student_hidden,
+      inputs.student_head,
+      inputs.teacher_hidden,
+      inputs.teacher_head,
+      inputs.ids,
+      where=rmask,
+      chunk_size=min(chunk_size, t),
+  )
   channels = {
-      "student_entropy": hs,
+      "student_entropy": st.student_entropy,
       "teacher_entropy": st.teacher_entropy,
-      "reverse_kl": rkl,
-      "tsd_gate": jnp.where(
-          rmask,
-          selection.confidence_gate(hs, st.teacher_entropy, tau=s.gate_tau),
-          0.0,
-      ),
-      "soft_or": selection.soft_or_scores(
-          hs, rkl, rmask, vocab_size=vocab, clip_quantile=s.clip_quantile
-      ),
+      "reverse_kl": st.reverse_kl,
       "student_logprob": st.student_logprob,
       "teacher_logprob": st.teacher_logprob,
   }
-  dear = selection.dear_tokens(hs, rkl, hidden_s, rmask, p=s.dear_p, q=s.dear_q)
-  kept = lambda sel: sel.weights > 0
-  selectors = {
-      "tip_soft_or": kept(
-          selection.soft_or(
-              hs,
-              rkl,
-              rmask,
-              s.rho,
-              vocab_size=vocab,
-              clip_quantile=s.clip_quantile,
-          )
-      ),
-      "tip_entropy": kept(selection.entropy_top(hs, rmask, s.rho)),
-      "tip_quadrant": kept(
-          selection.quadrant_select(
-              hs,
-              rkl,
-              rmask,
-              which=s.quadrant,
-              q_entropy=s.q_entropy,
-              q_divergence=s.q_divergence,
-          )
-      ),
-      "tsd_opener": selection.opener_mask(
-          hs, rmask, threshold=s.opener_threshold
-      ),
-      "tsd_em": selection.entropy_min_set(hs, rmask, ratio=s.em_ratio),
-      "dear_decision": dear.decision,
-      "dear_evidence": dear.evidence,
-  }
-  return channels, selectors
+  sets = [
+      method.token_sets(inputs.replace(extras=ex))
+      for method, ex in zip(shown, extras)
+  ]
+  return channels, sets
 
 
-@nnx.jit(static_argnames=("probe",))
-def _compute_topd(student, teacher, rollout, *, probe):
-  """TOPD's channels and selector masks [B, T] (see compute_token_map)."""
-  response_mask = rollout.response_mask
-  t = response_mask.shape[1]
-  cfg = dataclasses.replace(
-      probe.method,
-      max_candidates=min(probe.method.max_candidates, t),
-      lambda_traj=0.0,  # no trajectory term: its windows are not shown
-  )
-  out = topd_stage.prepare(
-      cfg,
+@nnx.jit(static_argnames=("method", "stage"))
+def _prepare(student, teacher, rollout, key, *, method, stage):
+  """A staged method's `prepare` outputs but the segments (its extras)."""
+  out = method.prepare(
       student,
       teacher,
       rollout,
-      jax.random.PRNGKey(probe.seed),
-      sampling=probe.sampling,
-      eos_ids=probe.eos_ids,
-      pad_id=probe.pad_id,
+      key,
+      sampling=stage.sampling,
+      eos_ids=stage.eos_ids,
+      pad_id=stage.pad_id,
   )
-  index, valid = out[topd_stage.CAND_INDEX], out[topd_stage.CAND_VALID]
-  high = out[topd_stage.HIGH_OT]
-  rows = jnp.arange(index.shape[0])[:, None]
-  scatter = (
-      lambda v, init: jnp.full(response_mask.shape, init, v.dtype)
-      .at[rows, index]
-      .max(v)
-  )
-  channels = {"topd_ot": scatter(out[topd_stage.OT], 0.0)}
-  selectors = {
-      "topd_candidate": scatter(valid, False),
-      "topd_divergent": scatter(valid & high, False),
-      "topd_false_alarm": topd_stage.suppression_mask(index, valid, high, t),
-  }
-  return channels, selectors
+  return {k: v for k, v in out.items() if k not in SEGMENT_KEYS}
 
 
 def _to_numpy(tree):
@@ -477,29 +325,38 @@ def compute_token_map(
     teacher,
     rollout,
     *,
-    settings: TokenMapSettings = TokenMapSettings(),
-    topd: TopdProbe | None = None,
+    method: methods_lib.Method | None = None,
+    compare: Sequence[methods_lib.Method] | None = None,
+    stage: StageSettings | None = None,
+    seed: int = 0,
+    chunk_size: int = 128,
 ) -> TokenMap:
-  """Scores a rollout with both models; every channel and selector mask.
+  """Scores a rollout with both models; the channels and token sets.
 
   One jitted pass: both trunks over ``prompt + response``, the chunked
-  `heads.token_stats` (never a ``[B, T, V]`` array), then the selectors
-  of `opd_jax.selection` with ``settings``: TIP Soft-OR / entropy-only /
-  quadrant, the TSD-KD opener and entropy-min set, DEAR decision and
-  evidence (relevance from the student's last hidden states).
+  `heads.token_stats` (never a ``[B, T, V]`` array) for the models'
+  channels, then each shown method's `token_sets` on the same inputs (each
+  with its own stats pass, at its own settings). A staged method first runs
+  its `prepare` on the rollout (a second jitted pass; TOPD samples ``B x
+  max_candidates`` branched windows from each model).
 
   Args:
     student: the student Transformer (the policy that sampled `rollout`).
     teacher: the teacher Transformer, same vocabulary.
     rollout: a `rollouts.Rollout` ([B, P] prompt, [B, T] response).
-    settings: selector parameters (METHODS.md defaults).
-    topd: when given, also TOPD's stage (a second jitted pass that samples
-      ``B x max_candidates`` branched windows from each model): the
-      `TOPD_CHANNELS` and `TOPD_SELECTORS` entries.
+    method: a run's method: shown first, its config in `meta`
+      (``settings.<method>.<field>``).
+    compare: the other methods shown; default `comparison_methods` less the
+      run's method's name.
+    stage: needed when a shown method has a pre-update stage.
+    seed: PRNG seed of stochastic selectors and of a stage's sampling.
+    chunk_size: positions per chunk of the models' stats pass.
 
   Returns:
-    A `TokenMap` without text (see `label_token_map`). Under several
-    processes every process must call it (the arrays are all-gathered).
+    A `TokenMap` without text (see `label_token_map`): channels and
+    selectors ``<method>_<name>`` (a method's entries in name order).
+    Under several processes every process must call it (the arrays are
+    all-gathered).
   """
   check_vocabularies(student.config.vocab_size, teacher.config.vocab_size)
   if rollout.response.ndim != 2 or rollout.prompt.ndim != 2:
@@ -507,55 +364,72 @@ def compute_token_map(
         "rollout: expected prompt [B, P] and response [B, T], got"
         f" {rollout.prompt.shape} and {rollout.response.shape}"
     )
-  channels, selectors = _to_numpy(
+  meta = {}
+  if method is not None:
+    name = methods_lib.method_name(method)
+    meta["method"] = name
+    meta.update({  # the page folds `settings.*` into one line
+        f"settings.{name}.{k}": v for k, v in dataclasses.asdict(method).items()
+    })
+  if compare is None:
+    compare = comparison_methods(exclude=[meta["method"]] if meta else [])
+  shown = tuple(
+      m
+      for m in (method, *compare)
+      if m is not None and methods_lib.has_token_sets(m)
+  )
+  key = jax.random.PRNGKey(seed)
+  extras = []
+  for m in shown:
+    if not methods_lib.has_stage(m):
+      extras.append(None)
+      continue
+    if stage is None:
+      raise ValueError(
+          f"{methods_lib.method_name(m)} has a pre-update stage (it"
+          " samples): pass stage=StageSettings(sampling, eos_ids, pad_id)"
+      )
+    extras.append(
+        _prepare(student, teacher, rollout, key, method=m, stage=stage)
+    )
+  channels, sets = _to_numpy(
       _compute(
           student,
           teacher,
-          rollout.tokens,
-          rollout.mask,
-          rollout.response_mask,
-          settings=settings,
+          rollout,
+          key,
+          tuple(extras),
+          shown=shown,
+          chunk_size=chunk_size,
       )
   )
-  channel_names, selector_names = CHANNELS, SELECTORS
-  meta = {f"settings.{k}": v for k, v in dataclasses.asdict(settings).items()}
-  if topd is not None:
-    more_channels, more_selectors = _to_numpy(
-        _compute_topd(student, teacher, rollout, probe=topd)
-    )
-    channels, selectors = (
-        {**channels, **more_channels},
-        {**selectors, **more_selectors},
-    )
-    channel_names += TOPD_CHANNELS
-    selector_names += TOPD_SELECTORS
-    meta.update({
-        f"topd.{k}": v
-        for k, v in dataclasses.asdict(topd.method).items()
-        if k in _TOPD_STAGE_FIELDS
-    })
+  # jit returns dicts in sorted key order; keep the page's order.
+  channels = {k: channels[k].astype(np.float32) for k in CHANNELS}
+  selectors, descriptions, ranges = {}, dict(DESCRIPTIONS), {}
+  for m, views in zip(shown, sets):
+    name = methods_lib.method_name(m)
+    for key_name, view in views.items():
+      full = f"{name}_{key_name}"
+      if full in channels or full in selectors:
+        raise ValueError(f"token map: two entries named {full!r}")
+      values = np.asarray(view.values)
+      if values.dtype == bool:
+        selectors[full] = values
+      else:
+        channels[full] = values.astype(np.float32)
+      descriptions[full] = view.description
+      if view.value_range is not None:
+        ranges[full] = tuple(view.value_range)
   ids, mask = _to_numpy((rollout.response, rollout.response_mask))
   return TokenMap(
       ids=ids.astype(np.int32),
       mask=mask.astype(bool),
-      # jit returns dicts in sorted key order; keep the page's order.
-      channels={k: channels[k].astype(np.float32) for k in channel_names},
-      selectors={k: selectors[k].astype(bool) for k in selector_names},
-      descriptions={k: DESCRIPTIONS[k] for k in channel_names + selector_names},
-      ranges=dict(RANGES),
+      channels=channels,
+      selectors=selectors,
+      descriptions=descriptions,
+      ranges=ranges,
       meta=meta,
   )
-
-
-# The TOPD fields the stage reads (shown in the page header).
-_TOPD_STAGE_FIELDS = (
-    "rho_loss",
-    "max_candidates",
-    "window",
-    "candidate_divergence",
-    "ot_epsilon",
-    "ot_quantile",
-)
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -643,8 +517,10 @@ def write_token_map(
     *,
     answers: Sequence[str | None] | None = None,
     grader: Grader | None = None,
-    settings: TokenMapSettings = TokenMapSettings(),
-    topd: TopdProbe | None = None,
+    method: methods_lib.Method | None = None,
+    compare: Sequence[methods_lib.Method] | None = None,
+    stage: StageSettings | None = None,
+    seed: int = 0,
     title: str = "opd_jax token map",
     meta: Mapping[str, Any] | None = None,
     json_path: str | None = None,
@@ -662,8 +538,8 @@ def write_token_map(
     tokenizer: the student's tokenizer.
     answers: reference answers per rollout, for the verdicts.
     grader: (texts, answers) -> bools; without one no verdict is shown.
-    settings: selector parameters.
-    topd: also TOPD's candidates, divergent states and false alarms.
+    method, compare, stage, seed: what `compute_token_map` shows (a run's
+      method, the methods compared with it, a staged method's sampling).
     title: the page title.
     meta: extra header fields (e.g. {"step": 300, "student": "..."}).
     json_path: also write the `TokenMap.to_json` data there.
@@ -672,7 +548,13 @@ def write_token_map(
     The labelled TokenMap.
   """
   token_map = compute_token_map(
-      student, teacher, rollout, settings=settings, topd=topd
+      student,
+      teacher,
+      rollout,
+      method=method,
+      compare=compare,
+      stage=stage,
+      seed=seed,
   )
   token_map = label_token_map(
       token_map,

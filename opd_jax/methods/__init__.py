@@ -19,13 +19,17 @@ its config block with `build_method(name, args)`.
 
 from opd_jax.methods.base import build_method
 from opd_jax.methods.base import has_stage
+from opd_jax.methods.base import has_token_sets
 from opd_jax.methods.base import Method
+from opd_jax.methods.base import method_name
 from opd_jax.methods.base import Metrics
 from opd_jax.methods.base import register
 from opd_jax.methods.base import REGISTRY
 from opd_jax.methods.base import Segment
 from opd_jax.methods.base import StagedMethod
 from opd_jax.methods.base import StepInputs
+from opd_jax.methods.base import TokenSet
+from opd_jax.methods.base import TokenSetMethod
 from opd_jax.methods.dear import DEAR
 from opd_jax.methods.gkd import GKD
 from opd_jax.methods.gkd import ReverseKL
@@ -40,7 +44,9 @@ __all__ = [
     "DEAR",
     "GKD",
     "has_stage",
+    "has_token_sets",
     "Method",
+    "method_name",
     "Metrics",
     "MiniLLM",
     "register",
@@ -50,6 +56,8 @@ __all__ = [
     "Segment",
     "StagedMethod",
     "StepInputs",
+    "TokenSet",
+    "TokenSetMethod",
     "TIP",
     "TOPD",
     "TSDKD",

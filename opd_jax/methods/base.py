@@ -26,6 +26,12 @@ gradient, it returns static-shape arrays that ride in the batch into the
 step. Batch keys `segment/*` ask the step to teacher-force extra sequences
 through both trunks (`StepInputs.segment`); every other extra key reaches
 the method as `StepInputs.extras`.
+
+A method that selects or weights tokens also names them
+(`TokenSetMethod.token_sets`): the sets its loss takes and the per-token
+scores it ranks them by, computed by the same code as its loss. The token
+map (`diagnostics.token_map`) shows a run's method and every other
+registered method that names token sets, asking each of them.
 """
 
 from __future__ import annotations
@@ -111,6 +117,26 @@ class StepInputs:
 Metrics = dict[str, jax.Array]
 
 
+@flax.struct.dataclass
+class TokenSet:
+  """One named per-token view of a batch, as the method computes it.
+
+  Attributes:
+    values: ``[B, T]``: bool for a set of tokens (those the loss takes, or a
+      part of them), float32 for a channel (a per-token score the method
+      ranks or weights tokens by); False / 0 where the mask is False.
+    description: one line, shown in the token map.
+    value_range: a channel's natural (lo, hi) colour range, or None (the
+      page colours it by its min and max).
+  """
+
+  values: jax.Array
+  description: str = flax.struct.field(pytree_node=False, default="")
+  value_range: tuple[float, float] | None = flax.struct.field(
+      pytree_node=False, default=None
+  )
+
+
 class Method(Protocol):
   """A distillation objective."""
 
@@ -160,6 +186,29 @@ def has_stage(method: Method) -> bool:
   return isinstance(method, StagedMethod)
 
 
+@runtime_checkable
+class TokenSetMethod(Protocol):
+  """A method that names the tokens it trains on.
+
+  `token_sets` runs on the step's inputs (a staged method's `prepare`
+  outputs in `extras`; `segment` may be None) and returns, by name, the
+  token sets its loss takes and its per-token scores (`TokenSet`), with
+  the config's settings, through the code its `loss` runs (no gradient).
+  The token map shows them as ``<method>_<name>``.
+  """
+
+  def loss(self, inputs: StepInputs) -> tuple[jax.Array, Metrics]:
+    """Returns (scalar float32 loss, flat slash-namespaced metrics)."""
+
+  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
+    """The method's token sets and channels [B, T] of a batch."""
+
+
+def has_token_sets(method: Method) -> bool:
+  """Whether `method` names its token sets (see `TokenSetMethod`)."""
+  return isinstance(method, TokenSetMethod)
+
+
 REGISTRY: dict[str, Callable[..., Method]] = {}
 
 
@@ -173,6 +222,18 @@ def register(name: str):
     return cls
 
   return wrap
+
+
+def method_name(method: Method) -> str:
+  """The name `method`'s class is registered under.
+
+  Raises:
+    ValueError: the class is not registered.
+  """
+  for name, cls in REGISTRY.items():
+    if type(method) is cls:  # pylint: disable=unidiomatic-typecheck
+      return name
+  raise ValueError(f"{type(method).__name__} is not a registered method")
 
 
 def build_method(name: str, args: Mapping[str, Any] | None = None) -> Method:

@@ -111,6 +111,23 @@ class LossPass:
         jsd_beta=self.jsd_beta,
     )
 
+  def token_divergence(self, inputs: StepInputs) -> Array:
+    """The loss divergence of each response token [B, T] (no gradient, 0
+    where masked), at this pass's temperature."""
+    return jax.lax.stop_gradient(
+        heads.head_divergence(
+            inputs.student_hidden,
+            inputs.student_head,
+            inputs.teacher_hidden,
+            inputs.teacher_head,
+            jnp.asarray(inputs.mask, bool),
+            divergence=self.divergence,
+            divergence_kwargs=self.divergence_kwargs,
+            temperature=self.temperature,
+            chunk_size=self.chunk_size,
+        )
+    )
+
   def dense_loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """The divergence on every valid response token, with its metrics."""
     mask = jnp.asarray(inputs.mask, bool)

@@ -30,7 +30,7 @@ from opd_jax import heads
 from opd_jax import selection
 from opd_jax.methods import checks
 from opd_jax.methods import common
-from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
 
 Array = jax.Array
 
@@ -119,6 +119,20 @@ class DEAR:
         anchor_window=self.anchor_window,
         norm_scope=self.norm_scope,
     )
+
+  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
+    """The decision anchors D and the evidence tokens E."""
+    parts = self.tokens(inputs, self.loss_pass.token_stats(inputs))
+    return {
+        "decision": TokenSet(
+            parts.decision,
+            "DEAR decision anchors: top p of each rollout by H_S",
+        ),
+        "evidence": TokenSet(
+            parts.evidence,
+            "DEAR evidence: top q of the rest by relevance x gap",
+        ),
+    }
 
   @property
   def loss_pass(self) -> common.LossPass:

@@ -28,7 +28,7 @@ import jax
 
 from opd_jax import heads
 from opd_jax.methods import checks
-from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
 from opd_jax.methods.common import LossPass
 
 Array = jax.Array
@@ -98,6 +98,17 @@ class GKD:
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Returns the token-weighted full-vocabulary divergence and metrics."""
     return self.loss_pass.dense_loss(inputs)
+
+  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
+    """Every valid token is trained on; the channel is its loss term."""
+    p = self.loss_pass
+    return {
+        "divergence": TokenSet(
+            p.token_divergence(inputs),
+            f"{self.NAME}: per-token {p.divergence} at temperature"
+            f" {p.temperature:g} (its loss term)",
+        )
+    }
 
 
 @register("rkl")

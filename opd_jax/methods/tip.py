@@ -29,7 +29,7 @@ from opd_jax import heads
 from opd_jax import selection
 from opd_jax.methods import checks
 from opd_jax.methods import common
-from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
 
 Array = jax.Array
 
@@ -42,6 +42,16 @@ SELECTORS = (
     "random",
     "all",
 )
+# What each selector keeps (the token map's descriptions).
+KEEPS = {
+    "soft_or": "top rho of each rollout by Soft-OR score",
+    "bottom_soft_or": "bottom rho of each rollout by Soft-OR score",
+    "entropy": "top rho of each rollout by H_S",
+    "divergence": "top rho of each rollout by divergence",
+    "quadrant": "quadrant selector (Q3 = low H_S, high divergence)",
+    "random": "rho of each rollout uniformly at random",
+    "all": "every valid token",
+}
 
 
 @register("tip")
@@ -195,6 +205,27 @@ class TIP:
     if self.selector == "random":
       return selection.uniform_random(inputs.key, mask, self.rho, **kw)
     return selection.all_tokens(mask, **kw)
+
+  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
+    """The selector's tokens, and the Soft-OR score it ranks them by."""
+    mask = jnp.asarray(inputs.mask, bool)
+    token_stats = self.loss_pass.token_stats(inputs)
+    sel = self.select(inputs, token_stats)
+    name = self.selector
+    out = {name: TokenSet(sel.weights > 0, f"TIP {name}: {KEEPS[name]}")}
+    if name in ("soft_or", "bottom_soft_or"):
+      out["score"] = TokenSet(
+          selection.soft_or_scores(
+              token_stats.student_entropy,
+              common.axis_divergence(token_stats, self.tip_divergence),
+              mask,
+              vocab_size=inputs.student_head.shape[1],
+              clip_quantile=self.clip_quantile,
+          ),
+          "TIP Soft-OR score 1 - (1 - h)(1 - d), batch min-max",
+          (0.0, 1.0),
+      )
+    return out
 
   @property
   def loss_pass(self) -> common.LossPass:

@@ -33,7 +33,7 @@ from opd_jax.methods import base
 from opd_jax.methods import checks
 from opd_jax.methods import common
 from opd_jax.methods import topd_stage
-from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
 
 Array = jax.Array
 
@@ -236,6 +236,45 @@ class TOPD:
           " segment/* outputs)."
       )
     return extras
+
+  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
+    """The stage's candidates, divergent states, false alarms and OT.
+
+    Reads `prepare`'s outputs from ``inputs.extras`` (not the segments).
+    """
+    ex = inputs.extras or {}
+    missing = [k for k in topd_stage.STAGE_KEYS if k not in ex]
+    if missing:
+      raise ValueError(
+          f"{self.NAME}: StepInputs.extras lacks {missing}: run the"
+          " method's prepare() on the rollout first."
+      )
+    index, valid = ex[topd_stage.CAND_INDEX], ex[topd_stage.CAND_VALID]
+    high = ex[topd_stage.HIGH_OT]
+    shape = inputs.mask.shape
+    rows = jnp.arange(index.shape[0])[:, None]
+    scatter = (
+        lambda v, init: jnp.full(shape, init, v.dtype).at[rows, index].max(v)
+    )
+    return {
+        "candidate": TokenSet(
+            scatter(valid, False),
+            "TOPD candidates: top rho_loss of each rollout by loss",
+        ),
+        "divergent": TokenSet(
+            scatter(valid & high, False),
+            "TOPD divergent states: candidates above the OT quantile",
+        ),
+        "false_alarm": TokenSet(
+            topd_stage.suppression_mask(index, valid, high, shape[1]),
+            "TOPD false alarms: candidates at or below it",
+        ),
+        "ot": TokenSet(
+            scatter(ex[topd_stage.OT], 0.0),
+            "TOPD OT distance of a candidate's teacher and student windows"
+            " (0 off candidates)",
+        ),
+    }
 
   def nds_weights(self, inputs: StepInputs) -> Array:
     """OPD token weights ``[B, T]``: ``w_low`` on false alarms, 1 else."""

@@ -31,7 +31,7 @@ from opd_jax import losses
 from opd_jax import selection
 from opd_jax.methods import checks
 from opd_jax.methods import common
-from opd_jax.methods.base import Metrics, register, StepInputs
+from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
 
 Array = jax.Array
 
@@ -285,3 +285,42 @@ class TSDKD:
         "entropy/teacher": common.valid_mean(terms.teacher_entropy, mask),
     })
     return loss, metrics
+
+  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
+    """The opener O, the EM set I and the confidence gate of the batch."""
+    mask = jnp.asarray(inputs.mask, bool)
+    terms = tsd_terms(  # the entropies need no candidates
+        inputs,
+        beta=self.beta,
+        top_k=1,
+        temperature=self.temperature,
+        chunk_size=self.chunk_size,
+    )
+    hs = jax.lax.stop_gradient(terms.student_entropy)
+    ht = jax.lax.stop_gradient(terms.teacher_entropy)
+    gate = selection.confidence_gate(hs, ht, tau=self.gate_tau)
+    opener = selection.opener_mask(
+        hs,
+        mask,
+        threshold=self.opener_threshold,
+        batch_flat=self.opener_batch_flat,
+        group_rows=self.opener_group_rows,
+    )
+    em = selection.entropy_min_set(
+        hs,
+        mask,
+        ratio=self.em_ratio,
+        rule=self.em_rule,
+        group_rows=self.em_group_rows,
+    )
+    return {
+        "opener": TokenSet(
+            opener, "TSD-KD opener: prefix holding the first c of the entropy"
+        ),
+        "em": TokenSet(em, f"TSD-KD entropy-min set ({self.em_rule} rule)"),
+        "gate": TokenSet(
+            jnp.where(mask, gate if self.gate else jnp.ones_like(gate), 0.0),
+            "TSD-KD confidence gate sigmoid((H_S - H_T) / tau)",
+            (0.0, 1.0),
+        ),
+    }

@@ -433,13 +433,15 @@ class Trainer:
         # Host answers are this process's slice; verdicts need them all.
         answers=host.get("answer") if jax.process_count() == 1 else None,
         grader=self.grader,
-        settings=token_map.TokenMapSettings.from_config(self.c),
-        # TOPD runs show the stage's candidates and false alarms too.
-        topd=token_map.TopdProbe.from_config(
-            self.c, eos_ids=self.eos_ids, pad_id=self.train_data.pad_id
-        )
-        if self.c.method == "topd"
-        else None,
+        # The run's method names the tokens it trains on; a staged one
+        # (TOPD) runs its stage on these rollouts with the run's sampling.
+        method=self.method,
+        stage=token_map.StageSettings(
+            sampling=self.sampling,
+            eos_ids=self.eos_ids,
+            pad_id=self.train_data.pad_id,
+        ),
+        seed=self.c.seed,
         meta={"step": step},
     )
 

@@ -105,17 +105,25 @@ def test_channels_match_numpy_float64(pair):
       "student_entropy": hs,
       "teacher_entropy": ht,
       "reverse_kl": rkl,
-      "tsd_gate": 1.0 / (1.0 + np.exp(-(hs - ht))),
       "student_logprob": take(ls),
       "teacher_logprob": take(lt),
+      "rkl_divergence": rkl,
+      "tsd_kd_gate": 1.0 / (1.0 + np.exp(-(hs - ht))),
   }
   h = hs / math.log(97)
   h = np.minimum(h, np.quantile(h[mask], 0.98))
   norm = lambda x: (x - x[mask].min()) / (x[mask].max() - x[mask].min())
-  want["soft_or"] = 1 - (1 - norm(h)) * (1 - norm(rkl))
+  want["tip_score"] = 1 - (1 - norm(h)) * (1 - norm(rkl))
   # The spread matters for the selectors (and the page's colours).
   assert np.ptp(hs[mask]) > 1.0 and np.ptp(rkl[mask]) > 1.0
-  assert list(token_map.channels) == list(tm.CHANNELS)
+  # The models' channels, then the methods' (registry order, defaults).
+  assert list(token_map.channels) == list(tm.CHANNELS) + [
+      "gkd_divergence",
+      "rkl_divergence",
+      "tip_score",
+      "tsd_kd_gate",
+  ]
+  assert token_map.ranges == {"tip_score": (0.0, 1.0), "tsd_kd_gate": (0, 1)}
   for name, ref in want.items():
     got = token_map.channels[name]
     assert got.dtype == np.float32 and got.shape == mask.shape
@@ -126,7 +134,9 @@ def test_channels_match_numpy_float64(pair):
 
 
 def test_selector_masks_equal_the_selection_functions(pair):
-  student, _, rollout, token_map = pair
+  from opd_jax.methods import TIP  # pylint: disable=g-import-not-at-top
+
+  student, teacher, rollout, token_map = pair
   mask = jnp.asarray(rollout.response_mask)
   c = token_map.channels
   hs, ht, rkl = c["student_entropy"], c["teacher_entropy"], c["reverse_kl"]
@@ -134,12 +144,30 @@ def test_selector_masks_equal_the_selection_functions(pair):
   dear = selection.dear_tokens(hs, rkl, hidden, mask, p=0.2, q=0.2)
   # METHODS.md defaults, spelled out.
   want = {
+      "dear_decision": dear.decision,
+      "dear_evidence": dear.evidence,
       "tip_soft_or": (
           selection.soft_or(
               hs, rkl, mask, 0.5, vocab_size=97, clip_quantile=0.98
           ).weights
           > 0
       ),
+      "tsd_kd_em": selection.entropy_min_set(hs, mask, ratio=0.1),
+      "tsd_kd_opener": selection.opener_mask(hs, mask, threshold=0.1),
+  }
+  assert list(token_map.selectors) == list(want)
+  # TIP's other selectors, compared beside the defaults.
+  more = tm.compute_token_map(
+      student,
+      teacher,
+      rollout,
+      compare=(
+          *tm.comparison_methods(),
+          TIP(selector="entropy"),
+          TIP(selector="quadrant"),
+      ),
+  )
+  want.update({
       "tip_entropy": selection.entropy_top(hs, mask, 0.5).weights > 0,
       "tip_quadrant": (
           selection.quadrant_select(
@@ -147,54 +175,127 @@ def test_selector_masks_equal_the_selection_functions(pair):
           ).weights
           > 0
       ),
-      "tsd_opener": selection.opener_mask(hs, mask, threshold=0.1),
-      "tsd_em": selection.entropy_min_set(hs, mask, ratio=0.1),
-      "dear_decision": dear.decision,
-      "dear_evidence": dear.evidence,
-  }
-  assert list(token_map.selectors) == list(want)
+  })
+  assert list(more.selectors) == list(want)
   for name, ref in want.items():
-    np.testing.assert_array_equal(token_map.selectors[name], ref, err_msg=name)
+    np.testing.assert_array_equal(more.selectors[name], ref, err_msg=name)
   np.testing.assert_array_equal(
-      token_map.channels["soft_or"],
+      token_map.channels["tip_score"],
       selection.soft_or_scores(hs, rkl, mask, vocab_size=97),
   )
   np.testing.assert_array_equal(
-      token_map.channels["tsd_gate"][token_map.mask],
+      token_map.channels["tsd_kd_gate"][token_map.mask],
       selection.confidence_gate(hs, ht)[token_map.mask],
   )
   lengths = token_map.mask.sum(axis=1)
   np.testing.assert_array_equal(
       token_map.selectors["tip_soft_or"].sum(axis=1), lengths // 2
   )
-  for name, sel in token_map.selectors.items():
+  for name, sel in more.selectors.items():
     assert not np.any(sel & ~token_map.mask), name
 
 
-def test_settings_defaults_match_the_methods_configs():
-  from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
+def test_comparisons_are_the_registered_methods_at_their_defaults(pair):
+  from opd_jax import methods  # pylint: disable=g-import-not-at-top
 
-  assert tm.TokenMapSettings.from_config(default_config()) == (
-      tm.TokenMapSettings()
+  compared = tm.comparison_methods()
+  names = [methods.method_name(m) for m in compared]
+  assert names == [
+      n
+      for n in methods.REGISTRY
+      if methods.has_token_sets(methods.build_method(n))
+      and not methods.has_stage(methods.build_method(n))
+  ]
+  assert {"tip", "dear", "gkd"} <= set(names) and "topd" not in names
+  assert all(m == methods.build_method(n) for m, n in zip(compared, names))
+  assert "tip" not in [
+      methods.method_name(m) for m in tm.comparison_methods(exclude=["tip"])
+  ]
+  # A run's method comes first, with its config in the header.
+  student, teacher, rollout, _ = pair
+  run = tm.compute_token_map(
+      student, teacher, rollout, method=methods.build_method("dear", {"q": 0.4})
   )
-  c = default_config()
-  c.tip.rho, c.dear.q, c.tsd_kd.em_ratio = 0.2, 0.4, 0.9
-  c.method, c.dear.temperature = "dear", 0.7
-  s = tm.TokenMapSettings.from_config(c)
-  assert (s.rho, s.dear_q, s.em_ratio, s.temperature) == (0.2, 0.4, 0.9, 0.7)
-  s = tm.TokenMapSettings.from_config({"tip": {"which": [1, 3]}})
-  assert s.quadrant == (1, 3) and s == tm.TokenMapSettings(quadrant=(1, 3))
+  assert list(run.selectors)[:2] == ["dear_decision", "dear_evidence"]
+  assert run.meta["method"] == "dear" and run.meta["settings.dear.q"] == 0.4
+  assert list(run.selectors).count("dear_decision") == 1
 
 
 def test_other_settings_change_the_masks(pair):
+  from opd_jax.methods import TIP  # pylint: disable=g-import-not-at-top
+
   student, teacher, rollout, token_map = pair
-  other = tm.compute_token_map(
-      student, teacher, rollout, settings=tm.TokenMapSettings(rho=0.2)
-  )
+  other = tm.compute_token_map(student, teacher, rollout, method=TIP(rho=0.2))
   lengths = token_map.mask.sum(axis=1)
   np.testing.assert_array_equal(
       other.selectors["tip_soft_or"].sum(axis=1), (lengths * 2) // 10
   )
+
+
+def test_gkd_channel_is_its_loss_term_at_the_loss_temperature(pair):
+  from opd_jax import losses  # pylint: disable=g-import-not-at-top
+  from opd_jax.methods import GKD  # pylint: disable=g-import-not-at-top
+
+  student, teacher, rollout, _ = pair
+  gkd = GKD(beta=0.3, loss_temperature=0.6)
+  token_map = tm.compute_token_map(
+      student, teacher, rollout, method=gkd, compare=()
+  )
+  zs = _response_outputs(student, rollout)[0]
+  zt = _response_outputs(teacher, rollout)[0]
+  mask = np.asarray(rollout.response_mask)
+  want = losses.generalized_jsd(
+      jnp.asarray(zs), jnp.asarray(zt), beta=0.3, temperature=0.6, where=mask
+  )
+  np.testing.assert_allclose(
+      token_map.channels["gkd_divergence"], want, rtol=1e-5, atol=1e-6
+  )
+  assert list(token_map.selectors) == []  # every token is trained on
+
+
+def test_a_method_registered_here_appears_with_no_edit_to_diagnostics(pair):
+  from opd_jax import methods  # pylint: disable=g-import-not-at-top
+  from opd_jax.methods import base  # pylint: disable=g-import-not-at-top
+  from opd_jax.methods import common  # pylint: disable=g-import-not-at-top
+
+  @dataclasses.dataclass(frozen=True)
+  class Tiny:
+    """Trains on the tokens above a student-logprob cut."""
+
+    cut: float = -3.0
+
+    def loss(self, inputs):
+      raise NotImplementedError
+
+    def token_sets(self, inputs):
+      lp = common.sampled_token_logprobs(inputs)[0]
+      keep = jnp.asarray(inputs.mask, bool) & (lp > self.cut)
+      return {
+          "kept": methods.TokenSet(keep, "log p_S(y) above the cut"),
+          "logprob": methods.TokenSet(lp, "log p_S(y)", (-10.0, 0.0)),
+      }
+
+  student, teacher, rollout, token_map = pair
+  methods.register("tiny_probe")(Tiny)
+  try:
+    shown = tm.compute_token_map(student, teacher, rollout)
+    run = tm.compute_token_map(
+        student, teacher, rollout, method=Tiny(cut=-2.0), compare=()
+    )
+  finally:
+    del base.REGISTRY["tiny_probe"]
+  lp = token_map.channels["student_logprob"]
+  for got, cut in ((shown, -3.0), (run, -2.0)):
+    np.testing.assert_array_equal(
+        got.selectors["tiny_probe_kept"], token_map.mask & (lp > cut)
+    )
+    np.testing.assert_allclose(
+        got.channels["tiny_probe_logprob"], lp, atol=1e-5
+    )
+    assert got.descriptions["tiny_probe_kept"] == "log p_S(y) above the cut"
+    assert got.ranges["tiny_probe_logprob"] == (-10.0, 0.0)
+  assert list(shown.selectors)[-1] == "tiny_probe_kept"
+  assert run.meta == {"method": "tiny_probe", "settings.tiny_probe.cut": -2.0}
 
 
 def test_teacher_with_another_vocabulary_is_rejected(pair):
@@ -224,6 +325,19 @@ def test_token_pieces_follow_the_decoded_text():
   assert pieces[cut : cut + 2] == ["", "é"]
 
 
+# A synthetic map's entries (any names do; these are a default map's).
+SYNTH_CHANNELS = tm.CHANNELS + ("tip_score", "tsd_gate")
+SYNTH_SELECTORS = (
+    "tip_soft_or",
+    "tip_entropy",
+    "tip_quadrant",
+    "tsd_opener",
+    "tsd_em",
+    "dear_decision",
+    "dear_evidence",
+)
+
+
 def synthetic_map(seed=0):
   """A labelled TokenMap without models, with hostile token text."""
   rng = np.random.default_rng(seed)
@@ -232,18 +346,24 @@ def synthetic_map(seed=0):
   mask = np.arange(t)[None] < lengths[:, None]
   channels = {
       name: np.where(mask, rng.random((b, t)), 0).astype(np.float32)
-      for name in tm.CHANNELS
+      for name in SYNTH_CHANNELS
   }
   channels["reverse_kl"][1, 0] = np.nan  # shown as n/a, stored as null
-  selectors = {name: mask & (rng.random((b, t)) < 0.4) for name in tm.SELECTORS}
+  selectors = {
+      name: mask & (rng.random((b, t)) < 0.4) for name in SYNTH_SELECTORS
+  }
   pieces = [[f"w{i} " for i in range(n)] for n in lengths[:2]] + [HOSTILE]
   return tm.TokenMap(
       ids=np.where(mask, rng.integers(0, 50, (b, t)), 0).astype(np.int32),
       mask=mask,
       channels=channels,
       selectors=selectors,
-      descriptions={**tm.DESCRIPTIONS, "soft_or": "<i>score</i> & </script>"},
-      ranges=dict(tm.RANGES),
+      descriptions={
+          **{name: name for name in SYNTH_CHANNELS + SYNTH_SELECTORS},
+          **tm.DESCRIPTIONS,
+          "tip_score": "<i>score</i> & </script>",
+      },
+      ranges={"tip_score": (0.0, 1.0), "tsd_gate": (0.0, 1.0)},
       pieces=pieces,
       prompts=["Q0 </script>", "Q1 <b>", "Q2"],
       answers=["7", None, "<x>"],
@@ -512,16 +632,22 @@ def test_topd_selectors_follow_the_stage(pair):
   from opd_jax.methods.topd import TOPD  # pylint: disable=g-import-not-at-top
 
   student, teacher, rollout, plain = pair
-  probe = tm.TopdProbe(
-      method=TOPD(rho_loss=0.5, max_candidates=20, window=3),
-      eos_ids=(1,),
-      pad_id=0,
-      seed=3,
+  topd = TOPD(rho_loss=0.5, max_candidates=9, window=3)
+  stage = tm.StageSettings(eos_ids=(1,), pad_id=0)
+  with pytest.raises(ValueError, match="topd has a pre-update stage"):
+    tm.compute_token_map(student, teacher, rollout, method=topd)
+  token_map = tm.compute_token_map(
+      student, teacher, rollout, method=topd, stage=stage, seed=3
   )
-  token_map = tm.compute_token_map(student, teacher, rollout, topd=probe)
-  assert list(token_map.selectors) == list(tm.SELECTORS + tm.TOPD_SELECTORS)
-  assert list(token_map.channels) == list(tm.CHANNELS + tm.TOPD_CHANNELS)
-  for name in tm.CHANNELS:  # the other entries are unchanged
+  topd_selectors = ["topd_candidate", "topd_divergent", "topd_false_alarm"]
+  assert list(token_map.selectors) == topd_selectors + list(plain.selectors)
+  assert (
+      list(token_map.channels)
+      == list(tm.CHANNELS)
+      + ["topd_ot"]
+      + list(plain.channels)[len(tm.CHANNELS) :]
+  )
+  for name in plain.channels:  # the other entries are unchanged
     np.testing.assert_array_equal(
         token_map.channels[name], plain.channels[name]
     )
@@ -530,8 +656,8 @@ def test_topd_selectors_follow_the_stage(pair):
   high = token_map.selectors["topd_divergent"]
   alarm = token_map.selectors["topd_false_alarm"]
   ot = token_map.channels["topd_ot"]
-  # max_candidates is capped at T = 9; the top floor(0.5 L) of each rollout
-  # by reverse KL are the candidates.
+  # The top floor(0.5 L) of each rollout (at most T = 9) by reverse KL are
+  # the candidates.
   rkl = token_map.channels["reverse_kl"]
   for b, length in enumerate(mask.sum(axis=1)):
     assert cand[b].sum() == length // 2
@@ -544,22 +670,91 @@ def test_topd_selectors_follow_the_stage(pair):
   assert np.all(ot[~cand] == 0) and np.all(ot[cand] > 0)
   np.testing.assert_array_equal(high, cand & (ot > np.quantile(ot[cand], 0.8)))
   assert 0 < high.sum() < cand.sum()
-  assert token_map.meta["topd.max_candidates"] == 20
+  assert token_map.meta["settings.topd.max_candidates"] == 9
   # Another seed samples other windows: the same candidates.
   other = tm.compute_token_map(
-      student, teacher, rollout, topd=dataclasses.replace(probe, seed=4)
+      student, teacher, rollout, method=topd, stage=stage, seed=4
   )
   np.testing.assert_array_equal(other.selectors["topd_candidate"], cand)
   assert not np.array_equal(other.channels["topd_ot"], ot)
 
 
-def test_topd_probe_reads_a_run_config():
+def _step_inputs(student, teacher, rollout):
+  """The StepInputs of `rollout` as the training step forms them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from opd_jax.methods import StepInputs  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import response_hidden  # pylint: disable=g-import-not-at-top
+
+  t = rollout.response.shape[1]
+  return StepInputs(
+      student_hidden=response_hidden(student, rollout.tokens, rollout.mask, t),
+      student_head=student.head_matrix(),
+      teacher_hidden=response_hidden(teacher, rollout.tokens, rollout.mask, t),
+      teacher_head=teacher.head_matrix(),
+      ids=rollout.response,
+      mask=rollout.response_mask,
+      sampler_logprobs=rollout.logprobs,
+      key=jax.random.PRNGKey(0),
+  )
+
+
+def _trained_sets(name, method, inputs):
+  """What the method trains on, by the map's selector name."""
+  stats = method.loss_pass.token_stats(inputs)
+  if name == "dear":
+    parts = method.tokens(inputs, stats)
+    return {"dear_decision": parts.decision, "dear_evidence": parts.evidence}
+  return {f"tip_{method.selector}": method.select(inputs, stats).weights > 0}
+
+
+# Runs with non-default selection settings: the map must show the tokens
+# the run trains on (it used to recompute them with its own copies of the
+# defaults: rkl as TIP's axis and DEAR's gap, per-sequence DEAR statistics).
+_NON_DEFAULT_RUNS = {
+    "tip": {
+        "tip_divergence": "sampled_logratio",
+        "rho": 0.3,
+        "temperature": 0.7,
+    },
+    "dear": {
+        "delta": "sampled_logratio",
+        "norm_scope": "batch",
+        "anchor_causal": True,
+        "anchor_window": 2,
+        "q": 0.5,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(_NON_DEFAULT_RUNS))
+def test_the_trainers_map_shows_the_tokens_the_run_trains(pair, tmp_path, name):
+  import types  # pylint: disable=g-import-not-at-top
+  from opd_jax import methods  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
 
+  student, teacher, rollout, _ = pair
   c = default_config()
-  c.topd.window = 7
-  c.sampling.temperature = 0.5
-  c.seed = 11
-  probe = tm.TopdProbe.from_config(c, eos_ids=[2], pad_id=5)
-  assert probe.method.window == 7 and probe.sampling.temperature == 0.5
-  assert (probe.eos_ids, probe.pad_id, probe.seed) == ((2,), 5, 11)
+  c.method = name
+  for field, value in _NON_DEFAULT_RUNS[name].items():
+    setattr(c[name], field, value)
+  method = methods.build_method(name, c[name].to_dict())
+  trainer = types.SimpleNamespace(  # what the trainer's hook reads
+      c=c,
+      workdir=str(tmp_path),
+      student=lambda: student,
+      teacher=teacher,
+      tokenizer=_ByteTokenizer(),
+      grader=None,
+      method=method,
+      sampling=Sampling(),
+      eos_ids=(1,),
+      train_data=types.SimpleNamespace(pad_id=0),
+  )
+  loop.Trainer._write_token_map(trainer, 3, rollout, {})  # pylint: disable=protected-access
+  page = (tmp_path / "plots" / "token_map_000003.html").read_text()
+  shown = tm.TokenMap.from_json(_embedded_json(page)).selectors
+  want = _trained_sets(name, method, _step_inputs(student, teacher, rollout))
+  for key, ref in want.items():
+    np.testing.assert_array_equal(shown[key], np.asarray(ref), err_msg=key)

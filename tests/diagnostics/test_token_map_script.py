@@ -149,7 +149,7 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
       1,
   ]
   assert '<option value="topd_false_alarm"' in text
-  assert data["meta"]["topd.window"] == 50
+  assert data["meta"]["settings.topd.window"] == 50
 
   # A two-step run: its newest student, its teacher and its settings.
   from opd_jax.trainer.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
@@ -170,7 +170,7 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "(step 2)" in page.read_text(encoding="utf-8")
   data = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
-  assert data["meta"]["settings.rho"] == 0.25
+  assert data["meta"]["settings.tip.rho"] == 0.25
   assert "topd_candidate" not in page.read_text(encoding="utf-8")  # a TIP run
   assert all(r["verdict"] in (True, False) for r in data["rollouts"])
   for r in data["rollouts"]:
