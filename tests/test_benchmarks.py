@@ -84,6 +84,29 @@ def test_accelerator_figures_by_hand():
   assert accelerator.sampler_bytes(c, 3, 4, 2) == 2 * n * 2 + 2 * 24 * 9
 
 
+def test_step_update_flops_count_every_layer_and_chunk():
+  from benchmarks import step  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+
+  c = ModelConfig(
+      family="llama",
+      vocab_size=10,
+      embed_dim=4,
+      num_layers=2,
+      num_heads=2,
+      num_kv_heads=1,
+      head_dim=2,
+      mlp_dim=8,
+  )
+  # B=3, P=4, T=2: n = 18 tokens, m = 6 positions, L = 6: 21 causal pairs
+  # per row. Per layer: q, o 4x4 each, k, v 4x2 each, MLP 3 x 4x8.
+  weights = 2 * (16 + 16 + 8 + 8 + 96)
+  attention = 2 * 2 * (3 * 21) * 4 * 2
+  trunk = 2 * weights * 18 + attention
+  head = 2 * 4 * 10 * 6
+  assert step.update_flops(c, c, 3, 4, 2) == 4 * (trunk + head)
+
+
 @pytest.mark.slow
 def test_accelerator_check_runs_quick(tmp_path):
   # Every part at tiny shapes on the CPU: the path the GPU run takes.
