@@ -42,6 +42,7 @@ from absl import app, flags
 
 from opd_jax import cli
 from opd_jax.cli import InputError
+from opd_jax.data import arithmetic
 from opd_jax.trainer import workdir as workdir_lib
 
 _MODEL = flags.DEFINE_string("model", None, "Workdir or HF directory.")
@@ -55,7 +56,7 @@ _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _DIFFICULTY = flags.DEFINE_enum(
     "difficulty",
     None,
-    ["easy", "two_step", "default", "hard"],
+    arithmetic.DIFFICULTIES,
     "Built-in task (default: a workdir's run's, else 'default').",
 )
 _N = flags.DEFINE_integer("num_questions", 200, "Questions (0: all).")
@@ -185,7 +186,7 @@ def _load_model():
 
 def _source():
   # pylint: disable=g-import-not-at-top
-  from opd_jax.data import arithmetic, sources
+  from opd_jax.data import sources
 
   if _DATA.value == "arithmetic":
     difficulty, origin = _difficulty()
@@ -231,7 +232,7 @@ def _generate(source, grader):
   from opd_jax.data import tokenizer as tokenizers
   from opd_jax.data.dataset import PromptDataset
   from opd_jax.evaluation import evaluate as evaluation_lib
-  from opd_jax.rollouts import Sampling
+  from opd_jax.rollouts import default_eos_ids, Sampling
 
   model, tok_dir, name, default_out = _load_model()
   tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")
@@ -249,7 +250,7 @@ def _generate(source, grader):
       num_samples=_K.value,
       max_new_tokens=_MAX_NEW.value,
       sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
-      eos_ids=tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,),
+      eos_ids=default_eos_ids(model.config, tokenizer),
   )
   return result, dataset, name, default_out
 

@@ -125,7 +125,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import default_eos_ids, Sampling, sample  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import builders, restore  # pylint: disable=g-import-not-at-top
 
   model, step, c = restore.restore_student(_WORKDIR.value)
@@ -137,7 +137,7 @@ def main(argv):
   batch = data.batch(range(len(data)))
   max_new = _MAX_NEW.value or c.max_new_tokens
   _check_length(np.asarray(batch["prompt_mask"]), max_new, model.config)
-  eos = tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,)
+  eos = default_eos_ids(model.config, tokenizer)
   for j in range(_NUM.value):
     out = sample(
         model,

@@ -37,6 +37,7 @@ from absl import app, flags
 
 from opd_jax import cli
 from opd_jax.cli import InputError
+from opd_jax.data import arithmetic
 
 _WORKDIR = flags.DEFINE_string(
     "workdir",
@@ -61,7 +62,7 @@ _AFIELD = flags.DEFINE_string(
 _DIFFICULTY = flags.DEFINE_enum(
     "difficulty",
     None,
-    ["easy", "two_step", "default", "hard"],
+    arithmetic.DIFFICULTIES,
     "Built-in task difficulty (default: the run's, else 'default').",
 )
 _SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
@@ -163,7 +164,6 @@ def _models():
 
 def _dataset(tokenizer, c):
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
 
   if _QUESTIONS.value:
     source = data_lib.FileSource(
@@ -195,8 +195,9 @@ def _shown(c, response_len: int):
   """
   from opd_jax import methods  # pylint: disable=g-import-not-at-top
   from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import config as config_lib  # pylint: disable=g-import-not-at-top
 
-  method = methods.build_method(c.method, c[c.method].to_dict()) if c else None
+  method = config_lib.run_method(c) if c else None
   wanted = _TOPD.value
   if wanted is None:
     wanted = bool(c) and c.method == "topd"
@@ -229,7 +230,7 @@ def run():
   from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import default_eos_ids, Sampling, sample  # pylint: disable=g-import-not-at-top
 
   student, teacher, tok_dir, c, meta = _models()
   tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
@@ -238,7 +239,7 @@ def run():
   temperature = _TEMPERATURE.value
   if temperature is None:
     temperature = c.sampling.temperature if c else 1.0
-  eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
+  eos = default_eos_ids(student.config, tokenizer)
   rollout = sample(
       student,
       batch["prompt"],

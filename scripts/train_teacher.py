@@ -83,7 +83,7 @@ _OUT = flags.DEFINE_string("out", None, "Output HF checkpoint directory.")
 _DIFFICULTY = flags.DEFINE_enum(
     "difficulty",
     "easy",
-    ["easy", "two_step", "default", "hard"],
+    arithmetic.DIFFICULTIES,
     "Arithmetic task difficulty.",
 )
 _DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Task generator seed.")

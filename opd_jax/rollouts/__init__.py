@@ -16,5 +16,6 @@
 from opd_jax.rollouts.branching import branch_prefixes
 from opd_jax.rollouts.branching import continue_from
 from opd_jax.rollouts.branching import valid_cuts
+from opd_jax.rollouts.sampler import default_eos_ids
 from opd_jax.rollouts.sampler import Rollout, sample
 from opd_jax.rollouts.sampling import Sampling

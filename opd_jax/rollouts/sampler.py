@@ -29,6 +29,23 @@ from opd_jax.models import attention
 from opd_jax.rollouts.sampling import Sampling
 
 
+def default_eos_ids(model_config, tokenizer=None) -> tuple[int, ...]:
+  """The ids that end a response: the model config's `eos_token_ids`, else
+  the tokenizer's `eos_token_id`, else none (responses run to the budget).
+
+  Examples:
+    >>> import types
+    >>> default_eos_ids(types.SimpleNamespace(eos_token_ids=[2, 7]))
+    (2, 7)
+    >>> tok = types.SimpleNamespace(eos_token_id=5)
+    >>> default_eos_ids(types.SimpleNamespace(eos_token_ids=()), tok)
+    (5,)
+  """
+  ids = tuple(int(e) for e in model_config.eos_token_ids)
+  eos = getattr(tokenizer, "eos_token_id", None)
+  return ids or (() if eos is None else (int(eos),))
+
+
 @flax.struct.dataclass
 class Rollout:
   """Sampled responses to a batch of left-padded prompts.

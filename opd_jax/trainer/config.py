@@ -260,10 +260,27 @@ def _check_execution(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{e}") from None
 
 
-def validate(c: ml_collections.ConfigDict) -> None:
+def run_method(c: ml_collections.ConfigDict) -> methods.Method:
+  """The run's method: `config.<config.method>` built (its fields checked).
+
+  Raises:
+    ConfigError: an unknown `config.method`.
+    ValueError: a bad method field, naming `config.<method>.<field>`.
+  """
+  if c.method not in methods.REGISTRY:
+    raise ConfigError(
+        f"config.method: expected one of {sorted(methods.REGISTRY)}, got"
+        f" {c.method!r}"
+    )
+  return methods.build_method(c.method, c[c.method].to_dict())
+
+
+def validate(c: ml_collections.ConfigDict) -> methods.Method:
   """Checks every field's range; raises ConfigError naming the field.
 
-  Also builds the method once, so a bad method field is reported here.
+  Returns:
+    The run's method (`run_method`), built once here so that a bad method
+    field is reported with the others; `plan_run` keeps it.
   """
   _check_execution(c)
   for field, low in [
@@ -405,12 +422,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
       f"a multiple of the number of processes ({n})",
       c.batch_size,
   )
-  if c.method not in methods.REGISTRY:
-    raise ConfigError(
-        f"config.method: expected one of {sorted(methods.REGISTRY)}, got"
-        f" {c.method!r}"
-    )
-  method = methods.build_method(c.method, c[c.method].to_dict())
+  method = run_method(c)
   # The sampler's log-probs stand for the student's own only on the
   # student's rollouts; dataset responses and teacher samples have none.
   if getattr(method, "use_sampler_logprobs", False):
@@ -420,3 +432,4 @@ def validate(c: ml_collections.ConfigDict) -> None:
         "False unless lmbda == 1 and rollout_source == 'student'",
         True,
     )
+  return method

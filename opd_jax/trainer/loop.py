@@ -34,7 +34,7 @@ from opd_jax.data.iterator import PromptIterator
 from opd_jax import evaluation
 from opd_jax import methods
 from opd_jax.evaluation.evaluate import evaluate as evaluate_model
-from opd_jax.rollouts import Sampling, sample
+from opd_jax.rollouts import default_eos_ids, sample
 from opd_jax.trainer import builders, plots, reporting
 from opd_jax.trainer import config as config_lib
 from opd_jax.trainer import self_teacher, stage
@@ -209,7 +209,7 @@ def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
       plan.method,
       sgraph,
       tgraph,
-      sampling=Sampling(**c.sampling.to_dict()),
+      sampling=plan.sampling,
       eos_ids=plan.student_config.eos_token_ids,
       pad_id=0,
       compute_dtype=plan.compute_dtype,
@@ -260,12 +260,8 @@ class Trainer:
       evaluation.check_gradable(self.grader, self.eval_data)
     self.mesh = plan.mesh
     self.method = plan.method
-    self.sampling = Sampling(**c.sampling.to_dict())
-    self.eos_ids = tuple(scfg.eos_token_ids) or (
-        (self.tokenizer.eos_token_id,)
-        if self.tokenizer.eos_token_id is not None
-        else ()
-    )
+    self.sampling = plan.sampling
+    self.eos_ids = default_eos_ids(scfg, self.tokenizer)
     with jax.set_mesh(self.mesh):
       student = builders.build_model(
           c, "student", self.mesh, dtype=plan.dtype, vocab_size=scfg.vocab_size

@@ -31,6 +31,7 @@ from flax import nnx
 
 from opd_jax import methods
 from opd_jax.models import ModelConfig, Transformer, dtype_by_name
+from opd_jax.rollouts import Sampling
 from opd_jax.trainer import builders
 from opd_jax.trainer import self_teacher
 from opd_jax.trainer import step as steps
@@ -73,6 +74,11 @@ class RunPlan:
   method: methods.Method
   optimizer: optax.GradientTransformation
   schedule: Callable[[jax.Array], jax.Array]
+
+  @property
+  def sampling(self) -> Sampling:
+    """How the run samples its rollouts (`config.sampling`)."""
+    return Sampling(**self.config.sampling.to_dict())
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of one step's batch: prompt + response ids and masks, and a
@@ -190,7 +196,7 @@ def plan_run(
   Returns:
     The RunPlan.
   """
-  validate(c)
+  method = validate(c)
   self_teacher.validate(c)
   scfg, s_from = builders.model_config(
       c, "student", allow_preset_fallback=allow_preset_fallback
@@ -207,7 +213,6 @@ def plan_run(
   if tcfg is not None:
     tcfg = tcfg.replace(**builders.execution(c, "teacher"))
   mesh = mesh or builders.mesh_from_config(c)
-  method = methods.build_method(c.method, c[c.method].to_dict())
   check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)], method)
   self_teacher.check_lengths(c, tcfg)
   optimizer, schedule = optimizer_from_config(c)
@@ -250,7 +255,7 @@ def check_shapes(
   rows = c.batch_size // c.micro_batches
   if rows % parallel:
     raise ConfigError(
-        f"config.micro_batches: expected groups of rows that split over the"
+        "config.micro_batches: expected groups of rows that split over the"
         f" {parallel} data-parallel devices, got {c.micro_batches} groups of"
         f" {c.batch_size} / {c.micro_batches} = {rows} rows; use a divisor"
         f" of {c.batch_size // parallel}"
