@@ -188,6 +188,15 @@ def current_mesh():
   return None if mesh is None or mesh.empty else mesh
 
 
+def single_device() -> bool:
+  """No mesh is set, or a mesh of one device: where single-device paths
+  (the CPU decode kernels and fused loops) run as they are. Under a mesh of
+  several devices XLA's partitioner would gather their operands onto each
+  device (the whole batch's KV cache, the whole head) instead."""
+  mesh = current_mesh()
+  return mesh is None or mesh.size == 1
+
+
 def shard(x: jax.Array, spec: P) -> jax.Array:
   """Constrains an activation's sharding when a mesh is set, CPU included.
 

@@ -225,8 +225,10 @@ class Transformer(nnx.Module):
     projection also keeps its kernel as [out, in] rows for
     `kernels.rows_dot`, which runs a decode step's few-row products about 2x
     faster than XLA:CPU's dot (the copies double the trunk's weights while
-    the split model lives), and one-token attention runs
-    `kernels.decode_attention`.
+    the split model lives), one-token attention runs
+    `kernels.decode_attention`, a head of up to 64 rows is `decode_head`'s
+    fused loop and an untied head is kept as [V, D] rows. Elsewhere
+    (accelerators, a mesh of several devices) decoding runs XLA's dots.
     """
     if isinstance(self.layers, nnx.List):
       return self
@@ -237,11 +239,15 @@ class Transformer(nnx.Module):
         nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
         for i in range(self.config.num_layers)
     ])
-    mesh = sharding.current_mesh()
-    # The C++ kernels are single-device calls: under a mesh of several
-    # devices XLA's partitioner would gather their operands (the whole
-    # batch's KV cache, every step) onto each device.
-    if kernels.cpu_kernels_enabled() and (mesh is None or mesh.size == 1):
+    # The C++ kernels and the fused decode head are single-device CPU
+    # paths: elsewhere XLA's dots are the fast ones, and under a mesh of
+    # several devices the partitioner would gather their operands (the
+    # whole batch's KV cache every step; for the fused head, the [V, M, D]
+    # product: 9.3 GiB per device at the TIP recipe's 1.7B student).
+    split.cpu_decode = (
+        jax.default_backend() == "cpu" and sharding.single_device()
+    )
+    if split.cpu_decode and kernels.cpu_kernels_enabled():
       for _, node in nnx.iter_graph(split.layers):
         if (
             isinstance(node, layers.Projection)
@@ -250,7 +256,7 @@ class Transformer(nnx.Module):
           node.attach_rows()
         if isinstance(node, Attention):
           node.use_decode_kernel()
-    if split.lm_head is not None:
+    if split.cpu_decode and split.lm_head is not None:
       # Decoding multiplies a few rows by the whole head every step. XLA:CPU
       # runs that product about 1.4x faster with the head as [V, D] (each
       # logit one contiguous row) than as the kernel's [D, V] (measured in
@@ -320,7 +326,8 @@ class Transformer(nnx.Module):
         w = self.embedder.embedding[...]
       else:
         w = layers.rows_of(rows[...], self.lm_head.kernel[...])
-      decoding = isinstance(self.layers, nnx.List)  # split_layers was called
+      # split_layers was called, on one CPU device.
+      decoding = getattr(self, "cpu_decode", False)
       if (
           decoding
           and h.shape[0] <= _KERNEL_HEAD_ROWS
