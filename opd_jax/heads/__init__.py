@@ -24,6 +24,8 @@ from opd_jax.heads.chunked import head_logits
 from opd_jax.heads.chunked import head_pass
 from opd_jax.heads.chunked import map_chunks
 from opd_jax.heads.divergence import dense_divergence_loss
+from opd_jax.heads.divergence import Divergence
+from opd_jax.heads.divergence import divergence_record
 from opd_jax.heads.divergence import DIVERGENCES
 from opd_jax.heads.divergence import head_divergence
 from opd_jax.heads.divergence import selective_divergence_loss
@@ -34,6 +36,8 @@ __all__ = [
     "check_heads",
     "DEFAULT_CHUNK_SIZE",
     "dense_divergence_loss",
+    "Divergence",
+    "divergence_record",
     "DIVERGENCES",
     "head_divergence",
     "head_logits",

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
@@ -27,24 +28,84 @@ from opd_jax.selection.selectors import gather_positions
 
 Array = jax.Array
 
-DIVERGENCES: dict[str, Callable[..., Array]] = {
-    "reverse_kl": losses.reverse_kl,
-    "forward_kl": losses.forward_kl,
-    "jsd": losses.generalized_jsd,
-    "tvd": losses.total_variation,
-    "skew_forward_kl": losses.skew_forward_kl,
-    "skew_reverse_kl": losses.skew_reverse_kl,
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+  """One divergence the methods can name: everything about it in one place.
+
+  Attributes:
+    name: its config value (``config.<method>.divergence``), e.g.
+      'reverse_kl'.
+    short: its metric name (``loss/<short>``, ``div/<short>_all``) and its
+      name as a token score (TIP's ``tip_divergence``, DEAR's ``delta``,
+      TOPD's ``candidate_divergence``), e.g. 'rkl'.
+    fn: the pure function of `opd_jax.losses`, ``(student_logits,
+      teacher_logits, *, where, temperature, axis, **params) -> [B, T]``.
+    params: (loss-pass field, keyword of ``fn``) pairs: the settings it
+      takes, e.g. ``(("jsd_beta", "beta"),)``.
+    token_stat: the `heads.TokenStats` field holding its per-token value
+      (a stats pass scores tokens by it), or None: it cannot score tokens.
+  """
+
+  name: str
+  short: str
+  fn: Callable[..., Array]
+  params: tuple[tuple[str, str], ...] = ()
+  token_stat: str | None = None
+
+  def kwargs(self, settings: Any) -> dict[str, Any]:
+    """``fn``'s extra keyword arguments, read off `settings`' fields."""
+    return {kw: getattr(settings, field) for field, kw in self.params}
+
+
+DIVERGENCES: dict[str, Divergence] = {
+    d.name: d
+    for d in (
+        Divergence(
+            "reverse_kl", "rkl", losses.reverse_kl, token_stat="reverse_kl"
+        ),
+        Divergence(
+            "forward_kl", "fkl", losses.forward_kl, token_stat="forward_kl"
+        ),
+        Divergence(
+            "jsd",
+            "jsd",
+            losses.generalized_jsd,
+            params=(("jsd_beta", "beta"),),
+            token_stat="jsd",
+        ),
+        Divergence("tvd", "tvd", losses.total_variation),
+        Divergence(
+            "skew_forward_kl",
+            "skew_fkl",
+            losses.skew_forward_kl,
+            params=(("skew_alpha", "alpha"),),
+        ),
+        Divergence(
+            "skew_reverse_kl",
+            "skew_rkl",
+            losses.skew_reverse_kl,
+            params=(("skew_alpha", "alpha"),),
+        ),
+    )
 }
 
 
-def _divergence_fn(
-    divergence: str, divergence_kwargs: Mapping[str, Any] | None
-) -> Callable[..., Array]:
-  if divergence not in DIVERGENCES:
+def divergence_record(name: str) -> Divergence:
+  """The record of divergence `name`; ValueError naming the allowed ones."""
+  if name not in DIVERGENCES:
     raise ValueError(
-        f"divergence must be one of {sorted(DIVERGENCES)}, got {divergence!r}."
+        f"divergence must be one of {sorted(DIVERGENCES)}, got {name!r}."
     )
-  return functools.partial(DIVERGENCES[divergence], **(divergence_kwargs or {}))
+  return DIVERGENCES[name]
+
+
+def _divergence_fn(
+    name: str, divergence_kwargs: Mapping[str, Any] | None
+) -> Callable[..., Array]:
+  return functools.partial(
+      divergence_record(name).fn, **(divergence_kwargs or {})
+  )
 
 
 def head_divergence(

@@ -27,18 +27,6 @@ from typing import Any, Iterable
 from opd_jax import heads
 from opd_jax import losses
 
-# Divergences of the loss pass (keys of heads.DIVERGENCES), with the short
-# names used in metric keys (`loss/rkl`, `div/jsd_all`).
-SHORT_NAMES = {
-    "reverse_kl": "rkl",
-    "forward_kl": "fkl",
-    "jsd": "jsd",
-    "tvd": "tvd",
-    "skew_forward_kl": "skew_fkl",
-    "skew_reverse_kl": "skew_rkl",
-}
-assert set(SHORT_NAMES) == set(heads.DIVERGENCES)
-
 
 def check_real(
     method: str,
@@ -121,7 +109,7 @@ def check_common(method: str, cfg: Any) -> None:
   """Checks the loss-pass fields most methods share, if present."""
   names = {f.name for f in dataclasses.fields(cfg)}
   if "divergence" in names:
-    check_choice(method, "divergence", cfg.divergence, SHORT_NAMES)
+    check_choice(method, "divergence", cfg.divergence, heads.DIVERGENCES)
   if "reduction" in names:
     check_choice(method, "reduction", cfg.reduction, losses.REDUCTIONS)
   if "temperature" in names:

@@ -29,13 +29,19 @@ from opd_jax import heads
 from opd_jax import losses
 from opd_jax import selection
 from opd_jax.methods.base import Metrics, StepInputs
-from opd_jax.methods.checks import SHORT_NAMES
 
 Array = jax.Array
 
-# Per-token divergences a selector can score by (TIP's "divergence" axis,
-# DEAR's knowledge gap delta), all read off one stats pass.
-AXIS_DIVERGENCES = ("rkl", "fkl", "jsd", "sampled_logratio")
+# What a selector can score tokens by (TIP's `tip_divergence`, DEAR's gap
+# `delta`, TOPD's `candidate_divergence`), read off one stats pass: the short
+# name of every divergence with a `token_stat`, and the sampled-token proxy.
+SAMPLED_LOGRATIO = "sampled_logratio"
+
+
+def token_scores() -> tuple[str, ...]:
+  """The names `axis_divergence` takes (from `heads.DIVERGENCES`)."""
+  scored = [d.short for d in heads.DIVERGENCES.values() if d.token_stat]
+  return (*scored, SAMPLED_LOGRATIO)
 
 
 def valid_mean(x: Array, mask: Array) -> Array:
@@ -85,17 +91,14 @@ class LossPass:
 
   @property
   def divergence_kwargs(self) -> dict[str, float]:
-    """The extra keyword arguments of the loss divergence."""
-    if self.divergence == "jsd":
-      return {"beta": self.jsd_beta}
-    if self.divergence in ("skew_forward_kl", "skew_reverse_kl"):
-      return {"alpha": self.skew_alpha}
-    return {}
+    """The extra keyword arguments of the loss divergence (its record's
+    `params`, read off these settings)."""
+    return heads.divergence_record(self.divergence).kwargs(self)
 
   @property
   def loss_key(self) -> str:
     """The metric key of the divergence term, e.g. `loss/rkl`."""
-    return f"loss/{SHORT_NAMES[self.divergence]}"
+    return f"loss/{heads.divergence_record(self.divergence).short}"
 
   def token_stats(self, inputs: StepInputs) -> heads.TokenStats:
     """The stop-gradient stats pass [B, T] of the step's rollout."""
@@ -173,21 +176,19 @@ class LossPass:
 
 
 def axis_divergence(token_stats: heads.TokenStats, name: str) -> Array:
-  r"""The per-token divergence ``name`` [B, T] from a stats pass.
+  r"""The per-token score ``name`` [B, T] from a stats pass.
 
-  'rkl', 'fkl' and 'jsd' are the full-vocabulary values; 'sampled_logratio'
-  is :math:`|\log p_T(y_t) - \log p_S(y_t)|`, the cheap proxy that needs
-  only the sampled tokens.
+  A divergence's short name ('rkl', 'fkl', 'jsd': those with a
+  `token_stat`) gives its full-vocabulary values; 'sampled_logratio' is
+  :math:`|\log p_T(y_t) - \log p_S(y_t)|`, the cheap proxy that needs only
+  the sampled tokens.
   """
-  if name == "rkl":
-    return token_stats.reverse_kl
-  if name == "fkl":
-    return token_stats.forward_kl
-  if name == "jsd":
-    return token_stats.jsd
-  if name == "sampled_logratio":
+  if name == SAMPLED_LOGRATIO:
     return jnp.abs(token_stats.teacher_logprob - token_stats.student_logprob)
-  raise ValueError(f"axis divergence must be one of {AXIS_DIVERGENCES}.")
+  for d in heads.DIVERGENCES.values():
+    if d.short == name and d.token_stat:
+      return getattr(token_stats, d.token_stat)
+  raise ValueError(f"axis divergence must be one of {token_scores()}.")
 
 
 def stats_metrics(token_stats: heads.TokenStats, mask: Array) -> Metrics:

@@ -93,7 +93,7 @@ class DEAR:
     name = self.NAME
     checks.check_real(name, "p", self.p, lo=0.0, hi=1.0, lo_open=True)
     checks.check_real(name, "q", self.q, lo=0.0, hi=1.0)
-    checks.check_choice(name, "delta", self.delta, common.AXIS_DIVERGENCES)
+    checks.check_choice(name, "delta", self.delta, common.token_scores())
     checks.check_bool(name, "anchor_causal", self.anchor_causal)
     if self.anchor_window is not None:
       checks.check_int(name, "anchor_window", self.anchor_window, lo=0)

@@ -86,7 +86,7 @@ class TIP:
       in (0, 1] (a rollout with more quadrant tokens keeps its first ones).
     tip_divergence: the selection axis: 'rkl' (default), 'fkl', 'jsd' or
       'sampled_logratio'.
-    divergence: the loss divergence, a key of selection.DIVERGENCES
+    divergence: the loss divergence, a key of heads.DIVERGENCES
       ('reverse_kl').
     jsd_beta: beta of 'jsd' (axis and loss), in [0, 1].
     skew_alpha: alpha of the skew KL losses, in [0, 1].
@@ -156,7 +156,7 @@ class TIP:
         lo_open=True,
     )
     checks.check_choice(
-        name, "tip_divergence", self.tip_divergence, common.AXIS_DIVERGENCES
+        name, "tip_divergence", self.tip_divergence, common.token_scores()
     )
     checks.check_common(name, self)
 

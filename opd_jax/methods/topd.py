@@ -15,7 +15,7 @@
 
 References:
   Jiang & Ferraro, "Bridging Reasoning Trajectories in On-Policy
-  Distillation via Near-Future Guidance", arXiv 2606.00305 (METHODS.md §5;
+  Distillation via Near-Future Guidance", arXiv 2606.00305 (docs/methods.md §5;
   the details beyond the abstract are the resolutions of §5(d)).
 """
 
@@ -125,7 +125,7 @@ class TOPD:
         name,
         "candidate_divergence",
         self.candidate_divergence,
-        common.AXIS_DIVERGENCES,
+        common.token_scores(),
     )
     checks.check_real(name, "ot_epsilon", self.ot_epsilon, lo=0.0, lo_open=True)
     checks.check_int(name, "ot_iterations", self.ot_iterations, lo=1)
@@ -136,7 +136,7 @@ class TOPD:
     checks.check_real(name, "w_low", self.w_low, lo=0.0, hi=1.0)
     checks.check_real(name, "lambda_traj", self.lambda_traj, lo=0.0)
     checks.check_choice(
-        name, "traj_divergence", self.traj_divergence, checks.SHORT_NAMES
+        name, "traj_divergence", self.traj_divergence, heads.DIVERGENCES
     )
     checks.check_choice(name, "traj_window", self.traj_window, TRAJ_WINDOWS)
     checks.check_common(name, self)
