@@ -16,8 +16,9 @@ r"""DEAR: distil on decision tokens (top-p entropy) and their evidence tokens.
   python scripts/train.py --config=configs/dear.py --workdir=/tmp/dear \
       --config.student=/path/to/student_hf --config.teacher=/path/to/teacher_hf
 
-Defaults of METHODS.md §4: p = q = 0.2 (about 36% of tokens kept), evidence
-scored by max cosine to the anchors times (1 + normalised reverse KL).
+Defaults of docs/methods.md §4: p = q = 0.2 (about 36% of tokens kept),
+evidence scored by max cosine to the anchors times (1 + normalised reverse
+KL).
 """
 
 from opd_jax.trainer.config import default_config

@@ -18,8 +18,8 @@ r"""Recipe: Qwen2.5-14B -> Qwen2.5-1.5B with TSD-KD on a local math jsonl.
       --config.teacher=/models/Qwen2.5-14B-Instruct \
       --config.data.path=/data/math.jsonl
 
-Settings of METHODS.md §2 (the released TSD-KD launch): beta 0.9, alpha 0.1,
-c 0.1, k 10, EM on the top 10% entropy tokens, fully on-policy, temperature
+Settings of docs/methods.md §2 (the released TSD-KD launch): beta 0.9, alpha
+0.1, c 0.1, k 10, EM on the top 10% entropy tokens, fully on-policy, temperature
 1, 128 new tokens, lr 5e-6 cosine with 10% warmup, 128 sequences per update,
 bf16. The 1.5B student's embedding is padded to the teacher's 152064 rows
 (the same tokenizer; `pad_student_vocab`), as the released code does.

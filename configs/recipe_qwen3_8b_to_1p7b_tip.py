@@ -17,8 +17,8 @@ r"""Recipe: Qwen3-8B -> Qwen3-1.7B with TIP Soft-OR (rho 0.5) on a local math js
       --workdir=/ckpt/tip_qwen3 --config.student=/models/Qwen3-1.7B \
       --config.teacher=/models/Qwen3-8B --config.data.path=/data/math.jsonl
 
-Settings of METHODS.md §3 (TIP's base OPD repo): reverse KL, AdamW lr 1e-6,
-weight decay 0.1, clip 1.0, no warmup, sampling temperature 1, Soft-OR with
+Settings of docs/methods.md §3 (TIP's base OPD repo): reverse KL, AdamW lr
+1e-6, weight decay 0.1, clip 1.0, no warmup, sampling temperature 1, Soft-OR with
 the 98th-percentile entropy clip, per-rollout floor(rho * L). Sized for a
 pod slice: bf16 parameters, FSDP over all devices.
 """

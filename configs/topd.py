@@ -16,7 +16,7 @@ r"""TOPD: reverse-KL OPD with false-alarm suppression and near-future guidance.
   python scripts/train.py --config=configs/topd.py --workdir=/tmp/topd \
       --config.student=/path/to/student_hf --config.teacher=/path/to/teacher_hf
 
-Defaults of METHODS.md §5(d): candidates = top 20% of each rollout by
+Defaults of docs/methods.md §5(d): candidates = top 20% of each rollout by
 reverse KL (at most 8), 50-token teacher and student branches, entropic OT
 (epsilon 0.05) over the student's input embeddings, high OT above the batch
 0.8 quantile; false alarms masked (w_low = 0), forward KL along the

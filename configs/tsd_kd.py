@@ -16,7 +16,7 @@ r"""TSD-KD (Kim & Baek): gated JSD + opener Plackett-Luce ranking + entropy mini
   python scripts/train.py --config=configs/tsd_kd.py --workdir=/tmp/tsd \
       --config.student=/path/to/student_hf --config.teacher=/path/to/teacher_hf
 
-Defaults of METHODS.md §2: beta 0.9, alpha 0.1, opener fraction c = 0.1,
+Defaults of docs/methods.md §2: beta 0.9, alpha 0.1, opener fraction c = 0.1,
 k = 10 candidates, EM on the top 10% entropy tokens, fully on-policy.
 That is the paper's reading. The released code's reading
 (`opd_jax.methods.tsd_kd.CODE_FAITHFUL`): EM on every token at or above

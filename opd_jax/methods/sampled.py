@@ -84,7 +84,7 @@ class SampledRKL:
   On-policy the ratio is 1 and :math:`\nabla L = -\sum_t A_t \nabla \log
   p_S(y_t) / N`, whose expectation over :math:`y \sim p_S` is
   :math:`c\, \nabla \mathrm{RKL}` per token at :math:`\gamma = 0`
-  (METHODS.md §0). Only gathered log-probs are needed: no ``[B, T, V]``
+  (docs/methods.md §0). Only gathered log-probs are needed: no ``[B, T, V]``
   array and no full teacher distribution beyond its logsumexp.
 
   Attributes:

@@ -14,7 +14,7 @@
 """TOPD's pre-update stage: high-loss candidates, branched windows, OT tests.
 
 Pure functions over static shapes, run without gradient between sampling
-and the update (METHODS.md §5(e)): score the rollout, keep the top
+and the update (docs/methods.md §5(e)): score the rollout, keep the top
 `rho_loss` tokens of each rollout (at most N), continue each candidate's
 prefix for W tokens from the teacher and from the student, and measure the
 two windows' OT distance; "divergent" candidates are those above the
@@ -143,7 +143,7 @@ def student_window_weights(
 
   with :math:`K_{bn}` the valid tokens of that window, so that
   :math:`\sum_s w_{bs} \ell_{bs}` is the mean over divergent states of
-  each window's mean (the student's own continuation, METHODS.md §5(d)5).
+  each window's mean (the student's own continuation, docs/methods.md §5(d)5).
 
   Returns:
     float32 ``[B, T]``.

@@ -142,7 +142,7 @@ def test_selector_masks_equal_the_selection_functions(pair):
   hs, ht, rkl = c["student_entropy"], c["teacher_entropy"], c["reverse_kl"]
   hidden = _response_outputs(student, rollout)[1]
   dear = selection.dear_tokens(hs, rkl, hidden, mask, p=0.2, q=0.2)
-  # METHODS.md defaults, spelled out.
+  # docs/methods.md defaults, spelled out.
   want = {
       "dear_decision": dear.decision,
       "dear_evidence": dear.evidence,
