@@ -328,6 +328,7 @@ def compute_token_map(
     method: methods_lib.Method | None = None,
     compare: Sequence[methods_lib.Method] | None = None,
     stage: StageSettings | None = None,
+    prepared: Mapping[str, jax.Array] | None = None,
     seed: int = 0,
     chunk_size: int = 128,
 ) -> TokenMap:
@@ -349,6 +350,9 @@ def compute_token_map(
     compare: the other methods shown; default `comparison_methods` less the
       run's method's name.
     stage: needed when a shown method has a pre-update stage.
+    prepared: the staged `method`'s `prepare` outputs on these rollouts
+      (the trainer passes those its step trained on); its stage is then not
+      rerun.
     seed: PRNG seed of stochastic selectors and of a stage's sampling.
     chunk_size: positions per chunk of the models' stats pass.
 
@@ -383,6 +387,11 @@ def compute_token_map(
   for m in shown:
     if not methods_lib.has_stage(m):
       extras.append(None)
+      continue
+    if m is method and prepared is not None:
+      extras.append(
+          {k: v for k, v in prepared.items() if k not in SEGMENT_KEYS}
+      )
       continue
     if stage is None:
       raise ValueError(
@@ -520,6 +529,7 @@ def write_token_map(
     method: methods_lib.Method | None = None,
     compare: Sequence[methods_lib.Method] | None = None,
     stage: StageSettings | None = None,
+    prepared: Mapping[str, jax.Array] | None = None,
     seed: int = 0,
     title: str = "opd_jax token map",
     meta: Mapping[str, Any] | None = None,
@@ -538,8 +548,9 @@ def write_token_map(
     tokenizer: the student's tokenizer.
     answers: reference answers per rollout, for the verdicts.
     grader: (texts, answers) -> bools; without one no verdict is shown.
-    method, compare, stage, seed: what `compute_token_map` shows (a run's
-      method, the methods compared with it, a staged method's sampling).
+    method, compare, stage, prepared, seed: what `compute_token_map` shows
+      (a run's method, the methods compared with it, a staged method's
+      sampling or its stage's outputs).
     title: the page title.
     meta: extra header fields (e.g. {"step": 300, "student": "..."}).
     json_path: also write the `TokenMap.to_json` data there.
@@ -554,6 +565,7 @@ def write_token_map(
       method=method,
       compare=compare,
       stage=stage,
+      prepared=prepared,
       seed=seed,
   )
   token_map = label_token_map(

@@ -387,9 +387,8 @@ class Trainer:
           "response_mask": r.response_mask,
           "sampler_logprobs": r.logprobs,
       }
-      if c.token_map_every and (step + 1) % c.token_map_every == 0:
-        self._write_token_map(step + 1, r, host)
     else:
+      r = None
       response, response_mask = sharding.global_batch(
           (host["response"], host["response_mask"]), self.mesh
       )
@@ -405,19 +404,23 @@ class Trainer:
             host, batch, self.mesh, check=step == self.start_step
         )
     )
+    prepared = None
     if self.prepare_fn is not None:
-      batch.update(
-          self.prepare_fn(
-              self.state.params,
-              self.teacher_params,
-              batch,
-              stage.stage_key(c.seed, step),
-          )
+      prepared = self.prepare_fn(
+          self.state.params,
+          self.teacher_params,
+          batch,
+          stage.stage_key(c.seed, step),
       )
+      batch.update(prepared)
+    if r is not None and c.token_map_every:
+      if (step + 1) % c.token_map_every == 0:
+        self._write_token_map(step + 1, r, host, prepared=prepared)
     return jax.device_put(batch, self.batch_sh)
 
-  def _write_token_map(self, step: int, rollout, host) -> None:
-    """The step's rollouts as a token map page in WORKDIR/plots."""
+  def _write_token_map(self, step: int, rollout, host, prepared=None) -> None:
+    """The step's rollouts as a token map page in WORKDIR/plots (a staged
+    method's sets from `prepared`, the stage outputs the step trains on)."""
     from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
 
     token_map.write_token_map(
@@ -429,14 +432,15 @@ class Trainer:
         # Host answers are this process's slice; verdicts need them all.
         answers=host.get("answer") if jax.process_count() == 1 else None,
         grader=self.grader,
-        # The run's method names the tokens it trains on; a staged one
-        # (TOPD) runs its stage on these rollouts with the run's sampling.
+        # The run's method names the tokens it trains on (a staged one from
+        # its stage's outputs on this batch).
         method=self.method,
         stage=token_map.StageSettings(
             sampling=self.sampling,
             eos_ids=self.eos_ids,
             pad_id=self.train_data.pad_id,
         ),
+        prepared=prepared,
         seed=self.c.seed,
         meta={"step": step},
     )

@@ -677,6 +677,21 @@ def test_topd_selectors_follow_the_stage(pair):
   )
   np.testing.assert_array_equal(other.selectors["topd_candidate"], cand)
   assert not np.array_equal(other.channels["topd_ot"], ot)
+  # The stage outputs a step trained on (as the trainer passes them) are
+  # shown as they are: no second stage run.
+  import jax  # pylint: disable=g-import-not-at-top
+
+  prepared = tm._prepare(  # pylint: disable=protected-access
+      student, teacher, rollout, jax.random.PRNGKey(3), method=topd, stage=stage
+  )
+  given = tm.compute_token_map(
+      student, teacher, rollout, method=topd, prepared=prepared, seed=9
+  )
+  for name in topd_selectors:
+    np.testing.assert_array_equal(
+        given.selectors[name], token_map.selectors[name], err_msg=name
+    )
+  np.testing.assert_array_equal(given.channels["topd_ot"], ot)
 
 
 def _step_inputs(student, teacher, rollout):
