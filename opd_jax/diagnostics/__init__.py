@@ -15,13 +15,16 @@
 
 from opd_jax.diagnostics import directions
 from opd_jax.diagnostics.alignment import QuestionResult
+from opd_jax.diagnostics.alignment import TeacherSetup
 from opd_jax.diagnostics.alignment import analyse_nodes
 from opd_jax.diagnostics.alignment import diagnose
 from opd_jax.diagnostics.alignment import diagnose_question
 from opd_jax.diagnostics.alignment import node_arrays
 from opd_jax.diagnostics.report import write_report
+from opd_jax.diagnostics.report import write_teacher_report
 from opd_jax.diagnostics.scoring import PositionStats
 from opd_jax.diagnostics.scoring import score_positions
+from opd_jax.diagnostics.stats import compare_teachers
 from opd_jax.diagnostics.stats import summarise
 from opd_jax.diagnostics.token_map import comparison_methods
 from opd_jax.diagnostics.token_map import StageSettings
@@ -41,6 +44,7 @@ from opd_jax.diagnostics.tree import grow
 __all__ = [
     "analyse_nodes",
     "choose_nodes",
+    "compare_teachers",
     "comparison_methods",
     "compute_token_map",
     "depth_window",
@@ -58,9 +62,11 @@ __all__ = [
     "score_positions",
     "StageSettings",
     "summarise",
+    "TeacherSetup",
     "token_pieces",
     "TokenMap",
     "TreeConfig",
     "write_report",
+    "write_teacher_report",
     "write_token_map",
 ]

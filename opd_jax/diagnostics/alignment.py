@@ -17,7 +17,10 @@ For one question: G student rollouts, a targeted tree of branching nodes
 (`tree`), success estimates S_k(u) of each node's children from graded
 leaves, and at each node the cosine between the ideal logit direction
 g_j = q_j (S_j - S̄) and each distillation objective's update direction
-(`directions`), on the visited set K_u.
+(`directions`), on the visited set K_u. Several teacher configurations
+(`TeacherSetup`: an external teacher, the student's own weights under a
+privileged context, ...) are measured on the same rollouts, nodes, children
+and success estimates, so their alignments are paired node by node.
 """
 
 from __future__ import annotations
@@ -35,6 +38,25 @@ from opd_jax.models import Transformer
 from opd_jax.rollouts import Sampling, sample
 
 
+@dataclasses.dataclass(frozen=True)
+class TeacherSetup:
+  """One teacher configuration: a model and, optionally, its own prompt.
+
+  Attributes:
+    name: how the report names it ('teacher', 'self:solution', ...).
+    model: the scoring model (the student itself for a self-teacher).
+    prompts: int [Q, Pt] left-padded teacher prompts, one per question (a
+      privileged context), or None: the teacher scores the student's
+      sequence. `diagnose_question` takes one row, [Pt].
+    prompt_mask: bool, the shape of `prompts`.
+  """
+
+  name: str
+  model: Transformer
+  prompts: np.ndarray | None = None
+  prompt_mask: np.ndarray | None = None
+
+
 @dataclasses.dataclass
 class QuestionResult:
   """One question's tree.
@@ -43,13 +65,19 @@ class QuestionResult:
     index: the question's index.
     accuracy: fraction of the G rollouts graded correct.
     rollouts: rollouts spent (G + continuations).
-    nodes: one dict per node (see `analyse_nodes`).
+    nodes: one dict per node (see `analyse_nodes`), under the first teacher
+      configuration.
+    by_teacher: {configuration name: its node dicts}, the same nodes in the
+      same order under each configuration (the first's are `nodes`).
   """
 
   index: int
   accuracy: float
   rollouts: int
   nodes: list[dict[str, Any]]
+  by_teacher: dict[str, list[dict[str, Any]]] = dataclasses.field(
+      default_factory=dict
+  )
 
 
 def _float(x) -> float | None:
@@ -137,9 +165,46 @@ def analyse_nodes(arrays: dict) -> dict[str, np.ndarray]:
   return {name: np.asarray(v) for name, v in out.items()}
 
 
+def _setups(teacher) -> list[TeacherSetup]:
+  """A lone model as the one configuration 'teacher'; names checked."""
+  if isinstance(teacher, Transformer):
+    return [TeacherSetup("teacher", teacher)]
+  setups = list(teacher)
+  names = [t.name for t in setups]
+  if not setups or len(set(names)) != len(names):
+    raise ValueError(
+        "diagnose: expected at least one teacher configuration with distinct"
+        f" names, got {names}"
+    )
+  return setups
+
+
+def _score(student, setup, rollout, config, children=None):
+  """`score_positions` of one configuration as numpy arrays."""
+  g = rollout.response.shape[0]
+  prompt = mask = None
+  if setup.prompts is not None:
+    prompt = jnp.tile(jnp.asarray(setup.prompts, jnp.int32)[None], (g, 1))
+    mask = jnp.tile(jnp.asarray(setup.prompt_mask, bool)[None], (g, 1))
+  stats = scoring.score_positions(
+      student,
+      setup.model,
+      rollout,
+      top_c=config.top_c,
+      temperature=config.temperature,
+      teacher_prompt=prompt,
+      teacher_prompt_mask=mask,
+      children=children,
+  )
+  return {
+      f.name: np.asarray(getattr(stats, f.name))
+      for f in dataclasses.fields(stats)
+  }
+
+
 def diagnose_question(
     student: Transformer,
-    teacher: Transformer,
+    teacher: Transformer | Sequence[TeacherSetup],
     prompt: np.ndarray,
     prompt_mask: np.ndarray,
     grade: tree.Grader,
@@ -152,9 +217,14 @@ def diagnose_question(
 ) -> QuestionResult:
   """Grows one question's tree and measures alignment at every node.
 
+  The first teacher configuration chooses the nodes and their children
+  (its argmax among them); every configuration scores those same children
+  on the same rollouts, so alignments are paired node by node.
+
   Args:
     student: the student (samples the rollouts and every continuation).
-    teacher: the teacher (scores only).
+    teacher: the teacher (scores only), or several `TeacherSetup`s whose
+      prompts are this question's row [Pt].
     prompt: int [P] the left-padded question prompt; prompt_mask: bool [P].
     grade: grades this question's responses (lists of token ids).
     config: the tree's knobs.
@@ -182,17 +252,8 @@ def diagnose_question(
   correct = np.asarray(
       list(grade([r[m].tolist() for r, m in zip(response, rmask)])), bool
   )
-  stats = scoring.score_positions(
-      student,
-      teacher,
-      rollout,
-      top_c=config.top_c,
-      temperature=config.temperature,
-  )
-  stats = {
-      f.name: np.asarray(getattr(stats, f.name))
-      for f in dataclasses.fields(stats)
-  }
+  setups = _setups(teacher)
+  stats = _score(student, setups[0], rollout, config)
   score = stats["rkl_norm" if config.select == "grad_norm" else "gap"]
   nodes = tree.choose_nodes(
       response, rmask, correct, score, stats["children"], config, eos_ids
@@ -208,12 +269,22 @@ def diagnose_question(
       eos_ids=eos_ids,
       pad_id=pad_id,
   )
-  records = _records(index, nodes, stats, response, rmask, correct, config)
+  by_teacher = {
+      setups[0].name: _records(
+          index, nodes, stats, response, rmask, correct, config
+      )
+  }
+  for setup in setups[1:]:
+    other = _score(student, setup, rollout, config, stats["children"])
+    by_teacher[setup.name] = _records(
+        index, nodes, other, response, rmask, correct, config
+    )
   return QuestionResult(
       index=index,
       accuracy=float(correct.mean()),
       rollouts=g + sampled,
-      nodes=records,
+      nodes=by_teacher[setups[0].name],
+      by_teacher=by_teacher,
   )
 
 
@@ -263,7 +334,7 @@ def _records(index, nodes, stats, response, rmask, correct, config):
 
 def diagnose(
     student: Transformer,
-    teacher: Transformer,
+    teacher: Transformer | Sequence[TeacherSetup],
     prompts: np.ndarray,
     prompt_mask: np.ndarray,
     graders: Sequence[tree.Grader],
@@ -274,12 +345,24 @@ def diagnose(
     pad_id: int = 0,
     progress: Callable[[QuestionResult], None] | None = None,
 ) -> list[QuestionResult]:
-  """`diagnose_question` for each row of prompts [Q, P] with its grader."""
-  if student.config.vocab_size != teacher.config.vocab_size:
-    raise ValueError(
-        "diagnose: the teacher's vocabulary differs from the student's:"
-        f" {teacher.config.vocab_size} vs {student.config.vocab_size}"
-    )
+  """`diagnose_question` for each row of prompts [Q, P] with its grader.
+
+  `teacher` is one model or several `TeacherSetup`s (prompts [Q, Pt] each,
+  or None), measured on the same trees.
+  """
+  setups = _setups(teacher)
+  for t in setups:
+    if student.config.vocab_size != t.model.config.vocab_size:
+      raise ValueError(
+          f"diagnose: teacher {t.name!r}'s vocabulary differs from the"
+          f" student's: {t.model.config.vocab_size} vs"
+          f" {student.config.vocab_size}"
+      )
+    if t.prompts is not None and np.shape(t.prompts)[0] != len(prompts):
+      raise ValueError(
+          f"diagnose: teacher {t.name!r} has {np.shape(t.prompts)[0]} prompts"
+          f" for {len(prompts)} questions"
+      )
   if len(prompts) != len(graders) or len(prompts) == 0:
     raise ValueError(
         "diagnose: expected one grader per question and at least one"
@@ -287,9 +370,17 @@ def diagnose(
     )
   results = []
   for q, (p, m, grade) in enumerate(zip(prompts, prompt_mask, graders)):
+    per_question = [
+        t
+        if t.prompts is None
+        else dataclasses.replace(
+            t, prompts=t.prompts[q], prompt_mask=t.prompt_mask[q]
+        )
+        for t in setups
+    ]
     r = diagnose_question(
         student,
-        teacher,
+        per_question,
         p,
         m,
         grade,

@@ -283,15 +283,155 @@ def write_report(
   Returns:
     The summary (`stats.summarise`).
   """
-  summary = stats.summarise(nodes, questions)
   with atomic_directory(path) as tmp:
-    with open(os.path.join(tmp, "nodes.json"), "w") as f:
-      json.dump(
-          {"questions": list(questions), "nodes": list(nodes)}, f, indent=1
+    return _write_files(tmp, nodes, questions, meta)
+
+
+def _write_files(out, nodes, questions, meta) -> dict:
+  """One configuration's files in the existing directory `out`."""
+  summary = stats.summarise(nodes, questions)
+  with open(os.path.join(out, "nodes.json"), "w") as f:
+    json.dump({"questions": list(questions), "nodes": list(nodes)}, f, indent=1)
+  with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump({"meta": meta, **summary}, f, indent=1)
+  _plots(nodes, out)
+  with open(os.path.join(out, REPORT), "w") as f:
+    f.write(render_markdown(summary, meta))
+  return summary
+
+
+def teacher_dir(index: int, name: str) -> str:
+  """The sub-directory of configuration `index` ('teachers/1-self_solution')."""
+  slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+  return os.path.join("teachers", f"{index}-{slug or 'teacher'}")
+
+
+def render_comparison(
+    summaries: dict[str, dict], paired: dict, meta: dict
+) -> str:
+  """report.md of several teacher configurations on the same trees."""
+  names = list(summaries)
+  first = summaries[names[0]]
+  lines = ["# Gradient alignment (Unmasking OPD) by teacher configuration", ""]
+  lines += [f"- {k}: `{v}`" for k, v in meta.items()]
+  lines += [
+      "",
+      (
+          f"Questions {first['questions']}, rollouts spent"
+          f" {first['rollouts']}, student rollout accuracy"
+          f" {_fmt(first['rollout_accuracy'])}, nodes {first['nodes']}"
+          f" ({first['nodes_on_correct']} on correct rollouts). Every"
+          " configuration is measured on the same rollouts, nodes, children"
+          f" and success estimates (nodes chosen with {names[0]!r})."
+      ),
+      "",
+  ]
+  lines += [f"- **{n}**: {headline(summaries[n])}" for n in names]
+  lines += [
+      "",
+      "## Alignment cos(g_ideal, u_D), rkl, per configuration",
+      "",
+      (
+          "| configuration | nodes | mean | weighted | > 0 | incorrect (n) |"
+          " correct (n) | Mann-Whitney p | within-question inc. - cor."
+          " (questions) | Wilcoxon p | mean A_te |"
+      ),
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for n in names:
+    o = summaries[n]["objectives"]["rkl"]
+    c, wq = o["incorrect_vs_correct"], o["within_question"]
+    lines.append(
+        f"| {n} | {o['defined']} | {_fmt(o['mean'])} |"
+        f" {_fmt(o['weighted_mean'])} | {_fmt(o['positive_fraction'])} |"
+        f" {_fmt(c['mean'][0])} ({c['n'][0]}) | {_fmt(c['mean'][1])}"
+        f" ({c['n'][1]}) | {_fmt(c['mannwhitney_p'])} |"
+        f" {_fmt(wq['mean_difference'])} ({wq['questions']}) |"
+        f" {_fmt(wq['wilcoxon_p'])} |"
+        f" {_fmt(summaries[n]['teacher_advantage_mean'])} |"
+    )
+  lines += [
+      "",
+      "## Incorrect / correct mean alignment (Mann-Whitney p), every objective",
+      "",
+      "| configuration | " + " | ".join(OBJECTIVES) + " |",
+      "|---|" + "---|" * len(OBJECTIVES),
+  ]
+  for n in names:
+    cells = []
+    for obj in OBJECTIVES:
+      c = summaries[n]["objectives"][obj]["incorrect_vs_correct"]
+      cells.append(
+          f"{_fmt(c['mean'][0])} / {_fmt(c['mean'][1])}"
+          f" ({_fmt(c['mannwhitney_p'])})"
+      )
+    lines.append(f"| {n} | " + " | ".join(cells) + " |")
+  if paired:
+    lines += [
+        "",
+        f"## Paired by node against {names[0]!r}",
+        "",
+        (
+            "Mean of (this configuration's alignment - the first's) over the"
+            " nodes where both are defined, the fraction of nodes where it"
+            " is higher, and the Wilcoxon signed-rank p of the differences."
+        ),
+        "",
+        (
+            "| configuration | objective | nodes | mean difference | higher |"
+            " Wilcoxon p |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for n, per in paired.items():
+      for obj in OBJECTIVES:
+        d = per[obj]
+        lines.append(
+            f"| {n} | {obj} | {d['nodes']} | {_fmt(d['mean_difference'])} |"
+            f" {_fmt(d['higher_fraction'])} | {_fmt(d['wilcoxon_p'])} |"
+        )
+  lines += ["", "## Each configuration's full report", ""]
+  lines += [
+      f"- {n}: [{teacher_dir(i, n)}/{REPORT}]({teacher_dir(i, n)}/{REPORT})"
+      for i, n in enumerate(names)
+  ]
+  lines += ["", "Definitions: docs/diagnostics.md.", ""]
+  return "\n".join(lines)
+
+
+def write_teacher_report(
+    path: str,
+    by_teacher: dict[str, Sequence[dict]],
+    questions: Sequence[dict],
+    meta: dict,
+) -> dict:
+  """The report of several teacher configurations measured on one tree.
+
+  One configuration writes `write_report`'s layout. Several write
+  report.md (the configurations side by side and paired by node against
+  the first), summary.json ({'meta', 'teachers': {name: summary},
+  'paired': ...}) and one full report per configuration under
+  `teacher_dir(i, name)`; atomically, as `write_report`.
+
+  Returns:
+    {name: summary}.
+  """
+  names = list(by_teacher)
+  if len(names) == 1:
+    return {names[0]: write_report(path, by_teacher[names[0]], questions, meta)}
+  paired = stats.compare_teachers(by_teacher)
+  with atomic_directory(path) as tmp:
+    summaries = {}
+    for i, name in enumerate(names):
+      sub = os.path.join(tmp, teacher_dir(i, name))
+      os.makedirs(sub)
+      summaries[name] = _write_files(
+          sub, by_teacher[name], questions, {**meta, "teacher": name}
       )
     with open(os.path.join(tmp, "summary.json"), "w") as f:
-      json.dump({"meta": meta, **summary}, f, indent=1)
-    _plots(nodes, tmp)
+      json.dump(
+          {"meta": meta, "teachers": summaries, "paired": paired}, f, indent=1
+      )
     with open(os.path.join(tmp, REPORT), "w") as f:
-      f.write(render_markdown(summary, meta))
-  return summary
+      f.write(render_comparison(summaries, paired, meta))
+  return summaries

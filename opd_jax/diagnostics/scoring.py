@@ -56,24 +56,46 @@ class PositionStats:
 
 
 def _score_impl(
-    graphdefs, states, tokens, mask, response, *, p, top_c, temperature, chunk
+    graphdefs,
+    states,
+    tokens,
+    mask,
+    teacher_tokens,
+    teacher_mask,
+    response,
+    children,
+    *,
+    top_c,
+    temperature,
+    chunk,
 ):
   student, teacher = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
   t = response.shape[1]
-  # The hidden state at column P - 1 + t predicts response token t.
+  p, pt = tokens.shape[1] - t, teacher_tokens.shape[1] - t
+  # The hidden state at column P - 1 + t predicts response token t; both
+  # sequences end with the same response, so the teacher's is Pt - 1 + t.
   hs = student(tokens, attention_mask=mask, return_logits=False).hidden
-  ht = teacher(tokens, attention_mask=mask, return_logits=False).hidden
-  hs, ht = hs[:, p - 1 : p - 1 + t], ht[:, p - 1 : p - 1 + t]  # [G, T, D]
+  ht = teacher(
+      teacher_tokens, attention_mask=teacher_mask, return_logits=False
+  ).hidden
+  hs, ht = hs[:, p - 1 : p - 1 + t], ht[:, pt - 1 : pt - 1 + t]  # [G, T, D]
 
   def position(args):
-    h_s, h_t, y = args  # [G, D], [G, D'], [G]
+    h_s, h_t, y, given = args  # [G, D], [G, D'], [G], [G, C + 2] or None
     ls = jax.nn.log_softmax(student.apply_head(h_s) / temperature, -1)
     lt = jax.nn.log_softmax(teacher.apply_head(h_t) / temperature, -1)
     stats = directions.distribution_stats(ls, lt)
-    kids = jnp.concatenate(
-        [y[:, None], jax.lax.top_k(ls, top_c)[1], jnp.argmax(lt, -1)[:, None]],
-        axis=1,
-    ).astype(jnp.int32)
+    if given is None:
+      kids = jnp.concatenate(
+          [
+              y[:, None],
+              jax.lax.top_k(ls, top_c)[1],
+              jnp.argmax(lt, -1)[:, None],
+          ],
+          axis=1,
+      ).astype(jnp.int32)
+    else:
+      kids = given
     take = lambda lp: jnp.take_along_axis(lp, kids, -1)
     return (
         kids,
@@ -88,21 +110,21 @@ def _score_impl(
     )
 
   # One [G, V] head per position, `chunk` positions at a time: never [G, T, V].
+  given = None if children is None else children.swapaxes(0, 1)
   out = jax.lax.map(
       position,
-      (hs.swapaxes(0, 1), ht.swapaxes(0, 1), response.T),
+      (hs.swapaxes(0, 1), ht.swapaxes(0, 1), response.T, given),
       batch_size=chunk,
   )
   return PositionStats(*(x.swapaxes(0, 1) for x in out))
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(graphdefs, p, top_c, temperature, chunk):
+def _compiled(graphdefs, top_c, temperature, chunk):
   return jax.jit(
       functools.partial(
           _score_impl,
           graphdefs,
-          p=p,
           top_c=top_c,
           temperature=temperature,
           chunk=chunk,
@@ -118,6 +140,9 @@ def score_positions(
     top_c: int,
     temperature: float = 1.0,
     chunk: int = 64,
+    teacher_prompt: jax.Array | None = None,
+    teacher_prompt_mask: jax.Array | None = None,
+    children: jax.Array | None = None,
 ) -> PositionStats:
   """Both models' next-token statistics at every response position.
 
@@ -128,6 +153,13 @@ def score_positions(
     top_c: C, how many of the student's most likely tokens are candidates.
     temperature: both distributions are softmax(logits / temperature).
     chunk: positions per head call.
+    teacher_prompt: int [G, Pt] the teacher's own left-padded prompts (a
+      privileged context, `data.context`), with `teacher_prompt_mask` bool
+      [G, Pt]: the teacher scores `[teacher prompt | response]`, the
+      student `rollout.tokens`. None: both score the rollout's sequence.
+    children: int [G, T, C + 2] candidate children to score instead of the
+      ones this pass would choose (another teacher configuration's, so that
+      several teachers are compared on the same nodes and children).
 
   Returns:
     A `PositionStats` of [G, T] arrays (garbage where the response is
@@ -140,17 +172,35 @@ def score_positions(
     )
   if not 1 <= top_c <= student.config.vocab_size:
     raise ValueError(f"score_positions: top_c must be in [1, V], got {top_c}")
+  response = jnp.asarray(rollout.response, jnp.int32)
+  if teacher_prompt is None:
+    teacher_tokens, teacher_mask = rollout.tokens, rollout.mask
+  else:
+    teacher_prompt = jnp.asarray(teacher_prompt, jnp.int32)
+    if teacher_prompt.ndim != 2 or teacher_prompt.shape[0] != len(response):
+      raise ValueError(
+          "score_positions: teacher_prompt must be [G, Pt] with G ="
+          f" {len(response)}, got {teacher_prompt.shape}"
+      )
+    teacher_tokens = jnp.concatenate([teacher_prompt, response], 1)
+    teacher_mask = jnp.concatenate(
+        [jnp.asarray(teacher_prompt_mask, bool), rollout.response_mask], 1
+    )
+  if children is not None:
+    children = jnp.asarray(children, jnp.int32)
+    if children.shape != (*response.shape, top_c + 2):
+      raise ValueError(
+          "score_positions: children must be [G, T, top_c + 2] ="
+          f" {(*response.shape, top_c + 2)}, got {children.shape}"
+      )
   graphdefs, states = zip(*(nnx.split(m) for m in (student, teacher)))
-  fn = _compiled(
-      tuple(graphdefs),
-      rollout.prompt.shape[1],
-      int(top_c),
-      float(temperature),
-      int(chunk),
-  )
+  fn = _compiled(tuple(graphdefs), int(top_c), float(temperature), int(chunk))
   return fn(
       tuple(states),
       rollout.tokens,
       rollout.mask,
-      jnp.asarray(rollout.response, jnp.int32),
+      teacher_tokens,
+      teacher_mask,
+      response,
+      children,
   )

@@ -208,3 +208,53 @@ def summarise(nodes: Sequence[dict], questions: Sequence[dict]) -> dict:
         },
     }
   return out
+
+
+def paired_nodes(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+  """b minus a at the same nodes (both defined), Wilcoxon signed-rank.
+
+  Two teacher configurations measured on one tree share their nodes, so
+  their alignments pair node by node; the signed-rank test asks whether
+  one is systematically higher.
+  """
+  ok = np.isfinite(a) & np.isfinite(b)
+  d = b[ok] - a[ok]
+  out = {
+      "nodes": int(ok.sum()),
+      "mean_difference": _finite(d.mean()) if len(d) else None,
+      "higher_fraction": _finite((d > 0).mean()) if len(d) else None,
+      "wilcoxon_p": None,
+  }
+  if len(d) >= 2 and np.any(d != 0):
+    out["wilcoxon_p"] = _finite(sps.wilcoxon(d).pvalue)
+  return out
+
+
+def compare_teachers(by_teacher: dict[str, Sequence[dict]]) -> dict:
+  """Each configuration against the first, per objective, paired by node.
+
+  Args:
+    by_teacher: {name: node records}, the same nodes in the same order
+      under each configuration (`alignment.QuestionResult.by_teacher`).
+
+  Returns:
+    {name: {objective: `paired_nodes`(first, name)}} for every name but
+    the first.
+  """
+  names = list(by_teacher)
+  base = by_teacher[names[0]]
+  for name in names[1:]:
+    if len(by_teacher[name]) != len(base):
+      raise ValueError(
+          f"compare_teachers: {name!r} has {len(by_teacher[name])} nodes,"
+          f" {names[0]!r} {len(base)}; expected the same nodes"
+      )
+  return {
+      name: {
+          obj: paired_nodes(
+              align_values(base, obj), align_values(by_teacher[name], obj)
+          )
+          for obj in OBJECTIVES
+      }
+      for name in names[1:]
+  }
