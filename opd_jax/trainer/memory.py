@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 
 from opd_jax import sharding
-from opd_jax.rollouts import Sampling
 from opd_jax.rollouts import sampler
 from opd_jax.trainer.update import compile_ahead
 
@@ -126,7 +125,7 @@ def sampler_memory(plan, models: dict) -> ProgramMemory:
     fn = sampler.jitted_sampler(
         graphdefs,
         tuple(weights),
-        Sampling(**c.sampling.to_dict()),
+        plan.sampling,
         c.max_new_tokens,
         tuple(plan.student_config.eos_token_ids),
         0,

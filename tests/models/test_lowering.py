@@ -266,7 +266,6 @@ def test_training_step_lowers(platform, tiny_pair, monkeypatch):
 @pytest.mark.parametrize("platform", sorted(TARGETS))
 def test_sampler_lowers(platform, tiny_pair, monkeypatch):
   from opd_jax import sharding  # pylint: disable=g-import-not-at-top
-  from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import sampler  # pylint: disable=g-import-not-at-top
 
   with _on(platform, monkeypatch):
@@ -277,7 +276,7 @@ def test_sampler_lowers(platform, tiny_pair, monkeypatch):
       fn = sampler.jitted_sampler(
           (graphdef,),
           (1.0,),
-          Sampling(**c.sampling.to_dict()),
+          plan.sampling,
           c.max_new_tokens,
           tuple(plan.student_config.eos_token_ids),
           0,
