@@ -20,10 +20,15 @@ Every (variant, seed) trains through `scripts/train.py --config=GRID
 --workdir=OUT/runs/NAME/seed_S/train --config.*=...` in its own process
 (a crash or a kill loses one run; rerunning resumes it from its newest
 checkpoint), then is evaluated in another process on the same held-out
-questions; a run is finished once OUT/runs/NAME/seed_S/DONE exists and is
-skipped from then on. Each variant's step memory at the grid's large shape
-is compiled last (OUT/memory/). RESULTS.md, curves.png and summary.json go
-to --out. --quick runs the grid's QUICK settings (a smoke test).
+questions; a run is finished once its result.json exists (its final
+evaluation and curve, a few tens of KB) and is skipped from then on. With
+the grid's TUNING rates, each trained row first runs once per rate on the
+validation split (OUT/runs/NAME/tune/lr_X/) and its seeds then run on the
+test split at its best rate. Each variant's step memory at the grid's large
+shape is compiled last (OUT/memory/). RESULTS.md, curves.png and
+summary.json go to --out. --quick runs the grid's QUICK settings (a smoke
+test). Committing OUT's result.json and memory/*.json files (not train/)
+lets another machine resume a partly finished grid.
 """
 
 import dataclasses
@@ -56,6 +61,8 @@ _WORKER = flags.DEFINE_enum(
 )
 _VARIANTS = flags.DEFINE_list("variants", [], "(internal) variant names.")
 _SEED = flags.DEFINE_integer("seed", 0, "(internal) seed.")
+_LR = flags.DEFINE_float("lr", None, "(internal) the run's learning rate.")
+_SPLIT = flags.DEFINE_string("split", None, "(internal) a tuning run's split.")
 
 
 def _env():
@@ -84,14 +91,16 @@ def _commands(grid, out):
           TRAIN,
           f"--config={grid.path}",
           f"--workdir={r.workdir}",
-          *grid.run_flags(r.variant, r.seed),
+          *grid.run_flags(r.variant, r.seed, lr=r.lr, split=r.split),
       ],
       evaluate=lambda r: me
       + [
           "--worker=evaluate",
           f"--variants={r.variant.name}",
           f"--seed={r.seed}",
-      ],
+      ]
+      + ([f"--lr={r.lr!r}"] if r.lr is not None else [])
+      + ([f"--split={r.split}"] if r.split else []),
       memory=lambda vs: me
       + ["--worker=memory", "--variants=" + ",".join(v.name for v in vs)],
       env=_env(),
@@ -104,10 +113,9 @@ def _worker(grid, out):
 
   if _WORKER.value == "evaluate":
     variant = grid.variants[0]
-    run = runner.Run(variant, _SEED.value, out)
-    result = evaluate_run.evaluate_run(
-        grid.config(variant, _SEED.value), run.workdir, grid.evaluation
-    )
+    run = runner.Run(variant, _SEED.value, out, _LR.value, _SPLIT.value)
+    config = grid.config(variant, _SEED.value, lr=_LR.value, split=_SPLIT.value)
+    result = evaluate_run.evaluate_run(config, run.workdir, grid.evaluation)
     evaluate_run.write_json(run.eval_path, result)
     print(
         f"{run.name}: greedy accuracy"

@@ -22,6 +22,7 @@ from opd_jax.results.grid import EvalSpec
 from opd_jax.results.grid import Grid
 from opd_jax.results.grid import load_grid
 from opd_jax.results.grid import MemorySpec
+from opd_jax.results.grid import TuningSpec
 from opd_jax.results.grid import Variant
 from opd_jax.results.stats import bootstrap_difference
 from opd_jax.results.stats import bootstrap_mean
@@ -34,6 +35,7 @@ __all__ = [
     "Grid",
     "Interval",
     "MemorySpec",
+    "TuningSpec",
     "Variant",
     "bootstrap_difference",
     "bootstrap_mean",

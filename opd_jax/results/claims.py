@@ -114,6 +114,9 @@ class ClaimResult:
   measured: str
   statistic: str
   verdict: str
+  # The half-width of the difference's 95% interval: what a difference must
+  # exceed to be detected (None: not run).
+  half_width: float | None = None
 
 
 def _frac_part(claim: Claim, a: Measured) -> tuple[str, str]:
@@ -162,4 +165,10 @@ def check_claim(
     measured.append(text)
     verdicts.append(verdict)
   statistic = f"diff {diff.mean:+.3f}, 95% CI [{diff.lo:+.3f}, {diff.hi:+.3f}]"
-  return ClaimResult(claim, "; ".join(measured), statistic, worst(verdicts))
+  return ClaimResult(
+      claim,
+      "; ".join(measured),
+      statistic,
+      worst(verdicts),
+      (diff.hi - diff.lo) / 2,
+  )

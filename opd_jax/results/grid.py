@@ -21,8 +21,9 @@ A grid file (configs/grids/NAME.py) is a trainer config file whose
   SEEDS                           seeds of every trained row
   EVALUATION                      dict of `EvalSpec` fields
   MEMORY                          dict of `MemorySpec` fields
+  TUNING                          dict of `TuningSpec` fields (optional)
   QUICK                           dict: variants, seeds, overrides,
-                                  evaluation, memory for --quick
+                                  evaluation, memory, tuning for --quick
 """
 
 from __future__ import annotations
@@ -127,6 +128,42 @@ class MemorySpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuningSpec:
+  """The learning-rate grid every trained row is tuned over.
+
+  Each trained row runs once per learning rate with `seed`, evaluated on
+  the task's `split` (never the test split); its best (greedy accuracy,
+  then pass@k, then the smaller rate) is the rate of its seeds' runs on the
+  test split. Fewer than two rates: no tuning, every row keeps the config's.
+
+  Attributes:
+    learning_rates: the rates, the same for every row.
+    seed: the seed of the tuning runs (not one of the grid's SEEDS, so the
+      test runs share nothing with the choice).
+    split: the evaluation split of the tuning runs.
+  """
+
+  learning_rates: tuple[float, ...] = ()
+  seed: int = 100
+  split: str = "validation"
+
+  def __post_init__(self):
+    rates = tuple(float(x) for x in self.learning_rates)
+    object.__setattr__(self, "learning_rates", rates)
+    if any(not x > 0 for x in rates) or len(set(rates)) != len(rates):
+      raise ValueError(
+          "TUNING.learning_rates: expected distinct rates > 0, got"
+          f" {list(rates)}"
+      )
+    if self.split == "test":
+      raise ValueError("TUNING.split: tuning never evaluates on 'test'")
+
+  @property
+  def enabled(self) -> bool:
+    return len(self.learning_rates) > 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Grid:
   """A loaded grid file, possibly narrowed to some variants or --quick.
 
@@ -137,6 +174,7 @@ class Grid:
     evaluation: the final evaluation.
     memory: the large shape of the memory column.
     claims: the claims checked.
+    tuning: the learning-rate grid of the trained rows.
     overrides: extra config overrides for every run (--quick's).
     quick: whether this is the --quick grid.
   """
@@ -149,18 +187,43 @@ class Grid:
   claims: tuple[Claim, ...]
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   quick: bool = False
+  tuning: TuningSpec = TuningSpec()
 
-  def config(self, variant: Variant, seed: int) -> ml_collections.ConfigDict:
-    """The trainer config of one run, as scripts/train.py would build it."""
+  def _run_overrides(self, lr: float | None, split: str | None) -> dict:
+    extra = dict(self.overrides)
+    if lr is not None:
+      extra["optimizer.learning_rate"] = lr
+    if split is not None:
+      extra["data.eval_split"] = split
+    return extra
+
+  def config(
+      self,
+      variant: Variant,
+      seed: int,
+      *,
+      lr: float | None = None,
+      split: str | None = None,
+  ) -> ml_collections.ConfigDict:
+    """The trainer config of one run, as scripts/train.py would build it
+    (`lr`, `split`: a tuned or tuning run's rate and evaluation split)."""
     c = variant.apply(_module(self.path).get_config())
-    c = Variant("all_runs", "", None, self.overrides).apply(c)
+    extra = self._run_overrides(lr, split)
+    c = Variant("all_runs", "", None, extra).apply(c)
     c.seed = seed
     return c
 
-  def run_flags(self, variant: Variant, seed: int) -> list[str]:
+  def run_flags(
+      self,
+      variant: Variant,
+      seed: int,
+      *,
+      lr: float | None = None,
+      split: str | None = None,
+  ) -> list[str]:
     """`--config.*` flags of one run (after `--config=self.path`)."""
-    extra = Variant("all_runs", "", None, self.overrides).flags()
-    return [f"--config.seed={seed}", *variant.flags(), *extra]
+    extra = Variant("all_runs", "", None, self._run_overrides(lr, split))
+    return [f"--config.seed={seed}", *variant.flags(), *extra.flags()]
 
 
 def _module(path: str):
@@ -204,6 +267,7 @@ def load_grid(
   seeds = tuple(module.SEEDS)
   evaluation = EvalSpec(**getattr(module, "EVALUATION", {}))
   memory = MemorySpec(**getattr(module, "MEMORY", {}))
+  tuning = TuningSpec(**getattr(module, "TUNING", {}))
   overrides: dict[str, Any] = {}
   if quick:
     q = getattr(module, "QUICK", None)
@@ -213,6 +277,7 @@ def load_grid(
     seeds = tuple(q["seeds"])
     evaluation = EvalSpec(**q.get("evaluation", {}))
     memory = MemorySpec(**q.get("memory", {}))
+    tuning = TuningSpec(**q.get("tuning", {}))
     overrides = dict(q.get("overrides", {}))
   if names:
     variants = _pick(variants, names, path)
@@ -225,4 +290,5 @@ def load_grid(
       claims=tuple(module.claims()),
       overrides=overrides,
       quick=quick,
+      tuning=tuning,
   )

@@ -27,9 +27,9 @@ from opd_jax.results import claims as claims_lib
 from opd_jax.results import collapse as collapse_lib
 from opd_jax.results import stats
 from opd_jax.results.grid import Grid, Variant
+from opd_jax.results import runner as runner_lib
 from opd_jax.results.runner import grid_runs, memory_path, Run
 from opd_jax.trainer import plots
-from opd_jax.trainer.reporting import JSONL_NAME
 
 GIB = 2.0**30
 
@@ -61,12 +61,22 @@ class RunResult:
 
 @dataclasses.dataclass
 class VariantResult:
-  """A grid row: its finished runs and its step memory."""
+  """A grid row: its finished runs, its step memory and its tuning.
+
+  Attributes:
+    tuning: (learning rate, validation greedy accuracy or None when not
+      finished, collapsed) per rate of the grid; empty when not tuned.
+    lr: the chosen rate (None: not tuned yet, or the config's).
+  """
 
   variant: Variant
   runs: list[RunResult]
   expected_seeds: int
   memory: dict | None
+  tuning: list[tuple[float, float | None, bool]] = dataclasses.field(
+      default_factory=list
+  )
+  lr: float | None = None
 
   def scores(self, which: str = "greedy") -> np.ndarray:
     """[seeds, questions] of the finished runs."""
@@ -89,11 +99,8 @@ class VariantResult:
 
 
 def _load_run(run: Run, max_new_tokens: int) -> RunResult:
-  with open(run.eval_path, encoding="utf-8") as f:
-    info = json.load(f)
-  rows = []
-  if run.workdir and os.path.isfile(os.path.join(run.workdir, JSONL_NAME)):
-    rows = plots.read_metrics(os.path.join(run.workdir, JSONL_NAME))
+  result = run.result()
+  info, rows = result["eval"], result.get("curve", [])
   samples = np.asarray(info["samples"], np.float64)
   return RunResult(
       run=run,
@@ -123,7 +130,24 @@ def collect(grid: Grid, out: str) -> list[VariantResult]:
     if os.path.isfile(memory_path(out, v)):
       with open(memory_path(out, v), encoding="utf-8") as f:
         memory = json.load(f)
-    results.append(VariantResult(v, done, len(grid.seeds), memory))
+    tuning = []
+    for r in runner_lib.tuning_runs(grid, out, v):
+      if r.is_done():
+        loaded = _load_run(r, cap)
+        score = runner_lib.validation_score(r)[0]
+        tuning.append((r.lr, score, loaded.collapse is not None))
+      else:
+        tuning.append((r.lr, None, False))
+    results.append(
+        VariantResult(
+            v,
+            done,
+            len(grid.seeds),
+            memory,
+            tuning,
+            runner_lib.chosen_lr(grid, out, v),
+        )
+    )
   return results
 
 
@@ -215,10 +239,23 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
   return missing if value is None else format(value, spec)
 
 
+def _lr_cell(r: VariantResult) -> str:
+  """The chosen rate in bold and each rate's validation accuracy."""
+  if not r.tuning:
+    return "-"
+  parts = []
+  for lr, score, collapsed in r.tuning:
+    text = f"{lr:g}: " + ("pending" if score is None else f"{score:.3f}")
+    text += " (collapsed)" if collapsed else ""
+    parts.append(f"**{text}**" if lr == r.lr else text)
+  return "; ".join(parts)
+
+
 def _table_row(r: VariantResult, k: int) -> str:
   if not r.runs:
     return (
-        f"| {r.variant.label} | {r.variant.method or '-'} | not run | | | | | |"
+        f"| {r.variant.label} | {r.variant.method or '-'} | {_lr_cell(r)} |"
+        " not run | | | | | |"
     )
   acc = stats.bootstrap_mean(r.scores("greedy"))
   pak = stats.bootstrap_mean(r.scores("pass_at_k"))
@@ -228,7 +265,7 @@ def _table_row(r: VariantResult, k: int) -> str:
   seeds_note = "" if seeds == r.expected_seeds else f" ({seeds} seeds)"
   return (
       f"| {r.variant.label}{seeds_note} | {r.variant.method or '-'} |"
-      f" {acc} | {pak} | {_fmt(r.select_frac(), '.3f')} |"
+      f" {_lr_cell(r)} | {acc} | {pak} | {_fmt(r.select_frac(), '.3f')} |"
       f" {_fmt(r.step_time(), '.3f')} | {_fmt(mem, '.2f')} |"
       f" {collapsed} |"
   )
@@ -236,23 +273,51 @@ def _table_row(r: VariantResult, k: int) -> str:
 
 def results_table(results: list[VariantResult], k: int) -> list[str]:
   head = (
-      "| row | method | greedy accuracy [95% CI] |"
+      "| row | method | learning rate: validation accuracy (chosen in"
+      " bold) | greedy accuracy [95% CI] |"
       f" pass@{k} [95% CI] | tokens trained (select/frac) | s/step |"
       " step temporaries (GiB) | collapsed |"
   )
-  return [head, "|" + "---|" * 8] + [_table_row(r, k) for r in results]
+  return [head, "|" + "---|" * 9] + [_table_row(r, k) for r in results]
+
+
+def detectable_difference(results: list[VariantResult]) -> str | None:
+  """A line on the half-width of the 95% interval of a row-vs-row
+  difference (greedy accuracy) over every pair of trained rows with all
+  their seeds: differences below it are within noise. None without two
+  such rows."""
+  rows = [
+      r
+      for r in results
+      if r.variant.trains and r.runs and len(r.runs) == r.expected_seeds
+  ]
+  widths = []
+  for i, a in enumerate(rows):
+    for b in rows[i + 1 :]:
+      d = stats.bootstrap_difference(a.scores(), b.scores())
+      widths.append((d.hi - d.lo) / 2)
+  if not widths:
+    return None
+  return (
+      "Detectable difference: the 95% interval of a row-vs-row difference"
+      f" of greedy accuracy has half-width {np.median(widths):.3f} (median;"
+      f" {min(widths):.3f}-{max(widths):.3f} over the {len(widths)} pairs of"
+      " trained rows): rows closer than that are within noise of each"
+      " other."
+  )
 
 
 def claims_table(checked: list[claims_lib.ClaimResult]) -> list[str]:
   lines = [
-      "| paper | claim | measured | statistic | verdict |",
-      "|---|---|---|---|---|",
+      "| paper | claim | measured | statistic | verdict | detectable (±) |",
+      "|---|---|---|---|---|---|",
   ]
   for c in checked:
+    half = "-" if c.half_width is None else f"{c.half_width:.3f}"
     lines.append(
         f"| {c.claim.paper} | {c.claim.text} ({c.claim.a}"
         f" {c.claim.relation} {c.claim.b}) | {c.measured} |"
-        f" {c.statistic} | **{c.verdict}** |"
+        f" {c.statistic} | **{c.verdict}** | {half} |"
     )
   return lines
 
@@ -278,6 +343,24 @@ def _shown(path: str) -> str:
   return path if rel.startswith("..") else rel
 
 
+def _lr_text(grid: Grid, c) -> str:
+  t = grid.tuning
+  if not t.enabled:
+    return (
+        f"learning rate {c.optimizer.learning_rate:g} (the same for all"
+        " methods, not tuned)"
+    )
+  rates = ", ".join(f"{x:g}" for x in t.learning_rates)
+  return (
+      f"learning rate tuned per row over [{rates}] (the same grid for all):"
+      f" one run per rate with seed {t.seed}, scored on the first"
+      f" {grid.evaluation.num_questions} questions of the task's"
+      f" '{t.split}' split (disjoint from train and test), the best greedy"
+      " accuracy chosen (then pass@k, then the smaller rate) and run with"
+      " the seeds below on the test split"
+  )
+
+
 def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
   trained = next(
       (r.variant for r in results if r.variant.trains), grid.variants[0]
@@ -296,9 +379,8 @@ def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
       ),
       (
           f"- Every trained row: {c.total_steps} steps, batch {c.batch_size},"
-          f" {c.max_new_tokens} new tokens, learning rate"
-          f" {c.optimizer.learning_rate:g} (the same for all methods, not"
-          f" tuned), sampling temperature {c.sampling.temperature:g}; seeds"
+          f" {c.max_new_tokens} new tokens, {_lr_text(grid, c)}, sampling"
+          f" temperature {c.sampling.temperature:g}; seeds"
           f" {list(grid.seeds)}."
       ),
       (
@@ -351,8 +433,8 @@ def write_results(grid: Grid, out: str, command: str) -> str:
       claims_lib.check_claim(c, measured_for_claims(results))
       for c in grid.claims
   ]
-  total = len(grid.variants) * len(grid.seeds)
-  done = sum(len(r.runs) for r in results)
+  every = runner_lib.all_runs(grid, out)
+  total, done = len(every), sum(r.is_done() for r in every)
   lines = [
       "<!-- Generated by scripts/reproduce.py; do not edit by hand. -->",
       "# Results",
@@ -370,6 +452,9 @@ def write_results(grid: Grid, out: str, command: str) -> str:
     lines += [f"**Incomplete: {done} of {total} runs finished.**", ""]
   lines += ["## Setup", ""] + _setup(grid, results) + [""]
   lines += ["## Table", ""] + results_table(results, grid.evaluation.k)
+  detectable = detectable_difference(results)
+  if detectable:
+    lines += ["", detectable]
   lines += ["", "## Learning curves", ""]
   lines += (
       [f"![held-out accuracy of every row]({os.path.basename(curves)})"]
@@ -378,7 +463,7 @@ def write_results(grid: Grid, out: str, command: str) -> str:
   )
   lines += ["", "## Claims", "", claims_lib.RULES, ""]
   lines += claims_table(checked)
-  failed = [(r.name, r.failure()) for r in grid_runs(grid, out) if r.failure()]
+  failed = [(r.name, r.failure()) for r in every if r.failure()]
   if failed:
     lines += ["", "## Failed runs (not in the table)", ""]
     lines += [f"- `{name}`: {error}" for name, error in failed]
@@ -398,6 +483,11 @@ def _write_summary(results, checked, path: str) -> None:
         "label": r.variant.label,
         "method": r.variant.method,
         "seeds": [x.run.seed for x in r.runs],
+        "lr": r.lr,
+        "tuning": [
+            {"lr": lr, "validation_accuracy": score, "collapsed": collapsed}
+            for lr, score, collapsed in r.tuning
+        ],
     }
     if r.runs:
       acc = stats.bootstrap_mean(r.scores("greedy"))

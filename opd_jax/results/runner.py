@@ -16,11 +16,22 @@ killed ones, optionally several at once.
 
 Layout under the output directory:
 
-  runs/NAME/seed_S/train/      the run's training workdir (scripts/train.py)
-  runs/NAME/seed_S/eval.json   its final evaluation
-  runs/NAME/seed_S/DONE        written last: the run is finished
-  runs/NAME/seed_S/run.log     the subprocesses' output
+  runs/NAME/tune/lr_X/...      a tuning run of a trained row (learning rate
+                               X, the tuning seed, the validation split)
+  runs/NAME/seed_S/...         a run on the test split (a trained row at
+                               its tuned rate)
+  .../train/                   the run's training workdir (scripts/train.py)
+  .../eval.json                its final evaluation, until result.json
+  .../result.json              written last: the final evaluation, the
+                               curve (metric rows) and the run's times; a
+                               run with it is finished. Small: committing
+                               these (and memory/) makes a partly finished
+                               grid resumable on another machine.
+  .../run.log                  the subprocesses' output
   memory/NAME.json             the variant's step memory at the large shape
+
+A row's tuning runs go first, then its test runs at the chosen rate; the
+rows go in grid order (each row complete before the next, with one job).
 """
 
 from __future__ import annotations
@@ -38,7 +49,20 @@ from typing import Callable, Sequence
 from opd_jax.results.evaluate_run import write_json
 from opd_jax.results.grid import Grid, Variant
 
-DONE = "DONE"
+RESULT = "result.json"
+# The metric rows' keys a result keeps (the report's curves, collapse
+# detection, selected fractions, step times and the loss terms).
+CURVE_PREFIXES = (
+    "eval/",
+    "rollout/",
+    "entropy/",
+    "loss/",
+    "select/",
+    "tsd_kd/",
+    "train/step_time",
+    "train/grad_norm",
+    "train/skipped",
+)
 # The live subprocesses, so that a killed driver takes them down with it.
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
@@ -46,17 +70,33 @@ _LIVE_LOCK = threading.Lock()
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One (variant, seed) of a grid and where its files go."""
+  """One run of a grid and where its files go.
+
+  Attributes:
+    variant: the row.
+    seed: the run's seed.
+    out: the grid's output directory.
+    lr: the learning rate (None: the config's; a test run's before its row
+      is tuned).
+    split: the evaluation split for a tuning run (None: the test split).
+  """
 
   variant: Variant
   seed: int
   out: str
+  lr: float | None = None
+  split: str | None = None
+
+  @property
+  def tune(self) -> bool:
+    return self.split is not None
 
   @property
   def dir(self) -> str:
-    return os.path.join(
-        self.out, "runs", self.variant.name, f"seed_{self.seed}"
-    )
+    base = os.path.join(self.out, "runs", self.variant.name)
+    if self.tune:
+      return os.path.join(base, "tune", f"lr_{self.lr:g}")
+    return os.path.join(base, f"seed_{self.seed}")
 
   @property
   def workdir(self) -> str | None:
@@ -68,8 +108,8 @@ class Run:
     return os.path.join(self.dir, "eval.json")
 
   @property
-  def done_path(self) -> str:
-    return os.path.join(self.dir, DONE)
+  def result_path(self) -> str:
+    return os.path.join(self.dir, RESULT)
 
   @property
   def failed_path(self) -> str:
@@ -88,18 +128,22 @@ class Run:
 
   @property
   def name(self) -> str:
-    return f"{self.variant.name}/seed_{self.seed}"
+    return os.path.relpath(self.dir, os.path.join(self.out, "runs"))
 
   def is_done(self) -> bool:
-    return os.path.isfile(self.done_path)
+    return os.path.isfile(self.result_path)
+
+  def result(self) -> dict:
+    """The finished run's result.json."""
+    with open(self.result_path, encoding="utf-8") as f:
+      return json.load(f)
 
   def seconds(self, key: str = "seconds") -> float | None:
-    """Wall seconds the finished run took (or another number of its DONE
-    marker: `cpu_seconds`, `load_avg`); None if not finished or absent."""
+    """Wall seconds the finished run took (or another of its times:
+    `cpu_seconds`, `load_avg`); None if not finished or absent."""
     if not self.is_done():
       return None
-    with open(self.done_path, encoding="utf-8") as f:
-      value = json.load(f).get(key)
+    value = self.result()["done"].get(key)
     return None if value is None else float(value)
 
 
@@ -107,9 +151,55 @@ def memory_path(out: str, variant: Variant) -> str:
   return os.path.join(out, "memory", f"{variant.name}.json")
 
 
+def tuning_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
+  """The row's tuning runs (none for a row that trains nothing, or when
+  the grid does not tune)."""
+  t = grid.tuning
+  if not (t.enabled and variant.trains):
+    return []
+  return [Run(variant, t.seed, out, lr, t.split) for lr in t.learning_rates]
+
+
+def validation_score(run: Run) -> tuple[float, float]:
+  """(greedy accuracy, pass@k) of a finished run's evaluation."""
+  e = run.result()["eval"]
+  greedy = sum(e["greedy"]) / max(len(e["greedy"]), 1)
+  samples = e.get("samples") or []
+  passed = sum(max(s) for s in samples if s) / max(len(samples), 1)
+  return greedy, passed
+
+
+def chosen_lr(grid: Grid, out: str, variant: Variant) -> float | None:
+  """The row's learning rate for its test runs: the best tuning run (greedy
+  accuracy, then pass@k, then the smaller rate); None until every tuning
+  run is finished. Untuned rows: None (the config's)."""
+  runs = tuning_runs(grid, out, variant)
+  if not runs or not all(r.is_done() for r in runs):
+    return None
+  return max(runs, key=lambda r: (*validation_score(r), -r.lr)).lr
+
+
+def test_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
+  """The row's runs on the test split, one per seed (at its chosen rate
+  once it is tuned)."""
+  lr = chosen_lr(grid, out, variant)
+  return [Run(variant, s, out, lr) for s in grid.seeds]
+
+
+def row_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
+  return tuning_runs(grid, out, variant) + test_runs(grid, out, variant)
+
+
 def grid_runs(grid: Grid, out: str) -> list[Run]:
-  """Every run of the grid, seed-major (seed 0 of every row first)."""
-  return [Run(v, s, out) for s in grid.seeds for v in grid.variants]
+  """Every test-split run of the grid, seed-major (seed 0 of every row
+  first)."""
+  by_row = [test_runs(grid, out, v) for v in grid.variants]
+  return [runs[i] for i in range(len(grid.seeds)) for runs in by_row]
+
+
+def all_runs(grid: Grid, out: str) -> list[Run]:
+  """Every run, tuning ones included, in execution order (row by row)."""
+  return [r for v in grid.variants for r in row_runs(grid, out, v)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +254,7 @@ def _call(
 def stop_on_signals() -> None:
   """On SIGTERM / SIGINT, terminates the live runs and exits (128 + signal).
 
-  A killed run keeps its checkpoints and no DONE marker: the next
+  A killed run keeps its checkpoints and no result.json: the next
   invocation resumes it.
   """
 
@@ -210,11 +300,33 @@ class Outcome:
     )
 
 
+def curve(workdir: str | None) -> list[dict]:
+  """The metric rows of a run's metrics.jsonl, with the kept keys only and
+  floats to 5 significant digits (a result stays a few tens of KB)."""
+  path = os.path.join(workdir, "metrics.jsonl") if workdir else ""
+  if not path or not os.path.isfile(path):
+    return []
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      if "step" not in row:
+        continue
+      kept = {
+          k: float(f"{v:.5g}")
+          for k, v in row.items()
+          if k.startswith(CURVE_PREFIXES) and isinstance(v, (int, float))
+      }
+      if kept:
+        rows.append({"step": row["step"], **kept})
+  return rows
+
+
 def execute_run(run: Run, commands: Commands) -> Outcome:
-  """Trains (or resumes) and evaluates one run; marks it done last.
+  """Trains (or resumes) and evaluates one run; writes its result last.
 
   A failure is recorded in the run's FAILED file (the report lists it)
-  and leaves no DONE marker, so the next invocation retries the run.
+  and leaves no result.json, so the next invocation retries the run.
   """
   if run.is_done():
     return Outcome(run.name, "skipped", run.seconds() or 0.0)
@@ -237,16 +349,27 @@ def execute_run(run: Run, commands: Commands) -> Outcome:
   if error:
     write_json(run.failed_path, {"error": error})
     return Outcome(run.name, "failed", seconds, error, cpu)
+  with open(run.eval_path, encoding="utf-8") as f:
+    evaluation = json.load(f)
   write_json(
-      run.done_path,
+      run.result_path,
       {
-          "seconds": round(seconds, 1),
-          "cpu_seconds": round(cpu, 1),
-          # How busy the machine was (timings depend on it).
-          "load_avg": round(os.getloadavg()[0], 2),
-          "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "variant": run.variant.name,
+          "seed": run.seed,
+          "lr": run.lr,
+          "split": run.split or "test",
+          "eval": evaluation,
+          "curve": curve(run.workdir),
+          "done": {
+              "seconds": round(seconds, 1),
+              "cpu_seconds": round(cpu, 1),
+              # How busy the machine was (timings depend on it).
+              "load_avg": round(os.getloadavg()[0], 2),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+          },
       },
   )
+  os.remove(run.eval_path)
   return Outcome(run.name, "done", seconds, cpu_seconds=cpu)
 
 
@@ -342,30 +465,50 @@ def execute_grid(
 ) -> list[Outcome]:
   """Runs every pending run, then every pending memory measurement.
 
-  Prints each outcome and, after each finished run, the projected time of
-  what is left. A failed run is reported and left unmarked (the next
-  invocation retries it); the others go on.
+  Row by row (up to `jobs` rows at once): its tuning runs, then its test
+  runs at the chosen rate. Prints each outcome and, after each finished
+  run, what is left and its projected time. A failed run is reported and
+  left unmarked (the next invocation retries it); a row with a failed
+  tuning run skips its test runs; the other rows go on.
   """
-  runs = grid_runs(grid, out)
+  runs = all_runs(grid, out)
   measured = {r.name: r.seconds() for r in runs if r.is_done()}
   cpu = {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs if r.is_done()}
-  pending = [r for r in runs if not r.is_done()]
+  done = len(measured)
   log(
-      f"grid {grid.path}: {len(runs)} runs, {len(runs) - len(pending)}"
-      f" already done, {len(pending)} to run with {jobs} job(s)"
+      f"grid {grid.path}: {len(runs)} runs"
+      f" ({sum(r.tune for r in runs)} tuning), {done} already done,"
+      f" {len(runs) - done} to run with {jobs} job(s)"
       + _eta(runs, measured, cpu, jobs)
   )
   outcomes = [
       Outcome(r.name, "skipped", measured[r.name]) for r in runs if r.is_done()
   ]
-  with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-    futures = [pool.submit(execute_run, r, commands) for r in pending]
-    for future in concurrent.futures.as_completed(futures):
-      o = future.result()
+  lock = threading.Lock()
+
+  def finish(o: Outcome) -> None:
+    with lock:
       outcomes.append(o)
       if o.status == "done":
         measured[o.name], cpu[o.name] = o.seconds, o.cpu_seconds
-      log(o.line(_eta(runs, measured, cpu, jobs)))
+      left = len(runs) - len(measured)
+      log(o.line(f"; {left} run(s) left" + _eta(runs, measured, cpu, jobs)))
+
+  def row(variant: Variant) -> None:
+    tuning = tuning_runs(grid, out, variant)
+    for run in tuning:
+      if not run.is_done():
+        finish(execute_run(run, commands))
+    if tuning and chosen_lr(grid, out, variant) is None:
+      log(f"  {variant.name}: not tuned (a tuning run failed); no test runs")
+      return
+    for run in test_runs(grid, out, variant):
+      if not run.is_done():
+        finish(execute_run(run, commands))
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    for future in [pool.submit(row, v) for v in grid.variants]:
+      future.result()
   for o in execute_memory(grid, out, commands):
     outcomes.append(o)
     log(o.line())

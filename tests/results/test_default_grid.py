@@ -41,7 +41,7 @@ def test_every_variant_validates(grid):
     assert c.seed == grid.seeds[1]
     if v.trains:
       assert c.method == v.method
-      assert c.data.difficulty == "two_step"
+      assert c.data.difficulty == "easy"
 
 
 def test_rows_of_the_issue_are_there(grid):
@@ -61,6 +61,9 @@ def test_rows_of_the_issue_are_there(grid):
       "tsd_kd_no_gate",
       "tsd_kd_no_opener",
       "tsd_kd_no_em",
+      "tsd_kd_em_0p1",
+      "tsd_kd_code",
+      "opsd",
       "dear",
       "dear_decision_only",
       "minillm",
@@ -82,6 +85,30 @@ def test_ablations_change_what_they_say(grid):
   assert c["tsd_kd_no_em"].tsd_kd.em_ratio == 0.0
   assert c["dear_decision_only"].dear.q == 0.0
   assert c["gkd"].gkd.beta == 0.5
+  assert c["tsd_kd_em_0p1"].tsd_kd.em_weight == 0.1
+  code = c["tsd_kd_code"].tsd_kd
+  assert (code.em_rule, code.em_ratio, code.em_group_rows) == (
+      "quantile",
+      0.9,
+      4,
+  )
+  assert code.pl_code_compat and code.opener_group_rows == 4
+  assert c["opsd"].teacher == "self"
+  assert c["opsd"].teacher_context.template == "solution"
+
+
+def test_tuning_grid_is_the_same_for_all_and_spans_10x(grid):
+  rates = grid.tuning.learning_rates
+  assert len(rates) == 3 and max(rates) / min(rates) == pytest.approx(10.0)
+  assert grid.tuning.split == "validation"
+  assert grid.tuning.seed not in grid.seeds
+  for v in grid.variants:
+    c = grid.config(v, grid.tuning.seed, lr=rates[0], split="validation")
+    config_lib.validate(c)
+    assert c.optimizer.learning_rate == rates[0]
+    assert c.data.eval_split == "validation"
+  quick = grid_lib.load_grid(GRID, quick=True)
+  assert not quick.tuning.enabled
 
 
 def test_quick_and_methods_narrow_the_grid():

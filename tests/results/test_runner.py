@@ -13,9 +13,12 @@
 # limitations under the License.
 """The grid runner's skip / retry / resume logic, with stand-in commands."""
 
+import dataclasses
 import json
 import os
 import sys
+
+import pytest
 
 from opd_jax.results import grid as grid_lib
 from opd_jax.results import runner
@@ -116,8 +119,151 @@ def test_failed_run_is_retried_and_finished_runs_skipped(tmp_path):
   assert _calls(killed) == 2
   assert _calls(runs["a/seed_0"]) == 1
   assert killed.failure() is None
-  with open(killed.done_path) as f:
-    assert json.load(f)["seconds"] >= 0
+  with open(killed.result_path) as f:
+    result = json.load(f)
+  assert result["done"]["seconds"] >= 0
+  assert result["eval"] == {"greedy": [1, 0]} and result["split"] == "test"
+  assert not os.path.exists(killed.eval_path)
+
+
+# A stand-in evaluation whose greedy accuracy is set by the learning rate
+# in its argv: 0.002 scores best, 0.006 ties 0.0006 on greedy.
+_EVAL_BY_LR = r"""
+import json, sys
+path, lr = sys.argv[1], sys.argv[2]
+greedy = {"0.0006": [1, 0, 0, 0], "0.002": [1, 1, 1, 0],
+          "0.006": [1, 0, 0, 0]}.get(lr, [0, 1, 0, 1])
+samples = {"0.0006": [[1, 1]] * 4, "0.006": [[0, 0]] * 4}.get(lr, [[1]] * 4)
+json.dump({"greedy": greedy, "samples": samples}, open(path, "w"))
+"""
+
+
+def _tuned_grid(**tuning):
+  return grid_lib.Grid(
+      path="unused.py",
+      variants=(
+          grid_lib.Variant("init", "init", None),
+          grid_lib.Variant("a", "a", "rkl"),
+      ),
+      seeds=(0, 1),
+      evaluation=grid_lib.EvalSpec(),
+      memory=grid_lib.MemorySpec(),
+      claims=(),
+      tuning=grid_lib.TuningSpec(**tuning),
+  )
+
+
+def _tuned_commands(out, calls):
+  py = sys.executable
+
+  def train(r):
+    calls.append((r.name, r.lr, r.split))
+    return [py, "-c", _TRAIN, r.workdir, r.name]
+
+  return runner.Commands(
+      train=train,
+      evaluate=lambda r: [py, "-c", _EVAL_BY_LR, r.eval_path, repr(r.lr)],
+      memory=lambda vs: [
+          py,
+          "-c",
+          _MEMORY,
+          *[runner.memory_path(out, v) for v in vs],
+      ],
+      env=dict(os.environ),
+  )
+
+
+def test_tuning_then_seeds_at_the_best_rate_and_resume_from_results(
+    tmp_path,
+):
+  out = str(tmp_path / "grid")
+  grid = _tuned_grid(learning_rates=(6e-4, 2e-3, 6e-3), seed=100)
+  calls, logs = [], []
+  runner.execute_grid(grid, out, _tuned_commands(out, calls), log=logs.append)
+  # The row's three tuning runs (tuning seed, validation split), then its
+  # seeds at the best rate on the test split; the untrained row only
+  # evaluates.
+  assert calls == [
+      ("a/tune/lr_0.0006", 6e-4, "validation"),
+      ("a/tune/lr_0.002", 2e-3, "validation"),
+      ("a/tune/lr_0.006", 6e-3, "validation"),
+      ("a/seed_0", 2e-3, None),
+      ("a/seed_1", 2e-3, None),
+  ]
+  assert "7 runs (3 tuning), 0 already done, 7 to run" in logs[0]
+  assert any("0 run(s) left" in line for line in logs)
+  variant = grid.variants[1]
+  assert runner.chosen_lr(grid, out, variant) == 2e-3
+  results = [r.result() for r in runner.all_runs(grid, out)]
+  assert [r["lr"] for r in results] == [None, None, 6e-4, 2e-3, 6e-3] + [
+      2e-3
+  ] * 2
+  # Only the result files travel (a commit of the results directory):
+  # another machine has everything done.
+  moved = str(tmp_path / "elsewhere")
+  for run in runner.all_runs(grid, out):
+    dest = run.result_path.replace(out, moved)
+    os.makedirs(os.path.dirname(dest))
+    os.replace(run.result_path, dest)
+  calls.clear()
+  logs.clear()
+  outcomes = runner.execute_grid(
+      grid, moved, _tuned_commands(moved, calls), log=logs.append
+  )
+  assert not calls and "7 already done, 0 to run" in logs[0]
+  assert all(o.status == "skipped" for o in outcomes if "/seed" in o.name)
+
+
+def test_ties_go_to_pass_at_k_then_the_smaller_rate(tmp_path):
+  out = str(tmp_path)
+  variant = grid_lib.Variant("a", "a", "rkl")
+  # 0.0006 and 0.006 tie on greedy; 0.0006's pass@k is higher.
+  grid = _tuned_grid(learning_rates=(6e-4, 6e-3), seed=7)
+  runner.execute_grid(grid, out, _tuned_commands(out, []), log=lambda _: 0)
+  assert runner.chosen_lr(grid, out, variant) == 6e-4
+  # Equal on both: the smaller rate.
+  grid = _tuned_grid(learning_rates=(5e-3, 1e-3), seed=7)
+  runner.execute_grid(grid, out, _tuned_commands(out, []), log=lambda _: 0)
+  assert runner.chosen_lr(grid, out, variant) == 1e-3
+
+
+def test_a_row_with_a_failed_tuning_run_waits(tmp_path):
+  out = str(tmp_path)
+  grid = _tuned_grid(learning_rates=(1e-3, 2e-3), seed=7)
+  calls, logs = [], []
+  cmds = _tuned_commands(out, calls)
+  cmds = dataclasses.replace(
+      cmds, env={**cmds.env, "FAIL_FIRST": "a/tune/lr_0.001"}
+  )
+  runner.execute_grid(grid, out, cmds, log=logs.append)
+  assert [c[0] for c in calls] == ["a/tune/lr_0.001", "a/tune/lr_0.002"]
+  assert any("a: not tuned" in line for line in logs)
+  assert runner.chosen_lr(grid, out, grid.variants[1]) is None
+
+
+def test_tuning_spec_refusals():
+  with pytest.raises(ValueError, match="TUNING.learning_rates"):
+    grid_lib.TuningSpec(learning_rates=(1e-3, 1e-3))
+  with pytest.raises(ValueError, match="TUNING.learning_rates"):
+    grid_lib.TuningSpec(learning_rates=(0.0, 1e-3))
+  with pytest.raises(ValueError, match="TUNING.split"):
+    grid_lib.TuningSpec(learning_rates=(1e-3, 2e-3), split="test")
+  assert not grid_lib.TuningSpec(learning_rates=(1e-3,)).enabled
+
+
+def test_curve_keeps_the_reported_keys(tmp_path):
+  rows = [
+      {"step": 1, "loss/total": 1.234567891, "train/lr": 0.1, "x": 3},
+      {"step": 2, "eval/accuracy": 0.5, "rollout/eos_rate": 1.0},
+      {"note": "no step"},
+  ]
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write("\n".join(json.dumps(r) for r in rows))
+  assert runner.curve(str(tmp_path)) == [
+      {"step": 1, "loss/total": 1.2346},
+      {"step": 2, "eval/accuracy": 0.5, "rollout/eos_rate": 1.0},
+  ]
+  assert runner.curve(None) == []
 
 
 def test_estimate_uses_each_variant_else_the_training_mean(tmp_path):
