@@ -59,7 +59,7 @@ def quick(tmp_path_factory):
 @pytest.mark.slow
 def test_results_md_has_table_curves_and_claims(quick):
   out, stdout = quick
-  assert "3 runs, 0 already done, 3 to run" in stdout
+  assert "3 runs (0 tuning), 0 already done, 3 to run" in stdout
   with open(out / "RESULTS.md", encoding="utf-8") as f:
     text = f.read()
   assert text.startswith(
@@ -97,19 +97,23 @@ def test_results_md_has_table_curves_and_claims(quick):
 def test_finished_runs_are_skipped_and_a_killed_run_resumes(quick):
   out, _ = quick
   run = out / "runs" / "tip_soft_or_50" / "seed_0"
-  # As if killed after its step-2 checkpoint: no DONE, no evaluation, no
-  # final checkpoint.
-  os.remove(run / "DONE")
-  os.remove(run / "eval.json")
+  with open(run / "result.json", encoding="utf-8") as f:
+    result = json.load(f)
+  assert result["split"] == "test" and result["eval"]["greedy"]
+  assert max(r["step"] for r in result["curve"]) == 4
+  assert not (run / "eval.json").exists()
+  # As if killed after its step-2 checkpoint: no result, no final
+  # checkpoint.
+  os.remove(run / "result.json")
   shutil.rmtree(run / "train" / "checkpoints" / "4")
   stdout = _reproduce(out)
-  assert "3 runs, 2 already done, 1 to run" in stdout
+  assert "3 runs (0 tuning), 2 already done, 1 to run" in stdout
   with open(run / "run.log", encoding="utf-8") as f:
     log = f.read()
   assert "at step 2" in log.split("$ ")[-2]  # the rerun train command
-  assert (run / "DONE").exists()
+  assert (run / "result.json").exists()
   with open(run / "train" / "metrics.jsonl", encoding="utf-8") as f:
     steps = [json.loads(l).get("step") for l in f]
   assert max(s for s in steps if s) == 4
   stdout = _reproduce(out)
-  assert "3 runs, 3 already done, 0 to run" in stdout
+  assert "3 runs (0 tuning), 3 already done, 0 to run" in stdout
