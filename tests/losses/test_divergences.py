@@ -189,14 +189,21 @@ class DivergenceTest(parameterized.TestCase):
       )
 
   def test_logit_gradient_identities(self):
-    zs, zt = _logits(4, 2.0)
-    ps, pt = jax.nn.softmax(zs), jax.nn.softmax(zt)
-    ell = jax.nn.log_softmax(zs) - jax.nn.log_softmax(zt)
-    want_rkl = ps * (ell - jnp.sum(ps * ell, -1, keepdims=True))
-    got_rkl = jax.grad(lambda z: losses.reverse_kl(z, zt).sum())(zs)
-    np.testing.assert_allclose(got_rkl, want_rkl, atol=1e-6)
-    got_fkl = jax.grad(lambda z: losses.forward_kl(z, zt).sum())(zs)
-    np.testing.assert_allclose(got_fkl, ps - pt, atol=1e-6)
+    # The identities are algebra, so they are checked in float64, where
+    # summation order moves a value by ~V * 1.1e-16 of the terms (|ell| and
+    # the probabilities are O(10) and O(1) here): 1e-12 leaves 100x room,
+    # and a wrong term would show at 1e-3. In float32 the same check used
+    # 56% of a 1e-6 bound on one CPU, too close to hold on every CPU.
+    with jax.enable_x64(True):
+      zs, zt = (np.float64(z) for z in _logits(4, 2.0))
+      ps, pt = jax.nn.softmax(zs), jax.nn.softmax(zt)
+      ell = jax.nn.log_softmax(zs) - jax.nn.log_softmax(zt)
+      want_rkl = ps * (ell - jnp.sum(ps * ell, -1, keepdims=True))
+      got_rkl = jax.grad(lambda z: losses.reverse_kl(z, zt).sum())(zs)
+      assert got_rkl.dtype == np.float64
+      np.testing.assert_allclose(got_rkl, want_rkl, rtol=0, atol=1e-12)
+      got_fkl = jax.grad(lambda z: losses.forward_kl(z, zt).sum())(zs)
+      np.testing.assert_allclose(got_fkl, ps - pt, rtol=0, atol=1e-12)
     # The teacher gets a gradient too unless the caller stops it; the
     # identity above is for the student side.
 
