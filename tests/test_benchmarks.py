@@ -53,16 +53,11 @@ def test_step_bench_runs_through_the_trainer_plan():
   assert report["rows"][0]["update_flops"] > 0
 
 
-def test_accelerator_figures_by_hand():
-  from benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+def _tiny_llama():
+  """2 layers, D 4, 2 query heads of 2 over 1 KV head, MLP 8, V 10."""
   from opd_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
 
-  assert accelerator.device_peaks("NVIDIA H200") == (989e12, 4.8e12)
-  assert accelerator.device_peaks("NVIDIA GH200 480GB")[1] == 4.0e12
-  assert accelerator.device_peaks("NVIDIA H100 80GB HBM3") == (989e12, 3.35e12)
-  assert accelerator.device_peaks("NVIDIA H100 PCIe")[1] == 2.0e12
-  assert accelerator.device_peaks("cpu") == (None, None)
-  c = ModelConfig(
+  return ModelConfig(
       family="llama",
       vocab_size=10,
       embed_dim=4,
@@ -72,6 +67,16 @@ def test_accelerator_figures_by_hand():
       head_dim=2,
       mlp_dim=8,
   )
+
+
+def test_accelerator_figures_by_hand():
+  from benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+  assert accelerator.device_peaks("NVIDIA H200") == (989e12, 4.8e12)
+  assert accelerator.device_peaks("NVIDIA GH200 480GB")[1] == 4.0e12
+  assert accelerator.device_peaks("NVIDIA H100 80GB HBM3") == (989e12, 3.35e12)
+  assert accelerator.device_peaks("NVIDIA H100 PCIe")[1] == 2.0e12
+  assert accelerator.device_peaks("cpu") == (None, None)
+  c = _tiny_llama()
   # Untied: the input embedding (10 x 4) is a lookup, the head multiplies.
   assert accelerator.matmul_params(c) == c.num_params() - 40
   n = accelerator.matmul_params(c)
@@ -86,18 +91,8 @@ def test_accelerator_figures_by_hand():
 
 def test_step_update_flops_count_every_layer_and_chunk():
   from benchmarks import step  # pylint: disable=g-import-not-at-top
-  from opd_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
 
-  c = ModelConfig(
-      family="llama",
-      vocab_size=10,
-      embed_dim=4,
-      num_layers=2,
-      num_heads=2,
-      num_kv_heads=1,
-      head_dim=2,
-      mlp_dim=8,
-  )
+  c = _tiny_llama()
   # B=3, P=4, T=2: n = 18 tokens, m = 6 positions, L = 6: 21 causal pairs
   # per row. Per layer: q, o 4x4 each, k, v 4x2 each, MLP 3 x 4x8.
   weights = 2 * (16 + 16 + 8 + 8 + 96)
