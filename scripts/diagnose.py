@@ -22,11 +22,21 @@ r"""Gradient alignment of distillation with success ("Unmasking OPD").
       --teacher=/ckpt/qwen3_8b \
       --task=/data/math.jsonl --question_field=problem --answer_field=answer \
       --max_new_tokens=512 --budget=4096 --out=/tmp/align
+  # several teacher configurations on the same trees: the external teacher
+  # and the student's own weights under each privileged context
+  python scripts/diagnose.py --student=assets/demo/student_init \
+      --teacher=assets/demo/teacher --teachers=teacher,self:solution,\
+self:summary,self:correct_wrong --num_questions=8 --out=/tmp/align_teachers
 
 --student is an HF directory or a training workdir (its newest checkpoint);
---teacher an HF directory with the same vocabulary. Writes report.md,
-summary.json, nodes.json and PNG plots to --out (atomically: a failed run
-leaves --out untouched). Bad input is one `error:` line, exit 2.
+--teacher an HF directory with the same vocabulary. --teachers lists the
+teacher configurations, each `teacher` (the --teacher checkpoint) or `self`
+(the student's own weights), optionally `:TEMPLATE`, a context preset of
+`opd_jax/data/context.py` (empty, solution, summary, correct_wrong) that
+becomes the teacher's own prompt. Writes report.md, summary.json, nodes.json
+and PNG plots to --out (atomically: a failed run leaves --out untouched);
+with several configurations report.md compares them and each has its full
+report under teachers/. Bad input is one `error:` line, exit 2.
 See docs/diagnostics.md.
 """
 
@@ -39,7 +49,26 @@ from opd_jax import cli
 from opd_jax.cli import InputError
 
 _STUDENT = flags.DEFINE_string("student", None, "HF dir or training workdir.")
-_TEACHER = flags.DEFINE_string("teacher", None, "HF dir.")
+_TEACHER = flags.DEFINE_string(
+    "teacher", None, "HF dir (needed by a 'teacher' configuration)."
+)
+_TEACHERS = flags.DEFINE_list(
+    "teachers",
+    ["teacher"],
+    "Teacher configurations: 'teacher' (--teacher) or 'self' (the student's"
+    " weights), each optionally ':TEMPLATE' (a data/context.py preset).",
+)
+_TEACHER_PROMPT = flags.DEFINE_integer(
+    "teacher_prompt_len",
+    0,
+    "Teacher prompt budget with a context (0: the longest; longer ones are"
+    " cut from the left of the context).",
+)
+_SOLUTION = flags.DEFINE_string(
+    "solution_field", "", "File field of {solution}."
+)
+_SUMMARY = flags.DEFINE_string("summary_field", "", "File field of {summary}.")
+_WRONG = flags.DEFINE_string("wrong_field", "", "File field of {wrong}.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the student's.")
 _TASK = flags.DEFINE_string(
     "task",
@@ -125,7 +154,10 @@ def _source():
     raise InputError(f"--task {path}: the question file is empty")
   try:
     source = sources.FileSource(
-        path, question_field=_QFIELD.value, answer_field=_AFIELD.value
+        path,
+        question_field=_QFIELD.value,
+        answer_field=_AFIELD.value,
+        context_fields=_context_columns() or None,
     )
   except ValueError as e:
     raise InputError(f"--task {path}: {e}") from e
@@ -137,6 +169,90 @@ def _source():
           " question"
       )
   return source
+
+
+def _context_columns() -> dict[str, str]:
+  """{placeholder: file field} of the --*_field context flags."""
+  flags_ = {"solution": _SOLUTION, "summary": _SUMMARY, "wrong": _WRONG}
+  return {k: f.value for k, f in flags_.items() if f.value}
+
+
+def _configurations() -> list[tuple[str, str, str]]:
+  """(name, 'teacher' | 'self', template or '') of each --teachers entry."""
+  from opd_jax.data import context as contexts  # pylint: disable=g-import-not-at-top
+
+  out = []
+  for entry in _TEACHERS.value:
+    who, _, template = entry.partition(":")
+    if who not in ("teacher", "self"):
+      raise InputError(
+          f"--teachers: entry {entry!r}: expected 'teacher' or 'self',"
+          " optionally followed by ':TEMPLATE'"
+      )
+    if template and template not in contexts.TEMPLATES:
+      raise InputError(
+          f"--teachers: entry {entry!r}: template {template!r} is not one of"
+          f" {sorted(contexts.TEMPLATES)}"
+      )
+    if who == "self" and template in ("", "empty"):
+      raise InputError(
+          f"--teachers: entry {entry!r}: the student against its own weights"
+          " on its own prompt has no distillation direction (every objective"
+          " is 0); give it a context, e.g. 'self:solution'"
+      )
+    if entry in [name for name, _, _ in out]:
+      raise InputError(f"--teachers: entry {entry!r} is given twice")
+    out.append((entry, who, template))
+  if not out:
+    raise InputError("--teachers: expected at least one configuration")
+  if any(who == "teacher" for _, who, _ in out) and not _TEACHER.value:
+    raise InputError(
+        "--teacher: required by the --teachers entry 'teacher' (or list only"
+        " 'self:TEMPLATE' configurations)"
+    )
+  return out
+
+
+def _check_contexts(source, configurations) -> None:
+  """Refuses a template naming a field the question source lacks."""
+  from opd_jax.data import context as contexts  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import sources  # pylint: disable=g-import-not-at-top
+
+  if isinstance(source, sources.ArithmeticSource):
+    available, hint = source.CONTEXT_FIELDS, "the arithmetic task has these"
+  else:
+    available = list(_context_columns()) + ["answer"]
+    hint = "name the file's field with --<name>_field"
+  for entry, _, template in configurations:
+    try:
+      contexts.check_available(template or "empty", available, hint)
+    except contexts.ContextError as e:
+      msg = str(e).replace(contexts.FIELD_NAME, f"--teachers entry {entry!r}")
+      raise InputError(msg) from None
+
+
+def _teacher_prompts(source, tokenizer, data, n, template):
+  """(ids int32 [n, Pt], mask) of the teacher's prompts under `template`."""
+  from opd_jax.data import context as contexts  # pylint: disable=g-import-not-at-top
+  from opd_jax.data.dataset import PromptDataset  # pylint: disable=g-import-not-at-top
+
+  try:
+    ctx = contexts.TeacherContext(template, _TEACHER_PROMPT.value or 1 << 20)
+    with_context = PromptDataset(
+        source,
+        tokenizer,
+        max_prompt_len=_MAX_PROMPT.value or 1 << 20,
+        overlong="truncate",
+        teacher_context=ctx,
+    )
+  except contexts.ContextError as e:
+    msg = str(e).replace(contexts.FIELD_NAME, "--teacher_prompt_len")
+    raise InputError(msg.replace("config.teacher_context.", "--")) from None
+  if [list(p) for p in with_context.prompts[:n]] != [
+      list(p) for p in data.prompts[:n]
+  ]:
+    raise RuntimeError("the teacher prompts' rows differ from the questions'")
+  return _left_pad(with_context.teacher_prompts.ids[:n], data.pad_id)
 
 
 def _questions(source, tokenizer):
@@ -197,7 +313,7 @@ def _left_pad(rows, pad_id):
 def _setup():
   """Validates every input and loads everything; raises InputError."""
   import transformers  # pylint: disable=g-import-not-at-top
-  from opd_jax.diagnostics import report, tree  # pylint: disable=g-import-not-at-top
+  from opd_jax.diagnostics import alignment, report, tree  # pylint: disable=g-import-not-at-top
 
   if _N.value < 1:
     raise InputError(f"--num_questions: expected >= 1, got {_N.value}")
@@ -216,36 +332,48 @@ def _setup():
     )
   except ValueError as e:
     raise InputError(str(e).replace("TreeConfig.", "--")) from e
+  configurations = _configurations()
   source = _source()
+  _check_contexts(source, configurations)
   student, tok_dir, s_name = _load_model(_STUDENT.value, "student", True)
-  teacher, _, t_name = _load_model(_TEACHER.value, "teacher", False)
-  if student.config.vocab_size != teacher.config.vocab_size:
-    raise InputError(
-        f"--teacher {_TEACHER.value}: vocabulary {teacher.config.vocab_size}"
-        f" differs from the student's {student.config.vocab_size}"
-    )
+  teacher, t_name = None, None
+  if any(who == "teacher" for _, who, _ in configurations):
+    teacher, _, t_name = _load_model(_TEACHER.value, "teacher", False)
+    if student.config.vocab_size != teacher.config.vocab_size:
+      raise InputError(
+          f"--teacher {_TEACHER.value}: vocabulary {teacher.config.vocab_size}"
+          f" differs from the student's {student.config.vocab_size}"
+      )
   tokenizer = transformers.AutoTokenizer.from_pretrained(
       _TOKENIZER.value or tok_dir
   )
   data, n = _questions(source, tokenizer)
+  setups = []
+  for name, who, template in configurations:
+    prompts = mask = None
+    if template:
+      prompts, mask = _teacher_prompts(source, tokenizer, data, n, template)
+    model = teacher if who == "teacher" else student
+    setups.append(alignment.TeacherSetup(name, model, prompts, mask))
   grader = _grader(source, data, n)
   meta = {
       "student": s_name,
       "teacher": t_name,
+      "teachers": [name for name, _, _ in configurations],
       "task": source.name,
       "questions": n,
       **{k: v for k, v in vars(config).items()},
       "seed": _SEED.value,
       "grader": grader.name,
   }
-  return student, teacher, tokenizer, data, n, config, meta, grader
+  return student, setups, tokenizer, data, n, config, meta, grader
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   start = time.time()
-  student, teacher, tokenizer, data, n, config, meta, grader = _setup()
+  student, setups, tokenizer, data, n, config, meta, grader = _setup()
   import jax  # pylint: disable=g-import-not-at-top
   from opd_jax.diagnostics import alignment, report  # pylint: disable=g-import-not-at-top
 
@@ -263,7 +391,7 @@ def main(argv):
   with grader:
     results = alignment.diagnose(
         student,
-        teacher,
+        setups,
         prompt,
         prompt_mask,
         _graders(data, n, tokenizer, grader),
@@ -273,7 +401,10 @@ def main(argv):
         pad_id=data.pad_id,
         progress=progress,
     )
-  nodes = [node for r in results for node in r.nodes]
+  by_teacher = {
+      t.name: [node for r in results for node in r.by_teacher[t.name]]
+      for t in setups
+  }
   questions = [
       {
           "index": r.index,
@@ -286,13 +417,17 @@ def main(argv):
       for r in results
   ]
   meta["seconds"] = round(time.time() - start, 1)
-  summary = report.write_report(_OUT.value, nodes, questions, meta)
-  print(report.headline(summary))
+  summaries = report.write_teacher_report(
+      _OUT.value, by_teacher, questions, meta
+  )
+  for name, summary in summaries.items():
+    prefix = f"{name}: " if len(summaries) > 1 else ""
+    print(prefix + report.headline(summary))
   print(
       f"report: {os.path.join(_OUT.value, report.REPORT)} ({meta['seconds']} s)"
   )
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["student", "teacher", "out"])
+  flags.mark_flags_as_required(["student", "out"])
   cli.run(main)

@@ -103,6 +103,48 @@ def test_runs_on_the_task_and_on_a_jsonl(pair, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["q.jsonl", "report"]
 
 
+@pytest.mark.slow
+def test_several_teacher_configurations_in_one_report(pair, tmp_path):
+  out = tmp_path / "report"
+  proc = _run(
+      [
+          f"--student={pair['student']}",
+          f"--teacher={pair['teacher']}",
+          "--teachers=teacher,self:solution,teacher:summary",
+          "--num_questions=2",
+          f"--out={out}",
+          *SMALL,
+      ],
+      tmp_path,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  names = ["teacher", "self:solution", "teacher:summary"]
+  for name in names:
+    assert f"{name}: Alignment (rkl)" in proc.stdout or (
+        f"{name}: Correct vs incorrect" in proc.stdout
+    ), proc.stdout
+  with open(out / "summary.json") as f:
+    data = json.load(f)
+  assert list(data["teachers"]) == names and data["meta"]["teachers"] == names
+  assert list(data["paired"]) == names[1:]
+  nodes = {}
+  for i, name in enumerate(names):
+    with open(
+        out / "teachers" / f"{i}-{name.replace(':', '_')}" / "nodes.json"
+    ) as f:
+      nodes[name] = json.load(f)["nodes"]
+  # The same nodes under every configuration; the teachers' numbers differ.
+  key = lambda n: (n["question"], n["rollout"], n["position"], n["children"])
+  assert [key(n) for n in nodes["self:solution"]] == [
+      key(n) for n in nodes["teacher"]
+  ]
+  assert any(
+      a["teacher_prob"] != b["teacher_prob"]
+      for a, b in zip(nodes["teacher"], nodes["self:solution"])
+  )
+  assert "by teacher configuration" in (out / "report.md").read_text()
+
+
 def _bad_inputs(pair, tmp_path):
   workdir = tmp_path / "workdir"
   workdir.mkdir()
@@ -113,6 +155,8 @@ def _bad_inputs(pair, tmp_path):
   empty.write_text("")
   no_answers = tmp_path / "no_answers.jsonl"
   no_answers.write_text(json.dumps({"question": "1+1?"}) + "\n")
+  answers = tmp_path / "answers.jsonl"
+  answers.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
   s, t = f"--student={pair['student']}", f"--teacher={pair['teacher']}"
   return [
       ([f"--student={workdir}", t], "a workdir with no checkpoint"),
@@ -127,6 +171,14 @@ def _bad_inputs(pair, tmp_path):
       ),
       ([s, t, "--task=gsm8k"], "'gsm8k': no verifier"),
       ([s, t, f"--task={no_answers}"], "has no answer in field 'answer'"),
+      ([s, t, "--teachers=self"], "has no distillation direction"),
+      ([s, t, "--teachers=teacher,self:nope"], "template 'nope' is not one"),
+      ([s, t, "--teachers=teacher,teacher"], "'teacher' is given twice"),
+      ([s, "--teachers=teacher"], "--teacher: required by the --teachers"),
+      (
+          [s, t, f"--task={answers}", "--teachers=self:solution"],
+          "names {solution}, which the data does not provide",
+      ),
   ]
 
 
