@@ -99,11 +99,16 @@ def build_model(
 
   With `vocab_size` larger than the checkpoint's (the plan's padded student
   vocabulary), the embedding and head get new rows (`resize_vocab`).
-  The teacher 'self' is the student's checkpoint (theta_0).
+  The teacher 'self' is the student's checkpoint (theta_0); a live or EMA
+  self-teacher takes its weights from the train state, so it is abstract
+  here (its graph only: no second copy of the student's parameters).
   """
   source = role
   if role == "teacher" and c.teacher == self_teacher.SELF:
     source = "student"
+    if self_teacher.step_weights(c) != "external":
+      config, _ = model_config(c, "teacher", allow_preset_fallback=False)
+      return abstract_model(config, dtype).set_execution(**execution(c, role))
   path = c[source]
   if path:
     model = load_hf(path, dtype=dtype, mesh=mesh, role=f"config.{source}")

@@ -132,6 +132,22 @@ def test_a_solution_context_changes_the_teacher(pair, tokenizer, plain_opd):
   assert metrics["loss/total"] != want["loss/total"]
 
 
+@pytest.mark.parametrize("weights", ["initial", "live", "ema"])
+def test_a_state_teacher_keeps_no_copy_of_theta_0(pair, weights):
+  c = _config(pair, teacher="self")
+  c.self_teacher.weights = weights
+  plan = plan_run(c)
+  with jax.set_mesh(plan.mesh):
+    teacher = builders.build_model(c, "teacher", plan.mesh, dtype=plan.dtype)
+  leaves = jax.tree.leaves(nnx.state(teacher))
+  abstract = [isinstance(x, jax.ShapeDtypeStruct) for x in leaves]
+  # A live or EMA teacher's weights come from the train state: its graph
+  # is all the loop keeps. The frozen theta_0 is loaded.
+  assert leaves and all(abstract) == (weights != "initial"), abstract
+  assert any(abstract) == (weights != "initial")
+  assert teacher.config.num_layers == plan.student_config.num_layers
+
+
 def test_ema_tracker_follows_the_updates():
   import optax  # pylint: disable=g-import-not-at-top
 
