@@ -18,8 +18,10 @@ r"""The demo (`make demo`): TIP Soft-OR (rho 0.5) OPD on the arithmetic task.
 The teacher and the student's starting point are the small checkpoints
 shipped in assets/demo/ (reproduced by scripts/train_teacher.py): a 4-layer
 Qwen3-style teacher trained by SFT on the task, and a student of the same
-shape after a short SFT warm-up on 256 problems, which knows the answer
-format but not the arithmetic. The student samples its own rollouts at
+shape after a short SFT warm-up on 256 problems (a quarter with the worked
+solution in front of the question, so that it can use one as its own
+self-distillation teacher), which knows the answer format but not the
+arithmetic. The student samples its own rollouts at
 temperature 1; the teacher scores them; TIP keeps half of each rollout's
 tokens (Soft-OR of student entropy and reverse KL) and the loss is the
 reverse KL on those tokens. Evaluation is greedy on held-out (test split)

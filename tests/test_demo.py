@@ -25,7 +25,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 150
 EVAL_EXAMPLES = 128
-# Measured on this reduced run (seed 0): held-out accuracy 0.062 -> 0.219
+# Measured on this reduced run (seed 0) with the student before its
+# regeneration with in-context solutions: held-out accuracy 0.062 -> 0.219
 # (+0.156). Half of that leaves room for float differences between machines
 # flipping some greedy answers.
 MIN_GAIN = 0.08
