@@ -104,7 +104,32 @@ def _commands(grid, out):
       memory=lambda vs: me
       + ["--worker=memory", "--variants=" + ",".join(v.name for v in vs)],
       env=_env(),
+      inputs=lambda r: _inputs_digest(grid.config(r.variant, r.seed)),
   )
+
+
+_DIGESTS = {}
+
+
+def _inputs_digest(c):
+  """sha256 (12 hex digits) of the student's and teacher's checkpoint files:
+  a run started from other weights is stale."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  dirs = [c.student] + ([c.teacher] if c.teacher not in ("", "self") else [])
+  key = tuple(dirs)
+  if key not in _DIGESTS:
+    h = hashlib.sha256()
+    for d in dirs:
+      for name in sorted(os.listdir(d)):
+        path = os.path.join(d, name)
+        if os.path.isfile(path):
+          h.update(name.encode())
+          with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+      h.update(b"|")
+    _DIGESTS[key] = h.hexdigest()[:12]
+  return _DIGESTS[key]
 
 
 def _worker(grid, out):

@@ -40,6 +40,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -212,12 +213,39 @@ class Commands:
     memory: `(variants) -> argv` of the worker measuring their step
       memory.
     env: the subprocesses' environment.
+    inputs: `(run) -> str`, a digest of what the run starts from (the
+      student and teacher checkpoints), kept in its result: a result whose
+      digest differs is stale and the run is redone from scratch. None:
+      not checked.
   """
 
   train: Callable[[Run], list[str]]
   evaluate: Callable[[Run], list[str]]
   memory: Callable[[Sequence[Variant]], list[str]]
   env: dict[str, str]
+  inputs: Callable[[Run], str] | None = None
+
+
+def discard_stale(
+    runs: Sequence[Run], commands: Commands, log: Callable[[str], None]
+) -> None:
+  """Moves aside (result.stale.json) the results of runs whose inputs have
+  changed since, and removes their training workdirs (a resume would
+  continue from the old start)."""
+  if commands.inputs is None:
+    return
+  for run in runs:
+    if not run.is_done():
+      continue
+    had, now = run.result().get("inputs"), commands.inputs(run)
+    if had == now:
+      continue
+    os.replace(
+        run.result_path, run.result_path[: -len(".json")] + ".stale.json"
+    )
+    if run.workdir and os.path.isdir(run.workdir):
+      shutil.rmtree(run.workdir)
+    log(f"  {run.name}: stale (its inputs changed: {had} -> {now}); redone")
 
 
 def _call(
@@ -358,6 +386,7 @@ def execute_run(run: Run, commands: Commands) -> Outcome:
           "seed": run.seed,
           "lr": run.lr,
           "split": run.split or "test",
+          "inputs": commands.inputs(run) if commands.inputs else None,
           "eval": evaluation,
           "curve": curve(run.workdir),
           "done": {
@@ -471,6 +500,7 @@ def execute_grid(
   left unmarked (the next invocation retries it); a row with a failed
   tuning run skips its test runs; the other rows go on.
   """
+  discard_stale(all_runs(grid, out), commands, log)
   runs = all_runs(grid, out)
   measured = {r.name: r.seconds() for r in runs if r.is_done()}
   cpu = {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs if r.is_done()}

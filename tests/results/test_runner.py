@@ -298,3 +298,24 @@ def test_variant_flags_and_config():
     assert "config.tip.rhoo" in str(e)
   else:
     raise AssertionError("an unknown field must fail")
+
+
+def test_results_of_other_inputs_are_stale_and_redone(tmp_path):
+  out, grid = str(tmp_path), _grid()
+  digest = {"value": "aaa"}
+  cmds = dataclasses.replace(_commands(out), inputs=lambda r: digest["value"])
+  runner.execute_grid(grid, out, cmds, log=lambda _: 0)
+  run = runner.grid_runs(grid, out)[1]  # a/seed_0
+  assert run.result()["inputs"] == "aaa" and _calls(run) == 1
+  logs = []
+  outcomes = runner.execute_grid(grid, out, cmds, log=logs.append)
+  assert all(o.status == "skipped" for o in outcomes)
+  digest["value"] = "bbb"  # e.g. the student checkpoint was regenerated
+  outcomes = runner.execute_grid(grid, out, cmds, log=logs.append)
+  assert all(o.status == "done" for o in outcomes if "seed" in o.name)
+  assert any(
+      "a/seed_0: stale (its inputs changed: aaa -> bbb)" in l for l in logs
+  )
+  # The old workdir was removed: training restarted, not resumed.
+  assert _calls(run) == 1 and run.result()["inputs"] == "bbb"
+  assert os.path.isfile(run.result_path.replace(".json", ".stale.json"))
