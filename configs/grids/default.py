@@ -30,8 +30,10 @@ lr 2e-3, 300 steps, batch 32 (2026-12-02, 128 test questions, greedy):
 two_step 0.352, easy 0.328 (curves still noisy and rising), i.e. about
 +0.28 over the init; the demo's budget (the 'easy' level, batch 64, 300
 steps) took the same student to 0.785 with all tokens and 0.91 with GKD
-(docs/evaluation.md). So the grid uses the demo's budget: 'easy' (the
-teacher's own training level, 0.996 held-out), batch 64, 300 steps.
+(docs/evaluation.md; all these with the student asset before fb0ec0d,
+whose regenerated student goes 0.066 -> 0.723 in `make demo`). So the grid
+uses the demo's budget: 'easy' (the teacher's own training level, 0.996
+held-out), batch 64, 300 steps.
 Every method gets the same student init (the shipped SFT warm-up),
 prompts, steps, batch and response length, and the same learning-rate
 grid (TUNING), chosen per row on the task's validation split.
