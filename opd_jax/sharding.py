@@ -173,6 +173,32 @@ def param_shardings(state, mesh) -> Any:
   )
 
 
+def gather_data_parallel(state, mesh) -> Any:
+  """`state`'s parameters gathered over the data-parallel axes, once.
+
+  Each leaf is constrained to its partition rule with `data` and `fsdp`
+  dropped (tensor parallelism kept). A decode loop reads every weight at
+  every step: left FSDP-sharded, XLA gathers the weights for each of the
+  sampler's loops (the prefill and every cache segment) and keeps those
+  copies live together; gathered once before them, one copy serves all
+  (the TIP recipe's sampler on 8 devices: 37.0 -> 11.8 GiB of
+  temporaries per device).
+  """
+
+  def gathered(path, x):
+    spec = fit_spec(spec_for_path(path_str(path), x.shape), x.shape, mesh)
+    drop = lambda a: tuple(n for n in a if n not in ("data", "fsdp"))
+    parts = []
+    for axis in spec:
+      names = drop(axis if isinstance(axis, tuple) else (axis,))
+      parts.append(
+          None if not names else names[0] if len(names) == 1 else names
+      )
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*parts)))
+
+  return jax.tree_util.tree_map_with_path(gathered, state)
+
+
 def with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `tree`'s leaves carrying `shardings` (same tree)."""
   return jax.tree.map(

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.models import cast_floating
 from opd_jax.models import attention
@@ -224,12 +225,15 @@ def decoding_models(graphdefs, states, compute_dtype) -> list[Transformer]:
   """The models of a decode loop, in the compute dtype, layers split.
 
   Layer weights are sliced out of their stacks once (`split_layers`), not
-  every step of the loop.
+  every step of the loop; under a mesh of several devices they are first
+  gathered over the data-parallel axes, once for all the loops
+  (`sharding.gather_data_parallel`).
   """
-  return [
-      nnx.merge(g, s).split_layers()
-      for g, s in zip(graphdefs, cast_floating(states, compute_dtype))
-  ]
+  states = cast_floating(states, compute_dtype)
+  if not sharding.single_device():
+    mesh = sharding.current_mesh()
+    states = [sharding.gather_data_parallel(s, mesh) for s in states]
+  return [nnx.merge(g, s).split_layers() for g, s in zip(graphdefs, states)]
 
 
 def _sample_impl(
