@@ -110,7 +110,39 @@ def main():
     print(f"mesh {dict(mesh.shape)}: max |dlogit| vs 1 device = {err:.2e}")
     assert err <= 1e-5, err
   check_sampler_splits_rows()
+  check_decode_weights_gathered_over_data_axes()
   print("OK")
+
+
+def check_decode_weights_gathered_over_data_axes():
+  """`gather_data_parallel` drops fsdp (and data) from every weight's
+  sharding and keeps tensor parallelism, with the values unchanged."""
+  mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=4, tensor=2))
+  model = testing.random_model(testing.tiny_config("qwen3"))
+  state = nnx.state(model)
+  sharded = jax.device_put(state, sharding.param_shardings(state, mesh))
+  with jax.set_mesh(mesh):
+    gathered = jax.jit(lambda s: sharding.gather_data_parallel(s, mesh))(
+        sharded
+    )
+  specs = {}
+  for path, x in jax.tree_util.tree_leaves_with_path(gathered):
+    name = sharding.path_str(path)
+    axes = {
+        a
+        for part in x.sharding.spec
+        for a in (part if isinstance(part, tuple) else (part,))
+        if a is not None
+    }
+    assert not axes & {"data", "fsdp"}, (name, x.sharding.spec)
+    specs[name] = axes
+  before = jax.tree.leaves(sharded)
+  assert all(
+      np.array_equal(a, b) for a, b in zip(before, jax.tree.leaves(gathered))
+  )
+  # q_proj [L, D, H, Hd] is split by heads over `tensor`: kept.
+  assert specs["layers/attn/q_proj/kernel"] == {"tensor"}, specs
+  print("decode weights: fsdp gathered, tensor kept")
 
 
 def check_sampler_splits_rows():
