@@ -376,9 +376,10 @@ def main(argv):
   student, setups, tokenizer, data, n, config, meta, grader = _setup()
   import jax  # pylint: disable=g-import-not-at-top
   from opd_jax.diagnostics import alignment, report  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import default_eos_ids  # pylint: disable=g-import-not-at-top
 
   prompt, prompt_mask = _left_pad(data.prompts[:n], data.pad_id)
-  eos = tuple(student.config.eos_token_ids) or (tokenizer.eos_token_id,)
+  eos = default_eos_ids(student.config, tokenizer)
 
   def progress(r):
     print(

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Gradient alignment of "Unmasking On-Policy Distillation" (METHODS.md §6).
+"""Gradient alignment of "Unmasking On-Policy Distillation" (docs/methods.md §6).
 
 For one question: G student rollouts, a targeted tree of branching nodes
 (`tree`), success estimates S_k(u) of each node's children from graded

@@ -16,7 +16,7 @@
 Every function works on the children of N nodes at once: arrays [N, K] over
 a node's K candidate next tokens with a `valid` mask [N, K] marking the
 visited set K_u. Probabilities are restricted and renormalised to K_u
-(METHODS.md §6(d)2), which is the same as taking the softmax of the logits
+(docs/methods.md §6(d)2), which is the same as taking the softmax of the logits
 of K_u alone; every direction below is then a gradient with respect to
 those K_u logits z (tests check each against `jax.grad`):
 
