@@ -71,6 +71,7 @@ def _tiny_llama():
 
 def test_accelerator_figures_by_hand():
   from benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+
   assert accelerator.device_peaks("NVIDIA H200") == (989e12, 4.8e12)
   assert accelerator.device_peaks("NVIDIA GH200 480GB")[1] == 4.0e12
   assert accelerator.device_peaks("NVIDIA H100 80GB HBM3") == (989e12, 3.35e12)
