@@ -104,6 +104,49 @@ def test_micro_batches_give_the_same_step(method, args, micro_batches, remat):
   )
 
 
+def test_micro_batches_divide_the_trunks_temporaries():
+  """What micro-batches are for: the compiled step's temporaries (XLA's
+  memory analysis, nothing run) fall with the group size. Measured at this
+  shape: 151.5 MiB at 1 group, 37.6 MiB at 4 (layer remat off), 41.9 and
+  10.8 MiB with full layer remat."""
+  b, p, t = 8, 8, 248
+  config = testing.tiny_config("qwen3", vocab_size=61, num_layers=4)
+  student = testing.random_model(config)
+  teacher = testing.random_model(
+      testing.tiny_config("qwen2", vocab_size=61, num_layers=4)
+  )
+  sgraph, sparams = nnx.split(student)
+  tgraph, tparams = nnx.split(teacher)
+  optimizer = optax.sgd(1.0)
+  state = jax.eval_shape(
+      lambda: init_state(sparams.to_pure_dict(), optimizer, jax.random.key(0))
+  )
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+  batch = dict(
+      tokens=spec((b, p + t), jnp.int32),
+      mask=spec((b, p + t), bool),
+      response_mask=spec((b, t), bool),
+      sampler_logprobs=spec((b, t), jnp.float32),
+  )
+
+  def temporaries(micro_batches):
+    fn = jax.jit(
+        functools.partial(
+            steps.train_step,
+            student_graphdef=sgraph,
+            teacher_graphdef=tgraph,
+            method=build_method("rkl", {}),
+            optimizer=optimizer,
+            micro_batches=micro_batches,
+        )
+    )
+    compiled = fn.lower(state, tparams.to_pure_dict(), batch).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  one, four = temporaries(1), temporaries(4)
+  assert four <= 0.35 * one, (four, one)
+
+
 def test_map_row_groups_keeps_row_order_and_rejects_a_bad_split():
   x = jnp.arange(12.0).reshape(6, 2)
   seen = []
