@@ -195,7 +195,7 @@ def variants():
           "tsd_kd",
           {"tsd_kd.em_weight": 0.1},
       ),
-      # The released code's reading (METHODS.md §2(d) items 1-3).
+      # The released code's reading (docs/methods.md §2(d) items 1-3).
       Variant(
           "tsd_kd_code",
           "TSD-KD as the released code (EM ~90%, code PL order, opener per"
@@ -233,7 +233,7 @@ def variants():
     # the step time).
     topd = {"topd.window": 8, "topd.max_candidates": 5}
     rows.append(Variant("topd", "TOPD", "topd", topd))
-    # NDS alone: the near-future guidance term off (METHODS.md §5).
+    # NDS alone: the near-future guidance term off (docs/methods.md §5).
     rows.append(
         Variant(
             "topd_nds_only",
@@ -246,7 +246,7 @@ def variants():
 
 
 def claims():
-  """The papers' qualitative claims (METHODS.md), on the rows above."""
+  """The papers' qualitative claims (docs/methods.md), on the rows above."""
   return [
       Claim("OPD", "OPD beats the SFT initialisation", "rkl", ">", "no_opd"),
       Claim(

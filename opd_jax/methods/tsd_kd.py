@@ -140,7 +140,7 @@ class TSDKD:
   entropy over the batch. Direct and EM use all valid tokens; JSD and
   :math:`H^S` keep their gradients, the gate and both sets do not.
 
-  The defaults are the paper's reading (METHODS.md §2). The released code
+  The defaults are the paper's reading (docs/methods.md §2). The released code
   (kmswin1/TSD-KD) differs in three places, each a field here:
   ``em_rule="quantile"`` with ``em_ratio=0.9`` (every token at or above
   the 10% entropy quantile of its micro-batch, ``em_group_rows=4``),

@@ -22,7 +22,7 @@ import numpy as np
 
 from opd_jax.results import stats
 
-# The verdict rules (EVALUATION.md), as RESULTS.md states them.
+# The verdict rules (docs/evaluation.md), as RESULTS.md states them.
 RULES = (
     "A claim \"A >= B\" holds unless A's mean is below B's beyond the"
     " interval (the 95% bootstrap interval of mean(A) - mean(B) lies below"

@@ -26,7 +26,7 @@ import numpy as np
 from opd_jax import evaluation
 from opd_jax.evaluation.evaluate import evaluate
 from opd_jax.models import load_hf
-from opd_jax.rollouts import Sampling
+from opd_jax.rollouts import default_eos_ids, Sampling
 from opd_jax.results.grid import EvalSpec
 from opd_jax.trainer import builders, restore
 
@@ -65,7 +65,7 @@ def evaluate_run(
   ec = ml_collections.ConfigDict(c.to_dict())
   ec.seed, ec.eval_examples = EVAL_TASK_SEED, spec.num_questions
   dataset = builders.eval_dataset(ec, tokenizer)
-  eos = tuple(model.config.eos_token_ids) or (tokenizer.eos_token_id,)
+  eos = default_eos_ids(model.config, tokenizer)
   key = jax.random.PRNGKey(c.seed)
   common = dict(
       batch_size=spec.batch_size, max_new_tokens=c.max_new_tokens, eos_ids=eos

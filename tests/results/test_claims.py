@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Claim verdicts (EVALUATION.md's rules) on hand-made intervals and data."""
+"""Claim verdicts (docs/evaluation.md's rules) on hand-made intervals and data."""
 
 import numpy as np
 import pytest
