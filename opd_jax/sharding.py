@@ -125,8 +125,13 @@ def fit_spec(spec: P, shape: Sequence[int], mesh) -> P:
     # Drop the largest-to-smallest suffix until the product divides `dim`.
     while keep and dim % _axis_size(mesh_shape, keep):
       keep = keep[:-1]
-    fitted.append(None if not keep else keep[0] if len(keep) == 1 else keep)
+    fitted.append(_spec_part(keep))
   return P(*fitted)
+
+
+def _spec_part(names: tuple[str, ...]):
+  """One PartitionSpec entry for mesh axes `names`: None, a name or a tuple."""
+  return None if not names else names[0] if len(names) == 1 else names
 
 
 def spec_for_path(path: str, shape: Sequence[int]) -> P:
@@ -187,12 +192,11 @@ def gather_data_parallel(state, mesh) -> Any:
 
   def gathered(path, x):
     spec = fit_spec(spec_for_path(path_str(path), x.shape), x.shape, mesh)
-    drop = lambda a: tuple(n for n in a if n not in ("data", "fsdp"))
     parts = []
     for axis in spec:
-      names = drop(axis if isinstance(axis, tuple) else (axis,))
+      names = axis if isinstance(axis, tuple) else (axis,)
       parts.append(
-          None if not names else names[0] if len(names) == 1 else names
+          _spec_part(tuple(n for n in names if n not in (None, "data", "fsdp")))
       )
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*parts)))
 

@@ -105,7 +105,7 @@ def train_step(
     raise ValueError(f"teacher_weights: unknown {teacher_weights!r}")
 
   def trunk_hidden(graphdef, params, tokens, mask, differentiated):
-    """[B, T] response hidden states, the rows in `micro_batches` groups."""
+    """[B, T, D] response hidden states, the rows in `micro_batches` groups."""
     one = lambda x, m: response_hidden(nnx.merge(graphdef, params), x, m, t)
     return map_row_groups(
         one, micro_batches, tokens, mask, remat=differentiated
