@@ -111,7 +111,89 @@ def main():
     assert err <= 1e-5, err
   check_sampler_splits_rows()
   check_decode_weights_gathered_over_data_axes()
+  check_head_pass_is_vocabulary_parallel()
   print("OK")
+
+
+def check_head_pass_is_vocabulary_parallel():
+  """Under an 8-device FSDP mesh the head pass splits the vocabulary: the
+  same statistics (top-k included) and loss gradients as without a mesh,
+  and no device ever holds a whole [D, V] head (the partitioned program
+  has no array of that shape, in any dtype)."""
+  from opd_jax import heads  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(1)
+  b, n, ds, dt, v, k = 8, 12, 16, 24, 256, 4
+
+  def normal(*shape, scale=1.0):
+    return (scale * rng.normal(size=shape)).astype(np.float32)
+
+  args = (
+      normal(b, n, ds),
+      normal(ds, v, scale=0.5),
+      normal(b, n, dt),
+      normal(dt, v, scale=0.5),
+  )
+  ids = rng.integers(0, v, (b, n)).astype(np.int32)
+  index = np.sort(rng.choice(n, (b, k)), axis=1).astype(np.int32)
+  weights = np.ones((b, k), np.float32)
+
+  def scores(hs, ws, ht, wt, ids):
+    return heads.token_stats(hs, ws, ht, wt, ids, chunk_size=4, top_k=3)
+
+  def grads(hs, ws, ht, wt, index, weights):
+    def loss(hs, ws):
+      return heads.selective_divergence_loss(
+          hs, ws, ht, wt, index, weights, chunk_size=2
+      ).value()
+
+    return jax.value_and_grad(loss, argnums=(0, 1))(hs, ws)
+
+  want_scores = jax.jit(scores)(*args, ids)
+  want_grads = jax.jit(grads)(*args, index, weights)
+
+  mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=8, tensor=1))
+  # As stored: hidden states split by rows, heads along D (the lm_head
+  # rule); the gradients leave with the inputs' shardings.
+  rows = jax.NamedSharding(mesh, P("fsdp"))
+  along_d = jax.NamedSharding(mesh, P("fsdp", None))
+  in_shardings = (rows, along_d, rows, along_d)
+  placed = [jax.device_put(x, s) for x, s in zip(args, in_shardings)]
+  with jax.set_mesh(mesh):
+    score_fn = jax.jit(scores, in_shardings=(*in_shardings, rows))
+    grad_fn = jax.jit(
+        grads,
+        in_shardings=(*in_shardings, rows, rows),
+        out_shardings=(None, (rows, along_d)),
+    )
+    got_scores = score_fn(*placed, ids)
+    got_grads = grad_fn(*placed, index, weights)
+    for fn, fn_args in (
+        (score_fn, (*placed, ids)),
+        (grad_fn, (*placed, index, weights)),
+    ):
+      hlo = fn.lower(*fn_args).compile().as_text()
+      for d in (ds, dt):
+        for shape in (f"[{d},{v}]", f"[{v},{d}]"):
+          assert shape not in hlo, f"a whole head {shape} on one device"
+
+  def close(got, want, name):
+    # float32 sums over V split into 8 partial sums: bounded relative to
+    # the values' size.
+    got, want = np.asarray(got), np.asarray(want)
+    bound = 1e-5 * np.maximum(1.0, np.abs(want))
+    assert np.all(np.abs(got - want) <= bound), (name, got, want)
+
+  for name in want_scores._fields:
+    w, g = getattr(want_scores, name), getattr(got_scores, name)
+    if name == "student_topk_ids":
+      np.testing.assert_array_equal(g, w)
+    elif w is not None:
+      close(g, w, name)
+  close(got_grads[0], want_grads[0], "loss")
+  close(got_grads[1][0], want_grads[1][0], "d loss / d student hidden")
+  close(got_grads[1][1], want_grads[1][1], "d loss / d student head")
+  print("head pass: vocabulary-parallel under fsdp=8, same values")
 
 
 def check_decode_weights_gathered_over_data_axes():

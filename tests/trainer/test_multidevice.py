@@ -106,6 +106,19 @@ def test_two_processes_train_like_one(pair_dir, tmp_path):
   a, b = np.load(one), np.load(two)
   assert sorted(a) == sorted(b)
   # gloo's cross-process all-reduce sums in another order than XLA's
-  # in-process one; measured max difference 2.6e-7 after 3 steps.
+  # in-process one (and the vocabulary-parallel head pass all-reduces its
+  # softmax sums), so gradients differ by float32 rounding. Adam divides by
+  # sqrt(v): where a gradient entry is itself near zero that rounding moves
+  # the entry's update by up to lr per step (the reason `mesh8` compares the
+  # loss, not parameters; one run here had one up_proj entry 1.02e-5 off).
+  # So: all but 0.1% of the entries agree to 1e-5, and none differs by more
+  # than two Adam runs can (2 * lr * steps). A wrong data split or a missed
+  # all-reduce moves most entries by ~lr.
+  lr, steps = 3e-3, 3
+  total = sum(a[name].size for name in a)
+  off = 0
   for name in a:
-    np.testing.assert_allclose(b[name], a[name], atol=1e-5, err_msg=name)
+    diff = np.abs(b[name] - a[name])
+    assert diff.max() <= 2 * lr * steps, (name, diff.max())
+    off += int((diff > 1e-5).sum())
+  assert off <= 1e-3 * total, f"{off} of {total} entries differ by > 1e-5"
