@@ -22,14 +22,45 @@ which runs the script as `__main__` with its stdout / stderr in OUT_DIR and
 exits with the script's code. Prints one JSON list of {rc, stdout, stderr,
 seconds}.
 A case costs what the script does, not the ~5 s of its imports.
+
+Tests call `run_in_forks(argvs, tmp_dir)`, which runs this worker and
+returns its list.
 """
 
 import json
 import os
 import runpy
+import subprocess
 import sys
 import time
 import traceback
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_in_forks(
+    argvs: list[list[str]], tmp_dir: str, env: dict[str, str] | None = None
+) -> list[dict]:
+  """Runs each argv (a script path, then its flags) in a fork of one worker.
+
+  Returns one {rc, stdout, stderr, seconds} per argv, in order; the worker
+  writes its case files under `tmp_dir/forks`. Runs in the repository root.
+  """
+  work = os.path.join(tmp_dir, "forks")
+  os.makedirs(work)
+  cases = os.path.join(work, "cases.json")
+  with open(cases, "w") as f:
+    json.dump(argvs, f)
+  proc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), cases, work],
+      capture_output=True,
+      text=True,
+      timeout=900,
+      cwd=_ROOT,
+      env=env,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout)
 
 
 def _warm_up() -> None:

@@ -37,6 +37,7 @@ import time
 
 import pytest
 from flax import nnx
+import scripts_worker  # tests/, on the path beside conftest.py
 
 from opd_jax import testing
 from opd_jax.models import load_hf
@@ -384,23 +385,7 @@ def results(tmp_path_factory):
       + [a.format(**paths) for a in argv[1:]]
       for _, argv, _, _ in CASES
   ]
-  with open(os.path.join(tmp, "cases.json"), "w") as f:
-    json.dump(argvs, f)
-  os.makedirs(os.path.join(tmp, "out"))
-  proc = subprocess.run(
-      [
-          sys.executable,
-          os.path.join(_ROOT, "tests", "scripts_worker.py"),
-          os.path.join(tmp, "cases.json"),
-          os.path.join(tmp, "out"),
-      ],
-      capture_output=True,
-      text=True,
-      timeout=900,
-      cwd=_ROOT,
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout)
+  out = scripts_worker.run_in_forks(argvs, tmp)
   for (name, *_), r in zip(CASES, out):  # pytest -s shows where time goes
     print(f"{r['seconds']:6.2f} s  {name}")
   return paths, {name: r for (name, *_), r in zip(CASES, out)}

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import pytest
+import scripts_worker  # tests/, on the path beside conftest.py
 
 from opd_jax import testing
 from opd_jax.models import hf_io
@@ -183,15 +184,26 @@ def _bad_inputs(pair, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
-  for args, message in _bad_inputs(pair, tmp_path):
-    before = sorted(os.listdir(tmp_path))
-    # The case's own flags last: absl keeps the last value of a flag.
-    proc = _run([*SMALL, f"--out={tmp_path / 'report'}", *args], tmp_path)
-    assert proc.returncode == 2, (args, proc.stderr[-2000:])
+def test_bad_input_is_one_line_and_writes_nothing(
+    pair, tmp_path, tmp_path_factory
+):
+  cases = _bad_inputs(pair, tmp_path)
+  before = sorted(os.listdir(tmp_path))
+  # Every case in a fork of one warmed-up process (tests/scripts_worker.py);
+  # the case's own flags last: absl keeps the last value of a flag.
+  argvs = [
+      [SCRIPT, *SMALL, f"--out={tmp_path / 'report'}", *args]
+      for args, _ in cases
+  ]
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  results = scripts_worker.run_in_forks(
+      argvs, str(tmp_path_factory.mktemp("forks")), env
+  )
+  for (args, message), r in zip(cases, results):
+    assert r["rc"] == 2, (args, r["stderr"][-2000:])
     errors = [
-        line for line in proc.stderr.splitlines() if line.startswith("error:")
+        line for line in r["stderr"].splitlines() if line.startswith("error:")
     ]
-    assert len(errors) == 1 and message in errors[0], (message, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    assert sorted(os.listdir(tmp_path)) == before  # nothing written
+    assert len(errors) == 1 and message in errors[0], (message, r["stderr"])
+    assert "Traceback" not in r["stderr"]
+  assert sorted(os.listdir(tmp_path)) == before  # nothing written
