@@ -55,23 +55,31 @@ def _export(workdir, out):
   return load_file(os.path.join(out, "model.safetensors"))
 
 
-def _steps_logged(workdir):
+def _steps_logged(workdir, since=0.0):
+  """The last step in metrics.jsonl logged at or after time `since`."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return 0
+  lines = []
   with open(path) as f:
-    steps = [json.loads(l).get("step", 0) for l in f if l.strip()]
+    for line in f:
+      try:
+        lines.append(json.loads(line))
+      except json.JSONDecodeError:  # the line being written
+        break
+  steps = [l.get("step", 0) for l in lines if l.get("time", 0) >= since]
   return max(steps, default=0)
 
 
 def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay, method=""):
+  start = time.time()  # a step this process logs, not an earlier run's
   proc = subprocess.Popen(
       _train_cmd(pair_dir, workdir, method),
       stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE,
   )
-  deadline = time.time() + 300
-  while _steps_logged(workdir) < kill_after_step:
+  deadline = start + 300
+  while _steps_logged(workdir, since=start) < kill_after_step:
     assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
     assert time.time() < deadline, "training did not progress"
     time.sleep(0.02)
@@ -93,31 +101,30 @@ def test_sigkill_and_resume_gives_identical_params(tmp_path):
   )
   want = _export(straight, str(tmp_path / "straight_hf"))
 
-  # Two kill points: right as step 2 is logged (its checkpoint may be half
-  # written), and a moment after step 4.
-  for i, (after, delay) in enumerate([(2, 0.0), (4, 0.3)]):
-    workdir = str(tmp_path / f"killed{i}")
-    _run_and_kill(pair_dir, workdir, after, delay)
-    resumed = subprocess.run(
-        _train_cmd(pair_dir, workdir),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    # Killed as step 2 is logged, no checkpoint may be complete yet (the
-    # rerun then starts over); a moment after step 4, one is.
-    if i == 1:
-      assert "resumed from" in resumed.stdout
-    got = _export(workdir, str(tmp_path / f"killed{i}_hf"))
-    assert sorted(got) == sorted(want)
-    for name in want:
-      np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      lines = [json.loads(l) for l in f]
-    steps = [l["step"] for l in lines if "loss/total" in l]
-    assert steps == [1, 2, 3, 4, 5, 6]  # no duplicates after the resume
-    assert sum("hparams" in l for l in lines) == 1
+  # One workdir killed twice, then run to the end: right as step 2 is
+  # logged (its checkpoint may be half written, and then the rerun starts
+  # over), and a moment after step 4 of the rerun (by then a checkpoint is
+  # complete, so the last run resumes).
+  workdir = str(tmp_path / "killed")
+  _run_and_kill(pair_dir, workdir, 2, 0.0)
+  _run_and_kill(pair_dir, workdir, 4, 0.3)
+  resumed = subprocess.run(
+      _train_cmd(pair_dir, workdir),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from" in resumed.stdout
+  got = _export(workdir, str(tmp_path / "killed_hf"))
+  assert sorted(got) == sorted(want)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    lines = [json.loads(l) for l in f]
+  steps = [l["step"] for l in lines if "loss/total" in l]
+  assert steps == [1, 2, 3, 4, 5, 6]  # no duplicates after the resumes
+  assert sum("hparams" in l for l in lines) == 1
 
 
 @pytest.mark.slow
