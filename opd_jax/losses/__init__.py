@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Standalone distillation losses: divergences and masked reductions.
+"""Standalone distillation losses: divergences, rankings, masked reductions.
 
 This package imports nothing else from opd_jax (hence the relative imports):
 copy the folder into any JAX project.
@@ -26,6 +26,7 @@ from .divergences import skew_forward_kl
 from .divergences import skew_reverse_kl
 from .divergences import token_logprobs
 from .divergences import total_variation
+from .ranking import plackett_luce_nll
 from .reductions import REDUCTIONS
 from .reductions import reduce
 from .reductions import seq_mean
@@ -39,6 +40,7 @@ __all__ = (
     "entropy",
     "forward_kl",
     "generalized_jsd",
+    "plackett_luce_nll",
     "reduce",
     "reverse_kl",
     "sampled_kl",

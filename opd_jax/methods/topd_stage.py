@@ -32,10 +32,10 @@ from opd_jax import heads
 from opd_jax import selection
 from opd_jax.methods import base
 from opd_jax.methods import common
+from opd_jax.methods.topd_transport import window_ot_distance
 from opd_jax.models import response_hidden
 from opd_jax.rollouts import Rollout, continue_from
 from opd_jax.selection.selectors import rational
-from opd_jax.selection.transport import window_ot_distance
 
 Array = jax.Array
 

@@ -13,6 +13,12 @@
 # limitations under the License.
 """TSD-KD: gated JSD, Plackett–Luce re-ranking and entropy minimisation.
 
+The method owns its objective: the indirect (Plackett–Luce over the
+opener) and EM (entropy over the EM set) terms and their sum with the gated
+JSD, here as :class:`opd_jax.losses.WeightedMean` pairs. The sets are
+chosen by :mod:`opd_jax.selection.tsd_kd`; the per-token ranking loss is
+:func:`opd_jax.losses.plackett_luce_nll`.
+
 References:
   Kim & Baek, "Explain in Your Own Words: Token-Selective Dual Knowledge
   Distillation", ICLR 2026, arXiv 2603.13260 (code: kmswin1/TSD-KD).
@@ -21,7 +27,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +38,10 @@ from opd_jax import selection
 from opd_jax.methods import checks
 from opd_jax.methods import common
 from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
+from opd_jax.selection import selectors
 
 Array = jax.Array
+ArrayLike = Any
 
 
 class TsdTerms(NamedTuple):
@@ -107,6 +115,171 @@ def tsd_terms(
       jnp.asarray(inputs.mask, bool),
       chunk_size=chunk_size,
   )
+
+
+def entropy_min_loss(
+    student_entropy: ArrayLike,
+    mask: ArrayLike,
+    *,
+    ratio: float = 0.1,
+    rule: str = "top",
+    group_rows: int = 0,
+) -> losses.WeightedMean:
+  r"""Selective entropy minimisation over the EM set, as a WeightedMean.
+
+  .. math::
+    L_{EM} = \frac{\sum_t H^S_t I_t}{\sum_t I_t}
+
+  The set I (:func:`opd_jax.selection.entropy_min_set`) is chosen without
+  gradient; :math:`H^S` keeps its gradient so the loss sharpens the student
+  on I.
+
+  Args:
+    student_entropy: ``[batch, seq]`` :math:`H^S`, differentiable.
+    mask: ``[batch, seq]`` bool validity.
+    ratio: kept fraction of valid tokens.
+    rule: "top" (paper) or "quantile" (released code).
+    group_rows: rows per quantile group (0: the whole batch).
+
+  Returns:
+    ``(total, count)`` float32 scalars; the loss is ``.value()``.
+  """
+  hs = selectors.check_scores("student_entropy", student_entropy)
+  in_set = selection.entropy_min_set(
+      hs, mask, ratio=ratio, rule=rule, group_rows=group_rows
+  )
+  return losses.token_mean(hs, in_set)
+
+
+def indirect_loss(
+    student_candidate_logits: ArrayLike,
+    teacher_candidate_logits: ArrayLike,
+    opener: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    code_compat: bool = False,
+) -> losses.WeightedMean:
+  r"""Plackett–Luce indirect loss over opener tokens.
+
+  .. math::
+    L_I = \frac{\sum_t \ell^{PL}_t O_t}{\sum_t O_t},
+
+  with :math:`\ell^{PL}` from :func:`opd_jax.losses.plackett_luce_nll`.
+
+  Args:
+    student_candidate_logits: ``[batch, seq, k]``, differentiable.
+    teacher_candidate_logits: ``[batch, seq, k]``.
+    opener: ``[batch, seq]`` bool from
+      :func:`opd_jax.selection.opener_mask`.
+    temperature: logit temperature.
+    code_compat: reproduce the released code's reversed direction.
+
+  Returns:
+    ``(Σ PL·opener, Σ opener)`` float32 scalars.
+  """
+  nll = losses.plackett_luce_nll(
+      student_candidate_logits,
+      teacher_candidate_logits,
+      temperature=temperature,
+      code_compat=code_compat,
+  )
+  return losses.token_mean(nll, selectors.check_mask(opener, nll.shape))
+
+
+def tsd_kd_objective(
+    *,
+    student_entropy: ArrayLike,
+    teacher_entropy: ArrayLike,
+    direct_divergence: ArrayLike,
+    student_candidate_logits: ArrayLike,
+    teacher_candidate_logits: ArrayLike,
+    mask: ArrayLike,
+    alpha: float = 0.1,
+    gate_tau: float = 1.0,
+    opener_threshold: float = 0.1,
+    opener_batch_flat: bool = False,
+    opener_group_rows: int = 0,
+    em_ratio: float = 0.1,
+    em_rule: str = "top",
+    em_group_rows: int = 0,
+    em_weight: float = 1.0,
+    temperature: float = 1.0,
+    pl_code_compat: bool = False,
+    use_gate: bool = True,
+) -> tuple[Array, dict[str, losses.WeightedMean]]:
+  r"""The full TSD-KD objective from per-token pieces.
+
+  .. math::
+    L = \alpha\,\frac{\sum PL \cdot O}{\sum O}
+      + \frac{\sum w\,\mathrm{JSD}_\beta\,m}{\sum m}
+      + \lambda_{EM} \frac{\sum H^S I}{\sum I}
+
+  The JSD (β = 0.9 in the paper, e.g. ``losses.generalized_jsd(beta=0.9)``)
+  is computed by the caller and passed as ``direct_divergence``; the direct
+  and EM terms use all valid tokens, the indirect term the opener only.
+
+  Args:
+    student_entropy: ``[batch, seq]`` :math:`H^S`, differentiable (EM term).
+    teacher_entropy: ``[batch, seq]`` :math:`H^T`.
+    direct_divergence: ``[batch, seq]`` per-token :math:`JSD_\beta`,
+      differentiable.
+    student_candidate_logits: ``[batch, seq, k]``, differentiable.
+    teacher_candidate_logits: ``[batch, seq, k]``.
+    mask: ``[batch, seq]`` bool validity.
+    alpha: weight of the indirect term.
+    gate_tau: gate temperature.
+    opener_threshold: opener cumulative-entropy fraction c.
+    opener_batch_flat: use the code's batch-flattened opener.
+    opener_group_rows: the code's opener per group of this many rows (0:
+      the paper's per-sequence opener).
+    em_ratio: EM set fraction of valid tokens.
+    em_rule: EM set rule, "top" (paper) or "quantile" (released code).
+    em_group_rows: rows per EM quantile group (0: the whole batch).
+    em_weight: :math:`\lambda_{EM}`, the EM term's weight (1 in both).
+    temperature: PL logit temperature.
+    pl_code_compat: the released code's reversed PL direction.
+    use_gate: False sets :math:`w = 1` (the "no gate" ablation: the direct
+      term is the plain mean JSD).
+
+  Returns:
+    ``(loss, terms)`` where terms maps "indirect", "direct" and "em" to their
+    :class:`~opd_jax.losses.WeightedMean` ``(total, count)`` pairs, for
+    exact cross-device averaging.
+  """
+  hs = selectors.check_scores("student_entropy", student_entropy)
+  mask = selectors.check_mask(mask, hs.shape)
+  jsd = selectors.check_scores("direct_divergence", direct_divergence)
+  if jsd.shape != hs.shape:
+    raise ValueError(
+        f"direct_divergence must have shape {hs.shape}, got {jsd.shape}."
+    )
+  gate = selection.confidence_gate(hs, teacher_entropy, tau=gate_tau)
+  if not use_gate:
+    gate = jnp.ones_like(gate)
+  opener = selection.opener_mask(
+      hs,
+      mask,
+      threshold=opener_threshold,
+      batch_flat=opener_batch_flat,
+      group_rows=opener_group_rows,
+  )
+  terms = {
+      "indirect": indirect_loss(
+          student_candidate_logits,
+          teacher_candidate_logits,
+          opener,
+          temperature=temperature,
+          code_compat=pl_code_compat,
+      ),
+      "direct": losses.token_mean(gate * jsd.astype(jnp.float32), mask),
+      "em": entropy_min_loss(
+          hs, mask, ratio=em_ratio, rule=em_rule, group_rows=em_group_rows
+      ),
+  }
+  # value() divides by max(count, 1): an empty opener or EM set adds 0.
+  mean = {k: t.value() for k, t in terms.items()}
+  loss = alpha * mean["indirect"] + mean["direct"] + em_weight * mean["em"]
+  return loss, terms
 
 
 # The released code's reading (kmswin1/TSD-KD, DistillTrainer.py): config
@@ -244,7 +417,7 @@ class TSDKD:
         temperature=self.temperature,
         chunk_size=self.chunk_size,
     )
-    loss, parts = selection.tsd_kd_objective(
+    loss, parts = tsd_kd_objective(
         student_entropy=terms.student_entropy,
         teacher_entropy=terms.teacher_entropy,
         direct_divergence=terms.jsd,
@@ -266,10 +439,7 @@ class TSDKD:
     )
     valid = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
     sg = jax.lax.stop_gradient
-    metrics = {
-        f"loss/{k}": sg(total / jnp.maximum(count, 1.0))
-        for k, (total, count) in parts.items()
-    }
+    metrics = {f"loss/{k}": sg(part.value()) for k, part in parts.items()}
     gate = selection.confidence_gate(
         terms.student_entropy, terms.teacher_entropy, tau=self.gate_tau
     )
@@ -277,8 +447,8 @@ class TSDKD:
       gate = jnp.ones_like(gate)
     metrics.update({
         **common.selected_fraction(mask, mask),
-        "select/opener_frac": parts["indirect"][1] / valid,
-        "select/em_frac": parts["em"][1] / valid,
+        "select/opener_frac": parts["indirect"].count / valid,
+        "select/em_frac": parts["em"].count / valid,
         "tsd_kd/gate_mean": common.valid_mean(gate, mask),
         "div/jsd_all": common.valid_mean(terms.jsd, mask),
         "entropy/student": common.valid_mean(terms.student_entropy, mask),

@@ -44,12 +44,8 @@ from opd_jax.selection.tip import soft_or
 from opd_jax.selection.tip import soft_or_scores
 from opd_jax.selection.tsd_kd import confidence_gate
 from opd_jax.selection.tsd_kd import EM_RULES
-from opd_jax.selection.tsd_kd import entropy_min_loss
 from opd_jax.selection.tsd_kd import entropy_min_set
-from opd_jax.selection.tsd_kd import indirect_loss
 from opd_jax.selection.tsd_kd import opener_mask
-from opd_jax.selection.tsd_kd import plackett_luce_nll
-from opd_jax.selection.tsd_kd import tsd_kd_objective
 
 __all__ = [
     "all_tokens",
@@ -61,21 +57,18 @@ __all__ = [
     "DearTokens",
     "divergence_top",
     "EM_RULES",
-    "entropy_min_loss",
     "entropy_min_set",
     "entropy_top",
     "floor_fraction",
     "gather_positions",
     "global_top_fraction",
     "gumbel_top_fraction",
-    "indirect_loss",
     "mask_to_index",
     "masked_min_max",
     "masked_quantile",
     "min_max_normalize",
     "normalized_entropy",
     "opener_mask",
-    "plackett_luce_nll",
     "quadrant_select",
     "quadrants",
     "rollout_budget",
@@ -86,7 +79,6 @@ __all__ = [
     "soft_or_scores",
     "static_budget",
     "top_fraction_per_sequence",
-    "tsd_kd_objective",
     "uniform_random",
     "union_selection",
 ]

@@ -11,7 +11,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""TSD-KD pieces: confidence gate, opener, entropy-min set, Plackett–Luce.
+"""TSD-KD's token selection: confidence gate, opener, entropy-min set.
+
+Pure ``[B, T]`` selection, chosen without gradient; the losses over these
+sets (Plackett–Luce over the opener, entropy minimisation over the EM set,
+the whole objective) live in :mod:`opd_jax.methods.tsd_kd` and
+:mod:`opd_jax.losses.ranking`.
 
 References:
   Kim & Baek, "Explain in Your Own Words: Token-Selective Dual Knowledge
@@ -29,7 +34,6 @@ from opd_jax.selection import selectors
 
 Array = jax.Array
 ArrayLike = Any
-SumCount = tuple[Array, Array]
 
 
 def _check_like(name: str, x: ArrayLike, shape: tuple[int, ...]) -> Array:
@@ -216,209 +220,3 @@ def entropy_min_set(
   return (
       _per_group(above, hs, mask, group_rows) if group_rows else above(hs, mask)
   )
-
-
-def entropy_min_loss(
-    student_entropy: ArrayLike,
-    mask: ArrayLike,
-    *,
-    ratio: float = 0.1,
-    rule: str = "top",
-    group_rows: int = 0,
-) -> SumCount:
-  r"""Selective entropy minimisation as a ``(sum, count)`` pair.
-
-  .. math::
-    L_{EM} = \frac{\sum_t H^S_t I_t}{\sum_t I_t}
-
-  The set I (:func:`entropy_min_set`) is chosen without gradient;
-  :math:`H^S` keeps its gradient so the loss sharpens the student on I.
-
-  Args:
-    student_entropy: ``[batch, seq]`` :math:`H^S`, differentiable.
-    mask: ``[batch, seq]`` bool validity.
-    ratio: kept fraction of valid tokens.
-    rule: "top" (paper) or "quantile" (released code).
-    group_rows: rows per quantile group (0: the whole batch).
-
-  Returns:
-    ``(total, count)`` float32 scalars; the loss is ``total / count``.
-  """
-  hs = selectors.check_scores("student_entropy", student_entropy)
-  in_set = entropy_min_set(
-      hs, mask, ratio=ratio, rule=rule, group_rows=group_rows
-  )
-  total = jnp.sum(jnp.where(in_set, hs.astype(jnp.float32), 0.0))
-  return total, jnp.sum(in_set, dtype=jnp.float32)
-
-
-def plackett_luce_nll(
-    student_candidate_logits: ArrayLike,
-    teacher_candidate_logits: ArrayLike,
-    *,
-    temperature: float = 1.0,
-    code_compat: bool = False,
-) -> Array:
-  r"""Per-token ListMLE loss of the teacher's ranking under student worths.
-
-  The k candidates (the student's top-k tokens) are sorted by teacher logit,
-  descending (stable), giving student worths :math:`s_1..s_k`, divided by
-  the temperature and centred over the k candidates as in the code:
-
-  .. math::
-    \ell_t = -\sum_{j=1}^{k} \Big(s_j - \log \sum_{l \ge j} e^{s_l}\Big).
-
-  Its gradient raises the teacher's favourite: with equal worths and k = 4
-  it is (-0.75, -0.42, +0.08, +1.08) by teacher rank. ``code_compat=True``
-  uses the released code's prefix sum :math:`\sum_{l \le j}` (the likelihood
-  of the reversed order), whose gradient is the exact mirror.
-
-  Args:
-    student_candidate_logits: ``[batch, seq, k]`` student logits at the
-      candidates, differentiable.
-    teacher_candidate_logits: ``[batch, seq, k]`` teacher logits at the same
-      candidates (stop-gradient is applied).
-    temperature: logit temperature.
-    code_compat: reproduce the released code's reversed direction.
-
-  Returns:
-    ``[batch, seq]`` float32 negative log-likelihoods.
-  """
-  zs = jnp.asarray(student_candidate_logits)
-  zt = jnp.asarray(teacher_candidate_logits)
-  if zs.ndim != 3 or zt.shape != zs.shape:
-    raise ValueError(
-        "candidate logits must both be [batch, seq, k], got"
-        f" {zs.shape} and {zt.shape}."
-    )
-  if not temperature > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}.")
-  zs = zs.astype(jnp.float32) / temperature
-  zt = jax.lax.stop_gradient(zt.astype(jnp.float32)) / temperature
-  order = jnp.argsort(-zt, axis=-1, stable=True)
-  s = jnp.take_along_axis(zs, order, axis=-1)
-  s = s - jnp.mean(s, axis=-1, keepdims=True)
-  lse = jax.lax.cumlogsumexp(s, axis=s.ndim - 1, reverse=not code_compat)
-  return jnp.sum(lse - s, axis=-1)
-
-
-def indirect_loss(
-    student_candidate_logits: ArrayLike,
-    teacher_candidate_logits: ArrayLike,
-    opener: ArrayLike,
-    *,
-    temperature: float = 1.0,
-    code_compat: bool = False,
-) -> SumCount:
-  """Plackett–Luce indirect loss over opener tokens, as ``(sum, count)``.
-
-  Args:
-    student_candidate_logits: ``[batch, seq, k]``, differentiable.
-    teacher_candidate_logits: ``[batch, seq, k]``.
-    opener: ``[batch, seq]`` bool from :func:`opener_mask`.
-    temperature: logit temperature.
-    code_compat: reproduce the released code's reversed direction.
-
-  Returns:
-    ``(Σ PL·opener, Σ opener)`` float32 scalars.
-  """
-  nll = plackett_luce_nll(
-      student_candidate_logits,
-      teacher_candidate_logits,
-      temperature=temperature,
-      code_compat=code_compat,
-  )
-  opener = selectors.check_mask(opener, nll.shape)
-  total = jnp.sum(jnp.where(opener, nll, 0.0))
-  return total, jnp.sum(opener, dtype=jnp.float32)
-
-
-def tsd_kd_objective(
-    *,
-    student_entropy: ArrayLike,
-    teacher_entropy: ArrayLike,
-    direct_divergence: ArrayLike,
-    student_candidate_logits: ArrayLike,
-    teacher_candidate_logits: ArrayLike,
-    mask: ArrayLike,
-    alpha: float = 0.1,
-    gate_tau: float = 1.0,
-    opener_threshold: float = 0.1,
-    opener_batch_flat: bool = False,
-    opener_group_rows: int = 0,
-    em_ratio: float = 0.1,
-    em_rule: str = "top",
-    em_group_rows: int = 0,
-    em_weight: float = 1.0,
-    temperature: float = 1.0,
-    pl_code_compat: bool = False,
-    use_gate: bool = True,
-) -> tuple[Array, dict[str, SumCount]]:
-  r"""The full TSD-KD objective from per-token pieces.
-
-  .. math::
-    L = \alpha\,\frac{\sum PL \cdot O}{\sum O}
-      + \frac{\sum w\,\mathrm{JSD}_\beta\,m}{\sum m}
-      + \lambda_{EM} \frac{\sum H^S I}{\sum I}
-
-  The JSD (β = 0.9 in the paper, e.g. ``losses.generalized_jsd(beta=0.9)``)
-  is computed by the caller and passed as ``direct_divergence``; the direct
-  and EM terms use all valid tokens, the indirect term the opener only.
-
-  Args:
-    student_entropy: ``[batch, seq]`` :math:`H^S`, differentiable (EM term).
-    teacher_entropy: ``[batch, seq]`` :math:`H^T`.
-    direct_divergence: ``[batch, seq]`` per-token :math:`JSD_\beta`,
-      differentiable.
-    student_candidate_logits: ``[batch, seq, k]``, differentiable.
-    teacher_candidate_logits: ``[batch, seq, k]``.
-    mask: ``[batch, seq]`` bool validity.
-    alpha: weight of the indirect term.
-    gate_tau: gate temperature.
-    opener_threshold: opener cumulative-entropy fraction c.
-    opener_batch_flat: use the code's batch-flattened opener.
-    opener_group_rows: the code's opener per group of this many rows (0:
-      the paper's per-sequence opener).
-    em_ratio: EM set fraction of valid tokens.
-    em_rule: EM set rule, "top" (paper) or "quantile" (released code).
-    em_group_rows: rows per EM quantile group (0: the whole batch).
-    em_weight: :math:`\lambda_{EM}`, the EM term's weight (1 in both).
-    temperature: PL logit temperature.
-    pl_code_compat: the released code's reversed PL direction.
-    use_gate: False sets :math:`w = 1` (the "no gate" ablation: the direct
-      term is the plain mean JSD).
-
-  Returns:
-    ``(loss, terms)`` where terms maps "indirect", "direct" and "em" to their
-    ``(sum, count)`` pairs, for exact cross-device averaging.
-  """
-  hs = selectors.check_scores("student_entropy", student_entropy)
-  mask = selectors.check_mask(mask, hs.shape)
-  jsd = _check_like("direct_divergence", direct_divergence, hs.shape)
-  gate = confidence_gate(hs, teacher_entropy, tau=gate_tau)
-  if not use_gate:
-    gate = jnp.ones_like(gate)
-  direct = jnp.sum(jnp.where(mask, gate * jsd.astype(jnp.float32), 0.0))
-  opener = opener_mask(
-      hs,
-      mask,
-      threshold=opener_threshold,
-      batch_flat=opener_batch_flat,
-      group_rows=opener_group_rows,
-  )
-  terms = {
-      "indirect": indirect_loss(
-          student_candidate_logits,
-          teacher_candidate_logits,
-          opener,
-          temperature=temperature,
-          code_compat=pl_code_compat,
-      ),
-      "direct": (direct, jnp.sum(mask, dtype=jnp.float32)),
-      "em": entropy_min_loss(
-          hs, mask, ratio=em_ratio, rule=em_rule, group_rows=em_group_rows
-      ),
-  }
-  mean = {k: t / jnp.maximum(n, 1.0) for k, (t, n) in terms.items()}
-  loss = alpha * mean["indirect"] + mean["direct"] + em_weight * mean["em"]
-  return loss, terms

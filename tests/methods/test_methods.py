@@ -30,6 +30,7 @@ from opd_jax import selection
 from opd_jax.methods import common
 from opd_jax.methods import minillm
 from opd_jax.methods import sampled
+from opd_jax.methods import tsd_kd
 import dear_reference
 import topd_reference
 
@@ -472,14 +473,14 @@ class TsdKdTest(parameterized.TestCase):
           threshold=0.3,
           batch_flat=cfg.get("opener_batch_flat", False),
       )
-      ind_t, ind_n = selection.indirect_loss(
+      ind_t, ind_n = tsd_kd.indirect_loss(
           cand_s,
           cand_t,
           opener,
           temperature=tau,
           code_compat=cfg.get("pl_code_compat", False),
       )
-      em_t, em_n = selection.entropy_min_loss(
+      em_t, em_n = tsd_kd.entropy_min_loss(
           hs_ent, inputs.mask, ratio=cfg.get("em_ratio", 0.1)
       )
       return 0.1 * ind_t / ind_n + direct + em_t / em_n, (

@@ -22,8 +22,8 @@ from flax import nnx
 from opd_jax import methods
 from opd_jax import testing
 from opd_jax.methods import topd_stage
+from opd_jax.methods.topd_transport import window_ot_distance
 from opd_jax.rollouts import Sampling, continue_from, sample
-from opd_jax.selection.transport import window_ot_distance
 from opd_jax.trainer import stage
 import topd_reference as ref
 

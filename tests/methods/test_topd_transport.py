@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import ot  # POT, tests only
 
-from opd_jax.selection.transport import cosine_cost, window_ot_distance
+from opd_jax.methods.topd_transport import cosine_cost, window_ot_distance
 
 # A converged solve: tight marginals, enough iterations.
 TIGHT = dict(threshold=1e-7, max_iterations=5000)

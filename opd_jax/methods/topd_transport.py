@@ -11,7 +11,15 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Optimal-transport distance of two token windows in an embedding space."""
+"""TOPD's measurement: the OT distance of two token windows in an embedding.
+
+Used by TOPD's pre-update stage (:mod:`opd_jax.methods.topd_stage`,
+docs/methods.md §5(e)) to tell a candidate whose teacher and student
+continuations mean different things (high OT) from one that only differs
+in surface form. It scores states for one method rather than selecting
+``[B, T]`` tokens, so it lives beside that method, not in
+:mod:`opd_jax.selection`.
+"""
 
 from __future__ import annotations
 
