@@ -18,6 +18,7 @@ r"""Benchmarks of opd_jax, one subcommand each (run from the repository root).
   python -m benchmarks rollout   # sampler vs HF generate, floor, draw cost
   python -m benchmarks accelerator  # one GPU: parity, long step, sampler
   python -m benchmarks step-memory  # the whole step's memory at long T
+  python -m benchmarks topd      # TOPD's step (stage + update) vs plain OPD
 
 `--quick` runs tiny shapes of our side only (a smoke test, no torch).
 """
@@ -32,6 +33,7 @@ from benchmarks import memory
 from benchmarks import rollout
 from benchmarks import step
 from benchmarks import step_memory
+from benchmarks import topd
 from opd_jax import cli
 
 _QUICK_MEMORY = dict(
@@ -42,7 +44,7 @@ _QUICK_MEMORY = dict(
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   subparsers = parser.add_subparsers(dest="command", required=True)
-  for module in (memory, step, rollout, step_memory, accelerator):
+  for module in (memory, step, rollout, step_memory, accelerator, topd):
     module.add_parser(subparsers)
   args = parser.parse_args(argv)
   if args.quick and args.command in ("memory", "step", "rollout"):

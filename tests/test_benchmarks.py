@@ -152,3 +152,22 @@ def test_step_memory_bench_quick_rows(capsys):
     assert r["total"] > 0 and r["temporaries"] > 0
   assert rows[1]["temporaries"] > rows[0]["temporaries"]
   assert "T=     8" in capsys.readouterr().out
+
+
+def test_topd_bench_is_a_subcommand(capsys):
+  """`python -m benchmarks topd` is registered and parses (a run compiles
+  three steps: minutes on a loaded 2-core machine, so no smoke run here)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+
+  from benchmarks import __main__ as bench_main  # pylint: disable=g-import-not-at-top
+  from benchmarks import topd  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(SystemExit) as exit_info:
+    bench_main.main(["topd", "--help"])
+  assert exit_info.value.code == 0
+  assert "--max-candidates" in capsys.readouterr().out
+  parser = argparse.ArgumentParser()
+  topd.add_parser(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["topd", "--quick", "--new-tokens", "16"])
+  assert args.func is topd.run and args.quick
+  assert (args.new_tokens, args.max_candidates, args.window) == (16, 8, 50)

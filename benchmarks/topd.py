@@ -13,52 +13,59 @@
 # limitations under the License.
 r"""TOPD's on-policy step time against plain OPD (reverse KL) in one run.
 
-  .venv/bin/python scripts/bench_topd.py [--vocab=32000 --new_tokens=128]
+  python -m benchmarks topd [--vocab 32000 --new-tokens 128] [--out F.json]
 
 Each step is assembled as `trainer.loop.Trainer` does it: rollout from the
 current student (`rollouts.sample`), TOPD's jitted pre-update stage
 (`trainer.stage.compile_prepare`: stats pass, teacher and student branches,
 OT), then the jitted update (`trainer.step.compile_step`). Plain OPD is the
 `rkl` method (full-vocabulary reverse KL on every token, TOPD's OPD term)
-on the same models, prompts and shapes. Prints the CPU model, the median
+on the same random Qwen2-style models (student 4x256, teacher 4x512),
+prompts and shapes. Prints the CPU model and load average, the median
 seconds of each phase and the ratios (the paper reports about 1.41x).
+`--quick` runs tiny models and shapes (a smoke run of the code path).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from opd_jax import methods
-from opd_jax import testing
-from opd_jax.models import ModelConfig
-from opd_jax.rollouts import Sampling, sample
-from opd_jax.trainer import stage
-from opd_jax.trainer import state as train_state
-from opd_jax.trainer import step as steps
+from benchmarks import protocol
 
-
-def cpu_model() -> str:
-  """`lscpu`'s model name (machines differ: quote ratios with it)."""
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-  except OSError:
-    return "unknown"
-  for line in out.splitlines():
-    if line.startswith("Model name:"):
-      return line.split(":", 1)[1].strip()
-  return "unknown"
+# The default models, (embed_dim, layers, heads, mlp_dim), and --quick's.
+STUDENT, TEACHER = (256, 4, 4, 768), (512, 4, 8, 1536)
+QUICK_MODELS = (32, 2, 2, 64), (64, 2, 4, 128)
+QUICK = dict(
+    vocab=64, batch=2, prompt_len=8, new_tokens=8, max_candidates=2, window=4
+)
 
 
-def _config(args, d, layers, heads, mlp) -> ModelConfig:
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser("topd", help=__doc__.splitlines()[0])
+  p.add_argument("--vocab", type=int, default=32000)
+  p.add_argument("--batch", type=int, default=4)
+  p.add_argument("--prompt-len", type=int, default=32)
+  p.add_argument("--new-tokens", type=int, default=128)
+  p.add_argument("--max-candidates", type=int, default=8, help="TOPD's N")
+  p.add_argument("--window", type=int, default=50, help="TOPD's W")
+  p.add_argument("--iters", type=int, default=5, help="timed steps")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default="", help="also write the JSON report here")
+  p.add_argument("--quick", action="store_true")
+  p.set_defaults(func=run)
+
+
+def _config(args, d, layers, heads, mlp):
+  # opd_jax is imported by the subcommand that runs, not by `python -m
+  # benchmarks` for every subcommand (as in step.py, rollout.py).
+  from opd_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+
   return ModelConfig(
       family="qwen2",
       vocab_size=args.vocab,
@@ -88,6 +95,14 @@ class Runner:
   """One method's on-policy step on fixed models and prompts, timed."""
 
   def __init__(self, args, name, cfg, student, teacher, prompts):
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+
+    from opd_jax import methods  # pylint: disable=g-import-not-at-top
+    from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
+    from opd_jax.trainer import stage  # pylint: disable=g-import-not-at-top
+    from opd_jax.trainer import state as train_state  # pylint: disable=g-import-not-at-top
+    from opd_jax.trainer import step as steps  # pylint: disable=g-import-not-at-top
+
     self.args, self.prompts = args, prompts
     self.graphdef, params = nnx.split(student)
     tgraph, tparams = nnx.split(teacher)
@@ -137,6 +152,11 @@ class Runner:
 
   def run(self, i: int) -> dict[str, float]:
     """One step; seconds of sampling, the stage and the update."""
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+
+    from opd_jax.rollouts import sample  # pylint: disable=g-import-not-at-top
+    from opd_jax.trainer import stage  # pylint: disable=g-import-not-at-top
+
     times = {}
     with jax.set_mesh(self.mesh):
       start = time.perf_counter()
@@ -179,21 +199,18 @@ class Runner:
     return times
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--vocab", type=int, default=32000)
-  parser.add_argument("--batch", type=int, default=4)
-  parser.add_argument("--prompt_len", type=int, default=32)
-  parser.add_argument("--new_tokens", type=int, default=128)
-  parser.add_argument("--max_candidates", type=int, default=8)
-  parser.add_argument("--window", type=int, default=50)
-  parser.add_argument("--iters", type=int, default=5)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--json", default="", help="also write the rows here")
-  args = parser.parse_args()
+def run(args) -> None:
+  """TOPD's step (and its NDS-only variant) against plain OPD, timed."""
+  from opd_jax import testing  # pylint: disable=g-import-not-at-top
 
-  student = testing.random_model(_config(args, 256, 4, 4, 768), seed=0)
-  teacher = testing.random_model(_config(args, 512, 4, 8, 1536), seed=1)
+  student_dims, teacher_dims = STUDENT, TEACHER
+  if args.quick:
+    for k, v in QUICK.items():
+      setattr(args, k, v)
+    args.iters = min(args.iters, 1)
+    student_dims, teacher_dims = QUICK_MODELS
+  student = testing.random_model(_config(args, *student_dims), seed=0)
+  teacher = testing.random_model(_config(args, *teacher_dims), seed=1)
   prompts = _prompts(args)
   topd = {"max_candidates": args.max_candidates, "window": args.window}
   variants = [
@@ -202,7 +219,7 @@ def main() -> None:
       ("topd nds only", "topd", {**topd, "lambda_traj": 0.0}),
   ]
   print(
-      f"CPU: {cpu_model()}; jax {jax.__version__}; B={args.batch}"
+      f"{protocol.machine_line()}; jax {jax.__version__}; B={args.batch}"
       f" P={args.prompt_len} T={args.new_tokens} V={args.vocab};"
       f" TOPD N={args.max_candidates} W={args.window}"
   )
@@ -236,12 +253,13 @@ def main() -> None:
         f" {row.get('topd/traj_rows', 0):.0f}, rollout length"
         f" {row['rollout/len_mean']:.0f}"
     )
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(
-          {"cpu": cpu_model(), "args": vars(args), "rows": rows}, f, indent=2
-      )
-
-
-if __name__ == "__main__":
-  main()
+  print(f"(at end: {protocol.machine_line()})")
+  if args.out:
+    report = {
+        "benchmark": "topd",
+        "cpu": protocol.cpu_model(),
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "rows": rows,
+    }
+    with open(args.out, "w") as f:
+      json.dump(report, f, indent=2)
