@@ -45,7 +45,7 @@ import time
 
 from absl import app, flags
 
-from opd_jax import cli
+from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
 
 _STUDENT = flags.DEFINE_string("student", None, "HF dir or training workdir.")
@@ -76,15 +76,10 @@ _TASK = flags.DEFINE_string(
     "'arithmetic' or a jsonl / parquet file of"
     " questions and answers (graded by math-verify).",
 )
-_QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
-_AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
-_DIFFICULTY = flags.DEFINE_enum(
-    "difficulty",
-    "easy",
-    ["easy", "two_step", "default", "hard"],
-    "Built-in task.",
+# The demo pair's task is the easy one.
+_SRC = script_flags.source_flags(
+    difficulty_default="easy", difficulty_help="Built-in task."
 )
-_SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _N = flags.DEFINE_integer("num_questions", 8, "Questions.")
 _BUDGET = flags.DEFINE_integer("budget", 512, "Rollouts per question.")
 _G = flags.DEFINE_integer("num_rollouts", 16, "Student rollouts per question.")
@@ -103,47 +98,19 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 24, "Response length T.")
 _MAX_PROMPT = flags.DEFINE_integer(
     "max_prompt_len", 0, "Prompt width (0: the longest question)."
 )
-_WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
-_TIMEOUT = flags.DEFINE_float("grading_timeout", 10.0, "Seconds per answer.")
+_GRADING = script_flags.grading_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
 _OUT = flags.DEFINE_string("out", None, "Report directory.")
 
 
-def _load_model(path: str, role: str, allow_workdir: bool):
-  """(model, tokenizer dir, description) from an HF dir or a workdir."""
-  from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
-
-  if not path or not os.path.isdir(path):
-    raise InputError(f"--{role} {path!r}: no such directory")
-  files = os.listdir(path)
-  if any(f.endswith(".safetensors") for f in files):
-    return load_hf(path), path, path
-  if not allow_workdir or "config.json" not in files:
-    raise InputError(
-        f"--{role} {path}: no checkpoint (expected config.json and"
-        f" *.safetensors{' or a training workdir' if allow_workdir else ''})"
-    )
-  ckpt = os.path.join(path, "checkpoints")
-  # Checked here: the checkpointer would create the directory otherwise.
-  if not os.path.isdir(ckpt) or not os.listdir(ckpt):
-    raise InputError(f"--{role} {path}: a workdir with no checkpoint")
-  try:
-    model, step, c = restore.restore_student(path)
-  except FileNotFoundError as e:
-    raise InputError(f"--{role} {path}: {e}") from e
-  return model, c.get("tokenizer") or c.student, f"{path} (step {step})"
-
-
 def _source():
   """The question source for --task, checked before any model loads."""
-  from opd_jax.data import arithmetic, sources  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import sources  # pylint: disable=g-import-not-at-top
 
   if _TASK.value == "arithmetic":
-    task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)()
+    return script_flags.arithmetic_source(
+        _SRC.difficulty.value, _SRC.split.value, _N.value
     )
-    return sources.ArithmeticSource(_SPLIT.value, _N.value, task=task)
   path = _TASK.value
   if not os.path.exists(path):
     raise InputError(
@@ -155,8 +122,8 @@ def _source():
   try:
     source = sources.FileSource(
         path,
-        question_field=_QFIELD.value,
-        answer_field=_AFIELD.value,
+        question_field=_SRC.question_field.value,
+        answer_field=_SRC.answer_field.value,
         context_fields=_context_columns() or None,
     )
   except ValueError as e:
@@ -165,8 +132,8 @@ def _source():
     if not source[i].answer:
       raise InputError(
           f"--task {path}: question {i} has no answer in field"
-          f" {_AFIELD.value!r}; the diagnostic needs a verifier for every"
-          " question"
+          f" {_SRC.answer_field.value!r}; the diagnostic needs a verifier for"
+          " every question"
       )
   return source
 
@@ -276,7 +243,9 @@ def _grader(source, data, n):
   from opd_jax.evaluation import graders  # pylint: disable=g-import-not-at-top
 
   grader = graders.grader_for(
-      source, num_workers=_WORKERS.value, timeout=_TIMEOUT.value
+      source,
+      num_workers=_GRADING.workers.value,
+      timeout=_GRADING.timeout.value,
   )
   for i, why in enumerate(grader.unusable(data.answers[:n])):
     if why:
@@ -335,10 +304,16 @@ def _setup():
   configurations = _configurations()
   source = _source()
   _check_contexts(source, configurations)
-  student, tok_dir, s_name = _load_model(_STUDENT.value, "student", True)
+  loaded = script_flags.load_model(
+      _STUDENT.value, "student", allow_workdir=True
+  )
+  student, tok_dir, s_name = loaded.model, loaded.tokenizer_dir, loaded.name
   teacher, t_name = None, None
   if any(who == "teacher" for _, who, _ in configurations):
-    teacher, _, t_name = _load_model(_TEACHER.value, "teacher", False)
+    loaded = script_flags.load_model(
+        _TEACHER.value, "teacher", allow_workdir=False
+    )
+    teacher, t_name = loaded.model, loaded.name
     if student.config.vocab_size != teacher.config.vocab_size:
       raise InputError(
           f"--teacher {_TEACHER.value}: vocabulary {teacher.config.vocab_size}"

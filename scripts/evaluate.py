@@ -40,9 +40,8 @@ import time
 
 from absl import app, flags
 
-from opd_jax import cli
+from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
-from opd_jax.data import arithmetic
 from opd_jax.trainer import workdir as workdir_lib
 
 _MODEL = flags.DEFINE_string("model", None, "Workdir or HF directory.")
@@ -50,24 +49,19 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the model's.")
 _DATA = flags.DEFINE_string(
     "data", "arithmetic", "'arithmetic' or a jsonl / parquet / saved dataset."
 )
-_QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
-_AFIELD = flags.DEFINE_string("answer_field", "answer", "Answer field.")
-_SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
-_DIFFICULTY = flags.DEFINE_enum(
-    "difficulty",
-    None,
-    arithmetic.DIFFICULTIES,
-    "Built-in task (default: a workdir's run's, else 'default').",
+_SRC = script_flags.source_flags(
+    difficulty_default=None,  # resolved by _difficulty()
+    difficulty_help=(
+        "Built-in task (default: a workdir's run's, else 'default')."
+    ),
 )
 _N = flags.DEFINE_integer("num_questions", 200, "Questions (0: all).")
 _K = flags.DEFINE_integer("num_samples", 1, "Samples per question (k).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling.")
+_SAMPLING = script_flags.sampling_flags()
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Response budget.")
 _MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 256, "Prompt width.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Questions per call.")
-_WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
-_TIMEOUT = flags.DEFINE_float("grading_timeout", 10.0, "Seconds per answer.")
+_GRADING = script_flags.grading_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out_dir", "", "Where scores and responses go.")
 
@@ -79,21 +73,17 @@ def _check_flags() -> None:
       (_BATCH, 1),
       (_MAX_NEW, 1),
       (_MAX_PROMPT, 1),
-      (_WORKERS, 1),
+      (_GRADING.workers, 1),
       (_N, 0),
   ):
     if flag.value < low:
       raise InputError(
           f"--{flag.name}: expected an integer >= {low}, got {flag.value}"
       )
-  if _TIMEOUT.value <= 0:
-    raise InputError(f"--grading_timeout: expected > 0, got {_TIMEOUT.value}")
-  if _TEMPERATURE.value < 0:
-    raise InputError(
-        f"--temperature: expected >= 0 (0 is greedy), got {_TEMPERATURE.value}"
-    )
-  if not 0 < _TOP_P.value <= 1:
-    raise InputError(f"--top_p: expected a value in (0, 1], got {_TOP_P.value}")
+  timeout = _GRADING.timeout.value
+  if timeout <= 0:
+    raise InputError(f"--grading_timeout: expected > 0, got {timeout}")
+  script_flags.check_sampling(_SAMPLING)
   if not os.path.isdir(_MODEL.value or ""):
     raise InputError(f"--model: {_MODEL.value!r} is not a directory")
   if _is_workdir(_MODEL.value):
@@ -123,8 +113,8 @@ def _is_workdir(path: str) -> bool:
 
 def _difficulty() -> tuple[str, str]:
   """(difficulty, where it came from) for the built-in task."""
-  if _DIFFICULTY.value:
-    return _DIFFICULTY.value, "--difficulty"
+  if _SRC.difficulty.value:
+    return _SRC.difficulty.value, "--difficulty"
   if _is_workdir(_MODEL.value):
     run = workdir_lib.check_run_workdir(_MODEL.value, "--model")
     data = run.get("data", {})
@@ -148,40 +138,20 @@ def _fresh_out_dir(out_dir: str) -> str:
   return f"{out_dir}-{n}"
 
 
-def _check_length(dataset, model_config) -> None:
-  """Refuses rollouts longer than the model's positions (as train.py)."""
-  longest = max((len(p) for p in dataset.prompts), default=0)
-  limit = model_config.max_position_embeddings
-  if longest + _MAX_NEW.value > limit:
-    raise InputError(
-        f"--max_new_tokens: the longest prompt ({longest} tokens) +"
-        f" {_MAX_NEW.value} new tokens exceeds the model's"
-        f" max_position_embeddings ({limit})"
-    )
-
-
 def _load_model():
   """(model, tokenizer directory, display name, default out dir)."""
-  from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
-
   path = _MODEL.value
-  if _is_workdir(path):  # a training workdir
-    model, step, c = restore.restore_student(path)
-    tok_dir = _TOKENIZER.value or c.tokenizer or c.student
-    return (
-        model,
-        tok_dir,
-        f"{path} (step {step})",
-        os.path.join(path, "eval", f"step_{step}"),
-    )
-  name = os.path.basename(os.path.normpath(path))
-  return (
-      load_hf(path, role="--model"),
-      _TOKENIZER.value or path,
-      path,
-      os.path.abspath(f"eval_{name}"),
-  )
+  # _check_flags checked a workdir; anything else is an HF directory, whose
+  # errors load_hf names with --model.
+  if _is_workdir(path):
+    loaded = script_flags.restore_workdir(path)
+    default_out = os.path.join(path, "eval", f"step_{loaded.step}")
+  else:
+    loaded = script_flags.hf_model(path, role="--model")
+    name = os.path.basename(os.path.normpath(path))
+    default_out = os.path.abspath(f"eval_{name}")
+  tok_dir = _TOKENIZER.value or loaded.tokenizer_dir
+  return loaded.model, tok_dir, loaded.name, default_out
 
 
 def _source():
@@ -191,14 +161,13 @@ def _source():
   if _DATA.value == "arithmetic":
     difficulty, origin = _difficulty()
     print(f"difficulty {difficulty} ({origin})")
-    task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, difficulty)()
+    return script_flags.arithmetic_source(
+        difficulty, _SRC.split.value, _N.value or 1000
     )
-    return sources.ArithmeticSource(_SPLIT.value, _N.value or 1000, task=task)
   source = sources.FileSource(
       _DATA.value,
-      question_field=_QFIELD.value,
-      answer_field=_AFIELD.value,
+      question_field=_SRC.question_field.value,
+      answer_field=_SRC.answer_field.value,
       require_answers=True,
   )
   return sources.take(source, _N.value)
@@ -239,7 +208,11 @@ def _generate(source, grader):
   dataset = PromptDataset(
       source, tokenizer, max_prompt_len=_MAX_PROMPT.value, overlong="truncate"
   )
-  _check_length(dataset, model.config)
+  script_flags.check_response_length(
+      max((len(p) for p in dataset.prompts), default=0),
+      _MAX_NEW.value,
+      model.config,
+  )
   result = evaluation_lib.evaluate(
       model,
       dataset,
@@ -249,7 +222,10 @@ def _generate(source, grader):
       batch_size=_BATCH.value,
       num_samples=_K.value,
       max_new_tokens=_MAX_NEW.value,
-      sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
+      sampling=Sampling(
+          temperature=_SAMPLING.temperature.value,
+          top_p=_SAMPLING.top_p.value,
+      ),
       eos_ids=default_eos_ids(model.config, tokenizer),
   )
   return result, dataset, name, default_out
@@ -262,7 +238,9 @@ def _run() -> None:
   from opd_jax import evaluation  # pylint: disable=g-import-not-at-top
 
   with evaluation.grader_for(
-      source, num_workers=_WORKERS.value, timeout=_TIMEOUT.value
+      source,
+      num_workers=_GRADING.workers.value,
+      timeout=_GRADING.timeout.value,
   ) as grader:
     evaluation.check_gradable(grader, source)  # before loading the model
     result, dataset, name, default_out = _generate(source, grader)

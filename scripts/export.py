@@ -28,7 +28,7 @@ import shutil
 
 from absl import app, flags
 
-from opd_jax import cli
+from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
 from opd_jax.trainer import workdir as workdir_lib
 
@@ -74,17 +74,16 @@ def main(argv):
   workdir_lib.check_run_workdir(_WORKDIR.value)  # before the slow imports
   _check_out(_OUT.value)
   from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
 
-  model, step, config = restore.restore_student(_WORKDIR.value)
-  save_hf(model, _OUT.value)
-  source = config.tokenizer or config.student
+  loaded = script_flags.restore_workdir(_WORKDIR.value)
+  save_hf(loaded.model, _OUT.value)
+  source = loaded.tokenizer_dir  # the run's tokenizer, else its student
   if source and os.path.isdir(source):
     for name in _TOKENIZER_FILES:
       if os.path.isfile(os.path.join(source, name)):
         shutil.copy(os.path.join(source, name), _OUT.value)
   _readable(_OUT.value)
-  print(f"exported step {step} of {_WORKDIR.value} to {_OUT.value}")
+  print(f"exported step {loaded.step} of {_WORKDIR.value} to {_OUT.value}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import sys
 
 from absl import app, flags
 
-from opd_jax import cli
+from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
 from opd_jax.trainer import workdir as workdir_lib
 
@@ -40,8 +40,7 @@ _FIELD = flags.DEFINE_string("question_field", "question", "jsonl field.")
 _MAX_NEW = flags.DEFINE_integer(
     "max_new_tokens", 0, "Response budget (0: the run's)."
 )
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling.")
+_SAMPLING = script_flags.sampling_flags()
 _NUM = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
@@ -93,26 +92,9 @@ def _check_flags() -> None:
         "--max_new_tokens: expected >= 1 (or 0: the run's), got"
         f" {_MAX_NEW.value}"
     )
-  if _TEMPERATURE.value < 0:
-    raise InputError(
-        f"--temperature: expected >= 0 (0 is greedy), got {_TEMPERATURE.value}"
-    )
-  if not 0 < _TOP_P.value <= 1:
-    raise InputError(f"--top_p: expected a value in (0, 1], got {_TOP_P.value}")
+  script_flags.check_sampling(_SAMPLING)
   if _SEED.value < 0:
     raise InputError(f"--seed: expected an integer >= 0, got {_SEED.value}")
-
-
-def _check_length(prompt_mask, max_new: int, model_config) -> None:
-  """Refuses rollouts longer than the model's positions (as train.py)."""
-  longest = int(prompt_mask.sum(axis=1).max())
-  limit = model_config.max_position_embeddings
-  if longest + max_new > limit:
-    raise InputError(
-        f"--max_new_tokens: the longest prompt ({longest} tokens) +"
-        f" {max_new} new tokens exceeds the model's max_position_embeddings"
-        f" ({limit})"
-    )
 
 
 def main(argv):
@@ -136,7 +118,8 @@ def main(argv):
   )
   batch = data.batch(range(len(data)))
   max_new = _MAX_NEW.value or c.max_new_tokens
-  _check_length(np.asarray(batch["prompt_mask"]), max_new, model.config)
+  longest = int(np.asarray(batch["prompt_mask"]).sum(axis=1).max())
+  script_flags.check_response_length(longest, max_new, model.config)
   eos = default_eos_ids(model.config, tokenizer)
   for j in range(_NUM.value):
     out = sample(
@@ -145,7 +128,10 @@ def main(argv):
         batch["prompt_mask"],
         jax.random.fold_in(jax.random.PRNGKey(_SEED.value), j),
         max_new_tokens=max_new,
-        sampling=Sampling(temperature=_TEMPERATURE.value, top_p=_TOP_P.value),
+        sampling=Sampling(
+            temperature=_SAMPLING.temperature.value,
+            top_p=_SAMPLING.top_p.value,
+        ),
         eos_ids=eos,
         pad_id=data.pad_id,
     )

@@ -35,9 +35,8 @@ import os
 
 from absl import app, flags
 
-from opd_jax import cli
+from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
-from opd_jax.data import arithmetic
 
 _WORKDIR = flags.DEFINE_string(
     "workdir",
@@ -55,17 +54,13 @@ _TASK = flags.DEFINE_enum(
 _QUESTIONS = flags.DEFINE_string(
     "questions", None, "jsonl / parquet file of questions (and answers)."
 )
-_QFIELD = flags.DEFINE_string("question_field", "question", "Question field.")
-_AFIELD = flags.DEFINE_string(
-    "answer_field", "answer", "Answer field ('' for none: no verdicts)."
+_SRC = script_flags.source_flags(
+    difficulty_default=None,  # the run's, else 'default' (_dataset)
+    difficulty_help=(
+        "Built-in task difficulty (default: the run's, else 'default')."
+    ),
+    answer_help="Answer field ('' for none: no verdicts).",
 )
-_DIFFICULTY = flags.DEFINE_enum(
-    "difficulty",
-    None,
-    arithmetic.DIFFICULTIES,
-    "Built-in task difficulty (default: the run's, else 'default').",
-)
-_SPLIT = flags.DEFINE_string("split", "test", "Built-in task split.")
 _N = flags.DEFINE_integer("num_rollouts", 8, "Rollouts on the page.")
 _MAX_NEW = flags.DEFINE_integer(
     "max_new_tokens", 0, "Response budget (0: the run's, else 64)."
@@ -87,7 +82,8 @@ _TOPD = flags.DEFINE_bool(
 )
 _OUT = flags.DEFINE_string("out", None, "The HTML page to write.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the data here.")
-_WORKERS = flags.DEFINE_integer("grading_workers", 2, "math-verify workers.")
+# No --grading_timeout: the page grades with the pool's default timeout.
+_GRADING = script_flags.grading_flags(timeout=False)
 
 
 def _check_flags():
@@ -144,18 +140,18 @@ def _models():
           " directory (a preset); pass --teacher=HF_DIR"
       )
     teacher_vocab = _model_config(teacher_dir, "teacher").vocab_size
-    student, step, c = restore.restore_student(_WORKDIR.value)
-    token_map.check_vocabularies(student.config.vocab_size, teacher_vocab)
-    tok_dir = _TOKENIZER.value or c.tokenizer or c.student
-    meta = {"student": f"{_WORKDIR.value} (step {step})"}
+    loaded = script_flags.restore_workdir(_WORKDIR.value)
+    c = loaded.run_config
+    token_map.check_vocabularies(loaded.model.config.vocab_size, teacher_vocab)
   else:
     token_map.check_vocabularies(
         _model_config(_STUDENT.value, "student").vocab_size,
         _model_config(_TEACHER.value, "teacher").vocab_size,
     )
-    student, c = load_hf(_STUDENT.value), None
-    teacher_dir, tok_dir = _TEACHER.value, _TOKENIZER.value or _STUDENT.value
-    meta = {"student": _STUDENT.value}
+    loaded, c = script_flags.hf_model(_STUDENT.value), None
+    teacher_dir = _TEACHER.value
+  student, tok_dir = loaded.model, _TOKENIZER.value or loaded.tokenizer_dir
+  meta = {"student": loaded.name}
   dtype = dtype_by_name(c.dtype if c else "float32")
   teacher = load_hf(teacher_dir, dtype=dtype)
   meta["teacher"] = teacher_dir
@@ -168,15 +164,16 @@ def _dataset(tokenizer, c):
   if _QUESTIONS.value:
     source = data_lib.FileSource(
         _QUESTIONS.value,
-        question_field=_QFIELD.value,
-        answer_field=_AFIELD.value or None,
+        question_field=_SRC.question_field.value,
+        answer_field=_SRC.answer_field.value or None,
     )
   else:
-    difficulty = _DIFFICULTY.value or (c.data.difficulty if c else "default")
-    task = arithmetic.ArithmeticTask(
-        difficulty=getattr(arithmetic.Difficulty, difficulty)()
+    difficulty = _SRC.difficulty.value or (
+        c.data.difficulty if c else "default"
     )
-    source = data_lib.ArithmeticSource(_SPLIT.value, _N.value, task=task)
+    source = script_flags.arithmetic_source(
+        difficulty, _SRC.split.value, _N.value
+    )
   max_prompt = _MAX_PROMPT.value or (c.max_prompt_len if c else 256)
   data = data_lib.PromptDataset(
       source, tokenizer, max_prompt_len=max_prompt, overlong="truncate"
@@ -277,7 +274,7 @@ def run():
         **kwargs,
     )
   elif any(a is not None for a in answers):
-    with GradingPool(_WORKERS.value) as pool:
+    with GradingPool(_GRADING.workers.value) as pool:
       result = token_map.write_token_map(
           _OUT.value,
           student,
