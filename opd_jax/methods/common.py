@@ -57,20 +57,22 @@ def selected_fraction(kept: Array, mask: Array) -> Metrics:
 
 
 @dataclasses.dataclass(frozen=True)
-class LossPass:
-  r"""How a method forms its ``[., V]`` tensors: the loss-pass settings.
+class LossSettings:
+  r"""The loss-pass fields, declared once.
 
-  Methods that score tokens with a stats pass and take a divergence loss on
-  all or on gathered positions build one of these from their config fields
-  (``Method.loss_pass``), so the settings travel as a type, not as a list
-  of attributes every helper reads off the method.
+  The base of `LossPass` and of every method whose loss is a divergence
+  through the heads (TIP, DEAR, TOPD), so each of their config blocks
+  (``config.<method>.divergence``, ...) has these fields under the same
+  names, defaults and meaning. GKD keeps its paper's names (``beta``,
+  ``loss_temperature``) and maps them in `GKD.loss_pass`.
 
   Attributes:
     divergence: the loss divergence, a key of ``heads.DIVERGENCES``.
     jsd_beta: beta of 'jsd' (stats pass and loss), in [0, 1].
     skew_alpha: alpha of the skew KL losses, in [0, 1].
     temperature: softmax temperature of both heads, stats and loss.
-    reduction: 'token_mean', 'seq_mean' or 'sum'.
+    reduction: 'token_mean' (mean over the weighted tokens), 'seq_mean' or
+      'sum'.
     chunk_size: positions per chunk of the head pass, or None for one pass.
   """
 
@@ -81,13 +83,25 @@ class LossPass:
   reduction: str = "token_mean"
   chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
+
+@dataclasses.dataclass(frozen=True)
+class LossPass(LossSettings):
+  r"""How a method forms its ``[., V]`` tensors: the loss-pass settings.
+
+  Methods that score tokens with a stats pass and take a divergence loss on
+  all or on gathered positions build one of these from their fields
+  (``Method.loss_pass``), so the settings travel as a type, not as a list
+  of attributes every helper reads off the method. The fields are
+  `LossSettings`'.
+  """
+
   @classmethod
-  def of(cls, method: Any) -> "LossPass":
-    """The settings read off a method config with fields of the same names
-    (TIP, DEAR, TOPD: `divergence`, `jsd_beta`, ..., `chunk_size`)."""
-    return cls(
-        **{f.name: getattr(method, f.name) for f in dataclasses.fields(cls)}
-    )
+  def of(cls, method: LossSettings) -> "LossPass":
+    """The loss-pass settings of a method (TIP, DEAR, TOPD)."""
+    return cls(**{
+        f.name: getattr(method, f.name)
+        for f in dataclasses.fields(LossSettings)
+    })
 
   @property
   def divergence_kwargs(self) -> dict[str, float]:

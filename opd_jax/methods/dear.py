@@ -37,7 +37,7 @@ Array = jax.Array
 
 @register("dear")
 @dataclasses.dataclass(frozen=True)
-class DEAR:
+class DEAR(common.LossSettings):
   r"""DEAR: OPD on decision tokens D and evidence tokens E only.
 
   Per rollout, D = the top ``floor(p L_b)`` tokens by student entropy;
@@ -64,12 +64,8 @@ class DEAR:
     norm_scope: 'sequence' (default) or 'batch' min–max statistics.
     decision_weight: loss weight of D, >= 0 (1).
     evidence_weight: loss weight of E, >= 0 (1).
-    divergence: the loss divergence ('reverse_kl').
-    jsd_beta: beta of 'jsd' (gap and loss), in [0, 1].
-    skew_alpha: alpha of the skew KL losses, in [0, 1].
-    temperature: softmax temperature of both heads.
-    reduction: 'token_mean' (weighted mean over D ∪ E), 'seq_mean', 'sum'.
-    chunk_size: positions per chunk of the stats and loss passes.
+    Loss settings: the fields of `common.LossSettings` (divergence,
+      jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
 
   NAME: ClassVar[str] = "dear"
@@ -82,12 +78,6 @@ class DEAR:
   norm_scope: str = "sequence"
   decision_weight: float = 1.0
   evidence_weight: float = 1.0
-  divergence: str = "reverse_kl"
-  jsd_beta: float = 0.5
-  skew_alpha: float = 0.1
-  temperature: float = 1.0
-  reduction: str = "token_mean"
-  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME

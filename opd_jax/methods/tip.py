@@ -56,7 +56,7 @@ KEEPS = {
 
 @register("tip")
 @dataclasses.dataclass(frozen=True)
-class TIP:
+class TIP(common.LossSettings):
   r"""TIP: OPD on the tokens that matter by student entropy and divergence.
 
   A stop-gradient stats pass gives per-token student entropy :math:`H_S`
@@ -86,13 +86,8 @@ class TIP:
       in (0, 1] (a rollout with more quadrant tokens keeps its first ones).
     tip_divergence: the selection axis: 'rkl' (default), 'fkl', 'jsd' or
       'sampled_logratio'.
-    divergence: the loss divergence, a key of heads.DIVERGENCES
-      ('reverse_kl').
-    jsd_beta: beta of 'jsd' (axis and loss), in [0, 1].
-    skew_alpha: alpha of the skew KL losses, in [0, 1].
-    temperature: softmax temperature of both heads, stats and loss.
-    reduction: 'token_mean' (mean over kept tokens), 'seq_mean' or 'sum'.
-    chunk_size: positions per chunk of the stats and loss passes.
+    Loss settings: the fields of `common.LossSettings` (divergence,
+      jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
 
   NAME: ClassVar[str] = "tip"
@@ -107,12 +102,6 @@ class TIP:
   q_divergence: float = 0.8
   quadrant_budget: float = 1.0
   tip_divergence: str = "rkl"
-  divergence: str = "reverse_kl"
-  jsd_beta: float = 0.5
-  skew_alpha: float = 0.1
-  temperature: float = 1.0
-  reduction: str = "token_mean"
-  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME

@@ -42,7 +42,7 @@ TRAJ_WINDOWS = ("teacher", "student")
 
 @register("topd")
 @dataclasses.dataclass(frozen=True)
-class TOPD:
+class TOPD(common.LossSettings):
   r"""TOPD: suppress false alarms, guide divergent states along the teacher.
 
   A pre-update stage (:meth:`prepare`, no gradient) scores every rollout
@@ -85,12 +85,8 @@ class TOPD:
     traj_divergence: divergence of the trajectory term, a key of
       heads.DIVERGENCES ('forward_kl').
     traj_window: 'teacher' (default) or 'student', see above.
-    divergence: the OPD loss divergence ('reverse_kl').
-    jsd_beta: beta of 'jsd' (scores and losses), in [0, 1].
-    skew_alpha: alpha of the skew KL losses, in [0, 1].
-    temperature: softmax temperature of both heads.
-    reduction: of the OPD term: 'token_mean', 'seq_mean' or 'sum'.
-    chunk_size: positions per chunk of the head passes.
+    Loss settings: the fields of `common.LossSettings` (divergence,
+      jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
 
   NAME: ClassVar[str] = "topd"
@@ -107,12 +103,6 @@ class TOPD:
   lambda_traj: float = 1.0
   traj_divergence: str = "forward_kl"
   traj_window: str = "teacher"
-  divergence: str = "reverse_kl"
-  jsd_beta: float = 0.5
-  skew_alpha: float = 0.1
-  temperature: float = 1.0
-  reduction: str = "token_mean"
-  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
 
   def __post_init__(self):
     name = self.NAME
