@@ -94,11 +94,12 @@ def per_token_cost(args, directory, batch, fills, dtype) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import split_layers  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import sampler  # pylint: disable=g-import-not-at-top
 
   model = load_hf(os.path.join(directory, "student"), dtype=jnp.dtype(dtype))
-  model = model.split_layers()
+  model = split_layers(model)
   graphdef, state = nnx.split(model)
   sampling = Sampling(temperature=args.temperature)
   schedule = sampler.cache_schedule(max(fills))
@@ -145,9 +146,10 @@ def draw_vs_head(args, directory, batches) -> list[dict]:
   on B rows (`decode_head` over the [V, D] rows).
   """
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import split_layers  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling  # pylint: disable=g-import-not-at-top
 
-  model = load_hf(os.path.join(directory, "student")).split_layers()
+  model = split_layers(load_hf(os.path.join(directory, "student")))
   sampling = Sampling(temperature=args.temperature)
   head = jax.jit(model.apply_head)
   lsm_draw = jax.jit(

@@ -26,6 +26,7 @@ from opd_jax.models.config import (
     to_hf_config,
 )
 from opd_jax.models.transformer import ModelOutput, Transformer
+from opd_jax.models.decode import SplitTransformer, split_layers
 from opd_jax.models.hf_io import CheckpointError, load_hf, mapping_table, save_hf
 from opd_jax.models.precision import DTYPES, cast_floating, dtype_by_name
 from opd_jax.models.response import map_row_groups

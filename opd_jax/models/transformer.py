@@ -22,7 +22,6 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from opd_jax import kernels
 from opd_jax import sharding
 from opd_jax.models import layers
 from opd_jax.models.attention import Attention, KVCache, init_cache
@@ -31,29 +30,6 @@ from opd_jax.models.config import (
     REMAT_POLICIES,
     ModelConfig,
 )
-
-# Up to this many rows, a decoding model (`split_layers`) computes its
-# logits with `decode_head`; up to _KERNEL_HEAD_ROWS rows of a float32 or
-# bfloat16 head on CPU, with the C++ `kernels.rows_dot` (1.14x per rollout
-# at B = 4 and 8; from 16 rows on it is slower than `decode_head`,
-# BENCHMARKS.md).
-_DECODE_HEAD_ROWS = 64
-_KERNEL_HEAD_ROWS = 8
-
-
-def decode_head(h: jax.Array, w: jax.Array) -> jax.Array:
-  """Logits [M, V] float32 of a few hidden rows h [M, D] against w [V, D].
-
-  logits[m, v] = sum_d h[m, d] w[v, d], written as a multiply-and-reduce
-  over d that XLA fuses into one pass over w (each [D] row read once, dotted
-  with all M rows), rather than as a `dot`. At decode sizes (M <= 64,
-  V = 32000, D = 256) XLA:CPU's dot took 1.2-1.7x as long as this pass
-  (measured, not explained; BENCHMARKS.md, "Decode products as fused
-  loops"). The barrier keeps the producer of h (the final norm) out of the
-  fusion, which would otherwise recompute it for every row of w.
-  """
-  h = jax.lax.optimization_barrier(h.astype(jnp.float32))
-  return jnp.sum(w.astype(jnp.float32)[:, None, :] * h[None], axis=-1).T
 
 
 def resolve_remat(policy: str, seq_len: int, platform: str | None = None):
@@ -158,7 +134,8 @@ class Transformer(nnx.Module):
 
   The decoder layers' parameters are stacked along a leading axis of size
   `num_layers` and run under one `jax.lax.scan`, so compile time does not
-  grow with depth.
+  grow with depth. Decode loops run it split into one Block per layer
+  (`models.decode.split_layers`, with the single-device CPU kernel paths).
   """
 
   def __init__(self, config: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
@@ -212,66 +189,17 @@ class Transformer(nnx.Module):
     dtype = dtype or self.embedder.embedding[...].dtype
     return init_cache(self.config, batch, cache_len, dtype)
 
-  def split_layers(self) -> Transformer:
-    """This model with its layer stack split into one Block per layer.
-
-    For decoding loops: with the stack, every cached call slices each
-    layer's weights out of it, and inside a `while_loop` those slices are
-    copies made every step. Splitting once before the loop makes them
-    loop-invariant buffers. Arrays are shared, not copied, outside jit.
-
-    On CPU (`kernels.cpu_kernels_enabled()`), outside a mesh of several
-    devices, each float32 or bfloat16
-    projection also keeps its kernel as [out, in] rows for
-    `kernels.rows_dot`, which runs a decode step's few-row products about 2x
-    faster than XLA:CPU's dot (the copies double the trunk's weights while
-    the split model lives), one-token attention runs
-    `kernels.decode_attention`, a head of up to 64 rows is `decode_head`'s
-    fused loop and an untied head is kept as [V, D] rows. Elsewhere
-    (accelerators, a mesh of several devices) decoding runs XLA's dots.
-    """
-    if isinstance(self.layers, nnx.List):
-      return self
-    graphdef, state = nnx.split(self)
-    split = nnx.merge(graphdef, state)
-    layer_def, stacked = nnx.split(self.layers)
-    split.layers = nnx.List([
-        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
-        for i in range(self.config.num_layers)
-    ])
-    # The C++ kernels and the fused decode head are single-device CPU
-    # paths: elsewhere XLA's dots are the fast ones, and under a mesh of
-    # several devices the partitioner would gather their operands (the
-    # whole batch's KV cache every step; for the fused head, the [V, M, D]
-    # product: 9.3 GiB per device at the TIP recipe's 1.7B student).
-    split.cpu_decode = (
-        jax.default_backend() == "cpu" and sharding.single_device()
-    )
-    if split.cpu_decode and kernels.cpu_kernels_enabled():
-      for _, node in nnx.iter_graph(split.layers):
-        if (
-            isinstance(node, layers.Projection)
-            and node.kernel[...].dtype in kernels.KERNEL_DTYPES
-        ):
-          node.attach_rows()
-        if isinstance(node, Attention):
-          node.use_decode_kernel()
-    if split.cpu_decode and split.lm_head is not None:
-      # Decoding multiplies a few rows by the whole head every step. XLA:CPU
-      # runs that product about 1.4x faster with the head as [V, D] (each
-      # logit one contiguous row) than as the kernel's [D, V] (measured in
-      # BENCHMARKS.md); the transpose is made once per loop, not per step.
-      split.head_rows = nnx.Cache(split.lm_head.kernel[...].T)
-    return split
-
   def _layer_stack(self):
     """(graphdef, stacked params) of the layers, for the scan over layers."""
-    if not isinstance(self.layers, nnx.List):
-      return nnx.split(self.layers)
-    splits = [nnx.split(block) for block in self.layers]
-    return splits[0][0], jax.tree.map(
-        lambda *xs: jnp.stack(xs), *[s for _, s in splits]
-    )
+    return nnx.split(self.layers)
+
+  def _blocks(self) -> list:
+    """The layers as one Block each, sliced out of the stack."""
+    layer_def, stacked = nnx.split(self.layers)
+    return [
+        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
+        for i in range(self.config.num_layers)
+    ]
 
   def _cached_layers(
       self, x, cache, cos, sin, key_mask, query_slots, start, fresh
@@ -285,16 +213,8 @@ class Transformer(nnx.Module):
     decode step's cost grew with the cache length (B = 64: 12 ms at 16
     slots, 405 ms at 1024).
     """
-    if isinstance(self.layers, nnx.List):
-      blocks = list(self.layers)
-    else:
-      layer_def, stacked = nnx.split(self.layers)
-      blocks = [
-          nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
-          for i in range(self.config.num_layers)
-      ]
     ks, vs = [], []
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(self._blocks()):
       x, (k, v) = block(
           x,
           cos,
@@ -316,33 +236,22 @@ class Transformer(nnx.Module):
     return self.lm_head.kernel[...]
 
   def apply_head(self, hidden: jax.Array) -> jax.Array:
-    """Logits [..., V] in float32 from hidden states [..., D]."""
+    """Logits [..., V] in float32 from hidden states [..., D].
+
+    XLA's dot with the head as it is stored: the [V, D] embedding if tied,
+    else the [D, V] kernel. A decoding model (`decode.SplitTransformer`)
+    overrides this with its single-device CPU paths.
+    """
     lead = hidden.shape[:-1]
     h = hidden.reshape(-1, hidden.shape[-1])
-    rows = getattr(self, "head_rows", None)  # [V, D], see split_layers
-    if self.lm_head is None or rows is not None:
-      # Contract with a [V, D] matrix directly, no transpose.
-      if rows is None:
-        w = self.embedder.embedding[...]
-      else:
-        w = layers.rows_of(rows[...], self.lm_head.kernel[...])
-      # split_layers was called, on one CPU device.
-      decoding = getattr(self, "cpu_decode", False)
-      if (
-          decoding
-          and h.shape[0] <= _KERNEL_HEAD_ROWS
-          and kernels.rows_dot_uses_kernel(h.dtype, w.dtype)
-      ):
-        logits = kernels.rows_dot(h, w)
-      elif decoding and h.shape[0] <= _DECODE_HEAD_ROWS:
-        logits = decode_head(h, w)
-      else:
-        logits = jax.lax.dot_general(
-            h,
-            w.astype(h.dtype),
-            (((1,), (1,)), ((), ())),
-            preferred_element_type=jnp.float32,
-        )
+    if self.lm_head is None:
+      # Contract with the [V, D] matrix directly, no transpose.
+      logits = jax.lax.dot_general(
+          h,
+          self.embedder.embedding[...].astype(h.dtype),
+          (((1,), (1,)), ((), ())),
+          preferred_element_type=jnp.float32,
+      )
     else:
       logits = jnp.dot(
           h,

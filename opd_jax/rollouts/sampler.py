@@ -26,6 +26,7 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.models import cast_floating
+from opd_jax.models import split_layers
 from opd_jax.models import attention
 from opd_jax.rollouts.sampling import Sampling
 
@@ -224,8 +225,9 @@ def decode(
 def decoding_models(graphdefs, states, compute_dtype) -> list[Transformer]:
   """The models of a decode loop, in the compute dtype, layers split.
 
-  Layer weights are sliced out of their stacks once (`split_layers`), not
-  every step of the loop; under a mesh of several devices they are first
+  Layer weights are sliced out of their stacks once, not every step of the
+  loop (`models.decode.split_layers`, which on one CPU device also sets up
+  the C++ kernel paths); under a mesh of several devices they are first
   gathered over the data-parallel axes, once for all the loops
   (`sharding.gather_data_parallel`).
   """
@@ -233,7 +235,7 @@ def decoding_models(graphdefs, states, compute_dtype) -> list[Transformer]:
   if not sharding.single_device():
     mesh = sharding.current_mesh()
     states = [sharding.gather_data_parallel(s, mesh) for s in states]
-  return [nnx.merge(g, s).split_layers() for g, s in zip(graphdefs, states)]
+  return [split_layers(nnx.merge(g, s)) for g, s in zip(graphdefs, states)]
 
 
 def _sample_impl(

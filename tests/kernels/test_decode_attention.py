@@ -23,6 +23,7 @@ from flax import nnx
 
 from opd_jax import kernels
 from opd_jax import testing
+from opd_jax.models.decode import split_layers
 
 
 @pytest.fixture
@@ -185,10 +186,10 @@ def test_a_split_model_decodes_like_the_jax_path(
     return text, jnp.stack(logits), out.cache
 
   model = testing.random_model(config, seed=0, dtype=dtype)
-  text, got, cache = decode(model.split_layers())
+  text, got, cache = decode(split_layers(model))
   assert text.count("opd_decode_attention") == config.num_layers
   monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
-  text, want, want_cache = decode(model.split_layers())
+  text, want, want_cache = decode(split_layers(model))
   assert "opd_decode_attention" not in text
   np.testing.assert_allclose(got, want, rtol=0, atol=tolerance)
   for a, b in zip(cache.k + cache.v, want_cache.k + want_cache.v):
@@ -202,12 +203,12 @@ def test_prefill_float16_and_unsplit_models_keep_the_jax_path(enabled):
   model = testing.random_model(config, seed=0)
   call = nnx.jit(lambda m, t, c: m(t, cache=c).logits)
   one = jnp.ones((2, 1), jnp.int32)
-  split = model.split_layers()
+  split = split_layers(model)
   prefill = call.lower(
       split, jnp.ones((2, 3), jnp.int32), split.init_cache(2, 8)
   )
   assert "opd_decode_attention" not in prefill.as_text()
-  f16 = testing.random_model(config, seed=0, dtype=jnp.float16).split_layers()
+  f16 = split_layers(testing.random_model(config, seed=0, dtype=jnp.float16))
   text = call.lower(f16, one, f16.init_cache(2, 8)).as_text()
   assert "opd_decode_attention" not in text
   text = call.lower(model, one, model.init_cache(2, 8)).as_text()

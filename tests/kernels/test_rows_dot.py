@@ -23,6 +23,7 @@ from opd_jax import kernels
 from opd_jax import testing
 from opd_jax.kernels import cpu
 from opd_jax.models import layers
+from opd_jax.models.decode import split_layers
 
 _rows_dot = jax.jit(kernels.rows_dot)
 
@@ -150,7 +151,7 @@ def _decode_step_hlo(model, rows=3):
 def test_a_split_float32_model_decodes_with_the_kernel(enabled, monkeypatch):
   config = testing.tiny_config("qwen2")
   model = testing.random_model(config, seed=0)
-  split = model.split_layers()
+  split = split_layers(model)
   projections = [
       n
       for _, n in nnx.iter_graph(split.layers)
@@ -172,8 +173,8 @@ def test_a_split_float32_model_decodes_with_the_kernel(enabled, monkeypatch):
   assert "opd_rows_dot" not in text
   # A bfloat16 model reads its bfloat16 rows; with the kernels off, the dot.
   bf16 = testing.random_model(config, seed=0, dtype=jnp.bfloat16)
-  assert _decode_step_hlo(bf16.split_layers()).count("opd_rows_dot_bf16") == (
+  assert _decode_step_hlo(split_layers(bf16)).count("opd_rows_dot_bf16") == (
       calls
   )
   monkeypatch.setenv("OPD_JAX_CPU_KERNELS", "0")
-  assert "opd_rows_dot" not in _decode_step_hlo(model.split_layers())
+  assert "opd_rows_dot" not in _decode_step_hlo(split_layers(model))

@@ -21,6 +21,7 @@ from flax import nnx
 
 from opd_jax import testing
 from opd_jax.models.attention import extend_cache
+from opd_jax.models.decode import split_layers
 
 
 @nnx.jit
@@ -93,8 +94,8 @@ def test_hidden_only_forward_skips_logits():
 def test_split_layers_and_a_grown_cache_decode_the_same():
   config = testing.tiny_config("qwen2")
   model = testing.random_model(config, seed=4)
-  split = model.split_layers()
-  assert split.split_layers() is split
+  split = split_layers(model)
+  assert split_layers(split) is split
   # The untied head is kept as [V, D] rows for the decode loop's product.
   assert model.lm_head is not None and getattr(model, "head_rows", None) is None
   np.testing.assert_array_equal(
@@ -139,7 +140,7 @@ def test_split_layers_and_a_grown_cache_decode_the_same():
 def test_decode_products_match_numpy():
   """The decode step's head and q.k^T, written as fused loops, are matmuls."""
   from opd_jax.models.attention import _few_rows_qk  # pylint: disable=g-import-not-at-top
-  from opd_jax.models.transformer import decode_head  # pylint: disable=g-import-not-at-top
+  from opd_jax.models.decode import decode_head  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(5)
   h = rng.standard_normal((3, 24)).astype(np.float32)
@@ -177,7 +178,7 @@ def test_split_model_decodes_with_the_fused_head(tied):
   """A split model's few-row head is `decode_head` (no dot over the head)."""
   config = testing.tiny_config("qwen2", tied=tied)
   model = testing.random_model(config, seed=4)
-  split = model.split_layers()
+  split = split_layers(model)
   hidden = jax.random.normal(jax.random.key(0), (2, 1, config.embed_dim))
   jaxpr = jax.make_jaxpr(split.apply_head)(hidden)
   assert not any(eq.primitive.name == "dot_general" for eq in jaxpr.eqns)
