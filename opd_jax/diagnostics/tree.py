@@ -257,7 +257,6 @@ def _sample_leaves(
         ),
         response_mask=jnp.asarray(np.pad(mask[start:stop], pad)),
         logprobs=jnp.zeros((width, t)),
-        policy_logprobs=jnp.zeros((width, t)),
     )
     out = continue_from(
         student,

@@ -329,5 +329,4 @@ def _mask_rows(out: Rollout, valid: jax.Array, pad_id: int) -> Rollout:
       response=jnp.where(keep, out.response, pad_id),
       response_mask=keep,
       logprobs=jnp.where(keep, out.logprobs, 0.0),
-      policy_logprobs=jnp.where(keep, out.policy_logprobs, 0.0),
   )

@@ -59,9 +59,9 @@ class Rollout:
     response_mask: bool [B, T], True up to and including the first EOS.
     logprobs: float32 [B, T] log-probability of each sampled token under the
       sampling distribution (tempered, before top-k/top-p truncation; the
-      mixture when sampling from several models); 0 where masked.
-    policy_logprobs: float32 [B, T] the same under the first model alone (the
-      student), for importance weights of mixture sampling.
+      mixture when sampling from several models); 0 where masked. The
+      trainer passes them on as `sampler_logprobs`, the old policy of the
+      methods' importance weights (MiniLLM's mixture sampling included).
   """
 
   prompt: jax.Array
@@ -69,7 +69,6 @@ class Rollout:
   response: jax.Array
   response_mask: jax.Array
   logprobs: jax.Array
-  policy_logprobs: jax.Array
 
   @property
   def tokens(self) -> jax.Array:
@@ -166,7 +165,6 @@ def decode(
         valid,
         done | is_eos,
         jnp.where(valid, gather(mix), 0.0),
-        jnp.where(valid, gather(per_model[0]), 0.0),
     )
 
   def write(bufs, i, values):
@@ -176,12 +174,11 @@ def decode(
       jnp.full((b, t), pad_id, jnp.int32),
       jnp.zeros((b, t), bool),
       jnp.zeros((b, t), jnp.float32),
-      jnp.zeros((b, t), jnp.float32),
   )
-  token, valid, done, lp, plp = choose(
+  token, valid, done, lp = choose(
       0, list(first_log_probs), jnp.zeros((b,), bool)
   )
-  bufs = write(bufs, 0, (token, valid, lp, plp))
+  bufs = write(bufs, 0, (token, valid, lp))
 
   def body(carry):
     i, token, caches, done, bufs = carry
@@ -190,13 +187,13 @@ def decode(
       out = m(token[:, None], cache=c)
       new_caches.append(out.cache)
       per_model.append(sampling.log_probs(out.logits[:, 0]))
-    token, valid, done, lp, plp = choose(i, per_model, done)
+    token, valid, done, lp = choose(i, per_model, done)
     return (
         i + 1,
         token,
         new_caches,
         done,
-        write(bufs, i, (token, valid, lp, plp)),
+        write(bufs, i, (token, valid, lp)),
     )
 
   carry = (jnp.int32(1), token, list(caches), done, bufs)
@@ -210,7 +207,7 @@ def decode(
     carry = jax.lax.while_loop(
         lambda c, bound=bound: (c[0] <= bound) & ~jnp.all(c[3]), body, carry
     )
-  response, mask, logprobs, policy_lp = carry[4]
+  response, mask, logprobs = carry[4]
   empty = jnp.zeros((b, 0), jnp.int32)
   return Rollout(
       prompt=empty,
@@ -218,7 +215,6 @@ def decode(
       response=response,
       response_mask=mask,
       logprobs=logprobs,
-      policy_logprobs=policy_lp,
   )
 
 
@@ -408,8 +404,7 @@ def sample(
       keeps the models' own dtype.
 
   Returns:
-    A Rollout with response [B, T], response_mask, logprobs and
-    policy_logprobs.
+    A Rollout with response [B, T], response_mask and logprobs.
   """
   models, weights = check_models(models, weights, "sample")
   if prompt.ndim != 2 or prompt.shape != prompt_mask.shape:

@@ -69,7 +69,6 @@ def compile_prepare(
         response=tokens[:, -t:],
         response_mask=batch["response_mask"].astype(bool),
         logprobs=zeros,
-        policy_logprobs=zeros,
     )
     return method.prepare(
         student,

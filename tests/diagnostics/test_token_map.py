@@ -70,7 +70,6 @@ def pair():
       response=jnp.asarray(response, jnp.int32),
       response_mask=jnp.asarray(response_mask),
       logprobs=jnp.zeros((b, t)),
-      policy_logprobs=jnp.zeros((b, t)),
   )
   token_map = tm.compute_token_map(student, teacher, rollout)
   return student, teacher, rollout, token_map

@@ -53,7 +53,6 @@ def _truncate(r: Rollout, t: int) -> Rollout:
       response=r.response[:, :t],
       response_mask=r.response_mask[:, :t],
       logprobs=r.logprobs[:, :t],
-      policy_logprobs=r.policy_logprobs[:, :t],
   )
 
 
@@ -64,7 +63,6 @@ def _manual(prompt, prompt_mask, response, response_mask):
       response=jnp.asarray(response),
       response_mask=jnp.asarray(response_mask),
       logprobs=jnp.zeros(np.shape(response)),
-      policy_logprobs=jnp.zeros(np.shape(response)),
   )
 
 
@@ -196,8 +194,28 @@ def test_teacher_as_sampler(model):
       weights=(0.5, 0.5),
   )
   assert bool(mix.response_mask.all())
-  assert not np.allclose(
-      np.asarray(mix.logprobs), np.asarray(mix.policy_logprobs)
+  # Its log-probs are the mixture's, log(p_s / 2 + p_t / 2), of each drawn
+  # token after its prefix (an uncached forward over prefix + continuation).
+  ids = jnp.concatenate([mix.prompt, mix.response], axis=1)
+  ids_mask = jnp.concatenate([mix.prompt_mask, mix.response_mask], axis=1)
+  w = mix.prompt.shape[1]
+  drawn = np.asarray(mix.response)[..., None]
+  per_model = [
+      np.take_along_axis(
+          np.asarray(
+              jax.nn.log_softmax(
+                  m(ids, attention_mask=ids_mask).logits[:, w - 1 : -1], -1
+              )
+          ),
+          drawn,
+          -1,
+      )[..., 0]
+      for m in (model, teacher)
+  ]
+  np.testing.assert_allclose(
+      np.asarray(mix.logprobs),
+      np.logaddexp(*per_model) + np.log(0.5),
+      atol=1e-5,
   )
 
 
@@ -274,7 +292,6 @@ def test_invalid_cuts_are_masked(model):
   assert not rmask[~valid].any()
   assert (np.asarray(out.response)[~valid] == 0).all()
   assert (np.asarray(out.logprobs)[~valid] == 0).all()
-  assert (np.asarray(out.policy_logprobs)[~valid] == 0).all()
   assert np.isfinite(np.asarray(out.logprobs)).all()
 
 

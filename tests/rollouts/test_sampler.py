@@ -179,9 +179,6 @@ def test_mixture_sampling_follows_mixture():
   assert _chi2(counts, 0.7 * ps + 0.3 * pt) < _CHI2_11_999
   tok = np.asarray(out.response[:, 0])
   np.testing.assert_allclose(
-      np.asarray(out.policy_logprobs[:, 0]), np.log(ps[tok]), atol=1e-5
-  )
-  np.testing.assert_allclose(
       np.asarray(out.logprobs[:, 0]),
       np.log(0.7 * ps[tok] + 0.3 * pt[tok]),
       atol=1e-5,
