@@ -32,9 +32,9 @@ from opd_jax.methods.base import TokenSet
 from opd_jax.methods.base import TokenSetMethod
 from opd_jax.methods.dear import DEAR
 from opd_jax.methods.gkd import GKD
-from opd_jax.methods.gkd import ReverseKL
 from opd_jax.methods.minillm import MiniLLM
-from opd_jax.methods.sampled import SampledRKL
+from opd_jax.methods.rkl import ReverseKL
+from opd_jax.methods.sampled_rkl import SampledRKL
 from opd_jax.methods.tip import TIP
 from opd_jax.methods.topd import TOPD
 from opd_jax.methods.tsd_kd import TSDKD

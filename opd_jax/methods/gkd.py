@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""GKD and full-vocabulary reverse-KL OPD.
+"""GKD: generalized JSD(beta) on-policy distillation.
 
 References:
   Agarwal et al., "On-Policy Distillation of Language Models: Learning from
@@ -109,21 +109,3 @@ class GKD:
             f" {p.temperature:g} (its loss term)",
         )
     }
-
-
-@register("rkl")
-@dataclasses.dataclass(frozen=True)
-class ReverseKL(GKD):
-  r"""Full-vocabulary reverse-KL OPD: :math:`\mathrm{KL}(p_S \| p_T)` per token.
-
-  GKD with ``divergence='reverse_kl'`` and
-  the loss at temperature 1: the exact-expectation form of the
-  Thinking-Machines per-token reverse KL (see ``sampled_rkl`` for the
-  sampled-token estimator), and the loss TIP and DEAR restrict to selected
-  tokens. ``beta`` only matters if ``divergence`` is switched to 'jsd'.
-  """
-
-  NAME: ClassVar[str] = "rkl"
-
-  divergence: str = "reverse_kl"
-  loss_temperature: float = 1.0

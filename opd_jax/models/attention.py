@@ -180,13 +180,13 @@ class Attention(nnx.Module):
     self.scale = h**-0.5
     self.implementation = config.attention
     self.block_size = config.attention_block_size
-    # Set by `use_decode_kernel` (Transformer.split_layers, on CPU).
+    # Set by `use_decode_kernel` (models.decode.split_layers, on CPU).
     self.decode_kernel = False
 
   def use_decode_kernel(self) -> None:
     """Runs one-token cached calls with `kernels.decode_attention`.
 
-    For decoding loops on CPU (`Transformer.split_layers`): the C++ kernel
+    For decoding loops on CPU (`models.decode.split_layers`): the C++ kernel
     writes the step's key and value into the cache in place and reads only
     the filled slots, where XLA's loops read the whole buffer (BENCHMARKS.md).
     Derivatives, if any, are those of its twin `cached_attention`.

@@ -113,7 +113,7 @@ class Projection(nnx.Module):
   def attach_rows(self) -> None:
     """Keeps a copy of the kernel as [out, in] rows for `kernels.rows_dot`.
 
-    For decoding loops on CPU (`Transformer.split_layers`): with the rows,
+    For decoding loops on CPU (`models.decode.split_layers`): with the rows,
     products of up to `DECODE_KERNEL_ROWS` input rows run the C++ kernel,
     which reads each weight once (1.5-2x faster than XLA:CPU's dot at 8
     rows, BENCHMARKS.md).

@@ -29,7 +29,7 @@ from opd_jax import methods
 from opd_jax import selection
 from opd_jax.methods import common
 from opd_jax.methods import minillm
-from opd_jax.methods import sampled
+from opd_jax.methods import sampled_rkl
 from opd_jax.methods import tsd_kd
 import dear_reference
 import topd_reference
@@ -125,6 +125,13 @@ class RegistryTest(parameterized.TestCase):
       m = methods.build_method(name)
       self.assertEqual(m.NAME, name)
       hash(m)  # frozen dataclasses can be static jit arguments
+
+  def test_each_method_lives_in_the_module_of_its_name(self):
+    # A reader looking for method NAME opens opd_jax/methods/NAME.py.
+    for name in ALL_METHODS:
+      self.assertEqual(
+          methods.REGISTRY[name].__module__, f"opd_jax.methods.{name}"
+      )
 
   def test_unknown_method(self):
     with self.assertRaisesRegex(ValueError, r"config\.method.*'nope'"):
@@ -222,9 +229,9 @@ class SampledRklTest(parameterized.TestCase):
     expected = np.zeros_like(x)
     for t in range(7):
       expected[:, t] = sum(gamma ** (u - t) * x[:, u] for u in range(t, 7))
-    got = sampled.discounted_future_sum(jnp.asarray(x), gamma)
+    got = sampled_rkl.discounted_future_sum(jnp.asarray(x), gamma)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(sampled.discounted_future_sum(x, 0.0), x)
+    np.testing.assert_array_equal(sampled_rkl.discounted_future_sum(x, 0.0), x)
 
   @parameterized.parameters(
       (0.0, True, None), (0.5, True, CHUNK), (0.9, False, CHUNK)
