@@ -133,6 +133,15 @@ def _models():
 
   if _WORKDIR.value:
     c = restore.load_run_config(_WORKDIR.value)
+    if c.teacher_context.template or c.teacher == "self":
+      # The script scores the student's sequence with a loaded teacher; the
+      # training loop's maps score what the step scored.
+      raise InputError(
+          f"--workdir: the run in {_WORKDIR.value} distills from a"
+          " self-teacher or a teacher context, which this script does not"
+          " build; its maps come from training with"
+          " --config.token_map_every=N"
+      )
     teacher_dir = _TEACHER.value or c.teacher
     if not teacher_dir:
       raise InputError(

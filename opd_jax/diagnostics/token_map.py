@@ -250,14 +250,19 @@ def _finite_list(x: np.ndarray) -> list[float | None]:
 
 
 @nnx.jit(static_argnames=("shown", "chunk_size"))
-def _compute(student, teacher, rollout, key, extras, *, shown, chunk_size):
+def _compute(
+    student, teacher, rollout, teacher_seq, key, extras, *, shown, chunk_size
+):
   """Channels and each method's token sets [B, T] (see compute_token_map)."""
   t = rollout.response.shape[1]
   rmask = rollout.response_mask.astype(bool)
+  # The teacher's own [B, Pt + T] sequence, or the student's; both end in
+  # the response, which `response_hidden` aligns by position from the end.
+  t_tokens, t_mask = teacher_seq or (rollout.tokens, rollout.mask)
   inputs = methods_lib.StepInputs(
       student_hidden=response_hidden(student, rollout.tokens, rollout.mask, t),
       student_head=student.head_matrix(),
-      teacher_hidden=response_hidden(teacher, rollout.tokens, rollout.mask, t),
+      teacher_hidden=response_hidden(teacher, t_tokens, t_mask, t),
       teacher_head=teacher.head_matrix(),
       ids=rollout.response,
       mask=rmask,
@@ -320,11 +325,46 @@ def check_vocabularies(student_vocab: int, teacher_vocab: int) -> None:
     )
 
 
+def check_teacher_sequence(rollout, teacher_tokens, teacher_mask) -> None:
+  """Raises ValueError unless the teacher's sequence ends in the response.
+
+  Args:
+    rollout: the student's `Rollout` (response [B, T]).
+    teacher_tokens: int [B, Pt + T], `[teacher prompt | response]`.
+    teacher_mask: bool [B, Pt + T].
+  """
+  b, t = rollout.response.shape
+  shape = np.shape(teacher_tokens)
+  if (
+      len(shape) != 2
+      or shape[0] != b
+      or shape[1] < t
+      or np.shape(teacher_mask) != shape
+  ):
+    raise ValueError(
+        f"teacher_tokens / teacher_mask: expected [{b}, Pt + {t}] each, got"
+        f" {shape} and {np.shape(teacher_mask)}"
+    )
+  ids, mask = _to_numpy((teacher_tokens[:, -t:], teacher_mask[:, -t:]))
+  want_ids, want_mask = _to_numpy((rollout.response, rollout.response_mask))
+  if not (
+      np.array_equal(mask, want_mask)
+      and np.array_equal(
+          np.where(want_mask, ids, 0), np.where(want_mask, want_ids, 0)
+      )
+  ):
+    raise ValueError(
+        "teacher_tokens: its last T ids must be the rollout's response"
+    )
+
+
 def compute_token_map(
     student,
     teacher,
     rollout,
     *,
+    teacher_tokens: jax.Array | None = None,
+    teacher_mask: jax.Array | None = None,
     method: methods_lib.Method | None = None,
     compare: Sequence[methods_lib.Method] | None = None,
     stage: StageSettings | None = None,
@@ -345,6 +385,11 @@ def compute_token_map(
     student: the student Transformer (the policy that sampled `rollout`).
     teacher: the teacher Transformer, same vocabulary.
     rollout: a `rollouts.Rollout` ([B, P] prompt, [B, T] response).
+    teacher_tokens: int [B, Pt + T], the teacher's own sequence
+      `[teacher prompt with context | response]` (self-distillation with a
+      privileged context, the batch's ``teacher/tokens``); None: the
+      teacher scores the student's sequence.
+    teacher_mask: bool [B, Pt + T], with `teacher_tokens`.
     method: a run's method: shown first, its config in `meta`
       (``settings.<method>.<field>``).
     compare: the other methods shown; default `comparison_methods` less the
@@ -368,6 +413,13 @@ def compute_token_map(
         "rollout: expected prompt [B, P] and response [B, T], got"
         f" {rollout.prompt.shape} and {rollout.response.shape}"
     )
+  teacher_seq = None
+  if teacher_tokens is not None or teacher_mask is not None:
+    check_teacher_sequence(rollout, teacher_tokens, teacher_mask)
+    teacher_seq = (
+        jnp.asarray(teacher_tokens, jnp.int32),
+        jnp.asarray(teacher_mask, bool),
+    )
   meta = {}
   if method is not None:
     name = methods_lib.method_name(method)
@@ -377,6 +429,17 @@ def compute_token_map(
     })
   if compare is None:
     compare = comparison_methods(exclude=[meta["method"]] if meta else [])
+  if teacher_seq is not None:
+    for m in (method, *compare):
+      if m is not None and methods_lib.has_stage(m):
+        # Its branches are cut from the student's sequence (see
+        # docs/self_distillation.md).
+        raise ValueError(
+            f"{methods_lib.method_name(m)}'s pre-update stage branches the"
+            " teacher from the student's sequence: it cannot be shown with"
+            " teacher_tokens"
+        )
+    meta["teacher sequence"] = "its own prompt (a teacher context)"
   shown = tuple(
       m
       for m in (method, *compare)
@@ -406,6 +469,7 @@ def compute_token_map(
           student,
           teacher,
           rollout,
+          teacher_seq,
           key,
           tuple(extras),
           shown=shown,
@@ -524,6 +588,8 @@ def write_token_map(
     rollout,
     tokenizer,
     *,
+    teacher_tokens: jax.Array | None = None,
+    teacher_mask: jax.Array | None = None,
     answers: Sequence[str | None] | None = None,
     grader: Grader | None = None,
     method: methods_lib.Method | None = None,
@@ -546,6 +612,8 @@ def write_token_map(
     student, teacher: Transformers sharing a vocabulary.
     rollout: the student's `Rollout`.
     tokenizer: the student's tokenizer.
+    teacher_tokens, teacher_mask: the teacher's own `[teacher prompt |
+      response]` (see `compute_token_map`).
     answers: reference answers per rollout, for the verdicts.
     grader: (texts, answers) -> bools; without one no verdict is shown.
     method, compare, stage, prepared, seed: what `compute_token_map` shows
@@ -562,6 +630,8 @@ def write_token_map(
       student,
       teacher,
       rollout,
+      teacher_tokens=teacher_tokens,
+      teacher_mask=teacher_mask,
       method=method,
       compare=compare,
       stage=stage,

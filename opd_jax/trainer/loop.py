@@ -415,20 +415,37 @@ class Trainer:
       batch.update(prepared)
     if r is not None and c.token_map_every:
       if (step + 1) % c.token_map_every == 0:
-        self._write_token_map(step + 1, r, host, prepared=prepared)
+        self._write_token_map(step + 1, r, host, batch, prepared=prepared)
     return jax.device_put(batch, self.batch_sh)
 
-  def _write_token_map(self, step: int, rollout, host, prepared=None) -> None:
+  def _step_teacher(self):
+    """The teacher the step scores with: the loaded one, or a live / EMA
+    self-teacher's weights from the train state (`step.train_step`)."""
+    weights = self_teacher.step_weights(self.c)
+    if weights == "live":
+      return nnx.merge(self.teacher_graphdef, self.state.params)
+    if weights == "ema":
+      return nnx.merge(
+          self.teacher_graphdef, self_teacher.ema_params(self.state.opt_state)
+      )
+    return self.teacher
+
+  def _write_token_map(
+      self, step: int, rollout, host, batch, prepared=None
+  ) -> None:
     """The step's rollouts as a token map page in WORKDIR/plots (a staged
-    method's sets from `prepared`, the stage outputs the step trains on)."""
+    method's sets from `prepared`, the stage outputs the step trains on;
+    under a teacher context the teacher scores its own sequence)."""
     from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
 
     token_map.write_token_map(
         os.path.join(self.workdir, "plots", f"token_map_{step:06d}.html"),
         self.student(),
-        self.teacher,
+        self._step_teacher(),
         rollout,
         self.tokenizer,
+        teacher_tokens=batch.get(self_teacher.TEACHER_TOKENS),
+        teacher_mask=batch.get(self_teacher.TEACHER_MASK),
         # Host answers are this process's slice; verdicts need them all.
         answers=host.get("answer") if jax.process_count() == 1 else None,
         grader=self.grader,

@@ -159,12 +159,6 @@ def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
         f"expected 'student' with {what}, got {c.rollout_source!r} (teacher"
         " and mixture sampling would use the student's prompt and weights)",
     )
-  if c.token_map_every:
-    _fail(
-        "token_map_every",
-        f"expected 0 with {what}: the token map scores the student's own"
-        " sequence with the loaded teacher",
-    )
 
 
 def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:

@@ -297,6 +297,78 @@ def test_a_method_registered_here_appears_with_no_edit_to_diagnostics(pair):
   assert run.meta == {"method": "tiny_probe", "settings.tiny_probe.cut": -2.0}
 
 
+def test_a_teacher_context_scores_the_teachers_own_sequence(pair):
+  # Self-distillation with a privileged context: the teacher scores
+  # [its own prompt | response], longer and padded otherwise than the
+  # student's [prompt | response]; the channels mix the two.
+  student, teacher, rollout, _ = pair
+  b, t = rollout.response.shape
+  rng = np.random.default_rng(1)
+  prompt = rng.integers(3, 97, (b, 8)).astype(np.int32)
+  prompt_mask = np.ones((b, 8), bool)
+  prompt_mask[2, :3] = False
+  prompt[2, :3] = 0
+  seen = dataclasses.replace(
+      rollout,
+      prompt=jnp.asarray(prompt),
+      prompt_mask=jnp.asarray(prompt_mask),
+  )
+  got = tm.compute_token_map(
+      student,
+      teacher,
+      rollout,
+      teacher_tokens=seen.tokens,
+      teacher_mask=seen.mask,
+  )
+  mask = np.asarray(rollout.response_mask)
+  ids = np.asarray(rollout.response)
+  ls = _log_softmax64(_response_outputs(student, rollout)[0])
+  lt = _log_softmax64(_response_outputs(teacher, seen)[0])
+  take = lambda lp: np.take_along_axis(lp, ids[..., None], -1)[..., 0]
+  want = {
+      "student_entropy": -(np.exp(ls) * ls).sum(-1),
+      "teacher_entropy": -(np.exp(lt) * lt).sum(-1),
+      "reverse_kl": (np.exp(ls) * (ls - lt)).sum(-1),
+      "student_logprob": take(ls),
+      "teacher_logprob": take(lt),
+  }
+  for name, ref in want.items():  # as in test_channels_match_numpy_float64
+    np.testing.assert_allclose(
+        got.channels[name][mask], ref[mask], rtol=1e-5, atol=1e-5, err_msg=name
+    )
+  # The methods' sets see the same teacher: rkl's channel is the channel.
+  np.testing.assert_array_equal(
+      got.channels["rkl_divergence"], got.channels["reverse_kl"]
+  )
+  assert got.meta["teacher sequence"].startswith("its own prompt")
+  # A sequence that does not end in the response, or of another shape.
+  wrong = seen.tokens.at[0, -1].set(seen.tokens[0, -1] + 1)
+  with pytest.raises(ValueError, match="last T ids must be the rollout's"):
+    tm.compute_token_map(
+        student, teacher, rollout, teacher_tokens=wrong, teacher_mask=seen.mask
+    )
+  with pytest.raises(ValueError, match=r"expected \[3, Pt \+ 9\] each"):
+    tm.compute_token_map(
+        student,
+        teacher,
+        rollout,
+        teacher_tokens=seen.tokens[:2],
+        teacher_mask=seen.mask[:2],
+    )
+  # A staged method's branches would be cut from the student's sequence.
+  from opd_jax.methods import TOPD  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(ValueError, match="topd's pre-update stage"):
+    tm.compute_token_map(
+        student,
+        teacher,
+        rollout,
+        teacher_tokens=seen.tokens,
+        teacher_mask=seen.mask,
+        compare=[TOPD()],
+    )
+
+
 def test_teacher_with_another_vocabulary_is_rejected(pair):
   student, _, rollout, _ = pair
   teacher = testing.random_model(testing.tiny_config("qwen3", vocab_size=101))
@@ -759,6 +831,7 @@ def test_the_trainers_map_shows_the_tokens_the_run_trains(pair, tmp_path, name):
       workdir=str(tmp_path),
       student=lambda: student,
       teacher=teacher,
+      _step_teacher=lambda: teacher,
       tokenizer=_ByteTokenizer(),
       grader=None,
       method=method,
@@ -766,7 +839,7 @@ def test_the_trainers_map_shows_the_tokens_the_run_trains(pair, tmp_path, name):
       eos_ids=(1,),
       train_data=types.SimpleNamespace(pad_id=0),
   )
-  loop.Trainer._write_token_map(trainer, 3, rollout, {})  # pylint: disable=protected-access
+  loop.Trainer._write_token_map(trainer, 3, rollout, {}, {})  # pylint: disable=protected-access
   page = (tmp_path / "plots" / "token_map_000003.html").read_text()
   shown = tm.TokenMap.from_json(_embedded_json(page)).selectors
   want = _trained_sets(name, method, _step_inputs(student, teacher, rollout))

@@ -68,8 +68,17 @@ def _bad_inputs(pair, tmp):
   (no_ckpt / "config.json").write_text(config.to_json(), encoding="utf-8")
   empty_q = tmp / "empty.jsonl"
   empty_q.write_text("\n", encoding="utf-8")
+  context_run = tmp / "context_run"
+  context_run.mkdir()
+  config.teacher_context.template = "solution"
+  (context_run / "config.json").write_text(config.to_json(), encoding="utf-8")
   hf = [f"--student={pair['student']}"]
   return [
+      (
+          "a run with a teacher context",
+          [f"--workdir={context_run}"],
+          [str(context_run), "--config.token_map_every=N"],
+      ),
       (
           "not a workdir",
           [f"--workdir={empty_run}"],

@@ -235,10 +235,16 @@ def test_resume_with_a_state_teacher_is_bit_identical(pair, tmp_path, weights):
   c.self_teacher.ema_decay = 0.5
   c.teacher_context.template = "solution"
   c.teacher_context.max_prompt_len = 64
+  # A token map at step 3, scored by the EMA teacher under its context; the
+  # resumed run writes it again, and the page must not change the training.
+  c.token_map_every = 3
   workdir = str(tmp_path / "run")
   first = loop.Trainer(c, workdir)
   first.run()
   final = jax.device_get(first.state)
+  page = os.path.join(workdir, "plots", "token_map_000003.html")
+  with open(page, encoding="utf-8") as f:
+    assert "its own prompt (a teacher context)" in f.read()
   if weights == "ema":  # the EMA moved away from theta_0 and the params
     ema = self_teacher.ema_params(final.opt_state)
     assert not np.array_equal(
