@@ -361,18 +361,26 @@ class Trainer:
       key = jax.random.fold_in(
           jax.random.fold_in(jax.random.PRNGKey(c.seed), step), 1
       )
+      teacher = self._step_teacher()  # a live / EMA one from the state
       models, weights = {
           "student": ([self.student()], None),
-          "teacher": ([self.teacher], None),
+          "teacher": ([teacher], None),
           "mixture": (
-              [self.student(), self.teacher],
+              [self.student(), teacher],
               (1 - c.mixture_alpha, c.mixture_alpha),
           ),
       }[c.rollout_source]
+      sample_prompt, sample_mask = prompt, prompt_mask
+      if c.rollout_source == "teacher" and "teacher_prompt" in host:
+        # The teacher samples after its own prompt (its context); the
+        # student's sequence is its prompt and the same response ids.
+        sample_prompt, sample_mask = sharding.global_batch(
+            (host["teacher_prompt"], host["teacher_prompt_mask"]), self.mesh
+        )
       r = sample(
           models,
-          prompt,
-          prompt_mask,
+          sample_prompt,
+          sample_mask,
           key,
           max_new_tokens=c.max_new_tokens,
           sampling=self.sampling,
@@ -381,6 +389,7 @@ class Trainer:
           weights=weights,
           compute_dtype=self.plan.compute_dtype,
       )
+      r = r.replace(prompt=prompt, prompt_mask=prompt_mask)
       batch = {
           "tokens": r.tokens,
           "mask": r.mask,

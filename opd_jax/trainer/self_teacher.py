@@ -153,11 +153,13 @@ def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
         " teacher from the student's sequence with frozen teacher"
         " parameters; use another method",
     )
-  if c.rollout_source != "student":
+  if c.rollout_source == "mixture" and c.teacher_context.template:
     _fail(
         "rollout_source",
-        f"expected 'student' with {what}, got {c.rollout_source!r} (teacher"
-        " and mixture sampling would use the student's prompt and weights)",
+        "expected 'student' or 'teacher' with"
+        " config.teacher_context.template, got 'mixture' (the mixture"
+        " decodes both models over one prompt and cache: the teacher's"
+        " context would be lost)",
     )
 
 

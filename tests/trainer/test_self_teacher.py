@@ -263,6 +263,55 @@ def test_resume_with_a_state_teacher_is_bit_identical(pair, tmp_path, weights):
   _assert_same(jax.device_get(second.state.opt_state), final.opt_state)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["initial", "live"])
+def test_teacher_rollouts_follow_the_teachers_own_prompt(
+    pair, tmp_path, weights
+):
+  # rollout_source='teacher' under a context: the teacher samples after its
+  # own prompt, with the step's teacher weights (theta_0, or the live
+  # student from the state); the student's sequence is its prompt and the
+  # same response ids.
+  c = testing.tiny_train_config(pair, teacher="self", rollout_source="teacher")
+  c.self_teacher.weights = weights
+  c.teacher_context.template = "solution"
+  c.teacher_context.max_prompt_len = 64
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  if weights == "live":  # as after some training: away from theta_0
+    params = jax.tree.map(lambda p: p * 1.5, trainer.state.params)
+    trainer.state = trainer.state.replace(params=params)
+  host = next(trainer.iterator)
+  with jax.set_mesh(trainer.mesh):
+    batch = trainer._batch(0, host)  # pylint: disable=protected-access
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 0), 1)
+    teacher = nnx.merge(
+        trainer.student_graphdef,
+        trainer.state.params if weights == "live" else trainer.teacher_params,
+    )
+    want = loop.sample(
+        [teacher],
+        jnp.asarray(host["teacher_prompt"]),
+        jnp.asarray(host["teacher_prompt_mask"]),
+        key,
+        max_new_tokens=c.max_new_tokens,
+        sampling=trainer.sampling,
+        eos_ids=trainer.eos_ids,
+        pad_id=trainer.train_data.pad_id,
+    )
+  trainer.checkpointer.close()
+  trainer.writer.close()
+  t = c.max_new_tokens
+  tokens = np.asarray(batch["tokens"])
+  np.testing.assert_array_equal(tokens[:, :-t], host["prompt"])
+  np.testing.assert_array_equal(tokens[:, -t:], np.asarray(want.response))
+  np.testing.assert_array_equal(
+      np.asarray(batch["sampler_logprobs"]), np.asarray(want.logprobs)
+  )
+  teacher_tokens = np.asarray(batch[self_teacher.TEACHER_TOKENS])
+  np.testing.assert_array_equal(teacher_tokens[:, :-t], host["teacher_prompt"])
+  np.testing.assert_array_equal(teacher_tokens[:, -t:], tokens[:, -t:])
+
+
 def test_pointwise_clip_caps_each_token_and_its_gradient():
   from opd_jax import heads  # pylint: disable=g-import-not-at-top
 
