@@ -431,6 +431,8 @@ def compute_token_map(
     compare = comparison_methods(exclude=[meta["method"]] if meta else [])
   if teacher_seq is not None:
     for m in (method, *compare):
+      if m is method and prepared is not None:
+        continue  # its stage outputs come from the step (on this context)
       if m is not None and methods_lib.has_stage(m):
         # Its branches are cut from the student's sequence (see
         # docs/self_distillation.md).

@@ -168,8 +168,13 @@ class StagedMethod(Protocol):
       sampling,
       eos_ids: tuple[int, ...],
       pad_id: int,
+      teacher_rollout=None,
   ) -> dict[str, jax.Array]:
-    """Measures a rollout (no gradient); returns the batch extras."""
+    """Measures a rollout (no gradient); returns the batch extras.
+
+    `teacher_rollout`, when given, is the same response after the
+    teacher's own prompt (a teacher context): the teacher scores and
+    branches from it."""
 
   def prepare_shapes(
       self, batch_size: int, prompt_len: int, response_len: int

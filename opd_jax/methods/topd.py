@@ -185,6 +185,7 @@ class TOPD(common.LossSettings):
       sampling,
       eos_ids: tuple[int, ...],
       pad_id: int,
+      teacher_rollout=None,
   ) -> dict[str, Array]:
     """Candidates, branched windows, OT tests (see `topd_stage.prepare`)."""
     return topd_stage.prepare(
@@ -196,6 +197,7 @@ class TOPD(common.LossSettings):
         sampling=sampling,
         eos_ids=eos_ids,
         pad_id=pad_id,
+        teacher_rollout=teacher_rollout,
     )
 
   # ------------------------------------------------------------ the loss.

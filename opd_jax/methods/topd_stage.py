@@ -163,12 +163,18 @@ def student_window_weights(
   return per.sum(axis=1) / num
 
 
-def rollout_scores(cfg, student, teacher, rollout: Rollout) -> Array:
-  """Per-token OPD loss ``[B, T]`` (cfg.candidate_divergence), no gradient."""
+def rollout_scores(
+    cfg, student, teacher, rollout: Rollout, teacher_rollout=None
+) -> Array:
+  """Per-token OPD loss ``[B, T]`` (cfg.candidate_divergence), no gradient.
+
+  The teacher scores `teacher_rollout` (the same response after its own
+  prompt) when given, else the student's `rollout`.
+  """
   t = rollout.response.shape[1]
-  tokens, mask = rollout.tokens, rollout.mask
-  hs = response_hidden(student, tokens, mask, t)
-  ht = response_hidden(teacher, tokens, mask, t)
+  seen = rollout if teacher_rollout is None else teacher_rollout
+  hs = response_hidden(student, rollout.tokens, rollout.mask, t)
+  ht = response_hidden(teacher, seen.tokens, seen.mask, t)
   rmask = jnp.asarray(rollout.response_mask, bool)
   stats = heads.token_stats(
       hs,
@@ -195,6 +201,7 @@ def prepare(
     sampling,
     eos_ids: tuple[int, ...],
     pad_id: int,
+    teacher_rollout: Rollout | None = None,
 ) -> dict[str, Array]:
   """The whole stage for a TOPD config `cfg` (see module docstring).
 
@@ -206,6 +213,12 @@ def prepare(
     sampling: the sampling strategy of the branches (the rollouts').
     eos_ids: ids that end a response.
     pad_id: the padding id.
+    teacher_rollout: the same responses after the teacher's own prompts
+      ([B, Pt], a teacher context), or None: the teacher scores the
+      candidates and branches its windows from this sequence instead of
+      the student's. Only with ``traj_window='student'`` (the teacher's
+      windows would otherwise be teacher-forced through the student after
+      the teacher's prompt).
 
   Returns:
     The `STAGE_KEYS` arrays, plus `segment/*` ([M, P+T+W] prefix + teacher
@@ -215,12 +228,18 @@ def prepare(
   b, t = rollout.response.shape
   n, w = cfg.max_candidates, cfg.window
   cfg.check_response_len(t)
-  score = rollout_scores(cfg, student, teacher, rollout)
+  if teacher_rollout is not None and cfg.uses_segments:
+    raise ValueError(
+        "config.topd.traj_window: expected 'student' with a teacher context"
+        " (the 'teacher' windows follow the teacher's own prompt)"
+    )
+  score = rollout_scores(cfg, student, teacher, rollout, teacher_rollout)
   index, valid = pick_candidates(score, rollout.response_mask, cfg.rho_loss, n)
   cut = jnp.where(valid, index, -1)  # invalid cuts come back masked
   key_t, key_s = jax.random.split(key)
   kw = dict(max_new_tokens=w, sampling=sampling, eos_ids=eos_ids, pad_id=pad_id)
-  tw = continue_from(teacher, rollout, cut, key_t, **kw)  # [B*N, W]
+  seen = rollout if teacher_rollout is None else teacher_rollout
+  tw = continue_from(teacher, seen, cut, key_t, **kw)  # [B*N, W]
   sw = continue_from(student, rollout, cut, key_s, **kw)
   table = student.embedder.embedding[...]  # [V, D]: input embeddings
   ot = window_ot_distance(

@@ -146,12 +146,23 @@ def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
   if not uses:
     return
   what = " and ".join(uses)
-  if c.method == "topd":
+  if c.method == "topd" and step_weights(c) != "external":
     _fail(
         "method",
         f"'topd' is not supported with {what}: its stage branches the"
-        " teacher from the student's sequence with frozen teacher"
-        " parameters; use another method",
+        " teacher with the loaded teacher parameters; use"
+        " self_teacher.weights='initial' or another method",
+    )
+  if (
+      c.method == "topd"
+      and c.topd.traj_window == "teacher"
+      and c.topd.lambda_traj > 0
+  ):
+    _fail(
+        "topd.traj_window",
+        f"expected 'student' with {what}, got 'teacher' (the teacher's"
+        " windows would be teacher-forced through the student after the"
+        " teacher's own prompt)",
     )
   if c.rollout_source == "mixture" and c.teacher_context.template:
     _fail(
@@ -169,11 +180,15 @@ def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:
   if ctx is None or teacher_config is None:
     return
   length = ctx.max_prompt_len + c.max_new_tokens
+  window = ""
+  if c.method == "topd":  # its branches continue the teacher's sequence
+    length += c.topd.window
+    window = f" + config.topd.window={c.topd.window}"
   if length > teacher_config.max_position_embeddings:
     _fail(
         "teacher_context.max_prompt_len",
         f"{ctx.max_prompt_len} + config.max_new_tokens={c.max_new_tokens}"
-        f" = {length} exceeds the teacher's max_position_embeddings"
+        f"{window} = {length} exceeds the teacher's max_position_embeddings"
         f" ({teacher_config.max_position_embeddings})",
     )
 

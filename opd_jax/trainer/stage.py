@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from opd_jax.methods.base import StagedMethod
+from opd_jax.methods.base import StagedMethod, TEACHER_MASK, TEACHER_TOKENS
 from opd_jax.models import cast_floating
 from opd_jax.rollouts import Rollout, Sampling
 
@@ -70,6 +70,13 @@ def compile_prepare(
         response_mask=batch["response_mask"].astype(bool),
         logprobs=zeros,
     )
+    teacher_rollout = None
+    if TEACHER_TOKENS in batch:  # a teacher context: its own prompt
+      t_tokens = batch[TEACHER_TOKENS]
+      t_mask = batch[TEACHER_MASK].astype(bool)
+      teacher_rollout = rollout.replace(
+          prompt=t_tokens[:, :-t], prompt_mask=t_mask[:, :-t]
+      )
     return method.prepare(
         student,
         teacher,
@@ -78,6 +85,7 @@ def compile_prepare(
         sampling=sampling,
         eos_ids=eos_ids,
         pad_id=int(pad_id),
+        teacher_rollout=teacher_rollout,
     )
 
   return jax.jit(prepare)

@@ -182,8 +182,18 @@ def test_ema_tracker_follows_the_updates():
         ),
         (
             {"teacher_context.template": "solution", "method": "topd"},
+            r"config.topd.traj_window: expected 'student' with"
+            r" config.teacher_context.template, got 'teacher'",
+        ),
+        (
+            {
+                "teacher": "self",
+                "self_teacher.weights": "live",
+                "method": "topd",
+                "topd.traj_window": "student",
+            },
             r"config.method: 'topd' is not supported with"
-            r" config.teacher_context.template",
+            r" config.self_teacher.weights='live'",
         ),
         (
             {
@@ -310,6 +320,31 @@ def test_teacher_rollouts_follow_the_teachers_own_prompt(
   teacher_tokens = np.asarray(batch[self_teacher.TEACHER_TOKENS])
   np.testing.assert_array_equal(teacher_tokens[:, :-t], host["teacher_prompt"])
   np.testing.assert_array_equal(teacher_tokens[:, -t:], tokens[:, -t:])
+
+
+@pytest.mark.slow
+def test_topd_trains_under_a_teacher_context(pair, tmp_path):
+  # TOPD's stage scores and branches the teacher's own sequence (checked
+  # part by part in tests/trainer/test_stage.py); here the whole run: the
+  # stage, the step and the token map of the run's method.
+  c = testing.tiny_train_config(
+      pair, method="topd", total_steps=2, teacher="self"
+  )
+  c.topd.window, c.topd.traj_window = 8, "student"
+  c.teacher_context.template = "solution"
+  c.teacher_context.max_prompt_len = 64
+  c.token_map_every = 2
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer.run()
+  with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
+    logged = [json.loads(l) for l in f if '"loss/total"' in l]
+  assert [m["step"] for m in logged] == [1, 2]
+  assert all(np.isfinite(m["loss/total"]) for m in logged)
+  page = os.path.join(tmp_path, "run", "plots", "token_map_000002.html")
+  with open(page, encoding="utf-8") as f:
+    text = f.read()
+  assert "its own prompt (a teacher context)" in text
+  assert '<option value="topd_false_alarm"' in text
 
 
 def test_pointwise_clip_caps_each_token_and_its_gradient():

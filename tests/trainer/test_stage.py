@@ -141,3 +141,74 @@ def test_windows_ot_and_segments_rebuilt(run):
     match = [i for i in flat if np.array_equal(tokens[i], seg_ids[row])]
     assert match, row
     np.testing.assert_array_equal(seg_win[row], tw.response_mask[match[0]])
+
+
+def test_a_teacher_context_scores_and_branches_the_teachers_sequence(run):
+  # Under a teacher context the batch carries [teacher prompt | response]
+  # (`teacher/tokens`): the teacher scores the candidates and samples its
+  # windows after its own prompt; the student's side is unchanged.
+  r = run["rollout"]
+  pt = 7
+  rng = np.random.default_rng(1)
+  t_prompt = rng.integers(3, 211, (B, pt))
+  t_prompt_mask = np.ones((B, pt), bool)
+  t_prompt_mask[2, :3] = False
+  t_prompt = jnp.asarray(np.where(t_prompt_mask, t_prompt, 0), jnp.int32)
+  seen = r.replace(prompt=t_prompt, prompt_mask=jnp.asarray(t_prompt_mask))
+  method = methods.build_method(
+      "topd",
+      {
+          "max_candidates": N,
+          "window": W,
+          "rho_loss": 0.5,
+          "ot_quantile": 0.5,
+          "traj_window": "student",
+      },
+  )
+  gs, ps = nnx.split(run["student"])
+  gt, pt_params = nnx.split(run["teacher"])
+  prepare = stage.compile_prepare(
+      method, gs, gt, sampling=Sampling(), eos_ids=EOS, pad_id=0
+  )
+  batch = {
+      "tokens": r.tokens,
+      "mask": r.mask,
+      "response_mask": r.response_mask,
+      "sampler_logprobs": r.logprobs,
+      "teacher/tokens": seen.tokens,
+      "teacher/mask": seen.mask,
+  }
+  out = jax.device_get(
+      prepare(ps.to_pure_dict(), pt_params.to_pure_dict(), batch, run["key"])
+  )
+  s_ids, s_mask = np.asarray(r.tokens), np.asarray(r.mask)
+  t_ids, t_mask = np.asarray(seen.tokens), np.asarray(seen.mask)
+  zs = run["student"](s_ids, attention_mask=s_mask).logits[:, P - 1 : -1]
+  zt = run["teacher"](t_ids, attention_mask=t_mask).logits[:, pt - 1 : -1]
+  rmask = np.asarray(r.response_mask)
+  rkl = np.where(rmask, ref.kl(zs, zt), 0.0)
+  index, valid = ref.np_candidates(rkl, rmask, 0.5, N)
+  np.testing.assert_array_equal(out[topd_stage.CAND_VALID], valid)
+  np.testing.assert_allclose(  # as in the test without a context
+      np.where(valid, out[topd_stage.CAND_SCORE], 0.0),
+      np.where(valid, np.take_along_axis(rkl, index, 1), 0.0),
+      rtol=1e-4,
+  )
+  cut = jnp.asarray(np.where(valid, out[topd_stage.CAND_INDEX], -1))
+  key_t, key_s = jax.random.split(run["key"])
+  kw = dict(max_new_tokens=W, sampling=Sampling(), eos_ids=EOS, pad_id=0)
+  tw = continue_from(run["teacher"], seen, cut, key_t, **kw)
+  sw = continue_from(run["student"], r, cut, key_s, **kw)
+  table = run["student"].embedder.embedding[...]
+  ot = np.asarray(
+      window_ot_distance(
+          table[tw.response],
+          tw.response_mask,
+          table[sw.response],
+          sw.response_mask,
+      )
+  ).reshape(B, N)
+  np.testing.assert_allclose(
+      out[topd_stage.OT], np.where(valid, ot, 0.0), atol=1e-5
+  )
+  assert "segment/tokens" not in out  # the student's own windows
