@@ -88,6 +88,23 @@ def _run_and_kill(pair_dir, workdir, kill_after_step, extra_delay, method=""):
   proc.wait()
 
 
+def _resume_and_compare(pair_dir, workdir, want, out, method=""):
+  """Reruns the killed run's command: it resumes, and its export equals
+  `want` (the straight run's) bit for bit."""
+  resumed = subprocess.run(
+      _train_cmd(pair_dir, workdir, method),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from" in resumed.stdout
+  got = _export(workdir, out)
+  assert sorted(got) == sorted(want)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_params(tmp_path):
   pair_dir = str(tmp_path / "pair")
@@ -108,18 +125,7 @@ def test_sigkill_and_resume_gives_identical_params(tmp_path):
   workdir = str(tmp_path / "killed")
   _run_and_kill(pair_dir, workdir, 2, 0.0)
   _run_and_kill(pair_dir, workdir, 4, 0.3)
-  resumed = subprocess.run(
-      _train_cmd(pair_dir, workdir),
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from" in resumed.stdout
-  got = _export(workdir, str(tmp_path / "killed_hf"))
-  assert sorted(got) == sorted(want)
-  for name in want:
-    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  _resume_and_compare(pair_dir, workdir, want, str(tmp_path / "killed_hf"))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(l) for l in f]
   steps = [l["step"] for l in lines if "loss/total" in l]
@@ -155,15 +161,6 @@ def test_topd_trains_from_the_cli_and_resumes_exactly(tmp_path):
 
   workdir = str(tmp_path / "killed")
   _run_and_kill(pair_dir, workdir, 3, 0.1, "topd")
-  resumed = subprocess.run(
-      _train_cmd(pair_dir, workdir, "topd"),
-      capture_output=True,
-      text=True,
-      timeout=900,
+  _resume_and_compare(
+      pair_dir, workdir, want, str(tmp_path / "killed_hf"), "topd"
   )
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from" in resumed.stdout
-  got = _export(workdir, str(tmp_path / "killed_hf"))
-  assert sorted(got) == sorted(want)
-  for name in want:
-    np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -107,14 +107,16 @@ def test_candidates_are_the_top_reverse_kl_tokens(run):
   )
 
 
-def test_windows_ot_and_segments_rebuilt(run):
-  out, r = run["out"], run["rollout"]
+def _rebuilt_windows(run, out, rollout, teacher_rollout):
+  """The teacher's windows and the OT [B, N] rebuilt from the stage's cuts
+  (the teacher branches from `teacher_rollout`, the student from
+  `rollout`)."""
   valid = out[topd_stage.CAND_VALID]
   cut = jnp.asarray(np.where(valid, out[topd_stage.CAND_INDEX], -1))
   key_t, key_s = jax.random.split(run["key"])
   kw = dict(max_new_tokens=W, sampling=Sampling(), eos_ids=EOS, pad_id=0)
-  tw = continue_from(run["teacher"], r, cut, key_t, **kw)
-  sw = continue_from(run["student"], r, cut, key_s, **kw)
+  tw = continue_from(run["teacher"], teacher_rollout, cut, key_t, **kw)
+  sw = continue_from(run["student"], rollout, cut, key_s, **kw)
   table = run["student"].embedder.embedding[...]
   ot = np.asarray(
       window_ot_distance(
@@ -124,6 +126,13 @@ def test_windows_ot_and_segments_rebuilt(run):
           sw.response_mask,
       )
   ).reshape(B, N)
+  return tw, ot
+
+
+def test_windows_ot_and_segments_rebuilt(run):
+  out, r = run["out"], run["rollout"]
+  valid = out[topd_stage.CAND_VALID]
+  tw, ot = _rebuilt_windows(run, out, r, r)
   np.testing.assert_allclose(
       out[topd_stage.OT], np.where(valid, ot, 0.0), atol=1e-5
   )
@@ -194,20 +203,7 @@ def test_a_teacher_context_scores_and_branches_the_teachers_sequence(run):
       np.where(valid, np.take_along_axis(rkl, index, 1), 0.0),
       rtol=1e-4,
   )
-  cut = jnp.asarray(np.where(valid, out[topd_stage.CAND_INDEX], -1))
-  key_t, key_s = jax.random.split(run["key"])
-  kw = dict(max_new_tokens=W, sampling=Sampling(), eos_ids=EOS, pad_id=0)
-  tw = continue_from(run["teacher"], seen, cut, key_t, **kw)
-  sw = continue_from(run["student"], r, cut, key_s, **kw)
-  table = run["student"].embedder.embedding[...]
-  ot = np.asarray(
-      window_ot_distance(
-          table[tw.response],
-          tw.response_mask,
-          table[sw.response],
-          sw.response_mask,
-      )
-  ).reshape(B, N)
+  tw, ot = _rebuilt_windows(run, out, r, seen)
   np.testing.assert_allclose(
       out[topd_stage.OT], np.where(valid, ot, 0.0), atol=1e-5
   )
