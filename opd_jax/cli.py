@@ -15,7 +15,8 @@
 
 `cli.run(main)` replaces `absl.app.run(main)` in `scripts/`:
 
-- a bad flag (an unknown `--config.field`, a value of the wrong type), a
+- a positional argument (every script takes flags only), a bad flag (an
+  unknown `--config.field`, a value of the wrong type), a
   config file that does not load (missing, a syntax error, a failed import,
   no `get_config`, a `get_config` that returns no ConfigDict) and a user's
   mistake raised from `main` (a `ValueError` or `OSError`: bad config,
@@ -222,6 +223,8 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def guarded(argv):
     _quiet_logs()
+    if len(argv) > 1:  # every script takes flags only
+      fail(f"unexpected arguments: {argv[1:]} (every option is a --flag)")
     try:
       main(argv)
     except USER_ERRORS as e:

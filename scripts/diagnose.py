@@ -43,7 +43,7 @@ See docs/diagnostics.md.
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
@@ -345,8 +345,6 @@ def _setup():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   start = time.time()
   student, setups, tokenizer, data, n, config, meta, grader = _setup()
   import jax  # pylint: disable=g-import-not-at-top

@@ -38,7 +38,7 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
@@ -271,8 +271,6 @@ def _run() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _run()
 
 

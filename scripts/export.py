@@ -26,7 +26,7 @@ anything is loaded.
 import os
 import shutil
 
-from absl import app, flags
+from absl import flags
 
 from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
@@ -69,8 +69,6 @@ def _readable(directory: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir_lib.check_run_workdir(_WORKDIR.value)  # before the slow imports
   _check_out(_OUT.value)
   from opd_jax.models import save_hf  # pylint: disable=g-import-not-at-top

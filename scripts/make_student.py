@@ -30,7 +30,7 @@ the directory loads with `transformers.AutoModelForCausalLM` /
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from opd_jax import cli
 from opd_jax.cli import InputError
@@ -101,8 +101,6 @@ def _run() -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   print(_run())
 
 

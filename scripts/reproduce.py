@@ -36,7 +36,7 @@ import os
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "scripts", "train.py")
@@ -160,8 +160,6 @@ def _worker(grid, out):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _JOBS.value < 1:
     raise ValueError(f"--jobs: expected >= 1, got {_JOBS.value}")
   # pylint: disable=g-import-not-at-top

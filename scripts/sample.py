@@ -28,7 +28,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
@@ -98,8 +98,6 @@ def _check_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Flags and files first, in a second; then the slow imports.
   _check_flags()
   workdir_lib.check_run_workdir(_WORKDIR.value)

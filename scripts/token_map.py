@@ -33,7 +33,7 @@ import dataclasses
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from opd_jax import cli, script_flags
 from opd_jax.cli import InputError
@@ -306,8 +306,6 @@ def run():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
   run()
 
 

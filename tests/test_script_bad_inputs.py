@@ -195,6 +195,18 @@ SAMPLE = [
         "--temperature: expected >= 0",
     ),
     (
+        "sample: a positional argument",
+        ["sample", "--workdir={run}", "--prompts={prompts}", "extra"],
+        2,
+        "unexpected arguments: ['extra'] (every option is a --flag)",
+    ),
+    (
+        "export: a positional argument",
+        ["export", "--workdir={run}", "--out={tmp}/o2", "{tmp}/o3"],
+        2,
+        "unexpected arguments: ['{tmp}/o3']",
+    ),
+    (
         "sample: top_p 0",
         ["sample", "--workdir={run}", "--prompts={prompts}", "--top_p=0"],
         2,
