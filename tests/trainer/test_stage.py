@@ -35,6 +35,26 @@ EOS = (2,)
 pytestmark = pytest.mark.slow
 
 
+def _run_stage(method, student, teacher, rollout, key, **extra):
+  """The jitted stage (`stage.compile_prepare`) on the rollout's batch
+  (plus `extra` batch entries), as host arrays."""
+  gs, ps = nnx.split(student)
+  gt, pt = nnx.split(teacher)
+  prepare = stage.compile_prepare(
+      method, gs, gt, sampling=Sampling(), eos_ids=EOS, pad_id=0
+  )
+  batch = {
+      "tokens": rollout.tokens,
+      "mask": rollout.mask,
+      "response_mask": rollout.response_mask,
+      "sampler_logprobs": rollout.logprobs,
+      **extra,
+  }
+  return jax.device_get(
+      prepare(ps.to_pure_dict(), pt.to_pure_dict(), batch, key)
+  )
+
+
 @pytest.fixture(scope="module")
 def run():
   student = testing.random_model(testing.tiny_config("qwen3"), seed=3)
@@ -56,25 +76,14 @@ def run():
       "topd",
       {"max_candidates": N, "window": W, "rho_loss": 0.5, "ot_quantile": 0.5},
   )
-  gs, ps = nnx.split(student)
-  gt, pt = nnx.split(teacher)
-  prepare = stage.compile_prepare(
-      method, gs, gt, sampling=Sampling(), eos_ids=EOS, pad_id=0
-  )
-  batch = {
-      "tokens": rollout.tokens,
-      "mask": rollout.mask,
-      "response_mask": rollout.response_mask,
-      "sampler_logprobs": rollout.logprobs,
-  }
   key = jax.random.key(7)
-  out = prepare(ps.to_pure_dict(), pt.to_pure_dict(), batch, key)
+  out = _run_stage(method, student, teacher, rollout, key)
   return dict(
       student=student,
       teacher=teacher,
       rollout=rollout,
       method=method,
-      out=jax.device_get(out),
+      out=out,
       key=key,
   )
 
@@ -174,21 +183,13 @@ def test_a_teacher_context_scores_and_branches_the_teachers_sequence(run):
           "traj_window": "student",
       },
   )
-  gs, ps = nnx.split(run["student"])
-  gt, pt_params = nnx.split(run["teacher"])
-  prepare = stage.compile_prepare(
-      method, gs, gt, sampling=Sampling(), eos_ids=EOS, pad_id=0
-  )
-  batch = {
-      "tokens": r.tokens,
-      "mask": r.mask,
-      "response_mask": r.response_mask,
-      "sampler_logprobs": r.logprobs,
-      "teacher/tokens": seen.tokens,
-      "teacher/mask": seen.mask,
-  }
-  out = jax.device_get(
-      prepare(ps.to_pure_dict(), pt_params.to_pure_dict(), batch, run["key"])
+  out = _run_stage(
+      method,
+      run["student"],
+      run["teacher"],
+      r,
+      run["key"],
+      **{"teacher/tokens": seen.tokens, "teacher/mask": seen.mask},
   )
   s_ids, s_mask = np.asarray(r.tokens), np.asarray(r.mask)
   t_ids, t_mask = np.asarray(seen.tokens), np.asarray(seen.mask)
