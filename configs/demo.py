@@ -49,7 +49,7 @@ def get_config():
   c.method = "tip"
   c.tip.selector = "soft_or"
   c.tip.rho = 0.5
-  c.tip.tip_divergence = "rkl"
+  c.tip.score_divergence = "reverse_kl"
   c.tip.divergence = "reverse_kl"
   c.data.source = "arithmetic"
   c.data.difficulty = "easy"

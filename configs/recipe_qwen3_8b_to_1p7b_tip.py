@@ -35,7 +35,7 @@ def get_config():
   c.tip.selector = "soft_or"
   c.tip.rho = 0.5
   c.tip.clip_quantile = 0.98
-  c.tip.tip_divergence = "rkl"
+  c.tip.score_divergence = "reverse_kl"
   c.batch_size = 64
   c.max_prompt_len = 1024
   c.max_new_tokens = 4096

@@ -35,6 +35,7 @@ from opd_jax.data.sources import ArithmeticSource
 from opd_jax.evaluation.evaluate import evaluate
 from opd_jax.evaluation.graders import grader_for
 from opd_jax.models import load_hf
+from opd_jax.rollouts import default_eos_ids
 
 _MODEL = flags.DEFINE_string("model", None, "HF checkpoint directory.")
 _TEMPLATES = flags.DEFINE_list(
@@ -72,7 +73,7 @@ def main(argv):
         grader_for(base),
         key=jax.random.PRNGKey(0),
         max_new_tokens=_NEW.value,
-        eos_ids=(tok.eos_token_id,),
+        eos_ids=default_eos_ids(model.config, tok),
     )
     out[template] = result.metrics()["eval/accuracy"]
     print(f"{template:>16s}: accuracy {out[template]:.3f} on {len(data)}")

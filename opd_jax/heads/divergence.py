@@ -34,11 +34,10 @@ class Divergence:
   """One divergence the methods can name: everything about it in one place.
 
   Attributes:
-    name: its config value (``config.<method>.divergence``), e.g.
-      'reverse_kl'.
-    short: its metric name (``loss/<short>``, ``div/<short>_all``) and its
-      name as a token score (TIP's ``tip_divergence``, DEAR's ``delta``,
-      TOPD's ``candidate_divergence``), e.g. 'rkl'.
+    name: its config value (``config.<method>.divergence``, and
+      ``score_divergence`` where it can score tokens), e.g. 'reverse_kl'.
+    short: its metric name (``loss/<short>``, ``div/<short>_all``), e.g.
+      'rkl'.
     fn: the pure function of `opd_jax.losses`, ``(student_logits,
       teacher_logits, *, where, temperature, axis, **params) -> [B, T]``.
     params: (loss-pass field, keyword of ``fn``) pairs: the settings it

@@ -32,15 +32,15 @@ from opd_jax.methods.base import Metrics, StepInputs
 
 Array = jax.Array
 
-# What a selector can score tokens by (TIP's `tip_divergence`, DEAR's gap
-# `delta`, TOPD's `candidate_divergence`), read off one stats pass: the short
-# name of every divergence with a `token_stat`, and the sampled-token proxy.
+# What a selector can score tokens by (``score_divergence`` of TIP, DEAR and
+# TOPD), read off one stats pass: every divergence with a `token_stat`, under
+# the name ``divergence`` takes, and the sampled-token proxy.
 SAMPLED_LOGRATIO = "sampled_logratio"
 
 
 def token_scores() -> tuple[str, ...]:
   """The names `axis_divergence` takes (from `heads.DIVERGENCES`)."""
-  scored = [d.short for d in heads.DIVERGENCES.values() if d.token_stat]
+  scored = [d.name for d in heads.DIVERGENCES.values() if d.token_stat]
   return (*scored, SAMPLED_LOGRATIO)
 
 
@@ -192,16 +192,16 @@ class LossPass(LossSettings):
 def axis_divergence(token_stats: heads.TokenStats, name: str) -> Array:
   r"""The per-token score ``name`` [B, T] from a stats pass.
 
-  A divergence's short name ('rkl', 'fkl', 'jsd': those with a
+  A divergence's name ('reverse_kl', 'forward_kl', 'jsd': those with a
   `token_stat`) gives its full-vocabulary values; 'sampled_logratio' is
   :math:`|\log p_T(y_t) - \log p_S(y_t)|`, the cheap proxy that needs only
   the sampled tokens.
   """
   if name == SAMPLED_LOGRATIO:
     return jnp.abs(token_stats.teacher_logprob - token_stats.student_logprob)
-  for d in heads.DIVERGENCES.values():
-    if d.short == name and d.token_stat:
-      return getattr(token_stats, d.token_stat)
+  d = heads.DIVERGENCES.get(name)
+  if d is not None and d.token_stat:
+    return getattr(token_stats, d.token_stat)
   raise ValueError(f"axis divergence must be one of {token_scores()}.")
 
 

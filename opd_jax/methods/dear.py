@@ -56,7 +56,8 @@ class DEAR(common.LossSettings):
   Attributes:
     p: decision fraction in (0, 1] (0.2).
     q: evidence fraction of non-decision tokens in [0, 1] (0.2).
-    delta: the knowledge gap: 'rkl' (default), 'fkl', 'jsd' or
+    score_divergence: the knowledge gap delta, a name ``divergence``
+      takes: 'reverse_kl' (default), 'forward_kl', 'jsd', or
       'sampled_logratio'.
     anchor_causal: only anchors before a token count for its relevance.
     anchor_window: only anchors within this many positions count (None:
@@ -72,7 +73,7 @@ class DEAR(common.LossSettings):
 
   p: float = 0.2
   q: float = 0.2
-  delta: str = "rkl"
+  score_divergence: str = "reverse_kl"
   anchor_causal: bool = False
   anchor_window: int | None = None
   norm_scope: str = "sequence"
@@ -83,7 +84,9 @@ class DEAR(common.LossSettings):
     name = self.NAME
     checks.check_real(name, "p", self.p, lo=0.0, hi=1.0, lo_open=True)
     checks.check_real(name, "q", self.q, lo=0.0, hi=1.0)
-    checks.check_choice(name, "delta", self.delta, common.token_scores())
+    checks.check_choice(
+        name, "score_divergence", self.score_divergence, common.token_scores()
+    )
     checks.check_bool(name, "anchor_causal", self.anchor_causal)
     if self.anchor_window is not None:
       checks.check_int(name, "anchor_window", self.anchor_window, lo=0)
@@ -100,7 +103,7 @@ class DEAR(common.LossSettings):
     """Decision and evidence tokens of the batch (no gradient)."""
     return selection.dear_tokens(
         token_stats.student_entropy,
-        common.axis_divergence(token_stats, self.delta),
+        common.axis_divergence(token_stats, self.score_divergence),
         jax.lax.stop_gradient(inputs.student_hidden),
         jnp.asarray(inputs.mask, bool),
         p=self.p,

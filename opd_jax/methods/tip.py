@@ -60,7 +60,7 @@ class TIP(common.LossSettings):
   r"""TIP: OPD on the tokens that matter by student entropy and divergence.
 
   A stop-gradient stats pass gives per-token student entropy :math:`H_S`
-  and divergence :math:`d` (``tip_divergence``); the selector keeps, per
+  and divergence :math:`d` (``score_divergence``); the selector keeps, per
   rollout, ``floor(rho L_b)`` tokens (or a quadrant); the loss pass runs
   the heads on the ``K = ceil(rho T)`` gathered positions only:
 
@@ -84,8 +84,8 @@ class TIP(common.LossSettings):
     q_divergence: divergence quantile cut of the quadrants (0.8).
     quadrant_budget: static gather size of 'quadrant' as a fraction of T,
       in (0, 1] (a rollout with more quadrant tokens keeps its first ones).
-    tip_divergence: the selection axis: 'rkl' (default), 'fkl', 'jsd' or
-      'sampled_logratio'.
+    score_divergence: the selection axis, a name ``divergence`` takes:
+      'reverse_kl' (default), 'forward_kl', 'jsd', or 'sampled_logratio'.
     Loss settings: the fields of `common.LossSettings` (divergence,
       jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
@@ -101,7 +101,7 @@ class TIP(common.LossSettings):
   q_entropy: float = 0.5
   q_divergence: float = 0.8
   quadrant_budget: float = 1.0
-  tip_divergence: str = "rkl"
+  score_divergence: str = "reverse_kl"
 
   def __post_init__(self):
     name = self.NAME
@@ -145,7 +145,7 @@ class TIP(common.LossSettings):
         lo_open=True,
     )
     checks.check_choice(
-        name, "tip_divergence", self.tip_divergence, common.token_scores()
+        name, "score_divergence", self.score_divergence, common.token_scores()
     )
     checks.check_common(name, self)
 
@@ -155,7 +155,7 @@ class TIP(common.LossSettings):
     """Runs the configured selector; returns weights and a gather index."""
     mask = jnp.asarray(inputs.mask, bool)
     entropy = token_stats.student_entropy
-    div = common.axis_divergence(token_stats, self.tip_divergence)
+    div = common.axis_divergence(token_stats, self.score_divergence)
     kw = dict(return_index=True)
     if self.selector in ("soft_or", "bottom_soft_or"):
       return selection.soft_or(
@@ -206,7 +206,7 @@ class TIP(common.LossSettings):
       out["score"] = TokenSet(
           selection.soft_or_scores(
               token_stats.student_entropy,
-              common.axis_divergence(token_stats, self.tip_divergence),
+              common.axis_divergence(token_stats, self.score_divergence),
               mask,
               vocab_size=inputs.student_head.shape[1],
               clip_quantile=self.clip_quantile,

@@ -74,8 +74,9 @@ class TOPD(common.LossSettings):
     rho_loss: candidate fraction of each rollout, in (0, 1] (0.2).
     max_candidates: static cap N of candidates per rollout, 1 <= N <= T (8).
     window: branched continuation length W >= 1 (50).
-    candidate_divergence: the per-token loss that ranks candidates: 'rkl'
-      (default), 'fkl', 'jsd' or 'sampled_logratio'.
+    score_divergence: the per-token loss that ranks candidates, a name
+      ``divergence`` takes: 'reverse_kl' (default), 'forward_kl', 'jsd', or
+      'sampled_logratio'.
     ot_epsilon: entropic regularisation of the OT (> 0; 0.05).
     ot_iterations: Sinkhorn iteration cap (>= 1; 100).
     ot_threshold: Sinkhorn marginal-error tolerance (> 0; 1e-3).
@@ -94,7 +95,7 @@ class TOPD(common.LossSettings):
   rho_loss: float = 0.2
   max_candidates: int = 8
   window: int = 50
-  candidate_divergence: str = "rkl"
+  score_divergence: str = "reverse_kl"
   ot_epsilon: float = 0.05
   ot_iterations: int = 100
   ot_threshold: float = 1e-3
@@ -113,8 +114,8 @@ class TOPD(common.LossSettings):
     checks.check_int(name, "window", self.window, lo=1)
     checks.check_choice(
         name,
-        "candidate_divergence",
-        self.candidate_divergence,
+        "score_divergence",
+        self.score_divergence,
         common.token_scores(),
     )
     checks.check_real(name, "ot_epsilon", self.ot_epsilon, lo=0.0, lo_open=True)

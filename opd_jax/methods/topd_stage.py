@@ -166,7 +166,7 @@ def student_window_weights(
 def rollout_scores(
     cfg, student, teacher, rollout: Rollout, teacher_rollout=None
 ) -> Array:
-  """Per-token OPD loss ``[B, T]`` (cfg.candidate_divergence), no gradient.
+  """Per-token OPD loss ``[B, T]`` (cfg.score_divergence), no gradient.
 
   The teacher scores `teacher_rollout` (the same response after its own
   prompt) when given, else the student's `rollout`.
@@ -187,7 +187,7 @@ def rollout_scores(
       temperature=cfg.temperature,
       jsd_beta=cfg.jsd_beta,
   )
-  score = common.axis_divergence(stats, cfg.candidate_divergence)
+  score = common.axis_divergence(stats, cfg.score_divergence)
   return jax.lax.stop_gradient(jnp.where(rmask, score, 0.0))
 
 

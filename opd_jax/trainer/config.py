@@ -188,6 +188,35 @@ class ConfigError(ValueError):
   """A config field holds a value outside its allowed range."""
 
 
+# Fields renamed since runs were first saved: old dotted name -> new one.
+# `restore.with_defaults` reads saved configs under the new names, and a
+# config file or flag still using an old one is told the new one.
+RENAMED_FIELDS = {
+    "tip.tip_divergence": "tip.score_divergence",
+    "dear.delta": "dear.score_divergence",
+    "topd.candidate_divergence": "topd.score_divergence",
+}
+# The renamed score fields took short names; today they take the names
+# `divergence` takes.
+_OLD_SCORE_VALUES = {"rkl": "reverse_kl", "fkl": "forward_kl"}
+
+
+def migrate_saved(saved: dict) -> dict:
+  """A saved run config (a dict) with today's field names and values.
+
+  Only `RENAMED_FIELDS` move; everything else is returned as saved (a new
+  dict: `saved` is not changed).
+  """
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
+  for old, new in RENAMED_FIELDS.items():
+    (block, old_key), (_, new_key) = old.split("."), new.split(".")
+    node = out.get(block)
+    if isinstance(node, dict) and old_key in node:
+      value = node.pop(old_key)
+      node.setdefault(new_key, _OLD_SCORE_VALUES.get(value, value))
+  return out
+
+
 def unknown_fields(
     c: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
 ) -> list[tuple[str, str | None]]:
@@ -223,6 +252,8 @@ def check_fields(c: ml_collections.ConfigDict) -> None:
   if unknown:
     name, near = unknown[0]
     hint = f"; did you mean config.{near}?" if near else ""
+    if name in RENAMED_FIELDS:
+      hint = f"; it is config.{RENAMED_FIELDS[name]} now"
     more = (
         f" (also: {', '.join('config.' + n for n, _ in unknown[1:4])})"
         if len(unknown) > 1

@@ -24,7 +24,7 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer.checkpointing import Checkpointer
-from opd_jax.trainer.config import default_config
+from opd_jax.trainer.config import default_config, migrate_saved
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
 from opd_jax.trainer.workdir import CONFIG_FILE
@@ -33,10 +33,12 @@ from opd_jax.trainer.workdir import CONFIG_FILE
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:
   """A saved run config over `default_config()`.
 
-  A run saved before a field existed gets the field's default, so older
-  workdirs still export, sample and evaluate.
+  A run saved before a field existed gets the field's default, and one saved
+  under a field's old name (`config.RENAMED_FIELDS`) is read under its new
+  one, so older workdirs still resume, export, sample and evaluate.
   """
   c = default_config()
+  saved = migrate_saved(saved)
 
   def merge(node, values):
     for key, value in values.items():

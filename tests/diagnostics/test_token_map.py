@@ -795,15 +795,15 @@ def _trained_sets(name, method, inputs):
 
 # Runs with non-default selection settings: the map must show the tokens
 # the run trains on (it used to recompute them with its own copies of the
-# defaults: rkl as TIP's axis and DEAR's gap, per-sequence DEAR statistics).
+# defaults: reverse KL as TIP's axis and DEAR's gap, per-sequence DEAR statistics).
 _NON_DEFAULT_RUNS = {
     "tip": {
-        "tip_divergence": "sampled_logratio",
+        "score_divergence": "sampled_logratio",
         "rho": 0.3,
         "temperature": 0.7,
     },
     "dear": {
-        "delta": "sampled_logratio",
+        "score_divergence": "sampled_logratio",
         "norm_scope": "batch",
         "anchor_causal": True,
         "anchor_window": 2,

@@ -59,15 +59,20 @@ def test_every_record_is_whole():
     want = d.fn(zs, zt, where=inputs.mask, **d.kwargs(p))
     got = p.token_divergence(inputs)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
-    if d.token_stat:  # a stats pass scores tokens by it, under its short name
+    if d.token_stat:  # a stats pass scores tokens by it, under its name
       np.testing.assert_allclose(
-          common.axis_divergence(p.token_stats(inputs), d.short),
+          common.axis_divergence(p.token_stats(inputs), d.name),
           want,
           rtol=1e-5,
           atol=1e-6,
           err_msg=name,
       )
-  assert common.token_scores() == ("rkl", "fkl", "jsd", "sampled_logratio")
+  assert common.token_scores() == (
+      "reverse_kl",
+      "forward_kl",
+      "jsd",
+      "sampled_logratio",
+  )
   with pytest.raises(ValueError, match="divergence must be one of"):
     heads.divergence_record("kl")
 

@@ -153,7 +153,7 @@ class RegistryTest(parameterized.TestCase):
       ("tip", "rho", 0.0, r"\(0, 1\]"),
       ("tip", "selector", "best", "soft_or"),
       ("tip", "which", 5, "1..4"),
-      ("tip", "tip_divergence", "kl", "sampled_logratio"),
+      ("tip", "score_divergence", "kl", "sampled_logratio"),
       ("tip", "entropy_mode", "argmax", "topk"),
       ("tsd_kd", "top_k", 0, ">= 1"),
       ("tsd_kd", "em_ratio", 2.0, r"\[0, 1\]"),
@@ -161,7 +161,7 @@ class RegistryTest(parameterized.TestCase):
       ("tsd_kd", "gate", "no", "True or False"),
       ("dear", "p", 0.0, r"\(0, 1\]"),
       ("dear", "q", 1.2, r"\[0, 1\]"),
-      ("dear", "delta", "l2", "rkl"),
+      ("dear", "score_divergence", "l2", "reverse_kl"),
       ("dear", "norm_scope", "global", "sequence"),
       ("minillm", "long_term_coef", -1.0, r"\[0"),
       ("minillm", "length_normalize", "yes", "True or False"),
@@ -388,7 +388,7 @@ class TipTest(parameterized.TestCase):
       dict(selector="soft_or"),
       dict(selector="bottom_soft_or", rho=0.3),
       dict(selector="entropy", entropy_mode="sample"),
-      dict(selector="divergence", tip_divergence="sampled_logratio"),
+      dict(selector="divergence", score_divergence="sampled_logratio"),
       dict(selector="quadrant", which=3, q_divergence=0.6),
       dict(selector="random", rho=0.2),
   )
@@ -528,7 +528,7 @@ class DearTest(parameterized.TestCase):
   @parameterized.parameters(
       dict(),
       dict(
-          delta="sampled_logratio",
+          score_divergence="sampled_logratio",
           anchor_causal=True,
           q=0.5,
           evidence_weight=2.0,
@@ -549,7 +549,7 @@ class DearTest(parameterized.TestCase):
     # The brute-force numpy DEAR, not the library's own composition.
     dec, evi = dear_reference.np_dear(
         np.asarray(st.student_entropy),
-        np.asarray(common.axis_divergence(st, m.delta)),
+        np.asarray(common.axis_divergence(st, m.score_divergence)),
         np.asarray(inputs.student_hidden),
         np.asarray(inputs.mask),
         p=m.p,

@@ -74,7 +74,7 @@ class ConfigTest(parameterized.TestCase):
       ("ot_iterations", 0, ">= 1"),
       ("traj_window", "both", "student"),
       ("traj_divergence", "kl", "forward"),
-      ("candidate_divergence", "l2", "rkl"),
+      ("score_divergence", "l2", "reverse_kl"),
       ("divergence", "kl", "reverse"),
   )
   def test_bad_field_is_named(self, field, value, allowed):

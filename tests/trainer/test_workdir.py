@@ -100,3 +100,44 @@ def test_workdir_that_is_a_file_or_has_orphan_checkpoints(tmp_path):
   (tmp_path / "broken" / "config.json").write_text("{not json")
   with pytest.raises(workdir_lib.WorkdirError, match="unreadable run config"):
     workdir_lib.prepare_workdir(str(tmp_path / "broken"), _config())
+
+
+# A run saved before the score-by divergence had one name (TIP's
+# tip_divergence, DEAR's delta, TOPD's candidate_divergence, short values).
+_OLD_NAMES = {
+    "tip": ("tip_divergence", "rkl", "reverse_kl"),
+    "dear": ("delta", "sampled_logratio", "sampled_logratio"),
+    "topd": ("candidate_divergence", "fkl", "forward_kl"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(_OLD_NAMES))
+def test_a_run_saved_under_old_field_names_resumes(tmp_path, method):
+  old_key, old_value, new_value = _OLD_NAMES[method]
+  saved = _config(method=method).to_dict()
+  del saved[method]["score_divergence"]
+  saved[method][old_key] = old_value
+  workdir = str(tmp_path / "run")
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), "w") as f:
+    json.dump(saved, f)
+  same = _config(method=method, **{f"{method}.score_divergence": new_value})
+  assert workdir_lib.prepare_workdir(workdir, same)
+  # Read back under the new name, with the new vocabulary.
+  migrated = trainer_config.migrate_saved(saved)
+  assert migrated[method]["score_divergence"] == new_value
+  assert old_key not in migrated[method] and old_key in saved[method]
+  if new_value != "reverse_kl":  # the old value is still the run's value
+    with pytest.raises(workdir_lib.WorkdirError, match="score_divergence"):
+      workdir_lib.prepare_workdir(workdir, _config(method=method))
+
+
+def test_a_config_using_an_old_field_name_is_told_the_new_one():
+  c = _config()
+  c.tip.tip_divergence = "reverse_kl"
+  with pytest.raises(
+      trainer_config.ConfigError,
+      match=r"config\.tip\.tip_divergence: no such field; it is"
+      r" config\.tip\.score_divergence now",
+  ):
+    trainer_config.check_fields(c)
