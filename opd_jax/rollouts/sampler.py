@@ -132,26 +132,30 @@ def decode(
     eos_ids: tuple[int, ...],
     pad_id: int,
     schedule: tuple[int, ...],
-    base_len: int,
+    base_len: int | Sequence[int],
 ) -> Rollout:
   """The decode loop after a prefill; returns a Rollout without its prompt.
 
   Args:
     models: the sampling models (layers split), already in the compute dtype.
-    caches: one KVCache per model, filled up to `base_len` slots and with room
-      for `base_len + schedule[0]`.
+    caches: one KVCache per model, filled up to its `base_len` slots and with
+      room for `base_len + schedule[0]`.
     first_log_probs: per model, float32 [B, V] log-probs of the first token.
     key: PRNG key; response position i draws with `fold_in(key, i)`.
     weights, sampling, max_new_tokens, eos_ids, pad_id: as in `sample`.
     schedule: `cache_schedule(max_new_tokens)`: before segment n > 0 the
       caches grow to `base_len + schedule[n]` slots.
-    base_len: cache slots in use before the first decode step.
+    base_len: cache slots in use before the first decode step: one for all
+      models, or one per model (models that prefilled prompts of their own
+      widths, e.g. a teacher after its context).
 
   Returns:
     A Rollout whose `prompt` / `prompt_mask` are empty [B, 0] placeholders.
   """
   b = first_log_probs[0].shape[0]
   t = max_new_tokens
+  if isinstance(base_len, int):
+    base_len = (base_len,) * len(models)
   eos = jnp.asarray(eos_ids, jnp.int32)
 
   def choose(i, per_model, done):
@@ -201,7 +205,10 @@ def decode(
     if n:
       carry = (
           *carry[:2],
-          [attention.extend_cache(c, base_len + bound) for c in carry[2]],
+          [
+              attention.extend_cache(c, p + bound)
+              for c, p in zip(carry[2], base_len)
+          ],
           *carry[3:],
       )
     carry = jax.lax.while_loop(
@@ -237,8 +244,8 @@ def decoding_models(graphdefs, states, compute_dtype) -> list[Transformer]:
 def _sample_impl(
     graphdefs,
     states,
-    prompt,
-    prompt_mask,
+    prompts,
+    prompt_masks,
     key,
     *,
     weights,
@@ -250,12 +257,12 @@ def _sample_impl(
     first_segment,
 ):
   models = decoding_models(graphdefs, states, compute_dtype)
-  b, p = prompt.shape
   schedule = cache_schedule(max_new_tokens, first_segment)
   caches, first_lp = [], []
-  for m in models:
+  for m, prompt, prompt_mask in zip(models, prompts, prompt_masks):
     # The head runs on the last position only: the prompt's other logits
     # are never used.
+    b, p = prompt.shape
     out = m(
         prompt,
         attention_mask=prompt_mask,
@@ -276,9 +283,9 @@ def _sample_impl(
       eos_ids=eos_ids,
       pad_id=pad_id,
       schedule=schedule,
-      base_len=p,
+      base_len=tuple(p.shape[1] for p in prompts),
   )
-  return out.replace(prompt=prompt, prompt_mask=prompt_mask)
+  return out.replace(prompt=prompts[0], prompt_mask=prompt_masks[0])
 
 
 def check_models(
@@ -345,7 +352,8 @@ def jitted_sampler(
     pad_id: int,
     compute_dtype=None,
 ):
-  """The jitted program `sample` runs: fn(states, prompt, prompt_mask, key).
+  """The jitted program `sample` runs: fn(states, prompts, prompt_masks,
+  key), with one [B, P_m] prompt and mask per model (tuples).
 
   For compiling ahead (the dry run's memory figures) with the models'
   `graphdefs` and abstract `states`; `sample` is the way to run it.
@@ -390,7 +398,11 @@ def sample(
       samples from `a * p_teacher + (1 - a) * p_student` (MiniLLM), and
       `[teacher]` alone is sequence-level KD.
     prompt: int32 [B, P], left-padded; every row needs at least one real token.
-    prompt_mask: bool [B, P], False on padding.
+      Or a sequence of such prompts, one per model, each of its own width
+      P_m: a mixture whose teacher conditions on a context the student does
+      not see (row b of each is the same example).
+    prompt_mask: bool [B, P], False on padding (a sequence, one per model,
+      with a sequence of prompts).
     key: PRNG key; derive per-step keys with `jax.random.fold_in(root, step)`.
     max_new_tokens: T, the static response length.
     sampling: the strategy (temperature 0 is greedy).
@@ -404,14 +416,11 @@ def sample(
       keeps the models' own dtype.
 
   Returns:
-    A Rollout with response [B, T], response_mask and logprobs.
+    A Rollout with response [B, T], response_mask and logprobs; its prompt
+    is the first model's.
   """
   models, weights = check_models(models, weights, "sample")
-  if prompt.ndim != 2 or prompt.shape != prompt_mask.shape:
-    raise ValueError(
-        "sample: prompt and prompt_mask must both be [B, P], got"
-        f" {prompt.shape} and {prompt_mask.shape}"
-    )
+  prompts, masks = _per_model_prompts(prompt, prompt_mask, len(models))
   if max_new_tokens < 1:
     raise ValueError(
         f"sample: max_new_tokens must be >= 1, got {max_new_tokens}"
@@ -426,9 +435,31 @@ def sample(
       pad_id,
       compute_dtype,
   )
-  return fn(
-      tuple(states),
-      jnp.asarray(prompt, jnp.int32),
-      jnp.asarray(prompt_mask, bool),
-      key,
-  )
+  return fn(tuple(states), prompts, masks, key)
+
+
+def _per_model_prompts(prompt, prompt_mask, n: int):
+  """(prompts, masks): one int32 / bool [B, P_m] pair per model."""
+  shared = not isinstance(prompt, (list, tuple))
+  if shared != (not isinstance(prompt_mask, (list, tuple))):
+    raise ValueError(
+        "sample: prompt and prompt_mask must both be arrays or both be"
+        " sequences of arrays (one per model)"
+    )
+  prompts = (prompt,) * n if shared else tuple(prompt)
+  masks = (prompt_mask,) * n if shared else tuple(prompt_mask)
+  if len(prompts) != n or len(masks) != n:
+    raise ValueError(
+        f"sample: {n} model(s) need {n} prompt(s) and mask(s), got"
+        f" {len(prompts)} and {len(masks)}"
+    )
+  prompts = tuple(jnp.asarray(p, jnp.int32) for p in prompts)
+  masks = tuple(jnp.asarray(m, bool) for m in masks)
+  for i, (p, m) in enumerate(zip(prompts, masks)):
+    if p.ndim != 2 or p.shape != m.shape or p.shape[0] != prompts[0].shape[0]:
+      which = "" if shared else f"[{i}]"
+      raise ValueError(
+          f"sample: prompt{which} and prompt_mask{which} must both be [B, P]"
+          f" (the same B for every model), got {p.shape} and {m.shape}"
+      )
+  return prompts, masks

@@ -371,12 +371,16 @@ class Trainer:
           ),
       }[c.rollout_source]
       sample_prompt, sample_mask = prompt, prompt_mask
-      if c.rollout_source == "teacher" and "teacher_prompt" in host:
-        # The teacher samples after its own prompt (its context); the
-        # student's sequence is its prompt and the same response ids.
+      if c.rollout_source != "student" and "teacher_prompt" in host:
+        # The teacher samples after its own prompt (its context), the
+        # mixture's student after the student's; the student's sequence is
+        # its prompt and the same response ids.
         sample_prompt, sample_mask = sharding.global_batch(
             (host["teacher_prompt"], host["teacher_prompt_mask"]), self.mesh
         )
+        if c.rollout_source == "mixture":
+          sample_prompt = (prompt, sample_prompt)
+          sample_mask = (prompt_mask, sample_mask)
       r = sample(
           models,
           sample_prompt,

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from opd_jax import sharding
 from opd_jax.rollouts import sampler
+from opd_jax.trainer import self_teacher
 from opd_jax.trainer.update import compile_ahead
 
 GIB = 2.0**30
@@ -120,7 +121,13 @@ def sampler_memory(plan, models: dict) -> ProgramMemory:
   }[c.rollout_source]
   graphdefs = tuple(models[r][0] for r in roles)
   states = tuple(models[r][1] for r in roles)
-  b, p = c.batch_size, c.max_prompt_len
+  # Under a teacher context the teacher samples after its own prompt.
+  ctx = self_teacher.teacher_context(c)
+  widths = tuple(
+      ctx.max_prompt_len if r == "teacher" and ctx else c.max_prompt_len
+      for r in roles
+  )
+  b = c.batch_size
   with jax.set_mesh(plan.mesh):
     fn = sampler.jitted_sampler(
         graphdefs,
@@ -138,8 +145,14 @@ def sampler_memory(plan, models: dict) -> ProgramMemory:
             sharding.with_shardings(s, sharding.param_shardings(s, plan.mesh))
             for s in states
         ),
-        jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=rows),
-        jax.ShapeDtypeStruct((b, p), jnp.bool_, sharding=rows),
+        tuple(
+            jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=rows)
+            for p in widths
+        ),
+        tuple(
+            jax.ShapeDtypeStruct((b, p), jnp.bool_, sharding=rows)
+            for p in widths
+        ),
         jax.ShapeDtypeStruct((2,), jnp.uint32),
     )
   return ProgramMemory.of(analysis)

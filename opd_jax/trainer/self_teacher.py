@@ -164,14 +164,6 @@ def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
         " windows would be teacher-forced through the student after the"
         " teacher's own prompt)",
     )
-  if c.rollout_source == "mixture" and c.teacher_context.template:
-    _fail(
-        "rollout_source",
-        "expected 'student' or 'teacher' with"
-        " config.teacher_context.template, got 'mixture' (the mixture"
-        " decodes both models over one prompt and cache: the teacher's"
-        " context would be lost)",
-    )
 
 
 def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:

@@ -287,8 +287,8 @@ def test_sampler_lowers(platform, tiny_pair, monkeypatch):
       text = (
           fn.trace(
               (sharding.with_shardings(state, shardings),),
-              jax.ShapeDtypeStruct((2, 8), jnp.int32, sharding=rows),
-              jax.ShapeDtypeStruct((2, 8), jnp.bool_, sharding=rows),
+              (jax.ShapeDtypeStruct((2, 8), jnp.int32, sharding=rows),),
+              (jax.ShapeDtypeStruct((2, 8), jnp.bool_, sharding=rows),),
               jax.ShapeDtypeStruct((2,), jnp.uint32),
           )
           .lower(lowering_platforms=(platform,))

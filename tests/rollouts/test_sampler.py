@@ -185,6 +185,66 @@ def test_mixture_sampling_follows_mixture():
   )
 
 
+def test_mixture_with_a_prompt_per_model_follows_each_models_prompt():
+  # A teacher after a context the student does not see: each model decodes
+  # after its own left-padded prompt (other widths, other padding); the
+  # log-probs are the mixture's, log(0.6 p_s + 0.4 p_t), of uncached
+  # forwards of [own prompt | response so far].
+  config = testing.tiny_config("qwen2", vocab_size=12)
+  student = testing.random_model(config, seed=1)
+  teacher = testing.random_model(config, seed=2)
+  sp, sm = _prompts(12, b=3, p=5, seed=3)  # row 2: one real token
+  tp, tm = _prompts(12, b=3, p=9, seed=4)
+  t = 5
+  out = sample(
+      [student, teacher],
+      (sp, tp),
+      (sm, tm),
+      jax.random.key(5),
+      max_new_tokens=t,
+      sampling=Sampling(temperature=1.0),
+      weights=(0.6, 0.4),
+  )
+  np.testing.assert_array_equal(np.asarray(out.prompt), np.asarray(sp))
+  response = np.asarray(out.response)
+
+  def next_token_probs(model, prompt, mask):
+    tokens = np.concatenate([np.asarray(prompt), response], 1)
+    m = np.concatenate([np.asarray(mask), np.ones(response.shape, bool)], 1)
+    logits = model(jnp.asarray(tokens), attention_mask=jnp.asarray(m)).logits
+    p = prompt.shape[1]
+    return np.asarray(jax.nn.softmax(logits[:, p - 1 : p - 1 + t], -1))
+
+  mix = 0.6 * next_token_probs(student, sp, sm) + 0.4 * next_token_probs(
+      teacher, tp, tm
+  )
+  want = np.log(np.take_along_axis(mix, response[..., None], -1)[..., 0])
+  assert bool(out.response_mask.all())
+  np.testing.assert_allclose(np.asarray(out.logprobs), want, atol=1e-5)
+  # One prompt for all models is the same program with the prompt repeated.
+  shared = sample(
+      [student, teacher],
+      sp,
+      sm,
+      jax.random.key(5),
+      max_new_tokens=t,
+      sampling=Sampling(temperature=1.0),
+      weights=(0.6, 0.4),
+  )
+  again = sample(
+      [student, teacher],
+      (sp, sp),
+      (sm, sm),
+      jax.random.key(5),
+      max_new_tokens=t,
+      sampling=Sampling(temperature=1.0),
+      weights=(0.6, 0.4),
+  )
+  np.testing.assert_array_equal(
+      np.asarray(shared.response), np.asarray(again.response)
+  )
+
+
 def test_bad_arguments(model):
   prompt, mask = _prompts(model.config.vocab_size)
   with pytest.raises(ValueError, match="weights"):
@@ -198,6 +258,26 @@ def test_bad_arguments(model):
     )
   with pytest.raises(ValueError, match="max_new_tokens"):
     sample(model, prompt, mask, jax.random.key(0), max_new_tokens=0)
+  with pytest.raises(ValueError, match=r"2 model\(s\) need 2 prompt\(s\)"):
+    sample(
+        [model, model], (prompt,), (mask,), jax.random.key(0), max_new_tokens=2
+    )
+  with pytest.raises(ValueError, match="both be arrays or both be sequences"):
+    sample(
+        [model, model],
+        (prompt, prompt),
+        mask,
+        jax.random.key(0),
+        max_new_tokens=2,
+    )
+  with pytest.raises(ValueError, match=r"prompt\[1\] and prompt_mask\[1\]"):
+    sample(
+        [model, model],
+        (prompt, prompt[:2]),
+        (mask, mask[:2]),
+        jax.random.key(0),
+        max_new_tokens=2,
+    )
   with pytest.raises(ValueError, match="top_p"):
     Sampling(top_p=0.0)
 

@@ -120,3 +120,37 @@ def test_dry_run_prints_compiled_memory_of_step_and_sampler(tmp_path, capsys):
         + figures["output_bytes"]
         - figures["alias_bytes"]
     )
+
+
+def test_dry_run_sampler_under_a_context_compiles_the_teachers_prompt(
+    tmp_path, monkeypatch
+):
+  """A mixture under a teacher context: the student's prompt at its budget,
+  the teacher's at teacher_context.max_prompt_len (as the run samples)."""
+  from opd_jax import testing  # pylint: disable=g-import-not-at-top
+  from opd_jax.rollouts import sampler  # pylint: disable=g-import-not-at-top
+
+  c = testing.tiny_train_config(
+      testing.tiny_distillation_pair(str(tmp_path)),
+      rollout_source="mixture",
+  )
+  c.teacher_context.template = "solution"
+  c.teacher_context.max_prompt_len = 48
+  widths = []
+  jitted = sampler.jitted_sampler
+
+  def spy(*args, **kwargs):
+    fn = jitted(*args, **kwargs)
+
+    class Traced:
+
+      def lower(self, states, prompts, masks, key):
+        widths.append(tuple(p.shape[1] for p in prompts))
+        return fn.lower(states, prompts, masks, key)
+
+    return Traced()
+
+  monkeypatch.setattr(sampler, "jitted_sampler", spy)
+  report = loop.dry_run(c)
+  assert widths == [(c.max_prompt_len, 48)]
+  assert report["sampler_memory"]["argument_bytes"] > 0

@@ -196,13 +196,6 @@ def test_ema_tracker_follows_the_updates():
             r" config.self_teacher.weights='live'",
         ),
         (
-            {
-                "teacher_context.template": "solution",
-                "rollout_source": "mixture",
-            },
-            r"config.rollout_source: expected 'student'",
-        ),
-        (
             {"teacher_context.kl_clip": 5.0, "method": "minillm"},
             r"config.teacher_context.kl_clip: the pointwise clip applies to",
         ),
@@ -274,15 +267,20 @@ def test_resume_with_a_state_teacher_is_bit_identical(pair, tmp_path, weights):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weights", ["initial", "live"])
+@pytest.mark.parametrize(
+    "source,weights",
+    [("teacher", "initial"), ("teacher", "live"), ("mixture", "live")],
+)
 def test_teacher_rollouts_follow_the_teachers_own_prompt(
-    pair, tmp_path, weights
+    pair, tmp_path, source, weights
 ):
   # rollout_source='teacher' under a context: the teacher samples after its
   # own prompt, with the step's teacher weights (theta_0, or the live
   # student from the state); the student's sequence is its prompt and the
-  # same response ids.
-  c = testing.tiny_train_config(pair, teacher="self", rollout_source="teacher")
+  # same response ids. A mixture decodes the student after the student's
+  # prompt and the teacher after its own, mixing their next-token
+  # distributions.
+  c = testing.tiny_train_config(pair, teacher="self", rollout_source=source)
   c.self_teacher.weights = weights
   c.teacher_context.template = "solution"
   c.teacher_context.max_prompt_len = 64
@@ -298,15 +296,27 @@ def test_teacher_rollouts_follow_the_teachers_own_prompt(
         trainer.student_graphdef,
         trainer.state.params if weights == "live" else trainer.teacher_params,
     )
-    want = loop.sample(
+    models, weights, prompts, masks = (
         [teacher],
+        None,
         jnp.asarray(host["teacher_prompt"]),
         jnp.asarray(host["teacher_prompt_mask"]),
+    )
+    if source == "mixture":
+      models = [trainer.student(), teacher]
+      weights = (1 - c.mixture_alpha, c.mixture_alpha)
+      prompts = (jnp.asarray(host["prompt"]), prompts)
+      masks = (jnp.asarray(host["prompt_mask"]), masks)
+    want = loop.sample(
+        models,
+        prompts,
+        masks,
         key,
         max_new_tokens=c.max_new_tokens,
         sampling=trainer.sampling,
         eos_ids=trainer.eos_ids,
         pad_id=trainer.train_data.pad_id,
+        weights=weights,
     )
   trainer.checkpointer.close()
   trainer.writer.close()
