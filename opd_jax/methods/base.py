@@ -49,7 +49,17 @@ BASE_BATCH_KEYS = ("tokens", "mask", "response_mask", "sampler_logprobs")
 SEGMENT_TOKENS = "segment/tokens"
 SEGMENT_MASK = "segment/mask"
 SEGMENT_RESPONSE_MASK = "segment/response_mask"
-SEGMENT_KEYS = (SEGMENT_TOKENS, SEGMENT_MASK, SEGMENT_RESPONSE_MASK)
+# Under a teacher context, the teacher's side of the same segments: its own
+# prefix [teacher prompt | response prefix], then the same window [M, Lt].
+TEACHER_SEGMENT_TOKENS = "segment/teacher_tokens"
+TEACHER_SEGMENT_MASK = "segment/teacher_mask"
+SEGMENT_KEYS = (
+    SEGMENT_TOKENS,
+    SEGMENT_MASK,
+    SEGMENT_RESPONSE_MASK,
+    TEACHER_SEGMENT_TOKENS,
+    TEACHER_SEGMENT_MASK,
+)
 # The teacher's own sequence [B, Pt + T] (a privileged prompt, then the same
 # response ids): the step scores the teacher on it instead of `tokens`.
 TEACHER_TOKENS = "teacher/tokens"

@@ -149,9 +149,14 @@ class TOPD(common.LossSettings):
       )
 
   def prepare_shapes(
-      self, batch_size: int, prompt_len: int, response_len: int
+      self,
+      batch_size: int,
+      prompt_len: int,
+      response_len: int,
+      teacher_prompt_len: int | None = None,
   ) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of :meth:`prepare`'s outputs for [B, P] prompts, T tokens."""
+    """Shapes of :meth:`prepare`'s outputs for [B, P] prompts, T tokens
+    (and [B, Pt] teacher prompts under a teacher context)."""
     self.check_response_len(response_len)
     bn = (batch_size, self.max_candidates)
     sds = jax.ShapeDtypeStruct
@@ -170,6 +175,10 @@ class TOPD(common.LossSettings):
       out[base.SEGMENT_TOKENS] = sds((m, length), jnp.int32)
       out[base.SEGMENT_MASK] = sds((m, length), jnp.bool_)
       out[base.SEGMENT_RESPONSE_MASK] = sds((m, self.window), jnp.bool_)
+      if teacher_prompt_len is not None:
+        length = teacher_prompt_len + response_len + self.window
+        out[base.TEACHER_SEGMENT_TOKENS] = sds((m, length), jnp.int32)
+        out[base.TEACHER_SEGMENT_MASK] = sds((m, length), jnp.bool_)
     return out
 
   def sequence_length(self, prompt_len: int, response_len: int) -> int:

@@ -216,23 +216,18 @@ def prepare(
     teacher_rollout: the same responses after the teacher's own prompts
       ([B, Pt], a teacher context), or None: the teacher scores the
       candidates and branches its windows from this sequence instead of
-      the student's. Only with ``traj_window='student'`` (the teacher's
-      windows would otherwise be teacher-forced through the student after
-      the teacher's prompt).
+      the student's.
 
   Returns:
     The `STAGE_KEYS` arrays, plus `segment/*` ([M, P+T+W] prefix + teacher
     window, [M, W] window mask) when the trajectory term runs along the
-    teacher's windows.
+    teacher's windows; under a teacher context the student's segment is
+    its own prefix + the teacher's window, and `segment/teacher_*` ([M,
+    Pt+T+W]) the teacher's prefix + the same window.
   """
   b, t = rollout.response.shape
   n, w = cfg.max_candidates, cfg.window
   cfg.check_response_len(t)
-  if teacher_rollout is not None and cfg.uses_segments:
-    raise ValueError(
-        "config.topd.traj_window: expected 'student' with a teacher context"
-        " (the 'teacher' windows follow the teacher's own prompt)"
-    )
   score = rollout_scores(cfg, student, teacher, rollout, teacher_rollout)
   index, valid = pick_candidates(score, rollout.response_mask, cfg.rho_loss, n)
   cut = jnp.where(valid, index, -1)  # invalid cuts come back masked
@@ -267,15 +262,25 @@ def prepare(
         trajectory_budget(b * n, cfg.ot_quantile),
     )
     window_mask = jnp.take(tw.response_mask, rows, axis=0) & rows_valid[:, None]
-    out[base.SEGMENT_TOKENS] = jnp.concatenate(
-        [
-            jnp.take(tw.prompt, rows, axis=0),
-            jnp.take(tw.response, rows, axis=0),
-        ],
-        axis=1,
-    )
-    out[base.SEGMENT_MASK] = jnp.concatenate(
-        [jnp.take(tw.prompt_mask, rows, axis=0), window_mask], axis=1
-    )
+    window = jnp.take(tw.response, rows, axis=0)
+
+    def segment(prefix: Rollout):
+      """[prefix | the teacher's window] ids and mask of the chosen rows."""
+      return (
+          jnp.concatenate([jnp.take(prefix.prompt, rows, axis=0), window], 1),
+          jnp.concatenate(
+              [jnp.take(prefix.prompt_mask, rows, axis=0), window_mask], 1
+          ),
+      )
+
+    # The student is teacher-forced along the teacher's window after its
+    # own prefix (sw's: the same cut of the student's sequence), the
+    # teacher after its own (tw's; the same as sw's without a context).
+    out[base.SEGMENT_TOKENS], out[base.SEGMENT_MASK] = segment(sw)
     out[base.SEGMENT_RESPONSE_MASK] = window_mask
+    if teacher_rollout is not None:
+      (
+          out[base.TEACHER_SEGMENT_TOKENS],
+          out[base.TEACHER_SEGMENT_MASK],
+      ) = segment(tw)
   return jax.lax.stop_gradient(out)

@@ -92,7 +92,12 @@ class RunPlan:
         "sampler_logprobs": jax.ShapeDtypeStruct((b, t), jnp.float32),
     }
     if methods.has_stage(self.method):
-      batch.update(self.method.prepare_shapes(b, p, t))
+      ctx = self_teacher.teacher_context(c)
+      batch.update(
+          self.method.prepare_shapes(
+              b, p, t, ctx.max_prompt_len if ctx else None
+          )
+      )
     batch.update(self_teacher.abstract_teacher_batch(c))
     return batch
 

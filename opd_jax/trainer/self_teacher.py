@@ -137,32 +137,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
-  """Combinations that would score or sample the wrong sequence."""
-  uses = []
-  if c.teacher_context.template:
-    uses.append("config.teacher_context.template")
-  if step_weights(c) != "external":
-    uses.append(f"config.self_teacher.weights={c.self_teacher.weights!r}")
-  if not uses:
-    return
-  what = " and ".join(uses)
+  """Combinations that would score or sample with the wrong weights."""
   if c.method == "topd" and step_weights(c) != "external":
     _fail(
         "method",
-        f"'topd' is not supported with {what}: its stage branches the"
-        " teacher with the loaded teacher parameters; use"
+        "'topd' is not supported with"
+        f" config.self_teacher.weights={c.self_teacher.weights!r}: its stage"
+        " branches the teacher with the loaded teacher parameters; use"
         " self_teacher.weights='initial' or another method",
-    )
-  if (
-      c.method == "topd"
-      and c.topd.traj_window == "teacher"
-      and c.topd.lambda_traj > 0
-  ):
-    _fail(
-        "topd.traj_window",
-        f"expected 'student' with {what}, got 'teacher' (the teacher's"
-        " windows would be teacher-forced through the student after the"
-        " teacher's own prompt)",
     )
 
 

@@ -136,8 +136,15 @@ def train_step(
     seg_mask = batch[base.SEGMENT_MASK].astype(bool)
     seg_window = batch[base.SEGMENT_RESPONSE_MASK].astype(bool)
     w = seg_window.shape[1]
+    # Under a teacher context the teacher's side of each segment follows
+    # its own prefix; it ends with the same window ids.
     seg_teacher_hidden = jax.lax.stop_gradient(
-        response_hidden(teacher, seg_tokens, seg_mask, w)
+        response_hidden(
+            teacher,
+            batch.get(base.TEACHER_SEGMENT_TOKENS, seg_tokens),
+            batch.get(base.TEACHER_SEGMENT_MASK, seg_mask).astype(bool),
+            w,
+        )
     )
 
   def loss_fn(params):

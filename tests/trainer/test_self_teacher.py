@@ -181,11 +181,6 @@ def test_ema_tracker_follows_the_updates():
             r"names \{hint\}, which the data does not provide",
         ),
         (
-            {"teacher_context.template": "solution", "method": "topd"},
-            r"config.topd.traj_window: expected 'student' with"
-            r" config.teacher_context.template, got 'teacher'",
-        ),
-        (
             {
                 "teacher": "self",
                 "self_teacher.weights": "live",
@@ -336,11 +331,12 @@ def test_teacher_rollouts_follow_the_teachers_own_prompt(
 def test_topd_trains_under_a_teacher_context(pair, tmp_path):
   # TOPD's stage scores and branches the teacher's own sequence (checked
   # part by part in tests/trainer/test_stage.py); here the whole run: the
-  # stage, the step and the token map of the run's method.
+  # stage, the step (its trajectory term along the teacher's windows) and
+  # the token map of the run's method.
   c = testing.tiny_train_config(
       pair, method="topd", total_steps=2, teacher="self"
   )
-  c.topd.window, c.topd.traj_window = 8, "student"
+  c.topd.window, c.topd.ot_quantile = 8, 0.5
   c.teacher_context.template = "solution"
   c.teacher_context.max_prompt_len = 64
   c.token_map_every = 2
@@ -350,6 +346,11 @@ def test_topd_trains_under_a_teacher_context(pair, tmp_path):
     logged = [json.loads(l) for l in f if '"loss/total"' in l]
   assert [m["step"] for m in logged] == [1, 2]
   assert all(np.isfinite(m["loss/total"]) for m in logged)
+  # Step 1: the student is still theta_0, the teacher's weights. Along the
+  # same windows the two differ only by the teacher's prefix (its context),
+  # so the trajectory term is > 0 only if the teacher saw its own.
+  first = logged[0]
+  assert first["topd/traj_rows"] > 0 and first["loss/traj"] > 1e-3, first
   page = os.path.join(tmp_path, "run", "plots", "token_map_000002.html")
   with open(page, encoding="utf-8") as f:
     text = f.read()

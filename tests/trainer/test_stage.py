@@ -135,13 +135,13 @@ def _rebuilt_windows(run, out, rollout, teacher_rollout):
           sw.response_mask,
       )
   ).reshape(B, N)
-  return tw, ot
+  return tw, sw, ot
 
 
 def test_windows_ot_and_segments_rebuilt(run):
   out, r = run["out"], run["rollout"]
   valid = out[topd_stage.CAND_VALID]
-  tw, ot = _rebuilt_windows(run, out, r, r)
+  tw, _, ot = _rebuilt_windows(run, out, r, r)
   np.testing.assert_allclose(
       out[topd_stage.OT], np.where(valid, ot, 0.0), atol=1e-5
   )
@@ -161,10 +161,15 @@ def test_windows_ot_and_segments_rebuilt(run):
     np.testing.assert_array_equal(seg_win[row], tw.response_mask[match[0]])
 
 
-def test_a_teacher_context_scores_and_branches_the_teachers_sequence(run):
+@pytest.mark.parametrize("traj_window", ["teacher", "student"])
+def test_a_teacher_context_scores_and_branches_the_teachers_sequence(
+    run, traj_window
+):
   # Under a teacher context the batch carries [teacher prompt | response]
   # (`teacher/tokens`): the teacher scores the candidates and samples its
-  # windows after its own prompt; the student's side is unchanged.
+  # windows after its own prompt; the student's side is unchanged. The
+  # trajectory term's segments are the teacher's windows after each
+  # model's own prefix.
   r = run["rollout"]
   pt = 7
   rng = np.random.default_rng(1)
@@ -180,7 +185,7 @@ def test_a_teacher_context_scores_and_branches_the_teachers_sequence(run):
           "window": W,
           "rho_loss": 0.5,
           "ot_quantile": 0.5,
-          "traj_window": "student",
+          "traj_window": traj_window,
       },
   )
   out = _run_stage(
@@ -204,8 +209,37 @@ def test_a_teacher_context_scores_and_branches_the_teachers_sequence(run):
       np.where(valid, np.take_along_axis(rkl, index, 1), 0.0),
       rtol=1e-4,
   )
-  tw, ot = _rebuilt_windows(run, out, r, seen)
+  tw, sw, ot = _rebuilt_windows(run, out, r, seen)
   np.testing.assert_allclose(
       out[topd_stage.OT], np.where(valid, ot, 0.0), atol=1e-5
   )
-  assert "segment/tokens" not in out  # the student's own windows
+  want = method.prepare_shapes(B, P, T, pt)
+  assert {k: v.shape for k, v in out.items()} == {
+      k: v.shape for k, v in want.items()
+  }
+  if traj_window == "student":  # the student's own windows: no segments
+    assert "segment/tokens" not in out
+    return
+  high = out[topd_stage.HIGH_OT].reshape(-1)
+  seg_win = out["segment/response_mask"]
+  assert seg_win.any(axis=1).sum() == high.sum() > 0
+  student_rows = np.concatenate([sw.prompt, tw.response], axis=1)
+  teacher_rows = np.concatenate([tw.prompt, tw.response], axis=1)
+  student_masks = np.concatenate([sw.prompt_mask, tw.response_mask], axis=1)
+  teacher_masks = np.concatenate([tw.prompt_mask, tw.response_mask], axis=1)
+  for row in range(seg_win.shape[0]):
+    if not seg_win[row].any():
+      continue
+    # The same divergent state on both sides: [own prefix | its window].
+    (i,) = [
+        i
+        for i in np.flatnonzero(high)
+        if np.array_equal(teacher_rows[i], out["segment/teacher_tokens"][row])
+    ]
+    np.testing.assert_array_equal(out["segment/tokens"][row], student_rows[i])
+    np.testing.assert_array_equal(out["segment/mask"][row], student_masks[i])
+    np.testing.assert_array_equal(
+        out["segment/teacher_mask"][row], teacher_masks[i]
+    )
+    assert out["segment/tokens"].shape[1] == P + T + W
+    assert out["segment/teacher_tokens"].shape[1] == pt + T + W
