@@ -421,7 +421,7 @@ class Trainer:
     if self.prepare_fn is not None:
       prepared = self.prepare_fn(
           self.state.params,
-          self.teacher_params,
+          self._step_teacher_params(),
           batch,
           stage.stage_key(c.seed, step),
       )
@@ -431,17 +431,21 @@ class Trainer:
         self._write_token_map(step + 1, r, host, batch, prepared=prepared)
     return jax.device_put(batch, self.batch_sh)
 
-  def _step_teacher(self):
-    """The teacher the step scores with: the loaded one, or a live / EMA
-    self-teacher's weights from the train state (`step.train_step`)."""
+  def _step_teacher_params(self):
+    """The parameters the step's teacher scores with: the loaded ones, or a
+    live / EMA self-teacher's from the train state (`step.train_step`)."""
     weights = self_teacher.step_weights(self.c)
     if weights == "live":
-      return nnx.merge(self.teacher_graphdef, self.state.params)
+      return self.state.params
     if weights == "ema":
-      return nnx.merge(
-          self.teacher_graphdef, self_teacher.ema_params(self.state.opt_state)
-      )
-    return self.teacher
+      return self_teacher.ema_params(self.state.opt_state)
+    return self.teacher_params
+
+  def _step_teacher(self):
+    """The step's teacher as a model (sampling, token maps)."""
+    if self_teacher.step_weights(self.c) == "external":
+      return self.teacher
+    return nnx.merge(self.teacher_graphdef, self._step_teacher_params())
 
   def _write_token_map(
       self, step: int, rollout, host, batch, prepared=None

@@ -133,19 +133,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
       contexts.check_available(tc.template, available, hint)
     except contexts.ContextError as e:
       raise SelfTeacherError(str(e)) from None
-  _refuse_unsupported(c)
-
-
-def _refuse_unsupported(c: ml_collections.ConfigDict) -> None:
-  """Combinations that would score or sample with the wrong weights."""
-  if c.method == "topd" and step_weights(c) != "external":
-    _fail(
-        "method",
-        "'topd' is not supported with"
-        f" config.self_teacher.weights={c.self_teacher.weights!r}: its stage"
-        " branches the teacher with the loaded teacher parameters; use"
-        " self_teacher.weights='initial' or another method",
-    )
 
 
 def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:

@@ -26,7 +26,9 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax import testing
 from opd_jax.data.iterator import PromptIterator
+from opd_jax.methods import topd_stage
 from opd_jax.trainer import builders, loop, self_teacher
+from opd_jax.trainer import stage as stage_lib
 from opd_jax.trainer import step as steps
 from opd_jax.trainer.config import ConfigError
 from opd_jax.trainer.plan import plan_run
@@ -179,16 +181,6 @@ def test_ema_tracker_follows_the_updates():
         (
             {"teacher_context.template": "{question} {hint}"},
             r"names \{hint\}, which the data does not provide",
-        ),
-        (
-            {
-                "teacher": "self",
-                "self_teacher.weights": "live",
-                "method": "topd",
-                "topd.traj_window": "student",
-            },
-            r"config.method: 'topd' is not supported with"
-            r" config.self_teacher.weights='live'",
         ),
         (
             {"teacher_context.kl_clip": 5.0, "method": "minillm"},
@@ -356,6 +348,57 @@ def test_topd_trains_under_a_teacher_context(pair, tmp_path):
     text = f.read()
   assert "its own prompt (a teacher context)" in text
   assert '<option value="topd_false_alarm"' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["live", "ema"])
+def test_topd_stage_branches_with_the_step_teacher(pair, tmp_path, weights):
+  # A live / EMA self-teacher: TOPD's stage scores and branches with the
+  # state's weights (the params, or the EMA in the optimizer state), as
+  # the step does, not with the loaded theta_0.
+  c = testing.tiny_train_config(pair, method="topd", teacher="self")
+  c.self_teacher.weights = weights
+  c.topd.window, c.topd.ot_quantile = 8, 0.5
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  theta_0 = trainer.state.params
+  is_ema = lambda x: isinstance(x, self_teacher.EmaState)
+  # As after some training: params and EMA away from theta_0 and apart.
+  state = trainer.state.replace(
+      params=jax.tree.map(lambda p: p * 1.5, trainer.state.params),
+      opt_state=jax.tree.map(
+          lambda x: (
+              self_teacher.EmaState(jax.tree.map(lambda p: p * 0.7, x.ema))
+              if is_ema(x)
+              else x
+          ),
+          trainer.state.opt_state,
+          is_leaf=is_ema,
+      ),
+  )
+  trainer.state = state
+  host = next(trainer.iterator)
+  with jax.set_mesh(trainer.mesh):
+    batch = jax.device_get(trainer._batch(0, host))  # pylint: disable=protected-access
+    base = {k: batch[k] for k in ("tokens", "mask", "response_mask")}
+    base["sampler_logprobs"] = batch["sampler_logprobs"]
+    key = stage_lib.stage_key(c.seed, 0)
+    teacher = (
+        state.params
+        if weights == "live"
+        else self_teacher.ema_params(state.opt_state)
+    )
+    want = jax.device_get(trainer.prepare_fn(state.params, teacher, base, key))
+    # theta_0 (the loaded teacher of weights='initial') gives other scores.
+    other = jax.device_get(trainer.prepare_fn(state.params, theta_0, base, key))
+  trainer.checkpointer.close()
+  trainer.writer.close()
+  for k, v in want.items():
+    np.testing.assert_array_equal(batch[k], v, err_msg=k)
+  assert not np.array_equal(
+      batch[topd_stage.CAND_SCORE], other[topd_stage.CAND_SCORE]
+  )
+  if weights == "live":  # teacher = student, no context: nothing to learn
+    np.testing.assert_allclose(batch[topd_stage.CAND_SCORE], 0.0, atol=1e-5)
 
 
 def test_pointwise_clip_caps_each_token_and_its_gradient():
