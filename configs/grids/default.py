@@ -224,6 +224,31 @@ def variants():
               "teacher_context.max_prompt_len": 96,
           },
       ),
+      # The same self-teacher under the paper's other contexts: a summary
+      # of the solution, and a correct with a wrong solution (the longest
+      # teacher prompt of the task is 86 tokens). The empty context is
+      # plain OPD against theta_0: no signal from a student at theta_0
+      # (tests/trainer/test_self_teacher.py), so it has no row.
+      *(
+          Variant(
+              f"opsd_{name}",
+              f"OPSD ({label}, reverse KL)",
+              "rkl",
+              {
+                  "teacher": "self",
+                  "self_teacher.weights": "initial",
+                  "teacher_context.template": name,
+                  "teacher_context.max_prompt_len": 96,
+              },
+          )
+          for name, label in (
+              ("summary", "self-teacher with a summary"),
+              (
+                  "correct_wrong",
+                  "self-teacher with a correct and a wrong solution",
+              ),
+          )
+      ),
   ]
   if "topd" in methods.REGISTRY:
     # Branch windows of 8 tokens, a third of these 24-token responses (the
@@ -310,6 +335,13 @@ def claims():
       ),
       Claim(
           "DEAR", "DEAR >= decision-only", "dear", ">=", "dear_decision_only"
+      ),
+      Claim(
+          "OPSD",
+          "a self-teacher shown the solution beats the SFT initialisation",
+          "opsd",
+          ">",
+          "no_opd",
       ),
       Claim("TOPD", "TOPD >= OPD", "topd", ">=", "rkl"),
       Claim("TOPD", "NDS alone helps a little", "topd_nds_only", ">", "rkl"),

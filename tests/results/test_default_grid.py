@@ -64,6 +64,8 @@ def test_rows_of_the_issue_are_there(grid):
       "tsd_kd_em_0p1",
       "tsd_kd_code",
       "opsd",
+      "opsd_summary",
+      "opsd_correct_wrong",
       "dear",
       "dear_decision_only",
       "minillm",
@@ -93,8 +95,13 @@ def test_ablations_change_what_they_say(grid):
       4,
   )
   assert code.pl_code_compat and code.opener_group_rows == 4
-  assert c["opsd"].teacher == "self"
-  assert c["opsd"].teacher_context.template == "solution"
+  for name, template in (
+      ("opsd", "solution"),
+      ("opsd_summary", "summary"),
+      ("opsd_correct_wrong", "correct_wrong"),
+  ):
+    assert c[name].teacher == "self", name
+    assert c[name].teacher_context.template == template, name
 
 
 def test_tuning_grid_is_the_same_for_all_and_spans_10x(grid):
