@@ -51,6 +51,10 @@ _NEW = flags.DEFINE_integer("max_new_tokens", 24, "response budget")
 
 def main(argv):
   del argv
+  # Every template is checked before the model loads or anything compiles.
+  ctxs = {
+      t: contexts.TeacherContext(t, _PROMPT_LEN.value) for t in _TEMPLATES.value
+  }
   tok = tokenizers.load_tokenizer(_MODEL.value, role="--model")
   model = load_hf(_MODEL.value)
   task = arithmetic.ArithmeticTask(
@@ -59,7 +63,7 @@ def main(argv):
   base = ArithmeticSource("test", _N.value, task=task)
   out = {}
   for template in _TEMPLATES.value:
-    ctx = contexts.TeacherContext(template, _PROMPT_LEN.value)
+    ctx = ctxs[template]
     data = PromptDataset(
         contexts.ContextSource(base, ctx),
         tok,

@@ -90,6 +90,10 @@ _CONFIG_FILES = {
     "temprature.py": _TYPO_CONFIG.replace(
         "{line}", "c.sampling.temprature = 0.5"
     ),
+    # A field renamed since (config.RENAMED_FIELDS).
+    "renamed.py": _TYPO_CONFIG.replace(
+        "{line}", "c.tip.tip_divergence = 'reverse_kl'"
+    ),
 }
 
 _TINY = os.path.join(_ROOT, "tests", "trainer", "tiny_run_config.py")
@@ -328,6 +332,13 @@ TRAIN = [
                 " config.sampling.temperature?"
             ),
         ),
+        (
+            "renamed.py",
+            (
+                "config.tip.tip_divergence: no such field; it is"
+                " config.tip.score_divergence now"
+            ),
+        ),
     )
 ] + [
     (
@@ -344,7 +355,34 @@ TRAIN = [
     ),
 ]
 
-CASES = EXPORT + SAMPLE + EVALUATE + MAKE_STUDENT + TRAIN
+CONTEXT_ACCURACY = [
+    (
+        "context_accuracy: no model",
+        ["context_accuracy", "--model={tmp}/nope"],
+        2,
+        "--model: tokenizer directory '{tmp}/nope' does not exist",
+    ),
+    (
+        "context_accuracy: unknown template, before loading",
+        ["context_accuracy", "--model={tmp}/nope", "--templates=empty,nosuch"],
+        2,
+        "config.teacher_context.template: expected one of",
+    ),
+    (
+        "context_accuracy: bare and with the solution",
+        [
+            "context_accuracy",
+            "--model={student}",
+            "--templates=empty,solution",
+            "--num_questions=4",
+            "--max_new_tokens=4",
+        ],
+        0,
+        "solution: accuracy",
+    ),
+]
+
+CASES = EXPORT + SAMPLE + EVALUATE + MAKE_STUDENT + TRAIN + CONTEXT_ACCURACY
 _NOISE = re.compile(
     r"^[IW]\d{4} |Traceback|Unable to initialize backend|fields without"
     r" effect|TensorStore|coroutine"
