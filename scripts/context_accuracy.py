@@ -25,17 +25,13 @@ from __future__ import annotations
 import json
 
 from absl import flags
-import jax
 
 from opd_jax import cli
 from opd_jax.data import arithmetic, context as contexts
 from opd_jax.data import tokenizer as tokenizers
-from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import ArithmeticSource
-from opd_jax.evaluation.evaluate import evaluate
-from opd_jax.evaluation.graders import grader_for
+from opd_jax.evaluation.evaluate import context_accuracy
 from opd_jax.models import load_hf
-from opd_jax.rollouts import default_eos_ids
 
 _MODEL = flags.DEFINE_string("model", None, "HF checkpoint directory.")
 _TEMPLATES = flags.DEFINE_list(
@@ -51,36 +47,24 @@ _NEW = flags.DEFINE_integer("max_new_tokens", 24, "response budget")
 
 def main(argv):
   del argv
-  # Every template is checked before the model loads or anything compiles.
-  ctxs = {
-      t: contexts.TeacherContext(t, _PROMPT_LEN.value) for t in _TEMPLATES.value
-  }
+  for template in _TEMPLATES.value:  # before the model loads
+    contexts.TeacherContext(template, _PROMPT_LEN.value)
   tok = tokenizers.load_tokenizer(_MODEL.value, role="--model")
   model = load_hf(_MODEL.value)
   task = arithmetic.ArithmeticTask(
       difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)()
   )
   base = ArithmeticSource("test", _N.value, task=task)
-  out = {}
-  for template in _TEMPLATES.value:
-    ctx = ctxs[template]
-    data = PromptDataset(
-        contexts.ContextSource(base, ctx),
-        tok,
-        max_prompt_len=_PROMPT_LEN.value,
-        overlong="truncate",
-    )
-    result = evaluate(
-        model,
-        data,
-        tok,
-        grader_for(base),
-        key=jax.random.PRNGKey(0),
-        max_new_tokens=_NEW.value,
-        eos_ids=default_eos_ids(model.config, tok),
-    )
-    out[template] = result.metrics()["eval/accuracy"]
-    print(f"{template:>16s}: accuracy {out[template]:.3f} on {len(data)}")
+  out = context_accuracy(
+      model,
+      tok,
+      base,
+      _TEMPLATES.value,
+      max_prompt_len=_PROMPT_LEN.value,
+      max_new_tokens=_NEW.value,
+  )
+  for template, accuracy in out.items():
+    print(f"{template:>16s}: accuracy {accuracy:.3f} on {len(base)}")
   print(json.dumps(out))
 
 

@@ -25,7 +25,10 @@ from jax.experimental import multihost_utils
 
 from opd_jax import sharding
 from opd_jax.data import arithmetic
-from opd_jax.rollouts import Sampling, sample
+from opd_jax.data import context as contexts
+from opd_jax.data.dataset import PromptDataset
+from opd_jax.evaluation.graders import grader_for
+from opd_jax.rollouts import Sampling, default_eos_ids, sample
 
 # (responses, reference answers) -> correct?
 Grader = Callable[[Sequence[str], Sequence[str]], list[bool]]
@@ -196,3 +199,45 @@ def _gather(arrays: Any) -> Any:
   if jax.process_count() == 1:
     return jax.tree.map(np.asarray, arrays)
   return multihost_utils.process_allgather(arrays, tiled=True)
+
+
+def context_accuracy(
+    model,
+    tokenizer,
+    source,
+    templates: Sequence[str],
+    *,
+    max_prompt_len: int,
+    max_new_tokens: int,
+    key: jax.Array | None = None,
+) -> dict[str, float]:
+  """Greedy accuracy of `model` on `source`'s questions under each teacher
+  context: {template: accuracy}.
+
+  Each template (a `data.context.TEMPLATES` name or a format string) puts
+  the example's context fields before the question, as a self-teacher sees
+  them; 'empty' is the bare question. The gap between a context and
+  'empty' is what self-distillation with that context can transfer.
+  Every template is checked before anything is evaluated.
+  """
+  ctxs = {t: contexts.TeacherContext(t, max_prompt_len) for t in templates}
+  key = jax.random.PRNGKey(0) if key is None else key
+  out = {}
+  for template, ctx in ctxs.items():
+    data = PromptDataset(
+        contexts.ContextSource(source, ctx),
+        tokenizer,
+        max_prompt_len=max_prompt_len,
+        overlong="truncate",
+    )
+    result = evaluate(
+        model,
+        data,
+        tokenizer,
+        grader_for(source),
+        key=key,
+        max_new_tokens=max_new_tokens,
+        eos_ids=default_eos_ids(model.config, tokenizer),
+    )
+    out[template] = result.metrics()["eval/accuracy"]
+  return out

@@ -27,10 +27,8 @@ from opd_jax import sharding
 from opd_jax.data import arithmetic
 from opd_jax.data import context as contexts
 from opd_jax.data import tokenizer as task_tokenizer
-from opd_jax.evaluation.evaluate import evaluate
-from opd_jax.evaluation.graders import grader_for
+from opd_jax.evaluation.evaluate import context_accuracy
 from opd_jax.models import load_hf, response_hidden
-from opd_jax.rollouts import default_eos_ids
 from opd_jax.trainer import self_teacher
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
@@ -238,29 +236,17 @@ def test_the_shipped_student_uses_an_in_context_solution():
   path = os.path.join(
       os.path.dirname(__file__), "..", "..", "assets", "demo", "student_init"
   )
-  tok = task_tokenizer.load_tokenizer(path)
-  model = load_hf(path)
   base = data_lib.ArithmeticSource(
       "test",
       128,
       task=arithmetic.ArithmeticTask(difficulty=arithmetic.Difficulty.easy()),
   )
-  accuracy = {}
-  for template in ("empty", "solution"):
-    data = data_lib.PromptDataset(
-        contexts.ContextSource(base, contexts.TeacherContext(template, 128)),
-        tok,
-        max_prompt_len=128,
-        overlong="truncate",
-    )
-    result = evaluate(
-        model,
-        data,
-        tok,
-        grader_for(base),
-        key=jax.random.PRNGKey(0),
-        max_new_tokens=24,
-        eos_ids=default_eos_ids(model.config, tok),
-    )
-    accuracy[template] = result.metrics()["eval/accuracy"]
+  accuracy = context_accuracy(
+      load_hf(path),
+      task_tokenizer.load_tokenizer(path),
+      base,
+      ("empty", "solution"),
+      max_prompt_len=128,
+      max_new_tokens=24,
+  )
   assert accuracy["solution"] >= accuracy["empty"] + 0.1, accuracy

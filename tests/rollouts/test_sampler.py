@@ -196,15 +196,16 @@ def test_mixture_with_a_prompt_per_model_follows_each_models_prompt():
   sp, sm = _prompts(12, b=3, p=5, seed=3)  # row 2: one real token
   tp, tm = _prompts(12, b=3, p=9, seed=4)
   t = 5
-  out = sample(
+  draw = lambda prompts, masks: sample(
       [student, teacher],
-      (sp, tp),
-      (sm, tm),
+      prompts,
+      masks,
       jax.random.key(5),
       max_new_tokens=t,
       sampling=Sampling(temperature=1.0),
       weights=(0.6, 0.4),
   )
+  out = draw((sp, tp), (sm, tm))
   np.testing.assert_array_equal(np.asarray(out.prompt), np.asarray(sp))
   response = np.asarray(out.response)
 
@@ -222,26 +223,9 @@ def test_mixture_with_a_prompt_per_model_follows_each_models_prompt():
   assert bool(out.response_mask.all())
   np.testing.assert_allclose(np.asarray(out.logprobs), want, atol=1e-5)
   # One prompt for all models is the same program with the prompt repeated.
-  shared = sample(
-      [student, teacher],
-      sp,
-      sm,
-      jax.random.key(5),
-      max_new_tokens=t,
-      sampling=Sampling(temperature=1.0),
-      weights=(0.6, 0.4),
-  )
-  again = sample(
-      [student, teacher],
-      (sp, sp),
-      (sm, sm),
-      jax.random.key(5),
-      max_new_tokens=t,
-      sampling=Sampling(temperature=1.0),
-      weights=(0.6, 0.4),
-  )
   np.testing.assert_array_equal(
-      np.asarray(shared.response), np.asarray(again.response)
+      np.asarray(draw(sp, sm).response),
+      np.asarray(draw((sp, sp), (sm, sm)).response),
   )
 
 
