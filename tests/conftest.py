@@ -37,30 +37,21 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-# The files that run longest on a cold compile cache, longest first (summed
-# test durations on two workers, AMD EPYC, 2026-12-03: 192, 192, 173, 166,
-# 130, 129, 114, 107, 99, 98, 88, 82, 78, 78 and 75 s). xdist hands out
-# whole files in collection order (`--no-loadscope-reorder` in the
-# Makefile), so these start first and the files left for the end are
-# short: the two workers finish together instead of one of them running a
-# long file alone at the end.
+# The files that run longest on a cold compile cache (two workers, measured
+# 2026-11-26: about 285, 205, 250, 160 and 165 s). xdist hands out whole files
+# in collection order (`--no-loadscope-reorder` in the Makefile), so these
+# start first and the two workers finish together instead of one of them
+# running the demo alone at the end.
 LONGEST_FIRST = (
-    "tests/test_reproduce.py",
-    "tests/trainer/test_methods_train.py",
     "tests/test_demo.py",
+    "tests/trainer/test_methods_train.py",
     "tests/trainer/test_resume.py",
+    "tests/test_reproduce.py",
     "tests/trainer/test_multidevice.py",
-    "tests/methods/test_methods.py",
-    "tests/trainer/test_self_teacher.py",
-    "tests/diagnostics/test_diagnose_script.py",
-    "tests/test_benchmarks.py",
-    "tests/models/test_sequence_attention.py",
-    "tests/rollouts/test_sampler.py",
-    "tests/diagnostics/test_token_map_script.py",
     "tests/trainer/test_loop.py",
-    "tests/diagnostics/test_token_map.py",
-    "tests/trainer/test_micro_batches.py",
     "tests/test_script_bad_inputs.py",
+    "tests/diagnostics/test_diagnose_script.py",
+    "tests/diagnostics/test_token_map_script.py",
 )
 
 
