@@ -171,3 +171,30 @@ def test_topd_bench_is_a_subcommand(capsys):
   args = parser.parse_args(["topd", "--quick", "--new-tokens", "16"])
   assert args.func is topd.run and args.quick
   assert (args.new_tokens, args.max_candidates, args.window) == (16, 8, 50)
+
+
+@pytest.mark.parametrize(
+    "lscpu, want",
+    [
+        (
+            (
+                "Model name: AMD EPYC\nCPU family: 26\nModel: 2\n"
+                "Flags: fpu avx2 avx512f avx512_bf16\n"
+            ),
+            "AMD EPYC (family 26 model 2; avx512f avx512_bf16)",
+        ),
+        (
+            "Model name:   AMD EPYC\nCPU family: 25\nModel: 1\nFlags: avx2\n",
+            "AMD EPYC (family 25 model 1; no avx512)",
+        ),
+    ],
+)
+def test_cpu_model_names_the_generation(monkeypatch, lscpu, want):
+  from benchmarks import protocol  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setattr(
+      protocol.subprocess,
+      "run",
+      lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=lscpu),
+  )
+  assert protocol.cpu_model() == want

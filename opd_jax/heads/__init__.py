@@ -14,8 +14,10 @@
 """Vocabulary-head computations: every [., V] tensor, chunked, in one pass.
 
 `chunked.head_pass` forms the student's and teacher's logits chunk by chunk
-and reduces them at once; the per-token statistics (`token_stats`) and the
-divergence losses on selected or all positions are built on it.
+and reduces them at once; the per-token statistics (`token_stats`) are
+built on it. The divergence losses on selected or all positions go through
+`chunked.weighted_head_pass`, the same chunks with the loss's gradient
+formed in the forward pass (no recomputation of the logits).
 """
 
 from opd_jax.heads.chunked import check_heads
@@ -23,6 +25,7 @@ from opd_jax.heads.chunked import DEFAULT_CHUNK_SIZE
 from opd_jax.heads.chunked import head_logits
 from opd_jax.heads.chunked import head_pass
 from opd_jax.heads.chunked import map_chunks
+from opd_jax.heads.chunked import weighted_head_pass
 from opd_jax.heads.divergence import dense_divergence_loss
 from opd_jax.heads.divergence import Divergence
 from opd_jax.heads.divergence import divergence_record
@@ -46,4 +49,5 @@ __all__ = [
     "selective_divergence_loss",
     "token_stats",
     "TokenStats",
+    "weighted_head_pass",
 ]

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -95,23 +96,34 @@ def map_chunks(
     >>> map_chunks(lambda c: 2 * c, x, chunk_size=4).tolist()
     [[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0]]
   """
-  leaves = jax.tree.leaves(xs)
-  b, n = leaves[0].shape[:2]
+  n = jax.tree.leaves(xs)[0].shape[1]
+  ys = jax.lax.map(fn, split_chunks(xs, chunk_size))
+  return merge_chunks(ys, n)
+
+
+def split_chunks(xs: PyTree, chunk_size: int) -> PyTree:
+  """``[B, N, ...]`` leaves to ``[num, B, C, ...]``, N zero-padded to num C."""
+  b, n = jax.tree.leaves(xs)[0].shape[:2]
   if chunk_size < 1:
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
   c = min(chunk_size, n)
   num = -(-n // c)
   pad = num * c - n
 
-  def split(x):  # [B, N, ...] -> [num, B, C, ...]
+  def split(x):
     x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
     return jnp.moveaxis(x.reshape(b, num, c, *x.shape[2:]), 1, 0)
 
-  def merge(y):  # [num, B, C, ...] -> [B, N, ...]
-    y = jnp.moveaxis(y, 0, 1)
-    return y.reshape(b, num * c, *y.shape[3:])[:, :n]
+  return jax.tree.map(split, xs)
 
-  ys = jax.lax.map(fn, jax.tree.map(split, xs))
+
+def merge_chunks(ys: PyTree, n: int) -> PyTree:
+  """``[num, B, C, ...]`` leaves back to ``[B, n, ...]`` (padding dropped)."""
+
+  def merge(y):
+    num, b, c = y.shape[:3]
+    return jnp.moveaxis(y, 0, 1).reshape(b, num * c, *y.shape[3:])[:, :n]
+
   return jax.tree.map(merge, ys)
 
 
@@ -200,7 +212,8 @@ def head_pass(
   each chunk runs under ``jax.checkpoint`` so the backward pass recomputes
   the chunk's logits instead of keeping ``[B, N, V]`` residuals. The
   teacher side never carries a gradient. Every ``[., V]`` computation of
-  the library goes through here, so a faster head pass lands everywhere.
+  the library goes through here or through `weighted_head_pass` (the
+  divergence losses: the same chunks, no recomputation).
 
   Under a mesh the pass is vocabulary-parallel (`vocab_parallel`): both
   heads split V over the parameter axes, each chunk's hidden states and
@@ -251,3 +264,147 @@ def head_pass(
     # merging the recomputation with the forward pass.
     chunk_fn = jax.checkpoint(chunk_fn, prevent_cse=False)
   return map_chunks(chunk_fn, xs, chunk_size)
+
+
+def weighted_head_pass(
+    fn: Callable[..., Array],
+    student_hidden: Array,
+    student_head: Array,
+    teacher_hidden: Array,
+    teacher_head: Array,
+    weights: Array,
+    *per_position: Array,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> tuple[Array, Array]:
+  r"""Per-position values of ``fn`` and their weighted sum, whose gradient
+  is formed in the forward pass.
+
+  .. math::
+    v_{bn} = fn(h^S W_S, \mathrm{sg}(h^T W_T), x)_{bn}, \qquad
+    s = \sum_{b,n} c_{bn} v_{bn},
+
+  with the same chunks and vocabulary-parallel layout as `head_pass`.
+  Because the weights c of the reduction are known before the backward
+  pass, each chunk forms its logits once, takes ``fn``'s vector-Jacobian
+  product with c and the head's two products right there,
+
+  .. math::
+    g = \partial_{z_S} (c \cdot v), \quad
+    \partial h^S = g W_S^\top, \quad
+    \partial W_S \mathrel{+}= {h^S}^\top g,
+
+  and the backward pass only scales them by the cotangent of s. The
+  checkpointed `head_pass` instead recomputes both heads' logits and
+  ``fn`` in the backward pass: six head products per chunk and two
+  evaluations of ``fn`` where this needs four and one (the fused
+  linear-cross-entropy idea of Liger-Kernel, for any per-position ``fn``).
+  JAX's autodiff cannot do this by itself: it does not know the
+  cotangent of ``v`` until the backward pass, hence the custom VJP.
+
+  Args:
+    fn: ``fn(student_logits, teacher_logits, *chunks)`` -> ``[B, C]``
+      float32 values; logits are float32 ``[B, C, V]``.
+    student_hidden: ``[batch, n, d_student]`` final-norm hidden states.
+    student_head: ``[d_student, vocab]``.
+    teacher_hidden: ``[batch, n, d_teacher]`` (no gradient flows into it).
+    teacher_head: ``[d_teacher, vocab]`` (no gradient flows into it).
+    weights: float ``[batch, n]`` coefficients c of the sum (0 where a
+      position does not count); differentiable.
+    *per_position: further ``[batch, n, ...]`` arrays chunked alongside
+      (ids, masks), without gradient.
+    chunk_size: positions per chunk, or None for one pass.
+
+  Returns:
+    ``(values, total)``: ``values`` float32 ``[batch, n]`` without
+    gradient (``stop_gradient``: differentiate ``total``), and the scalar
+    ``total`` = sum of ``weights * values``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> h, w = jnp.ones((1, 3, 2)), jnp.ones((2, 4))
+    >>> v, s = weighted_head_pass(
+    ...     lambda zs, zt: zs.sum(-1), h, w, h, w, jnp.ones((1, 3)))
+    >>> v.tolist(), float(s)
+    ([[8.0, 8.0, 8.0]], 24.0)
+  """
+  check_heads(student_hidden, student_head, teacher_hidden, teacher_head)
+  if weights.shape != student_hidden.shape[:2]:
+    raise ValueError(
+        f"weights must have shape {student_hidden.shape[:2]}, got"
+        f" {weights.shape}."
+    )
+  sg = jax.lax.stop_gradient
+  teacher_hidden, teacher_head = sg((teacher_hidden, teacher_head))
+  per_position = sg(per_position)
+  student_head = vocab_parallel(student_head)
+  teacher_head = vocab_parallel(teacher_head)
+  b, n = student_hidden.shape[:2]
+  c = chunk_length(b, n, student_head.shape[-1], chunk_size)
+  values, total = _weighted_sum(
+      fn, c, student_hidden, student_head, teacher_hidden, teacher_head,
+      jnp.asarray(weights, jnp.float32), per_position,
+  )  # fmt: skip
+  return sg(values), total
+
+
+def _chunk_logits(hidden: Array, head: Array) -> Array:
+  """[B, C, V] logits of one chunk (rows by `data`, vocabulary split)."""
+  return _vocab_parallel_logits(head_logits(hidden, head))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _weighted_sum(fn, c, hs, ws, ht, wt, weights, rest):
+  """(values, sum of weights * values); the custom VJP's primal (no
+  gradient work: the values of `head_pass` without checkpointing)."""
+
+  def chunk_values(xs):
+    h, t, *r = jax.tree.map(_vocab_parallel_chunk, xs)
+    return fn(_chunk_logits(h, ws), _chunk_logits(t, wt), *r)
+
+  values = merge_chunks(
+      jax.lax.map(chunk_values, split_chunks((hs, ht, *rest), c)), hs.shape[1]
+  )
+  return values, jnp.sum(weights * values)
+
+
+def _weighted_sum_fwd(fn, c, hs, ws, ht, wt, weights, rest):
+  """One scan over the chunks: values, dh [B, N, D] and dW [D, V] of the
+  weighted sum (dW accumulated in float32 at least)."""
+
+  def chunk(dw, xs):
+    h, t, coeff, *r = jax.tree.map(_vocab_parallel_chunk, xs)
+    zs, head_vjp = jax.vjp(_chunk_logits, h, ws)
+    zt = _chunk_logits(t, wt)
+    v, fn_vjp = jax.vjp(lambda z: fn(z, zt, *r), zs)
+    (dz,) = fn_vjp(coeff.astype(v.dtype))
+    dh, dw_chunk = head_vjp(dz)
+    return dw + dw_chunk.astype(dw.dtype), (v, dh)
+
+  acc = jnp.promote_types(ws.dtype, jnp.float32)
+  dw, ys = jax.lax.scan(
+      chunk,
+      jnp.zeros(ws.shape, acc),
+      split_chunks((hs, ht, weights, *rest), c),
+  )
+  values, dh = merge_chunks(ys, hs.shape[1])
+  total = jnp.sum(weights * values)
+  return (values, total), (dh, dw.astype(ws.dtype), values)
+
+
+def _weighted_sum_bwd(fn, c, residuals, cotangents):
+  """Scales the forward's gradients by the cotangent of the sum. The
+  values' cotangent is zero: `weighted_head_pass` stops their gradient."""
+  del fn, c
+  dh, dw, values = residuals
+  _, ct = cotangents
+  return (
+      (ct * dh).astype(dh.dtype),
+      (ct * dw).astype(dw.dtype),
+      None,
+      None,
+      ct * values,
+      None,
+  )
+
+
+_weighted_sum.defvjp(_weighted_sum_fwd, _weighted_sum_bwd)

@@ -182,10 +182,13 @@ def selective_divergence_loss(
 
   (for ``token_mean``). The heads run on K positions instead of T, which
   saves head FLOPs in proportion. For memory, the K positions are further
-  processed in checkpointed chunks by default: unchunked (``chunk_size=None``)
-  the loss holds about five float32 ``[B, K, V]`` buffers (logits, shifted
-  logits, exponentials, log-ratios, the logit gradient), i.e. rho times the
-  naive full-logit step (see BENCHMARKS.md).
+  processed in chunks by default (`chunked.weighted_head_pass`: each
+  chunk's logits are formed once and its gradient taken right there, so
+  only one chunk's ``[B, C, V]`` buffers are live and nothing is
+  recomputed); unchunked (``chunk_size=None``) the loss holds about five
+  float32 ``[B, K, V]`` buffers (logits, shifted logits, exponentials,
+  log-ratios, the logit gradient), i.e. rho times the naive full-logit
+  step (see BENCHMARKS.md).
 
   Args:
     student_hidden: ``[batch, seq, d_student]`` final-norm hidden states.
@@ -198,7 +201,7 @@ def selective_divergence_loss(
     divergence_kwargs: extra keyword arguments of the divergence.
     temperature: softmax temperature of both heads.
     reduction: ``'token_mean'``, ``'seq_mean'`` or ``'sum'``.
-    chunk_size: positions per checkpointed chunk of the K selected ones, or
+    chunk_size: positions per chunk of the K selected ones, or
       None for one dense ``[B, K, V]`` computation.
     clip: when > 0, each position's divergence is clipped at it
       (``min(D, clip)``: a token above it adds ``clip`` and no gradient),
@@ -212,20 +215,19 @@ def selective_divergence_loss(
         f"index_weights must have the index shape {index.shape}, got"
         f" {index_weights.shape}."
     )
-  values = head_divergence(
+  return _divergence_loss(
       gather_positions(student_hidden, index),
       student_head,
       gather_positions(jax.lax.stop_gradient(teacher_hidden), index),
       teacher_head,
-      index_weights != 0,
+      index_weights,
       divergence=divergence,
       divergence_kwargs=divergence_kwargs,
       temperature=temperature,
+      reduction=reduction,
       chunk_size=chunk_size,
+      clip=clip,
   )
-  if clip > 0:
-    values = jnp.minimum(values, clip)
-  return losses.reduce(values, index_weights, reduction)
 
 
 def dense_divergence_loss(
@@ -245,8 +247,8 @@ def dense_divergence_loss(
   """Divergence loss on every position (rho = 1), weighted by ``weights``.
 
   The same per-chunk code as :func:`selective_divergence_loss` without the
-  gather; by default chunked over T under ``jax.checkpoint`` so that neither
-  the forward nor the backward pass holds ``[B, T, V]``.
+  gather; by default chunked over T so that neither the forward nor the
+  backward pass holds ``[B, T, V]``.
 
   Args:
     student_hidden: ``[batch, seq, d_student]``.
@@ -269,17 +271,63 @@ def dense_divergence_loss(
         f"weights must have shape {student_hidden.shape[:2]}, got"
         f" {weights.shape}."
     )
-  values = head_divergence(
+  return _divergence_loss(
       student_hidden,
       student_head,
       teacher_hidden,
       teacher_head,
-      weights != 0,
+      weights,
       divergence=divergence,
       divergence_kwargs=divergence_kwargs,
       temperature=temperature,
+      reduction=reduction,
+      chunk_size=chunk_size,
+      clip=clip,
+  )
+
+
+def _divergence_loss(
+    student_hidden: Array,
+    student_head: Array,
+    teacher_hidden: Array,
+    teacher_head: Array,
+    weights: Array,
+    *,
+    divergence: str,
+    divergence_kwargs: Mapping[str, Any] | None,
+    temperature: float,
+    reduction: str,
+    chunk_size: int | None,
+    clip: float,
+) -> losses.WeightedMean:
+  """``reduce(D, weights, reduction)`` over the positions of the hidden
+  states, its gradient formed in the forward pass (`weighted_head_pass`).
+
+  Every reduction is linear in the values, so its total is the sum of
+  ``coeff * D`` with ``coeff`` its gradient in the values; the reported
+  total is the reduction's own (the same float as before), the gradient the
+  fused pass's.
+  """
+  div_fn = _divergence_fn(divergence, divergence_kwargs)
+
+  def per_position(zs, zt, where):
+    d = div_fn(zs, zt, where=where, temperature=temperature)
+    return jnp.minimum(d, clip) if clip > 0 else d
+
+  coeff = jax.grad(lambda v: losses.reduce(v, weights, reduction).total)(
+      jnp.zeros(weights.shape, jnp.float32)
+  )
+  values, fused_total = chunked.weighted_head_pass(
+      per_position,
+      student_hidden,
+      student_head,
+      teacher_hidden,
+      teacher_head,
+      coeff,
+      weights != 0,
       chunk_size=chunk_size,
   )
-  if clip > 0:
-    values = jnp.minimum(values, clip)
-  return losses.reduce(values, weights, reduction)
+  sg = jax.lax.stop_gradient
+  total = losses.reduce(values, sg(weights), reduction).total
+  count = losses.reduce(values, weights, reduction).count
+  return losses.WeightedMean(total + (fused_total - sg(fused_total)), count)
