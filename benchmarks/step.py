@@ -44,9 +44,9 @@ def update_flops(student, teacher, batch: int, prompt: int, new: int) -> float:
     teacher:    2 W n + A  +    2 H m    (forward only)
 
   Not counted: the embedding lookup and its scatter-add, norms,
-  elementwise work, and any recomputation (the head's checkpointed chunks
-  recompute the student's logits once more: not needed work, so not
-  credited).
+  elementwise work, and any recomputation (the student's rematerialised
+  layers, where `remat` is on: not needed work, so not credited; the
+  loss's head pass recomputes nothing, `heads.weighted_head_pass`).
   """
 
   def trunk(c):
