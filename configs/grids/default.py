@@ -39,11 +39,12 @@ prompts, steps, batch and response length, and the same learning-rate
 grid (TUNING), chosen per row on the task's validation split.
 
 Budget: the runner prints what is left and its projected wall and CPU
-time after every run (from the runs measured so far); a run's result.json
-keeps its times. At the pilot's speed (about 1.2-1.6 steps/s at batch 32
-on the loaded 2-core EPYC) a 300-step run at batch 64 is roughly 5-8 min
-of CPU; 21 trained rows x (3 tuning + 3 test seeds) + 2 evaluation rows x 3
-is about 130 runs, so the tuned grid spans several sessions: commit the
+time after every run (from the runs measured so far, the committed ones
+scaled by how fast this machine ran the same rows: `runner.machine_speed`);
+a run's result.json keeps its times. A 300-step run at batch 64 took 5-8
+min of CPU on the 2-core EPYC of 2026-12-03 and about 3 min (100-170 s
+wall) on the Zen 5 EPYC of 2026-12-04; 25 rows, 144 runs, so the tuned
+grid spans sessions: commit the
 result.json files under the output directory and rerun the same command
 elsewhere to go on.
 """

@@ -441,6 +441,27 @@ def execute_memory(grid: Grid, out: str, commands: Commands) -> list[Outcome]:
   return outcomes
 
 
+def _expected_seconds(
+    run: Run, runs: Sequence[Run], measured: dict[str, float]
+) -> float | None:
+  """What `run` should take: the mean of its variant's measured runs, else
+  (a training run) the mean of every measured training run; None when
+  nothing comparable was measured, 0 for a row that trains nothing."""
+  seen = [
+      measured[r.name]
+      for r in runs
+      if r.variant.name == run.variant.name and r.name in measured
+  ]
+  if seen:
+    return sum(seen) / len(seen)
+  if not run.variant.trains:
+    return 0.0
+  trained = [
+      measured[r.name] for r in runs if r.variant.trains and r.name in measured
+  ]
+  return sum(trained) / len(trained) if trained else None
+
+
 def estimate_seconds(
     runs: Sequence[Run], measured: dict[str, float], jobs: int
 ) -> float | None:
@@ -451,37 +472,59 @@ def estimate_seconds(
   nothing at its own mean, else at 0); divided by the parallel jobs. None
   until a training run has been measured.
   """
-  trained = [
-      measured[r.name] for r in runs if r.variant.trains and r.name in measured
-  ]
-  if not trained:
+  if not any(r.variant.trains and r.name in measured for r in runs):
     return None
-  by_variant: dict[str, list[float]] = {}
-  for run in runs:
-    if run.name in measured:
-      by_variant.setdefault(run.variant.name, []).append(measured[run.name])
-  fallback = sum(trained) / len(trained)
   total = 0.0
   for run in runs:
-    if run.name in measured:
-      continue
-    seen = by_variant.get(run.variant.name)
-    if seen:
-      total += sum(seen) / len(seen)
-    elif run.variant.trains:
-      total += fallback
+    if run.name not in measured:
+      total += _expected_seconds(run, runs, measured) or 0.0
   return total / max(jobs, 1)
 
 
-def _eta(runs, measured, cpu, jobs) -> str:
-  """'; about W min left (C CPU-min)': at this machine's current speed,
-  and the CPU time of what is left (on idle cores, about the wall time of
-  one job per core)."""
-  left = estimate_seconds(runs, measured, jobs)
+def machine_speed(
+    runs: Sequence[Run], prior: dict[str, float], fresh: dict[str, float]
+) -> float:
+  """This machine's time for a run relative to the earlier measurements.
+
+  `prior` holds the times read from the results directory (runs that may
+  have finished on another machine, 3x slower or faster); `fresh` the runs
+  finished by this invocation. The ratio is the fresh runs' total over what
+  `prior` predicted for them (`_expected_seconds`); 1 until one of them is
+  comparable.
+  """
+  observed = predicted = 0.0
+  for run in runs:
+    if run.name in fresh:
+      expected = _expected_seconds(run, runs, prior)
+      if expected:
+        observed += fresh[run.name]
+        predicted += expected
+  return observed / predicted if predicted else 1.0
+
+
+def calibrated(
+    runs: Sequence[Run], prior: dict[str, float], fresh: dict[str, float]
+) -> tuple[dict[str, float], float]:
+  """The earlier measurements scaled to this machine (`machine_speed`),
+  with the fresh ones beside them, and the speed factor."""
+  speed = machine_speed(runs, prior, fresh)
+  scaled = {name: t * speed for name, t in prior.items() if name not in fresh}
+  return {**scaled, **fresh}, speed
+
+
+def _eta(runs, prior, fresh, jobs) -> str:
+  """'; about W min left (C CPU-min)': the runs left at this machine's
+  speed (the earlier runs' times scaled by what this invocation's runs
+  took against them), and their CPU time (on idle cores, about the wall
+  time of one job per core). `prior` and `fresh` are (wall, cpu) dicts."""
+  wall, speed = calibrated(runs, prior[0], fresh[0])
+  cpu, _ = calibrated(runs, prior[1], fresh[1])
+  left = estimate_seconds(runs, wall, jobs)
   left_cpu = estimate_seconds(runs, cpu, 1)
   if left is None or left_cpu is None:
     return ""
-  return f"; about {left / 60:.1f} min left ({left_cpu / 60:.1f} CPU-min)"
+  pace = f", runs at {speed:.2f}x the recorded times" if speed != 1.0 else ""
+  return f"; about {left / 60:.1f} min left ({left_cpu / 60:.1f} CPU-min{pace})"
 
 
 def execute_grid(
@@ -502,17 +545,21 @@ def execute_grid(
   """
   discard_stale(all_runs(grid, out), commands, log)
   runs = all_runs(grid, out)
-  measured = {r.name: r.seconds() for r in runs if r.is_done()}
-  cpu = {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs if r.is_done()}
-  done = len(measured)
+  # Times read back (perhaps from another machine) and this invocation's.
+  prior = (
+      {r.name: r.seconds() for r in runs if r.is_done()},
+      {r.name: r.seconds("cpu_seconds") or 0.0 for r in runs if r.is_done()},
+  )
+  fresh: tuple[dict[str, float], dict[str, float]] = ({}, {})
+  done = len(prior[0])
   log(
       f"grid {grid.path}: {len(runs)} runs"
       f" ({sum(r.tune for r in runs)} tuning), {done} already done,"
       f" {len(runs) - done} to run with {jobs} job(s)"
-      + _eta(runs, measured, cpu, jobs)
+      + _eta(runs, prior, fresh, jobs)
   )
   outcomes = [
-      Outcome(r.name, "skipped", measured[r.name]) for r in runs if r.is_done()
+      Outcome(r.name, "skipped", prior[0][r.name]) for r in runs if r.is_done()
   ]
   lock = threading.Lock()
 
@@ -520,9 +567,9 @@ def execute_grid(
     with lock:
       outcomes.append(o)
       if o.status == "done":
-        measured[o.name], cpu[o.name] = o.seconds, o.cpu_seconds
-      left = len(runs) - len(measured)
-      log(o.line(f"; {left} run(s) left" + _eta(runs, measured, cpu, jobs)))
+        fresh[0][o.name], fresh[1][o.name] = o.seconds, o.cpu_seconds or 0.0
+      left = len(runs) - len(prior[0]) - len(fresh[0])
+      log(o.line(f"; {left} run(s) left" + _eta(runs, prior, fresh, jobs)))
 
   def row(variant: Variant) -> None:
     tuning = tuning_runs(grid, out, variant)

@@ -278,6 +278,25 @@ def test_estimate_uses_each_variant_else_the_training_mean(tmp_path):
   assert runner.estimate_seconds(runs, {"init/seed_0": 2.0}, 1) is None
 
 
+def test_estimate_scales_earlier_times_to_this_machine(tmp_path):
+  # Committed times from a machine 3x slower: a/seed_0 30 s, b/seed_0 90 s.
+  # This invocation runs a/seed_1 in 10 s, a third of what a's mean
+  # predicted, so b/seed_1 is projected at 30 s, not 90.
+  runs = runner.grid_runs(_grid(), str(tmp_path))
+  prior = {"a/seed_0": 30.0, "b/seed_0": 90.0}
+  fresh = {"a/seed_1": 10.0}
+  assert runner.machine_speed(runs, prior, fresh) == pytest.approx(1 / 3)
+  times, speed = runner.calibrated(runs, prior, fresh)
+  assert speed == pytest.approx(1 / 3)
+  assert times == pytest.approx(
+      {"a/seed_0": 10.0, "b/seed_0": 30.0, "a/seed_1": 10.0}
+  )
+  assert runner.estimate_seconds(runs, times, 1) == pytest.approx(30.0)
+  # Nothing fresh, or nothing comparable: the recorded times as they are.
+  assert runner.machine_speed(runs, prior, {}) == 1.0
+  assert runner.machine_speed(runs, {}, fresh) == 1.0
+
+
 def test_variant_flags_and_config():
   v = grid_lib.Variant(
       "x", "x", "tsd_kd", {"tsd_kd.gate": False, "tip.rho": 0.2}
