@@ -354,15 +354,10 @@ def _chunk_logits(hidden: Array, head: Array) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _weighted_sum(fn, c, hs, ws, ht, wt, weights, rest):
-  """(values, sum of weights * values); the custom VJP's primal (no
-  gradient work: the values of `head_pass` without checkpointing)."""
-
-  def chunk_values(xs):
-    h, t, *r = jax.tree.map(_vocab_parallel_chunk, xs)
-    return fn(_chunk_logits(h, ws), _chunk_logits(t, wt), *r)
-
-  values = merge_chunks(
-      jax.lax.map(chunk_values, split_chunks((hs, ht, *rest), c)), hs.shape[1]
+  """(values, sum of weights * values); the custom VJP's primal, used where
+  nothing differentiates: `head_pass`'s scores-only pass, no gradient work."""
+  values = head_pass(
+      fn, hs, ws, ht, wt, *rest, chunk_size=c, student_grad=False
   )
   return values, jnp.sum(weights * values)
 

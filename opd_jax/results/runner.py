@@ -506,10 +506,10 @@ def calibrated(
     runs: Sequence[Run], prior: dict[str, float], fresh: dict[str, float]
 ) -> tuple[dict[str, float], float]:
   """The earlier measurements scaled to this machine (`machine_speed`),
-  with the fresh ones beside them, and the speed factor."""
+  with the fresh ones beside them (the two never share a run: a run done
+  at the start is skipped), and the speed factor."""
   speed = machine_speed(runs, prior, fresh)
-  scaled = {name: t * speed for name, t in prior.items() if name not in fresh}
-  return {**scaled, **fresh}, speed
+  return {**{name: t * speed for name, t in prior.items()}, **fresh}, speed
 
 
 def _eta(runs, prior, fresh, jobs) -> str:
