@@ -111,7 +111,12 @@ def run(args) -> None:
       (
           f"tip selector=all rho=1 (C={args.chunk})",
           _method_loss(
-              "tip", {"selector": "all", "rho": 1.0, "chunk_size": args.chunk}
+              "tip",
+              {
+                  "selector": "all",
+                  "rho": 1.0,
+                  "loss_pass": {"chunk_size": args.chunk},
+              },
           ),
       ),
   ]
@@ -120,7 +125,7 @@ def run(args) -> None:
       suffix = f"C={chunk}" if chunk else "unchunked"
       variants.append((
           f"tip soft_or rho={rho:g} ({suffix})",
-          _method_loss("tip", {"rho": rho, "chunk_size": chunk}),
+          _method_loss("tip", {"rho": rho, "loss_pass": {"chunk_size": chunk}}),
       ))
   print(
       f"memory: {protocol.machine_line()}; backend={jax.default_backend()}"

@@ -88,7 +88,7 @@ def _ours(args, directory, new_tokens):
   c = trainer_config.default_config()
   c.student = os.path.join(directory, "student")
   c.teacher = os.path.join(directory, "teacher")
-  c.method, c.gkd.beta, c.gkd.loss_temperature = (
+  c.method, c.gkd.loss_pass.jsd_beta, c.gkd.loss_pass.temperature = (
       "gkd",
       args.beta,
       args.temperature,

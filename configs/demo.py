@@ -50,7 +50,7 @@ def get_config():
   c.tip.selector = "soft_or"
   c.tip.rho = 0.5
   c.tip.score_divergence = "reverse_kl"
-  c.tip.divergence = "reverse_kl"
+  c.tip.loss_pass.divergence = "reverse_kl"
   c.data.source = "arithmetic"
   c.data.difficulty = "easy"
   c.data.num_examples = 20000

@@ -16,9 +16,10 @@ r"""GKD (Agarwal et al.): generalized JSD(beta) with on-policy fraction lambda.
   python scripts/train.py --config=configs/gkd.py --workdir=/tmp/gkd \
       --config.student=/path/to/student_hf --config.teacher=/path/to/teacher_hf
 
-TRL's GKDConfig defaults: beta 0.5, lambda 0.5 (the other steps train on the
-dataset's reference responses, `data.response_field`), temperature 0.9 for
-sampling and loss, 128 new tokens.
+TRL's GKDConfig defaults: beta 0.5 (our `gkd.loss_pass.jsd_beta`), lambda
+0.5 (the other steps train on the dataset's reference responses,
+`data.response_field`), temperature 0.9 for sampling and loss
+(`sampling.temperature`, `gkd.loss_pass.temperature`), 128 new tokens.
 """
 
 from opd_jax.trainer.config import default_config
@@ -28,8 +29,8 @@ def get_config():
   c = default_config()
   c.method = "gkd"
   c.student_preset, c.teacher_preset = "qwen3_0p6b", "qwen3_1p7b"
-  c.gkd.beta = 0.5
-  c.gkd.loss_temperature = 0.9
+  c.gkd.loss_pass.jsd_beta = 0.5
+  c.gkd.loss_pass.temperature = 0.9
   c.lmbda = 0.5
   c.sampling.temperature = 0.9
   c.max_new_tokens = 128

@@ -73,6 +73,18 @@ class ConfigFileError(Exception):
   """A `--config` file that does not load (raised while flags parse)."""
 
 
+def _renamed_config_field(name: str) -> str | None:
+  """Today's name of a renamed trainer field flag (`config.tip.divergence` ->
+  `config.tip.loss_pass.divergence`), or None."""
+  if not name.startswith("config."):
+    return None
+  # pylint: disable-next=g-import-not-at-top (jax loads only on this path)
+  from opd_jax.trainer.config import RENAMED_FIELDS
+
+  new = RENAMED_FIELDS.get(name[len("config."):])
+  return f"config.{new}" if new else None
+
+
 def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
   """One line for a flag that did not parse, naming the flag when it can."""
   # absl's own "flag --name=value: reason" for a plain flag (not a config
@@ -98,6 +110,9 @@ def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
       if name.endswith("." + field.group(1)) or name == field.group(1):
         suggestion = re.search(r"Did you mean \W*([\w.]+)", " ".join(chain))
         hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else ""
+        renamed = _renamed_config_field(name)
+        if renamed:
+          hint = f"; it is --{renamed} now"
         return f"--{name}: no such field{hint}"
   for arg in argv[1:]:  # a value that did not convert: name its flag
     name, _, value = arg.partition("=")

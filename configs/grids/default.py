@@ -133,7 +133,12 @@ def variants():
       ),
       Variant("no_opd", "SFT init (no OPD)", None),
       Variant("rkl", "full-token reverse KL", "rkl"),
-      Variant("gkd", "GKD (JSD 0.5, all tokens)", "gkd", {"gkd.beta": 0.5}),
+      Variant(
+          "gkd",
+          "GKD (JSD 0.5, all tokens)",
+          "gkd",
+          {"gkd.loss_pass.jsd_beta": 0.5},
+      ),
       Variant("sampled_rkl", "sampled-token reverse KL", "sampled_rkl"),
       Variant(
           "tip_entropy_50",

@@ -34,7 +34,7 @@ class Divergence:
   """One divergence the methods can name: everything about it in one place.
 
   Attributes:
-    name: its config value (``config.<method>.divergence``, and
+    name: its config value (``config.<method>.loss_pass.divergence``, and
       ``score_divergence`` where it can score tokens), e.g. 'reverse_kl'.
     short: its metric name (``loss/<short>``, ``div/<short>_all``), e.g.
       'rkl'.

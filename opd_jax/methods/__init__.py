@@ -30,6 +30,7 @@ from opd_jax.methods.base import StagedMethod
 from opd_jax.methods.base import StepInputs
 from opd_jax.methods.base import TokenSet
 from opd_jax.methods.base import TokenSetMethod
+from opd_jax.methods.common import LossPass
 from opd_jax.methods.dear import DEAR
 from opd_jax.methods.gkd import GKD
 from opd_jax.methods.minillm import MiniLLM
@@ -45,6 +46,7 @@ __all__ = [
     "GKD",
     "has_stage",
     "has_token_sets",
+    "LossPass",
     "Method",
     "method_name",
     "Metrics",

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from opd_jax import heads
 from opd_jax import losses
+from opd_jax.methods import common
 
 
 def check_real(
@@ -121,3 +122,39 @@ def check_common(method: str, cfg: Any) -> None:
   if "chunk_size" in names and cfg.chunk_size is not None:
     # None is one dense pass.
     check_int(method, "chunk_size", cfg.chunk_size, lo=1)
+
+
+def check_loss_pass(method: Any) -> common.LossPass:
+  """Returns ``method.loss_pass`` as a checked `common.LossPass`.
+
+  A mapping (the config block, e.g. ``{"divergence": "jsd"}``) sets the
+  fields it names over the method's default block (GKD's is JSD at
+  temperature 0.9); a field it does not know is refused by name.
+
+  Examples:
+    >>> from opd_jax import methods
+    >>> methods.GKD(loss_pass={"jsd_beta": 0.2}).loss_pass.divergence
+    'jsd'
+    >>> methods.TIP(loss_pass={"divergance": "jsd"})
+    Traceback (most recent call last):
+    ...
+    ValueError: config.tip.loss_pass.divergance: no such field; expected one of ['chunk_size', 'divergence', 'jsd_beta', 'reduction', 'skew_alpha', 'temperature'].
+  """
+  where = f"{method.NAME}.loss_pass"
+  value = method.loss_pass
+  if isinstance(value, Mapping):
+    known = sorted(f.name for f in dataclasses.fields(common.LossPass))
+    for key in value:
+      if key not in known:
+        raise ValueError(
+            f"config.{where}.{key}: no such field; expected one of {known}."
+        )
+    (field,) = [f for f in dataclasses.fields(method) if f.name == "loss_pass"]
+    value = dataclasses.replace(field.default, **value)
+  if not isinstance(value, common.LossPass):
+    raise ValueError(
+        f"config.{where} must be a LossPass or a mapping of its fields, got"
+        f" {type(value).__name__}."
+    )
+  check_common(where, value)
+  return value

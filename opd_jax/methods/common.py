@@ -20,7 +20,6 @@ config checks in `checks.py`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -57,18 +56,21 @@ def selected_fraction(kept: Array, mask: Array) -> Metrics:
 
 
 @dataclasses.dataclass(frozen=True)
-class LossSettings:
-  r"""The loss-pass fields, declared once.
+class LossPass:
+  r"""How a method forms its ``[., V]`` tensors: the loss-pass settings.
 
-  The base of `LossPass` and of every method whose loss is a divergence
-  through the heads (TIP, DEAR, TOPD), so each of their config blocks
-  (``config.<method>.divergence``, ...) has these fields under the same
-  names, defaults and meaning. GKD keeps its paper's names (``beta``,
-  ``loss_temperature``) and maps them in `GKD.loss_pass`.
+  Every method whose loss is a divergence through the heads (GKD, rkl, TIP,
+  DEAR, TOPD) holds one as its ``loss_pass`` field, so each of their config
+  blocks nests the same fields under the same names
+  (``config.<method>.loss_pass.divergence``, ...), declared here once; the
+  method differs only in the default it gives (GKD: JSD at temperature 0.9,
+  TRL's). The method's ``__post_init__`` checks them
+  (`checks.check_loss_pass`), so an error names the method's field.
 
   Attributes:
     divergence: the loss divergence, a key of ``heads.DIVERGENCES``.
-    jsd_beta: beta of 'jsd' (stats pass and loss), in [0, 1].
+    jsd_beta: beta of 'jsd' (stats pass and loss), in [0, 1] (TRL's GKD
+      ``beta``: 0 is forward KL, 1 reverse KL).
     skew_alpha: alpha of the skew KL losses, in [0, 1].
     temperature: softmax temperature of both heads, stats and loss.
     reduction: 'token_mean' (mean over the weighted tokens), 'seq_mean' or
@@ -82,26 +84,6 @@ class LossSettings:
   temperature: float = 1.0
   reduction: str = "token_mean"
   chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
-
-
-@dataclasses.dataclass(frozen=True)
-class LossPass(LossSettings):
-  r"""How a method forms its ``[., V]`` tensors: the loss-pass settings.
-
-  Methods that score tokens with a stats pass and take a divergence loss on
-  all or on gathered positions build one of these from their fields
-  (``Method.loss_pass``), so the settings travel as a type, not as a list
-  of attributes every helper reads off the method. The fields are
-  `LossSettings`'.
-  """
-
-  @classmethod
-  def of(cls, method: LossSettings) -> "LossPass":
-    """The loss-pass settings of a method (TIP, DEAR, TOPD)."""
-    return cls(**{
-        f.name: getattr(method, f.name)
-        for f in dataclasses.fields(LossSettings)
-    })
 
   @property
   def divergence_kwargs(self) -> dict[str, float]:

@@ -37,7 +37,7 @@ Array = jax.Array
 
 @register("dear")
 @dataclasses.dataclass(frozen=True)
-class DEAR(common.LossSettings):
+class DEAR:
   r"""DEAR: OPD on decision tokens D and evidence tokens E only.
 
   Per rollout, D = the top ``floor(p L_b)`` tokens by student entropy;
@@ -65,8 +65,8 @@ class DEAR(common.LossSettings):
     norm_scope: 'sequence' (default) or 'batch' min–max statistics.
     decision_weight: loss weight of D, >= 0 (1).
     evidence_weight: loss weight of E, >= 0 (1).
-    Loss settings: the fields of `common.LossSettings` (divergence,
-      jsd_beta, skew_alpha, temperature, reduction, chunk_size).
+    loss_pass: the loss divergence and its head pass (`common.LossPass`:
+      divergence, jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
 
   NAME: ClassVar[str] = "dear"
@@ -79,6 +79,7 @@ class DEAR(common.LossSettings):
   norm_scope: str = "sequence"
   decision_weight: float = 1.0
   evidence_weight: float = 1.0
+  loss_pass: common.LossPass = common.LossPass()
 
   def __post_init__(self):
     name = self.NAME
@@ -95,7 +96,7 @@ class DEAR(common.LossSettings):
     )
     checks.check_real(name, "decision_weight", self.decision_weight, lo=0.0)
     checks.check_real(name, "evidence_weight", self.evidence_weight, lo=0.0)
-    checks.check_common(name, self)
+    object.__setattr__(self, "loss_pass", checks.check_loss_pass(self))
 
   def tokens(
       self, inputs: StepInputs, token_stats: heads.TokenStats
@@ -127,10 +128,6 @@ class DEAR(common.LossSettings):
         ),
     }
 
-  @property
-  def loss_pass(self) -> common.LossPass:
-    """The head-pass settings of this config."""
-    return common.LossPass.of(self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> D ∪ E -> divergence on the gathered positions."""

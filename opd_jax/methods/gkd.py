@@ -26,7 +26,6 @@ from typing import ClassVar
 
 import jax
 
-from opd_jax import heads
 from opd_jax.methods import checks
 from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
 from opd_jax.methods.common import LossPass
@@ -55,45 +54,23 @@ class GKD:
   whichever batch it got.
 
   Attributes:
-    beta: JSD teacher weight in [0, 1] (TRL ``beta``; 0.5).
-    divergence: one of 'jsd', 'reverse_kl', 'forward_kl', 'tvd',
-      'skew_forward_kl', 'skew_reverse_kl'.
-    loss_temperature: softmax temperature of both heads in the loss (TRL
-      uses its 0.9 for sampling and loss; the sampler's is set separately).
-    skew_alpha: mixture weight of the skew KLs, in [0, 1].
-    reduction: 'token_mean' (TRL batchmean), 'seq_mean' (the paper's
-      per-sequence mean) or 'sum'.
-    chunk_size: positions per checkpointed chunk, or None for one pass.
+    loss_pass: the divergence and its head pass (`common.LossPass`):
+      ``divergence`` one of 'jsd' (default), 'reverse_kl', 'forward_kl',
+      'tvd', 'skew_forward_kl', 'skew_reverse_kl'; ``jsd_beta`` the JSD
+      teacher weight in [0, 1] (TRL's ``beta``; 0.5); ``temperature`` the
+      softmax temperature of both heads in the loss (0.9: TRL uses its
+      ``temperature`` for sampling and loss; the sampler's is set
+      separately); ``skew_alpha``; ``reduction`` 'token_mean' (TRL
+      batchmean), 'seq_mean' (the paper's per-sequence mean) or 'sum';
+      ``chunk_size`` positions per checkpointed chunk, or None for one pass.
   """
 
   NAME: ClassVar[str] = "gkd"
 
-  beta: float = 0.5
-  divergence: str = "jsd"
-  loss_temperature: float = 0.9
-  skew_alpha: float = 0.1
-  reduction: str = "token_mean"
-  chunk_size: int | None = heads.DEFAULT_CHUNK_SIZE
+  loss_pass: LossPass = LossPass(divergence="jsd", temperature=0.9)
 
   def __post_init__(self):
-    name = self.NAME
-    checks.check_real(name, "beta", self.beta, lo=0.0, hi=1.0)
-    checks.check_real(
-        name, "loss_temperature", self.loss_temperature, lo=0.0, lo_open=True
-    )
-    checks.check_common(name, self)
-
-  @property
-  def loss_pass(self) -> LossPass:
-    """The head-pass settings of this config."""
-    return LossPass(
-        divergence=self.divergence,
-        jsd_beta=self.beta,
-        skew_alpha=self.skew_alpha,
-        temperature=self.loss_temperature,
-        reduction=self.reduction,
-        chunk_size=self.chunk_size,
-    )
+    object.__setattr__(self, "loss_pass", checks.check_loss_pass(self))
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Returns the token-weighted full-vocabulary divergence and metrics."""

@@ -25,6 +25,7 @@ import dataclasses
 from typing import ClassVar
 
 from opd_jax.methods.base import register
+from opd_jax.methods.common import LossPass
 from opd_jax.methods.gkd import GKD
 
 
@@ -33,14 +34,14 @@ from opd_jax.methods.gkd import GKD
 class ReverseKL(GKD):
   r"""Full-vocabulary reverse-KL OPD: :math:`\mathrm{KL}(p_S \| p_T)` per token.
 
-  GKD with ``divergence='reverse_kl'`` and
-  the loss at temperature 1: the exact-expectation form of the
+  GKD with ``loss_pass.divergence='reverse_kl'`` and the loss at
+  temperature 1 (the `LossPass` defaults): the exact-expectation form of the
   Thinking-Machines per-token reverse KL (see ``sampled_rkl`` for the
   sampled-token estimator), and the loss TIP and DEAR restrict to selected
-  tokens. ``beta`` only matters if ``divergence`` is switched to 'jsd'.
+  tokens. ``loss_pass.jsd_beta`` only matters if the divergence is switched
+  to 'jsd'.
   """
 
   NAME: ClassVar[str] = "rkl"
 
-  divergence: str = "reverse_kl"
-  loss_temperature: float = 1.0
+  loss_pass: LossPass = LossPass()

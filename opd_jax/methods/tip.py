@@ -56,7 +56,7 @@ KEEPS = {
 
 @register("tip")
 @dataclasses.dataclass(frozen=True)
-class TIP(common.LossSettings):
+class TIP:
   r"""TIP: OPD on the tokens that matter by student entropy and divergence.
 
   A stop-gradient stats pass gives per-token student entropy :math:`H_S`
@@ -86,8 +86,8 @@ class TIP(common.LossSettings):
       in (0, 1] (a rollout with more quadrant tokens keeps its first ones).
     score_divergence: the selection axis, a name ``divergence`` takes:
       'reverse_kl' (default), 'forward_kl', 'jsd', or 'sampled_logratio'.
-    Loss settings: the fields of `common.LossSettings` (divergence,
-      jsd_beta, skew_alpha, temperature, reduction, chunk_size).
+    loss_pass: the loss divergence and its head pass (`common.LossPass`:
+      divergence, jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
 
   NAME: ClassVar[str] = "tip"
@@ -102,6 +102,7 @@ class TIP(common.LossSettings):
   q_divergence: float = 0.8
   quadrant_budget: float = 1.0
   score_divergence: str = "reverse_kl"
+  loss_pass: common.LossPass = common.LossPass()
 
   def __post_init__(self):
     name = self.NAME
@@ -147,7 +148,7 @@ class TIP(common.LossSettings):
     checks.check_choice(
         name, "score_divergence", self.score_divergence, common.token_scores()
     )
-    checks.check_common(name, self)
+    object.__setattr__(self, "loss_pass", checks.check_loss_pass(self))
 
   def select(
       self, inputs: StepInputs, token_stats: heads.TokenStats
@@ -216,10 +217,6 @@ class TIP(common.LossSettings):
       )
     return out
 
-  @property
-  def loss_pass(self) -> common.LossPass:
-    """The head-pass settings of this config."""
-    return common.LossPass.of(self)
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> selector -> divergence on the gathered positions."""

@@ -42,7 +42,7 @@ TRAJ_WINDOWS = ("teacher", "student")
 
 @register("topd")
 @dataclasses.dataclass(frozen=True)
-class TOPD(common.LossSettings):
+class TOPD:
   r"""TOPD: suppress false alarms, guide divergent states along the teacher.
 
   A pre-update stage (:meth:`prepare`, no gradient) scores every rollout
@@ -86,8 +86,8 @@ class TOPD(common.LossSettings):
     traj_divergence: divergence of the trajectory term, a key of
       heads.DIVERGENCES ('forward_kl').
     traj_window: 'teacher' (default) or 'student', see above.
-    Loss settings: the fields of `common.LossSettings` (divergence,
-      jsd_beta, skew_alpha, temperature, reduction, chunk_size).
+    loss_pass: the loss divergence and its head pass (`common.LossPass`:
+      divergence, jsd_beta, skew_alpha, temperature, reduction, chunk_size).
   """
 
   NAME: ClassVar[str] = "topd"
@@ -104,6 +104,7 @@ class TOPD(common.LossSettings):
   lambda_traj: float = 1.0
   traj_divergence: str = "forward_kl"
   traj_window: str = "teacher"
+  loss_pass: common.LossPass = common.LossPass()
 
   def __post_init__(self):
     name = self.NAME
@@ -130,7 +131,7 @@ class TOPD(common.LossSettings):
         name, "traj_divergence", self.traj_divergence, heads.DIVERGENCES
     )
     checks.check_choice(name, "traj_window", self.traj_window, TRAJ_WINDOWS)
-    checks.check_common(name, self)
+    object.__setattr__(self, "loss_pass", checks.check_loss_pass(self))
 
   # ------------------------------------------------ the pre-update stage.
 
@@ -211,11 +212,6 @@ class TOPD(common.LossSettings):
     )
 
   # ------------------------------------------------------------ the loss.
-
-  @property
-  def loss_pass(self) -> common.LossPass:
-    """The head-pass settings of the OPD term."""
-    return common.LossPass.of(self)
 
   @property
   def traj_pass(self) -> common.LossPass:

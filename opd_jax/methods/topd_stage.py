@@ -183,9 +183,9 @@ def rollout_scores(
       teacher.head_matrix(),
       rollout.response,
       where=rmask,
-      chunk_size=cfg.chunk_size,
-      temperature=cfg.temperature,
-      jsd_beta=cfg.jsd_beta,
+      chunk_size=cfg.loss_pass.chunk_size,
+      temperature=cfg.loss_pass.temperature,
+      jsd_beta=cfg.loss_pass.jsd_beta,
   )
   score = common.axis_divergence(stats, cfg.score_divergence)
   return jax.lax.stop_gradient(jnp.where(rmask, score, 0.0))

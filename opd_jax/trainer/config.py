@@ -46,9 +46,15 @@ def method_defaults(name: str) -> ml_collections.ConfigDict:
   out = {}
   for f in dataclasses.fields(cls):
     if f.default is not dataclasses.MISSING:
-      out[f.name] = f.default
+      value = f.default
     elif f.default_factory is not dataclasses.MISSING:  # type: ignore
-      out[f.name] = f.default_factory()  # type: ignore
+      value = f.default_factory()  # type: ignore
+    else:
+      continue
+    # A nested settings record (`loss_pass`) is a nested block.
+    out[f.name] = (
+        dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    )
   return ml_collections.ConfigDict(out)
 
 
@@ -188,13 +194,40 @@ class ConfigError(ValueError):
   """A config field holds a value outside its allowed range."""
 
 
+# The loss-pass fields (`methods.LossPass`) moved into each divergence
+# method's `loss_pass` block; GKD's (and rkl's) took TRL's names for two.
+_LOSS_PASS_METHODS = ("gkd", "rkl", "tip", "dear", "topd")
+_LOSS_PASS_FIELDS = (
+    "divergence",
+    "jsd_beta",
+    "skew_alpha",
+    "temperature",
+    "reduction",
+    "chunk_size",
+)
+_GKD_NAMES = {"beta": "jsd_beta", "loss_temperature": "temperature"}
+
 # Fields renamed since runs were first saved: old dotted name -> new one.
 # `restore.with_defaults` reads saved configs under the new names, and a
 # config file or flag still using an old one is told the new one.
-RENAMED_FIELDS = {
+_SCORE_RENAMES = {
     "tip.tip_divergence": "tip.score_divergence",
     "dear.delta": "dear.score_divergence",
     "topd.candidate_divergence": "topd.score_divergence",
+}
+RENAMED_FIELDS = {
+    **_SCORE_RENAMES,
+    **{
+        f"{m}.{f}": f"{m}.loss_pass.{f}"
+        for m in _LOSS_PASS_METHODS
+        for f in _LOSS_PASS_FIELDS
+        if not (m in ("gkd", "rkl") and f in ("jsd_beta", "temperature"))
+    },
+    **{
+        f"{m}.{old}": f"{m}.loss_pass.{new}"
+        for m in ("gkd", "rkl")
+        for old, new in _GKD_NAMES.items()
+    },
 }
 # The renamed score fields took short names; today they take the names
 # `divergence` takes.
@@ -204,16 +237,36 @@ _OLD_SCORE_VALUES = {"rkl": "reverse_kl", "fkl": "forward_kl"}
 def migrate_saved(saved: dict) -> dict:
   """A saved run config (a dict) with today's field names and values.
 
-  Only `RENAMED_FIELDS` move; everything else is returned as saved (a new
-  dict: `saved` is not changed).
+  Only `RENAMED_FIELDS` move (into nested blocks where the new name is
+  deeper); everything else is returned as saved (a new dict: `saved` is not
+  changed).
+
+  Examples:
+    >>> migrate_saved({"gkd": {"beta": 0.3, "loss_temperature": 1.0}})
+    {'gkd': {'loss_pass': {'jsd_beta': 0.3, 'temperature': 1.0}}}
   """
-  out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
+
+  def copy(node):
+    if isinstance(node, dict):
+      return {k: copy(v) for k, v in node.items()}
+    return node
+
+  out = copy(saved)
   for old, new in RENAMED_FIELDS.items():
-    (block, old_key), (_, new_key) = old.split("."), new.split(".")
-    node = out.get(block)
-    if isinstance(node, dict) and old_key in node:
-      value = node.pop(old_key)
-      node.setdefault(new_key, _OLD_SCORE_VALUES.get(value, value))
+    *old_path, old_key = old.split(".")
+    node = out
+    for part in old_path:
+      node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or old_key not in node:
+      continue
+    value = node.pop(old_key)
+    *new_path, new_key = new.split(".")
+    node = out
+    for part in new_path:
+      node = node.setdefault(part, {})
+    if old in _SCORE_RENAMES:
+      value = _OLD_SCORE_VALUES.get(value, value)
+    node.setdefault(new_key, value)
   return out
 
 

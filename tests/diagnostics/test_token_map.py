@@ -236,7 +236,7 @@ def test_gkd_channel_is_its_loss_term_at_the_loss_temperature(pair):
   from opd_jax.methods import GKD  # pylint: disable=g-import-not-at-top
 
   student, teacher, rollout, _ = pair
-  gkd = GKD(beta=0.3, loss_temperature=0.6)
+  gkd = GKD(loss_pass={"jsd_beta": 0.3, "temperature": 0.6})
   token_map = tm.compute_token_map(
       student, teacher, rollout, method=gkd, compare=()
   )
@@ -800,7 +800,7 @@ _NON_DEFAULT_RUNS = {
     "tip": {
         "score_divergence": "sampled_logratio",
         "rho": 0.3,
-        "temperature": 0.7,
+        "loss_pass.temperature": 0.7,
     },
     "dear": {
         "score_divergence": "sampled_logratio",
@@ -824,7 +824,8 @@ def test_the_trainers_map_shows_the_tokens_the_run_trains(pair, tmp_path, name):
   c = default_config()
   c.method = name
   for field, value in _NON_DEFAULT_RUNS[name].items():
-    setattr(c[name], field, value)
+    *block, leaf = field.split(".")
+    setattr(c[name][block[0]] if block else c[name], leaf, value)
   method = methods.build_method(name, c[name].to_dict())
   trainer = types.SimpleNamespace(  # what the trainer's hook reads
       c=c,

@@ -93,12 +93,14 @@ def test_a_record_added_here_is_a_loss_every_method_can_name(monkeypatch):
   inputs = _inputs(1)
   for name in ("tip", "dear", "rkl"):
     new = methods.build_method(
-        name, {"divergence": "scaled_rkl", "skew_alpha": 0.25}
+        name, {"loss_pass": {"divergence": "scaled_rkl", "skew_alpha": 0.25}}
     )
-    plain = methods.build_method(name, {"divergence": "reverse_kl"})
+    plain = methods.build_method(
+        name, {"loss_pass": {"divergence": "reverse_kl"}}
+    )
     loss, metrics = new.loss(inputs)
     want, _ = plain.loss(inputs)
     np.testing.assert_allclose(loss, 0.25 * want, rtol=1e-6, err_msg=name)
     assert "loss/srkl" in metrics and "loss/rkl" not in metrics, name
-  with pytest.raises(ValueError, match="config.tip.divergence"):
-    methods.build_method("tip", {"divergence": "no_such"})
+  with pytest.raises(ValueError, match="config.tip.loss_pass.divergence"):
+    methods.build_method("tip", {"loss_pass": {"divergence": "no_such"}})

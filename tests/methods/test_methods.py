@@ -13,6 +13,7 @@
 # limitations under the License.
 """Tests of the registered distillation methods: values, gradients, memory."""
 
+import dataclasses
 import functools
 import re
 
@@ -67,6 +68,16 @@ def _inputs(seed=0, b=B, t=T, d=D, v=V):
       sampler_logprobs=arr(b, t) * 0.1 - 2.0,
       key=jax.random.key(seed),
   )
+
+
+def _chunked(name, chunk, **cfg):
+  """The config block of method `name`: `cfg` with its head pass in chunks
+  of `chunk` (a divergence method's `loss_pass.chunk_size`, else the
+  method's own `chunk_size`)."""
+  fields = {f.name for f in dataclasses.fields(methods.REGISTRY[name])}
+  if "loss_pass" in fields:
+    return {"loss_pass": {"chunk_size": chunk}, **cfg}
+  return {"chunk_size": chunk, **cfg}
 
 
 def _with_stage(name, inputs, seed=0):
@@ -142,11 +153,14 @@ class RegistryTest(parameterized.TestCase):
       methods.build_method("tip", {"bogus": 1})
 
   @parameterized.parameters(
-      ("gkd", "beta", 1.5, r"\[0, 1\]"),
-      ("gkd", "divergence", "kl", "reverse_kl"),
-      ("gkd", "reduction", "mean", "token_mean"),
-      ("gkd", "chunk_size", 0, ">= 1"),
-      ("rkl", "loss_temperature", 0.0, r"\(0"),
+      ("gkd", "loss_pass.jsd_beta", 1.5, r"\[0, 1\]"),
+      ("gkd", "loss_pass.divergence", "kl", "reverse_kl"),
+      ("gkd", "loss_pass.reduction", "mean", "token_mean"),
+      ("gkd", "loss_pass.chunk_size", 0, ">= 1"),
+      ("rkl", "loss_pass.temperature", 0.0, r"\(0"),
+      ("tip", "loss_pass.skew_alpha", 1.5, r"\[0, 1\]"),
+      ("dear", "loss_pass.divergence", "l2", "reverse_kl"),
+      ("topd", "loss_pass.temperature", -1.0, r"\(0"),
       ("sampled_rkl", "kl_discount_factor", 1.5, r"\[0, 1\]"),
       ("sampled_rkl", "kl_penalty_coef", -1.0, r"\[0"),
       ("sampled_rkl", "use_sampler_logprobs", 1, "True or False"),
@@ -167,10 +181,31 @@ class RegistryTest(parameterized.TestCase):
       ("minillm", "length_normalize", "yes", "True or False"),
   )
   def test_out_of_range(self, name, field, value, allowed):
+    *block, leaf = field.split(".")
+    args = {block[0]: {leaf: value}} if block else {leaf: value}
     with self.assertRaisesRegex(
-        ValueError, rf"config\.{name}\.{field} .*{allowed}"
+        ValueError, rf"config\.{name}\.{re.escape(field)} .*{allowed}"
     ):
-      methods.build_method(name, {field: value})
+      methods.build_method(name, args)
+
+  def test_loss_pass_block(self):
+    # The nested block: a mapping fills LossPass's fields over the
+    # method's defaults, names a field it does not know, and must be one.
+    m = methods.build_method("gkd", {"loss_pass": {"jsd_beta": 0.2}})
+    self.assertEqual(
+        m.loss_pass, common.LossPass("jsd", 0.2, temperature=0.9)
+    )
+    self.assertEqual(m, methods.GKD(common.LossPass("jsd", 0.2, 0.1, 0.9)))
+    self.assertEqual(methods.build_method("gkd").loss_pass.divergence, "jsd")
+    self.assertEqual(methods.build_method("rkl").loss_pass, common.LossPass())
+    with self.assertRaisesRegex(
+        ValueError, r"config\.tip\.loss_pass\.beta: no such field"
+    ):
+      methods.build_method("tip", {"loss_pass": {"beta": 0.2}})
+    with self.assertRaisesRegex(
+        ValueError, r"config\.dear\.loss_pass must be a LossPass.*got str"
+    ):
+      methods.build_method("dear", {"loss_pass": "jsd"})
 
   def test_tsd_top_k_above_vocab(self):
     m = methods.build_method("tsd_kd", {"top_k": V + 1})
@@ -192,7 +227,14 @@ class GkdTest(parameterized.TestCase):
   def test_jsd_beta_endpoints(self, beta, reference, chunk):
     inputs = _inputs()
     m = methods.build_method(
-        "gkd", {"beta": beta, "loss_temperature": 0.7, "chunk_size": chunk}
+        "gkd",
+        {
+            "loss_pass": {
+                "jsd_beta": beta,
+                "temperature": 0.7,
+                "chunk_size": chunk,
+            }
+        },
     )
     (loss, metrics), _ = _grad_fn(m)(inputs)
     expected = _dense_mean(reference, inputs, temperature=0.7)
@@ -202,7 +244,7 @@ class GkdTest(parameterized.TestCase):
 
   def test_rkl_equals_dense_reverse_kl_and_seq_mean(self):
     inputs = _inputs(1)
-    m = methods.build_method("rkl", {"reduction": "seq_mean"})
+    m = methods.build_method("rkl", {"loss_pass": {"reduction": "seq_mean"}})
     loss, metrics = m.loss(inputs)
     zs, zt = _logits(inputs)
     per_token = losses.reverse_kl(zs, zt, where=inputs.mask)
@@ -212,8 +254,8 @@ class GkdTest(parameterized.TestCase):
 
   def test_chunked_gradient_equals_dense(self):
     inputs = _inputs(2)
-    dense = _grad_fn(methods.build_method("gkd", {"chunk_size": None}))
-    chunked = _grad_fn(methods.build_method("gkd", {"chunk_size": CHUNK}))
+    dense = _grad_fn(methods.build_method("gkd", _chunked("gkd", None)))
+    chunked = _grad_fn(methods.build_method("gkd", _chunked("gkd", CHUNK)))
     (l1, _), g1 = dense(inputs)
     (l2, _), g2 = chunked(inputs)
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
@@ -377,7 +419,7 @@ class TipTest(parameterized.TestCase):
 
   def test_all_selector_equals_dense_reverse_kl(self):
     inputs = _inputs(5)
-    m = methods.build_method("tip", {"selector": "all", "chunk_size": CHUNK})
+    m = methods.build_method("tip", _chunked("tip", CHUNK, selector="all"))
     loss, metrics = m.loss(inputs)
     expected = _dense_mean(losses.reverse_kl, inputs)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
@@ -394,7 +436,7 @@ class TipTest(parameterized.TestCase):
   )
   def test_loss_is_mean_over_selected(self, **cfg):
     inputs = _inputs(6)
-    m = methods.build_method("tip", {"chunk_size": CHUNK, **cfg})
+    m = methods.build_method("tip", _chunked("tip", CHUNK, **cfg))
     loss, metrics = m.loss(inputs)
     # The selection computed separately from an unchunked stats pass.
     st = heads.token_stats(
@@ -536,7 +578,7 @@ class DearTest(parameterized.TestCase):
   )
   def test_matches_dear_select_and_dense_mean(self, **cfg):
     inputs = _inputs(9, t=12)
-    m = methods.build_method("dear", {"chunk_size": CHUNK, **cfg})
+    m = methods.build_method("dear", _chunked("dear", CHUNK, **cfg))
     loss, metrics = m.loss(inputs)
     st = heads.token_stats(
         inputs.student_hidden,
@@ -611,7 +653,7 @@ class NoFullLogitsTest(parameterized.TestCase):
   def test_no_btv_intermediate(self, name):
     b, t, d, v = 2, 12, 8, 31
     inputs = _with_stage(name, _inputs(10, b=b, t=t, d=d, v=v))
-    m = methods.build_method(name, {"chunk_size": CHUNK})
+    m = methods.build_method(name, _chunked(name, CHUNK))
     jaxpr = jax.make_jaxpr(_grad_fn(m))(inputs).jaxpr
     sizes = [
         int(np.prod(a.shape))
@@ -701,7 +743,7 @@ class TrainingTest(parameterized.TestCase):
   @parameterized.parameters(*TRAIN_CASES)
   def test_adam_reduces_divergence(self, name, cfg, measure):
     ctx, mask, teacher, params = _toy_problem()
-    method = methods.build_method(name, {"chunk_size": CHUNK, **cfg})
+    method = methods.build_method(name, _chunked(name, CHUNK, **cfg))
     opt = optax.adam(3e-2)
 
     def divergence(params):

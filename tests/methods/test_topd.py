@@ -13,6 +13,8 @@
 # limitations under the License.
 """TOPD's loss, NDS mask, trajectory term and stage helpers vs float64 numpy."""
 
+import re
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -75,13 +77,15 @@ class ConfigTest(parameterized.TestCase):
       ("traj_window", "both", "student"),
       ("traj_divergence", "kl", "forward"),
       ("score_divergence", "l2", "reverse_kl"),
-      ("divergence", "kl", "reverse"),
+      ("loss_pass.divergence", "kl", "reverse"),
   )
   def test_bad_field_is_named(self, field, value, allowed):
+    *block, leaf = field.split(".")
+    args = {block[0]: {leaf: value}} if block else {leaf: value}
     with self.assertRaisesRegex(
-        ValueError, rf"config\.topd\.{field} .*{allowed}"
+        ValueError, rf"config\.topd\.{re.escape(field)} .*{allowed}"
     ):
-      methods.build_method("topd", {field: value})
+      methods.build_method("topd", args)
 
   def test_more_candidates_than_tokens(self):
     m = methods.build_method("topd", {"max_candidates": T + 1})
@@ -169,14 +173,16 @@ class LossTest(parameterized.TestCase):
 
   @parameterized.parameters(
       dict(),  # w_low = 0, lambda = 1, teacher windows
-      dict(w_low=0.5, lambda_traj=0.3, chunk_size=CHUNK),
+      dict(w_low=0.5, lambda_traj=0.3, chunk=CHUNK),
       dict(w_low=1.0),  # trajectory only
       dict(lambda_traj=0.0),  # NDS only
-      dict(traj_window="student", window=3, chunk_size=CHUNK),
+      dict(traj_window="student", window=3, chunk=CHUNK),
   )
-  def test_matches_float64_numpy(self, **cfg):
+  def test_matches_float64_numpy(self, chunk=None, **cfg):
     inputs = ref.synthetic_stage(_inputs(3), seed=4)
-    m = methods.build_method("topd", {"chunk_size": None, **cfg})
+    m = methods.build_method(
+        "topd", {"loss_pass": {"chunk_size": chunk}, **cfg}
+    )
     loss, metrics = m.loss(inputs)
     ex = {k: np.asarray(v) for k, v in inputs.extras.items()}
     mask = np.asarray(inputs.mask)
@@ -228,7 +234,8 @@ class LossTest(parameterized.TestCase):
   def test_gradient_equals_dense_reference(self):
     inputs = ref.synthetic_stage(_inputs(7), seed=8)
     m = methods.build_method(
-        "topd", {"chunk_size": CHUNK, "w_low": 0.25, "lambda_traj": 0.7}
+        "topd",
+        {"loss_pass": {"chunk_size": CHUNK}, "w_low": 0.25, "lambda_traj": 0.7},
     )
     weights = m.nds_weights(inputs)
     seg = inputs.segment

@@ -86,7 +86,7 @@ def test_ablations_change_what_they_say(grid):
   assert c["tsd_kd_no_opener"].tsd_kd.alpha == 0.0
   assert c["tsd_kd_no_em"].tsd_kd.em_ratio == 0.0
   assert c["dear_decision_only"].dear.q == 0.0
-  assert c["gkd"].gkd.beta == 0.5
+  assert c["gkd"].gkd.loss_pass.jsd_beta == 0.5
   assert c["tsd_kd_em_0p1"].tsd_kd.em_weight == 0.1
   code = c["tsd_kd_code"].tsd_kd
   assert (code.em_rule, code.em_ratio, code.em_group_rows) == (

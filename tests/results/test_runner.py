@@ -53,7 +53,7 @@ def _grid():
       variants=(
           grid_lib.Variant("init", "init", None),
           grid_lib.Variant("a", "a", "rkl"),
-          grid_lib.Variant("b", "b", "gkd", {"gkd.beta": 0.5}),
+          grid_lib.Variant("b", "b", "gkd", {"gkd.loss_pass.jsd_beta": 0.5}),
       ),
       seeds=(0, 1),
       evaluation=grid_lib.EvalSpec(),

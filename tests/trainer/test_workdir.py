@@ -132,6 +132,45 @@ def test_a_run_saved_under_old_field_names_resumes(tmp_path, method):
       workdir_lib.prepare_workdir(workdir, _config(method=method))
 
 
+def test_a_run_saved_with_flat_loss_pass_fields_resumes(tmp_path):
+  # Before the loss-pass fields nested under `loss_pass`: GKD's TRL names
+  # (beta, loss_temperature) and TIP's flat fields.
+  saved = _config(method="gkd").to_dict()
+  for m in ("gkd", "tip"):
+    del saved[m]["loss_pass"]
+  saved["gkd"].update(
+      beta=0.3, loss_temperature=0.9, divergence="jsd", chunk_size=128
+  )
+  saved["tip"].update(divergence="reverse_kl", temperature=0.7)
+  migrated = trainer_config.migrate_saved(saved)
+  assert migrated["gkd"]["loss_pass"] == {
+      "jsd_beta": 0.3,
+      "temperature": 0.9,
+      "divergence": "jsd",
+      "chunk_size": 128,
+  }
+  assert migrated["tip"]["loss_pass"] == {
+      "divergence": "reverse_kl",
+      "temperature": 0.7,
+  }
+  assert "beta" not in migrated["gkd"] and "beta" in saved["gkd"]
+  workdir = str(tmp_path / "run")
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), "w") as f:
+    json.dump(saved, f)
+  same = _config(
+      method="gkd",
+      **{"gkd.loss_pass.jsd_beta": 0.3, "tip.loss_pass.temperature": 0.7},
+  )
+  assert workdir_lib.prepare_workdir(workdir, same)
+  # The saved values are still the run's: another beta is another run.
+  with pytest.raises(workdir_lib.WorkdirError, match="jsd_beta"):
+    workdir_lib.prepare_workdir(
+        workdir,
+        _config(method="gkd", **{"tip.loss_pass.temperature": 0.7}),
+    )
+
+
 def test_a_config_using_an_old_field_name_is_told_the_new_one():
   c = _config()
   c.tip.tip_divergence = "reverse_kl"
@@ -139,5 +178,13 @@ def test_a_config_using_an_old_field_name_is_told_the_new_one():
       trainer_config.ConfigError,
       match=r"config\.tip\.tip_divergence: no such field; it is"
       r" config\.tip\.score_divergence now",
+  ):
+    trainer_config.check_fields(c)
+  c = _config()
+  c.gkd.loss_temperature = 0.9
+  with pytest.raises(
+      trainer_config.ConfigError,
+      match=r"config\.gkd\.loss_temperature: no such field; it is"
+      r" config\.gkd\.loss_pass\.temperature now",
   ):
     trainer_config.check_fields(c)
