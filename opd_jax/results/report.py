@@ -32,6 +32,12 @@ from opd_jax.results.runner import grid_runs, memory_path, Run
 from opd_jax.trainer import plots
 
 GIB = 2.0**30
+# The training-time rollouts of `dynamics_table`: means over this many
+# logged steps at the start and at the end of each run.
+DYNAMICS_WINDOW = 10
+# A hand-written reading of the results, kept beside them and shown in
+# RESULTS.md under "Findings" when present.
+FINDINGS_FILE = "FINDINGS.md"
 
 
 @dataclasses.dataclass
@@ -48,6 +54,16 @@ class RunResult:
   def mean_metric(self, key: str) -> float | None:
     values = [r[key] for r in self.rows if r.get(key) is not None]
     return float(np.mean(values)) if values else None
+
+  def window_mean(self, key: str, first: bool) -> float | None:
+    """Mean of `key` over the first (or last) `DYNAMICS_WINDOW` steps that
+    logged it."""
+    logged = sorted(
+        (r for r in self.rows if r.get(key) is not None),
+        key=lambda r: r["step"],
+    )
+    part = logged[:DYNAMICS_WINDOW] if first else logged[-DYNAMICS_WINDOW:]
+    return float(np.mean([r[key] for r in part])) if part else None
 
   def median_step_time(self) -> float | None:
     # Step 1 includes the sampler's compile: left out.
@@ -96,6 +112,19 @@ class VariantResult:
 
   def collapses(self) -> list[tuple[int, collapse_lib.Collapse]]:
     return [(r.run.seed, r.collapse) for r in self.runs if r.collapse]
+
+  def dynamics(self, key: str, first: bool) -> float | None:
+    """`RunResult.window_mean` averaged over the finished seeds."""
+    values = [r.window_mean(key, first) for r in self.runs]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+  def loss_terms(self) -> list[str]:
+    """The `loss/<term>` keys the runs logged, but the total."""
+    keys = {k for r in self.runs for row in r.rows for k in row}
+    return sorted(
+        k for k in keys if k.startswith("loss/") and k != "loss/total"
+    )
 
 
 def _load_run(run: Run, max_new_tokens: int) -> RunResult:
@@ -307,6 +336,40 @@ def detectable_difference(results: list[VariantResult]) -> str | None:
   )
 
 
+def dynamics_table(results: list[VariantResult]) -> list[str]:
+  """How each trained row's rollouts changed while it trained: response
+  length, EOS rate and student entropy over its first and its last
+  `DYNAMICS_WINDOW` logged steps, and each loss term over the last ones
+  (means over seeds). The evidence of how a row collapsed: EOS rate to 0 at
+  the length cap, or entropy to 0 with short confident answers."""
+
+  def change(r, key, spec=".3f"):
+    start, end = r.dynamics(key, True), r.dynamics(key, False)
+    if start is None or end is None:
+      return "-"
+    return f"{start:{spec}} -> {end:{spec}}"
+
+  lines = [
+      "| row | response length (tokens) | EOS rate | student entropy (nats)"
+      " | loss terms over the last steps |",
+      "|" + "---|" * 5,
+  ]
+  for r in results:
+    if not (r.variant.trains and r.runs):
+      continue
+    terms = ", ".join(
+        f"{k.removeprefix('loss/')} {r.dynamics(k, False):.4g}"
+        for k in r.loss_terms()
+        if r.dynamics(k, False) is not None
+    )
+    lines.append(
+        f"| {r.variant.label} | {change(r, 'rollout/len_mean', '.1f')} |"
+        f" {change(r, 'rollout/eos_rate', '.2f')} |"
+        f" {change(r, 'entropy/student')} | {terms or '-'} |"
+    )
+  return lines
+
+
 def claims_table(checked: list[claims_lib.ClaimResult]) -> list[str]:
   lines = [
       "| paper | claim | measured | statistic | verdict | detectable (±) |",
@@ -419,6 +482,8 @@ def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
 def write_results(grid: Grid, out: str, command: str) -> str:
   """Writes OUT/RESULTS.md, OUT/curves.png and OUT/summary.json.
 
+  OUT/FINDINGS.md, when there, is shown as the "Findings" section.
+
   Args:
     grid: the grid that was run.
     out: its output directory.
@@ -463,6 +528,31 @@ def write_results(grid: Grid, out: str, command: str) -> str:
   )
   lines += ["", "## Claims", "", claims_lib.RULES, ""]
   lines += claims_table(checked)
+  lines += [
+      "",
+      "## Rollouts during training",
+      "",
+      (
+          f"Means over the first and the last {DYNAMICS_WINDOW} logged steps"
+          " of each row's test runs (its chosen rate; training rollouts, not"
+          " the evaluation); a dash where the method does not log it."
+      ),
+      "",
+  ]
+  lines += dynamics_table(results)
+  findings = os.path.join(out, FINDINGS_FILE)
+  if os.path.isfile(findings):
+    with open(findings, encoding="utf-8") as f:
+      text = f.read().strip()
+    lines += [
+        "",
+        "## Findings",
+        "",
+        f"(Written by hand from the tables above, in `{FINDINGS_FILE}`;"
+        " the rest of this file is generated.)",
+        "",
+        text,
+    ]
   failed = [(r.name, r.failure()) for r in every if r.failure()]
   if failed:
     lines += ["", "## Failed runs (not in the table)", ""]

@@ -106,3 +106,53 @@ def test_report_shows_tuning_and_detectable_difference(tmp_path):
     summary = {r["name"]: r for r in json.load(f)["rows"]}
   assert summary["rkl"]["lr"] == 2e-3
   assert [t["lr"] for t in summary["rkl"]["tuning"]] == [6e-4, 2e-3, 6e-3]
+
+
+def test_rollouts_table_shows_how_each_row_changed(tmp_path):
+  out = str(tmp_path)
+  grid = grid_lib.load_grid(GRID, names=["no_opd", "rkl", "tsd_kd"])
+  rows = {v.name: v for v in grid.variants}
+  # tsd_kd: length 16 -> 24 (the cap), EOS rate 1 -> 0, entropy 0.2 ->
+  # 0.4 over 30 steps; two seeds whose loss terms differ.
+  for run in runner.test_runs(grid, out, rows["tsd_kd"])[:2]:
+    curve = [
+        {
+            "step": s,
+            "rollout/len_mean": 16.0 if s <= 10 else 24.0,
+            "rollout/eos_rate": 1.0 if s <= 10 else 0.0,
+            "entropy/student": 0.2 if s <= 10 else 0.4,
+            "loss/em": 0.01 * (run.seed + 1),
+            "loss/indirect": 14.5,
+            "loss/total": 15.0,
+        }
+        for s in range(1, 31)
+    ]
+    write_json(
+        run.result_path,
+        {
+            "eval": {"greedy": [0, 1], "samples": [[0], [1]]},
+            "curve": curve,
+            "done": {"seconds": 1.0, "cpu_seconds": 1.0, "load_avg": 1.0},
+        },
+    )
+  results = report.collect(grid, out)
+  lines = report.dynamics_table(results)
+  assert lines[0].startswith("| row | response length (tokens) | EOS rate |")
+  (tsd,) = [l for l in lines if l.startswith("| TSD-KD |")]
+  assert tsd == (
+      "| TSD-KD | 16.0 -> 24.0 | 1.00 -> 0.00 | 0.200 -> 0.400 |"
+      " em 0.015, indirect 14.5 |"
+  )
+  # Untrained or unrun rows have no line.
+  assert len(lines) == 3
+  path = report.write_results(grid, out, "python scripts/reproduce.py ...")
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  assert tsd in text and "## Findings" not in text
+  with open(os.path.join(out, report.FINDINGS_FILE), "w") as f:
+    f.write("TSD-KD's length reaches the cap.\n")
+  report.write_results(grid, out, "python scripts/reproduce.py ...")
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  assert text.rstrip().endswith("TSD-KD's length reaches the cap.")
+  assert "## Findings" in text
