@@ -81,7 +81,7 @@ def _renamed_config_field(name: str) -> str | None:
   # pylint: disable-next=g-import-not-at-top (jax loads only on this path)
   from opd_jax.trainer.config import RENAMED_FIELDS
 
-  new = RENAMED_FIELDS.get(name[len("config."):])
+  new = RENAMED_FIELDS.get(name[len("config.") :])
   return f"config.{new}" if new else None
 
 

@@ -128,7 +128,6 @@ class DEAR:
         ),
     }
 
-
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> D ∪ E -> divergence on the gathered positions."""
     mask = jnp.asarray(inputs.mask, bool)

@@ -217,7 +217,6 @@ class TIP:
       )
     return out
 
-
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
     """Stats pass -> selector -> divergence on the gathered positions."""
     mask = jnp.asarray(inputs.mask, bool)

@@ -350,8 +350,10 @@ def dynamics_table(results: list[VariantResult]) -> list[str]:
     return f"{start:{spec}} -> {end:{spec}}"
 
   lines = [
-      "| row | response length (tokens) | EOS rate | student entropy (nats)"
-      " | loss terms over the last steps |",
+      (
+          "| row | response length (tokens) | EOS rate | student entropy (nats)"
+          " | loss terms over the last steps |"
+      ),
       "|" + "---|" * 5,
   ]
   for r in results:
@@ -548,8 +550,10 @@ def write_results(grid: Grid, out: str, command: str) -> str:
         "",
         "## Findings",
         "",
-        f"(Written by hand from the tables above, in `{FINDINGS_FILE}`;"
-        " the rest of this file is generated.)",
+        (
+            f"(Written by hand from the tables above, in `{FINDINGS_FILE}`;"
+            " the rest of this file is generated.)"
+        ),
         "",
         text,
     ]

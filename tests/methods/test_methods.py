@@ -192,9 +192,7 @@ class RegistryTest(parameterized.TestCase):
     # The nested block: a mapping fills LossPass's fields over the
     # method's defaults, names a field it does not know, and must be one.
     m = methods.build_method("gkd", {"loss_pass": {"jsd_beta": 0.2}})
-    self.assertEqual(
-        m.loss_pass, common.LossPass("jsd", 0.2, temperature=0.9)
-    )
+    self.assertEqual(m.loss_pass, common.LossPass("jsd", 0.2, temperature=0.9))
     self.assertEqual(m, methods.GKD(common.LossPass("jsd", 0.2, 0.1, 0.9)))
     self.assertEqual(methods.build_method("gkd").loss_pass.divergence, "jsd")
     self.assertEqual(methods.build_method("rkl").loss_pass, common.LossPass())

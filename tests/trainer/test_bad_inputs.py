@@ -264,8 +264,10 @@ def test_cli_prints_one_line_and_exits_2(pair, tmp_path):
       ("--config.seed=-1", "error: config.seed: expected an integer >= 0"),
       (  # renamed since (config.RENAMED_FIELDS): told the new flag
           "--config.gkd.beta=0.3",
-          "error: --config.gkd.beta: no such field; it is"
-          " --config.gkd.loss_pass.jsd_beta now",
+          (
+              "error: --config.gkd.beta: no such field; it is"
+              " --config.gkd.loss_pass.jsd_beta now"
+          ),
       ),
   ):
     proc = subprocess.run(
