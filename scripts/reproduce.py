@@ -25,7 +25,8 @@ evaluation and curve, a few tens of KB) and is skipped from then on. With
 the grid's TUNING rates, each trained row first runs once per rate on the
 validation split (OUT/runs/NAME/tune/lr_X/) and its seeds then run on the
 test split at its best rate. Each variant's step memory at the grid's large
-shape is compiled last (OUT/memory/). RESULTS.md, curves.png and
+shape is compiled last (OUT/memory/), then the grid's DIAGNOSE measurement
+(scripts/diagnose.py on its pair, OUT/diagnose/). RESULTS.md, curves.png and
 summary.json go to --out. --quick runs the grid's QUICK settings (a smoke
 test). Committing OUT's result.json and memory/*.json files (not train/)
 lets another machine resume a partly finished grid.
@@ -40,6 +41,7 @@ from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "scripts", "train.py")
+DIAGNOSE = os.path.join(REPO, "scripts", "diagnose.py")
 
 _GRID = flags.DEFINE_string("grid", None, "Grid file (configs/grids/*.py).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -105,6 +107,7 @@ def _commands(grid, out):
       + ["--worker=memory", "--variants=" + ",".join(v.name for v in vs)],
       env=_env(),
       inputs=lambda r: _inputs_digest(grid.config(r.variant, r.seed)),
+      diagnose=lambda d: [sys.executable, DIAGNOSE, *grid.diagnose_flags(d)],
   )
 
 

@@ -73,6 +73,10 @@ EVALUATION = dict(num_questions=256, k=4, temperature=1.0, batch_size=128)
 MEMORY = dict(
     preset="qwen3_0p6b", batch_size=8, prompt_len=64, response_len=2048
 )
+# The Unmasking claim: scripts/diagnose.py on the untrained pair, as in
+# docs/diagnostics.md (32 held-out questions, 512 rollouts each; about 3
+# minutes on 2 cores). --quick does not run it.
+DIAGNOSE = dict(num_questions=32, budget=512, seed=0)
 # --quick: two methods, one seed, a few steps (the test suite runs it).
 QUICK = dict(
     variants=("no_opd", "rkl", "tip_soft_or_50"),

@@ -172,3 +172,60 @@ def check_claim(
       worst(verdicts),
       (diff.hi - diff.lo) / 2,
   )
+
+
+# "Unmasking On-Policy Distillation": the teacher's (reverse-KL) direction
+# is more aligned with the ideal, success-weighted direction on incorrect
+# rollouts than on correct ones. Measured by scripts/diagnose.py on the
+# grid's pair (results.grid.DiagnoseSpec), not by a row of the table.
+ALIGNMENT_CLAIM = Claim(
+    "Unmasking",
+    "the reverse-KL direction is more aligned with success on incorrect"
+    " rollouts",
+    "incorrect",
+    ">",
+    "correct",
+)
+ALIGNMENT_ALPHA = 0.05
+ALIGNMENT_RULE = (
+    "The Unmasking claim is checked with the diagnostic's own test (nodes"
+    " of one question are not independent): within each question with both"
+    " outcomes, mean alignment on incorrect minus on correct rollouts,"
+    " Wilcoxon signed-rank over the questions; it holds (or is"
+    f" contradicted) when p < {ALIGNMENT_ALPHA:g} with a positive (negative)"
+    ' mean difference, and is "not at this scale" otherwise.'
+)
+
+
+def _num(x, spec: str = ".3f") -> str:
+  return "-" if x is None else format(x, spec)
+
+
+def check_alignment(
+    summary: Mapping | None, objective: str = "rkl"
+) -> ClaimResult:
+  """The Unmasking claim from a scripts/diagnose.py summary.json (one
+  teacher configuration), or "not run" without one."""
+  if summary is None:
+    return ClaimResult(
+        ALIGNMENT_CLAIM, "scripts/diagnose.py not run", "-", NOT_RUN
+    )
+  obj = summary["objectives"][objective]
+  pooled, within = obj["incorrect_vs_correct"], obj["within_question"]
+  (n_inc, n_cor), (m_inc, m_cor) = pooled["n"], pooled["mean"]
+  measured = (
+      f"alignment {_num(m_inc)} on incorrect (n = {n_inc} nodes) vs"
+      f" {_num(m_cor)} on correct rollouts (n = {n_cor}), pooled"
+      f" Mann-Whitney p {_num(pooled['mannwhitney_p'], '.3g')};"
+      f" {summary['questions']} questions, {summary['rollouts']} rollouts"
+  )
+  diff, p = within["mean_difference"], within["wilcoxon_p"]
+  statistic = (
+      f"within-question incorrect - correct {_num(diff, '+.3f')} over"
+      f" {within['questions']} question(s), Wilcoxon p {_num(p, '.3g')}"
+  )
+  if diff is None or p is None or p >= ALIGNMENT_ALPHA:
+    verdict = NOT_AT_SCALE
+  else:
+    verdict = HOLDS if diff > 0 else CONTRADICTED
+  return ClaimResult(ALIGNMENT_CLAIM, measured, statistic, verdict)

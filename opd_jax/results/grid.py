@@ -22,8 +22,10 @@ A grid file (configs/grids/NAME.py) is a trainer config file whose
   EVALUATION                      dict of `EvalSpec` fields
   MEMORY                          dict of `MemorySpec` fields
   TUNING                          dict of `TuningSpec` fields (optional)
+  DIAGNOSE                        dict of `DiagnoseSpec` fields (optional)
   QUICK                           dict: variants, seeds, overrides,
-                                  evaluation, memory, tuning for --quick
+                                  evaluation, memory, tuning, diagnose
+                                  for --quick
 """
 
 from __future__ import annotations
@@ -164,6 +166,30 @@ class TuningSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiagnoseSpec:
+  """The gradient-alignment measurement behind the "Unmasking" claim.
+
+  `scripts/diagnose.py` on the grid's pair (its base config's student and
+  teacher, task level and response length), once per results directory
+  (OUT/diagnose/); RESULTS.md checks the paper's "alignment is higher on
+  incorrect rollouts" with the diagnostic's own within-question statistic.
+
+  Attributes:
+    num_questions: held-out questions of the task (0: not measured).
+    budget: rollouts per question.
+    seed: its PRNG seed.
+  """
+
+  num_questions: int = 0
+  budget: int = 512
+  seed: int = 0
+
+  @property
+  def enabled(self) -> bool:
+    return self.num_questions > 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Grid:
   """A loaded grid file, possibly narrowed to some variants or --quick.
 
@@ -177,6 +203,7 @@ class Grid:
     tuning: the learning-rate grid of the trained rows.
     overrides: extra config overrides for every run (--quick's).
     quick: whether this is the --quick grid.
+    diagnose: the gradient-alignment measurement of the pair.
   """
 
   path: str
@@ -188,6 +215,29 @@ class Grid:
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   quick: bool = False
   tuning: TuningSpec = TuningSpec()
+  diagnose: DiagnoseSpec = DiagnoseSpec()
+
+  def diagnose_flags(self, out: str) -> list[str]:
+    """`scripts/diagnose.py` flags of the grid's alignment measurement,
+    writing to `out`: the base config's pair, task level and length."""
+    c = _module(self.path).get_config()
+    if c.data.source != "arithmetic":
+      raise ValueError(
+          f"DIAGNOSE: {self.path} trains on data.source={c.data.source!r};"
+          " the measurement runs on the built-in task only"
+      )
+    d = self.diagnose
+    return [
+        f"--student={c.student}",
+        f"--teacher={c.teacher}",
+        "--task=arithmetic",
+        f"--difficulty={c.data.difficulty}",
+        f"--max_new_tokens={c.max_new_tokens}",
+        f"--num_questions={d.num_questions}",
+        f"--budget={d.budget}",
+        f"--seed={d.seed}",
+        f"--out={out}",
+    ]
 
   def _run_overrides(self, lr: float | None, split: str | None) -> dict:
     extra = dict(self.overrides)
@@ -268,6 +318,7 @@ def load_grid(
   evaluation = EvalSpec(**getattr(module, "EVALUATION", {}))
   memory = MemorySpec(**getattr(module, "MEMORY", {}))
   tuning = TuningSpec(**getattr(module, "TUNING", {}))
+  diagnose = DiagnoseSpec(**getattr(module, "DIAGNOSE", {}))
   overrides: dict[str, Any] = {}
   if quick:
     q = getattr(module, "QUICK", None)
@@ -278,6 +329,7 @@ def load_grid(
     evaluation = EvalSpec(**q.get("evaluation", {}))
     memory = MemorySpec(**q.get("memory", {}))
     tuning = TuningSpec(**q.get("tuning", {}))
+    diagnose = DiagnoseSpec(**q.get("diagnose", {}))
     overrides = dict(q.get("overrides", {}))
   if names:
     variants = _pick(variants, names, path)
@@ -291,4 +343,5 @@ def load_grid(
       overrides=overrides,
       quick=quick,
       tuning=tuning,
+      diagnose=diagnose,
   )

@@ -478,7 +478,24 @@ def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
           f" {collapse_lib.CAP_FRACTION:.0%} of the cap; collapsed runs stay in"
           " the means and are named in the last column."
       ),
-  ]
+  ] + (
+      [
+          "- Gradient alignment (the Unmasking claim): `scripts/diagnose.py"
+          f" {' '.join(grid.diagnose_flags('OUT/diagnose')[:-1])}` on the"
+          " untrained pair (reverse KL), its report in"
+          f" `{runner_lib.DIAGNOSE_DIR}/`."
+      ]
+      if grid.diagnose.enabled
+      else []
+  )
+
+
+def _diagnose_summary(out: str) -> dict | None:
+  path = runner_lib.diagnose_summary_path(out)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
 
 
 def write_results(grid: Grid, out: str, command: str) -> str:
@@ -500,6 +517,8 @@ def write_results(grid: Grid, out: str, command: str) -> str:
       claims_lib.check_claim(c, measured_for_claims(results))
       for c in grid.claims
   ]
+  if grid.diagnose.enabled:
+    checked.append(claims_lib.check_alignment(_diagnose_summary(out)))
   every = runner_lib.all_runs(grid, out)
   total, done = len(every), sum(r.is_done() for r in every)
   lines = [
@@ -528,7 +547,10 @@ def write_results(grid: Grid, out: str, command: str) -> str:
       if curves
       else ["(no run evaluated during training)"]
   )
-  lines += ["", "## Claims", "", claims_lib.RULES, ""]
+  rules = claims_lib.RULES
+  if grid.diagnose.enabled:
+    rules += " " + claims_lib.ALIGNMENT_RULE
+  lines += ["", "## Claims", "", rules, ""]
   lines += claims_table(checked)
   lines += [
       "",

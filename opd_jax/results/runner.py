@@ -152,6 +152,15 @@ def memory_path(out: str, variant: Variant) -> str:
   return os.path.join(out, "memory", f"{variant.name}.json")
 
 
+# The gradient-alignment measurement's report directory (scripts/
+# diagnose.py --out) and its summary, the file RESULTS.md reads.
+DIAGNOSE_DIR = "diagnose"
+
+
+def diagnose_summary_path(out: str) -> str:
+  return os.path.join(out, DIAGNOSE_DIR, "summary.json")
+
+
 def tuning_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
   """The row's tuning runs (none for a row that trains nothing, or when
   the grid does not tune)."""
@@ -213,6 +222,8 @@ class Commands:
     memory: `(variants) -> argv` of the worker measuring their step
       memory.
     env: the subprocesses' environment.
+    diagnose: `(report directory) -> argv` of scripts/diagnose.py for the
+      grid's alignment measurement (None: not run).
     inputs: `(run) -> str`, a digest of what the run starts from (the
       student and teacher checkpoints), kept in its result: a result whose
       digest differs is stale and the run is redone from scratch. None:
@@ -224,6 +235,7 @@ class Commands:
   memory: Callable[[Sequence[Variant]], list[str]]
   env: dict[str, str]
   inputs: Callable[[Run], str] | None = None
+  diagnose: Callable[[str], list[str]] | None = None
 
 
 def discard_stale(
@@ -441,6 +453,32 @@ def execute_memory(grid: Grid, out: str, commands: Commands) -> list[Outcome]:
   return outcomes
 
 
+def execute_diagnose(
+    grid: Grid, out: str, commands: Commands
+) -> Outcome | None:
+  """Runs the grid's gradient-alignment measurement unless it is done
+  (OUT/diagnose/summary.json exists) or the grid has none (None)."""
+  if not grid.diagnose.enabled or commands.diagnose is None:
+    return None
+  if os.path.isfile(diagnose_summary_path(out)):
+    return Outcome(DIAGNOSE_DIR, "skipped")
+  start = time.time()
+  log = os.path.join(out, f"{DIAGNOSE_DIR}.log")
+  code, cpu = _call(
+      commands.diagnose(os.path.join(out, DIAGNOSE_DIR)), log, commands.env
+  )
+  seconds = time.time() - start
+  if os.path.isfile(diagnose_summary_path(out)):
+    return Outcome(DIAGNOSE_DIR, "done", seconds, cpu_seconds=cpu)
+  return Outcome(
+      DIAGNOSE_DIR,
+      "failed",
+      seconds,
+      f"exited with {code}: {_tail(log)} (log: {log})",
+      cpu,
+  )
+
+
 def _expected_seconds(
     run: Run, runs: Sequence[Run], measured: dict[str, float]
 ) -> float | None:
@@ -535,7 +573,8 @@ def execute_grid(
     jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[Outcome]:
-  """Runs every pending run, then every pending memory measurement.
+  """Runs every pending run, then every pending memory measurement, then
+  the grid's alignment measurement (`execute_diagnose`) if pending.
 
   Row by row (up to `jobs` rows at once): its tuning runs, then its test
   runs at the chosen rate. Prints each outcome and, after each finished
@@ -589,4 +628,8 @@ def execute_grid(
   for o in execute_memory(grid, out, commands):
     outcomes.append(o)
     log(o.line())
+  diagnosed = execute_diagnose(grid, out, commands)
+  if diagnosed is not None:
+    outcomes.append(diagnosed)
+    log(diagnosed.line())
   return outcomes

@@ -85,3 +85,50 @@ def test_missing_variant_is_not_run_and_collapses_are_named():
 def test_bad_relation():
   with pytest.raises(ValueError, match="relation.*'<'"):
     claims.Claim("P", "c", "a", "<", "b")
+
+
+def _alignment_summary(diff, p, means=(0.15, 0.40)):
+  return {
+      "questions": 32,
+      "rollouts": 15064,
+      "objectives": {
+          "rkl": {
+              "incorrect_vs_correct": {
+                  "n": [428, 31],
+                  "mean": list(means),
+                  "mannwhitney_p": 0.033,
+              },
+              "within_question": {
+                  "questions": 10,
+                  "mean_difference": diff,
+                  "wilcoxon_p": p,
+              },
+          }
+      },
+  }
+
+
+@pytest.mark.parametrize(
+    "diff, p, verdict",
+    [
+        # The diagnostic's own within-question test decides, by its sign.
+        (0.2, 0.01, HOLDS),
+        (-0.25, 0.008, CONTRA),
+        (-0.25, 0.16, NAS),  # the pooled test's p = 0.033 does not count
+        (None, None, NAS),  # no question with both outcomes
+    ],
+)
+def test_alignment_claim(diff, p, verdict):
+  result = claims.check_alignment(_alignment_summary(diff, p))
+  assert result.verdict == verdict
+  assert result.claim.paper == "Unmasking"
+  assert result.measured.startswith(
+      "alignment 0.150 on incorrect (n = 428 nodes) vs 0.400 on correct"
+      " rollouts (n = 31), pooled Mann-Whitney p 0.033; 32 questions"
+  )
+  if diff is not None:
+    assert result.statistic == (
+        f"within-question incorrect - correct {diff:+.3f} over 10"
+        f" question(s), Wilcoxon p {p:.3g}"
+    )
+  assert claims.check_alignment(None).verdict == claims.NOT_RUN

@@ -118,6 +118,24 @@ def test_tuning_grid_is_the_same_for_all_and_spans_10x(grid):
   assert not quick.tuning.enabled
 
 
+def test_the_alignment_measurement_runs_on_the_grids_pair(grid):
+  assert grid.diagnose == grid_lib.DiagnoseSpec(32, 512, 0)
+  flags = grid.diagnose_flags("/tmp/out")
+  c = grid.config(grid.variants[1], 0)
+  for flag in (
+      f"--student={c.student}",
+      f"--teacher={c.teacher}",
+      "--difficulty=easy",
+      f"--max_new_tokens={c.max_new_tokens}",
+      "--num_questions=32",
+      "--budget=512",
+      "--out=/tmp/out",
+  ):
+    assert flag in flags, flag
+  assert c.student.endswith("student_init")
+  assert not grid_lib.load_grid(GRID, quick=True).diagnose.enabled
+
+
 def test_quick_and_methods_narrow_the_grid():
   quick = grid_lib.load_grid(GRID, quick=True)
   assert [v.name for v in quick.variants if v.trains] == [

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from opd_jax.results import claims as claims_lib
 from opd_jax.results import grid as grid_lib
 from opd_jax.results import report
 from opd_jax.results import runner
@@ -106,6 +107,33 @@ def test_report_shows_tuning_and_detectable_difference(tmp_path):
     summary = {r["name"]: r for r in json.load(f)["rows"]}
   assert summary["rkl"]["lr"] == 2e-3
   assert [t["lr"] for t in summary["rkl"]["tuning"]] == [6e-4, 2e-3, 6e-3]
+  # The grid's alignment measurement, not run here, is named as such.
+  claim = next(l for l in text.splitlines() if l.startswith("| Unmasking |"))
+  assert "scripts/diagnose.py not run" in claim and "**not run**" in claim
+  assert claims_lib.ALIGNMENT_RULE in text
+  alignment = {
+      "questions": 4,
+      "rollouts": 64,
+      "objectives": {
+          "rkl": {
+              "incorrect_vs_correct": {
+                  "n": [9, 3],
+                  "mean": [0.5, 0.1],
+                  "mannwhitney_p": 0.02,
+              },
+              "within_question": {
+                  "questions": 3,
+                  "mean_difference": 0.4,
+                  "wilcoxon_p": 0.01,
+              },
+          }
+      },
+  }
+  write_json(runner.diagnose_summary_path(out), alignment)
+  report.write_results(grid, out, "python scripts/reproduce.py ...")
+  with open(path, encoding="utf-8") as f:
+    claim = next(l for l in f if l.startswith("| Unmasking |"))
+  assert "Wilcoxon p 0.01 | **holds** |" in claim
 
 
 def test_rollouts_table_shows_how_each_row_changed(tmp_path):

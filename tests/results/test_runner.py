@@ -338,3 +338,37 @@ def test_results_of_other_inputs_are_stale_and_redone(tmp_path):
   # The old workdir was removed: training restarted, not resumed.
   assert _calls(run) == 1 and run.result()["inputs"] == "bbb"
   assert os.path.isfile(run.result_path.replace(".json", ".stale.json"))
+
+
+_DIAGNOSE = r"""
+import json, os, sys
+out, fail = sys.argv[1], sys.argv[2] == "fail"
+if fail:
+  print("diagnose: no questions"); sys.exit(2)
+os.makedirs(out)
+json.dump({"objectives": {}}, open(os.path.join(out, "summary.json"), "w"))
+"""
+
+
+def test_the_alignment_measurement_runs_once_after_the_rows(tmp_path):
+  out = str(tmp_path)
+  grid = dataclasses.replace(
+      _grid(), diagnose=grid_lib.DiagnoseSpec(num_questions=2)
+  )
+  py = sys.executable
+  # Not enabled, or no command: nothing to do.
+  assert runner.execute_diagnose(_grid(), out, _commands(out)) is None
+  assert runner.execute_diagnose(grid, out, _commands(out)) is None
+  failing = dataclasses.replace(
+      _commands(out), diagnose=lambda d: [py, "-c", _DIAGNOSE, d, "fail"]
+  )
+  failed = runner.execute_diagnose(grid, out, failing)
+  assert failed.status == "failed" and "diagnose: no questions" in failed.error
+  commands = dataclasses.replace(
+      _commands(out), diagnose=lambda d: [py, "-c", _DIAGNOSE, d, "ok"]
+  )
+  outcomes = runner.execute_grid(grid, out, commands, log=lambda _: None)
+  assert outcomes[-1].name == "diagnose" and outcomes[-1].status == "done"
+  assert os.path.isfile(runner.diagnose_summary_path(out))
+  again = runner.execute_grid(grid, out, commands, log=lambda _: None)
+  assert again[-1].status == "skipped"
