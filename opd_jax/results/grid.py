@@ -184,6 +184,14 @@ class DiagnoseSpec:
   budget: int = 512
   seed: int = 0
 
+  def __post_init__(self):
+    for name, low in (("num_questions", 0), ("budget", 1), ("seed", 0)):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(
+            f"DIAGNOSE.{name}: expected an integer >= {low}, got {value!r}"
+        )
+
   @property
   def enabled(self) -> bool:
     return self.num_questions > 0

@@ -481,13 +481,21 @@ def _setup(grid: Grid, results: list[VariantResult]) -> list[str]:
   ] + (
       [
           "- Gradient alignment (the Unmasking claim): `scripts/diagnose.py"
-          f" {' '.join(grid.diagnose_flags('OUT/diagnose')[:-1])}` on the"
-          " untrained pair (reverse KL), its report in"
-          f" `{runner_lib.DIAGNOSE_DIR}/`."
+          f" {_diagnose_command(grid)}` on the untrained pair (reverse KL),"
+          f" its report in `{runner_lib.DIAGNOSE_DIR}/`."
       ]
       if grid.diagnose.enabled
       else []
   )
+
+
+def _diagnose_command(grid: Grid) -> str:
+  """The grid's diagnose.py flags with repository-relative paths."""
+  shown = []
+  for flag in grid.diagnose_flags(runner_lib.DIAGNOSE_DIR):
+    name, _, value = flag.partition("=")
+    shown.append(f"{name}={_shown(value) if os.path.isabs(value) else value}")
+  return " ".join(shown)
 
 
 def _diagnose_summary(out: str) -> dict | None:

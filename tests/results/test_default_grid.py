@@ -134,6 +134,8 @@ def test_the_alignment_measurement_runs_on_the_grids_pair(grid):
     assert flag in flags, flag
   assert c.student.endswith("student_init")
   assert not grid_lib.load_grid(GRID, quick=True).diagnose.enabled
+  with pytest.raises(ValueError, match=r"DIAGNOSE.budget: expected an"):
+    grid_lib.DiagnoseSpec(num_questions=2, budget=0)
 
 
 def test_quick_and_methods_narrow_the_grid():

@@ -111,6 +111,9 @@ def test_report_shows_tuning_and_detectable_difference(tmp_path):
   claim = next(l for l in text.splitlines() if l.startswith("| Unmasking |"))
   assert "scripts/diagnose.py not run" in claim and "**not run**" in claim
   assert claims_lib.ALIGNMENT_RULE in text
+  setup = next(l for l in text.splitlines() if "- Gradient alignment" in l)
+  assert "--student=assets/demo/student_init" in setup
+  assert "--out=diagnose" in setup and REPO not in setup
   alignment = {
       "questions": 4,
       "rollouts": 64,
