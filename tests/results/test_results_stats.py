@@ -114,3 +114,99 @@ def test_bad_scores(bad, match):
 def test_difference_needs_the_same_questions():
   with pytest.raises(ValueError, match="same questions.*3 and 4"):
     stats.bootstrap_difference(np.zeros((1, 3)), np.zeros((1, 4)))
+
+
+def test_duplicate_questions_count_once():
+  # Question "x" is asked twice: its two columns become one, averaged.
+  x = [[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]]
+  y = stats.distinct_questions(x, ["x", "y", "x", "z"])
+  np.testing.assert_array_equal(y, [[1.0, 0.0, 1.0], [0.5, 0.0, 0.0]])
+  # The mean over distinct questions differs from the mean over positions.
+  assert y.mean() == pytest.approx(2.5 / 6) and np.mean(x) == 0.5
+  with pytest.raises(ValueError, match=r"keys: expected one per question"):
+    stats.distinct_questions(x, ["x", "y"])
+
+
+def test_duplicates_do_not_narrow_the_interval():
+  # Ten questions asked twice each are ten questions, not twenty: the
+  # interval over the 20 positions would be narrower than the evidence.
+  rng = np.random.default_rng(4)
+  x = (rng.random((3, 10)) < 0.5).astype(float)
+  doubled = np.concatenate([x, x], axis=1)
+  keys = [f"q{i}" for i in range(10)] * 2
+  once = stats.bootstrap_mean(stats.distinct_questions(doubled, keys))
+  assert once == stats.bootstrap_mean(x)
+  assert (once.hi - once.lo) > (
+      stats.bootstrap_mean(doubled).hi - stats.bootstrap_mean(doubled).lo
+  )
+
+
+def test_replicate_variance_matches_the_closed_form():
+  # bootstrap_variance is exact; the replicates' variance is a Monte Carlo
+  # estimate of it, with standard error var * sqrt((kurtosis - 1) / R)
+  # (kurtosis of the replicates, measured). Five standard errors.
+  rng = np.random.default_rng(5)
+  rates = np.array([[0.3], [0.5], [0.6]])
+  x = (rng.random((3, 40)) < rates).astype(float)
+  r = 20000
+  g = np.random.default_rng(6)
+  reps = stats._resampled_means(
+      x, stats._counts(g, 3, r), stats._counts(g, 40, r)
+  )
+  exact = stats.bootstrap_variance(x)
+  z = reps - reps.mean()
+  kurtosis = np.mean(z**4) / np.mean(z**2) ** 2
+  se = exact * np.sqrt((kurtosis - 1) / r)
+  assert abs(reps.var() - exact) < 5 * se
+  # The question term does not shrink with the seeds: a table whose seeds
+  # agree has the variance of one seed's question draw.
+  same = np.tile(x[:1], (3, 1))
+  assert stats.bootstrap_variance(same) == pytest.approx(
+      np.var(x[0]) / 40, rel=1e-12
+  )
+
+
+def test_seed_t_interval_by_hand():
+  # Seed means 0.5, 0.7, 0.6: mean 0.6, sd 0.1; with 2 degrees of freedom
+  # the t quantile has a closed form, (2p - 1) / sqrt(2 p (1 - p)).
+  x = np.repeat([[0.5], [0.7], [0.6]], 4, axis=1)
+  ci = stats.seed_t_mean(x)
+  p = 0.975
+  half = (2 * p - 1) / np.sqrt(2 * p * (1 - p)) * 0.1 / np.sqrt(3)
+  assert ci.mean == pytest.approx(0.6, abs=1e-15)
+  assert (ci.lo, ci.hi) == pytest.approx((0.6 - half, 0.6 + half), abs=1e-12)
+  assert stats.seed_t_mean(x[:1]) is None
+
+
+def test_welch_interval_matches_scipy():
+  from scipy import stats as sps  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(7)
+  a = (rng.random((3, 30)) < np.array([[0.5], [0.7], [0.6]])).astype(float)
+  b = (rng.random((4, 30)) < 0.4).astype(float)
+  ci = stats.seed_t_difference(a, b)
+  ref = sps.ttest_ind(
+      a.mean(1), b.mean(1), equal_var=False
+  ).confidence_interval(0.95)
+  assert (ci.lo, ci.hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
+  # Constant seed means: nothing for t to widen; one seed: unknown.
+  assert stats.seed_t_difference(np.ones((3, 4)), np.zeros((2, 4))) == (
+      stats.Interval(1.0, 1.0, 1.0)
+  )
+  assert stats.seed_t_difference(a[:1], b) is None
+
+
+def test_the_claims_interval_is_the_hull_within_the_range():
+  rng = np.random.default_rng(8)
+  a = (rng.random((3, 40)) < np.array([[0.3], [0.8], [0.5]])).astype(float)
+  b = (rng.random((3, 40)) < 0.5).astype(float)
+  boot = stats.bootstrap_difference(a, b)
+  t = stats.seed_t_difference(a, b)
+  ci = stats.difference_interval(a, b)
+  assert ci.lo == max(min(boot.lo, t.lo), -1.0)
+  assert ci.hi == min(max(boot.hi, t.hi), 1.0)
+  # Three seeds far apart: the t-interval is the wider here.
+  assert t.hi - t.lo > boot.hi - boot.lo
+  # A mean of 0/1 scores stays in [0, 1] (the t-interval alone would not).
+  low = np.array([[0.0] * 9 + [1.0], [0.0] * 10, [0.0] * 8 + [1.0] * 2])
+  assert stats.seed_t_mean(low).lo < 0 and stats.mean_interval(low).lo == 0.0
