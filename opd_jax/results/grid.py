@@ -38,9 +38,12 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from opd_jax import methods
 from opd_jax.results.claims import Claim
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+# The smallest max / min ratio of a tuning grid's learning rates.
+MIN_SPAN = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,18 +139,26 @@ class TuningSpec:
   Each trained row runs once per learning rate with `seed`, evaluated on
   the task's `split` (never the test split); its best (greedy accuracy,
   then pass@k, then the smaller rate) is the rate of its seeds' runs on the
-  test split. Fewer than two rates: no tuning, every row keeps the config's.
+  test split. The rates span at least `MIN_SPAN`x, and a row whose best
+  rate sits on an edge gets rates past it (`results.tuning.schedule`).
+  Fewer than two rates: no tuning, every row keeps the config's.
 
   Attributes:
     learning_rates: the rates, the same for every row.
     seed: the seed of the tuning runs (not one of the grid's SEEDS, so the
       test runs share nothing with the choice).
     split: the evaluation split of the tuning runs.
+    edge_factor: the step past an edge (the next rate is the edge's / or *
+      this).
+    edge_steps: how many rates past each edge at most; a row still best at
+      its last one stays "tuned at an edge" in the report.
   """
 
   learning_rates: tuple[float, ...] = ()
   seed: int = 100
   split: str = "validation"
+  edge_factor: float = 3.0
+  edge_steps: int = 2
 
   def __post_init__(self):
     rates = tuple(float(x) for x in self.learning_rates)
@@ -159,6 +170,18 @@ class TuningSpec:
       )
     if self.split == "test":
       raise ValueError("TUNING.split: tuning never evaluates on 'test'")
+    if len(rates) > 1 and max(rates) < MIN_SPAN * min(rates) * (1 - 1e-9):
+      # A 10x grid left 17 of 23 rows of results/default at its lowest
+      # rate (issue 36): too narrow to bracket an optimum.
+      raise ValueError(
+          f"TUNING.learning_rates: expected a span >= {MIN_SPAN:g}x, got"
+          f" {max(rates) / min(rates):.3g}x ({list(rates)})"
+      )
+    if not self.edge_factor > 1 or self.edge_steps < 0:
+      raise ValueError(
+          "TUNING.edge_factor, edge_steps: expected > 1 and >= 0, got"
+          f" {self.edge_factor}, {self.edge_steps}"
+      )
 
   @property
   def enabled(self) -> bool:
@@ -309,6 +332,49 @@ def _pick(
   return tuple(by_name[n] for n in names)
 
 
+def _fields(node) -> list[str]:
+  return sorted(node.keys()) if hasattr(node, "keys") else []
+
+
+def check_variant(
+    variant: Variant, base: ml_collections.ConfigDict, registry
+) -> None:
+  """Refuses a row whose method or overrides the trainer does not know.
+
+  One line naming the row and the field, expected vs got, before anything
+  is run or compiled: an unknown method, an override path that is not a
+  config field, or a field of another method than the row's (silently
+  ignored by the trainer otherwise).
+  """
+  where = f"row {variant.name!r}"
+  if variant.method is not None and variant.method not in registry:
+    raise ValueError(
+        f"{where}: method: expected one of {sorted(registry)}, got"
+        f" {variant.method!r}"
+    )
+  for path in variant.overrides:
+    *parents, leaf = path.split(".")
+    node, walked = base, "config"
+    for p in parents:
+      if not hasattr(node, "keys") or p not in node:
+        raise ValueError(
+            f"{where}: {walked}.{p}: expected one of {_fields(node)}, got"
+            f" {p!r} (in override {path!r})"
+        )
+      node, walked = node[p], f"{walked}.{p}"
+    if not hasattr(node, "keys") or leaf not in node:
+      raise ValueError(
+          f"{where}: {walked}.{leaf}: expected one of {_fields(node)}, got"
+          f" {leaf!r} (in override {path!r})"
+      )
+    owner = parents[0] if parents else None
+    if owner in registry and owner != variant.method:
+      raise ValueError(
+          f"{where}: config.{path}: expected fields of its method"
+          f" config.{variant.method}.*, got a field of method {owner!r}"
+      )
+
+
 def load_grid(
     path: str, *, names: Sequence[str] = (), quick: bool = False
 ) -> Grid:
@@ -341,6 +407,12 @@ def load_grid(
     overrides = dict(q.get("overrides", {}))
   if names:
     variants = _pick(variants, names, path)
+  base = module.get_config()
+  for v in variants:
+    try:
+      check_variant(v, base, methods.REGISTRY)
+    except ValueError as e:
+      raise ValueError(f"--grid: {path}: {e}") from None
   return Grid(
       path=os.path.abspath(path),
       variants=variants,

@@ -29,6 +29,9 @@ Layout under the output directory:
                                grid resumable on another machine.
   .../run.log                  the subprocesses' output
   memory/NAME.json             the variant's step memory at the large shape
+  memory/full_logit.json       the papers' baseline step (full logits) at
+                               the same shape, when a claim states a
+                               memory ratio
 
 A row's tuning runs go first, then its test runs at the chosen rate; the
 rows go in grid order (each row complete before the next, with one job).
@@ -40,6 +43,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -47,6 +51,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
+from opd_jax.results import tuning as tuning_lib
 from opd_jax.results.evaluate_run import write_json
 from opd_jax.results.grid import Grid, Variant
 
@@ -161,15 +166,6 @@ def diagnose_summary_path(out: str) -> str:
   return os.path.join(out, DIAGNOSE_DIR, "summary.json")
 
 
-def tuning_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
-  """The row's tuning runs (none for a row that trains nothing, or when
-  the grid does not tune)."""
-  t = grid.tuning
-  if not (t.enabled and variant.trains):
-    return []
-  return [Run(variant, t.seed, out, lr, t.split) for lr in t.learning_rates]
-
-
 def validation_score(run: Run) -> tuple[float, float]:
   """(greedy accuracy, pass@k) of a finished run's evaluation."""
   e = run.result()["eval"]
@@ -179,14 +175,61 @@ def validation_score(run: Run) -> tuple[float, float]:
   return greedy, passed
 
 
+def row_schedule(
+    grid: Grid, out: str, variant: Variant
+) -> tuning_lib.Schedule | None:
+  """The row's tuning schedule from its finished tuning runs (None for a
+  row that trains nothing, or when the grid does not tune).
+
+  `tuning.schedule` is re-applied as finished extension runs are found
+  (an extension is scheduled only once the rates before it are done).
+  """
+  t = grid.tuning
+  if not (t.enabled and variant.trains):
+    return None
+  scores: dict[float, tuple[float, float]] = {}
+  while True:
+    sched = tuning_lib.schedule(
+        t.learning_rates,
+        scores,
+        factor=t.edge_factor,
+        max_steps=t.edge_steps,
+    )
+    found = {
+        lr: validation_score(run)
+        for lr in sched.pending
+        if (run := Run(variant, t.seed, out, lr, t.split)).is_done()
+    }
+    if not found:
+      return sched
+    scores.update(found)
+
+
+def tuning_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
+  """The row's tuning runs, the extensions past an edge included (none for
+  a row that trains nothing, or when the grid does not tune)."""
+  sched = row_schedule(grid, out, variant)
+  if sched is None:
+    return []
+  t = grid.tuning
+  return [Run(variant, t.seed, out, lr, t.split) for lr in sched.rates]
+
+
 def chosen_lr(grid: Grid, out: str, variant: Variant) -> float | None:
   """The row's learning rate for its test runs: the best tuning run (greedy
-  accuracy, then pass@k, then the smaller rate); None until every tuning
-  run is finished. Untuned rows: None (the config's)."""
-  runs = tuning_runs(grid, out, variant)
-  if not runs or not all(r.is_done() for r in runs):
-    return None
-  return max(runs, key=lambda r: (*validation_score(r), -r.lr)).lr
+  accuracy, then pass@k, then the smaller rate); None until every
+  scheduled tuning run is finished. Untuned rows: None (the config's)."""
+  sched = row_schedule(grid, out, variant)
+  return sched.best if sched is not None and sched.complete else None
+
+
+def same_rate(a: float | None, b: float | None) -> bool:
+  """Whether two recorded learning rates are the same (JSON round trips
+  are exact; the tolerance only absorbs a rate written as 6e-4 vs
+  0.0006000000000000001)."""
+  if a is None or b is None:
+    return a is b
+  return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
 def test_runs(grid: Grid, out: str, variant: Variant) -> list[Run]:
@@ -258,6 +301,60 @@ def discard_stale(
     if run.workdir and os.path.isdir(run.workdir):
       shutil.rmtree(run.workdir)
     log(f"  {run.name}: stale (its inputs changed: {had} -> {now}); redone")
+
+
+def discard_other_rate(
+    runs: Sequence[Run], lr: float, log: Callable[[str], None]
+) -> None:
+  """Moves aside (result.stale.json) the finished test runs trained at
+  another rate than `lr` (the row's best changed when a tuning run past an
+  edge finished), and removes their training workdirs."""
+  for run in runs:
+    if not run.is_done():
+      continue
+    had = run.result().get("lr")
+    if same_rate(had, lr):
+      continue
+    os.replace(
+        run.result_path, run.result_path[: -len(".json")] + ".stale.json"
+    )
+    if run.workdir and os.path.isdir(run.workdir):
+      shutil.rmtree(run.workdir)
+    log(
+        f"  {run.name}: trained at lr {had:g}, the row's best is now {lr:g};"
+        " redone"
+    )
+
+
+def cpu_model() -> str:
+  """This machine's CPU: /proc/cpuinfo's model name, else the platform's
+  processor string, else 'unknown CPU'."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or UNKNOWN_CPU
+
+
+# What the report says of a run whose result.json predates the CPU field.
+UNKNOWN_CPU = "unknown CPU"
+
+
+def median_step_time(rows: Sequence[dict]) -> float | None:
+  """Median `train/step_time` of a run's metric rows (step 1, with the
+  sampler's compile, left out); None without one."""
+  values = sorted(
+      r["train/step_time"]
+      for r in rows
+      if r.get("train/step_time") is not None and r["step"] > 1
+  )
+  if not values:
+    return None
+  n = len(values)
+  return (values[(n - 1) // 2] + values[n // 2]) / 2
 
 
 def _call(
@@ -391,6 +488,8 @@ def execute_run(run: Run, commands: Commands) -> Outcome:
     return Outcome(run.name, "failed", seconds, error, cpu)
   with open(run.eval_path, encoding="utf-8") as f:
     evaluation = json.load(f)
+  rows = curve(run.workdir)
+  step_time = median_step_time(rows)
   write_json(
       run.result_path,
       {
@@ -400,10 +499,13 @@ def execute_run(run: Run, commands: Commands) -> Outcome:
           "split": run.split or "test",
           "inputs": commands.inputs(run) if commands.inputs else None,
           "eval": evaluation,
-          "curve": curve(run.workdir),
+          "curve": rows,
           "done": {
               "seconds": round(seconds, 1),
               "cpu_seconds": round(cpu, 1),
+              # Timings compare like with like only on one CPU model.
+              "cpu": cpu_model(),
+              "step_time": None if step_time is None else round(step_time, 4),
               # How busy the machine was (timings depend on it).
               "load_avg": round(os.getloadavg()[0], 2),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -451,6 +553,47 @@ def execute_memory(grid: Grid, out: str, commands: Commands) -> list[Outcome]:
           )
       )
   return outcomes
+
+
+# The papers' memory baseline (the full-logit step, `memory.
+# FullLogitReverseKL`) at the grid's large shape: OUT/memory/full_logit.json.
+FULL_LOGIT = "full_logit"
+
+
+def baseline_memory_path(out: str) -> str:
+  return os.path.join(out, "memory", f"{FULL_LOGIT}.json")
+
+
+def needs_baseline_memory(grid: Grid) -> bool:
+  """Whether a claim of the grid states a memory ratio (against the full-
+  logit step)."""
+  return any(c.memory_ratio is not None for c in grid.claims)
+
+
+def execute_baseline_memory(grid: Grid, out: str) -> Outcome | None:
+  """Measures the full-logit step's memory unless measured or not needed.
+
+  In this process (one compile, no run; the memory workers' subprocess is
+  for the grid's own rows): the grid's base config with plain reverse KL,
+  its loss replaced by `memory.FullLogitReverseKL`.
+  """
+  if not needs_baseline_memory(grid):
+    return None
+  path = baseline_memory_path(out)
+  if os.path.isfile(path):
+    return Outcome(f"memory/{FULL_LOGIT}", "skipped")
+  # pylint: disable-next=g-import-not-at-top
+  from opd_jax.results import memory as memory_lib
+
+  start = time.time()
+  try:
+    c = grid.config(Variant(FULL_LOGIT, "", "rkl"), grid.seeds[0])
+    write_json(path, memory_lib.full_logit_step_memory(c, grid.memory))
+  except Exception as e:  # pylint: disable=broad-except
+    return Outcome(
+        f"memory/{FULL_LOGIT}", "failed", time.time() - start, repr(e)
+    )
+  return Outcome(f"memory/{FULL_LOGIT}", "done", time.time() - start)
 
 
 def execute_diagnose(
@@ -611,13 +754,21 @@ def execute_grid(
       log(o.line(f"; {left} run(s) left" + _eta(runs, prior, fresh, jobs)))
 
   def row(variant: Variant) -> None:
-    tuning = tuning_runs(grid, out, variant)
-    for run in tuning:
-      if not run.is_done():
-        finish(execute_run(run, commands))
-    if tuning and chosen_lr(grid, out, variant) is None:
-      log(f"  {variant.name}: not tuned (a tuning run failed); no test runs")
-      return
+    # The grid's rates, then any past an edge the finished ones call for
+    # (row_schedule), until none is pending; a failed run is not retried
+    # by this invocation.
+    t, tried = grid.tuning, set()
+    while (sched := row_schedule(grid, out, variant)) and sched.pending:
+      todo = [lr for lr in sched.pending if lr not in tried]
+      if not todo:
+        log(f"  {variant.name}: not tuned (a tuning run failed); no test runs")
+        return
+      for lr in todo:
+        tried.add(lr)
+        finish(execute_run(Run(variant, t.seed, out, lr, t.split), commands))
+    lr = chosen_lr(grid, out, variant)
+    if lr is not None:
+      discard_other_rate(test_runs(grid, out, variant), lr, log)
     for run in test_runs(grid, out, variant):
       if not run.is_done():
         finish(execute_run(run, commands))
@@ -628,6 +779,10 @@ def execute_grid(
   for o in execute_memory(grid, out, commands):
     outcomes.append(o)
     log(o.line())
+  baseline = execute_baseline_memory(grid, out)
+  if baseline is not None:
+    outcomes.append(baseline)
+    log(baseline.line())
   diagnosed = execute_diagnose(grid, out, commands)
   if diagnosed is not None:
     outcomes.append(diagnosed)

@@ -104,9 +104,10 @@ def test_ablations_change_what_they_say(grid):
     assert c[name].teacher_context.template == template, name
 
 
-def test_tuning_grid_is_the_same_for_all_and_spans_10x(grid):
+def test_tuning_grid_is_the_same_for_all_and_spans_30x(grid):
   rates = grid.tuning.learning_rates
-  assert len(rates) == 3 and max(rates) / min(rates) == pytest.approx(10.0)
+  assert len(rates) == 4 and max(rates) / min(rates) == pytest.approx(30.0)
+  assert grid.tuning.edge_factor == 3.0 and grid.tuning.edge_steps == 2
   assert grid.tuning.split == "validation"
   assert grid.tuning.seed not in grid.seeds
   for v in grid.variants:
@@ -150,3 +151,69 @@ def test_quick_and_methods_narrow_the_grid():
   assert [v.name for v in some.variants] == ["gkd", "rkl"]
   with pytest.raises(ValueError, match=r"--methods: \['nope'\]"):
     grid_lib.load_grid(GRID, names=["nope"])
+
+
+def test_claims_state_their_margins(grid):
+  by_text = {c.text: c for c in grid.claims}
+  dear = by_text["DEAR beats OPD by 2.5 points"]
+  assert (dear.relation, dear.margin) == (">", 0.025)
+  tip = next(c for c in grid.claims if c.a == "tip_entropy_50" and c.b == "rkl")
+  assert (tip.relation, tip.margin, tip.memory_ratio) == ("~", 0.05, 0.53)
+  # No claim passes on an interval straddling zero any more.
+  assert all(c.relation != ">=" or c.margin > 0 for c in grid.claims)
+
+
+_BAD_GRID = """
+import importlib.util
+from opd_jax.results import Variant
+spec = importlib.util.spec_from_file_location("default_grid", {path!r})
+d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+get_config, claims, SEEDS, TUNING = d.get_config, d.claims, d.SEEDS, d.TUNING
+
+
+def variants():
+  return d.variants() + [Variant("bad", "a bad row", {method!r}, {over!r})]
+"""
+
+
+@pytest.mark.parametrize(
+    "method, overrides, message",
+    [
+        (
+            "tip",
+            {"tip.rhoo": 0.5},
+            r"row 'bad': config.tip.rhoo: expected one of \[.*'rho'.*\],"
+            r" got 'rhoo' \(in override 'tip.rhoo'\)",
+        ),
+        (
+            "tip",
+            {"tipp.rho": 0.5},
+            r"row 'bad': config.tipp: expected one of \[.*'tip'.*\], got"
+            r" 'tipp'",
+        ),
+        (
+            "tipp",
+            {},
+            r"row 'bad': method: expected one of \[.*'tip'.*\], got 'tipp'",
+        ),
+        (
+            "tip",
+            {"dear.q": 0.0},
+            r"row 'bad': config.dear.q: expected fields of its method"
+            r" config.tip.\*, got a field of method 'dear'",
+        ),
+    ],
+)
+def test_a_row_naming_an_unknown_field_is_one_line(
+    tmp_path, method, overrides, message
+):
+  path = tmp_path / "bad.py"
+  path.write_text(
+      _BAD_GRID.format(path=GRID, method=method, over=overrides),
+      encoding="utf-8",
+  )
+  with pytest.raises(ValueError, match=message) as err:
+    grid_lib.load_grid(str(path))
+  text = str(err.value)
+  assert "\n" not in text and text.startswith(f"--grid: {path}: row 'bad'")

@@ -22,6 +22,7 @@ import pytest
 
 from opd_jax.results import grid as grid_lib
 from opd_jax.results import runner
+from opd_jax.results.evaluate_run import write_json
 
 # A stand-in training process: counts its calls in the workdir and fails
 # (as a killed run would) while FAIL_FIRST names its run and it is called
@@ -132,8 +133,9 @@ _EVAL_BY_LR = r"""
 import json, sys
 path, lr = sys.argv[1], sys.argv[2]
 greedy = {"0.0006": [1, 0, 0, 0], "0.002": [1, 1, 1, 0],
-          "0.006": [1, 0, 0, 0]}.get(lr, [0, 1, 0, 1])
-samples = {"0.0006": [[1, 1]] * 4, "0.006": [[0, 0]] * 4}.get(lr, [[1]] * 4)
+          "0.006": [1, 0, 0, 0], "0.018": [1, 0, 0, 0]}.get(lr, [0, 1, 0, 1])
+samples = {"0.0006": [[1, 1]] * 4, "0.006": [[0, 0]] * 4,
+           "0.018": [[0, 0]] * 4}.get(lr, [[1]] * 4)
 json.dump({"greedy": greedy, "samples": samples}, open(path, "w"))
 """
 
@@ -177,27 +179,37 @@ def test_tuning_then_seeds_at_the_best_rate_and_resume_from_results(
     tmp_path,
 ):
   out = str(tmp_path / "grid")
-  grid = _tuned_grid(learning_rates=(6e-4, 2e-3, 6e-3), seed=100)
+  grid = _tuned_grid(learning_rates=(6e-4, 2e-3, 6e-3, 1.8e-2), seed=100)
   calls, logs = [], []
   runner.execute_grid(grid, out, _tuned_commands(out, calls), log=logs.append)
-  # The row's three tuning runs (tuning seed, validation split), then its
-  # seeds at the best rate on the test split; the untrained row only
-  # evaluates.
+  # The row's four tuning runs (tuning seed, validation split), then its
+  # seeds at the best rate (inside the grid: no rate past an edge) on the
+  # test split; the untrained row only evaluates.
   assert calls == [
       ("a/tune/lr_0.0006", 6e-4, "validation"),
       ("a/tune/lr_0.002", 2e-3, "validation"),
       ("a/tune/lr_0.006", 6e-3, "validation"),
+      ("a/tune/lr_0.018", 1.8e-2, "validation"),
       ("a/seed_0", 2e-3, None),
       ("a/seed_1", 2e-3, None),
   ]
-  assert "7 runs (3 tuning), 0 already done, 7 to run" in logs[0]
+  assert "8 runs (4 tuning), 0 already done, 8 to run" in logs[0]
   assert any("0 run(s) left" in line for line in logs)
   variant = grid.variants[1]
   assert runner.chosen_lr(grid, out, variant) == 2e-3
   results = [r.result() for r in runner.all_runs(grid, out)]
-  assert [r["lr"] for r in results] == [None, None, 6e-4, 2e-3, 6e-3] + [
-      2e-3
-  ] * 2
+  assert [r["lr"] for r in results] == [
+      None,
+      None,
+      6e-4,
+      2e-3,
+      6e-3,
+      1.8e-2,
+  ] + [2e-3] * 2
+  # Each result records its CPU and s/step (timings compare within a CPU).
+  done = results[-1]["done"]
+  assert done["cpu"] == runner.cpu_model() and done["cpu"]
+  assert "step_time" in done
   # Only the result files travel (a commit of the results directory):
   # another machine has everything done.
   moved = str(tmp_path / "elsewhere")
@@ -210,33 +222,34 @@ def test_tuning_then_seeds_at_the_best_rate_and_resume_from_results(
   outcomes = runner.execute_grid(
       grid, moved, _tuned_commands(moved, calls), log=logs.append
   )
-  assert not calls and "7 already done, 0 to run" in logs[0]
+  assert not calls and "8 already done, 0 to run" in logs[0]
   assert all(o.status == "skipped" for o in outcomes if "/seed" in o.name)
 
 
 def test_ties_go_to_pass_at_k_then_the_smaller_rate(tmp_path):
   out = str(tmp_path)
   variant = grid_lib.Variant("a", "a", "rkl")
-  # 0.0006 and 0.006 tie on greedy; 0.0006's pass@k is higher.
-  grid = _tuned_grid(learning_rates=(6e-4, 6e-3), seed=7)
+  # 0.0006 and 0.018 tie on greedy; 0.0006's pass@k is higher (no rate
+  # past an edge here: edge_steps=0).
+  grid = _tuned_grid(learning_rates=(6e-4, 1.8e-2), seed=7, edge_steps=0)
   runner.execute_grid(grid, out, _tuned_commands(out, []), log=lambda _: 0)
   assert runner.chosen_lr(grid, out, variant) == 6e-4
   # Equal on both: the smaller rate.
-  grid = _tuned_grid(learning_rates=(5e-3, 1e-3), seed=7)
+  grid = _tuned_grid(learning_rates=(3e-2, 1e-3), seed=7, edge_steps=0)
   runner.execute_grid(grid, out, _tuned_commands(out, []), log=lambda _: 0)
   assert runner.chosen_lr(grid, out, variant) == 1e-3
 
 
 def test_a_row_with_a_failed_tuning_run_waits(tmp_path):
   out = str(tmp_path)
-  grid = _tuned_grid(learning_rates=(1e-3, 2e-3), seed=7)
+  grid = _tuned_grid(learning_rates=(1e-3, 3e-2), seed=7)
   calls, logs = [], []
   cmds = _tuned_commands(out, calls)
   cmds = dataclasses.replace(
       cmds, env={**cmds.env, "FAIL_FIRST": "a/tune/lr_0.001"}
   )
   runner.execute_grid(grid, out, cmds, log=logs.append)
-  assert [c[0] for c in calls] == ["a/tune/lr_0.001", "a/tune/lr_0.002"]
+  assert [c[0] for c in calls] == ["a/tune/lr_0.001", "a/tune/lr_0.03"]
   assert any("a: not tuned" in line for line in logs)
   assert runner.chosen_lr(grid, out, grid.variants[1]) is None
 
@@ -247,8 +260,81 @@ def test_tuning_spec_refusals():
   with pytest.raises(ValueError, match="TUNING.learning_rates"):
     grid_lib.TuningSpec(learning_rates=(0.0, 1e-3))
   with pytest.raises(ValueError, match="TUNING.split"):
-    grid_lib.TuningSpec(learning_rates=(1e-3, 2e-3), split="test")
+    grid_lib.TuningSpec(learning_rates=(1e-3, 3e-2), split="test")
   assert not grid_lib.TuningSpec(learning_rates=(1e-3,)).enabled
+  # The protocol's span: at least 30x.
+  with pytest.raises(
+      ValueError,
+      match=r"TUNING.learning_rates: expected a span >= 30x, got 10x",
+  ):
+    grid_lib.TuningSpec(learning_rates=(6e-4, 2e-3, 6e-3))
+  assert grid_lib.TuningSpec(learning_rates=(2e-4, 6e-3)).enabled
+  with pytest.raises(ValueError, match="edge_factor"):
+    grid_lib.TuningSpec(learning_rates=(1e-3, 3e-2), edge_factor=1.0)
+
+
+# Validation accuracy 0 at every rate of the grid, 1 below 1e-4: the best
+# rate keeps sitting on the low edge.
+_EVAL_LOW = r"""
+import json, sys
+path, lr = sys.argv[1], float(sys.argv[2] if sys.argv[2] != "None" else 1)
+g = [1, 1] if lr < 1e-4 else [0, 0]
+json.dump({"greedy": g, "samples": [[x] for x in g]}, open(path, "w"))
+"""
+
+
+def test_a_best_rate_on_an_edge_gets_rates_past_it(tmp_path):
+  out = str(tmp_path)
+  grid = _tuned_grid(learning_rates=(2e-4, 6e-4, 2e-3, 6e-3), seed=7)
+  calls = []
+  cmds = dataclasses.replace(
+      _tuned_commands(out, calls),
+      evaluate=lambda r: [
+          sys.executable,
+          "-c",
+          _EVAL_LOW,
+          r.eval_path,
+          repr(r.lr),
+      ],
+  )
+  runner.execute_grid(grid, out, cmds, log=lambda _: 0)
+  # All four tie at 0 (the smallest wins, an edge): 2e-4 / 3 = 6.7e-5
+  # scores 1 and is the new edge: 2.2e-5 ties it and wins (smaller); two
+  # steps taken, the edge stays and the seeds run at 2.2e-5.
+  assert [c[0] for c in calls] == [
+      "a/tune/lr_0.0002",
+      "a/tune/lr_0.0006",
+      "a/tune/lr_0.002",
+      "a/tune/lr_0.006",
+      "a/tune/lr_6.7e-05",
+      "a/tune/lr_2.2e-05",
+      "a/seed_0",
+      "a/seed_1",
+  ]
+  sched = runner.row_schedule(grid, out, grid.variants[1])
+  assert sched.complete and sched.edge == "low" and sched.at_limit
+  assert runner.chosen_lr(grid, out, grid.variants[1]) == 2.2e-5
+  assert [r.lr for r in runner.test_runs(grid, out, grid.variants[1])] == [
+      2.2e-5
+  ] * 2
+
+
+def test_test_runs_at_another_rate_are_redone(tmp_path):
+  out = str(tmp_path)
+  grid = _tuned_grid(learning_rates=(2e-4, 6e-3), seed=7, edge_steps=0)
+  variant = grid.variants[1]
+  run = runner.Run(variant, 0, out, 2e-4)
+  os.makedirs(os.path.join(run.dir, "train"))
+  write_json(run.result_path, {"lr": 2e-4, "eval": {}, "done": {}})
+  logs = []
+  runner.discard_other_rate([run], 6e-3, logs.append)
+  assert not run.is_done() and not os.path.isdir(run.workdir)
+  assert os.path.isfile(os.path.join(run.dir, "result.stale.json"))
+  assert "trained at lr 0.0002, the row's best is now 0.006" in logs[0]
+  # At the same rate (up to a JSON round trip) nothing moves.
+  write_json(run.result_path, {"lr": 6e-3 * (1 + 1e-15), "eval": {}})
+  runner.discard_other_rate([run], 6e-3, logs.append)
+  assert run.is_done() and len(logs) == 1
 
 
 def test_curve_keeps_the_reported_keys(tmp_path):
