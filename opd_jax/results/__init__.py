@@ -26,7 +26,9 @@ from opd_jax.results.grid import TuningSpec
 from opd_jax.results.grid import Variant
 from opd_jax.results.stats import bootstrap_difference
 from opd_jax.results.stats import bootstrap_mean
+from opd_jax.results.stats import difference_interval
 from opd_jax.results.stats import Interval
+from opd_jax.results.stats import mean_interval
 
 __all__ = [
     "Claim",
@@ -40,7 +42,9 @@ __all__ = [
     "bootstrap_difference",
     "bootstrap_mean",
     "check_claim",
+    "difference_interval",
     "detect_collapse",
     "load_grid",
+    "mean_interval",
     "relation_verdict",
 ]

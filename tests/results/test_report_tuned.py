@@ -33,7 +33,7 @@ GRID = os.path.join(REPO, "configs", "grids", "default.py")
 Q = 40
 
 
-def _result(run, accuracy, rng, collapse=False):
+def _result(run, accuracy, rng, collapse=False, lr="run", cpu=None):
   ones = round(accuracy * Q)
   greedy = rng.permutation([1] * ones + [0] * (Q - ones)).tolist()
   curve = [
@@ -46,14 +46,17 @@ def _result(run, accuracy, rng, collapse=False):
       }
       for s in range(1, 21)
   ]
+  done = {"seconds": 10.0, "cpu_seconds": 9.0, "load_avg": 1.0}
+  if cpu:
+    done["cpu"] = cpu
   write_json(
       run.result_path,
       {
-          "lr": run.lr,
+          "lr": run.lr if lr == "run" else lr,
           "split": run.split or "test",
           "eval": {"greedy": greedy, "samples": [[g, 1] for g in greedy]},
           "curve": curve,
-          "done": {"seconds": 10.0, "cpu_seconds": 9.0, "load_avg": 1.0},
+          "done": done,
       },
   )
 
@@ -63,50 +66,80 @@ def test_report_shows_tuning_and_detectable_difference(tmp_path):
   grid = grid_lib.load_grid(GRID, names=["no_opd", "rkl", "tsd_kd"])
   rng = np.random.default_rng(0)
   by_lr = {
-      "rkl": {6e-4: 0.4, 2e-3: 0.8, 6e-3: 0.6},
-      "tsd_kd": {6e-4: 0.5, 2e-3: 0.1, 6e-3: 0.0},
+      "rkl": {2e-4: 0.2, 6e-4: 0.4, 2e-3: 0.8, 6e-3: 0.6},
+      # Best at the grid's smallest rate: tuned at an edge.
+      "tsd_kd": {2e-4: 0.6, 6e-4: 0.5, 2e-3: 0.1, 6e-3: 0.0},
   }
   for v in grid.variants:
     for run in runner.tuning_runs(grid, out, v):
       _result(run, by_lr[v.name][run.lr], rng, collapse=run.lr == 6e-3)
   rows = {v.name: v for v in grid.variants}
   assert runner.chosen_lr(grid, out, rows["rkl"]) == 2e-3
-  assert runner.chosen_lr(grid, out, rows["tsd_kd"]) == 6e-4
-  # Two of three seeds of rkl, all of the others: incomplete.
+  # tsd_kd waits for the rate past its edge (2e-4 / 3).
+  assert runner.chosen_lr(grid, out, rows["tsd_kd"]) is None
+  assert [r.lr for r in runner.tuning_runs(grid, out, rows["tsd_kd"])] == [
+      6.7e-5,
+      2e-4,
+      6e-4,
+      2e-3,
+      6e-3,
+  ]
+  # Two of three seeds of rkl, all of the others (tsd_kd's at 2e-4, as
+  # before the extension was scheduled): incomplete.
   for v in grid.variants:
     for run in runner.test_runs(grid, out, v):
       if v.name != "rkl" or run.seed < 2:
-        _result(run, 0.5, rng)
+        _result(run, 0.5, rng, lr=2e-4 if v.name == "tsd_kd" else "run")
   path = report.write_results(grid, out, "python scripts/reproduce.py ...")
   with open(path, encoding="utf-8") as f:
     text = f.read()
-  assert "**Incomplete: 14 of 15 runs finished.**" in text
-  assert "learning rate tuned per row over [0.0006, 0.002, 0.006]" in text
+  assert "**Incomplete: 16 of 18 runs finished.**" in text
+  assert (
+      "learning rate tuned per row over [0.0002, 0.0006, 0.002, 0.006] (30x"
+      in text
+  )
   assert "'validation' split" in text
   rows_md = text.split("## Claims")[0].splitlines()
   table = {l.split(" | ")[0]: l for l in rows_md if l[:2] == "| "}
   rkl = table["| full-token reverse KL (2 seeds)"]
   assert "0.0006: 0.400" in rkl and "**0.002: 0.800**" in rkl
   assert "0.006: 0.600 (collapsed)" in rkl and "(collapsed)" in rkl
+  assert "edge" not in rkl
   tsd = table["| TSD-KD"]
-  assert "**0.0006: " in tsd and "| - |" not in tsd.split(" | ")[2]
+  assert "6.7e-05: pending; **0.0002: 0.600**" in tsd
+  assert (
+      "(*tuned at an edge: best rate 0.0002 is the smallest of those run"
+      " (0.0002-0.006)*)"
+      in tsd
+  )
   assert table["| SFT init (no OPD)"].split(" | ")[2] == "-"
+  # The s/step column says which CPU (none recorded here: '?').
+  assert "| 0.500 (?) |" in rkl
+  assert "s/step by CPU: ? = unknown CPU (8 runs)" in text
   # Only tsd_kd has all its seeds among trained rows: no pair yet.
   assert "Detectable difference" not in text
   _result(runner.test_runs(grid, out, rows["rkl"])[2], 0.5, rng)
   report.write_results(grid, out, "python scripts/reproduce.py ...")
   with open(path, encoding="utf-8") as f:
     text = f.read()
-  assert "Incomplete" not in text
+  # tsd_kd's rate past its edge is still to run.
+  assert "**Incomplete: 17 of 18 runs finished.**" in text
   line = next(l for l in text.splitlines() if "Detectable difference" in l)
   assert "over the 1 pairs of trained rows" in line
   assert "| verdict | detectable (±) |" in text
-  claim = next(l for l in text.splitlines() if "(tsd_kd >= gkd)" in l)
+  claim = next(l for l in text.splitlines() if "(tsd_kd > gkd)" in l)
   assert claim.endswith("| - |")  # gkd not in this grid: not run
   with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
     summary = {r["name"]: r for r in json.load(f)["rows"]}
   assert summary["rkl"]["lr"] == 2e-3
-  assert [t["lr"] for t in summary["rkl"]["tuning"]] == [6e-4, 2e-3, 6e-3]
+  assert [t["lr"] for t in summary["rkl"]["tuning"]] == [
+      2e-4,
+      6e-4,
+      2e-3,
+      6e-3,
+  ]
+  assert summary["tsd_kd"]["unsettled"].startswith("tuned at an edge")
+  assert summary["tsd_kd"]["trained_lr"] == [2e-4]
   # The grid's alignment measurement, not run here, is named as such.
   claim = next(l for l in text.splitlines() if l.startswith("| Unmasking |"))
   assert "scripts/diagnose.py not run" in claim and "**not run**" in claim
@@ -187,3 +220,79 @@ def test_rollouts_table_shows_how_each_row_changed(tmp_path):
     text = f.read()
   assert text.rstrip().endswith("TSD-KD's length reaches the cap.")
   assert "## Findings" in text
+
+
+def test_times_compare_within_one_cpu(tmp_path):
+  out = str(tmp_path)
+  grid = grid_lib.load_grid(GRID, names=["no_opd", "rkl"])
+  rng = np.random.default_rng(1)
+  rkl = grid.variants[1]
+  for run in runner.tuning_runs(grid, out, rkl):
+    _result(run, 0.8 if run.lr == 2e-3 else 0.2, rng)
+  cpus = ["Zen 5 EPYC", "Zen 5 EPYC", None]
+  for run, cpu in zip(runner.test_runs(grid, out, rkl), cpus):
+    _result(run, 0.5, rng, cpu=cpu)
+  results = report.collect(grid, out)
+  (row,) = [r for r in results if r.variant.name == "rkl"]
+  assert row.step_times() == {"Zen 5 EPYC": 0.5, runner.UNKNOWN_CPU: 0.5}
+  tags = report.cpu_tags(results)
+  assert tags == {"Zen 5 EPYC": "A", runner.UNKNOWN_CPU: "?"}
+  line = next(l for l in report.results_table(results, 4) if "reverse KL" in l)
+  assert "| 0.500 (A); 0.500 (?) |" in line
+  note = report.cpu_note(results)
+  assert note.startswith("s/step by CPU: A = Zen 5 EPYC (2 runs); ? =")
+  assert "not comparable" in note
+
+
+def _claim_result(paper, text, verdict, statistic="diff +0.1"):
+  claim = claims_lib.Claim(paper, text, "a", ">", "b")
+  return claims_lib.ClaimResult(claim, "", statistic, verdict)
+
+
+def test_claims_side_by_side_per_regime():
+  default = [
+      _claim_result("TIP", "Q3 matches", claims_lib.EDGE),
+      _claim_result("TOPD", "TOPD beats OPD", claims_lib.FAILS),
+  ]
+  countdown = [
+      _claim_result("TOPD", "TOPD beats OPD", claims_lib.HOLDS, "diff +0.2"),
+      _claim_result("DEAR", "DEAR beats OPD", claims_lib.INCONCLUSIVE),
+  ]
+  lines = report.regimes_table({"default": default, "countdown": countdown})
+  assert lines[0] == "| paper | claim | default | countdown |"
+  assert lines[2] == (
+      "| TIP | Q3 matches | **inconclusive (edge)** (diff +0.1) | - |"
+  )
+  assert lines[3] == (
+      "| TOPD | TOPD beats OPD | **fails** (diff +0.1) | **holds** (diff"
+      " +0.2) |"
+  )
+  assert lines[4] == (
+      "| DEAR | DEAR beats OPD | - | **inconclusive** (diff +0.1) |"
+  )
+  # One regime works too.
+  assert len(report.regimes_table({"default": default})) == 4
+
+
+def test_write_regimes_from_grids(tmp_path):
+  grid = grid_lib.load_grid(GRID, names=["no_opd", "rkl"])
+  rng = np.random.default_rng(2)
+  outs = []
+  for name, acc in (("one", 0.9), ("two", 0.1)):
+    out = str(tmp_path / name)
+    outs.append(out)
+    for v in grid.variants:
+      for run in runner.tuning_runs(grid, out, v):
+        _result(run, 0.8 if run.lr == 2e-3 else 0.2, rng)
+      for run in runner.test_runs(grid, out, v):
+        _result(run, acc if v.trains else 0.5, rng)
+  path = report.write_regimes(
+      [("one", grid, outs[0]), ("two", grid, outs[1])],
+      str(tmp_path / "REGIMES.md"),
+  )
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  line = next(l for l in text.splitlines() if l.startswith("| OPD |"))
+  cells = line.split(" | ")
+  assert cells[2].startswith("**holds**") and cells[3].startswith("**fails**")
+  assert claims_lib.RULES in text
