@@ -82,7 +82,7 @@ def test_results_md_has_table_curves_and_claims(quick):
   assert "diff " in claim and "95% CI" in claim
   assert any(
       v in claim
-      for v in ("**holds**", "**not at this scale**", "**contradicted**")
+      for v in ("**holds**", "**inconclusive**", "**fails**")
   )
   with open(out / "summary.json", encoding="utf-8") as f:
     summary = json.load(f)
@@ -90,7 +90,9 @@ def test_results_md_has_table_curves_and_claims(quick):
   assert rows["tip_soft_or_50"]["select_frac"] < 0.6
   assert rows["rkl"]["select_frac"] == 1.0
   assert rows["rkl"]["memory"]["temp_bytes"] > 0
-  assert rows["rkl"]["step_time"] > 0
+  # s/step per CPU the runs recorded (this machine's, for fresh runs).
+  (step_time,) = rows["rkl"]["step_time"].values()
+  assert step_time > 0
 
 
 @pytest.mark.slow

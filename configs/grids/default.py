@@ -62,10 +62,15 @@ REPO = os.path.dirname(
 ASSETS = os.path.join(REPO, "assets", "demo")
 
 SEEDS = (0, 1, 2)
-# Every trained row is tuned over the same three rates spanning 10x (the
-# demo's 2e-3 in the middle), one run each with seed 100 on the task's
-# validation split; its seeds then run at its best rate on the test split.
-TUNING = dict(learning_rates=(6e-4, 2e-3, 6e-3), seed=100, split="validation")
+# Every trained row is tuned over the same four rates spanning 30x (the
+# protocol's minimum; the first grid's 6e-4..6e-3 left 17 of 23 rows at its
+# lowest rate, so 2e-4 was added below it, issue 36), one run each with
+# seed 100 on the task's validation split; a row whose best is the smallest
+# or largest rate it has run gets up to two more, 3x apart, past that edge;
+# its seeds then run at its best rate on the test split.
+TUNING = dict(
+    learning_rates=(2e-4, 6e-4, 2e-3, 6e-3), seed=100, split="validation"
+)
 # Final evaluation of every run (and of the student init): greedy accuracy
 # and pass@k of k samples at temperature 1, on the same test questions.
 EVALUATION = dict(num_questions=256, k=4, temperature=1.0, batch_size=128)
@@ -281,30 +286,40 @@ def variants():
 
 
 def claims():
-  """The papers' qualitative claims (docs/methods.md), on the rows above."""
+  """The papers' qualitative claims (docs/methods.md), on the rows above.
+
+  ">" claims need the interval of the difference above their margin (0, or
+  the amount the paper states: DEAR's +2.5 points), "~" claims an interval
+  inside +-margin: 0.05 (5 points of accuracy) where a paper says "within
+  noise" / "retains" without a number (docs/evaluation.md).
+  """
   return [
       Claim("OPD", "OPD beats the SFT initialisation", "rkl", ">", "no_opd"),
       Claim(
           "TIP",
-          "entropy-50% is within noise of full-token at lower memory",
+          "entropy-50% matches full-token (within 5 points) at 47% less"
+          " step memory",
           "tip_entropy_50",
-          ">=",
+          "~",
           "rkl",
-          lower_memory=True,
+          margin=0.05,
+          # Qwen3 pair 72.0 GB -> 38.1 GB at 50% (docs/methods.md §3).
+          memory_ratio=0.53,
       ),
       Claim(
           "TIP",
-          "Soft-OR 50% >= entropy 50%",
+          "Soft-OR 50% beats entropy 50%",
           "tip_soft_or_50",
-          ">=",
+          ">",
           "tip_entropy_50",
       ),
       Claim(
           "TIP",
-          "Q3 only (< 20% of tokens) is within noise of full-token",
+          "Q3 only (< 20% of tokens) matches full-token (within 5 points)",
           "tip_q3",
-          ">=",
+          "~",
           "rkl",
+          margin=0.05,
           max_select_frac=0.2,
       ),
       Claim(
@@ -314,12 +329,12 @@ def claims():
           ">",
           "tip_bottom_soft_or_50",
       ),
-      Claim("TSD-KD", "TSD-KD >= GKD", "tsd_kd", ">=", "gkd"),
+      Claim("TSD-KD", "TSD-KD beats GKD", "tsd_kd", ">", "gkd"),
       Claim(
           "TSD-KD",
-          "TSD-KD (the released code's reading) >= GKD",
+          "TSD-KD (the released code's reading) beats GKD",
           "tsd_kd_code",
-          ">=",
+          ">",
           "gkd",
       ),
       Claim(
@@ -344,7 +359,20 @@ def claims():
           "tsd_kd_no_em",
       ),
       Claim(
-          "DEAR", "DEAR >= decision-only", "dear", ">=", "dear_decision_only"
+          "DEAR",
+          "DEAR beats OPD by 2.5 points",
+          "dear",
+          ">",
+          "rkl",
+          margin=0.025,
+      ),
+      Claim(
+          "DEAR",
+          "DEAR beats decision-only by 2.5 points (decision-only ~ OPD)",
+          "dear",
+          ">",
+          "dear_decision_only",
+          margin=0.025,
       ),
       Claim(
           "OPSD",
@@ -353,6 +381,6 @@ def claims():
           ">",
           "no_opd",
       ),
-      Claim("TOPD", "TOPD >= OPD", "topd", ">=", "rkl"),
+      Claim("TOPD", "TOPD beats OPD", "topd", ">", "rkl"),
       Claim("TOPD", "NDS alone helps a little", "topd_nds_only", ">", "rkl"),
   ]
