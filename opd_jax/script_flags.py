@@ -29,7 +29,7 @@ help text) the difference is an argument at the call site.
 
 `load_model` / `restore_workdir` / `hf_model` load the model a flag names
 (an HF directory or a training workdir's newest checkpoint) as a
-`LoadedModel`; `arithmetic_source` builds the built-in task's questions;
+`LoadedModel`; `task_source` builds a built-in task's questions;
 `check_sampling` and `check_response_length` are the checks with one
 `error:` line that the scripts share. Everything heavy is imported inside
 the functions, so a script's flags are checked before JAX loads.
@@ -86,8 +86,12 @@ def source_flags(
   Returns:
     Their FlagHolders.
   """
-  from opd_jax.data.arithmetic import DIFFICULTIES  # pylint: disable=g-import-not-at-top
+  from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
 
+  # Every task's levels; `task_source` checks the one a task has.
+  levels = tuple(
+      dict.fromkeys(d for t in tasks.TASKS.values() for d in t.difficulties)
+  )
   module = _caller_module()
   return SourceFlags(
       question_field=flags.DEFINE_string(
@@ -102,7 +106,7 @@ def source_flags(
       difficulty=flags.DEFINE_enum(
           "difficulty",
           difficulty_default,
-          DIFFICULTIES,
+          levels,
           difficulty_help,
           module_name=module,
       ),
@@ -253,11 +257,30 @@ def load_model(path: str, role: str, *, allow_workdir: bool) -> LoadedModel:
     raise InputError(f"--{role} {path}: {e}") from e
 
 
-def arithmetic_source(difficulty: str, split: str, num_questions: int):
-  """The built-in task's `num_questions` questions of `split`."""
-  from opd_jax.data import arithmetic, sources  # pylint: disable=g-import-not-at-top
+def task_source(
+    task: str,
+    difficulty: str,
+    split: str,
+    num_questions: int,
+    max_new_tokens: int | None = None,
+):
+  """Built-in task `task`'s `num_questions` questions of `split`.
 
-  task = arithmetic.ArithmeticTask(
-      difficulty=getattr(arithmetic.Difficulty, difficulty)()
+  Raises:
+    InputError: `task` has no level `difficulty` (--difficulty), or
+      `max_new_tokens` (when given) is below its shortest reference response
+      (--max_new_tokens).
+  """
+  from opd_jax.data import sources, tasks  # pylint: disable=g-import-not-at-top
+
+  try:
+    tasks.check_difficulty(task, difficulty, field="--difficulty")
+    if max_new_tokens is not None:
+      tasks.check_response_budget(
+          task, difficulty, max_new_tokens, field="--max_new_tokens"
+      )
+  except ValueError as e:
+    raise InputError(str(e)) from None
+  return sources.TaskSource(
+      split, num_questions, task=task, difficulty=difficulty
   )
-  return sources.ArithmeticSource(split, num_questions, task=task)

@@ -27,9 +27,9 @@ import json
 from absl import flags
 
 from opd_jax import cli
-from opd_jax.data import arithmetic, context as contexts
+from opd_jax import script_flags
+from opd_jax.data import context as contexts
 from opd_jax.data import tokenizer as tokenizers
-from opd_jax.data.sources import ArithmeticSource
 from opd_jax.evaluation.evaluate import context_accuracy
 from opd_jax.models import load_hf
 
@@ -38,8 +38,14 @@ _TEMPLATES = flags.DEFINE_list(
     "templates", ["empty", "solution"], "teacher context presets or strings"
 )
 _N = flags.DEFINE_integer("num_questions", 256, "test-split questions")
+_TASK = flags.DEFINE_enum(
+    "task", "arithmetic", ["arithmetic", "countdown"], "built-in task"
+)
 _DIFFICULTY = flags.DEFINE_enum(
-    "difficulty", "easy", arithmetic.DIFFICULTIES, "task level"
+    "difficulty",
+    "easy",
+    ["easy", "two_step", "default", "hard"],
+    "task level (one the task has)",
 )
 _PROMPT_LEN = flags.DEFINE_integer("max_prompt_len", 128, "prompt budget")
 _NEW = flags.DEFINE_integer("max_new_tokens", 24, "response budget")
@@ -49,12 +55,11 @@ def main(argv):
   del argv
   for template in _TEMPLATES.value:  # before the model loads
     contexts.TeacherContext(template, _PROMPT_LEN.value)
+  base = script_flags.task_source(
+      _TASK.value, _DIFFICULTY.value, "test", _N.value, _NEW.value
+  )
   tok = tokenizers.load_tokenizer(_MODEL.value, role="--model")
   model = load_hf(_MODEL.value)
-  task = arithmetic.ArithmeticTask(
-      difficulty=getattr(arithmetic.Difficulty, _DIFFICULTY.value)()
-  )
-  base = ArithmeticSource("test", _N.value, task=task)
   out = context_accuracy(
       model,
       tok,

@@ -134,6 +134,7 @@ def main(argv):
   # Imported after absl parsed the flags: importing JAX is the slow part.
   import jax  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  from opd_jax.evaluation.graders import TaskGrader  # pylint: disable=g-import-not-at-top
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import reporting  # pylint: disable=g-import-not-at-top
@@ -154,7 +155,7 @@ def main(argv):
         model,
         trainer.eval_data,
         trainer.tokenizer,
-        evaluation.arithmetic_grader,
+        TaskGrader("arithmetic"),
         key=jax.random.PRNGKey(c.seed),
         mesh=trainer.mesh,
         batch_size=c.batch_size,

@@ -73,8 +73,8 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the student's.")
 _TASK = flags.DEFINE_string(
     "task",
     "arithmetic",
-    "'arithmetic' or a jsonl / parquet file of"
-    " questions and answers (graded by math-verify).",
+    "A built-in task ('arithmetic', 'countdown') or a jsonl / parquet file"
+    " of questions and answers (graded by math-verify).",
 )
 # The demo pair's task is the easy one.
 _SRC = script_flags.source_flags(
@@ -107,15 +107,21 @@ def _source():
   """The question source for --task, checked before any model loads."""
   from opd_jax.data import sources  # pylint: disable=g-import-not-at-top
 
-  if _TASK.value == "arithmetic":
-    return script_flags.arithmetic_source(
-        _SRC.difficulty.value, _SRC.split.value, _N.value
+  from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
+
+  if _TASK.value in tasks.NAMES:
+    return script_flags.task_source(
+        _TASK.value,
+        _SRC.difficulty.value,
+        _SRC.split.value,
+        _N.value,
+        _MAX_NEW.value,
     )
   path = _TASK.value
   if not os.path.exists(path):
     raise InputError(
-        f"--task {path!r}: no verifier for it (expected 'arithmetic' or a"
-        " jsonl / parquet file of questions and answers)"
+        f"--task {path!r}: no such task or file (expected one of"
+        f" {tasks.NAMES} or a jsonl / parquet file of questions and answers)"
     )
   if os.path.isfile(path) and not open(path, "rb").read(4096).strip():
     raise InputError(f"--task {path}: the question file is empty")
@@ -185,8 +191,9 @@ def _check_contexts(source, configurations) -> None:
   from opd_jax.data import context as contexts  # pylint: disable=g-import-not-at-top
   from opd_jax.data import sources  # pylint: disable=g-import-not-at-top
 
-  if isinstance(source, sources.ArithmeticSource):
-    available, hint = source.CONTEXT_FIELDS, "the arithmetic task has these"
+  if isinstance(source, sources.TaskSource):
+    available = source.CONTEXT_FIELDS
+    hint = f"the {source.task_name} task has these"
   else:
     available = list(_context_columns()) + ["answer"]
     hint = "name the file's field with --<name>_field"

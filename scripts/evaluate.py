@@ -13,7 +13,7 @@
 # limitations under the License.
 r"""Evaluates a model on held-out questions: accuracy (mean@k) and pass@k.
 
-  # the built-in arithmetic task's held-out split
+  # the held-out split of the run's built-in task (arithmetic, countdown)
   python scripts/evaluate.py --model=/tmp/run --num_questions=200
   # a local math set; answers graded by math-verify in a worker pool
   python scripts/evaluate.py --model=/path/hf_dir --data=/data/math500.jsonl \
@@ -29,8 +29,8 @@ one JSON line with the figures, and writes scores.json and responses.jsonl
 (one line per sample: question, reference, response, correct, length) to
 --out_dir (default: WORKDIR/eval/step_N for a workdir, ./eval_NAME for an
 HF directory); a directory that already holds scores is kept and the new
-ones go to the next free DIR-2, DIR-3, ... For a workdir of a run on the
-built-in task, --difficulty defaults to the run's. Input errors print one
+ones go to the next free DIR-2, DIR-3, ... For a workdir of a run on a
+built-in task, --data and --difficulty default to the run's. Input errors print one
 `error: ...` line and exit with 2, the flags' before anything is loaded.
 """
 
@@ -47,7 +47,10 @@ from opd_jax.trainer import workdir as workdir_lib
 _MODEL = flags.DEFINE_string("model", None, "Workdir or HF directory.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the model's.")
 _DATA = flags.DEFINE_string(
-    "data", "arithmetic", "'arithmetic' or a jsonl / parquet / saved dataset."
+    "data",
+    "",
+    "A built-in task ('arithmetic', 'countdown') or a jsonl / parquet /"
+    " saved dataset (default: a workdir's run's task, else 'arithmetic').",
 )
 _SRC = script_flags.source_flags(
     difficulty_default=None,  # resolved by _difficulty()
@@ -88,8 +91,14 @@ def _check_flags() -> None:
     raise InputError(f"--model: {_MODEL.value!r} is not a directory")
   if _is_workdir(_MODEL.value):
     workdir_lib.check_run_workdir(_MODEL.value, "--model")
-  if _DATA.value != "arithmetic" and not os.path.exists(_DATA.value):
-    raise InputError(f"--data: {_DATA.value} does not exist")
+  from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
+
+  data = _DATA.value
+  if data and data not in tasks.NAMES and not os.path.exists(data):
+    raise InputError(
+        f"--data: {data!r} is neither a built-in task {tasks.NAMES} nor an"
+        " existing file or directory"
+    )
   if _OUT.value:
     _check_out_dir(_OUT.value)
 
@@ -111,15 +120,31 @@ def _is_workdir(path: str) -> bool:
   return os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def _difficulty() -> tuple[str, str]:
-  """(difficulty, where it came from) for the built-in task."""
+def _run_data() -> dict:
+  """The `data` block of --model's run (empty for an HF directory)."""
+  if not _is_workdir(_MODEL.value):
+    return {}
+  return workdir_lib.check_run_workdir(_MODEL.value, "--model").get("data", {})
+
+
+def _data() -> tuple[str, str]:
+  """(--data, where it came from): a run's built-in task by default."""
+  from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
+
+  if _DATA.value:
+    return _DATA.value, "--data"
+  if _run_data().get("source") in tasks.NAMES:
+    return _run_data()["source"], "the run's"
+  return "arithmetic", "--data's default"
+
+
+def _difficulty(task: str) -> tuple[str, str]:
+  """(difficulty, where it came from) for built-in task `task`."""
   if _SRC.difficulty.value:
     return _SRC.difficulty.value, "--difficulty"
-  if _is_workdir(_MODEL.value):
-    run = workdir_lib.check_run_workdir(_MODEL.value, "--model")
-    data = run.get("data", {})
-    if data.get("source") == "arithmetic" and data.get("difficulty"):
-      return data["difficulty"], "the run's"
+  run = _run_data()
+  if run.get("source") == task and run.get("difficulty"):
+    return run["difficulty"], "the run's"
   return "default", "--difficulty's default"
 
 
@@ -158,14 +183,17 @@ def _source():
   # pylint: disable=g-import-not-at-top
   from opd_jax.data import sources
 
-  if _DATA.value == "arithmetic":
-    difficulty, origin = _difficulty()
-    print(f"difficulty {difficulty} ({origin})")
-    return script_flags.arithmetic_source(
-        difficulty, _SRC.split.value, _N.value or 1000
+  from opd_jax.data import tasks
+
+  data, data_origin = _data()
+  if data in tasks.NAMES:
+    difficulty, origin = _difficulty(data)
+    print(f"task {data} ({data_origin}), difficulty {difficulty} ({origin})")
+    return script_flags.task_source(
+        data, difficulty, _SRC.split.value, _N.value or 1000, _MAX_NEW.value
     )
   source = sources.FileSource(
-      _DATA.value,
+      data,
       question_field=_SRC.question_field.value,
       answer_field=_SRC.answer_field.value,
       require_answers=True,

@@ -49,7 +49,10 @@ _TEACHER = flags.DEFINE_string(
 )
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Default: the student's.")
 _TASK = flags.DEFINE_enum(
-    "task", "arithmetic", ["arithmetic"], "Built-in task (unless --questions)."
+    "task",
+    None,
+    ["arithmetic", "countdown"],
+    "Built-in task unless --questions (default: the run's, else 'arithmetic').",
 )
 _QUESTIONS = flags.DEFINE_string(
     "questions", None, "jsonl / parquet file of questions (and answers)."
@@ -167,6 +170,19 @@ def _models():
   return student, teacher, tok_dir, c, meta
 
 
+def _task(c) -> str:
+  """--task, else the run's built-in task, else 'arithmetic'."""
+  from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
+
+  if _TASK.value:
+    return _TASK.value
+  return c.data.source if c and c.data.source in tasks.NAMES else "arithmetic"
+
+
+def _budget(c) -> int:
+  return _MAX_NEW.value or (c.max_new_tokens if c else 64)
+
+
 def _dataset(tokenizer, c):
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
 
@@ -177,11 +193,13 @@ def _dataset(tokenizer, c):
         answer_field=_SRC.answer_field.value or None,
     )
   else:
+    task = _task(c)
+    same_run = c is not None and c.data.source == task
     difficulty = _SRC.difficulty.value or (
-        c.data.difficulty if c else "default"
+        c.data.difficulty if same_run else "default"
     )
-    source = script_flags.arithmetic_source(
-        difficulty, _SRC.split.value, _N.value
+    source = script_flags.task_source(
+        task, difficulty, _SRC.split.value, _N.value, _budget(c)
     )
   max_prompt = _MAX_PROMPT.value or (c.max_prompt_len if c else 256)
   data = data_lib.PromptDataset(
@@ -235,6 +253,7 @@ def run():
   import transformers  # pylint: disable=g-import-not-at-top
   from opd_jax.diagnostics import token_map  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import GradingPool  # pylint: disable=g-import-not-at-top
+  from opd_jax.evaluation import TaskGrader  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import default_eos_ids, Sampling, sample  # pylint: disable=g-import-not-at-top
 
@@ -251,7 +270,7 @@ def run():
       batch["prompt"],
       batch["prompt_mask"],
       jax.random.PRNGKey(_SEED.value),
-      max_new_tokens=_MAX_NEW.value or (c.max_new_tokens if c else 64),
+      max_new_tokens=_budget(c),
       sampling=Sampling(temperature=temperature),
       eos_ids=eos,
       pad_id=data.pad_id,
@@ -279,7 +298,7 @@ def run():
         teacher,
         rollout,
         tokenizer,
-        grader=evaluation.arithmetic_grader,
+        grader=TaskGrader(_task(c)),
         **kwargs,
     )
   elif any(a is not None for a in answers):

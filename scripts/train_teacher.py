@@ -17,10 +17,15 @@ r"""Trains the demo's teacher (or the student's warm-up) by SFT on the task.
   python scripts/train_teacher.py --role=teacher --out=assets/demo/teacher
   # the student's starting point shipped in assets/demo/student_init
   python scripts/train_teacher.py --role=student --out=assets/demo/student_init
+  # the countdown pair (a 6x capacity gap; data/countdown.py)
+  python scripts/train_teacher.py --task=countdown --role=teacher \
+      --out=assets/countdown/teacher
+  python scripts/train_teacher.py --task=countdown --role=student \
+      --out=assets/countdown/student_init
 
 Both start from a randomly initialised Qwen3-style decoder over the task's
 word-level tokenizer and minimise cross-entropy on the worked rationales of
-the arithmetic task's train split (`opd_jax.trainer.sft`). The student role
+the task's train split (`opd_jax.trainer.sft`). The student role
 sees only a few examples for a few steps: it learns the answer format but
 not the arithmetic, which is what on-policy distillation then teaches it.
 A quarter of the student's SFT prompts carry the worked solution before the
@@ -41,19 +46,23 @@ import jax.numpy as jnp
 from flax import nnx
 
 from opd_jax import cli
-from opd_jax.data import arithmetic
 from opd_jax.data import context as contexts
+from opd_jax.data import tasks
 from opd_jax.data.dataset import PromptDataset
-from opd_jax.data.sources import ArithmeticSource
+from opd_jax.data.sources import TaskSource
 from opd_jax.data import tokenizer as task_tokenizer
 from opd_jax.evaluation import evaluate as evaluation
+from opd_jax.evaluation.graders import TaskGrader
 from opd_jax.models import ModelConfig, Transformer, save_hf
 from opd_jax.trainer import sft
 
-# Per role: model shape and SFT schedule. The teacher must solve the task;
-# the student shares the shape (so OPD, not capacity, limits it) but only
-# gets a short warm-up on a few examples.
-ROLES = {
+# Per task and role: model shape and SFT schedule. On arithmetic the teacher
+# must solve the task and the student shares its shape (so OPD, not
+# capacity, limits it) but only gets a short warm-up on a few examples. On
+# countdown the teacher has 6x the student's parameters (the papers'
+# capacity gap) and the student a longer warm-up, so that it starts far
+# from zero as the papers' students do.
+ARITHMETIC_ROLES = {
     "teacher": dict(
         num_layers=4,
         embed_dim=128,
@@ -83,19 +92,49 @@ ROLES = {
         context_fraction=0.25,
     ),
 }
+COUNTDOWN_ROLES = {
+    "teacher": dict(
+        num_layers=6,
+        embed_dim=256,
+        num_heads=4,
+        mlp_dim=768,
+        num_steps=1500,
+        num_examples=48_000,
+        batch_size=32,
+        learning_rate=1e-3,
+        seed=1,
+        context_fraction=0.0,
+    ),
+    "student": dict(
+        num_layers=4,
+        embed_dim=128,
+        num_heads=4,
+        mlp_dim=384,
+        num_steps=300,
+        num_examples=4_000,
+        batch_size=32,
+        learning_rate=2e-3,
+        seed=2,
+        context_fraction=0.25,
+    ),
+}
+ROLES = {"arithmetic": ARITHMETIC_ROLES, "countdown": COUNTDOWN_ROLES}
 
+_TASK = flags.DEFINE_enum(
+    "task", "arithmetic", sorted(ROLES), "Built-in task (data/tasks.py)."
+)
 _ROLE = flags.DEFINE_enum(
     "role",
     "teacher",
-    sorted(ROLES),
+    sorted(ARITHMETIC_ROLES),
     "Which preset of shape and schedule to use.",
 )
 _OUT = flags.DEFINE_string("out", None, "Output HF checkpoint directory.")
-_DIFFICULTY = flags.DEFINE_enum(
+_DIFFICULTY = flags.DEFINE_string(
     "difficulty",
-    "easy",
-    arithmetic.DIFFICULTIES,
-    "Arithmetic task difficulty.",
+    None,
+    "Task difficulty (default: 'easy' for arithmetic, 'default' for"
+    " countdown).",
 )
 _DATA_SEED = flags.DEFINE_integer("data_seed", 0, "Task generator seed.")
 _SEED = flags.DEFINE_integer("seed", None, "Init/shuffle seed (role's).")
@@ -127,13 +166,29 @@ _CONTEXT_TEMPLATE = flags.DEFINE_string(
     "context_template", "solution", "The context (data/context.py preset)."
 )
 
-MAX_PROMPT_LEN = {"easy": 32, "default": 48, "hard": 64}
-# Room for the demonstration in front of the question.
-CONTEXT_PROMPT_LEN = 64
-MAX_NEW_TOKENS = {"easy": 32, "default": 64, "hard": 96}
+# Per task and difficulty: prompt and response widths (countdown's bound
+# its longest reference, see data/countdown.py).
+MAX_PROMPT_LEN = {
+    "arithmetic": {"easy": 32, "two_step": 32, "default": 48, "hard": 64},
+    "countdown": {"easy": 24, "default": 24, "hard": 24},
+}
+MAX_NEW_TOKENS = {
+    "arithmetic": {"easy": 32, "two_step": 32, "default": 64, "hard": 96},
+    "countdown": {"easy": 384, "default": 512, "hard": 640},
+}
+DEFAULT_DIFFICULTY = {"arithmetic": "easy", "countdown": "default"}
 
 
-def model_config(role: dict, vocab_size: int) -> ModelConfig:
+def _context_prompt_len(task: str, difficulty: str) -> int:
+  """Room for the demonstration (a worked solution) before the question."""
+  if task == "arithmetic":
+    return 64
+  return MAX_NEW_TOKENS[task][difficulty] + 16
+
+
+def model_config(
+    role: dict, vocab_size: int, max_positions: int = 256
+) -> ModelConfig:
   """The role's Qwen3-style decoder over the task tokenizer's ids."""
   d, heads = role["embed_dim"], role["num_heads"]
   return ModelConfig(
@@ -147,7 +202,7 @@ def model_config(role: dict, vocab_size: int) -> ModelConfig:
       mlp_dim=role["mlp_dim"],
       qk_norm=True,
       tie_embeddings=False,
-      max_position_embeddings=256,
+      max_position_embeddings=max_positions,
       bos_token_id=task_tokenizer.BOS_ID,
       eos_token_ids=(task_tokenizer.EOS_ID,),
       pad_token_id=task_tokenizer.PAD_ID,
@@ -155,7 +210,7 @@ def model_config(role: dict, vocab_size: int) -> ModelConfig:
 
 
 def _role() -> dict:
-  role = dict(ROLES[_ROLE.value])
+  role = dict(ROLES[_TASK.value][_ROLE.value])
   for key, flag in (
       ("seed", _SEED),
       ("num_steps", _STEPS),
@@ -184,17 +239,21 @@ def main(argv):
   start = time.time()
   role = _role()
   out = _OUT.value
-  tok_dir = task_tokenizer.build_task_tokenizer(out)
+  name = _TASK.value
+  level = _DIFFICULTY.value or DEFAULT_DIFFICULTY[name]
+  try:
+    tasks.check_difficulty(name, level, field="--difficulty")
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  tok_dir = task_tokenizer.build_task_tokenizer(out, name)
   tokenizer = task_tokenizer.load_task_tokenizer(tok_dir)
-  task = arithmetic.ArithmeticTask(
-      getattr(arithmetic.Difficulty, _DIFFICULTY.value)(), seed=_DATA_SEED.value
-  )
-  p, t = MAX_PROMPT_LEN[_DIFFICULTY.value], MAX_NEW_TOKENS[_DIFFICULTY.value]
-  source = ArithmeticSource("train", role["num_examples"], task=task)
+  kw = dict(task=name, difficulty=level, seed=_DATA_SEED.value)
+  p, t = MAX_PROMPT_LEN[name][level], MAX_NEW_TOKENS[name][level]
+  source = TaskSource("train", role["num_examples"], **kw)
   ctx = None
   if role["context_fraction"] > 0:
     ctx = contexts.TeacherContext(
-        _CONTEXT_TEMPLATE.value, p + CONTEXT_PROMPT_LEN
+        _CONTEXT_TEMPLATE.value, p + _context_prompt_len(name, level)
     )
     source = contexts.ContextSource(source, ctx, role["context_fraction"])
   train = PromptDataset(
@@ -203,11 +262,11 @@ def main(argv):
       max_prompt_len=p if ctx is None else ctx.max_prompt_len,
       max_new_tokens=t,
   )
-  config = model_config(role, len(tokenizer))
+  config = model_config(role, len(tokenizer), tasks.get(name).max_length)
   model = Transformer(config, rngs=nnx.Rngs(role["seed"]))
   print(
       f"{_ROLE.value}: {config.num_params():,} parameters, {len(train)}"
-      f" train problems ({_DIFFICULTY.value}), {role['num_steps']} steps"
+      f" train problems ({name}, {level}), {role['num_steps']} steps"
   )
   model, _ = sft.sft_train(
       model,
@@ -224,7 +283,7 @@ def main(argv):
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
   save_hf(model, out)
   held_out = PromptDataset(
-      ArithmeticSource("test", _EVAL.value, task=task),
+      TaskSource("test", _EVAL.value, **kw),
       tokenizer,
       max_prompt_len=p,
   )
@@ -232,7 +291,7 @@ def main(argv):
       model,
       held_out,
       tokenizer,
-      evaluation.arithmetic_grader,
+      TaskGrader(name),
       key=jax.random.PRNGKey(0),
       batch_size=128,
       max_new_tokens=t,
@@ -247,15 +306,13 @@ def main(argv):
     with_context = evaluation.evaluate(
         model,
         PromptDataset(
-            contexts.ContextSource(
-                ArithmeticSource("test", _EVAL.value, task=task), ctx
-            ),
+            contexts.ContextSource(TaskSource("test", _EVAL.value, **kw), ctx),
             tokenizer,
             max_prompt_len=ctx.max_prompt_len,
             overlong="truncate",
         ),
         tokenizer,
-        evaluation.arithmetic_grader,
+        TaskGrader(name),
         key=jax.random.PRNGKey(0),
         batch_size=128,
         max_new_tokens=t,

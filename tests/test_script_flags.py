@@ -128,6 +128,33 @@ def test_load_model_of_an_hf_directory(tmp_path):
   assert loaded.step is None and loaded.run_config is None
 
 
-def test_arithmetic_source():
-  source = script_flags.arithmetic_source("easy", "test", 3)
+def test_task_source():
+  source = script_flags.task_source("arithmetic", "easy", "test", 3)
   assert len(source) == 3 and all(source[i].answer for i in range(3))
+  source = script_flags.task_source("countdown", "default", "test", 2, 512)
+  assert source.name == "countdown:test[0:+2]"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ("countdown", "two_step", "test", 2),
+            (
+                "--difficulty: task 'countdown' has difficulties ('easy',"
+                " 'default', 'hard'), got 'two_step'"
+            ),
+        ),
+        (
+            ("countdown", "default", "test", 2, 24),
+            (
+                "--max_new_tokens: expected >= 49 (the shortest countdown"
+                " (default) reference response"
+            ),
+        ),
+    ],
+)
+def test_task_source_refuses_a_level_or_budget_the_task_lacks(args, message):
+  with pytest.raises(InputError) as e:
+    script_flags.task_source(*args)
+  assert str(e.value).startswith(message) and "\n" not in str(e.value)

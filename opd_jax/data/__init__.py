@@ -22,7 +22,10 @@ from opd_jax.data.arithmetic import make_dataset
 from opd_jax.data.arithmetic import make_example
 from opd_jax.data.arithmetic import SPLITS
 from opd_jax.data.arithmetic import verify_rationale
-from opd_jax.data.sources import ArithmeticSource
+from opd_jax.data.countdown import CountdownTask
+from opd_jax.data.sources import TaskSource
+from opd_jax.data.tasks import BuiltinTask
+from opd_jax.data.tasks import TASKS
 from opd_jax.data.iterator import eval_batches
 from opd_jax.data.sources import FileSource
 from opd_jax.data.templates import format_prompts
@@ -39,7 +42,10 @@ from opd_jax.data.tokenizer import TokenizerError
 from opd_jax.data.tokenizer import TokenizerMismatchError
 
 __all__ = [
-    "ArithmeticSource",
+    "BuiltinTask",
+    "CountdownTask",
+    "TASKS",
+    "TaskSource",
     "FileSource",
     "PromptDataset",
     "PromptIterator",

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Prompt sources: the built-in task and local jsonl / parquet / saved datasets."""
+"""Prompt sources: the built-in tasks and local jsonl / parquet / saved datasets."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping
 from absl import logging
 
 from opd_jax.data import arithmetic
+from opd_jax.data import tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +109,15 @@ def take(source: PromptSource, n: int) -> PromptSource:
   return _Head(source, n)
 
 
-class ArithmeticSource(PromptSource):
-  """`num_examples` problems of one split of the built-in arithmetic task.
+class TaskSource(PromptSource):
+  """`num_examples` problems of one split of a built-in task (`data.tasks`).
 
   Use split 'train' for training and 'validation' or 'test' for evaluation:
-  the generator makes the splits disjoint. The answer is the integer as a
-  string and the reference response is the worked rationale; the context
-  fields are `arithmetic.context_fields` (worked solution, summary, a
-  wrong solution).
+  each generator makes its splits disjoint. The answer is the task's
+  grading key (the integer for arithmetic, "24 from 3 5 7 9" for
+  countdown), the reference response its worked solution, and the context
+  fields its `context_fields` (worked solution, summary, a wrong one, the
+  answer).
   """
 
   # The placeholders a teacher context template may name on this source.
@@ -126,38 +128,49 @@ class ArithmeticSource(PromptSource):
       split: str,
       num_examples: int,
       *,
-      task: arithmetic.ArithmeticTask | None = None,
+      task: str = "arithmetic",
+      difficulty: str = "default",
+      seed: int = 0,
       start: int = 0,
   ):
+    self._spec = tasks.get(task)
     if split not in arithmetic.SPLITS:
       raise ValueError(
-          f"ArithmeticSource.split: expected one of {arithmetic.SPLITS},"
+          f"TaskSource.split: expected one of {arithmetic.SPLITS},"
           f" got {split!r}"
       )
     if num_examples < 0 or start < 0:
       raise ValueError(
-          "ArithmeticSource: expected num_examples >= 0 and start >= 0, got"
+          "TaskSource: expected num_examples >= 0 and start >= 0, got"
           f" {num_examples} and {start}"
       )
     self._split, self._n, self._start = split, num_examples, start
-    self._task = task or arithmetic.ArithmeticTask()
+    self._task = self._spec.task(difficulty, seed)
+
+  @property
+  def task_name(self) -> str:
+    return self._spec.name
 
   @property
   def name(self) -> str:
-    return f"arithmetic:{self._split}[{self._start}:+{self._n}]"
+    return f"{self._spec.name}:{self._split}[{self._start}:+{self._n}]"
 
   def __len__(self) -> int:
     return self._n
 
-  def __getitem__(self, index: int) -> PromptRecord:
+  def example(self, index: int):
+    """The task's own example behind record `index` (numbers, target...)."""
     if not 0 <= index < self._n:
       raise IndexError(f"{self.name}: index {index} out of range")
-    ex = self._task.example(self._split, self._start + index)
+    return self._task.example(self._split, self._start + index)
+
+  def __getitem__(self, index: int) -> PromptRecord:
+    ex = self.example(index)
     return PromptRecord(
         ex.question,
-        str(ex.answer),
+        self._spec.answer_key(ex),
         ex.rationale,
-        context=arithmetic.context_fields(ex),
+        context=self._spec.context_fields(ex),
     )
 
 

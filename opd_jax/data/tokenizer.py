@@ -11,15 +11,17 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The task's HF tokenizer; checked loading and comparison of tokenizers."""
+"""The built-in tasks' HF tokenizers; checked loading and comparison of tokenizers."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import string
 
 from opd_jax.data import arithmetic
+from opd_jax.data import tasks
 
 # Fixed ids: <pad> must be 0 (padding masks and embeddings assume it).
 SPECIAL_TOKENS = (
@@ -39,6 +41,7 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 # when it is in CHARS, or <unk>.
 PRE_TOKENIZER_PATTERN = r"####| ?[A-Za-z]+|\d|\s|."
 CHARS = tuple(string.digits) + tuple(" \n.,?!:;+-*/=()#$%<>'\"")
+# Every built-in task ends its answer with this marker (one token).
 MARKER = arithmetic.ANSWER_MARKER
 
 # The assistant turn is wrapped in {% generation %} so that
@@ -56,24 +59,36 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}"
 )
-MODEL_MAX_LENGTH = 256
 
 
-def task_vocabulary() -> list[str]:
-  """Returns the ordered vocabulary: specials, characters, task words."""
-  words = [w for w in arithmetic.vocabulary_pieces() if w not in CHARS]
+def task_vocabulary(task: str = "arithmetic") -> list[str]:
+  """Returns the ordered vocabulary: specials, characters, the task's words.
+
+  Specials and characters come first, so every task's tokenizer gives a
+  digit or an operator the same id; the words differ by task.
+  """
+  words = [w for w in tasks.get(task).vocabulary_pieces() if w not in CHARS]
   vocab = list(SPECIAL_TOKENS) + list(CHARS) + [MARKER] + words
   if len(set(vocab)) != len(vocab):
     raise ValueError(f"task_vocabulary: duplicate tokens in {vocab}")
   return vocab
 
 
-def _backend_tokenizer():
+def count_tokens(text: str) -> int:
+  """How many tokens the task tokenizers split `text` into (no specials).
+
+  The pre-tokenizer's pieces are the tokens (WordLevel maps each to one
+  id), so this counts without building a tokenizer.
+  """
+  return len(re.findall(PRE_TOKENIZER_PATTERN, text))
+
+
+def _backend_tokenizer(task: str):
   """Builds the `tokenizers.Tokenizer` (WordLevel over a regex split)."""
   # Imported here so `opd_jax.data` stays importable without `tokenizers`.
   from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-  vocab = {tok: i for i, tok in enumerate(task_vocabulary())}
+  vocab = {tok: i for i, tok in enumerate(task_vocabulary(task))}
   tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
   tok.pre_tokenizer = pre_tokenizers.Split(
       Regex(PRE_TOKENIZER_PATTERN), behavior="isolated"
@@ -84,7 +99,7 @@ def _backend_tokenizer():
   return tok
 
 
-def tokenizer_config() -> dict[str, object]:
+def tokenizer_config(task: str = "arithmetic") -> dict[str, object]:
   """Returns the tokenizer_config.json contents (chat template included)."""
   return {
       # PreTrainedTokenizerFast loads in both transformers 4.x and 5.x
@@ -97,15 +112,17 @@ def tokenizer_config() -> dict[str, object]:
       "additional_special_tokens": list(SPECIAL_TOKENS[4:]),
       "extra_special_tokens": list(SPECIAL_TOKENS[4:]),
       "chat_template": CHAT_TEMPLATE,
-      "model_max_length": MODEL_MAX_LENGTH,
+      "model_max_length": tasks.get(task).max_length,
       # Rollout prompts are left-padded ([B, P] with the prompt flush right).
       "padding_side": "left",
       "clean_up_tokenization_spaces": False,
   }
 
 
-def build_task_tokenizer(out_dir: str | os.PathLike[str]) -> str:
-  """Writes the task tokenizer to `out_dir` in Hugging Face format.
+def build_task_tokenizer(
+    out_dir: str | os.PathLike[str], task: str = "arithmetic"
+) -> str:
+  """Writes built-in task `task`'s tokenizer to `out_dir` in HF format.
 
   The directory holds tokenizer.json, tokenizer_config.json (with the chat
   template) and special_tokens_map.json, loadable offline with
@@ -116,16 +133,17 @@ def build_task_tokenizer(out_dir: str | os.PathLike[str]) -> str:
 
   Args:
     out_dir: directory to create (or overwrite the three files in).
+    task: a `data.tasks` name; its words join the shared characters.
 
   Returns:
     `out_dir` as a string.
   """
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  _backend_tokenizer().save(
+  _backend_tokenizer(task).save(
       os.path.join(out_dir, "tokenizer.json"), pretty=True
   )
-  config = tokenizer_config()
+  config = tokenizer_config(task)
   special_map = {
       k: config[k]
       for k in (

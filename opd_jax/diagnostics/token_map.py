@@ -545,7 +545,7 @@ def label_token_map(
     prompts: prompt texts per rollout (optional).
     answers: reference answers per rollout (optional).
     grader: (response texts, answers) -> bools, e.g.
-      `evaluation.evaluate.arithmetic_grader` or `pool_grader(pool)`;
+      `evaluation.TaskGrader(task)` or `pool_grader(pool)`;
       rollouts without an answer are not graded.
 
   Returns:

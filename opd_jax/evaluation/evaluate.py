@@ -24,7 +24,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from opd_jax import sharding
-from opd_jax.data import arithmetic
 from opd_jax.data import context as contexts
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.evaluation.graders import grader_for
@@ -32,13 +31,6 @@ from opd_jax.rollouts import Sampling, default_eos_ids, sample
 
 # (responses, reference answers) -> correct?
 Grader = Callable[[Sequence[str], Sequence[str]], list[bool]]
-
-
-def arithmetic_grader(
-    texts: Sequence[str], answers: Sequence[str]
-) -> list[bool]:
-  """Exact integer grading of the built-in task's `#### <int>` answers."""
-  return [arithmetic.is_correct(t, int(a)) for t, a in zip(texts, answers)]
 
 
 def pool_grader(pool) -> Grader:

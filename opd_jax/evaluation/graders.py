@@ -26,8 +26,8 @@ import decimal
 import re
 from typing import Any, Sequence
 
-from opd_jax.data import arithmetic
-from opd_jax.data.sources import ArithmeticSource, PromptSource
+from opd_jax.data import tasks
+from opd_jax.data.sources import PromptSource, TaskSource
 from opd_jax.evaluation import answers as answers_lib
 from opd_jax.evaluation.grading import GradingPool
 
@@ -121,20 +121,17 @@ class Grader:
 
 
 class TaskGrader(Grader):
-  """The built-in arithmetic task's exact verifier (`#### <int>` only)."""
+  """A built-in task's exact verifier (`data.tasks`)."""
 
-  name = "arithmetic task verifier"
+  def __init__(self, task: str = "arithmetic"):
+    self._task = tasks.get(task)
+    self.name = f"{task} task verifier"
 
   def __call__(self, texts, answers):
-    return [arithmetic.is_correct(t, int(a)) for t, a in zip(texts, answers)]
+    return [self._task.is_correct(t, str(a)) for t, a in zip(texts, answers)]
 
   def unusable(self, answers):
-    return [
-        None
-        if a is not None and re.fullmatch(r"-?\d+", str(a))
-        else f"answer {a!r} is not an integer"
-        for a in answers
-    ]
+    return [self._task.answer_problem(a) for a in answers]
 
 
 class IntegerGrader(Grader):
@@ -214,8 +211,8 @@ def grader_for(
     num_workers, timeout: the math-verify pool's workers and seconds per
       answer.
   """
-  if isinstance(source, ArithmeticSource):
-    return TaskGrader()
+  if isinstance(source, TaskSource):
+    return TaskGrader(source.task_name)
   answers = [r.answer for r in source.records() if r.answer is not None]
   if answers and all(reference_integer(a) is not None for a in answers):
     return IntegerGrader()

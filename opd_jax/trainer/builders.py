@@ -23,10 +23,10 @@ import ml_collections
 from flax import nnx
 
 from opd_jax import sharding
-from opd_jax.data import arithmetic, sources
+from opd_jax.data import sources, tasks
 from opd_jax.data import tokenizer as tokenizers
 from opd_jax.data.dataset import PromptDataset
-from opd_jax.data.sources import ArithmeticSource, FileSource
+from opd_jax.data.sources import FileSource, TaskSource
 from opd_jax.models import (
     ModelConfig,
     Transformer,
@@ -198,12 +198,18 @@ def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
 def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
   """The configured training or evaluation PromptSource."""
   d = c.data
-  if d.source == "arithmetic":
-    difficulty = getattr(arithmetic.Difficulty, d.difficulty)()
-    task = arithmetic.ArithmeticTask(difficulty=difficulty, seed=c.seed)
-    if train:
-      return ArithmeticSource("train", d.num_examples, task=task)
-    return ArithmeticSource(d.eval_split, c.eval_examples, task=task)
+  if d.source in tasks.NAMES:
+    split, n = (
+        ("train", d.num_examples)
+        if train
+        else (
+            d.eval_split,
+            c.eval_examples,
+        )
+    )
+    return TaskSource(
+        split, n, task=d.source, difficulty=d.difficulty, seed=c.seed
+    )
   source = FileSource(
       d.path if train else d.eval_path,
       question_field=d.question_field,
@@ -217,11 +223,14 @@ def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
 
 
 def has_eval_data(c: ml_collections.ConfigDict) -> bool:
-  return c.data.source == "arithmetic" or bool(c.data.eval_path)
+  return c.data.source in tasks.NAMES or bool(c.data.eval_path)
 
 
 def train_dataset(c, tokenizer) -> PromptDataset:
   """Tokenized training prompts; raises before any compile if empty."""
+  if c.data.source in tasks.NAMES:
+    role = "config.tokenizer" if c.tokenizer else "config.student"
+    tasks.check_tokenizer(c.data.source, tokenizer, role=role)
   source = prompt_source(c, train=True)
   return PromptDataset(
       source,

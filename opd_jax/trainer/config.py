@@ -28,16 +28,15 @@ import jax
 import ml_collections
 
 from opd_jax import methods
-from opd_jax.data import arithmetic
+from opd_jax.data import tasks
 from opd_jax.models import sequence_attention
 from opd_jax.models import transformer
 from opd_jax.models.config import PRESETS
 
 DTYPES = ("float32", "bfloat16")
-DATA_SOURCES = ("arithmetic", "file")
+DATA_SOURCES = (*tasks.NAMES, "file")
 ROLLOUT_SOURCES = ("student", "teacher", "mixture")
 OVERLONG = ("drop", "truncate")
-DIFFICULTIES = arithmetic.DIFFICULTIES
 
 
 def method_defaults(name: str) -> ml_collections.ConfigDict:
@@ -131,8 +130,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(
       dict(
-          # 'arithmetic' (the built-in task) or 'file' (jsonl / parquet /
-          # save_to_disk directory at `path`, evaluation rows at `eval_path`).
+          # A built-in task ('arithmetic', 'countdown': data/tasks.py) or
+          # 'file' (jsonl / parquet / save_to_disk directory at `path`,
+          # evaluation rows at `eval_path`).
           source="arithmetic",
           path="",
           eval_path="",
@@ -461,13 +461,23 @@ def validate(c: ml_collections.ConfigDict) -> methods.Method:
       f"one of {OVERLONG}",
       c.data.overlong,
   )
-  if c.data.source == "arithmetic":
+  if c.data.source in tasks.NAMES:
+    levels = tasks.get(c.data.source).difficulties
     _need(
-        c.data.difficulty in DIFFICULTIES,
+        c.data.difficulty in levels,
         "data.difficulty",
-        f"one of {DIFFICULTIES}",
+        f"one of task {c.data.source!r}'s {levels}",
         c.data.difficulty,
     )
+    try:
+      tasks.check_response_budget(
+          c.data.source,
+          c.data.difficulty,
+          c.max_new_tokens,
+          field="config.max_new_tokens",
+      )
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   else:
     _need(
         bool(c.data.path), "data.path", "a local file or directory", c.data.path
@@ -488,7 +498,7 @@ def validate(c: ml_collections.ConfigDict) -> methods.Method:
     )
   if c.lmbda < 1.0:
     _need(
-        c.data.source == "arithmetic" or bool(c.data.response_field),
+        c.data.source in tasks.NAMES or bool(c.data.response_field),
         "data.response_field",
         "a field with reference responses when lmbda < 1",
         "",

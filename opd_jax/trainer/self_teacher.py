@@ -35,7 +35,8 @@ import optax
 
 from opd_jax import sharding
 from opd_jax.data import context as contexts
-from opd_jax.data.sources import ArithmeticSource
+from opd_jax.data import tasks
+from opd_jax.data.sources import TaskSource
 from opd_jax.methods.base import TEACHER_MASK, TEACHER_TOKENS
 
 SELF = "self"
@@ -122,9 +123,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if tc.template:
     try:
       contexts.resolve_template(tc.template)
-      if c.data.source == "arithmetic":
-        available = ArithmeticSource.CONTEXT_FIELDS
-        hint = "the arithmetic task provides these"
+      if c.data.source in tasks.NAMES:
+        available = TaskSource.CONTEXT_FIELDS
+        hint = f"the {c.data.source} task provides these"
       else:
         available = list(context_columns(c)) + (
             ["answer"] if c.data.answer_field else []

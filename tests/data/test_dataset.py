@@ -36,7 +36,7 @@ def tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_set(tok):
-  source = data_lib.ArithmeticSource("train", 10)
+  source = data_lib.TaskSource("train", 10)
   return data_lib.PromptDataset(source, tok, max_prompt_len=P, max_new_tokens=T)
 
 
@@ -76,14 +76,14 @@ def _assert_batches_equal(a, b):
 
 
 def test_arithmetic_source_records():
-  source = data_lib.ArithmeticSource("validation", 3, start=5)
+  source = data_lib.TaskSource("validation", 3, start=5)
   ex = arithmetic.make_example("validation", 6)
   assert len(source) == 3
   assert source[1] == data_lib.PromptRecord(
       ex.question, str(ex.answer), ex.rationale
   )
   with pytest.raises(ValueError, match="split"):
-    data_lib.ArithmeticSource("dev", 3)
+    data_lib.TaskSource("dev", 3)
 
 
 def test_chat_template_and_left_padding(tok, train_set):
@@ -162,7 +162,7 @@ def test_fallback_without_chat_template():
   tok = _word_tokenizer(bos_processor=False, chat_template=None)
   ids = data_lib.format_prompts(tok, ["a b"], system_prompt="c")
   assert ids == [tok.convert_tokens_to_ids(["<s>", "c", "a", "b"])]
-  source = data_lib.ArithmeticSource("train", 2)
+  source = data_lib.TaskSource("train", 2)
   data = data_lib.PromptDataset(source, tok, max_prompt_len=64)
   assert data.prompts[0][0] == tok.bos_token_id
   assert "response" not in data.batch([0])
@@ -186,7 +186,7 @@ def test_reference_responses(tok, train_set):
 
 @pytest.mark.parametrize("policy", ["drop", "truncate"])
 def test_overlong(tok, policy):
-  source = data_lib.ArithmeticSource("train", 12)
+  source = data_lib.TaskSource("train", 12)
   full = data_lib.PromptDataset(source, tok, max_prompt_len=200)
   lengths = np.array([len(p) for p in full.prompts])
   limit = int(np.median(lengths))

@@ -154,5 +154,5 @@ def test_take(tmp_path):
     head[2]  # pylint: disable=pointless-statement
   assert sources.take(source, 0) is source
   assert sources.take(source, 5) is source
-  task = sources.ArithmeticSource("test", 8)
+  task = sources.TaskSource("test", 8)
   assert len(sources.take(task, 3)) == 3 and task.location(3) == "row 3"

@@ -42,8 +42,7 @@ def tok(tmp_path_factory):
 
 
 def _source(n=6):
-  task = arithmetic.ArithmeticTask(difficulty=arithmetic.Difficulty.easy())
-  return data_lib.ArithmeticSource("train", n, task=task)
+  return data_lib.TaskSource("train", n, difficulty="easy")
 
 
 def _dataset(tok, template, budget, source=None, **kw):
@@ -60,7 +59,7 @@ def _dataset(tok, template, budget, source=None, **kw):
 def test_arithmetic_provides_context_fields():
   ex = arithmetic.make_example("train", 3)
   fields = _source()[0].context
-  assert set(fields) == set(data_lib.ArithmeticSource.CONTEXT_FIELDS)
+  assert set(fields) == set(data_lib.TaskSource.CONTEXT_FIELDS)
   wrong = arithmetic.context_fields(ex)["wrong"]
   assert wrong != ex.rationale
   assert arithmetic.extract_answer(wrong) != ex.answer
@@ -236,10 +235,10 @@ def test_the_shipped_student_uses_an_in_context_solution():
   path = os.path.join(
       os.path.dirname(__file__), "..", "..", "assets", "demo", "student_init"
   )
-  base = data_lib.ArithmeticSource(
+  base = data_lib.TaskSource(
       "test",
       128,
-      task=arithmetic.ArithmeticTask(difficulty=arithmetic.Difficulty.easy()),
+      difficulty="easy",
   )
   accuracy = context_accuracy(
       load_hf(path),

@@ -55,7 +55,7 @@ def test_evaluate_counts_every_question_once(pair):
   tok = transformers.AutoTokenizer.from_pretrained(pair["student"])
   model = load_hf(pair["student"])
   data = data_lib.PromptDataset(
-      data_lib.ArithmeticSource("test", 7), tok, max_prompt_len=48
+      data_lib.TaskSource("test", 7), tok, max_prompt_len=48
   )
   seen = []
 
@@ -186,7 +186,10 @@ CLI_ERRORS = [
     (["--model={tmp}/nope"], "--model: '{tmp}/nope' is not a directory"),
     (
         ["--data={tmp}/missing.jsonl"],
-        "--data: {tmp}/missing.jsonl does not exist",
+        (
+            "--data: '{tmp}/missing.jsonl' is neither a built-in task"
+            " ('arithmetic', 'countdown') nor an existing file or directory"
+        ),
     ),
     (["--data={tmp}/q.txt"], "got '.txt'; for plain text"),
     (

@@ -102,7 +102,7 @@ def _file(tmp_path, rows, name="eval.jsonl"):
 
 def test_grader_for(tmp_path):
   assert isinstance(
-      evaluation.grader_for(sources.ArithmeticSource("test", 4)),
+      evaluation.grader_for(sources.TaskSource("test", 4)),
       evaluation.TaskGrader,
   )
   ints = _file(
@@ -182,7 +182,7 @@ def test_check_gradable_on_a_tokenized_dataset(tmp_path):
   ):
     evaluation.check_gradable(evaluation.IntegerGrader(), data)
   evaluation.check_gradable(
-      evaluation.TaskGrader(), sources.ArithmeticSource("test", 16)
+      evaluation.TaskGrader(), sources.TaskSource("test", 16)
   )
 
 

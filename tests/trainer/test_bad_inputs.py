@@ -151,6 +151,37 @@ CASES = {
         lambda p, t, c: c.update(method="topd") or c.topd.update(window=0),
         "config.topd.window must be an int >= 1",
     ),
+    "unknown task": (
+        lambda p, t, c: c.data.update(source="countdwon"),
+        (
+            "config.data.source: expected one of ('arithmetic', 'countdown',"
+            " 'file'), got 'countdwon'"
+        ),
+    ),
+    "a difficulty the task lacks": (
+        lambda p, t, c: c.data.update(
+            source="countdown", difficulty="two_step"
+        ),
+        (
+            "config.data.difficulty: expected one of task 'countdown''s"
+            " ('easy', 'default', 'hard'), got 'two_step'"
+        ),
+    ),
+    "a response budget below the task's shortest trace": (
+        lambda p, t, c: c.data.update(source="countdown", difficulty="default"),
+        (
+            "config.max_new_tokens: expected >= 49 (the shortest countdown"
+            " (default) reference response"
+        ),
+    ),
+    "a tokenizer without the task's words": (
+        lambda p, t, c: c.data.update(source="countdown")
+        or c.update(max_new_tokens=64),
+        (
+            "config.student: its tokenizer reads countdown's words [' make',"
+            " ' no', ' to', ' yes', 'Use'] as <unk>"
+        ),
+    ),
     "config.json not JSON": (_broken_config_json, "t/config.json"),
     "no tokenizer files": (_no_tokenizer_files, "has no tokenizer files"),
     "tokenizers disagree": (

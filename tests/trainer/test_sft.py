@@ -24,7 +24,7 @@ from flax import nnx
 
 from opd_jax import testing
 from opd_jax.data.dataset import PromptDataset
-from opd_jax.data.sources import ArithmeticSource
+from opd_jax.data.sources import TaskSource
 from opd_jax.data import tokenizer as task_tokenizer
 from opd_jax.models import Transformer
 from opd_jax.trainer import sft
@@ -162,11 +162,8 @@ def test_step_decreases_the_loss_and_skips_nan():
 def test_sft_train_learns_the_task(tmp_path):
   tok_dir = task_tokenizer.build_task_tokenizer(tmp_path / "tok")
   tok = task_tokenizer.load_task_tokenizer(tok_dir)
-  from opd_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
-
-  task = arithmetic.ArithmeticTask(arithmetic.Difficulty.easy())
   data = PromptDataset(
-      ArithmeticSource("train", 64, task=task),
+      TaskSource("train", 64, difficulty="easy"),
       tok,
       max_prompt_len=32,
       max_new_tokens=24,

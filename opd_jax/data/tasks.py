@@ -1,0 +1,211 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The built-in tasks by name: what `data.source=<task>` selects.
+
+Each task is a generator with disjoint train / validation / test splits and
+an exact verifier. Everything that takes a task name (the trainer's
+`data.source`, `--task` / `--data` of the scripts, the tokenizer) looks it up
+here, so adding a task is one `BuiltinTask` entry in `TASKS`:
+
+  * `arithmetic`: multi-step word problems, ~17-token worked answers
+    (`opd_jax.data.arithmetic`);
+  * `countdown`: reach a target from four numbers, the response a written
+    search with dead ends, median ~180 tokens (`opd_jax.data.countdown`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any, Callable, Mapping
+
+from opd_jax.data import arithmetic
+from opd_jax.data import countdown
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinTask:
+  """One built-in task.
+
+  Attributes:
+    name: the `data.source` / `--task` value.
+    difficulties: its generator levels (classmethods of its Difficulty).
+    make: (difficulty name, seed) -> a generator with
+      `.example(split, index)`.
+    context_fields: an example -> the fields a teacher context template can
+      name (`solution`, `summary`, `wrong`, `answer`).
+    answer_key: an example -> its reference answer as a string (what
+      `is_correct` grades against).
+    is_correct: (response, answer key) -> whether the response solves it.
+    answer_problem: an answer key -> why it cannot be graded, or None.
+    vocabulary_pieces: the word pieces its text uses, for the tokenizer.
+    max_length: longest prompt + response it produces, in tokens (the
+      tokenizer's `model_max_length`).
+  """
+
+  name: str
+  difficulties: tuple[str, ...]
+  make: Callable[[str, int], Any]
+  context_fields: Callable[[Any], Mapping[str, str]]
+  answer_key: Callable[[Any], str]
+  is_correct: Callable[[str, str], bool]
+  answer_problem: Callable[[Any], str | None]
+  vocabulary_pieces: Callable[[], list[str]]
+  max_length: int
+
+  def task(self, difficulty: str = "default", seed: int = 0):
+    """The generator at `difficulty` (one of `difficulties`)."""
+    check_difficulty(self.name, difficulty)
+    return self.make(difficulty, seed)
+
+
+def _integer_problem(answer: Any) -> str | None:
+  if answer is not None and re.fullmatch(r"-?\d+", str(answer)):
+    return None
+  return f"answer {answer!r} is not an integer"
+
+
+def _arithmetic_correct(text: str, answer: str) -> bool:
+  return _integer_problem(answer) is None and arithmetic.is_correct(
+      text, int(answer)
+  )
+
+
+def _countdown_problem(answer: Any) -> str | None:
+  if answer is not None and countdown.parse_key(str(answer)):
+    return None
+  return f"answer {answer!r} is not a countdown problem ('24 from 3 5 7 9')"
+
+
+TASKS: dict[str, BuiltinTask] = {
+    "arithmetic": BuiltinTask(
+        name="arithmetic",
+        difficulties=arithmetic.DIFFICULTIES,
+        make=lambda level, seed: arithmetic.ArithmeticTask(
+            getattr(arithmetic.Difficulty, level)(), seed=seed
+        ),
+        context_fields=arithmetic.context_fields,
+        answer_key=lambda ex: str(ex.answer),
+        is_correct=_arithmetic_correct,
+        answer_problem=_integer_problem,
+        vocabulary_pieces=arithmetic.vocabulary_pieces,
+        max_length=256,
+    ),
+    "countdown": BuiltinTask(
+        name="countdown",
+        difficulties=countdown.DIFFICULTIES,
+        make=lambda level, seed: countdown.CountdownTask(
+            getattr(countdown.Difficulty, level)(), seed=seed
+        ),
+        context_fields=countdown.context_fields,
+        answer_key=lambda ex: ex.answer,
+        is_correct=countdown.is_correct,
+        answer_problem=_countdown_problem,
+        vocabulary_pieces=countdown.vocabulary_pieces,
+        max_length=1024,
+    ),
+}
+NAMES = tuple(TASKS)
+
+
+def get(name: str, *, field: str = "task") -> BuiltinTask:
+  """The task called `name`; one clear ValueError line naming `field` if none."""
+  if name not in TASKS:
+    raise ValueError(f"{field}: expected one of {NAMES}, got {name!r}")
+  return TASKS[name]
+
+
+def check_difficulty(
+    name: str, difficulty: str, *, field: str = "difficulty"
+) -> None:
+  """Raises one ValueError line unless task `name` has level `difficulty`."""
+  levels = get(name).difficulties
+  if difficulty not in levels:
+    raise ValueError(
+        f"{field}: task {name!r} has difficulties {levels}, got {difficulty!r}"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def reference_lengths(
+    name: str, difficulty: str, n: int = 256
+) -> tuple[int, ...]:
+  """Sorted token lengths (with <eos>) of the first `n` train references."""
+  # Imported here: the tokenizer module builds its vocabulary from TASKS.
+  from opd_jax.data.tokenizer import count_tokens  # pylint: disable=g-import-not-at-top
+
+  task = get(name).task(difficulty)
+  return tuple(
+      sorted(
+          count_tokens(task.example("train", i).rationale) + 1 for i in range(n)
+      )
+  )
+
+
+def check_response_budget(
+    name: str,
+    difficulty: str,
+    max_new_tokens: int,
+    *,
+    field: str = "max_new_tokens",
+) -> None:
+  """Refuses a response budget no reference solution of the task fits in.
+
+  Below the shortest of 256 reference responses every rollout is cut
+  before its answer, so no response can be graded correct: a run that
+  silently cannot learn the task.
+
+  Raises:
+    ValueError: one line naming `field`, the shortest and median lengths.
+  """
+  lengths = reference_lengths(name, difficulty)
+  if max_new_tokens < lengths[0]:
+    raise ValueError(
+        f"{field}: expected >= {lengths[0]} (the shortest {name}"
+        f" ({difficulty}) reference response, in tokens with <eos>; median"
+        f" {lengths[len(lengths) // 2]}, longest {lengths[-1]}), got"
+        f" {max_new_tokens}"
+    )
+
+
+def check_tokenizer(name: str, tokenizer, *, role: str = "tokenizer") -> None:
+  """Refuses a tokenizer that maps some of task `name`'s words to <unk>.
+
+  A model trained on another task's tokenizer reads the words it lacks as
+  <unk> and trains without error on prompts it cannot read.
+
+  Args:
+    name: a task name.
+    tokenizer: an HF tokenizer.
+    role: what the tokenizer is, for the message (e.g. 'config.student').
+
+  Raises:
+    ValueError: one line naming `role`, the first unknown pieces and how to
+      get the task's tokenizer.
+  """
+  unk = tokenizer.unk_token_id
+  if unk is None:
+    return
+  missing = [
+      piece
+      for piece in get(name).vocabulary_pieces()
+      if unk in tokenizer(piece, add_special_tokens=False)["input_ids"]
+  ]
+  if missing:
+    raise ValueError(
+        f"{role}: its tokenizer reads {name}'s words {missing[:5]} as <unk>;"
+        " expected a tokenizer with the task's vocabulary (a model trained"
+        f" with `scripts/train_teacher.py --task={name}` has one)"
+    )
