@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from opd_jax import methods
+from opd_jax.data import tasks
 from opd_jax.results.claims import Claim
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -201,11 +202,14 @@ class DiagnoseSpec:
     num_questions: held-out questions of the task (0: not measured).
     budget: rollouts per question.
     seed: its PRNG seed.
+    teachers: teacher configurations measured on the same trees
+      (`scripts/diagnose.py --teachers`: 'teacher', 'self:solution', ...).
   """
 
   num_questions: int = 0
   budget: int = 512
   seed: int = 0
+  teachers: tuple[str, ...] = ("teacher",)
 
   def __post_init__(self):
     for name, low in (("num_questions", 0), ("budget", 1), ("seed", 0)):
@@ -252,16 +256,17 @@ class Grid:
     """`scripts/diagnose.py` flags of the grid's alignment measurement,
     writing to `out`: the base config's pair, task level and length."""
     c = _module(self.path).get_config()
-    if c.data.source != "arithmetic":
+    if c.data.source not in tasks.NAMES:
       raise ValueError(
           f"DIAGNOSE: {self.path} trains on data.source={c.data.source!r};"
-          " the measurement runs on the built-in task only"
+          f" the measurement runs on a built-in task {tasks.NAMES} only"
       )
     d = self.diagnose
     return [
         f"--student={c.student}",
         f"--teacher={c.teacher}",
-        "--task=arithmetic",
+        f"--task={c.data.source}",
+        f"--teachers={','.join(d.teachers)}",
         f"--difficulty={c.data.difficulty}",
         f"--max_new_tokens={c.max_new_tokens}",
         f"--num_questions={d.num_questions}",

@@ -650,8 +650,8 @@ def _setup(grid: Grid, results: list[VariantResult], out: str) -> list[str]:
   c = grid.config(trained, grid.seeds[0])
   e, m = grid.evaluation, grid.memory
   task = (
-      f"built-in arithmetic, difficulty '{c.data.difficulty}'"
-      if c.data.source == "arithmetic"
+      f"built-in {c.data.source}, difficulty '{c.data.difficulty}'"
+      if c.data.source != "file"
       else c.data.path
   )
   return [
