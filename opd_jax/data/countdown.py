@@ -28,14 +28,14 @@ is `#### <expression>`, the solution over the original numbers:
      27-7=20: 5 20
       20+5=25 no
     9-5=4: 3 7 4
-     7-3=4: 4 4
-      4*4=16 no
      7*3=21: 4 21
       21+4=25 no
-     4*3=12: 7 12
-      12+7=19 no
-    ...
-    #### (9-5)*(3+...)
+     7-3=4: 4 4
+      4*4=16 no
+    9+7=16: 3 5 16
+     5+3=8: 16 8
+      16+8=24 yes
+    #### (9+7)+(5+3)
 
 Rules (checked by `check_expression`): each number is used exactly once,
 operations are + - * / with parentheses, and every intermediate result is a
@@ -232,10 +232,11 @@ def _after(items, move: _Move) -> list[tuple[int, str]]:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _solutions(values: tuple[int, ...]) -> dict[int, frozenset[str]]:
-  """Every reachable target of sorted `values` -> its solution expressions.
+def _solutions(values: tuple[int, ...]) -> dict[int, int]:
+  """Reachable targets of sorted `values` -> distinct solution expressions.
 
-  Exhaustive: at most 6*4 * 3*4 * 4 = 1152 leaves for four numbers.
+  Exhaustive: at most 6*4 * 3*4 * 4 = 1152 leaves for four numbers. Only
+  the counts are cached (the expressions would hold ~1 GB at 'hard').
   """
   out: dict[int, set[str]] = {}
 
@@ -247,7 +248,7 @@ def _solutions(values: tuple[int, ...]) -> dict[int, frozenset[str]]:
       walk(_after(items, move))
 
   walk([(v, str(v)) for v in values])
-  return {t: frozenset(e) for t, e in out.items()}
+  return {t: len(e) for t, e in out.items()}
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -339,9 +340,9 @@ def _draw_problem(
     sols = _solutions(tuple(sorted(numbers)))
     targets = sorted(
         t
-        for t, e in sols.items()
+        for t, count in sols.items()
         if lo <= t <= hi
-        and len(e) >= d.min_solutions
+        and count >= d.min_solutions
         and split_of(numbers, t) == split
     )
     if targets:
@@ -475,7 +476,7 @@ def make_dataset(
 
 def num_solutions(numbers: Sequence[int], target: int) -> int:
   """How many distinct solution expressions the generator knows for a problem."""
-  return len(_solutions(tuple(sorted(numbers))).get(target, ()))
+  return _solutions(tuple(sorted(numbers))).get(target, 0)
 
 
 def problem_counts(difficulty: Difficulty | None = None) -> dict[str, int]:
@@ -489,8 +490,8 @@ def problem_counts(difficulty: Difficulty | None = None) -> dict[str, int]:
   lo, hi = d.target_range
   values = range(d.number_range[0], d.number_range[1] + 1)
   for numbers in itertools.combinations_with_replacement(values, d.count):
-    for target, exprs in _solutions(numbers).items():
-      if lo <= target <= hi and len(exprs) >= d.min_solutions:
+    for target, count in _solutions(numbers).items():
+      if lo <= target <= hi and count >= d.min_solutions:
         counts[split_of(numbers, target)] += 1
   return counts
 
