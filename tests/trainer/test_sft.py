@@ -188,3 +188,42 @@ def test_sft_train_learns_the_task(tmp_path):
   b = nnx.state(trained, nnx.Param)
   diffs = jax.tree.map(lambda x, y: float(jnp.abs(x - y).max()), a, b)
   assert max(jax.tree.leaves(diffs)) > 0
+
+
+def test_length_grouped_batches_drop_only_trailing_padding(tmp_path):
+  tok = task_tokenizer.load_task_tokenizer(
+      task_tokenizer.build_task_tokenizer(tmp_path / "tok", "countdown")
+  )
+  data = PromptDataset(
+      TaskSource("train", 48, task="countdown"),
+      tok,
+      max_prompt_len=32,
+      max_new_tokens=512,
+  )
+  full = [data.batch(np.arange(i, i + 8)) for i in range(0, 48, 8)]
+  grouped = sft.length_grouped(iter(map(sft.sft_batch, full)), 6, seed=0)
+  out = [next(grouped) for _ in range(6)]
+  # Each original row by its tokens: how many response tokens it has.
+  lengths = {}
+  for b in map(sft.sft_batch, full):
+    for i in range(8):
+      lengths[b["tokens"][i].tobytes()] = b["response_mask"][i].sum()
+  widths, seen = [], set()
+  for b in out:
+    width = b["response_mask"].shape[1]
+    widths.append(width)
+    assert width % sft.TRIM_MULTIPLE == 0 or width == 512
+    for i in range(8):
+      # Padded back with <pad> (id 0) it is an original row: the columns
+      # dropped were padding, and every response token is kept.
+      row = np.concatenate(
+          [b["tokens"][i], np.zeros(512 - width, b["tokens"].dtype)]
+      ).tobytes()
+      assert lengths[row] == b["response_mask"][i].sum()
+      seen.add(row)
+  assert len(seen) == 48
+  # Sorted by length: the groups' widths differ, the shortest well below T.
+  assert min(widths) < 512 and len(set(widths)) > 1
+  again = sft.length_grouped(iter(map(sft.sft_batch, full)), 6, seed=0)
+  for b in out:
+    np.testing.assert_array_equal(next(again)["tokens"], b["tokens"])
