@@ -35,7 +35,9 @@ SMALL = [
     "--continuations=4",
     "--nodes_per_window=1",
     "--budget=40",
-    "--max_new_tokens=6",
+    # The shortest 'easy' reference is 11 tokens: a shorter budget is
+    # refused (no rollout could reach an answer).
+    "--max_new_tokens=12",
 ]
 
 
@@ -170,7 +172,7 @@ def _bad_inputs(pair, tmp_path):
           [s, t, "--budget=10"],
           "--budget: 10 rollouts is smaller than the tree needs",
       ),
-      ([s, t, "--task=gsm8k"], "'gsm8k': no verifier"),
+      ([s, t, "--task=gsm8k"], "'gsm8k': no such task or file"),
       ([s, t, f"--task={no_answers}"], "has no answer in field 'answer'"),
       ([s, t, "--teachers=self"], "has no distillation direction"),
       ([s, t, "--teachers=teacher,self:nope"], "template 'nope' is not one"),

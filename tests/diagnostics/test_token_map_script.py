@@ -170,7 +170,7 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
 
   workdir = tmp_path / "run"
   config = testing.tiny_train_config(
-      pair_dir, total_steps=2, checkpoint_every=2, max_new_tokens=6
+      pair_dir, total_steps=2, checkpoint_every=2, max_new_tokens=12
   )
   config.tip.rho = 0.25
   train_and_evaluate(config, str(workdir))
