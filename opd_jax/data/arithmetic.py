@@ -19,7 +19,9 @@ import dataclasses
 import hashlib
 import random
 import re
-from typing import Iterator, Sequence
+from typing import Sequence
+
+from opd_jax.data import generated
 
 # Splits partition the space of *arithmetic chains* (start value + steps), so
 # a held-out question never shares its numbers with a training question, for
@@ -363,7 +365,7 @@ def context_fields(example: Example) -> dict[str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ArithmeticTask:
+class ArithmeticTask(generated.SplitView):
   """A seeded, difficulty-bound view of the generator and its verifier.
 
   Attributes:
@@ -379,19 +381,6 @@ class ArithmeticTask:
     return make_example(
         split, index, seed=self.seed, difficulty=self.difficulty
     )
-
-  def dataset(self, split: str, n: int, start: int = 0) -> list[Example]:
-    """Returns `n` consecutive examples of `split` from `start`."""
-    return make_dataset(
-        split, n, seed=self.seed, difficulty=self.difficulty, start=start
-    )
-
-  def iterate(self, split: str, start: int = 0) -> Iterator[Example]:
-    """Yields examples of `split` forever from index `start`."""
-    index = start
-    while True:
-      yield self.example(split, index)
-      index += 1
 
   @staticmethod
   def score(text: str, answer: int) -> float:

@@ -60,7 +60,9 @@ import hashlib
 import itertools
 import random
 import re
-from typing import Iterator, Sequence
+from typing import Sequence
+
+from opd_jax.data import generated
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_BUCKETS = 16  # bucket 0 -> test, 1 -> validation, the rest -> train.
@@ -739,7 +741,7 @@ def context_fields(example: Example) -> dict[str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class CountdownTask:
+class CountdownTask(generated.SplitView):
   """A seeded, difficulty-bound view of the generator and its verifier.
 
   Attributes:
@@ -754,19 +756,6 @@ class CountdownTask:
     """Example `index` of `split` (held-out splits hold each problem once)."""
     make = make_example if split == "train" else distinct_example
     return make(split, index, seed=self.seed, difficulty=self.difficulty)
-
-  def dataset(self, split: str, n: int, start: int = 0) -> list[Example]:
-    """Returns `n` consecutive examples of `split` from `start`."""
-    return make_dataset(
-        split, n, seed=self.seed, difficulty=self.difficulty, start=start
-    )
-
-  def iterate(self, split: str, start: int = 0) -> Iterator[Example]:
-    """Yields examples of `split` forever from index `start`."""
-    index = start
-    while True:
-      yield self.example(split, index)
-      index += 1
 
 
 def vocabulary_pieces() -> list[str]:
