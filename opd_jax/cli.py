@@ -61,6 +61,37 @@ def fail(message: str) -> NoReturn:
   sys.exit(2)
 
 
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+  """Prints `warning: message` (one line) to stdout, once per process.
+
+  For a setting that is accepted but does less than it seems to (where a
+  refusal would break a documented use); stdout, beside the progress bar,
+  so that an `error:` line stays the only line on stderr.
+  """
+  text = " ".join(str(message).split())
+  if text in _WARNED:
+    return
+  _WARNED.add(text)
+  print(f"warning: {text}", flush=True)
+
+
+def config_overrides(flag: str = "config") -> list[str]:
+  """The fields of config file flag `flag` set on the command line.
+
+  `--config.tip.rho=0.2` -> 'tip.rho' (ml_collections registers one flag
+  per field; `present` says whether the command line gave it).
+  """
+  prefix = f"{flag}."
+  return [
+      name[len(prefix) :]
+      for name, f in flags.FLAGS._flags().items()  # pylint: disable=protected-access
+      if name.startswith(prefix) and f.present
+  ]
+
+
 def _root_cause(e: BaseException) -> BaseException:
   while e.__cause__ is not None or (
       e.__context__ is not None and not e.__suppress_context__
@@ -86,15 +117,20 @@ def _renamed_config_field(name: str) -> str | None:
 
 
 def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
-  """One line for a flag that did not parse, naming the flag when it can."""
-  # absl's own "flag --name=value: reason" for a plain flag (not a config
-  # override, whose reason is in the cause).
-  plain = re.match(r"flag (--[\w-]+=?[^:]*): (.*)", str(e), re.S)
-  if plain and "." not in plain.group(1).split("=")[0]:
-    if "Non-boolean argument" in plain.group(2):
-      name = plain.group(1).split("=")[0][2:]
-      return f"{plain.group(1)}: expected true or false (--{name} / --no{name})"
-    return f"{plain.group(1)}: {plain.group(2).splitlines()[0]}"
+  """One line for a flag that did not parse, naming the flag that failed.
+
+  absl names the flag whose value did not convert ("flag --name=value:
+  reason", config overrides `--config.a.b=v` included); a field or block
+  that does not exist (ml_collections' KeyError / AttributeError) is found
+  among the command line's flags by its name, with the closest known name.
+  """
+  plain = re.match(r"flag (--([\w.-]+)=?[^:]*): (.*)", str(e), re.S)
+  if plain:
+    where, name, reason = plain.groups()
+    if "Non-boolean argument" in reason:
+      forms = "" if "." in name else f" (--{name} / --no{name})"
+      return f"{where}: expected true or false{forms}"
+    return f"{where}: {reason.splitlines()[0]}"
   chain, x = [], e
   while x is not None:
     chain.append(str(x))
@@ -105,20 +141,44 @@ def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
   # ml_collections' KeyError/AttributeError: "'rhoo'\nDid you mean ..."
   field = re.match(r"^'?([\w.]+)'?\s", text + " ")
   if field:
+    suggestion = re.search(r"Did you mean \W*([\w.]+)", " ".join(chain))
+    hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else ""
     for arg in argv[1:]:
       name = arg.split("=", 1)[0].lstrip("-")
       if name.endswith("." + field.group(1)) or name == field.group(1):
-        suggestion = re.search(r"Did you mean \W*([\w.]+)", " ".join(chain))
-        hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else ""
         renamed = _renamed_config_field(name)
         if renamed:
           hint = f"; it is --{renamed} now"
         return f"--{name}: no such field{hint}"
+      parts = name.split(".")
+      if field.group(1) in parts[1:-1]:  # a block: `--config.tipp.rho`
+        block = ".".join(parts[: parts.index(field.group(1), 1) + 1])
+        return f"--{block}: no such block{hint} (in --{name})"
   for arg in argv[1:]:  # a value that did not convert: name its flag
     name, _, value = arg.partition("=")
-    if value and repr(value).strip("'") in raw:
+    if value and repr(value) in raw:
       return f"{name}={value}: {raw}"
   return text
+
+
+def define_config_file(name: str, default: str | None, help_string: str):
+  """`config_flags.DEFINE_config_file` (locked) with one-line errors.
+
+  With a default file, ml_collections loads it and applies the command
+  line's `--name.field=value` overrides when the flag is defined, at
+  import, before `run` parses anything: a mistake there is one `error:`
+  line too (exit 2), not a traceback.
+  """
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  try:
+    return config_flags.DEFINE_config_file(
+        name, default, help_string, lock_config=True
+    )
+  except Exception as e:  # pylint: disable=broad-except
+    if os.environ.get("OPD_JAX_TRACEBACK") or default is None:
+      raise
+    fail(flag_error_message(e, sys.argv))
 
 
 def _config_file_message(where: str, e: BaseException) -> str:

@@ -23,29 +23,27 @@ again and prints a table (accuracy, mean response length, selected-token
 fraction), writes PNG plots of loss, held-out accuracy and selected
 fraction over steps, and prints the wall time.
 
-The workdir: a rerun starts fresh, deleting the previous demo run in
---workdir (it says so); pass --resume to continue that run from its last
-checkpoint instead. A non-empty directory that is not a demo run is never
-deleted: the script stops and names it.
+The workdir: the demo marks it as its own (a `.opd_jax_demo` file). A rerun
+starts fresh and keeps the previous demo run, moved to
+WORKDIR/previous_runs/<time>/ (it says so); pass --resume to continue that
+run from its last checkpoint instead. A non-empty directory without the
+mark (a training run, anything else) is never touched: the script stops
+with one `error:` line naming it.
 """
 
 import os
-import shutil
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
 from opd_jax import cli
+from opd_jax.cli import InputError
 from opd_jax.trainer.plots import read_metrics, series, write_plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(REPO, "configs", "demo.py"),
-    "Demo config file.",
-    lock_config=True,
+_CONFIG = cli.define_config_file(
+    "config", os.path.join(REPO, "configs", "demo.py"), "Demo config file."
 )
 _WORKDIR = flags.DEFINE_string(
     "workdir",
@@ -56,39 +54,39 @@ _RESUME = flags.DEFINE_bool(
     "resume", False, "Continue the run in --workdir instead of starting fresh."
 )
 
-# What the trainer leaves in a workdir; a directory holding anything else
-# was not made by this demo and is not deleted.
-_RUN_FILES = (
-    "config.json",
-    "metrics.jsonl",
-    "checkpoints",
-    "tensorboard",
-    "corrupt_checkpoints",
-    "plots",
-)
+# The file that marks a workdir as the demo's: only such a directory is
+# moved aside for a fresh run (a training run's holds the same file names).
+MARKER = ".opd_jax_demo"
 
 
 def prepare_workdir(workdir: str, resume: bool) -> None:
-  """Empties a previous demo run unless resuming; refuses foreign dirs."""
+  """Starts fresh (the previous demo run moved aside) unless resuming.
+
+  Refuses a file, and a non-empty directory the demo did not make.
+  """
+  from opd_jax.trainer import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InputError(f"--workdir={workdir} is a file, not a directory")
+  marker = os.path.join(workdir, MARKER)
   if not os.path.isdir(workdir) or not os.listdir(workdir):
     os.makedirs(workdir, exist_ok=True)
-    return
-  if resume:
+  elif resume:
     print(f"resuming the run in {workdir}")
-    return
-  foreign = sorted(set(os.listdir(workdir)) - set(_RUN_FILES))
-  if foreign or "config.json" not in os.listdir(workdir):
-    raise app.UsageError(
-        f"--workdir={workdir} is not empty and does not look like a demo run"
-        f" (unexpected: {foreign or 'no config.json'}); choose another"
-        " --workdir or remove it"
+  elif not os.path.isfile(marker):
+    raise InputError(
+        f"--workdir={workdir} is not empty and is not a demo run (no"
+        f" {MARKER} file, which the demo writes in its workdir); choose"
+        " another --workdir, or pass --resume to continue a run there"
     )
-  print(
-      f"starting fresh: removing the previous demo run in {workdir}"
-      " (pass --resume to continue it)"
-  )
-  shutil.rmtree(workdir)
-  os.makedirs(workdir)
+  else:
+    dest = workdir_lib.move_aside(workdir)
+    print(
+        f"starting fresh: the previous demo run in {workdir} moved to {dest}"
+        " (pass --resume to continue it instead)"
+    )
+  with open(marker, "w", encoding="utf-8") as f:
+    f.write("made by scripts/demo.py\n")
 
 
 def _mean_tail(rows, name: str, n: int = 10) -> float | None:
@@ -126,11 +124,8 @@ def _example_index(data, results) -> int:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   start = time.time()
-  # The table is the demo's output; orbax's per-save INFO lines would bury it.
-  logging.set_verbosity(logging.WARNING)
   # Imported after absl parsed the flags: importing JAX is the slow part.
   import jax  # pylint: disable=g-import-not-at-top
   from opd_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
@@ -139,15 +134,22 @@ def main(argv):
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import reporting  # pylint: disable=g-import-not-at-top
 
+  from opd_jax.trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+
   c, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
   for role in ("student", "teacher"):
     if not os.path.isdir(c[role]):
-      raise app.UsageError(
+      raise InputError(
           f"config.{role}: {c[role]} is not a directory; the demo ships it in"
           " assets/demo/ (or rebuild it with scripts/train_teacher.py)"
       )
+  # Every check of the config before the workdir is touched.
+  overridden = tuple(cli.config_overrides())
+  config_lib.check_fields(c)
+  config_lib.validate(c)
+  config_lib.check_active(c, overridden=overridden)
   prepare_workdir(workdir, _RESUME.value)
-  trainer = loop.Trainer(c, workdir)
+  trainer = loop.Trainer(c, workdir, overridden=overridden)
 
   def evaluate(model):
     # The same call as Trainer.evaluate: same problems, key and budget.
@@ -207,5 +209,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.keep_freed_host_memory()  # before the first computation
-  app.run(main)
+  cli.run(main)

@@ -34,7 +34,8 @@ teacher configurations, each `teacher` (the --teacher checkpoint) or `self`
 (the student's own weights), optionally `:TEMPLATE`, a context preset of
 `opd_jax/data/context.py` (empty, solution, summary, correct_wrong) that
 becomes the teacher's own prompt. Writes report.md, summary.json, nodes.json
-and PNG plots to --out (atomically: a failed run leaves --out untouched);
+and PNG plots to --out (atomically: a failed run leaves --out untouched;
+a previous report there moves to --out/previous_reports/<time>/);
 with several configurations report.md compares them and each has its full
 report under teachers/. Bad input is one `error:` line, exit 2.
 See docs/diagnostics.md.

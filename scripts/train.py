@@ -83,12 +83,15 @@ def main(argv):
   )
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
 
+  overridden = tuple(cli.config_overrides())
   if _DRY_RUN.value:
-    loop.dry_run(config, memory=_DRY_RUN_MEMORY.value)
+    loop.dry_run(config, memory=_DRY_RUN_MEMORY.value, overridden=overridden)
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --dry_run)")
-  loop.train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
+  loop.train_and_evaluate(
+      config, _WORKDIR.value, restart=_RESTART.value, overridden=overridden
+  )
 
 
 if __name__ == "__main__":

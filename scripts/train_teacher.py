@@ -35,17 +35,20 @@ its own weights with the solution in context are the self-teacher of
 self-distillation (docs/self_distillation.md).
 The result is a pure function of the flags (seeded init and shuffling).
 At the end the script prints greedy accuracy on held-out (test) problems.
+A model already in --out is kept: it moves to OUT.previous-<time>/ first.
+Mistakes print one `error:` line and exit with code 2.
 """
 
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from opd_jax import cli
+from opd_jax.cli import InputError
 from opd_jax.data import context as contexts
 from opd_jax.data import tasks
 from opd_jax.data.dataset import PromptDataset
@@ -227,19 +230,54 @@ def _role() -> dict:
   ):
     if flag.value is not None:
       role[key] = flag.value
-  if role["embed_dim"] % role["num_heads"]:
-    raise app.UsageError(
-        f"--embed_dim={role['embed_dim']} must be a"
-        f" multiple of num_heads={role['num_heads']}"
+  for key in ("num_steps", "num_examples", "batch_size", "num_layers"):
+    if role[key] < 1:
+      raise InputError(f"--{key}: expected an integer >= 1, got {role[key]}")
+  if _EVAL.value < 1:
+    raise InputError(
+        f"--eval_examples: expected an integer >= 1, got {_EVAL.value}"
+    )
+  if not role["learning_rate"] > 0:
+    raise InputError(
+        f"--learning_rate: expected > 0, got {role['learning_rate']}"
+    )
+  if not 0 <= role["context_fraction"] <= 1:
+    raise InputError(
+        "--context_fraction: expected a fraction in [0, 1], got"
+        f" {role['context_fraction']}"
+    )
+  if role["embed_dim"] < 1 or role["embed_dim"] % role["num_heads"]:
+    raise InputError(
+        "--embed_dim: expected a positive multiple of num_heads"
+        f" ({role['num_heads']}), got {role['embed_dim']}"
     )
   return role
 
 
+def prepare_out(out: str | None) -> None:
+  """--out: a new or empty directory; a model already there moves aside.
+
+  The previous contents go to the sibling `OUT.previous-<time>/` (an HF
+  directory must hold one model), with one line saying so: retraining the
+  shipped checkpoints in place keeps the old ones.
+  """
+  if not out:
+    raise InputError("--out is required (the HF checkpoint directory)")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise InputError(f"--out: {out} is a file, not a directory")
+  if os.path.isdir(out) and os.listdir(out):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.normpath(out)
+    dest, n = f"{base}.previous-{stamp}", 1
+    while os.path.exists(dest):
+      n += 1
+      dest = f"{base}.previous-{stamp}-{n}"
+    os.rename(out, dest)
+    print(f"--out: the previous contents of {out} moved to {dest}")
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _OUT.value:
-    raise app.UsageError("--out is required (the HF checkpoint directory)")
+  del argv  # cli.run refuses positional arguments
   start = time.time()
   role = _role()
   out = _OUT.value
@@ -248,7 +286,8 @@ def main(argv):
   try:
     tasks.check_difficulty(name, level, field="--difficulty")
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    raise InputError(str(e)) from None
+  prepare_out(out)  # every flag checked first
   tok_dir = task_tokenizer.build_task_tokenizer(out, name)
   tokenizer = task_tokenizer.load_task_tokenizer(tok_dir)
   kw = dict(task=name, difficulty=level, seed=_DATA_SEED.value)
@@ -333,5 +372,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.keep_freed_host_memory()  # before the first computation
-  app.run(main)
+  cli.run(main)

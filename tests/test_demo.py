@@ -89,18 +89,31 @@ def test_reduced_demo_improves_the_student(tmp_path):
   assert all(0.3 <= f <= 0.5 for f in fracs), fracs
 
 
-def test_rerun_starts_fresh_and_foreign_dirs_are_kept(tmp_path):
+def test_rerun_keeps_the_previous_demo_run_and_refuses_other_dirs(tmp_path):
   demo = _demo_module()
   run = tmp_path / "run"
-  run.mkdir()
+  demo.prepare_workdir(str(run), resume=False)  # a new directory: marked
+  assert os.listdir(run) == [demo.MARKER]
   (run / "config.json").write_text("{}")
   (run / "metrics.jsonl").write_text("")
   demo.prepare_workdir(str(run), resume=True)  # resuming keeps the run
   assert (run / "metrics.jsonl").exists()
-  demo.prepare_workdir(str(run), resume=False)  # a rerun starts fresh
-  assert run.is_dir() and not os.listdir(run)
+  demo.prepare_workdir(str(run), resume=False)  # a rerun starts fresh...
+  assert sorted(os.listdir(run)) == sorted([demo.MARKER, "previous_runs"])
+  (kept,) = os.listdir(run / "previous_runs")  # ...and keeps the old one
+  assert (run / "previous_runs" / kept / "metrics.jsonl").exists()
+  # A training run has the same file names as a demo run, but no marker:
+  # never touched (issue 38: the check looked at file names only).
+  train_run = tmp_path / "train_run"
+  train_run.mkdir()
+  for name in ("config.json", "metrics.jsonl"):
+    (train_run / name).write_text("{}")
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("mine")
-  with pytest.raises(Exception, match="does not look like a demo run"):
-    demo.prepare_workdir(str(tmp_path / "mine"), resume=False)
-  assert (tmp_path / "mine" / "notes.txt").exists()
+  for other in (train_run, tmp_path / "mine"):
+    before = sorted(os.listdir(other))
+    with pytest.raises(ValueError, match="is not empty and is not a demo run"):
+      demo.prepare_workdir(str(other), resume=False)
+    assert sorted(os.listdir(other)) == before
+  with pytest.raises(ValueError, match="is a file, not a directory"):
+    demo.prepare_workdir(str(tmp_path / "mine" / "notes.txt"), resume=False)

@@ -239,7 +239,8 @@ _OK_EVAL = [
     "evaluate",
     "--model={run}",
     "--num_questions=1",
-    "--max_new_tokens=2",
+    # The task's shortest reference response (easy: 11 tokens with <eos>).
+    "--max_new_tokens=12",
     "--batch_size=1",
 ]
 EVALUATE = [
@@ -348,10 +349,170 @@ TRAIN = [
         "--dry_run=maybe: expected true or false",
     ),
     (
+        "train: another method's field is refused, before any compile",
+        [
+            "train",
+            "--config={tiny}",
+            "--config.method=rkl",
+            "--config.tip.rho=0.2",
+            "--dry_run",
+        ],
+        2,
+        (
+            "--config.tip.rho: a field of method 'tip', but config.method is"
+            " 'rkl': it has no effect in this run"
+        ),
+    ),
+    (
+        "train: a forgotten teacher is refused, not a random preset",
+        [
+            "train",
+            "--config={tiny}",
+            "--config.teacher=",
+            "--config.teacher_preset=qwen3_0p6b",
+            "--dry_run",
+        ],
+        2,
+        "config.teacher: expected an HF checkpoint directory (or 'self')",
+    ),
+    (
+        "train: data.path with the built-in task",
+        [
+            "train",
+            "--config={tiny}",
+            "--config.data.path={prompts}",
+            "--dry_run",
+        ],
+        2,
+        "config.data.path: expected '' with the built-in task",
+    ),
+    (
+        "train: the flag whose value failed is named, not an earlier one",
+        [
+            "train",
+            "--config={tiny}",
+            "--config.eval_every=0",
+            "--config.total_steps=1.5",
+            "--dry_run",
+        ],
+        2,
+        "error: --config.total_steps=1.5: invalid literal for int()",
+    ),
+    (
+        "train: a typo in a block name suggests the block",
+        ["train", "--config={tiny}", "--config.tipp.rho=0.5", "--dry_run"],
+        2,
+        (
+            "error: --config.tipp: no such block; did you mean 'tip'? (in"
+            " --config.tipp.rho)"
+        ),
+    ),
+    (
+        "train: a bad boolean of a config field names it",
+        [
+            "train",
+            "--config={tiny}",
+            "--config.async_checkpointing=maybe",
+            "--dry_run",
+        ],
+        2,
+        "error: --config.async_checkpointing=maybe: expected true or false",
+    ),
+    (
         "train: student is a file",
         ["train", "--config={tiny}", "--config.student={file}", "--dry_run"],
         2,
         "config.student: '{file}' is a file",
+    ),
+]
+
+# demo.py and train_teacher.py run through cli.run as the others do.
+DEMO = [
+    (
+        "demo: --workdir is a training run, never deleted",
+        ["demo", "--workdir={run}"],
+        2,
+        "--workdir={run} is not empty and is not a demo run (no .opd_jax_demo",
+    ),
+    (
+        "demo: --workdir is a file",
+        ["demo", "--workdir={file}"],
+        2,
+        "--workdir={file} is a file, not a directory",
+    ),
+    (
+        "demo: a config file that does not exist",
+        ["demo", "--config={tmp}/nope.py", "--workdir={tmp}/d1"],
+        2,
+        "--config={tmp}/nope.py: no such file",
+    ),
+    (
+        "demo: a typo in a field",
+        ["demo", "--config.total_stepz=5", "--workdir={tmp}/d1"],
+        2,
+        "--config.total_stepz: no such field; did you mean 'total_steps'?",
+    ),
+    (
+        "demo: zero steps, refused before the workdir is made",
+        ["demo", "--config.total_steps=0", "--workdir={tmp}/d1"],
+        2,
+        "config.total_steps: expected an integer >= 1, got 0",
+    ),
+    (
+        "demo: a bad flag value is one line, not absl's FATAL",
+        ["demo", "--resume=maybe", "--workdir={tmp}/d1"],
+        2,
+        "--resume=maybe: expected true or false (--resume / --noresume)",
+    ),
+    (
+        "demo: a positional argument",
+        ["demo", "--workdir={tmp}/d1", "extra"],
+        2,
+        "unexpected arguments: ['extra']",
+    ),
+]
+
+_TINY_SFT = [
+    "--num_steps=1",
+    "--num_examples=4",
+    "--batch_size=4",
+    "--num_layers=1",
+    "--embed_dim=16",
+    "--eval_examples=1",
+]
+TRAIN_TEACHER = [
+    (
+        "train_teacher: --out is a file",
+        ["train_teacher", "--out={file}"],
+        2,
+        "--out: {file} is a file, not a directory",
+    ),
+    (
+        "train_teacher: zero steps",
+        ["train_teacher", "--out={tmp}/tt", "--num_steps=0"],
+        2,
+        "--num_steps: expected an integer >= 1, got 0",
+    ),
+    (
+        "train_teacher: a bad flag value",
+        ["train_teacher", "--out={tmp}/tt", "--num_steps=abc"],
+        2,
+        "--num_steps=abc: invalid literal for int()",
+    ),
+    (
+        "train_teacher: no --out",
+        ["train_teacher"],
+        2,
+        "--out is required",
+    ),
+    (
+        "train_teacher: a model in --out is kept",
+        ["train_teacher", "--out={model_out}", *_TINY_SFT],
+        0,
+        (
+            "--out: the previous contents of {model_out} moved to"
+            " {model_out}.previous-"
+        ),
     ),
 ]
 
@@ -375,14 +536,23 @@ CONTEXT_ACCURACY = [
             "--model={student}",
             "--templates=empty,solution",
             "--num_questions=4",
-            "--max_new_tokens=4",
+            "--max_new_tokens=12",
         ],
         0,
         "solution: accuracy",
     ),
 ]
 
-CASES = EXPORT + SAMPLE + EVALUATE + MAKE_STUDENT + TRAIN + CONTEXT_ACCURACY
+CASES = (
+    EXPORT
+    + SAMPLE
+    + EVALUATE
+    + MAKE_STUDENT
+    + TRAIN
+    + DEMO
+    + TRAIN_TEACHER
+    + CONTEXT_ACCURACY
+)
 _NOISE = re.compile(
     r"^[IW]\d{4} |Traceback|Unable to initialize backend|fields without"
     r" effect|TensorStore|coroutine"
@@ -402,14 +572,16 @@ def _paths(pair, tmp) -> dict[str, str]:
       "prompts": os.path.join(tmp, "q.txt"),
       "empty_txt": os.path.join(tmp, "empty.txt"),
       "bad_jsonl": os.path.join(tmp, "bad.jsonl"),
+      "model_out": os.path.join(tmp, "model_out"),
       "tiny": f"{_TINY}:{os.path.dirname(pair['student'])}",
   }
   _truncate_checkpoint(paths["truncated"])
-  for d in ("full", "empty"):
+  for d in ("full", "empty", "model_out"):
     os.makedirs(paths[d])
   files = {
       "a_file": "x",
       "full/x": "x",
+      "model_out/config.json": "{}",
       "q.txt": "What is 2 + 3?\n",
       "empty.txt": "\n",
       "bad.jsonl": '{"question": "1 + 1"}\n{"question": \n',
@@ -470,6 +642,21 @@ def test_export_is_readable_and_the_truncated_checkpoint_kept(results):
   assert not os.path.exists(
       os.path.join(paths["truncated"], "corrupt_checkpoints")
   )
+
+
+def test_nothing_written_is_lost(results):
+  paths, _ = results
+  # train_teacher.py --out=<a model>: the old one moved beside the new one.
+  (kept,) = [
+      n for n in os.listdir(paths["tmp"]) if n.startswith("model_out.previous-")
+  ]
+  assert os.listdir(os.path.join(paths["tmp"], kept)) == ["config.json"]
+  assert "model.safetensors" in os.listdir(paths["model_out"])
+  # demo.py --workdir=<a training run>: untouched; refused demos made nothing.
+  assert workdir_lib.checkpoint_steps(paths["run"]) == [_STEP]
+  assert not os.path.exists(os.path.join(paths["run"], ".opd_jax_demo"))
+  assert not os.path.exists(os.path.join(paths["tmp"], "d1"))
+  assert not os.path.exists(os.path.join(paths["tmp"], "tt"))
 
 
 def test_reevaluation_keeps_the_earlier_scores(results):

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -56,7 +57,9 @@ def atomic_directory(path: str) -> Iterator[str]:
   """Yields a temporary sibling of `path`, renamed to `path` on success.
 
   A failure leaves `path` as it was (nothing half-written). A previous
-  report at `path` is replaced only once the new one is complete.
+  report at `path` is never lost: once the new one is complete it takes
+  `path`, and the old one moves into `path/previous_reports/<time>/` (its
+  own earlier reports beside it), as `--restart` keeps a run's.
   """
   check_output_dir(path)
   parent = os.path.dirname(os.path.abspath(path))
@@ -64,18 +67,46 @@ def atomic_directory(path: str) -> Iterator[str]:
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
   try:
     yield tmp
+    if os.path.isdir(path) and not os.listdir(path):
+      os.rmdir(path)
     if os.path.exists(path):
       old = tempfile.mkdtemp(
           prefix=f".{os.path.basename(path)}.old-", dir=parent
       )
       os.rename(path, os.path.join(old, "report"))
       os.rename(tmp, path)
-      shutil.rmtree(old)
+      kept = _keep_previous(os.path.join(old, "report"), path)
+      os.rmdir(old)
+      print(f"--out: the previous report in {path} moved to {kept}")
     else:
       os.rename(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+PREVIOUS = "previous_reports"
+
+
+def _keep_previous(old: str, path: str) -> str:
+  """Moves report directory `old` into `path/previous_reports/<time>/`.
+
+  The reports `old` kept itself move beside it. Returns where it went.
+  """
+  keep = os.path.join(path, PREVIOUS)
+  os.makedirs(keep, exist_ok=True)
+  earlier = os.path.join(old, PREVIOUS)
+  if os.path.isdir(earlier):
+    for name in os.listdir(earlier):
+      shutil.move(os.path.join(earlier, name), os.path.join(keep, name))
+    os.rmdir(earlier)
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  dest, n = os.path.join(keep, stamp), 1
+  while os.path.exists(dest):
+    n += 1
+    dest = os.path.join(keep, f"{stamp}-{n}")
+  os.rename(old, dest)
+  return dest
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from opd_jax import cli
 from opd_jax import sharding
 from opd_jax.data import sources, tasks
 from opd_jax.data import tokenizer as tokenizers
@@ -47,9 +48,11 @@ def model_config(
 ) -> tuple[ModelConfig, str]:
   """The ModelConfig of `role` ('student' / 'teacher') and where it came from.
 
-  Reads `<path>/config.json` when the directory exists; otherwise uses the
-  preset (random weights), which a dry run may also use in place of a
-  directory that is not on this machine.
+  Reads `<path>/config.json` when the directory exists; with no path, the
+  preset (random weights). With `allow_preset_fallback` (a dry run,
+  restoring a run elsewhere) the preset also stands in for a directory that
+  is not on this machine, with one warning naming both (a mistyped path
+  must not pass silently).
   """
   if role == "teacher" and c.teacher == self_teacher.SELF:
     config, where = model_config(
@@ -68,6 +71,12 @@ def model_config(
     raise FileNotFoundError(
         f"config.{role}: checkpoint directory {path!r} does not exist"
     )
+  if path:
+    cli.warn(
+        f"config.{role}: {path!r} is not a directory on this machine; using"
+        f" the shapes of config.{role}_preset={name!r} in its place"
+    )
+    return preset(name), f"preset {name} (in place of {path})"
   return preset(name), f"preset {name} (random weights)"
 
 

@@ -27,6 +27,7 @@ import difflib
 import jax
 import ml_collections
 
+from opd_jax import cli
 from opd_jax import methods
 from opd_jax.data import tasks
 from opd_jax.models import sequence_attention
@@ -61,9 +62,11 @@ def default_config() -> ml_collections.ConfigDict:
   """Every trainer field with its default (a small CPU-sized run)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # Models: HF checkpoint directories. With an empty path, the preset is
-  # built with random weights (tests, benchmarks); `--dry_run` also falls
-  # back to the preset when the directory does not exist on this machine.
+  # Models: HF checkpoint directories. With both paths empty, the presets
+  # are built with random weights (tests, benchmarks); a checkpoint beside
+  # an empty path is refused (a forgotten teacher would be random).
+  # `--dry_run` plans with the preset's shapes, with a warning, when a
+  # directory is not on this machine.
   c.student = ""
   c.teacher = ""
   c.student_preset = ""
@@ -357,6 +360,120 @@ def run_method(c: ml_collections.ConfigDict) -> methods.Method:
         f" {c.method!r}"
     )
   return methods.build_method(c.method, c[c.method].to_dict())
+
+
+# Fields read only from a file source (`data.source='file'`): with a
+# built-in task they would be ignored.
+FILE_ONLY_FIELDS = (
+    "path",
+    "eval_path",
+    "question_field",
+    "answer_field",
+    "response_field",
+    "solution_field",
+    "summary_field",
+    "wrong_field",
+)
+
+
+def _flat_fields(node: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in node.items():
+    if isinstance(value, dict):
+      out.update(_flat_fields(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def inactive_method_fields(c: ml_collections.ConfigDict) -> list[str]:
+  """Fields of methods other than `config.method` set away from defaults.
+
+  `config.tip.rho=0.2` under `config.method='rkl'` is such a field: the run
+  never reads it. Returns dotted names (`tip.rho`).
+  """
+  out = []
+  for name in sorted(methods.REGISTRY):
+    if name == c.method or name not in c:
+      continue
+    default = _flat_fields(method_defaults(name).to_dict())
+    for field, value in _flat_fields(c[name].to_dict()).items():
+      if field in default and value != default[field]:
+        out.append(f"{name}.{field}")
+  return out
+
+
+def check_active(
+    c: ml_collections.ConfigDict, *, overridden: tuple[str, ...] = ()
+) -> None:
+  """Refuses settings that cannot act in this run (one line each).
+
+  Called where a run starts (the trainer, the dry run), after `validate`:
+  a saved run's config is not re-judged when it is only restored.
+
+  - a model built from a preset (random weights) beside a checkpoint of the
+    other role: a forgotten `config.teacher` (or student) would otherwise
+    train against a random model;
+  - a file source's field (`data.path`, `data.eval_path`, the column names)
+    with a built-in task, which would train and evaluate on the task;
+  - a field of another method than `config.method`: refused when the
+    command line set it (`overridden`: dotted names, `tip.rho`), warned
+    once when the config file did (switching a config's method is a
+    documented use);
+  - warned once: a file source without evaluation rows (the run will not
+    evaluate), and a warm-up as long as the run (the rate never peaks).
+
+  Raises:
+    ConfigError: naming the field, expected vs got.
+  """
+  for role, other in (("teacher", "student"), ("student", "teacher")):
+    if c[other] and not c[role] and c[other] != "self":
+      preset = c[f"{role}_preset"]
+      random = (
+          f"; config.{role}_preset={preset!r} alone would be a {role} with"
+          " random weights"
+          if preset
+          else ""
+      )
+      also = " (or 'self')" if role == "teacher" else ""
+      raise ConfigError(
+          f"config.{role}: expected an HF checkpoint directory{also} beside"
+          f" config.{other}={c[other]!r}, got ''{random}"
+      )
+  d = c.data
+  if d.source in tasks.NAMES:
+    defaults = default_config().data
+    for field in FILE_ONLY_FIELDS:
+      if d[field] != defaults[field]:
+        raise ConfigError(
+            f"config.data.{field}: expected {defaults[field]!r} with the"
+            f" built-in task config.data.source={d.source!r} (which trains"
+            " and evaluates on its own problems), got"
+            f" {d[field]!r}; set config.data.source='file' to use a file"
+        )
+  for field in inactive_method_fields(c):
+    message = (
+        f"config.{field}: a field of method {field.split('.')[0]!r}, but"
+        f" config.method is {c.method!r}: it has no effect in this run"
+    )
+    if field in overridden:
+      raise ConfigError(
+          f"--{message}; drop it or set --config.method={field.split('.')[0]}"
+      )
+    cli.warn(message)
+  if d.source == "file" and not d.eval_path and c.eval_every:
+    cli.warn(
+        "config.data.eval_path is '': this run will not evaluate"
+        f" (config.eval_every={c.eval_every} has nothing to score); give a"
+        " file with answers to evaluate on"
+    )
+  warmup = c.optimizer.warmup_steps
+  if warmup and warmup >= c.total_steps:
+    cli.warn(
+        f"config.optimizer.warmup_steps={warmup} >= config.total_steps="
+        f"{c.total_steps}: the learning rate never reaches"
+        f" config.optimizer.learning_rate={c.optimizer.learning_rate}"
+    )
 
 
 def validate(c: ml_collections.ConfigDict) -> methods.Method:

@@ -112,7 +112,10 @@ def _on_policy(c, step: int) -> bool:
 
 
 def dry_run(
-    c: ml_collections.ConfigDict, *, memory: bool = True
+    c: ml_collections.ConfigDict,
+    *,
+    memory: bool = True,
+    overridden: tuple[str, ...] = (),
 ) -> dict[str, Any]:
   """Checks config, shapes, shardings and memory without loading weights.
 
@@ -121,9 +124,12 @@ def dry_run(
   the abstract arguments (nothing runs) and prints parameter counts, the
   mesh and each program's memory per device (`trainer.memory`), and how it
   compares with the device's memory where the platform reports it.
-  `memory=False` skips the compiles (traces only). Returns the figures it
-  printed.
+  `memory=False` skips the compiles (traces only); `overridden` are the
+  fields the command line set (`config.check_active`). Returns the figures
+  it printed.
   """
+  config_lib.validate(c)  # the ranges first, then what cannot act
+  config_lib.check_active(c, overridden=overridden)
   plan = plan_run(c, allow_preset_fallback=True)
   mesh = plan.mesh
   scfg, tcfg = plan.student_config, plan.teacher_config
@@ -230,7 +236,12 @@ class Trainer:
   """Holds the run's pieces; `run()` trains to `config.total_steps`."""
 
   def __init__(
-      self, c: ml_collections.ConfigDict, workdir: str, *, restart: bool = False
+      self,
+      c: ml_collections.ConfigDict,
+      workdir: str,
+      *,
+      restart: bool = False,
+      overridden: tuple[str, ...] = (),
   ):
     """Plans, loads and compiles the run of `c` in `workdir`.
 
@@ -239,8 +250,12 @@ class Trainer:
       workdir: the run directory; a rerun with the same config resumes.
       restart: start over in a workdir that holds a different run (its
         files move to `previous_runs/`); without it that is an error.
+      overridden: the fields the command line set (`--config.tip.rho`:
+        'tip.rho'), refused where they cannot act (`config.check_active`).
     """
     config_lib.check_fields(c)  # a misspelled field would do nothing
+    config_lib.validate(c)  # the ranges first, then what cannot act
+    config_lib.check_active(c, overridden=overridden)
     self.plan = plan = plan_run(c)
     self.c, self.workdir = c, workdir
     self.is_main = jax.process_index() == 0
@@ -540,6 +555,13 @@ class Trainer:
                 f" unchanged by them. {_divergence_advice(c, m)};"
                 f" config.max_consecutive_skips = {c.max_consecutive_skips}"
             )
+          total = int(self.state.total_skips)
+          if total >= c.max_consecutive_skips and _mostly(total, done):
+            raise TrainingDivergedError(
+                f"{_skipped(total, done)}; the parameters were left unchanged"
+                f" by them. {_divergence_advice(c, m)};"
+                f" config.max_consecutive_skips = {c.max_consecutive_skips}"
+            )
           # Save first: a failing evaluation must not cost the step.
           if done % c.checkpoint_every == 0 or done == c.total_steps:
             self.save(done)
@@ -568,13 +590,23 @@ class Trainer:
     if self.is_main:
       plots.write_run_plots(self.workdir)
       print(self._where(c.total_steps))
+    total = int(self.state.total_skips)
+    if _mostly(total, c.total_steps):
+      raise TrainingDivergedError(
+          f"{_skipped(total, c.total_steps)}: the run trained on"
+          f" {c.total_steps - total}. {_divergence_advice(c, {})}"
+      )
     return last
 
   def _where(self, step: int) -> str:
     """Where the run's checkpoint, metrics and plots are."""
     w = self.workdir
+    total = int(self.state.total_skips)
+    skipped = (
+        f", {total} of {step} steps skipped as non-finite" if total else ""
+    )
     return (
-        f"run at step {step}: checkpoint"
+        f"run at step {step}{skipped}: checkpoint"
         f" {os.path.join(self.checkpointer.directory, str(step))}, metrics"
         f" {os.path.join(w, 'metrics.jsonl')} (TensorBoard:"
         f" {os.path.join(w, 'tensorboard')}), plots {os.path.join(w, 'plots')}"
@@ -593,6 +625,17 @@ class Trainer:
         " command to resume from it",
         signum,
     )
+
+
+def _mostly(skipped: int, steps: int) -> bool:
+  """More than half of the steps were skipped as non-finite."""
+  return skipped > 0 and 2 * skipped > steps
+
+
+def _skipped(skipped: int, steps: int) -> str:
+  return (
+      f"{skipped} of {steps} steps were skipped (a non-finite loss or gradient)"
+  )
 
 
 def _divergence_advice(c, metrics) -> str:
@@ -614,11 +657,15 @@ def _divergence_advice(c, metrics) -> str:
 
 
 def train_and_evaluate(
-    c: ml_collections.ConfigDict, workdir: str, *, restart: bool = False
+    c: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    restart: bool = False,
+    overridden: tuple[str, ...] = (),
 ) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds this run's checkpoints).
 
   A workdir holding a different run is an error unless `restart` (see
-  `trainer.workdir.prepare_workdir`).
+  `trainer.workdir.prepare_workdir`); `overridden` as in `Trainer`.
   """
-  return Trainer(c, workdir, restart=restart).run()
+  return Trainer(c, workdir, restart=restart, overridden=overridden).run()

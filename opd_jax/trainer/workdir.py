@@ -196,7 +196,7 @@ def prepare_workdir(
       )
     if is_main:
       if restart and os.path.isdir(workdir) and os.listdir(workdir):
-        _say_moved(workdir, _move_aside(workdir))
+        _say_moved(workdir, move_aside(workdir))
       os.makedirs(workdir, exist_ok=True)
     return False
   try:
@@ -223,7 +223,7 @@ def prepare_workdir(
         " --restart to start over (the old run moves to previous_runs/)"
     )
   if is_main:
-    _say_moved(workdir, _move_aside(workdir))
+    _say_moved(workdir, move_aside(workdir))
   return False
 
 
@@ -231,9 +231,13 @@ def _say_moved(workdir: str, dest: str) -> None:
   print(f"--restart: the previous run in {workdir} moved to {dest}")
 
 
-def _move_aside(workdir: str) -> str:
-  """Moves every entry of `workdir` into `previous_runs/<time>/`."""
-  dest = os.path.join(workdir, "previous_runs", time.strftime("%Y%m%d-%H%M%S"))
+def move_aside(workdir: str) -> str:
+  """Moves every entry of `workdir` into `previous_runs/<time>/`; returns it."""
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  dest, n = os.path.join(workdir, "previous_runs", stamp), 1
+  while os.path.exists(dest):  # two in one second
+    n += 1
+    dest = os.path.join(workdir, "previous_runs", f"{stamp}-{n}")
   os.makedirs(dest)
   for name in os.listdir(workdir):
     if name != "previous_runs":

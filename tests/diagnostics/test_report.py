@@ -135,6 +135,17 @@ def test_report_directory_is_atomic(tmp_path):
   report.write_report(out, _nodes(), [], {"run": 2})
   assert "run: `2`" in open(os.path.join(out, "report.md")).read()
   assert os.listdir(tmp_path) == ["rep"]
+  # The one it replaced is kept (issue 38: diagnose.py twice into one
+  # --out), and so are the ones that one kept.
+  report.write_report(out, _nodes(), [], {"run": 3})
+  previous = os.path.join(out, report.PREVIOUS)
+  kept = sorted(os.listdir(previous))
+  assert len(kept) == 2, kept
+  runs = [open(os.path.join(previous, k, "report.md")).read() for k in kept]
+  assert "run: `1`" in runs[0] and "run: `2`" in runs[1]
+  assert not os.path.exists(os.path.join(previous, kept[1], report.PREVIOUS))
+  assert "run: `3`" in open(os.path.join(out, "report.md")).read()
+  assert os.listdir(tmp_path) == ["rep"]
   # A directory that is not a report is never replaced.
   other = tmp_path / "other"
   other.mkdir()

@@ -27,9 +27,11 @@ import sys
 
 import pytest
 
+from opd_jax import cli
 from opd_jax import testing
 from opd_jax.trainer import loop, plan
 from opd_jax.trainer import builders
+from opd_jax.trainer import config as config_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -229,6 +231,45 @@ CASES = {
         ),
         "e.jsonl",
     ),
+    "a forgotten teacher is not a random preset": (
+        lambda p, t, c: c.update(teacher="", teacher_preset="qwen3_0p6b"),
+        (
+            "config.teacher: expected an HF checkpoint directory (or 'self')"
+            " beside config.student="
+        ),
+    ),
+    "a forgotten teacher: names the preset it would have built": (
+        lambda p, t, c: c.update(teacher="", teacher_preset="qwen3_0p6b"),
+        (
+            "got ''; config.teacher_preset='qwen3_0p6b' alone would be a"
+            " teacher with random weights"
+        ),
+    ),
+    "a forgotten student beside a teacher": (
+        lambda p, t, c: c.update(
+            student="", student_preset="qwen3_0p6b", tokenizer=p["student"]
+        ),
+        "config.student: expected an HF checkpoint directory beside",
+    ),
+    "data.path with the built-in task": (
+        lambda p, t, c: c.data.update(
+            path=_jsonl(t, "q.jsonl", [b'{"question": "1 + 1 ="}'])
+        ),
+        (
+            "config.data.path: expected '' with the built-in task"
+            " config.data.source='arithmetic'"
+        ),
+    ),
+    "eval_path with the built-in task": (
+        lambda p, t, c: c.data.update(
+            eval_path=_jsonl(t, "e.jsonl", [b'{"question": "1", "answer": 2}'])
+        ),
+        "config.data.eval_path: expected '' with the built-in task",
+    ),
+    "a context column with the built-in task": (
+        lambda p, t, c: c.data.update(solution_field="solution"),
+        "config.data.solution_field: expected '' with the built-in task",
+    ),
     "workdir is a file": (
         lambda p, t, c: (t / "run").write_text("x"),
         "is a file, not a directory",
@@ -247,6 +288,64 @@ def test_bad_input_gets_a_clear_error(pair, tmp_path, name):
   assert fragment in str(e.value), str(e.value)
   assert "\n" not in str(e.value).strip()
   assert not (workdir / "checkpoints").exists()
+
+
+def test_another_methods_field_on_the_command_line_is_refused(pair, tmp_path):
+  # `--config.tip.rho=0.2 --config.method=rkl`: the run never reads it.
+  c = testing.tiny_train_config(pair, method="rkl", **{"tip.rho": 0.2})
+  with pytest.raises(
+      ValueError,
+      match=r"^--config\.tip\.rho: a field of method 'tip', but config\.method"
+      r" is 'rkl': it has no effect in this run; drop it or set"
+      r" --config\.method=tip$",
+  ):
+    loop.Trainer(c, str(tmp_path / "run"), overridden=("tip.rho",))
+  assert not (tmp_path / "run").exists()
+
+
+def test_settings_without_effect_are_warned_once(pair, capsys):
+  # From a config file (switching a config's method is a documented use),
+  # a file source without evaluation rows, a warm-up as long as the run.
+  c = testing.tiny_train_config(
+      pair, method="rkl", eval_every=2, **{"tip.rho": 0.2}
+  )
+  c.optimizer.warmup_steps = c.total_steps
+  _file_data(None, c, "q.jsonl")
+  cli._WARNED.clear()  # pylint: disable=protected-access (earlier cases')
+  config_lib.check_active(c)
+  config_lib.check_active(c)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [
+      (
+          "warning: config.tip.rho: a field of method 'tip', but config.method"
+          " is 'rkl': it has no effect in this run"
+      ),
+      (
+          "warning: config.data.eval_path is '': this run will not evaluate"
+          " (config.eval_every=2 has nothing to score); give a file with"
+          " answers to evaluate on"
+      ),
+      (
+          "warning: config.optimizer.warmup_steps=4 >= config.total_steps=4:"
+          " the learning rate never reaches"
+          " config.optimizer.learning_rate=0.003"
+      ),
+  ], lines
+
+
+def test_dry_run_preset_in_place_of_a_missing_directory_says_so(pair, capsys):
+  cli._WARNED.clear()  # pylint: disable=protected-access
+  c = testing.tiny_train_config(pair)
+  c.student, c.student_preset = "/no/such/student", "qwen3_0p6b"
+  _, where = builders.model_config(c, "student", allow_preset_fallback=True)
+  assert where == "preset qwen3_0p6b (in place of /no/such/student)"
+  assert capsys.readouterr().out == (
+      "warning: config.student: '/no/such/student' is not a directory on"
+      " this machine; using the shapes of config.student_preset='qwen3_0p6b'"
+      " in its place\n"
+  )
+  with pytest.raises(OSError, match="'/no/such/student' does not exist"):
+    builders.model_config(c, "student", allow_preset_fallback=False)
 
 
 def test_training_file_without_answers_is_fine(pair, tmp_path):

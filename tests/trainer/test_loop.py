@@ -158,6 +158,53 @@ def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
   assert [l["train/skipped"] for l in lines] == [1.0, 1.0, 1.0]
 
 
+def _nan_on(trainer, steps):
+  """Makes the step's teacher NaN (every loss NaN) on the given calls."""
+  nan = jax.tree.map(lambda x: x * np.nan, trainer.teacher_params)
+  step_fn, calls = trainer.step_fn, []
+
+  def step(state, teacher, batch):
+    calls.append(None)
+    return step_fn(state, nan if len(calls) in steps else teacher, batch)
+
+  trainer.step_fn = step
+
+
+def test_mostly_skipped_steps_stop_the_run(pair, tmp_path):
+  # Never 3 in a row, but 3 of the first 4 steps: the model trains on
+  # almost nothing (a learning rate of 1e6 does this), so the run stops.
+  c = testing.tiny_train_config(pair, total_steps=8, max_consecutive_skips=3)
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  _nan_on(trainer, {1, 2, 4, 5, 7})
+  with pytest.raises(
+      loop.TrainingDivergedError,
+      match=r"^3 of 4 steps were skipped \(a non-finite loss or gradient\);",
+  ):
+    trainer.run()
+  assert int(trainer.state.consecutive_skips) == 1
+
+
+def test_skipped_steps_are_in_the_summary_and_a_mostly_skipped_run_fails(
+    pair, tmp_path, capsys
+):
+  c = testing.tiny_train_config(pair, total_steps=3, max_consecutive_skips=3)
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  _nan_on(trainer, {2})
+  trainer.run()
+  out = capsys.readouterr().out
+  assert "run at step 3, 1 of 3 steps skipped as non-finite: checkpoint" in out
+  # Two of three (never max_consecutive_skips in a row): an error at the end.
+  trainer = loop.Trainer(c, str(tmp_path / "run2"))
+  _nan_on(trainer, {1, 3})
+  with pytest.raises(
+      loop.TrainingDivergedError,
+      match=r"^2 of 3 steps were skipped \(a non-finite loss or gradient\):"
+      r" the run trained on 1\. Lower optimizer\.learning_rate",
+  ):
+    trainer.run()
+  assert "run at step 3, 2 of 3 steps skipped" in capsys.readouterr().out
+
+
 def test_nan_teacher_checkpoint_is_refused_at_load(pair, tmp_path):
   bad = str(tmp_path / "nan_teacher")
   teacher = load_hf(pair["teacher"])
