@@ -47,8 +47,7 @@ the pair with `python -m benchmarks step`, then batch and steps fitted).
 import os
 
 from opd_jax import methods
-from opd_jax.methods import tsd_kd
-from opd_jax.results import Claim, Variant
+from opd_jax.results import catalogue
 from opd_jax.trainer.config import default_config
 
 REPO = os.path.dirname(
@@ -125,207 +124,59 @@ def get_config():
   return c
 
 
-def _opsd(template: str) -> dict:
-  return {
-      "teacher": "self",
-      "self_teacher.weights": "initial",
-      "teacher_context.template": template,
-      "teacher_context.max_prompt_len": CONTEXT_PROMPT_LEN,
-  }
-
-
 def variants():
   """The rows the issue lists, with the controls."""
   rows = [
-      Variant(
-          "teacher",
-          "teacher (reference, not trained)",
-          None,
-          {"student": os.path.join(ASSETS, "teacher")},
-      ),
-      Variant("no_opd", "SFT init (no OPD)", None),
-      Variant("rkl", "full-token reverse KL", "rkl"),
-      Variant("sampled_rkl", "sampled-token reverse KL", "sampled_rkl"),
-      Variant(
-          "gkd",
-          "GKD (JSD 0.5, all tokens)",
-          "gkd",
-          {"gkd.loss_pass.jsd_beta": 0.5},
-      ),
-      Variant(
-          "gkd_0p9",
-          "GKD (JSD 0.9, TSD-KD's baseline)",
-          "gkd",
-          {"gkd.loss_pass.jsd_beta": 0.9},
-      ),
-      Variant(
-          "tip_entropy_50",
-          "TIP entropy 50%",
-          "tip",
-          {"tip.selector": "entropy", "tip.rho": 0.5},
-      ),
-      Variant(
-          "tip_soft_or_50",
-          "TIP Soft-OR 50%",
-          "tip",
-          {"tip.selector": "soft_or", "tip.rho": 0.5},
-      ),
-      Variant(
-          "tip_soft_or_20",
-          "TIP Soft-OR 20%",
-          "tip",
-          {"tip.selector": "soft_or", "tip.rho": 0.2},
-      ),
-      Variant(
-          "tip_q3",
-          "TIP Q3 only (low H, high D; cuts for ~10% of tokens)",
-          "tip",
-          {
-              "tip.selector": "quadrant",
-              "tip.which": 3,
-              "tip.q_entropy": 0.5,
-              "tip.q_divergence": 0.8,
-          },
-      ),
-      Variant(
-          "tip_random_50",
-          "random 50% (control)",
-          "tip",
-          {"tip.selector": "random", "tip.rho": 0.5},
-      ),
-      Variant(
-          "tip_bottom_soft_or_50",
-          "TIP bottom Soft-OR 50% (control)",
-          "tip",
-          {"tip.selector": "bottom_soft_or", "tip.rho": 0.5},
-      ),
-      Variant("dear", "DEAR (p = q = 0.2)", "dear"),
-      Variant(
-          "dear_decision_only",
-          "DEAR decision only (q = 0)",
-          "dear",
-          {"dear.q": 0.0},
-      ),
-      Variant("tsd_kd", "TSD-KD (the paper's reading)", "tsd_kd"),
-      Variant(
-          "tsd_kd_code",
-          "TSD-KD as the released code (EM ~90%, code PL order, opener per"
-          " 4 rows)",
-          "tsd_kd",
-          {f"tsd_kd.{k}": v for k, v in tsd_kd.CODE_FAITHFUL.items()},
-      ),
-      Variant(
-          "tsd_kd_gated_jsd",
-          "TSD-KD gated JSD alone (no opener ranking, no entropy min.)",
-          "tsd_kd",
-          {"tsd_kd.alpha": 0.0, "tsd_kd.em_ratio": 0.0},
-      ),
-      Variant("minillm", "MiniLLM", "minillm"),
-      Variant(
-          "opsd",
-          "OPSD (self-teacher with the worked search, reverse KL)",
+      catalogue.teacher_row(os.path.join(ASSETS, "teacher")),
+      *catalogue.rows(
+          "no_opd",
           "rkl",
-          _opsd("solution"),
+          "sampled_rkl",
+          "gkd",
+          "gkd_0p9",
+          "tip_entropy_50",
+          "tip_soft_or_50",
+          "tip_soft_or_20",
+          "tip_q3",
+          "tip_random_50",
+          "tip_bottom_soft_or_50",
+          "dear",
+          "dear_decision_only",
+          "tsd_kd",
+          "tsd_kd_code",
+          "tsd_kd_gated_jsd",
+          "minillm",
+          # Q3's cuts: the low-entropy half x the top-20% divergence, 10%
+          # of tokens if the two were independent; the realised share is
+          # reported per run.
+          tip_q3={"tip.q_entropy": 0.5, "tip.q_divergence": 0.8},
       ),
+      catalogue.opsd_row("solution", CONTEXT_PROMPT_LEN),
   ]
   if "topd" in methods.REGISTRY:
     # The paper's 50-token windows, and a false-alarm share near its ~30%.
-    topd = {"topd.window": 50, "topd.ot_quantile": 0.3}
-    rows.append(Variant("topd", "TOPD (50-token windows)", "topd", topd))
-    rows.append(
-        Variant(
-            "topd_nds_only",
-            "TOPD NDS only",
-            "topd",
-            {**topd, "topd.lambda_traj": 0.0},
-        )
+    rows += catalogue.topd_rows(
+        "TOPD (50-token windows)", window=50, ot_quantile=0.3
     )
   return rows
 
 
 def claims():
-  """The papers' claims on these rows (margins as in configs/grids/default.py)."""
-  return [
-      Claim("OPD", "OPD beats the SFT initialisation", "rkl", ">", "no_opd"),
-      Claim(
-          "TIP",
-          "entropy-50% matches full-token (within 5 points) at 47% less"
-          " step memory",
-          "tip_entropy_50",
-          "~",
-          "rkl",
-          margin=0.05,
-          memory_ratio=0.53,
-      ),
-      Claim(
-          "TIP",
-          "Soft-OR 50% beats entropy 50%",
-          "tip_soft_or_50",
-          ">",
-          "tip_entropy_50",
-      ),
-      Claim(
-          "TIP",
-          "Q3 only (~10% of tokens) matches full-token (within 5 points)",
-          "tip_q3",
-          "~",
-          "rkl",
-          margin=0.05,
-          max_select_frac=0.2,
-      ),
-      Claim(
-          "TIP",
-          "bottom Soft-OR is clearly worse than top Soft-OR",
-          "tip_soft_or_50",
-          ">",
-          "tip_bottom_soft_or_50",
-      ),
-      Claim(
-          "TIP",
-          "Soft-OR 50% beats a random 50%",
-          "tip_soft_or_50",
-          ">",
-          "tip_random_50",
-      ),
-      Claim("TSD-KD", "TSD-KD beats GKD at beta 0.9", "tsd_kd", ">", "gkd_0p9"),
-      Claim("TSD-KD", "TSD-KD beats GKD at beta 0.5", "tsd_kd", ">", "gkd"),
-      Claim(
-          "TSD-KD",
-          "TSD-KD (the released code's reading) beats GKD at beta 0.9",
-          "tsd_kd_code",
-          ">",
-          "gkd_0p9",
-      ),
-      Claim(
-          "TSD-KD",
-          "opener ranking and entropy minimisation add to the gated JSD",
-          "tsd_kd",
-          ">",
-          "tsd_kd_gated_jsd",
-      ),
-      Claim(
-          "DEAR",
-          "DEAR beats OPD by 2.5 points",
-          "dear",
-          ">",
-          "rkl",
-          margin=0.025,
-      ),
-      Claim(
-          "DEAR",
-          "DEAR beats decision-only by 2.5 points (decision-only ~ OPD)",
-          "dear",
-          ">",
-          "dear_decision_only",
-          margin=0.025,
-      ),
-      Claim(
-          "OPSD",
-          "a self-teacher shown the solution beats the SFT initialisation",
-          "opsd",
-          ">",
-          "no_opd",
-      ),
-      Claim("TOPD", "TOPD beats OPD", "topd", ">", "rkl"),
-      Claim("TOPD", "NDS alone helps a little", "topd_nds_only", ">", "rkl"),
-  ]
+  """The papers' claims on these rows (margins: opd_jax.results.catalogue)."""
+  return catalogue.claims(
+      "opd",
+      "tip_entropy",
+      "tip_soft_or",
+      "tip_q3",
+      "tip_bottom",
+      "tip_random",
+      "tsd_kd_0p9",
+      "tsd_kd",
+      "tsd_kd_code_0p9",
+      "tsd_kd_gated_jsd",
+      "dear",
+      "dear_decision",
+      "opsd",
+      "topd",
+      "topd_nds",
+  )

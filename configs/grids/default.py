@@ -52,8 +52,7 @@ elsewhere to go on.
 import os
 
 from opd_jax import methods
-from opd_jax.methods import tsd_kd
-from opd_jax.results import Claim, Variant
+from opd_jax.results import catalogue
 from opd_jax.trainer.config import default_config
 
 REPO = os.path.dirname(
@@ -132,137 +131,36 @@ def get_config():
 
 def variants():
   """The rows: (method, variant) as config overrides, controls included."""
-  teacher = os.path.join(ASSETS, "teacher")
   rows = [
-      Variant(
-          "teacher",
-          "teacher (reference, not trained)",
-          None,
-          {"student": teacher},
-      ),
-      Variant("no_opd", "SFT init (no OPD)", None),
-      Variant("rkl", "full-token reverse KL", "rkl"),
-      Variant(
-          "gkd",
-          "GKD (JSD 0.5, all tokens)",
-          "gkd",
-          {"gkd.loss_pass.jsd_beta": 0.5},
-      ),
-      Variant("sampled_rkl", "sampled-token reverse KL", "sampled_rkl"),
-      Variant(
-          "tip_entropy_50",
-          "TIP entropy 50%",
-          "tip",
-          {"tip.selector": "entropy", "tip.rho": 0.5},
-      ),
-      Variant(
-          "tip_soft_or_50",
-          "TIP Soft-OR 50%",
-          "tip",
-          {"tip.selector": "soft_or", "tip.rho": 0.5},
-      ),
-      Variant(
-          "tip_soft_or_20",
-          "TIP Soft-OR 20%",
-          "tip",
-          {"tip.selector": "soft_or", "tip.rho": 0.2},
-      ),
-      Variant(
-          "tip_q3",
-          "TIP Q3 only (low H, high D)",
-          "tip",
-          {"tip.selector": "quadrant", "tip.which": 3},
-      ),
-      Variant(
-          "tip_bottom_soft_or_50",
-          "TIP bottom Soft-OR 50% (control)",
-          "tip",
-          {"tip.selector": "bottom_soft_or", "tip.rho": 0.5},
-      ),
-      Variant(
-          "tip_random_50",
-          "random 50% (control)",
-          "tip",
-          {"tip.selector": "random", "tip.rho": 0.5},
-      ),
-      Variant("tsd_kd", "TSD-KD", "tsd_kd"),
-      Variant(
-          "tsd_kd_no_gate",
-          "TSD-KD without gate",
-          "tsd_kd",
-          {"tsd_kd.gate": False},
-      ),
-      Variant(
-          "tsd_kd_no_opener",
-          "TSD-KD without opener ranking",
-          "tsd_kd",
-          {"tsd_kd.alpha": 0.0},
-      ),
-      Variant(
-          "tsd_kd_no_em",
-          "TSD-KD without entropy min.",
-          "tsd_kd",
-          {"tsd_kd.em_ratio": 0.0},
-      ),
-      Variant(
-          "tsd_kd_em_0p1",
-          "TSD-KD, EM weight 0.1",
-          "tsd_kd",
-          {"tsd_kd.em_weight": 0.1},
-      ),
-      # The released code's reading (docs/methods.md §2(d) items 1-3).
-      Variant(
-          "tsd_kd_code",
-          "TSD-KD as the released code (EM ~90%, code PL order, opener per"
-          " 4 rows)",
-          "tsd_kd",
-          {f"tsd_kd.{k}": v for k, v in tsd_kd.CODE_FAITHFUL.items()},
-      ),
-      Variant("dear", "DEAR (p = q = 0.2)", "dear"),
-      Variant(
-          "dear_decision_only",
-          "DEAR decision only (q = 0)",
-          "dear",
-          {"dear.q": 0.0},
-      ),
-      Variant("minillm", "MiniLLM", "minillm"),
-      # Self-distillation: the frozen initial student, shown the reference
-      # solution before the question, teaches the student (configs/opsd.py).
-      Variant(
-          "opsd",
-          "OPSD (self-teacher with the solution, reverse KL)",
+      catalogue.teacher_row(os.path.join(ASSETS, "teacher")),
+      *catalogue.rows(
+          "no_opd",
           "rkl",
-          {
-              "teacher": "self",
-              "self_teacher.weights": "initial",
-              "teacher_context.template": "solution",
-              "teacher_context.max_prompt_len": 96,
-          },
+          "gkd",
+          "sampled_rkl",
+          "tip_entropy_50",
+          "tip_soft_or_50",
+          "tip_soft_or_20",
+          "tip_q3",
+          "tip_bottom_soft_or_50",
+          "tip_random_50",
+          "tsd_kd",
+          "tsd_kd_no_gate",
+          "tsd_kd_no_opener",
+          "tsd_kd_no_em",
+          "tsd_kd_em_0p1",
+          "tsd_kd_code",
+          "dear",
+          "dear_decision_only",
+          "minillm",
       ),
-      # The same self-teacher under the paper's other contexts: a summary
-      # of the solution, and a correct with a wrong solution (the longest
-      # teacher prompt of the task is 86 tokens). The empty context is
-      # plain OPD against theta_0: no signal from a student at theta_0
+      # Self-distillation under the paper's contexts (the longest teacher
+      # prompt of the task is 86 tokens). The empty context is plain OPD
+      # against theta_0: no signal from a student at theta_0
       # (tests/trainer/test_self_teacher.py), so it has no row.
       *(
-          Variant(
-              f"opsd_{name}",
-              f"OPSD ({label}, reverse KL)",
-              "rkl",
-              {
-                  "teacher": "self",
-                  "self_teacher.weights": "initial",
-                  "teacher_context.template": name,
-                  "teacher_context.max_prompt_len": 96,
-              },
-          )
-          for name, label in (
-              ("summary", "self-teacher with a summary"),
-              (
-                  "correct_wrong",
-                  "self-teacher with a correct and a wrong solution",
-              ),
-          )
+          catalogue.opsd_row(t, 96)
+          for t in ("solution", "summary", "correct_wrong")
       ),
   ]
   if "topd" in methods.REGISTRY:
@@ -271,17 +169,7 @@ def variants():
     # at most ceil(0.2 * 24) = 5 candidates per rollout: the top 20% by
     # loss all fit, where the default cap of 8 computes empty slots (2x
     # the step time).
-    topd = {"topd.window": 8, "topd.max_candidates": 5}
-    rows.append(Variant("topd", "TOPD", "topd", topd))
-    # NDS alone: the near-future guidance term off (docs/methods.md §5).
-    rows.append(
-        Variant(
-            "topd_nds_only",
-            "TOPD NDS only",
-            "topd",
-            {**topd, "topd.lambda_traj": 0.0},
-        )
-    )
+    rows += catalogue.topd_rows(window=8, max_candidates=5)
   return rows
 
 
@@ -293,94 +181,20 @@ def claims():
   inside +-margin: 0.05 (5 points of accuracy) where a paper says "within
   noise" / "retains" without a number (docs/evaluation.md).
   """
-  return [
-      Claim("OPD", "OPD beats the SFT initialisation", "rkl", ">", "no_opd"),
-      Claim(
-          "TIP",
-          "entropy-50% matches full-token (within 5 points) at 47% less"
-          " step memory",
-          "tip_entropy_50",
-          "~",
-          "rkl",
-          margin=0.05,
-          # Qwen3 pair 72.0 GB -> 38.1 GB at 50% (docs/methods.md §3).
-          memory_ratio=0.53,
-      ),
-      Claim(
-          "TIP",
-          "Soft-OR 50% beats entropy 50%",
-          "tip_soft_or_50",
-          ">",
-          "tip_entropy_50",
-      ),
-      Claim(
-          "TIP",
-          "Q3 only (< 20% of tokens) matches full-token (within 5 points)",
-          "tip_q3",
-          "~",
-          "rkl",
-          margin=0.05,
-          max_select_frac=0.2,
-      ),
-      Claim(
-          "TIP",
-          "bottom Soft-OR is clearly worse than top Soft-OR",
-          "tip_soft_or_50",
-          ">",
-          "tip_bottom_soft_or_50",
-      ),
-      Claim("TSD-KD", "TSD-KD beats GKD", "tsd_kd", ">", "gkd"),
-      Claim(
-          "TSD-KD",
-          "TSD-KD (the released code's reading) beats GKD",
-          "tsd_kd_code",
-          ">",
-          "gkd",
-      ),
-      Claim(
-          "TSD-KD",
-          "removing the gate loses something",
-          "tsd_kd",
-          ">",
-          "tsd_kd_no_gate",
-      ),
-      Claim(
-          "TSD-KD",
-          "removing opener ranking loses something",
-          "tsd_kd",
-          ">",
-          "tsd_kd_no_opener",
-      ),
-      Claim(
-          "TSD-KD",
-          "removing entropy minimisation loses something",
-          "tsd_kd",
-          ">",
-          "tsd_kd_no_em",
-      ),
-      Claim(
-          "DEAR",
-          "DEAR beats OPD by 2.5 points",
-          "dear",
-          ">",
-          "rkl",
-          margin=0.025,
-      ),
-      Claim(
-          "DEAR",
-          "DEAR beats decision-only by 2.5 points (decision-only ~ OPD)",
-          "dear",
-          ">",
-          "dear_decision_only",
-          margin=0.025,
-      ),
-      Claim(
-          "OPSD",
-          "a self-teacher shown the solution beats the SFT initialisation",
-          "opsd",
-          ">",
-          "no_opd",
-      ),
-      Claim("TOPD", "TOPD beats OPD", "topd", ">", "rkl"),
-      Claim("TOPD", "NDS alone helps a little", "topd_nds_only", ">", "rkl"),
-  ]
+  return catalogue.claims(
+      "opd",
+      "tip_entropy",
+      "tip_soft_or",
+      "tip_q3",
+      "tip_bottom",
+      "tsd_kd",
+      "tsd_kd_code",
+      "tsd_kd_gate",
+      "tsd_kd_opener",
+      "tsd_kd_em",
+      "dear",
+      "dear_decision",
+      "opsd",
+      "topd",
+      "topd_nds",
+  )

@@ -21,6 +21,7 @@ import pytest
 from opd_jax.data import context as contexts
 from opd_jax.data import countdown, tasks
 from opd_jax.data.tokenizer import count_tokens
+from opd_jax.results import catalogue
 from opd_jax.results import grid as grid_lib
 from opd_jax.trainer import config as config_lib
 
@@ -121,3 +122,16 @@ def test_the_alignment_measurement_runs_on_countdown(grid):
       "--num_questions=128",
   ):
     assert flag in flags, flag
+
+
+def test_the_catalogue_names_what_it_lacks():
+  with pytest.raises(ValueError) as e:
+    catalogue.rows("rkl", "tip_q4")
+  assert str(e.value).startswith("rows: expected names in [") and str(
+      e.value
+  ).endswith("got ['tip_q4']")
+  with pytest.raises(ValueError, match=r"got \['tsd'\]"):
+    catalogue.claims("opd", "tsd")
+  q3 = catalogue.rows("tip_q3", tip_q3={"tip.q_divergence": 0.9})[0]
+  assert q3.overrides["tip.q_divergence"] == 0.9
+  assert "tip.q_divergence" not in catalogue.ROWS["tip_q3"].overrides
