@@ -98,11 +98,13 @@ def random_model(
   return model
 
 
-def tiny_distillation_pair(directory: str, *, vocab_size: int = 80) -> dict:
+def tiny_distillation_pair(
+    directory: str, *, vocab_size: int = 80, task: str = "arithmetic"
+) -> dict:
   """Writes a tiny student and teacher HF checkpoint with the task tokenizer.
 
-  Both directories hold config.json, model.safetensors and the built-in
-  arithmetic task's tokenizer (so `AutoTokenizer` loads from either).
+  Both directories hold config.json, model.safetensors and built-in task
+  `task`'s tokenizer (so `AutoTokenizer` loads from either).
 
   Returns:
     {'student': path, 'teacher': path, 'tokenizer': path}.
@@ -114,7 +116,7 @@ def tiny_distillation_pair(directory: str, *, vocab_size: int = 80) -> dict:
   from opd_jax.models import hf_io  # pylint: disable=g-import-not-at-top
 
   tok_dir = task_tokenizer.build_task_tokenizer(
-      os.path.join(directory, "tokenizer")
+      os.path.join(directory, "tokenizer"), task
   )
   tok = task_tokenizer.load_task_tokenizer(tok_dir)
   if len(tok) > vocab_size:
