@@ -138,6 +138,27 @@ EXPORT = [
         "no checkpoint in {truncated}/checkpoints can be restored (step 3:",
     ),
     (
+        "export: the run's student directory moved, its checkpoints fine",
+        ["export", "--workdir={moved}", "--out={tmp}/o1"],
+        2,
+        (
+            "the run's student directory {tmp}/moved_student (config.student)"
+            " is not on this machine: restoring reads the model's shapes from"
+            " its config.json. The checkpoints in {moved}/checkpoints are"
+            " unchanged; put the directory back at that path"
+        ),
+    ),
+    (
+        "export: the student moved, and its preset does not fit",
+        ["export", "--workdir={moved_preset}", "--out={tmp}/o1"],
+        2,
+        (
+            "put the directory back at that path"
+            " (config.student_preset='qwen3_0p6b', tried in its place, does"
+            " not fit the checkpoints)"
+        ),
+    ),
+    (
         "export: a run",
         ["export", "--workdir={run}", "--out={exported}"],
         0,
@@ -576,6 +597,15 @@ def _paths(pair, tmp) -> dict[str, str]:
       "tiny": f"{_TINY}:{os.path.dirname(pair['student'])}",
   }
   _truncate_checkpoint(paths["truncated"])
+  for name, preset in (("moved", ""), ("moved_preset", "qwen3_0p6b")):
+    paths[name] = _fake_run(pair, os.path.join(tmp, name))
+    config = os.path.join(paths[name], workdir_lib.CONFIG_FILE)
+    with open(config) as f:
+      saved = json.load(f)
+    saved["student"] = os.path.join(tmp, "moved_student")
+    saved["student_preset"] = preset
+    with open(config, "w") as f:
+      json.dump(saved, f)
   for d in ("full", "empty", "model_out"):
     os.makedirs(paths[d])
   files = {

@@ -23,7 +23,7 @@ from flax import nnx
 
 from opd_jax import sharding
 from opd_jax.models import Transformer
-from opd_jax.trainer.checkpointing import Checkpointer
+from opd_jax.trainer.checkpointing import Checkpointer, CheckpointRestoreError
 from opd_jax.trainer.config import default_config, migrate_saved
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
@@ -63,6 +63,15 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return with_defaults(json.load(f))
 
 
+def _moved_student(workdir: str, c: ml_collections.ConfigDict) -> str:
+  return (
+      f"the run's student directory {c.student} (config.student) is not on"
+      " this machine: restoring reads the model's shapes from its"
+      f" config.json. The checkpoints in {os.path.join(workdir, 'checkpoints')}"
+      " are unchanged; put the directory back at that path"
+  )
+
+
 def restore_student(
     workdir: str, mesh=None
 ) -> tuple[Transformer, int, ml_collections.ConfigDict]:
@@ -76,6 +85,9 @@ def restore_student(
     (model, step, run config).
   """
   c = load_run_config(workdir)
+  moved = bool(c.student) and not os.path.isdir(c.student)
+  if moved and not c.student_preset:
+    raise FileNotFoundError(_moved_student(workdir, c))
   plan = plan_run(c, allow_preset_fallback=True, need_teacher=False, mesh=mesh)
   graphdef, params = split_abstract(plan.abstract_model("student"))
   abstract_state = plan.abstract_state(params)
@@ -85,6 +97,16 @@ def restore_student(
   checkpointer = Checkpointer(workdir, async_save=False)
   try:
     restored = checkpointer.restore_latest(target)
+  except CheckpointRestoreError:
+    if not moved:
+      raise
+    # The preset's shapes stood in for the student's and do not fit: the
+    # checkpoints are not at fault.
+    raise FileNotFoundError(
+        _moved_student(workdir, c)
+        + f" (config.student_preset={c.student_preset!r}, tried in its place,"
+        " does not fit the checkpoints)"
+    ) from None
   finally:
     checkpointer.close()
   if restored is None:
