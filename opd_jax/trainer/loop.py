@@ -152,6 +152,12 @@ def dry_run(
     raise AssertionError("the step changes the train state's structure")
   step_mem = sampler_mem = None
   if memory:
+    if jax.process_index() == 0:  # minutes for billion-parameter models
+      print(
+          "dry run: compiling the update step and the sampler ahead of time"
+          " (nothing runs; --nodry_run_memory only traces) ...",
+          flush=True,
+      )
     # Compiled ahead on the abstract arguments: what each device would hold.
     step_mem = memory_lib.step_memory(plan, sgraph, params, tgraph, teacher)
     sampler_mem = memory_lib.sampler_memory(
@@ -292,6 +298,8 @@ class Trainer:
     params = student_state.to_pure_dict()
     abstract_state = plan.abstract_state(params)
     batch = plan.abstract_batch()
+    if self.is_main:  # the longest silent phase of a start
+      print(f"compiling the {c.method} train step ...", flush=True)
     with jax.set_mesh(self.mesh):
       jitted, self.state_sh, teacher_sh, self.batch_sh = plan.compile_step(
           abstract_state,

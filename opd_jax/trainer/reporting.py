@@ -362,10 +362,13 @@ class ProgressBar:
   On a terminal, tqdm shows steps/s and the ETA, and the postfix shows
   tokens/s and the given metrics. When the output is not a terminal (CI,
   a pod's log file) a bar would print carriage returns, so a plain line is
-  printed every `log_every` steps instead, with the same numbers measured
-  over the steps since the previous line. Processes other than 0 print
-  nothing.
+  printed every `log_every` steps instead (and at most `PLAIN_LINES` over
+  the run: the demo's 300 steps logged one by one would be 300 lines),
+  with the same numbers measured over the steps since the previous line.
+  Processes other than 0 print nothing.
   """
+
+  PLAIN_LINES = 25
 
   def __init__(
       self,
@@ -382,13 +385,15 @@ class ProgressBar:
       total_steps: the last step of the run.
       initial_step: the step already done.
       is_main_process: print only when True.
-      log_every: steps between plain lines (non-TTY only).
+      log_every: steps between plain lines (non-TTY only; more when the
+        run would print over `PLAIN_LINES` of them).
       file: the output stream; `sys.stderr` when None.
     """
     if log_every < 1:
       raise ValueError(f"ProgressBar.log_every: expected >= 1, got {log_every}")
     self._file = file if file is not None else sys.stderr
-    self._total, self._every = int(total_steps), int(log_every)
+    self._total = int(total_steps)
+    self._every = max(int(log_every), -(-self._total // self.PLAIN_LINES))
     self._enabled = is_main_process
     isatty = getattr(self._file, "isatty", None)
     self._tty = bool(is_main_process and isatty and isatty())

@@ -151,6 +151,14 @@ def test_progress_bar_plain_lines():
       "steps/s" in l and "tok/s" in l and "loss/rkl=0.125" in l for l in lines
   )
   assert "eta" in lines[0]
+  # A long run logged every step prints at most PLAIN_LINES lines (+ last).
+  out = io.StringIO()
+  with reporting.ProgressBar(300, log_every=1, file=out) as bar:
+    for step in range(1, 301):
+      bar.update(step, {"loss/rkl": 0.5}, tokens=10)
+  lines = out.getvalue().splitlines()
+  assert len(lines) == reporting.ProgressBar.PLAIN_LINES, len(lines)
+  assert lines[0].startswith("step 12/300") and "step 300/300" in lines[-1]
   quiet = io.StringIO()
   bar = reporting.ProgressBar(
       10, is_main_process=False, log_every=1, file=quiet
