@@ -297,14 +297,41 @@ def unknown_fields(
   return out
 
 
+def missing_fields(
+    c: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
+) -> list[str]:
+  """The fields (and blocks) of `reference` that `c` lacks, dotted."""
+  out = []
+
+  def walk(node, ref, prefix):
+    for key in ref.keys():
+      if key not in node:
+        out.append(f"{prefix}{key}")
+      elif isinstance(ref[key], ml_collections.ConfigDict) and isinstance(
+          node[key], ml_collections.ConfigDict
+      ):
+        walk(node[key], ref[key], f"{prefix}{key}.")
+
+  walk(c, reference, "")
+  return out
+
+
 def check_fields(c: ml_collections.ConfigDict) -> None:
-  """Refuses fields `default_config()` does not have (a misspelled name).
+  """Refuses fields `default_config()` does not have (a misspelled name),
+  and fields or blocks it has that `c` lacks.
 
   A config file may set any attribute (`c.optimiser = ...`); such a field
   would be accepted, saved and have no effect. Raises ConfigError naming the
   first unknown field and the closest known one.
   """
-  unknown = unknown_fields(c, default_config())
+  reference = default_config()
+  missing = missing_fields(c, reference)
+  if missing:
+    raise ConfigError(
+        f"config.{missing[0]}: missing (the config file deleted or replaced"
+        " it); start from default_config() and change fields, not blocks"
+    )
+  unknown = unknown_fields(c, reference)
   if unknown:
     name, near = unknown[0]
     hint = f"; did you mean config.{near}?" if near else ""
@@ -323,6 +350,10 @@ def _need(ok: bool, field: str, allowed: str, value) -> None:
     raise ConfigError(f"config.{field}: expected {allowed}, got {value!r}")
 
 
+# Sizes and steps become int32 array shapes and counters.
+_INT_LIMIT = 2**31 - 1
+
+
 def _int_at_least(c, field: str, low: int) -> None:
   value = c
   for part in field.split("."):
@@ -333,6 +364,7 @@ def _int_at_least(c, field: str, low: int) -> None:
       f"an integer >= {low}",
       value,
   )
+  _need(value <= _INT_LIMIT, field, "an integer <= 2^31 - 1", value)
 
 
 def _check_execution(c: ml_collections.ConfigDict) -> None:
@@ -620,6 +652,14 @@ def validate(c: ml_collections.ConfigDict) -> methods.Method:
         "a field with reference responses when lmbda < 1",
         "",
     )
+  tokens = c.batch_size * (c.max_prompt_len + c.max_new_tokens)
+  _need(
+      tokens <= _INT_LIMIT,
+      "batch_size",
+      "a batch of at most 2^31 - 1 tokens (batch_size x (max_prompt_len +"
+      " max_new_tokens))",
+      c.batch_size,
+  )
   _need(
       c.batch_size % c.micro_batches == 0,
       "micro_batches",

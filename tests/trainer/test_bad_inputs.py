@@ -270,6 +270,24 @@ CASES = {
         lambda p, t, c: c.data.update(solution_field="solution"),
         "config.data.solution_field: expected '' with the built-in task",
     ),
+    "a method block deleted by the config file": (
+        lambda p, t, c: c.__delitem__("tip"),
+        (
+            "config.tip: missing (the config file deleted or replaced it);"
+            " start from default_config()"
+        ),
+    ),
+    "a batch of more tokens than an int32 counts": (
+        lambda p, t, c: c.update(batch_size=10**8),
+        (
+            "config.batch_size: expected a batch of at most 2^31 - 1 tokens"
+            " (batch_size x (max_prompt_len + max_new_tokens)), got 100000000"
+        ),
+    ),
+    "a step count beyond int32": (
+        lambda p, t, c: c.update(total_steps=10**10),
+        "config.total_steps: expected an integer <= 2^31 - 1, got 10000000000",
+    ),
     "workdir is a file": (
         lambda p, t, c: (t / "run").write_text("x"),
         "is a file, not a directory",
