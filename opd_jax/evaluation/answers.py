@@ -139,3 +139,76 @@ def normalize_answer(answer: str) -> str:
   s = re.sub(r"\s+", "", s)
   s = s.rstrip(".")
   return s
+
+
+def _paren_group(text: str, open_idx: int) -> int | None:
+  """The index of the `)` closing the `(` at `open_idx`, or None."""
+  depth = 0
+  for i in range(open_idx, len(text)):
+    if text[i] == "(":
+      depth += 1
+    elif text[i] == ")":
+      depth -= 1
+      if depth == 0:
+        return i
+  return None
+
+
+_PLAIN_CALL_RE = re.compile(r"(?<![\\A-Za-z])(sqrt|binom|C)\s*\(")
+_POWER_RE = re.compile(r"(\^|\*\*)\s*\(")
+
+
+def plain_to_latex(text: str) -> str:
+  """Plain-text math as the LaTeX math-verify parses reliably.
+
+  `2^(n-1)` / `2**(n-1)` -> `2^{n-1}`, `sqrt(3)/3` -> `\\sqrt{3}/3`,
+  `C(n, 4)` / `binom(n, 4)` -> `\\binom{n}{4}`; everything else (LaTeX
+  included) is left as it is.
+
+  Examples:
+    >>> plain_to_latex("2^(n-1) + sqrt(2)")
+    '2^{n-1} + \\\\sqrt{2}'
+    >>> plain_to_latex("C(n, 4)")
+    '\\\\binom{n}{4}'
+  """
+  out, i = [], 0
+  while i < len(text):
+    call = _PLAIN_CALL_RE.match(text, i) if text[i] in "sbC" else None
+    power = _POWER_RE.match(text, i) if text[i] in "^*" else None
+    match = call or power
+    if match is not None:
+      open_idx = match.end() - 1
+      close = _paren_group(text, open_idx)
+      if close is not None:
+        inner = plain_to_latex(text[open_idx + 1 : close])
+        if power is not None:
+          out.append(f"^{{{inner}}}")
+        elif call.group(1) == "sqrt":
+          out.append(f"\\sqrt{{{inner}}}")
+        else:
+          args = [a.strip() for a in _split_top(inner)]
+          if len(args) != 2:
+            out.append(text[i : close + 1])
+            i = close + 1
+            continue
+          out.append(f"\\binom{{{args[0]}}}{{{args[1]}}}")
+        i = close + 1
+        continue
+    out.append(text[i])
+    i += 1
+  return "".join(out)
+
+
+def _split_top(text: str) -> list[str]:
+  """`text` split at its top-level commas (not inside brackets)."""
+  parts, depth, start = [], 0, 0
+  for i, ch in enumerate(text):
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "," and depth == 0:
+      parts.append(text[start:i])
+      start = i + 1
+  parts.append(text[start:])
+  return parts

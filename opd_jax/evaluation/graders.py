@@ -157,6 +157,55 @@ class IntegerGrader(Grader):
     ]
 
 
+# Letter runs that are math, not words ("banana" parses as a product of six
+# symbols and would grade any anagram correct).
+_MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg"
+    " exp sqrt frac dfrac tfrac binom choose pi infty inf lim max min gcd lcm"
+    " mod pmod bmod cdot times div pm mp le leq ge geq neq ne approx left right"
+    " text mathrm mathbf boxed circ deg degree degrees cup cap emptyset in"
+    " notin subset alpha beta gamma delta theta lambda mu sigma phi omega"
+    " and or".split()
+)
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+
+
+def math_reference(answer: str) -> str:
+  """A reference answer as math-verify's gold: plain-text math (`2^(n-1)`,
+  `sqrt(3)/3`, `C(n, 4)`) as LaTeX, inside `$...$` unless delimited."""
+  text = reference_text(str(answer))
+  if "$" in text or "\\boxed" in text or "\\(" in text or "\\[" in text:
+    return text
+  return f"${answers_lib.plain_to_latex(text)}$"
+
+
+def math_prediction(text: str) -> str:
+  """A response as math-verify's prediction: its final answer boxed.
+
+  The last `\\boxed{}`, else the last `#### x` / `The answer is x` /
+  `Final answer: x` line (without a box math-verify would take the last
+  expression it finds, often a step before the answer), plain-text math
+  as LaTeX; a response with neither is passed whole.
+  """
+  final = answers_lib.extract_boxed(text)
+  if final is None:
+    final = answers_lib.extract_final_line(text)
+    if final is not None:
+      final = final.strip().rstrip(".").strip().strip("$").strip()
+      final = answers_lib.remove_thousands_separators(final)
+  if not final:
+    return text
+  return f"\\boxed{{{answers_lib.plain_to_latex(final)}}}"
+
+
+def _word(answer: str) -> str | None:
+  """The first letter run of `answer` that is a word, not math, or None."""
+  for word in _WORD_RE.findall(reference_text(str(answer))):
+    if word.lower() not in _MATH_WORDS:
+      return word
+  return None
+
+
 class MathGrader(Grader):
   """math-verify equivalence (`0.5` = `\\frac{1}{2}`) in a worker pool.
 
@@ -176,12 +225,22 @@ class MathGrader(Grader):
     return self._pool
 
   def __call__(self, texts, answers):
-    pairs = [(t, reference_text(str(a))) for t, a in zip(texts, answers)]
+    pairs = [
+        (math_prediction(t), math_reference(a)) for t, a in zip(texts, answers)
+    ]
     return [g.correct for g in self.pool.grade(pairs)]
 
   def unusable(self, answers):
-    # A reference is usable when a response boxing it is graded correct.
+    # A reference is usable when it is math (not a word, which parses as a
+    # product of symbols) and a response boxing it is graded correct.
     why = super().unusable(answers)
+    for i, w in enumerate(why):
+      word = None if w is not None else _word(answers[i])
+      if word is not None:
+        why[i] = (
+            f"answer {answers[i]!r} is text ({word!r}), not math that"
+            " math-verify can compare"
+        )
     rows = [i for i, w in enumerate(why) if w is None]
     refs = [reference_text(str(answers[i])) for i in rows]
     ok = self([f"\\boxed{{{r}}}" for r in refs], refs) if rows else []

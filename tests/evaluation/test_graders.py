@@ -206,3 +206,59 @@ def test_math_grader_and_its_check(tmp_path):
         r" cannot be graded: math-verify",
     ):
       evaluation.check_gradable(grade, source)
+
+
+# Free-form competition answers as a user's file holds them (issue 38):
+# plain-text references, and responses that end in a sentence, not a box.
+# (reference, response, verdict).
+FREE_FORM = [
+    ("2^(n-1)", r"\boxed{2^{n-1}}", True),
+    ("2^(n-1)", "So the count doubles each time. The answer is 2^(n-1).", True),
+    ("2^(n-1)", r"\boxed{2^n/2}", True),
+    ("2^(n-1)", r"\boxed{2^{n+1}}", False),
+    ("4^n", r"The answer is $2^{2n}$.", True),
+    ("4^n", "The answer is 4n.", False),
+    ("sqrt(3)/3", r"\boxed{\frac{1}{\sqrt{3}}}", True),
+    ("sqrt(3)/3", "Final answer: sqrt(3)", False),
+    ("[-1, 1]", r"\boxed{[-1,1]}", True),
+    ("[-1, 1]", r"\boxed{(-1,1)}", False),
+    ("C(n, 4)", r"\boxed{\binom{n}{4}}", True),
+    ("C(n, 4)", r"\boxed{\frac{n(n-1)(n-2)(n-3)}{24}}", True),
+    ("C(n, 4)", r"\boxed{\binom{n}{3}}", False),
+    ("n!", "Multiplying the choices, the answer is n!", True),
+    ("n!", "We get n choices first, 2 at the end. The answer is n!.", True),
+    ("n!", "The answer is (n-1)!", False),
+    ("x = 1, 2", r"\boxed{1, 2}", True),
+    ("x = 1, 2", r"\boxed{1}", False),
+    ("7", "6 + 1 = 7.\n#### 7", True),
+]
+
+
+def test_free_form_references_and_answers_without_a_box():
+  refs = [r for r, _, _ in FREE_FORM]
+  with evaluation.MathGrader(num_workers=1) as grade:
+    got = grade([t for _, t, _ in FREE_FORM], refs)
+    assert grade.unusable(refs) == [None] * len(refs)
+  wrong = [case for case, g in zip(FREE_FORM, got) if g != case[2]]
+  assert not wrong, wrong
+
+
+def test_a_word_is_not_a_math_reference(tmp_path):
+  # "banana" parses as a product of symbols: any anagram would pass.
+  source = _file(
+      tmp_path,
+      [
+          {"question": "a", "answer": "12"},
+          {"question": "b", "answer": "banana"},
+          {"question": "c", "answer": r"\sin(x)"},
+      ],
+  )
+  grader = evaluation.grader_for(source)
+  with grader:
+    assert grader.unusable([r"\sin(x)", "2\\pi", "x = 1, 2"]) == [None] * 3
+    with pytest.raises(
+        evaluation.UngradableAnswerError,
+        match=r"eval\.jsonl line 2: answer 'banana' is text \('banana'\), not"
+        r" math that math-verify can compare; .* \(1 of 3 rows do not\)",
+    ):
+      evaluation.check_gradable(grader, source)
