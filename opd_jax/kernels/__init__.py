@@ -18,6 +18,8 @@ kernel cannot be used (another backend, no C++ compiler, or
 `OPD_JAX_CPU_KERNELS=0`).
 """
 
+from opd_jax.kernels.attention import sequence_attention
+from opd_jax.kernels.attention import sequence_attention_supported
 from opd_jax.kernels.cpu import KERNEL_DTYPES
 from opd_jax.kernels.cpu import cpu_kernels_enabled
 from opd_jax.kernels.cpu import decode_attention

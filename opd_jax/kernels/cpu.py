@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Builds, loads and calls the C++ CPU kernels (`cpu_kernels.cc`).
+"""Builds, loads and calls the C++ CPU kernels (`cpu_kernels.cc`, `cpu_attention.cc`).
 
 The shared library is compiled on first use with the host's C++ compiler
 (`$CXX`, else `g++`, else `c++`), for this host's CPU (`-march=native`), and
@@ -40,13 +40,18 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-_SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
+_DIR = pathlib.Path(__file__).parent
+# Compiled together into one library; the header is part of the cache key.
+_SOURCES = (_DIR / "cpu_kernels.cc", _DIR / "cpu_attention.cc")
+_HEADERS = (_DIR / "cpu_common.h",)
 # FFI target name -> symbol of its handler in the library.
 _TARGETS = {
     "opd_rows_dot": "OpdRowsDot",
     "opd_decode_attention": "OpdDecodeAttention",
     "opd_rows_dot_bf16": "OpdRowsDotBf16",
     "opd_decode_attention_bf16": "OpdDecodeAttentionBf16",
+    "opd_sequence_attention": "OpdSequenceAttention",
+    "opd_sequence_attention_backward": "OpdSequenceAttentionBackward",
 }
 # The element types of weights and caches the kernels read, and the suffix
 # of their handlers' target names.
@@ -79,7 +84,7 @@ def _build(cxx: str) -> pathlib.Path:
   """The compiled library, from the cache or compiled now (atomic write)."""
   key = hashlib.sha256(
       "\0".join([
-          _SOURCE.read_text(),
+          *(path.read_text() for path in _SOURCES + _HEADERS),
           jaxlib.__version__,
           cxx,
           " ".join(_FLAGS),
@@ -98,7 +103,14 @@ def _build(cxx: str) -> pathlib.Path:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
   os.close(fd)
   try:
-    cmd = [cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", tmp]
+    cmd = [
+        cxx,
+        *_FLAGS,
+        f"-I{jax.ffi.include_dir()}",
+        *map(str, _SOURCES),
+        "-o",
+        tmp,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
       raise RuntimeError(

@@ -70,9 +70,11 @@ class ModelConfig:
     max_position_embeddings: recorded for export; not enforced.
     bos_token_id, eos_token_ids, pad_token_id: special ids from the config.
     attention: how full-sequence attention runs, one of
-      `sequence_attention.IMPLEMENTATIONS` ('auto' decides by platform and
-      length at trace time). An execution setting: not saved to HF.
-    attention_block_size: query / key block of the blockwise attention.
+      `sequence_attention.IMPLEMENTATIONS` ('auto' decides by platform,
+      length and operands at trace time: on one CPU device the C++ kernel).
+      An execution setting: not saved to HF.
+    attention_block_size: largest query / key block of the blockwise
+      attention.
     remat: rematerialisation of the layers under differentiation, one of
       `REMAT_POLICIES`: 'none' keeps every layer's activations for the
       backward pass; 'full' keeps each layer's input only and recomputes

@@ -20,20 +20,27 @@ Decoding (a few new tokens against a KV cache) stays in `attention.py`.
 
 Backends (`IMPLEMENTATIONS`):
 
-- `dense`: today's reference: the [B, K, G, T, S] scores in one piece.
-  Memory O(B N T S); kept for short sequences, where it is fastest on CPU.
+- `dense`: the reference: the [B, K, G, T, S] scores in one piece.
+  Memory O(B N T S).
 - `blockwise`: online softmax over key blocks (FlashAttention-2's
   recurrence, in JAX), the blocks above the causal diagonal skipped, and a
   `custom_vjp` whose backward recomputes each block's probabilities from
   the saved log-sum-exp: memory O(B N T block), nothing per block kept.
-  Portable: runs on every platform (the CPU's long sequences use it).
+  Portable: runs on every platform (CPU runs it where the kernel cannot).
+- `cpu_kernel`: the same computation as a C++ XLA:CPU kernel
+  (`kernels.sequence_attention`, forward and FlashAttention-2 backward;
+  float32 / bfloat16 operands, head dim a multiple of 8, one device).
+  On the 2-core machines of BENCHMARKS.md it is 4-7x faster than `dense`
+  at 544 positions, where XLA:CPU runs the dense scores as several passes
+  over [B, N, T, S] at a few GB/s and faults in fresh pages for them.
 - `cudnn`: cuDNN's fused flash attention through
   `jax.nn.dot_product_attention(implementation='cudnn')` (GPU only).
 - `splash`: the Pallas splash-attention kernel of
   `jax.experimental.pallas.ops.tpu` (TPU only), the left padding as
   segment ids.
-- `auto`: `splash` on TPU, `cudnn` on GPU, and on CPU `dense` up to
-  `DENSE_MAX_KEYS` keys, `blockwise` beyond.
+- `auto`: `splash` on TPU, `cudnn` on GPU; on CPU `cpu_kernel` at every
+  length where it can run, else `dense` up to `DENSE_MAX_KEYS` keys and
+  `blockwise` beyond.
 
 Every backend computes, for query position t of row b,
   out[b, t] = sum_s softmax_s(q_t . k_s * scale  over allowed s) v_s,
@@ -43,8 +50,9 @@ gives the mean of all values (a finite floor, as it always did), the
 others give 0. Pads are never read by a real token, so hidden states and
 gradients at real positions do not depend on it.
 
-Here we write by hand only the portable blockwise path: the fused kernels
-of GPUs and TPUs come from cuDNN and from JAX's own Pallas kernels.
+Here we write by hand only the portable blockwise path and the CPU
+kernel: the fused kernels of GPUs and TPUs come from cuDNN and from JAX's
+own Pallas kernels.
 """
 
 from __future__ import annotations
@@ -55,30 +63,53 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from opd_jax import kernels
 from opd_jax import sharding
 
-IMPLEMENTATIONS = ("auto", "dense", "blockwise", "cudnn", "splash")
+IMPLEMENTATIONS = (
+    "auto",
+    "dense",
+    "blockwise",
+    "cpu_kernel",
+    "cudnn",
+    "splash",
+)
 # The platforms each explicit backend can run on.
 PLATFORMS = {
     "dense": ("cpu", "gpu", "cuda", "rocm", "tpu"),
     "blockwise": ("cpu", "gpu", "cuda", "rocm", "tpu"),
+    "cpu_kernel": ("cpu",),
     "cudnn": ("gpu", "cuda"),
     "splash": ("tpu",),
 }
-# On CPU, `auto` keeps the dense scores up to this many keys: there the
-# [T, S] scores of one layer are small (B = 8, N = 16: 128 MiB at 512) and
-# one fused softmax is faster than a loop over blocks.
+# On CPU without the kernel, `auto` keeps the dense scores up to this many
+# keys: there the [T, S] scores of one layer are small (B = 8, N = 16: 128
+# MiB at 512) and one fused softmax is faster than a loop over blocks.
 DENSE_MAX_KEYS = 512
 DEFAULT_BLOCK_SIZE = 512
 
 
-def auto_implementation(platform: str, num_keys: int) -> str:
-  """What `auto` runs on `platform` ('cpu', 'gpu', 'tpu') for S keys."""
+def auto_implementation(
+    platform: str, num_keys: int, kernel: bool = False
+) -> str:
+  """What `auto` runs on `platform` ('cpu', 'gpu', 'tpu') for S keys.
+
+  `kernel`: the C++ CPU kernel can run these operands (`_kernel_fits`);
+  on CPU it then runs at every length.
+  """
   if platform == "tpu":
     return "splash"
   if platform in ("gpu", "cuda"):
     return "cudnn"
+  if kernel:
+    return "cpu_kernel"
   return "dense" if num_keys <= DENSE_MAX_KEYS else "blockwise"
+
+
+def _kernel_fits(q: jax.Array, k: jax.Array) -> bool:
+  """The C++ kernel takes these operands, on one device: under a mesh of
+  several, XLA's partitioner would gather the whole batch onto each."""
+  return sharding.single_device() and kernels.sequence_attention_supported(q, k)
 
 
 def check_implementation(name: str, platform: str | None = None) -> None:
@@ -100,6 +131,11 @@ def check_implementation(name: str, platform: str | None = None) -> None:
         f" {auto_implementation(platform, DENSE_MAX_KEYS + 1)!r} for long"
         f" sequences here ({auto_implementation(platform, 1)!r} up to"
         f" {DENSE_MAX_KEYS} keys)"
+        + (
+            ", or 'cpu_kernel' wherever the C++ kernel can run"
+            if platform == "cpu"
+            else ""
+        )
     )
 
 
@@ -122,8 +158,8 @@ def sequence_attention(
     key_mask: [B, T] bool, False on padding.
     scale: the logits' scale (1 / sqrt(H)).
     implementation: one of `IMPLEMENTATIONS`.
-    block_size: the blockwise path's query and key block (ignored by the
-      others).
+    block_size: the blockwise path's largest query and key block (T is
+      split into that many even blocks; ignored by the others).
     platform: what `auto` decides for; default `jax.default_backend()`.
 
   Returns:
@@ -131,9 +167,12 @@ def sequence_attention(
   """
   check_implementation(implementation, platform)
   if implementation == "auto":
+    platform = platform or jax.default_backend()
     implementation = auto_implementation(
-        platform or jax.default_backend(), k.shape[1]
+        platform, k.shape[1], kernel=platform == "cpu" and _kernel_fits(q, k)
     )
+  if implementation == "cpu_kernel":
+    return kernels.sequence_attention(q, k, v, key_mask, scale=scale)
   if implementation == "dense":
     return dense_attention(q, k, v, key_mask, scale=scale)
   if implementation == "blockwise":
@@ -192,7 +231,10 @@ def blockwise_attention(q, k, v, key_mask, *, scale, block_size):
   Args and returns as `sequence_attention` (the blockwise backend).
   """
   b, t, kh, g, h = q.shape
-  block = min(block_size, t)
+  # As many blocks as block_size asks for, evenly filled: 544 positions in
+  # blocks of up to 512 run as two of 272, not two of 512 (one mostly pad).
+  blocks = -(-t // block_size)
+  block = -(-t // blocks)
   qb = _pad_to(q.transpose(0, 2, 1, 3, 4), 2, block)  # [B, K, T', G, H]
   kb = _pad_to(k.transpose(0, 2, 1, 3), 2, block)  # [B, K, T', H]
   vb = _pad_to(v.transpose(0, 2, 1, 3), 2, block)
