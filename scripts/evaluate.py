@@ -24,7 +24,8 @@ r"""Evaluates a model on held-out questions: accuracy (mean@k) and pass@k.
 The grader follows the data: the built-in task's exact verifier, exact
 integers when every reference answer is an integer (`#### n`, `\boxed{n}`
 or the last number of a response count), math-verify otherwise. Every row
-must have a gradable answer (checked before generating). Prints a table and
+must have a gradable answer (checked before generating; --skip_ungradable
+drops and counts the rows that do not instead). Prints a table and
 one JSON line with the figures, and writes scores.json and responses.jsonl
 (one line per sample: question, reference, response, correct, length) to
 --out_dir (default: WORKDIR/eval/step_N for a workdir, ./eval_NAME for an
@@ -67,6 +68,12 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Questions per call.")
 _GRADING = script_flags.grading_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out_dir", "", "Where scores and responses go.")
+_SKIP = flags.DEFINE_bool(
+    "skip_ungradable",
+    False,
+    "Drop (and count, in one line) the rows of a --data file whose answer no"
+    " grader can use, instead of refusing the whole set.",
+)
 
 
 def _check_flags() -> None:
@@ -265,6 +272,12 @@ def _run() -> None:
   source = _source()
   from opd_jax import evaluation  # pylint: disable=g-import-not-at-top
 
+  if _SKIP.value:
+    source = evaluation.drop_ungradable(
+        source,
+        num_workers=_GRADING.workers.value,
+        timeout=_GRADING.timeout.value,
+    )
   with evaluation.grader_for(
       source,
       num_workers=_GRADING.workers.value,

@@ -312,6 +312,29 @@ EVALUATE = [
     ),
 ]
 
+_BANANA_EVAL = [
+    "evaluate",
+    "--model={student}",
+    "--data={banana}",
+    "--max_new_tokens=4",
+    "--batch_size=2",
+    "--out_dir={tmp}/ev_banana",
+]
+EVALUATE += [
+    (
+        "evaluate: a word as a reference answer is refused, naming its row",
+        _BANANA_EVAL,
+        2,
+        "banana.jsonl line 2: answer 'banana' is text ('banana'), not math",
+    ),
+    (
+        "evaluate: --skip_ungradable drops and counts it",
+        _BANANA_EVAL + ["--skip_ungradable"],
+        0,
+        "--skip_ungradable: 1 of 2 evaluation rows of",
+    ),
+]
+
 MAKE_STUDENT = [
     (
         "make_student: zero layers",
@@ -593,6 +616,7 @@ def _paths(pair, tmp) -> dict[str, str]:
       "prompts": os.path.join(tmp, "q.txt"),
       "empty_txt": os.path.join(tmp, "empty.txt"),
       "bad_jsonl": os.path.join(tmp, "bad.jsonl"),
+      "banana": os.path.join(tmp, "banana.jsonl"),
       "model_out": os.path.join(tmp, "model_out"),
       "tiny": f"{_TINY}:{os.path.dirname(pair['student'])}",
   }
@@ -615,6 +639,10 @@ def _paths(pair, tmp) -> dict[str, str]:
       "q.txt": "What is 2 + 3?\n",
       "empty.txt": "\n",
       "bad.jsonl": '{"question": "1 + 1"}\n{"question": \n',
+      "banana.jsonl": (
+          '{"question": "What is 1 + 1?", "answer": "2"}\n'
+          '{"question": "A fruit?", "answer": "banana"}\n'
+      ),
   }
   files.update(
       (name, text.format(s=pair["student"], t=pair["teacher"]))

@@ -19,6 +19,7 @@ from opd_jax.evaluation.answers import extract_final_line
 from opd_jax.evaluation.answers import normalize_answer
 from opd_jax.evaluation.answers import remove_thousands_separators
 from opd_jax.evaluation.graders import check_gradable
+from opd_jax.evaluation.graders import drop_ungradable
 from opd_jax.evaluation.graders import Grader
 from opd_jax.evaluation.graders import grader_for
 from opd_jax.evaluation.graders import IntegerGrader
@@ -40,6 +41,7 @@ __all__ = [
     "TaskGrader",
     "UngradableAnswerError",
     "check_gradable",
+    "drop_ungradable",
     "grader_for",
     "integer_prediction",
     "reference_integer",

@@ -304,3 +304,72 @@ def check_gradable(grader: Grader, dataset: Any) -> None:
         f" evaluation row needs a reference answer the {grader.name} grader"
         f" can use ({len(bad)} of {len(answers)} rows do not)"
     )
+
+
+class _KeptRows(PromptSource):
+  """The rows `index` of another source (messages name the original rows)."""
+
+  def __init__(self, source: PromptSource, index: Sequence[int]):
+    self._source, self._index = source, list(index)
+
+  @property
+  def name(self) -> str:
+    return self._source.name
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def __getitem__(self, index: int):
+    return self._source[self._index[index]]
+
+  def location(self, index: int) -> str:
+    return self._source.location(self._index[index])
+
+
+def drop_ungradable(
+    source: PromptSource,
+    *,
+    num_workers: int = 2,
+    timeout: float = 10.0,
+    flag: str = "--skip_ungradable",
+) -> PromptSource:
+  """`source` without the rows no grader can use, counted in one line.
+
+  What `check_gradable` refuses, dropped instead: rows without an answer or
+  with a word for one first, then the grader is chosen on the rest (one
+  such row no longer switches a set of integers to math-verify) and the
+  rows it cannot use go too.
+
+  Raises:
+    UngradableAnswerError: no row is left.
+  """
+  answers = [r.answer for r in source.records()]
+  why = Grader().unusable(answers)
+  for i, w in enumerate(why):
+    word = None if w is not None else _word(answers[i])
+    if word is not None and reference_integer(answers[i]) is None:
+      why[i] = f"answer {answers[i]!r} is text ({word!r}), not math"
+  kept = [i for i, w in enumerate(why) if w is None]
+  if kept:
+    with grader_for(
+        _KeptRows(source, kept), num_workers=num_workers, timeout=timeout
+    ) as grader:
+      later = grader.unusable([answers[i] for i in kept])
+    for i, w in zip(kept, later):
+      why[i] = w
+  dropped = [(i, w) for i, w in enumerate(why) if w]
+  if len(dropped) == len(answers):
+    i, w = dropped[0]
+    raise UngradableAnswerError(
+        f"eval data {source.name}: no row has an answer a grader can use"
+        f" ({source.location(i)}: {w})"
+    )
+  if dropped:
+    i, w = dropped[0]
+    print(
+        f"{flag}: {len(dropped)} of {len(answers)} evaluation rows of"
+        f" {source.name} dropped, no grader can use their answers (first:"
+        f" {source.location(i)}: {w})",
+        flush=True,
+    )
+  return _KeptRows(source, [i for i, w in enumerate(why) if not w])

@@ -23,6 +23,7 @@ import ml_collections
 from flax import nnx
 
 from opd_jax import cli
+from opd_jax import evaluation
 from opd_jax import sharding
 from opd_jax.data import sources, tasks
 from opd_jax.data import tokenizer as tokenizers
@@ -253,7 +254,13 @@ def train_dataset(c, tokenizer) -> PromptDataset:
 
 
 def eval_dataset(c, tokenizer) -> PromptDataset:
+  """Tokenized evaluation prompts (a file's ungradable rows dropped with
+  `data.skip_ungradable`)."""
   source = prompt_source(c, train=False)
+  if c.data.skip_ungradable and c.data.source not in tasks.NAMES:
+    source = evaluation.drop_ungradable(
+        source, flag="config.data.skip_ungradable"
+    )
   return PromptDataset(
       source,
       tokenizer,

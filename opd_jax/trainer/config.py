@@ -157,6 +157,9 @@ def default_config() -> ml_collections.ConfigDict:
           solution_field="",
           summary_field="",
           wrong_field="",
+          # Evaluation rows of a file whose answer no grader can use are
+          # dropped and counted in one line, instead of refusing the run.
+          skip_ungradable=False,
       )
   )
   # The teacher's own prompt (self-distillation with privileged context,
@@ -405,6 +408,7 @@ FILE_ONLY_FIELDS = (
     "solution_field",
     "summary_field",
     "wrong_field",
+    "skip_ungradable",
 )
 
 

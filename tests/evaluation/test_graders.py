@@ -262,3 +262,32 @@ def test_a_word_is_not_a_math_reference(tmp_path):
         r" math that math-verify can compare; .* \(1 of 3 rows do not\)",
     ):
       evaluation.check_gradable(grader, source)
+
+
+def test_skip_ungradable_drops_and_counts_the_rows(tmp_path, capsys):
+  source = _file(
+      tmp_path,
+      [
+          {"question": "a", "answer": "12"},
+          {"question": "b", "answer": "banana"},
+          {"question": "c", "answer": r"\frac{1}{"},
+          {"question": "d", "answer": "7"},
+      ],
+  )
+  kept = evaluation.drop_ungradable(source, num_workers=1)
+  assert [r.question for r in kept.records()] == ["a", "d"]
+  assert kept.location(1) == "line 4"
+  out = capsys.readouterr().out
+  assert (
+      out.startswith("--skip_ungradable: 2 of 4 evaluation rows of")
+      and "dropped, no grader can use their answers (first: line 2: answer"
+      in out
+  )
+  # The rows left are integers: the banana no longer makes it math-verify.
+  assert isinstance(evaluation.grader_for(kept), evaluation.IntegerGrader)
+  with pytest.raises(
+      evaluation.UngradableAnswerError, match="no row has an answer"
+  ):
+    evaluation.drop_ungradable(
+        _file(tmp_path, [{"question": "b", "answer": "banana"}], "b.jsonl")
+    )

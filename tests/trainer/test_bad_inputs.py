@@ -266,6 +266,10 @@ CASES = {
         ),
         "config.data.eval_path: expected '' with the built-in task",
     ),
+    "skip_ungradable with the built-in task": (
+        lambda p, t, c: c.data.update(skip_ungradable=True),
+        "config.data.skip_ungradable: expected False with the built-in task",
+    ),
     "a context column with the built-in task": (
         lambda p, t, c: c.data.update(solution_field="solution"),
         "config.data.solution_field: expected '' with the built-in task",
@@ -364,6 +368,29 @@ def test_dry_run_preset_in_place_of_a_missing_directory_says_so(pair, capsys):
   )
   with pytest.raises(OSError, match="'/no/such/student' does not exist"):
     builders.model_config(c, "student", allow_preset_fallback=False)
+
+
+def test_skip_ungradable_drops_evaluation_rows(pair, tmp_path, capsys):
+  c = testing.tiny_train_config(pair, eval_every=2)
+  rows = [
+      b'{"question": "1 + 1 =", "answer": "2"}',
+      b'{"question": "x", "answer": "banana"}',
+  ]
+  _file_data(
+      tmp_path,
+      c,
+      _jsonl(tmp_path, "q.jsonl", rows[:1]),
+      eval_path=_jsonl(tmp_path, "e.jsonl", rows),
+  )
+  tokenizer = builders.load_tokenizer(c)
+  with pytest.raises(ValueError, match="answer 'banana' is text"):
+    loop.Trainer(c, str(tmp_path / "run"))
+  c.data.skip_ungradable = True
+  assert len(builders.eval_dataset(c, tokenizer)) == 1
+  assert (
+      "config.data.skip_ungradable: 1 of 2 evaluation rows"
+      in capsys.readouterr().out
+  )
 
 
 def test_training_file_without_answers_is_fine(pair, tmp_path):
