@@ -56,7 +56,12 @@ def main(argv=None) -> None:
       args.cost_fills = args.quick_fills
       args.cost_batch = 2
     if args.command == "step":
-      args.batch, args.new_tokens = 2, [8]
+      # The long rows (what the targets read): the sampler's later cache
+      # segments and the attention at 520 positions, at tiny widths.
+      args.batch, args.new_tokens = 2, [256, 512]
+  elif args.command == "step" and args.long:
+    for k, v in common.LONG.items():
+      setattr(args, k, v)
   # Our side runs as the trainer's entry points do (the peer gets glibc's
   # tunables for torch, protocol.py).
   args.keep_host_memory = cli.keep_freed_host_memory()

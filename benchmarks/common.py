@@ -193,10 +193,15 @@ def machine_rates(mbytes: int = 256, n: int = 2048) -> dict:
   read = median_seconds(lambda: jax.jit(jnp.sum)(x))
   out = {"bandwidth_gb_s": x.nbytes / read / 1e9}
   for dt in ("float32", "bfloat16"):
-    a = jnp.ones((n, n), dt)
-    mm = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
-    out[f"matmul_{dt}_gflop_s"] = 2 * n**3 / median_seconds(lambda: mm(a)) / 1e9
+    out[f"matmul_{dt}_gflop_s"] = matmul_rate(dt, n)
   return {k: round(v, 1) for k, v in out.items()}
+
+
+def matmul_rate(dtype: str = "float32", n: int = 2048) -> float:
+  """GFLOP/s of an n^3 jnp.dot in `dtype` (float32 accumulation), median."""
+  a = jnp.ones((n, n), dtype)
+  mm = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
+  return 2 * n**3 / median_seconds(lambda: mm(a)) / 1e9
 
 
 def jax_setup() -> dict:
@@ -312,5 +317,27 @@ QUICK = dict(
     teacher_mlp=64,
     warmup=1,
     steps=1,
+    no_peer=True,
+)
+
+
+# `step --long`: the shape of the long-reasoning task's runs (issue 36): a
+# 4x128 student and a 6x256 teacher, B = 32, 32-token prompts, a small
+# vocabulary, responses of 256 and 512 tokens.
+LONG = dict(
+    batch=32,
+    prompt_len=32,
+    vocab=64,
+    student_dim=128,
+    student_layers=4,
+    student_heads=4,
+    student_kv_heads=4,
+    student_mlp=384,
+    teacher_dim=256,
+    teacher_layers=6,
+    teacher_heads=8,
+    teacher_kv_heads=8,
+    teacher_mlp=768,
+    new_tokens=[256, 512],
     no_peer=True,
 )

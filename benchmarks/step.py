@@ -173,11 +173,73 @@ def _ours(args, directory, new_tokens):
 def _usage(side: dict | None, usage: dict | None) -> str:
   if not side or not usage:
     return "-"
-  cpu = usage["user_s"] + usage["system_s"]
   return (
-      f"wall {side['seconds']:.2f} s, CPU {cpu:.2f} s (system"
-      f" {usage['system_s']:.2f}), {usage['minor_faults']:.0f} minor /"
-      f" {usage['major_faults']:.0f} major faults"
+      f"wall {side['seconds']:.2f} s, user {usage['user_s']:.2f} s, system"
+      f" {usage['system_s']:.2f} s"
+      f" ({100 * usage['system_s'] / side['seconds']:.1f}% of the wall time),"
+      f" {usage['minor_faults']:.0f} minor / {usage['major_faults']:.0f} major"
+      " faults"
+  )
+
+
+# The long rows' targets (issue 36), on a 2-core machine of BENCHMARKS.md.
+LONG_TARGETS = dict(short=256, long=512, max_growth=2.6, min_fraction=0.4)
+MAX_SYSTEM_SHARE = 0.10
+
+
+def targets(rows: list[dict]) -> dict:
+  """The long rows' figures against their targets, from this run's rows.
+
+  growth: s/step at 512 new tokens over s/step at 256 (at most 2.6);
+  fraction: the update at 512 as a fraction of the float32 matmul rate
+  measured in the same run (at least 0.4); system: each row's system CPU
+  seconds per step over its wall seconds (under 10%). Rows that are
+  missing leave their entries out.
+  """
+  by_tokens = {r["new_tokens"]: r for r in rows}
+  out = {}
+  short = by_tokens.get(LONG_TARGETS["short"])
+  long = by_tokens.get(LONG_TARGETS["long"])
+  if short and long:
+    growth = long["ours"]["seconds"] / short["ours"]["seconds"]
+    out["growth_256_to_512"] = round(growth, 3)
+    out["growth_ok"] = growth <= LONG_TARGETS["max_growth"]
+  if long:
+    out["fraction_at_512"] = long["fraction_of_matmul"]
+    out["fraction_ok"] = long["fraction_of_matmul"] >= (
+        LONG_TARGETS["min_fraction"]
+    )
+  share = {
+      t: round(r["ours_usage"]["system_s"] / r["ours"]["seconds"], 4)
+      for t, r in by_tokens.items()
+  }
+  out["system_share"] = share
+  out["system_ok"] = all(v < MAX_SYSTEM_SHARE for v in share.values())
+  return out
+
+
+def _print_targets(t: dict) -> None:
+  """One line per target (set for `--long`'s shape on a 2-core machine)."""
+  ok = lambda flag: "met" if flag else "NOT met"
+  if "growth_256_to_512" in t:
+    print(
+        f"target: 256 -> 512 new tokens costs {t['growth_256_to_512']:.2f}x"
+        f" per step (at most {LONG_TARGETS['max_growth']}):"
+        f" {ok(t['growth_ok'])}"
+    )
+  if "fraction_at_512" in t:
+    print(
+        "target: the update at 512 new tokens runs at"
+        f" {t['fraction_at_512']:.2f} of the matmul floor measured around"
+        f" its row (at least {LONG_TARGETS['min_fraction']}):"
+        f" {ok(t['fraction_ok'])}"
+    )
+  shares = ", ".join(
+      f"{k} tokens {100 * v:.1f}%" for k, v in t["system_share"].items()
+  )
+  print(
+      f"target: system time of the step {shares} (under"
+      f" {100 * MAX_SYSTEM_SHARE:.0f}%): {ok(t['system_ok'])}"
   )
 
 
@@ -218,11 +280,15 @@ def run(args) -> None:
     header = (
         "| new tokens | opd_jax s/step | TRL s/step | ratio | ours: rollout"
         " s | update s | TRL: generation s | teacher s | update s | update"
-        " GFLOP | update GFLOP/s | of matmul rate | load average | CPU"
-        " during the row |"
+        " GFLOP | update GFLOP/s | matmul floor GFLOP/s | of matmul rate |"
+        " load average | CPU during the row |"
     )
     for t in args.new_tokens:
       counters = protocol.cpu_counters()
+      floors = [
+          rates[f"matmul_{args.dtype}_gflop_s"],
+          common.matmul_rate(args.dtype),
+      ]
       ours, stats = _ours(args, directory, t)
       row = common.side_by_side(
           args,
@@ -250,7 +316,10 @@ def run(args) -> None:
       rollout = statistics.median(stats["rollout_s"][args.warmup :])
       flops = update_flops(scfg, tcfg, args.batch, args.prompt_len, t)
       rate = flops / update
-      matmul = rates[f"matmul_{args.dtype}_gflop_s"] * 1e9
+      # The floor: the matmul rate at the start, just before and just after
+      # the row, their median (another process's load comes and goes).
+      floors.append(common.matmul_rate(args.dtype))
+      matmul = statistics.median(floors) * 1e9
       row.update(
           new_tokens=t,
           rollout_s=round(rollout, 4),
@@ -259,6 +328,7 @@ def run(args) -> None:
           xla_cost_flops=stats["flops"],
           update_flop_s=rate,
           fraction_of_matmul=round(rate / matmul, 3),
+          matmul_floors_gflop_s=[round(f, 1) for f in floors],
       )
       row["load_end"] = common.load_line()
       row["cpu_share"] = protocol.cpu_share(counters, protocol.cpu_counters())
@@ -282,8 +352,8 @@ def run(args) -> None:
       )
       print(
           f"| {t} | {row['ours']['seconds']:.3f} | {peer} |"
-          f" {row.get('ratio', '-')} | {rollout:.3f} | {update:.3f} |"
-          f" {trl} | {flops / 1e9:.1f} | {rate / 1e9:.1f} |"
+          f" {row.get('ratio', '-')} | {rollout:.3f} | {update:.3f} | {trl} |"
+          f" {flops / 1e9:.1f} | {rate / 1e9:.1f} | {matmul / 1e9:.1f} |"
           f" {rate / matmul:.2f} | {row['load_end']} | {row['cpu_share']} |",
           flush=True,
       )
@@ -293,24 +363,26 @@ def run(args) -> None:
           f"  {t} tokens, per step (median): ours {ours_usage}; TRL {trl_usage}"
       )
   print(
-      "CPU seconds and page faults per step (CPU s / wall s well below the"
-      " thread count: waiting for a core):"
+      "CPU seconds and page faults per step (user + system well below"
+      " threads x wall: waiting for a core):"
   )
   print("\n".join(usage_lines))
+  report["targets"] = targets(report["rows"])
+  _print_targets(report["targets"])
   report["load_end"] = common.load_line()
   print(f"load average at end: {report['load_end']}")
   print(f"({protocol.machine_line()})")
   print(
       "s/step = one on-policy step (rollout, student + teacher forward,"
-      " JSD(beta) backward, AdamW), median; update GFLOP = the matmul work"
-      " the update must do (`update_flops`: XLA's cost analysis counts a"
-      " loop body once), of matmul rate = its time at the measured"
-      " float32 matmul rate / the update's; ratio = TRL s / ours s. TRL's"
-      " phases (medians): generation = its generate call, teacher = the"
-      " teacher's forward, update = the rest (student forward, JSD,"
-      " backward, AdamW). load average = 1, 5, 15 min, after each row;"
-      " CPU = the machine's busy and hypervisor-stolen shares during it"
-      " (/proc/stat)."
+      " JSD(beta) backward, AdamW), median; update GFLOP = the matmul work the"
+      " update must do (`update_flops`: XLA's cost analysis counts a loop body"
+      " once), matmul floor = the median of the 2048^3 matmul rate in our dtype"
+      " at the start, before and after the row, of matmul rate = the update's"
+      " GFLOP/s over that floor; ratio = TRL s / ours s. TRL's phases"
+      " (medians): generation = its generate call, teacher = the teacher's"
+      " forward, update = the rest (student forward, JSD, backward, AdamW)."
+      " load average = 1, 5, 15 min, after each row; CPU = the machine's busy"
+      " and hypervisor-stolen shares during it (/proc/stat)."
   )
   print(json.dumps(report))
 
@@ -342,8 +414,17 @@ def add_parser(subparsers) -> None:
       help="config.remat of our step (auto, none, full, ...)",
   )
   p.add_argument(
+      "--long",
+      action="store_true",
+      help=(
+          "the long-reasoning rows: B=32, prompt 32, V=64, a 4x128 student"
+          " and a 6x256 teacher, 256 and 512 new tokens, our side only;"
+          " prints the rows' targets"
+      ),
+  )
+  p.add_argument(
       "--quick",
       action="store_true",
-      help="tiny shapes, our side only (a smoke test)",
+      help="tiny shapes, our side only, 256 and 512 new tokens (a smoke test)",
   )
   p.set_defaults(func=run, quick_rows=None, quick_fills=None)

@@ -51,6 +51,20 @@ def test_step_bench_runs_through_the_trainer_plan():
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert report["benchmark"] == "step"
   assert report["rows"][0]["update_flops"] > 0
+  # The long rows and what their targets read: growth 256 -> 512, the
+  # update's fraction of the float32 matmul rate measured in the same run,
+  # user vs system seconds per step.
+  assert [r["new_tokens"] for r in report["rows"]] == [256, 512]
+  assert report["rates"]["matmul_float32_gflop_s"] > 0
+  assert report["cpu"] in proc.stdout
+  assert set(report["targets"]) >= {
+      "growth_256_to_512",
+      "fraction_at_512",
+      "system_share",
+  }
+  usage = report["rows"][1]["ours_usage"]
+  assert usage["user_s"] > 0 and usage["system_s"] >= 0
+  assert "target: 256 -> 512 new tokens costs" in proc.stdout
 
 
 def _tiny_llama():
