@@ -239,6 +239,14 @@ def has_eval_data(c: ml_collections.ConfigDict) -> bool:
 def train_dataset(c, tokenizer) -> PromptDataset:
   """Tokenized training prompts; raises before any compile if empty."""
   if c.data.source in tasks.NAMES:
+    # Here, not in config validation: shape-only uses of a config (dry
+    # runs, memory benchmarks) train on no data.
+    tasks.check_response_budget(
+        c.data.source,
+        c.data.difficulty,
+        c.max_new_tokens,
+        field="config.max_new_tokens",
+    )
     role = "config.tokenizer" if c.tokenizer else "config.student"
     tasks.check_tokenizer(c.data.source, tokenizer, role=role)
   source = prompt_source(c, train=True)

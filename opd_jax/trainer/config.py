@@ -622,15 +622,7 @@ def validate(c: ml_collections.ConfigDict) -> methods.Method:
         f"one of task {c.data.source!r}'s {levels}",
         c.data.difficulty,
     )
-    try:
-      tasks.check_response_budget(
-          c.data.source,
-          c.data.difficulty,
-          c.max_new_tokens,
-          field="config.max_new_tokens",
-      )
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+
   else:
     _need(
         bool(c.data.path), "data.path", "a local file or directory", c.data.path
