@@ -80,10 +80,7 @@ def test_results_md_has_table_curves_and_claims(quick):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   claim = next(l for l in table if l.startswith("| OPD | OPD beats"))
   assert "diff " in claim and "95% CI" in claim
-  assert any(
-      v in claim
-      for v in ("**holds**", "**inconclusive**", "**fails**")
-  )
+  assert any(v in claim for v in ("**holds**", "**inconclusive**", "**fails**"))
   with open(out / "summary.json", encoding="utf-8") as f:
     summary = json.load(f)
   rows = {r["name"]: r for r in summary["rows"]}
