@@ -106,7 +106,10 @@ def main():
     assert set(batch_axes) == {"data", "fsdp"} & {
         a for a, s in mesh.shape.items() if s > 1
     }, logits.sharding
-    err = np.abs(np.asarray(logits) - ref).max()
+    # Real positions only: a padded query attends to no key, so its output
+    # is undefined and never used (the reference runs the C++ attention
+    # kernel, which writes zeros there; the meshes run dense attention).
+    err = np.abs(np.asarray(logits) - ref)[mask].max()
     print(f"mesh {dict(mesh.shape)}: max |dlogit| vs 1 device = {err:.2e}")
     assert err <= 1e-5, err
   check_sampler_splits_rows()
