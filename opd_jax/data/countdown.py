@@ -469,11 +469,9 @@ def make_dataset(
   'train' is `make_example` order (problems may repeat); 'validation' and
   'test' are `distinct_example` order (each problem once).
   """
-  make = make_example if split == "train" else distinct_example
-  return [
-      make(split, i, seed=seed, difficulty=difficulty)
-      for i in range(start, start + n)
-  ]
+  return CountdownTask(difficulty or Difficulty(), seed).dataset(
+      split, n, start
+  )
 
 
 def num_solutions(numbers: Sequence[int], target: int) -> int:
