@@ -34,12 +34,19 @@ question (`--context_fraction`, the `solution` template of
 its own weights with the solution in context are the self-teacher of
 self-distillation (docs/self_distillation.md).
 The result is a pure function of the flags (seeded init and shuffling).
-At the end the script prints greedy accuracy on held-out (test) problems.
+At the end the script prints greedy accuracy on held-out (test) problems
+(`--eval_every` also prints it during training, on 64 of them).
+Long runs checkpoint into `--checkpoint_dir` (default `OUT.checkpoints/`)
+every `--checkpoint_every` steps; the same command run again resumes from
+the newest checkpoint and ends where an uninterrupted run ends. The
+directory is removed once the model is written.
 A model already in --out is kept: it moves to OUT.previous-<time>/ first.
 Mistakes print one `error:` line and exit with code 2.
 """
 
+import json
 import os
+import shutil
 import time
 
 from absl import flags
@@ -103,7 +110,7 @@ COUNTDOWN_ROLES = {
         embed_dim=256,
         num_heads=4,
         mlp_dim=768,
-        num_steps=1500,
+        num_steps=4000,
         num_examples=48_000,
         batch_size=32,
         learning_rate=1e-3,
@@ -159,6 +166,21 @@ _SAVE_DTYPE = flags.DEFINE_enum(
     "float32",
     ["float32", "bfloat16"],
     "dtype of the written safetensors.",
+)
+
+_CHECKPOINT_DIR = flags.DEFINE_string(
+    "checkpoint_dir",
+    None,
+    "Where the run checkpoints and resumes (default: OUT.checkpoints).",
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", 100, "Steps between checkpoints."
+)
+_EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every",
+    0,
+    "Greedy held-out accuracy on 64 test problems every this many steps"
+    " (0: only at the end, on --eval_examples).",
 )
 
 _CONTEXT_FRACTION = flags.DEFINE_float(
@@ -230,6 +252,12 @@ def _role() -> dict:
   ):
     if flag.value is not None:
       role[key] = flag.value
+  for key, flag in (
+      ("checkpoint_every", _CHECKPOINT_EVERY),
+      ("eval_every", _EVAL_EVERY),
+  ):
+    if flag.value < (1 if key == "checkpoint_every" else 0):
+      raise InputError(f"--{key}: expected an integer >= 1, got {flag.value}")
   for key in ("num_steps", "num_examples", "batch_size", "num_layers"):
     if role[key] < 1:
       raise InputError(f"--{key}: expected an integer >= 1, got {role[key]}")
@@ -276,6 +304,39 @@ def prepare_out(out: str | None) -> None:
     print(f"--out: the previous contents of {out} moved to {dest}")
 
 
+def open_checkpoints(directory: str, settings: dict) -> None:
+  """Makes `directory` this run's: new, or holding the same settings.
+
+  A directory left by a run with other settings is refused by name
+  (resuming it would mix two runs); nothing in it is touched.
+  """
+  path = os.path.join(directory, "settings.json")
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise InputError(f"--checkpoint_dir: {directory} is a file")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = sorted(
+        k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)
+    )
+    if changed:
+      k = changed[0]
+      raise InputError(
+          f"--checkpoint_dir: {directory} holds a run with other settings"
+          f" ({k}: {saved.get(k)!r} there, {settings.get(k)!r} now); move it"
+          " away to start over, or run with its settings to resume it"
+      )
+    return
+  if os.path.isdir(directory) and os.listdir(directory):
+    raise InputError(
+        f"--checkpoint_dir: {directory} is not empty and holds no"
+        " settings.json of a train_teacher run"
+    )
+  os.makedirs(directory, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(settings, f, indent=1, sort_keys=True)
+
+
 def main(argv):
   del argv  # cli.run refuses positional arguments
   start = time.time()
@@ -287,7 +348,22 @@ def main(argv):
     tasks.check_difficulty(name, level, field="--difficulty")
   except ValueError as e:
     raise InputError(str(e)) from None
-  prepare_out(out)  # every flag checked first
+  checkpoints = (
+      _CHECKPOINT_DIR.value or f"{os.path.normpath(out or '')}.checkpoints"
+  )
+  settings = dict(
+      role,
+      task=name,
+      difficulty=level,
+      data_seed=_DATA_SEED.value,
+      context_template=_CONTEXT_TEMPLATE.value,
+  )
+  resuming = os.path.exists(os.path.join(checkpoints, "settings.json"))
+  if not resuming:
+    prepare_out(out)  # every flag checked first
+  elif not out:
+    raise InputError("--out is required (the HF checkpoint directory)")
+  open_checkpoints(checkpoints, settings)
   tok_dir = task_tokenizer.build_task_tokenizer(out, name)
   tokenizer = task_tokenizer.load_task_tokenizer(tok_dir)
   kw = dict(task=name, difficulty=level, seed=_DATA_SEED.value)
@@ -311,6 +387,26 @@ def main(argv):
       f"{_ROLE.value}: {config.num_params():,} parameters, {len(train)}"
       f" train problems ({name}, {level}), {role['num_steps']} steps"
   )
+
+  def greedy_accuracy(model, n: int):
+    held_out = PromptDataset(
+        TaskSource("test", n, **kw), tokenizer, max_prompt_len=p
+    )
+    return held_out, evaluation.evaluate(
+        model,
+        held_out,
+        tokenizer,
+        TaskGrader(name),
+        key=jax.random.PRNGKey(0),
+        batch_size=128,
+        max_new_tokens=t,
+        eos_ids=config.eos_token_ids,
+    )
+
+  def during_training(model) -> dict[str, float]:
+    result = greedy_accuracy(model, min(64, _EVAL.value))[1]
+    return {"eval/accuracy": result.accuracy, "eval/length": result.mean_length}
+
   model, _ = sft.sft_train(
       model,
       train,
@@ -322,26 +418,16 @@ def main(argv):
       log_every=max(role["num_steps"] // 20, 1),
       # Countdown's references vary 49..464 tokens: batch by length.
       length_groups=role["length_groups"],
+      workdir=checkpoints,
+      checkpoint_every=_CHECKPOINT_EVERY.value,
+      evaluate=during_training,
+      evaluate_every=_EVAL_EVERY.value,
   )
   if _SAVE_DTYPE.value == "bfloat16":
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
   save_hf(model, out)
-  held_out = PromptDataset(
-      TaskSource("test", _EVAL.value, **kw),
-      tokenizer,
-      max_prompt_len=p,
-  )
-  result = evaluation.evaluate(
-      model,
-      held_out,
-      tokenizer,
-      TaskGrader(name),
-      key=jax.random.PRNGKey(0),
-      batch_size=128,
-      max_new_tokens=t,
-      eos_ids=config.eos_token_ids,
-  )
+  held_out, result = greedy_accuracy(model, _EVAL.value)
   print(
       f"held-out accuracy {result.accuracy:.3f} on {len(held_out)} test"
       f" problems, mean length {result.mean_length:.1f} tokens"
@@ -369,6 +455,7 @@ def main(argv):
     )
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   print(f"wrote {out} ({size / 1e6:.1f} MB) in {time.time() - start:.0f}s")
+  shutil.rmtree(checkpoints)  # the model is written: its run is done
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from opd_jax import sharding
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.iterator import PromptIterator
 from opd_jax.models import response_hidden
+from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.state import TrainState, init_state, make_optimizer
 from opd_jax.trainer.update import guarded_update, jit_train_step
 
@@ -207,11 +208,17 @@ def sft_train(
     log_every: int = 100,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     length_groups: int = 0,
+    workdir: str | None = None,
+    checkpoint_every: int = 0,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    evaluate_every: int = 0,
 ):
   """Fine-tunes `model` on `dataset`'s reference responses.
 
   Batches come from a `PromptIterator` (seeded shuffle, epochs wrap), so
-  the result is a pure function of the model, the data and `seed`.
+  the result is a pure function of the model, the data and `seed`; a run
+  resumed from `workdir` ends bit for bit where an uninterrupted one does
+  (the state is restored and the iterator replayed past the batches used).
 
   Args:
     model: an opd_jax Transformer (its parameters are not modified).
@@ -228,6 +235,14 @@ def sft_train(
     length_groups: when > 0, batches are regrouped by response length this
       many at a time and trimmed (`length_grouped`): for long references
       of uneven length. 0 keeps the iterator's batches at full width.
+    workdir: when set, the train state is checkpointed (orbax) into
+      `workdir/checkpoints` every `checkpoint_every` steps and at the end,
+      and a run finding a checkpoint there resumes from its step. The
+      caller makes sure the checkpoint belongs to the same settings.
+    checkpoint_every: steps between checkpoints (> 0 with `workdir`).
+    evaluate: called with the model every `evaluate_every` steps (and at
+      the last step); the metrics it returns join that step's log.
+    evaluate_every: 0 never evaluates during training.
 
   Returns:
     (the trained model, list of (step, metrics) logged).
@@ -241,6 +256,11 @@ def sft_train(
     raise ValueError(
         "sft_train: expected num_steps >= 1 and batch_size >="
         f" 1, got {num_steps} and {batch_size}"
+    )
+  if workdir and checkpoint_every < 1:
+    raise ValueError(
+        "sft_train: checkpoint_every must be >= 1 with a workdir, got"
+        f" {checkpoint_every}"
     )
   mesh = mesh or sharding.make_mesh(sharding.MeshConfig(1, -1, 1))
   optimizer = make_optimizer(
@@ -281,21 +301,51 @@ def sft_train(
     state = jax.jit(
         lambda p: init_state(p, optimizer, key), out_shardings=state_sh
     )(params)
-    for i in range(num_steps):
+    start, checkpointer = 0, None
+    if workdir:
+      checkpointer = Checkpointer(workdir, max_to_keep=2)
+      abstract = jax.tree.map(
+          lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+          abstract_state,
+          state_sh,
+      )
+      restored = checkpointer.restore_latest(abstract)
+      if restored is not None:
+        state, _, start = restored
+        print(f"sft: resumed from step {start} ({checkpointer.directory})")
+        # The iterator is a pure function of `seed`: replaying the batches
+        # already used puts it where the interrupted run left it.
+        for _ in range(start):
+          next(iterator)
+    for i in range(start, num_steps):
       batch = jax.device_put(next(iterator), batch_sh)
       state, metrics = fn(state, batch)
       done = i + 1
-      if done % log_every == 0 or done == num_steps:
+      last = done == num_steps
+      if checkpointer and (done % checkpoint_every == 0 or last):
+        checkpointer.save(done, state, {"step": done})
+      due = bool(evaluate and evaluate_every) and (
+          done % evaluate_every == 0 or last
+      )
+      if done % log_every == 0 or last or due:
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if due:
+          m.update(evaluate(nnx.merge(graphdef, state.params)))
         m["train/elapsed"] = time.time() - t0
         history.append((done, m))
         report(done, m)
+    if checkpointer:
+      checkpointer.close()
   return nnx.merge(graphdef, state.params), history
 
 
 def _print_metrics(step: int, metrics: dict[str, float]) -> None:
+  extra = "".join(
+      f" {k} {v:.3f}" for k, v in metrics.items() if k.startswith("eval/")
+  )
   print(
       f"sft step {step}: loss {metrics['loss/ce']:.4f} token acc"
-      f" {metrics['train/token_acc']:.3f} ({metrics['train/elapsed']:.0f}s)",
+      f" {metrics['train/token_acc']:.3f}{extra}"
+      f" ({metrics['train/elapsed']:.0f}s)",
       flush=True,
   )

@@ -14,6 +14,7 @@
 """Tests of the SFT step: reference loss, masking, and that it learns."""
 
 import functools
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -227,3 +228,47 @@ def test_length_grouped_batches_drop_only_trailing_padding(tmp_path):
   again = sft.length_grouped(iter(map(sft.sft_batch, full)), 6, seed=0)
   for b in out:
     np.testing.assert_array_equal(next(again)["tokens"], b["tokens"])
+
+
+def test_sft_train_resumes_bit_for_bit(tmp_path):
+  """Interrupted after a checkpoint, the run ends where an unbroken one does."""
+  tok = task_tokenizer.load_task_tokenizer(
+      task_tokenizer.build_task_tokenizer(tmp_path / "tok", "countdown")
+  )
+  data = PromptDataset(
+      TaskSource("train", 24, task="countdown"),
+      tok,
+      max_prompt_len=24,
+      max_new_tokens=512,
+  )
+  run = functools.partial(
+      sft.sft_train,
+      _model(vocab_size=len(tok)),
+      data,
+      num_steps=4,
+      batch_size=4,
+      learning_rate=3e-3,
+      log_every=1,
+      callback=lambda s, m: None,
+      length_groups=3,
+      checkpoint_every=2,
+  )
+  unbroken, history = run(workdir=str(tmp_path / "a"))
+  # The same run killed after step 2: its step-4 checkpoint never landed.
+  shutil.copytree(tmp_path / "a", tmp_path / "b")
+  shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
+  evaluated = []
+  resumed, resumed_history = run(
+      workdir=str(tmp_path / "b"),
+      evaluate=lambda m: evaluated.append(m) or {"eval/x": 1.0},
+      evaluate_every=3,
+  )
+  assert [s for s, _ in resumed_history] == [3, 4]
+  assert len(evaluated) == 2  # at step 3 and at the last step
+  assert resumed_history[-1][1]["eval/x"] == 1.0
+  assert resumed_history[-1][1]["loss/ce"] == history[-1][1]["loss/ce"]
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      nnx.state(unbroken, nnx.Param),
+      nnx.state(resumed, nnx.Param),
+  )
