@@ -71,18 +71,27 @@ def sft_batch(host: dict[str, Any]) -> dict[str, np.ndarray]:
 TRIM_MULTIPLE = 64
 
 
+def _rounded_up(n: int, limit: int) -> int:
+  """`n` rounded up to `TRIM_MULTIPLE`, at most `limit`."""
+  return min(limit, -(-max(n, 1) // TRIM_MULTIPLE) * TRIM_MULTIPLE)
+
+
 def length_grouped(
     batches: Iterator[dict[str, np.ndarray]], group: int, seed: int
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Regroups `group` batches at a time by response length, then trims.
+  """Regroups `group` batches at a time by length, then trims the padding.
 
   Long references padded to one width T waste most of an update on
-  padding (Countdown's median reference is 180 of 512 tokens). Rows of
-  `group` consecutive batches are sorted by response length and cut back
-  into `group` batches of the same size, yielded in a seeded random order,
-  and each batch's response is trimmed to its longest row rounded up to
-  `TRIM_MULTIPLE`: HF Trainer's `group_by_length`, in static shapes.
-  Trimming only drops trailing padding, so a row's loss is unchanged.
+  padding (Countdown's median reference is 180 of 512 tokens), and so do
+  prompts padded to the room a worked demonstration needs when only some
+  rows carry one. Rows of `group` consecutive batches are sorted by their
+  real length (prompt + response) and cut back into `group` batches of the
+  same size, yielded in a seeded random order; each batch's response is
+  trimmed to its longest row and its prompt to its longest real prompt,
+  both rounded up to `TRIM_MULTIPLE`: HF Trainer's `group_by_length`, in
+  static shapes. Only trailing response padding and leading prompt
+  padding are dropped, and positions count real tokens, so a row's loss is
+  unchanged.
 
   Args:
     batches: `sft_batch` dicts (`tokens` [B, P + T], `mask` [B, P + T],
@@ -91,23 +100,25 @@ def length_grouped(
     seed: the order of the regrouped batches.
 
   Yields:
-    `sft_batch` dicts, of width P + T' with T' <= T.
+    `sft_batch` dicts, of width P' + T' with P' <= P and T' <= T.
   """
   rng = np.random.default_rng([seed, 7])
   while True:
     chunk = [next(batches) for _ in range(group)]
     size = len(chunk[0]["tokens"])
     rows = {k: np.concatenate([b[k] for b in chunk]) for k in chunk[0]}
-    order = np.argsort(rows["response_mask"].sum(1), kind="stable")
     t = rows["response_mask"].shape[1]
     p = rows["tokens"].shape[1] - t
+    response_len = rows["response_mask"].sum(1)
+    prompt_len = rows["mask"][:, :p].sum(1)
+    order = np.argsort(response_len + prompt_len, kind="stable")
     for g in rng.permutation(group):
       take = order[g * size : (g + 1) * size]
-      longest = int(rows["response_mask"][take].sum(1).max())
-      width = min(t, -(-max(longest, 1) // TRIM_MULTIPLE) * TRIM_MULTIPLE)
+      width = _rounded_up(int(response_len[take].max()), t)
+      start = p - _rounded_up(int(prompt_len[take].max()), p)
       yield {
-          "tokens": rows["tokens"][take, : p + width],
-          "mask": rows["mask"][take, : p + width],
+          "tokens": rows["tokens"][take, start : p + width],
+          "mask": rows["mask"][take, start : p + width],
           "response_mask": rows["response_mask"][take, :width],
       }
 

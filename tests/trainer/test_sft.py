@@ -24,6 +24,7 @@ import pytest
 from flax import nnx
 
 from opd_jax import testing
+from opd_jax.data import context as contexts
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import TaskSource
 from opd_jax.data import tokenizer as task_tokenizer
@@ -191,16 +192,24 @@ def test_sft_train_learns_the_task(tmp_path):
   assert max(jax.tree.leaves(diffs)) > 0
 
 
-def test_length_grouped_batches_drop_only_trailing_padding(tmp_path):
+@pytest.mark.parametrize("context_fraction", [0.0, 0.5])
+def test_length_grouped_batches_drop_only_padding(tmp_path, context_fraction):
+  """Regrouped rows are the original rows less trailing / leading padding.
+
+  With a worked demonstration before half of the questions the prompts are
+  padded to ~560 tokens: those rows group together and the others lose the
+  prompt padding they do not need.
+  """
   tok = task_tokenizer.load_task_tokenizer(
       task_tokenizer.build_task_tokenizer(tmp_path / "tok", "countdown")
   )
-  data = PromptDataset(
-      TaskSource("train", 48, task="countdown"),
-      tok,
-      max_prompt_len=32,
-      max_new_tokens=512,
-  )
+  source = TaskSource("train", 48, task="countdown")
+  p = 32
+  if context_fraction:
+    ctx = contexts.TeacherContext("solution", p + 528)
+    source = contexts.ContextSource(source, ctx, context_fraction)
+    p = ctx.max_prompt_len
+  data = PromptDataset(source, tok, max_prompt_len=p, max_new_tokens=512)
   full = [data.batch(np.arange(i, i + 8)) for i in range(0, 48, 8)]
   grouped = sft.length_grouped(iter(map(sft.sft_batch, full)), 6, seed=0)
   out = [next(grouped) for _ in range(6)]
@@ -209,22 +218,32 @@ def test_length_grouped_batches_drop_only_trailing_padding(tmp_path):
   for b in map(sft.sft_batch, full):
     for i in range(8):
       lengths[b["tokens"][i].tobytes()] = b["response_mask"][i].sum()
-  widths, seen = [], set()
+  widths, prompt_widths, seen = [], [], set()
   for b in out:
     width = b["response_mask"].shape[1]
+    prompt_width = b["tokens"].shape[1] - width
     widths.append(width)
+    prompt_widths.append(prompt_width)
     assert width % sft.TRIM_MULTIPLE == 0 or width == 512
+    assert prompt_width % sft.TRIM_MULTIPLE == 0 or prompt_width == p
     for i in range(8):
-      # Padded back with <pad> (id 0) it is an original row: the columns
-      # dropped were padding, and every response token is kept.
-      row = np.concatenate(
-          [b["tokens"][i], np.zeros(512 - width, b["tokens"].dtype)]
-      ).tobytes()
+      # Padded back with <pad> (id 0) on both sides it is an original row:
+      # the columns dropped were padding, and every real token is kept.
+      row = np.concatenate([
+          np.zeros(p - prompt_width, b["tokens"].dtype),
+          b["tokens"][i],
+          np.zeros(512 - width, b["tokens"].dtype),
+      ]).tobytes()
       assert lengths[row] == b["response_mask"][i].sum()
+      assert b["mask"][i].sum() == (b["tokens"][i] != 0).sum()
       seen.add(row)
   assert len(seen) == 48
   # Sorted by length: the groups' widths differ, the shortest well below T.
   assert min(widths) < 512 and len(set(widths)) > 1
+  if context_fraction:
+    assert min(prompt_widths) < p and max(prompt_widths) > 64
+  else:
+    assert prompt_widths == [p] * 6
   again = sft.length_grouped(iter(map(sft.sft_batch, full)), 6, seed=0)
   for b in out:
     np.testing.assert_array_equal(next(again)["tokens"], b["tokens"])
