@@ -17,11 +17,20 @@ r"""Samples rollouts from a run's newest student for a file of prompts.
       [--max_new_tokens=128 --temperature=0.7 --num_samples=2]
 
 `--prompts` is a text file with one question per line, or a jsonl file with
-a `question` field (see --question_field). Each question is formatted with
-the tokenizer's chat template. Prints one JSON line per sample. Mistakes
-(a missing or foreign --workdir, an unreadable prompt file, a flag out of
-range) print one `error: ...` line and exit with code 2, the flags and the
-files before anything is loaded.
+a `question` field (see --question_field). Each question is formatted as the
+run formatted its prompts (the tokenizer's chat template, the run's system
+prompt). Prints one JSON line per sample.
+
+Sampling is greedy by default (--temperature=0); several samples of a
+prompt need a temperature: greedy decoding would repeat one sample, so
+--num_samples > 1 at temperature 0 is refused (as `transformers`' generate
+refuses num_return_sequences > 1 without sampling). A prompt is never cut:
+one longer than the model's positions leave beside --max_new_tokens, or
+holding words the run's tokenizer cannot read (a word-level task tokenizer
+reads them as <unk>), is refused with its line. Mistakes (a missing or
+foreign --workdir, an unreadable prompt file, a flag out of range) print
+one `error: ...` line and exit with code 2, the flags and the files before
+anything is loaded.
 """
 
 import json
@@ -45,8 +54,8 @@ _NUM = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
-def _questions(path: str) -> list[str]:
-  """The prompt file's questions; InputError naming the file and line."""
+def _questions(path: str) -> list[tuple[int, str]]:
+  """The prompt file's (line number, question)s; InputError naming the line."""
   if not path:
     raise InputError("--prompts is required")
   if not os.path.isfile(path):
@@ -63,7 +72,7 @@ def _questions(path: str) -> list[str]:
   if not lines:
     raise InputError(f"--prompts: {path} holds no prompts")
   if not path.endswith(".jsonl"):
-    return [line for _, line in lines]
+    return lines
   out = []
   for n, line in lines:
     try:
@@ -78,7 +87,7 @@ def _questions(path: str) -> list[str]:
           f"--prompts: {path} line {n}: no field {_FIELD.value!r}"
           f" (--question_field; the line has {fields})"
       )
-    out.append(str(row[_FIELD.value]))
+    out.append((n, str(row[_FIELD.value])))
   return out
 
 
@@ -93,31 +102,97 @@ def _check_flags() -> None:
         f" {_MAX_NEW.value}"
     )
   script_flags.check_sampling(_SAMPLING)
+  if _NUM.value > 1 and _SAMPLING.temperature.value == 0:
+    raise InputError(
+        f"--num_samples={_NUM.value}: greedy decoding (--temperature=0, the"
+        f" default) gives {_NUM.value} identical samples; expected"
+        " --temperature > 0 (e.g. --temperature=0.7) or --num_samples=1"
+    )
   if _SEED.value < 0:
     raise InputError(f"--seed: expected an integer >= 0, got {_SEED.value}")
+
+
+def _check_prompts(path, lines, ids, tokenizer, tok_dir, limit, max_new):
+  """Refuses a prompt that would be cut or read as other words than written.
+
+  Args:
+    path: the prompt file.
+    lines: its (line number, question)s.
+    ids: each question's prompt ids (as the run formats them).
+    tokenizer: the run's tokenizer.
+    tok_dir: its directory, for the message.
+    limit: the model's max_position_embeddings.
+    max_new: the response budget.
+  """
+  room = limit - max_new
+  over = [(n, len(row)) for (n, _), row in zip(lines, ids) if len(row) > room]
+  if over:
+    n, length = max(over, key=lambda x: x[1])
+    raise InputError(
+        f"--prompts: {path} line {n}: the prompt is {length} tokens; expected"
+        f" at most {room} (the model's max_position_embeddings {limit} -"
+        f" {max_new} new tokens, --max_new_tokens)"
+        + (f"; {len(over)} prompts are longer" if len(over) > 1 else "")
+    )
+  from opd_jax.data import tokenizer as tokenizers  # pylint: disable=g-import-not-at-top
+
+  unknown = [(n, tokenizers.unknown_words(tokenizer, q)) for n, q in lines]
+  unknown = [(n, words) for n, words in unknown if words]
+  if unknown:
+    n, words = unknown[0]
+    raise InputError(
+        f"--prompts: {path} line {n}: the words {words[:8]} are not in the"
+        f" vocabulary of the run's tokenizer {tok_dir} (it would read them as"
+        " <unk>)"
+        + (
+            f"; {len(unknown)} lines have such words"
+            if len(unknown) > 1
+            else ""
+        )
+    )
 
 
 def main(argv):
   # Flags and files first, in a second; then the slow imports.
   _check_flags()
   workdir_lib.check_run_workdir(_WORKDIR.value)
-  questions = _questions(_PROMPTS.value)
+  lines = _questions(_PROMPTS.value)
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from opd_jax.data.templates import format_prompts  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import default_eos_ids, Sampling, sample  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import builders, restore  # pylint: disable=g-import-not-at-top
+  from transformers.utils import logging as hf_logging  # pylint: disable=g-import-not-at-top
 
   model, step, c = restore.restore_student(_WORKDIR.value)
   tokenizer = builders.load_tokenizer(c)
-  source = _ListSource(questions)
+  chat = builders.chat_format(c)
+  max_new = _MAX_NEW.value or c.max_new_tokens
+  limit = model.config.max_position_embeddings
+  if max_new >= limit:  # no room for any prompt
+    script_flags.check_response_length(1, max_new, model.config)
+  questions = [q for _, q in lines]
+  # A prompt beyond the tokenizer's model_max_length is refused below, in
+  # one line, not with transformers' warning.
+  hf_logging.set_verbosity_error()
+  ids = format_prompts(tokenizer, questions, **chat)
+  _check_prompts(
+      _PROMPTS.value,
+      lines,
+      ids,
+      tokenizer,
+      c.tokenizer or c.student,
+      limit,
+      max_new,
+  )
+  # Every prompt whole: the batch is as wide as the longest one.
   data = data_lib.PromptDataset(
-      source, tokenizer, max_prompt_len=c.max_prompt_len, overlong="truncate"
+      _ListSource(questions),
+      tokenizer,
+      max_prompt_len=max(len(row) for row in ids),
+      **chat,
   )
   batch = data.batch(range(len(data)))
-  max_new = _MAX_NEW.value or c.max_new_tokens
-  longest = int(np.asarray(batch["prompt_mask"]).sum(axis=1).max())
-  script_flags.check_response_length(longest, max_new, model.config)
   eos = default_eos_ids(model.config, tokenizer)
   for j in range(_NUM.value):
     out = sample(
@@ -133,12 +208,12 @@ def main(argv):
         eos_ids=eos,
         pad_id=data.pad_id,
     )
-    for q, ids, m in zip(
+    for q, row, m in zip(
         batch["question"],
         jax.device_get(out.response),
         jax.device_get(out.response_mask),
     ):
-      text = tokenizer.decode(ids[m].tolist(), skip_special_tokens=True)
+      text = tokenizer.decode(row[m].tolist(), skip_special_tokens=True)
       print(
           json.dumps(
               {"step": step, "sample": j, "question": q, "response": text}

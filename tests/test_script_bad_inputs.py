@@ -254,6 +254,55 @@ SAMPLE = [
         2,
         "+ 5000 new tokens exceeds the model's max_position_embeddings (512)",
     ),
+    (
+        "sample: words the tokenizer lacks are refused, not read as <unk>",
+        ["sample", "--workdir={run}", "--prompts={prompts}"],
+        2,
+        (
+            "--prompts: {prompts} line 1: the words ['What', 'is'] are not in"
+            " the vocabulary of the run's tokenizer {student}"
+        ),
+    ),
+    (
+        (
+            "sample: a prompt longer than the model's positions is refused,"
+            " not cut"
+        ),
+        ["sample", "--workdir={run}", "--prompts={long_txt}"],
+        2,
+        (
+            "--prompts: {long_txt} line 2: the prompt is 609 tokens; expected"
+            " at most 500 (the model's max_position_embeddings 512 - 12 new"
+            " tokens, --max_new_tokens)"
+        ),
+    ),
+    (
+        "sample: several greedy samples would be identical",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={ok_txt}",
+            "--num_samples=3",
+        ],
+        2,
+        (
+            "--num_samples=3: greedy decoding (--temperature=0, the default)"
+            " gives 3 identical samples; expected --temperature > 0"
+        ),
+    ),
+    (
+        "sample: a prompt longer than the run's max_prompt_len is kept whole",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={ok_txt}",
+            "--num_samples=2",
+            "--temperature=0.7",
+            "--max_new_tokens=4",
+        ],
+        0,
+        '"sample": 1, "question": "Ann has 5 coins. She buys 3 more.',
+    ),
 ]
 
 _OK_EVAL = [
@@ -603,6 +652,10 @@ _NOISE = re.compile(
 )
 
 
+_BUYS = " She buys 3 more."
+_OK_PROMPT = "Ann has 5 coins." + _BUYS * 8 + " How many coins does she have?"
+
+
 def _paths(pair, tmp) -> dict[str, str]:
   paths = {
       "tmp": tmp,
@@ -614,6 +667,8 @@ def _paths(pair, tmp) -> dict[str, str]:
       "full": os.path.join(tmp, "full"),
       "empty": os.path.join(tmp, "empty"),
       "prompts": os.path.join(tmp, "q.txt"),
+      "long_txt": os.path.join(tmp, "long.txt"),
+      "ok_txt": os.path.join(tmp, "ok.txt"),
       "empty_txt": os.path.join(tmp, "empty.txt"),
       "bad_jsonl": os.path.join(tmp, "bad.jsonl"),
       "banana": os.path.join(tmp, "banana.jsonl"),
@@ -637,6 +692,9 @@ def _paths(pair, tmp) -> dict[str, str]:
       "full/x": "x",
       "model_out/config.json": "{}",
       "q.txt": "What is 2 + 3?\n",
+      # The run's prompts are at most 40 tokens (testing.tiny_train_config).
+      "ok.txt": _OK_PROMPT + "\n",
+      "long.txt": _OK_PROMPT + "\n" + "Ann has 5 coins." + _BUYS * 100 + "\n",
       "empty.txt": "\n",
       "bad.jsonl": '{"question": "1 + 1"}\n{"question": \n',
       "banana.jsonl": (

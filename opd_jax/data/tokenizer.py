@@ -287,3 +287,53 @@ def check_same_vocabulary(
         " to the same string (allow_mismatch=True to proceed anyway)"
     )
   return differ
+
+
+def unknown_words(tokenizer, text: str) -> list[str]:
+  """The words of `text` that `tokenizer` reads as its unknown token.
+
+  A word-level tokenizer (the built-in tasks') maps a word outside its
+  vocabulary to <unk>, so the model reads another prompt than the one
+  written; byte-level tokenizers (Qwen, Llama) never produce it.
+
+  Args:
+    tokenizer: an HF tokenizer.
+    text: a prompt's text.
+
+  Returns:
+    The whitespace-delimited words holding an unknown piece, in order, each
+    once (empty when the tokenizer has no unknown token).
+  """
+  unk = getattr(tokenizer, "unk_token_id", None)
+  if unk is None:
+    return []
+  try:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [
+        span
+        for i, span in zip(enc["input_ids"], enc["offset_mapping"])
+        if i == unk
+    ]
+  except (NotImplementedError, ValueError, TypeError):  # a slow tokenizer
+    if unk not in tokenizer(text, add_special_tokens=False)["input_ids"]:
+      return []
+    return list(
+        dict.fromkeys(
+            w
+            for w in text.split()
+            if all(
+                unk in tokenizer(t, add_special_tokens=False)["input_ids"]
+                for t in (w, " " + w)
+            )
+        )
+    )
+  words = []
+  for start, end in spans:
+    while start < end and text[start].isspace():  # " word" pieces
+      start += 1
+    while start > 0 and not text[start - 1].isspace():
+      start -= 1
+    while end < len(text) and not text[end].isspace():
+      end += 1
+    words.append(text[start:end] or text[start : start + 1])
+  return list(dict.fromkeys(w for w in words if w))
