@@ -35,7 +35,7 @@ from opd_jax.rollouts import Sampling
 from opd_jax.trainer import builders
 from opd_jax.trainer import self_teacher
 from opd_jax.trainer import step as steps
-from opd_jax.trainer.config import ConfigError, validate
+from opd_jax.trainer.config import ConfigError, to_run_config
 from opd_jax.trainer.state import (
     TrainState,
     init_state,
@@ -201,8 +201,7 @@ def plan_run(
   Returns:
     The RunPlan.
   """
-  method = validate(c)
-  self_teacher.validate(c)
+  method = to_run_config(c).method
   scfg, s_from = builders.model_config(
       c, "student", allow_preset_fallback=allow_preset_fallback
   )

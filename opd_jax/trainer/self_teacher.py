@@ -35,16 +35,9 @@ import optax
 
 from opd_jax import sharding
 from opd_jax.data import context as contexts
-from opd_jax.data import tasks
-from opd_jax.data.sources import TaskSource
 from opd_jax.methods.base import TEACHER_MASK, TEACHER_TOKENS
 
-SELF = "self"
-WEIGHTS = ("initial", "live", "ema")
-# Per-placeholder columns of a file source (config.data.<name>_field).
-CONTEXT_FIELDS = ("solution", "summary", "wrong")
-# The methods whose losses go through `LossPass` (the pointwise clip).
-CLIPPABLE = ("gkd", "rkl", "tip", "dear")
+from opd_jax.trainer.run_config import CONTEXT_FIELDS, SELF
 
 
 class SelfTeacherError(ValueError):
@@ -83,57 +76,6 @@ def context_columns(c: ml_collections.ConfigDict) -> dict[str, str]:
 
 def _fail(field: str, message: str):
   raise SelfTeacherError(f"config.{field}: {message}")
-
-
-def validate(c: ml_collections.ConfigDict) -> None:
-  """Checks the self-teacher and teacher-context fields (one line each)."""
-  st, tc = c.self_teacher, c.teacher_context
-  if st.weights not in WEIGHTS:
-    _fail(
-        "self_teacher.weights", f"expected one of {WEIGHTS}, got {st.weights!r}"
-    )
-  if not 0.0 <= st.ema_decay < 1.0:
-    _fail("self_teacher.ema_decay", f"expected in [0, 1), got {st.ema_decay!r}")
-  if is_self(c) and c.teacher_preset:
-    _fail(
-        "teacher_preset",
-        "expected '' with config.teacher='self' (the teacher is the"
-        f" student's own model), got {c.teacher_preset!r}",
-    )
-  if st.weights != "initial" and not is_self(c):
-    _fail(
-        "self_teacher.weights",
-        f"{st.weights!r} needs config.teacher='self', but a teacher is also"
-        f" given (config.teacher={c.teacher!r}); drop one",
-    )
-  if not (isinstance(tc.max_prompt_len, int) and tc.max_prompt_len >= 0):
-    _fail(
-        "teacher_context.max_prompt_len",
-        "expected an integer >= 0 (0: config.max_prompt_len), got"
-        f" {tc.max_prompt_len!r}",
-    )
-  if not tc.kl_clip >= 0:
-    _fail("teacher_context.kl_clip", f"expected >= 0, got {tc.kl_clip!r}")
-  if tc.kl_clip > 0 and c.method not in CLIPPABLE:
-    _fail(
-        "teacher_context.kl_clip",
-        f"the pointwise clip applies to {CLIPPABLE}, not to {c.method!r};"
-        " set it to 0",
-    )
-  if tc.template:
-    try:
-      contexts.resolve_template(tc.template)
-      if c.data.source in tasks.NAMES:
-        available = TaskSource.CONTEXT_FIELDS
-        hint = f"the {c.data.source} task provides these"
-      else:
-        available = list(context_columns(c)) + (
-            ["answer"] if c.data.answer_field else []
-        )
-        hint = "set config.data.<name>_field to the column that holds it"
-      contexts.check_available(tc.template, available, hint)
-    except contexts.ContextError as e:
-      raise SelfTeacherError(str(e)) from None
 
 
 def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:
