@@ -28,24 +28,11 @@ GIB = 1024**3
 
 
 def _naive_loss(inputs):
-  """Materialises [B, T, V] student and teacher logits, reverse KL."""
-  from opd_jax import losses  # pylint: disable=g-import-not-at-top
+  """Materialises [B, T, V] student and teacher logits, reverse KL: the
+  papers' baseline, as the results' memory column compiles it."""
+  from opd_jax.results import memory  # pylint: disable=g-import-not-at-top
 
-  f32 = jnp.float32
-  zs = jnp.einsum(
-      "BTD,DV->BTV",
-      inputs.student_hidden,
-      inputs.student_head,
-      preferred_element_type=f32,
-  )
-  zt = jnp.einsum(
-      "BTD,DV->BTV",
-      jax.lax.stop_gradient(inputs.teacher_hidden),
-      jax.lax.stop_gradient(inputs.teacher_head),
-      preferred_element_type=f32,
-  )
-  values = losses.reverse_kl(zs, zt, where=inputs.mask)
-  return losses.token_mean(values, inputs.mask).value()
+  return memory.FullLogitReverseKL().loss(inputs)[0]
 
 
 def _method_loss(name: str, config: dict) -> Callable:
