@@ -74,6 +74,34 @@ def tiny_config(
   )
 
 
+def tiny_moe_config(
+    *,
+    num_experts: int = 8,
+    top_k: int = 2,
+    norm_topk_prob: bool = True,
+    mlp_only_layers: tuple[int, ...] = (),
+    decoder_sparse_step: int = 1,
+    tied: bool = False,
+    num_layers: int = 2,
+    vocab_size: int = 211,
+) -> ModelConfig:
+  """A tiny Qwen3-MoE: `tiny_config('qwen3')`'s attention, E experts of
+  width 24, top-k routing; dense layers (width 96) where HF's rule puts them
+  (`mlp_only_layers`, `decoder_sparse_step`)."""
+  return tiny_config(
+      "qwen3", tied=tied, num_layers=num_layers, vocab_size=vocab_size
+  ).replace(
+      family="qwen3_moe",
+      num_experts=num_experts,
+      experts_per_token=top_k,
+      moe_mlp_dim=24,
+      norm_topk_prob=norm_topk_prob,
+      mlp_only_layers=tuple(mlp_only_layers),
+      decoder_sparse_step=decoder_sparse_step,
+      router_aux_loss_coef=0.001,
+  )
+
+
 def random_model(
     config: ModelConfig, seed: int = 0, dtype=jnp.float32
 ) -> Transformer:

@@ -30,7 +30,9 @@ class _FakeMesh:
   shape = {"data": 2, "fsdp": 4, "tensor": 2}
 
 
-@pytest.mark.parametrize("name", ["qwen3_0p6b", "qwen2p5_1p5b", "llama3p1_8b"])
+@pytest.mark.parametrize(
+    "name", ["qwen3_0p6b", "qwen2p5_1p5b", "llama3p1_8b", "qwen3_30b_a3b"]
+)
 def test_every_parameter_has_a_rule(name):
   config = preset(name)
   model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))

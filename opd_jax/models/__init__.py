@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Decoder models (Llama, Qwen2, Qwen3) and their Hugging Face checkpoint I/O."""
+"""Decoder models (Llama, Qwen2, Qwen3, Qwen3-MoE) and their Hugging Face checkpoint I/O."""
 
 from opd_jax.models.attention import KVCache, init_cache
 from opd_jax.models.config import (
@@ -28,6 +28,8 @@ from opd_jax.models.config import (
 from opd_jax.models.transformer import ModelOutput, Transformer
 from opd_jax.models.decode import SplitTransformer, split_layers
 from opd_jax.models.hf_io import CheckpointError, load_hf, mapping_table, save_hf
+from opd_jax.models.grouped_matmul import grouped_matmul
+from opd_jax.models.moe import MoeMlp, balance_loss, load_balancing_loss
 from opd_jax.models.precision import DTYPES, cast_floating, dtype_by_name
 from opd_jax.models.response import map_row_groups
 from opd_jax.models.response import response_hidden

@@ -24,17 +24,23 @@ from opd_jax.models import hf_guard
 from opd_jax.models import sequence_attention
 from opd_jax.models.hf_guard import UnsupportedConfigError
 
-FAMILIES = ("llama", "qwen2", "qwen3")
+FAMILIES = ("llama", "qwen2", "qwen3", "qwen3_moe")
 REMAT_POLICIES = ("auto", "none", "full", "dots", "offload")
 # `remat='auto'` on CPU rematerialises from this many tokens per row on.
 REMAT_AUTO_MIN_LEN = 1024
 
 # HF `model_type` -> our family, and the architecture name written on export.
-_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+_MODEL_TYPES = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3_moe",
+}
 _ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
 }
 
 
@@ -50,7 +56,7 @@ class Llama3RopeScaling:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Shape and variant flags of one decoder (Llama / Qwen2 / Qwen3).
+  """Shape and variant flags of one decoder (Llama / Qwen2 / Qwen3 / MoE).
 
   Attributes:
     family: one of `FAMILIES`; decides the HF architecture on export.
@@ -60,7 +66,8 @@ class ModelConfig:
     num_heads: N, query heads.
     num_kv_heads: K, key/value heads (N % K == 0; K == N is MHA).
     head_dim: H, width of one head.
-    mlp_dim: F, SwiGLU hidden width (HF `intermediate_size`).
+    mlp_dim: F, SwiGLU hidden width (HF `intermediate_size`) of the dense
+      layers.
     rms_norm_eps: epsilon of every RMSNorm.
     rope_theta: RoPE base frequency.
     rope_scaling: optional Llama-3 scaling of the RoPE frequencies.
@@ -68,6 +75,19 @@ class ModelConfig:
     qkv_bias: q/k/v projections carry a bias (Qwen2).
     qk_norm: RMSNorm over each query/key head before RoPE (Qwen3).
     max_position_embeddings: recorded for export; not enforced.
+    num_experts: E, routed experts of a mixture-of-experts layer (0 for a
+      dense model; family 'qwen3_moe' only).
+    experts_per_token: k, experts each token is routed to (HF
+      `num_experts_per_tok`), 1 <= k <= E.
+    moe_mlp_dim: F_e, SwiGLU hidden width of one expert (HF
+      `moe_intermediate_size`).
+    norm_topk_prob: the k routing weights are renormalised to sum to one.
+    decoder_sparse_step, mlp_only_layers: which layers are MoE, as HF:
+      layer i is MoE unless i is in `mlp_only_layers` or (i + 1) is not a
+      multiple of `decoder_sparse_step` (see `moe_layer_mask`).
+    router_aux_loss_coef: weight of the router's load-balancing loss that
+      a student adds to its loss (recorded from HF; the model computes the
+      loss, `ModelOutput.aux_loss`, whatever the weight).
     bos_token_id, eos_token_ids, pad_token_id: special ids from the config.
     attention: how full-sequence attention runs, one of
       `sequence_attention.IMPLEMENTATIONS` ('auto' decides by platform,
@@ -103,6 +123,13 @@ class ModelConfig:
   bos_token_id: int | None = None
   eos_token_ids: tuple[int, ...] = ()
   pad_token_id: int | None = None
+  num_experts: int = 0
+  experts_per_token: int = 0
+  moe_mlp_dim: int = 0
+  norm_topk_prob: bool = False
+  decoder_sparse_step: int = 1
+  mlp_only_layers: tuple[int, ...] = ()
+  router_aux_loss_coef: float = 0.0
   attention: str = "auto"
   attention_block_size: int = 512
   remat: str = "auto"
@@ -138,6 +165,7 @@ class ModelConfig:
             f"ModelConfig.{name}: expected a positive int, got {value!r}"
         )
     _check_family_flags(self)
+    _check_moe(self)
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           "ModelConfig.num_heads must be a multiple of num_kv_heads, got"
@@ -152,19 +180,46 @@ class ModelConfig:
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
 
-  def num_params(self) -> int:
-    """Number of parameters, counting a tied embedding once."""
+  @property
+  def is_moe(self) -> bool:
+    """The model has mixture-of-experts layers."""
+    return any(self.moe_layer_mask())
+
+  def moe_layer_mask(self) -> tuple[bool, ...]:
+    """Per layer, whether it is a mixture of experts (HF's rule).
+
+    Layer i is MoE iff `num_experts > 0`, i is not in `mlp_only_layers` and
+    (i + 1) % `decoder_sparse_step` == 0 (transformers'
+    `Qwen3MoeDecoderLayer`).
+    """
+    return tuple(
+        self.num_experts > 0
+        and i not in self.mlp_only_layers
+        and (i + 1) % self.decoder_sparse_step == 0
+        for i in range(self.num_layers)
+    )
+
+  def num_params(self, *, active: bool = False) -> int:
+    """Number of parameters, counting a tied embedding once.
+
+    With `active=True`, a MoE layer counts only the `experts_per_token`
+    experts one token runs through (and its router): the parameters whose
+    work a token costs, not those stored.
+    """
     d, f, l = self.embed_dim, self.mlp_dim, self.num_layers
     q = d * self.num_heads * self.head_dim
     kv = 2 * d * self.num_kv_heads * self.head_dim
     o = self.num_heads * self.head_dim * d
-    per_layer = q + kv + o + 3 * d * f + 2 * d
+    per_layer = q + kv + o + 2 * d
     if self.qkv_bias:
       per_layer += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
     if self.qk_norm:
       per_layer += 2 * self.head_dim
+    experts = self.experts_per_token if active else self.num_experts
+    moe = d * self.num_experts + experts * 3 * d * self.moe_mlp_dim
+    mlps = sum(moe if m else 3 * d * f for m in self.moe_layer_mask())
     embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-    return l * per_layer + embed + d
+    return l * per_layer + mlps + embed + d
 
   # -- presets ---------------------------------------------------------------
   # Numbers from the public config.json of each checkpoint.
@@ -224,6 +279,14 @@ class ModelConfig:
         eos_token_ids=(0,),
     )
 
+  @classmethod
+  def qwen3_30b_a3b(cls) -> "ModelConfig":
+    return _qwen3_moe(2048, 48, 32, 4, 6144, 128, 8, 768)
+
+  @classmethod
+  def qwen3_235b_a22b(cls) -> "ModelConfig":
+    return _qwen3_moe(4096, 94, 64, 4, 12288, 128, 8, 1536)
+
 
 PRESETS = (
     "qwen3_0p6b",
@@ -236,6 +299,8 @@ PRESETS = (
     "llama3p2_1b",
     "llama3p1_8b",
     "smollm2_135m",
+    "qwen3_30b_a3b",
+    "qwen3_235b_a22b",
 )
 
 
@@ -265,6 +330,18 @@ def _qwen3(d, layers, heads, kv, mlp, *, tie) -> ModelConfig:
       max_position_embeddings=40960,
       bos_token_id=151643,
       eos_token_ids=(151645,),
+  )
+
+
+def _qwen3_moe(d, layers, heads, kv, mlp, experts, k, expert_mlp):
+  return _qwen3(d, layers, heads, kv, mlp, tie=False).replace(
+      family="qwen3_moe",
+      num_experts=experts,
+      experts_per_token=k,
+      moe_mlp_dim=expert_mlp,
+      norm_topk_prob=True,
+      router_aux_loss_coef=0.001,
+      max_position_embeddings=40960,
   )
 
 
@@ -328,7 +405,7 @@ def _check_family_flags(config: "ModelConfig") -> None:
   """
   for name, want in (
       ("qkv_bias", config.family == "qwen2"),
-      ("qk_norm", config.family == "qwen3"),
+      ("qk_norm", config.family in ("qwen3", "qwen3_moe")),
   ):
     if getattr(config, name) != want:
       raise ValueError(
@@ -338,6 +415,38 @@ def _check_family_flags(config: "ModelConfig") -> None:
           f" {'q/k/v biases' if name == 'qkv_bias' else 'q/k norms'}),"
           f" got {name}={getattr(config, name)}"
       )
+
+
+def _check_moe(config: "ModelConfig") -> None:
+  """Refuses expert settings that are inconsistent or that the family's HF
+  architecture cannot hold (one line naming the field)."""
+  if config.family != "qwen3_moe":
+    if config.num_experts:
+      raise ValueError(
+          f"ModelConfig.num_experts: family {config.family!r} has no"
+          f" experts (only 'qwen3_moe'), got {config.num_experts}"
+      )
+    return
+  e, k = config.num_experts, config.experts_per_token
+  if not isinstance(e, int) or e <= 0:
+    raise ValueError(f"ModelConfig.num_experts: expected >= 1, got {e!r}")
+  if not isinstance(k, int) or not 1 <= k <= e:
+    raise ValueError(
+        "ModelConfig.experts_per_token: expected 1 <= k <= num_experts"
+        f" = {e}, got {k!r}"
+    )
+  for name in ("moe_mlp_dim", "decoder_sparse_step"):
+    value = getattr(config, name)
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(
+          f"ModelConfig.{name}: expected a positive int, got {value!r}"
+      )
+  bad = [i for i in config.mlp_only_layers if not 0 <= i < config.num_layers]
+  if bad:
+    raise ValueError(
+        f"ModelConfig.mlp_only_layers: {bad} are not layer indices of a"
+        f" {config.num_layers}-layer model"
+    )
 
 
 def _rope_from_hf(
@@ -450,13 +559,37 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
       rope_scaling=scaling,
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=family == "qwen2",
-      qk_norm=family == "qwen3",
+      qk_norm=family in ("qwen3", "qwen3_moe"),
       max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
       bos_token_id=hf.get("bos_token_id"),
       eos_token_ids=tuple(int(e) for e in eos_ids),
       pad_token_id=hf.get("pad_token_id"),
+      **(_moe_from_hf(hf) if family == "qwen3_moe" else {}),
   )
   return config, ignored
+
+
+def _moe_from_hf(hf: Mapping[str, Any]) -> dict[str, Any]:
+  """ModelConfig fields of a `qwen3_moe` config.json (as transformers reads
+  them: `num_local_experts` is another name of `num_experts`)."""
+  experts_field = "num_experts" if "num_experts" in hf else "num_local_experts"
+  only = hf.get("mlp_only_layers") or []
+  if not isinstance(only, list) or not all(
+      isinstance(i, int) and not isinstance(i, bool) for i in only
+  ):
+    raise UnsupportedConfigError(
+        "HF config field mlp_only_layers: expected a list of layer indices,"
+        f" got {only!r}"
+    )
+  return dict(
+      num_experts=_required_int(hf, experts_field),
+      experts_per_token=_required_int(hf, "num_experts_per_tok"),
+      moe_mlp_dim=_required_int(hf, "moe_intermediate_size"),
+      norm_topk_prob=bool(hf.get("norm_topk_prob", False)),
+      decoder_sparse_step=int(hf.get("decoder_sparse_step", 1)),
+      mlp_only_layers=tuple(sorted(set(only))),
+      router_aux_loss_coef=float(hf.get("router_aux_loss_coef", 0.001)),
+  )
 
 
 def from_hf_config(hf: Mapping[str, Any]) -> ModelConfig:
@@ -530,6 +663,17 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
     hf.update(attention_bias=False, mlp_bias=False)
   else:
     hf.update(use_sliding_window=False, sliding_window=None)
-    if config.family == "qwen3":
+    if config.family in ("qwen3", "qwen3_moe"):
       hf["attention_bias"] = False
+  if config.family == "qwen3_moe":
+    hf.update(
+        num_experts=config.num_experts,
+        num_experts_per_tok=config.experts_per_token,
+        moe_intermediate_size=config.moe_mlp_dim,
+        norm_topk_prob=config.norm_topk_prob,
+        decoder_sparse_step=config.decoder_sparse_step,
+        mlp_only_layers=list(config.mlp_only_layers),
+        router_aux_loss_coef=config.router_aux_loss_coef,
+        output_router_logits=False,
+    )
   return hf

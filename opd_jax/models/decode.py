@@ -43,7 +43,7 @@ from opd_jax import kernels
 from opd_jax import sharding
 from opd_jax.models import layers
 from opd_jax.models.attention import Attention
-from opd_jax.models.transformer import Transformer
+from opd_jax.models.transformer import Transformer, layer_runs
 
 # Up to this many rows, a decoding model (`split_layers`) computes its
 # logits with `decode_head`; up to _KERNEL_HEAD_ROWS rows of a float32 or
@@ -76,7 +76,8 @@ class SplitTransformer(Transformer):
   weights live and which products run differ.
 
   Attributes:
-    layers: `nnx.List` of `num_layers` Blocks (the stack's slices).
+    layers: `nnx.List` of `num_layers` Blocks (the stacks' slices, in
+      layer order; a MoE model's dense layers are among them).
     cpu_decode: True on one CPU device (`sharding.single_device()`): the
       C++ kernels and the fused few-row head are used.
     head_rows: with `cpu_decode` and an untied head, an `nnx.Cache` of the
@@ -91,11 +92,8 @@ class SplitTransformer(Transformer):
     for name, value in vars(fresh).items():
       if not name.startswith("_"):
         setattr(self, name, value)
-    layer_def, stacked = nnx.split(model.layers)
-    self.layers = nnx.List([
-        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
-        for i in range(model.config.num_layers)
-    ])
+    self.layers = nnx.List(model._blocks())  # pylint: disable=protected-access
+    self.dense_layers = None
     # The C++ kernels and the fused decode head are single-device CPU
     # paths: elsewhere XLA's dots are the fast ones, and under a mesh of
     # several devices the partitioner would gather their operands (the
@@ -120,12 +118,17 @@ class SplitTransformer(Transformer):
       # BENCHMARKS.md); the transpose is made once per loop, not per step.
       self.head_rows = nnx.Cache(self.lm_head.kernel[...].T)
 
-  def _layer_stack(self):
-    """(graphdef, stacked params): an uncached call restacks the layers."""
-    splits = [nnx.split(block) for block in self.layers]
-    return splits[0][0], jax.tree.map(
-        lambda *xs: jnp.stack(xs), *[s for _, s in splits]
-    )
+  def _layer_runs(self) -> list:
+    """[(graphdef, stacked params)] per run: an uncached call restacks."""
+    out, i = [], 0
+    for _, start, stop in layer_runs(self.config):
+      splits = [nnx.split(block) for block in self.layers[i : i + stop - start]]
+      i += stop - start
+      out.append((
+          splits[0][0],
+          jax.tree.map(lambda *xs: jnp.stack(xs), *[s for _, s in splits]),
+      ))
+    return out
 
   def _blocks(self) -> list:
     """The Blocks, already split."""

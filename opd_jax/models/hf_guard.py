@@ -54,6 +54,21 @@ READ = frozenset({
     "pad_token_id",
 })
 
+# Fields `from_hf_config` reads for a mixture of experts (`qwen3_moe`);
+# `output_router_logits` only adds the router logits to transformers'
+# outputs. For the other families these are unknown fields.
+MOE_READ = frozenset({
+    "num_experts",
+    "num_local_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "norm_topk_prob",
+    "decoder_sparse_step",
+    "mlp_only_layers",
+    "router_aux_loss_coef",
+    "output_router_logits",
+})
+
 # Fields that never change the forward pass, whatever their value: HF
 # bookkeeping, the generation defaults transformers 4.x wrote into every
 # config, tokenizer hints, and markers of the tools that wrote the file.
@@ -152,6 +167,22 @@ _NEUTRAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attn_logit_softcapping": (_falsy, "attention logit soft-capping"),
     "final_logit_softcapping": (_falsy, "final logit soft-capping"),
     "is_encoder_decoder": (_falsy, "an encoder-decoder model"),
+    "shared_expert_intermediate_size": (
+        _falsy,
+        "a shared expert beside the routed ones (Qwen2-MoE)",
+    ),
+    "n_shared_experts": (_falsy, "shared experts beside the routed ones"),
+    "num_shared_experts": (_falsy, "shared experts beside the routed ones"),
+    "topk_method": (
+        lambda v: v in (None, "greedy"),
+        "routing other than a plain top-k of the softmax",
+    ),
+    "scoring_func": (
+        lambda v: v in (None, "softmax"),
+        "router scores other than a softmax",
+    ),
+    "routed_scaling_factor": (_one, "scaled routing weights"),
+    "n_group": (_one, "grouped (node-limited) expert routing"),
     "add_cross_attention": (_falsy, "cross-attention layers"),
     "tie_encoder_decoder": (_falsy, "an encoder-decoder model"),
 }
@@ -257,6 +288,8 @@ def check_fields(hf: Mapping[str, Any], family: str) -> list[str]:
   if act not in ("silu", "swish"):  # transformers: both are nn.SiLU
     raise unsupported("hidden_act", act, "only SiLU-gated (SwiGLU) MLPs")
   handled = set(READ) | set(_SLIDING_FIELDS) | {"attention_bias", "hidden_act"}
+  if family == "qwen3_moe":
+    handled |= MOE_READ
   for field in sorted(hf):
     value = hf[field]
     if field in handled:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
@@ -44,7 +46,7 @@ from opd_jax.models.config import (
     from_hf_config,
     to_hf_config,
 )
-from opd_jax.models.transformer import Transformer
+from opd_jax.models.transformer import Transformer, stack_layers
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
@@ -61,69 +63,103 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Mapping:
-  """One HF tensor <-> one parameter of ours.
+  """One HF tensor (or one per layer, or per layer and expert) <-> one
+  parameter of ours.
 
   Attributes:
-    hf_name: HF tensor name; `{i}` stands for the layer index.
-    path: our parameter path ('/'-joined), stacked over layers if `{i}`.
+    hf_name: HF tensor name; `{i}` stands for the layer index, `{e}` for
+      the expert index.
+    path: our parameter path ('/'-joined); with `{i}`, stacked over the
+      layers `layers` (leading axis), then with `{e}` over the experts.
     kind: 'copy' (same layout), 'flat' (HF stores it flattened to 1-D, e.g.
       a bias [N, H] as [N*H]) or 'linear:<n>' for a torch
       Linear weight [out, in] stored by us as a kernel whose first n axes are
       the input axes, e.g. [D, N, H] for q_proj (n=1), [N, H, D] for o_proj.
+    layers: for a stacked row, the HF layer index of each entry of our
+      stack (a MoE model with dense layers keeps two stacks).
+    experts: for a row with `{e}`, the number of experts.
   """
 
   hf_name: str
   path: str
   kind: str = "copy"
+  layers: tuple[int, ...] = ()
+  experts: int = 0
 
   @property
   def stacked(self) -> bool:
     return "{i}" in self.hf_name
 
+  @property
+  def lead(self) -> int:
+    """Leading axes of our parameter that index HF tensors (0, 1 or 2)."""
+    return int(self.stacked) + int(self.experts > 0)
+
+  def hf_names(self) -> list[tuple[tuple[int, ...], str]]:
+    """[(index into our parameter's leading axes, HF tensor name)]."""
+    if not self.stacked:
+      return [((), self.hf_name)]
+    if not self.experts:
+      return [
+          ((j,), self.hf_name.format(i=i)) for j, i in enumerate(self.layers)
+      ]
+    return [
+        ((j, e), self.hf_name.format(i=i, e=e))
+        for j, i in enumerate(self.layers)
+        for e in range(self.experts)
+    ]
+
+
+def _stack_rows(config: ModelConfig, stack: str, layers, moe: bool):
+  """The rows of one stack of decoder layers (`layers`: HF indices)."""
+  a = "model.layers.{i}.self_attn"
+  m = "model.layers.{i}.mlp"
+  row = lambda hf, path, kind="copy", experts=0: Mapping(
+      hf, f"{stack}/{path}", kind, tuple(layers), experts
+  )
+  rows = [
+      row("model.layers.{i}.input_layernorm.weight", "input_norm/scale"),
+      row(
+          "model.layers.{i}.post_attention_layernorm.weight",
+          "post_attn_norm/scale",
+      ),
+      row(f"{a}.q_proj.weight", "attn/q_proj/kernel", "linear:1"),
+      row(f"{a}.k_proj.weight", "attn/k_proj/kernel", "linear:1"),
+      row(f"{a}.v_proj.weight", "attn/v_proj/kernel", "linear:1"),
+      row(f"{a}.o_proj.weight", "attn/o_proj/kernel", "linear:2"),
+  ]
+  if moe:
+    e = config.num_experts
+    rows += [row(f"{m}.gate.weight", "moe/router/kernel", "linear:1")] + [
+        row(
+            f"{m}.experts.{{e}}.{p}_proj.weight", f"moe/{p}_proj", "linear:1", e
+        )
+        for p in ("gate", "up", "down")
+    ]
+  else:
+    rows += [
+        row(f"{m}.{p}_proj.weight", f"mlp/{p}_proj/kernel", "linear:1")
+        for p in ("gate", "up", "down")
+    ]
+  if config.qkv_bias:
+    rows += [
+        row(f"{a}.{p}_proj.bias", f"attn/{p}_proj/bias", "flat") for p in "qkv"
+    ]
+  if config.qk_norm:
+    rows += [row(f"{a}.{p}_norm.weight", f"attn/{p}_norm/scale") for p in "qk"]
+  return rows
+
 
 def mapping_table(config: ModelConfig) -> tuple[Mapping, ...]:
-  """The mapping rows for `config` (all three families share the layout)."""
-  a = "model.layers.{i}.self_attn"
+  """The mapping rows for `config` (all families share the layout; a MoE
+  layer's `mlp` holds a router `gate` and per-expert projections)."""
+  mask = config.moe_layer_mask()
   rows = [
       Mapping("model.embed_tokens.weight", "embedder/embedding"),
       Mapping("model.norm.weight", "final_norm/scale"),
-      Mapping(
-          "model.layers.{i}.input_layernorm.weight", "layers/input_norm/scale"
-      ),
-      Mapping(
-          "model.layers.{i}.post_attention_layernorm.weight",
-          "layers/post_attn_norm/scale",
-      ),
-      Mapping(f"{a}.q_proj.weight", "layers/attn/q_proj/kernel", "linear:1"),
-      Mapping(f"{a}.k_proj.weight", "layers/attn/k_proj/kernel", "linear:1"),
-      Mapping(f"{a}.v_proj.weight", "layers/attn/v_proj/kernel", "linear:1"),
-      Mapping(f"{a}.o_proj.weight", "layers/attn/o_proj/kernel", "linear:2"),
-      Mapping(
-          "model.layers.{i}.mlp.gate_proj.weight",
-          "layers/mlp/gate_proj/kernel",
-          "linear:1",
-      ),
-      Mapping(
-          "model.layers.{i}.mlp.up_proj.weight",
-          "layers/mlp/up_proj/kernel",
-          "linear:1",
-      ),
-      Mapping(
-          "model.layers.{i}.mlp.down_proj.weight",
-          "layers/mlp/down_proj/kernel",
-          "linear:1",
-      ),
   ]
-  if config.qkv_bias:
-    rows += [
-        Mapping(f"{a}.{p}_proj.bias", f"layers/attn/{p}_proj/bias", "flat")
-        for p in "qkv"
-    ]
-  if config.qk_norm:
-    rows += [
-        Mapping(f"{a}.{p}_norm.weight", f"layers/attn/{p}_norm/scale")
-        for p in "qk"
-    ]
+  for stack, layers in stack_layers(config).items():
+    rows += _stack_rows(config, stack, layers, mask[layers[0]])
   if not config.tie_embeddings:
     rows.append(Mapping("lm_head.weight", "lm_head/kernel", "linear:1"))
   return tuple(rows)
@@ -278,21 +314,15 @@ def _check_finite(x: np.ndarray, name: str, file: str) -> None:
 
 
 def expected_tensors(config: ModelConfig, abstract_state) -> dict[str, tuple]:
-  """HF name -> (mapping, per-layer shape of ours) for every tensor needed."""
+  """HF name -> (mapping, per-tensor shape of ours) for every tensor needed."""
   flat = {sharding.path_str(p): v for p, v in _flat_state(abstract_state)}
   needed = {}
   for m in mapping_table(config):
     if m.path not in flat:
       raise AssertionError(f"mapping table names unknown parameter {m.path}")
-    shape = tuple(flat[m.path].shape)
-    layer_shape = shape[1:] if m.stacked else shape
-    names = (
-        [m.hf_name.format(i=i) for i in range(config.num_layers)]
-        if m.stacked
-        else [m.hf_name]
-    )
-    for name in names:
-      needed[name] = (m, layer_shape)
+    shape = tuple(flat[m.path].shape)[m.lead :]
+    for _, name in m.hf_names():
+      needed[name] = (m, shape)
   unmapped = set(flat) - {m.path for m in mapping_table(config)}
   if unmapped:
     raise AssertionError(f"parameters without a mapping row: {unmapped}")
@@ -392,23 +422,37 @@ def _load_hf(path: str, dtype, mesh) -> Transformer:
 
   def load_param(key_path, leaf):
     p = sharding.path_str(key_path)
-    m = rows[p]
-    shape = tuple(leaf.shape)
-    if m.stacked:
-      host = np.empty(shape, np_dtype)
-      for i in range(config.num_layers):
-        host[i] = to_ours(m.kind, reader.get(m.hf_name.format(i=i)), shape[1:])
-    else:
-      host = to_ours(m.kind, reader.get(m.hf_name), shape).astype(np_dtype)
+    m, shape = rows[p], tuple(leaf.shape)
+    read = functools.partial(_assemble, reader, m, shape, np_dtype)
     if mesh is None:
-      return jnp.asarray(host)
+      return jnp.asarray(read(tuple(slice(None) for _ in shape)))
     spec = sharding.fit_spec(sharding.spec_for_path(p, shape), shape, mesh)
-    return jax.make_array_from_callback(
-        shape, NamedSharding(mesh, spec), lambda idx: host[idx]
-    )
+    # Each device's block is read from the HF tensors it covers only: no
+    # host ever holds a whole stacked parameter.
+    return jax.make_array_from_callback(shape, NamedSharding(mesh, spec), read)
 
   state = jax.tree_util.tree_map_with_path(load_param, abstract_state)
   return nnx.merge(graphdef, state)
+
+
+def _assemble(reader, m: Mapping, shape, np_dtype, index) -> np.ndarray:
+  """The block `index` (a tuple of slices) of parameter `m`, from the HF
+  tensors under it only."""
+  index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+  ranges = [
+      range(*index[a].indices(shape[a])) for a in range(m.lead)
+  ]  # the (layer, expert) entries of the block
+  inner = index[m.lead :]
+  block = np.empty(
+      [len(r) for r in ranges]
+      + [len(range(*sl.indices(n))) for sl, n in zip(inner, shape[m.lead :])],
+      np_dtype,
+  )
+  names = dict(m.hf_names())
+  for pos in itertools.product(*ranges):
+    x = to_ours(m.kind, reader.get(names[pos]), shape[m.lead :])
+    block[tuple(p - r.start for p, r in zip(pos, ranges))] = x[inner]
+  return block
 
 
 # -- writing -------------------------------------------------------------------
@@ -421,35 +465,40 @@ def save_hf(
 
   Writes config.json and model.safetensors, or numbered shards plus
   model.safetensors.index.json when larger than `max_shard_bytes`. Tensors
-  keep the model's dtype.
+  keep the model's dtype; a MoE layer's experts are written one tensor per
+  expert, as the published checkpoints are. Streams: the host holds one
+  shard and one layer of one parameter at a time, never the model.
   """
   config = model.config
   state = nnx.state(model, nnx.Param)
   flat = {sharding.path_str(p): v for p, v in _flat_state(state)}
-  tensors: dict[str, np.ndarray] = {}
+  entries = []  # (HF name, mapping, index into our parameter, nbytes)
   for m in mapping_table(config):
-    value = np.asarray(jax.device_get(flat[m.path]))
-    if m.stacked:
-      for i in range(config.num_layers):
-        tensors[m.hf_name.format(i=i)] = to_hf(m.kind, value[i])
-    else:
-      tensors[m.hf_name] = to_hf(m.kind, value)
+    value = flat[m.path]
+    nbytes = math.prod(value.shape[m.lead :]) * value.dtype.itemsize
+    entries += [(name, m, pos, nbytes) for pos, name in m.hf_names()]
   os.makedirs(path, exist_ok=True)
   hf = to_hf_config(config)
-  dtype = next(iter(tensors.values())).dtype
-  hf["torch_dtype"] = "bfloat16" if dtype == ml_dtypes.bfloat16 else str(dtype)
-  shards = _split_shards(tensors, max_shard_bytes)
-  if len(shards) == 1:
-    save_file(
-        shards[0], os.path.join(path, WEIGHTS_FILE), metadata={"format": "pt"}
+  dtype = next(iter(flat.values())).dtype
+  hf["torch_dtype"] = "bfloat16" if dtype == jnp.bfloat16 else str(dtype)
+  shards = _plan_entries(entries, max_shard_bytes)
+  fetch = _LayerFetcher(flat)
+  weight_map = {}
+  for j, shard in enumerate(shards):
+    name = (
+        WEIGHTS_FILE
+        if len(shards) == 1
+        else f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
     )
-  else:
-    weight_map = {}
-    for j, shard in enumerate(shards):
-      name = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
-      save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
-      weight_map.update({k: name for k in shard})
-    total = sum(t.nbytes for t in tensors.values())
+    tensors = {
+        hf_name: np.ascontiguousarray(to_hf(m.kind, fetch(m, pos)))
+        for hf_name, m, pos, _ in shard
+    }
+    save_file(tensors, os.path.join(path, name), metadata={"format": "pt"})
+    weight_map.update({k: name for k in tensors})
+    del tensors
+  if len(shards) > 1:
+    total = sum(e[3] for e in entries)
     with open(os.path.join(path, INDEX_FILE), "w") as f:
       json.dump(
           {"metadata": {"total_size": total}, "weight_map": weight_map},
@@ -461,13 +510,30 @@ def save_hf(
     json.dump(hf, f, indent=2)
 
 
-def _split_shards(tensors, max_bytes) -> list[dict[str, np.ndarray]]:
-  shards, current, size = [], {}, 0
-  for name, t in tensors.items():
-    if current and size + t.nbytes > max_bytes:
+class _LayerFetcher:
+  """Copies parameters to the host one layer at a time (the last one kept,
+  so the experts of a layer are sliced from one copy)."""
+
+  def __init__(self, flat):
+    self.flat = flat
+    self.key, self.value = None, None
+
+  def __call__(self, m: Mapping, pos: tuple[int, ...]) -> np.ndarray:
+    key = (m.path, pos[:1])
+    if key != self.key:
+      x = self.flat[m.path]
+      self.value = np.asarray(jax.device_get(x[pos[0]] if pos else x))
+      self.key = key
+    return self.value[pos[1:]] if pos else self.value
+
+
+def _plan_entries(entries, max_bytes) -> list[list[tuple]]:
+  shards, current, size = [], [], 0
+  for entry in entries:
+    if current and size + entry[3] > max_bytes:
       shards.append(current)
-      current, size = {}, 0
-    current[name] = np.ascontiguousarray(t)
-    size += t.nbytes
+      current, size = [], 0
+    current.append(entry)
+    size += entry[3]
   shards.append(current)
   return shards

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The decoder (Llama / Qwen2 / Qwen3) in Flax NNX, with layers under one scan."""
+"""The decoder (Llama / Qwen2 / Qwen3 / Qwen3-MoE) in Flax NNX, layers under scans."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from opd_jax import sharding
 from opd_jax.models import layers
+from opd_jax.models import moe as moe_lib
 from opd_jax.models.attention import Attention, KVCache, init_cache
 from opd_jax.models.config import (
     REMAT_AUTO_MIN_LEN,
@@ -89,32 +90,102 @@ class ModelOutput(NamedTuple):
     logits: [B, T, V] float32, or None when called with `return_logits=False`.
     hidden: [B, T, D] final hidden states (after the final norm).
     cache: the updated KVCache, or None when called without one.
+    aux_loss: [] float32, the router's load-balancing loss over the real
+      tokens of this call (`moe.balance_loss`, transformers' `aux_loss`);
+      None for a model without MoE layers.
   """
 
   logits: jax.Array | None
   hidden: jax.Array
   cache: KVCache | None
+  aux_loss: jax.Array | None = None
+
+
+def layer_runs(config: ModelConfig) -> list[tuple[bool, int, int]]:
+  """The layers as runs of one kind: (is_moe, start, stop) in its stack.
+
+  MoE layers live in the stack `layers`, dense ones in `dense_layers` when
+  a model has both kinds (else all in `layers`); run j covers layers
+  start..stop-1 of its stack, and the runs in order are the model's layers
+  in order. One run (one scan) unless the config interleaves dense layers.
+  """
+  runs: list[tuple[bool, int, int]] = []
+  seen = {True: 0, False: 0}
+  for is_moe in config.moe_layer_mask():
+    if runs and runs[-1][0] == is_moe:
+      kind, start, stop = runs[-1]
+      runs[-1] = (kind, start, stop + 1)
+    else:
+      runs.append((is_moe, seen[is_moe], seen[is_moe] + 1))
+    seen[is_moe] += 1
+  return runs
+
+
+def stack_layers(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Stack name -> the model layer index of each of its entries."""
+  mask = config.moe_layer_mask()
+  moe_idx = tuple(i for i, m in enumerate(mask) if m)
+  dense_idx = tuple(i for i, m in enumerate(mask) if not m)
+  if not moe_idx or not dense_idx:
+    return {"layers": tuple(range(config.num_layers))}
+  return {"layers": moe_idx, "dense_layers": dense_idx}
+
+
+def _stack_name(config: ModelConfig, is_moe: bool) -> str:
+  return (
+      "layers" if len(stack_layers(config)) == 1 or is_moe else ("dense_layers")
+  )
 
 
 class Block(nnx.Module):
-  """One pre-norm decoder layer; built with a leading `stack` axis of layers."""
+  """One pre-norm decoder layer; built with a leading `stack` axis of layers.
 
-  def __init__(self, config: ModelConfig, *, stack=(), dtype, rngs: nnx.Rngs):
+  Its feed-forward part is a SwiGLU `mlp`, or with `moe=True` a routed
+  mixture of experts `moe` (`moe.MoeMlp`).
+  """
+
+  def __init__(
+      self,
+      config: ModelConfig,
+      *,
+      moe: bool = False,
+      stack=(),
+      dtype,
+      rngs: nnx.Rngs,
+  ):
     d, eps = config.embed_dim, config.rms_norm_eps
     self.input_norm = layers.RMSNorm((*stack, d), eps, dtype)
     self.attn = Attention(config, stack=stack, dtype=dtype, rngs=rngs)
     self.post_attn_norm = layers.RMSNorm((*stack, d), eps, dtype)
-    self.mlp = layers.Mlp(config, stack=stack, dtype=dtype, rngs=rngs)
+    if moe:
+      self.moe = moe_lib.MoeMlp(config, stack=stack, dtype=dtype, rngs=rngs)
+    else:
+      self.mlp = layers.Mlp(config, stack=stack, dtype=dtype, rngs=rngs)
 
   def __call__(
-      self, x, cos, sin, key_mask, query_slots, kv, start, fresh=False
+      self,
+      x,
+      cos,
+      sin,
+      key_mask,
+      query_slots,
+      kv,
+      start,
+      fresh=False,
+      where=None,
   ):
+    """-> (x, kv, RouterStats over the tokens `where` [B, T], or None)."""
     h, kv = self.attn(
         self.input_norm(x), cos, sin, key_mask, query_slots, kv, start, fresh
     )
     x = x + h
-    x = x + self.mlp(self.post_attn_norm(x))
-    return sharding.shard(x, sharding.batch_spec(3)), kv
+    stats = None
+    if hasattr(self, "moe"):
+      h, stats = self.moe(self.post_attn_norm(x), where)
+    else:
+      h = self.mlp(self.post_attn_norm(x))
+    x = x + h
+    return sharding.shard(x, sharding.batch_spec(3)), kv, stats
 
 
 class Embedder(nnx.Module):
@@ -141,8 +212,24 @@ class Transformer(nnx.Module):
   def __init__(self, config: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.config = config
     self.embedder = Embedder(config, dtype=dtype, rngs=rngs)
+    stacks = stack_layers(config)
+    mask = config.moe_layer_mask()
     self.layers = Block(
-        config, stack=(config.num_layers,), dtype=dtype, rngs=rngs
+        config,
+        moe=mask[stacks["layers"][0]],
+        stack=(len(stacks["layers"]),),
+        dtype=dtype,
+        rngs=rngs,
+    )
+    self.dense_layers = (
+        Block(
+            config,
+            stack=(len(stacks["dense_layers"]),),
+            dtype=dtype,
+            rngs=rngs,
+        )
+        if "dense_layers" in stacks
+        else None
     )
     self.final_norm = layers.RMSNorm(
         (config.embed_dim,), config.rms_norm_eps, dtype
@@ -189,20 +276,33 @@ class Transformer(nnx.Module):
     dtype = dtype or self.embedder.embedding[...].dtype
     return init_cache(self.config, batch, cache_len, dtype)
 
-  def _layer_stack(self):
-    """(graphdef, stacked params) of the layers, for the scan over layers."""
-    return nnx.split(self.layers)
+  def _layer_runs(self) -> list:
+    """[(graphdef, stacked params)] of each run of layers (`layer_runs`),
+    in order, for the scans over layers."""
+    out = []
+    for is_moe, start, stop in layer_runs(self.config):
+      stack = getattr(self, _stack_name(self.config, is_moe))
+      graphdef, stacked = nnx.split(stack)
+      n = jax.tree.leaves(stacked)[0].shape[0]
+      if (start, stop) != (0, n):
+        stacked = jax.tree.map(lambda a, i=start, j=stop: a[i:j], stacked)
+      out.append((graphdef, stacked))
+    return out
 
   def _blocks(self) -> list:
-    """The layers as one Block each, sliced out of the stack."""
-    layer_def, stacked = nnx.split(self.layers)
-    return [
-        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
-        for i in range(self.config.num_layers)
-    ]
+    """The layers as one Block each, in order, sliced out of the stacks."""
+    blocks = []
+    for is_moe, start, stop in layer_runs(self.config):
+      stack = getattr(self, _stack_name(self.config, is_moe))
+      layer_def, stacked = nnx.split(stack)
+      blocks += [
+          nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))
+          for i in range(start, stop)
+      ]
+    return blocks
 
   def _cached_layers(
-      self, x, cache, cos, sin, key_mask, query_slots, start, fresh
+      self, x, cache, cos, sin, key_mask, query_slots, start, fresh, where
   ):
     """The layers unrolled over the per-layer cache buffers.
 
@@ -213,9 +313,9 @@ class Transformer(nnx.Module):
     decode step's cost grew with the cache length (B = 64: 12 ms at 16
     slots, 405 ms at 1024).
     """
-    ks, vs = [], []
+    ks, vs, stats = [], [], None
     for i, block in enumerate(self._blocks()):
-      x, (k, v) = block(
+      x, (k, v), s = block(
           x,
           cos,
           sin,
@@ -224,10 +324,32 @@ class Transformer(nnx.Module):
           (cache.k[i], cache.v[i]),
           start,
           fresh,
+          where,
       )
       ks.append(k)
       vs.append(v)
-    return x, tuple(ks), tuple(vs)
+      if s is not None:
+        stats = s if stats is None else stats + s
+    return x, tuple(ks), tuple(vs), stats
+
+  def _scanned_layers(self, x, cos, sin, key_mask, query_slots, start, where):
+    """The layers without a cache: one `lax.scan` per run of layers."""
+    stats = None
+    for graphdef, stacked in self._layer_runs():
+
+      def layer(x, params, graphdef=graphdef):
+        block = nnx.merge(graphdef, params)
+        x, _, s = block(
+            x, cos, sin, key_mask, query_slots, None, start, where=where
+        )
+        return x, s
+
+      layer = remat_layer(layer, self.config.remat, x.shape[1])
+      x, s = jax.lax.scan(layer, x, stacked)
+      if s is not None:
+        s = jax.tree.map(lambda a: jnp.sum(a, axis=0), s)
+        stats = s if stats is None else stats + s
+    return x, stats
 
   def head_matrix(self) -> jax.Array:
     """The output projection as a [D, V] matrix (the embedding if tied)."""
@@ -287,7 +409,8 @@ class Transformer(nnx.Module):
         callers that apply the head to selected positions only.
 
     Returns:
-      ModelOutput(logits [B, T, V] float32 or None, hidden [B, T, D], cache).
+      ModelOutput(logits [B, T, V] float32 or None, hidden [B, T, D], cache,
+      aux_loss [] float32 for a MoE model, else None).
     """
     b, t = tokens.shape
     if attention_mask is None:
@@ -318,18 +441,20 @@ class Transformer(nnx.Module):
     x = sharding.shard(x, sharding.batch_spec(3))
     new_cache = None
     if cache is None:
-      graphdef, stacked = self._layer_stack()
-
-      def layer(x, params):
-        block = nnx.merge(graphdef, params)
-        x, _ = block(x, cos, sin, key_mask, query_slots, None, start)
-        return x, None
-
-      layer = remat_layer(layer, self.config.remat, t)
-      x, _ = jax.lax.scan(layer, x, stacked)
+      x, stats = self._scanned_layers(
+          x, cos, sin, key_mask, query_slots, start, attention_mask
+      )
     else:
-      x, ks, vs = self._cached_layers(
-          x, cache, cos, sin, key_mask, query_slots, start, prefill
+      x, ks, vs, stats = self._cached_layers(
+          x,
+          cache,
+          cos,
+          sin,
+          key_mask,
+          query_slots,
+          start,
+          prefill,
+          attention_mask,
       )
       new_cache = KVCache(
           k=ks,
@@ -345,4 +470,7 @@ class Transformer(nnx.Module):
       logits = sharding.shard(
           self.apply_head(hidden), P(sharding.BATCH, None, "tensor")
       )
-    return ModelOutput(logits=logits, hidden=hidden, cache=new_cache)
+    aux_loss = None if stats is None else moe_lib.balance_loss(stats)
+    return ModelOutput(
+        logits=logits, hidden=hidden, cache=new_cache, aux_loss=aux_loss
+    )

@@ -41,7 +41,11 @@ _KNOWN_SIZES = {
     "llama3p2_1b": 1.24e9,
     "llama3p1_8b": 8.03e9,
     "smollm2_135m": 0.1348e9,
+    "qwen3_30b_a3b": 30.5e9,
+    "qwen3_235b_a22b": 235e9,
 }
+# Activated parameters of the MoE checkpoints (model cards: 3.3B, 22B).
+_KNOWN_ACTIVE = {"qwen3_30b_a3b": 3.3e9, "qwen3_235b_a22b": 22e9}
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -49,6 +53,37 @@ def test_presets_have_published_sizes(name):
   config = preset(name)
   assert config.num_params() == pytest.approx(_KNOWN_SIZES[name], rel=0.01)
   assert from_hf_config(to_hf_config(config)) == config
+
+
+@pytest.mark.parametrize("name", sorted(_KNOWN_ACTIVE))
+def test_moe_presets_have_published_active_sizes(name):
+  config = preset(name)
+  assert config.num_params(active=True) == pytest.approx(
+      _KNOWN_ACTIVE[name], rel=0.02
+  )
+
+
+def test_moe_builds_abstractly_with_matching_count():
+  config = testing.tiny_moe_config(num_layers=4, mlp_only_layers=(0, 2))
+  model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+  n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert n == config.num_params()
+  assert config.moe_layer_mask() == (False, True, False, True)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(experts_per_token=9), "experts_per_token"),
+        (dict(num_experts=0), "num_experts"),
+        (dict(moe_mlp_dim=0), "moe_mlp_dim"),
+        (dict(mlp_only_layers=(5,)), "mlp_only_layers"),
+        (dict(family="qwen3"), "num_experts"),
+    ],
+)
+def test_bad_moe_configs_are_refused(changes, match):
+  with pytest.raises(ValueError, match=match):
+    testing.tiny_moe_config().replace(**changes)
 
 
 def test_preset_builds_abstractly_with_matching_count():

@@ -55,7 +55,31 @@ PUBLISHED = {
     "qwen3_0p6b": ("qwen3_0p6b", {}),
     "qwen3_1p7b": ("qwen3_1p7b", {}),
     "qwen3_8b": ("qwen3_8b", {}),
+    "qwen3_30b_a3b": ("qwen3_30b_a3b", {}),
 }
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(num_experts_per_tok=129), "experts_per_token"),
+        (dict(shared_expert_intermediate_size=512), "shared expert"),
+        (dict(scoring_func="sigmoid"), "scoring_func"),
+        (dict(n_group=8), "n_group"),
+        (dict(mlp_only_layers="0,1"), "mlp_only_layers"),
+        (dict(num_experts=None), "num_experts"),
+    ],
+)
+def test_moe_fields_opd_jax_would_not_reproduce_are_refused(changes, match):
+  raw = {**_fixture("qwen3_30b_a3b"), **changes}
+  with pytest.raises(ValueError, match=match):
+    from_hf_config(raw)
+
+
+def test_moe_fields_are_unknown_to_dense_families():
+  raw = {**_fixture("qwen3_8b"), "num_experts": 8}
+  with pytest.raises(UnsupportedConfigError, match="num_experts"):
+    from_hf_config(raw)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

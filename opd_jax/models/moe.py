@@ -1,0 +1,198 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The Qwen3-MoE routed-expert block and the router's load-balancing loss.
+
+Dropless: every token goes to its top-k experts. The token copies are
+sorted by expert and each projection is one `grouped_matmul` over the
+sorted rows, so the work is the routed experts' (k of E per token) and no
+[tokens, experts, D] dispatch tensor is formed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from opd_jax.models import layers
+from opd_jax.models.config import ModelConfig
+from opd_jax.models.grouped_matmul import grouped_matmul
+
+
+class RouterStats(NamedTuple):
+  """Sums over the real tokens of one or more MoE layers, for the loss.
+
+  Attributes:
+    counts: [E] float32, top-k assignments to each expert.
+    probs: [E] float32, router probabilities of each expert.
+    rows: [] float32, (layer, token) pairs summed over.
+  """
+
+  counts: jax.Array
+  probs: jax.Array
+  rows: jax.Array
+
+  def __add__(self, other: "RouterStats") -> "RouterStats":  # type: ignore[override]
+    return RouterStats(*(a + b for a, b in zip(self, other)))
+
+
+def route(
+    router_logits: jax.Array, top_k: int, norm_topk_prob: bool
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Softmax top-k routing, as transformers' `Qwen3MoeTopKRouter`.
+
+  p = softmax(logits) in float32; the k largest p_e are the token's experts
+  and, with `norm_topk_prob`, their weights are p_e / sum_topk p.
+
+  Args:
+    router_logits: [N, E].
+    top_k: k, 1 <= k <= E.
+    norm_topk_prob: renormalise the k weights to sum to one.
+
+  Returns:
+    (probs [N, E] float32, weights [N, k] float32, experts int32 [N, k]).
+  """
+  probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
+  weights, experts = jax.lax.top_k(probs, top_k)
+  if norm_topk_prob:
+    weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+  return probs, weights, experts.astype(jnp.int32)
+
+
+def router_stats(probs, experts, where=None) -> RouterStats:
+  """RouterStats of one layer: probs [N, E], experts [N, k], where [N]."""
+  num_experts = probs.shape[-1]
+  w = (
+      jnp.ones(probs.shape[:1], jnp.float32)
+      if where is None
+      else where.astype(jnp.float32)
+  )
+  # A [N * k] scatter-add (transformers' histc / scatter_add_), not a
+  # one-hot [N, k, E].
+  counts = (
+      jnp.zeros((num_experts,), jnp.float32)
+      .at[experts.reshape(-1)]
+      .add(jnp.repeat(w, experts.shape[-1]))
+  )
+  probs_sum = jnp.sum(probs * w[:, None], axis=0)
+  return RouterStats(counts, probs_sum, jnp.sum(w))
+
+
+def balance_loss(stats: RouterStats) -> jax.Array:
+  """Switch-Transformer load-balancing loss from summed RouterStats.
+
+  .. math::
+    \\mathcal{L} = E \\sum_e f_e P_e, \\quad f_e = \\frac{c_e}{R},\\;
+    P_e = \\frac{\\sum p_e}{R}
+
+  with c_e the top-k assignments to expert e and R the (layer, token)
+  rows, summed over all MoE layers before the product: transformers'
+  `load_balancing_loss_func` (f sums to k; a uniform router gives k).
+
+  Returns:
+    [] float32. Only P carries a gradient (the top-k counts are steps).
+  """
+  rows = jnp.maximum(stats.rows, 1.0)
+  e = stats.counts.shape[-1]
+  return e * jnp.sum((stats.counts / rows) * (stats.probs / rows))
+
+
+def load_balancing_loss(
+    router_logits: jax.Array, top_k: int, *, where: jax.Array | None = None
+) -> jax.Array:
+  """The load-balancing loss of router logits [L, N, E] (where: [N] bool).
+
+  A pure-function form of `balance_loss` for all layers' logits at once
+  (the model accumulates RouterStats layer by layer instead).
+  """
+  stats = None
+  for layer_logits in router_logits:
+    probs, _, experts = route(layer_logits, top_k, False)
+    s = router_stats(probs, experts, where)
+    stats = s if stats is None else stats + s
+  return balance_loss(stats)
+
+
+def routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
+  """sum_j weights[n, j] * expert_{experts[n, j]}(x[n]), dropless.
+
+  Each token's k copies are sorted by expert (stable), every projection is
+  one grouped matmul over the N * k sorted rows, and the outputs go back
+  to their tokens by the inverse permutation.
+
+  Args:
+    x: [N, D].
+    experts: int32 [N, k].
+    weights: [N, k] routing weights.
+    gate, up: [E, D, F] expert kernels; down: [E, F, D].
+
+  Returns:
+    [N, D] in x's dtype (the k-term sum in float32).
+  """
+  n, k = experts.shape
+  flat = experts.reshape(-1)  # [N * k]
+  order = jnp.argsort(flat, stable=True)
+  sizes = jnp.bincount(flat, length=gate.shape[0]).astype(jnp.int32)
+  xs = jnp.take(x, order // k, axis=0)  # [N * k, D], grouped by expert
+  h = jax.nn.silu(grouped_matmul(xs, gate, sizes)) * grouped_matmul(
+      xs, up, sizes
+  )
+  ys = grouped_matmul(h, down, sizes)  # [N * k, D]
+  y = jnp.zeros_like(ys).at[order].set(ys, unique_indices=True)
+  y = y.reshape(n, k, -1)
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  # transformers scales each expert's output in the model dtype.
+  scaled = (y * weights.astype(x.dtype)[..., None]).astype(acc)
+  return jnp.sum(scaled, axis=1).astype(x.dtype)
+
+
+class MoeMlp(nnx.Module):
+  """Router + `num_experts` SwiGLU experts (transformers' Qwen3MoeSparseMoeBlock).
+
+  Parameters (after any layer-stack axes): router/kernel [D, E],
+  gate_proj and up_proj [E, D, F_e], down_proj [E, F_e, D].
+  """
+
+  def __init__(self, config: ModelConfig, *, stack=(), dtype, rngs: nnx.Rngs):
+    d, f, e = config.embed_dim, config.moe_mlp_dim, config.num_experts
+    self.router = layers.Projection(
+        rngs, (*stack, d, e), None, dtype, use_bias=False
+    )
+    self.gate_proj = layers.normal_param(rngs, (*stack, e, d, f), dtype)
+    self.up_proj = layers.normal_param(rngs, (*stack, e, d, f), dtype)
+    self.down_proj = layers.normal_param(rngs, (*stack, e, f, d), dtype)
+    self.top_k = config.experts_per_token
+    self.norm_topk_prob = config.norm_topk_prob
+
+  def __call__(
+      self, x: jax.Array, where: jax.Array | None = None
+  ) -> tuple[jax.Array, RouterStats]:
+    """x [B, T, D] -> ([B, T, D], RouterStats over the tokens `where` [B, T])."""
+    lead, d = x.shape[:-1], x.shape[-1]
+    xf = x.reshape(-1, d)
+    probs, weights, experts = route(
+        self.router(xf), self.top_k, self.norm_topk_prob
+    )
+    y = routed_swiglu(
+        xf,
+        experts,
+        weights,
+        self.gate_proj[...],
+        self.up_proj[...],
+        self.down_proj[...],
+    )
+    flat_where = None if where is None else where.reshape(-1)
+    return y.reshape(*lead, d), router_stats(probs, experts, flat_where)
