@@ -267,14 +267,18 @@ def task_source(
   """Built-in task `task`'s `num_questions` questions of `split`.
 
   Raises:
-    InputError: `task` has no level `difficulty` (--difficulty), or
-      `max_new_tokens` (when given) is below its shortest reference response
-      (--max_new_tokens).
+    InputError: `task` has no level `difficulty` (--difficulty), its `split`
+      holds fewer than `num_questions` distinct problems (--num_questions),
+      or `max_new_tokens` (when given) is below its shortest reference
+      response (--max_new_tokens).
   """
   from opd_jax.data import sources, tasks  # pylint: disable=g-import-not-at-top
 
   try:
     tasks.check_difficulty(task, difficulty, field="--difficulty")
+    tasks.check_num_examples(
+        task, difficulty, split, num_questions, field="--num_questions"
+    )
     if max_new_tokens is not None:
       tasks.check_response_budget(
           task, difficulty, max_new_tokens, field="--max_new_tokens"

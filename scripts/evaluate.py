@@ -28,9 +28,12 @@ must have a gradable answer (checked before generating; --skip_ungradable
 drops and counts the rows that do not instead). Prints a table and
 one JSON line with the figures, and writes scores.json and responses.jsonl
 (one line per sample: question, reference, response, correct, length) to
---out_dir (default: WORKDIR/eval/step_N for a workdir, ./eval_NAME for an
-HF directory); a directory that already holds scores is kept and the new
-ones go to the next free DIR-2, DIR-3, ... For a workdir of a run on a
+--out_dir (default: WORKDIR/eval/step_N for a workdir, MODEL_eval beside an
+HF directory MODEL, never the current directory); a directory that already
+holds scores is kept and the new ones go to the next free DIR-2, DIR-3, ...
+A row's `index` is its row in --data (0-based, rows dropped by
+--skip_ungradable counted). pass@k needs k different samples: --num_samples
+> 1 at --temperature=0 (greedy, the default) is refused. For a workdir of a run on a
 built-in task, --data and --difficulty default to the run's. Input errors print one
 `error: ...` line and exit with 2, the flags' before anything is loaded.
 """
@@ -59,11 +62,22 @@ _SRC = script_flags.source_flags(
         "Built-in task (default: a workdir's run's, else 'default')."
     ),
 )
-_N = flags.DEFINE_integer("num_questions", 200, "Questions (0: all).")
+_N = flags.DEFINE_integer(
+    "num_questions",
+    200,
+    "Questions (0: every row of --data; every problem of countdown's"
+    " held-out split; 1000 of arithmetic's, whose draws have no end).",
+)
 _K = flags.DEFINE_integer("num_samples", 1, "Samples per question (k).")
 _SAMPLING = script_flags.sampling_flags()
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Response budget.")
-_MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 256, "Prompt width.")
+_MAX_PROMPT = flags.DEFINE_integer(
+    "max_prompt_len",
+    0,
+    "Longest prompt, in tokens (0: the longest one; the model's positions"
+    " bound it with --max_new_tokens). A prompt is never cut: one longer is"
+    " refused.",
+)
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Questions per call.")
 _GRADING = script_flags.grading_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -82,7 +96,7 @@ def _check_flags() -> None:
       (_K, 1),
       (_BATCH, 1),
       (_MAX_NEW, 1),
-      (_MAX_PROMPT, 1),
+      (_MAX_PROMPT, 0),
       (_GRADING.workers, 1),
       (_N, 0),
   ):
@@ -94,6 +108,13 @@ def _check_flags() -> None:
   if timeout <= 0:
     raise InputError(f"--grading_timeout: expected > 0, got {timeout}")
   script_flags.check_sampling(_SAMPLING)
+  k = _K.value
+  if k > 1 and _SAMPLING.temperature.value == 0:
+    raise InputError(
+        f"--num_samples={k}: pass@{k} of greedy decoding (--temperature=0,"
+        f" the default) is pass@1 of {k} identical samples; expected"
+        " --temperature > 0 (e.g. --temperature=0.7) or --num_samples=1"
+    )
   if not os.path.isdir(_MODEL.value or ""):
     raise InputError(f"--model: {_MODEL.value!r} is not a directory")
   if _is_workdir(_MODEL.value):
@@ -106,21 +127,37 @@ def _check_flags() -> None:
         f"--data: {data!r} is neither a built-in task {tasks.NAMES} nor an"
         " existing file or directory"
     )
-  if _OUT.value:
-    _check_out_dir(_OUT.value)
+  # Where the scores go, checked before anything is loaded.
+  _check_out_dir(_OUT.value or _hf_out_dir(_MODEL.value), _OUT.value)
 
 
-def _check_out_dir(out_dir: str) -> None:
-  """--out_dir must be a directory that can be made and written to."""
+def _hf_out_dir(model: str) -> str:
+  """An HF directory's default output: beside it, never in the cwd."""
+  if _is_workdir(model):  # its own WORKDIR/eval/step_N, checked there
+    return model
+  return os.path.abspath(os.path.normpath(model)) + "_eval"
+
+
+def _check_out_dir(out_dir: str, given: str) -> None:
+  """The output directory must be a directory that can be made and written.
+
+  Args:
+    out_dir: --out_dir, or the default one.
+    given: --out_dir as given ('' for the default: the message says so).
+  """
+  where = "--out_dir" if given else f"--out_dir (default {out_dir})"
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise InputError(f"--out_dir: {out_dir} is a file, not a directory")
+    raise InputError(f"{where}: {out_dir} is a file, not a directory")
   parent = os.path.abspath(out_dir)
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
-    raise InputError(f"--out_dir: {parent} is a file, not a directory")
+    raise InputError(f"{where}: {parent} is a file, not a directory")
   if not os.access(parent, os.W_OK):
-    raise InputError(f"--out_dir: {parent} is not writable")
+    raise InputError(
+        f"{where}: {parent} is not writable"
+        + ("" if given else "; pass --out_dir=DIR")
+    )
 
 
 def _is_workdir(path: str) -> bool:
@@ -180,8 +217,7 @@ def _load_model():
     default_out = os.path.join(path, "eval", f"step_{loaded.step}")
   else:
     loaded = script_flags.hf_model(path, role="--model")
-    name = os.path.basename(os.path.normpath(path))
-    default_out = os.path.abspath(f"eval_{name}")
+    default_out = _hf_out_dir(path)
   tok_dir = _TOKENIZER.value or loaded.tokenizer_dir
   return loaded.model, tok_dir, loaded.name, default_out
 
@@ -196,8 +232,14 @@ def _source():
   if data in tasks.NAMES:
     difficulty, origin = _difficulty(data)
     print(f"task {data} ({data_origin}), difficulty {difficulty} ({origin})")
+    # 0: the whole split where it has an end (countdown's held-out ones).
+    every = tasks.get(data).held_out_size(difficulty, _SRC.split.value)
     return script_flags.task_source(
-        data, difficulty, _SRC.split.value, _N.value or 1000, _MAX_NEW.value
+        data,
+        difficulty,
+        _SRC.split.value,
+        _N.value or every or 1000,
+        _MAX_NEW.value,
     )
   source = sources.FileSource(
       data,
@@ -217,7 +259,8 @@ def _write(out_dir, scores, dataset, result) -> None:
       for j in range(result.num_samples):
         f.write(
             json.dumps({
-                "index": int(dataset.source_index[row]),
+                # The row of --data (or of the task's split) it came from.
+                "index": dataset.source.origin(int(dataset.source_index[row])),
                 "question": dataset.questions[row],
                 "answer": dataset.answers[row],
                 "sample": j,
@@ -227,6 +270,46 @@ def _write(out_dir, scores, dataset, result) -> None:
             })
             + "\n"
         )
+
+
+def _check_prompts(source, tokenizer, tok_dir: str) -> int:
+  """The longest prompt, in tokens; refuses one over --max_prompt_len.
+
+  Warns once when some questions hold words the tokenizer reads as <unk>
+  (a word-level task tokenizer on another task's text).
+  """
+  # pylint: disable=g-import-not-at-top
+  from transformers.utils import logging as hf_logging
+  from opd_jax.data import tokenizer as tokenizers
+  from opd_jax.data.templates import format_prompts
+
+  questions = [r.question for r in source.records()]
+  hf_logging.set_verbosity_error()  # a long prompt: the line below says so
+  lengths = [len(ids) for ids in format_prompts(tokenizer, questions)]
+  cap = _MAX_PROMPT.value
+  over = [i for i, n in enumerate(lengths) if cap and n > cap]
+  if over:
+    i = max(over, key=lambda i: lengths[i])
+    raise InputError(
+        f"--max_prompt_len={cap}: {source.name} {source.location(i)} is a"
+        f" {lengths[i]}-token prompt ({len(over)} of {len(lengths)} are"
+        " longer); prompts are never cut: expected --max_prompt_len >="
+        f" {lengths[i]} (or 0: the longest prompt)"
+    )
+  unknown = [
+      (i, tokenizers.unknown_words(tokenizer, q))
+      for i, q in enumerate(questions)
+  ]
+  unknown = [(i, words) for i, words in unknown if words]
+  if unknown:
+    i, words = unknown[0]
+    cli.warn(
+        f"{len(unknown)} of {len(questions)} questions of {source.name} hold"
+        f" words the tokenizer {tok_dir} reads as <unk> (first:"
+        f" {source.location(i)}: {words[:5]}): the model reads other"
+        " questions than written"
+    )
+  return max(lengths)
 
 
 def _generate(source, grader):
@@ -240,14 +323,10 @@ def _generate(source, grader):
 
   model, tok_dir, name, default_out = _load_model()
   tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")
-  dataset = PromptDataset(
-      source, tokenizer, max_prompt_len=_MAX_PROMPT.value, overlong="truncate"
-  )
-  script_flags.check_response_length(
-      max((len(p) for p in dataset.prompts), default=0),
-      _MAX_NEW.value,
-      model.config,
-  )
+  longest = _check_prompts(source, tokenizer, tok_dir)
+  script_flags.check_response_length(longest, _MAX_NEW.value, model.config)
+  # Every prompt whole: the batches are as wide as the longest one.
+  dataset = PromptDataset(source, tokenizer, max_prompt_len=longest)
   result = evaluation_lib.evaluate(
       model,
       dataset,

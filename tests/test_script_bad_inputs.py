@@ -384,6 +384,93 @@ EVALUATE += [
     ),
 ]
 
+EVALUATE += [
+    (
+        "evaluate: pass@k of greedy samples is refused",
+        ["evaluate", "--model={run}", "--num_samples=4"],
+        2,
+        (
+            "--num_samples=4: pass@4 of greedy decoding (--temperature=0, the"
+            " default) is pass@1 of 4 identical samples; expected"
+            " --temperature > 0"
+        ),
+    ),
+    (
+        "evaluate: more countdown problems than exist, refused at once",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data=countdown",
+            "--num_questions=100000000",
+        ],
+        2,
+        (
+            "--num_questions: expected at most 2400 (countdown (default) has"
+            " 2400 distinct test problems), got 100000000"
+        ),
+    ),
+    (
+        "evaluate: more problems than a split at a level holds",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data=countdown",
+            "--difficulty=easy",
+            "--split=validation",
+            "--num_questions=498",
+        ],
+        2,
+        (
+            "--num_questions: expected at most 497 (countdown (easy) has 497"
+            " distinct validation problems), got 498"
+        ),
+    ),
+    (
+        "evaluate: a prompt over --max_prompt_len is refused, not cut",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data={ok_eval}",
+            "--max_prompt_len=20",
+            "--max_new_tokens=4",
+        ],
+        2,
+        (
+            "--max_prompt_len=20: {ok_eval} line 2 is a 64-token prompt (1 of"
+            " 2 are longer); prompts are never cut"
+        ),
+    ),
+    (
+        "evaluate: an HF directory's scores go beside it, not into the cwd",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data={ok_eval}",
+            "--max_new_tokens=4",
+            "--batch_size=2",
+        ],
+        0,
+        '"out_dir": "{student}_eval"',
+    ),
+    (
+        "evaluate: --skip_ungradable, words the tokenizer lacks are said",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data={banana_first}",
+            "--skip_ungradable",
+            "--max_new_tokens=4",
+            "--out_dir={tmp}/ev_index",
+        ],
+        0,
+        (
+            "warning: 1 of 1 questions of {banana_first} hold words the"
+            " tokenizer {student} reads as <unk> (first: line 2: ['What',"
+            " 'is']): the model reads other questions than written"
+        ),
+    ),
+]
+
 MAKE_STUDENT = [
     (
         "make_student: zero layers",
@@ -672,6 +759,8 @@ def _paths(pair, tmp) -> dict[str, str]:
       "empty_txt": os.path.join(tmp, "empty.txt"),
       "bad_jsonl": os.path.join(tmp, "bad.jsonl"),
       "banana": os.path.join(tmp, "banana.jsonl"),
+      "banana_first": os.path.join(tmp, "banana_first.jsonl"),
+      "ok_eval": os.path.join(tmp, "ok_eval.jsonl"),
       "model_out": os.path.join(tmp, "model_out"),
       "tiny": f"{_TINY}:{os.path.dirname(pair['student'])}",
   }
@@ -702,6 +791,23 @@ def _paths(pair, tmp) -> dict[str, str]:
           '{"question": "A fruit?", "answer": "banana"}\n'
       ),
   }
+  files["banana_first.jsonl"] = "".join(
+      json.dumps(r) + "\n"
+      for r in [
+          {"question": "A fruit?", "answer": "banana"},
+          {"question": "What is 1 + 1?", "answer": "2"},
+      ]
+  )
+  files["ok_eval.jsonl"] = "".join(
+      json.dumps(r) + "\n"
+      for r in [
+          {
+              "question": "Ann has 5 coins. How many coins does she have?",
+              "answer": "5",
+          },
+          {"question": _OK_PROMPT, "answer": "29"},
+      ]
+  )
   files.update(
       (name, text.format(s=pair["student"], t=pair["teacher"]))
       for name, text in _CONFIG_FILES.items()
@@ -786,6 +892,21 @@ def test_reevaluation_keeps_the_earlier_scores(results):
   # The run was trained on easy questions: graded on them, and it says so.
   out = got["evaluate: a workdir, the run's difficulty"]["stdout"]
   assert "difficulty easy (the run's)" in out
+
+
+def test_evaluation_outputs_go_where_they_belong(results):
+  paths, _ = results
+  # An HF directory's scores beside it; nothing in the current directory
+  # (the repository root here).
+  beside = paths["student"] + "_eval"
+  assert os.path.isfile(os.path.join(beside, "scores.json"))
+  name = os.path.basename(paths["student"])
+  assert not os.path.exists(os.path.join(_ROOT, f"eval_{name}"))
+  # --skip_ungradable: a response's index is its row of --data (line 2 is
+  # row 1), not its row among the kept ones.
+  with open(os.path.join(paths["tmp"], "ev_index", "responses.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert [(r["index"], r["answer"]) for r in rows] == [(1, "2")]
 
 
 def test_only_checkpoint_unreadable_is_refused_not_restarted(tmp_path):

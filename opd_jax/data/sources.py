@@ -75,6 +75,14 @@ class PromptSource(abc.ABC):
     """Where record `index` is, for messages ('line 7', 'row 6')."""
     return f"row {index}"
 
+  def origin(self, index: int) -> int:
+    """Record `index`'s row in the underlying file or split.
+
+    The same index, unless this source is a selection of another one's
+    rows (the rows kept by `--skip_ungradable`, ...).
+    """
+    return index
+
 
 class _Head(PromptSource):
   """The first `n` records of another source."""
@@ -96,6 +104,9 @@ class _Head(PromptSource):
 
   def location(self, index: int) -> str:
     return self._source.location(index)
+
+  def origin(self, index: int) -> int:
+    return self._source.origin(index)
 
 
 def take(source: PromptSource, n: int) -> PromptSource:
@@ -146,6 +157,14 @@ class TaskSource(PromptSource):
       )
     self._split, self._n, self._start = split, num_examples, start
     self._task = self._spec.task(difficulty, seed)
+    tasks.check_num_examples(
+        task,
+        difficulty,
+        split,
+        num_examples,
+        start,
+        field=f"TaskSource({task!r}, {split!r}).num_examples",
+    )
 
   @property
   def task_name(self) -> str:

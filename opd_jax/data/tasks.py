@@ -53,6 +53,9 @@ class BuiltinTask:
     vocabulary_pieces: the word pieces its text uses, for the tokenizer.
     max_length: longest prompt + response it produces, in tokens (the
       tokenizer's `model_max_length`).
+    held_out_size: (difficulty, split) -> how many distinct problems the
+      held-out `split` holds, or None where its indices have no end (each a
+      fresh draw).
   """
 
   name: str
@@ -64,6 +67,7 @@ class BuiltinTask:
   answer_problem: Callable[[Any], str | None]
   vocabulary_pieces: Callable[[], list[str]]
   max_length: int
+  held_out_size: Callable[[str, str], int | None] = lambda level, split: None
 
   def task(self, difficulty: str = "default", seed: int = 0):
     """The generator at `difficulty` (one of `difficulties`)."""
@@ -87,6 +91,26 @@ def _countdown_problem(answer: Any) -> str | None:
   if answer is not None and countdown.parse_key(str(answer)):
     return None
   return f"answer {answer!r} is not a countdown problem ('24 from 3 5 7 9')"
+
+
+# countdown.problem_counts of each level's held-out splits (the hard level
+# takes a minute to count; tests/data/test_tasks.py checks the others).
+_COUNTDOWN_HELD_OUT = {
+    "easy": {"validation": 497, "test": 480},
+    "default": {"validation": 2362, "test": 2400},
+    "hard": {"validation": 28734, "test": 28495},
+}
+
+
+def _countdown_held_out(level: str, split: str) -> int | None:
+  """Distinct problems of countdown's held-out `split` at `level`."""
+  if split == "train":
+    return None
+  if level not in _COUNTDOWN_HELD_OUT:
+    return countdown.problem_counts(getattr(countdown.Difficulty, level)())[
+        split
+    ]
+  return _COUNTDOWN_HELD_OUT[level][split]
 
 
 TASKS: dict[str, BuiltinTask] = {
@@ -115,6 +139,8 @@ TASKS: dict[str, BuiltinTask] = {
         answer_problem=_countdown_problem,
         vocabulary_pieces=countdown.vocabulary_pieces,
         max_length=1024,
+        # Held-out splits hold each problem once (distinct_example).
+        held_out_size=_countdown_held_out,
     ),
 }
 NAMES = tuple(TASKS)
@@ -135,6 +161,34 @@ def check_difficulty(
   if difficulty not in levels:
     raise ValueError(
         f"{field}: task {name!r} has difficulties {levels}, got {difficulty!r}"
+    )
+
+
+def check_num_examples(
+    name: str,
+    difficulty: str,
+    split: str,
+    num_examples: int,
+    start: int = 0,
+    *,
+    field: str = "num_examples",
+) -> None:
+  """Refuses more problems of a held-out split than it holds.
+
+  Countdown's held-out splits hold each problem once and only so many
+  exist (2,400 test problems at the default level): asking for more would
+  search for problems that do not exist.
+
+  Raises:
+    ValueError: one line naming `field`, the number available and asked.
+  """
+  size = get(name).held_out_size(difficulty, split)
+  if size is not None and start + num_examples > size:
+    raise ValueError(
+        f"{field}: expected at most {max(size - start, 0)} ({name}"
+        f" ({difficulty}) has {size} distinct {split} problems"
+        + (f", from {start}" if start else "")
+        + f"), got {num_examples}"
     )
 
 

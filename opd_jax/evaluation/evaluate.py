@@ -110,8 +110,8 @@ def evaluate(
     key: PRNG key (sample j of a batch uses fold_in(key, j)).
     mesh: optional mesh for the prompts' batch sharding.
     batch_size: global questions per generation call.
-    num_samples: k samples per question (greedy sampling repeats itself;
-      use a temperature for k > 1).
+    num_samples: k samples per question; k > 1 needs a temperature
+      (greedy decoding would repeat one sample k times: refused).
     max_new_tokens: response budget.
     sampling: the sampling strategy (greedy by default).
     eos_ids: ids that end a response.
@@ -123,6 +123,12 @@ def evaluate(
   ):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"evaluate: {name} expected an int >= 1, got {value!r}")
+  if num_samples > 1 and sampling.temperature == 0:
+    raise ValueError(
+        f"evaluate: num_samples={num_samples} with greedy sampling"
+        " (temperature 0) gives identical samples, and pass@k of them is"
+        " pass@1; expected a temperature > 0 or num_samples=1"
+    )
   n = len(dataset)
   if n == 0:
     raise ValueError("evaluate: the evaluation dataset is empty")

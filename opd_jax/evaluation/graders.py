@@ -325,6 +325,9 @@ class _KeptRows(PromptSource):
   def location(self, index: int) -> str:
     return self._source.location(self._index[index])
 
+  def origin(self, index: int) -> int:
+    return self._source.origin(self._index[index])
+
 
 def drop_ungradable(
     source: PromptSource,

@@ -156,3 +156,47 @@ def test_take(tmp_path):
   assert sources.take(source, 5) is source
   task = sources.TaskSource("test", 8)
   assert len(sources.take(task, 3)) == 3 and task.location(3) == "row 3"
+
+
+@pytest.mark.parametrize("level", ["easy", "default"])
+def test_countdown_held_out_sizes_are_its_problem_counts(level):
+  # The hard level's count takes a minute; its table entry was made the same
+  # way.
+  from opd_jax.data import countdown, tasks  # pylint: disable=g-import-not-at-top
+
+  counts = countdown.problem_counts(getattr(countdown.Difficulty, level)())
+  spec = tasks.get("countdown")
+  for split in ("validation", "test"):
+    assert spec.held_out_size(level, split) == counts[split]
+  assert spec.held_out_size(level, "train") is None
+  assert tasks.get("arithmetic").held_out_size(level, "test") is None
+
+
+def test_more_held_out_problems_than_exist_are_refused_at_once():
+  # Before: the distinct-problem scan searched for problems that do not
+  # exist (and a large request for hours).
+  with pytest.raises(
+      ValueError,
+      match=(
+          r"TaskSource\('countdown', 'test'\).num_examples: expected at most"
+          r" 2400 \(countdown \(default\) has 2400 distinct test problems\),"
+          r" got 100000000"
+      ),
+  ):
+    sources.TaskSource("test", 10**8, task="countdown")
+  with pytest.raises(ValueError, match=r"at most 0 .*, from 2400\), got 1"):
+    sources.TaskSource("test", 1, task="countdown", start=2400)
+  assert len(sources.TaskSource("train", 10**8, task="countdown")) == 10**8
+  assert len(sources.TaskSource("test", 10**8)) == 10**8  # arithmetic: draws
+
+
+def test_selected_rows_know_their_source_row(tmp_path):
+  path = tmp_path / "p.jsonl"
+  path.write_bytes(_jsonl([{"question": f"q{i}"} for i in range(5)]))
+  source = sources.FileSource(path)
+  assert source.origin(3) == 3 and sources.take(source, 2).origin(1) == 1
+  from opd_jax.evaluation import graders  # pylint: disable=g-import-not-at-top
+
+  kept = graders._KeptRows(source, [1, 3, 4])  # pylint: disable=protected-access
+  assert [kept.origin(i) for i in range(3)] == [1, 3, 4]
+  assert sources.take(kept, 2).origin(1) == 3
