@@ -14,7 +14,10 @@
 """Qwen3-MoE: the grouped matmul, logits / greedy decoding / router loss
 against `transformers`, and checkpoint round trips."""
 
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +123,21 @@ def test_grouped_matmul_is_the_per_group_product(sizes):
     want_dw = x64[rows].T @ dy64[rows]
     bound = testing.summation_bound(x[rows].T, dy[rows], evaluations=1)
     assert (np.abs(np.asarray(dw[g]) - want_dw) <= bound).all(), g
+
+
+def test_ragged_dot_path_equals_the_cpu_loop():
+  """The accelerator path (`jax.lax.ragged_dot`, here through its CPU
+  lowering) computes what the CPU tile loop computes."""
+  rng = np.random.default_rng(1)
+  sizes = jnp.asarray([5, 0, 11, 4], jnp.int32)
+  x = jnp.asarray(rng.standard_normal((20, 6)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((4, 6, 3)), jnp.float32)
+  loop = grouped_matmul(x, w, sizes, platform="cpu")
+  ragged = grouped_matmul(x, w, sizes, platform="gpu")
+  bound = testing.summation_bound(
+      np.asarray(x)[:, None], np.asarray(w)[np.repeat(np.arange(4), sizes)]
+  )
+  assert (np.abs(np.asarray(loop) - np.asarray(ragged)) <= bound[:, 0]).all()
 
 
 def test_compiled_layer_holds_no_dispatch_tensor():
@@ -326,3 +344,21 @@ def test_bad_checkpoints_name_the_tensor(tmp_path):
       hf_io.CheckpointError, match=r"mlp\.gate\.weight has shape \[7, 48\]"
   ):
     load_hf(path)
+
+
+@pytest.mark.slow
+def test_eight_fake_devices_with_experts_split_match_one_device():
+  """tests/moe_sharding_worker.py in its own process (8 CPU devices)."""
+  worker = os.path.join(
+      os.path.dirname(os.path.dirname(__file__)), "moe_sharding_worker.py"
+  )
+  proc = subprocess.run(
+      [sys.executable, worker],
+      env=dict(os.environ),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  print(proc.stdout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert proc.stdout.strip().endswith("OK")
