@@ -29,8 +29,15 @@ from opd_jax.models.transformer import ModelOutput, Transformer
 from opd_jax.models.decode import SplitTransformer, split_layers
 from opd_jax.models.hf_io import CheckpointError, load_hf, mapping_table, save_hf
 from opd_jax.models.grouped_matmul import grouped_matmul
-from opd_jax.models.moe import MoeMlp, balance_loss, load_balancing_loss
+from opd_jax.models.moe import (
+    MoeMlp,
+    RouterStats,
+    balance_loss,
+    load_balancing_loss,
+)
 from opd_jax.models.precision import DTYPES, cast_floating, dtype_by_name
 from opd_jax.models.response import map_row_groups
 from opd_jax.models.response import response_hidden
+from opd_jax.models.response import map_row_groups_with_sums
+from opd_jax.models.response import response_hidden_and_router
 from opd_jax.models.resize import resize_vocab

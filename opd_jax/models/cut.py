@@ -80,10 +80,20 @@ def check_layers(keep: Sequence[int], num_layers: int) -> tuple[int, ...]:
   return keep
 
 
-def _student_config(raw: dict[str, Any], keep: tuple[int, ...]) -> dict:
-  """The teacher's config.json with the layer count (and per-layer lists)."""
+def _student_config(
+    raw: dict[str, Any], keep: tuple[int, ...], moe_mask=None
+) -> dict:
+  """The teacher's config.json with the layer count (and per-layer lists).
+
+  A mixture of experts keeps each kept layer's kind (routed experts or a
+  dense MLP): the student's dense layers are listed in `mlp_only_layers`
+  with `decoder_sparse_step` 1, since a step rarely survives the cut.
+  """
   out = dict(raw)
   out["num_hidden_layers"] = len(keep)
+  if moe_mask is not None and any(moe_mask):
+    out["mlp_only_layers"] = [j for j, i in enumerate(keep) if not moe_mask[i]]
+    out["decoder_sparse_step"] = 1
   if isinstance(raw.get("layer_types"), list):
     out["layer_types"] = [raw["layer_types"][i] for i in keep]
   if isinstance(raw.get("max_window_layers"), int):
@@ -133,7 +143,8 @@ def cut_layers(
   """Writes an HF checkpoint made of the teacher's layers `keep_layers`.
 
   The embedding, final norm and head are the teacher's; decoder layer
-  `keep_layers[j]` becomes layer j. Tensors keep their dtype and are
+  `keep_layers[j]` becomes layer j (a MoE layer with its router and all
+  its experts: a MoE teacher gives a MoE student of fewer layers). Tensors keep their dtype and are
   streamed one shard at a time, so memory holds one shard, not the model.
   config.json is the teacher's with the new `num_hidden_layers` (and
   `layer_types` / `max_window_layers` cut to match); every other file
@@ -206,7 +217,7 @@ def cut_layers(
         f,
         indent=2,
     )
-  student = _student_config(raw, keep)
+  student = _student_config(raw, keep, config.moe_layer_mask())
   # config.json last: a directory with a config is a complete checkpoint.
   with open(os.path.join(out_dir, hf_io.CONFIG_FILE), "w") as f:
     json.dump(student, f, indent=2)

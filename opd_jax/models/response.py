@@ -20,6 +20,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from opd_jax.models import moe
+
 
 def response_hidden(
     model, tokens: jax.Array, mask: jax.Array, response_len: int
@@ -40,9 +42,47 @@ def response_hidden(
   Returns:
     [B, T, D] final-norm hidden states.
   """
-  hidden = model(tokens, attention_mask=mask, return_logits=False).hidden
+  return response_hidden_and_router(model, tokens, mask, response_len)[0]
+
+
+def response_hidden_and_router(
+    model, tokens: jax.Array, mask: jax.Array, response_len: int
+) -> tuple[jax.Array, moe.RouterStats | None]:
+  """`response_hidden` and the forward's router sums (None if dense).
+
+  The router's load-balancing loss of the whole sequences (prompt and
+  response, padding excluded, as transformers computes it for a forward
+  with labels) is `moe.balance_loss` of the sums.
+  """
+  out = model(tokens, attention_mask=mask, return_logits=False)
   prompt_len = tokens.shape[1] - response_len
-  return hidden[:, prompt_len - 1 : -1]
+  return out.hidden[:, prompt_len - 1 : -1], out.router_stats
+
+
+def map_row_groups_with_sums(
+    fn: Callable[..., tuple[jax.Array, object]],
+    groups: int,
+    *rows: jax.Array,
+    remat: bool = False,
+) -> tuple[jax.Array, object]:
+  """`map_row_groups` for an `fn` returning (rows [b, ...], sums pytree).
+
+  The rows are put back in row order as `map_row_groups` does; the sums
+  (e.g. a MoE student's `moe.RouterStats`) are added over the groups, so
+  a loss made of them is the whole batch's, whatever `groups` is.
+  """
+  b = rows[0].shape[0]
+  if groups == 1:
+    return fn(*rows)
+  if b % groups:
+    raise ValueError(f"row groups: {groups} groups do not divide {b} rows")
+  split = lambda x: jnp.swapaxes(
+      x.reshape(b // groups, groups, *x.shape[1:]), 0, 1
+  )
+  body = jax.checkpoint(lambda xs: fn(*xs)) if remat else (lambda xs: fn(*xs))
+  out, sums = jax.lax.map(body, tuple(split(x) for x in rows))
+  out = jnp.swapaxes(out, 0, 1).reshape(b, *out.shape[2:])
+  return out, jax.tree.map(lambda s: jnp.sum(s, axis=0), sums)
 
 
 def map_row_groups(

@@ -93,12 +93,16 @@ class ModelOutput(NamedTuple):
     aux_loss: [] float32, the router's load-balancing loss over the real
       tokens of this call (`moe.balance_loss`, transformers' `aux_loss`);
       None for a model without MoE layers.
+    router_stats: the sums `aux_loss` is made of (`moe.RouterStats`), for
+      callers that split a batch and combine the parts exactly (sums add;
+      losses of parts do not average to the loss of the whole).
   """
 
   logits: jax.Array | None
   hidden: jax.Array
   cache: KVCache | None
   aux_loss: jax.Array | None = None
+  router_stats: moe_lib.RouterStats | None = None
 
 
 def layer_runs(config: ModelConfig) -> list[tuple[bool, int, int]]:
@@ -472,5 +476,9 @@ class Transformer(nnx.Module):
       )
     aux_loss = None if stats is None else moe_lib.balance_loss(stats)
     return ModelOutput(
-        logits=logits, hidden=hidden, cache=new_cache, aux_loss=aux_loss
+        logits=logits,
+        hidden=hidden,
+        cache=new_cache,
+        aux_loss=aux_loss,
+        router_stats=stats,
     )

@@ -362,3 +362,50 @@ def test_eight_fake_devices_with_experts_split_match_one_device():
   print(proc.stdout)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert proc.stdout.strip().endswith("OK")
+
+
+def test_router_sums_over_row_groups_give_the_whole_batch_loss():
+  """A student trained in micro-batches (`map_row_groups_with_sums`) adds
+  the load-balancing loss of the whole batch, not a mean of parts."""
+  from opd_jax.models import response  # pylint: disable=g-import-not-at-top
+
+  config = testing.tiny_moe_config(num_layers=3, mlp_only_layers=(1,))
+  model = testing.random_model(config, seed=2)
+  tokens, mask = _batch(config.vocab_size, b=4, t=12, seed=8)
+  tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+  whole = model(tokens, attention_mask=mask)
+  one = lambda x, m: response.response_hidden_and_router(model, x, m, 5)
+  hidden, stats = jax.jit(
+      lambda x, m: response.map_row_groups_with_sums(one, 2, x, m)
+  )(tokens, mask)
+  np.testing.assert_allclose(
+      float(moe.balance_loss(stats)), float(whole.aux_loss), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      np.asarray(hidden), np.asarray(whole.hidden[:, 6:-1]), atol=1e-6
+  )
+
+
+def test_student_cut_from_a_moe_teacher_keeps_each_layer_kind(tmp_path):
+  """make_student's cut of a MoE teacher: kept layers keep their experts
+  or their dense MLP; transformers and opd_jax read the same student."""
+  torch = pytest.importorskip("torch")
+  import transformers  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import cut  # pylint: disable=g-import-not-at-top
+
+  config = _moe_config(2, True, False, 4, (), 2)  # dense, MoE, dense, MoE
+  teacher = str(tmp_path / "teacher")
+  save_hf(testing.random_model(config, seed=9), teacher)
+  out = str(tmp_path / "student")
+  written = cut.cut_layers(teacher, out, (1, 2, 3))
+  assert written["mlp_only_layers"] == [1]
+  assert written["decoder_sparse_step"] == 1
+  student = load_hf(out)
+  assert student.config.moe_layer_mask() == (True, False, True)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+      out, dtype=torch.float32
+  ).eval()
+  tokens, mask = _batch(config.vocab_size, seed=10)
+  ours, _ = _forward(student, jnp.asarray(tokens), jnp.asarray(mask))
+  ref = hf_helpers.hf_logits(hf, tokens, mask)
+  assert np.abs(np.asarray(ours) - ref)[mask].max() <= ATOL
