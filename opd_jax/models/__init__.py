@@ -28,7 +28,6 @@ from opd_jax.models.config import (
 from opd_jax.models.transformer import ModelOutput, Transformer
 from opd_jax.models.decode import SplitTransformer, split_layers
 from opd_jax.models.hf_io import CheckpointError, load_hf, mapping_table, save_hf
-from opd_jax.models.grouped_matmul import grouped_matmul
 from opd_jax.models.moe import (
     MoeMlp,
     RouterStats,

@@ -27,6 +27,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jax.sharding import PartitionSpec as P
+
+from opd_jax import sharding
 from opd_jax.models import layers
 from opd_jax.models.config import ModelConfig
 from opd_jax.models.grouped_matmul import grouped_matmul
@@ -159,6 +162,43 @@ def routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
   return jnp.sum(scaled, axis=1).astype(x.dtype)
 
 
+def sharded_routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
+  """`routed_swiglu` where each device routes its own tokens.
+
+  Under a mesh of several devices, the tokens [N, D] stay split over the
+  batch axes ('data', 'fsdp') and each device runs the grouped matmuls of
+  its own N / (data * fsdp) tokens (`jax.shard_map`): the experts' weights,
+  stored split over 'fsdp', are all-gathered for the layer (as FSDP
+  gathers a dense layer's), their width F_e stays split over 'tensor' and
+  the partial outputs are summed over it (psum). Without the map, XLA
+  would gather every token onto every device and each would compute the
+  whole batch's experts. Without a mesh, or when the batch axes do not
+  divide N, it is `routed_swiglu` as it is.
+  """
+  mesh = sharding.current_mesh()
+  if mesh is None or mesh.size == 1:
+    return routed_swiglu(x, experts, weights, gate, up, down)
+  rows = sharding.fit_spec(P(sharding.BATCH, None), x.shape, mesh)
+  if rows[0] is None and any(mesh.shape[a] > 1 for a in sharding.BATCH):
+    return routed_swiglu(x, experts, weights, gate, up, down)
+  gate_spec = sharding.fit_spec(P(None, None, "tensor"), gate.shape, mesh)
+  down_spec = sharding.fit_spec(P(None, "tensor", None), down.shape, mesh)
+  split_f = gate_spec[2] is not None and down_spec[1] is not None
+  if not split_f:
+    gate_spec = down_spec = P(None, None, None)
+
+  def local(x, experts, weights, gate, up, down):
+    y = routed_swiglu(x, experts, weights, gate, up, down)
+    return jax.lax.psum(y, "tensor") if split_f else y
+
+  return jax.shard_map(
+      local,
+      in_specs=(rows, rows, rows, gate_spec, gate_spec, down_spec),
+      out_specs=rows,
+      check_vma=False,
+  )(x, experts, weights, gate, up, down)
+
+
 class MoeMlp(nnx.Module):
   """Router + `num_experts` SwiGLU experts (transformers' Qwen3MoeSparseMoeBlock).
 
@@ -186,7 +226,7 @@ class MoeMlp(nnx.Module):
     probs, weights, experts = route(
         self.router(xf), self.top_k, self.norm_topk_prob
     )
-    y = routed_swiglu(
+    y = sharded_routed_swiglu(
         xf,
         experts,
         weights,
