@@ -161,14 +161,22 @@ def sampling_flags() -> SamplingFlags:
 
 
 def check_sampling(sampling: SamplingFlags) -> None:
-  """Refuses a negative temperature and a top_p outside (0, 1]."""
+  """Refuses a temperature that is not a finite number >= 0, a top_p outside
+  (0, 1], and a top_p below 1 with greedy decoding (it would do nothing)."""
   temperature, top_p = sampling.temperature.value, sampling.top_p.value
-  if temperature < 0:
+  if not 0 <= temperature < float("inf"):  # nan too
     raise InputError(
-        f"--temperature: expected >= 0 (0 is greedy), got {temperature}"
+        "--temperature: expected a finite number >= 0 (0 is greedy), got"
+        f" {temperature}"
     )
   if not 0 < top_p <= 1:
     raise InputError(f"--top_p: expected a value in (0, 1], got {top_p}")
+  if top_p != 1 and temperature == 0:
+    raise InputError(
+        f"--top_p={top_p}: has no effect with greedy decoding"
+        " (--temperature=0, the default); expected --temperature > 0 or"
+        " --top_p=1"
+    )
 
 
 def check_response_length(longest: int, max_new: int, model_config) -> None:
@@ -274,6 +282,10 @@ def task_source(
   """
   from opd_jax.data import sources, tasks  # pylint: disable=g-import-not-at-top
 
+  if split not in sources.SPLITS:
+    raise InputError(
+        f"--split: expected one of {sources.SPLITS}, got {split!r}"
+    )
   try:
     tasks.check_difficulty(task, difficulty, field="--difficulty")
     tasks.check_num_examples(

@@ -241,10 +241,18 @@ def _source():
         _N.value or every or 1000,
         _MAX_NEW.value,
     )
+  if _SRC.split.present and not os.path.isdir(data):
+    raise InputError(
+        f"--split={_SRC.split.value}: a file has no splits ({data}); --split"
+        " picks a built-in task's split or a saved DatasetDict's"
+    )
   source = sources.FileSource(
       data,
       question_field=_SRC.question_field.value,
       answer_field=_SRC.answer_field.value,
+      # A saved DatasetDict is read at --split (default 'test'), not at its
+      # training split.
+      split=_SRC.split.value,
       require_answers=True,
   )
   return sources.take(source, _N.value)

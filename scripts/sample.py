@@ -87,7 +87,13 @@ def _questions(path: str) -> list[tuple[int, str]]:
           f"--prompts: {path} line {n}: no field {_FIELD.value!r}"
           f" (--question_field; the line has {fields})"
       )
-    out.append((n, str(row[_FIELD.value])))
+    question = row[_FIELD.value]
+    if not isinstance(question, str):
+      raise InputError(
+          f"--prompts: {path} line {n}: field {_FIELD.value!r}: expected a"
+          f" string, got {type(question).__name__}"
+      )
+    out.append((n, question))
   return out
 
 

@@ -217,7 +217,7 @@ SAMPLE = [
             "--temperature=-1",
         ],
         2,
-        "--temperature: expected >= 0",
+        "--temperature: expected a finite number >= 0 (0 is greedy), got -1.0",
     ),
     (
         "sample: a positional argument",
@@ -468,6 +468,74 @@ EVALUATE += [
             " tokenizer {student} reads as <unk> (first: line 2: ['What',"
             " 'is']): the model reads other questions than written"
         ),
+    ),
+]
+
+# What a second look at the README's commands and --help turned up.
+EVALUATE += [
+    (
+        "evaluate: a level the task lacks is one line, not a traceback",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data=countdown",
+            "--difficulty=two_step",
+        ],
+        2,
+        "--difficulty: task 'countdown' has difficulties ('easy', 'default',",
+    ),
+    (
+        "evaluate: an unknown split names --split",
+        ["evaluate", "--model={run}", "--split=tset"],
+        2,
+        "--split: expected one of ('train', 'validation', 'test'), got 'tset'",
+    ),
+    (
+        "evaluate: --split with a file is refused, not ignored",
+        ["evaluate", "--model={student}", "--data={ok_eval}", "--split=train"],
+        2,
+        "--split=train: a file has no splits ({ok_eval})",
+    ),
+    (
+        "evaluate: a nan temperature is refused",
+        ["evaluate", "--model={run}", "--temperature=nan"],
+        2,
+        "--temperature: expected a finite number >= 0 (0 is greedy), got nan",
+    ),
+    (
+        "evaluate: a batch wider than the data is not padded to its width",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data={ok_eval}",
+            "--batch_size=100000000",
+            "--max_new_tokens=4",
+            "--out_dir={tmp}/ev_batch",
+        ],
+        0,
+        '"questions": 2',
+    ),
+]
+SAMPLE += [
+    (
+        "sample: top_p under greedy decoding would do nothing",
+        ["sample", "--workdir={run}", "--prompts={ok_txt}", "--top_p=0.5"],
+        2,
+        (
+            "--top_p=0.5: has no effect with greedy decoding (--temperature=0,"
+            " the default)"
+        ),
+    ),
+    (
+        "sample: a question that is not a string",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={bad_jsonl}",
+            "--question_field=n",
+        ],
+        2,
+        "--prompts: {bad_jsonl} line 1: field 'n': expected a string, got int",
     ),
 ]
 
@@ -785,7 +853,7 @@ def _paths(pair, tmp) -> dict[str, str]:
       "ok.txt": _OK_PROMPT + "\n",
       "long.txt": _OK_PROMPT + "\n" + "Ann has 5 coins." + _BUYS * 100 + "\n",
       "empty.txt": "\n",
-      "bad.jsonl": '{"question": "1 + 1"}\n{"question": \n',
+      "bad.jsonl": '{"question": "1 + 1", "n": 2}\n{"question": \n',
       "banana.jsonl": (
           '{"question": "What is 1 + 1?", "answer": "2"}\n'
           '{"question": "A fruit?", "answer": "banana"}\n'

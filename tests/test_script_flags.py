@@ -70,9 +70,41 @@ def _holder(value):
 @pytest.mark.parametrize(
     "temperature,top_p,message",
     [
-        (-1.0, 1.0, "--temperature: expected >= 0 (0 is greedy), got -1.0"),
+        (
+            -1.0,
+            1.0,
+            (
+                "--temperature: expected a finite number >= 0 (0 is greedy),"
+                " got -1.0"
+            ),
+        ),
+        (
+            float("nan"),
+            1.0,
+            (
+                "--temperature: expected a finite number >= 0 (0 is greedy),"
+                " got nan"
+            ),
+        ),
+        (
+            float("inf"),
+            1.0,
+            (
+                "--temperature: expected a finite number >= 0 (0 is greedy),"
+                " got inf"
+            ),
+        ),
         (0.0, 0.0, "--top_p: expected a value in (0, 1], got 0.0"),
         (0.0, 1.5, "--top_p: expected a value in (0, 1], got 1.5"),
+        (
+            0.0,
+            0.9,
+            (
+                "--top_p=0.9: has no effect with greedy decoding"
+                " (--temperature=0, the default); expected --temperature > 0 or"
+                " --top_p=1"
+            ),
+        ),
     ],
 )
 def test_check_sampling(temperature, top_p, message):

@@ -120,6 +120,10 @@ def take(source: PromptSource, n: int) -> PromptSource:
   return _Head(source, n)
 
 
+# Every built-in task's splits.
+SPLITS = arithmetic.SPLITS
+
+
 class TaskSource(PromptSource):
   """`num_examples` problems of one split of a built-in task (`data.tasks`).
 
@@ -145,10 +149,9 @@ class TaskSource(PromptSource):
       start: int = 0,
   ):
     self._spec = tasks.get(task)
-    if split not in arithmetic.SPLITS:
+    if split not in SPLITS:
       raise ValueError(
-          f"TaskSource.split: expected one of {arithmetic.SPLITS},"
-          f" got {split!r}"
+          f"TaskSource.split: expected one of {SPLITS}, got {split!r}"
       )
     if num_examples < 0 or start < 0:
       raise ValueError(

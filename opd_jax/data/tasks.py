@@ -104,8 +104,8 @@ _COUNTDOWN_HELD_OUT = {
 
 def _countdown_held_out(level: str, split: str) -> int | None:
   """Distinct problems of countdown's held-out `split` at `level`."""
-  if split == "train":
-    return None
+  if split == "train" or level not in countdown.DIFFICULTIES:
+    return None  # (check_difficulty names a level the task lacks)
   if level not in _COUNTDOWN_HELD_OUT:
     return countdown.problem_counts(getattr(countdown.Difficulty, level)())[
         split

@@ -140,6 +140,8 @@ def evaluate(
         f"evaluate: batch_size {batch_size} is not a multiple of"
         f" the {procs} processes"
     )
+  # No batch wider than the data (padding rows cost as much as real ones).
+  batch_size = min(batch_size, -(-n // procs) * procs)
   local = batch_size // procs
   correct = np.zeros((n, num_samples), bool)
   lengths = np.zeros((n, num_samples))
