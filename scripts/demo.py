@@ -145,11 +145,9 @@ def main(argv):
       )
   # Every check of the config before the workdir is touched.
   overridden = tuple(cli.config_overrides())
-  config_lib.check_fields(c)
-  config_lib.validate(c)
-  config_lib.check_active(c, overridden=overridden)
+  run = config_lib.start_run(c, overridden=overridden)
   prepare_workdir(workdir, _RESUME.value)
-  trainer = loop.Trainer(c, workdir, overridden=overridden)
+  trainer = loop.Trainer(run, workdir)
 
   def evaluate(model):
     # The same call as Trainer.evaluate: same problems, key and budget.

@@ -29,6 +29,7 @@ from opd_jax.models import load_hf
 from opd_jax.rollouts import default_eos_ids, Sampling
 from opd_jax.results.grid import EvalSpec
 from opd_jax.trainer import builders, restore
+from opd_jax.trainer import config as trainer_config
 
 # Every run is graded on the questions of this task seed, whatever its own
 # seed (the built-in task draws its questions from `config.seed`).
@@ -64,7 +65,7 @@ def evaluate_run(
   tokenizer = builders.load_tokenizer(c)
   ec = ml_collections.ConfigDict(c.to_dict())
   ec.seed, ec.eval_examples = EVAL_TASK_SEED, spec.num_questions
-  dataset = builders.eval_dataset(ec, tokenizer)
+  dataset = builders.eval_dataset(trainer_config.to_run_config(ec), tokenizer)
   eos = default_eos_ids(model.config, tokenizer)
   key = jax.random.PRNGKey(c.seed)
   common = dict(

@@ -204,12 +204,15 @@ def question_keys(grid: Grid, n: int) -> list[str] | None:
   # pylint: disable-next=g-import-not-at-top
   from opd_jax.results.evaluate_run import EVAL_TASK_SEED
   from opd_jax.trainer import builders  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import config as trainer_config  # pylint: disable=g-import-not-at-top
 
   variant = next((v for v in grid.variants if v.trains), grid.variants[0])
   c = grid.config(variant, EVAL_TASK_SEED)
   c.eval_examples = n
   try:
-    source = builders.prompt_source(c, train=False)
+    source = builders.prompt_source(
+        trainer_config.to_run_config(c), train=False
+    )
     if len(source) != n:
       return None
     return [source[i].question for i in range(n)]

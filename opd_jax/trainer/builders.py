@@ -19,7 +19,6 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 from flax import nnx
 
 from opd_jax import cli
@@ -37,7 +36,8 @@ from opd_jax.models import (
     resize_vocab,
 )
 from opd_jax.models.hf_io import read_hf_config
-from opd_jax.trainer import self_teacher
+from opd_jax.trainer import run_config as run_config_lib
+from opd_jax.trainer.run_config import RunConfig
 
 
 class VocabularyMismatchError(ValueError):
@@ -45,7 +45,7 @@ class VocabularyMismatchError(ValueError):
 
 
 def model_config(
-    c: ml_collections.ConfigDict, role: str, *, allow_preset_fallback: bool
+    run: RunConfig, role: str, *, allow_preset_fallback: bool
 ) -> tuple[ModelConfig, str]:
   """The ModelConfig of `role` ('student' / 'teacher') and where it came from.
 
@@ -55,12 +55,12 @@ def model_config(
   is not on this machine, with one warning naming both (a mistyped path
   must not pass silently).
   """
-  if role == "teacher" and c.teacher == self_teacher.SELF:
+  if role == "teacher" and run.teacher.is_self:
     config, where = model_config(
-        c, "student", allow_preset_fallback=allow_preset_fallback
+        run, "student", allow_preset_fallback=allow_preset_fallback
     )
-    return config, f"self ({where}, weights {c.self_teacher.weights})"
-  path, name = c[role], c[f"{role}_preset"]
+    return config, f"self ({where}, weights {run.teacher.self_weights})"
+  path, name = run.checkpoint(role)
   if path and os.path.isdir(path):
     return read_hf_config(path)[0], path
   if path and os.path.exists(path):
@@ -98,7 +98,7 @@ def check_vocabularies(
 
 
 def build_model(
-    c: ml_collections.ConfigDict,
+    run: RunConfig,
     role: str,
     mesh,
     *,
@@ -114,35 +114,24 @@ def build_model(
   here (its graph only: no second copy of the student's parameters).
   """
   source = role
-  if role == "teacher" and c.teacher == self_teacher.SELF:
+  execution = run.models.execution(role)
+  if role == "teacher" and run.teacher.is_self:
     source = "student"
-    if self_teacher.step_weights(c) != "external":
-      config, _ = model_config(c, "teacher", allow_preset_fallback=False)
-      return abstract_model(config, dtype).set_execution(**execution(c, role))
-  path = c[source]
+    if run.teacher.step_weights != "external":
+      config, _ = model_config(run, "teacher", allow_preset_fallback=False)
+      return abstract_model(config, dtype).set_execution(**execution)
+  path, name = run.checkpoint(source)
   if path:
     model = load_hf(path, dtype=dtype, mesh=mesh, role=f"config.{source}")
   else:
-    model = _random_model(c, source, dtype, mesh)
+    seed = run.seed + (0 if source == "student" else 1)
+    model = _random_model(preset(name), seed, dtype, mesh)
   if vocab_size is not None and model.config.vocab_size != vocab_size:
     model = resize_vocab(model, vocab_size)
-  return model.set_execution(**execution(c, role))
+  return model.set_execution(**execution)
 
 
-def execution(c: ml_collections.ConfigDict, role: str) -> dict[str, str]:
-  """`role`'s execution settings (`Transformer.set_execution`) from `c`.
-
-  The teacher is never differentiated, so nothing of its forward is kept
-  for a backward pass and it needs no rematerialisation.
-  """
-  return dict(
-      attention=c.attention, remat=c.remat if role == "student" else "none"
-  )
-
-
-def _random_model(c, role, dtype, mesh) -> Transformer:
-  config = preset(c[f"{role}_preset"])
-  seed = c.seed + (0 if role == "student" else 1)
+def _random_model(config: ModelConfig, seed: int, dtype, mesh) -> Transformer:
   graphdef, abstract_state = nnx.split(abstract_model(config, dtype))
   init = jax.jit(
       lambda: nnx.split(Transformer(config, dtype=dtype, rngs=nnx.Rngs(seed)))[
@@ -159,20 +148,24 @@ def abstract_model(config: ModelConfig, dtype) -> Transformer:
   )
 
 
-def load_tokenizer(c: ml_collections.ConfigDict):
-  """The tokenizer from `config.tokenizer`, else the student's directory."""
-  path = c.tokenizer or c.student
+def load_tokenizer(models):
+  """The tokenizer from `config.tokenizer`, else the student's directory.
+
+  `models` is the run's `Models` block, or a run's ConfigDict as restored
+  (both name the two directories alike).
+  """
+  path = models.tokenizer or models.student
   if not path or not os.path.isdir(path):
     raise FileNotFoundError(
         f"config.tokenizer: no tokenizer directory (got {path!r}); set"
         " config.tokenizer or config.student to an HF directory"
     )
   return tokenizers.load_tokenizer(
-      path, role="config.tokenizer" if c.tokenizer else "config.student"
+      path, role="config.tokenizer" if models.tokenizer else "config.student"
   )
 
 
-def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
+def check_teacher_tokenizer(run: RunConfig, tokenizer) -> None:
   """Refuses a teacher whose tokenizer maps ids to other tokens.
 
   Equal vocabulary sizes are not enough: OPD scores the student's token ids
@@ -180,7 +173,7 @@ def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
   directory without tokenizer files is taken to share the student's.
   `config.allow_tokenizer_mismatch` turns the error into a warning.
   """
-  path = c.teacher
+  path, m = run.teacher.path, run.models
   if (
       not path
       or not os.path.isdir(path)
@@ -190,12 +183,12 @@ def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
       )
   ):
     return
-  if os.path.realpath(path) == os.path.realpath(c.tokenizer or c.student):
+  if os.path.realpath(path) == os.path.realpath(m.tokenizer or m.student):
     return
   teacher = tokenizers.load_tokenizer(path, role="config.teacher")
   try:
     tokenizers.check_same_vocabulary(
-        tokenizer, teacher, allow_mismatch=c.allow_tokenizer_mismatch
+        tokenizer, teacher, allow_mismatch=m.allow_tokenizer_mismatch
     )
   except tokenizers.TokenizerMismatchError as e:  # name the config field
     raise tokenizers.TokenizerMismatchError(
@@ -205,20 +198,15 @@ def check_teacher_tokenizer(c: ml_collections.ConfigDict, tokenizer) -> None:
     ) from None
 
 
-def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
+def prompt_source(run: RunConfig, *, train: bool):
   """The configured training or evaluation PromptSource."""
-  d = c.data
-  if d.source in tasks.NAMES:
+  d = run.data
+  if d.is_task:
     split, n = (
-        ("train", d.num_examples)
-        if train
-        else (
-            d.eval_split,
-            c.eval_examples,
-        )
+        ("train", d.num_examples) if train else (d.eval_split, d.eval_examples)
     )
     return TaskSource(
-        split, n, task=d.source, difficulty=d.difficulty, seed=c.seed
+        split, n, task=d.source, difficulty=d.difficulty, seed=run.seed
     )
   source = FileSource(
       d.path if train else d.eval_path,
@@ -227,59 +215,56 @@ def prompt_source(c: ml_collections.ConfigDict, *, train: bool):
       response_field=d.response_field or None,
       # OPD trains without answers; evaluation grades them.
       require_answers=not train,
-      context_fields=self_teacher.context_columns(c) if train else None,
+      context_fields=d.context_columns if train else None,
   )
-  return source if train else sources.take(source, c.eval_examples)
+  return source if train else sources.take(source, d.eval_examples)
 
 
-def has_eval_data(c: ml_collections.ConfigDict) -> bool:
-  return c.data.source in tasks.NAMES or bool(c.data.eval_path)
-
-
-def train_dataset(c, tokenizer) -> PromptDataset:
+def train_dataset(run: RunConfig, tokenizer) -> PromptDataset:
   """Tokenized training prompts; raises before any compile if empty."""
-  if c.data.source in tasks.NAMES:
+  d = run.data
+  if d.is_task:
     # Here, not in config validation: shape-only uses of a config (dry
     # runs, memory benchmarks) train on no data.
     tasks.check_response_budget(
-        c.data.source,
-        c.data.difficulty,
-        c.max_new_tokens,
+        d.source,
+        d.difficulty,
+        d.max_new_tokens,
         field="config.max_new_tokens",
     )
-    role = "config.tokenizer" if c.tokenizer else "config.student"
-    tasks.check_tokenizer(c.data.source, tokenizer, role=role)
-  source = prompt_source(c, train=True)
+    role = "config.tokenizer" if run.models.tokenizer else "config.student"
+    tasks.check_tokenizer(d.source, tokenizer, role=role)
   return PromptDataset(
-      source,
+      prompt_source(run, train=True),
       tokenizer,
-      max_prompt_len=c.max_prompt_len,
-      max_new_tokens=c.max_new_tokens,
-      overlong=c.data.overlong,
-      teacher_context=self_teacher.teacher_context(c),
-      **chat_format(c),
+      max_prompt_len=d.max_prompt_len,
+      max_new_tokens=d.max_new_tokens,
+      overlong=d.overlong,
+      teacher_context=run.teacher_context,
+      **chat_format(run),
   )
 
 
-def eval_dataset(c, tokenizer) -> PromptDataset:
+def eval_dataset(run: RunConfig, tokenizer) -> PromptDataset:
   """Tokenized evaluation prompts (a file's ungradable rows dropped with
   `data.skip_ungradable`)."""
-  source = prompt_source(c, train=False)
-  if c.data.skip_ungradable and c.data.source not in tasks.NAMES:
+  source = prompt_source(run, train=False)
+  if run.data.skip_ungradable and not run.data.is_task:
     source = evaluation.drop_ungradable(
         source, flag="config.data.skip_ungradable"
     )
   return PromptDataset(
       source,
       tokenizer,
-      max_prompt_len=c.max_prompt_len,
-      overlong=c.data.overlong,
-      **chat_format(c),
+      max_prompt_len=run.data.max_prompt_len,
+      overlong=run.data.overlong,
+      **chat_format(run),
   )
 
 
-def chat_format(c: ml_collections.ConfigDict) -> dict[str, Any]:
-  """PromptDataset's chat settings from `config.data`.
+def chat_format(c) -> dict[str, Any]:
+  """PromptDataset's chat settings from `config.data` (of a `RunConfig`,
+  or of a run's ConfigDict as restored: both name the fields alike).
 
   `system_prompt='default'` leaves the system turn to the chat template
   (some add their own, e.g. SmolLM2's); '' sends an empty system turn,
@@ -294,9 +279,8 @@ def chat_format(c: ml_collections.ConfigDict) -> dict[str, Any]:
   }
 
 
-def mesh_from_config(c) -> Any:
+def mesh_from_config(m: run_config_lib.Mesh) -> Any:
   """The mesh of `config.mesh`; `num_devices > 0` uses only the first ones."""
-  m = c.mesh
   devices = jax.devices()
   if m.num_devices:
     if m.num_devices > len(devices):

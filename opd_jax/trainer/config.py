@@ -121,10 +121,6 @@ def migrate_saved(saved: dict) -> dict:
   Only `RENAMED_FIELDS` move (into nested blocks where the new name is
   deeper); everything else is returned as saved (a new dict: `saved` is not
   changed).
-
-  Examples:
-    >>> migrate_saved({"gkd": {"beta": 0.3, "loss_temperature": 1.0}})
-    {'gkd': {'loss_pass': {'jsd_beta': 0.3, 'temperature': 1.0}}}
   """
 
   def copy(node):
@@ -149,6 +145,29 @@ def migrate_saved(saved: dict) -> dict:
       value = _OLD_SCORE_VALUES.get(value, value)
     node.setdefault(new_key, value)
   return out
+
+
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A saved run config over `default_config()`.
+
+  A run saved before a field existed gets the field's default, and one saved
+  under a field's old name (`config.RENAMED_FIELDS`) is read under its new
+  one, so older workdirs still resume, export, sample and evaluate.
+  """
+  c = default_config()
+  saved = migrate_saved(saved)
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(
+          node.get(key), ml_collections.ConfigDict
+      ):
+        merge(node[key], value)
+      else:
+        node[key] = value
+
+  merge(c, saved)
+  return c
 
 
 def unknown_fields(
@@ -265,8 +284,8 @@ def _flat_fields(node: dict, prefix: str = "") -> dict:
 def inactive_method_fields(c: ml_collections.ConfigDict) -> list[str]:
   """Fields of methods other than `config.method` set away from defaults.
 
-  `config.tip.rho=0.2` under `config.method='rkl'` is such a field: the run
-  never reads it. Returns dotted names (`tip.rho`).
+  `config.<other>.<field>` set under `config.method='<one>'` is such a
+  field: the run never reads it. Returns dotted names (`<other>.<field>`).
   """
   out = []
   for name in sorted(methods.REGISTRY):
@@ -293,7 +312,7 @@ def check_active(
   - a file source's field (`data.path`, `data.eval_path`, the column names)
     with a built-in task, which would train and evaluate on the task;
   - a field of another method than `config.method`: refused when the
-    command line set it (`overridden`: dotted names, `tip.rho`), warned
+    command line set it (`overridden`: dotted names, `<method>.<field>`), warned
     once when the config file did (switching a config's method is a
     documented use);
   - warned once: a file source without evaluation rows (the run will not
@@ -350,6 +369,25 @@ def check_active(
         f"{c.total_steps}: the learning rate never reaches"
         f" config.optimizer.learning_rate={c.optimizer.learning_rate}"
     )
+
+
+def start_run(
+    c: ml_collections.ConfigDict,
+    *,
+    overridden: tuple[str, ...] = (),
+    names: bool = True,
+) -> RunConfig:
+  """Where a run (or a dry run) starts: the ConfigDict becomes typed.
+
+  `check_fields` first (`names`: a misspelled field would do nothing),
+  then the ranges (`to_run_config`), then what cannot act (`check_active`,
+  `overridden` the fields the command line set).
+  """
+  if names:
+    check_fields(c)
+  run = to_run_config(c)
+  check_active(c, overridden=overridden)
+  return run
 
 
 def validate(c: ml_collections.ConfigDict) -> methods.Method:

@@ -24,7 +24,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -39,7 +38,8 @@ from opd_jax.trainer import builders, plots, reporting
 from opd_jax.trainer import config as config_lib
 from opd_jax.trainer import self_teacher, stage
 from opd_jax.trainer.checkpointing import Checkpointer
-from opd_jax.trainer.plan import plan_run, split_abstract
+from opd_jax.trainer.plan import RunPlan, plan_run, split_abstract
+from opd_jax.trainer.run_config import RunConfig
 from opd_jax.trainer import memory as memory_lib
 from opd_jax.trainer.update import compile_ahead
 from opd_jax.trainer.workdir import CONFIG_FILE, prepare_workdir
@@ -104,15 +104,17 @@ class _StopRequests:
     return False
 
 
-def _on_policy(c, step: int) -> bool:
-  """GKD's per-step coin: True with probability lambda, fixed per step."""
-  if c.lmbda >= 1.0:
+def _on_policy(run: RunConfig, step: int) -> bool:
+  """The per-step on-policy coin: True with probability `lmbda` (the
+  on-policy fraction), fixed per step."""
+  lmbda = run.rollouts.lmbda
+  if lmbda >= 1.0:
     return True
-  return bool(np.random.default_rng([c.seed, step, 7]).random() < c.lmbda)
+  return bool(np.random.default_rng([run.seed, step, 7]).random() < lmbda)
 
 
 def dry_run(
-    c: ml_collections.ConfigDict,
+    c,
     *,
     memory: bool = True,
     overridden: tuple[str, ...] = (),
@@ -128,9 +130,8 @@ def dry_run(
   fields the command line set (`config.check_active`). Returns the figures
   it printed.
   """
-  config_lib.validate(c)  # the ranges first, then what cannot act
-  config_lib.check_active(c, overridden=overridden)
-  plan = plan_run(c, allow_preset_fallback=True)
+  run = config_lib.start_run(c, overridden=overridden, names=False)
+  plan = plan_run(run, allow_preset_fallback=True)
   mesh = plan.mesh
   scfg, tcfg = plan.student_config, plan.teacher_config
   sgraph, params = split_abstract(plan.abstract_model("student"))
@@ -171,7 +172,7 @@ def dry_run(
       "teacher": plan.teacher_from,
       "student_params": scfg.num_params(),
       "teacher_params": tcfg.num_params(),
-      "method": c.method,
+      "method": run.method_name,
       "metrics": sorted(out_metrics),
       "step_memory": step_mem and step_mem.as_dict(),
       "sampler_memory": sampler_mem and sampler_mem.as_dict(),
@@ -194,7 +195,7 @@ def dry_run(
         f"  teacher {plan.teacher_from}: {report['teacher_params']:,}"
         " parameters"
     )
-    print(f"  method {c.method}; batch {report['batch']}")
+    print(f"  method {run.method_name}; batch {report['batch']}")
     for name, spec in report["param_shardings"].items():
       print(f"  {name:40s} {spec}")
     print("  step traced: metrics " + ", ".join(report["metrics"]))
@@ -216,7 +217,6 @@ def dry_run(
 def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
   """Traces a staged method's `prepare` (no compile): its outputs must be
   the extras the step was traced with."""
-  c = plan.config
   prepare = stage.compile_prepare(
       plan.method,
       sgraph,
@@ -233,8 +233,8 @@ def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
   shapes = lambda d: {k: (tuple(v.shape), str(v.dtype)) for k, v in d.items()}
   if shapes(got) != shapes(want):
     raise AssertionError(
-        f"{c.method}.prepare returns {shapes(got)}, but prepare_shapes"
-        f" announced {shapes(want)}"
+        f"{plan.run.method_name}.prepare returns {shapes(got)}, but"
+        f" prepare_shapes announced {shapes(want)}"
     )
 
 
@@ -243,7 +243,7 @@ class Trainer:
 
   def __init__(
       self,
-      c: ml_collections.ConfigDict,
+      c,
       workdir: str,
       *,
       restart: bool = False,
@@ -252,97 +252,36 @@ class Trainer:
     """Plans, loads and compiles the run of `c` in `workdir`.
 
     Args:
-      c: the trainer config.
+      c: the trainer ConfigDict (converted here, `config.start_run`: the
+        one boundary) or a `RunConfig`.
       workdir: the run directory; a rerun with the same config resumes.
       restart: start over in a workdir that holds a different run (its
         files move to `previous_runs/`); without it that is an error.
-      overridden: the fields the command line set (`--config.tip.rho`:
-        'tip.rho'), refused where they cannot act (`config.check_active`).
+      overridden: the fields the command line set
+        (`--config.<method>.<field>`: '<method>.<field>'), refused where
+        they cannot act (`config.check_active`).
     """
-    config_lib.check_fields(c)  # a misspelled field would do nothing
-    config_lib.validate(c)  # the ranges first, then what cannot act
-    config_lib.check_active(c, overridden=overridden)
-    self.plan = plan = plan_run(c)
-    self.c, self.workdir = c, workdir
+    run = c
+    if not isinstance(run, RunConfig):
+      run = config_lib.start_run(c, overridden=overridden)
+    self.plan = plan = plan_run(run)
+    self.run_config, self.workdir = run, workdir
     self.is_main = jax.process_index() == 0
     same_run = prepare_workdir(
-        workdir, c, restart=restart, is_main=self.is_main
+        workdir, run, restart=restart, is_main=self.is_main
     )
-    self.student_config = scfg = plan.student_config
-    self.tokenizer = builders.load_tokenizer(c)
-    builders.check_teacher_tokenizer(c, self.tokenizer)
-    # Data first: an empty or unreadable dataset, or an eval row whose
-    # answer cannot be graded, fails before any compile.
-    self.train_data = builders.train_dataset(c, self.tokenizer)
-    self.eval_data, self.grader = None, None
-    if c.eval_every and builders.has_eval_data(c):
-      self.eval_data = builders.eval_dataset(c, self.tokenizer)
-      self.grader = evaluation.grader_for(self.eval_data.source)
-      evaluation.check_gradable(self.grader, self.eval_data)
-    self.mesh = plan.mesh
-    self.method = plan.method
-    self.sampling = plan.sampling
-    self.eos_ids = default_eos_ids(scfg, self.tokenizer)
-    with jax.set_mesh(self.mesh):
-      student = builders.build_model(
-          c, "student", self.mesh, dtype=plan.dtype, vocab_size=scfg.vocab_size
-      )
-      teacher = builders.build_model(c, "teacher", self.mesh, dtype=plan.dtype)
-    self.student_graphdef, student_state = nnx.split(student)
-    self.teacher_graphdef, teacher_state = nnx.split(teacher)
-    # A live or EMA self-teacher comes from the train state, not from here.
-    self.teacher_params = self_teacher.frozen_params(
-        c, teacher_state.to_pure_dict()
+    self.student_config = plan.student_config
+    self.mesh, self.method, self.sampling = (
+        plan.mesh,
+        plan.method,
+        plan.sampling,
     )
-    self.teacher = teacher
-    params = student_state.to_pure_dict()
-    abstract_state = plan.abstract_state(params)
-    batch = plan.abstract_batch()
-    if self.is_main:  # the longest silent phase of a start
-      print(f"compiling the {c.method} train step ...", flush=True)
-    with jax.set_mesh(self.mesh):
-      jitted, self.state_sh, teacher_sh, self.batch_sh = plan.compile_step(
-          abstract_state,
-          self.teacher_params,
-          batch,
-          student_graphdef=self.student_graphdef,
-          teacher_graphdef=self.teacher_graphdef,
-          eos_ids=self.eos_ids,
-      )
-      self.state = jax.jit(plan.init_state, out_shardings=self.state_sh)(params)
-      # Compiled once, ahead of time, with its memory logged.
-      abstract = sharding.with_shardings
-      self.abstract_state = abstract(abstract_state, self.state_sh)
-      self.step_fn, memory = compile_ahead(
-          jitted,
-          self.abstract_state,
-          abstract(self.teacher_params, teacher_sh),
-          abstract(batch, {k: self.batch_sh[k] for k in batch}),
-      )
-    # A staged method's pre-update stage (TOPD's branches), jitted once.
-    self.prepare_fn = None
-    if methods.has_stage(self.method):
-      self.prepare_fn = stage.compile_prepare(
-          self.method,
-          self.student_graphdef,
-          self.teacher_graphdef,
-          sampling=self.sampling,
-          eos_ids=self.eos_ids,
-          pad_id=self.train_data.pad_id,
-          compute_dtype=plan.compute_dtype,
-      )
-    if memory is not None and self.is_main:
-      logging.info(
-          "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
-          " %.1f MiB outputs per device",
-          memory.argument_size_in_bytes / 2**20,
-          memory.temp_size_in_bytes / 2**20,
-          memory.output_size_in_bytes / 2**20,
-      )
+    self._load_data()
+    self._build_and_compile()
     self.checkpointer = Checkpointer(
         workdir,
-        max_to_keep=c.keep_checkpoints,
-        async_save=c.async_checkpointing,
+        max_to_keep=run.logging.keep_checkpoints,
+        async_save=run.logging.async_checkpointing,
     )
     self.data_state = None
     restored = self.checkpointer.restore_latest(self.abstract_state)
@@ -351,8 +290,8 @@ class Trainer:
       print(f"resumed from {self.checkpointer.directory} at step {step}")
     self.iterator = PromptIterator(
         self.train_data,
-        global_batch_size=c.batch_size,
-        seed=c.seed,
+        global_batch_size=run.data.batch_size,
+        seed=run.seed,
         state=self.data_state,
     )
     self.start_step = int(self.state.step)
@@ -365,58 +304,111 @@ class Trainer:
         resume_step=self.start_step if same_run else None,
     )
     if not same_run:
-      self.writer.write_hparams(reporting.flatten(c.to_dict()))
+      self.writer.write_hparams(reporting.flatten(run.to_dict()))
     if self.is_main:  # what export / sample need to rebuild the student
       with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(c.to_json(indent=2))
+        f.write(run.to_json(indent=2))
+
+  def _load_data(self) -> None:
+    """Tokenizer, training and evaluation data, grader: an empty or
+    unreadable dataset, or an eval row whose answer cannot be graded,
+    fails before any compile."""
+    run = self.run_config
+    self.tokenizer = builders.load_tokenizer(run.models)
+    builders.check_teacher_tokenizer(run, self.tokenizer)
+    self.train_data = builders.train_dataset(run, self.tokenizer)
+    self.eval_data, self.grader = None, None
+    if run.logging.eval_every and run.data.has_eval_rows:
+      self.eval_data = builders.eval_dataset(run, self.tokenizer)
+      self.grader = evaluation.grader_for(self.eval_data.source)
+      evaluation.check_gradable(self.grader, self.eval_data)
+    self.eos_ids = default_eos_ids(self.student_config, self.tokenizer)
+
+  def _build_and_compile(self) -> None:
+    """Loads both models, compiles the step ahead of time (its memory
+    logged) and a staged method's stage; the state at step 0."""
+    plan, run = self.plan, self.run_config
+    with jax.set_mesh(self.mesh):
+      student = builders.build_model(
+          run,
+          "student",
+          self.mesh,
+          dtype=plan.dtype,
+          vocab_size=self.student_config.vocab_size,
+      )
+      teacher = builders.build_model(
+          run, "teacher", self.mesh, dtype=plan.dtype
+      )
+    self.student_graphdef, student_state = nnx.split(student)
+    self.teacher_graphdef, teacher_state = nnx.split(teacher)
+    # A live or EMA self-teacher comes from the train state, not from here.
+    self.teacher_params = self_teacher.frozen_params(
+        run.teacher, teacher_state.to_pure_dict()
+    )
+    self.teacher = teacher
+    params = student_state.to_pure_dict()
+    abstract_state = plan.abstract_state(params)
+    batch = plan.abstract_batch()
+    if self.is_main:  # the longest silent phase of a start
+      print(f"compiling the {run.method_name} train step ...", flush=True)
+    with jax.set_mesh(self.mesh):
+      jitted, self.state_sh, teacher_sh, self.batch_sh = plan.compile_step(
+          abstract_state,
+          self.teacher_params,
+          batch,
+          student_graphdef=self.student_graphdef,
+          teacher_graphdef=self.teacher_graphdef,
+          eos_ids=self.eos_ids,
+      )
+      self.state = jax.jit(plan.init_state, out_shardings=self.state_sh)(params)
+      abstract = sharding.with_shardings
+      self.abstract_state = abstract(abstract_state, self.state_sh)
+      self.step_fn, memory = compile_ahead(
+          jitted,
+          self.abstract_state,
+          abstract(self.teacher_params, teacher_sh),
+          abstract(batch, {k: self.batch_sh[k] for k in batch}),
+      )
+    self.prepare_fn = None
+    if methods.has_stage(self.method):
+      self.prepare_fn = stage.compile_prepare(
+          self.method,
+          self.student_graphdef,
+          self.teacher_graphdef,
+          **self._stage_settings(),
+          compute_dtype=plan.compute_dtype,
+      )
+    if memory is not None and self.is_main:
+      logging.info(
+          "train step compiled: %.1f MiB arguments, %.1f MiB temporaries,"
+          " %.1f MiB outputs per device",
+          memory.argument_size_in_bytes / 2**20,
+          memory.temp_size_in_bytes / 2**20,
+          memory.output_size_in_bytes / 2**20,
+      )
+
+  def _stage_settings(self) -> dict[str, Any]:
+    """A staged method's rollout settings (its stage and the token map's)."""
+    return dict(
+        sampling=self.sampling,
+        eos_ids=self.eos_ids,
+        pad_id=self.train_data.pad_id,
+    )
 
   def student(self):
     """The student model with the current parameters."""
     return nnx.merge(self.student_graphdef, self.state.params)
 
   def _batch(self, step: int, host: dict[str, Any]) -> dict[str, jax.Array]:
-    """Rollouts (or dataset responses) for `step` as the step's batch."""
-    c = self.c
-    prompt, prompt_mask = sharding.global_batch(
+    """Rollouts (or dataset responses) for `step` as the step's batch, with
+    the teacher's own sequences and a staged method's stage outputs."""
+    run = self.run_config
+    prompt = sharding.global_batch(
         (host["prompt"], host["prompt_mask"]), self.mesh
     )
-    if _on_policy(c, step):
-      key = jax.random.fold_in(
-          jax.random.fold_in(jax.random.PRNGKey(c.seed), step), 1
-      )
-      teacher = self._step_teacher()  # a live / EMA one from the state
-      models, weights = {
-          "student": ([self.student()], None),
-          "teacher": ([teacher], None),
-          "mixture": (
-              [self.student(), teacher],
-              (1 - c.mixture_alpha, c.mixture_alpha),
-          ),
-      }[c.rollout_source]
-      sample_prompt, sample_mask = prompt, prompt_mask
-      if c.rollout_source != "student" and "teacher_prompt" in host:
-        # The teacher samples after its own prompt (its context), the
-        # mixture's student after the student's; the student's sequence is
-        # its prompt and the same response ids.
-        sample_prompt, sample_mask = sharding.global_batch(
-            (host["teacher_prompt"], host["teacher_prompt_mask"]), self.mesh
-        )
-        if c.rollout_source == "mixture":
-          sample_prompt = (prompt, sample_prompt)
-          sample_mask = (prompt_mask, sample_mask)
-      r = sample(
-          models,
-          sample_prompt,
-          sample_mask,
-          key,
-          max_new_tokens=c.max_new_tokens,
-          sampling=self.sampling,
-          eos_ids=self.eos_ids,
-          pad_id=self.train_data.pad_id,
-          weights=weights,
-          compute_dtype=self.plan.compute_dtype,
-      )
-      r = r.replace(prompt=prompt, prompt_mask=prompt_mask)
+    r = None
+    if _on_policy(run, step):
+      r = self._rollouts(step, host, prompt)
       batch = {
           "tokens": r.tokens,
           "mask": r.mask,
@@ -424,16 +416,7 @@ class Trainer:
           "sampler_logprobs": r.logprobs,
       }
     else:
-      r = None
-      response, response_mask = sharding.global_batch(
-          (host["response"], host["response_mask"]), self.mesh
-      )
-      batch = {
-          "tokens": jnp.concatenate([prompt, response], axis=1),
-          "mask": jnp.concatenate([prompt_mask, response_mask], axis=1),
-          "response_mask": response_mask,
-          "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
-      }
+      batch = self._dataset_batch(host, prompt)
     # The teacher's own prompt + the same response ids (teacher context).
     batch.update(
         self_teacher.teacher_sequences(
@@ -446,27 +429,74 @@ class Trainer:
           self.state.params,
           self._step_teacher_params(),
           batch,
-          stage.stage_key(c.seed, step),
+          stage.stage_key(run.seed, step),
       )
       batch.update(prepared)
-    if r is not None and c.token_map_every:
-      if (step + 1) % c.token_map_every == 0:
-        self._write_token_map(step + 1, r, host, batch, prepared=prepared)
+    every = run.logging.token_map_every
+    if r is not None and every and (step + 1) % every == 0:
+      self._write_token_map(step + 1, r, host, batch, prepared=prepared)
     return jax.device_put(batch, self.batch_sh)
 
+  def _rollouts(self, step: int, host, prompt):
+    """The step's rollouts from `config.rollout_source`: the student's,
+    the teacher's (after its own prompt under a teacher context) or their
+    mixture's; the student's sequence is its prompt and the response."""
+    run = self.run_config
+    source = run.rollouts.rollout_source
+    key = jax.random.fold_in(
+        jax.random.fold_in(jax.random.PRNGKey(run.seed), step), 1
+    )
+    teacher = self._step_teacher()  # a live / EMA one from the state
+    models, weights = {
+        "student": ([self.student()], None),
+        "teacher": ([teacher], None),
+        "mixture": (
+            [self.student(), teacher],
+            run.rollouts.mixture_weights,
+        ),
+    }[source]
+    sample_prompt, sample_mask = prompt
+    if source != "student" and "teacher_prompt" in host:
+      sample_prompt, sample_mask = sharding.global_batch(
+          (host["teacher_prompt"], host["teacher_prompt_mask"]), self.mesh
+      )
+      if source == "mixture":
+        sample_prompt = (prompt[0], sample_prompt)
+        sample_mask = (prompt[1], sample_mask)
+    r = sample(
+        models,
+        sample_prompt,
+        sample_mask,
+        key,
+        max_new_tokens=run.data.max_new_tokens,
+        weights=weights,
+        compute_dtype=self.plan.compute_dtype,
+        **self._stage_settings(),
+    )
+    return r.replace(prompt=prompt[0], prompt_mask=prompt[1])
+
+  def _dataset_batch(self, host, prompt) -> dict[str, jax.Array]:
+    """An off-policy step's batch: the dataset's reference responses."""
+    response, response_mask = sharding.global_batch(
+        (host["response"], host["response_mask"]), self.mesh
+    )
+    return {
+        "tokens": jnp.concatenate([prompt[0], response], axis=1),
+        "mask": jnp.concatenate([prompt[1], response_mask], axis=1),
+        "response_mask": response_mask,
+        "sampler_logprobs": jnp.zeros(response.shape, jnp.float32),
+    }
+
   def _step_teacher_params(self):
-    """The parameters the step's teacher scores with: the loaded ones, or a
-    live / EMA self-teacher's from the train state (`step.train_step`)."""
-    weights = self_teacher.step_weights(self.c)
-    if weights == "live":
-      return self.state.params
-    if weights == "ema":
-      return self_teacher.ema_params(self.state.opt_state)
-    return self.teacher_params
+    """The parameters the step's teacher scores with (as the step picks
+    them: `self_teacher.step_teacher_params`)."""
+    return self_teacher.step_teacher_params(
+        self.run_config.teacher.step_weights, self.state, self.teacher_params
+    )
 
   def _step_teacher(self):
     """The step's teacher as a model (sampling, token maps)."""
-    if self_teacher.step_weights(self.c) == "external":
+    if self.run_config.teacher.step_weights == "external":
       return self.teacher
     return nnx.merge(self.teacher_graphdef, self._step_teacher_params())
 
@@ -492,26 +522,23 @@ class Trainer:
         # The run's method names the tokens it trains on (a staged one from
         # its stage's outputs on this batch).
         method=self.method,
-        stage=token_map.StageSettings(
-            sampling=self.sampling,
-            eos_ids=self.eos_ids,
-            pad_id=self.train_data.pad_id,
-        ),
+        stage=token_map.StageSettings(**self._stage_settings()),
         prepared=prepared,
-        seed=self.c.seed,
+        seed=self.run_config.seed,
         meta={"step": step},
     )
 
   def evaluate(self, step: int) -> dict[str, float]:
+    d = self.run_config.data
     result = evaluate_model(
         self.student(),
         self.eval_data,
         self.tokenizer,
         self.grader,
-        key=jax.random.PRNGKey(self.c.seed),
+        key=jax.random.PRNGKey(self.run_config.seed),
         mesh=self.mesh,
-        batch_size=self.c.batch_size,
-        max_new_tokens=self.c.max_new_tokens,
+        batch_size=d.batch_size,
+        max_new_tokens=d.max_new_tokens,
         eos_ids=self.eos_ids,
     )
     out = result.metrics()
@@ -524,28 +551,29 @@ class Trainer:
 
   def run(self) -> dict[str, float]:
     """Trains from the restored step to `total_steps`; returns last metrics."""
-    c = self.c
+    run, log = self.run_config, self.run_config.logging
+    total_steps = run.total_steps
     last: dict[str, float] = {}
     shown: dict[str, Any] = {}
     bar = reporting.ProgressBar(
-        c.total_steps,
+        total_steps,
         self.start_step,
         is_main_process=self.is_main,
-        log_every=max(c.log_every, 1),
+        log_every=max(log.log_every, 1),
     )
     saved = self.start_step
     try:
       with _StopRequests() as stop, jax.set_mesh(self.mesh):
-        for step in range(self.start_step, c.total_steps):
+        for step in range(self.start_step, total_steps):
           host = next(self.iterator)
           t0 = time.time()
           batch = self._batch(step, host)
           self.state, m = self.step_fn(self.state, self.teacher_params, batch)
           done = step + 1
-          if done % c.log_every == 0 or done == c.total_steps:
+          if done % log.log_every == 0 or done == total_steps:
             m = jax.device_get(m)
             m["train/step_time"] = time.time() - t0
-            m["train/on_policy"] = float(_on_policy(c, step))
+            m["train/on_policy"] = float(_on_policy(run, step))
             self.writer.write_scalars(done, m)
             last = {k: float(v) for k, v in m.items()}
             shown = {k: m[k] for k in ("loss/total",) if k in m}
@@ -553,33 +581,17 @@ class Trainer:
           bar.update(
               done,
               shown,
-              tokens=round(float(m["rollout/len_mean"]) * c.batch_size),
+              tokens=round(float(m["rollout/len_mean"]) * run.data.batch_size),
           )
-          skips = int(self.state.consecutive_skips)
-          if skips >= c.max_consecutive_skips:
-            raise TrainingDivergedError(
-                f"{skips} consecutive steps (up to step {done}) had a"
-                " non-finite loss or gradient; the parameters were left"
-                f" unchanged by them. {_divergence_advice(c, m)};"
-                f" config.max_consecutive_skips = {c.max_consecutive_skips}"
-            )
-          total = int(self.state.total_skips)
-          if total >= c.max_consecutive_skips and _mostly(total, done):
-            raise TrainingDivergedError(
-                f"{_skipped(total, done)}; the parameters were left unchanged"
-                f" by them. {_divergence_advice(c, m)};"
-                f" config.max_consecutive_skips = {c.max_consecutive_skips}"
-            )
+          self._check_skips(done, m)
           # Save first: a failing evaluation must not cost the step.
-          if done % c.checkpoint_every == 0 or done == c.total_steps:
+          if done % log.checkpoint_every == 0 or done == total_steps:
             self.save(done)
             saved = done
           if stop.signum is not None:
             self._stop(stop.signum, done, saved)
-          if (
-              self.eval_data is not None
-              and c.eval_every
-              and done % c.eval_every == 0
+          if self.eval_data is not None and (
+              log.eval_every and done % log.eval_every == 0
           ):
             scores = self.evaluate(done)
             last.update(scores)
@@ -590,21 +602,62 @@ class Trainer:
           if stop.signum is not None:  # came during the evaluation
             self._stop(stop.signum, done, saved)
     finally:
-      bar.close()
-      self.checkpointer.close()
-      self.writer.close()
-      if self.grader is not None:
-        self.grader.close()
+      self._close(bar)
     if self.is_main:
       plots.write_run_plots(self.workdir)
-      print(self._where(c.total_steps))
+      print(self._where(total_steps))
     total = int(self.state.total_skips)
-    if _mostly(total, c.total_steps):
+    if _mostly(total, total_steps):
       raise TrainingDivergedError(
-          f"{_skipped(total, c.total_steps)}: the run trained on"
-          f" {c.total_steps - total}. {_divergence_advice(c, {})}"
+          f"{_skipped(total, total_steps)}: the run trained on"
+          f" {total_steps - total}. {self._divergence_advice({})}"
       )
     return last
+
+  def _close(self, bar) -> None:
+    bar.close()
+    self.checkpointer.close()
+    self.writer.close()
+    if self.grader is not None:
+      self.grader.close()
+
+  def _check_skips(self, done: int, m) -> None:
+    """Stops the run after `max_consecutive_skips` non-finite steps in a
+    row, or as many in all when they are most of its steps."""
+    limit = self.run_config.logging.max_consecutive_skips
+    skips = int(self.state.consecutive_skips)
+    if skips >= limit:
+      raise TrainingDivergedError(
+          f"{skips} consecutive steps (up to step {done}) had a"
+          " non-finite loss or gradient; the parameters were left"
+          f" unchanged by them. {self._divergence_advice(m)};"
+          f" config.max_consecutive_skips = {limit}"
+      )
+    total = int(self.state.total_skips)
+    if total >= limit and _mostly(total, done):
+      raise TrainingDivergedError(
+          f"{_skipped(total, done)}; the parameters were left unchanged"
+          f" by them. {self._divergence_advice(m)};"
+          f" config.max_consecutive_skips = {limit}"
+      )
+
+  def _divergence_advice(self, metrics) -> str:
+    """Where to look: the teacher when its outputs are what is not finite."""
+    m = jax.device_get(metrics)
+    bad = sorted(
+        k
+        for k, v in m.items()
+        if "teacher" in k and not np.all(np.isfinite(np.asarray(v)))
+    )
+    if bad:
+      t = self.run_config.teacher
+      return (
+          f"The teacher's outputs are not finite ({bad[0]} ="
+          f" {float(np.asarray(m[bad[0]]))}): check config.teacher"
+          f" ({t.path or t.preset}), its weights' scale and"
+          " config.dtype"
+      )
+    return "Lower optimizer.learning_rate or check the data"
 
   def _where(self, step: int) -> str:
     """Where the run's checkpoint, metrics and plots are."""
@@ -627,10 +680,10 @@ class Trainer:
     self.checkpointer.wait()  # on disk before the process exits
     name = signal.Signals(signum).name
     raise TrainingInterrupted(
-        f"{name}: stopped at step {done} of {self.c.total_steps}; checkpoint"
-        f" {os.path.join(self.checkpointer.directory, str(done))}, metrics"
-        f" {os.path.join(self.workdir, 'metrics.jsonl')}. Rerun the same"
-        " command to resume from it",
+        f"{name}: stopped at step {done} of {self.run_config.total_steps};"
+        f" checkpoint {os.path.join(self.checkpointer.directory, str(done))},"
+        f" metrics {os.path.join(self.workdir, 'metrics.jsonl')}. Rerun the"
+        " same command to resume from it",
         signum,
     )
 
@@ -646,26 +699,8 @@ def _skipped(skipped: int, steps: int) -> str:
   )
 
 
-def _divergence_advice(c, metrics) -> str:
-  """Where to look: the teacher when its outputs are what is not finite."""
-  m = jax.device_get(metrics)
-  bad = sorted(
-      k
-      for k, v in m.items()
-      if "teacher" in k and not np.all(np.isfinite(np.asarray(v)))
-  )
-  if bad:
-    return (
-        f"The teacher's outputs are not finite ({bad[0]} ="
-        f" {float(np.asarray(m[bad[0]]))}): check config.teacher"
-        f" ({c.teacher or c.teacher_preset}), its weights' scale and"
-        " config.dtype"
-    )
-  return "Lower optimizer.learning_rate or check the data"
-
-
 def train_and_evaluate(
-    c: ml_collections.ConfigDict,
+    c,
     workdir: str,
     *,
     restart: bool = False,

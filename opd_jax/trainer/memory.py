@@ -32,7 +32,6 @@ import jax.numpy as jnp
 
 from opd_jax import sharding
 from opd_jax.rollouts import sampler
-from opd_jax.trainer import self_teacher
 from opd_jax.trainer.update import compile_ahead
 
 GIB = 2.0**30
@@ -110,30 +109,27 @@ def sampler_memory(plan, models: dict) -> ProgramMemory:
     models: {'student': (graphdef, params), 'teacher': (graphdef, params)}
       with pure-dict ShapeDtypeStruct parameters.
   """
-  c = plan.config
+  run = plan.run
   roles, weights = {
       "student": (("student",), (1.0,)),
       "teacher": (("teacher",), (1.0,)),
-      "mixture": (
-          ("student", "teacher"),
-          (1 - c.mixture_alpha, c.mixture_alpha),
-      ),
-  }[c.rollout_source]
+      "mixture": (("student", "teacher"), run.rollouts.mixture_weights),
+  }[run.rollouts.rollout_source]
   graphdefs = tuple(models[r][0] for r in roles)
   states = tuple(models[r][1] for r in roles)
   # Under a teacher context the teacher samples after its own prompt.
-  ctx = self_teacher.teacher_context(c)
+  ctx, d = run.teacher_context, run.data
   widths = tuple(
-      ctx.max_prompt_len if r == "teacher" and ctx else c.max_prompt_len
+      ctx.max_prompt_len if r == "teacher" and ctx else d.max_prompt_len
       for r in roles
   )
-  b = c.batch_size
+  b = d.batch_size
   with jax.set_mesh(plan.mesh):
     fn = sampler.jitted_sampler(
         graphdefs,
         tuple(weights),
         plan.sampling,
-        c.max_new_tokens,
+        d.max_new_tokens,
         tuple(plan.student_config.eos_token_ids),
         0,
         plan.compute_dtype,

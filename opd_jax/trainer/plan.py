@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 
@@ -35,7 +34,8 @@ from opd_jax.rollouts import Sampling
 from opd_jax.trainer import builders
 from opd_jax.trainer import self_teacher
 from opd_jax.trainer import step as steps
-from opd_jax.trainer.config import ConfigError, to_run_config
+from opd_jax.trainer.config import to_run_config
+from opd_jax.trainer.run_config import ConfigError, Optimizer, RunConfig
 from opd_jax.trainer.state import (
     TrainState,
     init_state,
@@ -49,7 +49,8 @@ class RunPlan:
   """What a config decides before any weight is loaded or compiled.
 
   Attributes:
-    config: the validated config.
+    run: the typed, checked config (`RunConfig`): what everything after
+      `plan_run` reads, never the ConfigDict.
     mesh: the device mesh of `config.mesh` (or the one given).
     student_config: the student's ModelConfig, its vocabulary already
       padded to the teacher's when `config.pad_student_vocab`.
@@ -63,7 +64,7 @@ class RunPlan:
     schedule: its learning-rate schedule.
   """
 
-  config: ml_collections.ConfigDict
+  run: RunConfig
   mesh: Any
   student_config: ModelConfig
   teacher_config: ModelConfig | None
@@ -78,13 +79,13 @@ class RunPlan:
   @property
   def sampling(self) -> Sampling:
     """How the run samples its rollouts (`config.sampling`)."""
-    return Sampling(**self.config.sampling.to_dict())
+    return self.run.rollouts.sampling
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of one step's batch: prompt + response ids and masks, and a
     staged method's `prepare` outputs."""
-    c = self.config
-    b, p, t = c.batch_size, c.max_prompt_len, c.max_new_tokens
+    d = self.run.data
+    b, p, t = d.batch_size, d.max_prompt_len, d.max_new_tokens
     batch = {
         "tokens": jax.ShapeDtypeStruct((b, p + t), jnp.int32),
         "mask": jax.ShapeDtypeStruct((b, p + t), jnp.bool_),
@@ -92,13 +93,13 @@ class RunPlan:
         "sampler_logprobs": jax.ShapeDtypeStruct((b, t), jnp.float32),
     }
     if methods.has_stage(self.method):
-      ctx = self_teacher.teacher_context(c)
+      ctx = self.run.teacher_context
       batch.update(
           self.method.prepare_shapes(
               b, p, t, ctx.max_prompt_len if ctx else None
           )
       )
-    batch.update(self_teacher.abstract_teacher_batch(c))
+    batch.update(self_teacher.abstract_teacher_batch(self.run))
     return batch
 
   def abstract_model(self, role: str) -> Transformer:
@@ -144,54 +145,39 @@ class RunPlan:
         eos_ids=eos_ids,
         learning_rate_fn=self.schedule,
         compute_dtype=self.compute_dtype,
-        teacher_weights=self_teacher.step_weights(self.config),
-        divergence_clip=self.config.teacher_context.kl_clip,
-        micro_batches=self.config.micro_batches,
+        teacher_weights=self.run.teacher.step_weights,
+        divergence_clip=self.run.teacher.kl_clip,
+        micro_batches=self.run.models.micro_batches,
     )
 
   def init_state(self, params: Any) -> TrainState:
     """A fresh TrainState at step 0 for `params` (trace it: under jit or
     `eval_shape`, so that making the key compiles nothing of its own)."""
-    return init_state(
-        params, self.optimizer, jax.random.PRNGKey(self.config.seed)
-    )
+    return init_state(params, self.optimizer, jax.random.PRNGKey(self.run.seed))
 
 
-def optimizer_from_config(c: ml_collections.ConfigDict):
+def optimizer_from_config(o: Optimizer):
   """The optax optimizer of `config.optimizer` and its learning-rate schedule."""
-  o = c.optimizer
-  optimizer = make_optimizer(
-      learning_rate=o.learning_rate,
-      total_steps=c.total_steps,
-      warmup_steps=o.warmup_steps,
-      end_lr_fraction=o.end_lr_fraction,
-      weight_decay=o.weight_decay,
-      b1=o.b1,
-      b2=o.b2,
-      clip_norm=o.clip_norm,
+  return (
+      make_optimizer(**o.optimizer_args()),
+      learning_rate_schedule(**o.schedule_args()),
   )
-  schedule = learning_rate_schedule(
-      learning_rate=o.learning_rate,
-      total_steps=c.total_steps,
-      warmup_steps=o.warmup_steps,
-      end_lr_fraction=o.end_lr_fraction,
-  )
-  return optimizer, schedule
 
 
 def plan_run(
-    c: ml_collections.ConfigDict,
+    c: RunConfig | Any,
     *,
     allow_preset_fallback: bool = False,
     need_teacher: bool = True,
     mesh=None,
 ) -> RunPlan:
-  """Validates `c` and decides the run's models, dtypes, method, optimizer.
+  """Checks `c` and decides the run's models, dtypes, method, optimizer.
 
   Reads only the models' `config.json` files, never their weights.
 
   Args:
-    c: the trainer config.
+    c: the run's `RunConfig`, or a trainer ConfigDict (converted here with
+      `config.to_run_config`: the boundary).
     allow_preset_fallback: use `config.<role>_preset` in place of a model
       directory that is not on this machine (dry runs, restoring).
     need_teacher: False plans without the teacher unless the student's
@@ -201,92 +187,97 @@ def plan_run(
   Returns:
     The RunPlan.
   """
-  method = to_run_config(c).method
+  run = c if isinstance(c, RunConfig) else to_run_config(c)
+  m = run.models
   scfg, s_from = builders.model_config(
-      c, "student", allow_preset_fallback=allow_preset_fallback
+      run, "student", allow_preset_fallback=allow_preset_fallback
   )
   tcfg, t_from = None, ""
-  if need_teacher or c.pad_student_vocab:
+  if need_teacher or m.pad_student_vocab:
     tcfg, t_from = builders.model_config(
-        c, "teacher", allow_preset_fallback=allow_preset_fallback
+        run, "teacher", allow_preset_fallback=allow_preset_fallback
     )
-    builders.check_vocabularies(scfg, tcfg, pad_student=c.pad_student_vocab)
-    if c.pad_student_vocab and scfg.vocab_size < tcfg.vocab_size:
+    builders.check_vocabularies(scfg, tcfg, pad_student=m.pad_student_vocab)
+    if m.pad_student_vocab and scfg.vocab_size < tcfg.vocab_size:
       scfg = scfg.replace(vocab_size=tcfg.vocab_size)
-  scfg = scfg.replace(**builders.execution(c, "student"))
+  scfg = scfg.replace(**m.execution("student"))
   if tcfg is not None:
-    tcfg = tcfg.replace(**builders.execution(c, "teacher"))
-  mesh = mesh or builders.mesh_from_config(c)
-  check_shapes(c, mesh, [("student", scfg), ("teacher", tcfg)], method)
-  self_teacher.check_lengths(c, tcfg)
-  optimizer, schedule = optimizer_from_config(c)
-  optimizer = self_teacher.wrap_optimizer(c, optimizer)
+    tcfg = tcfg.replace(**m.execution("teacher"))
+  mesh = mesh or builders.mesh_from_config(run.mesh)
+  check_shapes(run, mesh, [("student", scfg), ("teacher", tcfg)])
+  self_teacher.check_lengths(run, tcfg)
+  optimizer, schedule = optimizer_from_config(run.optimizer)
   return RunPlan(
-      config=c,
+      run=run,
       mesh=mesh,
       student_config=scfg,
       teacher_config=tcfg,
       student_from=s_from,
       teacher_from=t_from,
-      dtype=dtype_by_name(c.dtype),
+      dtype=dtype_by_name(m.dtype),
       compute_dtype=(
-          dtype_by_name(c.compute_dtype, "compute_dtype")
-          if c.compute_dtype
+          dtype_by_name(m.compute_dtype, "compute_dtype")
+          if m.compute_dtype
           else None
       ),
-      method=method,
-      optimizer=optimizer,
+      method=run.method,
+      optimizer=self_teacher.wrap_optimizer(run.teacher, optimizer),
       schedule=schedule,
   )
 
 
 def check_shapes(
-    c: ml_collections.ConfigDict,
+    run: RunConfig,
     mesh,
     models: list[tuple[str, ModelConfig | None]],
-    method: methods.Method | None = None,
 ) -> None:
   """The batch splits over the data-parallel devices; sequences fit
   (a staged method's too)."""
+  b, p, t = (
+      run.data.batch_size,
+      run.data.max_prompt_len,
+      run.data.max_new_tokens,
+  )
+  micro_batches = run.models.micro_batches
   parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  if c.batch_size % parallel:
+  if b % parallel:
     raise ConfigError(
         f"config.batch_size: expected a multiple of the {parallel}"
         f" data-parallel devices (mesh data={mesh.shape['data']} x"
-        f" fsdp={mesh.shape['fsdp']}), got {c.batch_size}; otherwise each"
+        f" fsdp={mesh.shape['fsdp']}), got {b}; otherwise each"
         " device would compute the whole batch"
     )
-  rows = c.batch_size // c.micro_batches
+  rows = b // micro_batches
   if rows % parallel:
     raise ConfigError(
         "config.micro_batches: expected groups of rows that split over the"
-        f" {parallel} data-parallel devices, got {c.micro_batches} groups of"
-        f" {c.batch_size} / {c.micro_batches} = {rows} rows; use a divisor"
-        f" of {c.batch_size // parallel}"
+        f" {parallel} data-parallel devices, got {micro_batches} groups of"
+        f" {b} / {micro_batches} = {rows} rows; use a divisor"
+        f" of {b // parallel}"
     )
-  length = c.max_prompt_len + c.max_new_tokens
   for role, config in models:
-    if config is not None and length > config.max_position_embeddings:
+    if config is not None and p + t > config.max_position_embeddings:
       raise ConfigError(
           "config.max_prompt_len + config.max_new_tokens: expected <= the"
           f" {role}'s max_position_embeddings"
-          f" ({config.max_position_embeddings}), got {c.max_prompt_len} +"
-          f" {c.max_new_tokens} = {length}"
+          f" ({config.max_position_embeddings}), got {p} + {t} = {p + t}"
       )
-  if method is None or not methods.has_stage(method):
+  method = run.method
+  if not methods.has_stage(method):
     return
   try:
-    method.prepare_shapes(c.batch_size, c.max_prompt_len, c.max_new_tokens)
+    method.prepare_shapes(b, p, t)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  length = method.sequence_length(c.max_prompt_len, c.max_new_tokens)
+  length = method.sequence_length(p, t)
   for role, config in models:
     if config is not None and length > config.max_position_embeddings:
       raise ConfigError(
           "config.max_prompt_len + config.max_new_tokens + the"
-          f" {c.method} stage's branches: expected <= the {role}'s"
+          f" {run.method_name} stage's branches: expected <= the {role}'s"
           f" max_position_embeddings ({config.max_position_embeddings}),"
-          f" got {length}; shorten the stage's sequences in config.{c.method}"
+          f" got {length}; shorten the stage's sequences in"
+          f" config.{run.method_name}"
       )
 
 

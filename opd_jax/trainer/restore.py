@@ -24,33 +24,10 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer.checkpointing import Checkpointer, CheckpointRestoreError
-from opd_jax.trainer.config import default_config, migrate_saved
+from opd_jax.trainer.config import with_defaults
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
 from opd_jax.trainer.workdir import CONFIG_FILE
-
-
-def with_defaults(saved: dict) -> ml_collections.ConfigDict:
-  """A saved run config over `default_config()`.
-
-  A run saved before a field existed gets the field's default, and one saved
-  under a field's old name (`config.RENAMED_FIELDS`) is read under its new
-  one, so older workdirs still resume, export, sample and evaluate.
-  """
-  c = default_config()
-  saved = migrate_saved(saved)
-
-  def merge(node, values):
-    for key, value in values.items():
-      if isinstance(value, dict) and isinstance(
-          node.get(key), ml_collections.ConfigDict
-      ):
-        merge(node[key], value)
-      else:
-        node[key] = value
-
-  merge(c, saved)
-  return c
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -29,6 +29,7 @@ in that block's `__post_init__`, its one consumer, a test.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -153,7 +154,8 @@ class Models(Block):
       selection and the loss still see the whole batch, so any value gives
       the same step. Raise it when `--dry_run` says the step does not fit.
     pad_student_vocab: give the student the teacher's larger (padded)
-      vocabulary, new rows at the mean embedding (TSD-KD's Qwen2.5 pair).
+      vocabulary, new rows at the mean embedding (a student whose
+      tokenizer has fewer padding rows than the teacher's).
     allow_tokenizer_mismatch: a teacher tokenizer that maps some id to
       another token only warns (same ids, other spellings).
   """
@@ -214,7 +216,7 @@ class Teacher(Block):
       over {question} and the data's context fields.
     context_len: the teacher prompt's static width (0: the student's
       `max_prompt_len`).
-    kl_clip: > 0 clips each token's divergence at this value (OPSD's
+    kl_clip: > 0 clips each token's divergence at this value (self-distillation's
       pointwise clip), through the method's loss pass.
   """
 
@@ -408,11 +410,12 @@ class Rollouts(Block):
   """Which sequences a step trains on, and how they are sampled.
 
   Attributes:
-    lmbda: the fraction of steps trained on fresh rollouts (GKD's lambda,
-      TRL's flag name); the others train on the dataset's responses.
+    lmbda: the on-policy fraction: the share of steps trained on fresh
+      rollouts (named `lmbda` as TRL's flag); the others train on the
+      dataset's responses.
     rollout_source: who samples: the student (on-policy), the teacher
-      (sequence-level KD) or their mixture (MiniLLM), mixing
-      `mixture_alpha` of the teacher.
+      (sequence-level KD) or their mixture, mixing `mixture_alpha` of the
+      teacher.
     temperature, top_k, top_p: `rollouts.Sampling` (`sampling`).
   """
 
@@ -687,13 +690,25 @@ class RunConfig:
         seed=c["seed"],
         method_name=c["method"],
         method=method_from_config_dict(c),
-        record=c.to_dict() if hasattr(c, "to_dict") else dict(c),
+        # In the ConfigDict's field order: config.json reads as the file.
+        record=json.loads(c.to_json_best_effort()),
         **blocks,
     )
 
   def to_dict(self) -> dict[str, Any]:
-    """The ConfigDict this was converted from, as a nested dict."""
-    return _copy(self.record)
+    """The ConfigDict this was converted from, as a nested dict (sorted,
+    as `ConfigDict.to_dict`)."""
+    return _copy(self.record, sort=True)
+
+  def to_json(self, indent: int = 2) -> str:
+    """The ConfigDict this was converted from as JSON (`config.json`)."""
+    return json.dumps(self.record, indent=indent)
+
+  def checkpoint(self, role: str) -> tuple[str, str]:
+    """(checkpoint directory, preset) of 'student' or 'teacher'."""
+    if role == "student":
+      return self.models.student, self.models.student_preset
+    return self.teacher.path, self.teacher.preset
 
   @property
   def teacher_context(self) -> contexts.TeacherContext | None:
@@ -705,9 +720,10 @@ class RunConfig:
     return self.optimizer.total_steps
 
 
-def _copy(node):
+def _copy(node, sort: bool):
   if isinstance(node, Mapping):
-    return {k: _copy(v) for k, v in node.items()}
+    keys = sorted(node) if sort else node
+    return {k: _copy(node[k], sort) for k in keys}
   return node
 
 

@@ -29,80 +29,53 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from opd_jax import sharding
-from opd_jax.data import context as contexts
+from opd_jax import methods
 from opd_jax.methods.base import TEACHER_MASK, TEACHER_TOKENS
-
-from opd_jax.trainer.run_config import CONTEXT_FIELDS, SELF
+from opd_jax.trainer.run_config import RunConfig, Teacher
 
 
 class SelfTeacherError(ValueError):
   """A self-teacher or teacher-context setting that cannot run."""
 
 
-def is_self(c: ml_collections.ConfigDict) -> bool:
-  return c.teacher == SELF
-
-
-def step_weights(c: ml_collections.ConfigDict) -> str:
-  """'external' (teacher parameters passed to the step), 'live' or 'ema'."""
-  if is_self(c) and c.self_teacher.weights in ("live", "ema"):
-    return c.self_teacher.weights
-  return "external"
-
-
-def teacher_context(c: ml_collections.ConfigDict):
-  """The run's `data.context.TeacherContext`, or None (plain OPD)."""
-  tc = c.teacher_context
-  if not tc.template:
-    return None
-  return contexts.TeacherContext(
-      tc.template, tc.max_prompt_len or c.max_prompt_len
-  )
-
-
-def context_columns(c: ml_collections.ConfigDict) -> dict[str, str]:
-  """{placeholder: column} of a file source's context fields."""
-  return {
-      name: c.data[f"{name}_field"]
-      for name in CONTEXT_FIELDS
-      if c.data[f"{name}_field"]
-  }
-
-
 def _fail(field: str, message: str):
   raise SelfTeacherError(f"config.{field}: {message}")
 
 
-def check_lengths(c: ml_collections.ConfigDict, teacher_config) -> None:
-  """The teacher's sequence fits its position table."""
-  ctx = teacher_context(c)
+def check_lengths(run: RunConfig, teacher_config) -> None:
+  """The teacher's sequence fits its position table (a staged method's
+  sequences, which continue it, too: `method.sequence_length`)."""
+  ctx = run.teacher_context
   if ctx is None or teacher_config is None:
     return
-  length = ctx.max_prompt_len + c.max_new_tokens
-  window = ""
-  if c.method == "topd":  # its branches continue the teacher's sequence
-    length += c.topd.window
-    window = f" + config.topd.window={c.topd.window}"
+  t = run.data.max_new_tokens
+  length = ctx.max_prompt_len + t
+  stage = ""
+  if methods.has_stage(run.method):
+    length = run.method.sequence_length(ctx.max_prompt_len, t)
+    stage = (
+        f" + the {run.method_name} stage's"
+        f" {length - ctx.max_prompt_len - t} branched tokens"
+    )
   if length > teacher_config.max_position_embeddings:
     _fail(
         "teacher_context.max_prompt_len",
-        f"{ctx.max_prompt_len} + config.max_new_tokens={c.max_new_tokens}"
-        f"{window} = {length} exceeds the teacher's max_position_embeddings"
+        f"{ctx.max_prompt_len} + config.max_new_tokens={t}{stage} = {length}"
+        " exceeds the teacher's max_position_embeddings"
         f" ({teacher_config.max_position_embeddings})",
     )
 
 
-def abstract_teacher_batch(c: ml_collections.ConfigDict) -> dict[str, Any]:
+def abstract_teacher_batch(run: RunConfig) -> dict[str, Any]:
   """The teacher-side batch entries' shapes ({} without a context)."""
-  ctx = teacher_context(c)
+  ctx = run.teacher_context
   if ctx is None:
     return {}
-  shape = (c.batch_size, ctx.max_prompt_len + c.max_new_tokens)
+  shape = (run.data.batch_size, ctx.max_prompt_len + run.data.max_new_tokens)
   return {
       TEACHER_TOKENS: jax.ShapeDtypeStruct(shape, jnp.int32),
       TEACHER_MASK: jax.ShapeDtypeStruct(shape, jnp.bool_),
@@ -151,9 +124,9 @@ def check_response_ids(tokens, teacher_tokens, response_mask) -> None:
     )
 
 
-def frozen_params(c: ml_collections.ConfigDict, teacher_params: Any) -> Any:
+def frozen_params(teacher: Teacher, teacher_params: Any) -> Any:
   """The step's teacher argument: {} when the teacher comes from the state."""
-  return {} if step_weights(c) != "external" else teacher_params
+  return {} if teacher.step_weights != "external" else teacher_params
 
 
 class EmaState(NamedTuple):
@@ -186,11 +159,25 @@ def ema_tracker(decay: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
-def wrap_optimizer(c: ml_collections.ConfigDict, optimizer):
+def wrap_optimizer(teacher: Teacher, optimizer):
   """The optimizer, with the EMA tracker chained last for an EMA teacher."""
-  if step_weights(c) != "ema":
+  if teacher.step_weights != "ema":
     return optimizer
-  return optax.chain(optimizer, ema_tracker(c.self_teacher.ema_decay))
+  return optax.chain(optimizer, ema_tracker(teacher.ema_decay))
+
+
+def step_teacher_params(weights: str, state: Any, teacher_params: Any) -> Any:
+  """The parameters a step's teacher scores with: the loaded ones
+  (`weights='external'`), or a self-teacher's from TrainState `state`: the
+  current parameters ('live') or their EMA ('ema'). The one place that
+  choice is made (the step, the stage, sampling and token maps)."""
+  if weights == "live":
+    return state.params
+  if weights == "ema":
+    return ema_params(state.opt_state)
+  if weights != "external":
+    raise ValueError(f"teacher_weights: unknown {weights!r}")
+  return teacher_params
 
 
 def ema_params(opt_state: Any) -> Any:

@@ -97,12 +97,9 @@ def train_step(
   key = jax.random.fold_in(state.key, state.step)
 
   cast = lambda tree: cast_floating(tree, compute_dtype)
-  if teacher_weights == "live":
-    teacher_params = state.params
-  elif teacher_weights == "ema":
-    teacher_params = self_teacher.ema_params(state.opt_state)
-  elif teacher_weights != "external":
-    raise ValueError(f"teacher_weights: unknown {teacher_weights!r}")
+  teacher_params = self_teacher.step_teacher_params(
+      teacher_weights, state, teacher_params
+  )
 
   def trunk_hidden(graphdef, params, tokens, mask, differentiated):
     """[B, T, D] response hidden states, the rows in `micro_batches` groups."""

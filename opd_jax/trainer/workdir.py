@@ -31,8 +31,6 @@ import shutil
 import time
 from typing import Any
 
-import ml_collections
-
 CONFIG_FILE = "config.json"  # the run's config, in the workdir
 
 # Fields a resumed run may change: they schedule the run, not define it.
@@ -118,7 +116,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _defining(config: dict[str, Any]) -> dict[str, Any]:
-  """The fields that define a run, flattened (`tip.rho`, `data.path`)."""
+  """The fields that define a run, flattened (`<method>.<field>`, `data.path`)."""
   method = config.get("method")
   kept = {}
   for key, value in config.items():
@@ -163,7 +161,7 @@ def _show(value: Any) -> str:
 
 def prepare_workdir(
     workdir: str,
-    c: ml_collections.ConfigDict,
+    c,
     *,
     restart: bool = False,
     is_main: bool = True,
@@ -172,7 +170,7 @@ def prepare_workdir(
 
   Args:
     workdir: the run directory.
-    c: the run's config.
+    c: the run's config (a `RunConfig`, or a ConfigDict: its `to_dict()`).
     restart: start over even if the workdir holds another run (its files
       are moved to `previous_runs/`).
     is_main: only process 0 moves or creates files.
@@ -208,10 +206,13 @@ def prepare_workdir(
         " --restart to start a new run there (the old files are kept in"
         " previous_runs/)"
     ) from None
-  # Fields added since the old run was saved hold their defaults there.
-  from opd_jax.trainer import restore  # pylint: disable=g-import-not-at-top
+  # Imported here: the scripts check a workdir before their slow imports.
+  from opd_jax.trainer import config as config_lib  # pylint: disable=g-import-not-at-top
 
-  diffs = config_differences(restore.with_defaults(old).to_dict(), c.to_dict())
+  # Fields added since the old run was saved hold their defaults there.
+  diffs = config_differences(
+      config_lib.with_defaults(old).to_dict(), c.to_dict()
+  )
   if not diffs:
     return True
   if not restart:

@@ -259,7 +259,7 @@ def test_training_step_lowers(platform, tiny_pair, monkeypatch):
   assert FORWARD[platform] in text
   for name in BACKWARD[platform]:
     assert name in text, f"{name} not in the {platform} step"
-  length = plan.config.max_prompt_len + plan.config.max_new_tokens  # 208
+  length = plan.run.data.max_prompt_len + plan.run.data.max_new_tokens  # 208
   assert not _square(text, length) and not _square(text, 256), "[T, T]"
 
 
@@ -271,13 +271,13 @@ def test_sampler_lowers(platform, tiny_pair, monkeypatch):
   with _on(platform, monkeypatch):
     plan = _plan(tiny_pair, TARGETS[platform][0])
     graphdef, state = _abstract_models(plan)["student"]
-    c = plan.config
+    d = plan.run.data
     with jax.set_mesh(plan.mesh):
       fn = sampler.jitted_sampler(
           (graphdef,),
           (1.0,),
           plan.sampling,
-          c.max_new_tokens,
+          d.max_new_tokens,
           tuple(plan.student_config.eos_token_ids),
           0,
           plan.compute_dtype,

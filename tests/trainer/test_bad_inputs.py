@@ -359,7 +359,8 @@ def test_dry_run_preset_in_place_of_a_missing_directory_says_so(pair, capsys):
   cli._WARNED.clear()  # pylint: disable=protected-access
   c = testing.tiny_train_config(pair)
   c.student, c.student_preset = "/no/such/student", "qwen3_0p6b"
-  _, where = builders.model_config(c, "student", allow_preset_fallback=True)
+  run = config_lib.to_run_config(c)
+  _, where = builders.model_config(run, "student", allow_preset_fallback=True)
   assert where == "preset qwen3_0p6b (in place of /no/such/student)"
   assert capsys.readouterr().out == (
       "warning: config.student: '/no/such/student' is not a directory on"
@@ -367,7 +368,7 @@ def test_dry_run_preset_in_place_of_a_missing_directory_says_so(pair, capsys):
       " in its place\n"
   )
   with pytest.raises(OSError, match="'/no/such/student' does not exist"):
-    builders.model_config(c, "student", allow_preset_fallback=False)
+    builders.model_config(run, "student", allow_preset_fallback=False)
 
 
 def test_skip_ungradable_drops_evaluation_rows(pair, tmp_path, capsys):
@@ -386,7 +387,8 @@ def test_skip_ungradable_drops_evaluation_rows(pair, tmp_path, capsys):
   with pytest.raises(ValueError, match="answer 'banana' is text"):
     loop.Trainer(c, str(tmp_path / "run"))
   c.data.skip_ungradable = True
-  assert len(builders.eval_dataset(c, tokenizer)) == 1
+  run = config_lib.to_run_config(c)
+  assert len(builders.eval_dataset(run, tokenizer)) == 1
   assert (
       "config.data.skip_ungradable: 1 of 2 evaluation rows"
       in capsys.readouterr().out
@@ -399,7 +401,9 @@ def test_training_file_without_answers_is_fine(pair, tmp_path):
   _file_data(
       tmp_path, c, _jsonl(tmp_path, "q.jsonl", [b'{"question": "1 + 1 ="}'] * 3)
   )
-  data = builders.train_dataset(c, builders.load_tokenizer(c))
+  data = builders.train_dataset(
+      config_lib.to_run_config(c), builders.load_tokenizer(c)
+  )
   assert len(data) == 3
 
 
@@ -410,8 +414,12 @@ class _Mesh:
 def test_batch_must_split_over_the_data_parallel_devices(pair):
   c = testing.tiny_train_config(pair, batch_size=6)
   with pytest.raises(ValueError, match="multiple of the 4 data-parallel"):
-    plan.check_shapes(c, _Mesh(), [])
-  plan.check_shapes(testing.tiny_train_config(pair, batch_size=8), _Mesh(), [])
+    plan.check_shapes(config_lib.to_run_config(c), _Mesh(), [])
+  plan.check_shapes(
+      config_lib.to_run_config(testing.tiny_train_config(pair, batch_size=8)),
+      _Mesh(),
+      [],
+  )
 
 
 def test_micro_batches_must_split_over_the_data_parallel_devices(pair):
@@ -422,9 +430,9 @@ def test_micro_batches_must_split_over_the_data_parallel_devices(pair):
       r" the 4 data-parallel devices, got 4 groups of 8 / 4 = 2 rows; use a"
       r" divisor of 2$",
   ):
-    plan.check_shapes(c, _Mesh(), [])
+    plan.check_shapes(config_lib.to_run_config(c), _Mesh(), [])
   c.micro_batches = 2
-  plan.check_shapes(c, _Mesh(), [])
+  plan.check_shapes(config_lib.to_run_config(c), _Mesh(), [])
 
 
 @pytest.mark.slow

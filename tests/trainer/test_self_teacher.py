@@ -52,12 +52,12 @@ def _step(c, tokenizer):
   some training: a teacher at theta_0 then has something to teach.
   """
   plan = plan_run(c)
-  data = builders.train_dataset(c, tokenizer)
+  data = builders.train_dataset(plan.run, tokenizer)
   host = next(PromptIterator(data, global_batch_size=c.batch_size, seed=0))
   mesh = plan.mesh
   with jax.set_mesh(mesh):
-    student = builders.build_model(c, "student", mesh, dtype=plan.dtype)
-    teacher = builders.build_model(c, "teacher", mesh, dtype=plan.dtype)
+    student = builders.build_model(plan.run, "student", mesh, dtype=plan.dtype)
+    teacher = builders.build_model(plan.run, "teacher", mesh, dtype=plan.dtype)
     sgraph, sstate = nnx.split(student)
     tgraph, tstate = nnx.split(teacher)
     params = sstate.to_pure_dict()
@@ -82,7 +82,7 @@ def _step(c, tokenizer):
             teacher_graphdef=tgraph,
             method=plan.method,
             optimizer=plan.optimizer,
-            teacher_weights=self_teacher.step_weights(c),
+            teacher_weights=plan.run.teacher.step_weights,
         )
     )
     keys = iter(jax.random.split(jax.random.key(5), 64))
@@ -90,7 +90,9 @@ def _step(c, tokenizer):
         lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape), params
     )
     state = plan.init_state(params)
-    teacher_params = self_teacher.frozen_params(c, tstate.to_pure_dict())
+    teacher_params = self_teacher.frozen_params(
+        plan.run.teacher, tstate.to_pure_dict()
+    )
     return batch, jax.device_get(fn(state, teacher_params, batch))
 
 
@@ -140,7 +142,9 @@ def test_a_state_teacher_keeps_no_copy_of_theta_0(pair, weights):
   c.self_teacher.weights = weights
   plan = plan_run(c)
   with jax.set_mesh(plan.mesh):
-    teacher = builders.build_model(c, "teacher", plan.mesh, dtype=plan.dtype)
+    teacher = builders.build_model(
+        plan.run, "teacher", plan.mesh, dtype=plan.dtype
+    )
   leaves = jax.tree.leaves(nnx.state(teacher))
   abstract = [isinstance(x, jax.ShapeDtypeStruct) for x in leaves]
   # A live or EMA teacher's weights come from the train state: its graph
