@@ -21,21 +21,29 @@ r"""Evaluates a model on held-out questions: accuracy (mean@k) and pass@k.
       --temperature=0.7
 
 --model is a training workdir (its newest checkpoint) or an HF directory.
+For a workdir of a run on a built-in task, --data and --difficulty default
+to the run's; for a run on a file, --data defaults to its
+config.data.eval_path (read with its fields). A flag that cannot act on the
+data (--difficulty with a file, --question_field with a built-in task,
+--split with a plain file) is refused.
+
 The grader follows the data: the built-in task's exact verifier, exact
 integers when every reference answer is an integer (`#### n`, `\boxed{n}`
 or the last number of a response count), math-verify otherwise. Every row
 must have a gradable answer (checked before generating; --skip_ungradable
-drops and counts the rows that do not instead). Prints a table and
-one JSON line with the figures, and writes scores.json and responses.jsonl
-(one line per sample: question, reference, response, correct, length) to
---out_dir (default: WORKDIR/eval/step_N for a workdir, MODEL_eval beside an
-HF directory MODEL, never the current directory); a directory that already
-holds scores is kept and the new ones go to the next free DIR-2, DIR-3, ...
-A row's `index` is its row in --data (0-based, rows dropped by
---skip_ungradable counted). pass@k needs k different samples: --num_samples
-> 1 at --temperature=0 (greedy, the default) is refused. For a workdir of a run on a
-built-in task, --data and --difficulty default to the run's. Input errors print one
-`error: ...` line and exit with 2, the flags' before anything is loaded.
+drops and counts the rows that do not instead). pass@k needs k different
+samples: --num_samples > 1 at --temperature=0 (greedy, the default) is
+refused. A prompt is never cut (see --max_prompt_len).
+
+Prints a table and one JSON line with the figures, and writes scores.json
+and responses.jsonl (one line per sample: index, question, reference,
+response, correct, length; `index` is the row of --data or of the task's
+split, rows dropped by --skip_ungradable counted) to --out_dir (default:
+WORKDIR/eval/step_N for a workdir, MODEL_eval beside an HF directory MODEL,
+never the current directory); a directory that already holds scores is kept
+and the new ones go to the next free DIR-2, DIR-3, ... Input errors print
+one `error: ...` line and exit with 2, the flags' before anything is
+loaded.
 """
 
 import json
@@ -177,8 +185,23 @@ def _data() -> tuple[str, str]:
 
   if _DATA.value:
     return _DATA.value, "--data"
-  if _run_data().get("source") in tasks.NAMES:
-    return _run_data()["source"], "the run's"
+  run = _run_data()
+  if run.get("source") in tasks.NAMES:
+    return run["source"], "the run's"
+  if run.get("source") == "file":  # never another task in its place
+    path = run.get("eval_path")
+    if not path:
+      raise InputError(
+          f"--data: the run in {_MODEL.value} trained on a file"
+          f" ({run.get('path')}) and has no config.data.eval_path; expected"
+          " --data=FILE with the evaluation rows"
+      )
+    if not os.path.exists(path):
+      raise InputError(
+          f"--data: the run's evaluation rows {path} (config.data.eval_path)"
+          " are not on this machine; expected --data=FILE"
+      )
+    return path, "the run's eval_path"
   return "arithmetic", "--data's default"
 
 
@@ -229,6 +252,19 @@ def _source():
   from opd_jax.data import tasks
 
   data, data_origin = _data()
+  # A flag that cannot act on this data is refused, not ignored.
+  if data in tasks.NAMES:
+    for flag in (_SRC.question_field, _SRC.answer_field):
+      if flag.present:
+        raise InputError(
+            f"--{flag.name}: names a field of a --data file; the built-in"
+            f" task {data} ({data_origin}) has none"
+        )
+  elif _SRC.difficulty.present:
+    raise InputError(
+        "--difficulty: picks a built-in task's level; --data is the file"
+        f" {data} ({data_origin})"
+    )
   if data in tasks.NAMES:
     difficulty, origin = _difficulty(data)
     print(f"task {data} ({data_origin}), difficulty {difficulty} ({origin})")
@@ -246,10 +282,16 @@ def _source():
         f"--split={_SRC.split.value}: a file has no splits ({data}); --split"
         " picks a built-in task's split or a saved DatasetDict's"
     )
+  # The run's own fields for its eval_path, unless the flags name others.
+  run = _run_data() if data_origin == "the run's eval_path" else {}
+  field = lambda flag, key: (
+      flag.value if flag.present or key not in run else run[key]
+  )
+  print(f"data {data} ({data_origin})")
   source = sources.FileSource(
       data,
-      question_field=_SRC.question_field.value,
-      answer_field=_SRC.answer_field.value,
+      question_field=field(_SRC.question_field, "question_field"),
+      answer_field=field(_SRC.answer_field, "answer_field"),
       # A saved DatasetDict is read at --split (default 'test'), not at its
       # training split.
       split=_SRC.split.value,

@@ -516,6 +516,51 @@ EVALUATE += [
         '"questions": 2',
     ),
 ]
+EVALUATE += [
+    (
+        "evaluate: --difficulty with a file is refused, not ignored",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data={ok_eval}",
+            "--difficulty=easy",
+        ],
+        2,
+        (
+            "--difficulty: picks a built-in task's level; --data is the file"
+            " {ok_eval} (--data)"
+        ),
+    ),
+    (
+        "evaluate: --question_field with a built-in task is refused",
+        ["evaluate", "--model={run}", "--question_field=problem"],
+        2,
+        (
+            "--question_field: names a field of a --data file; the built-in"
+            " task arithmetic (the run's) has none"
+        ),
+    ),
+    (
+        "evaluate: a run on a file without eval_path, not arithmetic instead",
+        ["evaluate", "--model={file_run}"],
+        2,
+        (
+            "--data: the run in {file_run} trained on a file ({ok_eval}) and"
+            " has no config.data.eval_path; expected --data=FILE"
+        ),
+    ),
+    (
+        "evaluate: a run on a file is evaluated on its eval_path",
+        [
+            "evaluate",
+            "--model={file_run_eval}",
+            "--max_new_tokens=4",
+            "--num_questions=1",
+        ],
+        0,
+        "data {ok_eval} (the run's eval_path)",
+    ),
+]
 SAMPLE += [
     (
         "sample: top_p under greedy decoding would do nothing",
@@ -840,6 +885,18 @@ def _paths(pair, tmp) -> dict[str, str]:
       saved = json.load(f)
     saved["student"] = os.path.join(tmp, "moved_student")
     saved["student_preset"] = preset
+    with open(config, "w") as f:
+      json.dump(saved, f)
+  for name, eval_path in (("file_run", ""), ("file_run_eval", "ok_eval")):
+    paths[name] = _fake_run(pair, os.path.join(tmp, name))
+    config = os.path.join(paths[name], workdir_lib.CONFIG_FILE)
+    with open(config) as f:
+      saved = json.load(f)
+    saved["data"].update(
+        source="file",
+        path=paths["ok_eval"],
+        eval_path=eval_path and paths[eval_path],
+    )
     with open(config, "w") as f:
       json.dump(saved, f)
   for d in ("full", "empty", "model_out"):
