@@ -823,6 +823,37 @@ CONTEXT_ACCURACY = [
         "config.teacher_context.template: expected one of",
     ),
     (
+        "context_accuracy: a context prompt is refused, not cut from the left",
+        [
+            "context_accuracy",
+            "--model={student}",
+            "--templates=empty,solution",
+            "--num_questions=4",
+            "--max_new_tokens=12",
+            "--max_prompt_len=40",
+        ],
+        2,
+        (
+            "max_prompt_len: 4 of 4 prompts of template 'solution' are longer"
+            " than 40 tokens (the longest 60) and would be cut; expected >= 60"
+        ),
+    ),
+    (
+        "context_accuracy: more countdown problems than exist",
+        [
+            "context_accuracy",
+            "--model={student}",
+            "--task=countdown",
+            "--difficulty=easy",
+            "--num_questions=100000000",
+        ],
+        2,
+        (
+            "--num_questions: expected at most 480 (countdown (easy) has 480"
+            " distinct test problems), got 100000000"
+        ),
+    ),
+    (
         "context_accuracy: bare and with the solution",
         [
             "context_accuracy",

@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 from opd_jax import sharding
 from opd_jax.data import context as contexts
 from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.templates import format_prompts
 from opd_jax.evaluation.graders import grader_for
 from opd_jax.rollouts import Sampling, default_eos_ids, sample
 
@@ -218,11 +219,13 @@ def context_accuracy(
   the example's context fields before the question, as a self-teacher sees
   them; 'empty' is the bare question. The gap between a context and
   'empty' is what self-distillation with that context can transfer.
-  Every template is checked before anything is evaluated.
+  Every template is checked, and every prompt tokenized, before anything
+  is evaluated; a prompt longer than `max_prompt_len` is refused (cutting
+  it would drop the start of its context), naming the template.
   """
   ctxs = {t: contexts.TeacherContext(t, max_prompt_len) for t in templates}
   key = jax.random.PRNGKey(0) if key is None else key
-  out = {}
+  datasets = {}
   for template, ctx in ctxs.items():
     data = PromptDataset(
         contexts.ContextSource(source, ctx),
@@ -230,6 +233,26 @@ def context_accuracy(
         max_prompt_len=max_prompt_len,
         overlong="truncate",
     )
+    if data.stats.overlong:
+      lengths = [
+          len(ids)
+          for ids in format_prompts(
+              tokenizer,
+              [
+                  r.question
+                  for r in contexts.ContextSource(source, ctx).records()
+              ],
+          )
+      ]
+      raise ValueError(
+          f"max_prompt_len: {data.stats.overlong} of {len(lengths)} prompts of"
+          f" template {template!r} are longer than {max_prompt_len} tokens"
+          f" (the longest {max(lengths)}) and would be cut; expected >="
+          f" {max(lengths)}"
+      )
+    datasets[template] = data
+  out = {}
+  for template, data in datasets.items():
     result = evaluate(
         model,
         data,
