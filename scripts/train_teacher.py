@@ -388,9 +388,15 @@ def main(argv):
       f" train problems ({name}, {level}), {role['num_steps']} steps"
   )
 
-  def greedy_accuracy(model, n: int):
+  def greedy_accuracy(model, n: int, context=None):
+    """(questions, evaluation) on `n` test problems, with `context`'s
+    demonstration before each when given (the self-teacher's prompt)."""
+    source, width, overlong = TaskSource("test", n, **kw), p, "drop"
+    if context is not None:  # a long demonstration loses its start
+      source = contexts.ContextSource(source, context)
+      width, overlong = context.max_prompt_len, "truncate"
     held_out = PromptDataset(
-        TaskSource("test", n, **kw), tokenizer, max_prompt_len=p
+        source, tokenizer, max_prompt_len=width, overlong=overlong
     )
     return held_out, evaluation.evaluate(
         model,
@@ -434,21 +440,7 @@ def main(argv):
   )
   print(f"  e.g. {held_out.questions[0]!r} -> {result.responses[0]!r}")
   if ctx is not None:  # the self-teacher's accuracy with the context
-    with_context = evaluation.evaluate(
-        model,
-        PromptDataset(
-            contexts.ContextSource(TaskSource("test", _EVAL.value, **kw), ctx),
-            tokenizer,
-            max_prompt_len=ctx.max_prompt_len,
-            overlong="truncate",
-        ),
-        tokenizer,
-        TaskGrader(name),
-        key=jax.random.PRNGKey(0),
-        batch_size=128,
-        max_new_tokens=t,
-        eos_ids=config.eos_token_ids,
-    )
+    with_context = greedy_accuracy(model, _EVAL.value, ctx)[1]
     print(
         f"held-out accuracy with the {_CONTEXT_TEMPLATE.value!r} context"
         f" {with_context.accuracy:.3f} (bare {result.accuracy:.3f})"
