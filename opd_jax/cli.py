@@ -136,8 +136,16 @@ def flag_error_message(e: BaseException, argv: Sequence[str]) -> str:
     chain.append(str(x))
     x = x.__cause__ or x.__context__
   cause = _root_cause(e)
-  raw = str(cause.args[0]) if cause.args else str(cause)
-  text = raw.strip("'\"").replace("\\n", " ").replace("\\'", "'")
+  # An OSError's args[0] is its errno (`--flagfile=nope` printed "error: 2").
+  raw = (
+      str(cause.args[0])
+      if cause.args and not isinstance(cause, OSError)
+      else str(cause)
+  )
+  # A KeyError's message is the quoted key; other messages keep their
+  # quotes ("Unknown command line flag 'n'").
+  text = raw.strip("'\"") if raw[:1] in "'\"" else raw
+  text = text.replace("\\n", " ").replace("\\'", "'")
   # ml_collections' KeyError/AttributeError: "'rhoo'\nDid you mean ..."
   field = re.match(r"^'?([\w.]+)'?\s", text + " ")
   if field:

@@ -54,6 +54,10 @@ _NUM = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
+# Files whose lines are not one question each.
+_NOT_TEXT = (".json", ".parquet", ".csv", ".tsv", ".gz", ".arrow", ".zip")
+
+
 def _questions(path: str) -> list[tuple[int, str]]:
   """The prompt file's (line number, question)s; InputError naming the line."""
   if not path:
@@ -62,6 +66,13 @@ def _questions(path: str) -> list[tuple[int, str]]:
     raise InputError(
         f"--prompts: {path} "
         + ("is a directory" if os.path.isdir(path) else "does not exist")
+    )
+  ext = os.path.splitext(path)[1].lower()
+  if ext in _NOT_TEXT:  # its lines are not questions
+    raise InputError(
+        f"--prompts: {path} is a {ext} file; expected a text file (one"
+        " question per line) or a .jsonl file (one JSON object per line, the"
+        " question in --question_field)"
     )
   try:
     with open(path, encoding="utf-8") as f:

@@ -563,6 +563,35 @@ EVALUATE += [
 ]
 SAMPLE += [
     (
+        "sample: a missing --flagfile is named (was 'error: 2')",
+        [
+            "sample",
+            "--workdir={run}",
+            "--prompts={ok_txt}",
+            "--flagfile={tmp}/nope.flags",
+        ],
+        2,
+        (
+            "--flagfile={tmp}/nope.flags: [Errno 2] No such file or directory:"
+            " '{tmp}/nope.flags'"
+        ),
+    ),
+    (
+        "sample: a JSON array file is not read line by line as questions",
+        ["sample", "--workdir={run}", "--prompts={prompts_json}"],
+        2,
+        (
+            "--prompts: {prompts_json} is a .json file; expected a text file"
+            " (one question per line) or a .jsonl file"
+        ),
+    ),
+    (
+        "sample: a short flag keeps its closing quote",
+        ["sample", "--workdir={run}", "--prompts={ok_txt}", "-n", "3"],
+        2,
+        "error: Unknown command line flag 'n'",
+    ),
+    (
         "sample: top_p under greedy decoding would do nothing",
         ["sample", "--workdir={run}", "--prompts={ok_txt}", "--top_p=0.5"],
         2,
@@ -900,6 +929,7 @@ def _paths(pair, tmp) -> dict[str, str]:
       "prompts": os.path.join(tmp, "q.txt"),
       "long_txt": os.path.join(tmp, "long.txt"),
       "ok_txt": os.path.join(tmp, "ok.txt"),
+      "prompts_json": os.path.join(tmp, "prompts.json"),
       "empty_txt": os.path.join(tmp, "empty.txt"),
       "bad_jsonl": os.path.join(tmp, "bad.jsonl"),
       "banana": os.path.join(tmp, "banana.jsonl"),
@@ -937,6 +967,7 @@ def _paths(pair, tmp) -> dict[str, str]:
       "full/x": "x",
       "model_out/config.json": "{}",
       "q.txt": "What is 2 + 3?\n",
+      "prompts.json": '[\n  {"question": "Ann has 5 coins."}\n]\n',
       # The run's prompts are at most 40 tokens (testing.tiny_train_config).
       "ok.txt": _OK_PROMPT + "\n",
       "long.txt": _OK_PROMPT + "\n" + "Ann has 5 coins." + _BUYS * 100 + "\n",
