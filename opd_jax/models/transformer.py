@@ -136,9 +136,10 @@ def stack_layers(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _stack_name(config: ModelConfig, is_moe: bool) -> str:
-  return (
-      "layers" if len(stack_layers(config)) == 1 or is_moe else ("dense_layers")
-  )
+  """The stack that holds the layers of kind `is_moe`."""
+  if is_moe or len(stack_layers(config)) == 1:
+    return "layers"
+  return "dense_layers"
 
 
 class Block(nnx.Module):
@@ -209,7 +210,9 @@ class Transformer(nnx.Module):
 
   The decoder layers' parameters are stacked along a leading axis of size
   `num_layers` and run under one `jax.lax.scan`, so compile time does not
-  grow with depth. Decode loops run it split into one Block per layer
+  grow with depth. A Qwen3-MoE whose config interleaves dense layers keeps
+  its MoE layers in `layers` and its dense ones in `dense_layers`, one scan
+  per run of one kind (`layer_runs`); otherwise `dense_layers` is None. Decode loops run it split into one Block per layer
   (`models.decode.split_layers`, with the single-device CPU kernel paths).
   """
 
