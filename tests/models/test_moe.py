@@ -125,6 +125,26 @@ def test_grouped_matmul_is_the_per_group_product(sizes):
     assert (np.abs(np.asarray(dw[g]) - want_dw) <= bound).all(), g
 
 
+def test_cpu_loop_does_the_routed_work_not_all_experts():
+  """The tile loop visits only tiles that hold a group's rows: the rows it
+  multiplies are the routed rows plus at most two partial tiles per
+  non-empty group, far below E / k times the routed rows."""
+  from opd_jax.models import grouped_matmul as gmm  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(3)
+  for tokens, experts, k in ((4, 128, 8), (512, 16, 2), (2048, 128, 8)):
+    ids = np.stack([rng.permutation(experts)[:k] for _ in range(tokens)])
+    sizes = np.bincount(ids.reshape(-1), minlength=experts).astype(np.int32)
+    m = tokens * k
+    block = gmm.block_rows(m, experts)
+    count = int(gmm._plan(jnp.asarray(sizes), m, block)[2])  # pylint: disable=protected-access
+    tiles = -(-m // block)
+    assert count <= tiles + (sizes > 0).sum() - 1
+    assert count * block <= m + 2 * (sizes > 0).sum() * block
+    if m >= 8 * experts:  # prefill-sized: close to the routed work
+      assert count * block <= 1.6 * m, (count * block, m)
+
+
 def test_ragged_dot_path_equals_the_cpu_loop():
   """The accelerator path (`jax.lax.ragged_dot`, here through its CPU
   lowering) computes what the CPU tile loop computes."""
