@@ -46,6 +46,7 @@ one `error: ...` line and exit with 2, the flags' before anything is
 loaded.
 """
 
+import functools
 import json
 import os
 import time
@@ -78,7 +79,12 @@ _N = flags.DEFINE_integer(
 )
 _K = flags.DEFINE_integer("num_samples", 1, "Samples per question (k).")
 _SAMPLING = script_flags.sampling_flags()
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Response budget.")
+_MAX_NEW = flags.DEFINE_integer(
+    "max_new_tokens",
+    0,
+    "Response budget (0: a workdir's run's; else 64, or a built-in task's"
+    " longest reference response where longer).",
+)
 _MAX_PROMPT = flags.DEFINE_integer(
     "max_prompt_len",
     0,
@@ -103,14 +109,21 @@ def _check_flags() -> None:
   for flag, low in (
       (_K, 1),
       (_BATCH, 1),
-      (_MAX_NEW, 1),
-      (_MAX_PROMPT, 0),
       (_GRADING.workers, 1),
       (_N, 0),
   ):
     if flag.value < low:
       raise InputError(
           f"--{flag.name}: expected an integer >= {low}, got {flag.value}"
+      )
+  for flag, zero in (
+      (_MAX_NEW, "the default budget"),
+      (_MAX_PROMPT, "the longest prompt"),
+  ):
+    if flag.value < 0:
+      raise InputError(
+          f"--{flag.name}: expected an integer >= 1 (or 0: {zero}), got"
+          f" {flag.value}"
       )
   timeout = _GRADING.timeout.value
   if timeout <= 0:
@@ -215,6 +228,30 @@ def _difficulty(task: str) -> tuple[str, str]:
   return "default", "--difficulty's default"
 
 
+@functools.cache
+def _max_new() -> tuple[int, str]:
+  """(the response budget, where it came from)."""
+  from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
+
+  if _MAX_NEW.value:
+    return _MAX_NEW.value, "--max_new_tokens"
+  if _is_workdir(_MODEL.value):
+    run = workdir_lib.check_run_workdir(_MODEL.value, "--model")
+    budget = run.get("max_new_tokens") or run.get("data", {}).get(
+        "max_new_tokens"
+    )
+    if budget:
+      return int(budget), "the run's"
+  data, _ = _data()
+  if data in tasks.NAMES:
+    difficulty, _ = _difficulty(data)
+    if difficulty in tasks.get(data).difficulties:
+      longest = tasks.reference_lengths(data, difficulty)[-1]
+      if longest > 64:
+        return longest, f"the longest {data} ({difficulty}) reference response"
+  return 64, "--max_new_tokens's default"
+
+
 def _fresh_out_dir(out_dir: str) -> str:
   """`out_dir`, or the next free `out_dir-N` if it holds earlier scores."""
   taken = lambda d: any(
@@ -275,7 +312,7 @@ def _source():
         difficulty,
         _SRC.split.value,
         _N.value or every or 1000,
-        _MAX_NEW.value,
+        _max_new()[0],
     )
   if _SRC.split.present and not os.path.isdir(data):
     raise InputError(
@@ -374,7 +411,7 @@ def _generate(source, grader):
   model, tok_dir, name, default_out = _load_model()
   tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")
   longest = _check_prompts(source, tokenizer, tok_dir)
-  script_flags.check_response_length(longest, _MAX_NEW.value, model.config)
+  script_flags.check_response_length(longest, _max_new()[0], model.config)
   # Every prompt whole: the batches are as wide as the longest one.
   dataset = PromptDataset(source, tokenizer, max_prompt_len=longest)
   result = evaluation_lib.evaluate(
@@ -385,7 +422,7 @@ def _generate(source, grader):
       key=jax.random.PRNGKey(_SEED.value),
       batch_size=_BATCH.value,
       num_samples=_K.value,
-      max_new_tokens=_MAX_NEW.value,
+      max_new_tokens=_max_new()[0],
       sampling=Sampling(
           temperature=_SAMPLING.temperature.value,
           top_p=_SAMPLING.top_p.value,
@@ -399,6 +436,8 @@ def _run() -> None:
   start = time.time()
   _check_flags()  # before the slow imports: a typo fails in a second
   source = _source()
+  max_new, origin = _max_new()
+  print(f"max_new_tokens {max_new} ({origin})")
   from opd_jax import evaluation  # pylint: disable=g-import-not-at-top
 
   if _SKIP.value:

@@ -550,6 +550,18 @@ EVALUATE += [
         ),
     ),
     (
+        "evaluate: a workdir's response budget is its run's, not 64",
+        [
+            "evaluate",
+            "--model={run}",
+            "--num_questions=1",
+            "--batch_size=1",
+            "--out_dir={tmp}/ev_budget",
+        ],
+        0,
+        "max_new_tokens 12 (the run's)",
+    ),
+    (
         "evaluate: a run on a file is evaluated on its eval_path",
         [
             "evaluate",
