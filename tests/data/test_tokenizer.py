@@ -124,6 +124,21 @@ def test_unknown_words_map_to_unk(tok):
   assert ids.count(tok.unk_token_id) == 2
 
 
+def test_unknown_words_are_named_whole(tok):
+  # The words a prompt check names (scripts/sample.py, evaluate.py): whole
+  # words around each <unk> piece, each once, in order.
+  unknown = task_tokenizer.unknown_words
+  assert unknown(tok, "Zed has 3 pears. Zed has 3 pears.") == ["Zed", "pears."]
+  assert unknown(tok, "What is 2 + 3?") == ["What", "is"]
+  assert unknown(tok, "Ann has 5 coins. How many coins does she have?") == []
+  assert unknown(tok, "Ann has é5 coins") == ["é5"]
+
+  class NoUnk:  # byte-level tokenizers (Qwen): nothing is unknown
+    unk_token_id = None
+
+  assert unknown(NoUnk(), "anything at all") == []
+
+
 def _edited_copy(tok_dir, out, edit):
   """A copy of the task tokenizer with `edit(tokenizer_json)` applied."""
   os.makedirs(out)
