@@ -268,18 +268,26 @@ def _fresh_out_dir(out_dir: str) -> str:
 
 
 def _load_model():
-  """(model, tokenizer directory, display name, default out dir)."""
+  """(model, tokenizer directory, display name, default out dir, chat).
+
+  `chat` is PromptDataset's chat settings: a workdir's run's (its system
+  prompt, its use of the chat template), else the defaults.
+  """
   path = _MODEL.value
   # _check_flags checked a workdir; anything else is an HF directory, whose
   # errors load_hf names with --model.
+  chat = {}
   if _is_workdir(path):
+    from opd_jax.trainer import builders  # pylint: disable=g-import-not-at-top
+
     loaded = script_flags.restore_workdir(path)
     default_out = os.path.join(path, "eval", f"step_{loaded.step}")
+    chat = builders.chat_format(loaded.run_config)
   else:
     loaded = script_flags.hf_model(path, role="--model")
     default_out = _hf_out_dir(path)
   tok_dir = _TOKENIZER.value or loaded.tokenizer_dir
-  return loaded.model, tok_dir, loaded.name, default_out
+  return loaded.model, tok_dir, loaded.name, default_out, chat
 
 
 def _source():
@@ -359,7 +367,7 @@ def _write(out_dir, scores, dataset, result) -> None:
         )
 
 
-def _check_prompts(source, tokenizer, tok_dir: str) -> int:
+def _check_prompts(source, tokenizer, tok_dir: str, chat: dict) -> int:
   """The longest prompt, in tokens; refuses one over --max_prompt_len.
 
   Warns once when some questions hold words the tokenizer reads as <unk>
@@ -372,7 +380,7 @@ def _check_prompts(source, tokenizer, tok_dir: str) -> int:
 
   questions = [r.question for r in source.records()]
   hf_logging.set_verbosity_error()  # a long prompt: the line below says so
-  lengths = [len(ids) for ids in format_prompts(tokenizer, questions)]
+  lengths = [len(ids) for ids in format_prompts(tokenizer, questions, **chat)]
   cap = _MAX_PROMPT.value
   over = [i for i, n in enumerate(lengths) if cap and n > cap]
   if over:
@@ -408,12 +416,12 @@ def _generate(source, grader):
   from opd_jax.evaluation import evaluate as evaluation_lib
   from opd_jax.rollouts import default_eos_ids, Sampling
 
-  model, tok_dir, name, default_out = _load_model()
+  model, tok_dir, name, default_out, chat = _load_model()
   tokenizer = tokenizers.load_tokenizer(tok_dir, role="--tokenizer")
-  longest = _check_prompts(source, tokenizer, tok_dir)
+  longest = _check_prompts(source, tokenizer, tok_dir, chat)
   script_flags.check_response_length(longest, _max_new()[0], model.config)
   # Every prompt whole: the batches are as wide as the longest one.
-  dataset = PromptDataset(source, tokenizer, max_prompt_len=longest)
+  dataset = PromptDataset(source, tokenizer, max_prompt_len=longest, **chat)
   result = evaluation_lib.evaluate(
       model,
       dataset,

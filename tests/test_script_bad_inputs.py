@@ -562,6 +562,18 @@ EVALUATE += [
         "max_new_tokens 12 (the run's)",
     ),
     (
+        "evaluate: a workdir's prompts carry its run's system prompt",
+        [
+            "evaluate",
+            "--model={sys_run}",
+            "--max_prompt_len=64",
+            "--max_new_tokens=4",
+        ],
+        2,
+        # 64 tokens bare, 7 more with the run's system turn.
+        "--max_prompt_len=64: {ok_eval} line 2 is a 71-token prompt",
+    ),
+    (
         "evaluate: a run on a file is evaluated on its eval_path",
         [
             "evaluate",
@@ -960,7 +972,11 @@ def _paths(pair, tmp) -> dict[str, str]:
     saved["student_preset"] = preset
     with open(config, "w") as f:
       json.dump(saved, f)
-  for name, eval_path in (("file_run", ""), ("file_run_eval", "ok_eval")):
+  for name, eval_path, system in (
+      ("file_run", "", "default"),
+      ("file_run_eval", "ok_eval", "default"),
+      ("sys_run", "ok_eval", "Ann has 5 coins."),
+  ):
     paths[name] = _fake_run(pair, os.path.join(tmp, name))
     config = os.path.join(paths[name], workdir_lib.CONFIG_FILE)
     with open(config) as f:
@@ -969,6 +985,7 @@ def _paths(pair, tmp) -> dict[str, str]:
         source="file",
         path=paths["ok_eval"],
         eval_path=eval_path and paths[eval_path],
+        system_prompt=system,
     )
     with open(config, "w") as f:
       json.dump(saved, f)
