@@ -18,13 +18,17 @@ its config block with `build_method(name, args)`.
 """
 
 from opd_jax.methods.base import build_method
+from opd_jax.methods.base import DEFAULT_METHOD
+from opd_jax.methods.base import has_loss_pass
 from opd_jax.methods.base import has_stage
 from opd_jax.methods.base import has_token_sets
+from opd_jax.methods.base import LossPassMethod
 from opd_jax.methods.base import Method
 from opd_jax.methods.base import method_name
 from opd_jax.methods.base import Metrics
 from opd_jax.methods.base import register
 from opd_jax.methods.base import REGISTRY
+from opd_jax.methods.base import renamed_fields
 from opd_jax.methods.base import Segment
 from opd_jax.methods.base import StagedMethod
 from opd_jax.methods.base import StepInputs
@@ -42,17 +46,21 @@ from opd_jax.methods.tsd_kd import TSDKD
 
 __all__ = [
     "build_method",
+    "DEFAULT_METHOD",
     "DEAR",
     "GKD",
+    "has_loss_pass",
     "has_stage",
     "has_token_sets",
     "LossPass",
+    "LossPassMethod",
     "Method",
     "method_name",
     "Metrics",
     "MiniLLM",
     "register",
     "REGISTRY",
+    "renamed_fields",
     "ReverseKL",
     "SampledRKL",
     "Segment",

@@ -202,6 +202,23 @@ def has_stage(method: Method) -> bool:
 
 
 @runtime_checkable
+class LossPassMethod(Protocol):
+  """A method whose loss goes through a `common.LossPass` (`loss_pass`):
+  its head-pass settings nest under `config.<method>.loss_pass`, and its
+  loss takes the step's pointwise clip (`StepInputs.divergence_clip`)."""
+
+  loss_pass: Any
+
+  def loss(self, inputs: StepInputs) -> tuple[jax.Array, Metrics]:
+    """Returns (scalar float32 loss, flat slash-namespaced metrics)."""
+
+
+def has_loss_pass(method: Method) -> bool:
+  """Whether `method`'s loss goes through a loss pass (`LossPassMethod`)."""
+  return isinstance(method, LossPassMethod)
+
+
+@runtime_checkable
 class TokenSetMethod(Protocol):
   """A method that names the tokens it trains on.
 
@@ -225,6 +242,8 @@ def has_token_sets(method: Method) -> bool:
 
 
 REGISTRY: dict[str, Callable[..., Method]] = {}
+# The method a config runs unless it sets `config.method`.
+DEFAULT_METHOD = "tip"
 
 
 def register(name: str):
@@ -249,6 +268,22 @@ def method_name(method: Method) -> str:
     if type(method) is cls:  # pylint: disable=unidiomatic-typecheck
       return name
   raise ValueError(f"{type(method).__name__} is not a registered method")
+
+
+def renamed_fields(name: str) -> dict[str, tuple[str, Mapping[str, Any]]]:
+  """{old field: (new field, {old value: new value})} of method `name`.
+
+  A method class lists the fields its saved configs may hold under an old
+  name as `RENAMED` (`{'tip_divergence': 'score_divergence'}`, dotted
+  within its block) and their old values as `RENAMED_VALUES`; the trainer
+  reads saved runs and refuses old flags through this table.
+  """
+  cls = REGISTRY[name]
+  values = getattr(cls, "RENAMED_VALUES", {})
+  return {
+      old: (new, values.get(old, {}))
+      for old, new in getattr(cls, "RENAMED", {}).items()
+  }
 
 
 def build_method(name: str, args: Mapping[str, Any] | None = None) -> Method:

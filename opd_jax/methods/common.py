@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from opd_jax import heads
 from opd_jax import losses
 from opd_jax import selection
-from opd_jax.methods.base import Metrics, StepInputs
+from opd_jax.methods.base import Metrics, Segment, StepInputs
 
 Array = jax.Array
 
@@ -53,6 +53,27 @@ def selected_fraction(kept: Array, mask: Array) -> Metrics:
   count = jnp.sum(kept & jnp.asarray(mask, bool), dtype=jnp.float32)
   valid = jnp.sum(mask, dtype=jnp.float32)
   return {"select/count": count, "select/frac": count / jnp.maximum(valid, 1.0)}
+
+
+def nested_loss_pass_fields(*names: str) -> dict[str, str]:
+  """A method's `RENAMED` entries for loss-pass fields saved before the
+  pass nested (`divergence` -> `loss_pass.divergence`; all when none)."""
+  names = names or tuple(f.name for f in dataclasses.fields(LossPass))
+  return {name: f"loss_pass.{name}" for name in names}
+
+
+def score_method_renames(old_score_field: str):
+  """(`RENAMED`, `RENAMED_VALUES`) of a method that scores tokens (TIP,
+  DEAR, TOPD): its score field's old name, whose values were short
+  divergence names then ('rkl', 'fkl'), and its loss-pass fields from
+  before the pass nested."""
+  return (
+      {
+          old_score_field: "score_divergence",
+          **nested_loss_pass_fields(),
+      },
+      {old_score_field: {"rkl": "reverse_kl", "fkl": "forward_kl"}},
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,23 +148,47 @@ class LossPass:
         )
     )
 
-  def dense_loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
-    """The divergence on every valid response token, with its metrics."""
-    mask = jnp.asarray(inputs.mask, bool)
-    mean = heads.dense_divergence_loss(
-        inputs.student_hidden,
+  def weighted_loss(
+      self,
+      inputs: StepInputs,
+      weights: Array,
+      *,
+      reduction: str | None = None,
+      segment: Segment | None = None,
+  ) -> Array:
+    """The divergence of each token, weighted, reduced: a scalar.
+
+    Every loss through the head pass goes here, so each gets the step's
+    pointwise clip (`StepInputs.divergence_clip`).
+
+    Args:
+      inputs: the step's inputs (the heads, the clip; the hidden states
+        unless `segment`).
+      weights: float32 [B, T] token weights (0 where masked), or [M, W]
+        over `segment`'s windows.
+      reduction: this pass's `reduction` unless given.
+      segment: score a staged method's teacher-forced windows instead of
+        the rollout.
+    """
+    sides = segment or inputs
+    return heads.dense_divergence_loss(
+        sides.student_hidden,
         inputs.student_head,
-        inputs.teacher_hidden,
+        sides.teacher_hidden,
         inputs.teacher_head,
-        mask.astype(jnp.float32),
+        weights,
         divergence=self.divergence,
         divergence_kwargs=self.divergence_kwargs,
         temperature=self.temperature,
-        reduction=self.reduction,
+        reduction=reduction or self.reduction,
         chunk_size=self.chunk_size,
         clip=inputs.divergence_clip,
-    )
-    loss = mean.value()
+    ).value()
+
+  def dense_loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
+    """The divergence on every valid response token, with its metrics."""
+    mask = jnp.asarray(inputs.mask, bool)
+    loss = self.weighted_loss(inputs, mask.astype(jnp.float32))
     return loss, {self.loss_key: loss, **selected_fraction(mask, mask)}
 
   def selected_loss(

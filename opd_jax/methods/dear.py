@@ -70,6 +70,8 @@ class DEAR:
   """
 
   NAME: ClassVar[str] = "dear"
+  # Saved runs' old field names and values (`base.renamed_fields`).
+  RENAMED, RENAMED_VALUES = common.score_method_renames("delta")
 
   p: float = 0.2
   q: float = 0.2

@@ -24,18 +24,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import jax
-
-from opd_jax.methods import checks
-from opd_jax.methods.base import Metrics, register, StepInputs, TokenSet
+from opd_jax.methods.base import register
 from opd_jax.methods.common import LossPass
-
-Array = jax.Array
+from opd_jax.methods.dense import DenseLossPass
 
 
 @register("gkd")
 @dataclasses.dataclass(frozen=True)
-class GKD:
+class GKD(DenseLossPass):
   r"""Generalized knowledge distillation on every response token.
 
   .. math::
@@ -68,21 +64,3 @@ class GKD:
   NAME: ClassVar[str] = "gkd"
 
   loss_pass: LossPass = LossPass(divergence="jsd", temperature=0.9)
-
-  def __post_init__(self):
-    object.__setattr__(self, "loss_pass", checks.check_loss_pass(self))
-
-  def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
-    """Returns the token-weighted full-vocabulary divergence and metrics."""
-    return self.loss_pass.dense_loss(inputs)
-
-  def token_sets(self, inputs: StepInputs) -> dict[str, TokenSet]:
-    """Every valid token is trained on; the channel is its loss term."""
-    p = self.loss_pass
-    return {
-        "divergence": TokenSet(
-            p.token_divergence(inputs),
-            f"{self.NAME}: per-token {p.divergence} at temperature"
-            f" {p.temperature:g} (its loss term)",
-        )
-    }

@@ -13,6 +13,9 @@
 # limitations under the License.
 """Full-vocabulary reverse-KL OPD: GKD's reverse-KL member, as its own method.
 
+It shares GKD's loss through `dense.DenseLossPass`, not by importing GKD:
+no method imports another.
+
 References:
   Thinking Machines, "On-Policy Distillation" (2025): the per-token reverse
   KL against the teacher on the student's own rollouts; see docs/methods.md
@@ -26,12 +29,12 @@ from typing import ClassVar
 
 from opd_jax.methods.base import register
 from opd_jax.methods.common import LossPass
-from opd_jax.methods.gkd import GKD
+from opd_jax.methods.dense import DenseLossPass
 
 
 @register("rkl")
 @dataclasses.dataclass(frozen=True)
-class ReverseKL(GKD):
+class ReverseKL(DenseLossPass):
   r"""Full-vocabulary reverse-KL OPD: :math:`\mathrm{KL}(p_S \| p_T)` per token.
 
   GKD with ``loss_pass.divergence='reverse_kl'`` and the loss at

@@ -91,6 +91,8 @@ class TIP:
   """
 
   NAME: ClassVar[str] = "tip"
+  # Saved runs' old field names and values (`base.renamed_fields`).
+  RENAMED, RENAMED_VALUES = common.score_method_renames("tip_divergence")
 
   selector: str = "soft_or"
   rho: float = 0.5

@@ -91,6 +91,8 @@ class TOPD:
   """
 
   NAME: ClassVar[str] = "topd"
+  # Saved runs' old field names and values (`base.renamed_fields`).
+  RENAMED, RENAMED_VALUES = common.score_method_renames("candidate_divergence")
 
   rho_loss: float = 0.2
   max_candidates: int = 8
@@ -292,58 +294,30 @@ class TOPD:
     p = self.traj_pass
     if self.traj_window == "teacher":
       seg = inputs.segment
-      mean = heads.dense_divergence_loss(
-          seg.student_hidden,
-          inputs.student_head,
-          seg.teacher_hidden,
-          inputs.teacher_head,
+      return p.weighted_loss(
+          inputs,
           jnp.asarray(seg.mask, jnp.float32),
-          divergence=p.divergence,
-          divergence_kwargs=p.divergence_kwargs,
-          temperature=p.temperature,
           reduction="seq_mean",
-          chunk_size=p.chunk_size,
+          segment=seg,
       )
-      return mean.value()
     weights = topd_stage.student_window_weights(
         ex[topd_stage.CAND_INDEX],
         ex[topd_stage.HIGH_OT],
         jnp.asarray(inputs.mask, bool),
         self.window,
     )
-    mean = heads.dense_divergence_loss(
-        inputs.student_hidden,
-        inputs.student_head,
-        inputs.teacher_hidden,
-        inputs.teacher_head,
-        weights,
-        divergence=p.divergence,
-        divergence_kwargs=p.divergence_kwargs,
-        temperature=p.temperature,
-        reduction="sum",
-        chunk_size=p.chunk_size,
-    )
-    return mean.value()
+    return p.weighted_loss(inputs, weights, reduction="sum")
 
   def loss(self, inputs: StepInputs) -> tuple[Array, Metrics]:
-    """NDS-weighted OPD term + lambda_traj * trajectory term."""
+    """NDS-weighted OPD term + lambda_traj * trajectory term, both through
+    the loss pass (so the pointwise clip applies to them as to every
+    loss-pass method's)."""
     self.check_response_len(inputs.mask.shape[1])
     ex = self._extras(inputs)
     mask = jnp.asarray(inputs.mask, bool)
     weights = self.nds_weights(inputs)
     lp = self.loss_pass
-    loss = heads.dense_divergence_loss(
-        inputs.student_hidden,
-        inputs.student_head,
-        inputs.teacher_hidden,
-        inputs.teacher_head,
-        weights,
-        divergence=lp.divergence,
-        divergence_kwargs=lp.divergence_kwargs,
-        temperature=lp.temperature,
-        reduction=lp.reduction,
-        chunk_size=lp.chunk_size,
-    ).value()
+    loss = lp.weighted_loss(inputs, weights)
     metrics = {lp.loss_key: loss, **common.selected_fraction(weights > 0, mask)}
     if self.lambda_traj > 0:
       traj = self.trajectory_loss(inputs)

@@ -14,9 +14,10 @@
 """The trainer: config -> plan -> rollouts -> jitted step -> eval -> checkpoints.
 
 `train_and_evaluate(config, workdir)` runs (or resumes) a run; `dry_run`
-checks a config without compiling; `plan_run` is the one place a config
-becomes models, dtypes, a method and an optimizer; `restore_student`
-rebuilds a run's student for export and sampling.
+checks a config without compiling; the ConfigDict becomes a typed
+`RunConfig` once where a run starts (`config.start_run`), and `plan_run`
+is the one place it becomes models, dtypes, a method and an optimizer;
+`restore_student` rebuilds a run's student for export and sampling.
 """
 
 from opd_jax.trainer.checkpointing import Checkpointer
@@ -33,6 +34,7 @@ from opd_jax.trainer.reporting import create_writer
 from opd_jax.trainer.reporting import ProgressBar
 from opd_jax.trainer.restore import load_run_config
 from opd_jax.trainer.restore import restore_student
+from opd_jax.trainer.run_config import RunConfig
 from opd_jax.trainer.sft import sft_train
 from opd_jax.trainer.state import make_optimizer
 from opd_jax.trainer.state import TrainState
@@ -53,6 +55,7 @@ __all__ = [
     "plan_run",
     "ProgressBar",
     "restore_student",
+    "RunConfig",
     "RunPlan",
     "sft_train",
     "train_and_evaluate",

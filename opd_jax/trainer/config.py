@@ -69,57 +69,30 @@ def default_config() -> ml_collections.ConfigDict:
         node[part] = ml_collections.ConfigDict()
       node = node[part]
     node[name] = value
-  c.method = "tip"
+  c.method = methods.DEFAULT_METHOD
   for name in sorted(methods.REGISTRY):
     c[name] = method_defaults(name)
   return c
 
 
-# The loss-pass fields (`methods.LossPass`) moved into each divergence
-# method's `loss_pass` block; GKD's (and rkl's) took TRL's names for two.
-_LOSS_PASS_METHODS = ("gkd", "rkl", "tip", "dear", "topd")
-_LOSS_PASS_FIELDS = (
-    "divergence",
-    "jsd_beta",
-    "skew_alpha",
-    "temperature",
-    "reduction",
-    "chunk_size",
-)
-_GKD_NAMES = {"beta": "jsd_beta", "loss_temperature": "temperature"}
-
-# Fields renamed since runs were first saved: old dotted name -> new one.
-# `restore.with_defaults` reads saved configs under the new names, and a
-# config file or flag still using an old one is told the new one.
-_SCORE_RENAMES = {
-    "tip.tip_divergence": "tip.score_divergence",
-    "dear.delta": "dear.score_divergence",
-    "topd.candidate_divergence": "topd.score_divergence",
+# Fields renamed since runs were first saved: old dotted name -> (new one,
+# {old value: new value}), from each method's `RENAMED` table. `with_defaults`
+# reads saved configs under the new names, and a config file or flag still
+# using an old one is told the new one.
+_RENAMES = {
+    f"{name}.{old}": (f"{name}.{new}", values)
+    for name in sorted(methods.REGISTRY)
+    for old, (new, values) in methods.renamed_fields(name).items()
 }
-RENAMED_FIELDS = {
-    **_SCORE_RENAMES,
-    **{
-        f"{m}.{f}": f"{m}.loss_pass.{f}"
-        for m in _LOSS_PASS_METHODS
-        for f in _LOSS_PASS_FIELDS
-        if not (m in ("gkd", "rkl") and f in ("jsd_beta", "temperature"))
-    },
-    **{
-        f"{m}.{old}": f"{m}.loss_pass.{new}"
-        for m in ("gkd", "rkl")
-        for old, new in _GKD_NAMES.items()
-    },
-}
-# The renamed score fields took short names; today they take the names
-# `divergence` takes.
-_OLD_SCORE_VALUES = {"rkl": "reverse_kl", "fkl": "forward_kl"}
+RENAMED_FIELDS = {old: new for old, (new, _) in _RENAMES.items()}
 
 
 def migrate_saved(saved: dict) -> dict:
   """A saved run config (a dict) with today's field names and values.
 
   Only `RENAMED_FIELDS` move (into nested blocks where the new name is
-  deeper); everything else is returned as saved (a new dict: `saved` is not
+  deeper), their old values translated (`methods.renamed_fields`);
+  everything else is returned as saved (a new dict: `saved` is not
   changed).
   """
 
@@ -129,7 +102,7 @@ def migrate_saved(saved: dict) -> dict:
     return node
 
   out = copy(saved)
-  for old, new in RENAMED_FIELDS.items():
+  for old, (new, values) in _RENAMES.items():
     *old_path, old_key = old.split(".")
     node = out
     for part in old_path:
@@ -141,9 +114,7 @@ def migrate_saved(saved: dict) -> dict:
     node = out
     for part in new_path:
       node = node.setdefault(part, {})
-    if old in _SCORE_RENAMES:
-      value = _OLD_SCORE_VALUES.get(value, value)
-    node.setdefault(new_key, value)
+    node.setdefault(new_key, values.get(value, value))
   return out
 
 

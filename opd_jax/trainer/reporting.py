@@ -89,7 +89,7 @@ def _check_names(names: Sequence[str]) -> None:
 
 
 class MetricWriter(abc.ABC):
-  """Writes slash-named metrics (`loss/rkl`, `select/frac`) by step."""
+  """Writes slash-named metrics (`loss/total`, `select/frac`) by step."""
 
   @abc.abstractmethod
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -167,7 +167,7 @@ def truncate_jsonl(path: str | os.PathLike[str], step: int) -> int:
 
 
 class JsonlWriter(MetricWriter):
-  """One JSON object per line: `{"step": s, "time": t, "loss/rkl": x, ...}`.
+  """One JSON object per line: `{"step": s, "time": t, "loss/total": x, ...}`.
 
   Texts go on their own lines in the same shape (string values); hparams on
   a line `{"time": t, "hparams": {...}}`. Non-finite floats are written as
@@ -422,7 +422,7 @@ class ProgressBar:
 
     Args:
       step: the step just finished.
-      metrics: a few metrics to show (e.g. `loss/rkl`).
+      metrics: a few metrics to show (e.g. `loss/total`).
       tokens: tokens processed since the previous update, for tokens/s.
     """
     if not self._enabled:

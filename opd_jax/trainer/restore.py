@@ -24,20 +24,32 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer.checkpointing import Checkpointer, CheckpointRestoreError
-from opd_jax.trainer.config import with_defaults
+from opd_jax.trainer.config import check_fields, ConfigError, with_defaults
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
 from opd_jax.trainer.workdir import CONFIG_FILE
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run config saved in `workdir`, under today's names and defaults.
+
+  A field this version does not know (a run saved by a newer one) is
+  refused in one line naming it, not ignored.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"{path} not found: {workdir!r} is not an opd_jax training workdir"
     )
   with open(path) as f:
-    return with_defaults(json.load(f))
+    c = with_defaults(json.load(f))
+  try:
+    check_fields(c)
+  except ConfigError as e:
+    raise ConfigError(
+        f"{path}: {e} (a run saved by a newer version of opd_jax?)"
+    ) from None
+  return c
 
 
 def _moved_student(workdir: str, c: ml_collections.ConfigDict) -> str:

@@ -51,8 +51,6 @@ SELF = "self"
 SELF_WEIGHTS = ("initial", "live", "ema")
 # Per-placeholder columns of a file source (config.data.<name>_field).
 CONTEXT_FIELDS = ("solution", "summary", "wrong")
-# The methods whose losses go through `LossPass` (the pointwise clip).
-CLIPPABLE = ("gkd", "rkl", "tip", "dear")
 # Sizes and steps become int32 array shapes and counters.
 INT_LIMIT = 2**31 - 1
 
@@ -106,9 +104,6 @@ class Block:
         node = node[part]
       values[name] = node
     return cls(**values)
-
-  def key(self, name: str) -> str:
-    return self.keys()[name]
 
 
 def _check_checkpoint(role: str, path: str, preset: str) -> None:
@@ -666,10 +661,16 @@ class RunConfig:
           True,
       )
     t = self.teacher
-    if t.kl_clip > 0 and self.method_name not in CLIPPABLE:
+    if t.kl_clip > 0 and not methods.has_loss_pass(self.method):
+      clippable = sorted(
+          name
+          for name, cls in methods.REGISTRY.items()
+          if methods.has_loss_pass(cls())
+      )
       raise ConfigError(
-          "config.teacher_context.kl_clip: the pointwise clip applies to"
-          f" {CLIPPABLE}, not to {self.method_name!r}; set it to 0"
+          "config.teacher_context.kl_clip: the pointwise clip applies to the"
+          f" methods whose loss goes through a loss pass ({clippable}), not"
+          f" to {self.method_name!r}; set it to 0"
       )
     if t.template:
       available, hint = d.context_available

@@ -231,6 +231,29 @@ class LossTest(parameterized.TestCase):
         float(masked.loss(inputs)[0]), float(plain_want), places=4
     )
 
+  @parameterized.parameters("teacher", "student")
+  def test_the_pointwise_clip_reaches_both_terms(self, traj_window):
+    # TOPD's loss goes through its loss pass, like every loss-pass method's:
+    # each token's divergence is clipped at StepInputs.divergence_clip.
+    inputs = ref.synthetic_stage(_inputs(9), seed=10)
+    m = methods.build_method(
+        "topd", {"w_low": 1.0, "lambda_traj": 1.0, "traj_window": traj_window}
+    )
+    self.assertTrue(methods.has_loss_pass(m))
+    clip = 1e-3  # below every token's divergence: each adds exactly `clip`
+    _, metrics = m.loss(inputs.replace(divergence_clip=clip))
+    mask = np.asarray(inputs.mask)
+    np.testing.assert_allclose(metrics["loss/rkl"], clip, rtol=1e-5)
+    ex = {k: np.asarray(v) for k, v in inputs.extras.items()}
+    if traj_window == "teacher":
+      want = clip  # a mean over each window, then over the windows
+    else:
+      weights = topd_stage.student_window_weights(
+          ex[topd_stage.CAND_INDEX], ex[topd_stage.HIGH_OT], mask, m.window
+      )
+      want = clip * float(np.asarray(weights).sum())
+    np.testing.assert_allclose(metrics["loss/traj"], want, rtol=1e-5)
+
   def test_gradient_equals_dense_reference(self):
     inputs = ref.synthetic_stage(_inputs(7), seed=8)
     m = methods.build_method(
