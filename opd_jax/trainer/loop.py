@@ -132,25 +132,10 @@ def dry_run(
   """
   run = config_lib.start_run(c, overridden=overridden, names=False)
   plan = plan_run(run, allow_preset_fallback=True)
-  mesh = plan.mesh
-  scfg, tcfg = plan.student_config, plan.teacher_config
   sgraph, params = split_abstract(plan.abstract_model("student"))
   tgraph, teacher = split_abstract(plan.abstract_model("teacher"))
-  abstract_state = plan.abstract_state(params)
   batch = plan.abstract_batch()
-  with jax.set_mesh(mesh):
-    fn, state_sh, _, _ = plan.compile_step(
-        abstract_state,
-        teacher,
-        batch,
-        student_graphdef=sgraph,
-        teacher_graphdef=tgraph,
-    )
-    out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher, batch)
-    if methods.has_stage(plan.method):
-      _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch)
-  if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
-    raise AssertionError("the step changes the train state's structure")
+  state_sh, out_metrics = _trace_step(plan, sgraph, tgraph, params, teacher)
   step_mem = sampler_mem = None
   if memory:
     if jax.process_index() == 0:  # minutes for billion-parameter models
@@ -165,13 +150,13 @@ def dry_run(
         plan, {"student": (sgraph, params), "teacher": (tgraph, teacher)}
     )
   report = {
-      "mesh": dict(mesh.shape),
+      "mesh": dict(plan.mesh.shape),
       "devices": jax.device_count(),
       "processes": jax.process_count(),
       "student": plan.student_from,
       "teacher": plan.teacher_from,
-      "student_params": scfg.num_params(),
-      "teacher_params": tcfg.num_params(),
+      "student_params": plan.student_config.num_params(),
+      "teacher_params": plan.teacher_config.num_params(),
       "method": run.method_name,
       "metrics": sorted(out_metrics),
       "step_memory": step_mem and step_mem.as_dict(),
@@ -183,35 +168,56 @@ def dry_run(
       },
   }
   if jax.process_index() == 0:
-    print(
-        f"dry run: mesh {report['mesh']} over {report['devices']} devices,"
-        f" {report['processes']} process(es)"
-    )
-    print(
-        f"  student {plan.student_from}: {report['student_params']:,}"
-        " parameters"
-    )
-    print(
-        f"  teacher {plan.teacher_from}: {report['teacher_params']:,}"
-        " parameters"
-    )
-    print(f"  method {run.method_name}; batch {report['batch']}")
-    for name, spec in report["param_shardings"].items():
-      print(f"  {name:40s} {spec}")
-    print("  step traced: metrics " + ", ".join(report["metrics"]))
-  if jax.process_index() == 0 and memory:
-    print(step_mem.line("step"))
-    print(sampler_mem.line("sampler"))
-    device_bytes = memory_lib.device_memory_bytes()
-    if device_bytes:
-      need = max(step_mem.total_bytes, sampler_mem.total_bytes)
-      verdict = "fits" if need <= device_bytes else "does NOT fit"
-      print(
-          f"device memory: {device_bytes / memory_lib.GIB:.2f} GiB per"
-          f" device; the larger program ({need / memory_lib.GIB:.2f} GiB)"
-          f" {verdict}"
-      )
+    _print_dry_run(report, plan, step_mem, sampler_mem)
   return report
+
+
+def _trace_step(plan: RunPlan, sgraph, tgraph, params, teacher):
+  """Traces the plan's step (and a staged method's stage) on abstract
+  arguments: (state shardings, the step's metrics)."""
+  abstract_state = plan.abstract_state(params)
+  batch = plan.abstract_batch()
+  with jax.set_mesh(plan.mesh):
+    fn, state_sh, _, _ = plan.compile_step(
+        abstract_state,
+        teacher,
+        batch,
+        student_graphdef=sgraph,
+        teacher_graphdef=tgraph,
+    )
+    out_state, out_metrics = jax.eval_shape(fn, abstract_state, teacher, batch)
+    if methods.has_stage(plan.method):
+      _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch)
+  if jax.tree.structure(out_state) != jax.tree.structure(abstract_state):
+    raise AssertionError("the step changes the train state's structure")
+  return state_sh, out_metrics
+
+
+def _print_dry_run(report, plan: RunPlan, step_mem, sampler_mem) -> None:
+  """The dry run's lines: mesh, models, shardings, each program's memory."""
+  print(
+      f"dry run: mesh {report['mesh']} over {report['devices']} devices,"
+      f" {report['processes']} process(es)"
+  )
+  for role in ("student", "teacher"):
+    print(f"  {role} {report[role]}: {report[role + '_params']:,} parameters")
+  print(f"  method {report['method']}; batch {report['batch']}")
+  for name, spec in report["param_shardings"].items():
+    print(f"  {name:40s} {spec}")
+  print("  step traced: metrics " + ", ".join(report["metrics"]))
+  if step_mem is None:
+    return
+  print(step_mem.line("step"))
+  print(sampler_mem.line("sampler"))
+  device_bytes = memory_lib.device_memory_bytes()
+  if device_bytes:
+    need = max(step_mem.total_bytes, sampler_mem.total_bytes)
+    verdict = "fits" if need <= device_bytes else "does NOT fit"
+    print(
+        f"device memory: {device_bytes / memory_lib.GIB:.2f} GiB per"
+        f" device; the larger program ({need / memory_lib.GIB:.2f} GiB)"
+        f" {verdict}"
+    )
 
 
 def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
@@ -522,7 +528,11 @@ class Trainer:
         # The run's method names the tokens it trains on (a staged one from
         # its stage's outputs on this batch).
         method=self.method,
-        stage=token_map.StageSettings(**self._stage_settings()),
+        stage=token_map.StageSettings(
+            sampling=self.sampling,
+            eos_ids=self.eos_ids,
+            pad_id=self.train_data.pad_id,
+        ),
         prepared=prepared,
         seed=self.run_config.seed,
         meta={"step": step},

@@ -11,7 +11,31 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The jitted training step: trunks -> method loss -> guarded optimizer update."""
+"""The jitted training step: trunks -> method loss -> guarded optimizer update.
+
+The step's batch: `tokens` int32 [B, P + T], `mask` bool [B, P + T] (False
+on padding), `response_mask` bool [B, T], `sampler_logprobs` [B, T]; for a
+staged method also its `prepare` outputs: `segment/tokens`, `segment/mask`
+[M, L] and `segment/response_mask` [M, W] are teacher-forced through both
+trunks (`StepInputs.segment`), the rest reach the method as
+`StepInputs.extras`; with a teacher context, `teacher/tokens`,
+`teacher/mask` [B, Pt + T]: the teacher's own prompt, then the same
+response ids, which the teacher scores instead of `tokens` (the response
+is aligned by its end).
+
+Mixed precision (`compute_dtype`, e.g. bfloat16): both trunks and heads run
+with parameters cast to it; matmuls accumulate in float32, softmaxes and
+the divergence stay float32, and the master parameters, gradients and
+optimizer state keep their own dtype.
+
+Micro-batches: both trunks run the rollouts' rows in `micro_batches` groups
+of B / micro_batches rows, one group's activations live at a time
+(`models.map_row_groups`; the student's groups are rematerialised, so its
+backward recomputes one group's forward at a time). The heads, the
+selection and the loss still see the whole batch: the step's result is the
+same for any value, to float32 rounding. A staged method's segments run in
+one group.
+"""
 
 from __future__ import annotations
 
@@ -54,111 +78,40 @@ def train_step(
   Args:
     state: the TrainState (donated by the caller's jit).
     teacher_params: the frozen teacher's parameters (pure dict).
-    batch: `tokens` int32 [B, P + T], `mask` bool [B, P + T] (False on
-      padding), `response_mask` bool [B, T], `sampler_logprobs` [B, T];
-      for a staged method also its `prepare` outputs: `segment/tokens`,
-      `segment/mask` [M, L] and `segment/response_mask` [M, W] are
-      teacher-forced through both trunks (`StepInputs.segment`), the rest
-      reach the method as `StepInputs.extras`; with a teacher context,
-      `teacher/tokens`, `teacher/mask` [B, Pt + T]: the teacher's own
-      prompt, then the same response ids, which the teacher scores
-      instead of `tokens` (the response is aligned by its end).
+    batch: the step's batch (see the module docstring).
     student_graphdef, teacher_graphdef: from `nnx.split` of each model.
-    method: the distillation objective.
+    method: the distillation objective (its `loss` on `StepInputs`).
     optimizer: the optax transformation matching `state.opt_state`.
-    eos_ids: ids that end a response (for the EOS-rate metric).
-    learning_rate_fn: the schedule, for the `train/lr` metric.
-    compute_dtype: e.g. `jnp.bfloat16` to run both trunks and heads with
-      parameters cast to it (mixed precision: matmuls accumulate in float32,
-      softmaxes and the divergence stay float32, the master parameters,
-      gradients and optimizer state stay in their own dtype). None (default)
-      computes in the parameters' dtype.
-    teacher_weights: 'external' (`teacher_params`), or a self-teacher from
-      the state: 'live' (the current parameters, no gradient) or 'ema'
-      (`self_teacher.ema_params` of the optimizer state).
+    eos_ids, learning_rate_fn: for the EOS-rate and `train/lr` metrics.
+    compute_dtype: the mixed-precision dtype, or None (the params' dtype).
+    teacher_weights: 'external', 'live' or 'ema' (`step_teacher_params`).
     divergence_clip: > 0 clips each token's divergence in the methods'
-      `LossPass` losses (`StepInputs.divergence_clip`).
-    micro_batches: both trunks run the rollouts' rows in this many groups
-      of B / micro_batches rows, one group's activations live at a time
-      (`models.map_row_groups`; the student's groups are rematerialised, so
-      its backward recomputes one group's forward at a time). The heads,
-      the selection and the loss still see the whole batch: the step's
-      result is the same for any value, to float32 rounding. A staged
-      method's segments run in one group.
+      loss passes (`StepInputs.divergence_clip`).
+    micro_batches: the trunks' row groups (see the module docstring).
 
   Returns:
-    The new state and a flat dict of float32 scalar metrics. A step whose
-    loss or gradient is not finite leaves params and optimizer state
-    untouched and counts a skip.
+    The new state and a flat dict of float32 scalar metrics; a non-finite
+    loss or gradient leaves the state untouched and counts a skip.
   """
   tokens, mask = batch["tokens"], batch["mask"]
   response_mask = batch["response_mask"].astype(bool)
-  t = response_mask.shape[1]
+  t = response_mask.shape[1]  # T
   key = jax.random.fold_in(state.key, state.step)
-
   cast = lambda tree: cast_floating(tree, compute_dtype)
-  teacher_params = self_teacher.step_teacher_params(
-      teacher_weights, state, teacher_params
+  trunk = functools.partial(_trunk, response_len=t, micro_batches=micro_batches)
+  teacher_params = cast(
+      self_teacher.step_teacher_params(teacher_weights, state, teacher_params)
   )
-
-  def trunk_hidden(graphdef, params, tokens, mask, differentiated):
-    """[B, T, D] response hidden states, the rows in `micro_batches` groups."""
-    one = lambda x, m: response_hidden(nnx.merge(graphdef, params), x, m, t)
-    return map_row_groups(
-        one, micro_batches, tokens, mask, remat=differentiated
-    )
-
-  teacher_params = cast(teacher_params)
-  teacher = nnx.merge(teacher_graphdef, teacher_params)
-  teacher_tokens = batch.get(base.TEACHER_TOKENS, tokens)
-  teacher_mask = batch.get(base.TEACHER_MASK, mask)
-  teacher_hidden = jax.lax.stop_gradient(
-      trunk_hidden(
-          teacher_graphdef, teacher_params, teacher_tokens, teacher_mask, False
-      )
+  teacher_hidden, teacher_head, seg_teacher_hidden = _teacher_side(
+      teacher_graphdef, teacher_params, batch, trunk
   )
-  teacher_head = jax.lax.stop_gradient(teacher.head_matrix())
-  extras = {
-      k: v
-      for k, v in batch.items()
-      if k not in base.BASE_BATCH_KEYS
-      and k not in base.SEGMENT_KEYS
-      and k not in base.TEACHER_KEYS
-  }
-  # A staged method's extra sequences: the teacher's side is computed once,
-  # outside the differentiated function, like the rollout's.
-  has_segment = base.SEGMENT_TOKENS in batch
-  if has_segment:
-    seg_tokens = batch[base.SEGMENT_TOKENS]
-    seg_mask = batch[base.SEGMENT_MASK].astype(bool)
-    seg_window = batch[base.SEGMENT_RESPONSE_MASK].astype(bool)
-    w = seg_window.shape[1]
-    # Under a teacher context the teacher's side of each segment follows
-    # its own prefix; it ends with the same window ids.
-    seg_teacher_hidden = jax.lax.stop_gradient(
-        response_hidden(
-            teacher,
-            batch.get(base.TEACHER_SEGMENT_TOKENS, seg_tokens),
-            batch.get(base.TEACHER_SEGMENT_MASK, seg_mask).astype(bool),
-            w,
-        )
-    )
+  extras = _extras(batch)
 
   def loss_fn(params):
     params = cast(params)
     student = nnx.merge(student_graphdef, params)
-    segment = None
-    if has_segment:
-      segment = Segment(
-          student_hidden=response_hidden(student, seg_tokens, seg_mask, w),
-          teacher_hidden=seg_teacher_hidden,
-          ids=seg_tokens[:, -w:],
-          mask=seg_window,
-      )
     inputs = StepInputs(
-        student_hidden=trunk_hidden(
-            student_graphdef, params, tokens, mask, True
-        ),
+        student_hidden=trunk(student_graphdef, params, tokens, mask, True),
         student_head=student.head_matrix(),
         teacher_hidden=teacher_hidden,
         teacher_head=teacher_head,
@@ -166,30 +119,120 @@ def train_step(
         mask=response_mask,
         sampler_logprobs=batch["sampler_logprobs"].astype(jnp.float32),
         key=key,
-        segment=segment,
+        segment=_segment(student, batch, seg_teacher_hidden),
         extras=extras or None,
         divergence_clip=divergence_clip,
     )
     return method.loss(inputs)
 
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params
-  )
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, metrics), grads = grad_fn(state.params)
   new_state, update_metrics = guarded_update(state, loss, grads, optimizer)
-  lengths = response_mask.sum(axis=1)
-  ends = jnp.isin(tokens[:, -t:], jnp.asarray(eos_ids, jnp.int32)) & (
-      response_mask
-  )
   out = {
       "loss/total": loss,
       **update_metrics,
-      "rollout/len_mean": lengths.mean(dtype=jnp.float32),
-      "rollout/eos_rate": ends.any(axis=1).mean(dtype=jnp.float32),
+      **_rollout_metrics(tokens, response_mask, eos_ids),
       **metrics,
   }
   if learning_rate_fn is not None:
     out["train/lr"] = learning_rate_fn(state.step)
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+def _extras(batch: Batch) -> Batch:
+  """A staged method's `prepare` outputs that reach it as
+  `StepInputs.extras` (not the segments the step teacher-forces)."""
+  return {
+      k: v
+      for k, v in batch.items()
+      if k not in base.BASE_BATCH_KEYS
+      and k not in base.SEGMENT_KEYS
+      and k not in base.TEACHER_KEYS
+  }
+
+
+def _rollout_metrics(tokens, response_mask, eos_ids) -> dict[str, jax.Array]:
+  """Mean response length and the share of responses that end (EOS)."""
+  t = response_mask.shape[1]
+  lengths = response_mask.sum(axis=1)
+  ends = jnp.isin(tokens[:, -t:], jnp.asarray(eos_ids, jnp.int32)) & (
+      response_mask
+  )
+  return {
+      "rollout/len_mean": lengths.mean(dtype=jnp.float32),
+      "rollout/eos_rate": ends.any(axis=1).mean(dtype=jnp.float32),
+  }
+
+
+def _trunk(
+    graphdef,
+    params,
+    tokens,
+    mask,
+    differentiated,
+    *,
+    response_len,
+    micro_batches,
+):
+  """[B, T, D] response hidden states, the rows in `micro_batches` groups
+  (a differentiated trunk's groups rematerialised)."""
+  one = lambda x, m: response_hidden(
+      nnx.merge(graphdef, params), x, m, response_len
+  )
+  return map_row_groups(one, micro_batches, tokens, mask, remat=differentiated)
+
+
+def _teacher_side(teacher_graphdef, teacher_params, batch: Batch, trunk):
+  """The teacher's (hidden [B, T, Dt], head [Dt, V], a staged method's
+  segment hidden [M, W, Dt] or None), all without gradient.
+
+  The teacher scores its own sequence (`teacher/tokens`) when the batch has
+  one; a segment follows the teacher's own prefix (`teacher/segment/...`)
+  and ends with the same window ids. Computed once, outside the
+  differentiated function.
+  """
+  tokens, mask = batch["tokens"], batch["mask"]
+  teacher = nnx.merge(teacher_graphdef, teacher_params)
+  hidden = jax.lax.stop_gradient(
+      trunk(
+          teacher_graphdef,
+          teacher_params,
+          batch.get(base.TEACHER_TOKENS, tokens),
+          batch.get(base.TEACHER_MASK, mask),
+          False,
+      )
+  )
+  head = jax.lax.stop_gradient(teacher.head_matrix())
+  segment_hidden = None
+  if base.SEGMENT_TOKENS in batch:
+    seg_tokens = batch[base.SEGMENT_TOKENS]
+    seg_mask = batch[base.SEGMENT_MASK].astype(bool)
+    segment_hidden = jax.lax.stop_gradient(
+        response_hidden(
+            teacher,
+            batch.get(base.TEACHER_SEGMENT_TOKENS, seg_tokens),
+            batch.get(base.TEACHER_SEGMENT_MASK, seg_mask).astype(bool),
+            batch[base.SEGMENT_RESPONSE_MASK].shape[1],
+        )
+    )
+  return hidden, head, segment_hidden
+
+
+def _segment(student, batch: Batch, teacher_hidden) -> Segment | None:
+  """A staged method's teacher-forced windows (`StepInputs.segment`), the
+  student's side under its gradient; None without segments."""
+  if teacher_hidden is None:
+    return None
+  seg_tokens = batch[base.SEGMENT_TOKENS]
+  seg_mask = batch[base.SEGMENT_MASK].astype(bool)
+  seg_window = batch[base.SEGMENT_RESPONSE_MASK].astype(bool)
+  w = seg_window.shape[1]
+  return Segment(
+      student_hidden=response_hidden(student, seg_tokens, seg_mask, w),
+      teacher_hidden=teacher_hidden,
+      ids=seg_tokens[:, -w:],
+      mask=seg_window,
+  )
 
 
 def compile_step(

@@ -828,7 +828,7 @@ def test_the_trainers_map_shows_the_tokens_the_run_trains(pair, tmp_path, name):
     setattr(c[name][block[0]] if block else c[name], leaf, value)
   method = methods.build_method(name, c[name].to_dict())
   trainer = types.SimpleNamespace(  # what the trainer's hook reads
-      c=c,
+      run_config=types.SimpleNamespace(seed=c.seed),
       workdir=str(tmp_path),
       student=lambda: student,
       teacher=teacher,
