@@ -68,7 +68,8 @@ def route(
   Returns:
     (probs [N, E] float32, weights [N, k] float32, experts int32 [N, k]).
   """
-  probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
+  acc = jnp.promote_types(router_logits.dtype, jnp.float32)  # f64 stays
+  probs = jax.nn.softmax(router_logits.astype(acc), axis=-1)
   weights, experts = jax.lax.top_k(probs, top_k)
   if norm_topk_prob:
     weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
@@ -79,14 +80,14 @@ def router_stats(probs, experts, where=None) -> RouterStats:
   """RouterStats of one layer: probs [N, E], experts [N, k], where [N]."""
   num_experts = probs.shape[-1]
   w = (
-      jnp.ones(probs.shape[:1], jnp.float32)
+      jnp.ones(probs.shape[:1], probs.dtype)
       if where is None
-      else where.astype(jnp.float32)
+      else where.astype(probs.dtype)
   )
   # A [N * k] scatter-add (transformers' histc / scatter_add_), not a
   # one-hot [N, k, E].
   counts = (
-      jnp.zeros((num_experts,), jnp.float32)
+      jnp.zeros((num_experts,), probs.dtype)
       .at[experts.reshape(-1)]
       .add(jnp.repeat(w, experts.shape[-1]))
   )

@@ -50,6 +50,8 @@ from flax import nnx
 from opd_jax.methods import base
 from opd_jax.methods.base import Method, Segment, StepInputs
 from opd_jax.models import cast_floating, map_row_groups, response_hidden
+from opd_jax.models import balance_loss, map_row_groups_with_sums
+from opd_jax.models import response_hidden_and_router
 from opd_jax.trainer import self_teacher
 from opd_jax.trainer.state import TrainState
 from opd_jax.trainer.update import guarded_update, jit_train_step
@@ -110,8 +112,11 @@ def train_step(
   def loss_fn(params):
     params = cast(params)
     student = nnx.merge(student_graphdef, params)
+    student_hidden, router = _student_trunk(
+        student_graphdef, params, tokens, mask, t, micro_batches
+    )
     inputs = StepInputs(
-        student_hidden=trunk(student_graphdef, params, tokens, mask, True),
+        student_hidden=student_hidden,
         student_head=student.head_matrix(),
         teacher_hidden=teacher_hidden,
         teacher_head=teacher_head,
@@ -123,7 +128,14 @@ def train_step(
         extras=extras or None,
         divergence_clip=divergence_clip,
     )
-    return method.loss(inputs)
+    loss, metrics = method.loss(inputs)
+    if router is None:
+      return loss, metrics
+    # A MoE student: transformers' router load-balancing term, weighted by
+    # its config's router_aux_loss_coef, over the whole batch.
+    aux = balance_loss(router)
+    coef = student.config.router_aux_loss_coef
+    return loss + coef * aux, {**metrics, "loss/router_aux": aux}
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, metrics), grads = grad_fn(state.params)
@@ -180,6 +192,15 @@ def _trunk(
       nnx.merge(graphdef, params), x, m, response_len
   )
   return map_row_groups(one, micro_batches, tokens, mask, remat=differentiated)
+
+
+def _student_trunk(graphdef, params, tokens, mask, response_len, groups):
+  """`_trunk` of the student (rematerialised groups) and its router sums
+  over the whole batch (`models.moe.RouterStats`; None if dense)."""
+  one = lambda x, m: response_hidden_and_router(
+      nnx.merge(graphdef, params), x, m, response_len
+  )
+  return map_row_groups_with_sums(one, groups, tokens, mask, remat=True)
 
 
 def _teacher_side(teacher_graphdef, teacher_params, batch: Batch, trunk):
