@@ -19,6 +19,7 @@ r"""Benchmarks of opd_jax, one subcommand each (run from the repository root).
   python -m benchmarks accelerator  # one GPU: parity, long step, sampler
   python -m benchmarks step-memory  # the whole step's memory at long T
   python -m benchmarks topd      # TOPD's step (stage + update) vs plain OPD
+  python -m benchmarks moe       # Qwen3-MoE forward / decode vs transformers
 
 `--quick` runs tiny shapes of our side only (a smoke test, no torch).
 """
@@ -30,6 +31,7 @@ import argparse
 from benchmarks import accelerator
 from benchmarks import common
 from benchmarks import memory
+from benchmarks import moe
 from benchmarks import rollout
 from benchmarks import step
 from benchmarks import step_memory
@@ -44,7 +46,7 @@ _QUICK_MEMORY = dict(
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   subparsers = parser.add_subparsers(dest="command", required=True)
-  for module in (memory, step, rollout, step_memory, accelerator, topd):
+  for module in (memory, step, rollout, step_memory, accelerator, topd, moe):
     module.add_parser(subparsers)
   args = parser.parse_args(argv)
   if args.quick and args.command in ("memory", "step", "rollout"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import platform
 import subprocess
 import tempfile
@@ -222,8 +223,16 @@ def run(args) -> None:
   )
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _run_quick_or_full(args) -> None:
+  if args.quick:
+    args.dim, args.layers, args.experts, args.top_k = 64, 2, 8, 2
+    args.expert_dim, args.vocab, args.seq, args.new_tokens = 32, 500, 32, 8
+    args.prompt = 8
+  run(args)
+
+
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser("moe", help=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true")
   p.add_argument("--dim", type=int, default=256)
   p.add_argument("--layers", type=int, default=4)
@@ -235,12 +244,15 @@ def main(argv=None) -> None:
   p.add_argument("--seq", type=int, default=128)
   p.add_argument("--prompt", type=int, default=32)
   p.add_argument("--new_tokens", type=int, default=32)
-  args = p.parse_args(argv)
-  if args.quick:
-    args.dim, args.layers, args.experts, args.top_k = 64, 2, 8, 2
-    args.expert_dim, args.vocab, args.seq, args.new_tokens = 32, 500, 32, 8
-    args.prompt = 8
-  run(args)
+  p.set_defaults(func=_run_quick_or_full)
+
+
+def main(argv=None) -> None:
+  """`python -m benchmarks.moe ...`, the same as `python -m benchmarks moe`."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_parser(parser.add_subparsers(dest="command", required=True))
+  args = parser.parse_args(["moe", *(sys.argv[1:] if argv is None else argv)])
+  args.func(args)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,29 @@ def test_topd_bench_is_a_subcommand(capsys):
   assert (args.new_tokens, args.max_candidates, args.window) == (16, 8, 50)
 
 
+def test_moe_bench_is_a_subcommand(capsys):
+  """`python -m benchmarks moe` is registered and parses as
+  `python -m benchmarks.moe` does (its run loads transformers: the MoE
+  parity itself is tests/models/test_moe.py's)."""
+  from benchmarks import __main__ as bench_main  # pylint: disable=g-import-not-at-top
+  from benchmarks import moe  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(SystemExit) as exit_info:
+    bench_main.main(["moe", "--help"])
+  assert exit_info.value.code == 0
+  assert "--expert_dim" in capsys.readouterr().out
+  ran = []
+  original = moe.run
+  moe.run = ran.append
+  try:
+    moe.main(["--quick", "--top_k", "4"])
+  finally:
+    moe.run = original
+  (args,) = ran
+  # --quick sets the tiny shape, including its own top-k.
+  assert (args.dim, args.layers, args.experts, args.top_k) == (64, 2, 8, 2)
+
+
 @pytest.mark.parametrize(
     "lscpu, want",
     [
