@@ -765,6 +765,20 @@ TRAIN = [
         "error: --config.async_checkpointing=maybe: expected true or false",
     ),
     (
+        "train: a warm-up as long as the run, refused before any compile",
+        [
+            "train",
+            "--config={tiny}",
+            "--config.optimizer.warmup_steps=6",
+            "--dry_run",
+        ],
+        2,
+        (
+            "config.optimizer.warmup_steps: expected an integer <"
+            " config.total_steps=6 (the warm-up must end inside the run), got 6"
+        ),
+    ),
+    (
         "train: student is a file",
         ["train", "--config={tiny}", "--config.student={file}", "--dry_run"],
         2,
@@ -803,6 +817,16 @@ DEMO = [
         ["demo", "--config.total_steps=0", "--workdir={tmp}/d1"],
         2,
         "config.total_steps: expected an integer >= 1, got 0",
+    ),
+    (
+        "demo: fewer steps than its warm-up, refused before the workdir",
+        ["demo", "--config.total_steps=5", "--workdir={tmp}/d1"],
+        2,
+        (
+            "config.optimizer.warmup_steps: expected an integer <"
+            " config.total_steps=5 (the warm-up must end inside the run), got"
+            " 10"
+        ),
     ),
     (
         "demo: a bad flag value is one line, not absl's FATAL",

@@ -79,6 +79,8 @@ QUICK = dict(
     seeds=(0,),
     overrides={
         "total_steps": 2,
+        # Below total_steps: a warm-up that outlasts the run is refused.
+        "optimizer.warmup_steps": 1,
         "eval_every": 2,
         "eval_examples": 4,
         "checkpoint_every": 2,

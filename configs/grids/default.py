@@ -87,6 +87,8 @@ QUICK = dict(
     seeds=(0,),
     overrides={
         "total_steps": 4,
+        # Below total_steps: a warm-up that outlasts the run is refused.
+        "optimizer.warmup_steps": 1,
         "eval_every": 2,
         "eval_examples": 8,
         "checkpoint_every": 2,

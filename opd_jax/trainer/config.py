@@ -333,13 +333,6 @@ def check_active(
         f" (config.eval_every={c.eval_every} has nothing to score); give a"
         " file with answers to evaluate on"
     )
-  warmup = c.optimizer.warmup_steps
-  if warmup and warmup >= c.total_steps:
-    cli.warn(
-        f"config.optimizer.warmup_steps={warmup} >= config.total_steps="
-        f"{c.total_steps}: the learning rate never reaches"
-        f" config.optimizer.learning_rate={c.optimizer.learning_rate}"
-    )
 
 
 def start_run(

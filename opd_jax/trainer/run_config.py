@@ -479,6 +479,15 @@ class Optimizer(Block):
   def __post_init__(self):
     need_int(self.total_steps, "total_steps", 1)
     need_int(self.warmup_steps, "optimizer.warmup_steps", 0)
+    # A warm-up as long as the run never reaches the learning rate: the run
+    # would train at a fraction of it (issue 38), so it is refused.
+    need(
+        self.warmup_steps < self.total_steps,
+        "optimizer.warmup_steps",
+        f"an integer < config.total_steps={self.total_steps} (the warm-up"
+        " must end inside the run)",
+        self.warmup_steps,
+    )
     need(
         self.learning_rate > 0,
         "optimizer.learning_rate",

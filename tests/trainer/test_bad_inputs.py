@@ -288,6 +288,13 @@ CASES = {
             " (batch_size x (max_prompt_len + max_new_tokens)), got 100000000"
         ),
     ),
+    "a warm-up as long as the run, refused before any compile": (
+        lambda p, t, c: c.optimizer.update(warmup_steps=4),
+        (
+            "config.optimizer.warmup_steps: expected an integer <"
+            " config.total_steps=4 (the warm-up must end inside the run), got 4"
+        ),
+    ),
     "a step count beyond int32": (
         lambda p, t, c: c.update(total_steps=10**10),
         "config.total_steps: expected an integer <= 2^31 - 1, got 10000000000",
@@ -327,11 +334,10 @@ def test_another_methods_field_on_the_command_line_is_refused(pair, tmp_path):
 
 def test_settings_without_effect_are_warned_once(pair, capsys):
   # From a config file (switching a config's method is a documented use),
-  # a file source without evaluation rows, a warm-up as long as the run.
+  # a file source without evaluation rows.
   c = testing.tiny_train_config(
       pair, method="rkl", eval_every=2, **{"tip.rho": 0.2}
   )
-  c.optimizer.warmup_steps = c.total_steps
   _file_data(None, c, "q.jsonl")
   cli._WARNED.clear()  # pylint: disable=protected-access (earlier cases')
   config_lib.check_active(c)
@@ -346,11 +352,6 @@ def test_settings_without_effect_are_warned_once(pair, capsys):
           "warning: config.data.eval_path is '': this run will not evaluate"
           " (config.eval_every=2 has nothing to score); give a file with"
           " answers to evaluate on"
-      ),
-      (
-          "warning: config.optimizer.warmup_steps=4 >= config.total_steps=4:"
-          " the learning rate never reaches"
-          " config.optimizer.learning_rate=0.003"
       ),
   ], lines
 
