@@ -35,11 +35,13 @@ demo: install
 # are built once): most tests compile, and XLA's compiler uses one core.
 # Files go out in collection order, longest first (tests/conftest.py), so
 # the two workers finish together. TEST_WORKERS=0 runs it in one process.
+# Every test's time lands in .cache/test-report.xml (the suite must stay
+# under 20 minutes on 2 cores: find what to trim there).
 TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pyink --check opd_jax scripts tests configs benchmarks
 	$(PY) -m pytest -q --doctest-modules opd_jax
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 --junitxml=.cache/test-report.xml tests
 
 # Benchmarks against TRL and transformers (TRL only here, never in tests);
 # the package is benchmarks/ (`python -m benchmarks SUBCOMMAND`).
