@@ -126,12 +126,16 @@ def _source():
     )
   if os.path.isfile(path) and not open(path, "rb").read(4096).strip():
     raise InputError(f"--task {path}: the question file is empty")
+  _check_file_flags(path, "--task")
   try:
     source = sources.FileSource(
         path,
         question_field=_SRC.question_field.value,
         answer_field=_SRC.answer_field.value,
         context_fields=_context_columns() or None,
+        # A saved DatasetDict is read at --split (default 'test', held-out
+        # questions as with a built-in task), not at its training split.
+        split=_SRC.split.value,
     )
   except ValueError as e:
     raise InputError(f"--task {path}: {e}") from e
@@ -143,6 +147,20 @@ def _source():
           " every question"
       )
   return source
+
+
+def _check_file_flags(path: str, flag: str) -> None:
+  """Refuses a built-in task's flag that cannot act on the file `path`."""
+  if _SRC.split.present and not os.path.isdir(path):
+    raise InputError(
+        f"--split={_SRC.split.value}: a file has no splits ({flag} {path});"
+        " --split picks a built-in task's split or a saved DatasetDict's"
+    )
+  if _SRC.difficulty.present:
+    raise InputError(
+        f"--difficulty: picks a built-in task's level; {flag} is the file"
+        f" {path}"
+    )
 
 
 def _context_columns() -> dict[str, str]:

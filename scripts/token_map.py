@@ -105,6 +105,14 @@ def _check_flags():
     raise InputError(f"--num_rollouts: expected >= 1, got {_N.value}")
   if _QUESTIONS.value:
     _check_questions_file(_QUESTIONS.value)
+    # A built-in task's flags cannot act on a file of questions.
+    for flag in (_SRC.split, _SRC.difficulty):
+      if flag.present:
+        raise InputError(
+            f"--{flag.name}={flag.value}: picks a built-in task's"
+            f" {'level' if flag is _SRC.difficulty else 'split'}; --questions"
+            f" is the file {_QUESTIONS.value}"
+        )
 
 
 def _check_questions_file(path: str) -> None:

@@ -410,6 +410,21 @@ EVALUATE += [
         ),
     ),
     (
+        "evaluate: arithmetic questions without end are capped, at once",
+        [
+            "evaluate",
+            "--model={student}",
+            "--data=arithmetic",
+            "--num_questions=100000000",
+        ],
+        2,
+        (
+            "--num_questions: expected at most 100000 (arithmetic's test"
+            " problems are drawn without end; more would take hours and"
+            " measure accuracy no better than +-0.3%), got 100000000"
+        ),
+    ),
+    (
         "evaluate: more problems than a split at a level holds",
         [
             "evaluate",
@@ -944,6 +959,73 @@ CONTEXT_ACCURACY = [
     ),
 ]
 
+# A built-in task's --split and --difficulty cannot act on a file of
+# questions: refused; diagnose reads a saved DatasetDict at --split.
+_DIAGNOSE = [
+    "diagnose",
+    "--student={student}",
+    "--teacher={teacher}",
+    "--out={tmp}/diagnosis",
+]
+DIAGNOSE = [
+    (
+        "diagnose: --split with a file",
+        _DIAGNOSE + ["--task={ok_eval}", "--split=validation"],
+        2,
+        (
+            "--split=validation: a file has no splits (--task {ok_eval});"
+            " --split picks a built-in task's split or a saved DatasetDict's"
+        ),
+    ),
+    (
+        "diagnose: --difficulty with a file",
+        _DIAGNOSE + ["--task={ok_eval}", "--difficulty=easy"],
+        2,
+        "--difficulty: picks a built-in task's level; --task is the file",
+    ),
+    (
+        "diagnose: a saved DatasetDict is read at --split",
+        _DIAGNOSE + ["--task={dataset_dict}", "--split=validation"],
+        2,
+        "split 'validation' not found; splits are ['train']",
+    ),
+    (
+        "diagnose: arithmetic questions without end are capped",
+        _DIAGNOSE + ["--num_questions=100000000"],
+        2,
+        (
+            "--num_questions: expected at most 100000 (arithmetic's test"
+            " problems are drawn without end; more would take hours"
+        ),
+    ),
+]
+_TOKEN_MAP = [
+    "token_map",
+    "--student={student}",
+    "--teacher={teacher}",
+    "--out={tmp}/map.html",
+]
+TOKEN_MAP = [
+    (
+        "token_map: --split with a file",
+        _TOKEN_MAP + ["--questions={ok_eval}", "--split=validation"],
+        2,
+        (
+            "--split=validation: picks a built-in task's split; --questions"
+            " is the file {ok_eval}"
+        ),
+    ),
+    (
+        "token_map: --difficulty with a file",
+        _TOKEN_MAP + ["--questions={ok_eval}", "--difficulty=easy"],
+        2,
+        (
+            "--difficulty=easy: picks a built-in task's level; --questions is"
+            " the file {ok_eval}"
+        ),
+    ),
+]
+
 CASES = (
     EXPORT
     + SAMPLE
@@ -951,6 +1033,8 @@ CASES = (
     + MAKE_STUDENT
     + TRAIN
     + DEMO
+    + DIAGNOSE
+    + TOKEN_MAP
     + TRAIN_TEACHER
     + CONTEXT_ACCURACY
 )
@@ -968,6 +1052,8 @@ def _paths(pair, tmp) -> dict[str, str]:
   paths = {
       "tmp": tmp,
       "student": pair["student"],
+      "teacher": pair["teacher"],
+      "dataset_dict": os.path.join(tmp, "dataset_dict"),
       "run": _fake_run(pair, os.path.join(tmp, "run")),
       "truncated": _fake_run(pair, os.path.join(tmp, "truncated")),
       "exported": os.path.join(tmp, "exported"),
@@ -1055,6 +1141,14 @@ def _paths(pair, tmp) -> dict[str, str]:
   for name, text in files.items():
     with open(os.path.join(tmp, name), "w") as f:
       f.write(text)
+  import datasets  # pylint: disable=g-import-not-at-top (slow to import)
+
+  datasets.disable_progress_bars()
+  datasets.DatasetDict(
+      train=datasets.Dataset.from_list(
+          [{"question": "What is 1 + 1?", "answer": "2"}]
+      )
+  ).save_to_disk(paths["dataset_dict"])
   return paths
 
 

@@ -37,7 +37,7 @@ import jax
 from opd_jax import methods
 from opd_jax.data import context as contexts
 from opd_jax.data import tasks
-from opd_jax.data.sources import TaskSource
+from opd_jax.data.sources import SPLITS, TaskSource
 from opd_jax.models import sequence_attention
 from opd_jax.models import transformer
 from opd_jax.models.config import PRESETS
@@ -350,6 +350,22 @@ class Data(Block):
           f"one of task {self.source!r}'s {levels}",
           self.difficulty,
       )
+      need(
+          self.eval_split in SPLITS,
+          "data.eval_split",
+          f"one of {SPLITS}",
+          self.eval_split,
+      )
+      try:  # more problems than the split holds, or than anyone evaluates
+        tasks.check_num_examples(
+            self.source,
+            self.difficulty,
+            self.eval_split,
+            self.eval_examples,
+            field="config.eval_examples",
+        )
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     else:
       need(bool(self.path), "data.path", "a local file or directory", self.path)
     tokens = self.batch_size * (self.max_prompt_len + self.max_new_tokens)

@@ -70,3 +70,16 @@ def test_every_grid_run_warms_up_inside_its_run(path, quick):
     c = grid.config(v, grid.seeds[0])
     assert c.optimizer.warmup_steps < c.total_steps, (v.name, quick)
     config_lib.validate(c)
+
+
+def test_evaluation_rows_beyond_a_split_are_refused_as_config_fields():
+  c = _load(os.path.join(_ROOT, "configs", "demo.py"))
+  c.eval_examples = 10**8
+  with pytest.raises(ConfigError, match=r"^config.eval_examples: expected at"):
+    config_lib.to_run_config(c)
+  c.eval_examples, c.data.eval_split = 8, "tset"
+  with pytest.raises(
+      ConfigError,
+      match=r"^config.data.eval_split: expected one of \('train',",
+  ):
+    config_lib.to_run_config(c)
