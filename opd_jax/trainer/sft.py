@@ -20,6 +20,7 @@ with it; both reuse the distillation trainer's `TrainState`, optimizer and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any, Callable, Iterator
@@ -258,21 +259,7 @@ def sft_train(
   Returns:
     (the trained model, list of (step, metrics) logged).
   """
-  if dataset.max_new_tokens is None:
-    raise ValueError(
-        "sft_train: dataset.max_new_tokens is None; the SFT"
-        " dataset needs reference responses"
-    )
-  if num_steps < 1 or batch_size < 1:
-    raise ValueError(
-        "sft_train: expected num_steps >= 1 and batch_size >="
-        f" 1, got {num_steps} and {batch_size}"
-    )
-  if workdir and checkpoint_every < 1:
-    raise ValueError(
-        "sft_train: checkpoint_every must be >= 1 with a workdir, got"
-        f" {checkpoint_every}"
-    )
+  _check_arguments(dataset, num_steps, batch_size, workdir, checkpoint_every)
   mesh = mesh or sharding.make_mesh(sharding.MeshConfig(1, -1, 1))
   optimizer = make_optimizer(
       learning_rate=learning_rate,
@@ -284,70 +271,157 @@ def sft_train(
   )
   graphdef, model_state = nnx.split(model)
   params = jax.tree.map(jnp.copy, model_state.to_pure_dict())
-  key = jax.random.PRNGKey(seed)
-  abstract_state = jax.eval_shape(
-      lambda p: init_state(p, optimizer, key), params
-  )
-  iterator = map(
+  batches = sft_batches(dataset, batch_size, seed, length_groups)
+  with jax.set_mesh(mesh):
+    fn, state, batch_sh = _compiled_step_and_state(
+        mesh, dataset, params, batch_size, graphdef, optimizer, seed
+    )
+    checkpointer = Checkpointer(workdir, max_to_keep=2) if workdir else None
+    start = 0
+    if checkpointer:
+      state, start = _resumed(checkpointer, state, batches)
+    cadence = _Cadence(
+        num_steps, log_every, checkpoint_every, evaluate_every, evaluate
+    )
+    report = callback or _print_metrics
+    merge = lambda params: nnx.merge(graphdef, params)
+    state, history = _run_steps(
+        fn,
+        state,
+        (batches, batch_sh),
+        start,
+        cadence,
+        checkpointer,
+        report,
+        merge,
+    )
+    if checkpointer:
+      checkpointer.close()
+  return nnx.merge(graphdef, state.params), history
+
+
+def _run_steps(fn, state, data, start, cadence, checkpointer, report, model):
+  """Steps `start + 1 .. cadence.num_steps`: (final state, logged history).
+
+  `data` is (host batches, their shardings); `model(params)` builds the
+  model `cadence.evaluate` takes.
+  """
+  batches, batch_sh = data
+  history = []
+  t0 = time.time()
+  for done in range(start + 1, cadence.num_steps + 1):
+    state, metrics = fn(state, jax.device_put(next(batches), batch_sh))
+    if checkpointer and cadence.checkpoint(done):
+      checkpointer.save(done, state, {"step": done})
+    if cadence.log(done):
+      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      if cadence.evaluate_now(done):
+        m.update(cadence.evaluate(model(state.params)))
+      m["train/elapsed"] = time.time() - t0
+      history.append((done, m))
+      report(done, m)
+  return state, history
+
+
+def _check_arguments(dataset, num_steps, batch_size, workdir, every) -> None:
+  if dataset.max_new_tokens is None:
+    raise ValueError(
+        "sft_train: dataset.max_new_tokens is None; the SFT"
+        " dataset needs reference responses"
+    )
+  if num_steps < 1 or batch_size < 1:
+    raise ValueError(
+        "sft_train: expected num_steps >= 1 and batch_size >="
+        f" 1, got {num_steps} and {batch_size}"
+    )
+  if workdir and every < 1:
+    raise ValueError(
+        f"sft_train: checkpoint_every must be >= 1 with a workdir, got {every}"
+    )
+
+
+def sft_batches(
+    dataset: PromptDataset, batch_size: int, seed: int, length_groups: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """The host batches `sft_train` steps on: a pure function of `seed`."""
+  batches = map(
       sft_batch,
       PromptIterator(dataset, global_batch_size=batch_size, seed=seed),
   )
   if length_groups:
-    iterator = length_grouped(iterator, length_groups, seed)
+    batches = length_grouped(batches, length_groups, seed)
+  return batches
+
+
+def _compiled_step_and_state(
+    mesh, dataset, params, batch_size, graphdef, optimizer, seed
+):
+  """(`sft_step` compiled for the untrimmed batch shape, the initial
+  state placed with its shardings, the batch shardings)."""
+  key = jax.random.PRNGKey(seed)
+  abstract_state = jax.eval_shape(
+      lambda p: init_state(p, optimizer, key), params
+  )
   abstract_batch = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
       sft_batch(dataset.batch(np.arange(batch_size) % len(dataset))),
   )
-  history = []
-  report = callback or _print_metrics
-  t0 = time.time()
-  with jax.set_mesh(mesh):
-    fn, state_sh, batch_sh = compile_sft_step(
-        mesh,
-        abstract_state,
-        abstract_batch,
-        graphdef=graphdef,
-        optimizer=optimizer,
-    )
-    state = jax.jit(
-        lambda p: init_state(p, optimizer, key), out_shardings=state_sh
-    )(params)
-    start, checkpointer = 0, None
-    if workdir:
-      checkpointer = Checkpointer(workdir, max_to_keep=2)
-      abstract = jax.tree.map(
-          lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-          abstract_state,
-          state_sh,
-      )
-      restored = checkpointer.restore_latest(abstract)
-      if restored is not None:
-        state, _, start = restored
-        print(f"sft: resumed from step {start} ({checkpointer.directory})")
-        # The iterator is a pure function of `seed`: replaying the batches
-        # already used puts it where the interrupted run left it.
-        for _ in range(start):
-          next(iterator)
-    for i in range(start, num_steps):
-      batch = jax.device_put(next(iterator), batch_sh)
-      state, metrics = fn(state, batch)
-      done = i + 1
-      last = done == num_steps
-      if checkpointer and (done % checkpoint_every == 0 or last):
-        checkpointer.save(done, state, {"step": done})
-      due = bool(evaluate and evaluate_every) and (
-          done % evaluate_every == 0 or last
-      )
-      if done % log_every == 0 or last or due:
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if due:
-          m.update(evaluate(nnx.merge(graphdef, state.params)))
-        m["train/elapsed"] = time.time() - t0
-        history.append((done, m))
-        report(done, m)
-    if checkpointer:
-      checkpointer.close()
-  return nnx.merge(graphdef, state.params), history
+  fn, state_sh, batch_sh = compile_sft_step(
+      mesh,
+      abstract_state,
+      abstract_batch,
+      graphdef=graphdef,
+      optimizer=optimizer,
+  )
+  state = jax.jit(
+      lambda p: init_state(p, optimizer, key), out_shardings=state_sh
+  )(params)
+  return fn, state, batch_sh
+
+
+def _resumed(
+    checkpointer: Checkpointer, state: TrainState, batches: Iterator
+) -> tuple[TrainState, int]:
+  """The latest checkpoint's state and step (`state` and 0 if none), with
+  `batches` advanced past the batches that run used."""
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      state,
+  )
+  restored = checkpointer.restore_latest(abstract)
+  if restored is None:
+    return state, 0
+  state, _, start = restored
+  print(f"sft: resumed from step {start} ({checkpointer.directory})")
+  # The batches are a pure function of the seed: replaying the ones
+  # already used puts them where the interrupted run left them.
+  for _ in range(start):
+    next(batches)
+  return state, start
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cadence:
+  """Which steps of an `sft_train` run log, checkpoint and evaluate (the
+  last step does all three)."""
+
+  num_steps: int
+  log_every: int
+  checkpoint_every: int
+  evaluate_every: int
+  evaluate: Callable | None
+
+  def checkpoint(self, step: int) -> bool:
+    return step % self.checkpoint_every == 0 or step == self.num_steps
+
+  def evaluate_now(self, step: int) -> bool:
+    if not (self.evaluate and self.evaluate_every):
+      return False
+    return step % self.evaluate_every == 0 or step == self.num_steps
+
+  def log(self, step: int) -> bool:
+    last = step == self.num_steps
+    return step % self.log_every == 0 or last or self.evaluate_now(step)
 
 
 def _print_metrics(step: int, metrics: dict[str, float]) -> None:

@@ -40,7 +40,7 @@ one group.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -104,10 +104,7 @@ def train_step(
   teacher_params = cast(
       self_teacher.step_teacher_params(teacher_weights, state, teacher_params)
   )
-  teacher_hidden, teacher_head, seg_teacher_hidden = _teacher_side(
-      teacher_graphdef, teacher_params, batch, trunk
-  )
-  extras = _extras(batch)
+  teacher = _teacher_side(teacher_graphdef, teacher_params, batch, trunk)
 
   def loss_fn(params):
     params = cast(params)
@@ -118,37 +115,39 @@ def train_step(
     inputs = StepInputs(
         student_hidden=student_hidden,
         student_head=student.head_matrix(),
-        teacher_hidden=teacher_hidden,
-        teacher_head=teacher_head,
+        teacher_hidden=teacher.hidden,
+        teacher_head=teacher.head,
         ids=tokens[:, -t:],
         mask=response_mask,
         sampler_logprobs=batch["sampler_logprobs"].astype(jnp.float32),
         key=key,
-        segment=_segment(student, batch, seg_teacher_hidden),
-        extras=extras or None,
+        segment=_segment(student, batch, teacher.segment_hidden),
+        extras=_extras(batch) or None,
         divergence_clip=divergence_clip,
     )
     loss, metrics = method.loss(inputs)
-    if router is None:
-      return loss, metrics
-    # A MoE student: transformers' router load-balancing term, weighted by
-    # its config's router_aux_loss_coef, over the whole batch.
-    aux = balance_loss(router)
-    coef = student.config.router_aux_loss_coef
-    return loss + coef * aux, {**metrics, "loss/router_aux": aux}
+    return _with_router_loss(student, router, loss, metrics)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, metrics), grads = grad_fn(state.params)
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+  )
   new_state, update_metrics = guarded_update(state, loss, grads, optimizer)
-  out = {
-      "loss/total": loss,
-      **update_metrics,
-      **_rollout_metrics(tokens, response_mask, eos_ids),
-      **metrics,
-  }
+  rollout = _rollout_metrics(tokens, response_mask, eos_ids)
+  out = {"loss/total": loss, **update_metrics, **rollout, **metrics}
   if learning_rate_fn is not None:
     out["train/lr"] = learning_rate_fn(state.step)
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+def _with_router_loss(student, router, loss, metrics):
+  """A MoE student's loss plus transformers' router load-balancing term over
+  the whole batch, weighted by its config's `router_aux_loss_coef`, and
+  `loss/router_aux` reported; a dense student's (`router` None) as is."""
+  if router is None:
+    return loss, metrics
+  aux = balance_loss(router)
+  coef = student.config.router_aux_loss_coef
+  return loss + coef * aux, {**metrics, "loss/router_aux": aux}
 
 
 def _extras(batch: Batch) -> Batch:
@@ -203,9 +202,18 @@ def _student_trunk(graphdef, params, tokens, mask, response_len, groups):
   return map_row_groups_with_sums(one, groups, tokens, mask, remat=True)
 
 
-def _teacher_side(teacher_graphdef, teacher_params, batch: Batch, trunk):
-  """The teacher's (hidden [B, T, Dt], head [Dt, V], a staged method's
-  segment hidden [M, W, Dt] or None), all without gradient.
+class TeacherSide(NamedTuple):
+  """The teacher's side of a step, computed once without gradient."""
+
+  hidden: jax.Array  # [B, T, Dt]
+  head: jax.Array  # [Dt, V]
+  segment_hidden: jax.Array | None  # [M, W, Dt], a staged method's windows
+
+
+def _teacher_side(
+    teacher_graphdef, teacher_params, batch: Batch, trunk
+) -> TeacherSide:
+  """The teacher's hidden states, head and segment hidden states.
 
   The teacher scores its own sequence (`teacher/tokens`) when the batch has
   one; a segment follows the teacher's own prefix (`teacher/segment/...`)
@@ -236,7 +244,7 @@ def _teacher_side(teacher_graphdef, teacher_params, batch: Batch, trunk):
             batch[base.SEGMENT_RESPONSE_MASK].shape[1],
         )
     )
-  return hidden, head, segment_hidden
+  return TeacherSide(hidden, head, segment_hidden)
 
 
 def _segment(student, batch: Batch, teacher_hidden) -> Segment | None:
