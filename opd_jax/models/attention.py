@@ -159,8 +159,12 @@ class Attention(nnx.Module):
         config.head_dim,
     )
     bias = config.qkv_bias
+    # With an output gate (Qwen3.5) q_proj yields per head the query then
+    # the gate, [.., N, 2H], HF's layout.
+    self.gated = config.attn_output_gate
+    qh = 2 * h if self.gated else h
     self.q_proj = layers.Projection(
-        rngs, (*stack, d, n, h), (*stack, n, h), dtype, use_bias=bias
+        rngs, (*stack, d, n, qh), (*stack, n, qh), dtype, use_bias=bias
     )
     self.k_proj = layers.Projection(
         rngs, (*stack, d, k, h), (*stack, k, h), dtype, use_bias=bias
@@ -172,8 +176,13 @@ class Attention(nnx.Module):
         rngs, (*stack, n, h, d), None, dtype, use_bias=False, in_dims=2
     )
     if config.qk_norm:
-      self.q_norm = layers.RMSNorm((*stack, h), config.rms_norm_eps, dtype)
-      self.k_norm = layers.RMSNorm((*stack, h), config.rms_norm_eps, dtype)
+      zc = config.zero_centred_norms
+      self.q_norm = layers.RMSNorm(
+          (*stack, h), config.rms_norm_eps, dtype, zero_centred=zc
+      )
+      self.k_norm = layers.RMSNorm(
+          (*stack, h), config.rms_norm_eps, dtype, zero_centred=zc
+      )
     else:
       self.q_norm = self.k_norm = None
     self.num_groups = config.num_groups
@@ -221,7 +230,10 @@ class Attention(nnx.Module):
       The output [B, T, D] and the updated (k, v) cache buffers (None when
       there is no cache).
     """
-    q = self.q_proj(x)  # [B, T, N, H]
+    q = self.q_proj(x)  # [B, T, N, H] ([B, T, N, 2H] with the gate)
+    gate = None
+    if self.gated:
+      q, gate = jnp.split(q, 2, axis=-1)
     k = self.k_proj(x)  # [B, T, K, H]
     v = self.v_proj(x)
     if self.q_norm is not None:
@@ -232,9 +244,12 @@ class Attention(nnx.Module):
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, self.num_groups, h)
     if kv is not None:
-      return self._cached(q, k, v, key_mask, query_slots, kv, start, fresh)
-    out = self._sequence(q, k, v, key_mask)
-    return self.o_proj(out), None
+      out, kv = self._cached(q, k, v, key_mask, query_slots, kv, start, fresh)
+    else:
+      out, kv = self._sequence(q, k, v, key_mask), None
+    if gate is not None:
+      out = out * jax.nn.sigmoid(gate.astype(jnp.float32)).astype(out.dtype)
+    return self.o_proj(out), kv
 
   def _sequence(self, q, k, v, key_mask):
     """Causal attention of q [B, T, K, G, H] to k, v [B, T, K, H] of the
@@ -252,7 +267,8 @@ class Attention(nnx.Module):
     return sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
 
   def _cached(self, q, k, v, key_mask, query_slots, kv, start, fresh):
-    """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H]."""
+    """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H];
+    -> (out [B, T, N, H] before o_proj, (k_cache, v_cache))."""
     b, t, kh, g, h = q.shape
     if fresh:
       # A prefill into an empty cache: the new tokens attend to themselves
@@ -268,7 +284,7 @@ class Attention(nnx.Module):
       out = self._sequence(
           q.astype(dt), k.astype(dt), v.astype(dt), key_mask[:, :t]
       ).astype(q.dtype)
-      return self.o_proj(out), (k_cache, v_cache)
+      return out, (k_cache, v_cache)
     if self.decode_kernel and t == 1 and kv[0].dtype in kernels.KERNEL_DTYPES:
       out, k_cache, v_cache = _kernel_step(
           q, k, v, kv[0], kv[1], key_mask, start, self.scale
@@ -280,7 +296,7 @@ class Attention(nnx.Module):
     out = sharding.shard(
         out.reshape(b, t, kh * g, h), P(sharding.BATCH, None, "tensor", None)
     )
-    return self.o_proj(out), (k_cache, v_cache)
+    return out, (k_cache, v_cache)
 
 
 def cached_attention(

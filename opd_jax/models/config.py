@@ -24,7 +24,9 @@ from opd_jax.models import hf_guard
 from opd_jax.models import sequence_attention
 from opd_jax.models.hf_guard import UnsupportedConfigError
 
-FAMILIES = ("llama", "qwen2", "qwen3", "qwen3_moe")
+FAMILIES = ("llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_5")
+# Layer kinds of a hybrid model (`ModelConfig.layer_types`, HF's names).
+LAYER_TYPES = ("full_attention", "linear_attention")
 REMAT_POLICIES = ("auto", "none", "full", "dots", "offload")
 # `remat='auto'` on CPU rematerialises from this many tokens per row on.
 REMAT_AUTO_MIN_LEN = 1024
@@ -35,13 +37,20 @@ _MODEL_TYPES = {
     "qwen2": "qwen2",
     "qwen3": "qwen3",
     "qwen3_moe": "qwen3_moe",
+    "qwen3_5_text": "qwen3_5",
 }
+# Multimodal checkpoints whose text half (`text_config`, the
+# `model.language_model.*` tensors) is a family of ours; the vision tower and
+# the multi-token-prediction head are ignored, as transformers' causal LM does.
+MULTIMODAL_TYPES = {"qwen3_5": "Qwen3_5ForConditionalGeneration"}
 _ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "qwen3_moe": "Qwen3MoeForCausalLM",
+    "qwen3_5": "Qwen3_5ForCausalLM",
 }
+_HF_MODEL_TYPES = {family: t for t, family in _MODEL_TYPES.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +104,19 @@ class ModelConfig:
       An execution setting: not saved to HF.
     attention_block_size: largest query / key block of the blockwise
       attention.
+    layer_types: per layer, 'full_attention' or 'linear_attention' (Gated
+      DeltaNet) for the hybrid family 'qwen3_5'; () for the others (all
+      full attention). A 'qwen3_5' model also gates its attention output
+      (q_proj yields a query and a gate per head) and keeps every RMSNorm
+      weight but the Gated DeltaNet's zero-centred (scale 1 + w).
+    partial_rotary_factor: RoPE turns the first `rotary_dim` = int(head_dim
+      * factor) channels of each head (1.0: all of them).
+    linear_conv_kernel: taps of the Gated DeltaNet's causal depthwise conv.
+    linear_num_key_heads, linear_key_head_dim: its query / key heads Hk, K.
+    linear_num_value_heads, linear_value_head_dim: its value heads Hv
+      (a multiple of Hk), V; the recurrent state is [Hv, K, V] per row.
+    delta_chunk_size: positions per chunk of the chunked delta rule
+      (`gated_delta.gated_delta_chunked`). An execution setting: not saved.
     remat: rematerialisation of the layers under differentiation, one of
       `REMAT_POLICIES`: 'none' keeps every layer's activations for the
       backward pass; 'full' keeps each layer's input only and recomputes
@@ -133,6 +155,14 @@ class ModelConfig:
   attention: str = "auto"
   attention_block_size: int = 512
   remat: str = "auto"
+  layer_types: tuple[str, ...] = ()
+  partial_rotary_factor: float = 1.0
+  linear_conv_kernel: int = 0
+  linear_num_key_heads: int = 0
+  linear_num_value_heads: int = 0
+  linear_key_head_dim: int = 0
+  linear_value_head_dim: int = 0
+  delta_chunk_size: int = 64
 
   def __post_init__(self):
     if self.attention not in sequence_attention.IMPLEMENTATIONS:
@@ -166,6 +196,7 @@ class ModelConfig:
         )
     _check_family_flags(self)
     _check_moe(self)
+    _check_hybrid(self)
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           "ModelConfig.num_heads must be a multiple of num_kv_heads, got"
@@ -176,6 +207,35 @@ class ModelConfig:
   def num_groups(self) -> int:
     """Query heads per key/value head (1 for multi-head attention)."""
     return self.num_heads // self.num_kv_heads
+
+  @property
+  def is_hybrid(self) -> bool:
+    """The model has Gated DeltaNet (linear attention) layers."""
+    return "linear_attention" in self.layer_types
+
+  @property
+  def zero_centred_norms(self) -> bool:
+    """RMSNorm weights w scale by (1 + w) (Qwen3.5), stored as HF stores w."""
+    return self.family == "qwen3_5"
+
+  @property
+  def attn_output_gate(self) -> bool:
+    """Attention output * sigmoid(a per-head gate from q_proj) (Qwen3.5)."""
+    return self.family == "qwen3_5"
+
+  @property
+  def rotary_dim(self) -> int:
+    """Channels of each head that RoPE turns (the first ones)."""
+    return int(self.head_dim * self.partial_rotary_factor)
+
+  def layer_kinds(self) -> tuple[str, ...]:
+    """Per layer: 'moe', 'linear' (Gated DeltaNet + MLP) or 'dense'."""
+    moe = self.moe_layer_mask()
+    types = self.layer_types or ("full_attention",) * self.num_layers
+    return tuple(
+        "moe" if m else "linear" if t == "linear_attention" else "dense"
+        for m, t in zip(moe, types)
+    )
 
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
@@ -210,7 +270,7 @@ class ModelConfig:
     q = d * self.num_heads * self.head_dim
     kv = 2 * d * self.num_kv_heads * self.head_dim
     o = self.num_heads * self.head_dim * d
-    per_layer = q + kv + o + 2 * d
+    per_layer = q * (2 if self.attn_output_gate else 1) + kv + o + 2 * d
     if self.qkv_bias:
       per_layer += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
     if self.qk_norm:
@@ -219,7 +279,20 @@ class ModelConfig:
     moe = d * self.num_experts + experts * 3 * d * self.moe_mlp_dim
     mlps = sum(moe if m else 3 * d * f for m in self.moe_layer_mask())
     embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-    return l * per_layer + mlps + embed + d
+    linear = self.layer_kinds().count("linear")
+    hk, hv = self.linear_num_key_heads, self.linear_num_value_heads
+    kd, vd = self.linear_key_head_dim, self.linear_value_head_dim
+    conv = 2 * hk * kd + hv * vd
+    per_linear = (
+        d * conv  # in_proj_qkv
+        + conv * self.linear_conv_kernel
+        + 2 * d * hv * vd  # in_proj_z, out_proj
+        + 2 * d * hv  # in_proj_a, in_proj_b
+        + 2 * hv  # A_log, dt_bias
+        + vd  # the gated norm
+        + 2 * d
+    )
+    return (l - linear) * per_layer + linear * per_linear + mlps + embed + d
 
   # -- presets ---------------------------------------------------------------
   # Numbers from the public config.json of each checkpoint.
@@ -405,7 +478,7 @@ def _check_family_flags(config: "ModelConfig") -> None:
   """
   for name, want in (
       ("qkv_bias", config.family == "qwen2"),
-      ("qk_norm", config.family in ("qwen3", "qwen3_moe")),
+      ("qk_norm", config.family in ("qwen3", "qwen3_moe", "qwen3_5")),
   ):
     if getattr(config, name) != want:
       raise ValueError(
@@ -415,6 +488,69 @@ def _check_family_flags(config: "ModelConfig") -> None:
           f" {'q/k/v biases' if name == 'qkv_bias' else 'q/k norms'}),"
           f" got {name}={getattr(config, name)}"
       )
+
+
+def _check_hybrid(config: "ModelConfig") -> None:
+  """Refuses a layer pattern or linear-attention shape the code does not
+  implement (one line naming the field)."""
+  linear_fields = (
+      "linear_conv_kernel",
+      "linear_num_key_heads",
+      "linear_num_value_heads",
+      "linear_key_head_dim",
+      "linear_value_head_dim",
+  )
+  if config.family != "qwen3_5":
+    for name in ("layer_types",) + linear_fields:
+      if getattr(config, name):
+        raise ValueError(
+            f"ModelConfig.{name}: family {config.family!r} has no linear"
+            f" attention layers (only 'qwen3_5'), got {getattr(config, name)!r}"
+        )
+    if config.partial_rotary_factor != 1.0:
+      raise ValueError(
+          f"ModelConfig.partial_rotary_factor: family {config.family!r}"
+          " turns whole heads (only 'qwen3_5' has partial RoPE), got"
+          f" {config.partial_rotary_factor!r}"
+      )
+    return
+  types = config.layer_types
+  if not isinstance(types, tuple) or len(types) != config.num_layers:
+    raise ValueError(
+        "ModelConfig.layer_types: expected one entry per layer"
+        f" ({config.num_layers}), got {types!r}"
+    )
+  bad = sorted({t for t in types if t not in LAYER_TYPES})
+  if bad:
+    raise ValueError(
+        f"ModelConfig.layer_types: {bad} not implemented; expected each of"
+        f" {LAYER_TYPES}"
+    )
+  if "full_attention" not in types:
+    raise ValueError(
+        "ModelConfig.layer_types: no 'full_attention' layer; a hybrid model"
+        " needs at least one"
+    )
+  if config.is_hybrid:
+    for name in linear_fields + ("delta_chunk_size",):
+      value = getattr(config, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(
+            f"ModelConfig.{name}: expected a positive int, got {value!r}"
+        )
+    if config.linear_num_value_heads % config.linear_num_key_heads:
+      raise ValueError(
+          "ModelConfig.linear_num_value_heads must be a multiple of"
+          f" linear_num_key_heads, got {config.linear_num_value_heads} and"
+          f" {config.linear_num_key_heads}"
+      )
+  r = config.rotary_dim
+  if not 0 < config.partial_rotary_factor <= 1 or r <= 0 or r % 2:
+    raise ValueError(
+        "ModelConfig.partial_rotary_factor: expected int(head_dim * factor)"
+        f" even and > 0, got {config.partial_rotary_factor!r} of head_dim"
+        f" {config.head_dim}"
+    )
 
 
 def _check_moe(config: "ModelConfig") -> None:
@@ -449,10 +585,25 @@ def _check_moe(config: "ModelConfig") -> None:
     )
 
 
+def _partial_rotary(hf: Mapping[str, Any]) -> float:
+  """A `qwen3_5` config's partial_rotary_factor (in rope_parameters, or at
+  the top level as transformers 4.x wrote it; 0.25 is transformers' default)."""
+  params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+  value = params.get("partial_rotary_factor", hf.get("partial_rotary_factor"))
+  value = 0.25 if value is None else value
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise UnsupportedConfigError(
+        "HF config field partial_rotary_factor: expected a number, got"
+        f" {value!r}"
+    )
+  return float(value)
+
+
 def _rope_from_hf(
-    hf: Mapping[str, Any],
+    hf: Mapping[str, Any], *, partial: bool = False
 ) -> tuple[float, Llama3RopeScaling | None]:
-  """Reads RoPE settings written by transformers 4.x or 5.x."""
+  """Reads RoPE settings written by transformers 4.x or 5.x (`partial`: the
+  family reads `partial_rotary_factor` itself)."""
   params = hf.get("rope_parameters")
   if params is not None:  # transformers 5.x
     field, scaling = "rope_parameters", dict(params)
@@ -460,7 +611,11 @@ def _rope_from_hf(
   else:  # transformers 4.x
     field, scaling = "rope_scaling", dict(hf.get("rope_scaling") or {})
     theta = hf.get("rope_theta", 10_000.0)
-  if scaling.get("partial_rotary_factor", 1.0) not in (None, 1, 1.0):
+  if not partial and scaling.get("partial_rotary_factor", 1.0) not in (
+      None,
+      1,
+      1.0,
+  ):
     raise _unsupported(
         f"{field}.partial_rotary_factor",
         scaling["partial_rotary_factor"],
@@ -497,7 +652,8 @@ def _family(hf: Mapping[str, Any]) -> str:
     raise _unsupported(
         "model_type",
         model_type,
-        f"supported model types are {sorted(_MODEL_TYPES)}",
+        "supported model types are"
+        f" {sorted([*_MODEL_TYPES, *MULTIMODAL_TYPES])}",
     )
   family = _MODEL_TYPES[model_type]
   archs = hf.get("architectures") or []
@@ -535,9 +691,10 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
     raise UnsupportedConfigError(
         f"HF config: expected a JSON object, got {type(hf).__name__}"
     )
+  hf, outer_ignored = _text_half(hf)
   family = _family(hf)
-  ignored = hf_guard.check_fields(hf, family)
-  theta, scaling = _rope_from_hf(hf)
+  ignored = hf_guard.check_fields(hf, family) + outer_ignored
+  theta, scaling = _rope_from_hf(hf, partial=family == "qwen3_5")
   heads = _required_int(hf, "num_attention_heads")
   d = _required_int(hf, "hidden_size")
   head_dim = hf.get("head_dim") or (d // heads if heads > 0 else 0)
@@ -559,14 +716,75 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
       rope_scaling=scaling,
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=family == "qwen2",
-      qk_norm=family in ("qwen3", "qwen3_moe"),
+      qk_norm=family in ("qwen3", "qwen3_moe", "qwen3_5"),
       max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
       bos_token_id=hf.get("bos_token_id"),
       eos_token_ids=tuple(int(e) for e in eos_ids),
       pad_token_id=hf.get("pad_token_id"),
       **(_moe_from_hf(hf) if family == "qwen3_moe" else {}),
+      **(_hybrid_from_hf(hf) if family == "qwen3_5" else {}),
   )
   return config, ignored
+
+
+def _text_half(hf: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+  """For a multimodal config (`MULTIMODAL_TYPES`), its `text_config` as a
+  text model's config and the outer fields ignored; else (hf, [])."""
+  model_type = hf.get("model_type")
+  if model_type not in MULTIMODAL_TYPES:
+    return hf, []
+  text = hf.get("text_config")
+  if not isinstance(text, Mapping):
+    raise UnsupportedConfigError(
+        f"HF config field text_config: a {model_type!r} config needs its text"
+        f" model's config there, got {text!r}"
+    )
+  arch = MULTIMODAL_TYPES[model_type]
+  archs = hf.get("architectures") or []
+  if any(a != arch for a in archs):
+    raise _unsupported("architectures", archs, f"expected [{arch!r}]")
+  ignored = hf_guard.check_multimodal_fields(hf)
+  text = dict(text)
+  tie = hf.get("tie_word_embeddings")
+  if tie is not None and bool(tie) != bool(text.get("tie_word_embeddings")):
+    raise UnsupportedConfigError(
+        f"HF config field tie_word_embeddings={tie!r} disagrees with"
+        f" text_config.tie_word_embeddings={text.get('tie_word_embeddings')!r}"
+    )
+  text["architectures"] = [_ARCHITECTURES[_MODEL_TYPES[text.get("model_type")]]]
+  return text, ignored
+
+
+def _hybrid_from_hf(hf: Mapping[str, Any]) -> dict[str, Any]:
+  """ModelConfig fields of a `qwen3_5_text` config.json (transformers' rule
+  for a missing `layer_types`: every `full_attention_interval`-th layer is
+  full attention)."""
+  n = _required_int(hf, "num_hidden_layers")
+  types = hf.get("layer_types")
+  if types is None:
+    every = hf.get("full_attention_interval", 4)
+    types = [
+        "linear_attention" if (i + 1) % every else "full_attention"
+        for i in range(n)
+    ]
+  if not isinstance(types, list):
+    raise UnsupportedConfigError(
+        f"HF config field layer_types: expected a list, got {types!r}"
+    )
+  bad = sorted({str(t) for t in types if t not in LAYER_TYPES})
+  if bad:
+    raise _unsupported(
+        "layer_types", bad, f"implemented layer types are {list(LAYER_TYPES)}"
+    )
+  return dict(
+      layer_types=tuple(types),
+      partial_rotary_factor=_partial_rotary(hf),
+      linear_conv_kernel=_required_int(hf, "linear_conv_kernel_dim"),
+      linear_num_key_heads=_required_int(hf, "linear_num_key_heads"),
+      linear_num_value_heads=_required_int(hf, "linear_num_value_heads"),
+      linear_key_head_dim=_required_int(hf, "linear_key_head_dim"),
+      linear_value_head_dim=_required_int(hf, "linear_value_head_dim"),
+  )
 
 
 def _moe_from_hf(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -636,9 +854,11 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
         **dataclasses.asdict(config.rope_scaling),
     }
   eos = list(config.eos_token_ids)
+  if config.family == "qwen3_5":
+    rope["partial_rotary_factor"] = config.partial_rotary_factor
   hf = {
       "architectures": [_ARCHITECTURES[config.family]],
-      "model_type": config.family,
+      "model_type": _HF_MODEL_TYPES[config.family],
       "vocab_size": config.vocab_size,
       "hidden_size": config.embed_dim,
       "intermediate_size": config.mlp_dim,
@@ -661,6 +881,17 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
   }
   if config.family == "llama":
     hf.update(attention_bias=False, mlp_bias=False)
+  elif config.family == "qwen3_5":
+    hf.update(
+        attention_bias=False,
+        layer_types=list(config.layer_types),
+        linear_conv_kernel_dim=config.linear_conv_kernel,
+        linear_num_key_heads=config.linear_num_key_heads,
+        linear_num_value_heads=config.linear_num_value_heads,
+        linear_key_head_dim=config.linear_key_head_dim,
+        linear_value_head_dim=config.linear_value_head_dim,
+    )
+    del hf["rope_theta"], hf["rope_scaling"]  # 5.x only reads rope_parameters
   else:
     hf.update(use_sliding_window=False, sliding_window=None)
     if config.family in ("qwen3", "qwen3_moe"):

@@ -94,6 +94,7 @@ class SplitTransformer(Transformer):
         setattr(self, name, value)
     self.layers = nnx.List(model._blocks())  # pylint: disable=protected-access
     self.dense_layers = None
+    self.linear_layers = None
     # The C++ kernels and the fused decode head are single-device CPU
     # paths: elsewhere XLA's dots are the fast ones, and under a mesh of
     # several devices the partitioner would gather their operands (the

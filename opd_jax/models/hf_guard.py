@@ -69,6 +69,31 @@ MOE_READ = frozenset({
     "output_router_logits",
 })
 
+# Fields `from_hf_config` reads for the hybrid family (`qwen3_5`).
+HYBRID_READ = frozenset({
+    "layer_types",
+    "full_attention_interval",
+    "partial_rotary_factor",
+    "linear_conv_kernel_dim",
+    "linear_num_key_heads",
+    "linear_num_value_heads",
+    "linear_key_head_dim",
+    "linear_value_head_dim",
+})
+
+# Outer fields of a multimodal config (`qwen3_5`) whose text half we load:
+# the vision tower's settings and the ids of its placeholder tokens, which a
+# text-only forward never meets.
+MULTIMODAL_OUTER = frozenset({
+    "text_config",
+    "vision_config",
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "tie_word_embeddings",
+})
+
 # Fields that never change the forward pass, whatever their value: HF
 # bookkeeping, the generation defaults transformers 4.x wrote into every
 # config, tokenizer hints, and markers of the tools that wrote the file.
@@ -239,6 +264,9 @@ def _attention_bias(hf: Mapping[str, Any], family: str) -> list[str]:
 def _sliding_window(hf: Mapping[str, Any], family: str) -> list[str]:
   """Refuses an active sliding window; returns the inert fields."""
   present = [f for f in _SLIDING_FIELDS if f in hf]
+  if family == "qwen3_5":
+    # transformers' Qwen3.5 has no sliding window; layer_types is read.
+    return [f for f in present if f != "layer_types"]
   if family == "llama":
     # transformers' Llama has no sliding window: the fields are inert.
     return present
@@ -290,6 +318,8 @@ def check_fields(hf: Mapping[str, Any], family: str) -> list[str]:
   handled = set(READ) | set(_SLIDING_FIELDS) | {"attention_bias", "hidden_act"}
   if family == "qwen3_moe":
     handled |= MOE_READ
+  if family == "qwen3_5":
+    handled |= HYBRID_READ
   for field in sorted(hf):
     value = hf[field]
     if field in handled:
@@ -317,3 +347,21 @@ def check_fields(hf: Mapping[str, Any], family: str) -> list[str]:
     ignored += _attention_bias(hf, family)
   ignored += _sliding_window(hf, family)
   return sorted(ignored)
+
+
+def check_multimodal_fields(hf: Mapping[str, Any]) -> list[str]:
+  """The outer fields of a multimodal config whose text half is loaded:
+  returns those ignored; raises on any other field not neutral."""
+  ignored = []
+  for field in sorted(hf):
+    if field in ("model_type", "architectures") or field in MULTIMODAL_OUTER:
+      continue
+    if _is_metadata(field) or hf[field] in (None, False, 0, "", [], {}):
+      ignored.append(field)
+    else:
+      raise UnsupportedConfigError(
+          f"HF config field {field}={hf[field]!r} (outside text_config) is"
+          " unknown to opd_jax, so it cannot tell whether it changes the"
+          " text model's computation"
+      )
+  return ignored

@@ -41,6 +41,7 @@ from safetensors.numpy import save_file
 
 from opd_jax import sharding
 from opd_jax.models.config import (
+    MULTIMODAL_TYPES,
     ModelConfig,
     UnsupportedConfigError,
     from_hf_config,
@@ -53,6 +54,13 @@ INDEX_FILE = "model.safetensors.index.json"
 WEIGHTS_FILE = "model.safetensors"
 # Tensors some checkpoints carry that hold no parameters of ours.
 _IGNORED_TENSORS = (re.compile(r"\.rotary_emb\.inv_freq$"),)
+# ... and those of a Qwen3.5 checkpoint that transformers' causal LM ignores
+# too: the multi-token-prediction head and (multimodal layout) the vision
+# tower.
+_HYBRID_IGNORED = (re.compile(r"^mtp\."), re.compile(r"^model\.visual\."))
+# Where a multimodal checkpoint (`config.MULTIMODAL_TYPES`) keeps its text
+# model's tensors, for `model.` of a text-only one.
+MULTIMODAL_PREFIX = "model.language_model."
 # safetensors dtype names of the weights we can load.
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
@@ -72,7 +80,8 @@ class Mapping:
     path: our parameter path ('/'-joined); with `{i}`, stacked over the
       layers `layers` (leading axis), then with `{e}` over the experts.
     kind: 'copy' (same layout), 'flat' (HF stores it flattened to 1-D, e.g.
-      a bias [N, H] as [N*H]) or 'linear:<n>' for a torch
+      a bias [N, H] as [N*H]), 'conv' (a depthwise Conv1d weight [C, 1, W],
+      ours [W, C]) or 'linear:<n>' for a torch
       Linear weight [out, in] stored by us as a kernel whose first n axes are
       the input axes, e.g. [D, N, H] for q_proj (n=1), [N, H, D] for o_proj.
     layers: for a stacked row, the HF layer index of each entry of our
@@ -110,25 +119,53 @@ class Mapping:
     ]
 
 
-def _stack_rows(config: ModelConfig, stack: str, layers, moe: bool):
-  """The rows of one stack of decoder layers (`layers`: HF indices)."""
-  a = "model.layers.{i}.self_attn"
-  m = "model.layers.{i}.mlp"
+def _linear_attn_rows(row, prefix: str):
+  """Rows of a Gated DeltaNet layer's `linear_attn` (transformers' names)."""
+  la = f"{prefix}layers.{{i}}.linear_attn"
+  return [
+      row(
+          f"{la}.in_proj_qkv.weight",
+          "linear_attn/in_proj_qkv/kernel",
+          "linear:1",
+      ),
+      row(f"{la}.in_proj_z.weight", "linear_attn/in_proj_z/kernel", "linear:1"),
+      row(f"{la}.in_proj_b.weight", "linear_attn/in_proj_b/kernel", "linear:1"),
+      row(f"{la}.in_proj_a.weight", "linear_attn/in_proj_a/kernel", "linear:1"),
+      row(f"{la}.conv1d.weight", "linear_attn/conv1d", "conv"),
+      row(f"{la}.dt_bias", "linear_attn/dt_bias"),
+      row(f"{la}.A_log", "linear_attn/A_log"),
+      row(f"{la}.norm.weight", "linear_attn/norm/scale"),
+      row(f"{la}.out_proj.weight", "linear_attn/out_proj/kernel", "linear:2"),
+  ]
+
+
+def _stack_rows(
+    config: ModelConfig, stack: str, layers, kind: str, prefix: str = "model."
+):
+  """The rows of one stack of decoder layers (`layers`: HF indices) of
+  `kind` (`ModelConfig.layer_kinds`)."""
+  a = f"{prefix}layers.{{i}}.self_attn"
+  m = f"{prefix}layers.{{i}}.mlp"
   row = lambda hf, path, kind="copy", experts=0: Mapping(
       hf, f"{stack}/{path}", kind, tuple(layers), experts
   )
   rows = [
-      row("model.layers.{i}.input_layernorm.weight", "input_norm/scale"),
+      row(f"{prefix}layers.{{i}}.input_layernorm.weight", "input_norm/scale"),
       row(
-          "model.layers.{i}.post_attention_layernorm.weight",
+          f"{prefix}layers.{{i}}.post_attention_layernorm.weight",
           "post_attn_norm/scale",
       ),
-      row(f"{a}.q_proj.weight", "attn/q_proj/kernel", "linear:1"),
-      row(f"{a}.k_proj.weight", "attn/k_proj/kernel", "linear:1"),
-      row(f"{a}.v_proj.weight", "attn/v_proj/kernel", "linear:1"),
-      row(f"{a}.o_proj.weight", "attn/o_proj/kernel", "linear:2"),
   ]
-  if moe:
+  if kind == "linear":
+    rows += _linear_attn_rows(row, prefix)
+  else:
+    rows += [
+        row(f"{a}.q_proj.weight", "attn/q_proj/kernel", "linear:1"),
+        row(f"{a}.k_proj.weight", "attn/k_proj/kernel", "linear:1"),
+        row(f"{a}.v_proj.weight", "attn/v_proj/kernel", "linear:1"),
+        row(f"{a}.o_proj.weight", "attn/o_proj/kernel", "linear:2"),
+    ]
+  if kind == "moe":
     e = config.num_experts
     rows += [row(f"{m}.gate.weight", "moe/router/kernel", "linear:1")] + [
         row(
@@ -141,6 +178,8 @@ def _stack_rows(config: ModelConfig, stack: str, layers, moe: bool):
         row(f"{m}.{p}_proj.weight", f"mlp/{p}_proj/kernel", "linear:1")
         for p in ("gate", "up", "down")
     ]
+  if kind == "linear":
+    return rows
   if config.qkv_bias:
     rows += [
         row(f"{a}.{p}_proj.bias", f"attn/{p}_proj/bias", "flat") for p in "qkv"
@@ -150,16 +189,21 @@ def _stack_rows(config: ModelConfig, stack: str, layers, moe: bool):
   return rows
 
 
-def mapping_table(config: ModelConfig) -> tuple[Mapping, ...]:
+def mapping_table(
+    config: ModelConfig, prefix: str = "model."
+) -> tuple[Mapping, ...]:
   """The mapping rows for `config` (all families share the layout; a MoE
-  layer's `mlp` holds a router `gate` and per-expert projections)."""
-  mask = config.moe_layer_mask()
+  layer's `mlp` holds a router `gate` and per-expert projections, a Gated
+  DeltaNet layer a `linear_attn`). `prefix` is where the text model's
+  tensors live: `model.`, or `MULTIMODAL_PREFIX` in a multimodal
+  checkpoint."""
+  kinds = config.layer_kinds()
   rows = [
-      Mapping("model.embed_tokens.weight", "embedder/embedding"),
-      Mapping("model.norm.weight", "final_norm/scale"),
+      Mapping(f"{prefix}embed_tokens.weight", "embedder/embedding"),
+      Mapping(f"{prefix}norm.weight", "final_norm/scale"),
   ]
   for stack, layers in stack_layers(config).items():
-    rows += _stack_rows(config, stack, layers, mask[layers[0]])
+    rows += _stack_rows(config, stack, layers, kinds[layers[0]], prefix)
   if not config.tie_embeddings:
     rows.append(Mapping("lm_head.weight", "lm_head/kernel", "linear:1"))
   return tuple(rows)
@@ -171,6 +215,8 @@ def _hf_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
   if kind == "flat":
     return (math.prod(shape),)
+  if kind == "conv":
+    return (shape[1], 1, shape[0])
   n = int(kind.split(":")[1])
   return (math.prod(shape[n:]), math.prod(shape[:n]))
 
@@ -179,6 +225,8 @@ def to_ours(kind: str, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
   """HF tensor -> our layout of `shape` (one layer)."""
   if kind in ("copy", "flat"):
     return x.reshape(shape)
+  if kind == "conv":
+    return x[:, 0, :].T.reshape(shape)
   return x.T.reshape(shape)
 
 
@@ -188,6 +236,8 @@ def to_hf(kind: str, x: np.ndarray) -> np.ndarray:
     return x
   if kind == "flat":
     return x.reshape(-1)
+  if kind == "conv":
+    return np.ascontiguousarray(x.T[:, None, :])
   n = int(kind.split(":")[1])
   return np.ascontiguousarray(x.reshape(math.prod(x.shape[:n]), -1).T)
 
@@ -313,11 +363,20 @@ def _check_finite(x: np.ndarray, name: str, file: str) -> None:
   )
 
 
-def expected_tensors(config: ModelConfig, abstract_state) -> dict[str, tuple]:
+def hf_prefix(raw: dict[str, Any]) -> str:
+  """Where the text model's tensors live in a checkpoint of config `raw`."""
+  if raw.get("model_type") in MULTIMODAL_TYPES:
+    return MULTIMODAL_PREFIX
+  return "model."
+
+
+def expected_tensors(
+    config: ModelConfig, abstract_state, prefix: str = "model."
+) -> dict[str, tuple]:
   """HF name -> (mapping, per-tensor shape of ours) for every tensor needed."""
   flat = {sharding.path_str(p): v for p, v in _flat_state(abstract_state)}
   needed = {}
-  for m in mapping_table(config):
+  for m in mapping_table(config, prefix):
     if m.path not in flat:
       raise AssertionError(f"mapping table names unknown parameter {m.path}")
     shape = tuple(flat[m.path].shape)[m.lead :]
@@ -360,10 +419,11 @@ def check_tensors(reader: TensorReader, needed, config, path) -> None:
   known = set(needed)
   if config.tie_embeddings:
     known.add("lm_head.weight")  # some tied checkpoints store it anyway
+  ignored = _IGNORED_TENSORS + (_HYBRID_IGNORED if config.is_hybrid else ())
   extra = sorted(
       n
       for n in reader.files
-      if n not in known and not any(p.search(n) for p in _IGNORED_TENSORS)
+      if n not in known and not any(p.search(n) for p in ignored)
   )
   if extra:
     raise CheckpointError(
@@ -409,15 +469,16 @@ def load_hf(
 
 
 def _load_hf(path: str, dtype, mesh) -> Transformer:
-  config, _ = read_hf_config(path)
+  config, raw = read_hf_config(path)
+  prefix = hf_prefix(raw)
   reader = TensorReader(tensor_files(path))
   abstract = nnx.eval_shape(
       lambda: Transformer(config, dtype=dtype, rngs=nnx.Rngs(0))
   )
   graphdef, abstract_state = nnx.split(abstract)
-  needed = expected_tensors(config, abstract_state)
+  needed = expected_tensors(config, abstract_state, prefix)
   check_tensors(reader, needed, config, path)
-  rows = {m.path: m for m in mapping_table(config)}
+  rows = {m.path: m for m in mapping_table(config, prefix)}
   np_dtype = _numpy_dtype(dtype)
 
   def load_param(key_path, leaf):

@@ -65,18 +65,24 @@ class RMSNorm(nnx.Module):
   """y = x / sqrt(mean(x^2) + eps) * scale, computed in float32 (or float64).
 
   Matches HF: the normalised value is cast back to the input dtype before the
-  scale multiplies it.
+  scale multiplies it. With `zero_centred=True` (Qwen3.5) the parameter is
+  w, initialised to 0, and y = x / sqrt(mean(x^2) + eps) * (1 + w) in
+  float32, cast to the input dtype last (transformers' order).
   """
 
-  def __init__(self, shape, eps: float, dtype):
-    self.scale = nnx.Param(jnp.ones(shape, dtype))
+  def __init__(self, shape, eps: float, dtype, *, zero_centred: bool = False):
+    init = jnp.zeros if zero_centred else jnp.ones
+    self.scale = nnx.Param(init(shape, dtype))
     self.eps = eps
+    self.zero_centred = zero_centred
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-    normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
-    return self.scale[...].astype(x.dtype) * normed
+    normed = x32 * jax.lax.rsqrt(var + self.eps)
+    if self.zero_centred:
+      return (normed * (1 + self.scale[...].astype(x32.dtype))).astype(x.dtype)
+    return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
 
 
 class Mlp(nnx.Module):
@@ -166,7 +172,7 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   With Llama-3 scaling, long wavelengths are divided by `factor`, short ones
   kept, and the band between is interpolated smoothly.
   """
-  h = config.head_dim
+  h = config.rotary_dim
   exponent = np.arange(0, h, 2, dtype=np.int64).astype(np.float32) / h
   inv_freq = (1.0 / (np.float32(config.rope_theta) ** exponent)).astype(
       np.float32
@@ -196,7 +202,15 @@ def rope_cos_sin(
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-  """Rotates heads x [B, T, N, H] by the angles in cos/sin [B, T, H]."""
+  """Rotates heads x [B, T, N, H] by the angles in cos/sin [B, T, R].
+
+  R < H (partial RoPE): the first R channels turn, the rest pass through.
+  """
+  r = cos.shape[-1]
+  if r < x.shape[-1]:
+    return jnp.concatenate(
+        [apply_rope(x[..., :r], cos, sin), x[..., r:]], axis=-1
+    )
   cos = cos[:, :, None, :].astype(x.dtype)
   sin = sin[:, :, None, :].astype(x.dtype)
   x1, x2 = jnp.split(x, 2, axis=-1)

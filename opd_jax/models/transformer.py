@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The decoder (Llama / Qwen2 / Qwen3 / Qwen3-MoE) in Flax NNX, layers under scans."""
+"""The decoder (Llama / Qwen2 / Qwen3 / Qwen3-MoE / Qwen3.5) in Flax NNX, layers under scans."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from opd_jax import sharding
 from opd_jax.models import layers
+from opd_jax.models import linear_attention
 from opd_jax.models import moe as moe_lib
 from opd_jax.models.attention import Attention, KVCache, init_cache
 from opd_jax.models.config import (
@@ -105,64 +106,77 @@ class ModelOutput(NamedTuple):
   router_stats: moe_lib.RouterStats | None = None
 
 
-def layer_runs(config: ModelConfig) -> list[tuple[bool, int, int]]:
-  """The layers as runs of one kind: (is_moe, start, stop) in its stack.
+def layer_runs(config: ModelConfig) -> list[tuple[str, int, int]]:
+  """The layers as runs of one kind: (kind, start, stop) in its stack.
 
-  MoE layers live in the stack `layers`, dense ones in `dense_layers` when
-  a model has both kinds (else all in `layers`); run j covers layers
-  start..stop-1 of its stack, and the runs in order are the model's layers
-  in order. One run (one scan) unless the config interleaves dense layers.
+  Kinds are `ModelConfig.layer_kinds` ('moe', 'dense', 'linear'). MoE
+  layers live in the stack `layers`, dense ones in `dense_layers` when a
+  model has both kinds (else in `layers`), Gated DeltaNet layers in
+  `linear_layers`; run j covers layers start..stop-1 of its stack, and the
+  runs in order are the model's layers in order. One run (one scan) unless
+  the config interleaves kinds.
   """
-  runs: list[tuple[bool, int, int]] = []
-  seen = {True: 0, False: 0}
-  for is_moe in config.moe_layer_mask():
-    if runs and runs[-1][0] == is_moe:
-      kind, start, stop = runs[-1]
+  runs: list[tuple[str, int, int]] = []
+  seen = {"moe": 0, "dense": 0, "linear": 0}
+  for kind in config.layer_kinds():
+    if runs and runs[-1][0] == kind:
+      _, start, stop = runs[-1]
       runs[-1] = (kind, start, stop + 1)
     else:
-      runs.append((is_moe, seen[is_moe], seen[is_moe] + 1))
-    seen[is_moe] += 1
+      runs.append((kind, seen[kind], seen[kind] + 1))
+    seen[kind] += 1
   return runs
+
+
+def _stack_name(config: ModelConfig, kind: str) -> str:
+  """The stack that holds the layers of `kind`."""
+  if kind == "linear":
+    return "linear_layers"
+  if kind == "dense" and "moe" in config.layer_kinds():
+    return "dense_layers"
+  return "layers"
 
 
 def stack_layers(config: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Stack name -> the model layer index of each of its entries."""
-  mask = config.moe_layer_mask()
-  moe_idx = tuple(i for i, m in enumerate(mask) if m)
-  dense_idx = tuple(i for i, m in enumerate(mask) if not m)
-  if not moe_idx or not dense_idx:
-    return {"layers": tuple(range(config.num_layers))}
-  return {"layers": moe_idx, "dense_layers": dense_idx}
-
-
-def _stack_name(config: ModelConfig, is_moe: bool) -> str:
-  """The stack that holds the layers of kind `is_moe`."""
-  if is_moe or len(stack_layers(config)) == 1:
-    return "layers"
-  return "dense_layers"
+  stacks: dict[str, list[int]] = {}
+  for i, kind in enumerate(config.layer_kinds()):
+    stacks.setdefault(_stack_name(config, kind), []).append(i)
+  order = ("layers", "dense_layers", "linear_layers")
+  return {name: tuple(stacks[name]) for name in order if name in stacks}
 
 
 class Block(nnx.Module):
   """One pre-norm decoder layer; built with a leading `stack` axis of layers.
 
-  Its feed-forward part is a SwiGLU `mlp`, or with `moe=True` a routed
-  mixture of experts `moe` (`moe.MoeMlp`).
+  Its token mixer is self-attention `attn`, or for `kind='linear'` a Gated
+  DeltaNet `linear_attn` (`linear_attention.GatedDeltaNet`); its
+  feed-forward part is a SwiGLU `mlp`, or for `kind='moe'` a routed mixture
+  of experts `moe` (`moe.MoeMlp`).
   """
 
   def __init__(
       self,
       config: ModelConfig,
       *,
-      moe: bool = False,
+      kind: str = "dense",
       stack=(),
       dtype,
       rngs: nnx.Rngs,
   ):
     d, eps = config.embed_dim, config.rms_norm_eps
-    self.input_norm = layers.RMSNorm((*stack, d), eps, dtype)
-    self.attn = Attention(config, stack=stack, dtype=dtype, rngs=rngs)
-    self.post_attn_norm = layers.RMSNorm((*stack, d), eps, dtype)
-    if moe:
+    zc = config.zero_centred_norms
+    self.input_norm = layers.RMSNorm((*stack, d), eps, dtype, zero_centred=zc)
+    if kind == "linear":
+      self.linear_attn = linear_attention.GatedDeltaNet(
+          config, stack=stack, dtype=dtype, rngs=rngs
+      )
+    else:
+      self.attn = Attention(config, stack=stack, dtype=dtype, rngs=rngs)
+    self.post_attn_norm = layers.RMSNorm(
+        (*stack, d), eps, dtype, zero_centred=zc
+    )
+    if kind == "moe":
       self.moe = moe_lib.MoeMlp(config, stack=stack, dtype=dtype, rngs=rngs)
     else:
       self.mlp = layers.Mlp(config, stack=stack, dtype=dtype, rngs=rngs)
@@ -180,9 +194,17 @@ class Block(nnx.Module):
       where=None,
   ):
     """-> (x, kv, RouterStats over the tokens `where` [B, T], or None)."""
-    h, kv = self.attn(
-        self.input_norm(x), cos, sin, key_mask, query_slots, kv, start, fresh
-    )
+    if hasattr(self, "linear_attn"):
+      if kv is not None:
+        raise NotImplementedError(
+            "decoding with Gated DeltaNet layers (a recurrent state beside"
+            " the KV cache) is not implemented yet"
+        )
+      h = self.linear_attn(self.input_norm(x), where)
+    else:
+      h, kv = self.attn(
+          self.input_norm(x), cos, sin, key_mask, query_slots, kv, start, fresh
+      )
     x = x + h
     stats = None
     if hasattr(self, "moe"):
@@ -220,26 +242,23 @@ class Transformer(nnx.Module):
     self.config = config
     self.embedder = Embedder(config, dtype=dtype, rngs=rngs)
     stacks = stack_layers(config)
-    mask = config.moe_layer_mask()
-    self.layers = Block(
-        config,
-        moe=mask[stacks["layers"][0]],
-        stack=(len(stacks["layers"]),),
-        dtype=dtype,
-        rngs=rngs,
-    )
-    self.dense_layers = (
-        Block(
+    kinds = config.layer_kinds()
+    for name in ("layers", "dense_layers", "linear_layers"):
+      block = None
+      if name in stacks:
+        block = Block(
             config,
-            stack=(len(stacks["dense_layers"]),),
+            kind=kinds[stacks[name][0]],
+            stack=(len(stacks[name]),),
             dtype=dtype,
             rngs=rngs,
         )
-        if "dense_layers" in stacks
-        else None
-    )
+      setattr(self, name, block)
     self.final_norm = layers.RMSNorm(
-        (config.embed_dim,), config.rms_norm_eps, dtype
+        (config.embed_dim,),
+        config.rms_norm_eps,
+        dtype,
+        zero_centred=config.zero_centred_norms,
     )
     if config.tie_embeddings:
       self.lm_head = None
@@ -258,6 +277,7 @@ class Transformer(nnx.Module):
       attention: str | None = None,
       attention_block_size: int | None = None,
       remat: str | None = None,
+      delta_chunk_size: int | None = None,
   ) -> Transformer:
     """Sets how this model runs (`ModelConfig.attention`, `.remat`), in place.
 
@@ -268,6 +288,7 @@ class Transformer(nnx.Module):
         attention=attention,
         attention_block_size=attention_block_size,
         remat=remat,
+        delta_chunk_size=delta_chunk_size,
     )
     self.config = self.config.replace(
         **{k: v for k, v in changes.items() if v is not None}
@@ -276,10 +297,18 @@ class Transformer(nnx.Module):
       if isinstance(node, Attention):
         node.implementation = self.config.attention
         node.block_size = self.config.attention_block_size
+      if isinstance(node, linear_attention.GatedDeltaNet):
+        node.chunk_size = self.config.delta_chunk_size
     return self
 
   def init_cache(self, batch: int, cache_len: int, dtype=None) -> KVCache:
     """An empty KV cache; `dtype` defaults to the parameters' dtype."""
+    if self.config.is_hybrid:
+      raise NotImplementedError(
+          f"init_cache: a {self.config.family} model with linear attention"
+          " layers needs a recurrent state beside the KV cache, which"
+          " decoding does not carry yet"
+      )
     dtype = dtype or self.embedder.embedding[...].dtype
     return init_cache(self.config, batch, cache_len, dtype)
 
@@ -287,8 +316,8 @@ class Transformer(nnx.Module):
     """[(graphdef, stacked params)] of each run of layers (`layer_runs`),
     in order, for the scans over layers."""
     out = []
-    for is_moe, start, stop in layer_runs(self.config):
-      stack = getattr(self, _stack_name(self.config, is_moe))
+    for kind, start, stop in layer_runs(self.config):
+      stack = getattr(self, _stack_name(self.config, kind))
       graphdef, stacked = nnx.split(stack)
       n = jax.tree.leaves(stacked)[0].shape[0]
       if (start, stop) != (0, n):
@@ -299,8 +328,8 @@ class Transformer(nnx.Module):
   def _blocks(self) -> list:
     """The layers as one Block each, in order, sliced out of the stacks."""
     blocks = []
-    for is_moe, start, stop in layer_runs(self.config):
-      stack = getattr(self, _stack_name(self.config, is_moe))
+    for kind, start, stop in layer_runs(self.config):
+      stack = getattr(self, _stack_name(self.config, kind))
       layer_def, stacked = nnx.split(stack)
       blocks += [
           nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], stacked))

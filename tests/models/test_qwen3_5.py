@@ -1,0 +1,251 @@
+# Copyright 2026 The opd_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Qwen3.5 (Gated DeltaNet + gated attention) against transformers."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import hf_helpers
+from opd_jax.models import ModelConfig, load_hf, save_hf
+from opd_jax.models.hf_io import CheckpointError
+from opd_jax.models.hf_guard import UnsupportedConfigError
+
+pytest.importorskip("torch")
+
+# Never relax: float32 parity of two implementations of the same math
+# (test_hf_parity.ATOL).
+ATOL = 1e-4
+
+LAYERS = ("linear_attention", "linear_attention", "full_attention")
+
+
+def tiny_qwen3_5(
+    layer_types=LAYERS, *, tied=False, chunk=64, vocab=101
+) -> ModelConfig:
+  """A 3-layer Qwen3.5 text model: grouped value heads (2 key heads over 4
+  value heads), grouped-query attention, partial RoPE (a quarter of 16)."""
+  return ModelConfig(
+      family="qwen3_5",
+      vocab_size=vocab,
+      embed_dim=32,
+      num_layers=len(layer_types),
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=16,
+      mlp_dim=64,
+      rms_norm_eps=1e-6,
+      rope_theta=10_000.0,
+      tie_embeddings=tied,
+      qk_norm=True,
+      max_position_embeddings=512,
+      bos_token_id=1,
+      eos_token_ids=(2,),
+      pad_token_id=0,
+      layer_types=tuple(layer_types),
+      partial_rotary_factor=0.25,
+      linear_conv_kernel=4,
+      linear_num_key_heads=2,
+      linear_num_value_heads=4,
+      linear_key_head_dim=8,
+      linear_value_head_dim=8,
+      delta_chunk_size=chunk,
+  )
+
+
+@nnx.jit
+def _forward(model, tokens, mask):
+  return model(tokens, attention_mask=mask).logits
+
+
+def _hf_model(config, seed):
+  import torch  # pylint: disable=g-import-not-at-top
+
+  hf = hf_helpers.hf_model(config, seed=seed)
+  with torch.no_grad():  # A_log away from its init too (decays of all sizes)
+    for name, p in hf.named_parameters():
+      if name.endswith("A_log"):
+        p.copy_(torch.log(torch.empty_like(p).uniform_(0.01, 4.0)))
+  return hf
+
+
+def _tokens(vocab, batch=2, length=21, seed=0):
+  return np.random.default_rng(seed).integers(0, vocab, (batch, length))
+
+
+@pytest.mark.parametrize(
+    "tied,chunk", [(False, 64), (True, 8)], ids=["untied", "tied-chunk8"]
+)
+def test_logits_match_transformers(tmp_path, tied, chunk):
+  config = tiny_qwen3_5(tied=tied)
+  hf = _hf_model(config, seed=1)
+  path = hf_helpers.save_hf_model(hf, str(tmp_path / "hf"))
+  model = load_hf(path)
+  assert model.config == config
+  model.set_execution(delta_chunk_size=chunk)  # not saved: execution only
+  tokens = _tokens(config.vocab_size, length=21)
+  ours = _forward(model, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
+  err = np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max()
+  print(f"qwen3_5 parity tied={tied} chunk={chunk}: {err:.2e}")
+  assert err <= ATOL
+
+
+def test_left_padded_batch_matches_transformers(tmp_path):
+  config = tiny_qwen3_5(chunk=4)
+  hf = _hf_model(config, seed=2)
+  model = load_hf(hf_helpers.save_hf_model(hf, str(tmp_path / "hf")))
+  model.set_execution(delta_chunk_size=4)
+  tokens = _tokens(config.vocab_size, batch=3, length=19, seed=7)
+  mask = np.ones_like(tokens, dtype=bool)
+  mask[0, :5] = False
+  mask[2, :11] = False
+  ours = _forward(model, jnp.asarray(tokens), jnp.asarray(mask))
+  ref = hf_helpers.hf_logits(hf, tokens, mask)
+  assert np.abs(np.asarray(ours) - ref)[mask].max() <= ATOL
+  # ... and a padded row equals the same row alone, unpadded.
+  alone = _forward(model, jnp.asarray(tokens[2:, 11:]), jnp.ones((1, 8), bool))
+  assert np.abs(np.asarray(ours)[2, 11:] - np.asarray(alone)[0]).max() <= ATOL
+
+
+def test_save_hf_loads_in_transformers_and_back(tmp_path):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  config = tiny_qwen3_5(("linear_attention", "full_attention"))
+  hf = _hf_model(config, seed=4)
+  model = load_hf(hf_helpers.save_hf_model(hf, str(tmp_path / "hf")))
+  save_hf(model, str(tmp_path / "out"))
+  again_hf = transformers.AutoModelForCausalLM.from_pretrained(
+      str(tmp_path / "out"), dtype=torch.float32
+  ).eval()
+  assert type(again_hf).__name__ == "Qwen3_5ForCausalLM"
+  tokens = _tokens(config.vocab_size, seed=5)
+  mask = jnp.ones(tokens.shape, bool)
+  ours = np.asarray(_forward(model, jnp.asarray(tokens), mask))
+  assert np.abs(ours - hf_helpers.hf_logits(again_hf, tokens)).max() <= ATOL
+  again = load_hf(str(tmp_path / "out"))
+  assert again.config == config
+  np.testing.assert_array_equal(
+      np.asarray(_forward(again, jnp.asarray(tokens), mask)), ours
+  )
+
+
+def _to_multimodal(src, dst):
+  """A text checkpoint rewritten in the multimodal (`qwen3_5`) layout, with
+  a vision tensor and an MTP tensor, which the text model ignores."""
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(dst)
+  tensors = load_file(os.path.join(src, "model.safetensors"))
+  out = {
+      k.replace("model.", "model.language_model.", 1): v
+      for k, v in tensors.items()
+  }
+  out["model.visual.patch_embed.proj.weight"] = np.ones((4, 3), np.float32)
+  out["mtp.fc.weight"] = np.ones((2, 2), np.float32)
+  save_file(out, os.path.join(dst, "model.safetensors"))
+  with open(os.path.join(src, "config.json")) as f:
+    text = json.load(f)
+  text.pop("architectures")
+  outer = {
+      "architectures": ["Qwen3_5ForConditionalGeneration"],
+      "model_type": "qwen3_5",
+      "text_config": text,
+      "vision_config": {"depth": 2, "hidden_size": 8},
+      "image_token_id": 90,
+      "video_token_id": 91,
+      "vision_start_token_id": 92,
+      "vision_end_token_id": 93,
+      "tie_word_embeddings": text["tie_word_embeddings"],
+      "transformers_version": "5.23.0",
+  }
+  with open(os.path.join(dst, "config.json"), "w") as f:
+    json.dump(outer, f)
+  return dst
+
+
+def test_multimodal_layout_loads_its_text_half(tmp_path):
+  config = tiny_qwen3_5()
+  hf = _hf_model(config, seed=6)
+  path = hf_helpers.save_hf_model(hf, str(tmp_path / "hf"))
+  model = load_hf(_to_multimodal(path, str(tmp_path / "mm")))
+  assert model.config == config
+  tokens = _tokens(config.vocab_size, seed=8)
+  ours = _forward(model, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
+  assert (
+      np.abs(np.asarray(ours) - hf_helpers.hf_logits(hf, tokens)).max() <= ATOL
+  )
+
+
+def _edit_config(path, **changes):
+  with open(os.path.join(path, "config.json")) as f:
+    raw = json.load(f)
+  raw.update(changes)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(raw, f)
+
+
+def test_bad_checkpoints_are_named_in_one_line(tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+
+  config = tiny_qwen3_5()
+  model = load_hf(
+      hf_helpers.save_hf_model(_hf_model(config, 9), str(tmp_path / "hf"))
+  )
+  path = str(tmp_path / "out")
+  save_hf(model, path)
+  _edit_config(
+      path, layer_types=["linear_attention", "mamba", "full_attention"]
+  )
+  with pytest.raises(UnsupportedConfigError, match=r"layer_types=\['mamba'\]"):
+    load_hf(path)
+  _edit_config(path, layer_types=["linear_attention"] * 3)
+  with pytest.raises(CheckpointError, match="no 'full_attention' layer"):
+    load_hf(path)
+  _edit_config(path, layer_types=list(LAYERS))
+  file = os.path.join(path, "model.safetensors")
+  tensors = load_file(file)
+  for name in ("conv1d.weight", "in_proj_z.weight"):
+    full = f"model.layers.1.linear_attn.{name}"
+    kept = {k: v for k, v in tensors.items() if k != full}
+    save_file(kept, file)
+    with pytest.raises(CheckpointError, match=f"missing .*{full}") as e:
+      load_hf(path)
+    assert "\n" not in str(e.value)
+  save_file(tensors, file)
+  load_hf(path)
+
+
+def test_config_refuses_what_it_does_not_implement():
+  with pytest.raises(ValueError, match="ModelConfig.layer_types"):
+    tiny_qwen3_5(("linear_attention", "sliding_attention"))
+  with pytest.raises(ValueError, match="linear_num_value_heads"):
+    tiny_qwen3_5().replace(linear_num_value_heads=3)
+  with pytest.raises(ValueError, match="ModelConfig.layer_types"):
+    ModelConfig(
+        family="qwen3",
+        vocab_size=10,
+        embed_dim=8,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=2,
+        head_dim=4,
+        mlp_dim=8,
+        qk_norm=True,
+        layer_types=("linear_attention",),
+    )
