@@ -27,7 +27,9 @@ Your own: `--config.data.path=train.jsonl --config.data.eval_path=test.jsonl
 (`data.question_field`, `data.answer_field`) if yours differ. A `.parquet`
 file, a `.json` list or a `datasets` `save_to_disk` directory load the same
 way. Training needs questions only; the evaluation rows need answers (graded
-as exact integers when every answer is one, else by math-verify).
+as exact integers when every answer is one, else by math-verify). Without
+`data.eval_path`, `data.eval_fraction` (0.1) of the file's questions are held
+out of training and evaluated on (the same ones in every run).
 
 A teacher context (self-distillation, docs/self_distillation.md): the
 student's own weights, shown each row's worked solution, teach the student

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 from typing import Any, Iterator, Mapping
@@ -107,6 +108,79 @@ class _Head(PromptSource):
 
   def origin(self, index: int) -> int:
     return self._source.origin(index)
+
+
+class Rows(PromptSource):
+  """The rows `index` of another source (messages name the original rows)."""
+
+  def __init__(self, source: PromptSource, index, *, name: str | None = None):
+    self._source, self._index = source, list(index)
+    self._name = name
+
+  @property
+  def name(self) -> str:
+    return self._name or self._source.name
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def __getitem__(self, index: int) -> PromptRecord:
+    return self._source[self._index[index]]
+
+  def location(self, index: int) -> str:
+    return self._source.location(self._index[index])
+
+  def origin(self, index: int) -> int:
+    return self._source.origin(self._index[index])
+
+
+# The held-out split's seed. A constant, not the run's seed: the split is a
+# property of the file, so every run on it (every seed of a grid) trains and
+# evaluates on the same rows.
+HOLD_OUT_SEED = 0
+
+
+def hold_out(
+    source: PromptSource,
+    fraction: float,
+    *,
+    seed: int = HOLD_OUT_SEED,
+    field: str = "fraction",
+) -> tuple[Rows, Rows]:
+  """(training rows, held-out rows) of `source`, by its distinct questions.
+
+  Every distinct question gets the key sha256(f"{seed}:{question}"); the
+  round(fraction * distinct) questions of smallest key (at least one, and at
+  least one left to train on) are held out with every row that asks them,
+  so no question is both trained and evaluated on. The split depends on the
+  questions alone (not their order, the platform or numpy's version); each
+  part keeps the source's row order.
+
+  Raises:
+    ValueError: `fraction` is not in (0, 1), or `source` has fewer than two
+      distinct questions (one line naming `field`).
+  """
+  if not 0 < fraction < 1:
+    raise ValueError(f"{field}: expected a fraction in (0, 1), got {fraction}")
+  questions = [r.question for r in source.records()]
+  distinct = list(dict.fromkeys(questions))
+  if len(distinct) < 2:
+    raise ValueError(
+        f"{field}: {source.name} has {len(distinct)} distinct question(s);"
+        " holding some out for evaluation needs at least 2 (give"
+        " config.data.eval_path, or set the fraction to 0 to train on all)"
+    )
+  key = lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest()
+  k = min(max(round(fraction * len(distinct)), 1), len(distinct) - 1)
+  held = set(sorted(distinct, key=key)[:k])
+  index = {True: [], False: []}
+  for i, q in enumerate(questions):
+    index[q in held].append(i)
+  share = f"{k} of {len(distinct)} questions held out, {fraction:g}"
+  return (
+      Rows(source, index[False], name=f"{source.name} (training rows)"),
+      Rows(source, index[True], name=f"{source.name} ({share})"),
+  )
 
 
 def take(source: PromptSource, n: int) -> PromptSource:
@@ -428,6 +502,7 @@ class FileSource(PromptSource):
             f"prompts file {path}: {arg}={column!r} is not a field; fields"
             f" are {table.columns}"
         )
+    self._answer_field = answer_field
     self._questions = table.column(question_field)
     for i, q in enumerate(self._questions):
       if not isinstance(q, str):
@@ -460,6 +535,11 @@ class FileSource(PromptSource):
   @property
   def name(self) -> str:
     return self._path
+
+  @property
+  def has_answers(self) -> bool:
+    """Whether the file has the answer column (its rows can be graded)."""
+    return self._answer_field is not None
 
   def __len__(self) -> int:
     return len(self._questions)

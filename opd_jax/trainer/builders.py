@@ -208,6 +208,11 @@ def prompt_source(run: RunConfig, *, train: bool):
     return TaskSource(
         split, n, task=d.source, difficulty=d.difficulty, seed=run.seed
     )
+  if holds_out(run):
+    source = _held_out_split(run, train=train)
+    if train or source is None:
+      return source
+    return sources.take(source, d.eval_examples)
   source = FileSource(
       d.path if train else d.eval_path,
       question_field=d.question_field,
@@ -218,6 +223,39 @@ def prompt_source(run: RunConfig, *, train: bool):
       context_fields=d.context_columns if train else None,
   )
   return source if train else sources.take(source, d.eval_examples)
+
+
+def holds_out(run: RunConfig) -> bool:
+  """A file run that evaluates without `eval_path`: on held-out rows."""
+  return run.data.holds_out and run.logging.eval_every > 0
+
+
+def _held_out_split(run: RunConfig, *, train: bool):
+  """`data.path`'s training rows, or its held-out rows (None, said once,
+  when the file has no answers to grade them by: it is trained on whole)."""
+  d = run.data
+  source = FileSource(
+      d.path,
+      question_field=d.question_field,
+      answer_field=d.answer_field or None,
+      response_field=d.response_field or None,
+      context_fields=d.context_columns if train else None,
+  )
+  if not source.has_answers:
+    cli.warn(
+        f"config.data.path {d.path} has no answer field"
+        f" (config.data.answer_field={d.answer_field!r}): nothing is held out"
+        " and this run will not evaluate (config.eval_every="
+        f"{run.logging.eval_every}); give config.data.eval_path or a file"
+        " with answers"
+    )
+    return source if train else None
+  rest, held = sources.hold_out(
+      source, d.eval_fraction, field="config.data.eval_fraction"
+  )
+  if train:
+    print(f"evaluation rows: {held.name} (not trained on)", flush=True)
+  return rest if train else held
 
 
 def train_dataset(run: RunConfig, tokenizer) -> PromptDataset:
@@ -245,10 +283,12 @@ def train_dataset(run: RunConfig, tokenizer) -> PromptDataset:
   )
 
 
-def eval_dataset(run: RunConfig, tokenizer) -> PromptDataset:
+def eval_dataset(run: RunConfig, tokenizer) -> PromptDataset | None:
   """Tokenized evaluation prompts (a file's ungradable rows dropped with
-  `data.skip_ungradable`)."""
+  `data.skip_ungradable`); None when there are none to grade."""
   source = prompt_source(run, train=False)
+  if source is None:  # a file without answers to hold out (said once)
+    return None
   if run.data.skip_ungradable and not run.data.is_task:
     source = evaluation.drop_ungradable(
         source, flag="config.data.skip_ungradable"

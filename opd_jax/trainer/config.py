@@ -127,6 +127,14 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
   """
   c = default_config()
   saved = migrate_saved(saved)
+  data = saved.get("data")
+  if (
+      isinstance(data, dict)
+      and "eval_fraction" not in data
+      and data.get("source") == "file"
+  ):
+    # Saved before the held-out split: it trained on every row.
+    data["eval_fraction"] = 0.0
 
   def merge(node, values):
     for key, value in values.items():
@@ -239,6 +247,7 @@ FILE_ONLY_FIELDS = (
     "summary_field",
     "wrong_field",
     "skip_ungradable",
+    "eval_fraction",
 )
 
 
@@ -286,8 +295,9 @@ def check_active(
     command line set it (`overridden`: dotted names, `<method>.<field>`), warned
     once when the config file did (switching a config's method is a
     documented use);
-  - warned once: a file source without evaluation rows (the run will not
-    evaluate), and a warm-up as long as the run (the rate never peaks).
+  - `data.eval_fraction` beside a `data.eval_path` (refused from the
+    command line, else warned once), and warned once: a file source with
+    neither (the run will not evaluate).
 
   Raises:
     ConfigError: naming the field, expected vs got.
@@ -327,12 +337,32 @@ def check_active(
           f"--{message}; drop it or set --config.method={field.split('.')[0]}"
       )
     cli.warn(message)
-  if d.source == "file" and not d.eval_path and c.eval_every:
-    cli.warn(
-        "config.data.eval_path is '': this run will not evaluate"
-        f" (config.eval_every={c.eval_every} has nothing to score); give a"
-        " file with answers to evaluate on"
+  _check_evaluation_rows(c, overridden)
+
+
+def _check_evaluation_rows(
+    c: ml_collections.ConfigDict, overridden: tuple[str, ...]
+) -> None:
+  """A file run's evaluation rows: `eval_path`, or held out of `path`."""
+  d = c.data
+  default_fraction = default_config().data.eval_fraction
+  if d.source == "file" and d.eval_path and d.eval_fraction != default_fraction:
+    message = (
+        f"config.data.eval_fraction={d.eval_fraction}: holds rows of"
+        " config.data.path out for evaluation, but the run evaluates on"
+        f" config.data.eval_path={d.eval_path!r}: it has no effect"
     )
+    if "data.eval_fraction" in overridden:
+      raise ConfigError(f"--{message}; drop one of them")
+    cli.warn(message)
+  if d.source == "file" and not (d.eval_path or d.eval_fraction):
+    if c.eval_every:
+      cli.warn(
+          "config.data.eval_path is '' and config.data.eval_fraction is 0:"
+          f" this run will not evaluate (config.eval_every={c.eval_every}"
+          " has nothing to score); give a file with answers to evaluate on,"
+          " or hold rows out"
+      )
 
 
 def start_run(

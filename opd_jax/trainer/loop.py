@@ -326,6 +326,7 @@ class Trainer:
     self.eval_data, self.grader = None, None
     if run.logging.eval_every and run.data.has_eval_rows:
       self.eval_data = builders.eval_dataset(run, self.tokenizer)
+    if self.eval_data is not None:
       self.grader = evaluation.grader_for(self.eval_data.source)
       evaluation.check_gradable(self.grader, self.eval_data)
     self.eos_ids = default_eos_ids(self.student_config, self.tokenizer)

@@ -298,6 +298,12 @@ class Data(Block):
       {wrong} ('' = the data has none; the built-in tasks provide all).
     skip_ungradable: a file's evaluation rows whose answer no grader can
       use are dropped and counted in one line instead of refusing the run.
+    eval_fraction: with a file source, no `eval_path` and `eval_every` > 0,
+      the share of the file's distinct questions held out of training and
+      evaluated on (`sources.hold_out`: a fixed seed, by question, the same
+      rows in every run on the file); 0 trains on every row and never
+      evaluates. A file without an answer column is trained on whole, with
+      a warning.
     batch_size, max_prompt_len, max_new_tokens: the step's static shape
       [B, P + T].
     eval_examples: how many evaluation prompts each evaluation scores.
@@ -321,6 +327,7 @@ class Data(Block):
   summary_field: str = ""
   wrong_field: str = ""
   skip_ungradable: bool = False
+  eval_fraction: float = 0.1
   batch_size: int = _at(8, "batch_size")
   max_prompt_len: int = _at(64, "max_prompt_len")
   max_new_tokens: int = _at(64, "max_new_tokens")
@@ -330,6 +337,13 @@ class Data(Block):
     for name in ("batch_size", "max_prompt_len", "max_new_tokens"):
       need_int(getattr(self, name), name, 1)
     need_int(self.eval_examples, "eval_examples", 1)
+    need(
+        isinstance(self.eval_fraction, (int, float))
+        and 0 <= self.eval_fraction < 1,
+        "data.eval_fraction",
+        "a fraction in [0, 1) (0: no held-out rows)",
+        self.eval_fraction,
+    )
     need(
         self.source in DATA_SOURCES,
         "data.source",
@@ -390,8 +404,13 @@ class Data(Block):
     return self.source in tasks.NAMES
 
   @property
+  def holds_out(self) -> bool:
+    """A file source evaluated on held-out rows of `path`."""
+    return not self.is_task and not self.eval_path and self.eval_fraction > 0
+
+  @property
   def has_eval_rows(self) -> bool:
-    return self.is_task or bool(self.eval_path)
+    return self.is_task or bool(self.eval_path) or self.holds_out
 
   @property
   def context_columns(self) -> dict[str, str]:

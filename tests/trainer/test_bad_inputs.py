@@ -222,6 +222,17 @@ CASES = {
         lambda p, t, c: _file_data(t, c, _jsonl(t, "q.txt", [b"1 + 1"])),
         ".jsonl",
     ),
+    "a file of one question has none to hold out for evaluation": (
+        lambda p, t, c: _file_data(
+            t,
+            c,
+            _jsonl(t, "q.jsonl", [b'{"question": "1 + 1 =", "answer": 2}']),
+        ),
+        (
+            "q.jsonl has 1 distinct question(s); holding some out for"
+            " evaluation needs at least 2"
+        ),
+    ),
     "eval file without answers": (
         lambda p, t, c: _file_data(
             t,
@@ -334,11 +345,11 @@ def test_another_methods_field_on_the_command_line_is_refused(pair, tmp_path):
 
 def test_settings_without_effect_are_warned_once(pair, capsys):
   # From a config file (switching a config's method is a documented use),
-  # a file source without evaluation rows.
+  # a file source without evaluation rows (none held out).
   c = testing.tiny_train_config(
       pair, method="rkl", eval_every=2, **{"tip.rho": 0.2}
   )
-  _file_data(None, c, "q.jsonl")
+  _file_data(None, c, "q.jsonl", eval_fraction=0.0)
   cli._WARNED.clear()  # pylint: disable=protected-access (earlier cases')
   config_lib.check_active(c)
   config_lib.check_active(c)
@@ -349,9 +360,10 @@ def test_settings_without_effect_are_warned_once(pair, capsys):
           " is 'rkl': it has no effect in this run"
       ),
       (
-          "warning: config.data.eval_path is '': this run will not evaluate"
-          " (config.eval_every=2 has nothing to score); give a file with"
-          " answers to evaluate on"
+          "warning: config.data.eval_path is '' and config.data.eval_fraction"
+          " is 0: this run will not evaluate (config.eval_every=2 has nothing"
+          " to score); give a file with answers to evaluate on, or hold rows"
+          " out"
       ),
   ], lines
 
