@@ -46,11 +46,15 @@ class KVCache:
   matmul per (row, kv head) with no transpose of the cache.
 
   Attributes:
-    k: tuple of L keys [B, K, H, S], S = cache length.
-    v: tuple of L values [B, K, S, H].
+    k: tuple of keys [B, K, H, S] per attention layer, S = cache length.
+    v: tuple of values [B, K, S, H] per attention layer.
     key_mask: [B, S] bool, True where the slot holds a real token.
     end: int32 [], the next free slot.
     next_pos: int32 [B], the RoPE position of each row's next real token.
+    conv: per Gated DeltaNet layer (hybrid models; () otherwise), its conv
+      window [B, W - 1, C]: the last W - 1 inputs of its causal conv.
+    state: per Gated DeltaNet layer, its recurrent state [B, Hv, K, V]
+      (float32, or float64 in a float64 model).
   """
 
   k: tuple[jax.Array, ...]
@@ -58,6 +62,8 @@ class KVCache:
   key_mask: jax.Array
   end: jax.Array
   next_pos: jax.Array
+  conv: tuple[jax.Array, ...] = ()
+  state: tuple[jax.Array, ...] = ()
 
   @property
   def length(self) -> int:
@@ -67,9 +73,17 @@ class KVCache:
 def init_cache(
     config: ModelConfig, batch: int, cache_len: int, dtype=jnp.float32
 ) -> KVCache:
-  """An empty cache for `batch` rows of up to `cache_len` tokens."""
+  """An empty cache for `batch` rows of up to `cache_len` tokens (with an
+  empty conv window and a zero state per Gated DeltaNet layer)."""
   k, h = config.num_kv_heads, config.head_dim
-  layers_ = range(config.num_layers)
+  kinds = config.layer_kinds()
+  layers_ = range(sum(kind != "linear" for kind in kinds))
+  linear = range(kinds.count("linear"))
+  hv, kd = config.linear_num_value_heads, config.linear_key_head_dim
+  vd = config.linear_value_head_dim
+  channels = 2 * config.linear_num_key_heads * kd + hv * vd
+  window = max(config.linear_conv_kernel - 1, 0)
+  state_dtype = jnp.promote_types(dtype, jnp.float32)
   return _shard_cache(
       KVCache(
           k=tuple(jnp.zeros((batch, k, h, cache_len), dtype) for _ in layers_),
@@ -77,6 +91,12 @@ def init_cache(
           key_mask=jnp.zeros((batch, cache_len), bool),
           end=jnp.zeros((), jnp.int32),
           next_pos=jnp.zeros((batch,), jnp.int32),
+          conv=tuple(
+              jnp.zeros((batch, window, channels), dtype) for _ in linear
+          ),
+          state=tuple(
+              jnp.zeros((batch, hv, kd, vd), state_dtype) for _ in linear
+          ),
       )
   )
 
@@ -90,6 +110,8 @@ def _shard_cache(cache: KVCache) -> KVCache:
   return cache.replace(
       k=tuple(sharding.shard(x, kv) for x in cache.k),
       v=tuple(sharding.shard(x, kv) for x in cache.v),
+      conv=tuple(sharding.shard(x, sharding.batch_spec(3)) for x in cache.conv),
+      state=tuple(sharding.shard(x, kv) for x in cache.state),
       key_mask=sharding.shard(cache.key_mask, sharding.batch_spec(2)),
       next_pos=sharding.shard(cache.next_pos, sharding.batch_spec(1)),
   )

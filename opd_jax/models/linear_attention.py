@@ -141,3 +141,43 @@ class GatedDeltaNet(nnx.Module):
         q, k, v, g, beta, chunk_size=self.chunk_size, mask=mask
     )
     return self.output(o, x)
+
+  def cached(
+      self,
+      x: jax.Array,
+      mask: jax.Array | None,
+      carry: tuple[jax.Array, jax.Array],
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """T new tokens after the ones `carry` summarises (prefill or decode).
+
+    Args:
+      x: [B, T, D].
+      mask: bool [B, T], False on padding, or None.
+      carry: (conv window [B, W - 1, C], state [B, Hv, K, V]) after the
+        previous tokens (`KVCache.conv`, `.state`; zeros before any).
+
+    Returns:
+      (out [B, T, D], (window, state) after the T tokens): the same outputs
+      as one uncached call over all the tokens.
+    """
+    window, state = carry
+    if mask is not None:
+      x = jnp.where(mask[:, :, None], x, 0)
+    mixed = self.in_proj_qkv(x)
+    full = jnp.concatenate([window.astype(mixed.dtype), mixed], axis=1)
+    w = window.shape[1]
+    mixed = causal_conv(full, self.conv1d[...])[:, w:]
+    window = full[:, full.shape[1] - w :].astype(window.dtype)
+    q, k, v = self.split_heads(mixed)
+    g, beta = self.gates(x)
+    o, state = gated_delta.gated_delta_chunked(
+        q,
+        k,
+        v,
+        g,
+        beta,
+        chunk_size=min(self.chunk_size, x.shape[1]),
+        initial_state=state,
+        mask=mask,
+    )
+    return self.output(o, x), (window, state.astype(carry[1].dtype))

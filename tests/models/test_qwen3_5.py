@@ -249,3 +249,60 @@ def test_config_refuses_what_it_does_not_implement():
         qk_norm=True,
         layer_types=("linear_attention",),
     )
+
+
+@nnx.jit(static_argnames=("prefill",))
+def _cached_call(model, tokens, mask, cache, prefill=False):
+  out = model(tokens, attention_mask=mask, cache=cache, prefill=prefill)
+  return out.logits, out.cache
+
+
+def _greedy(model, prompt, mask, steps):
+  """Greedy tokens [B, steps] and each step's logits [B, steps, V]."""
+  b, p = prompt.shape
+  cache = model.init_cache(b, p + steps)
+  logits, cache = _cached_call(
+      model, jnp.asarray(prompt), jnp.asarray(mask), cache, prefill=True
+  )
+  all_logits = [logits[:, -1]]
+  for _ in range(steps - 1):
+    token = jnp.argmax(all_logits[-1], axis=-1)[:, None]
+    logits, cache = _cached_call(model, token, jnp.ones((b, 1), bool), cache)
+    all_logits.append(logits[:, -1])
+  all_logits = np.stack([np.asarray(x) for x in all_logits], axis=1)
+  return all_logits.argmax(-1), all_logits
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["model", "split"])
+def test_greedy_decoding_matches_transformers(tmp_path, split):
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from opd_jax.models import split_layers  # pylint: disable=g-import-not-at-top
+
+  config = tiny_qwen3_5(chunk=4)
+  hf = _hf_model(config, seed=12)
+  model = load_hf(hf_helpers.save_hf_model(hf, str(tmp_path / "hf")))
+  model.set_execution(delta_chunk_size=4)
+  if split:
+    model = split_layers(model)
+  prompt = _tokens(config.vocab_size, batch=2, length=9, seed=13)
+  prompt[:, 0] = np.maximum(prompt[:, 0], 3)
+  mask = np.ones_like(prompt, dtype=bool)
+  mask[1, :3] = False  # a left-padded row
+  prompt[1, :3] = 0
+  steps = 8
+  tokens, logits = _greedy(model, prompt, mask, steps)
+  with torch.no_grad():
+    ref = hf.generate(
+        torch.as_tensor(prompt),
+        attention_mask=torch.as_tensor(mask.astype(np.int64)),
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+    )
+  ref_logits = np.stack([x.float().numpy() for x in ref.logits], axis=1)
+  assert np.abs(logits - ref_logits).max() <= ATOL
+  np.testing.assert_array_equal(tokens, ref.sequences[:, 9:].numpy())
