@@ -23,7 +23,9 @@ r"""Evaluates a model on held-out questions: accuracy (mean@k) and pass@k.
 --model is a training workdir (its newest checkpoint) or an HF directory.
 For a workdir of a run on a built-in task, --data and --difficulty default
 to the run's; for a run on a file, --data defaults to its
-config.data.eval_path (read with its fields). A flag that cannot act on the
+config.data.eval_path (read with its fields), or without one to the rows of
+its config.data.path that it held out of training and evaluated on
+(config.data.eval_fraction). A flag that cannot act on the
 data (--difficulty with a file, --question_field with a built-in task,
 --split with a plain file) is refused.
 
@@ -192,6 +194,23 @@ def _run_data() -> dict:
   return workdir_lib.check_run_workdir(_MODEL.value, "--model").get("data", {})
 
 
+# --data's origin for a run on a file evaluated on its held-out rows.
+HELD_OUT = "the run's held-out rows"
+
+
+def _held_out_fraction() -> float:
+  """The share of its file's questions --model's run held out of training
+  and evaluated on (`config.data.eval_fraction`; 0: none)."""
+  if not _is_workdir(_MODEL.value):
+    return 0.0
+  saved = workdir_lib.check_run_workdir(_MODEL.value, "--model")
+  data = saved.get("data", {})
+  if data.get("eval_path") or not saved.get("eval_every"):
+    return 0.0
+  # A run saved before the field held nothing out.
+  return float(data.get("eval_fraction", 0.0))
+
+
 def _data() -> tuple[str, str]:
   """(--data, where it came from): a run's built-in task by default."""
   from opd_jax.data import tasks  # pylint: disable=g-import-not-at-top
@@ -202,7 +221,9 @@ def _data() -> tuple[str, str]:
   if run.get("source") in tasks.NAMES:
     return run["source"], "the run's"
   if run.get("source") == "file":  # never another task in its place
-    path = run.get("eval_path")
+    path, origin = run.get("eval_path"), "the run's eval_path"
+    if not path and _held_out_fraction():
+      path, origin = run.get("path"), HELD_OUT
     if not path:
       raise InputError(
           f"--data: the run in {_MODEL.value} trained on a file"
@@ -210,11 +231,12 @@ def _data() -> tuple[str, str]:
           " --data=FILE with the evaluation rows"
       )
     if not os.path.exists(path):
+      field = "path" if origin == HELD_OUT else "eval_path"
       raise InputError(
-          f"--data: the run's evaluation rows {path} (config.data.eval_path)"
+          f"--data: the run's evaluation rows {path} (config.data.{field})"
           " are not on this machine; expected --data=FILE"
       )
-    return path, "the run's eval_path"
+    return path, origin
   return "arithmetic", "--data's default"
 
 
@@ -328,7 +350,7 @@ def _source():
         " picks a built-in task's split or a saved DatasetDict's"
     )
   # The run's own fields for its eval_path, unless the flags name others.
-  run = _run_data() if data_origin == "the run's eval_path" else {}
+  run = _run_data() if data_origin.startswith("the run's") else {}
   field = lambda flag, key: (
       flag.value if flag.present or key not in run else run[key]
   )
@@ -338,10 +360,19 @@ def _source():
       question_field=field(_SRC.question_field, "question_field"),
       answer_field=field(_SRC.answer_field, "answer_field"),
       # A saved DatasetDict is read at --split (default 'test'), not at its
-      # training split.
-      split=_SRC.split.value,
+      # training split; its held-out rows where the run read them.
+      split=(
+          "train"
+          if data_origin == HELD_OUT and not _SRC.split.present
+          else _SRC.split.value
+      ),
       require_answers=True,
   )
+  if data_origin == HELD_OUT:  # the rows the run held out, as it did
+    source = sources.hold_out(
+        source, _held_out_fraction(), field="config.data.eval_fraction"
+    )[1]
+    print(f"rows {source.name}")
   return sources.take(source, _N.value)
 
 

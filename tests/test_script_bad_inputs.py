@@ -589,6 +589,20 @@ EVALUATE += [
         "--max_prompt_len=64: {ok_eval} line 2 is a 71-token prompt",
     ),
     (
+        "evaluate: a run on a file without eval_path, on its held-out rows",
+        [
+            "evaluate",
+            "--model={file_run_held}",
+            "--max_new_tokens=4",
+            "--out_dir={tmp}/ev_held",
+        ],
+        0,
+        (
+            "data {ok_eval} (the run's held-out rows)\nrows {ok_eval} (1 of 2"
+            " questions held out, 0.5)"
+        ),
+    ),
+    (
         "evaluate: a run on a file is evaluated on its eval_path",
         [
             "evaluate",
@@ -1084,6 +1098,7 @@ def _paths(pair, tmp) -> dict[str, str]:
       json.dump(saved, f)
   for name, eval_path, system in (
       ("file_run", "", "default"),
+      ("file_run_held", "", "default"),
       ("file_run_eval", "ok_eval", "default"),
       ("sys_run", "ok_eval", "Ann has 5 coins."),
   ):
@@ -1097,6 +1112,9 @@ def _paths(pair, tmp) -> dict[str, str]:
         eval_path=eval_path and paths[eval_path],
         system_prompt=system,
     )
+    if name == "file_run_held":  # it evaluated on half its questions
+      saved["eval_every"] = 2
+      saved["data"]["eval_fraction"] = 0.5
     with open(config, "w") as f:
       json.dump(saved, f)
   for d in ("full", "empty", "model_out"):
