@@ -187,7 +187,11 @@ def test_more_held_out_problems_than_exist_are_refused_at_once():
   with pytest.raises(ValueError, match=r"at most 0 .*, from 2400\), got 1"):
     sources.TaskSource("test", 1, task="countdown", start=2400)
   assert len(sources.TaskSource("train", 10**8, task="countdown")) == 10**8
-  assert len(sources.TaskSource("test", 10**8)) == 10**8  # arithmetic: draws
+  # Arithmetic draws without end: training is not bounded, evaluation is
+  # capped (issue 38: 1e8 test problems ran for hours, silently).
+  assert len(sources.TaskSource("train", 10**8)) == 10**8
+  with pytest.raises(ValueError, match=r"expected at most 100000 \(arith"):
+    sources.TaskSource("test", 10**8)
 
 
 def test_selected_rows_know_their_source_row(tmp_path):
