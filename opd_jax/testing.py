@@ -127,12 +127,17 @@ def random_model(
 
 
 def tiny_distillation_pair(
-    directory: str, *, vocab_size: int = 80, task: str = "arithmetic"
+    directory: str,
+    *,
+    vocab_size: int = 80,
+    task: str = "arithmetic",
+    moe: bool = False,
 ) -> dict:
   """Writes a tiny student and teacher HF checkpoint with the task tokenizer.
 
   Both directories hold config.json, model.safetensors and built-in task
-  `task`'s tokenizer (so `AutoTokenizer` loads from either).
+  `task`'s tokenizer (so `AutoTokenizer` loads from either). `moe`: both
+  are Qwen3-MoE (`tiny_moe_config`; the student's second layer dense).
 
   Returns:
     {'student': path, 'teacher': path, 'tokenizer': path}.
@@ -158,6 +163,13 @@ def tiny_distillation_pair(
   teacher = tiny_config("qwen3", vocab_size=vocab_size).replace(
       embed_dim=64, mlp_dim=128, **special
   )
+  if moe:
+    student = tiny_moe_config(
+        vocab_size=vocab_size, mlp_only_layers=(1,)
+    ).replace(**special)
+    teacher = tiny_moe_config(
+        vocab_size=vocab_size, num_experts=4, top_k=1
+    ).replace(embed_dim=64, **special)
   paths = {"tokenizer": tok_dir}
   for role, config, seed in (("student", student, 0), ("teacher", teacher, 1)):
     path = os.path.join(directory, role)
