@@ -52,7 +52,8 @@ _TASK = flags.DEFINE_enum(
     "task",
     None,
     ["arithmetic", "countdown"],
-    "Built-in task unless --questions (default: the run's, else 'arithmetic').",
+    "Built-in task unless --questions (default: the run's task, or the"
+    " file it trained on, else 'arithmetic').",
 )
 _QUESTIONS = flags.DEFINE_string(
     "questions", None, "jsonl / parquet file of questions (and answers)."
@@ -187,6 +188,21 @@ def _task(c) -> str:
   return c.data.source if c and c.data.source in tasks.NAMES else "arithmetic"
 
 
+def _run_questions_file(c) -> str:
+  """A workdir's run that trained on a file: that file (its evaluation
+  file if it had one), unless --questions or --task says otherwise; ''."""
+  if c is None or c.data.source != "file" or flags.FLAGS["task"].present:
+    return ""
+  path = c.data.eval_path or c.data.path
+  if not os.path.exists(path):
+    raise InputError(
+        f"--questions: the run in {_WORKDIR.value} trained on the file"
+        f" {path}, which is not on this machine; give --questions=FILE"
+        " (or --task=NAME for a built-in task)"
+    )
+  return path
+
+
 def _budget(c) -> int:
   return _MAX_NEW.value or (c.max_new_tokens if c else 64)
 
@@ -194,11 +210,19 @@ def _budget(c) -> int:
 def _dataset(tokenizer, c):
   from opd_jax import data as data_lib  # pylint: disable=g-import-not-at-top
 
+  run_file = _run_questions_file(c)
   if _QUESTIONS.value:
     source = data_lib.FileSource(
         _QUESTIONS.value,
         question_field=_SRC.question_field.value,
         answer_field=_SRC.answer_field.value or None,
+    )
+  elif run_file:
+    print(f"questions: {run_file} (the run's own; --questions to change)")
+    source = data_lib.FileSource(
+        run_file,
+        question_field=c.data.question_field,
+        answer_field=c.data.answer_field or None,
     )
   else:
     task = _task(c)

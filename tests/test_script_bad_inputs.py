@@ -1014,6 +1014,27 @@ DIAGNOSE = [
     ),
 ]
 _TOKEN_MAP = [
+    (
+        # Was: the built-in arithmetic task, silently.
+        "token_map: a run trained on a file samples that file's questions",
+        [
+            "token_map",
+            "--workdir={file_run}",
+            "--out={tmp}/file_run_map.html",
+            "--num_rollouts=1",
+        ],
+        0,
+        "questions: {ok_eval} (the run's own; --questions to change)",
+    ),
+    (
+        "token_map: a run trained on a file that is not here",
+        ["token_map", "--workdir={gone_file_run}", "--out={tmp}/map.html"],
+        2,
+        (
+            "--questions: the run in {gone_file_run} trained on the file"
+            " {tmp}/gone.jsonl, which is not on this machine"
+        ),
+    ),
     "token_map",
     "--student={student}",
     "--teacher={teacher}",
@@ -1100,6 +1121,7 @@ def _paths(pair, tmp) -> dict[str, str]:
       ("file_run", "", "default"),
       ("file_run_held", "", "default"),
       ("file_run_eval", "ok_eval", "default"),
+      ("gone_file_run", "", "default"),
       ("sys_run", "ok_eval", "Ann has 5 coins."),
   ):
     paths[name] = _fake_run(pair, os.path.join(tmp, name))
@@ -1115,6 +1137,8 @@ def _paths(pair, tmp) -> dict[str, str]:
     if name == "file_run_held":  # it evaluated on half its questions
       saved["eval_every"] = 2
       saved["data"]["eval_fraction"] = 0.5
+    if name == "gone_file_run":  # its file was never copied here
+      saved["data"]["path"] = os.path.join(tmp, "gone.jsonl")
     with open(config, "w") as f:
       json.dump(saved, f)
   for d in ("full", "empty", "model_out"):
