@@ -221,6 +221,9 @@ def prompt_source(run: RunConfig, *, train: bool):
       # OPD trains without answers; evaluation grades them.
       require_answers=not train,
       context_fields=d.context_columns if train else None,
+      # A saved DatasetDict: evaluation reads it at `eval_split`, as
+      # evaluate.py reads one at --split (both 'test' by default).
+      split="train" if train else d.eval_split,
   )
   return source if train else sources.take(source, d.eval_examples)
 

@@ -136,3 +136,25 @@ def test_a_run_saved_before_the_field_held_nothing_out():
   assert config_lib.with_defaults(saved).data.eval_fraction == 0.0
   task = {"data": {"source": "arithmetic"}}
   assert config_lib.with_defaults(task).data.eval_fraction == 0.1
+
+
+def test_a_saved_dataset_dict_is_evaluated_at_eval_split(pair, tmp_path):
+  # As evaluate.py reads one at --split; the trainer read its 'train'.
+  import datasets  # pylint: disable=g-import-not-at-top
+
+  rows = _rows(6)
+  saved = str(tmp_path / "dict")
+  datasets.DatasetDict({
+      "train": datasets.Dataset.from_list(rows[:4]),
+      "test": datasets.Dataset.from_list(rows[4:]),
+  }).save_to_disk(saved)
+  c = _file_config(pair, tmp_path, rows)
+  c.data.eval_path = saved
+  run = config_lib.to_run_config(c)
+  got = builders.prompt_source(run, train=False)
+  assert [r.question for r in got.records()] == [
+      r["question"] for r in rows[4:]
+  ]
+  c.data.eval_split = "train"
+  got = builders.prompt_source(config_lib.to_run_config(c), train=False)
+  assert len(list(got.records())) == 4
