@@ -109,6 +109,16 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
     (r"moe/router/kernel$", P(None, "fsdp", None)),  # [L, D, E]
     (r"moe/(gate|up)_proj$", P(None, "fsdp", None, "tensor")),  # [L,E,D,F]
     (r"moe/down_proj$", P(None, "fsdp", "tensor", None)),  # [L, E, F, D]
+    # Gated DeltaNet (Qwen3.5's linear layers): the value heads over
+    # 'tensor' where a tensor has them as an axis; in_proj_qkv's channels
+    # are q, k and v heads concatenated (and the depthwise conv runs over
+    # them), so they stay whole.
+    (r"linear_attn/in_proj_qkv/kernel$", P(None, "fsdp", None)),  # [L, D, C]
+    (r"linear_attn/in_proj_z/kernel$", P(None, "fsdp", "tensor", None)),
+    (r"linear_attn/in_proj_(a|b)/kernel$", P(None, "fsdp", None)),  # [L,D,Hv]
+    (r"linear_attn/conv1d$", P(None, None, None)),  # [L, W, C]
+    (r"linear_attn/(dt_bias|A_log)$", P(None, None)),  # [L, Hv]
+    (r"linear_attn/out_proj/kernel$", P(None, "tensor", None, "fsdp")),
     (r"norm/scale$", P()),  # [L, D] / [D]
 )
 

@@ -306,3 +306,31 @@ def test_greedy_decoding_matches_transformers(tmp_path, split):
   ref_logits = np.stack([x.float().numpy() for x in ref.logits], axis=1)
   assert np.abs(logits - ref_logits).max() <= ATOL
   np.testing.assert_array_equal(tokens, ref.sequences[:, 9:].numpy())
+
+
+def test_every_parameter_has_a_partition_rule():
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
+  from opd_jax import sharding  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import Transformer  # pylint: disable=g-import-not-at-top
+
+  class FakeMesh:
+    shape = {"data": 2, "fsdp": 4, "tensor": 2}
+
+  model = nnx.eval_shape(lambda: Transformer(tiny_qwen3_5(), rngs=nnx.Rngs(0)))
+  state = nnx.state(model, nnx.Param)
+  specs = sharding.param_specs(state, FakeMesh())
+  leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
+  assert leaves and all(isinstance(s, P) for s in leaves)
+  flat = dict(
+      jax.tree_util.tree_leaves_with_path(
+          specs, is_leaf=lambda x: isinstance(x, P)
+      )
+  )
+  by_name = {sharding.path_str(k): v for k, v in flat.items()}
+  # The value heads over 'tensor' (2 divides the 4 heads), D over 'fsdp'.
+  assert by_name["linear_layers/linear_attn/out_proj/kernel"] == P(
+      None, "tensor", None, "fsdp"
+  )
+  assert by_name["linear_layers/linear_attn/conv1d"] == P(None, None, None)
