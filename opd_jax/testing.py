@@ -102,6 +102,43 @@ def tiny_moe_config(
   )
 
 
+def tiny_qwen3_5_config(
+    layer_types=("linear_attention", "linear_attention", "full_attention"),
+    *,
+    tied=False,
+    chunk=64,
+    vocab=101,
+) -> ModelConfig:
+  """A 3-layer Qwen3.5 text model: grouped value heads (2 key heads over 4
+  value heads), grouped-query attention, partial RoPE (a quarter of 16)."""
+  return ModelConfig(
+      family="qwen3_5",
+      vocab_size=vocab,
+      embed_dim=32,
+      num_layers=len(layer_types),
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=16,
+      mlp_dim=64,
+      rms_norm_eps=1e-6,
+      rope_theta=10_000.0,
+      tie_embeddings=tied,
+      qk_norm=True,
+      max_position_embeddings=512,
+      bos_token_id=1,
+      eos_token_ids=(2,),
+      pad_token_id=0,
+      layer_types=tuple(layer_types),
+      partial_rotary_factor=0.25,
+      linear_conv_kernel=4,
+      linear_num_key_heads=2,
+      linear_num_value_heads=4,
+      linear_key_head_dim=8,
+      linear_value_head_dim=8,
+      delta_chunk_size=chunk,
+  )
+
+
 def random_model(
     config: ModelConfig, seed: int = 0, dtype=jnp.float32
 ) -> Transformer:

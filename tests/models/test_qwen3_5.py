@@ -22,6 +22,7 @@ import pytest
 from flax import nnx
 
 import hf_helpers
+from opd_jax import testing
 from opd_jax.models import ModelConfig, load_hf, save_hf
 from opd_jax.models.hf_io import CheckpointError
 from opd_jax.models.hf_guard import UnsupportedConfigError
@@ -33,39 +34,7 @@ pytest.importorskip("torch")
 ATOL = 1e-4
 
 LAYERS = ("linear_attention", "linear_attention", "full_attention")
-
-
-def tiny_qwen3_5(
-    layer_types=LAYERS, *, tied=False, chunk=64, vocab=101
-) -> ModelConfig:
-  """A 3-layer Qwen3.5 text model: grouped value heads (2 key heads over 4
-  value heads), grouped-query attention, partial RoPE (a quarter of 16)."""
-  return ModelConfig(
-      family="qwen3_5",
-      vocab_size=vocab,
-      embed_dim=32,
-      num_layers=len(layer_types),
-      num_heads=4,
-      num_kv_heads=2,
-      head_dim=16,
-      mlp_dim=64,
-      rms_norm_eps=1e-6,
-      rope_theta=10_000.0,
-      tie_embeddings=tied,
-      qk_norm=True,
-      max_position_embeddings=512,
-      bos_token_id=1,
-      eos_token_ids=(2,),
-      pad_token_id=0,
-      layer_types=tuple(layer_types),
-      partial_rotary_factor=0.25,
-      linear_conv_kernel=4,
-      linear_num_key_heads=2,
-      linear_num_value_heads=4,
-      linear_key_head_dim=8,
-      linear_value_head_dim=8,
-      delta_chunk_size=chunk,
-  )
+tiny_qwen3_5 = testing.tiny_qwen3_5_config
 
 
 @nnx.jit
