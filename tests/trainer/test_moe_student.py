@@ -15,52 +15,14 @@
 load-balancing loss of the whole batch, and reports it (float64, so that
 micro-batching can be compared at 1e-10, as test_micro_batches)."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 
+import one_step  # tests/trainer/, on the path beside this file
 from opd_jax import testing
-from opd_jax.methods import build_method
-from opd_jax.trainer import step as steps
-from opd_jax.trainer.state import init_state
 
-B, P, T, V = 4, 6, 5, 61
-
-
-def _batch():
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(3, V, size=(B, P + T)).astype(np.int32)
-  mask = np.ones((B, P + T), bool)
-  for row, pad in enumerate([0, 2, 1, 4]):
-    mask[row, :pad] = False
-  return dict(
-      tokens=jnp.asarray(tokens),
-      mask=jnp.asarray(mask),
-      response_mask=jnp.ones((B, T), bool),
-      sampler_logprobs=jnp.asarray(rng.normal(size=(B, T)) - 3.0),
-  )
-
-
-def _step(student, teacher, micro_batches):
-  sgraph, sparams = nnx.split(student)
-  tgraph, tparams = nnx.split(teacher)
-  optimizer = optax.sgd(1.0)
-  state = init_state(sparams.to_pure_dict(), optimizer, jax.random.key(0))
-  fn = jax.jit(
-      functools.partial(
-          steps.train_step,
-          student_graphdef=sgraph,
-          teacher_graphdef=tgraph,
-          method=build_method("rkl", {}),
-          optimizer=optimizer,
-          micro_batches=micro_batches,
-      )
-  )
-  return jax.device_get(fn(state, tparams.to_pure_dict(), _batch())[1])
+V = one_step.V
 
 
 def test_moe_student_adds_and_reports_the_router_loss():
@@ -74,13 +36,13 @@ def test_moe_student_adds_and_reports_the_router_loss():
     teacher = testing.random_model(
         testing.tiny_config("qwen3", vocab_size=V), seed=1, dtype=jnp.float64
     )
-    batch = _batch()
+    batch = one_step.batch()
     want_aux = student(0.25)(
         batch["tokens"], attention_mask=batch["mask"]
     ).aux_loss
-    whole = _step(student(0.25), teacher, 1)
-    grouped = _step(student(0.25), teacher, 2)
-    plain = _step(student(0.0), teacher, 1)
+    whole = one_step.step(student(0.25), teacher, 1)[2]
+    grouped = one_step.step(student(0.25), teacher, 2)[2]
+    plain = one_step.step(student(0.0), teacher, 1)[2]
   # Metrics are float32 (train_step casts them): one rounding, 2^-24.
   u = 2.0**-24
   np.testing.assert_allclose(whole["loss/router_aux"], want_aux, rtol=2 * u)

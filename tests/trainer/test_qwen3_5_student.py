@@ -16,57 +16,14 @@ reaches the linear layers, and micro-batches give the whole batch's step
 (float64, so that the two agree to float32 rounding of the metrics, as in
 test_micro_batches)."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 
+import one_step  # tests/trainer/, on the path beside this file
 from opd_jax import testing
-from opd_jax.methods import build_method
-from opd_jax.trainer import step as steps
-from opd_jax.trainer.state import init_state
 
-B, P, T, V = 4, 6, 5, 61
-
-
-def _batch():
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(3, V, size=(B, P + T)).astype(np.int32)
-  mask = np.ones((B, P + T), bool)
-  for row, pad in enumerate([0, 2, 1, 4]):
-    mask[row, :pad] = False
-  return dict(
-      tokens=jnp.asarray(tokens),
-      mask=jnp.asarray(mask),
-      response_mask=jnp.ones((B, T), bool),
-      sampler_logprobs=jnp.asarray(rng.normal(size=(B, T)) - 3.0),
-  )
-
-
-def _step(student, teacher, micro_batches):
-  sgraph, sparams = nnx.split(student)
-  tgraph, tparams = nnx.split(teacher)
-  optimizer = optax.sgd(1.0)
-  state = init_state(sparams.to_pure_dict(), optimizer, jax.random.key(0))
-  fn = jax.jit(
-      functools.partial(
-          steps.train_step,
-          student_graphdef=sgraph,
-          teacher_graphdef=tgraph,
-          method=build_method("rkl", {}),
-          optimizer=optimizer,
-          micro_batches=micro_batches,
-      )
-  )
-  new_state, metrics = fn(state, tparams.to_pure_dict(), _batch())
-  return (
-      jax.device_get(state.params),
-      jax.device_get(new_state.params),
-      (jax.device_get(metrics)),
-  )
+V = one_step.V
 
 
 def test_qwen3_5_student_steps_and_micro_batches_agree():
@@ -76,8 +33,8 @@ def test_qwen3_5_student_steps_and_micro_batches_agree():
     teacher = testing.random_model(
         testing.tiny_config("qwen3", vocab_size=V), seed=1, dtype=jnp.float64
     )
-    before, whole_params, whole = _step(student, teacher, 1)
-    _, grouped_params, grouped = _step(student, teacher, 2)
+    before, whole_params, whole = one_step.step(student, teacher, 1)
+    _, grouped_params, grouped = one_step.step(student, teacher, 2)
   assert np.isfinite(whole["loss/total"]) and whole["loss/total"] > 0
   assert whole["train/skipped"] == 0
   # SGD at rate 1: every linear layer's tensor moved by its gradient.
