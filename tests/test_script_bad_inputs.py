@@ -1014,6 +1014,12 @@ DIAGNOSE = [
     ),
 ]
 _TOKEN_MAP = [
+    "token_map",
+    "--student={student}",
+    "--teacher={teacher}",
+    "--out={tmp}/map.html",
+]
+TOKEN_MAP = [
     (
         # Was: the built-in arithmetic task, silently.
         "token_map: a run trained on a file samples that file's questions",
@@ -1035,12 +1041,6 @@ _TOKEN_MAP = [
             " {tmp}/gone.jsonl, which is not on this machine"
         ),
     ),
-    "token_map",
-    "--student={student}",
-    "--teacher={teacher}",
-    "--out={tmp}/map.html",
-]
-TOKEN_MAP = [
     (
         "token_map: --split with a file",
         _TOKEN_MAP + ["--questions={ok_eval}", "--split=validation"],
