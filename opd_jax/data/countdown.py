@@ -18,7 +18,8 @@ reference response is a depth-first search written one move per line, in
 the style of Stream of Search (Gandhi et al., 2024): a move combines two of
 the numbers left into one, and the line shows the numbers left after it;
 indentation is the depth. A move that leaves two numbers is followed by a
-final move whose line ends ' yes' (it hits the target) or ' no'. Dead ends
+final move whose line writes its value against the target and ends ' yes'
+(it hits the target) or ' no'. Dead ends
 are written and left, so a trace recovers from wrong turns; the last line
 is `#### <expression>`, the solution over the original numbers:
 
@@ -26,16 +27,22 @@ is `#### <expression>`, the solution over the original numbers:
 
     9*3=27: 5 7 27
      27-7=20: 5 20
-      20+5=25 no
+      20+5=25 vs 24 no
     9-5=4: 3 7 4
      7*3=21: 4 21
-      21+4=25 no
+      21+4=25 vs 24 no
      7-3=4: 4 4
-      4*4=16 no
+      4*4=16 vs 24 no
     9+7=16: 3 5 16
      5+3=8: 16 8
-      16+8=24 yes
+      16+8=24 vs 24 yes
     #### (9+7)+(5+3)
+
+Each final line repeats the target so that the yes / no is a comparison of
+two numbers side by side. Without it a model must compare with the target
+in the prompt, hundreds of tokens back; a 4.3M-parameter teacher trained on
+that format wrote 95% of its arithmetic right but ended 62 of 64 searches
+in a false ' yes', placed by the search's length (docs/tasks.md).
 
 Rules (checked by `check_expression`): each number is used exactly once,
 operations are + - * / with parentheses, and every intermediate result is a
@@ -75,7 +82,9 @@ _QUESTION_RE = re.compile(r"Use ((?:\d+ )*\d+) to make (\d+)\.")
 # The grading key of a problem (`Example.answer`): "24 from 3 5 7 9".
 _KEY_RE = re.compile(r"(\d+) from ((?:\d+ )*\d+)")
 _MARKER_RE = re.compile(r"(?<!#)####(?!#)")
-_MOVE_RE = re.compile(r"^( *)(\d+)([-+*/])(\d+)=(\d+)(?:: ([\d ]+)| (yes|no))$")
+_MOVE_RE = re.compile(
+    r"^( *)(\d+)([-+*/])(\d+)=(\d+)(?:: ([\d ]+)| vs (\d+) (yes|no))$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +110,7 @@ class Difficulty:
   min_solutions: int = 2
   wrong_turn: float = 0.65
   dead_end_breadth: float = 0.35
-  max_lines: int = 32
+  max_lines: int = 28
 
   def __post_init__(self):
     if not 2 <= self.count <= 5:
@@ -135,7 +144,7 @@ class Difficulty:
         number_range=(1, 9),
         target_range=(10, 40),
         wrong_turn=0.45,
-        max_lines=28,
+        max_lines=24,
     )
 
   @classmethod
@@ -150,7 +159,7 @@ class Difficulty:
         number_range=(1, 25),
         target_range=(10, 100),
         wrong_turn=0.6,
-        max_lines=34,
+        max_lines=30,
     )
 
 
@@ -279,7 +288,8 @@ def split_of(numbers: Sequence[int], target: int) -> str:
 def _line(move: _Move, left, depth: int, target: int) -> str:
   head = " " * depth + f"{move.a}{move.op}{move.b}={move.value}"
   if not left:
-    return head + (" yes" if move.value == target else " no")
+    verdict = " yes" if move.value == target else " no"
+    return f"{head} vs {target}{verdict}"
   return head + ": " + " ".join(str(v) for v, _ in left)
 
 
@@ -646,8 +656,9 @@ def verify_trace(example: Example) -> bool:
 
   Each move must combine two numbers present at its depth (the question's
   numbers at depth 0, else the numbers its parent line leaves), compute
-  correctly, list the numbers left in order, end in ' yes' exactly when it
-  reaches the target, and the trace must end with a solution.
+  correctly, list the numbers left in order; a final move must write the
+  problem's target after ' vs' and end in ' yes' exactly when it reaches
+  it; and the trace must end with a solution.
   """
   lines = example.rationale.split("\n")
   if not lines or not is_correct(lines[-1], example.answer):
@@ -674,8 +685,11 @@ def verify_trace(example: Example) -> bool:
       have.remove(x)
     for deeper in [k for k in states if k > depth]:
       del states[deeper]
-    if match.group(7) is not None:  # a final move
-      if have or (match.group(7) == "yes") != (value == example.target):
+    if match.group(8) is not None:  # a final move: "= value vs target yes"
+      claimed = int(match.group(7))
+      if have or claimed != example.target:
+        return False
+      if (match.group(8) == "yes") != (value == example.target):
         return False
       continue
     left = [int(v) for v in match.group(6).split()]
@@ -709,7 +723,7 @@ def wrong_rationale(example: Example) -> str:
     value = _apply(a, new, b)
   else:  # Only `op` is legal here: claim a nearby wrong value instead.
     new, value = op, example.target + 1 + digest[0] % 3
-  moves[-1] = f"{indent}{a}{new}{b}={value} yes"
+  moves[-1] = f"{indent}{a}{new}{b}={value} vs {example.target} yes"
   # The solution is `wrap(left) op wrap(right)`: its one operator outside
   # parentheses is the last move's, so swapping it gives a op' b.
   depth, top = 0, None
@@ -758,5 +772,5 @@ class CountdownTask(generated.SplitView):
 
 def vocabulary_pieces() -> list[str]:
   """Every word-like piece the task emits, for the tokenizer."""
-  text = _QUESTION.format(numbers="1 2", target=3) + " yes no"
+  text = _QUESTION.format(numbers="1 2", target=3) + " vs yes no"
   return sorted(set(re.findall(r" ?[A-Za-z]+", text)))

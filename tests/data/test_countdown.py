@@ -60,23 +60,23 @@ def test_check_expression_on_hand_checked_cases(expr, numbers, target, why):
 # A hand-written search: two dead ends, then the solution.
 TRACE = """9*3=27: 5 7 27
  27-7=20: 5 20
-  20+5=25 no
+  20+5=25 vs 24 no
 9-5=4: 3 7 4
  7*3=21: 4 21
-  21+4=25 no
+  21+4=25 vs 24 no
  7-3=4: 4 4
-  4*4=16 no
+  4*4=16 vs 24 no
  4*3=12: 7 12
-  12+7=19 no
+  12+7=19 vs 24 no
  7+3=10: 4 10
-  10+4=14 no
+  10+4=14 vs 24 no
  7-4=3: 3 3
-  3+3=6 no
+  3+3=6 vs 24 no
  4+3=7: 7 7
-  7*7=49 no
+  7*7=49 vs 24 no
 9+7=16: 3 5 16
  5+3=8: 16 8
-  16+8=24 yes
+  16+8=24 vs 24 yes
 #### (9+7)+(5+3)"""
 
 
@@ -96,8 +96,10 @@ def _example(rationale, numbers=(3, 5, 7, 9), target=24):
     [
         (lambda t: t, True),
         (lambda t: t.replace("27-7=20", "27-7=21"), False),  # bad arithmetic
-        (lambda t: t.replace("20+5=25 no", "20+5=25 yes"), False),  # false yes
-        (lambda t: t.replace("16+8=24 yes", "16+8=24 no"), False),
+        (lambda t: t.replace("=25 vs 24 no", "=25 vs 24 yes"), False),  # false
+        (lambda t: t.replace("=24 vs 24 yes", "=24 vs 24 no"), False),
+        (lambda t: t.replace("=24 vs 24", "=24 vs 25"), False),  # not the target
+        (lambda t: t.replace("=24 vs 24 yes", "=24 yes"), False),  # no target
         (lambda t: t.replace(": 5 7 27", ": 5 27"), False),  # lost a number
         (lambda t: t.replace(" 5+3=8", " 5+2=7"), False),  # 2 is not there
         (lambda t: t.replace("#### (9+7)+(5+3)", "#### (9+7)+(5-3)"), False),
@@ -223,7 +225,7 @@ def test_tokenizer_encodes_every_trace_without_unknowns(tmp_path):
   vocab = task_tokenizer.task_vocabulary("countdown")
   chars = len(task_tokenizer.SPECIAL_TOKENS) + len(task_tokenizer.CHARS) + 1
   assert vocab[:chars] == arithmetic[:chars]
-  assert set(vocab[chars:]) == {"Use", " to", " make", " yes", " no"}
+  assert set(vocab[chars:]) == {"Use", " to", " make", " vs", " yes", " no"}
 
 
 def test_task_source_records_and_grading():

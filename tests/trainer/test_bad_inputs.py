@@ -172,7 +172,7 @@ CASES = {
     "a response budget below the task's shortest trace": (
         lambda p, t, c: c.data.update(source="countdown", difficulty="default"),
         (
-            "config.max_new_tokens: expected >= 49 (the shortest countdown"
+            "config.max_new_tokens: expected >= 53 (the shortest countdown"
             " (default) reference response"
         ),
     ),
@@ -181,7 +181,7 @@ CASES = {
         or c.update(max_new_tokens=64),
         (
             "config.student: its tokenizer reads countdown's words [' make',"
-            " ' no', ' to', ' yes', 'Use'] as <unk>"
+            " ' no', ' to', ' vs', ' yes'] as <unk>"
         ),
     ),
     "config.json not JSON": (_broken_config_json, "t/config.json"),
