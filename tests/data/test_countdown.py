@@ -98,7 +98,10 @@ def _example(rationale, numbers=(3, 5, 7, 9), target=24):
         (lambda t: t.replace("27-7=20", "27-7=21"), False),  # bad arithmetic
         (lambda t: t.replace("=25 vs 24 no", "=25 vs 24 yes"), False),  # false
         (lambda t: t.replace("=24 vs 24 yes", "=24 vs 24 no"), False),
-        (lambda t: t.replace("=24 vs 24", "=24 vs 25"), False),  # not the target
+        (
+            lambda t: t.replace("=24 vs 24", "=24 vs 25"),
+            False,
+        ),  # not the target
         (lambda t: t.replace("=24 vs 24 yes", "=24 yes"), False),  # no target
         (lambda t: t.replace(": 5 7 27", ": 5 27"), False),  # lost a number
         (lambda t: t.replace(" 5+3=8", " 5+2=7"), False),  # 2 is not there
