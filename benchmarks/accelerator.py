@@ -379,11 +379,11 @@ def train_step(args, shape: dict, models: dict) -> list[dict]:
 
 
 def _one_step(args, shape: dict, models: dict, t: int) -> dict:
-  from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import plan_run, to_run_config  # pylint: disable=g-import-not-at-top
 
   b, p = shape["batch"], shape["prompt"]
   c = _config(shape, models, t, b)
-  plan = plan_run(c, allow_preset_fallback=True)
+  plan = plan_run(to_run_config(c), allow_preset_fallback=True)
   scfg, tcfg = plan.student_config, plan.teacher_config
   row = {
       "response_len": t,
@@ -461,11 +461,13 @@ def sampler(args, shape: dict, models: dict) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import plan_run, to_run_config  # pylint: disable=g-import-not-at-top
 
   b, p, n = shape["sample_batch"], shape["prompt"], shape["sample_tokens"]
   c = _config(shape, models, n, b)
-  plan = plan_run(c, allow_preset_fallback=True, need_teacher=False)
+  plan = plan_run(
+      to_run_config(c), allow_preset_fallback=True, need_teacher=False
+  )
   config = plan.student_config
   with jax.set_mesh(plan.mesh):
     graphdef, params = _random_params(config, plan.dtype, plan.mesh, 0)

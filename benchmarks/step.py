@@ -76,7 +76,7 @@ def _ours(args, directory, new_tokens):
   from opd_jax.models import load_hf  # pylint: disable=g-import-not-at-top
   from opd_jax.rollouts import Sampling, sample  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer import config as trainer_config  # pylint: disable=g-import-not-at-top
-  from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import plan_run, to_run_config  # pylint: disable=g-import-not-at-top
 
   prompt, prompt_mask = (
       jnp.asarray(x) for x in protocol.load_prompts(directory, args.batch)
@@ -100,7 +100,7 @@ def _ours(args, directory, new_tokens):
   mesh = jax.sharding.Mesh(
       np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor")
   )
-  plan = plan_run(c, mesh=mesh)
+  plan = plan_run(to_run_config(c), mesh=mesh)
   student = load_hf(c.student, dtype=plan.dtype)
   teacher = load_hf(c.teacher, dtype=plan.dtype)
   graphdef, params = nnx.split(student)

@@ -83,15 +83,16 @@ def main(argv):
   )
   from opd_jax.trainer import loop  # pylint: disable=g-import-not-at-top
 
-  overridden = tuple(cli.config_overrides())
+  # The one place the ConfigDict becomes the typed run every module reads.
+  run = config_lib.start_run(
+      config, overridden=tuple(cli.config_overrides()), names=False
+  )
   if _DRY_RUN.value:
-    loop.dry_run(config, memory=_DRY_RUN_MEMORY.value, overridden=overridden)
+    loop.dry_run(run, memory=_DRY_RUN_MEMORY.value)
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --dry_run)")
-  loop.train_and_evaluate(
-      config, _WORKDIR.value, restart=_RESTART.value, overridden=overridden
-  )
+  loop.train_and_evaluate(run, _WORKDIR.value, restart=_RESTART.value)
 
 
 if __name__ == "__main__":

@@ -236,6 +236,7 @@ def check_sampler_splits_rows():
   single-device C++ decode kernels, whose operands XLA would gather, are
   not used under the mesh)."""
   from opd_jax.trainer import memory  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer.config import to_run_config  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer.plan import plan_run, split_abstract  # pylint: disable=g-import-not-at-top
 
   paths = testing.tiny_distillation_pair(tempfile.mkdtemp())
@@ -244,7 +245,7 @@ def check_sampler_splits_rows():
     c = testing.tiny_train_config(paths)
     c.batch_size, c.max_prompt_len, c.max_new_tokens = batch, 32, 256
     c.mesh.num_devices = devices
-    plan = plan_run(c)
+    plan = plan_run(to_run_config(c))
     sg, params = split_abstract(plan.abstract_model("student"))
     tg, teacher = split_abstract(plan.abstract_model("teacher"))
     temps[devices] = memory.sampler_memory(

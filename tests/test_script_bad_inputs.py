@@ -42,6 +42,7 @@ import scripts_worker  # tests/, on the path beside conftest.py
 from opd_jax import testing
 from opd_jax.models import load_hf
 from opd_jax.trainer import checkpointing, workdir as workdir_lib
+from opd_jax.trainer.config import to_run_config
 from opd_jax.trainer.plan import plan_run
 
 _ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -52,7 +53,7 @@ def _fake_run(pair, workdir: str, difficulty: str = "easy") -> str:
   """A run's workdir (config.json + one checkpoint), without training."""
   c = testing.tiny_train_config(pair)
   c.data.difficulty = difficulty
-  plan = plan_run(c)
+  plan = plan_run(to_run_config(c))
   _, state = nnx.split(load_hf(pair["student"]))
   os.makedirs(workdir)
   ck = checkpointing.Checkpointer(workdir, async_save=False)
@@ -1290,7 +1291,7 @@ def test_only_checkpoint_unreadable_is_refused_not_restarted(tmp_path):
   run = _fake_run(pair, str(tmp_path / "run"))
   _truncate_checkpoint(run)
   c = testing.tiny_train_config(pair)
-  abstract = plan_run(c).abstract_state(
+  abstract = plan_run(to_run_config(c)).abstract_state(
       nnx.split(load_hf(pair["student"]))[1].to_pure_dict()
   )
   ck = checkpointing.Checkpointer(run, async_save=False)

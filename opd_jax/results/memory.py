@@ -27,6 +27,7 @@ from opd_jax import losses
 
 from opd_jax.results.grid import MemorySpec
 from opd_jax.trainer import memory
+from opd_jax.trainer.config import to_run_config
 from opd_jax.trainer.plan import plan_run, split_abstract
 
 
@@ -65,7 +66,7 @@ def step_memory(
   """
   c = large_shape_config(c, spec)
   start = time.time()
-  plan = plan_run(c, allow_preset_fallback=True)
+  plan = plan_run(to_run_config(c), allow_preset_fallback=True)
   if method is not None:
     plan = dataclasses.replace(plan, method=method)
   scfg = plan.student_config

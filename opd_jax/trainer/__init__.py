@@ -13,9 +13,9 @@
 # limitations under the License.
 """The trainer: config -> plan -> rollouts -> jitted step -> eval -> checkpoints.
 
-`train_and_evaluate(config, workdir)` runs (or resumes) a run; `dry_run`
-checks a config without compiling; the ConfigDict becomes a typed
-`RunConfig` once where a run starts (`config.start_run`), and `plan_run`
+`train_and_evaluate(start_run(config), workdir)` runs (or resumes) a run;
+`dry_run` checks one without compiling. The ConfigDict becomes a typed
+`RunConfig` once, where a script starts a run (`start_run`); `plan_run`
 is the one place it becomes models, dtypes, a method and an optimizer;
 `restore_student` rebuilds a run's student for export and sampling.
 """
@@ -23,6 +23,8 @@ is the one place it becomes models, dtypes, a method and an optimizer;
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.config import ConfigError
 from opd_jax.trainer.config import default_config
+from opd_jax.trainer.config import start_run
+from opd_jax.trainer.config import to_run_config
 from opd_jax.trainer.config import validate
 from opd_jax.trainer.loop import dry_run
 from opd_jax.trainer.loop import train_and_evaluate
@@ -36,6 +38,7 @@ from opd_jax.trainer.restore import load_run_config
 from opd_jax.trainer.restore import restore_student
 from opd_jax.trainer.run_config import RunConfig
 from opd_jax.trainer.sft import sft_train
+from opd_jax.trainer.sft import SftSettings
 from opd_jax.trainer.state import make_optimizer
 from opd_jax.trainer.state import TrainState
 from opd_jax.trainer.step import compile_step
@@ -58,10 +61,13 @@ __all__ = [
     "RunConfig",
     "RunPlan",
     "sft_train",
+    "SftSettings",
     "train_and_evaluate",
     "train_step",
     "Trainer",
     "TrainingDivergedError",
     "TrainState",
+    "start_run",
+    "to_run_config",
     "validate",
 ]

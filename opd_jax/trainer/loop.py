@@ -35,7 +35,6 @@ from opd_jax import methods
 from opd_jax.evaluation.evaluate import evaluate as evaluate_model
 from opd_jax.rollouts import default_eos_ids, sample
 from opd_jax.trainer import builders, plots, reporting
-from opd_jax.trainer import config as config_lib
 from opd_jax.trainer import self_teacher, stage
 from opd_jax.trainer.checkpointing import Checkpointer
 from opd_jax.trainer.plan import RunPlan, plan_run, split_abstract
@@ -113,12 +112,7 @@ def _on_policy(run: RunConfig, step: int) -> bool:
   return bool(np.random.default_rng([run.seed, step, 7]).random() < lmbda)
 
 
-def dry_run(
-    c,
-    *,
-    memory: bool = True,
-    overridden: tuple[str, ...] = (),
-) -> dict[str, Any]:
+def dry_run(run: RunConfig, *, memory: bool = True) -> dict[str, Any]:
   """Checks config, shapes, shardings and memory without loading weights.
 
   Builds both models abstractly on the planned mesh, traces the step with
@@ -126,11 +120,9 @@ def dry_run(
   the abstract arguments (nothing runs) and prints parameter counts, the
   mesh and each program's memory per device (`trainer.memory`), and how it
   compares with the device's memory where the platform reports it.
-  `memory=False` skips the compiles (traces only); `overridden` are the
-  fields the command line set (`config.check_active`). Returns the figures
-  it printed.
+  `memory=False` skips the compiles (traces only). Returns the figures it
+  printed.
   """
-  run = config_lib.start_run(c, overridden=overridden, names=False)
   plan = plan_run(run, allow_preset_fallback=True)
   sgraph, params = split_abstract(plan.abstract_model("student"))
   tgraph, teacher = split_abstract(plan.abstract_model("teacher"))
@@ -247,29 +239,16 @@ def _check_stage_shapes(plan, sgraph, tgraph, params, teacher, batch):
 class Trainer:
   """Holds the run's pieces; `run()` trains to `config.total_steps`."""
 
-  def __init__(
-      self,
-      c,
-      workdir: str,
-      *,
-      restart: bool = False,
-      overridden: tuple[str, ...] = (),
-  ):
-    """Plans, loads and compiles the run of `c` in `workdir`.
+  def __init__(self, run: RunConfig, workdir: str, *, restart: bool = False):
+    """Plans, loads and compiles `run` in `workdir`.
 
     Args:
-      c: the trainer ConfigDict (converted here, `config.start_run`: the
-        one boundary) or a `RunConfig`.
+      run: the typed run config (`config.start_run` makes one from the
+        trainer ConfigDict: the one boundary, in the scripts).
       workdir: the run directory; a rerun with the same config resumes.
       restart: start over in a workdir that holds a different run (its
         files move to `previous_runs/`); without it that is an error.
-      overridden: the fields the command line set
-        (`--config.<method>.<field>`: '<method>.<field>'), refused where
-        they cannot act (`config.check_active`).
     """
-    run = c
-    if not isinstance(run, RunConfig):
-      run = config_lib.start_run(c, overridden=overridden)
     self.plan = plan = plan_run(run)
     self.run_config, self.workdir = run, workdir
     self.is_main = jax.process_index() == 0
@@ -711,15 +690,11 @@ def _skipped(skipped: int, steps: int) -> str:
 
 
 def train_and_evaluate(
-    c,
-    workdir: str,
-    *,
-    restart: bool = False,
-    overridden: tuple[str, ...] = (),
+    run: RunConfig, workdir: str, *, restart: bool = False
 ) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds this run's checkpoints).
+  """Trains `run` (resuming from `workdir` if it holds its checkpoints).
 
   A workdir holding a different run is an error unless `restart` (see
-  `trainer.workdir.prepare_workdir`); `overridden` as in `Trainer`.
+  `trainer.workdir.prepare_workdir`).
   """
-  return Trainer(c, workdir, restart=restart, overridden=overridden).run()
+  return Trainer(run, workdir, restart=restart).run()

@@ -34,7 +34,6 @@ from opd_jax.rollouts import Sampling
 from opd_jax.trainer import builders
 from opd_jax.trainer import self_teacher
 from opd_jax.trainer import step as steps
-from opd_jax.trainer.config import to_run_config
 from opd_jax.trainer.run_config import ConfigError, Optimizer, RunConfig
 from opd_jax.trainer.state import (
     TrainState,
@@ -165,19 +164,19 @@ def optimizer_from_config(o: Optimizer):
 
 
 def plan_run(
-    c: RunConfig | Any,
+    run: RunConfig,
     *,
     allow_preset_fallback: bool = False,
     need_teacher: bool = True,
     mesh=None,
 ) -> RunPlan:
-  """Checks `c` and decides the run's models, dtypes, method, optimizer.
+  """Checks `run` and decides its models, dtypes, method, optimizer.
 
   Reads only the models' `config.json` files, never their weights.
 
   Args:
-    c: the run's `RunConfig`, or a trainer ConfigDict (converted here with
-      `config.to_run_config`: the boundary).
+    run: the typed run config (`config.start_run` or `to_run_config`
+      makes one from a trainer ConfigDict, where a script starts).
     allow_preset_fallback: use `config.<role>_preset` in place of a model
       directory that is not on this machine (dry runs, restoring).
     need_teacher: False plans without the teacher unless the student's
@@ -187,7 +186,6 @@ def plan_run(
   Returns:
     The RunPlan.
   """
-  run = c if isinstance(c, RunConfig) else to_run_config(c)
   m = run.models
   scfg, s_from = builders.model_config(
       run, "student", allow_preset_fallback=allow_preset_fallback

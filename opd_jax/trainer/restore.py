@@ -24,7 +24,12 @@ from flax import nnx
 from opd_jax import sharding
 from opd_jax.models import Transformer
 from opd_jax.trainer.checkpointing import Checkpointer, CheckpointRestoreError
-from opd_jax.trainer.config import check_fields, ConfigError, with_defaults
+from opd_jax.trainer.config import (
+    check_fields,
+    ConfigError,
+    to_run_config,
+    with_defaults,
+)
 from opd_jax.trainer.plan import plan_run, split_abstract
 from opd_jax.trainer.update import train_state_shardings
 from opd_jax.trainer.workdir import CONFIG_FILE
@@ -77,7 +82,12 @@ def restore_student(
   moved = bool(c.student) and not os.path.isdir(c.student)
   if moved and not c.student_preset:
     raise FileNotFoundError(_moved_student(workdir, c))
-  plan = plan_run(c, allow_preset_fallback=True, need_teacher=False, mesh=mesh)
+  plan = plan_run(
+      to_run_config(c),
+      allow_preset_fallback=True,
+      need_teacher=False,
+      mesh=mesh,
+  )
   graphdef, params = split_abstract(plan.abstract_model("student"))
   abstract_state = plan.abstract_state(params)
   target = sharding.with_shardings(

@@ -204,139 +204,171 @@ def compile_sft_step(
   return fn, state_sh, batch_sh
 
 
-def sft_train(
-    model,
-    dataset: PromptDataset,
-    *,
-    num_steps: int = 1000,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    warmup_steps: int = 0,
-    end_lr_fraction: float = 0.1,
-    weight_decay: float = 0.0,
-    clip_norm: float = 1.0,
-    seed: int = 0,
-    mesh=None,
-    log_every: int = 100,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
-    length_groups: int = 0,
-    workdir: str | None = None,
-    checkpoint_every: int = 0,
-    evaluate: Callable[[Any], dict[str, float]] | None = None,
-    evaluate_every: int = 0,
-):
-  """Fine-tunes `model` on `dataset`'s reference responses.
+@dataclasses.dataclass(frozen=True)
+class SftSettings:
+  """How `sft_train` trains: the AdamW schedule, the batches, the cadences.
 
-  Batches come from a `PromptIterator` (seeded shuffle, epochs wrap), so
-  the result is a pure function of the model, the data and `seed`; a run
-  resumed from `workdir` ends bit for bit where an uninterrupted one does
-  (the state is restored and the iterator replayed past the batches used).
-
-  Args:
-    model: an opd_jax Transformer (its parameters are not modified).
-    dataset: a `PromptDataset` built with `max_new_tokens` and responses.
+  Attributes:
     num_steps: optimizer updates.
     batch_size: sequences per update.
     learning_rate, warmup_steps, end_lr_fraction, weight_decay, clip_norm:
       the AdamW schedule of `make_optimizer`.
-    seed: the shuffling seed.
-    mesh: a mesh for the step's shardings; one over all devices if None.
-    log_every: call `callback(step, metrics)` every this many steps (and at
-      the last one).
-    callback: receives host floats; None prints a line.
+    seed: the shuffling (and state) seed.
     length_groups: when > 0, batches are regrouped by response length this
       many at a time and trimmed (`length_grouped`): for long references
       of uneven length. 0 keeps the iterator's batches at full width.
+    log_every: report every this many steps (and at the last one).
+    checkpoint_every: steps between checkpoints (>= 1 when `sft_train` has
+      a workdir); the last step is always saved.
+    evaluate_every: steps between calls of `sft_train`'s `evaluate` (and at
+      the last step); 0 never evaluates during training.
+  """
+
+  num_steps: int = 1000
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  warmup_steps: int = 0
+  end_lr_fraction: float = 0.1
+  weight_decay: float = 0.0
+  clip_norm: float = 1.0
+  seed: int = 0
+  length_groups: int = 0
+  log_every: int = 100
+  checkpoint_every: int = 0
+  evaluate_every: int = 0
+
+  def __post_init__(self):
+    if self.num_steps < 1 or self.batch_size < 1:
+      raise ValueError(
+          "sft_train: expected num_steps >= 1 and batch_size >="
+          f" 1, got {self.num_steps} and {self.batch_size}"
+      )
+
+  def optimizer(self) -> optax.GradientTransformation:
+    return make_optimizer(
+        learning_rate=self.learning_rate,
+        total_steps=self.num_steps,
+        warmup_steps=self.warmup_steps,
+        end_lr_fraction=self.end_lr_fraction,
+        weight_decay=self.weight_decay,
+        clip_norm=self.clip_norm,
+    )
+
+  def checkpoint_now(self, step: int) -> bool:
+    return step % self.checkpoint_every == 0 or step == self.num_steps
+
+  def evaluate_now(self, step: int) -> bool:
+    if not self.evaluate_every:
+      return False
+    return step % self.evaluate_every == 0 or step == self.num_steps
+
+  def log_now(self, step: int) -> bool:
+    last = step == self.num_steps
+    return step % self.log_every == 0 or last or self.evaluate_now(step)
+
+
+def sft_train(
+    model,
+    dataset: PromptDataset,
+    settings: SftSettings = SftSettings(),
+    *,
+    mesh=None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    workdir: str | None = None,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+):
+  """Fine-tunes `model` on `dataset`'s reference responses.
+
+  Batches come from a `PromptIterator` (seeded shuffle, epochs wrap), so
+  the result is a pure function of the model, the data and the settings;
+  a run resumed from `workdir` ends bit for bit where an uninterrupted one
+  does (the state is restored and the iterator replayed past the batches
+  used).
+
+  Args:
+    model: an opd_jax Transformer (its parameters are not modified).
+    dataset: a `PromptDataset` built with `max_new_tokens` and responses.
+    settings: steps, batch, schedule and cadences (`SftSettings`).
+    mesh: a mesh for the step's shardings; one over all devices if None.
+    callback: receives (step, host floats) at each logged step; None
+      prints a line.
     workdir: when set, the train state is checkpointed (orbax) into
-      `workdir/checkpoints` every `checkpoint_every` steps and at the end,
-      and a run finding a checkpoint there resumes from its step. The
-      caller makes sure the checkpoint belongs to the same settings.
-    checkpoint_every: steps between checkpoints (> 0 with `workdir`).
-    evaluate: called with the model every `evaluate_every` steps (and at
-      the last step); the metrics it returns join that step's log.
-    evaluate_every: 0 never evaluates during training.
+      `workdir/checkpoints` every `settings.checkpoint_every` steps and at
+      the end, and a run finding a checkpoint there resumes from its step.
+      The caller makes sure the checkpoint belongs to the same settings.
+    evaluate: called with the model at `settings.evaluate_every`; the
+      metrics it returns join that step's log.
 
   Returns:
     (the trained model, list of (step, metrics) logged).
   """
-  _check_arguments(dataset, num_steps, batch_size, workdir, checkpoint_every)
+  _check_arguments(dataset, settings, workdir)
   mesh = mesh or sharding.make_mesh(sharding.MeshConfig(1, -1, 1))
-  optimizer = make_optimizer(
-      learning_rate=learning_rate,
-      total_steps=num_steps,
-      warmup_steps=warmup_steps,
-      end_lr_fraction=end_lr_fraction,
-      weight_decay=weight_decay,
-      clip_norm=clip_norm,
-  )
   graphdef, model_state = nnx.split(model)
   params = jax.tree.map(jnp.copy, model_state.to_pure_dict())
-  batches = sft_batches(dataset, batch_size, seed, length_groups)
+  batches = sft_batches(
+      dataset, settings.batch_size, settings.seed, settings.length_groups
+  )
   with jax.set_mesh(mesh):
     fn, state, batch_sh = _compiled_step_and_state(
-        mesh, dataset, params, batch_size, graphdef, optimizer, seed
+        mesh, dataset, params, graphdef, settings
     )
     checkpointer = Checkpointer(workdir, max_to_keep=2) if workdir else None
     start = 0
     if checkpointer:
       state, start = _resumed(checkpointer, state, batches)
-    cadence = _Cadence(
-        num_steps, log_every, checkpoint_every, evaluate_every, evaluate
-    )
-    report = callback or _print_metrics
-    merge = lambda params: nnx.merge(graphdef, params)
+    if not evaluate:
+      settings = dataclasses.replace(settings, evaluate_every=0)
     state, history = _run_steps(
         fn,
         state,
         (batches, batch_sh),
         start,
-        cadence,
+        settings,
         checkpointer,
-        report,
-        merge,
+        callback or _print_metrics,
+        lambda params: evaluate(nnx.merge(graphdef, params)),
     )
     if checkpointer:
       checkpointer.close()
   return nnx.merge(graphdef, state.params), history
 
 
-def _run_steps(fn, state, data, start, cadence, checkpointer, report, model):
-  """Steps `start + 1 .. cadence.num_steps`: (final state, logged history).
+def _run_steps(
+    fn, state, data, start, settings, checkpointer, report, evaluate
+):
+  """Steps `start + 1 .. settings.num_steps`: (final state, logged history).
 
-  `data` is (host batches, their shardings); `model(params)` builds the
-  model `cadence.evaluate` takes.
+  `data` is (host batches, their shardings); `evaluate(params)` gives the
+  metrics of an evaluation step.
   """
   batches, batch_sh = data
   history = []
   t0 = time.time()
-  for done in range(start + 1, cadence.num_steps + 1):
+  for done in range(start + 1, settings.num_steps + 1):
     state, metrics = fn(state, jax.device_put(next(batches), batch_sh))
-    if checkpointer and cadence.checkpoint(done):
+    if checkpointer and settings.checkpoint_now(done):
       checkpointer.save(done, state, {"step": done})
-    if cadence.log(done):
+    if settings.log_now(done):
       m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if cadence.evaluate_now(done):
-        m.update(cadence.evaluate(model(state.params)))
+      if settings.evaluate_now(done):
+        m.update(evaluate(state.params))
       m["train/elapsed"] = time.time() - t0
       history.append((done, m))
       report(done, m)
   return state, history
 
 
-def _check_arguments(dataset, num_steps, batch_size, workdir, every) -> None:
+def _check_arguments(dataset, settings: SftSettings, workdir) -> None:
   if dataset.max_new_tokens is None:
     raise ValueError(
         "sft_train: dataset.max_new_tokens is None; the SFT"
         " dataset needs reference responses"
     )
-  if num_steps < 1 or batch_size < 1:
+  if workdir and settings.checkpoint_every < 1:
     raise ValueError(
-        "sft_train: expected num_steps >= 1 and batch_size >="
-        f" 1, got {num_steps} and {batch_size}"
-    )
-  if workdir and every < 1:
-    raise ValueError(
-        f"sft_train: checkpoint_every must be >= 1 with a workdir, got {every}"
+        "sft_train: checkpoint_every must be >= 1 with a workdir, got"
+        f" {settings.checkpoint_every}"
     )
 
 
@@ -353,12 +385,11 @@ def sft_batches(
   return batches
 
 
-def _compiled_step_and_state(
-    mesh, dataset, params, batch_size, graphdef, optimizer, seed
-):
+def _compiled_step_and_state(mesh, dataset, params, graphdef, settings):
   """(`sft_step` compiled for the untrimmed batch shape, the initial
   state placed with its shardings, the batch shardings)."""
-  key = jax.random.PRNGKey(seed)
+  optimizer, batch_size = settings.optimizer(), settings.batch_size
+  key = jax.random.PRNGKey(settings.seed)
   abstract_state = jax.eval_shape(
       lambda p: init_state(p, optimizer, key), params
   )
@@ -398,30 +429,6 @@ def _resumed(
   for _ in range(start):
     next(batches)
   return state, start
-
-
-@dataclasses.dataclass(frozen=True)
-class _Cadence:
-  """Which steps of an `sft_train` run log, checkpoint and evaluate (the
-  last step does all three)."""
-
-  num_steps: int
-  log_every: int
-  checkpoint_every: int
-  evaluate_every: int
-  evaluate: Callable | None
-
-  def checkpoint(self, step: int) -> bool:
-    return step % self.checkpoint_every == 0 or step == self.num_steps
-
-  def evaluate_now(self, step: int) -> bool:
-    if not (self.evaluate and self.evaluate_every):
-      return False
-    return step % self.evaluate_every == 0 or step == self.num_steps
-
-  def log(self, step: int) -> bool:
-    last = step == self.num_steps
-    return step % self.log_every == 0 or last or self.evaluate_now(step)
 
 
 def _print_metrics(step: int, metrics: dict[str, float]) -> None:

@@ -23,6 +23,7 @@ import pytest
 import scripts_worker  # tests/, on the path beside conftest.py
 
 from opd_jax import testing
+from opd_jax.trainer.config import start_run
 
 ROOT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,7 +174,7 @@ def test_pages_from_hf_dirs_and_from_a_workdir(pair_dir, tmp_path):
       pair_dir, total_steps=2, checkpoint_every=2, max_new_tokens=12
   )
   config.tip.rho = 0.25
-  train_and_evaluate(config, str(workdir))
+  train_and_evaluate(start_run(config), str(workdir))
   page = tmp_path / "run_map.html"
   proc = _run(
       f"--workdir={workdir}",

@@ -201,7 +201,7 @@ def tiny_pair(tmp_path_factory):
 
 
 def _plan(paths, implementation):
-  from opd_jax.trainer import plan_run  # pylint: disable=g-import-not-at-top
+  from opd_jax.trainer import plan_run, to_run_config  # pylint: disable=g-import-not-at-top
   from opd_jax.trainer.config import default_config  # pylint: disable=g-import-not-at-top
 
   c = default_config()
@@ -209,7 +209,7 @@ def _plan(paths, implementation):
   c.batch_size, c.max_prompt_len, c.max_new_tokens = 2, 8, 200
   c.compute_dtype = "bfloat16"
   c.mesh.num_devices = 1
-  plan = plan_run(c)
+  plan = plan_run(to_run_config(c))
   # The platform's explicit backend in both models, as `config.attention`
   # sets it.
   return dataclasses.replace(

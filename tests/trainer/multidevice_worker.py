@@ -43,6 +43,7 @@ import numpy as np
 
 from opd_jax import sharding, testing
 from opd_jax.trainer import distributed, loop
+from opd_jax.trainer.config import start_run
 
 
 def _paths(pair_dir):
@@ -60,7 +61,7 @@ def mesh8(pair_dir):
     c = testing.tiny_train_config(_paths(pair_dir), total_steps=1, batch_size=8)
     c.mesh.update(mesh_cfg)
     c.mesh.num_devices = 1 if name == "one" else 0
-    trainer = loop.Trainer(c, os.path.join(pair_dir, f"run_{name}"))
+    trainer = loop.Trainer(start_run(c), os.path.join(pair_dir, f"run_{name}"))
     host = next(trainer.iterator)
     with jax.set_mesh(trainer.mesh):
       batch = trainer._batch(0, host)  # pylint: disable=protected-access
@@ -97,7 +98,7 @@ def train(pair_dir, workdir, out, nproc, pid, port):
   c = testing.tiny_train_config(
       _paths(pair_dir), total_steps=3, checkpoint_every=2
   )
-  trainer = loop.Trainer(c, workdir)
+  trainer = loop.Trainer(start_run(c), workdir)
   trainer.run()
   params = jax.tree.map(
       lambda x: np.asarray(

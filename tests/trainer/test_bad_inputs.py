@@ -32,6 +32,7 @@ from opd_jax import testing
 from opd_jax.trainer import loop, plan
 from opd_jax.trainer import builders
 from opd_jax.trainer import config as config_lib
+from opd_jax.trainer.config import start_run
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -324,7 +325,7 @@ def test_bad_input_gets_a_clear_error(pair, tmp_path, name):
   mutate(pair, tmp_path, c)
   workdir = tmp_path / "run"
   with pytest.raises((ValueError, OSError)) as e:
-    loop.Trainer(c, str(workdir))
+    loop.Trainer(start_run(c), str(workdir))
   assert fragment in str(e.value), str(e.value)
   assert "\n" not in str(e.value).strip()
   assert not (workdir / "checkpoints").exists()
@@ -339,7 +340,7 @@ def test_another_methods_field_on_the_command_line_is_refused(pair, tmp_path):
       r" is 'rkl': it has no effect in this run; drop it or set"
       r" --config\.method=tip$",
   ):
-    loop.Trainer(c, str(tmp_path / "run"), overridden=("tip.rho",))
+    loop.Trainer(start_run(c, overridden=("tip.rho",)), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
@@ -398,7 +399,7 @@ def test_skip_ungradable_drops_evaluation_rows(pair, tmp_path, capsys):
   )
   tokenizer = builders.load_tokenizer(c)
   with pytest.raises(ValueError, match="answer 'banana' is text"):
-    loop.Trainer(c, str(tmp_path / "run"))
+    loop.Trainer(start_run(c), str(tmp_path / "run"))
   c.data.skip_ungradable = True
   run = config_lib.to_run_config(c)
   assert len(builders.eval_dataset(run, tokenizer)) == 1

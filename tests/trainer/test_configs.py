@@ -23,6 +23,7 @@ import pytest
 from ml_collections import config_flags  # noqa: F401  (config file loader)
 
 from opd_jax.trainer import loop
+from opd_jax.trainer.config import start_run
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 _CONFIGS = sorted(glob.glob(os.path.join(_ROOT, "configs", "*.py")))
@@ -59,7 +60,7 @@ def test_method_config_dry_run_compiles_nothing(path):
 
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    report = loop.dry_run(_load(path), memory=False)
+    report = loop.dry_run(start_run(_load(path), names=False), memory=False)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert not compiles
@@ -102,7 +103,7 @@ def test_dry_run_prints_compiled_memory_of_step_and_sampler(tmp_path, capsys):
   from opd_jax import testing  # pylint: disable=g-import-not-at-top
 
   c = testing.tiny_train_config(testing.tiny_distillation_pair(str(tmp_path)))
-  report = loop.dry_run(c)
+  report = loop.dry_run(start_run(c, names=False))
   out = capsys.readouterr().out
   for what in ("step", "sampler"):
     m = re.search(
@@ -151,6 +152,6 @@ def test_dry_run_sampler_under_a_context_compiles_the_teachers_prompt(
     return Traced()
 
   monkeypatch.setattr(sampler, "jitted_sampler", spy)
-  report = loop.dry_run(c)
+  report = loop.dry_run(start_run(c, names=False))
   assert widths == [(c.max_prompt_len, 48)]
   assert report["sampler_memory"]["argument_bytes"] > 0

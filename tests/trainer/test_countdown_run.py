@@ -22,6 +22,7 @@ import pytest
 
 from opd_jax import testing
 from opd_jax.trainer import loop
+from opd_jax.trainer.config import start_run
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -52,7 +53,7 @@ def _config(pair, **overrides):
 
 def test_trains_and_evaluates_on_countdown(pair, tmp_path):
   workdir = tmp_path / "run"
-  metrics = loop.train_and_evaluate(_config(pair), str(workdir))
+  metrics = loop.train_and_evaluate(start_run(_config(pair)), str(workdir))
   assert 0.0 <= metrics["eval/accuracy"] <= 1.0
   with open(workdir / "config.json") as f:
     assert json.load(f)["data"]["source"] == "countdown"
@@ -69,14 +70,14 @@ def test_a_self_teacher_reads_the_tasks_context(pair, tmp_path):
           "teacher_context.max_prompt_len": 64,
       },
   )
-  metrics = loop.train_and_evaluate(c, str(tmp_path / "opsd"))
+  metrics = loop.train_and_evaluate(start_run(c), str(tmp_path / "opsd"))
   assert 0.0 <= metrics["eval/accuracy"] <= 1.0
 
 
 @pytest.mark.slow
 def test_evaluate_script_takes_the_runs_task(pair, tmp_path):
   workdir = tmp_path / "run"
-  loop.train_and_evaluate(_config(pair), str(workdir))
+  loop.train_and_evaluate(start_run(_config(pair)), str(workdir))
   proc = subprocess.run(
       [
           sys.executable,

@@ -24,6 +24,7 @@ from opd_jax.data import sources
 from opd_jax.trainer import builders
 from opd_jax.trainer import config as config_lib
 from opd_jax.trainer import loop
+from opd_jax.trainer.config import start_run
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_held_out_rows_are_evaluated_and_never_trained_on(
       pair, tmp_path, _rows(40), total_steps=2, eval_every=2, checkpoint_every=2
   )
   workdir = str(tmp_path / "run")
-  trainer = loop.Trainer(c, workdir)
+  trainer = loop.Trainer(start_run(c), workdir)
   out = capsys.readouterr().out
   assert "warning:" not in out, out
   assert (

@@ -26,6 +26,7 @@ from flax import nnx
 from opd_jax import testing
 from opd_jax.models import load_hf
 from opd_jax.trainer import builders, config as trainer_config, loop, reporting, restore
+from opd_jax.trainer.config import start_run
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -47,7 +48,7 @@ def _metric_lines(workdir):
 def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   c = testing.tiny_train_config(pair, eval_every=4)
-  last = loop.train_and_evaluate(c, workdir)
+  last = loop.train_and_evaluate(start_run(c), workdir)
   # The eval scores reach the console, not only metrics.jsonl; the last
   # line says where the checkpoint, metrics and plots are.
   console = capsys.readouterr()
@@ -81,7 +82,7 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
   model, step, _ = restore.restore_student(workdir)
   assert step == 4
   # Rerunning the finished command resumes at the end and does nothing.
-  trainer = loop.Trainer(c, workdir)
+  trainer = loop.Trainer(start_run(c), workdir)
   assert trainer.start_step == 4
   np.testing.assert_array_equal(
       np.asarray(trainer.state.params["final_norm"]["scale"]),
@@ -118,7 +119,7 @@ def test_trains_logs_checkpoints_and_exports(pair, tmp_path, capsys):
 def test_resume_after_corrupt_latest_checkpoint(pair, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   c = testing.tiny_train_config(pair, total_steps=3, checkpoint_every=1)
-  first = loop.Trainer(c, workdir)
+  first = loop.Trainer(start_run(c), workdir)
   first.run()
   final = _params(first)
   # Garble every file of the newest step.
@@ -127,7 +128,7 @@ def test_resume_after_corrupt_latest_checkpoint(pair, tmp_path, capsys):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"\x00garbage")
-  second = loop.Trainer(c, workdir)
+  second = loop.Trainer(start_run(c), workdir)
   assert "checkpoint step 3 is unreadable" in capsys.readouterr().out
   assert second.start_step == 2
   assert os.listdir(os.path.join(workdir, "corrupt_checkpoints"))
@@ -139,7 +140,7 @@ def test_non_finite_steps_are_skipped_then_stop(pair, tmp_path):
   # NaN teacher weights (a checkpoint with them is refused at load, so put
   # them in after) make every loss NaN.
   c = testing.tiny_train_config(pair, total_steps=6, max_consecutive_skips=3)
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   trainer.teacher_params = jax.tree.map(
       lambda x: x * np.nan, trainer.teacher_params
   )
@@ -174,7 +175,7 @@ def test_mostly_skipped_steps_stop_the_run(pair, tmp_path):
   # Never 3 in a row, but 3 of the first 4 steps: the model trains on
   # almost nothing (a learning rate of 1e6 does this), so the run stops.
   c = testing.tiny_train_config(pair, total_steps=8, max_consecutive_skips=3)
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   _nan_on(trainer, {1, 2, 4, 5, 7})
   with pytest.raises(
       loop.TrainingDivergedError,
@@ -188,13 +189,13 @@ def test_skipped_steps_are_in_the_summary_and_a_mostly_skipped_run_fails(
     pair, tmp_path, capsys
 ):
   c = testing.tiny_train_config(pair, total_steps=3, max_consecutive_skips=3)
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   _nan_on(trainer, {2})
   trainer.run()
   out = capsys.readouterr().out
   assert "run at step 3, 1 of 3 steps skipped as non-finite: checkpoint" in out
   # Two of three (never max_consecutive_skips in a row): an error at the end.
-  trainer = loop.Trainer(c, str(tmp_path / "run2"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run2"))
   _nan_on(trainer, {1, 3})
   with pytest.raises(
       loop.TrainingDivergedError,
@@ -215,7 +216,7 @@ def test_nan_teacher_checkpoint_is_refused_at_load(pair, tmp_path):
   c = testing.tiny_train_config(pair)
   c.teacher = bad
   with pytest.raises(ValueError, match="config.teacher.*NaN"):
-    loop.Trainer(c, str(tmp_path / "run"))
+    loop.Trainer(start_run(c), str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
@@ -230,7 +231,7 @@ def test_vocab_mismatch_fails_before_compiling(pair, tmp_path):
       builders.VocabularyMismatchError,
       match="teacher vocab_size=96, student vocab_size=80",
   ):
-    loop.Trainer(c, str(tmp_path / "run"))
+    loop.Trainer(start_run(c), str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
@@ -259,14 +260,14 @@ def test_empty_dataset_fails_before_compiling(pair, tmp_path):
   c = testing.tiny_train_config(pair)
   c.data.source, c.data.path = "file", str(empty)
   with pytest.raises(ValueError, match="empty.jsonl"):
-    loop.Trainer(c, str(tmp_path / "run"))
+    loop.Trainer(start_run(c), str(tmp_path / "run"))
 
 
 def test_bf16_compute_matches_float32_step(pair, tmp_path):
   results = {}
   for compute in ("", "bfloat16"):
     c = testing.tiny_train_config(pair, compute_dtype=compute)
-    trainer = loop.Trainer(c, str(tmp_path / f"run{compute}"))
+    trainer = loop.Trainer(start_run(c), str(tmp_path / f"run{compute}"))
     with jax.set_mesh(trainer.mesh):
       batch = trainer._batch(0, next(trainer.iterator))  # pylint: disable=protected-access
       if (
@@ -301,7 +302,7 @@ def test_progress_bar_tokens_and_token_maps(pair, tmp_path, monkeypatch):
   c = testing.tiny_train_config(pair, eval_every=0)
   c.log_every = 2
   c.token_map_every = 2
-  loop.train_and_evaluate(c, str(tmp_path / "run"))
+  loop.train_and_evaluate(start_run(c), str(tmp_path / "run"))
   plots = tmp_path / "run" / "plots"
   assert sorted(p for p in os.listdir(plots) if p.endswith(".html")) == [
       "token_map_000002.html",

@@ -20,6 +20,7 @@ from flax import nnx
 
 from opd_jax import losses, testing
 from opd_jax.trainer import loop
+from opd_jax.trainer.config import start_run
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_steps_lower_the_divergence(
     pair, tmp_path, method, overrides, on_policy, divergence
 ):
   c = testing.tiny_train_config(pair, method=method, **overrides)
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   with jax.set_mesh(trainer.mesh):
     fixed = trainer._batch(0, next(trainer.iterator))  # pylint: disable=protected-access
     before = _divergence(trainer, trainer.state.params, fixed, divergence)

@@ -29,6 +29,7 @@ import pytest
 
 from opd_jax import testing
 from opd_jax.trainer import loop
+from opd_jax.trainer.config import start_run
 
 REPO = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ def pair(tmp_path_factory):
 
 
 def _train_rows(c, workdir):
-  loop.train_and_evaluate(c, str(workdir))
+  loop.train_and_evaluate(start_run(c), str(workdir))
   with open(workdir / "metrics.jsonl", encoding="utf-8") as f:
     return [r for r in map(json.loads, f) if "loss/total" in r]
 

@@ -30,7 +30,7 @@ from opd_jax.methods import topd_stage
 from opd_jax.trainer import builders, loop, self_teacher
 from opd_jax.trainer import stage as stage_lib
 from opd_jax.trainer import step as steps
-from opd_jax.trainer.config import ConfigError
+from opd_jax.trainer.config import ConfigError, start_run, to_run_config
 from opd_jax.trainer.plan import plan_run
 
 
@@ -51,7 +51,7 @@ def _step(c, tokenizer):
   The student starts away from its checkpoint (theta_0 + noise), as after
   some training: a teacher at theta_0 then has something to teach.
   """
-  plan = plan_run(c)
+  plan = plan_run(to_run_config(c))
   data = builders.train_dataset(plan.run, tokenizer)
   host = next(PromptIterator(data, global_batch_size=c.batch_size, seed=0))
   mesh = plan.mesh
@@ -140,7 +140,7 @@ def test_a_solution_context_changes_the_teacher(pair, tokenizer, plain_opd):
 def test_a_state_teacher_keeps_no_copy_of_theta_0(pair, weights):
   c = _config(pair, teacher="self")
   c.self_teacher.weights = weights
-  plan = plan_run(c)
+  plan = plan_run(to_run_config(c))
   with jax.set_mesh(plan.mesh):
     teacher = builders.build_model(
         plan.run, "teacher", plan.mesh, dtype=plan.dtype
@@ -204,7 +204,7 @@ def test_ema_tracker_follows_the_updates():
 def test_bad_settings_are_one_line_before_compiling(pair, overrides, match):
   c = testing.tiny_train_config(pair, **overrides)
   with pytest.raises((ValueError, ConfigError), match=match):
-    plan_run(c)
+    plan_run(to_run_config(c))
 
 
 def test_file_template_field_needs_its_column(pair, tmp_path):
@@ -214,9 +214,9 @@ def test_file_template_field_needs_its_column(pair, tmp_path):
   c.data.source, c.data.path = "file", str(path)
   c.teacher_context.template = "solution"
   with pytest.raises(ValueError, match=r"set config.data.<name>_field"):
-    plan_run(c)
+    plan_run(to_run_config(c))
   c.data.solution_field = "sol"
-  plan_run(c)
+  plan_run(to_run_config(c))
 
 
 @pytest.mark.slow
@@ -233,7 +233,7 @@ def test_resume_with_a_state_teacher_is_bit_identical(pair, tmp_path, weights):
   # resumed run writes it again, and the page must not change the training.
   c.token_map_every = 3
   workdir = str(tmp_path / "run")
-  first = loop.Trainer(c, workdir)
+  first = loop.Trainer(start_run(c), workdir)
   first.run()
   final = jax.device_get(first.state)
   page = os.path.join(workdir, "plots", "token_map_000003.html")
@@ -250,7 +250,7 @@ def test_resume_with_a_state_teacher_is_bit_identical(pair, tmp_path, weights):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"\x00garbage")
-  second = loop.Trainer(c, workdir)
+  second = loop.Trainer(start_run(c), workdir)
   assert second.start_step == 2
   second.run()
   _assert_same(jax.device_get(second.state.params), final.params)
@@ -275,7 +275,7 @@ def test_teacher_rollouts_follow_the_teachers_own_prompt(
   c.self_teacher.weights = weights
   c.teacher_context.template = "solution"
   c.teacher_context.max_prompt_len = 64
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   if weights == "live":  # as after some training: away from theta_0
     params = jax.tree.map(lambda p: p * 1.5, trainer.state.params)
     trainer.state = trainer.state.replace(params=params)
@@ -336,7 +336,7 @@ def test_topd_trains_under_a_teacher_context(pair, tmp_path):
   c.teacher_context.template = "solution"
   c.teacher_context.max_prompt_len = 64
   c.token_map_every = 2
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   trainer.run()
   with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
     logged = [json.loads(l) for l in f if '"loss/total"' in l]
@@ -363,7 +363,7 @@ def test_topd_stage_branches_with_the_step_teacher(pair, tmp_path, weights):
   c = testing.tiny_train_config(pair, method="topd", teacher="self")
   c.self_teacher.weights = weights
   c.topd.window, c.topd.ot_quantile = 8, 0.5
-  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  trainer = loop.Trainer(start_run(c), str(tmp_path / "run"))
   theta_0 = trainer.state.params
   is_ema = lambda x: isinstance(x, self_teacher.EmaState)
   # As after some training: params and EMA away from theta_0 and apart.

@@ -13,6 +13,7 @@
 # limitations under the License.
 """Tests of the SFT step: reference loss, masking, and that it learns."""
 
+import dataclasses
 import functools
 import shutil
 
@@ -175,10 +176,9 @@ def test_sft_train_learns_the_task(tmp_path):
   trained, history = sft.sft_train(
       model,
       data,
-      num_steps=30,
-      batch_size=8,
-      learning_rate=3e-3,
-      log_every=10,
+      sft.SftSettings(
+          num_steps=30, batch_size=8, learning_rate=3e-3, log_every=10
+      ),
       callback=lambda s, m: logged.append((s, m)),
   )
   assert [s for s, _ in history] == [10, 20, 30]
@@ -260,27 +260,29 @@ def test_sft_train_resumes_bit_for_bit(tmp_path):
       max_prompt_len=24,
       max_new_tokens=512,
   )
-  run = functools.partial(
-      sft.sft_train,
-      _model(vocab_size=len(tok)),
-      data,
+  settings = sft.SftSettings(
       num_steps=4,
       batch_size=4,
       learning_rate=3e-3,
       log_every=1,
-      callback=lambda s, m: None,
       length_groups=3,
       checkpoint_every=2,
   )
-  unbroken, history = run(workdir=str(tmp_path / "a"))
+  run = functools.partial(
+      sft.sft_train,
+      _model(vocab_size=len(tok)),
+      data,
+      callback=lambda s, m: None,
+  )
+  unbroken, history = run(settings, workdir=str(tmp_path / "a"))
   # The same run killed after step 2: its step-4 checkpoint never landed.
   shutil.copytree(tmp_path / "a", tmp_path / "b")
   shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
   evaluated = []
   resumed, resumed_history = run(
+      dataclasses.replace(settings, evaluate_every=3),
       workdir=str(tmp_path / "b"),
       evaluate=lambda m: evaluated.append(m) or {"eval/x": 1.0},
-      evaluate_every=3,
   )
   assert [s for s, _ in resumed_history] == [3, 4]
   assert len(evaluated) == 2  # at step 3 and at the last step
