@@ -33,6 +33,7 @@ from opd_jax import cli
 from opd_jax import methods
 from opd_jax.data import tasks
 from opd_jax.trainer import run_config as run_config_lib
+from opd_jax.trainer.reporting import flatten
 from opd_jax.trainer.run_config import ConfigError, RunConfig
 
 
@@ -251,16 +252,6 @@ FILE_ONLY_FIELDS = (
 )
 
 
-def _flat_fields(node: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in node.items():
-    if isinstance(value, dict):
-      out.update(_flat_fields(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def inactive_method_fields(c: ml_collections.ConfigDict) -> list[str]:
   """Fields of methods other than `config.method` set away from defaults.
 
@@ -271,8 +262,8 @@ def inactive_method_fields(c: ml_collections.ConfigDict) -> list[str]:
   for name in sorted(methods.REGISTRY):
     if name == c.method or name not in c:
       continue
-    default = _flat_fields(method_defaults(name).to_dict())
-    for field, value in _flat_fields(c[name].to_dict()).items():
+    default = flatten(method_defaults(name).to_dict(), sep=".")
+    for field, value in flatten(c[name].to_dict(), sep=".").items():
       if field in default and value != default[field]:
         out.append(f"{name}.{field}")
   return out

@@ -60,13 +60,15 @@ def to_float(name: str, value: Any) -> float:
   return float(array.reshape(()))
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """Flattens nested mappings (e.g. a config dict) into slash-named keys."""
+def flatten(
+    tree: Mapping[str, Any], sep: str = "/", prefix: str = ""
+) -> dict[str, Any]:
+  """Flattens nested mappings (e.g. a config dict) into `sep`-joined keys."""
   out = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
     if isinstance(value, Mapping):
-      out.update(flatten(value, name + "/"))
+      out.update(flatten(value, sep, name + sep))
     else:
       out[name] = value
   return out

@@ -31,6 +31,8 @@ import shutil
 import time
 from typing import Any
 
+from opd_jax.trainer.reporting import flatten
+
 CONFIG_FILE = "config.json"  # the run's config, in the workdir
 
 # Fields a resumed run may change: they schedule the run, not define it.
@@ -104,17 +106,6 @@ def check_run_workdir(workdir: str | None, flag: str = "--workdir") -> dict:
   return config
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flat(value, name + "."))
-    else:
-      out[name] = list(value) if isinstance(value, tuple) else value
-  return out
-
-
 def _defining(config: dict[str, Any]) -> dict[str, Any]:
   """The fields that define a run, flattened (`<method>.<field>`, `data.path`)."""
   method = config.get("method")
@@ -130,7 +121,11 @@ def _defining(config: dict[str, Any]) -> dict[str, Any]:
     ):
       continue
     kept[key] = value
-  return _flat(kept)
+  # Tuples as lists: a config read back from config.json has lists.
+  return {
+      k: list(v) if isinstance(v, tuple) else v
+      for k, v in flatten(kept, sep=".").items()
+  }
 
 
 def config_differences(
