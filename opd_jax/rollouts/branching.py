@@ -152,6 +152,7 @@ def branch_cache(
 
 def _continue_impl(
     graphdefs,
+    settings: sampler.DecodeSettings,
     states,
     prompt,
     prompt_mask,
@@ -159,15 +160,8 @@ def _continue_impl(
     response_mask,
     cut,
     key,
-    *,
-    weights,
-    sampling,
-    max_new_tokens,
-    eos_ids,
-    pad_id,
-    compute_dtype,
 ):
-  models = sampler.decoding_models(graphdefs, states, compute_dtype)
+  models = sampler.decoding_models(graphdefs, states, settings.compute_dtype)
   b, p = prompt.shape
   t, n = response.shape[1], cut.shape[1]
   prefix, prefix_mask, valid = branch_prefixes(
@@ -176,14 +170,14 @@ def _continue_impl(
       response,
       response_mask,
       cut,
-      eos_ids=eos_ids,
-      pad_id=pad_id,
+      eos_ids=settings.eos_ids,
+      pad_id=settings.pad_id,
   )
   kept = jnp.where(valid, cut.reshape(b * n), 0)  # [B*N]
   rows = jnp.repeat(jnp.arange(b), n)
   tokens = jnp.concatenate([prompt, response], axis=1)
   mask = jnp.concatenate([prompt_mask, response_mask], axis=1)
-  schedule = sampler.cache_schedule(max_new_tokens)
+  schedule = sampler.cache_schedule(settings.max_new_tokens)
   caches, first_lp = [], []
   for m in models:
     # One forward over the B rollout rows, not one per prefix (N times
@@ -197,40 +191,14 @@ def _continue_impl(
     )
     caches.append(branch_cache(out.cache, prompt_mask, kept, n))
     last = out.hidden[rows, p + kept - 1]  # [B*N, D], the prefix's last token
-    first_lp.append(sampling.log_probs(m.apply_head(last)))
+    first_lp.append(settings.sampling.log_probs(m.apply_head(last)))
   out = sampler.decode(
-      models,
-      caches,
-      first_lp,
-      key,
-      weights=weights,
-      sampling=sampling,
-      max_new_tokens=max_new_tokens,
-      eos_ids=eos_ids,
-      pad_id=pad_id,
-      schedule=schedule,
-      base_len=p + t,
+      models, caches, first_lp, key, settings, schedule=schedule, base_len=p + t
   )
   return _mask_rows(
-      out.replace(prompt=prefix, prompt_mask=prefix_mask), valid, pad_id
-  )
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled(
-    graphdefs, weights, sampling, max_new_tokens, eos_ids, pad_id, compute_dtype
-):
-  return jax.jit(
-      functools.partial(
-          _continue_impl,
-          graphdefs,
-          weights=weights,
-          sampling=sampling,
-          max_new_tokens=max_new_tokens,
-          eos_ids=eos_ids,
-          pad_id=pad_id,
-          compute_dtype=compute_dtype,
-      )
+      out.replace(prompt=prefix, prompt_mask=prefix_mask),
+      valid,
+      settings.pad_id,
   )
 
 
@@ -295,10 +263,7 @@ def continue_from(
         f" {rollout.prompt.shape}, {rollout.response.shape},"
         f" {rollout.response_mask.shape}"
     )
-  if max_new_tokens < 1:
-    raise ValueError(
-        f"continue_from: max_new_tokens must be >= 1, got {max_new_tokens}"
-    )
+  sampler.check_max_new_tokens(max_new_tokens, "continue_from")
   models, weights = sampler.check_models(models, weights, "continue_from")
   hybrid = [m.config.family for m in models if m.config.is_hybrid]
   if hybrid:
@@ -309,15 +274,10 @@ def continue_from(
         " whose recurrent state at a cut is not kept yet (issue 40)"
     )
   graphdefs, states = zip(*(nnx.split(m) for m in models))
-  fn = _compiled(
-      tuple(graphdefs),
-      weights,
-      sampling,
-      int(max_new_tokens),
-      tuple(int(e) for e in eos_ids),
-      int(pad_id),
-      None if compute_dtype is None else jnp.dtype(compute_dtype),
+  settings = sampler.DecodeSettings.of(
+      weights, sampling, max_new_tokens, eos_ids, pad_id, compute_dtype
   )
+  fn = sampler.compiled(_continue_impl, tuple(graphdefs), settings)
   return fn(
       tuple(states),
       jnp.asarray(rollout.prompt, jnp.int32),

@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax
 import jax
@@ -86,6 +87,61 @@ class Rollout:
     return self.response_mask.sum(axis=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """The static settings of a sampling program; each distinct one compiles.
+
+  Attributes:
+    weights: mixture weights, one per model.
+    sampling: the strategy (temperature 0 is greedy).
+    max_new_tokens: T, the static response length.
+    eos_ids: ids that end a row; the EOS itself is kept in the response mask.
+    pad_id: the id written after a row has ended.
+    compute_dtype: the dtype the models decode in; None keeps their own.
+  """
+
+  weights: tuple[float, ...]
+  sampling: Sampling
+  max_new_tokens: int
+  eos_ids: tuple[int, ...]
+  pad_id: int
+  compute_dtype: Any = None
+
+  @classmethod
+  def of(
+      cls, weights, sampling, max_new_tokens, eos_ids, pad_id, compute_dtype
+  ) -> DecodeSettings:
+    """The settings as hashable Python values, so equal ones share a program."""
+    return cls(
+        weights=tuple(float(w) for w in weights),
+        sampling=sampling,
+        max_new_tokens=int(max_new_tokens),
+        eos_ids=tuple(int(e) for e in eos_ids),
+        pad_id=int(pad_id),
+        compute_dtype=(
+            None if compute_dtype is None else jnp.dtype(compute_dtype)
+        ),
+    )
+
+
+def check_max_new_tokens(max_new_tokens: int, caller: str) -> None:
+  """Raises a ValueError naming `caller` unless the length is at least 1."""
+  if max_new_tokens < 1:
+    raise ValueError(
+        f"{caller}: max_new_tokens must be >= 1, got {max_new_tokens}"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def compiled(impl, graphdefs, settings: DecodeSettings, *static):
+  """`impl` jitted with the models' structure and static settings bound.
+
+  One program per (impl, graphdefs, settings, static); the parameters and
+  inputs are its traced arguments, so new weights reuse it.
+  """
+  return jax.jit(functools.partial(impl, graphdefs, settings, *static))
+
+
 def _mixture_log_probs(
     per_model: Sequence[jax.Array], weights: Sequence[float]
 ) -> jax.Array:
@@ -125,12 +181,8 @@ def decode(
     caches: Sequence[attention.KVCache],
     first_log_probs: Sequence[jax.Array],
     key: jax.Array,
+    settings: DecodeSettings,
     *,
-    weights: Sequence[float],
-    sampling: Sampling,
-    max_new_tokens: int,
-    eos_ids: tuple[int, ...],
-    pad_id: int,
     schedule: tuple[int, ...],
     base_len: int | Sequence[int],
 ) -> Rollout:
@@ -142,7 +194,8 @@ def decode(
       room for `base_len + schedule[0]`.
     first_log_probs: per model, float32 [B, V] log-probs of the first token.
     key: PRNG key; response position i draws with `fold_in(key, i)`.
-    weights, sampling, max_new_tokens, eos_ids, pad_id: as in `sample`.
+    settings: the mixture weights, strategy, length and ids (its
+      `compute_dtype` is already applied to `models`).
     schedule: `cache_schedule(max_new_tokens)`: before segment n > 0 the
       caches grow to `base_len + schedule[n]` slots.
     base_len: cache slots in use before the first decode step: one for all
@@ -152,14 +205,15 @@ def decode(
   Returns:
     A Rollout whose `prompt` / `prompt_mask` are empty [B, 0] placeholders.
   """
+  sampling, pad_id = settings.sampling, settings.pad_id
   b = first_log_probs[0].shape[0]
-  t = max_new_tokens
+  t = settings.max_new_tokens
   if isinstance(base_len, int):
     base_len = (base_len,) * len(models)
-  eos = jnp.asarray(eos_ids, jnp.int32)
+  eos = jnp.asarray(settings.eos_ids, jnp.int32)
 
   def choose(i, per_model, done):
-    mix = _mixture_log_probs(per_model, weights)
+    mix = _mixture_log_probs(per_model, settings.weights)
     token = sampling.get_next_tokens(mix, jax.random.fold_in(key, i))
     is_eos = jnp.isin(token, eos)
     gather = lambda lp: jnp.take_along_axis(lp, token[:, None], -1)[:, 0]
@@ -243,21 +297,15 @@ def decoding_models(graphdefs, states, compute_dtype) -> list[Transformer]:
 
 def _sample_impl(
     graphdefs,
+    settings: DecodeSettings,
+    first_segment: int,
     states,
     prompts,
     prompt_masks,
     key,
-    *,
-    weights,
-    sampling,
-    max_new_tokens,
-    eos_ids,
-    pad_id,
-    compute_dtype,
-    first_segment,
 ):
-  models = decoding_models(graphdefs, states, compute_dtype)
-  schedule = cache_schedule(max_new_tokens, first_segment)
+  models = decoding_models(graphdefs, states, settings.compute_dtype)
+  schedule = cache_schedule(settings.max_new_tokens, first_segment)
   caches, first_lp = [], []
   for m, prompt, prompt_mask in zip(models, prompts, prompt_masks):
     # The head runs on the last position only: the prompt's other logits
@@ -271,17 +319,14 @@ def _sample_impl(
         return_logits=False,
     )
     caches.append(out.cache)
-    first_lp.append(sampling.log_probs(m.apply_head(out.hidden[:, -1])))
+    last_logits = m.apply_head(out.hidden[:, -1])
+    first_lp.append(settings.sampling.log_probs(last_logits))
   out = decode(
       models,
       caches,
       first_lp,
       key,
-      weights=weights,
-      sampling=sampling,
-      max_new_tokens=max_new_tokens,
-      eos_ids=eos_ids,
-      pad_id=pad_id,
+      settings,
       schedule=schedule,
       base_len=tuple(p.shape[1] for p in prompts),
   )
@@ -317,32 +362,6 @@ def check_models(
   return models, weights
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(
-    graphdefs,
-    weights,
-    sampling,
-    max_new_tokens,
-    eos_ids,
-    pad_id,
-    compute_dtype,
-    first_segment,
-):
-  return jax.jit(
-      functools.partial(
-          _sample_impl,
-          graphdefs,
-          weights=weights,
-          sampling=sampling,
-          max_new_tokens=max_new_tokens,
-          eos_ids=eos_ids,
-          pad_id=pad_id,
-          compute_dtype=compute_dtype,
-          first_segment=first_segment,
-      )
-  )
-
-
 def jitted_sampler(
     graphdefs,
     weights,
@@ -358,16 +377,10 @@ def jitted_sampler(
   For compiling ahead (the dry run's memory figures) with the models'
   `graphdefs` and abstract `states`; `sample` is the way to run it.
   """
-  return _compiled(
-      tuple(graphdefs),
-      tuple(float(w) for w in weights),
-      sampling,
-      int(max_new_tokens),
-      tuple(int(e) for e in eos_ids),
-      int(pad_id),
-      None if compute_dtype is None else jnp.dtype(compute_dtype),
-      _FIRST_SEGMENT,
+  settings = DecodeSettings.of(
+      weights, sampling, max_new_tokens, eos_ids, pad_id, compute_dtype
   )
+  return compiled(_sample_impl, tuple(graphdefs), settings, _FIRST_SEGMENT)
 
 
 def sample(
@@ -421,10 +434,7 @@ def sample(
   """
   models, weights = check_models(models, weights, "sample")
   prompts, masks = _per_model_prompts(prompt, prompt_mask, len(models))
-  if max_new_tokens < 1:
-    raise ValueError(
-        f"sample: max_new_tokens must be >= 1, got {max_new_tokens}"
-    )
+  check_max_new_tokens(max_new_tokens, "sample")
   graphdefs, states = zip(*(nnx.split(m) for m in models))
   fn = jitted_sampler(
       graphdefs,
