@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 from opd_jax import sharding
 from opd_jax.data import context as contexts
 from opd_jax.data.dataset import PromptDataset
+from opd_jax.data.iterator import eval_batches
 from opd_jax.data.templates import format_prompts
 from opd_jax.evaluation.graders import grader_for
 from opd_jax.rollouts import Sampling, default_eos_ids, sample
@@ -135,7 +136,7 @@ def evaluate(
     raise ValueError("evaluate: the evaluation dataset is empty")
   if any(a is None for a in dataset.answers):
     raise ValueError("evaluate: every evaluation row needs an answer")
-  procs, proc = jax.process_count(), jax.process_index()
+  procs = jax.process_count()
   if batch_size % procs:
     raise ValueError(
         f"evaluate: batch_size {batch_size} is not a multiple of"
@@ -143,15 +144,14 @@ def evaluate(
     )
   # No batch wider than the data (padding rows cost as much as real ones).
   batch_size = min(batch_size, -(-n // procs) * procs)
-  local = batch_size // procs
   correct = np.zeros((n, num_samples), bool)
   lengths = np.zeros((n, num_samples))
   samples: list[list[str]] = [[""] * num_samples for _ in range(n)]
-  for start in range(0, n, batch_size):
+  batches = eval_batches(dataset, global_batch_size=batch_size)
+  for start, batch in zip(range(0, n, batch_size), batches):
+    # The gathered (global) batch's rows; those past the data are fill.
     rows = np.arange(start, start + batch_size)
     valid = rows < n
-    rows = np.where(valid, rows, 0)
-    batch = dataset.batch(rows[proc * local : (proc + 1) * local])
     prompt, mask = batch["prompt"], batch["prompt_mask"]
     if mesh is not None:
       prompt, mask = sharding.global_batch((prompt, mask), mesh)
