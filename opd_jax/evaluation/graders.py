@@ -340,7 +340,7 @@ def drop_ungradable(
 
   What `check_gradable` refuses, dropped instead: rows without an answer or
   with a word for one first, then the grader is chosen on the rest (one
-  such row no longer switches a set of integers to math-verify) and the
+  such row cannot switch a set of integers to math-verify) and the
   rows it cannot use go too.
 
   Raises:

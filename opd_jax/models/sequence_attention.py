@@ -46,9 +46,10 @@ Every backend computes, for query position t of row b,
   out[b, t] = sum_s softmax_s(q_t . k_s * scale  over allowed s) v_s,
   allowed(t, s) = key_mask[b, s] and s <= t.
 A query with no allowed key (a left pad) has no defined output: `dense`
-gives the mean of all values (a finite floor, as it always did), the
-others give 0. Pads are never read by a real token, so hidden states and
-gradients at real positions do not depend on it.
+gives the mean of all values (its masked scores are the finite
+`finfo.min`, so the softmax is uniform), the others give 0. Pads are never
+read by a real token, so hidden states and gradients at real positions do
+not depend on it.
 
 Here we write by hand only the portable blockwise path and the CPU
 kernel: the fused kernels of GPUs and TPUs come from cuDNN and from JAX's
