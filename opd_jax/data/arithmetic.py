@@ -26,8 +26,7 @@ from opd_jax.data import generated
 # Splits partition the space of *arithmetic chains* (start value + steps), so
 # a held-out question never shares its numbers with a training question, for
 # any seed or index: `_split_of` hashes the chain, not the seed.
-SPLITS = ("train", "validation", "test")
-_SPLIT_BUCKETS = 16  # bucket 0 -> test, 1 -> validation, the rest -> train.
+SPLITS = generated.SPLITS
 
 NAMES = (
     ("Tom", "He"),
@@ -48,12 +47,11 @@ _QUESTION = (
     "{name} has {start} {item}. {pron} {clauses}. How many {item} {tail}"
 )
 _TAIL = "does {pron} have?"
-ANSWER_MARKER = "####"
+ANSWER_MARKER = generated.ANSWER_MARKER
 
-# `(?<!#)####(?!#)`: exactly four hashes, so '###' or '#####' is no marker.
-# After the last marker only a canonical integer (no sign '+', no leading
-# zeros, at most 18 digits) and whitespace may follow.
-_MARKER_RE = re.compile(r"(?<!#)####(?!#)")
+# After the last marker (`generated.last_marker_end`) only a canonical
+# integer (no sign '+', no leading zeros, at most 18 digits) and whitespace
+# may follow.
 _ANSWER_RE = re.compile(r"\s*(-?(?:0|[1-9]\d{0,17}))\s*")
 # Names of the `Difficulty` presets (classmethods), easiest first.
 DIFFICULTIES = ("easy", "two_step", "default", "hard")
@@ -146,12 +144,6 @@ class Example:
   answer: int
 
 
-def _rng(split: str, seed: int, index: int) -> random.Random:
-  # sha256 rather than hash(): stable across processes and Python versions.
-  digest = hashlib.sha256(f"{split}/{seed}/{index}".encode()).digest()
-  return random.Random(int.from_bytes(digest[:8], "little"))
-
-
 def _operand_bounds(op: str, value: int, d: Difficulty) -> tuple[int, int]:
   """Inclusive operand range keeping the result in [0, d.max_value].
 
@@ -189,10 +181,9 @@ def _apply(a: int, op: str, b: int) -> int:
 
 
 def _split_of(start: int, steps: Sequence[tuple[str, int]]) -> str:
-  key = f"{start}" + "".join(f"{op}{b}" for op, b in steps)
-  bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
-  bucket %= _SPLIT_BUCKETS
-  return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+  return generated.split_of_key(
+      f"{start}" + "".join(f"{op}{b}" for op, b in steps)
+  )
 
 
 def _join_clauses(clauses: Sequence[str]) -> str:
@@ -248,12 +239,9 @@ def make_example(
   Returns:
     The `Example`.
   """
-  if split not in SPLITS:
-    raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-  if index < 0:
-    raise ValueError(f"index: expected >= 0, got {index}")
+  generated.check_split_index(split, index)
   d = difficulty or Difficulty()
-  rng = _rng(split, seed, index)
+  rng = generated.seeded_rng(f"{split}/{seed}/{index}")
   while True:
     start, steps = _draw_chain(rng, d)
     if _split_of(start, steps) == split:
@@ -297,12 +285,10 @@ def extract_answer(text: str) -> int | None:
     >>> extract_answer("#### 9 apples") is None
     True
   """
-  if not isinstance(text, str):
+  end = generated.last_marker_end(text)
+  if end is None:
     return None
-  markers = list(_MARKER_RE.finditer(text))
-  if not markers:
-    return None
-  match = _ANSWER_RE.fullmatch(text, markers[-1].end())
+  match = _ANSWER_RE.fullmatch(text, end)
   return int(match.group(1)) if match else None
 
 

@@ -71,9 +71,8 @@ from typing import Sequence
 
 from opd_jax.data import generated
 
-SPLITS = ("train", "validation", "test")
-_SPLIT_BUCKETS = 16  # bucket 0 -> test, 1 -> validation, the rest -> train.
-ANSWER_MARKER = "####"
+SPLITS = generated.SPLITS
+ANSWER_MARKER = generated.ANSWER_MARKER
 DIFFICULTIES = ("easy", "default", "hard")
 OPS = ("+", "-", "*", "/")
 
@@ -81,7 +80,6 @@ _QUESTION = "Use {numbers} to make {target}."
 _QUESTION_RE = re.compile(r"Use ((?:\d+ )*\d+) to make (\d+)\.")
 # The grading key of a problem (`Example.answer`): "24 from 3 5 7 9".
 _KEY_RE = re.compile(r"(\d+) from ((?:\d+ )*\d+)")
-_MARKER_RE = re.compile(r"(?<!#)####(?!#)")
 _MOVE_RE = re.compile(
     r"^( *)(\d+)([-+*/])(\d+)=(\d+)(?:: ([\d ]+)| vs (\d+) (yes|no))$"
 )
@@ -268,21 +266,13 @@ def _solvable(values: tuple[int, ...], target: int) -> bool:
   return target in _solutions(values)
 
 
-def _rng(split: str, seed: int, index: int) -> random.Random:
-  # sha256 rather than hash(): stable across processes and Python versions.
-  digest = hashlib.sha256(f"countdown/{split}/{seed}/{index}".encode()).digest()
-  return random.Random(int.from_bytes(digest[:8], "little"))
-
-
 def split_of(numbers: Sequence[int], target: int) -> str:
   """The split a problem belongs to: a hash of its sorted numbers and target.
 
   Sorted, so the same problem asked in another order stays in its split.
   """
   key = " ".join(map(str, sorted(numbers))) + f" -> {target}"
-  bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
-  bucket %= _SPLIT_BUCKETS
-  return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+  return generated.split_of_key(key)
 
 
 def _line(move: _Move, left, depth: int, target: int) -> str:
@@ -383,12 +373,9 @@ def make_example(
   Returns:
     The `Example`.
   """
-  if split not in SPLITS:
-    raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-  if index < 0:
-    raise ValueError(f"index: expected >= 0, got {index}")
+  generated.check_split_index(split, index)
   d = difficulty or Difficulty()
-  rng = _rng(split, seed, index)
+  rng = generated.seeded_rng(f"countdown/{split}/{seed}/{index}")
   numbers, target = _draw_problem(rng, d, split)
   items = [(v, str(v)) for v in numbers]
   while True:
@@ -622,12 +609,8 @@ def check_expression(
 
 def extract_expression(text: str) -> str | None:
   """The expression after the last `####` (stripped), or None without one."""
-  if not isinstance(text, str):
-    return None
-  markers = list(_MARKER_RE.finditer(text))
-  if not markers:
-    return None
-  return text[markers[-1].end() :].strip() or None
+  end = generated.last_marker_end(text)
+  return None if end is None else text[end:].strip() or None
 
 
 def parse_key(answer: str) -> tuple[tuple[int, ...], int] | None:
