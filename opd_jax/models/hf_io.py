@@ -28,7 +28,7 @@ import json
 import math
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -320,30 +320,86 @@ def tensor_files(path: str) -> dict[str, str]:
   return where
 
 
+# The fused expert layout transformers >= 5 keeps in memory and writes with
+# `save_pretrained(save_original_format=False)`: per layer, gate and up of
+# every expert in one [E, 2F, D] tensor (gate rows first), down in [E, D, F].
+_FUSED_EXPERTS = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
+
+
+def _fused_expert_views(
+    names: dict[str, str], shape_of: Callable[[str], tuple[int, ...]]
+) -> dict[str, tuple[str, tuple]]:
+  """Per-expert name -> (fused tensor, index into it), for every fused
+  expert tensor among `names`: `experts.{e}.gate_proj.weight` is
+  `gate_up_proj[e, :F]`, `up_proj` `gate_up_proj[e, F:]`, `down_proj`
+  `down_proj[e]`, each a torch Linear weight [out, in] as in the
+  per-expert layout. A fused tensor of another rank is left as it is (and
+  reported as unexpected)."""
+  views = {}
+  for name in names:
+    match = _FUSED_EXPERTS.match(name)
+    shape = shape_of(name) if match else ()
+    if len(shape) != 3:
+      continue
+    base, kind = match.groups()
+    for e in range(shape[0]):
+      if kind == "down_proj":
+        views[f"{base}.{e}.down_proj.weight"] = (name, (e,))
+      elif shape[1] % 2 == 0:
+        f = shape[1] // 2
+        views[f"{base}.{e}.gate_proj.weight"] = (name, (e, slice(0, f)))
+        views[f"{base}.{e}.up_proj.weight"] = (name, (e, slice(f, 2 * f)))
+  return views
+
+
 class TensorReader:
-  """Opens each safetensors file once and reads tensors with checks."""
+  """Opens each safetensors file once and reads tensors with checks.
+
+  `files` maps every tensor it can read to its file. Fused expert tensors
+  are read through per-expert views (`_fused_expert_views`), so the rest of
+  loading sees one layout; each view reads only its slice of the file.
+  """
 
   def __init__(self, files: dict[str, str]):
-    self.files = files
     self._handles: dict[str, Any] = {}
+    self._raw_files = files
+    self._views = _fused_expert_views(files, self._raw_shape)
+    fused = {source for source, _ in self._views.values()}
+    self.files = {n: f for n, f in files.items() if n not in fused}
+    self.files.update({v: files[src] for v, (src, _) in self._views.items()})
 
   def _handle(self, file):
     if file not in self._handles:
       self._handles[file] = safe_open(file, framework="numpy")
     return self._handles[file]
 
+  def _slice(self, name: str):
+    return self._handle(self._raw_files[name]).get_slice(name)
+
+  def _raw_shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._slice(name).get_shape())
+
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._handle(self.files[name]).get_slice(name).get_shape())
+    if name not in self._views:
+      return self._raw_shape(name)
+    source, index = self._views[name]
+    full = self._raw_shape(source)
+    rows = index[1].stop - index[1].start if len(index) > 1 else full[1]
+    return (rows, full[2])
 
   def dtype(self, name: str) -> str:
     """The safetensors dtype name, e.g. 'BF16' or 'I8'."""
-    return self._handle(self.files[name]).get_slice(name).get_dtype()
+    return self._slice(self._views.get(name, (name,))[0]).get_dtype()
 
   def get(self, name: str) -> np.ndarray:
     """Reads tensor `name`; raises if it holds a NaN or an infinity."""
     file = self.files[name]
     try:
-      x = self._handle(file).get_tensor(name)
+      if name in self._views:
+        source, index = self._views[name]
+        x = self._slice(source)[index]
+      else:
+        x = self._handle(file).get_tensor(name)
     except Exception as e:
       raise CheckpointError(f"{file}: cannot read tensor {name}: {e}") from None
     _check_finite(x, name, file)

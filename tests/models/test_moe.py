@@ -340,6 +340,50 @@ def test_save_load_round_trip_through_transformers(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_fused_expert_layout_loads_like_the_per_expert_one(tmp_path):
+  """transformers 5 keeps experts fused ([E, 2F, D] gate_up, [E, D, F]
+  down) and writes them so with `save_original_format=False`: the same
+  logits as transformers, and a student cut from such a teacher."""
+  torch = pytest.importorskip("torch")
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+
+  config = _moe_config(2, True, False, 3, (1,), 1)
+  hf = _hf_moe(config, seed=5)
+  path = str(tmp_path / "fused")
+  hf.save_pretrained(path, save_original_format=False)
+  with safe_open(f"{path}/model.safetensors", framework="numpy") as f:
+    names = set(f.keys())
+  assert "model.layers.0.mlp.experts.gate_up_proj" in names
+  assert not any(".experts.0." in n for n in names)
+  model = load_hf(path)
+  tokens, mask = _batch(config.vocab_size)
+  logits, _ = _forward(model, jnp.asarray(tokens), jnp.asarray(mask))
+  with torch.no_grad():
+    ref = hf(
+        torch.as_tensor(tokens),
+        attention_mask=torch.as_tensor(mask.astype(np.int64)),
+    ).logits.numpy()
+  assert np.abs(np.asarray(logits) - ref)[mask].max() <= ATOL
+  # The per-expert layout gives the same parameters, bit for bit.
+  per_expert = load_hf(hf_helpers.save_hf_model(hf, str(tmp_path / "split")))
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      nnx.state(model, nnx.Param),
+      nnx.state(per_expert, nnx.Param),
+  )
+  # make_student cuts it (written in the per-expert layout).
+  from opd_jax.models import cut  # pylint: disable=g-import-not-at-top
+
+  student = str(tmp_path / "student")
+  cut.cut_layers(path, student, (0, 2))
+  # Layers 0 and 2 are the teacher's MoE stack, whole.
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      nnx.state(load_hf(student), nnx.Param)["layers"],
+      nnx.state(per_expert, nnx.Param)["layers"],
+  )
+
+
 def test_bad_checkpoints_name_the_tensor(tmp_path):
   """A missing expert tensor or a router of the wrong shape: one error
   naming the tensor, before anything is read or compiled."""
