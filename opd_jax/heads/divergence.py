@@ -215,7 +215,7 @@ def selective_divergence_loss(
         f"index_weights must have the index shape {index.shape}, got"
         f" {index_weights.shape}."
     )
-  return _divergence_loss(
+  return dense_divergence_loss(
       gather_positions(student_hidden, index),
       student_head,
       gather_positions(jax.lax.stop_gradient(teacher_hidden), index),
@@ -246,9 +246,13 @@ def dense_divergence_loss(
 ) -> losses.WeightedMean:
   """Divergence loss on every position (rho = 1), weighted by ``weights``.
 
-  The same per-chunk code as :func:`selective_divergence_loss` without the
-  gather; by default chunked over T so that neither the forward nor the
-  backward pass holds ``[B, T, V]``.
+  ``reduce(D, weights, reduction)`` with its gradient formed in the
+  forward pass (`chunked.weighted_head_pass`): every reduction is linear in
+  the values, so its total is the sum of ``coeff * D`` with ``coeff`` its
+  gradient in the values; the reported total is the reduction's own, the
+  gradient the fused pass's. :func:`selective_divergence_loss` is this on
+  the gathered positions. By default chunked over T so that neither the
+  forward nor the backward pass holds ``[B, T, V]``.
 
   Args:
     student_hidden: ``[batch, seq, d_student]``.
@@ -271,43 +275,6 @@ def dense_divergence_loss(
         f"weights must have shape {student_hidden.shape[:2]}, got"
         f" {weights.shape}."
     )
-  return _divergence_loss(
-      student_hidden,
-      student_head,
-      teacher_hidden,
-      teacher_head,
-      weights,
-      divergence=divergence,
-      divergence_kwargs=divergence_kwargs,
-      temperature=temperature,
-      reduction=reduction,
-      chunk_size=chunk_size,
-      clip=clip,
-  )
-
-
-def _divergence_loss(
-    student_hidden: Array,
-    student_head: Array,
-    teacher_hidden: Array,
-    teacher_head: Array,
-    weights: Array,
-    *,
-    divergence: str,
-    divergence_kwargs: Mapping[str, Any] | None,
-    temperature: float,
-    reduction: str,
-    chunk_size: int | None,
-    clip: float,
-) -> losses.WeightedMean:
-  """``reduce(D, weights, reduction)`` over the positions of the hidden
-  states, its gradient formed in the forward pass (`weighted_head_pass`).
-
-  Every reduction is linear in the values, so its total is the sum of
-  ``coeff * D`` with ``coeff`` its gradient in the values; the reported
-  total is the reduction's own (the same float as before), the gradient the
-  fused pass's.
-  """
   div_fn = _divergence_fn(divergence, divergence_kwargs)
 
   def per_position(zs, zt, where):
