@@ -22,7 +22,9 @@ r"""Cuts a student from its teacher: an HF directory with fewer layers.
 --num_layers=N keeps layers round(i * (L - 1) / (N - 1)) for i = 0..N-1
 (halves rounded up; e.g. 4 of 30 keeps 0, 10, 19, 29); N=1 keeps layer 0.
 The embedding, final norm and head are the teacher's; tensors keep their
-dtype. The tokenizer, chat template and generation config are copied, so
+dtype. A Qwen3.5 layer keeps its type (a cut must keep a full-attention
+layer), and the student is a text model: a multimodal teacher's vision
+tower and an MTP head are not carried over. The tokenizer, chat template and generation config are copied, so
 the directory loads with `transformers.AutoModelForCausalLM` /
 `AutoTokenizer` and with `opd_jax.models.load_hf` (use it as
 `--config.student`). student_layers.json records the layers kept.
@@ -93,6 +95,9 @@ def _run() -> str:
 
   config, _ = hf_io.read_hf_config(teacher)
   keep = _keep_layers(config.num_layers)
+  cut.check_hybrid_cut(
+      config, keep, "--keep_layers" if _KEEP.value else "--num_layers"
+  )
   cut.cut_layers(teacher, out, keep, max_shard_bytes=_SHARD.value << 20)
   return (
       f"wrote {out}: {len(keep)} of the teacher's {config.num_layers}"

@@ -691,7 +691,7 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
     raise UnsupportedConfigError(
         f"HF config: expected a JSON object, got {type(hf).__name__}"
     )
-  hf, outer_ignored = _text_half(hf)
+  hf, outer_ignored = text_half(hf)
   family = _family(hf)
   ignored = hf_guard.check_fields(hf, family) + outer_ignored
   theta, scaling = _rope_from_hf(hf, partial=family == "qwen3_5")
@@ -727,7 +727,7 @@ def check_hf_config(hf: Mapping[str, Any]) -> tuple[ModelConfig, list[str]]:
   return config, ignored
 
 
-def _text_half(hf: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+def text_half(hf: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
   """For a multimodal config (`MULTIMODAL_TYPES`), its `text_config` as a
   text model's config and the outer fields ignored; else (hf, [])."""
   model_type = hf.get("model_type")

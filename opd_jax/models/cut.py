@@ -26,9 +26,9 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from opd_jax.models import hf_io
+from opd_jax.models.config import text_half
 from opd_jax.models.transformer import Transformer
 
-_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 # Files a student must not inherit: weights in other formats, the model
 # card of the teacher, and the files written here.
@@ -80,33 +80,59 @@ def check_layers(keep: Sequence[int], num_layers: int) -> tuple[int, ...]:
   return keep
 
 
+def check_hybrid_cut(
+    config, keep: tuple[int, ...], field: str = "keep_layers"
+) -> None:
+  """Refuses a cut of a hybrid (Qwen3.5) model that keeps no full-attention
+  layer: the Gated DeltaNet layers carry no positions (no RoPE) and decay
+  what they hold, so nothing would attend over the whole context."""
+  types = config.layer_types
+  if types and not any(types[i] == "full_attention" for i in keep):
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    raise ValueError(
+        f"{field}: layers {list(keep)} are all linear attention; keep at"
+        f" least one full-attention layer (the teacher's are {full})"
+    )
+
+
 def _student_config(
     raw: dict[str, Any], keep: tuple[int, ...], moe_mask=None
 ) -> dict:
-  """The teacher's config.json with the layer count (and per-layer lists).
+  """The teacher's (text) config.json with the layer count and per-layer
+  lists cut.
 
   A mixture of experts keeps each kept layer's kind (routed experts or a
   dense MLP): the student's dense layers are listed in `mlp_only_layers`
-  with `decoder_sparse_step` 1, since a step rarely survives the cut.
+  with `decoder_sparse_step` 1, since a step rarely survives the cut. A
+  hybrid keeps each layer's type (`layer_types`) and has no MTP head.
   """
-  out = dict(raw)
+  # A multimodal teacher's text half (`text_config`, as a text model's).
+  out = dict(text_half(raw)[0])
+  for field in ("tie_word_embeddings", "dtype", "torch_dtype"):
+    if field in raw:  # a multimodal config may keep these outside
+      out.setdefault(field, raw[field])
   out["num_hidden_layers"] = len(keep)
+  if "mtp_num_hidden_layers" in out:
+    out["mtp_num_hidden_layers"] = 0
   if moe_mask is not None and any(moe_mask):
     out["mlp_only_layers"] = [j for j, i in enumerate(keep) if not moe_mask[i]]
     out["decoder_sparse_step"] = 1
-  if isinstance(raw.get("layer_types"), list):
-    out["layer_types"] = [raw["layer_types"][i] for i in keep]
-  if isinstance(raw.get("max_window_layers"), int):
+  types = out.get("layer_types")
+  if isinstance(types, list):
+    out["layer_types"] = [types[i] for i in keep]
+  window = out.get("max_window_layers")
+  if isinstance(window, int):
     # Layers at or past max_window_layers may slide; keep each layer's kind.
-    out["max_window_layers"] = sum(i < raw["max_window_layers"] for i in keep)
+    out["max_window_layers"] = sum(i < window for i in keep)
   return out
 
 
-def _rename(name: str, new_index: dict[int, int]) -> str | None:
-  """The student's name of teacher tensor `name`, or None when dropped."""
-  m = _LAYER_RE.match(name)
+def _rename(name: str, new_index: dict[int, int], prefix: str) -> str | None:
+  """The student's name of teacher tensor `name` (under `prefix`, where the
+  teacher keeps its text model), or None when its layer is dropped."""
+  m = re.match(rf"^{re.escape(prefix)}layers\.(\d+)\.(.+)$", name)
   if m is None:
-    return name
+    return f"model.{name[len(prefix):]}" if name.startswith(prefix) else name
   i = int(m.group(1))
   return f"model.layers.{new_index[i]}.{m.group(2)}" if i in new_index else None
 
@@ -144,8 +170,13 @@ def cut_layers(
 
   The embedding, final norm and head are the teacher's; decoder layer
   `keep_layers[j]` becomes layer j (a MoE layer with its router and all
-  its experts: a MoE teacher gives a MoE student of fewer layers). Tensors keep their dtype and are
-  streamed one shard at a time, so memory holds one shard, not the model.
+  its experts: a MoE teacher gives a MoE student of fewer layers; a
+  Qwen3.5 layer keeps its type, and a cut must keep a full-attention
+  layer). The student is a text model: a multimodal teacher's vision tower
+  and any MTP head are dropped (the head was trained on the teacher's last
+  layer), and its text half is written in the text layout
+  (`Qwen3_5ForCausalLM`). Tensors keep their dtype and are streamed one
+  shard at a time, so memory holds one shard, not the model.
   config.json is the teacher's with the new `num_hidden_layers` (and
   `layer_types` / `max_window_layers` cut to match); every other file
   (tokenizer, chat template, generation config) is copied except weights
@@ -163,20 +194,25 @@ def cut_layers(
     The student's config.json dictionary.
 
   Raises:
-    ValueError: bad layer indices or a non-empty `out_dir`.
+    ValueError: bad layer indices, a hybrid cut without full attention,
+      or a non-empty `out_dir`.
     CheckpointError, UnsupportedConfigError: as `load_hf` for the teacher.
   """
   config, raw = hf_io.read_hf_config(teacher_dir)
   keep = check_layers(keep_layers, config.num_layers)
+  check_hybrid_cut(config, keep)
   _check_out_dir(out_dir)
   reader = hf_io.TensorReader(hf_io.tensor_files(teacher_dir))
   abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
-  needed = hf_io.expected_tensors(config, nnx.split(abstract)[1])
+  prefix = hf_io.hf_prefix(raw)
+  needed = hf_io.expected_tensors(config, nnx.split(abstract)[1], prefix)
   hf_io.check_tensors(reader, needed, config, teacher_dir)
   new_index = {old: new for new, old in enumerate(keep)}
   sizes = {}
-  for name in reader.files:
-    new = _rename(name, new_index)
+  # The text model's tensors only (a tied head stored anyway, a vision
+  # tower, an MTP head or a rotary buffer is not carried over).
+  for name in needed:
+    new = _rename(name, new_index, prefix)
     if new is not None:
       sizes[name] = math.prod(reader.shape(name)) * _BYTES.get(
           reader.dtype(name), 4
@@ -190,7 +226,7 @@ def cut_layers(
         if len(shards) == 1
         else f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
     )
-    tensors = {_rename(n, new_index): reader.get(n) for n in names}
+    tensors = {_rename(n, new_index, prefix): reader.get(n) for n in names}
     save_file(tensors, os.path.join(out_dir, file), metadata={"format": "pt"})
     weight_map.update({k: file for k in tensors})
   if len(shards) > 1:

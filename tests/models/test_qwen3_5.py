@@ -161,6 +161,42 @@ def test_multimodal_layout_loads_its_text_half(tmp_path):
   )
 
 
+def test_a_cut_keeps_the_layer_types_and_the_text_half(tmp_path):
+  """make_student on a multimodal Qwen3.5: the student is its text model
+  (no vision tower, no MTP head) with each kept layer's type, reads the
+  same in transformers and opd_jax, and keeps the teacher's weights."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from opd_jax.models import cut  # pylint: disable=g-import-not-at-top
+
+  types = ("linear_attention", "full_attention", "linear_attention") * 2
+  config = tiny_qwen3_5(types)
+  hf = _hf_model(config, seed=12)
+  text = hf_helpers.save_hf_model(hf, str(tmp_path / "hf"))
+  teacher = _to_multimodal(text, str(tmp_path / "mm"))
+  with pytest.raises(ValueError, match=r"keep_layers: layers \[0, 2, 5\] are"):
+    cut.cut_layers(teacher, str(tmp_path / "no_full"), (0, 2, 5))
+  out = str(tmp_path / "student")
+  written = cut.cut_layers(teacher, out, (0, 1, 5))
+  assert written["model_type"] == "qwen3_5_text"
+  assert written["layer_types"] == [types[0], types[1], types[5]]
+  student = load_hf(out)
+  hf_student = transformers.AutoModelForCausalLM.from_pretrained(
+      out, dtype=torch.float32
+  ).eval()
+  assert type(hf_student).__name__ == "Qwen3_5ForCausalLM"
+  tokens = _tokens(config.vocab_size, seed=13)
+  ours = _forward(student, jnp.asarray(tokens), jnp.ones(tokens.shape, bool))
+  ref = hf_helpers.hf_logits(hf_student, tokens)
+  assert np.abs(np.asarray(ours) - ref).max() <= ATOL
+  # The kept layers are the teacher's, bit for bit.
+  mine = dict(hf_student.named_parameters())
+  for name, p in hf.named_parameters():
+    if ".layers.5." in name:
+      kept = mine[name.replace(".layers.5.", ".layers.2.")]
+      np.testing.assert_array_equal(kept.detach().numpy(), p.detach().numpy())
+
+
 def _edit_config(path, **changes):
   with open(os.path.join(path, "config.json")) as f:
     raw = json.load(f)
