@@ -150,14 +150,9 @@ def dear_tokens(
   Returns:
     A :class:`DearTokens`.
   """
-  entropy = selectors.check_scores("entropy", entropy)
-  divergence = selectors.check_scores("divergence", divergence)
-  if divergence.shape != entropy.shape:
-    raise ValueError(
-        "entropy and divergence must have the same shape, got"
-        f" {entropy.shape} and {divergence.shape}."
-    )
-  mask = selectors.check_mask(mask, entropy.shape)
+  entropy, divergence, mask = selectors.check_entropy_divergence(
+      entropy, divergence, mask
+  )
   if jnp.shape(hidden)[:2] != entropy.shape:
     raise ValueError(
         f"hidden must be [{entropy.shape[0]}, {entropy.shape[1]}, d], got"
@@ -221,18 +216,11 @@ def dear_select(
 
   About ``p + q - p q`` of the valid tokens (36% at the defaults). The static
   gather size is ``K = ceil((p + q - p q) * seq)``, which always holds
-  ``|D_b| + |E_b|``. See :func:`dear_tokens` for the arguments.
+  ``|D_b| + |E_b|``.
 
   Args:
-    entropy: ``[batch, seq]`` student entropy.
-    divergence: ``[batch, seq]`` knowledge gap δ.
-    hidden: ``[batch, seq, d]`` last-layer student hidden states.
-    mask: ``[batch, seq]`` bool validity.
-    p: decision fraction.
-    q: evidence fraction of the non-decision tokens.
-    anchor_causal: only earlier anchors count.
-    anchor_window: only anchors within this many positions count.
-    norm_scope: "sequence" or "batch" min–max statistics.
+    entropy, divergence, hidden, mask, p, q, anchor_causal, anchor_window,
+      norm_scope: as in :func:`dear_tokens`.
     decision_weight: loss weight w_D of decision tokens.
     evidence_weight: loss weight w_E of evidence tokens.
     return_index: also return the ``[batch, K]`` gather index.

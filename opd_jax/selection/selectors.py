@@ -73,6 +73,21 @@ def check_mask(mask: ArrayLike, shape: tuple[int, ...]) -> Array:
   return mask
 
 
+def check_entropy_divergence(
+    entropy: ArrayLike, divergence: ArrayLike, mask: ArrayLike
+) -> tuple[Array, Array, Array]:
+  """Checks a token-scoring triple: two ``[batch, seq]`` float score arrays of
+  the same shape and their bool mask; returns them as arrays."""
+  entropy = check_scores("entropy", entropy)
+  divergence = check_scores("divergence", divergence)
+  if divergence.shape != entropy.shape:
+    raise ValueError(
+        "entropy and divergence must have the same shape, got"
+        f" {entropy.shape} and {divergence.shape}."
+    )
+  return entropy, divergence, check_mask(mask, entropy.shape)
+
+
 def check_fraction(name: str, value: Any, *, allow_zero: bool = True) -> float:
   """Returns ``value`` as a Python float in [0, 1] (or (0, 1]), or raises."""
   # Fractions set static shapes, so traced values are refused.

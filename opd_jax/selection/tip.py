@@ -39,14 +39,9 @@ Q4_LOW_H_LOW_D = 4
 
 
 def _check_pair(entropy: ArrayLike, divergence: ArrayLike, mask: ArrayLike):
-  entropy = selectors.check_scores("entropy", entropy)
-  divergence = selectors.check_scores("divergence", divergence)
-  if divergence.shape != entropy.shape:
-    raise ValueError(
-        "entropy and divergence must have the same shape, got"
-        f" {entropy.shape} and {divergence.shape}."
-    )
-  mask = selectors.check_mask(mask, entropy.shape)
+  entropy, divergence, mask = selectors.check_entropy_divergence(
+      entropy, divergence, mask
+  )
   sg = jax.lax.stop_gradient
   return (
       sg(entropy).astype(jnp.float32),
