@@ -76,6 +76,7 @@ def map_row_groups_with_sums(
     return fn(*rows)
   if b % groups:
     raise ValueError(f"row groups: {groups} groups do not divide {b} rows")
+  # [B, ...] -> [groups, B / groups, ...], row i * groups + g -> [g, i].
   split = lambda x: jnp.swapaxes(
       x.reshape(b // groups, groups, *x.shape[1:]), 0, 1
   )
@@ -118,15 +119,8 @@ def map_row_groups(
   Returns:
     fn's output for all B rows, [B, ...].
   """
-  b = rows[0].shape[0]
-  if groups == 1:
-    return fn(*rows)
-  if b % groups:
-    raise ValueError(f"row groups: {groups} groups do not divide {b} rows")
-  # [B, ...] -> [groups, B / groups, ...], row i * groups + g -> [g, i].
-  split = lambda x: jnp.swapaxes(
-      x.reshape(b // groups, groups, *x.shape[1:]), 0, 1
+  # No sums: the same grouped map with an empty pytree beside the rows.
+  out, _ = map_row_groups_with_sums(
+      lambda *xs: (fn(*xs), ()), groups, *rows, remat=remat
   )
-  body = jax.checkpoint(lambda xs: fn(*xs)) if remat else (lambda xs: fn(*xs))
-  out = jax.lax.map(body, tuple(split(x) for x in rows))
-  return jnp.swapaxes(out, 0, 1).reshape(b, *out.shape[2:])
+  return out
