@@ -180,17 +180,31 @@ def _continue_impl(
   schedule = sampler.cache_schedule(settings.max_new_tokens)
   caches, first_lp = [], []
   for m in models:
-    # One forward over the B rollout rows, not one per prefix (N times
-    # fewer prefill FLOPs); its hidden states give each prefix's next token.
-    out = m(
-        tokens,
-        attention_mask=mask,
-        cache=m.init_cache(b, p + t + schedule[0]),
-        prefill=True,
-        return_logits=False,
-    )
-    caches.append(branch_cache(out.cache, prompt_mask, kept, n))
-    last = out.hidden[rows, p + kept - 1]  # [B*N, D], the prefix's last token
+    if m.config.is_hybrid:
+      # A Gated DeltaNet layer keeps one state, the whole rollout's after a
+      # forward over it; a prefix's state needs the prefix alone: a fresh
+      # prefill of the B*N right-aligned prefixes (exact, N times the FLOPs).
+      out = m(
+          prefix,
+          attention_mask=prefix_mask,
+          cache=m.init_cache(b * n, p + t + schedule[0]),
+          prefill=True,
+          return_logits=False,
+      )
+      caches.append(out.cache)
+      last = out.hidden[:, -1]
+    else:
+      # One forward over the B rollout rows, not one per prefix (N times
+      # fewer prefill FLOPs); each prefix's cache is cut from it.
+      out = m(
+          tokens,
+          attention_mask=mask,
+          cache=m.init_cache(b, p + t + schedule[0]),
+          prefill=True,
+          return_logits=False,
+      )
+      caches.append(branch_cache(out.cache, prompt_mask, kept, n))
+      last = out.hidden[rows, p + kept - 1]  # [B*N, D]: the prefix's last
     first_lp.append(settings.sampling.log_probs(m.apply_head(last)))
   out = sampler.decode(
       models, caches, first_lp, key, settings, schedule=schedule, base_len=p + t
@@ -220,8 +234,10 @@ def continue_from(
   Continuation `n` of row `b` is sampled after `prompt[b] + response[b,
   :cut[b, n]]`: the cut-th response token and what follows are replaced by
   fresh draws from `models` (the student, the teacher, or a mixture, as in
-  `sample`). Each model runs one forward over the B rollout rows and every
-  prefix's KV cache is cut from it (`branch_cache`); the decode loop is the
+  `sample`). Each attention model runs one forward over the B rollout rows
+  and every prefix's KV cache is cut from it (`branch_cache`); a hybrid
+  (Gated DeltaNet) model prefills each prefix, since its recurrent state
+  cannot be cut back to a position; the decode loop is the
   sampler's own (`sampler.decode`: EOS handling, every sampling strategy,
   the key `fold_in(key, i)` for continuation position i).
 
@@ -265,14 +281,6 @@ def continue_from(
     )
   sampler.check_max_new_tokens(max_new_tokens, "continue_from")
   models, weights = sampler.check_models(models, weights, "continue_from")
-  hybrid = [m.config.family for m in models if m.config.is_hybrid]
-  if hybrid:
-    # One forward over the whole rollout leaves each Gated DeltaNet layer
-    # with the state after the last token, not after each cut.
-    raise NotImplementedError(
-        f"continue_from: a {hybrid[0]} model has linear attention layers,"
-        " whose recurrent state at a cut is not kept yet (issue 40)"
-    )
   graphdefs, states = zip(*(nnx.split(m) for m in models))
   settings = sampler.DecodeSettings.of(
       weights, sampling, max_new_tokens, eos_ids, pad_id, compute_dtype

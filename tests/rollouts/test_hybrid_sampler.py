@@ -76,21 +76,68 @@ def test_greedy_rollout_equals_uncached_argmax():
   np.testing.assert_array_equal(np.asarray(out.response), tokens[:, 7:])
 
 
-def test_continue_from_refuses_a_hybrid_model_in_one_line():
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_branch_equals_sampling_from_a_fresh_prefill_of_its_prefix(
+    temperature,
+):
+  """continue_from at cut c of a rollout row gives what `sample` gives on
+  prompt + response[:c] with the same key (the recurrent state at the cut
+  is the prefix's, not the whole rollout's)."""
   model = testing.random_model(_config(), seed=4)
-  prompt = jnp.full((1, 4), 5, jnp.int32)
-  out = sampler.sample(
-      model,
-      prompt,
-      jnp.ones((1, 4), bool),
-      jax.random.key(1),
-      max_new_tokens=3,
+  rng = np.random.default_rng(1)
+  prompt = rng.integers(3, 97, (2, 5)).astype(np.int32)
+  mask = np.ones_like(prompt, dtype=bool)
+  mask[1, :2] = False
+  prompt[1, :2] = 0
+  kw = dict(max_new_tokens=5, sampling=Sampling(temperature=temperature))
+  rollout = sampler.sample(
+      model, jnp.asarray(prompt), jnp.asarray(mask), jax.random.key(0), **kw
   )
-  with pytest.raises(NotImplementedError, match="continue_from: a qwen3_5"):
-    continue_from(
-        model,
-        out,
-        jnp.zeros((1, 1), jnp.int32),
-        jax.random.key(2),
-        max_new_tokens=2,
-    )
+  cut = jnp.asarray([[0, 3], [2, 5]], jnp.int32)
+  out = continue_from(model, rollout, cut, jax.random.key(7), **kw)
+  # Its prompts are the prefixes, right-aligned in P + T columns.
+  response, width = np.asarray(rollout.response), prompt.shape[1] + 5
+  for b in range(2):
+    for n in range(2):
+      ids = np.concatenate([prompt[b][mask[b]], response[b, : cut[b, n]]])
+      row_mask = np.arange(width) >= width - len(ids)
+      np.testing.assert_array_equal(out.prompt_mask[2 * b + n], row_mask)
+      np.testing.assert_array_equal(out.prompt[2 * b + n][row_mask], ids)
+  # The same key over the same B*N prefixes: the same draws.
+  fresh = sampler.sample(
+      model, out.prompt, out.prompt_mask, jax.random.key(7), **kw
+  )
+  np.testing.assert_array_equal(
+      np.asarray(out.response), np.asarray(fresh.response)
+  )
+  np.testing.assert_allclose(
+      np.asarray(out.logprobs), np.asarray(fresh.logprobs), atol=1e-5
+  )
+
+
+def test_a_greedy_branch_replays_the_greedy_rollout():
+  """Greedy from cut c of a greedy rollout continues it token for token:
+  the recurrent state at the cut is the one the rollout had there."""
+  model = testing.random_model(_config(), seed=5)
+  prompt = jnp.asarray(np.random.default_rng(2).integers(3, 97, (2, 4)))
+  mask = jnp.ones((2, 4), bool)
+  greedy = dict(sampling=Sampling(temperature=0.0))
+  long = sampler.sample(
+      model, prompt, mask, jax.random.key(0), max_new_tokens=10, **greedy
+  )
+  rollout = long.replace(
+      response=long.response[:, :5],
+      response_mask=long.response_mask[:, :5],
+      logprobs=long.logprobs[:, :5],
+  )
+  cut = jnp.asarray([[0, 2, 5], [1, 3, 4]], jnp.int32)
+  out = continue_from(
+      model, rollout, cut, jax.random.key(1), max_new_tokens=5, **greedy
+  )
+  for b in range(2):
+    for n in range(3):
+      c = int(cut[b, n])
+      np.testing.assert_array_equal(
+          np.asarray(out.response[3 * b + n]),
+          np.asarray(long.response[b, c : c + 5]),
+      )
