@@ -152,19 +152,29 @@ def headline(summary: dict, objective: str = "rkl") -> str:
   )
 
 
+def _title_and_meta(title: str, meta: dict) -> list[str]:
+  """A report's heading and its run metadata, one bullet per key."""
+  return [f"# {title}", ""] + [f"- {k}: `{v}`" for k, v in meta.items()]
+
+
+def _counts(summary: dict) -> str:
+  """The sentence start naming how much a summary measured."""
+  return (
+      f"Questions {summary['questions']}, rollouts spent"
+      f" {summary['rollouts']}, student rollout accuracy"
+      f" {_fmt(summary['rollout_accuracy'])}, nodes {summary['nodes']}"
+      f" ({summary['nodes_on_correct']} on correct rollouts)"
+  )
+
+
 def render_markdown(summary: dict, meta: dict) -> str:
   """report.md from `stats.summarise` output and run metadata."""
-  lines = ["# Gradient alignment (Unmasking OPD)", ""]
-  lines += [f"- {k}: `{v}`" for k, v in meta.items()]
+  lines = _title_and_meta("Gradient alignment (Unmasking OPD)", meta)
   lines += [
       "",
-      (
-          f"Questions {summary['questions']}, rollouts spent"
-          f" {summary['rollouts']}, student rollout accuracy"
-          f" {_fmt(summary['rollout_accuracy'])}, nodes {summary['nodes']}"
-          f" ({summary['nodes_on_correct']} on correct rollouts), mean teacher"
-          f" advantage A_te {_fmt(summary['teacher_advantage_mean'])}."
-      ),
+      _counts(summary)
+      + ", mean teacher advantage A_te"
+      + f" {_fmt(summary['teacher_advantage_mean'])}.",
       "",
       "**" + headline(summary) + "**",
       "",
@@ -343,18 +353,15 @@ def render_comparison(
   """report.md of several teacher configurations on the same trees."""
   names = list(summaries)
   first = summaries[names[0]]
-  lines = ["# Gradient alignment (Unmasking OPD) by teacher configuration", ""]
-  lines += [f"- {k}: `{v}`" for k, v in meta.items()]
+  lines = _title_and_meta(
+      "Gradient alignment (Unmasking OPD) by teacher configuration", meta
+  )
   lines += [
       "",
-      (
-          f"Questions {first['questions']}, rollouts spent"
-          f" {first['rollouts']}, student rollout accuracy"
-          f" {_fmt(first['rollout_accuracy'])}, nodes {first['nodes']}"
-          f" ({first['nodes_on_correct']} on correct rollouts). Every"
-          " configuration is measured on the same rollouts, nodes, children"
-          f" and success estimates (nodes chosen with {names[0]!r})."
-      ),
+      _counts(first)
+      + ". Every configuration is measured on the same rollouts, nodes,"
+      + " children and success estimates (nodes chosen with"
+      + f" {names[0]!r}).",
       "",
   ]
   lines += [f"- **{n}**: {headline(summaries[n])}" for n in names]
