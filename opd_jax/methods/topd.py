@@ -220,15 +220,22 @@ class TOPD:
     """The head-pass settings of the trajectory term."""
     return dataclasses.replace(self.loss_pass, divergence=self.traj_divergence)
 
-  def _extras(self, inputs: StepInputs) -> dict[str, Array]:
+  def _stage_outputs(self, inputs: StepInputs, advice: str) -> dict[str, Array]:
+    """``inputs.extras``, or a ValueError (ending in `advice`) naming the
+    `prepare` outputs it lacks."""
     extras = inputs.extras or {}
     missing = [k for k in topd_stage.STAGE_KEYS if k not in extras]
     if missing:
       raise ValueError(
           f"{self.NAME}: StepInputs.extras lacks {missing}: run the"
-          " method's prepare() on the rollout and pass its outputs in the"
-          " batch (the trainer does)."
+          f" method's prepare() on the rollout {advice}."
       )
+    return extras
+
+  def _extras(self, inputs: StepInputs) -> dict[str, Array]:
+    extras = self._stage_outputs(
+        inputs, "and pass its outputs in the batch (the trainer does)"
+    )
     if self.uses_segments and inputs.segment is None:
       raise ValueError(
           f"{self.NAME}: lambda_traj > 0 with traj_window='teacher' needs"
@@ -242,13 +249,7 @@ class TOPD:
 
     Reads `prepare`'s outputs from ``inputs.extras`` (not the segments).
     """
-    ex = inputs.extras or {}
-    missing = [k for k in topd_stage.STAGE_KEYS if k not in ex]
-    if missing:
-      raise ValueError(
-          f"{self.NAME}: StepInputs.extras lacks {missing}: run the"
-          " method's prepare() on the rollout first."
-      )
+    ex = self._stage_outputs(inputs, "first")
     index, valid = ex[topd_stage.CAND_INDEX], ex[topd_stage.CAND_VALID]
     high = ex[topd_stage.HIGH_OT]
     shape = inputs.mask.shape
