@@ -210,24 +210,6 @@ inline float MaskRow(float* row, const float* bias, int64_t t, int64_t n) {
   return best;
 }
 
-// row[c] = exp(row[c] - shift) for c < n (0 where row is -inf); the sum.
-inline float ExpRow(float* row, float shift, int64_t n) {
-  Vec8 acc = Splat(0.0f);
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8) {
-    const Vec8 e = ExpNonPositive(Load(row + c) - Splat(shift));
-    Store(row + c, e);
-    acc += e;
-  }
-  float total = HorizontalSum(acc);
-  for (; c < n; ++c) {
-    const float e = ExpNonPositive(Splat(row[c] - shift))[0];
-    row[c] = e;
-    total += e;
-  }
-  return total;
-}
-
 // 0 for a real key, -inf for a pad, zero past T (never read unmasked).
 void KeyBias(const Shape& s, const bool* mask, int64_t bi, int64_t tp,
              float* bias) {

@@ -90,6 +90,25 @@ inline Vec8 ExpNonPositive(Vec8 x) {
   return x < lo ? Splat(0.0f) : p * scale;
 }
 
+// row[c] = exp(row[c] - shift) for c < n (0 where row is -inf); the sum
+// (vector lanes summed first, then the tail in order).
+inline float ExpRow(float* row, float shift, int64_t n) {
+  Vec8 acc = Splat(0.0f);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const Vec8 e = ExpNonPositive(Load(row + c) - Splat(shift));
+    Store(row + c, e);
+    acc += e;
+  }
+  float total = HorizontalSum(acc);
+  for (; c < n; ++c) {
+    const float e = ExpNonPositive(Splat(row[c] - shift))[0];
+    row[c] = e;
+    total += e;
+  }
+  return total;
+}
+
 // Runs fn(begin, end) over [0, units) in chunks of at least `min_chunk`
 // units, claimed by whichever thread comes first. The calling thread claims
 // too and then waits only for chunks another thread has claimed (and so is

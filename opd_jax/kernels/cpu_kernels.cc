@@ -209,20 +209,7 @@ void AttendOne(const AttentionShape& shape, const float* q, const TC* k_new,
       l[s] = mask[s] ? l[s] * scale : neg_inf;
       top = std::max(top, l[s]);
     }
-    Vec8 acc = Splat(0.0f);
-    int64_t s = 0;
-    for (; s + 8 <= n; s += 8) {
-      const Vec8 e = ExpNonPositive(Load(l + s) - Splat(top));
-      Store(l + s, e);
-      acc += e;
-    }
-    float total = HorizontalSum(acc);
-    for (; s < n; ++s) {
-      Vec8 e = ExpNonPositive(Splat(l[s] - top));
-      l[s] = e[0];
-      total += e[0];
-    }
-    sum[g] = total;
+    sum[g] = ExpRow(l, top, n);
   }
 
   // out[g, :] = sum_s p[g, s] v[s, :] / sum[g]: two groups by 32 lanes of H
