@@ -24,8 +24,10 @@ pod slice: bf16 parameters, FSDP over all devices; every setting but the
 teacher is configs/recipe_qwen3_8b_to_1p7b_tip.py's (read from that file,
 so the two recipes cannot drift apart). The teacher is a
 mixture of experts (128 experts, 8 per token, 3.3B of 30.5B parameters
-active): its experts are stored split over 'fsdp' and gathered a layer at a
-time, and each device routes its own rows (`models.moe`). Its 61 GB of
+active): its experts are stored split over 'fsdp' and run where they are
+stored (expert parallelism: each device gathers its 'fsdp' group's tokens,
+runs its own experts, and a reduce-scatter returns the outputs;
+`models.moe`). Its 61 GB of
 bfloat16 weights alone ask for 4 devices of 16 GiB; the dry run
 (`--dry_run`) prints the per-device memory of the step and the sampler.
 """

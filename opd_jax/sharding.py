@@ -104,8 +104,8 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
     (r"mlp/(gate|up)_proj/kernel$", P(None, "fsdp", "tensor")),  # [L, D, F]
     (r"mlp/down_proj/kernel$", P(None, "tensor", "fsdp")),  # [L, F, D]
     # Mixture of experts: experts split over 'fsdp' (each device stores
-    # E / fsdp of them; XLA gathers a layer's experts where it runs them,
-    # as FSDP gathers a dense layer), F_e over 'tensor'.
+    # and runs E / fsdp of them; the tokens of an 'fsdp' group come to
+    # them: `moe.sharded_routed_swiglu`), F_e over 'tensor'.
     (r"moe/router/kernel$", P(None, "fsdp", None)),  # [L, D, E]
     (r"moe/(gate|up)_proj$", P(None, "fsdp", None, "tensor")),  # [L,E,D,F]
     (r"moe/down_proj$", P(None, "fsdp", "tensor", None)),  # [L, E, F, D]

@@ -16,10 +16,13 @@
 A Qwen3-MoE with a dense layer between MoE layers, loaded onto two meshes
 with its experts split over 'fsdp' (and their width over 'tensor'): the
 logits, the load-balancing loss and the gradient of a loss through both
-equal one device's within float32 summation order. Prints 'OK' on success.
+equal one device's within float32 summation order, and the compiled step
+never all-gathers an expert kernel (expert parallelism: the tokens move).
+Prints 'OK' on success.
 """
 
 import os
+import re
 import sys
 import tempfile
 
@@ -104,6 +107,20 @@ def main():
     with jax.set_mesh(mesh):
       batch = sharding.global_batch({"tokens": tokens, "mask": mask}, mesh)
       logits, aux, grads = _step(model, batch["tokens"], batch["mask"])
+      hlo = _step.lower(model, batch["tokens"], batch["mask"]).compile()
+    # The experts run where they are stored: no all-gather of a layer's
+    # expert kernels ([E, D, F_e / tensor] or [E, F_e / tensor, D]).
+    gathered = [
+        tuple(int(d) for d in dims.split(","))
+        for dims in re.findall(
+            r"= \w+\[([\d,]+)\]\S* all-gather\(", hlo.as_text()
+        )
+    ]
+    f_local = config.moe_mlp_dim // mesh.shape["tensor"]
+    d = config.embed_dim
+    for kernel in ((8, d, f_local), (8, f_local, d)):
+      assert not any(g[-3:] == kernel for g in gathered), (kernel, gathered)
+    assert gathered, "expected the tokens' all-gather"
     err = np.abs(np.asarray(logits) - np.asarray(ref_logits))[mask].max()
     aux_err = abs(float(aux) - float(ref_aux))
     print(
