@@ -270,10 +270,7 @@ def _compute(
       key=key,
   )
   st = heads.token_stats(
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
+      *inputs.hidden_and_heads,
       inputs.ids,
       where=rmask,
       chunk_size=min(chunk_size, t),

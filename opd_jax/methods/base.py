@@ -123,6 +123,19 @@ class StepInputs:
   extras: dict[str, jax.Array] | None = None
   divergence_clip: float = flax.struct.field(pytree_node=False, default=0.0)
 
+  @property
+  def hidden_and_heads(
+      self,
+  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(student_hidden, student_head, teacher_hidden, teacher_head): the
+    leading arguments of every `opd_jax.heads` pass over the response."""
+    return (
+        self.student_hidden,
+        self.student_head,
+        self.teacher_hidden,
+        self.teacher_head,
+    )
+
 
 Metrics = dict[str, jax.Array]
 

@@ -120,10 +120,7 @@ class LossPass:
   def token_stats(self, inputs: StepInputs) -> heads.TokenStats:
     """The stop-gradient stats pass [B, T] of the step's rollout."""
     return heads.token_stats(
-        inputs.student_hidden,
-        inputs.student_head,
-        inputs.teacher_hidden,
-        inputs.teacher_head,
+        *inputs.hidden_and_heads,
         inputs.ids,
         where=jnp.asarray(inputs.mask, bool),
         chunk_size=self.chunk_size,
@@ -136,10 +133,7 @@ class LossPass:
     where masked), at this pass's temperature."""
     return jax.lax.stop_gradient(
         heads.head_divergence(
-            inputs.student_hidden,
-            inputs.student_head,
-            inputs.teacher_hidden,
-            inputs.teacher_head,
+            *inputs.hidden_and_heads,
             jnp.asarray(inputs.mask, bool),
             divergence=self.divergence,
             divergence_kwargs=self.divergence_kwargs,
@@ -196,10 +190,7 @@ class LossPass:
   ) -> tuple[Array, Metrics]:
     """The divergence on a selection's gathered positions, with metrics."""
     mean = heads.selective_divergence_loss(
-        inputs.student_hidden,
-        inputs.student_head,
-        inputs.teacher_hidden,
-        inputs.teacher_head,
+        *inputs.hidden_and_heads,
         sel.index,
         sel.index_weights,
         divergence=self.divergence,
@@ -283,10 +274,7 @@ def sampled_token_logprobs(
 
   return heads.head_pass(
       chunk_logprobs,
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
+      *inputs.hidden_and_heads,
       inputs.ids,
       jnp.asarray(inputs.mask, bool),
       chunk_size=chunk_size,

@@ -108,10 +108,7 @@ def tsd_terms(
 
   return heads.head_pass(
       chunk_terms,
-      inputs.student_hidden,
-      inputs.student_head,
-      inputs.teacher_hidden,
-      inputs.teacher_head,
+      *inputs.hidden_and_heads,
       jnp.asarray(inputs.mask, bool),
       chunk_size=chunk_size,
   )
