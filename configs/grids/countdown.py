@@ -19,7 +19,7 @@ r"""The results grid in the papers' regime: long branching reasoning.
 The default grid decides on ~17-token arithmetic answers from a same-size
 teacher; most of the seed papers' mechanisms cannot act there (issue 36).
 This grid runs the rows whose claims depend on them on the Countdown task
-(docs/tasks.md: written searches of median ~200 tokens with dead ends to
+(docs/tasks.md: written searches of median ~170 tokens with dead ends to
 recover from and several valid answers) with a teacher of 5x the student's
 parameters:
 
@@ -91,7 +91,7 @@ QUICK = dict(
     memory=dict(preset="", batch_size=2, prompt_len=8, response_len=16),
 )
 # The self-teacher's prompt: the solution template's text, a worked search
-# (at most 473 tokens at this level) and the question.
+# (at most 483 tokens at this level) and the question.
 CONTEXT_PROMPT_LEN = 544
 
 
@@ -110,7 +110,7 @@ def get_config():
   c.sampling.temperature = 1.0
   c.batch_size = 16
   c.max_prompt_len = 32
-  # The longest reference search is 473 tokens with <eos> (docs/tasks.md).
+  # The longest reference search is 483 tokens with <eos> (docs/tasks.md).
   c.max_new_tokens = 512
   c.total_steps = 300
   c.optimizer.learning_rate = 1e-3

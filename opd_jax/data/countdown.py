@@ -49,11 +49,16 @@ operations are + - * / with parentheses, and every intermediate result is a
 non-negative integer (so a division must be exact and not by zero). The
 generator's own moves keep results positive (a - b only when a > b).
 
-Which moves a trace tries is random: on the path to the solution each
-wrong move is taken with probability `Difficulty.wrong_turn` before a right
-one (a right move leaves numbers from which the target is reachable); a dead
-end (no solution below it) tries one move, and another with probability
-`dead_end_breadth`, before giving up. Problems keep only targets with at
+The moves under one state are written in one fixed order (the pairs of
+the numbers left, in order, then + - * /), so a search never tries a move
+twice and each line comes after its previous sibling in that order: a
+teacher trained on random orders looped, retrying the moves of a dead end
+for the whole budget (docs/tasks.md). Which moves it tries is random: on
+the path to the solution a right move is drawn (one that leaves numbers
+from which the target is reachable) and wrong moves before it in the order
+are tried first, a geometric number with continuation probability
+`Difficulty.wrong_turn`; a dead end (no solution below it) tries one move,
+and another with probability `dead_end_breadth`, before giving up. Problems keep only targets with at
 least `min_solutions` distinct solution expressions, so most problems have
 several valid answers in different surface forms.
 """
@@ -298,11 +303,16 @@ def _is_right(items, move: _Move, target: int) -> bool:
   return _solvable(tuple(sorted(v for v, _ in left)), target)
 
 
+def _subset_in_order(rng, moves: list, k: int) -> list:
+  """`k` of `moves` drawn at random, written in the order of `moves`."""
+  return [moves[i] for i in sorted(rng.sample(range(len(moves)), k))]
+
+
 def _dead_end(rng, items, target, d: Difficulty, depth: int, lines) -> None:
   """Writes a few moves below an unsolvable state, then gives up."""
   moves = _moves(items, unique=True)
-  rng.shuffle(moves)
-  for move in moves[: 1 + _count(rng, d.dead_end_breadth, len(moves) - 1)]:
+  k = 1 + _count(rng, d.dead_end_breadth, len(moves) - 1)
+  for move in _subset_in_order(rng, moves, k):
     left = _after(items, move)
     lines.append(_line(move, left if len(left) > 1 else [], depth, target))
     if len(left) > 1:
@@ -312,15 +322,19 @@ def _dead_end(rng, items, target, d: Difficulty, depth: int, lines) -> None:
 def _search(rng, items, target, d: Difficulty, depth: int, lines) -> str:
   """Writes the search from a solvable state; returns the solution."""
   moves = _moves(items, unique=True)
-  right = [m for m in moves if _is_right(items, m, target)]
-  wrong = [m for m in moves if not _is_right(items, m, target)]
-  rng.shuffle(wrong)
-  for move in wrong[: _count(rng, d.wrong_turn, len(wrong))]:
+  at = rng.choice(
+      [i for i, m in enumerate(moves) if _is_right(items, m, target)]
+  )
+  # Wrong turns come from the moves before the right one, in their order.
+  wrong = [m for m in moves[:at] if not _is_right(items, m, target)]
+  for move in _subset_in_order(
+      rng, wrong, _count(rng, d.wrong_turn, len(wrong))
+  ):
     left = _after(items, move)
     lines.append(_line(move, left if len(left) > 1 else [], depth, target))
     if len(left) > 1:
       _dead_end(rng, left, target, d, depth + 1, lines)
-  move = rng.choice(right)
+  move = moves[at]
   left = _after(items, move)
   lines.append(_line(move, left if len(left) > 1 else [], depth, target))
   if len(left) == 1:

@@ -163,6 +163,34 @@ def test_length_and_branching_statistics(default_examples):
   assert statistics.median(sols) >= 3
 
 
+def _sibling_orders(ex):
+  """For each move line, (depth, its index among its state's moves in the
+  generator's order), and whether it repeats an earlier sibling."""
+  states, out = {0: list(ex.numbers)}, []
+  for line in ex.rationale.split("\n")[:-1]:
+    depth = len(line) - len(line.lstrip(" "))
+    a, op, b = re.match(r" *(\d+)([-+*/])(\d+)=", line).groups()
+    moves = countdown._moves([(v, str(v)) for v in states[depth]], unique=True)
+    index = [(m.a, m.op, m.b) for m in moves].index((int(a), op, int(b)))
+    out.append((depth, index))
+    for deeper in [k for k in states if k > depth]:
+      del states[deeper]
+    if ": " in line:
+      states[depth + 1] = [int(v) for v in line.split(": ")[1].split()]
+  return out
+
+
+def test_siblings_follow_one_order_and_never_repeat(default_examples):
+  """Under each state the moves tried come in the generator's fixed order,
+  so no trace tries a move twice (a model can always make progress)."""
+  for ex in default_examples["train"][:120]:
+    last = {}
+    for depth, index in _sibling_orders(ex):
+      assert index > last.get(depth, -1), ex.rationale
+      last = {k: v for k, v in last.items() if k < depth}
+      last[depth] = index
+
+
 def test_splits_are_disjoint_and_held_out_sets_distinct(default_examples):
   problems = {
       split: [(tuple(sorted(e.numbers)), e.target) for e in examples]

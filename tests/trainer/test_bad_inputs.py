@@ -173,7 +173,7 @@ CASES = {
     "a response budget below the task's shortest trace": (
         lambda p, t, c: c.data.update(source="countdown", difficulty="default"),
         (
-            "config.max_new_tokens: expected >= 53 (the shortest countdown"
+            "config.max_new_tokens: expected >= 55 (the shortest countdown"
             " (default) reference response"
         ),
     ),

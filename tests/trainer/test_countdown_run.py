@@ -43,7 +43,7 @@ def _config(pair, **overrides):
       eval_examples=4,
       batch_size=2,
       max_prompt_len=24,
-      # The shortest default-level reference is 53 tokens with <eos>.
+      # The shortest default-level reference is 55 tokens with <eos>.
       max_new_tokens=56,
       **overrides,
   )
