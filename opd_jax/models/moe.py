@@ -211,9 +211,11 @@ def sharded_routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
   'tensor'). With 'fsdp' > 1 the experts never move (expert parallelism,
   `jax.shard_map`): each device all-gathers the tokens of its 'fsdp' group
   with their routing, runs only its own experts' rows
-  (`local_experts_swiglu`), and the partial outputs are summed back to the
-  tokens' owners by one reduce-scatter over 'fsdp' (and a psum over
-  'tensor'), in float32. The exchange is N / data tokens of D per layer,
+  (`local_experts_swiglu`) one peer's tokens at a time (`lax.scan`: the
+  buffers are one peer's N_local * k rows, since a static shape must hold
+  every copy a peer could route here), and the partial outputs are summed
+  back to the tokens' owners by one reduce-scatter over 'fsdp' (and a psum
+  over 'tensor'), in float32. The exchange is N / data tokens of D per layer,
   against E x D x F_e x 3 expert weights gathered otherwise (Qwen3-235B:
   4.8 GB a layer in bfloat16). With 'fsdp' = 1 (or E not divisible by it)
   each device routes its own tokens through the whole layer's experts
@@ -239,15 +241,19 @@ def sharded_routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
     return jax.lax.psum(y, "tensor") if split_f else y
 
   def parallel(x, experts, weights, gate, up, down):
-    group = [
-        jax.lax.all_gather(a, "fsdp", tiled=True) for a in (x, experts, weights)
-    ]
+    # [fsdp, n, ...]: every peer's tokens and routing, one peer at a time
+    # through the local experts, so the buffers are one peer's n * k rows
+    # (as when each device routes its own), not the whole group's.
+    group = [jax.lax.all_gather(a, "fsdp") for a in (x, experts, weights)]
     first = jax.lax.axis_index("fsdp") * gate.shape[0]
-    y = local_experts_swiglu(*group, gate, up, down, first)
+
+    def peer(_, tokens):
+      return None, local_experts_swiglu(*tokens, gate, up, down, first)
+
+    _, y = jax.lax.scan(peer, None, group)  # [fsdp, n, D] float32
     if split_f:
       y = jax.lax.psum(y, "tensor")
-    y = jax.lax.psum_scatter(y, "fsdp", scatter_dimension=0, tiled=True)
-    return y.astype(x.dtype)
+    return jax.lax.psum_scatter(y, "fsdp").astype(x.dtype)
 
   return jax.shard_map(
       parallel if ep else gathered,
