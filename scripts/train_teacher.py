@@ -57,6 +57,7 @@ from flax import nnx
 from opd_jax import cli
 from opd_jax.cli import InputError
 from opd_jax.data import context as contexts
+from opd_jax.data import countdown
 from opd_jax.data import tasks
 from opd_jax.data.dataset import PromptDataset
 from opd_jax.data.sources import TaskSource
@@ -337,6 +338,25 @@ def open_checkpoints(directory: str, settings: dict) -> None:
     json.dump(settings, f, indent=1, sort_keys=True)
 
 
+def search_metrics(responses, answers) -> dict[str, float]:
+  """Countdown searches' error rates (`countdown.search_stats`, summed over
+  the responses): wrong arithmetic per move, wrong target and verdict per
+  final line, repeated moves per move, and the share that ended."""
+  total = dict.fromkeys(countdown.SEARCH_STATS, 0)
+  for text, answer in zip(responses, answers):
+    target = countdown.parse_key(answer)[1]
+    for k, v in countdown.search_stats(text, target).items():
+      total[k] += v
+  moves, finals = max(total["moves"], 1), max(total["finals"], 1)
+  return {
+      "eval/arith_err": total["arithmetic_wrong"] / moves,
+      "eval/target_err": total["target_wrong"] / finals,
+      "eval/verdict_err": total["verdict_wrong"] / finals,
+      "eval/repeats": total["repeated"] / moves,
+      "eval/ended": total["ended"] / max(len(responses), 1),
+  }
+
+
 def main(argv):
   del argv  # cli.run refuses positional arguments
   start = time.time()
@@ -410,8 +430,12 @@ def main(argv):
     )
 
   def during_training(model) -> dict[str, float]:
-    result = greedy_accuracy(model, min(64, _EVAL.value))[1]
-    return {"eval/accuracy": result.accuracy, "eval/length": result.mean_length}
+    held_out, result = greedy_accuracy(model, min(64, _EVAL.value))
+    metrics = {"eval/accuracy": result.accuracy}
+    metrics["eval/length"] = result.mean_length
+    if name == "countdown":  # which skill of the search is missing
+      metrics.update(search_metrics(result.responses, held_out.answers))
+    return metrics
 
   settings = sft.SftSettings(
       num_steps=role["num_steps"],

@@ -46,14 +46,25 @@ def test_checkpoint_directory_is_the_runs_or_refused(tmp_path):
   with open(os.path.join(stray, "notes.txt"), "w") as f:
     f.write("mine")
   done = os.path.join(tmp, "done")
-  r_other, r_stray, r_done = scripts_worker.run_in_forks(
+  r_other, r_stray, r_done, r_countdown = scripts_worker.run_in_forks(
       [
           [_SCRIPT, f"--out={tmp}/a", f"--checkpoint_dir={other}", *_TINY],
           [_SCRIPT, f"--out={tmp}/b", f"--checkpoint_dir={stray}", *_TINY],
           [_SCRIPT, f"--out={done}", *_TINY],
+          [
+              _SCRIPT,
+              f"--out={tmp}/countdown",
+              "--task=countdown",
+              "--eval_every=2",
+              *_TINY,
+          ],
       ],
       tmp,
   )
+  # A countdown teacher's evaluations say which skill of its search fails.
+  assert r_countdown["rc"] == 0, r_countdown["stderr"][-2000:]
+  for rate in ("arith_err", "target_err", "verdict_err", "repeats", "ended"):
+    assert f"eval/{rate} " in r_countdown["stdout"], r_countdown["stdout"]
   assert r_other["rc"] == 2, r_other["stderr"][-2000:]
   assert (
       f"error: --checkpoint_dir: {other} holds a run with other settings"

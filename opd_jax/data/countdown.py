@@ -696,6 +696,61 @@ def verify_trace(example: Example) -> bool:
   return True
 
 
+SEARCH_STATS = (
+    "moves",
+    "arithmetic_wrong",
+    "finals",
+    "target_wrong",
+    "verdict_wrong",
+    "repeated",
+    "ended",
+)
+
+
+def search_stats(text: str, target: int) -> dict[str, int]:
+  """Counts what a model's written search gets wrong, line by line.
+
+  For reading a teacher's greedy searches while it trains: which of the
+  trace's skills is missing (docs/tasks.md).
+
+  Args:
+    text: a response (special tokens removed).
+    target: the problem's target.
+
+  Returns:
+    {'moves': lines of the move form `a op b = c ...`, 'arithmetic_wrong':
+    moves whose c is not a op b, 'finals': moves ending ' vs t yes|no',
+    'target_wrong': finals whose t is not `target`, 'verdict_wrong':
+    finals whose yes / no disagrees with c == t, 'repeated': moves that
+    repeat an earlier sibling (same line under the same parent), 'ended':
+    1 if a `####` answer line follows}.
+  """
+  out = dict.fromkeys(SEARCH_STATS, 0)
+  parents: dict[int, int] = {}  # depth -> index of the last line there
+  seen: set[tuple[int, str]] = set()
+  for index, line in enumerate(text.split("\n")):
+    match = _MOVE_RE.match(line)
+    if not match:
+      out["ended"] |= extract_expression(line) is not None
+      continue
+    depth = len(match.group(1))
+    a, op, b, c = match.group(2, 3, 4, 5)
+    out["moves"] += 1
+    out["arithmetic_wrong"] += _apply(int(a), op, int(b)) != int(c)
+    parent = parents.get(depth - 1, -1)
+    key = (parent, line.strip())
+    out["repeated"] += key in seen
+    seen.add(key)
+    parents = {d: i for d, i in parents.items() if d < depth}
+    parents[depth] = index
+    if match.group(8) is not None:
+      out["finals"] += 1
+      written = int(match.group(7))
+      out["target_wrong"] += written != target
+      out["verdict_wrong"] += (match.group(8) == "yes") != (int(c) == written)
+  return out
+
+
 def wrong_rationale(example: Example) -> str:
   """A written search that ends in a wrong answer, for teacher contexts.
 

@@ -114,6 +114,37 @@ def test_verify_trace_on_hand_checked_traces(edit, valid):
   assert countdown.verify_trace(_example(edit(TRACE))) is valid
 
 
+def test_search_stats_on_a_hand_written_search():
+  assert countdown.search_stats(TRACE, 24) == dict(
+      moves=19,
+      arithmetic_wrong=0,
+      finals=8,
+      target_wrong=0,
+      verdict_wrong=0,
+      repeated=0,
+      ended=1,
+  )
+  bad = "\n".join([
+      "9*3=27: 5 7 27",
+      " 27-7=20: 5 20",
+      "  20+5=26 vs 24 no",  # arithmetic
+      "  20+5=26 vs 24 no",  # repeated sibling
+      "  20*5=100 vs 42 no",  # target copied wrong
+      "  20-5=15 vs 24 yes",  # verdict
+      "9*3=27: 5 7 27",  # repeated at depth 0
+      " 27-7=20: 5 20",  # a new parent: not a repeat
+  ])
+  assert countdown.search_stats(bad, 24) == dict(
+      moves=8,
+      arithmetic_wrong=2,
+      finals=4,
+      target_wrong=1,
+      verdict_wrong=1,
+      repeated=2,
+      ended=0,
+  )
+
+
 def test_is_correct_reads_the_last_marker_and_the_key():
   key = "24 from 3 5 7 9"
   assert countdown.is_correct("#### (9+7)+(5+3)", key)
