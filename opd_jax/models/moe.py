@@ -146,29 +146,20 @@ def routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
   Returns:
     [N, D] in x's dtype (the k-term sum in float32).
   """
-  n, k = experts.shape
-  flat = experts.reshape(-1)  # [N * k]
-  order = jnp.argsort(flat, stable=True)
-  sizes = jnp.bincount(flat, length=gate.shape[0]).astype(jnp.int32)
-  xs = jnp.take(x, order // k, axis=0)  # [N * k, D], grouped by expert
-  h = jax.nn.silu(grouped_matmul(xs, gate, sizes)) * grouped_matmul(
-      xs, up, sizes
-  )
-  ys = grouped_matmul(h, down, sizes)  # [N * k, D]
-  y = jnp.zeros_like(ys).at[order].set(ys, unique_indices=True)
-  y = y.reshape(n, k, -1)
-  acc = jnp.promote_types(x.dtype, jnp.float32)
-  # transformers scales each expert's output in the model dtype.
-  scaled = (y * weights.astype(x.dtype)[..., None]).astype(acc)
-  return jnp.sum(scaled, axis=1).astype(x.dtype)
+  # Every expert is local: the copies sort into all E groups.
+  y = local_experts_swiglu(x, experts, weights, gate, up, down, first=0)
+  return y.astype(x.dtype)
 
 
 def local_experts_swiglu(x, experts, weights, gate, up, down, first):
   """The part of `routed_swiglu` done by experts `first .. first + E_l - 1`.
 
-  Token copies routed elsewhere are sorted past the local groups, where
-  the grouped matmul neither computes nor writes them (rows past the
-  groups' sum are zero), so a device does only its own experts' rows.
+  Each token's k copies are sorted by local expert (stable), every
+  projection is one grouped matmul over the sorted rows, and the outputs
+  go back to their tokens by the inverse permutation. Copies routed
+  elsewhere sort past the local groups, where the grouped matmul neither
+  computes nor writes them (rows past the groups' sum are zero), so a
+  device does only its own experts' rows.
 
   Args:
     x, experts, weights: as `routed_swiglu` (global expert ids).
