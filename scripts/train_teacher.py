@@ -377,6 +377,11 @@ def main(argv):
       difficulty=level,
       data_seed=_DATA_SEED.value,
       context_template=_CONTEXT_TEMPLATE.value,
+      # The generator's text, not only its flags: a resume across a
+      # changed trace format is refused.
+      data_fingerprint=TaskSource(
+          "train", 16, task=name, difficulty=level, seed=_DATA_SEED.value
+      ).fingerprint(),
   )
   resuming = os.path.exists(os.path.join(checkpoints, "settings.json"))
   if not resuming:

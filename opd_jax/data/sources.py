@@ -269,6 +269,21 @@ class TaskSource(PromptSource):
         context=self._spec.context_fields(ex),
     )
 
+  def fingerprint(self, n: int = 16) -> str:
+    """A short hash of the first `n` records' questions and references.
+
+    Flags name a task's data but not its generator's code: a run that
+    records this can refuse to resume on text the generator no longer
+    writes (a changed trace format, say).
+    """
+    digest = hashlib.sha256()
+    for i in range(min(n, self._n)):
+      record = self[i]
+      digest.update(
+          f"{record.question}\n{record.reference_response}\n".encode()
+      )
+    return digest.hexdigest()[:16]
+
 
 SUPPORTED = (
     ".jsonl",

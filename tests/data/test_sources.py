@@ -13,6 +13,7 @@
 # limitations under the License.
 """File sources: bad files are named by file and line; answers are optional."""
 
+import dataclasses
 import gzip
 import json
 
@@ -192,6 +193,27 @@ def test_more_held_out_problems_than_exist_are_refused_at_once():
   assert len(sources.TaskSource("train", 10**8)) == 10**8
   with pytest.raises(ValueError, match=r"expected at most 100000 \(arith"):
     sources.TaskSource("test", 10**8)
+
+
+def test_task_fingerprint_follows_the_generated_text(monkeypatch):
+  from opd_jax.data import countdown  # pylint: disable=g-import-not-at-top
+
+  make = lambda **kw: sources.TaskSource("train", 16, task="countdown", **kw)
+  fingerprint = make().fingerprint()
+  assert len(fingerprint) == 16 and make().fingerprint() == fingerprint
+  assert make(seed=1).fingerprint() != fingerprint
+  assert make(difficulty="easy").fingerprint() != fingerprint
+  # Same flags, another trace format: the text changed, so must the hash.
+  rationale = countdown.CountdownTask.example
+  monkeypatch.setattr(
+      countdown.CountdownTask,
+      "example",
+      lambda self, split, i: dataclasses.replace(
+          rationale(self, split, i),
+          rationale=rationale(self, split, i).rationale + " ",
+      ),
+  )
+  assert make().fingerprint() != fingerprint
 
 
 def test_selected_rows_know_their_source_row(tmp_path):
