@@ -360,6 +360,22 @@ class ModelConfig:
   def qwen3_235b_a22b(cls) -> "ModelConfig":
     return _qwen3_moe(4096, 94, 64, 4, 12288, 128, 8, 1536)
 
+  # Qwen3.5's text halves (`text_config` of the Qwen3_5ForConditionalGeneration
+  # checkpoints): three Gated DeltaNet layers to one gated full-attention
+  # layer. The 0.8B from its config.json (tests/models/fixtures); the 27B
+  # from the text_config in public code (github: the slime framework's
+  # scripts/models/qwen3.5-27B.sh and a transformers Qwen3_5Config built with
+  # the 27B's fields: hidden 5120, 64 layers, 24 / 4 heads of 256, ffn 17408,
+  # linear 16 key / 48 value heads of 128).
+
+  @classmethod
+  def qwen3p5_0p8b(cls) -> "ModelConfig":
+    return _qwen3p5(1024, 24, 8, 2, 3584, linear_heads=(16, 16), tie=True)
+
+  @classmethod
+  def qwen3p5_27b(cls) -> "ModelConfig":
+    return _qwen3p5(5120, 64, 24, 4, 17408, linear_heads=(16, 48), tie=False)
+
 
 PRESETS = (
     "qwen3_0p6b",
@@ -374,6 +390,8 @@ PRESETS = (
     "smollm2_135m",
     "qwen3_30b_a3b",
     "qwen3_235b_a22b",
+    "qwen3p5_0p8b",
+    "qwen3p5_27b",
 )
 
 
@@ -415,6 +433,35 @@ def _qwen3_moe(d, layers, heads, kv, mlp, experts, k, expert_mlp):
       norm_topk_prob=True,
       router_aux_loss_coef=0.001,
       max_position_embeddings=40960,
+  )
+
+
+def _qwen3p5(d, layers, heads, kv, mlp, *, linear_heads, tie) -> ModelConfig:
+  key_heads, value_heads = linear_heads
+  return ModelConfig(
+      family="qwen3_5",
+      vocab_size=248320,
+      embed_dim=d,
+      num_layers=layers,
+      num_heads=heads,
+      num_kv_heads=kv,
+      head_dim=256,
+      mlp_dim=mlp,
+      rms_norm_eps=1e-6,
+      rope_theta=10_000_000.0,
+      tie_embeddings=tie,
+      qk_norm=True,
+      max_position_embeddings=262144,
+      eos_token_ids=(248044,),
+      # full_attention_interval 4: layers 3, 7, 11, ... are full attention.
+      layer_types=(("linear_attention",) * 3 + ("full_attention",))
+      * (layers // 4),
+      partial_rotary_factor=0.25,
+      linear_conv_kernel=4,
+      linear_num_key_heads=key_heads,
+      linear_num_value_heads=value_heads,
+      linear_key_head_dim=128,
+      linear_value_head_dim=128,
   )
 
 

@@ -81,6 +81,27 @@ HYBRID_READ = frozenset({
     "linear_value_head_dim",
 })
 
+# Fields of a published `qwen3_5_text` config that transformers' Qwen3.5
+# text model never reads: field -> (harmless(value), what another value
+# would ask for). transformers always gates the attention output, ignores
+# the multi-token-prediction head (as opd_jax does) and keeps the recurrent
+# state in float32 (as opd_jax does).
+HYBRID_NEUTRAL: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "attn_output_gate": (
+        lambda v: v is None or v is True,
+        (
+            "attention without the output gate (transformers' Qwen3.5 and"
+            " opd_jax always gate)"
+        ),
+    ),
+    "mtp_num_hidden_layers": (lambda v: True, ""),
+    "mtp_use_dedicated_embeddings": (lambda v: True, ""),
+    "mamba_ssm_dtype": (
+        lambda v: v in (None, "float32"),
+        "a recurrent state kept in another dtype than float32",
+    ),
+}
+
 # Outer fields of a multimodal config (`qwen3_5`) whose text half we load:
 # the vision tower's settings and the ids of its placeholder tokens, which a
 # text-only forward never meets.
@@ -324,7 +345,12 @@ def check_fields(hf: Mapping[str, Any], family: str) -> list[str]:
     value = hf[field]
     if field in handled:
       continue
-    if _is_metadata(field):
+    if family == "qwen3_5" and field in HYBRID_NEUTRAL:
+      ok, why = HYBRID_NEUTRAL[field]
+      if not ok(value):
+        raise unsupported(field, value, why)
+      ignored.append(field)
+    elif _is_metadata(field):
       ignored.append(field)
     elif field in _NEUTRAL:
       ok, why = _NEUTRAL[field]

@@ -43,6 +43,11 @@ _KNOWN_SIZES = {
     "smollm2_135m": 0.1348e9,
     "qwen3_30b_a3b": 30.5e9,
     "qwen3_235b_a22b": 235e9,
+    # The text halves of Qwen3.5-0.8B and -27B (the cards' 0.8B and 27B count
+    # the vision tower too); equal to transformers' Qwen3_5ForCausalLM
+    # (tests/models/test_qwen3_5.py).
+    "qwen3p5_0p8b": 0.752e9,
+    "qwen3p5_27b": 26.9e9,
 }
 # Activated parameters of the MoE checkpoints (model cards: 3.3B, 22B).
 _KNOWN_ACTIVE = {"qwen3_30b_a3b": 3.3e9, "qwen3_235b_a22b": 22e9}

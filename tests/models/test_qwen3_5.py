@@ -23,7 +23,15 @@ from flax import nnx
 
 import hf_helpers
 from opd_jax import testing
-from opd_jax.models import ModelConfig, load_hf, save_hf
+from opd_jax.models import (
+    ModelConfig,
+    check_hf_config,
+    from_hf_config,
+    load_hf,
+    preset,
+    save_hf,
+    to_hf_config,
+)
 from opd_jax.models.hf_io import CheckpointError
 from opd_jax.models.hf_guard import UnsupportedConfigError
 
@@ -339,3 +347,47 @@ def test_every_parameter_has_a_partition_rule():
       None, "tensor", None, "fsdp"
   )
   assert by_name["linear_layers/linear_attn/conv1d"] == P(None, None, None)
+
+
+_FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def test_published_0p8b_config_loads_as_its_preset():
+  # Qwen/Qwen3.5-0.8B's config.json (the multimodal layout): its text_config
+  # as published, the vision tower's fields as mirrored in public code
+  # (ignored by the loader, as transformers' causal LM ignores the tower).
+  with open(os.path.join(_FIXTURES, "qwen3p5_0p8b.json")) as f:
+    raw = json.load(f)
+  config = from_hf_config(raw)
+  assert config == preset("qwen3p5_0p8b")
+  _, ignored = check_hf_config(raw)
+  for field in ("attn_output_gate", "mtp_num_hidden_layers"):
+    assert field in ignored
+
+
+@pytest.mark.parametrize(
+    "name,low,high",
+    [("qwen3p5_0p8b", 0.75e9, 0.9e9), ("qwen3p5_27b", 26e9, 28e9)],
+)
+def test_preset_parameter_counts_match_their_names_and_transformers(
+    name, low, high
+):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  config = preset(name)
+  n = config.num_params()
+  print(f"{name}: {n:,} parameters")  # 752,393,024 and 26,895,998,464
+  assert low <= n <= high
+  hf_config = transformers.AutoConfig.for_model(**to_hf_config(config))
+  with torch.device("meta"):  # shapes only, no memory
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+  assert sum(p.numel() for p in hf.parameters()) == n
+
+
+def test_attention_without_its_output_gate_is_refused():
+  with open(os.path.join(_FIXTURES, "qwen3p5_0p8b.json")) as f:
+    raw = json.load(f)
+  raw["text_config"]["attn_output_gate"] = False
+  with pytest.raises(UnsupportedConfigError, match="attn_output_gate=False"):
+    from_hf_config(raw)
