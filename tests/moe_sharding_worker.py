@@ -17,7 +17,8 @@ A Qwen3-MoE with a dense layer between MoE layers, loaded onto two meshes
 with its experts split over 'fsdp' (and their width over 'tensor'): the
 logits, the load-balancing loss and the gradient of a loss through both
 equal one device's within float32 summation order, and the compiled step
-never all-gathers an expert kernel (expert parallelism: the tokens move).
+never all-gathers an expert kernel (expert parallelism: the tokens move)
+nor an 'fsdp' group's tokens (they go around a ring of ppermutes).
 Prints 'OK' on success.
 """
 
@@ -62,6 +63,34 @@ def _flat(state):
   }
 
 
+def _check_exchange(hlo, config, mesh, num_tokens):
+  """The compiled step moves tokens around a ring, not experts or groups.
+
+  No all-gather of a layer's expert kernels ([E, D, F_e / tensor] or
+  [E, F_e / tensor, D]: the experts run where they are stored), none of an
+  'fsdp' group's tokens or their routing ([fsdp, n, D], [fsdp * n, k], ...:
+  a device holds one peer's block at a time), and the ring's ppermutes
+  (collective-permutes) are there.
+  """
+  gathered = [
+      tuple(int(d) for d in dims.split(","))
+      for dims in re.findall(r"= \w+\[([\d,]+)\]\S* all-gather\(", hlo)
+  ]
+  f_local = config.moe_mlp_dim // mesh.shape["tensor"]
+  d, k, e = config.embed_dim, config.experts_per_token, config.num_experts
+  for kernel in ((e, d, f_local), (e, f_local, d)):
+    assert not any(g[-3:] == kernel for g in gathered), (kernel, gathered)
+  fsdp = mesh.shape["fsdp"]
+  n = num_tokens // (mesh.shape["data"] * fsdp)  # one device's tokens
+  group = [
+      g
+      for g in gathered
+      if g[-1] in (d, k) and int(np.prod(g[:-1])) == fsdp * n
+  ]
+  assert not group, ("all-gather of the fsdp group's tokens", group)
+  assert re.search(r" collective-permute(-start)?\(", hlo), "no ring"
+
+
 def main():
   assert jax.device_count() == 8, jax.devices()
   config = testing.tiny_moe_config(
@@ -70,7 +99,9 @@ def main():
   reference = testing.random_model(config, seed=0)
   path = os.path.join(tempfile.mkdtemp(), "model")
   save_hf(reference, path)
-  tokens = np.random.default_rng(0).integers(0, 256, (8, 16)).astype(np.int32)
+  # 160 tokens: an 'fsdp' group's 80 or 160 rows are no parameter's dim,
+  # so an all-gather of that many rows of D (or k) is the tokens'.
+  tokens = np.random.default_rng(0).integers(0, 256, (8, 20)).astype(np.int32)
   mask = np.ones_like(tokens, bool)
   mask[3, :5] = False
   ref_logits, ref_aux, ref_grads = _step(
@@ -108,19 +139,7 @@ def main():
       batch = sharding.global_batch({"tokens": tokens, "mask": mask}, mesh)
       logits, aux, grads = _step(model, batch["tokens"], batch["mask"])
       hlo = _step.lower(model, batch["tokens"], batch["mask"]).compile()
-    # The experts run where they are stored: no all-gather of a layer's
-    # expert kernels ([E, D, F_e / tensor] or [E, F_e / tensor, D]).
-    gathered = [
-        tuple(int(d) for d in dims.split(","))
-        for dims in re.findall(
-            r"= \w+\[([\d,]+)\]\S* all-gather\(", hlo.as_text()
-        )
-    ]
-    f_local = config.moe_mlp_dim // mesh.shape["tensor"]
-    d = config.embed_dim
-    for kernel in ((8, d, f_local), (8, f_local, d)):
-      assert not any(g[-3:] == kernel for g in gathered), (kernel, gathered)
-    assert gathered, "expected the tokens' all-gather"
+    _check_exchange(hlo.as_text(), config, mesh, tokens.size)
     err = np.abs(np.asarray(logits) - np.asarray(ref_logits))[mask].max()
     aux_err = abs(float(aux) - float(ref_aux))
     print(

@@ -194,22 +194,79 @@ def expert_parallel(mesh, num_experts: int) -> bool:
   return fsdp > 1 and num_experts % fsdp == 0
 
 
+def ring_routed_swiglu(x, experts, weights, gate, up, down, *, fsdp: int):
+  """This device's share of `routed_swiglu` in a ring over 'fsdp' (shard_map).
+
+  Device d of the ring (its 'fsdp' index) holds its tokens X_d [n, D] with
+  their routing and the experts gate/up/down[d * E_l : (d + 1) * E_l]. Out:
+  Y_d = sum_p f_p(X_d) [n, D], f_p the part of `routed_swiglu` done by
+  device p's experts (`local_experts_swiglu`). The classic ring
+  reduce-scatter, with the tokens travelling beside their output block:
+
+    step s = 0 .. fsdp - 2:  tokens <- ppermute(tokens, d -> d + 1)
+                             (now X_{d-s-1}, with its routing)
+                             acc    <- ppermute(acc + f_d(tokens), d -> d + 1)
+    last:                    Y_d     = acc + f_d(X_d)
+
+  Block b's accumulator starts on device b + 1 (step 0), gains f_{b+1},
+  f_{b+2}, ..., one hop per step, and reaches its owner b after fsdp - 1
+  hops, which adds its own experts' part last: all fsdp contributions,
+  summed in float32. Each of the tokens and the float32 accumulator make
+  fsdp - 1 hops of n rows per device, the volume of an all-gather of the
+  tokens plus a reduce-scatter of the float32 outputs, but a device holds
+  one peer's block of each at a time (plus the block arriving), never the
+  group's [fsdp, n, D].
+
+  Args:
+    x: [n, D] this device's tokens; experts: int32 [n, k]; weights: [n, k].
+    gate, up: [E_l, D, F] this device's experts; down: [E_l, F, D].
+    fsdp: the ring's length (the 'fsdp' axis size).
+
+  Returns:
+    [n, D] float32 (at least): Y_d, summed over the ring (not yet over
+    'tensor' when the experts' width is split).
+  """
+  first = jax.lax.axis_index("fsdp") * gate.shape[0]
+  ring = [(i, (i + 1) % fsdp) for i in range(fsdp)]
+
+  def hop(a):
+    return jax.lax.ppermute(a, "fsdp", ring)
+
+  def mine(tokens):
+    return local_experts_swiglu(*tokens, gate, up, down, first)
+
+  def step(carry, _):
+    tokens, acc = carry
+    tokens = jax.tree.map(hop, tokens)
+    return (tokens, hop(acc + mine(tokens))), None
+
+  acc = jnp.zeros(x.shape, jnp.promote_types(x.dtype, jnp.float32))
+  own = (x, experts, weights)
+  # The owner's block needs no last token hop: it adds its part outside.
+  (_, acc), _ = jax.lax.scan(step, (own, acc), None, length=fsdp - 1)
+  return acc + mine(own)
+
+
 def sharded_routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
   """`routed_swiglu` over a mesh: experts where they are stored.
 
   The tokens [N, D] stay split over the batch axes ('data', 'fsdp') and
   the experts over 'fsdp' (E / fsdp per device; their width F_e over
   'tensor'). With 'fsdp' > 1 the experts never move (expert parallelism,
-  `jax.shard_map`): each device all-gathers the tokens of its 'fsdp' group
-  with their routing, runs only its own experts' rows
-  (`local_experts_swiglu`) one peer's tokens at a time (`lax.scan`: the
-  buffers are one peer's N_local * k rows, since a static shape must hold
-  every copy a peer could route here), and the partial outputs are summed
-  back to the tokens' owners by one reduce-scatter over 'fsdp' (and a psum
-  over 'tensor'), in float32. The exchange is N / data tokens of D per layer,
-  against E x D x F_e x 3 expert weights gathered otherwise (Qwen3-235B:
-  4.8 GB a layer in bfloat16). With 'fsdp' = 1 (or E not divisible by it)
-  each device routes its own tokens through the whole layer's experts
+  `jax.shard_map`): each 'fsdp' group is a ring (`ring_routed_swiglu`)
+  around which every device's token block [N_local, D] travels with its
+  routing and its float32 output block, one `ppermute` hop a step; each
+  device runs only its own experts' rows (`local_experts_swiglu`) on the
+  block it holds, and each output block ends on its owner summed over the
+  group (then a psum over 'tensor'). A device holds one peer's block at a
+  time: a static shape must hold every copy a peer could route here, so
+  one peer's N_local * k rows, and never the group's tokens (the former
+  all-gather of [fsdp, N_local, D] and its float32 partial outputs grew
+  with the group: 8 GB a layer for Qwen3-235B on 64 devices). The exchange
+  is N / data tokens of D and as many float32 outputs per layer, against
+  E x D x F_e x 3 expert weights gathered otherwise (Qwen3-235B: 4.8 GB a
+  layer in bfloat16). With 'fsdp' = 1 (or E not divisible by it) each
+  device routes its own tokens through the whole layer's experts
   (gathered as FSDP gathers a dense layer's). Without a mesh, or when the
   batch axes do not divide N, it is `routed_swiglu` as it is.
   """
@@ -232,19 +289,13 @@ def sharded_routed_swiglu(x, experts, weights, gate, up, down) -> jax.Array:
     return jax.lax.psum(y, "tensor") if split_f else y
 
   def parallel(x, experts, weights, gate, up, down):
-    # [fsdp, n, ...]: every peer's tokens and routing, one peer at a time
-    # through the local experts, so the buffers are one peer's n * k rows
-    # (as when each device routes its own), not the whole group's.
-    group = [jax.lax.all_gather(a, "fsdp") for a in (x, experts, weights)]
-    first = jax.lax.axis_index("fsdp") * gate.shape[0]
-
-    def peer(_, tokens):
-      return None, local_experts_swiglu(*tokens, gate, up, down, first)
-
-    _, y = jax.lax.scan(peer, None, group)  # [fsdp, n, D] float32
+    y = ring_routed_swiglu(
+        x, experts, weights, gate, up, down, fsdp=mesh.shape["fsdp"]
+    )
+    # Each 'tensor' peer summed over its slice of F_e: still float32.
     if split_f:
       y = jax.lax.psum(y, "tensor")
-    return jax.lax.psum_scatter(y, "fsdp").astype(x.dtype)
+    return y.astype(x.dtype)
 
   return jax.shard_map(
       parallel if ep else gathered,

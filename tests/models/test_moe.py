@@ -412,7 +412,13 @@ def test_bad_checkpoints_name_the_tensor(tmp_path):
 
 @pytest.mark.slow
 def test_eight_fake_devices_with_experts_split_match_one_device():
-  """tests/moe_sharding_worker.py in its own process (8 CPU devices)."""
+  """tests/moe_sharding_worker.py in its own process (8 CPU devices).
+
+  On both meshes (fsdp 4 x tensor 2, data 2 x fsdp 4) the experts run in a
+  ring over 'fsdp': logits, load-balancing loss and gradients equal one
+  device's, and the compiled step all-gathers neither an expert kernel nor
+  an 'fsdp' group's tokens (the ring's ppermutes move them).
+  """
   worker = os.path.join(
       os.path.dirname(os.path.dirname(__file__)), "moe_sharding_worker.py"
   )
@@ -426,6 +432,8 @@ def test_eight_fake_devices_with_experts_split_match_one_device():
   print(proc.stdout)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert proc.stdout.strip().endswith("OK")
+  for mesh in ("'fsdp': 4, 'tensor': 2", "'data': 2, 'fsdp': 4"):
+    assert mesh in proc.stdout, proc.stdout
 
 
 def test_router_sums_over_row_groups_give_the_whole_batch_loss():
