@@ -109,6 +109,7 @@ def _work(model, tokens, mask, config) -> tuple[int, int]:
         jnp.arange(tokens.shape[1]),
         None,
         jnp.zeros((), jnp.int32),
+        execution=config,
     )
   return computed, routed
 

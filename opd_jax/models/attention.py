@@ -209,8 +209,6 @@ class Attention(nnx.Module):
       self.q_norm = self.k_norm = None
     self.num_groups = config.num_groups
     self.scale = h**-0.5
-    self.implementation = config.attention
-    self.block_size = config.attention_block_size
     # Set by `use_decode_kernel` (models.decode.split_layers, on CPU).
     self.decode_kernel = False
 
@@ -234,6 +232,8 @@ class Attention(nnx.Module):
       kv: tuple[jax.Array, jax.Array] | None,
       start: jax.Array,
       fresh: bool = False,
+      *,
+      execution: ModelConfig,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Attends x [B, T, D] to itself, or to the cache then itself.
 
@@ -247,6 +247,9 @@ class Attention(nnx.Module):
       start: int32 [], the slot of x's first token in the cache.
       fresh: the cache holds nothing before x (a prefill: start is 0), so
         x attends to itself only.
+      execution: the model's config, read for how attention runs only
+        (`attention`, `attention_block_size`): the one place those are
+        kept, so `Transformer.set_execution` changes them for every layer.
 
     Returns:
       The output [B, T, D] and the updated (k, v) cache buffers (None when
@@ -266,16 +269,18 @@ class Attention(nnx.Module):
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, self.num_groups, h)
     if kv is not None:
-      out, kv = self._cached(q, k, v, key_mask, query_slots, kv, start, fresh)
+      out, kv = self._cached(
+          q, k, v, key_mask, query_slots, kv, start, fresh, execution
+      )
     else:
-      out, kv = self._sequence(q, k, v, key_mask), None
+      out, kv = self._sequence(q, k, v, key_mask, execution), None
     if gate is not None:
       out = out * jax.nn.sigmoid(gate.astype(jnp.float32)).astype(out.dtype)
     return self.o_proj(out), kv
 
-  def _sequence(self, q, k, v, key_mask):
+  def _sequence(self, q, k, v, key_mask, execution: ModelConfig):
     """Causal attention of q [B, T, K, G, H] to k, v [B, T, K, H] of the
-    same positions (`sequence_attention`, by this config's backend)."""
+    same positions (`sequence_attention`, by `execution`'s backend)."""
     b, t, kh, g, h = q.shape
     out = sequence_attention.sequence_attention(
         q,
@@ -283,12 +288,14 @@ class Attention(nnx.Module):
         v,
         key_mask,
         scale=self.scale,
-        implementation=self.implementation,
-        block_size=self.block_size,
+        implementation=execution.attention,
+        block_size=execution.attention_block_size,
     ).reshape(b, t, kh * g, h)
     return sharding.shard(out, P(sharding.BATCH, None, "tensor", None))
 
-  def _cached(self, q, k, v, key_mask, query_slots, kv, start, fresh):
+  def _cached(
+      self, q, k, v, key_mask, query_slots, kv, start, fresh, execution
+  ):
     """Writes k, v [B, T, K, H] into the cache, attends q [B, T, K, G, H];
     -> (out [B, T, N, H] before o_proj, (k_cache, v_cache))."""
     b, t, kh, g, h = q.shape
@@ -304,7 +311,7 @@ class Attention(nnx.Module):
       )
       # Operands in the cache's dtype, as `cached_attention` reads them.
       out = self._sequence(
-          q.astype(dt), k.astype(dt), v.astype(dt), key_mask[:, :t]
+          q.astype(dt), k.astype(dt), v.astype(dt), key_mask[:, :t], execution
       ).astype(q.dtype)
       return out, (k_cache, v_cache)
     if self.decode_kernel and t == 1 and kv[0].dtype in kernels.KERNEL_DTYPES:

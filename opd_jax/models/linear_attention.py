@@ -98,7 +98,6 @@ class GatedDeltaNet(nnx.Module):
     self.norm = GatedRMSNorm((*stack, vd), config.rms_norm_eps, dtype)
     self.out_proj = proj((hv, vd, d), in_dims=2)
     self.heads = (hk, kd, hv, vd)
-    self.chunk_size = config.delta_chunk_size
 
   def gates(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(g [B, T, Hv] log decay <= 0, beta [B, T, Hv]) in float32 or wider."""
@@ -125,8 +124,13 @@ class GatedDeltaNet(nnx.Module):
     z = self.in_proj_z(x)
     return self.out_proj(self.norm(o.astype(x.dtype), z))
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, mask: jax.Array | None = None, *, chunk_size: int
+  ) -> jax.Array:
     """x [B, T, D], mask bool [B, T] (False on padding) -> [B, T, D].
+
+    `chunk_size` is the delta rule's (`ModelConfig.delta_chunk_size`, kept
+    there only so that `Transformer.set_execution` reaches every layer).
 
     Padding is zeroed before the projections (transformers does the same)
     and is an identity step of the recurrence, so it reaches neither the
@@ -138,7 +142,7 @@ class GatedDeltaNet(nnx.Module):
     q, k, v = self.split_heads(mixed)
     g, beta = self.gates(x)
     o, _ = gated_delta.gated_delta_chunked(
-        q, k, v, g, beta, chunk_size=self.chunk_size, mask=mask
+        q, k, v, g, beta, chunk_size=chunk_size, mask=mask
     )
     return self.output(o, x)
 
@@ -147,6 +151,8 @@ class GatedDeltaNet(nnx.Module):
       x: jax.Array,
       mask: jax.Array | None,
       carry: tuple[jax.Array, jax.Array],
+      *,
+      chunk_size: int,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """T new tokens after the ones `carry` summarises (prefill or decode).
 
@@ -155,6 +161,7 @@ class GatedDeltaNet(nnx.Module):
       mask: bool [B, T], False on padding, or None.
       carry: (conv window [B, W - 1, C], state [B, Hv, K, V]) after the
         previous tokens (`KVCache.conv`, `.state`; zeros before any).
+      chunk_size: the delta rule's chunk (at most T is used).
 
     Returns:
       (out [B, T, D], (window, state) after the T tokens): the same outputs
@@ -176,7 +183,7 @@ class GatedDeltaNet(nnx.Module):
         v,
         g,
         beta,
-        chunk_size=min(self.chunk_size, x.shape[1]),
+        chunk_size=min(chunk_size, x.shape[1]),
         initial_state=state,
         mask=mask,
     )

@@ -192,17 +192,32 @@ class Block(nnx.Module):
       start,
       fresh=False,
       where=None,
+      *,
+      execution: ModelConfig,
   ):
-    """-> (x, kv, RouterStats over the tokens `where` [B, T], or None)."""
+    """-> (x, kv, RouterStats over the tokens `where` [B, T], or None).
+
+    `execution` is the model's config, read for how the layer runs (the
+    attention backend, the delta rule's chunk) and nothing else.
+    """
     if hasattr(self, "linear_attn"):
       h = self.input_norm(x)
+      chunk = execution.delta_chunk_size
       if kv is None:
-        h = self.linear_attn(h, where)
+        h = self.linear_attn(h, where, chunk_size=chunk)
       else:  # kv is (conv window, recurrent state)
-        h, kv = self.linear_attn.cached(h, where, kv)
+        h, kv = self.linear_attn.cached(h, where, kv, chunk_size=chunk)
     else:
       h, kv = self.attn(
-          self.input_norm(x), cos, sin, key_mask, query_slots, kv, start, fresh
+          self.input_norm(x),
+          cos,
+          sin,
+          key_mask,
+          query_slots,
+          kv,
+          start,
+          fresh,
+          execution=execution,
       )
     x = x + h
     stats = None
@@ -281,7 +296,8 @@ class Transformer(nnx.Module):
     """Sets how this model runs (`ModelConfig.attention`, `.remat`), in place.
 
     Execution settings only: the parameters and every value the model
-    computes stay the same (to float rounding). Returns the model.
+    computes stay the same (to float rounding). They live in `self.config`
+    alone; the layers read them from there on each call. Returns the model.
     """
     changes = dict(
         attention=attention,
@@ -292,12 +308,6 @@ class Transformer(nnx.Module):
     self.config = self.config.replace(
         **{k: v for k, v in changes.items() if v is not None}
     )
-    for _, node in nnx.iter_graph(self):
-      if isinstance(node, Attention):
-        node.implementation = self.config.attention
-        node.block_size = self.config.attention_block_size
-      if isinstance(node, linear_attention.GatedDeltaNet):
-        node.chunk_size = self.config.delta_chunk_size
     return self
 
   def init_cache(self, batch: int, cache_len: int, dtype=None) -> KVCache:
@@ -350,7 +360,16 @@ class Transformer(nnx.Module):
       else:
         kv = (cache.k[len(ks)], cache.v[len(vs)])
       x, (a, b), s = block(
-          x, cos, sin, key_mask, query_slots, kv, start, fresh, where
+          x,
+          cos,
+          sin,
+          key_mask,
+          query_slots,
+          kv,
+          start,
+          fresh,
+          where,
+          execution=self.config,
       )
       (convs if linear else ks).append(a)
       (states if linear else vs).append(b)
@@ -366,7 +385,15 @@ class Transformer(nnx.Module):
       def layer(x, params, graphdef=graphdef):
         block = nnx.merge(graphdef, params)
         x, _, s = block(
-            x, cos, sin, key_mask, query_slots, None, start, where=where
+            x,
+            cos,
+            sin,
+            key_mask,
+            query_slots,
+            None,
+            start,
+            where=where,
+            execution=self.config,
         )
         return x, s
 
