@@ -21,6 +21,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import scripts_worker  # tests/, on the path beside conftest.py
 import transformers
 
 from opd_jax import testing
@@ -169,15 +170,6 @@ def test_evaluate_script_grades_math_with_the_pool(pair, tmp_path):
   assert sum(r["correct"] for r in rows) / 4 == result["accuracy"]
 
 
-def _evaluate_cli(*args):
-  return subprocess.run(
-      [sys.executable, os.path.join(_ROOT, "scripts", "evaluate.py"), *args],
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-
-
 # (flags; {student} and {tmp} filled in, message fragment).
 CLI_ERRORS = [
     (["--num_samples=0"], "--num_samples: expected an integer >= 1, got 0"),
@@ -206,21 +198,45 @@ CLI_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("flags,match", CLI_ERRORS)
-def test_evaluate_script_errors_are_one_line(pair, tmp_path, flags, match):
-  (tmp_path / "q.txt").write_text("What is 2+2?\n")
-  (tmp_path / "noanswer.jsonl").write_text('{"question": "2+2?"}\n')
-  (tmp_path / "partial.jsonl").write_text(
-      '{"question": "2+2?", "answer": 4}\n{"question": "3+3?"}\n'
+@pytest.fixture(scope="module")
+def cli_errors(pair, tmp_path_factory):
+  """{case index: (names, {rc, stdout, stderr})}: every CLI_ERRORS case run
+  as a user runs it, each in a fork of one warmed-up process
+  (tests/scripts_worker.py: the script as `__main__`, its own argv), so a
+  case costs the script's checks, not a fresh JAX start-up (8 subprocesses
+  took 44 s of CI time, 5.5 s each)."""
+  cases, argvs = {}, []
+  for i, (flags, _) in enumerate(CLI_ERRORS):
+    tmp = tmp_path_factory.mktemp(f"case{i}")  # each case its own out_dir
+    (tmp / "q.txt").write_text("What is 2+2?\n")
+    (tmp / "noanswer.jsonl").write_text('{"question": "2+2?"}\n')
+    (tmp / "partial.jsonl").write_text(
+        '{"question": "2+2?", "answer": 4}\n{"question": "3+3?"}\n'
+    )
+    names = dict(student=pair["student"], tmp=str(tmp))
+    args = [f.format(**names) for f in flags]
+    if not any(a.startswith("--model=") for a in args):
+      args.append(f"--model={pair['student']}")
+    argvs.append(
+        [os.path.join(_ROOT, "scripts", "evaluate.py"), *args]
+        + [f"--out_dir={tmp}/out"]
+    )
+    cases[i] = (names, tmp)
+  results = scripts_worker.run_in_forks(
+      argvs, str(tmp_path_factory.mktemp("forks"))
   )
-  names = dict(student=pair["student"], tmp=str(tmp_path))
-  args = [f.format(**names) for f in flags]
-  if not any(a.startswith("--model=") for a in args):
-    args.append(f"--model={pair['student']}")
-  proc = _evaluate_cli(*args, f"--out_dir={tmp_path}/out")
-  assert proc.returncode == 2, (proc.stdout, proc.stderr[-2000:])
-  lines = proc.stderr.strip().splitlines()
+  return {i: (*cases[i], r) for i, r in enumerate(results)}
+
+
+@pytest.mark.parametrize(
+    "i,flags,match", [(i, *case) for i, case in enumerate(CLI_ERRORS)]
+)
+def test_evaluate_script_errors_are_one_line(cli_errors, i, flags, match):
+  del flags  # in the test's id; the case is run by `cli_errors`
+  names, tmp, r = cli_errors[i]
+  assert r["rc"] == 2, (r["stdout"], r["stderr"][-2000:])
+  lines = r["stderr"].strip().splitlines()
   assert [l for l in lines if l.startswith("error: ")] == lines[-1:], lines
-  assert "Traceback" not in proc.stderr
+  assert "Traceback" not in r["stderr"]
   assert match.format(**names) in lines[-1]
-  assert not os.path.exists(tmp_path / "out")
+  assert not os.path.exists(tmp / "out")
