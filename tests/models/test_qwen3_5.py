@@ -391,3 +391,26 @@ def test_attention_without_its_output_gate_is_refused():
   raw["text_config"]["attn_output_gate"] = False
   with pytest.raises(UnsupportedConfigError, match="attn_output_gate=False"):
     from_hf_config(raw)
+
+
+@pytest.mark.slow
+def test_training_step_on_a_mesh_equals_one_device():
+  """One TIP step of a tiny Qwen3.5 student and teacher on data=2 x fsdp=2
+  x tensor=2 fake devices: the loss and every gradient of one device's
+  step (tests/hybrid_sharding_worker.py, in its own process)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  worker = os.path.join(
+      os.path.dirname(os.path.dirname(__file__)), "hybrid_sharding_worker.py"
+  )
+  proc = subprocess.run(
+      [sys.executable, worker],
+      env=dict(os.environ),  # the worker adds its fake devices to XLA_FLAGS
+      capture_output=True,
+      text=True,
+      timeout=1200,
+  )
+  print(proc.stdout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert proc.stdout.strip().endswith("OK")
