@@ -25,9 +25,9 @@ teacher is configs/recipe_qwen3_8b_to_1p7b_tip.py's (read from that file,
 so the two recipes cannot drift apart). The teacher is a
 mixture of experts (128 experts, 8 per token, 3.3B of 30.5B parameters
 active): its experts are stored split over 'fsdp' and run where they are
-stored (expert parallelism: each device gathers its 'fsdp' group's tokens,
-runs its own experts, and a reduce-scatter returns the outputs;
-`models.moe`). Its 61 GB of
+stored (expert parallelism: each token block travels the 'fsdp' ring
+beside its float32 output block, and each device adds its own experts'
+part as it passes; `models.moe`). Its 61 GB of
 bfloat16 weights alone ask for 4 devices of 16 GiB; the dry run
 (`--dry_run`) prints the per-device memory of the step and the sampler.
 """
