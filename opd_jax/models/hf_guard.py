@@ -337,23 +337,20 @@ def check_fields(hf: Mapping[str, Any], family: str) -> list[str]:
   if act not in ("silu", "swish"):  # transformers: both are nn.SiLU
     raise unsupported("hidden_act", act, "only SiLU-gated (SwiGLU) MLPs")
   handled = set(READ) | set(_SLIDING_FIELDS) | {"attention_bias", "hidden_act"}
+  neutral = _NEUTRAL
   if family == "qwen3_moe":
     handled |= MOE_READ
   if family == "qwen3_5":
     handled |= HYBRID_READ
+    neutral = {**_NEUTRAL, **HYBRID_NEUTRAL}
   for field in sorted(hf):
     value = hf[field]
     if field in handled:
       continue
-    if family == "qwen3_5" and field in HYBRID_NEUTRAL:
-      ok, why = HYBRID_NEUTRAL[field]
-      if not ok(value):
-        raise unsupported(field, value, why)
+    if _is_metadata(field):
       ignored.append(field)
-    elif _is_metadata(field):
-      ignored.append(field)
-    elif field in _NEUTRAL:
-      ok, why = _NEUTRAL[field]
+    elif field in neutral:
+      ok, why = neutral[field]
       if not ok(value):
         raise unsupported(field, value, why)
       ignored.append(field)
