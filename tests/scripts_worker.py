@@ -63,6 +63,26 @@ def run_in_forks(
   return json.loads(proc.stdout)
 
 
+def run_device_worker(name: str, timeout: int) -> str:
+  """Runs tests/`name` (a multi-device worker) in its own process.
+
+  The worker adds its fake CPU devices to XLA_FLAGS before JAX starts,
+  which a process that already started JAX cannot. Asserts that it exited
+  0 and printed 'OK' last; returns its stdout (also printed, for -s).
+  """
+  proc = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, "tests", name)],
+      env=dict(os.environ),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
+  print(proc.stdout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert proc.stdout.strip().endswith("OK")
+  return proc.stdout
+
+
 def _warm_up() -> None:
   # pylint: disable=g-import-not-at-top,unused-import
   import jax

@@ -13,13 +13,10 @@
 # limitations under the License.
 """Mesh, partition rules and activation constraints (multi-device in a subprocess)."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import pytest
 from flax import nnx
+import scripts_worker  # tests/, on the path beside conftest.py
 from jax.sharding import PartitionSpec as P
 
 from opd_jax import sharding
@@ -89,15 +86,4 @@ def test_shard_is_noop_without_mesh():
 
 
 def test_eight_fake_devices_match_one_device():
-  env = dict(os.environ)
-  worker = os.path.join(os.path.dirname(__file__), "sharding_worker.py")
-  proc = subprocess.run(
-      [sys.executable, worker],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  print(proc.stdout)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  assert proc.stdout.strip().endswith("OK")
+  scripts_worker.run_device_worker("sharding_worker.py", timeout=600)

@@ -14,10 +14,7 @@
 """Qwen3-MoE: the grouped matmul, logits / greedy decoding / router loss
 against `transformers`, and checkpoint round trips."""
 
-import os
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +23,7 @@ import pytest
 from flax import nnx
 
 import hf_helpers
+import scripts_worker  # tests/, on the path beside conftest.py
 from opd_jax import testing
 from opd_jax.models import load_hf, save_hf
 from opd_jax.models import hf_io, moe
@@ -419,21 +417,9 @@ def test_eight_fake_devices_with_experts_split_match_one_device():
   device's, and the compiled step all-gathers neither an expert kernel nor
   an 'fsdp' group's tokens (the ring's ppermutes move them).
   """
-  worker = os.path.join(
-      os.path.dirname(os.path.dirname(__file__)), "moe_sharding_worker.py"
-  )
-  proc = subprocess.run(
-      [sys.executable, worker],
-      env=dict(os.environ),
-      capture_output=True,
-      text=True,
-      timeout=900,
-  )
-  print(proc.stdout)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  assert proc.stdout.strip().endswith("OK")
+  out = scripts_worker.run_device_worker("moe_sharding_worker.py", timeout=900)
   for mesh in ("'fsdp': 4, 'tensor': 2", "'data': 2, 'fsdp': 4"):
-    assert mesh in proc.stdout, proc.stdout
+    assert mesh in out, out
 
 
 def test_router_sums_over_row_groups_give_the_whole_batch_loss():

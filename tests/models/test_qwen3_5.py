@@ -22,6 +22,7 @@ import pytest
 from flax import nnx
 
 import hf_helpers
+import scripts_worker  # tests/, on the path beside conftest.py
 from opd_jax import testing
 from opd_jax.models import (
     ModelConfig,
@@ -398,19 +399,4 @@ def test_training_step_on_a_mesh_equals_one_device():
   """One TIP step of a tiny Qwen3.5 student and teacher on data=2 x fsdp=2
   x tensor=2 fake devices: the loss and every gradient of one device's
   step (tests/hybrid_sharding_worker.py, in its own process)."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-
-  worker = os.path.join(
-      os.path.dirname(os.path.dirname(__file__)), "hybrid_sharding_worker.py"
-  )
-  proc = subprocess.run(
-      [sys.executable, worker],
-      env=dict(os.environ),  # the worker adds its fake devices to XLA_FLAGS
-      capture_output=True,
-      text=True,
-      timeout=1200,
-  )
-  print(proc.stdout)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  assert proc.stdout.strip().endswith("OK")
+  scripts_worker.run_device_worker("hybrid_sharding_worker.py", timeout=1200)
