@@ -32,8 +32,9 @@ bfloat16 weights alone ask for 4 devices of 16 GiB; the dry run
 (`--dry_run`) prints the per-device memory of the step and the sampler.
 """
 
-import importlib.util
 import os
+
+from opd_jax.trainer.config import config_file
 
 _DENSE_RECIPE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "recipe_qwen3_8b_to_1p7b_tip.py"
@@ -41,9 +42,6 @@ _DENSE_RECIPE = os.path.join(
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("dense_recipe", _DENSE_RECIPE)
-  dense = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(dense)
-  c = dense.get_config()
+  c = config_file(_DENSE_RECIPE)
   c.teacher, c.teacher_preset = "/models/Qwen3-30B-A3B", "qwen3_30b_a3b"
   return c

@@ -37,8 +37,9 @@ weights (26.9B parameters) alone ask for 4 devices of 16 GiB; the dry run
 (BENCHMARKS.md, "Qwen3.5 27B -> 0.8B").
 """
 
-import importlib.util
 import os
+
+from opd_jax.trainer.config import config_file
 
 _DENSE_RECIPE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "recipe_qwen3_8b_to_1p7b_tip.py"
@@ -46,10 +47,7 @@ _DENSE_RECIPE = os.path.join(
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("dense_recipe", _DENSE_RECIPE)
-  dense = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(dense)
-  c = dense.get_config()
+  c = config_file(_DENSE_RECIPE)
   c.student, c.student_preset = "/models/Qwen3.5-0.8B", "qwen3p5_0p8b"
   c.teacher, c.teacher_preset = "/models/Qwen3.5-27B", "qwen3p5_27b"
   return c

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 
 import ml_collections
 
@@ -86,6 +87,18 @@ _RENAMES = {
     for old, (new, values) in methods.renamed_fields(name).items()
 }
 RENAMED_FIELDS = {old: new for old, (new, _) in _RENAMES.items()}
+
+
+def config_file(path: str) -> ml_collections.ConfigDict:
+  """The `get_config()` of the absl `--config` file at `path`.
+
+  For a config file that extends another (a recipe that swaps the teacher
+  of another recipe), so the two cannot drift apart.
+  """
+  spec = importlib.util.spec_from_file_location("opd_jax_config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def migrate_saved(saved: dict) -> dict:
